@@ -1,0 +1,412 @@
+//! Host metric collection: one [`Collector::sample`] per tick.
+//!
+//! Everything comes from `/proc` (cheap, exact counters) except per-mount
+//! usage and top processes, which come from `sysinfo`. Rates are computed
+//! from counters; a counter that goes backwards (reset, wrap, device
+//! re-created) produces no rate for that tick instead of a negative or absurd
+//! one, and the new value becomes the baseline.
+
+pub mod procfs;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sysinfo::{Disks, ProcessRefreshKind, ProcessesToUpdate, System};
+
+use procfs::{CpuTimes, DiskStat, NetStat};
+
+/// One measured value. `device` names the disk, mount or interface, empty for
+/// host-wide metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub device: String,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub name: String,
+    pub cpu_pct: f64,
+    pub rss_bytes: u64,
+}
+
+/// Everything measured at one tick.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    pub ts_ms: i64,
+    pub metrics: Vec<Metric>,
+    /// Present only on ticks where processes were sampled.
+    pub top_processes: Option<Vec<ProcessInfo>>,
+}
+
+/// Rate of a monotonic counter; `None` on reset, wrap or a zero interval.
+pub fn counter_rate(prev: u64, cur: u64, dt_secs: f64) -> Option<f64> {
+    if cur < prev || dt_secs <= 0.0 || !dt_secs.is_finite() {
+        return None;
+    }
+    Some((cur - prev) as f64 / dt_secs)
+}
+
+/// CPU percentages between two readings; `None` if any counter went back.
+pub fn cpu_pcts(prev: &CpuTimes, cur: &CpuTimes) -> Option<[f64; 5]> {
+    let d = |a: u64, b: u64| b.checked_sub(a);
+    let total = d(prev.total(), cur.total())?;
+    if total == 0 {
+        return None;
+    }
+    let user = d(prev.user, cur.user)? + d(prev.nice, cur.nice)?;
+    let system = d(prev.system, cur.system)? + d(prev.irq, cur.irq)? + d(prev.softirq, cur.softirq)?;
+    let idle = d(prev.idle, cur.idle)?;
+    let iowait = d(prev.iowait, cur.iowait)?;
+    let steal = d(prev.steal, cur.steal)?;
+    let pct = |v: u64| (v as f64 * 100.0 / total as f64).clamp(0.0, 100.0);
+    let busy = total.saturating_sub(idle + iowait);
+    Some([pct(busy), pct(user), pct(system), pct(iowait), pct(steal)])
+}
+
+const PSI_RESOURCES: [&str; 3] = ["cpu", "memory", "io"];
+
+struct Previous {
+    at: Instant,
+    cpu: Option<CpuTimes>,
+    disks: HashMap<String, DiskStat>,
+    nets: HashMap<String, NetStat>,
+    psi: HashMap<&'static str, (u64, Option<u64>)>,
+}
+
+pub struct Collector {
+    proc_root: PathBuf,
+    top_n: usize,
+    process_every: Duration,
+    last_processes: Option<Instant>,
+    disk_list_refreshed: Instant,
+    prev: Option<Previous>,
+    disks: Disks,
+    system: System,
+}
+
+impl Collector {
+    pub fn new(proc_root: &Path, top_n: usize, process_every: Duration) -> Self {
+        Self {
+            proc_root: proc_root.to_path_buf(),
+            top_n,
+            process_every,
+            last_processes: None,
+            disk_list_refreshed: Instant::now(),
+            prev: None,
+            disks: Disks::new_with_refreshed_list(),
+            system: System::new(),
+        }
+    }
+
+    fn read(&self, rel: &str) -> Option<String> {
+        std::fs::read_to_string(self.proc_root.join(rel)).ok()
+    }
+
+    /// Takes one sample. Missing files (old kernels, containers) only remove
+    /// the metrics they carry.
+    pub fn sample(&mut self, ts_ms: i64) -> Sample {
+        let now = Instant::now();
+        let mut out = Vec::with_capacity(64);
+        let mut push = |name: &'static str, device: &str, value: f64| {
+            if value.is_finite() {
+                out.push(Metric {
+                    name,
+                    device: device.to_string(),
+                    value,
+                });
+            }
+        };
+
+        let cpu = self.read("stat").and_then(|t| procfs::parse_stat_cpu(&t));
+        if let Some(load) = self.read("loadavg").and_then(|t| procfs::parse_loadavg(&t)) {
+            push("load.1", "", load[0]);
+            push("load.5", "", load[1]);
+            push("load.15", "", load[2]);
+        }
+        if let Some(m) = self.read("meminfo").and_then(|t| procfs::parse_meminfo(&t)) {
+            let used = m.total.saturating_sub(m.available);
+            push("mem.used_bytes", "", used as f64);
+            push("mem.available_bytes", "", m.available as f64);
+            push("mem.cached_bytes", "", m.cached as f64);
+            push("mem.used_pct", "", used as f64 * 100.0 / m.total as f64);
+            let swap_used = m.swap_total.saturating_sub(m.swap_free);
+            push("swap.used_bytes", "", swap_used as f64);
+            if m.swap_total > 0 {
+                push("swap.used_pct", "", swap_used as f64 * 100.0 / m.swap_total as f64);
+            }
+        }
+        push("proc.count", "", self.process_count() as f64);
+
+        let sys_block = self.proc_root.join("../sys/block");
+        let sys_block = if self.proc_root == Path::new("/proc") {
+            PathBuf::from("/sys/block")
+        } else {
+            sys_block
+        };
+        let disks: HashMap<String, DiskStat> = self
+            .read("diskstats")
+            .map(|t| procfs::parse_diskstats(&t, |n| sys_block.join(n).exists()))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| (d.name.clone(), d))
+            .collect();
+        let nets: HashMap<String, NetStat> = self
+            .read("net/dev")
+            .map(|t| procfs::parse_net_dev(&t))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| (n.name.clone(), n))
+            .collect();
+        let mut psi = HashMap::new();
+        for r in PSI_RESOURCES {
+            if let Some(p) = self
+                .read(&format!("pressure/{r}"))
+                .and_then(|t| procfs::parse_pressure(&t))
+            {
+                psi.insert(r, p);
+            }
+        }
+
+        if let Some(prev) = &self.prev {
+            let dt = now.duration_since(prev.at).as_secs_f64();
+            if let (Some(p), Some(c)) = (&prev.cpu, &cpu) {
+                if let Some([total, user, system, iowait, steal]) = cpu_pcts(p, c) {
+                    push("cpu.total_pct", "", total);
+                    push("cpu.user_pct", "", user);
+                    push("cpu.system_pct", "", system);
+                    push("cpu.iowait_pct", "", iowait);
+                    push("cpu.steal_pct", "", steal);
+                }
+            }
+            for (name, cur) in &disks {
+                let Some(p) = prev.disks.get(name) else {
+                    continue;
+                };
+                let pairs = [
+                    ("disk.read_bytes_per_s", p.sectors_read * 512, cur.sectors_read * 512),
+                    ("disk.write_bytes_per_s", p.sectors_written * 512, cur.sectors_written * 512),
+                    ("disk.reads_per_s", p.reads, cur.reads),
+                    ("disk.writes_per_s", p.writes, cur.writes),
+                ];
+                for (metric, a, b) in pairs {
+                    if let Some(r) = counter_rate(a, b, dt) {
+                        push(metric, name, r);
+                    }
+                }
+                if let Some(ms) = counter_rate(p.io_ms, cur.io_ms, dt) {
+                    push("disk.busy_pct", name, (ms / 10.0).clamp(0.0, 100.0));
+                }
+            }
+            for (name, cur) in &nets {
+                let Some(p) = prev.nets.get(name) else {
+                    continue;
+                };
+                let pairs = [
+                    ("net.rx_bytes_per_s", p.rx_bytes, cur.rx_bytes),
+                    ("net.tx_bytes_per_s", p.tx_bytes, cur.tx_bytes),
+                    ("net.rx_packets_per_s", p.rx_packets, cur.rx_packets),
+                    ("net.tx_packets_per_s", p.tx_packets, cur.tx_packets),
+                    ("net.rx_errors_per_s", p.rx_errors, cur.rx_errors),
+                    ("net.tx_errors_per_s", p.tx_errors, cur.tx_errors),
+                    ("net.rx_drops_per_s", p.rx_drops, cur.rx_drops),
+                    ("net.tx_drops_per_s", p.tx_drops, cur.tx_drops),
+                ];
+                for (metric, a, b) in pairs {
+                    if let Some(r) = counter_rate(a, b, dt) {
+                        push(metric, name, r);
+                    }
+                }
+            }
+            for (r, (some, full)) in &psi {
+                let Some((psome, pfull)) = prev.psi.get(r) else {
+                    continue;
+                };
+                // Stall totals are microseconds; per second of wall time that
+                // is the share of time stalled.
+                let pct = |a: u64, b: u64| counter_rate(a, b, dt).map(|us| (us / 10_000.0).clamp(0.0, 100.0));
+                let (some_name, full_name) = match *r {
+                    "cpu" => ("psi.cpu.some_pct", "psi.cpu.full_pct"),
+                    "memory" => ("psi.memory.some_pct", "psi.memory.full_pct"),
+                    _ => ("psi.io.some_pct", "psi.io.full_pct"),
+                };
+                if let Some(v) = pct(*psome, *some) {
+                    push(some_name, "", v);
+                }
+                if let (Some(a), Some(b)) = (pfull, full) {
+                    if let Some(v) = pct(*a, *b) {
+                        push(full_name, "", v);
+                    }
+                }
+            }
+        }
+
+        self.disk_usage(&mut push, now);
+
+        self.prev = Some(Previous {
+            at: now,
+            cpu,
+            disks,
+            nets,
+            psi,
+        });
+
+        let top_processes = self.maybe_top_processes(now);
+        Sample {
+            ts_ms,
+            metrics: out,
+            top_processes,
+        }
+    }
+
+    fn process_count(&self) -> usize {
+        std::fs::read_dir(&self.proc_root)
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    fn disk_usage(&mut self, push: &mut impl FnMut(&'static str, &str, f64), now: Instant) {
+        // Mounts change rarely; re-list them once a minute, refresh sizes on
+        // every tick.
+        if now.duration_since(self.disk_list_refreshed) > Duration::from_secs(60) {
+            self.disks.refresh(true);
+            self.disk_list_refreshed = now;
+        } else {
+            self.disks.refresh(false);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for d in self.disks.list() {
+            let total = d.total_space();
+            let mount = d.mount_point().to_string_lossy();
+            if total == 0 || !seen.insert(mount.to_string()) {
+                continue;
+            }
+            let used = total.saturating_sub(d.available_space());
+            push("disk.used_bytes", &mount, used as f64);
+            push("disk.used_pct", &mount, used as f64 * 100.0 / total as f64);
+        }
+    }
+
+    fn maybe_top_processes(&mut self, now: Instant) -> Option<Vec<ProcessInfo>> {
+        if self.top_n == 0
+            || self
+                .last_processes
+                .is_some_and(|t| now.duration_since(t) < self.process_every)
+        {
+            return None;
+        }
+        let first = self.last_processes.is_none();
+        self.last_processes = Some(now);
+        self.system.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing().with_cpu().with_memory(),
+        );
+        if first {
+            // CPU usage needs two readings; the first one only sets the base.
+            return None;
+        }
+        let all: Vec<ProcessInfo> = self
+            .system
+            .processes()
+            .iter()
+            .map(|(pid, p)| ProcessInfo {
+                pid: pid.as_u32(),
+                name: p.name().to_string_lossy().into_owned(),
+                cpu_pct: f64::from(p.cpu_usage()),
+                rss_bytes: p.memory(),
+            })
+            .collect();
+        Some(top_processes(all, self.top_n))
+    }
+}
+
+/// The union of the `n` heaviest processes by CPU and by resident memory.
+pub fn top_processes(mut all: Vec<ProcessInfo>, n: usize) -> Vec<ProcessInfo> {
+    all.sort_by(|a, b| b.cpu_pct.total_cmp(&a.cpu_pct));
+    let mut top: Vec<ProcessInfo> = all.iter().take(n).cloned().collect();
+    all.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes));
+    for p in all.into_iter().take(n) {
+        if !top.iter().any(|t| t.pid == p.pid) {
+            top.push(p);
+        }
+    }
+    top
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_rates_never_go_negative() {
+        let cases = [
+            (100, 300, 2.0, Some(100.0)),
+            (300, 100, 1.0, None),        // reset
+            (u64::MAX - 5, 10, 1.0, None), // wrap
+            (5, 5, 1.0, Some(0.0)),
+            (5, 10, 0.0, None),
+        ];
+        for (prev, cur, dt, want) in cases {
+            assert_eq!(counter_rate(prev, cur, dt), want, "{prev}->{cur} over {dt}");
+        }
+    }
+
+    #[test]
+    fn cpu_percentages() {
+        let a = CpuTimes {
+            user: 100,
+            idle: 100,
+            ..Default::default()
+        };
+        let b = CpuTimes {
+            user: 150,
+            system: 10,
+            idle: 130,
+            iowait: 5,
+            steal: 5,
+            ..Default::default()
+        };
+        let [total, user, system, iowait, steal] = cpu_pcts(&a, &b).expect("valid");
+        assert!((user - 50.0).abs() < 1e-9);
+        assert!((system - 10.0).abs() < 1e-9);
+        assert!((iowait - 5.0).abs() < 1e-9);
+        assert!((steal - 5.0).abs() < 1e-9);
+        assert!((total - 65.0).abs() < 1e-9);
+        assert_eq!(cpu_pcts(&b, &a), None, "a counter going back is no rate");
+        assert_eq!(cpu_pcts(&a, &a), None, "no time passed");
+    }
+
+    #[test]
+    fn top_processes_union() {
+        let p = |pid, cpu, rss| ProcessInfo {
+            pid,
+            name: format!("p{pid}"),
+            cpu_pct: cpu,
+            rss_bytes: rss,
+        };
+        let top = top_processes(vec![p(1, 90.0, 1), p(2, 1.0, 900), p(3, 5.0, 5)], 1);
+        let pids: Vec<u32> = top.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, vec![1, 2]);
+    }
+
+    #[test]
+    fn samples_this_host() {
+        let mut c = Collector::new(Path::new("/proc"), 3, Duration::from_millis(1));
+        let first = c.sample(0);
+        assert!(first.metrics.iter().any(|m| m.name == "mem.used_bytes"));
+        std::thread::sleep(Duration::from_millis(50));
+        let second = c.sample(50);
+        assert!(second.metrics.iter().any(|m| m.name == "cpu.total_pct"));
+        for m in &second.metrics {
+            assert!(m.value >= 0.0, "{} {} = {}", m.name, m.device, m.value);
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Agent configuration: a TOML file, then environment overrides, then checks.
+//!
+//! Unknown keys are refused so a typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variables that override the file, all in one place.
+pub mod env {
+    pub const DATA_DIR: &str = "SCO_AGENT_DATA_DIR";
+    pub const ENDPOINTS: &str = "SCO_AGENT_ENDPOINTS";
+    pub const SERVER_NAME: &str = "SCO_AGENT_SERVER_NAME";
+    pub const INTERVAL_MS: &str = "SCO_AGENT_INTERVAL_MS";
+    pub const ROLLUP_SECS: &str = "SCO_AGENT_ROLLUP_SECS";
+    pub const CA: &str = "SCO_AGENT_CA";
+    pub const CERT: &str = "SCO_AGENT_CERT";
+    pub const KEY: &str = "SCO_AGENT_KEY";
+    pub const OUTBOX_MAX_BYTES: &str = "SCO_AGENT_OUTBOX_MAX_BYTES";
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentSection,
+    pub server: ServerSection,
+    #[serde(default)]
+    pub outbox: OutboxSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSection {
+    /// Where the outbox and local state live.
+    pub data_dir: PathBuf,
+    /// Collection interval in milliseconds.
+    pub interval_ms: u64,
+    /// Length of one rollup window in seconds.
+    pub rollup_secs: u64,
+    /// How often the top processes are sampled, in seconds.
+    pub process_interval_secs: u64,
+    /// How many processes to report by CPU and by memory.
+    pub top_processes: usize,
+    /// Labels sent to the control plane (used by policy selectors).
+    pub labels: BTreeMap<String, String>,
+    /// Root of the proc filesystem (tests point this at a fixture).
+    pub proc_root: PathBuf,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/sco-agent"),
+            interval_ms: 1000,
+            rollup_secs: 10,
+            process_interval_secs: 10,
+            top_processes: 5,
+            labels: BTreeMap::new(),
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Control-plane gRPC endpoints, `host:port` or `https://host:port`,
+    /// tried in order on failover.
+    pub endpoints: Vec<String>,
+    /// Name the server certificate must carry (defaults to the endpoint host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Fleet CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This agent's client certificate (PEM).
+    pub cert: PathBuf,
+    /// This agent's private key (PEM).
+    pub key: PathBuf,
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
+    /// The connection is declared dead when nothing arrives for this long.
+    #[serde(default = "default_dead_after_secs")]
+    pub dead_after_secs: u64,
+    #[serde(default = "default_backoff_initial_ms")]
+    pub backoff_initial_ms: u64,
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+}
+
+fn default_heartbeat_secs() -> u64 {
+    5
+}
+fn default_dead_after_secs() -> u64 {
+    20
+}
+fn default_backoff_initial_ms() -> u64 {
+    500
+}
+fn default_backoff_max_ms() -> u64 {
+    30_000
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxSection {
+    /// Upper bound of unacknowledged data; the oldest messages are dropped
+    /// (and counted) beyond it.
+    pub max_bytes: u64,
+    /// sled page cache. sled's own default is 1 GiB, far too much for an agent.
+    pub cache_bytes: u64,
+}
+
+impl Default for OutboxSection {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+            cache_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value {value:?} in environment variable {var}: {reason}")]
+    Env {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Reads the file, applies environment overrides and validates the result.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+    }
+
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn num(var: &'static str, value: String) -> Result<u64, ConfigError> {
+            value.trim().parse().map_err(|e: std::num::ParseIntError| ConfigError::Env {
+                var,
+                value,
+                reason: e.to_string(),
+            })
+        }
+        if let Some(v) = get(env::DATA_DIR) {
+            self.agent.data_dir = v.into();
+        }
+        if let Some(v) = get(env::ENDPOINTS) {
+            self.server.endpoints = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(v) = get(env::SERVER_NAME) {
+            self.server.server_name = Some(v);
+        }
+        if let Some(v) = get(env::INTERVAL_MS) {
+            self.agent.interval_ms = num(env::INTERVAL_MS, v)?;
+        }
+        if let Some(v) = get(env::ROLLUP_SECS) {
+            self.agent.rollup_secs = num(env::ROLLUP_SECS, v)?;
+        }
+        if let Some(v) = get(env::OUTBOX_MAX_BYTES) {
+            self.outbox.max_bytes = num(env::OUTBOX_MAX_BYTES, v)?;
+        }
+        if let Some(v) = get(env::CA) {
+            self.server.ca = v.into();
+        }
+        if let Some(v) = get(env::CERT) {
+            self.server.cert = v.into();
+        }
+        if let Some(v) = get(env::KEY) {
+            self.server.key = v.into();
+        }
+        Ok(())
+    }
+
+    /// Checks values a parser cannot: ranges, relations and files.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let a = &self.agent;
+        if !(100..=60_000).contains(&a.interval_ms) {
+            return invalid(
+                "agent.interval_ms",
+                format!("{} is outside 100..=60000", a.interval_ms),
+            );
+        }
+        if a.rollup_secs == 0 || a.rollup_secs * 1000 < a.interval_ms || a.rollup_secs > 3600 {
+            return invalid(
+                "agent.rollup_secs",
+                format!(
+                    "{} must be between one interval ({} ms) and 3600",
+                    a.rollup_secs, a.interval_ms
+                ),
+            );
+        }
+        if a.process_interval_secs == 0 {
+            return invalid("agent.process_interval_secs", "must be at least 1".into());
+        }
+        if a.top_processes > 100 {
+            return invalid(
+                "agent.top_processes",
+                format!("{} is more than 100", a.top_processes),
+            );
+        }
+        for key in a.labels.keys() {
+            if key.is_empty()
+                || key.len() > 63
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
+                return invalid("agent.labels", format!("label key {key:?} is not [A-Za-z0-9-_./]{{1,63}}"));
+            }
+        }
+        let s = &self.server;
+        if s.endpoints.is_empty() {
+            return invalid("server.endpoints", "at least one endpoint is needed".into());
+        }
+        for e in &s.endpoints {
+            endpoint_uri(e).map_err(|reason| ConfigError::Invalid {
+                key: "server.endpoints",
+                reason,
+            })?;
+        }
+        for (key, path) in [
+            ("server.ca", &s.ca),
+            ("server.cert", &s.cert),
+            ("server.key", &s.key),
+        ] {
+            if !path.is_file() {
+                return invalid(key, format!("{} is not a readable file", path.display()));
+            }
+        }
+        if s.heartbeat_secs == 0 || s.dead_after_secs <= s.heartbeat_secs {
+            return invalid(
+                "server.dead_after_secs",
+                format!(
+                    "{} must be greater than server.heartbeat_secs ({})",
+                    s.dead_after_secs, s.heartbeat_secs
+                ),
+            );
+        }
+        if s.backoff_initial_ms == 0 || s.backoff_max_ms < s.backoff_initial_ms {
+            return invalid(
+                "server.backoff_max_ms",
+                "backoff_initial_ms must be > 0 and <= backoff_max_ms".into(),
+            );
+        }
+        if self.outbox.max_bytes < 64 * 1024 {
+            return invalid(
+                "outbox.max_bytes",
+                format!("{} is below the minimum of 65536", self.outbox.max_bytes),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.agent.interval_ms)
+    }
+}
+
+/// Normalises `host:port` to `https://host:port` and checks it.
+pub fn endpoint_uri(endpoint: &str) -> Result<String, String> {
+    let uri = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("https://{endpoint}")
+    };
+    let rest = uri
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("endpoint {endpoint:?} must use https (mTLS is mandatory)"))?;
+    let (host, port) = rest
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .ok_or_else(|| format!("endpoint {endpoint:?} has no port"))?;
+    if host.is_empty() {
+        return Err(format!("endpoint {endpoint:?} has no host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("endpoint {endpoint:?} has an invalid port {port:?}"))?;
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../packaging/agent.example.toml");
+
+    #[test]
+    fn example_config_parses() {
+        let config = Config::from_toml(EXAMPLE).expect("example config parses");
+        assert_eq!(config.agent.interval_ms, 1000);
+        assert_eq!(config.agent.rollup_secs, 10);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = EXAMPLE.replace("[outbox]", "[outbox]\nmax_bites = 3");
+        let err = Config::from_toml(&text).expect_err("unknown key refused");
+        assert!(err.contains("max_bites"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut base = Config::from_toml(EXAMPLE).expect("example parses");
+        let existing = std::path::PathBuf::from(file!()).canonicalize().unwrap_or_else(|_| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")
+        });
+        base.server.ca = existing.clone();
+        base.server.cert = existing.clone();
+        base.server.key = existing;
+        base.validate().expect("base is valid");
+        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+            ("agent.interval_ms", Box::new(|c| c.agent.interval_ms = 5)),
+            ("agent.rollup_secs", Box::new(|c| c.agent.rollup_secs = 0)),
+            ("server.endpoints", Box::new(|c| c.server.endpoints.clear())),
+            (
+                "server.endpoints",
+                Box::new(|c| c.server.endpoints = vec!["http://x:1".into()]),
+            ),
+            ("outbox.max_bytes", Box::new(|c| c.outbox.max_bytes = 10)),
+            ("server.ca", Box::new(|c| c.server.ca = "/nonexistent/ca.pem".into())),
+        ];
+        for (key, mutate) in cases {
+            let mut c = base.clone();
+            mutate(&mut c);
+            let err = c.validate().expect_err(key).to_string();
+            assert!(err.contains(key), "expected {key} in {err}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_and_bad_env_is_named() {
+        let mut c = Config::from_toml(EXAMPLE).expect("example parses");
+        c.apply_env(|k| (k == env::INTERVAL_MS).then(|| "250".to_string()))
+            .expect("valid override");
+        assert_eq!(c.agent.interval_ms, 250);
+        let err = c
+            .apply_env(|k| (k == env::ROLLUP_SECS).then(|| "ten".to_string()))
+            .expect_err("bad number");
+        assert!(err.to_string().contains(env::ROLLUP_SECS));
+    }
+
+    #[test]
+    fn endpoints_normalise() {
+        assert_eq!(endpoint_uri("cp:7443").as_deref(), Ok("https://cp:7443"));
+        assert!(endpoint_uri("cp").is_err());
+        assert!(endpoint_uri("cp:99999").is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! The SmartCloudOps host agent.
+//!
+//! - [`config`]: the TOML configuration, environment overrides and checks.
+//! - [`collect`]: reads `/proc` (and `sysinfo` for mounts and processes) once
+//!   per tick on a dedicated thread; turns counters into rates.
+//! - [`rollup`]: per-window min/mean/max/last summaries of the samples.
+//! - [`outbox`]: the durable, bounded sled queue every durable message passes
+//!   through before it is sent.
+//! - [`uplink`]: the mTLS gRPC stream to the control plane.
+//! - [`pb`]: conversion of domain types to protobuf.
+//!
+//! [`run`] wires them together; the binary only parses the command line.
+
+pub mod collect;
+pub mod config;
+pub mod outbox;
+pub mod pb;
+pub mod rollup;
+pub mod uplink;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch, Mutex, Notify};
+
+pub use config::Config;
+use sco_proto::v1::Hello;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Outbox(#[from] outbox::OutboxError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error("stream: {0}")]
+    Stream(String),
+}
+
+/// What a running agent exposes to its caller.
+pub struct Handle {
+    /// True while the stream to the control plane is up.
+    pub connected: watch::Receiver<bool>,
+}
+
+fn hello(config: &Config) -> Hello {
+    Hello {
+        hostname: sysinfo::System::host_name().unwrap_or_default(),
+        os: sysinfo::System::long_os_version().unwrap_or_default(),
+        kernel: sysinfo::System::kernel_version().unwrap_or_default(),
+        agent_version: VERSION.to_string(),
+        labels: config.agent.labels.clone().into_iter().collect(),
+        interval_ms: u32::try_from(config.agent.interval_ms).unwrap_or(u32::MAX),
+        last_seq: 0,
+    }
+}
+
+/// Runs the agent until `shutdown` completes, then closes the stream and
+/// flushes the outbox.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    on_start: impl FnOnce(Handle),
+) -> Result<(), AgentError> {
+    let data_dir = &config.agent.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| AgentError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let outbox = outbox::Outbox::open(
+        &data_dir.join("outbox"),
+        config.outbox.max_bytes,
+        config.outbox.cache_bytes,
+    )?;
+    tracing::info!(
+        pending = outbox.pending(),
+        last_seq = outbox.last_seq(),
+        dropped_total = outbox.dropped_total(),
+        "outbox opened"
+    );
+    let outbox = Arc::new(Mutex::new(outbox));
+    let new_data = Arc::new(Notify::new());
+    let (connected_tx, connected_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let uplink = uplink::Uplink {
+        server: config.server.clone(),
+        hello: hello(&config),
+        outbox: outbox.clone(),
+        new_data: new_data.clone(),
+        connected: connected_tx,
+    };
+    let uplink = tokio::spawn(uplink.run(stop_rx));
+    on_start(Handle {
+        connected: connected_rx,
+    });
+
+    let (sample_tx, mut samples) = mpsc::channel(16);
+    let collector = spawn_collector(&config, sample_tx);
+    let mut roller = rollup::Roller::new(config.agent.rollup_secs as i64 * 1000);
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            sample = samples.recv() => {
+                let Some(sample) = sample else { break };
+                if let Some(r) = roller.push(sample) {
+                    let mut o = outbox.lock().await;
+                    let dropped = o.dropped_total();
+                    let seq = o.push(pb::rollup_message(r, uplink::now_ms(), dropped)).await?;
+                    drop(o);
+                    tracing::debug!(seq, "rollup queued");
+                    new_data.notify_one();
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    drop(samples);
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), uplink).await;
+    outbox.lock().await.flush().await?;
+    // The collector notices the closed channel at its next tick.
+    drop(collector);
+    Ok(())
+}
+
+/// Collection runs on its own thread: `/proc` reads are blocking I/O, and a
+/// fixed schedule (not sleep-after-work) keeps ticks from drifting.
+fn spawn_collector(config: &Config, tx: mpsc::Sender<collect::Sample>) -> std::thread::JoinHandle<()> {
+    let interval = config.interval();
+    let proc_root = config.agent.proc_root.clone();
+    let top_n = config.agent.top_processes;
+    let process_every = Duration::from_secs(config.agent.process_interval_secs);
+    std::thread::Builder::new()
+        .name("sco-collect".into())
+        .spawn(move || {
+            let mut collector = collect::Collector::new(&proc_root, top_n, process_every);
+            let mut next = Instant::now();
+            loop {
+                let sample = collector.sample(uplink::now_ms());
+                if tx.blocking_send(sample).is_err() {
+                    return;
+                }
+                next += interval;
+                let now = Instant::now();
+                if next < now {
+                    // We fell behind (suspend, overload): skip missed ticks.
+                    next = now + interval;
+                }
+                std::thread::sleep(next - now);
+            }
+        })
+        .expect("spawning a thread only fails when the OS is out of resources")
+}

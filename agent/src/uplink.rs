@@ -1,0 +1,203 @@
+//! The stream to the control plane: connect over mTLS, say hello, resend
+//! what the outbox holds, follow it with new messages, apply acks, exchange
+//! heartbeats, and reconnect with exponential backoff and jitter.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use sco_proto::v1::agent_service_client::AgentServiceClient;
+use sco_proto::v1::{agent_message, control_message, AgentMessage, Heartbeat, Hello};
+use tokio::sync::{mpsc, watch, Mutex, Notify};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::{endpoint_uri, ServerSection};
+use crate::outbox::Outbox;
+use crate::AgentError;
+
+/// Messages resent per batch before the uplink looks at incoming acks again.
+const SEND_BATCH: usize = 256;
+
+pub struct Uplink {
+    pub server: ServerSection,
+    pub hello: Hello,
+    pub outbox: Arc<Mutex<Outbox>>,
+    /// Signalled whenever a new message lands in the outbox.
+    pub new_data: Arc<Notify>,
+    /// Connection state for observers (tests, status output).
+    pub connected: watch::Sender<bool>,
+}
+
+enum End {
+    Shutdown,
+    Lost(String),
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Uplink {
+    fn tls(&self, endpoint: &str) -> Result<ClientTlsConfig, AgentError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| AgentError::Tls(format!("cannot read {}: {e}", p.display())))
+        };
+        let ca = read(&self.server.ca)?;
+        let cert = read(&self.server.cert)?;
+        let key = read(&self.server.key)?;
+        let domain = match &self.server.server_name {
+            Some(name) => name.clone(),
+            None => endpoint
+                .trim_start_matches("https://")
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+                .unwrap_or_default(),
+        };
+        Ok(ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .identity(Identity::from_pem(cert, key))
+            .domain_name(domain))
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let initial = Duration::from_millis(self.server.backoff_initial_ms);
+        let max = Duration::from_millis(self.server.backoff_max_ms);
+        let mut backoff = initial;
+        let mut index = 0usize;
+        loop {
+            let endpoint = self.server.endpoints[index % self.server.endpoints.len()].clone();
+            let started = Instant::now();
+            let mut heard = false;
+            match self.session(&endpoint, &mut shutdown, &mut heard).await {
+                Ok(End::Shutdown) => break,
+                Ok(End::Lost(reason)) | Err(AgentError::Stream(reason)) => {
+                    tracing::warn!(%endpoint, %reason, "connection to control plane lost");
+                }
+                Err(e) => tracing::warn!(%endpoint, error = %e, "cannot connect to control plane"),
+            }
+            let _ = self.connected.send(false);
+            if heard && started.elapsed() > Duration::from_secs(5) {
+                backoff = initial;
+            } else {
+                // Fail over to the next endpoint only when this one fails.
+                index += 1;
+            }
+            // Full jitter over the upper half avoids reconnect storms after a
+            // control-plane restart while keeping a lower bound.
+            let delay = rand::thread_rng().gen_range(backoff / 2..=backoff);
+            backoff = (backoff * 2).min(max);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => break,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        endpoint: &str,
+        shutdown: &mut watch::Receiver<bool>,
+        heard: &mut bool,
+    ) -> Result<End, AgentError> {
+        let uri = endpoint_uri(endpoint).map_err(AgentError::Tls)?;
+        let heartbeat = Duration::from_secs(self.server.heartbeat_secs);
+        let dead_after = Duration::from_secs(self.server.dead_after_secs);
+        let channel: Channel = Endpoint::from_shared(uri.clone())
+            .map_err(|e| AgentError::Tls(format!("endpoint {uri}: {e}")))?
+            .tls_config(self.tls(&uri)?)
+            .map_err(|e| AgentError::Tls(format!("tls config: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(heartbeat)
+            .keep_alive_timeout(dead_after)
+            .connect()
+            .await
+            .map_err(|e| AgentError::Stream(format!("connect {uri}: {}", error_chain(&e))))?;
+        let mut client = AgentServiceClient::new(channel);
+        let (tx, rx) = mpsc::channel::<AgentMessage>(SEND_BATCH);
+        let mut hello = self.hello.clone();
+        hello.last_seq = self.outbox.lock().await.last_seq();
+        let send = |m| {
+            let tx = tx.clone();
+            async move { tx.send(m).await.map_err(|_| AgentError::Stream("stream closed".into())) }
+        };
+        send(AgentMessage {
+            seq: 0,
+            produced_at_ms: now_ms(),
+            body: Some(agent_message::Body::Hello(hello)),
+        })
+        .await?;
+        let mut inbound = client
+            .connect(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| AgentError::Stream(format!("{}: {}", s.code(), s.message())))?
+            .into_inner();
+        tracing::info!(%uri, "connected to control plane");
+        let _ = self.connected.send(true);
+
+        let mut last_sent = 0u64;
+        let mut last_heard = Instant::now();
+        let mut ticker = tokio::time::interval(heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let batch = self.outbox.lock().await.after(last_sent, SEND_BATCH)?;
+            let more = batch.len() == SEND_BATCH;
+            for m in batch {
+                last_sent = m.seq;
+                send(m).await?;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Ok(End::Shutdown),
+                msg = inbound.message() => match msg {
+                    Ok(Some(m)) => {
+                        *heard = true;
+                        last_heard = Instant::now();
+                        if let Some(control_message::Body::Ack(ack)) = m.body {
+                            self.outbox.lock().await.ack(ack.up_to_seq)?;
+                        }
+                    }
+                    Ok(None) => return Ok(End::Lost("control plane closed the stream".into())),
+                    Err(s) => return Ok(End::Lost(format!("{}: {}", s.code(), s.message()))),
+                },
+                () = std::future::ready(()), if more => {}
+                () = self.new_data.notified() => {}
+                _ = ticker.tick() => {
+                    if last_heard.elapsed() > dead_after {
+                        return Ok(End::Lost(format!("nothing heard for {dead_after:?}")));
+                    }
+                    let (pending, dropped) = {
+                        let o = self.outbox.lock().await;
+                        (o.pending(), o.dropped_total())
+                    };
+                    send(AgentMessage {
+                        seq: 0,
+                        produced_at_ms: now_ms(),
+                        body: Some(agent_message::Body::Heartbeat(Heartbeat {
+                            outbox_pending: pending,
+                            outbox_dropped_total: dropped,
+                        })),
+                    })
+                    .await?;
+                }
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}

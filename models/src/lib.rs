@@ -1,0 +1,21 @@
+//! Loads, verifies and runs SmartCloudOps' shipped ONNX anomaly models with tract.
+//!
+//! Code map:
+//! - [`manifest`] owns the JSON manifest shipped beside each `.onnx` file: name, version, sha256,
+//!   input/output schema, feature list and normalisation description.
+//! - [`model`] owns [`Model`]: it checks the file's sha256 against the manifest, checks the ONNX
+//!   graph's inputs and outputs against the manifest's schema, builds a tract plan, runs one test
+//!   inference, and then scores batches ([`Model::score`] -> [`Scores`]).
+//! - [`error`] owns [`ModelError`], the one error type of this crate.
+//!
+//! The shipped model (`shipped/sco-window-pca.onnx`) scores one host metric per row from the
+//! metric's last 8 normalised values; `shipped/MODEL_CARD.md` defines the features.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod manifest;
+pub mod model;
+
+pub use error::ModelError;
+pub use manifest::{Dim, Manifest, TensorSpec};
+pub use model::{Model, Scores, CONTRIB_OUTPUT, INPUT, SCORE_OUTPUT};

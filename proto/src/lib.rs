@@ -1,0 +1,10 @@
+//! Wire protocol between the SmartCloudOps agent and the control plane.
+//!
+//! One bidirectional gRPC stream per agent (`AgentService.Connect`). The
+//! generated types live in [`v1`]; both sides convert them to their own
+//! domain types at the edge and never let them travel further in.
+
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("sco.v1");
+}
