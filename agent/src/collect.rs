@@ -58,7 +58,8 @@ pub fn cpu_pcts(prev: &CpuTimes, cur: &CpuTimes) -> Option<[f64; 5]> {
         return None;
     }
     let user = d(prev.user, cur.user)? + d(prev.nice, cur.nice)?;
-    let system = d(prev.system, cur.system)? + d(prev.irq, cur.irq)? + d(prev.softirq, cur.softirq)?;
+    let system =
+        d(prev.system, cur.system)? + d(prev.irq, cur.irq)? + d(prev.softirq, cur.softirq)?;
     let idle = d(prev.idle, cur.idle)?;
     let iowait = d(prev.iowait, cur.iowait)?;
     let steal = d(prev.steal, cur.steal)?;
@@ -136,7 +137,11 @@ impl Collector {
             let swap_used = m.swap_total.saturating_sub(m.swap_free);
             push("swap.used_bytes", "", swap_used as f64);
             if m.swap_total > 0 {
-                push("swap.used_pct", "", swap_used as f64 * 100.0 / m.swap_total as f64);
+                push(
+                    "swap.used_pct",
+                    "",
+                    swap_used as f64 * 100.0 / m.swap_total as f64,
+                );
             }
         }
         push("proc.count", "", self.process_count() as f64);
@@ -187,8 +192,16 @@ impl Collector {
                     continue;
                 };
                 let pairs = [
-                    ("disk.read_bytes_per_s", p.sectors_read * 512, cur.sectors_read * 512),
-                    ("disk.write_bytes_per_s", p.sectors_written * 512, cur.sectors_written * 512),
+                    (
+                        "disk.read_bytes_per_s",
+                        p.sectors_read * 512,
+                        cur.sectors_read * 512,
+                    ),
+                    (
+                        "disk.write_bytes_per_s",
+                        p.sectors_written * 512,
+                        cur.sectors_written * 512,
+                    ),
                     ("disk.reads_per_s", p.reads, cur.reads),
                     ("disk.writes_per_s", p.writes, cur.writes),
                 ];
@@ -227,7 +240,9 @@ impl Collector {
                 };
                 // Stall totals are microseconds; per second of wall time that
                 // is the share of time stalled.
-                let pct = |a: u64, b: u64| counter_rate(a, b, dt).map(|us| (us / 10_000.0).clamp(0.0, 100.0));
+                let pct = |a: u64, b: u64| {
+                    counter_rate(a, b, dt).map(|us| (us / 10_000.0).clamp(0.0, 100.0))
+                };
                 let (some_name, full_name) = match *r {
                     "cpu" => ("psi.cpu.some_pct", "psi.cpu.full_pct"),
                     "memory" => ("psi.memory.some_pct", "psi.memory.full_pct"),
@@ -266,7 +281,11 @@ impl Collector {
         std::fs::read_dir(&self.proc_root)
             .map(|dir| {
                 dir.filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+                    .filter(|e| {
+                        e.file_name()
+                            .to_str()
+                            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                    })
                     .count()
             })
             .unwrap_or(0)
@@ -349,7 +368,7 @@ mod tests {
     fn counter_rates_never_go_negative() {
         let cases = [
             (100, 300, 2.0, Some(100.0)),
-            (300, 100, 1.0, None),        // reset
+            (300, 100, 1.0, None),         // reset
             (u64::MAX - 5, 10, 1.0, None), // wrap
             (5, 5, 1.0, Some(0.0)),
             (5, 10, 0.0, None),

@@ -163,11 +163,14 @@ impl Config {
 
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn num(var: &'static str, value: String) -> Result<u64, ConfigError> {
-            value.trim().parse().map_err(|e: std::num::ParseIntError| ConfigError::Env {
-                var,
-                value,
-                reason: e.to_string(),
-            })
+            value
+                .trim()
+                .parse()
+                .map_err(|e: std::num::ParseIntError| ConfigError::Env {
+                    var,
+                    value,
+                    reason: e.to_string(),
+                })
         }
         if let Some(v) = get(env::DATA_DIR) {
             self.agent.data_dir = v.into();
@@ -239,7 +242,10 @@ impl Config {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
             {
-                return invalid("agent.labels", format!("label key {key:?} is not [A-Za-z0-9-_./]{{1,63}}"));
+                return invalid(
+                    "agent.labels",
+                    format!("label key {key:?} is not [A-Za-z0-9-_./]{{1,63}}"),
+                );
             }
         }
         let s = &self.server;
@@ -335,9 +341,11 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let mut base = Config::from_toml(EXAMPLE).expect("example parses");
-        let existing = std::path::PathBuf::from(file!()).canonicalize().unwrap_or_else(|_| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")
-        });
+        let existing = std::path::PathBuf::from(file!())
+            .canonicalize()
+            .unwrap_or_else(|_| {
+                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")
+            });
         base.server.ca = existing.clone();
         base.server.cert = existing.clone();
         base.server.key = existing;
@@ -351,7 +359,10 @@ mod tests {
                 Box::new(|c| c.server.endpoints = vec!["http://x:1".into()]),
             ),
             ("outbox.max_bytes", Box::new(|c| c.outbox.max_bytes = 10)),
-            ("server.ca", Box::new(|c| c.server.ca = "/nonexistent/ca.pem".into())),
+            (
+                "server.ca",
+                Box::new(|c| c.server.ca = "/nonexistent/ca.pem".into()),
+            ),
         ];
         for (key, mutate) in cases {
             let mut c = base.clone();

@@ -137,7 +137,10 @@ pub async fn run(
 
 /// Collection runs on its own thread: `/proc` reads are blocking I/O, and a
 /// fixed schedule (not sleep-after-work) keeps ticks from drifting.
-fn spawn_collector(config: &Config, tx: mpsc::Sender<collect::Sample>) -> std::thread::JoinHandle<()> {
+fn spawn_collector(
+    config: &Config,
+    tx: mpsc::Sender<collect::Sample>,
+) -> std::thread::JoinHandle<()> {
     let interval = config.interval();
     let proc_root = config.agent.proc_root.clone();
     let top_n = config.agent.top_processes;

@@ -116,7 +116,9 @@ impl Outbox {
     pub fn ack(&mut self, seq: u64) -> Result<usize, OutboxError> {
         let mut removed = 0;
         while let Some((k, v)) = self.messages.first()? {
-            let key = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes).unwrap_or(0);
+            let key = <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
             if key > seq {
                 break;
             }
@@ -131,10 +133,17 @@ impl Outbox {
     /// `limit` of them.
     pub fn after(&self, after: u64, limit: usize) -> Result<Vec<AgentMessage>, OutboxError> {
         let mut out = Vec::new();
-        for entry in self.messages.range(be(after.saturating_add(1))..).take(limit) {
+        for entry in self
+            .messages
+            .range(be(after.saturating_add(1))..)
+            .take(limit)
+        {
             let (k, v) = entry?;
-            let seq = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes).unwrap_or(0);
-            let msg = AgentMessage::decode(v.as_ref()).map_err(|source| OutboxError::Corrupt { seq, source })?;
+            let seq = <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            let msg = AgentMessage::decode(v.as_ref())
+                .map_err(|source| OutboxError::Corrupt { seq, source })?;
             out.push(msg);
         }
         Ok(out)
@@ -150,7 +159,9 @@ impl Outbox {
 
     /// Highest sequence number assigned so far (0 when none).
     pub fn last_seq(&self) -> u64 {
-        read_u64(&self.meta, NEXT_SEQ).unwrap_or(1).saturating_sub(1)
+        read_u64(&self.meta, NEXT_SEQ)
+            .unwrap_or(1)
+            .saturating_sub(1)
     }
 
     pub async fn flush(&self) -> Result<(), OutboxError> {
@@ -186,11 +197,25 @@ mod tests {
             assert_eq!(o.ack(2).expect("ack"), 2);
         }
         let mut o = Outbox::open(dir.path(), 1 << 20, 1 << 20).expect("reopen");
-        let seqs: Vec<u64> = o.after(0, 100).expect("read").iter().map(|m| m.seq).collect();
+        let seqs: Vec<u64> = o
+            .after(0, 100)
+            .expect("read")
+            .iter()
+            .map(|m| m.seq)
+            .collect();
         assert_eq!(seqs, vec![3, 4, 5]);
-        assert_eq!(o.push(msg(9)).await.expect("push"), 6, "numbers are never reused");
+        assert_eq!(
+            o.push(msg(9)).await.expect("push"),
+            6,
+            "numbers are never reused"
+        );
         assert_eq!(o.last_seq(), 6);
-        let seqs: Vec<u64> = o.after(4, 100).expect("read").iter().map(|m| m.seq).collect();
+        let seqs: Vec<u64> = o
+            .after(4, 100)
+            .expect("read")
+            .iter()
+            .map(|m| m.seq)
+            .collect();
         assert_eq!(seqs, vec![5, 6]);
     }
 

@@ -114,7 +114,10 @@ mod tests {
             assert_eq!(r.push(sample(20_000 + i as i64 * 1000, v)), None);
         }
         let sealed = r.push(sample(30_000, 9.0)).expect("window sealed");
-        assert_eq!((sealed.window_start_ms, sealed.window_end_ms), (20_000, 30_000));
+        assert_eq!(
+            (sealed.window_start_ms, sealed.window_end_ms),
+            (20_000, 30_000)
+        );
         let s = &sealed.metrics[&("cpu.total_pct", String::new())];
         assert_eq!((s.min, s.max, s.last, s.count), (1.0, 5.0, 2.0, 4));
         assert!((s.mean() - 2.75).abs() < 1e-12);

@@ -43,7 +43,8 @@ pub fn now_ms() -> i64 {
 impl Uplink {
     fn tls(&self, endpoint: &str) -> Result<ClientTlsConfig, AgentError> {
         let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| AgentError::Tls(format!("cannot read {}: {e}", p.display())))
+            std::fs::read(p)
+                .map_err(|e| AgentError::Tls(format!("cannot read {}: {e}", p.display())))
         };
         let ca = read(&self.server.ca)?;
         let cert = read(&self.server.cert)?;
@@ -125,7 +126,11 @@ impl Uplink {
         hello.last_seq = self.outbox.lock().await.last_seq();
         let send = |m| {
             let tx = tx.clone();
-            async move { tx.send(m).await.map_err(|_| AgentError::Stream("stream closed".into())) }
+            async move {
+                tx.send(m)
+                    .await
+                    .map_err(|_| AgentError::Stream("stream closed".into()))
+            }
         };
         send(AgentMessage {
             seq: 0,

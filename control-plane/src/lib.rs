@@ -1,1 +1,186 @@
+//! The SmartCloudOps control plane.
+//!
+//! - [`config`]: TOML configuration, environment overrides and checks.
+//! - [`fleet`]: the domain: hosts, streams, ingest rules. No gRPC, HTTP or
+//!   SQL types in it.
+//! - [`grpc`]: the agent-facing edge: mTLS, identity from the client
+//!   certificate, the `Connect` stream; protobuf conversion in `grpc::pb`.
+//! - [`http`]: the REST API (axum) with JWT auth and roles.
+//! - [`auth`]: users, roles, argon2 hashes, JWTs.
+//! - [`store`]: sqlx persistence on SQLite or PostgreSQL.
+//! - [`pki`]: the fleet CA and certificate issuing.
+//! - [`telemetry`]: the control plane's own Prometheus metrics.
+//!
+//! [`run`] serves both listeners until the shutdown future completes.
 
+pub mod auth;
+pub mod config;
+pub mod fleet;
+pub mod grpc;
+pub mod http;
+pub mod pki;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::Config;
+use store::Store;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("grpc server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("http server: {0}")]
+    Http(std::io::Error),
+    #[error("{0}")]
+    Auth(#[from] auth::AuthError),
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ServeError> {
+    std::fs::read(path).map_err(|source| ServeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The JWT secret from config or environment, else the one persisted in the
+/// data directory, else a new random one persisted there.
+pub fn jwt_secret(config: &Config) -> Result<Vec<u8>, ServeError> {
+    if let Some(s) = &config.auth.jwt_secret {
+        return Ok(s.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("jwt.secret");
+    if path.exists() {
+        let text = String::from_utf8(read(&path)?).unwrap_or_default();
+        if let Ok(secret) = hex::decode(text.trim()) {
+            if secret.len() >= 32 {
+                return Ok(secret);
+            }
+        }
+        tracing::warn!(path = %path.display(), "jwt secret file is invalid; generating a new one");
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::Io {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let secret: [u8; 32] = rand::random();
+    pki::write_private(&path, &hex::encode(secret)).map_err(|e| ServeError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(secret.to_vec())
+}
+
+/// Creates the `admin` user when no admin exists. Returns the password when
+/// it was generated here (it is shown once and never stored in clear).
+pub async fn bootstrap_admin(
+    store: &Store,
+    password: Option<String>,
+) -> Result<Option<String>, ServeError> {
+    if store.admin_exists().await? {
+        return Ok(None);
+    }
+    let generated = password.is_none();
+    let password = password.unwrap_or_else(|| {
+        use rand::distributions::{Alphanumeric, DistString};
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 20)
+    });
+    let hash = auth::hash_password(&password)?;
+    let user = auth::User {
+        id: uuid::Uuid::new_v4().to_string(),
+        username: "admin".into(),
+        role: auth::Role::Admin,
+        created_at_ms: fleet::now_ms(),
+    };
+    store.create_user(&user, &hash).await?;
+    Ok(generated.then_some(password))
+}
+
+/// Serves gRPC (agents, mTLS) and REST until `shutdown` completes, then
+/// stops accepting, closes agent streams, finishes in-flight requests and
+/// closes the database.
+pub async fn run(
+    config: Config,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let store = Store::connect(&config.database_url()).await?;
+    let telemetry = Arc::new(telemetry::Telemetry::default());
+    let fleet = Arc::new(fleet::Fleet::new(store.clone(), telemetry.clone()));
+    let tokens = Arc::new(auth::Tokens::new(
+        &jwt_secret(&config)?,
+        config.auth.token_ttl_secs,
+    ));
+    let tls = grpc::tls_config(
+        &read(&config.ca_cert())?,
+        &read(&config.server_cert())?,
+        &read(&config.server_key())?,
+    );
+    let heartbeat = Duration::from_secs(config.agents.heartbeat_secs);
+    let dead_after = Duration::from_secs(config.agents.dead_after_secs);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let svc = grpc::AgentSvc::new(fleet.clone(), heartbeat, dead_after, stop_rx.clone());
+    let grpc_server = tonic::transport::Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(heartbeat))
+        .http2_keepalive_timeout(Some(dead_after))
+        .add_service(svc.into_server())
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc_listener),
+            stopped(stop_rx.clone()),
+        );
+    let state = http::AppState {
+        fleet: fleet.clone(),
+        tokens,
+        telemetry,
+        started: Instant::now(),
+        stale_after_ms: (dead_after.as_millis() as i64) * 2,
+    };
+    let http_server = axum::serve(http_listener, http::app(state))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let grpc_task = tokio::spawn(grpc_server);
+    let http_task = tokio::spawn(async move { http_server.await.map_err(ServeError::Http) });
+
+    shutdown.await;
+    tracing::info!("shutting down: closing agent streams and finishing requests");
+    let _ = stop_tx.send(true);
+    let drain = async {
+        if let Ok(Err(e)) = grpc_task.await {
+            tracing::warn!(error = %e, "grpc server ended with an error");
+        }
+        if let Ok(Err(e)) = http_task.await {
+            tracing::warn!(error = %e, "http server ended with an error");
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(15), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over; closing anyway");
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! Control-plane configuration: TOML file, environment overrides, checks.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub mod env {
+    pub const DATABASE_URL: &str = "SCO_DATABASE_URL";
+    pub const JWT_SECRET: &str = "SCO_JWT_SECRET";
+    pub const GRPC_LISTEN: &str = "SCO_GRPC_LISTEN";
+    pub const HTTP_LISTEN: &str = "SCO_HTTP_LISTEN";
+    pub const DATA_DIR: &str = "SCO_DATA_DIR";
+    pub const ADMIN_PASSWORD: &str = "SCO_ADMIN_PASSWORD";
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    /// Holds the SQLite database, the JWT secret and the development PKI.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://...`; empty means SQLite in `data_dir`.
+    pub database_url: String,
+    pub tls: TlsSection,
+    pub auth: AuthSection,
+    pub agents: AgentsSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// Fleet CA that signs agent certificates; defaults to `data_dir/pki/ca.pem`.
+    pub ca_cert: Option<PathBuf>,
+    pub server_cert: Option<PathBuf>,
+    pub server_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// HS256 secret; generated and stored in `data_dir/jwt.secret` when
+    /// neither this nor `SCO_JWT_SECRET` is set.
+    pub jwt_secret: Option<String>,
+    pub token_ttl_secs: i64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            token_ttl_secs: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsSection {
+    pub heartbeat_secs: u64,
+    /// A stream with no message for this long is closed.
+    pub dead_after_secs: u64,
+}
+
+impl Default for AgentsSection {
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 5,
+            dead_after_secs: 20,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            grpc_listen: ([127, 0, 0, 1], 7443).into(),
+            http_listen: ([127, 0, 0, 1], 8080).into(),
+            data_dir: PathBuf::from("./sco-data"),
+            database_url: String::new(),
+            tls: TlsSection::default(),
+            auth: AuthSection::default(),
+            agents: AgentsSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value {value:?} in environment variable {var}: {reason}")]
+    Env {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string().trim_end().replace('\n', " "),
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let addr = |var: &'static str, v: String| {
+            v.parse::<SocketAddr>().map_err(|e| ConfigError::Env {
+                var,
+                value: v.clone(),
+                reason: e.to_string(),
+            })
+        };
+        if let Some(v) = get(env::DATABASE_URL) {
+            self.database_url = v;
+        }
+        if let Some(v) = get(env::JWT_SECRET) {
+            self.auth.jwt_secret = Some(v);
+        }
+        if let Some(v) = get(env::GRPC_LISTEN) {
+            self.grpc_listen = addr(env::GRPC_LISTEN, v)?;
+        }
+        if let Some(v) = get(env::HTTP_LISTEN) {
+            self.http_listen = addr(env::HTTP_LISTEN, v)?;
+        }
+        if let Some(v) = get(env::DATA_DIR) {
+            self.data_dir = v.into();
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if let Some(s) = &self.auth.jwt_secret {
+            if s.len() < 32 {
+                return invalid("auth.jwt_secret", "must be at least 32 bytes".into());
+            }
+        }
+        if !(60..=86_400).contains(&self.auth.token_ttl_secs) {
+            return invalid(
+                "auth.token_ttl_secs",
+                format!("{} is outside 60..=86400", self.auth.token_ttl_secs),
+            );
+        }
+        if self.agents.heartbeat_secs == 0
+            || self.agents.dead_after_secs <= self.agents.heartbeat_secs
+        {
+            return invalid(
+                "agents.dead_after_secs",
+                "must be greater than agents.heartbeat_secs, which must be > 0".into(),
+            );
+        }
+        if !self.database_url.is_empty()
+            && !["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|p| self.database_url.starts_with(p))
+        {
+            return invalid(
+                "database_url",
+                "must start with sqlite: or postgres://".into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            crate::store::sqlite_url(&self.data_dir)
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.data_dir.join("pki")
+    }
+
+    pub fn ca_cert(&self) -> PathBuf {
+        self.tls
+            .ca_cert
+            .clone()
+            .unwrap_or_else(|| self.pki_dir().join("ca.pem"))
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.tls
+            .server_cert
+            .clone()
+            .unwrap_or_else(|| self.pki_dir().join("server.pem"))
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.tls
+            .server_key
+            .clone()
+            .unwrap_or_else(|| self.pki_dir().join("server.key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_unknown_keys_fail() {
+        let text = include_str!("../../packaging/control-plane.example.toml");
+        let c: Config = toml::from_str(text).expect("example parses");
+        c.validate().expect("example is valid");
+        assert_eq!(c.grpc_listen.port(), 7443);
+        let bad = format!("{text}\ngrpc_lissen = \"x\"\n");
+        let err = toml::from_str::<Config>(&bad)
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("grpc_lissen"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let mut c = Config::default();
+        c.auth.jwt_secret = Some("short".into());
+        assert!(c
+            .validate()
+            .expect_err("short")
+            .to_string()
+            .contains("auth.jwt_secret"));
+        let mut c = Config::default();
+        c.database_url = "mysql://x".into();
+        assert!(c
+            .validate()
+            .expect_err("mysql")
+            .to_string()
+            .contains("database_url"));
+        let err = Config::default()
+            .apply_env(|k| (k == env::HTTP_LISTEN).then(|| "nope".into()))
+            .expect_err("bad addr");
+        assert!(err.to_string().contains(env::HTTP_LISTEN));
+    }
+}

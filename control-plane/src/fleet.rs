@@ -1,0 +1,222 @@
+//! The fleet domain: hosts, their connections and the data they send.
+//!
+//! This module knows nothing of gRPC, HTTP or SQL. The gRPC edge converts
+//! protobuf into these types; the store persists them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::store::{Store, StoreError};
+use crate::telemetry::Telemetry;
+
+/// What an agent says about itself when it connects. Its identity is not
+/// in here: it comes from the client certificate.
+#[derive(Debug, Clone, Default)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub agent_version: String,
+    pub labels: BTreeMap<String, String>,
+    pub interval_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricRow {
+    pub metric: String,
+    pub device: String,
+    pub min: f64,
+    pub mean: f64,
+    pub max: f64,
+    pub last: f64,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcessRow {
+    pub pid: u32,
+    pub name: String,
+    pub cpu_pct: f64,
+    pub rss_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupBatch {
+    pub seq: i64,
+    pub produced_at_ms: i64,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub metrics: Vec<MetricRow>,
+    pub top_processes: Vec<ProcessRow>,
+    pub outbox_dropped_total: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    Stored,
+    /// Already stored earlier (a replay after a reconnect): acknowledged
+    /// again, written nowhere.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub id: String,
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub agent_version: String,
+    pub labels: BTreeMap<String, String>,
+    pub interval_ms: i64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub connected: bool,
+    pub last_seq: i64,
+    pub outbox_dropped_total: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatestValue {
+    pub metric: String,
+    pub device: String,
+    pub ts_ms: i64,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RollupPoint {
+    pub metric: String,
+    pub device: String,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub min: f64,
+    pub mean: f64,
+    pub max: f64,
+    pub last: f64,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RollupQuery {
+    pub host: String,
+    pub metric: Option<String>,
+    pub device: Option<String>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub limit: i64,
+}
+
+/// Valid agent ids: what a certificate subject may name.
+pub fn valid_agent_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub struct Fleet {
+    store: Store,
+    telemetry: Arc<Telemetry>,
+    /// Live streams per agent id; the generation tells a stale stream's
+    /// goodbye from the current one's.
+    streams: Mutex<HashMap<String, u64>>,
+    generation: AtomicU64,
+}
+
+impl Fleet {
+    pub fn new(store: Store, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            store,
+            telemetry,
+            streams: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        // A poisoned lock only means another stream task panicked while
+        // holding it; the map itself is still consistent.
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn connected_agents(&self) -> usize {
+        self.streams().len()
+    }
+
+    /// Records a new stream; returns its generation.
+    pub async fn connected(&self, agent_id: &str, info: &HostInfo) -> Result<u64, StoreError> {
+        self.store.upsert_host(agent_id, info, now_ms()).await?;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let count = {
+            let mut s = self.streams();
+            s.insert(agent_id.to_string(), generation);
+            s.len()
+        };
+        self.telemetry.agents_connected.set(count as i64);
+        tracing::info!(agent_id, hostname = %info.hostname, "agent connected");
+        Ok(generation)
+    }
+
+    pub async fn disconnected(&self, agent_id: &str, generation: u64) {
+        let (current, count) = {
+            let mut s = self.streams();
+            let current = s.get(agent_id) == Some(&generation);
+            if current {
+                s.remove(agent_id);
+            }
+            (current, s.len())
+        };
+        self.telemetry.agents_connected.set(count as i64);
+        if current {
+            if let Err(e) = self.store.set_disconnected(agent_id, now_ms()).await {
+                tracing::warn!(agent_id, error = %e, "cannot record disconnect");
+            }
+            tracing::info!(agent_id, "agent disconnected");
+        }
+    }
+
+    pub async fn heartbeat(
+        &self,
+        agent_id: &str,
+        outbox_dropped_total: i64,
+    ) -> Result<(), StoreError> {
+        self.store
+            .touch_host(agent_id, outbox_dropped_total, now_ms())
+            .await
+    }
+
+    /// Stores a rollup exactly once per (agent id, sequence number).
+    pub async fn ingest_rollup(
+        &self,
+        agent_id: &str,
+        batch: &RollupBatch,
+    ) -> Result<Ingested, StoreError> {
+        let result = self.store.ingest_rollup(agent_id, batch, now_ms()).await?;
+        match result {
+            Ingested::Stored => {
+                self.telemetry.ingest_messages.inc();
+                self.telemetry
+                    .ingest_rows
+                    .inc_by(batch.metrics.len() as u64);
+            }
+            Ingested::Duplicate => {
+                self.telemetry.ingest_duplicates.inc();
+            }
+        }
+        Ok(result)
+    }
+}

@@ -1,0 +1,214 @@
+//! The agent-facing gRPC edge: mTLS, identity from the client certificate,
+//! and the `Connect` stream. Protobuf stops here (see [`pb`]).
+
+pub mod pb;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sco_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
+use sco_proto::v1::{
+    agent_message, control_message, Ack, AgentMessage, ControlMessage, ServerHeartbeat,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::fleet::{now_ms, Fleet};
+
+pub struct AgentSvc {
+    fleet: Arc<Fleet>,
+    heartbeat: Duration,
+    dead_after: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl AgentSvc {
+    pub fn new(
+        fleet: Arc<Fleet>,
+        heartbeat: Duration,
+        dead_after: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            fleet,
+            heartbeat,
+            dead_after,
+            shutdown,
+        }
+    }
+
+    pub fn into_server(self) -> AgentServiceServer<Self> {
+        AgentServiceServer::new(self).max_decoding_message_size(4 * 1024 * 1024)
+    }
+}
+
+/// TLS for the agent port: our server certificate, and client
+/// certificates required and verified against the fleet CA (which also
+/// refuses expired ones).
+pub fn tls_config(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> ServerTlsConfig {
+    ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert_pem, key_pem))
+        .client_ca_root(Certificate::from_pem(ca_pem))
+        .client_auth_optional(false)
+}
+
+/// The agent id is the common name of the verified client certificate.
+fn identity<T>(req: &Request<T>) -> Result<String, Status> {
+    let certs = req
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    crate::pki::agent_id_from_der(leaf.as_ref())
+        .ok_or_else(|| Status::unauthenticated("client certificate does not name a valid agent id"))
+}
+
+type Outbound = mpsc::Sender<Result<ControlMessage, Status>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentSvc {
+    type ConnectStream = ReceiverStream<Result<ControlMessage, Status>>;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let agent_id = identity(&request)?;
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(256);
+        let session = Session {
+            fleet: self.fleet.clone(),
+            agent_id,
+            heartbeat: self.heartbeat,
+            dead_after: self.dead_after,
+            shutdown: self.shutdown.clone(),
+        };
+        tokio::spawn(session.run(inbound, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct Session {
+    fleet: Arc<Fleet>,
+    agent_id: String,
+    heartbeat: Duration,
+    dead_after: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Session {
+    async fn run(mut self, mut inbound: Streaming<AgentMessage>, tx: Outbound) {
+        let first = tokio::time::timeout(self.dead_after, inbound.message()).await;
+        let hello = match first {
+            Ok(Ok(Some(AgentMessage {
+                body: Some(agent_message::Body::Hello(h)),
+                ..
+            }))) => h,
+            Ok(Ok(Some(_))) => {
+                let _ = tx
+                    .send(Err(Status::invalid_argument(
+                        "the first message must be a hello",
+                    )))
+                    .await;
+                return;
+            }
+            Ok(Err(s)) => {
+                tracing::debug!(agent_id = %self.agent_id, status = %s, "stream failed before hello");
+                return;
+            }
+            Ok(Ok(None)) | Err(_) => return,
+        };
+        let generation = match self
+            .fleet
+            .connected(&self.agent_id, &pb::host_info(hello))
+            .await
+        {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(agent_id = %self.agent_id, error = %e, "cannot record host");
+                let _ = tx
+                    .send(Err(Status::unavailable("storage unavailable, retry later")))
+                    .await;
+                return;
+            }
+        };
+        let reason = self.serve(&mut inbound, &tx).await;
+        tracing::info!(agent_id = %self.agent_id, %reason, "stream closed");
+        self.fleet.disconnected(&self.agent_id, generation).await;
+    }
+
+    async fn serve(&mut self, inbound: &mut Streaming<AgentMessage>, tx: &Outbound) -> String {
+        let mut ticker = tokio::time::interval(self.heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                _ = self.shutdown.changed() => return "control plane shutting down".into(),
+                _ = ticker.tick() => {
+                    if last_heard.elapsed() > self.dead_after {
+                        return format!("nothing heard for {:?}", self.dead_after);
+                    }
+                    let beat = ControlMessage {
+                        body: Some(control_message::Body::Heartbeat(ServerHeartbeat { server_time_ms: now_ms() })),
+                    };
+                    if tx.send(Ok(beat)).await.is_err() {
+                        return "agent went away".into();
+                    }
+                }
+                msg = inbound.message() => {
+                    let msg = match msg {
+                        Ok(Some(m)) => m,
+                        Ok(None) => return "agent closed the stream".into(),
+                        Err(s) => return format!("stream error: {s}"),
+                    };
+                    last_heard = Instant::now();
+                    match self.handle(msg).await {
+                        Ok(Some(ack)) => {
+                            if tx.send(Ok(ack)).await.is_err() {
+                                return "agent went away".into();
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(status) => {
+                            let reason = status.message().to_string();
+                            let _ = tx.send(Err(status)).await;
+                            return reason;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores a durable message and returns its acknowledgement.
+    async fn handle(&self, msg: AgentMessage) -> Result<Option<ControlMessage>, Status> {
+        let ack = |seq| ControlMessage {
+            body: Some(control_message::Body::Ack(Ack { up_to_seq: seq })),
+        };
+        match msg.body {
+            Some(agent_message::Body::Rollup(r)) => {
+                let batch =
+                    pb::rollup(msg.seq, msg.produced_at_ms, r).map_err(Status::invalid_argument)?;
+                self.fleet.ingest_rollup(&self.agent_id, &batch).await.map_err(|e| {
+                    tracing::error!(agent_id = %self.agent_id, seq = msg.seq, error = %e, "ingest failed");
+                    Status::unavailable("storage unavailable, retry later")
+                })?;
+                Ok(Some(ack(msg.seq)))
+            }
+            Some(agent_message::Body::Heartbeat(h)) => {
+                let dropped = i64::try_from(h.outbox_dropped_total).unwrap_or(i64::MAX);
+                if let Err(e) = self.fleet.heartbeat(&self.agent_id, dropped).await {
+                    tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot record heartbeat");
+                }
+                Ok(None)
+            }
+            Some(agent_message::Body::Hello(_)) => {
+                Err(Status::invalid_argument("hello sent twice"))
+            }
+            None => Err(Status::invalid_argument("message without a body")),
+        }
+    }
+}

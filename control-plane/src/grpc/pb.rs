@@ -1,0 +1,145 @@
+//! Protobuf to domain conversion for the agent stream, in one place.
+
+use sco_proto::v1::{Hello, MetricRollup};
+
+use crate::fleet::{HostInfo, MetricRow, ProcessRow, RollupBatch};
+
+/// Largest values we accept from an agent, so a broken or hostile agent
+/// cannot make the database store absurd rows.
+const MAX_METRICS_PER_ROLLUP: usize = 10_000;
+const MAX_NAME_LEN: usize = 128;
+const MAX_DEVICE_LEN: usize = 256;
+
+fn clip(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+pub fn host_info(h: Hello) -> HostInfo {
+    HostInfo {
+        hostname: clip(&h.hostname, 253),
+        os: clip(&h.os, 128),
+        kernel: clip(&h.kernel, 128),
+        agent_version: clip(&h.agent_version, 64),
+        labels: h
+            .labels
+            .into_iter()
+            .take(64)
+            .map(|(k, v)| (clip(&k, 63), clip(&v, 256)))
+            .collect(),
+        interval_ms: i64::from(h.interval_ms),
+    }
+}
+
+pub fn rollup(seq: u64, produced_at_ms: i64, r: MetricRollup) -> Result<RollupBatch, String> {
+    let seq = i64::try_from(seq).map_err(|_| format!("sequence number {seq} is out of range"))?;
+    if seq <= 0 {
+        return Err("a rollup needs a sequence number above 0".into());
+    }
+    if r.window_end_ms <= r.window_start_ms {
+        return Err(format!(
+            "rollup window end {} is not after its start {}",
+            r.window_end_ms, r.window_start_ms
+        ));
+    }
+    if r.metrics.len() > MAX_METRICS_PER_ROLLUP {
+        return Err(format!(
+            "rollup has {} metrics, more than {MAX_METRICS_PER_ROLLUP}",
+            r.metrics.len()
+        ));
+    }
+    let mut metrics = Vec::with_capacity(r.metrics.len());
+    for m in r.metrics {
+        if m.name.is_empty() || m.name.len() > MAX_NAME_LEN || m.device.len() > MAX_DEVICE_LEN {
+            return Err(format!(
+                "invalid metric name {:?} or device",
+                clip(&m.name, 64)
+            ));
+        }
+        if ![m.min, m.mean, m.max, m.last].iter().all(|v| v.is_finite()) {
+            return Err(format!("metric {} has a non-finite value", m.name));
+        }
+        metrics.push(MetricRow {
+            metric: m.name,
+            device: m.device,
+            min: m.min,
+            mean: m.mean,
+            max: m.max,
+            last: m.last,
+            count: i64::from(m.count),
+        });
+    }
+    Ok(RollupBatch {
+        seq,
+        produced_at_ms,
+        window_start_ms: r.window_start_ms,
+        window_end_ms: r.window_end_ms,
+        metrics,
+        top_processes: r
+            .top_processes
+            .into_iter()
+            .take(200)
+            .map(|p| ProcessRow {
+                pid: p.pid,
+                name: clip(&p.name, 128),
+                cpu_pct: if p.cpu_pct.is_finite() {
+                    p.cpu_pct
+                } else {
+                    0.0
+                },
+                rss_bytes: p.rss_bytes,
+            })
+            .collect(),
+        outbox_dropped_total: i64::try_from(r.outbox_dropped_total).unwrap_or(i64::MAX),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sco_proto::v1::MetricSummary;
+
+    fn valid() -> MetricRollup {
+        MetricRollup {
+            window_start_ms: 0,
+            window_end_ms: 10_000,
+            metrics: vec![MetricSummary {
+                name: "cpu.total_pct".into(),
+                device: String::new(),
+                min: 1.0,
+                mean: 2.0,
+                max: 3.0,
+                last: 2.0,
+                count: 10,
+            }],
+            top_processes: vec![],
+            outbox_dropped_total: 0,
+        }
+    }
+
+    #[test]
+    fn bad_rollups_are_refused_with_a_reason() {
+        assert!(rollup(1, 0, valid()).is_ok());
+        assert!(rollup(0, 0, valid())
+            .expect_err("seq 0")
+            .contains("sequence"));
+        assert!(rollup(u64::MAX, 0, valid()).is_err());
+        let mut r = valid();
+        r.window_end_ms = 0;
+        assert!(rollup(1, 0, r).expect_err("window").contains("window"));
+        let mut r = valid();
+        r.metrics[0].max = f64::NAN;
+        assert!(rollup(1, 0, r).expect_err("nan").contains("non-finite"));
+        let mut r = valid();
+        r.metrics[0].name = String::new();
+        assert!(rollup(1, 0, r).is_err());
+    }
+
+    #[test]
+    fn clip_respects_char_boundaries() {
+        assert_eq!(clip("héllo", 2), "h");
+    }
+}

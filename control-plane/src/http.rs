@@ -1,0 +1,120 @@
+//! The REST API (axum). Paths follow the product's existing API:
+//! `/health`, `/status`, `/metrics`, `/auth/*`, `/monitoring/metrics`, plus
+//! `/hosts` and `/users`.
+
+pub mod auth;
+pub mod error;
+pub mod fleet;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::auth::Tokens;
+use crate::fleet::Fleet;
+use crate::telemetry::{RequestLabels, Telemetry};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub fleet: Arc<Fleet>,
+    pub tokens: Arc<Tokens>,
+    pub telemetry: Arc<Telemetry>,
+    pub started: Instant,
+    /// A host whose last message is older than this is shown disconnected.
+    pub stale_after_ms: i64,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/auth/register", post(auth::register))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/verify", get(auth::verify))
+        .route("/users", get(auth::users))
+        .route("/hosts", get(fleet::hosts))
+        .route("/hosts/:id", get(fleet::host))
+        .route("/monitoring/metrics", get(fleet::monitoring_metrics))
+        .fallback(|| async { error::AppError::not_found("no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .with_state(state)
+}
+
+/// Records latency per route template and adds security headers.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let mut response = next.run(req).await;
+    state
+        .telemetry
+        .http_requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    let h = response.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn status(State(state): State<AppState>) -> Json<Value> {
+    let database = state.fleet.store().ping().await;
+    let t = &state.telemetry;
+    Json(json!({
+        "status": if database { "ok" } else { "degraded" },
+        "version": crate::VERSION,
+        "uptime_secs": state.started.elapsed().as_secs(),
+        "database": { "reachable": database, "backend": format!("{:?}", state.fleet.store().backend()).to_lowercase() },
+        "agents_connected": state.fleet.connected_agents(),
+        "ingest": {
+            "messages": t.ingest_messages.get(),
+            "rows": t.ingest_rows.get(),
+            "duplicates": t.ingest_duplicates.get(),
+        },
+    }))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.telemetry.encode(),
+    )
+}

@@ -1,0 +1,104 @@
+//! `/hosts` and `/monitoring/metrics`.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::error::{ApiQuery, AppError};
+use super::AppState;
+use crate::auth::Role;
+use crate::fleet::{now_ms, valid_agent_id, RollupQuery};
+
+pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, AppError> {
+    caller.require(Role::Viewer)?;
+    let hosts = state
+        .fleet
+        .store()
+        .hosts(state.stale_after_ms, now_ms())
+        .await?;
+    Ok(Json(json!({ "hosts": hosts })))
+}
+
+pub async fn host(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(Role::Viewer)?;
+    if !valid_agent_id(&id) {
+        return Err(AppError::bad_request(format!("invalid host id {id:?}")));
+    }
+    let store = state.fleet.store();
+    let host = store
+        .host(&id, state.stale_after_ms, now_ms())
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("no host {id:?}")))?;
+    let latest = store.latest_values(&id).await?;
+    let (processes_at_ms, processes) = store.top_processes(&id).await?;
+    Ok(Json(json!({
+        "host": host,
+        "latest": latest,
+        "top_processes": { "ts_ms": processes_at_ms, "processes": processes },
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsQuery {
+    host: String,
+    metric: Option<String>,
+    device: Option<String>,
+    /// Unix milliseconds; default one hour before `to`.
+    from: Option<i64>,
+    /// Unix milliseconds; default now.
+    to: Option<i64>,
+    limit: Option<i64>,
+}
+
+const MAX_LIMIT: i64 = 10_000;
+
+pub async fn monitoring_metrics(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<MetricsQuery>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(Role::Viewer)?;
+    if !valid_agent_id(&q.host) {
+        return Err(AppError::bad_request(format!("invalid host {:?}", q.host)));
+    }
+    let to = q.to.unwrap_or_else(now_ms);
+    let from = q.from.unwrap_or(to - 3_600_000);
+    if from > to {
+        return Err(AppError::bad_request(format!(
+            "from ({from}) is after to ({to})"
+        )));
+    }
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(AppError::bad_request(format!(
+            "limit {limit} is outside 1..={MAX_LIMIT}"
+        )));
+    }
+    let points = state
+        .fleet
+        .store()
+        .rollups(&RollupQuery {
+            host: q.host.clone(),
+            metric: q.metric.clone(),
+            device: q.device.clone(),
+            from_ms: from,
+            to_ms: to,
+            limit,
+        })
+        .await?;
+    Ok(Json(json!({
+        "host": q.host,
+        "from": from,
+        "to": to,
+        "count": points.len(),
+        "truncated": points.len() as i64 == limit,
+        "points": points,
+    })))
+}

@@ -1,0 +1,246 @@
+//! The fleet's PKI: a CA, the control plane's server certificate and agent
+//! client certificates whose subject common name is the agent id.
+//!
+//! `up` generates a development PKI on first run; production fleets may use
+//! their own CA and only point the config at its files.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use time::{Duration, OffsetDateTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("certificate generation: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid agent id {0:?}: use 1 to 64 of [A-Za-z0-9._-]")]
+    AgentId(String),
+}
+
+const CA_NAME: &str = "SmartCloudOps fleet CA";
+
+/// File names inside a PKI directory.
+pub struct PkiPaths {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl PkiPaths {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            ca_cert: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        }
+    }
+}
+
+/// A loaded CA able to issue certificates.
+pub struct Ca {
+    key: KeyPair,
+    cert: rcgen::Certificate,
+    pub cert_pem: String,
+}
+
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, CA_NAME);
+    dn.push(DnType::OrganizationName, "SmartCloudOps");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::hours(1);
+    p.not_after = now + Duration::days(3650);
+    Ok(p)
+}
+
+pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
+    let io = |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        f.write_all(contents.as_bytes()).map_err(io)
+    }
+    #[cfg(not(unix))]
+    std::fs::write(path, contents).map_err(io)
+}
+
+fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
+    std::fs::write(path, contents).map_err(|source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Ca {
+    pub fn generate() -> Result<Self, PkiError> {
+        let key = KeyPair::generate()?;
+        let cert = ca_params()?.self_signed(&key)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key,
+            cert,
+        })
+    }
+
+    /// Loads a CA written by [`Ca::save`]. Issued certificates name the CA by
+    /// its subject and key, which the loaded key and the fixed subject
+    /// reproduce.
+    pub fn load(paths: &PkiPaths) -> Result<Self, PkiError> {
+        let key = KeyPair::from_pem(&read(&paths.ca_key)?)?;
+        let cert = ca_params()?.self_signed(&key)?;
+        Ok(Self {
+            cert_pem: read(&paths.ca_cert)?,
+            key,
+            cert,
+        })
+    }
+
+    pub fn save(&self, paths: &PkiPaths) -> Result<(), PkiError> {
+        write_public(&paths.ca_cert, &self.cert_pem)?;
+        write_private(&paths.ca_key, &self.key.serialize_pem())
+    }
+
+    /// A server certificate for the given DNS names and IP addresses.
+    pub fn issue_server(&self, names: &[String]) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(names.to_vec())?;
+        p.distinguished_name
+            .push(DnType::CommonName, "sco-control-plane");
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now - Duration::hours(1);
+        p.not_after = now + Duration::days(825);
+        let cert = p.signed_by(&key, &self.cert, &self.key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A client certificate naming `agent_id`, valid in the given window.
+    pub fn issue_agent(
+        &self,
+        agent_id: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<(String, String), PkiError> {
+        if !crate::fleet::valid_agent_id(agent_id) {
+            return Err(PkiError::AgentId(agent_id.to_string()));
+        }
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name.push(DnType::CommonName, agent_id);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.not_before = not_before;
+        p.not_after = not_after;
+        let cert = p.signed_by(&key, &self.cert, &self.key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// Creates CA and server certificate in `dir` unless they exist; returns the
+/// loaded CA.
+pub fn ensure_dev_pki(dir: &Path) -> Result<Ca, PkiError> {
+    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let paths = PkiPaths::new(dir);
+    if paths.ca_key.exists() && paths.server_cert.exists() {
+        return Ca::load(&paths);
+    }
+    let ca = Ca::generate()?;
+    ca.save(&paths)?;
+    let (cert, key) = ca.issue_server(&["localhost".to_string(), "127.0.0.1".to_string()])?;
+    write_public(&paths.server_cert, &cert)?;
+    write_private(&paths.server_key, &key)?;
+    Ok(ca)
+}
+
+/// The agent id a client certificate names (its subject common name).
+pub fn agent_id_from_der(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    crate::fleet::valid_agent_id(&cn).then_some(cn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_agent_certificate_names_the_agent() {
+        let ca = Ca::generate().expect("ca");
+        let now = OffsetDateTime::now_utc();
+        let (pem, _) = ca
+            .issue_agent("web-01", now, now + Duration::hours(1))
+            .expect("issue");
+        let der = rustls_pemfile::certs(&mut pem.as_bytes())
+            .next()
+            .expect("one cert")
+            .expect("pem");
+        assert_eq!(agent_id_from_der(&der).as_deref(), Some("web-01"));
+        assert!(ca.issue_agent("bad id;", now, now).is_err());
+    }
+
+    #[test]
+    fn dev_pki_is_created_once_and_reloaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = ensure_dev_pki(dir.path()).expect("create");
+        let again = ensure_dev_pki(dir.path()).expect("reload");
+        assert_eq!(first.cert_pem, again.cert_pem);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("ca.key"))
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

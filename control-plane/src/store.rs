@@ -1,0 +1,503 @@
+//! Persistence through sqlx: SQLite (default, WAL) or PostgreSQL, chosen by
+//! the database URL. One set of embedded, portable migrations serves both;
+//! queries are built at run time with `$n` placeholders, which both accept.
+//!
+//! The rest of the control plane sees only domain types from [`crate::fleet`]
+//! and [`crate::auth`]; sqlx stays in here.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Connection, Executor, Row};
+
+use crate::auth::{Role, User};
+use crate::fleet::{
+    Host, HostInfo, Ingested, LatestValue, ProcessRow, RollupBatch, RollupPoint, RollupQuery,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("invalid database url {0:?}: expected sqlite://PATH or postgres://...")]
+    Url(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// The default SQLite URL for a data directory.
+pub fn sqlite_url(data_dir: &Path) -> String {
+    let abs =
+        std::path::absolute(data_dir.join("sco.db")).unwrap_or_else(|_| data_dir.join("sco.db"));
+    format!("sqlite://{}?mode=rwc", abs.display())
+}
+
+impl Store {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Url(redact(url)));
+        };
+        let options: AnyConnectOptions = url.parse().map_err(|_| StoreError::Url(redact(url)))?;
+        let pool = AnyPoolOptions::new()
+            // SQLite has one writer at a time; a few connections are enough
+            // and keep lock waits short.
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn ping(&self) -> bool {
+        match self.pool.acquire().await {
+            Ok(mut c) => c.ping().await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    pub async fn upsert_host(
+        &self,
+        id: &str,
+        info: &HostInfo,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let labels = serde_json::to_string(&info.labels).unwrap_or_else(|_| "{}".into());
+        sqlx::query(
+            "INSERT INTO hosts (id, hostname, os, kernel, agent_version, labels, interval_ms,
+                                first_seen_ms, last_seen_ms, connected)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 1)
+             ON CONFLICT (id) DO UPDATE SET
+                hostname = excluded.hostname, os = excluded.os, kernel = excluded.kernel,
+                agent_version = excluded.agent_version, labels = excluded.labels,
+                interval_ms = excluded.interval_ms, last_seen_ms = excluded.last_seen_ms,
+                connected = 1",
+        )
+        .bind(id)
+        .bind(&info.hostname)
+        .bind(&info.os)
+        .bind(&info.kernel)
+        .bind(&info.agent_version)
+        .bind(labels)
+        .bind(info.interval_ms)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_disconnected(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE hosts SET connected = 0, last_seen_ms = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn touch_host(&self, id: &str, dropped: i64, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE hosts SET last_seen_ms = $2,
+                 outbox_dropped_total = CASE WHEN outbox_dropped_total > $3
+                                             THEN outbox_dropped_total ELSE $3 END
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(dropped)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores one rollup in one transaction, keyed by (host, seq): a replay
+    /// of an already stored message changes nothing.
+    pub async fn ingest_rollup(
+        &self,
+        host: &str,
+        b: &RollupBatch,
+        now_ms: i64,
+    ) -> Result<Ingested, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO agent_messages (host_id, seq, kind, produced_at_ms, received_at_ms)
+             VALUES ($1, $2, 'rollup', $3, $4) ON CONFLICT (host_id, seq) DO NOTHING",
+        )
+        .bind(host)
+        .bind(b.seq)
+        .bind(b.produced_at_ms)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(Ingested::Duplicate);
+        }
+        // Multi-row inserts, chunked to stay far below both backends'
+        // parameter limits.
+        for chunk in b.metrics.chunks(200) {
+            let mut sql = String::from(
+                "INSERT INTO rollups (host_id, seq, metric, device, window_start_ms, window_end_ms,
+                                      v_min, v_mean, v_max, v_last, sample_count) VALUES ",
+            );
+            push_placeholders(&mut sql, chunk.len(), 11);
+            sql.push_str(" ON CONFLICT (host_id, seq, metric, device) DO NOTHING");
+            let mut q = sqlx::query(&sql);
+            for m in chunk {
+                q = q
+                    .bind(host)
+                    .bind(b.seq)
+                    .bind(&m.metric)
+                    .bind(&m.device)
+                    .bind(b.window_start_ms)
+                    .bind(b.window_end_ms)
+                    .bind(m.min)
+                    .bind(m.mean)
+                    .bind(m.max)
+                    .bind(m.last)
+                    .bind(m.count);
+            }
+            q.execute(&mut *tx).await?;
+
+            let mut sql = String::from(
+                "INSERT INTO latest_values (host_id, metric, device, ts_ms, value) VALUES ",
+            );
+            push_placeholders(&mut sql, chunk.len(), 5);
+            sql.push_str(
+                " ON CONFLICT (host_id, metric, device) DO UPDATE SET ts_ms = excluded.ts_ms,
+                   value = excluded.value WHERE excluded.ts_ms >= latest_values.ts_ms",
+            );
+            let mut q = sqlx::query(&sql);
+            for m in chunk {
+                q = q
+                    .bind(host)
+                    .bind(&m.metric)
+                    .bind(&m.device)
+                    .bind(b.window_end_ms)
+                    .bind(m.last);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let processes = if b.top_processes.is_empty() {
+            None
+        } else {
+            serde_json::to_string(&b.top_processes).ok()
+        };
+        sqlx::query(
+            "UPDATE hosts SET
+                last_seq = CASE WHEN last_seq > $2 THEN last_seq ELSE $2 END,
+                outbox_dropped_total = CASE WHEN outbox_dropped_total > $3
+                                            THEN outbox_dropped_total ELSE $3 END,
+                last_seen_ms = $4,
+                top_processes = CASE WHEN $5 = '' THEN top_processes ELSE $5 END,
+                top_processes_ms = CASE WHEN $5 = '' THEN top_processes_ms ELSE $6 END
+             WHERE id = $1",
+        )
+        .bind(host)
+        .bind(b.seq)
+        .bind(b.outbox_dropped_total)
+        .bind(now_ms)
+        .bind(processes.unwrap_or_default())
+        .bind(b.window_end_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ingested::Stored)
+    }
+
+    pub async fn hosts(&self, stale_after_ms: i64, now_ms: i64) -> Result<Vec<Host>, StoreError> {
+        let rows = sqlx::query(&format!("{HOST_SELECT} ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| host_from_row(r, stale_after_ms, now_ms))
+            .collect()
+    }
+
+    pub async fn host(
+        &self,
+        id: &str,
+        stale_after_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Host>, StoreError> {
+        let row = sqlx::query(&format!("{HOST_SELECT} WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| host_from_row(&r, stale_after_ms, now_ms))
+            .transpose()
+    }
+
+    pub async fn top_processes(&self, id: &str) -> Result<(i64, Vec<ProcessRow>), StoreError> {
+        let row = sqlx::query("SELECT top_processes, top_processes_ms FROM hosts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => {
+                let json: String = r.try_get("top_processes")?;
+                (r.try_get("top_processes_ms")?, parse_processes(&json))
+            }
+            None => (0, Vec::new()),
+        })
+    }
+
+    pub async fn latest_values(&self, id: &str) -> Result<Vec<LatestValue>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT metric, device, ts_ms, value FROM latest_values WHERE host_id = $1 ORDER BY metric, device",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LatestValue {
+                    metric: r.try_get("metric")?,
+                    device: r.try_get("device")?,
+                    ts_ms: r.try_get("ts_ms")?,
+                    value: r.try_get("value")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn rollups(&self, q: &RollupQuery) -> Result<Vec<RollupPoint>, StoreError> {
+        let mut sql = String::from(
+            "SELECT metric, device, window_start_ms, window_end_ms, v_min, v_mean, v_max, v_last, sample_count
+             FROM rollups WHERE host_id = $1 AND window_start_ms >= $2 AND window_start_ms < $3",
+        );
+        let mut n = 3;
+        if q.metric.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND metric = ${n}"));
+        }
+        if q.device.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND device = ${n}"));
+        }
+        sql.push_str(&format!(
+            " ORDER BY window_start_ms, metric, device LIMIT ${}",
+            n + 1
+        ));
+        let mut query = sqlx::query(&sql)
+            .bind(&q.host)
+            .bind(q.from_ms)
+            .bind(q.to_ms);
+        if let Some(m) = &q.metric {
+            query = query.bind(m);
+        }
+        if let Some(d) = &q.device {
+            query = query.bind(d);
+        }
+        let rows = query.bind(q.limit).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RollupPoint {
+                    metric: r.try_get("metric")?,
+                    device: r.try_get("device")?,
+                    window_start_ms: r.try_get("window_start_ms")?,
+                    window_end_ms: r.try_get("window_end_ms")?,
+                    min: r.try_get("v_min")?,
+                    mean: r.try_get("v_mean")?,
+                    max: r.try_get("v_max")?,
+                    last: r.try_get("v_last")?,
+                    count: r.try_get("sample_count")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Sequence numbers stored for a host, ascending (for audits and tests).
+    pub async fn stored_seqs(&self, host: &str) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query("SELECT seq FROM agent_messages WHERE host_id = $1 ORDER BY seq")
+            .bind(host)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("seq")?)).collect()
+    }
+
+    // --- users ---
+
+    pub async fn create_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO users (id, username, password_hash, role, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO NOTHING",
+        )
+        .bind(&user.id)
+        .bind(&user.username)
+        .bind(password_hash)
+        .bind(user.role.as_str())
+        .bind(user.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("user {:?}", user.username)));
+        }
+        Ok(())
+    }
+
+    /// The user and their password hash.
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>, StoreError> {
+        let row = sqlx::query("SELECT id, username, password_hash, role, created_at_ms FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((user_from_row(&r)?, r.try_get("password_hash")?)))
+            .transpose()
+    }
+
+    pub async fn users(&self) -> Result<Vec<User>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, username, role, created_at_ms FROM users ORDER BY username")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    pub async fn admin_exists(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'admin'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+}
+
+const HOST_SELECT: &str =
+    "SELECT id, hostname, os, kernel, agent_version, labels, interval_ms, first_seen_ms,
+    last_seen_ms, connected, last_seq, outbox_dropped_total FROM hosts";
+
+fn host_from_row(r: &AnyRow, stale_after_ms: i64, now_ms: i64) -> Result<Host, StoreError> {
+    let labels: String = r.try_get("labels")?;
+    let last_seen_ms: i64 = r.try_get("last_seen_ms")?;
+    let connected: i64 = r.try_get("connected")?;
+    Ok(Host {
+        id: r.try_get("id")?,
+        hostname: r.try_get("hostname")?,
+        os: r.try_get("os")?,
+        kernel: r.try_get("kernel")?,
+        agent_version: r.try_get("agent_version")?,
+        labels: serde_json::from_str(&labels).unwrap_or_default(),
+        interval_ms: r.try_get("interval_ms")?,
+        first_seen_ms: r.try_get("first_seen_ms")?,
+        last_seen_ms,
+        // A stream that died with its control plane leaves connected = 1
+        // behind; heartbeats keep last_seen fresh, so staleness tells.
+        connected: connected != 0 && now_ms - last_seen_ms <= stale_after_ms,
+        last_seq: r.try_get("last_seq")?,
+        outbox_dropped_total: r.try_get("outbox_dropped_total")?,
+    })
+}
+
+fn user_from_row(r: &AnyRow) -> Result<User, StoreError> {
+    let role: String = r.try_get("role")?;
+    Ok(User {
+        id: r.try_get("id")?,
+        username: r.try_get("username")?,
+        role: Role::parse(&role).unwrap_or(Role::Viewer),
+        created_at_ms: r.try_get("created_at_ms")?,
+    })
+}
+
+fn parse_processes(json: &str) -> Vec<ProcessRow> {
+    #[derive(serde::Deserialize)]
+    struct P {
+        pid: u32,
+        name: String,
+        cpu_pct: f64,
+        rss_bytes: u64,
+    }
+    serde_json::from_str::<Vec<P>>(json)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| ProcessRow {
+            pid: p.pid,
+            name: p.name,
+            cpu_pct: p.cpu_pct,
+            rss_bytes: p.rss_bytes,
+        })
+        .collect()
+}
+
+fn push_placeholders(sql: &mut String, rows: usize, cols: usize) {
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", r * cols + c + 1));
+        }
+        sql.push(')');
+    }
+}
+
+/// Keeps passwords out of error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_across_rows() {
+        let mut s = String::new();
+        push_placeholders(&mut s, 2, 3);
+        assert_eq!(s, "($1,$2,$3),($4,$5,$6)");
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://***@h/db");
+        assert_eq!(redact("sqlite:///x"), "sqlite:///x");
+    }
+}

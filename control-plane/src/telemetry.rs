@@ -1,0 +1,89 @@
+//! The control plane's own metrics, exposed at `GET /metrics` in the
+//! Prometheus text format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    /// The route template (`/hosts/{id}`), never the raw path, to bound
+    /// cardinality.
+    pub route: String,
+    pub status: u16,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(
+        [
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ]
+        .into_iter(),
+    )
+}
+
+pub struct Telemetry {
+    registry: Registry,
+    pub ingest_messages: Counter,
+    pub ingest_rows: Counter,
+    pub ingest_duplicates: Counter,
+    pub agents_connected: Gauge,
+    pub http_requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("sco");
+        let ingest_messages = Counter::default();
+        let ingest_rows = Counter::default();
+        let ingest_duplicates = Counter::default();
+        let agents_connected = Gauge::default();
+        let http_requests =
+            Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "ingest_messages",
+            "Durable agent messages stored",
+            ingest_messages.clone(),
+        );
+        registry.register("ingest_rows", "Rollup rows stored", ingest_rows.clone());
+        registry.register(
+            "ingest_duplicates",
+            "Replayed agent messages acknowledged without storing",
+            ingest_duplicates.clone(),
+        );
+        registry.register(
+            "agents_connected",
+            "Agents with an open stream to this replica",
+            agents_connected.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "REST request latency",
+            http_requests.clone(),
+        );
+        Self {
+            registry,
+            ingest_messages,
+            ingest_rows,
+            ingest_duplicates,
+            agents_connected,
+            http_requests,
+        }
+    }
+}
+
+impl Telemetry {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
