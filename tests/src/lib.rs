@@ -1,1 +1,389 @@
+//! End-to-end test sandbox: a fleet PKI, a database (a SQLite file, or a
+//! fresh PostgreSQL database when `SCO_TEST_POSTGRES_URL` is set), and the
+//! real `sco-control-plane` and `sco-agent` binaries as child processes on
+//! ephemeral 127.0.0.1 ports.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`), which
+//! the README's test command does.
 
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use sco_control_plane::pki::{self, Ca};
+use serde_json::Value;
+use sqlx::Row;
+use time::OffsetDateTime;
+
+pub const POSTGRES_ENV: &str = "SCO_TEST_POSTGRES_URL";
+
+/// How long `wait_for` waits; raise it on slow machines.
+pub fn patience() -> Duration {
+    let secs = std::env::var("SCO_TEST_PATIENCE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(45);
+    Duration::from_secs(secs)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL admin URL, or `None` to skip PostgreSQL variants. In CI
+/// (`CI=true`) a missing URL is an error, so those tests cannot be skipped
+/// silently.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var(POSTGRES_ENV) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{POSTGRES_ENV} must point at a PostgreSQL server in CI")
+        }
+        _ => {
+            eprintln!("skipping PostgreSQL variant: {POSTGRES_ENV} is not set");
+            None
+        }
+    }
+}
+
+/// Creates a fresh PostgreSQL database for one test and returns its URL.
+pub async fn fresh_postgres_database(admin_url: &str) -> String {
+    sqlx::any::install_default_drivers();
+    let name = format!("sco_test_{}", uuid_like());
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url)
+        .await
+        .expect("connect to PostgreSQL admin URL");
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create test database");
+    let (base, _) = admin_url.rsplit_once('/').expect("admin url has a database path");
+    format!("{base}/{name}")
+}
+
+fn uuid_like() -> String {
+    let n: u128 = rand_u128();
+    format!("{n:032x}")
+}
+
+fn rand_u128() -> u128 {
+    // Enough uniqueness for test database names without another dependency.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    t ^ (u128::from(std::process::id()) << 64)
+}
+
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
+    l.local_addr().expect("local addr")
+}
+
+/// Path of a workspace binary next to the running test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub ca: Ca,
+    pub db_url: String,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub jwt_secret: String,
+}
+
+impl Sandbox {
+    /// `None` when the PostgreSQL variant is skipped.
+    pub async fn new(db: Db) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki_dir = dir.path().join("pki");
+        let ca = pki::ensure_dev_pki(&pki_dir).expect("dev pki");
+        let db_url = match db {
+            Db::Sqlite => sco_control_plane::store::sqlite_url(dir.path()),
+            Db::Postgres => fresh_postgres_database(&postgres_url()?).await,
+        };
+        Some(Self {
+            dir,
+            ca,
+            db_url,
+            grpc_addr: free_addr(),
+            http_addr: free_addr(),
+            jwt_secret: "test-secret-test-secret-test-secret-0123".into(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    pub fn control_plane_config(&self) -> PathBuf {
+        let path = self.path().join("control-plane.toml");
+        let text = format!(
+            "grpc_listen = \"{}\"\nhttp_listen = \"{}\"\ndata_dir = \"{}\"\ndatabase_url = \"{}\"\n\
+             [auth]\njwt_secret = \"{}\"\n[agents]\nheartbeat_secs = 1\ndead_after_secs = 4\n",
+            self.grpc_addr,
+            self.http_addr,
+            self.path().display(),
+            self.db_url,
+            self.jwt_secret
+        );
+        std::fs::write(&path, text).expect("write control plane config");
+        path
+    }
+
+    pub fn start_control_plane(&self) -> Proc {
+        let config = self.control_plane_config();
+        let proc = Proc::spawn(
+            "control-plane",
+            Command::new(bin("sco-control-plane")).args(["serve", "--config"]).arg(&config),
+            &self.path().join("control-plane.log"),
+        );
+        wait_until("control plane answers /health", || {
+            std::net::TcpStream::connect(self.http_addr).is_ok()
+        });
+        proc
+    }
+
+    /// Writes certificate files for an agent and returns their directory.
+    pub fn agent_files(&self, id: &str) -> PathBuf {
+        let dir = self.path().join(format!("agent-{id}"));
+        std::fs::create_dir_all(&dir).expect("agent dir");
+        let now = OffsetDateTime::now_utc();
+        let (cert, key) = self
+            .ca
+            .issue_agent(id, now - time::Duration::minutes(5), now + time::Duration::days(1))
+            .expect("issue agent cert");
+        std::fs::write(dir.join("agent.pem"), cert).expect("write cert");
+        std::fs::write(dir.join("agent.key"), key).expect("write key");
+        std::fs::write(dir.join("ca.pem"), &self.ca.cert_pem).expect("write ca");
+        dir
+    }
+
+    pub fn agent_config(&self, id: &str) -> PathBuf {
+        let dir = self.agent_files(id);
+        let path = dir.join("agent.toml");
+        let text = format!(
+            "[agent]\ndata_dir = \"{d}/data\"\ninterval_ms = 200\nrollup_secs = 1\nprocess_interval_secs = 2\n\
+             [agent.labels]\nenv = \"test\"\n\
+             [server]\nendpoints = [\"{addr}\"]\nserver_name = \"localhost\"\nca = \"{d}/ca.pem\"\n\
+             cert = \"{d}/agent.pem\"\nkey = \"{d}/agent.key\"\nheartbeat_secs = 1\ndead_after_secs = 4\n\
+             backoff_initial_ms = 100\nbackoff_max_ms = 1000\n",
+            d = dir.display(),
+            addr = self.grpc_addr
+        );
+        std::fs::write(&path, text).expect("write agent config");
+        path
+    }
+
+    pub fn start_agent(&self, id: &str) -> Proc {
+        let config = self.path().join(format!("agent-{id}/agent.toml"));
+        let config = if config.exists() { config } else { self.agent_config(id) };
+        Proc::spawn(
+            &format!("agent {id}"),
+            Command::new(bin("sco-agent")).args(["run", "--config"]).arg(&config),
+            &self.path().join(format!("agent-{id}.log")),
+        )
+    }
+
+    pub async fn db(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.db_url).await.expect("connect to test database")
+    }
+
+    /// Registers the first admin (open while none exists) and logs in.
+    pub async fn admin_token(&self) -> String {
+        let http = reqwest::Client::new();
+        let body = serde_json::json!({"username": "admin", "password": "admin-password-1", "role": "admin"});
+        let _ = http
+            .post(format!("{}/auth/register", self.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("register");
+        self.login("admin", "admin-password-1").await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let response: Value = reqwest::Client::new()
+            .post(format!("{}/auth/login", self.base_url()))
+            .json(&serde_json::json!({"username": username, "password": password}))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("login json");
+        response["token"].as_str().expect("token in login response").to_string()
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .get(format!("{}{}", self.base_url(), path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Stored rollup messages of one host: (seq, window start, window end),
+/// one entry per row group, ordered by seq.
+pub async fn stored_windows(pool: &sqlx::AnyPool, host: &str) -> Vec<(i64, i64, i64)> {
+    let rows = sqlx::query(
+        "SELECT seq, MIN(window_start_ms) AS s, MAX(window_end_ms) AS e FROM rollups
+         WHERE host_id = $1 GROUP BY seq ORDER BY seq",
+    )
+    .bind(host)
+    .fetch_all(pool)
+    .await
+    .expect("query rollups");
+    rows.iter()
+        .map(|r| (r.get::<i64, _>("seq"), r.get::<i64, _>("s"), r.get::<i64, _>("e")))
+        .collect()
+}
+
+/// Windows that were stored more than once for one metric (must be none).
+pub async fn duplicated_windows(pool: &sqlx::AnyPool, host: &str) -> Vec<i64> {
+    let rows = sqlx::query(
+        "SELECT window_start_ms, COUNT(*) AS n FROM rollups
+         WHERE host_id = $1 AND metric = 'mem.used_bytes' AND device = ''
+         GROUP BY window_start_ms HAVING COUNT(*) > 1",
+    )
+    .bind(host)
+    .fetch_all(pool)
+    .await
+    .expect("query duplicates");
+    rows.iter().map(|r| r.get::<i64, _>("window_start_ms")).collect()
+}
+
+/// Polls `check` until it returns true or patience runs out.
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience();
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Async version of [`wait_until`], returning the first `Some`.
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + patience();
+    while Instant::now() < deadline {
+        if let Some(v) = check().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A child process that is killed when dropped; its output goes to a log
+/// file that is printed if the test fails.
+pub struct Proc {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Self {
+        let out = File::options().create(true).append(true).open(log).expect("log file");
+        let err = out.try_clone().expect("log file clone");
+        let child = cmd
+            .env("SCO_LOG", "info,sco_agent=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        Self {
+            name: name.to_string(),
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.name);
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait()
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + patience();
+        let child = self.child.as_mut().expect("process still owned");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit:\n{}", self.name, self.log_tail());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- {} log ---\n{}", self.name, self.log_tail());
+        }
+        self.kill();
+    }
+}
