@@ -351,7 +351,7 @@ impl Collector {
 pub fn top_processes(mut all: Vec<ProcessInfo>, n: usize) -> Vec<ProcessInfo> {
     all.sort_by(|a, b| b.cpu_pct.total_cmp(&a.cpu_pct));
     let mut top: Vec<ProcessInfo> = all.iter().take(n).cloned().collect();
-    all.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes));
+    all.sort_by_key(|p| std::cmp::Reverse(p.rss_bytes));
     for p in all.into_iter().take(n) {
         if !top.iter().any(|t| t.pid == p.pid) {
             top.push(p);

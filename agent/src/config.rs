@@ -350,19 +350,16 @@ mod tests {
         base.server.cert = existing.clone();
         base.server.key = existing;
         base.validate().expect("base is valid");
-        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
-            ("agent.interval_ms", Box::new(|c| c.agent.interval_ms = 5)),
-            ("agent.rollup_secs", Box::new(|c| c.agent.rollup_secs = 0)),
-            ("server.endpoints", Box::new(|c| c.server.endpoints.clear())),
-            (
-                "server.endpoints",
-                Box::new(|c| c.server.endpoints = vec!["http://x:1".into()]),
-            ),
-            ("outbox.max_bytes", Box::new(|c| c.outbox.max_bytes = 10)),
-            (
-                "server.ca",
-                Box::new(|c| c.server.ca = "/nonexistent/ca.pem".into()),
-            ),
+        type Mutate = fn(&mut Config);
+        let cases: [(&str, Mutate); 6] = [
+            ("agent.interval_ms", |c| c.agent.interval_ms = 5),
+            ("agent.rollup_secs", |c| c.agent.rollup_secs = 0),
+            ("server.endpoints", |c| c.server.endpoints.clear()),
+            ("server.endpoints", |c| {
+                c.server.endpoints = vec!["http://x:1".into()]
+            }),
+            ("outbox.max_bytes", |c| c.outbox.max_bytes = 10),
+            ("server.ca", |c| c.server.ca = "/nonexistent/ca.pem".into()),
         ];
         for (key, mutate) in cases {
             let mut c = base.clone();

@@ -243,8 +243,10 @@ mod tests {
             .expect_err("short")
             .to_string()
             .contains("auth.jwt_secret"));
-        let mut c = Config::default();
-        c.database_url = "mysql://x".into();
+        let c = Config {
+            database_url: "mysql://x".into(),
+            ..Default::default()
+        };
         assert!(c
             .validate()
             .expect_err("mysql")

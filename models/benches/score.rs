@@ -14,7 +14,9 @@ fn bench_score(c: &mut Criterion) {
     let mut group = c.benchmark_group("score");
     for n in [1usize, 32, 256] {
         // deterministic, mildly varied rows
-        let batch: Vec<f32> = (0..n * f).map(|i| ((i * 7919) % 97) as f32 / 40.0 - 1.2).collect();
+        let batch: Vec<f32> = (0..n * f)
+            .map(|i| ((i * 7919) % 97) as f32 / 40.0 - 1.2)
+            .collect();
         group.bench_with_input(BenchmarkId::from_parameter(n), &batch, |b, batch| {
             b.iter(|| model.score(black_box(batch), n).expect("scores"))
         });

@@ -60,7 +60,9 @@ pub async fn fresh_postgres_database(admin_url: &str) -> String {
     sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
         .await
         .expect("create test database");
-    let (base, _) = admin_url.rsplit_once('/').expect("admin url has a database path");
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("admin url has a database path");
     format!("{base}/{name}")
 }
 
@@ -87,7 +89,13 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe
         .parent()
-        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
         .expect("target dir");
     let path = dir.join(name);
     assert!(
@@ -154,7 +162,9 @@ impl Sandbox {
         let config = self.control_plane_config();
         let proc = Proc::spawn(
             "control-plane",
-            Command::new(bin("sco-control-plane")).args(["serve", "--config"]).arg(&config),
+            Command::new(bin("sco-control-plane"))
+                .args(["serve", "--config"])
+                .arg(&config),
             &self.path().join("control-plane.log"),
         );
         wait_until("control plane answers /health", || {
@@ -170,7 +180,11 @@ impl Sandbox {
         let now = OffsetDateTime::now_utc();
         let (cert, key) = self
             .ca
-            .issue_agent(id, now - time::Duration::minutes(5), now + time::Duration::days(1))
+            .issue_agent(
+                id,
+                now - time::Duration::minutes(5),
+                now + time::Duration::days(1),
+            )
             .expect("issue agent cert");
         std::fs::write(dir.join("agent.pem"), cert).expect("write cert");
         std::fs::write(dir.join("agent.key"), key).expect("write key");
@@ -196,17 +210,25 @@ impl Sandbox {
 
     pub fn start_agent(&self, id: &str) -> Proc {
         let config = self.path().join(format!("agent-{id}/agent.toml"));
-        let config = if config.exists() { config } else { self.agent_config(id) };
+        let config = if config.exists() {
+            config
+        } else {
+            self.agent_config(id)
+        };
         Proc::spawn(
             &format!("agent {id}"),
-            Command::new(bin("sco-agent")).args(["run", "--config"]).arg(&config),
+            Command::new(bin("sco-agent"))
+                .args(["run", "--config"])
+                .arg(&config),
             &self.path().join(format!("agent-{id}.log")),
         )
     }
 
     pub async fn db(&self) -> sqlx::AnyPool {
         sqlx::any::install_default_drivers();
-        sqlx::AnyPool::connect(&self.db_url).await.expect("connect to test database")
+        sqlx::AnyPool::connect(&self.db_url)
+            .await
+            .expect("connect to test database")
     }
 
     /// Registers the first admin (open while none exists) and logs in.
@@ -232,7 +254,10 @@ impl Sandbox {
             .json()
             .await
             .expect("login json");
-        response["token"].as_str().expect("token in login response").to_string()
+        response["token"]
+            .as_str()
+            .expect("token in login response")
+            .to_string()
     }
 
     pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
@@ -259,7 +284,13 @@ pub async fn stored_windows(pool: &sqlx::AnyPool, host: &str) -> Vec<(i64, i64, 
     .await
     .expect("query rollups");
     rows.iter()
-        .map(|r| (r.get::<i64, _>("seq"), r.get::<i64, _>("s"), r.get::<i64, _>("e")))
+        .map(|r| {
+            (
+                r.get::<i64, _>("seq"),
+                r.get::<i64, _>("s"),
+                r.get::<i64, _>("e"),
+            )
+        })
         .collect()
 }
 
@@ -274,7 +305,9 @@ pub async fn duplicated_windows(pool: &sqlx::AnyPool, host: &str) -> Vec<i64> {
     .fetch_all(pool)
     .await
     .expect("query duplicates");
-    rows.iter().map(|r| r.get::<i64, _>("window_start_ms")).collect()
+    rows.iter()
+        .map(|r| r.get::<i64, _>("window_start_ms"))
+        .collect()
 }
 
 /// Polls `check` until it returns true or patience runs out.
@@ -315,7 +348,11 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Self {
-        let out = File::options().create(true).append(true).open(log).expect("log file");
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
         let err = out.try_clone().expect("log file clone");
         let child = cmd
             .env("SCO_LOG", "info,sco_agent=debug")
@@ -367,7 +404,12 @@ impl Proc {
                 self.child = None;
                 return status;
             }
-            assert!(Instant::now() < deadline, "{} did not exit:\n{}", self.name, self.log_tail());
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit:\n{}",
+                self.name,
+                self.log_tail()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -13,7 +13,9 @@ fn assert_contiguous(windows: &[(i64, i64, i64)]) {
 }
 
 async fn control_plane_outage(db: Db) {
-    let Some(sb) = Sandbox::new(db).await else { return };
+    let Some(sb) = Sandbox::new(db).await else {
+        return;
+    };
     let mut cp = sb.start_control_plane();
     let _agent = sb.start_agent("agent-1");
     let pool = sb.db().await;
@@ -42,11 +44,15 @@ async fn control_plane_outage(db: Db) {
     for pair in windows.windows(2) {
         assert_eq!(pair[0].2, pair[1].1, "time gap between windows: {pair:?}");
     }
-    assert_eq!(duplicated_windows(&pool, "agent-1").await, Vec::<i64>::new());
-    let replayed = sqlx::query("SELECT COUNT(*) AS n FROM agent_messages WHERE host_id = 'agent-1'")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
+    assert_eq!(
+        duplicated_windows(&pool, "agent-1").await,
+        Vec::<i64>::new()
+    );
+    let replayed =
+        sqlx::query("SELECT COUNT(*) AS n FROM agent_messages WHERE host_id = 'agent-1'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
     let n: i64 = sqlx::Row::get(&replayed, "n");
     assert_eq!(n as usize, windows.len(), "one message row per rollup");
 }
@@ -63,7 +69,9 @@ async fn control_plane_outage_postgres() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_killed_with_sigkill_loses_and_duplicates_nothing() {
-    let Some(sb) = Sandbox::new(Db::Sqlite).await else { return };
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
     let _cp = sb.start_control_plane();
     let mut agent = sb.start_agent("agent-1");
     let pool = sb.db().await;
@@ -84,5 +92,8 @@ async fn agent_killed_with_sigkill_loses_and_duplicates_nothing() {
     // and numbering resumed where it stopped.
     assert_eq!(&windows[..acknowledged.len()], &acknowledged[..]);
     assert_contiguous(&windows);
-    assert_eq!(duplicated_windows(&pool, "agent-1").await, Vec::<i64>::new());
+    assert_eq!(
+        duplicated_windows(&pool, "agent-1").await,
+        Vec::<i64>::new()
+    );
 }

@@ -4,14 +4,19 @@
 use sco_tests::{wait_for, Db, Sandbox};
 
 async fn metrics_reach_database_and_rest(db: Db) {
-    let Some(sb) = Sandbox::new(db).await else { return };
+    let Some(sb) = Sandbox::new(db).await else {
+        return;
+    };
     let _cp = sb.start_control_plane();
     let _agent = sb.start_agent("agent-1");
     let token = sb.admin_token().await;
 
     let points = wait_for("cpu rollups in GET /monitoring/metrics", || async {
         let (status, body) = sb
-            .get(&token, "/monitoring/metrics?host=agent-1&metric=cpu.total_pct")
+            .get(
+                &token,
+                "/monitoring/metrics?host=agent-1&metric=cpu.total_pct",
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         let points = body["points"].as_array().cloned().unwrap_or_default();
@@ -19,10 +24,20 @@ async fn metrics_reach_database_and_rest(db: Db) {
     })
     .await;
     for p in &points {
-        let (min, mean, max) = (p["min"].as_f64().unwrap_or(-1.0), p["mean"].as_f64().unwrap_or(-1.0), p["max"].as_f64().unwrap_or(-1.0));
-        assert!(0.0 <= min && min <= mean && mean <= max && max <= 100.0, "{p}");
+        let (min, mean, max) = (
+            p["min"].as_f64().unwrap_or(-1.0),
+            p["mean"].as_f64().unwrap_or(-1.0),
+            p["max"].as_f64().unwrap_or(-1.0),
+        );
+        assert!(
+            0.0 <= min && min <= mean && mean <= max && max <= 100.0,
+            "{p}"
+        );
         assert!(p["count"].as_i64().unwrap_or(0) >= 1);
-        assert_eq!(p["window_end_ms"].as_i64().unwrap_or(0) - p["window_start_ms"].as_i64().unwrap_or(0), 1000);
+        assert_eq!(
+            p["window_end_ms"].as_i64().unwrap_or(0) - p["window_start_ms"].as_i64().unwrap_or(0),
+            1000
+        );
     }
 
     let (status, body) = sb.get(&token, "/hosts").await;
@@ -37,7 +52,10 @@ async fn metrics_reach_database_and_rest(db: Db) {
     assert_eq!(status, 200);
     let latest = body["latest"].as_array().cloned().unwrap_or_default();
     for name in ["cpu.total_pct", "mem.used_bytes", "load.1", "proc.count"] {
-        assert!(latest.iter().any(|v| v["metric"] == name), "{name} missing from {latest:?}");
+        assert!(
+            latest.iter().any(|v| v["metric"] == name),
+            "{name} missing from {latest:?}"
+        );
     }
     let (status, body) = sb.get(&token, "/hosts/nobody").await;
     assert_eq!(status, 404);
@@ -64,7 +82,10 @@ async fn metrics_reach_database_and_rest(db: Db) {
         .await
         .expect("text");
     assert!(metrics.contains("sco_agents_connected 1"), "{metrics}");
-    assert!(metrics.contains("sco_http_request_duration_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("sco_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -79,7 +100,9 @@ async fn metrics_reach_database_and_rest_postgres() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn graceful_shutdown_on_sigterm() {
-    let Some(sb) = Sandbox::new(Db::Sqlite).await else { return };
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
     let mut cp = sb.start_control_plane();
     let mut agent = sb.start_agent("agent-1");
     let pool = sb.db().await;

@@ -56,27 +56,47 @@ use tokio_stream::StreamExt as _;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_valid_fleet_certificates_are_accepted() {
-    let Some(sb) = Sandbox::new(Db::Sqlite).await else { return };
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
     let _cp = sb.start_control_plane();
     let now = OffsetDateTime::now_utc();
     let hour = time::Duration::hours(1);
 
-    let good = sb.ca.issue_agent("good-agent", now - hour, now + hour).expect("issue");
-    try_stream(&sb, Some(good)).await.expect("a valid fleet certificate is accepted");
+    let good = sb
+        .ca
+        .issue_agent("good-agent", now - hour, now + hour)
+        .expect("issue");
+    try_stream(&sb, Some(good))
+        .await
+        .expect("a valid fleet certificate is accepted");
 
     let refused = [
         ("no certificate", None),
         (
             "another CA",
-            Some(Ca::generate().expect("ca").issue_agent("rogue", now - hour, now + hour).expect("issue")),
+            Some(
+                Ca::generate()
+                    .expect("ca")
+                    .issue_agent("rogue", now - hour, now + hour)
+                    .expect("issue"),
+            ),
         ),
         (
             "expired",
-            Some(sb.ca.issue_agent("expired", now - hour * 48, now - hour * 24).expect("issue")),
+            Some(
+                sb.ca
+                    .issue_agent("expired", now - hour * 48, now - hour * 24)
+                    .expect("issue"),
+            ),
         ),
         (
             "not yet valid",
-            Some(sb.ca.issue_agent("future", now + hour * 24, now + hour * 48).expect("issue")),
+            Some(
+                sb.ca
+                    .issue_agent("future", now + hour * 24, now + hour * 48)
+                    .expect("issue"),
+            ),
         ),
     ];
     for (case, identity) in refused {
@@ -90,6 +110,10 @@ async fn only_valid_fleet_certificates_are_accepted() {
         .as_array()
         .map(|h| h.iter().filter_map(|h| h["id"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(ids, vec!["good-agent"], "only the valid agent exists, under its certificate's name");
+    assert_eq!(
+        ids,
+        vec!["good-agent"],
+        "only the valid agent exists, under its certificate's name"
+    );
     assert_eq!(body["hosts"][0]["hostname"], "claims-to-be-someone-else");
 }

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite. End-to-end tests start the real binaries, so they
+# are built first. PostgreSQL variants run when SCO_TEST_POSTGRES_URL is set
+# (and are required when CI=true).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --workspace --bins
+cargo test --workspace "$@"

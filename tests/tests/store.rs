@@ -1,0 +1,181 @@
+//! Storage against real SQLite files and a real PostgreSQL.
+
+use sco_control_plane::auth::{Role, User};
+use sco_control_plane::fleet::{HostInfo, Ingested, MetricRow, RollupBatch, RollupQuery};
+use sco_control_plane::store::{Store, StoreError};
+use sco_tests::{fresh_postgres_database, postgres_url};
+
+fn batch(seq: i64, start: i64) -> RollupBatch {
+    RollupBatch {
+        seq,
+        produced_at_ms: start,
+        window_start_ms: start,
+        window_end_ms: start + 10_000,
+        metrics: ["cpu.total_pct", "mem.used_bytes"]
+            .into_iter()
+            .map(|m| MetricRow {
+                metric: m.into(),
+                device: String::new(),
+                min: 1.0,
+                mean: seq as f64,
+                max: 9.0,
+                last: seq as f64,
+                count: 10,
+            })
+            .collect(),
+        top_processes: vec![],
+        outbox_dropped_total: 3,
+    }
+}
+
+async fn exercise(store: Store) {
+    let info = HostInfo {
+        hostname: "web-1".into(),
+        labels: [("env".to_string(), "prod".to_string())].into(),
+        ..Default::default()
+    };
+    store.upsert_host("h1", &info, 1_000).await.expect("upsert");
+    store
+        .upsert_host("h1", &info, 2_000)
+        .await
+        .expect("upsert again");
+
+    assert_eq!(
+        store
+            .ingest_rollup("h1", &batch(1, 0), 5)
+            .await
+            .expect("ingest"),
+        Ingested::Stored
+    );
+    assert_eq!(
+        store
+            .ingest_rollup("h1", &batch(2, 10_000), 5)
+            .await
+            .expect("ingest"),
+        Ingested::Stored
+    );
+    // A replay (same host, same seq) changes nothing, even with other values.
+    let mut replay = batch(1, 0);
+    replay.metrics[0].mean = 99.0;
+    assert_eq!(
+        store.ingest_rollup("h1", &replay, 6).await.expect("replay"),
+        Ingested::Duplicate
+    );
+    // The same seq from another host is another message.
+    store
+        .upsert_host("h2", &info, 1_000)
+        .await
+        .expect("upsert h2");
+    assert_eq!(
+        store
+            .ingest_rollup("h2", &batch(1, 0), 5)
+            .await
+            .expect("ingest"),
+        Ingested::Stored
+    );
+
+    let q = RollupQuery {
+        host: "h1".into(),
+        metric: Some("cpu.total_pct".into()),
+        device: None,
+        from_ms: 0,
+        to_ms: 100_000,
+        limit: 100,
+    };
+    let points = store.rollups(&q).await.expect("query");
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[0].mean, 1.0, "the replay did not overwrite");
+    assert_eq!(store.stored_seqs("h1").await.expect("seqs"), vec![1, 2]);
+    let limited = store
+        .rollups(&RollupQuery {
+            limit: 1,
+            ..q.clone()
+        })
+        .await
+        .expect("query");
+    assert_eq!(limited.len(), 1);
+    let window = store
+        .rollups(&RollupQuery {
+            from_ms: 10_000,
+            ..q
+        })
+        .await
+        .expect("query");
+    assert_eq!(window.len(), 1);
+
+    let latest = store.latest_values("h1").await.expect("latest");
+    assert_eq!(latest.len(), 2);
+    assert!(latest.iter().all(|v| v.value == 2.0 && v.ts_ms == 20_000));
+
+    let host = store
+        .host("h1", 60_000, 2_000)
+        .await
+        .expect("host")
+        .expect("exists");
+    assert_eq!(host.labels["env"], "prod");
+    assert_eq!(host.last_seq, 2);
+    assert_eq!(host.outbox_dropped_total, 3);
+    assert!(host.connected);
+    let stale = store
+        .host("h1", 60_000, 10_000_000)
+        .await
+        .expect("host")
+        .expect("exists");
+    assert!(
+        !stale.connected,
+        "a host silent for too long shows disconnected"
+    );
+
+    let user = User {
+        id: "u1".into(),
+        username: "alice".into(),
+        role: Role::Operator,
+        created_at_ms: 1,
+    };
+    assert!(!store.admin_exists().await.expect("admins"));
+    store.create_user(&user, "hash").await.expect("create");
+    let again = User {
+        id: "u2".into(),
+        ..user.clone()
+    };
+    assert!(matches!(
+        store.create_user(&again, "hash").await,
+        Err(StoreError::Conflict(_))
+    ));
+    let (found, hash) = store
+        .user_by_name("alice")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!((found, hash.as_str()), (user, "hash"));
+    assert!(store.ping().await);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sco_control_plane::store::sqlite_url(dir.path());
+    exercise(Store::connect(&url).await.expect("connect")).await;
+    // Migrations are idempotent: reopening the same file works and keeps data.
+    let store = Store::connect(&url).await.expect("reopen");
+    assert_eq!(store.stored_seqs("h1").await.expect("seqs"), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn postgres_store() {
+    let Some(admin) = postgres_url() else { return };
+    let url = fresh_postgres_database(&admin).await;
+    exercise(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test]
+async fn bad_database_url_is_a_clear_error() {
+    let err = Store::connect("mysql://user:secret@host/db")
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("mysql://***@host/db"), "{err}");
+    assert!(!err.contains("secret"));
+}
