@@ -61,6 +61,8 @@ fn hello(config: &Config) -> Hello {
         labels: config.agent.labels.clone().into_iter().collect(),
         interval_ms: u32::try_from(config.agent.interval_ms).unwrap_or(u32::MAX),
         last_seq: 0,
+        run_started_ms: uplink::now_ms(),
+        model: String::new(),
     }
 }
 

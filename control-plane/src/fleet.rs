@@ -22,6 +22,9 @@ pub struct HostInfo {
     pub agent_version: String,
     pub labels: BTreeMap<String, String>,
     pub interval_ms: i64,
+    /// When the agent process started; tells a reconnect from a restart.
+    pub run_started_ms: i64,
+    pub model: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -76,6 +79,123 @@ pub struct Host {
     pub connected: bool,
     pub last_seq: i64,
     pub outbox_dropped_total: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "low" => Some(Self::Low),
+            "medium" => Some(Self::Medium),
+            "high" => Some(Self::High),
+            "critical" => Some(Self::Critical),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+    pub fn rank(self) -> i64 {
+        self as i64
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Opened,
+    Updated,
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Contributor {
+    pub metric: String,
+    pub value: f64,
+    pub expected_low: f64,
+    pub expected_high: f64,
+    pub contribution: f64,
+}
+
+/// Raw samples around an onset; `None` where nothing was collected.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Series {
+    pub metric: String,
+    pub start_ms: i64,
+    pub step_ms: i64,
+    pub values: Vec<Option<f64>>,
+}
+
+/// One change of an anomaly event, as the agent reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyChange {
+    pub seq: i64,
+    pub produced_at_ms: i64,
+    pub kind: ChangeKind,
+    pub open_seq: i64,
+    pub run_started_ms: i64,
+    pub started_ms: i64,
+    pub updated_ms: i64,
+    pub ended_ms: Option<i64>,
+    pub score: f64,
+    pub peak_score: f64,
+    pub severity: Severity,
+    pub contributors: Vec<Contributor>,
+    pub context: Vec<Series>,
+    pub context_processes: Vec<ProcessRow>,
+    pub model: String,
+}
+
+impl AnomalyChange {
+    pub fn event_id(&self, host: &str) -> String {
+        format!("{host}:{}", self.open_seq)
+    }
+}
+
+/// An anomaly event as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Anomaly {
+    pub id: String,
+    pub host_id: String,
+    pub status: String,
+    pub started_ms: i64,
+    pub updated_ms: i64,
+    pub ended_ms: Option<i64>,
+    pub score: f64,
+    pub peak_score: f64,
+    pub severity: Severity,
+    pub top_metric: String,
+    pub contributors: Vec<Contributor>,
+    pub model: String,
+    /// Why it closed: "recovered" (the detector closed it) or "agent restarted".
+    pub close_reason: String,
+    /// Raw window and top processes at onset; only on single-event reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AnomalyQuery {
+    pub host: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub min_severity: Option<Severity>,
+    /// "open" or "closed".
+    pub status: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -160,6 +280,19 @@ impl Fleet {
     /// Records a new stream; returns its generation.
     pub async fn connected(&self, agent_id: &str, info: &HostInfo) -> Result<u64, StoreError> {
         self.store.upsert_host(agent_id, info, now_ms()).await?;
+        // Events left open by an earlier run of this agent can never be
+        // closed by the new run.
+        let closed = self
+            .store
+            .close_orphaned_anomalies(agent_id, info.run_started_ms, now_ms())
+            .await?;
+        if closed > 0 {
+            tracing::info!(
+                agent_id,
+                closed,
+                "closed anomalies left open by an earlier agent run"
+            );
+        }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let count = {
             let mut s = self.streams();
@@ -187,6 +320,62 @@ impl Fleet {
             }
             tracing::info!(agent_id, "agent disconnected");
         }
+    }
+
+    /// Stores one anomaly change exactly once per (agent id, sequence number).
+    pub async fn ingest_anomaly(
+        &self,
+        agent_id: &str,
+        change: &AnomalyChange,
+    ) -> Result<Ingested, StoreError> {
+        let result = self
+            .store
+            .ingest_anomaly(agent_id, change, now_ms())
+            .await?;
+        match result {
+            Ingested::Stored => {
+                self.telemetry.ingest_messages.inc();
+                if change.kind == ChangeKind::Opened {
+                    self.telemetry.anomalies_opened.inc();
+                    tracing::info!(agent_id, event = %change.event_id(agent_id), severity = change.severity.as_str(),
+                        top = change.contributors.first().map_or("", |c| c.metric.as_str()), "anomaly opened");
+                }
+            }
+            Ingested::Duplicate => {
+                self.telemetry.ingest_duplicates.inc();
+            }
+        }
+        Ok(result)
+    }
+
+    /// A durable message that cannot be stored: recorded, counted, logged
+    /// and acknowledged, so one bad message never blocks an agent's stream.
+    pub async fn reject(
+        &self,
+        agent_id: &str,
+        seq: u64,
+        produced_at_ms: i64,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let Ok(seq) = i64::try_from(seq) else {
+            tracing::warn!(
+                agent_id,
+                seq,
+                reason,
+                "rejected agent message with an out-of-range sequence number"
+            );
+            return Ok(());
+        };
+        if seq > 0
+            && self
+                .store
+                .reject_message(agent_id, seq, produced_at_ms, now_ms())
+                .await?
+        {
+            self.telemetry.ingest_rejected.inc();
+        }
+        tracing::warn!(agent_id, seq, reason, "rejected invalid agent message");
+        Ok(())
     }
 
     pub async fn heartbeat(

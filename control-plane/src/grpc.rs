@@ -187,19 +187,49 @@ impl Session {
         }
     }
 
-    /// Stores a durable message and returns its acknowledgement.
+    fn storage_failed(&self, seq: u64, e: &crate::store::StoreError) -> Status {
+        tracing::error!(agent_id = %self.agent_id, seq, error = %e, "ingest failed");
+        Status::unavailable("storage unavailable, retry later")
+    }
+
+    /// Stores a durable message (or records it as rejected when invalid) and
+    /// returns its acknowledgement. A storage failure ends the stream without
+    /// an ack, so the agent keeps the message and resends it.
     async fn handle(&self, msg: AgentMessage) -> Result<Option<ControlMessage>, Status> {
         let ack = |seq| ControlMessage {
             body: Some(control_message::Body::Ack(Ack { up_to_seq: seq })),
         };
         match msg.body {
             Some(agent_message::Body::Rollup(r)) => {
-                let batch =
-                    pb::rollup(msg.seq, msg.produced_at_ms, r).map_err(Status::invalid_argument)?;
-                self.fleet.ingest_rollup(&self.agent_id, &batch).await.map_err(|e| {
-                    tracing::error!(agent_id = %self.agent_id, seq = msg.seq, error = %e, "ingest failed");
-                    Status::unavailable("storage unavailable, retry later")
-                })?;
+                match pb::rollup(msg.seq, msg.produced_at_ms, r) {
+                    Ok(batch) => self
+                        .fleet
+                        .ingest_rollup(&self.agent_id, &batch)
+                        .await
+                        .map(|_| ()),
+                    Err(reason) => {
+                        self.fleet
+                            .reject(&self.agent_id, msg.seq, msg.produced_at_ms, &reason)
+                            .await
+                    }
+                }
+                .map_err(|e| self.storage_failed(msg.seq, &e))?;
+                Ok(Some(ack(msg.seq)))
+            }
+            Some(agent_message::Body::Anomaly(a)) => {
+                match pb::anomaly(msg.seq, msg.produced_at_ms, a) {
+                    Ok(change) => self
+                        .fleet
+                        .ingest_anomaly(&self.agent_id, &change)
+                        .await
+                        .map(|_| ()),
+                    Err(reason) => {
+                        self.fleet
+                            .reject(&self.agent_id, msg.seq, msg.produced_at_ms, &reason)
+                            .await
+                    }
+                }
+                .map_err(|e| self.storage_failed(msg.seq, &e))?;
                 Ok(Some(ack(msg.seq)))
             }
             Some(agent_message::Body::Heartbeat(h)) => {

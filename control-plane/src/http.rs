@@ -2,6 +2,7 @@
 //! `/health`, `/status`, `/metrics`, `/auth/*`, `/monitoring/metrics`, plus
 //! `/hosts` and `/users`.
 
+pub mod anomaly;
 pub mod auth;
 pub mod error;
 pub mod fleet;
@@ -21,6 +22,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::auth::Tokens;
 use crate::fleet::Fleet;
 use crate::telemetry::{RequestLabels, Telemetry};
+use error::AppError;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -44,6 +46,8 @@ pub fn app(state: AppState) -> Router {
         .route("/hosts", get(fleet::hosts))
         .route("/hosts/:id", get(fleet::host))
         .route("/monitoring/metrics", get(fleet::monitoring_metrics))
+        .route("/anomaly", get(anomaly::list))
+        .route("/anomaly/:id", get(anomaly::get))
         .fallback(|| async { error::AppError::not_found("no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -117,4 +121,17 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.telemetry.encode(),
     )
+}
+
+/// Parses an optional integer query parameter, naming it when it is bad.
+pub(crate) fn int_param(name: &str, value: Option<&str>) -> Result<Option<i64>, AppError> {
+    value
+        .map(|v| {
+            v.trim().parse::<i64>().map_err(|_| {
+                AppError::bad_request(format!(
+                    "{name}: {v:?} is not an integer (Unix milliseconds for from/to)"
+                ))
+            })
+        })
+        .transpose()
 }

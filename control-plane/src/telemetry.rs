@@ -31,7 +31,9 @@ pub struct Telemetry {
     pub ingest_messages: Counter,
     pub ingest_rows: Counter,
     pub ingest_duplicates: Counter,
+    pub ingest_rejected: Counter,
     pub agents_connected: Gauge,
+    pub anomalies_opened: Counter,
     pub http_requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -41,7 +43,9 @@ impl Default for Telemetry {
         let ingest_messages = Counter::default();
         let ingest_rows = Counter::default();
         let ingest_duplicates = Counter::default();
+        let ingest_rejected = Counter::default();
         let agents_connected = Gauge::default();
+        let anomalies_opened = Counter::default();
         let http_requests =
             Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 latency_histogram,
@@ -58,9 +62,19 @@ impl Default for Telemetry {
             ingest_duplicates.clone(),
         );
         registry.register(
+            "ingest_rejected",
+            "Invalid agent messages acknowledged and dropped",
+            ingest_rejected.clone(),
+        );
+        registry.register(
             "agents_connected",
             "Agents with an open stream to this replica",
             agents_connected.clone(),
+        );
+        registry.register(
+            "anomalies_opened",
+            "Anomaly events opened by agents",
+            anomalies_opened.clone(),
         );
         registry.register(
             "http_request_duration_seconds",
@@ -72,7 +86,9 @@ impl Default for Telemetry {
             ingest_messages,
             ingest_rows,
             ingest_duplicates,
+            ingest_rejected,
             agents_connected,
+            anomalies_opened,
             http_requests,
         }
     }

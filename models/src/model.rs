@@ -17,6 +17,11 @@ pub const SCORE_OUTPUT: &str = "score";
 /// Name of the per-feature contribution output, `float32[N, F]`.
 pub const CONTRIB_OUTPUT: &str = "contrib";
 
+/// The shipped manifest and model file, embedded at build time (see [`Model::shipped`]).
+const SHIPPED_MANIFEST: &str = include_str!("../shipped/manifest.json");
+const SHIPPED_MANIFEST_PATH: &str = "shipped/manifest.json (embedded)";
+const SHIPPED_ONNX: &[u8] = include_bytes!("../shipped/sco-window-pca.onnx");
+
 /// The only element type the crate feeds or reads.
 const FLOAT32: &str = "float32";
 
@@ -78,8 +83,31 @@ impl Model {
             path: model_path.clone(),
             source,
         })?;
+        Self::from_verified_parts(manifest, features, model_path, &bytes)
+    }
 
-        let actual = hex::encode(Sha256::digest(&bytes));
+    /// The model shipped with this crate (`shipped/manifest.json` and its `.onnx` file, embedded
+    /// in the binary at build time), verified exactly like [`Model::load`] does: sha256, schema,
+    /// test inference. Needs no file at run time.
+    pub fn shipped() -> Result<Self, ModelError> {
+        let path = Path::new(SHIPPED_MANIFEST_PATH);
+        let manifest: Manifest =
+            serde_json::from_str(SHIPPED_MANIFEST).map_err(|source| ModelError::ManifestParse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let features = check_manifest(&manifest, path)?;
+        let model_path = Path::new("shipped").join(&manifest.file);
+        Self::from_verified_parts(manifest, features, model_path, SHIPPED_ONNX)
+    }
+
+    fn from_verified_parts(
+        manifest: Manifest,
+        features: usize,
+        model_path: PathBuf,
+        bytes: &[u8],
+    ) -> Result<Self, ModelError> {
+        let actual = hex::encode(Sha256::digest(bytes));
         if !actual.eq_ignore_ascii_case(&manifest.sha256) {
             return Err(ModelError::Sha256Mismatch {
                 file: manifest.file.clone(),
@@ -93,9 +121,8 @@ impl Model {
             reason: format!("{e:#}"),
         };
         let onnx = tract_onnx::onnx();
-        let proto = onnx
-            .proto_model_for_read(&mut bytes.as_slice())
-            .map_err(onnx_err)?;
+        let mut reader = bytes;
+        let proto = onnx.proto_model_for_read(&mut reader).map_err(onnx_err)?;
         let (score_index, contrib_index) = check_schema(&proto, &manifest)?;
         let plan = onnx
             .model_for_proto_model(&proto)

@@ -1,8 +1,11 @@
 //! Protobuf to domain conversion for the agent stream, in one place.
 
-use sco_proto::v1::{Hello, MetricRollup};
+use sco_proto::v1::{anomaly_event, AnomalyEvent, Hello, MetricRollup, ProcessSample};
 
-use crate::fleet::{HostInfo, MetricRow, ProcessRow, RollupBatch};
+use crate::fleet::{
+    AnomalyChange, ChangeKind, Contributor, HostInfo, MetricRow, ProcessRow, RollupBatch, Series,
+    Severity,
+};
 
 /// Largest values we accept from an agent, so a broken or hostile agent
 /// cannot make the database store absurd rows.
@@ -31,7 +34,119 @@ pub fn host_info(h: Hello) -> HostInfo {
             .map(|(k, v)| (clip(&k, 63), clip(&v, 256)))
             .collect(),
         interval_ms: i64::from(h.interval_ms),
+        run_started_ms: h.run_started_ms,
+        model: clip(&h.model, 128),
     }
+}
+
+fn processes(p: Vec<ProcessSample>) -> Vec<ProcessRow> {
+    p.into_iter()
+        .take(200)
+        .map(|p| ProcessRow {
+            pid: p.pid,
+            name: clip(&p.name, 128),
+            cpu_pct: if p.cpu_pct.is_finite() {
+                p.cpu_pct
+            } else {
+                0.0
+            },
+            rss_bytes: p.rss_bytes,
+        })
+        .collect()
+}
+
+const MAX_CONTRIBUTORS: usize = 32;
+const MAX_CONTEXT_SERIES: usize = 512;
+const MAX_CONTEXT_POINTS: usize = 3600;
+
+pub fn anomaly(seq: u64, produced_at_ms: i64, a: AnomalyEvent) -> Result<AnomalyChange, String> {
+    let seq = i64::try_from(seq).map_err(|_| format!("sequence number {seq} is out of range"))?;
+    let open_seq = i64::try_from(a.open_seq)
+        .map_err(|_| format!("open_seq {} is out of range", a.open_seq))?;
+    if seq <= 0 || open_seq <= 0 || open_seq > seq {
+        return Err(format!(
+            "invalid sequence numbers: seq {seq}, open_seq {open_seq}"
+        ));
+    }
+    let kind = match anomaly_event::Kind::try_from(a.kind) {
+        Ok(anomaly_event::Kind::Opened) => ChangeKind::Opened,
+        Ok(anomaly_event::Kind::Updated) => ChangeKind::Updated,
+        Ok(anomaly_event::Kind::Closed) => ChangeKind::Closed,
+        _ => return Err(format!("unknown anomaly event kind {}", a.kind)),
+    };
+    if kind == ChangeKind::Opened && open_seq != seq {
+        return Err("an opening event must carry its own sequence number as open_seq".into());
+    }
+    let severity = Severity::parse(&a.severity)
+        .ok_or_else(|| format!("unknown severity {:?}", clip(&a.severity, 32)))?;
+    if ![a.score, a.peak_score].iter().all(|v| v.is_finite()) {
+        return Err("anomaly score is not finite".into());
+    }
+    if a.contributors.len() > MAX_CONTRIBUTORS || a.context.len() > MAX_CONTEXT_SERIES {
+        return Err("anomaly event has too many contributors or context series".into());
+    }
+    let contributors = a
+        .contributors
+        .into_iter()
+        .map(|c| {
+            if [c.value, c.expected_low, c.expected_high, c.contribution]
+                .iter()
+                .all(|v| v.is_finite())
+            {
+                Ok(Contributor {
+                    metric: clip(&c.metric, 256),
+                    value: c.value,
+                    expected_low: c.expected_low,
+                    expected_high: c.expected_high,
+                    contribution: c.contribution,
+                })
+            } else {
+                Err(format!(
+                    "contributor {} has a non-finite value",
+                    clip(&c.metric, 64)
+                ))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let context = a
+        .context
+        .into_iter()
+        .map(|s| {
+            if s.values.len() > MAX_CONTEXT_POINTS {
+                return Err(format!(
+                    "context series {} is too long",
+                    clip(&s.metric, 64)
+                ));
+            }
+            Ok(Series {
+                metric: clip(&s.metric, 256),
+                start_ms: s.start_ms,
+                step_ms: i64::from(s.step_ms),
+                values: s
+                    .values
+                    .into_iter()
+                    .map(|v| v.is_finite().then_some(v))
+                    .collect(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AnomalyChange {
+        seq,
+        produced_at_ms,
+        kind,
+        open_seq,
+        run_started_ms: a.run_started_ms,
+        started_ms: a.started_ms,
+        updated_ms: a.updated_ms,
+        ended_ms: (kind == ChangeKind::Closed).then_some(a.ended_ms),
+        score: a.score,
+        peak_score: a.peak_score,
+        severity,
+        contributors,
+        context,
+        context_processes: processes(a.context_processes),
+        model: clip(&a.model, 128),
+    })
 }
 
 pub fn rollup(seq: u64, produced_at_ms: i64, r: MetricRollup) -> Result<RollupBatch, String> {

@@ -57,19 +57,6 @@ pub struct MetricsQuery {
     limit: Option<String>,
 }
 
-/// Parses an optional integer query parameter, naming it when it is bad.
-fn int_param(name: &str, value: Option<&str>) -> Result<Option<i64>, AppError> {
-    value
-        .map(|v| {
-            v.trim().parse::<i64>().map_err(|_| {
-                AppError::bad_request(format!(
-                    "{name}: {v:?} is not an integer (Unix milliseconds for from/to)"
-                ))
-            })
-        })
-        .transpose()
-}
-
 const MAX_LIMIT: i64 = 10_000;
 
 pub async fn monitoring_metrics(
@@ -81,14 +68,14 @@ pub async fn monitoring_metrics(
     if !valid_agent_id(&q.host) {
         return Err(AppError::bad_request(format!("invalid host {:?}", q.host)));
     }
-    let to = int_param("to", q.to.as_deref())?.unwrap_or_else(now_ms);
-    let from = int_param("from", q.from.as_deref())?.unwrap_or(to - 3_600_000);
+    let to = super::int_param("to", q.to.as_deref())?.unwrap_or_else(now_ms);
+    let from = super::int_param("from", q.from.as_deref())?.unwrap_or(to - 3_600_000);
     if from > to {
         return Err(AppError::bad_request(format!(
             "from ({from}) is after to ({to})"
         )));
     }
-    let limit = int_param("limit", q.limit.as_deref())?.unwrap_or(1000);
+    let limit = super::int_param("limit", q.limit.as_deref())?.unwrap_or(1000);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(AppError::bad_request(format!(
             "limit {limit} is outside 1..={MAX_LIMIT}"

@@ -1,0 +1,116 @@
+//! `/anomaly`: the history of anomaly events, one event, and scoring a
+//! posted window with the current model.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::error::{ApiQuery, AppError};
+use super::AppState;
+use crate::auth::Role;
+use crate::fleet::{valid_agent_id, AnomalyQuery, Severity};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    host: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    min_severity: Option<String>,
+    status: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+const MAX_LIMIT: i64 = 1000;
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(Role::Viewer)?;
+    if let Some(h) = &q.host {
+        if !valid_agent_id(h) {
+            return Err(AppError::bad_request(format!(
+                "host: invalid host id {h:?}"
+            )));
+        }
+    }
+    let min_severity = q
+        .min_severity
+        .as_deref()
+        .map(|s| {
+            Severity::parse(s).ok_or_else(|| {
+                AppError::bad_request(format!(
+                    "min_severity: {s:?} is not one of low, medium, high, critical"
+                ))
+            })
+        })
+        .transpose()?;
+    if let Some(s) = &q.status {
+        if s != "open" && s != "closed" {
+            return Err(AppError::bad_request(format!(
+                "status: {s:?} is not open or closed"
+            )));
+        }
+    }
+    let limit = super::int_param("limit", q.limit.as_deref())?.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(AppError::bad_request(format!(
+            "limit: {limit} is outside 1..={MAX_LIMIT}"
+        )));
+    }
+    let offset = super::int_param("offset", q.offset.as_deref())?.unwrap_or(0);
+    if offset < 0 {
+        return Err(AppError::bad_request(format!(
+            "offset: {offset} is negative"
+        )));
+    }
+    let from_ms = super::int_param("from", q.from.as_deref())?;
+    let to_ms = super::int_param("to", q.to.as_deref())?;
+    if let (Some(f), Some(t)) = (from_ms, to_ms) {
+        if f > t {
+            return Err(AppError::bad_request(format!(
+                "from ({f}) is after to ({t})"
+            )));
+        }
+    }
+    let query = AnomalyQuery {
+        host: q.host,
+        from_ms,
+        to_ms,
+        min_severity,
+        status: q.status,
+        limit,
+        offset,
+    };
+    let events = state.fleet.store().anomalies(&query).await?;
+    let next_offset = (events.len() as i64 == limit).then_some(offset + limit);
+    Ok(Json(json!({
+        "count": events.len(),
+        "offset": offset,
+        "next_offset": next_offset,
+        "anomalies": events,
+    })))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(Role::Viewer)?;
+    if id.len() > 200 {
+        return Err(AppError::bad_request("anomaly id is too long"));
+    }
+    let event = state
+        .fleet
+        .store()
+        .anomaly(&id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("no anomaly {id:?}")))?;
+    Ok(Json(json!({ "anomaly": event })))
+}
