@@ -29,6 +29,54 @@ pub struct Config {
     pub server: ServerSection,
     #[serde(default)]
     pub outbox: OutboxSection,
+    #[serde(default)]
+    pub detect: DetectSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectSection {
+    pub enabled: bool,
+    /// Model manifest; empty means the model built into the agent. The file
+    /// is watched: a new model is validated before it replaces the current
+    /// one, and a bad one is refused while the current one keeps running.
+    pub model: Option<PathBuf>,
+    /// Seconds of data the host's threshold is calibrated on before any alarm.
+    pub warmup_secs: u64,
+    /// Quantile of the host's own warm-up scores used as its threshold.
+    pub threshold_quantile: f64,
+    /// Above 1 alarms more, below 1 less.
+    pub sensitivity: f64,
+    /// An event opens only after this many seconds over the threshold.
+    pub min_duration_secs: u64,
+    /// An event closes after this many seconds back under the clear level.
+    pub clear_secs: u64,
+    /// An open event is updated at most this often.
+    pub update_every_secs: u64,
+    /// Metrics never scored, e.g. `["disk.used_bytes:/"]` or `["net.rx_drops_per_s:eth0"]`.
+    pub ignore: Vec<String>,
+    /// Seconds of raw samples before the onset sent with a new event.
+    pub context_secs: u64,
+    /// How often the model file is checked for a replacement.
+    pub model_check_secs: u64,
+}
+
+impl Default for DetectSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            model: None,
+            warmup_secs: 300,
+            threshold_quantile: 0.995,
+            sensitivity: 1.0,
+            min_duration_secs: 5,
+            clear_secs: 15,
+            update_every_secs: 30,
+            ignore: Vec::new(),
+            context_secs: 60,
+            model_check_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -281,6 +329,39 @@ impl Config {
                 "server.backoff_max_ms",
                 "backoff_initial_ms must be > 0 and <= backoff_max_ms".into(),
             );
+        }
+        let d = &self.detect;
+        if !(0.5..1.0).contains(&d.threshold_quantile) {
+            return invalid(
+                "detect.threshold_quantile",
+                format!("{} is outside [0.5, 1)", d.threshold_quantile),
+            );
+        }
+        if !(d.sensitivity > 0.0 && d.sensitivity <= 100.0) {
+            return invalid(
+                "detect.sensitivity",
+                format!("{} is outside (0, 100]", d.sensitivity),
+            );
+        }
+        if d.warmup_secs * 1000 < 30 * a.interval_ms {
+            return invalid(
+                "detect.warmup_secs",
+                format!("{} is shorter than 30 collection intervals", d.warmup_secs),
+            );
+        }
+        if d.context_secs > 3600 || d.model_check_secs == 0 {
+            return invalid(
+                "detect.context_secs",
+                "context_secs must be at most 3600 and model_check_secs at least 1".into(),
+            );
+        }
+        if let Some(m) = &d.model {
+            if !m.is_file() {
+                return invalid(
+                    "detect.model",
+                    format!("{} is not a readable file", m.display()),
+                );
+            }
         }
         if self.outbox.max_bytes < 64 * 1024 {
             return invalid(

@@ -3,6 +3,8 @@
 //! - [`config`]: the TOML configuration, environment overrides and checks.
 //! - [`collect`]: reads `/proc` (and `sysinfo` for mounts and processes) once
 //!   per tick on a dedicated thread; turns counters into rates.
+//! - [`detect`]: live anomaly detection with the shared detector of
+//!   `sco-models`, event context at onset, model hot-swap.
 //! - [`rollup`]: per-window min/mean/max/last summaries of the samples.
 //! - [`outbox`]: the durable, bounded sled queue every durable message passes
 //!   through before it is sent.
@@ -13,6 +15,7 @@
 
 pub mod collect;
 pub mod config;
+pub mod detect;
 pub mod outbox;
 pub mod pb;
 pub mod rollup;
@@ -40,6 +43,8 @@ pub enum AgentError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Detect(#[from] detect::DetectError),
     #[error("tls: {0}")]
     Tls(String),
     #[error("stream: {0}")]
@@ -52,7 +57,7 @@ pub struct Handle {
     pub connected: watch::Receiver<bool>,
 }
 
-fn hello(config: &Config) -> Hello {
+fn hello(config: &Config, run_started_ms: i64, model: &str) -> Hello {
     Hello {
         hostname: sysinfo::System::host_name().unwrap_or_default(),
         os: sysinfo::System::long_os_version().unwrap_or_default(),
@@ -61,8 +66,8 @@ fn hello(config: &Config) -> Hello {
         labels: config.agent.labels.clone().into_iter().collect(),
         interval_ms: u32::try_from(config.agent.interval_ms).unwrap_or(u32::MAX),
         last_seq: 0,
-        run_started_ms: uplink::now_ms(),
-        model: String::new(),
+        run_started_ms,
+        model: model.to_string(),
     }
 }
 
@@ -89,6 +94,13 @@ pub async fn run(
         dropped_total = outbox.dropped_total(),
         "outbox opened"
     );
+    let run_started_ms = uplink::now_ms();
+    let mut live = if config.detect.enabled {
+        Some(detect::LiveDetector::new(&config, run_started_ms)?)
+    } else {
+        None
+    };
+    let model = live.as_ref().map_or("", |d| d.model_name()).to_string();
     let outbox = Arc::new(Mutex::new(outbox));
     let new_data = Arc::new(Notify::new());
     let (connected_tx, connected_rx) = watch::channel(false);
@@ -96,7 +108,7 @@ pub async fn run(
 
     let uplink = uplink::Uplink {
         server: config.server.clone(),
-        hello: hello(&config),
+        hello: hello(&config, run_started_ms, &model),
         outbox: outbox.clone(),
         new_data: new_data.clone(),
         connected: connected_tx,
@@ -116,6 +128,17 @@ pub async fn run(
             () = &mut shutdown => break,
             sample = samples.recv() => {
                 let Some(sample) = sample else { break };
+                let changes = live.as_mut().map(|d| d.observe(&sample)).unwrap_or_default();
+                for change in changes {
+                    let Some(d) = live.as_mut() else { break };
+                    let seq = outbox
+                        .lock()
+                        .await
+                        .push_with(|seq| d.message(&change, seq, uplink::now_ms()))
+                        .await?;
+                    tracing::info!(seq, "anomaly event queued");
+                    new_data.notify_one();
+                }
                 if let Some(r) = roller.push(sample) {
                     let mut o = outbox.lock().await;
                     let dropped = o.dropped_total();

@@ -23,6 +23,32 @@ enum Command {
         #[arg(long, short, default_value = "/etc/sco-agent/agent.toml")]
         config: PathBuf,
     },
+    /// Run the live anomaly detector offline over a CSV file, one row per tick.
+    Replay {
+        /// NAB-style `timestamp,value` CSV or headerless multivariate CSV.
+        #[arg(long)]
+        input: PathBuf,
+        /// Rows fed first to calibrate the detector (same columns), not written.
+        #[arg(long)]
+        warmup: Option<PathBuf>,
+        #[arg(long)]
+        output: PathBuf,
+        /// Model manifest (default: the shipped model built into the binary).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Default: all rows of --warmup, else 15% of the input.
+        #[arg(long)]
+        warmup_ticks: Option<usize>,
+        #[arg(long)]
+        min_duration: Option<usize>,
+        #[arg(long)]
+        quantile: Option<f64>,
+        #[arg(long)]
+        sensitivity: Option<f64>,
+        /// Window model only (no host PCA component).
+        #[arg(long)]
+        no_host_pca: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +64,43 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Replay {
+            input,
+            warmup,
+            output,
+            model,
+            warmup_ticks,
+            min_duration,
+            quantile,
+            sensitivity,
+            no_host_pca,
+        } => {
+            let opts = sco_models::replay::ReplayOptions {
+                input,
+                warmup,
+                output,
+                model,
+                warmup_ticks,
+                min_duration,
+                quantile,
+                sensitivity,
+                no_host_pca,
+                progress: true,
+            };
+            match sco_models::replay::run(&opts) {
+                Ok(s) => {
+                    eprintln!(
+                        "replayed {} rows ({} warm-up rows, {} metrics): {} alarm rows, {} events",
+                        s.input_rows, s.warmup_rows, s.metrics, s.alarm_rows, s.events
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Run { config } => {
             init_tracing();
             let config = match Config::load(&config) {

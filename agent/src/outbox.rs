@@ -72,7 +72,16 @@ impl Outbox {
 
     /// Assigns the next sequence number, stores the message durably and
     /// returns its number.
-    pub async fn push(&mut self, mut message: AgentMessage) -> Result<u64, OutboxError> {
+    pub async fn push(&mut self, message: AgentMessage) -> Result<u64, OutboxError> {
+        self.push_with(|_| message).await
+    }
+
+    /// Like [`Outbox::push`], for messages that must carry their own sequence
+    /// number in their body (an anomaly event names its opening message).
+    pub async fn push_with(
+        &mut self,
+        build: impl FnOnce(u64) -> AgentMessage,
+    ) -> Result<u64, OutboxError> {
         // The stored counter and the newest key are written together, but
         // taking the larger one keeps numbers unique even if they were not.
         let newest = self
@@ -81,6 +90,7 @@ impl Outbox {
             .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
             .map_or(0, u64::from_be_bytes);
         let seq = read_u64(&self.meta, NEXT_SEQ)?.max(newest + 1).max(1);
+        let mut message = build(seq);
         message.seq = seq;
         let encoded = message.encode_to_vec();
         let len = encoded.len() as u64;

@@ -2,6 +2,7 @@
 
 use sco_proto::v1::{agent_message, AgentMessage, MetricRollup, MetricSummary, ProcessSample};
 
+use crate::collect::ProcessInfo;
 use crate::rollup::Rollup;
 
 pub fn rollup_message(r: Rollup, produced_at_ms: i64, dropped_total: u64) -> AgentMessage {
@@ -24,17 +25,17 @@ pub fn rollup_message(r: Rollup, produced_at_ms: i64, dropped_total: u64) -> Age
                     count: s.count,
                 })
                 .collect(),
-            top_processes: r
-                .top_processes
-                .into_iter()
-                .map(|p| ProcessSample {
-                    pid: p.pid,
-                    name: p.name,
-                    cpu_pct: p.cpu_pct,
-                    rss_bytes: p.rss_bytes,
-                })
-                .collect(),
+            top_processes: r.top_processes.iter().map(process).collect(),
             outbox_dropped_total: dropped_total,
         })),
+    }
+}
+
+pub fn process(p: &ProcessInfo) -> ProcessSample {
+    ProcessSample {
+        pid: p.pid,
+        name: p.name.clone(),
+        cpu_pct: p.cpu_pct,
+        rss_bytes: p.rss_bytes,
     }
 }

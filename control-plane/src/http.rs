@@ -29,6 +29,8 @@ pub struct AppState {
     pub fleet: Arc<Fleet>,
     pub tokens: Arc<Tokens>,
     pub telemetry: Arc<Telemetry>,
+    /// The model `POST /anomaly` scores with.
+    pub model: Arc<sco_models::Model>,
     pub started: Instant,
     /// A host whose last message is older than this is shown disconnected.
     pub stale_after_ms: i64,
@@ -46,7 +48,12 @@ pub fn app(state: AppState) -> Router {
         .route("/hosts", get(fleet::hosts))
         .route("/hosts/:id", get(fleet::host))
         .route("/monitoring/metrics", get(fleet::monitoring_metrics))
-        .route("/anomaly", get(anomaly::list))
+        .route(
+            "/anomaly",
+            get(anomaly::list)
+                .post(anomaly::score)
+                .layer(DefaultBodyLimit::max(4 * 1024 * 1024)),
+        )
         .route("/anomaly/:id", get(anomaly::get))
         .fallback(|| async { error::AppError::not_found("no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))

@@ -51,6 +51,8 @@ pub enum ServeError {
     Http(std::io::Error),
     #[error("{0}")]
     Auth(#[from] auth::AuthError),
+    #[error("anomaly model: {0}")]
+    Model(#[from] sco_models::ModelError),
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ServeError> {
@@ -155,6 +157,7 @@ pub async fn run(
         fleet: fleet.clone(),
         tokens,
         telemetry,
+        model: Arc::new(sco_models::Model::shipped()?),
         started: Instant::now(),
         stale_after_ms: (dead_after.as_millis() as i64) * 2,
     };

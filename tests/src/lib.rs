@@ -209,11 +209,21 @@ impl Sandbox {
     }
 
     pub fn start_agent(&self, id: &str) -> Proc {
+        self.start_agent_with(id, "")
+    }
+
+    /// Starts an agent whose config gets `extra` TOML appended (e.g. a
+    /// `[detect]` section) when it is first written.
+    pub fn start_agent_with(&self, id: &str, extra: &str) -> Proc {
         let config = self.path().join(format!("agent-{id}/agent.toml"));
         let config = if config.exists() {
             config
         } else {
-            self.agent_config(id)
+            let path = self.agent_config(id);
+            let mut text = std::fs::read_to_string(&path).expect("read agent config");
+            text.push_str(extra);
+            std::fs::write(&path, text).expect("write agent config");
+            path
         };
         Proc::spawn(
             &format!("agent {id}"),
@@ -412,6 +422,10 @@ impl Proc {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|t| t.contains(needle))
     }
 
     pub fn log_tail(&self) -> String {

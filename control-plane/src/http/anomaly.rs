@@ -114,3 +114,51 @@ pub async fn get(
         .ok_or_else(|| AppError::not_found(format!("no anomaly {id:?}")))?;
     Ok(Json(json!({ "anomaly": event })))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreBody {
+    /// Column names, one per metric.
+    metrics: Vec<String>,
+    /// Rows of samples (ticks), each with one value per metric.
+    rows: Vec<Vec<f64>>,
+}
+
+const MAX_ROWS: usize = 20_000;
+const MAX_METRICS: usize = 256;
+
+/// Scores a posted window with the current model: per-row scores in [0, 1]
+/// (0.5 is the threshold) and the top contributors of the worst row.
+pub async fn score(
+    State(state): State<AppState>,
+    caller: Caller,
+    super::error::ApiJson(body): super::error::ApiJson<ScoreBody>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(Role::Viewer)?;
+    if body.rows.len() > MAX_ROWS {
+        return Err(AppError::bad_request(format!(
+            "rows: {} rows, at most {MAX_ROWS}",
+            body.rows.len()
+        )));
+    }
+    if body.metrics.len() > MAX_METRICS {
+        return Err(AppError::bad_request(format!(
+            "metrics: {} metrics, at most {MAX_METRICS}",
+            body.metrics.len()
+        )));
+    }
+    let model = state.model.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        sco_models::detect::score_window(&model, &body.metrics, &body.rows)
+    })
+    .await
+    .map_err(AppError::internal)?;
+    match result {
+        Ok(scored) => Ok(Json(json!({
+            "model": format!("{}@{}", state.model.manifest().name, state.model.manifest().version),
+            "result": scored,
+        }))),
+        Err(sco_models::detect::DetectError::Model(e)) => Err(AppError::internal(e)),
+        Err(e) => Err(AppError::bad_request(e.to_string())),
+    }
+}

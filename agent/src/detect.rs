@@ -1,0 +1,312 @@
+//! Live anomaly detection on the host: feeds every tick to the shared
+//! [`sco_models::detect::Detector`] (the same code `replay` runs), keeps the
+//! raw context an event needs at onset, and hot-swaps the model file.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use sco_models::detect::{Anomaly, Detector, DetectorConfig, EventChange, EventKind};
+use sco_models::Model;
+use sco_proto::v1::{
+    agent_message, anomaly_event, AgentMessage, AnomalyEvent, ProcessSample, Series,
+};
+
+use crate::collect::{ProcessInfo, Sample};
+use crate::config::{Config, DetectSection};
+
+/// The key a metric has in the detector: `name` or `name:device`.
+pub fn metric_key(name: &str, device: &str) -> String {
+    if device.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}:{device}")
+    }
+}
+
+/// Metrics always included in an event's context, besides its contributors.
+const CONTEXT_ALWAYS: [&str; 3] = ["cpu.total_pct", "mem.used_pct", "load.1"];
+const MAX_CONTEXT_SERIES: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error("model {path}: {reason}")]
+    Model { path: String, reason: String },
+}
+
+pub fn detector_config(d: &DetectSection, interval_ms: u64) -> DetectorConfig {
+    let ticks = |secs: u64| ((secs * 1000) / interval_ms.max(1)).max(1) as usize;
+    DetectorConfig {
+        warmup_ticks: ticks(d.warmup_secs),
+        threshold_quantile: d.threshold_quantile,
+        sensitivity: d.sensitivity,
+        min_duration_ticks: ticks(d.min_duration_secs),
+        clear_ticks: ticks(d.clear_secs),
+        update_every_ticks: ticks(d.update_every_secs),
+        ignore: d.ignore.clone(),
+        ..DetectorConfig::default()
+    }
+}
+
+fn load_model(path: Option<&Path>) -> Result<Model, DetectError> {
+    match path {
+        None => Model::shipped().map_err(|e| DetectError::Model {
+            path: "built-in".into(),
+            reason: e.to_string(),
+        }),
+        Some(p) => Model::load(p).map_err(|e| DetectError::Model {
+            path: p.display().to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn model_name(m: &Model) -> String {
+    format!("{}@{}", m.manifest().name, m.manifest().version)
+}
+
+/// The newest modification time of a manifest and the files beside it.
+fn model_stamp(manifest: &Path) -> Option<SystemTime> {
+    let dir = manifest.parent()?;
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .chain(
+            std::fs::metadata(manifest)
+                .ok()
+                .and_then(|m| m.modified().ok()),
+        )
+        .max()
+}
+
+pub struct LiveDetector {
+    detector: Detector,
+    model_path: Option<PathBuf>,
+    model_name: String,
+    stamp: Option<SystemTime>,
+    refused_stamp: Option<SystemTime>,
+    check_every: Duration,
+    last_check: Instant,
+    interval_ms: u64,
+    history: VecDeque<(i64, HashMap<String, f64>)>,
+    history_len: usize,
+    latest_processes: Vec<ProcessInfo>,
+    run_started_ms: i64,
+    /// Detector event id → sequence number of the message that opened it.
+    open: HashMap<u64, u64>,
+    warm: bool,
+}
+
+/// An event change ready to become a durable message.
+pub struct Outgoing {
+    change: EventChange,
+    context: Vec<Series>,
+    processes: Vec<ProcessSample>,
+}
+
+impl LiveDetector {
+    pub fn new(config: &Config, run_started_ms: i64) -> Result<Self, DetectError> {
+        let d = &config.detect;
+        let model = load_model(d.model.as_deref())?;
+        let name = model_name(&model);
+        tracing::info!(model = %name, "anomaly model loaded");
+        Ok(Self {
+            detector: Detector::new(
+                Arc::new(model),
+                detector_config(d, config.agent.interval_ms),
+            ),
+            stamp: d.model.as_deref().and_then(model_stamp),
+            model_path: d.model.clone(),
+            model_name: name,
+            refused_stamp: None,
+            check_every: Duration::from_secs(d.model_check_secs),
+            last_check: Instant::now(),
+            interval_ms: config.agent.interval_ms,
+            history: VecDeque::new(),
+            history_len: ((d.context_secs * 1000) / config.agent.interval_ms.max(1)) as usize,
+            latest_processes: Vec::new(),
+            run_started_ms,
+            open: HashMap::new(),
+            warm: false,
+        })
+    }
+
+    pub fn model_name(&self) -> &str {
+        &self.model_name
+    }
+
+    pub fn is_warm(&self) -> bool {
+        self.detector.is_warm()
+    }
+
+    /// Scores one sample; returns the event changes it caused.
+    pub fn observe(&mut self, sample: &Sample) -> Vec<Outgoing> {
+        if self.last_check.elapsed() >= self.check_every {
+            self.last_check = Instant::now();
+            if let Err(e) = self.reload_if_changed() {
+                tracing::error!(error = %e, "refused new model; the current one keeps running");
+            }
+        }
+        if let Some(p) = &sample.top_processes {
+            self.latest_processes = p.clone();
+        }
+        let values: HashMap<String, f64> = sample
+            .metrics
+            .iter()
+            .map(|m| (metric_key(m.name, &m.device), m.value))
+            .collect();
+        let refs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let tick = self.detector.tick(sample.ts_ms, &refs);
+        if !self.warm && self.detector.is_warm() {
+            self.warm = true;
+            tracing::info!(model = %self.model_name, "anomaly detector calibrated on this host");
+        }
+        if self.history_len > 0 {
+            if self.history.len() >= self.history_len {
+                self.history.pop_front();
+            }
+            self.history.push_back((sample.ts_ms, values));
+        }
+        let change = match tick {
+            Ok(t) => t.change,
+            Err(e) => {
+                tracing::warn!(error = %e, "scoring failed for this tick");
+                None
+            }
+        };
+        change
+            .map(|change| {
+                let (context, processes) = if change.kind == EventKind::Opened {
+                    (self.context(&change.event), self.processes())
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                Outgoing {
+                    change,
+                    context,
+                    processes,
+                }
+            })
+            .into_iter()
+            .collect()
+    }
+
+    /// Checks the model file and swaps in a new model that validates.
+    pub fn reload_if_changed(&mut self) -> Result<bool, DetectError> {
+        let Some(path) = self.model_path.clone() else {
+            return Ok(false);
+        };
+        let stamp = model_stamp(&path);
+        if stamp == self.stamp || (stamp.is_some() && stamp == self.refused_stamp) {
+            return Ok(false);
+        }
+        match load_model(Some(&path)) {
+            Ok(model) => {
+                self.model_name = model_name(&model);
+                self.detector.replace_model(Arc::new(model));
+                self.stamp = stamp;
+                self.refused_stamp = None;
+                tracing::info!(model = %self.model_name, "anomaly model replaced");
+                Ok(true)
+            }
+            Err(e) => {
+                self.refused_stamp = stamp;
+                Err(e)
+            }
+        }
+    }
+
+    fn context(&self, event: &Anomaly) -> Vec<Series> {
+        let mut names: Vec<&str> = event
+            .contributors
+            .iter()
+            .map(|c| c.metric.as_str())
+            .collect();
+        for m in CONTEXT_ALWAYS {
+            if !names.contains(&m) {
+                names.push(m);
+            }
+        }
+        names.truncate(MAX_CONTEXT_SERIES);
+        let start_ms = self.history.front().map_or(0, |(ts, _)| *ts);
+        names
+            .into_iter()
+            .map(|name| Series {
+                metric: name.to_string(),
+                start_ms,
+                step_ms: u32::try_from(self.interval_ms).unwrap_or(u32::MAX),
+                values: self
+                    .history
+                    .iter()
+                    .map(|(_, v)| v.get(name).copied().unwrap_or(f64::NAN))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn processes(&self) -> Vec<ProcessSample> {
+        self.latest_processes
+            .iter()
+            .map(crate::pb::process)
+            .collect()
+    }
+
+    /// Builds the durable message for a change; `seq` is its own sequence
+    /// number, which becomes the event's id when it opens it.
+    pub fn message(&mut self, out: &Outgoing, seq: u64, produced_at_ms: i64) -> AgentMessage {
+        let e = &out.change.event;
+        let kind = match out.change.kind {
+            EventKind::Opened => {
+                self.open.insert(e.local_id, seq);
+                anomaly_event::Kind::Opened
+            }
+            EventKind::Updated => anomaly_event::Kind::Updated,
+            EventKind::Closed => anomaly_event::Kind::Closed,
+        };
+        let open_seq = self.open.get(&e.local_id).copied().unwrap_or(seq);
+        if out.change.kind == EventKind::Closed {
+            self.open.remove(&e.local_id);
+        }
+        AgentMessage {
+            seq,
+            produced_at_ms,
+            body: Some(agent_message::Body::Anomaly(AnomalyEvent {
+                kind: kind as i32,
+                open_seq,
+                run_started_ms: self.run_started_ms,
+                started_ms: e.started_ms,
+                updated_ms: e.updated_ms,
+                ended_ms: e.ended_ms.unwrap_or(0),
+                score: e.score,
+                peak_score: e.peak_score,
+                severity: severity_str(&e.severity).to_string(),
+                contributors: e
+                    .contributors
+                    .iter()
+                    .map(|c| sco_proto::v1::Contributor {
+                        metric: c.metric.clone(),
+                        value: c.value,
+                        expected_low: c.expected_low,
+                        expected_high: c.expected_high,
+                        contribution: c.contribution,
+                    })
+                    .collect(),
+                context: out.context.clone(),
+                context_processes: out.processes.clone(),
+                model: self.model_name.clone(),
+            })),
+        }
+    }
+}
+
+fn severity_str(s: &sco_models::detect::Severity) -> &'static str {
+    use sco_models::detect::Severity::*;
+    match s {
+        Low => "low",
+        Medium => "medium",
+        High => "high",
+        Critical => "critical",
+    }
+}

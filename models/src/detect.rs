@@ -1,0 +1,1238 @@
+//! The one detection pipeline: used live by the agent (one [`Detector`] per host, one
+//! [`Detector::tick`] per collection tick), offline by [`crate::replay`], and by the control plane
+//! to score a posted window ([`score_window`]).
+//!
+//! Per tick, for one host:
+//! 1. **Online per-host normalisation.** Each metric keeps its last `baseline_window` raw values;
+//!    its baseline (median, scale) is recomputed from them every `rebaseline_every_ticks`
+//!    observations (staggered across metrics), with
+//!    `scale = max(1.4826 * MAD, 0.5 * std, rel_scale_floor * |median|, abs_scale_floor)`.
+//!    A sustained level shift therefore becomes the new normal once it fills half the window;
+//!    a short anomaly does not move a median. `z = clip((v - median) / scale, -10, 10)`.
+//!    Missing values (a metric that skips a tick, a counter reset, a non-finite value) are
+//!    simply not observed: the metric is not scored that tick and its window does not advance.
+//! 2. **Window model.** Every metric with 8 normalised values gives one row
+//!    `[z_t, z_(t-1), ..., z_(t-7)]`; all rows of the host go to the ONNX model in **one** batched
+//!    call. Window component = max over metrics of the model score.
+//! 3. **Host PCA** (optional, on by default). At the end of warm-up, a PCA of the host's
+//!    normalised metric vectors (cyclic Jacobi on the covariance) keeps the components that
+//!    explain `pca_variance` of the variance; PCA component = squared reconstruction error (SPE)
+//!    of the current vector. It sees changes in the relations between metrics that a per-metric
+//!    model cannot see.
+//! 4. **Per-host threshold.** At the end of warm-up, each component's threshold is the
+//!    `threshold_quantile` quantile of its scores over the warm-up ticks (with floors, so a host
+//!    whose metrics are all constant never alarms). Host ratio
+//!    `r = max(window / thr_window, pca / thr_pca)`; `raw_score = r` (1.0 = at threshold);
+//!    with `r_eff = r * sensitivity`, `score = r_eff / (1 + r_eff)` (0.5 = at threshold).
+//! 5. **Events with hysteresis.** `min_duration_ticks` consecutive ticks with `r_eff > 1` open an
+//!    event; `clear_ticks` consecutive ticks with `r_eff < clear_fraction` close it; while open,
+//!    an `Updated` change is emitted at most every `update_every_ticks` ticks.
+//!    A metric's window score is gated by its current value (`current_gate_z`): a spike that
+//!    is over stops scoring when the value is back, although it stays in the 8-tick window.
+//! 6. **Explanations.** Per metric, `c = max(window score / thr_window, PCA residual^2 / thr_pca)`;
+//!    contributors are the metrics with the largest `c`, each with its current value, its
+//!    expected range `median -/+ 3 * scale` in the metric's own units, and its share `c^2 / sum c^2`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::linalg::symmetric_eigen;
+use crate::{Model, ModelError};
+
+/// Normalised values are clipped to +-CLIP (the model card's normalisation).
+pub const CLIP: f64 = 10.0;
+/// MAD to standard deviation for normal data.
+const MAD_SCALE: f64 = 1.4826;
+/// Scale floor as a fraction of the standard deviation (the model card's normalisation).
+const STD_FLOOR_FRAC: f64 = 0.5;
+/// Expected range = median -/+ EXPECTED_Z * scale.
+const EXPECTED_Z: f64 = 3.0;
+/// Minimum number of rows [`score_window`] accepts.
+pub const MIN_WINDOW_ROWS: usize = 16;
+/// Per-metric model-score threshold [`score_window`] uses when no host calibration exists: the
+/// 0.999 quantile of chi-square with 8 degrees of freedom (the model's score on normal rows is
+/// about chi-square(8), see the model card).
+pub const REFERENCE_MODEL_THRESHOLD: f64 = 26.12;
+
+/// Tuning of a [`Detector`]. `Default` is the live profile for 1-second ticks;
+/// [`DetectorConfig::five_minute`] is the profile for 5-minute data (replay and evaluation).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DetectorConfig {
+    /// Ticks before a threshold exists; no alarm before. At the end of warm-up the baselines,
+    /// the host PCA and the thresholds are computed from the warm-up ticks.
+    pub warmup_ticks: usize,
+    /// Quantile of the warm-up host scores used as threshold, e.g. 0.995.
+    pub threshold_quantile: f64,
+    /// 1.0 by default; the threshold is divided by it (higher = more alarms).
+    pub sensitivity: f64,
+    /// Consecutive over-threshold ticks needed to open an event (0 is treated as 1).
+    pub min_duration_ticks: usize,
+    /// Consecutive ticks under the clear threshold (`clear_fraction` x threshold) to close an
+    /// event (0 is treated as 1).
+    pub clear_ticks: usize,
+    /// Emit an `Updated` change at most this often while an event is open (0 = every tick).
+    pub update_every_ticks: usize,
+    /// Metric names never scored: an exact name (`disk.busy_pct:sda`), a base name that matches
+    /// every instance (`disk.busy_pct` matches `disk.busy_pct:sda`), or a prefix ending in `*`.
+    pub ignore: Vec<String>,
+    /// The clear threshold as a fraction of the alarm threshold (hysteresis), in (0, 1].
+    pub clear_fraction: f64,
+    /// Raw values kept per metric for its rolling baseline (median, MAD, std).
+    pub baseline_window: usize,
+    /// A metric's baseline is recomputed every this many of its observations (staggered).
+    pub rebaseline_every_ticks: usize,
+    /// Scale floor relative to the metric's level: `rel_scale_floor * |median|`.
+    pub rel_scale_floor: f64,
+    /// Absolute scale floor, in the metric's own units.
+    pub abs_scale_floor: f64,
+    /// Adds the host PCA component (fitted at the end of warm-up).
+    pub host_pca: bool,
+    /// Share of variance the host PCA's kept components explain.
+    pub pca_variance: f64,
+    /// At most this many metrics enter the host PCA (the first ones seen).
+    pub pca_max_metrics: usize,
+    /// Floor of the window-model threshold (model score units).
+    pub min_model_threshold: f64,
+    /// Floor of the host-PCA threshold (squared normalised units).
+    pub min_pca_threshold: f64,
+    /// Contributors listed per event.
+    pub max_contributors: usize,
+    /// "Is it happening now" gate, in normalised units: a metric's window-model score is
+    /// multiplied by `clamp(|z_now| - (current_gate_z - 1), 0, 1)` (0 below `gate - 1`, 1 from
+    /// `gate` on), so a single spike that is still inside the 8-tick window stops scoring once
+    /// the value is back to normal (0 disables the gate).
+    pub current_gate_z: f64,
+}
+
+impl Default for DetectorConfig {
+    /// Live profile for 1-second ticks: 10 minutes of warm-up, 5 s to open, 30 s quiet to close,
+    /// a 20-minute rolling baseline (a sustained level shift is absorbed in about 12 minutes).
+    fn default() -> Self {
+        DetectorConfig {
+            warmup_ticks: 600,
+            threshold_quantile: 0.995,
+            sensitivity: 1.0,
+            min_duration_ticks: 5,
+            clear_ticks: 30,
+            update_every_ticks: 30,
+            ignore: Vec::new(),
+            clear_fraction: 0.8,
+            baseline_window: 1200,
+            rebaseline_every_ticks: 120,
+            rel_scale_floor: 0.01,
+            abs_scale_floor: 0.01,
+            host_pca: true,
+            pca_variance: 0.9,
+            pca_max_metrics: 128,
+            min_model_threshold: 26.12,
+            min_pca_threshold: 9.0,
+            max_contributors: 5,
+            current_gate_z: 3.0,
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// Profile for 5-minute data (the labelled datasets; `sco-agent replay` defaults): warm-up
+    /// = `warmup_ticks` (replay uses the whole `--warmup` file), an alarm from the first
+    /// over-threshold tick, one quiet tick to close, a one-week rolling baseline recomputed
+    /// hourly.
+    pub fn five_minute(warmup_ticks: usize) -> Self {
+        DetectorConfig {
+            warmup_ticks,
+            threshold_quantile: 0.995,
+            min_duration_ticks: 1,
+            clear_ticks: 1,
+            update_every_ticks: 12,
+            clear_fraction: 1.0,
+            baseline_window: 2016,
+            rebaseline_every_ticks: 12,
+            ..DetectorConfig::default()
+        }
+    }
+
+    fn is_ignored(&self, name: &str) -> bool {
+        let base = name.split(':').next().unwrap_or(name);
+        self.ignore.iter().any(|p| {
+            if let Some(prefix) = p.strip_suffix('*') {
+                name.starts_with(prefix)
+            } else {
+                p == name || p == base
+            }
+        })
+    }
+
+    /// Observations a metric needs before it has a baseline (and is scored).
+    fn metric_warmup(&self, features: usize) -> usize {
+        (self.warmup_ticks.min(self.baseline_window.max(1)) / 2)
+            .max(features)
+            .max(1)
+    }
+}
+
+/// Result of one [`Detector::tick`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tick {
+    /// `r_eff / (1 + r_eff)` in [0, 1]: 0.5 = at the (sensitivity-adjusted) threshold; 0 before
+    /// the detector is warm.
+    pub score: f64,
+    /// Host score in units of the calibrated threshold, before sensitivity (1.0 = at threshold).
+    pub raw_score: f64,
+    /// An event is open after this tick.
+    pub alarm: bool,
+    /// Metric that contributed most this tick (None before warm or when nothing was scored).
+    pub top_metric: Option<String>,
+    /// Event opened, updated or closed by this tick.
+    pub change: Option<EventChange>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Opened,
+    Updated,
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventChange {
+    pub kind: EventKind,
+    pub event: Anomaly,
+}
+
+/// One anomaly event of one host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Anomaly {
+    /// Per-detector sequence number, from 1.
+    pub local_id: u64,
+    /// Timestamp of the first over-threshold tick of the run that opened the event.
+    pub started_ms: i64,
+    /// Timestamp of the latest tick folded into the event.
+    pub updated_ms: i64,
+    /// Timestamp of the tick that closed the event.
+    pub ended_ms: Option<i64>,
+    /// Score of the latest tick, in [0, 1].
+    pub score: f64,
+    /// Highest score since the event started, in [0, 1].
+    pub peak_score: f64,
+    pub severity: Severity,
+    /// Top contributors at the peak tick, largest first.
+    pub contributors: Vec<Contributor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Contributor {
+    pub metric: String,
+    /// The metric's value at that tick, in its own units.
+    pub value: f64,
+    /// `median - 3 * scale` (not below 0 for a metric whose recent values are all >= 0).
+    pub expected_low: f64,
+    /// `median + 3 * scale`.
+    pub expected_high: f64,
+    /// Share of the score, 0..1 (`c^2 / sum c^2` over the scored metrics).
+    pub contribution: f64,
+}
+
+/// How far over the threshold the event's peak went (`r_eff` = score / threshold):
+/// low < 1.5, medium < 3, high < 6, critical >= 6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// Severity for a score ratio `r_eff` (1.0 = at threshold).
+    pub fn from_ratio(r: f64) -> Self {
+        if r >= 6.0 {
+            Severity::Critical
+        } else if r >= 3.0 {
+            Severity::High
+        } else if r >= 1.5 {
+            Severity::Medium
+        } else {
+            Severity::Low
+        }
+    }
+}
+
+/// Errors of [`score_window`]. Rows and columns are numbered from 1.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error("no metrics: a window needs at least one metric column")]
+    NoMetrics,
+    #[error("window has {rows} rows, at least {min} are needed")]
+    TooFewRows { rows: usize, min: usize },
+    #[error("row {row} has {got} values, expected {expected} (one per metric)")]
+    RaggedRow {
+        row: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error("row {row}, column {column} ({metric}): value is not a finite number")]
+    NonFinite {
+        row: usize,
+        column: usize,
+        metric: String,
+    },
+    #[error("metric {metric} appears twice (columns {first} and {second})")]
+    DuplicateMetric {
+        metric: String,
+        first: usize,
+        second: usize,
+    },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// Result of [`score_window`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowScore {
+    /// One score per row in [0, 1] (0.5 = at the reference threshold).
+    pub scores: Vec<f64>,
+    /// One host score per row in units of the reference threshold.
+    pub raw_scores: Vec<f64>,
+    /// Index (0-based) of the worst row (the first one on ties).
+    pub worst_row: usize,
+    /// Top contributors of the worst row, largest first.
+    pub contributors: Vec<Contributor>,
+    /// The per-metric model-score threshold used ([`REFERENCE_MODEL_THRESHOLD`]).
+    pub threshold: f64,
+}
+
+// ----------------------------------------------------------------------------- baselines
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Baseline {
+    median: f64,
+    scale: f64,
+    /// All values the baseline saw were >= 0 (expected range is then clamped at 0).
+    nonneg: bool,
+}
+
+impl Baseline {
+    fn z(&self, v: f64) -> f64 {
+        ((v - self.median) / self.scale).clamp(-CLIP, CLIP)
+    }
+
+    fn expected(&self) -> (f64, f64) {
+        let lo = self.median - EXPECTED_Z * self.scale;
+        let hi = self.median + EXPECTED_Z * self.scale;
+        (if self.nonneg { lo.max(0.0) } else { lo }, hi)
+    }
+}
+
+/// Gate factor for a window whose newest normalised value is `z_now`.
+fn gate(z_now: f32, gate_z: f64) -> f64 {
+    if gate_z > 0.0 {
+        (f64::from(z_now).abs() - (gate_z - 1.0).max(0.0)).clamp(0.0, 1.0)
+    } else {
+        1.0
+    }
+}
+
+/// numpy-convention median (mean of the two middle values for an even count); reorders `xs`.
+fn median_in_place(xs: &mut [f64]) -> f64 {
+    let n = xs.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let (_, &mut hi, _) = xs.select_nth_unstable_by(n / 2, f64::total_cmp);
+    if n % 2 == 1 {
+        hi
+    } else {
+        let lo = xs[..n / 2]
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        0.5 * (lo + hi)
+    }
+}
+
+fn robust_baseline(
+    values: &[f64],
+    scratch: &mut Vec<f64>,
+    rel_floor: f64,
+    abs_floor: f64,
+) -> Option<Baseline> {
+    if values.is_empty() {
+        return None;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    let nonneg = values.iter().all(|&v| v >= 0.0);
+    scratch.clear();
+    scratch.extend_from_slice(values);
+    let median = median_in_place(scratch);
+    for x in scratch.iter_mut() {
+        *x = (*x - median).abs();
+    }
+    let mad = median_in_place(scratch);
+    let scale = (MAD_SCALE * mad)
+        .max(STD_FLOOR_FRAC * var.sqrt())
+        .max(rel_floor * median.abs())
+        .max(abs_floor)
+        .max(1e-12);
+    if !(median.is_finite() && scale.is_finite()) {
+        return None;
+    }
+    Some(Baseline {
+        median,
+        scale,
+        nonneg,
+    })
+}
+
+/// numpy `quantile` with linear interpolation; `xs` is reordered. None when empty.
+fn quantile(xs: &mut [f64], q: f64) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    let pos = q.clamp(0.0, 1.0) * (xs.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(xs.len() - 1);
+    let frac = pos - lo as f64;
+    Some(xs[lo] + (xs[hi] - xs[lo]) * frac)
+}
+
+/// Fixed-capacity ring of the latest raw values of one metric.
+#[derive(Debug, Clone)]
+struct Ring {
+    buf: Vec<f64>,
+    head: usize,
+    cap: usize,
+}
+
+impl Ring {
+    fn new(cap: usize) -> Self {
+        Ring {
+            buf: Vec::new(),
+            head: 0,
+            cap: cap.max(1),
+        }
+    }
+
+    fn push(&mut self, v: f64) {
+        if self.buf.len() < self.cap {
+            self.buf.push(v);
+        } else {
+            self.buf[self.head] = v;
+            self.head = (self.head + 1) % self.cap;
+        }
+    }
+
+    /// Values in no particular order (all a median needs).
+    fn values(&self) -> &[f64] {
+        &self.buf
+    }
+}
+
+// ------------------------------------------------------------------------------ host PCA
+
+#[derive(Debug, Clone)]
+struct HostPca {
+    /// Metric index (into `Detector::metrics`) of each PCA column.
+    metrics: Vec<usize>,
+    mean: Vec<f64>,
+    /// k x d, row-major.
+    components: Vec<f64>,
+    k: usize,
+}
+
+impl HostPca {
+    /// Fits on rows of normalised values (NaN = missing, imputed at the column mean).
+    fn fit(metrics: Vec<usize>, rows: &[Vec<f64>], variance: f64) -> Option<HostPca> {
+        let d = metrics.len();
+        if d < 2 || rows.len() < 2 * d {
+            return None;
+        }
+        let mut mean = vec![0.0; d];
+        let mut count = vec![0usize; d];
+        for r in rows {
+            for (j, &v) in r.iter().enumerate() {
+                if !v.is_nan() {
+                    mean[j] += v;
+                    count[j] += 1;
+                }
+            }
+        }
+        for (m, &c) in mean.iter_mut().zip(&count) {
+            *m = if c > 0 { *m / c as f64 } else { 0.0 };
+        }
+        let mut cov = vec![0.0; d * d];
+        let mut c = vec![0.0; d];
+        for r in rows {
+            for j in 0..d {
+                c[j] = if r[j].is_nan() { 0.0 } else { r[j] - mean[j] };
+            }
+            for i in 0..d {
+                if c[i] == 0.0 {
+                    continue;
+                }
+                for j in i..d {
+                    cov[i * d + j] += c[i] * c[j];
+                }
+            }
+        }
+        let n = rows.len() as f64;
+        for i in 0..d {
+            for j in i..d {
+                cov[i * d + j] /= n;
+                cov[j * d + i] = cov[i * d + j];
+            }
+        }
+        let (values, vectors) = symmetric_eigen(&cov, d);
+        let total: f64 = values.iter().map(|v| v.max(0.0)).sum();
+        if total <= 0.0 {
+            return None;
+        }
+        let mut k = 0;
+        let mut acc = 0.0;
+        while k < d && acc < variance * total {
+            acc += values[k].max(0.0);
+            k += 1;
+        }
+        let k = k.clamp(1, d - 1);
+        let components = vectors[..k].iter().flatten().copied().collect();
+        Some(HostPca {
+            metrics,
+            mean,
+            components,
+            k,
+        })
+    }
+
+    /// Squared reconstruction error over the present columns; `res` gets per-column residuals
+    /// (0 for missing columns). `z` holds normalised values, NaN = missing.
+    fn spe(&self, z: &[f64], centred: &mut [f64], res: &mut [f64]) -> f64 {
+        let d = self.mean.len();
+        for j in 0..d {
+            centred[j] = if z[j].is_nan() {
+                0.0
+            } else {
+                z[j] - self.mean[j]
+            };
+            res[j] = centred[j];
+        }
+        for i in 0..self.k {
+            let comp = &self.components[i * d..(i + 1) * d];
+            let p: f64 = comp.iter().zip(centred.iter()).map(|(a, b)| a * b).sum();
+            for (r, a) in res.iter_mut().zip(comp) {
+                *r -= p * a;
+            }
+        }
+        let mut spe = 0.0;
+        for j in 0..d {
+            if z[j].is_nan() {
+                res[j] = 0.0;
+            } else {
+                spe += res[j] * res[j];
+            }
+        }
+        spe
+    }
+}
+
+// ------------------------------------------------------------------------------ detector
+
+#[derive(Debug, Clone)]
+struct MetricState {
+    name: String,
+    slot: usize,
+    ignored: bool,
+    ring: Ring,
+    observed: u64,
+    baseline: Option<Baseline>,
+    /// Last `features` normalised values, newest first.
+    lags: Vec<f32>,
+    filled: usize,
+    last_value: f64,
+    /// Tick index (1-based) of the last observation, to drop duplicates within a tick.
+    seen_tick: u64,
+    /// Column in the host PCA, if any.
+    pca_col: Option<usize>,
+    /// Per-metric ratio `c` of the current tick.
+    ratio: f64,
+}
+
+impl MetricState {
+    fn push_z(&mut self, z: f32) {
+        if self.lags.is_empty() {
+            return;
+        }
+        self.lags.rotate_right(1);
+        self.lags[0] = z;
+        self.filled = (self.filled + 1).min(self.lags.len());
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Calibration {
+    model_threshold: f64,
+    pca: Option<HostPca>,
+    pca_threshold: f64,
+}
+
+#[derive(Debug, Clone)]
+struct OpenEvent {
+    anomaly: Anomaly,
+    peak_ratio: f64,
+    last_emit_tick: u64,
+    under: usize,
+}
+
+/// Detection state for one host. Feed it one [`Detector::tick`] per collection tick.
+#[derive(Debug)]
+pub struct Detector {
+    model: Arc<Model>,
+    config: DetectorConfig,
+    /// Ticks since the (re)start of warm-up.
+    ticks: u64,
+    index: HashMap<String, usize>,
+    metrics: Vec<MetricState>,
+    /// Warm-up rows of raw values by metric index (NaN = missing).
+    warm_rows: Vec<Vec<f64>>,
+    calib: Option<Calibration>,
+    event: Option<OpenEvent>,
+    next_id: u64,
+    over_run: usize,
+    over_start_ms: i64,
+    run_peak_ratio: f64,
+    // scratch buffers, reused every tick
+    scratch: Vec<f64>,
+    batch: Vec<f32>,
+    batch_metrics: Vec<usize>,
+    touched: Vec<usize>,
+    pca_z: Vec<f64>,
+    pca_centred: Vec<f64>,
+    pca_res: Vec<f64>,
+}
+
+impl Detector {
+    pub fn new(model: Arc<Model>, config: DetectorConfig) -> Self {
+        Detector {
+            model,
+            config,
+            ticks: 0,
+            index: HashMap::new(),
+            metrics: Vec::new(),
+            warm_rows: Vec::new(),
+            calib: None,
+            event: None,
+            next_id: 1,
+            over_run: 0,
+            over_start_ms: 0,
+            run_peak_ratio: 0.0,
+            scratch: Vec::new(),
+            batch: Vec::new(),
+            batch_metrics: Vec::new(),
+            touched: Vec::new(),
+            pca_z: Vec::new(),
+            pca_centred: Vec::new(),
+            pca_res: Vec::new(),
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &DetectorConfig {
+        &self.config
+    }
+
+    /// Swaps the model. If the new model has the same feature schema (same feature names, so
+    /// the same window length), baselines, windows and thresholds are kept; otherwise the
+    /// detector warms up again (an open event is closed at the next tick).
+    pub fn replace_model(&mut self, model: Arc<Model>) {
+        let same = model.manifest().features == self.model.manifest().features;
+        self.model = model;
+        if !same {
+            let f = self.model.features();
+            self.calib = None;
+            self.ticks = 0;
+            self.warm_rows.clear();
+            for m in &mut self.metrics {
+                m.lags = vec![0.0; f];
+                m.filled = 0;
+                m.baseline = None;
+                m.pca_col = None;
+            }
+        }
+    }
+
+    /// True once the warm-up is over and a threshold exists.
+    pub fn is_warm(&self) -> bool {
+        self.calib.is_some()
+    }
+
+    /// The calibrated thresholds `(window model, host PCA)`, once warm. The PCA threshold is
+    /// None when the host has no PCA component.
+    pub fn thresholds(&self) -> Option<(f64, Option<f64>)> {
+        self.calib
+            .as_ref()
+            .map(|c| (c.model_threshold, c.pca.as_ref().map(|_| c.pca_threshold)))
+    }
+
+    /// One tick: the current value of every metric this host has (names like
+    /// "cpu.total_pct" or "disk.busy_pct:sda"). Metrics may appear, disappear or skip ticks;
+    /// non-finite values count as missing. The first value wins if a name repeats in a tick.
+    pub fn tick(&mut self, ts_ms: i64, values: &[(&str, f64)]) -> Result<Tick, ModelError> {
+        self.ticks += 1;
+        let t = self.ticks;
+        let f = self.model.features();
+        let warming = self.calib.is_none();
+        if warming {
+            self.warm_rows.push(vec![f64::NAN; self.metrics.len()]);
+        }
+        self.batch.clear();
+        self.batch_metrics.clear();
+        self.touched.clear();
+        let pca_cols = self
+            .calib
+            .as_ref()
+            .and_then(|c| c.pca.as_ref())
+            .map_or(0, |p| p.metrics.len());
+        self.pca_z.clear();
+        self.pca_z.resize(pca_cols, f64::NAN);
+        let metric_warmup = self.config.metric_warmup(f) as u64;
+        let every = self.config.rebaseline_every_ticks.max(1) as u64;
+
+        for &(name, v) in values {
+            if !v.is_finite() {
+                continue;
+            }
+            let idx = match self.index.get(name) {
+                Some(&i) => i,
+                None => {
+                    let i = self.metrics.len();
+                    self.metrics.push(MetricState {
+                        name: name.to_string(),
+                        slot: i,
+                        ignored: self.config.is_ignored(name),
+                        ring: Ring::new(self.config.baseline_window),
+                        observed: 0,
+                        baseline: None,
+                        lags: vec![0.0; f],
+                        filled: 0,
+                        last_value: 0.0,
+                        seen_tick: 0,
+                        pca_col: None,
+                        ratio: 0.0,
+                    });
+                    self.index.insert(name.to_string(), i);
+                    i
+                }
+            };
+            let m = &mut self.metrics[idx];
+            if m.ignored || m.seen_tick == t {
+                continue;
+            }
+            m.seen_tick = t;
+            m.last_value = v;
+            m.ring.push(v);
+            m.observed += 1;
+            if warming {
+                if let Some(row) = self.warm_rows.last_mut() {
+                    if row.len() <= idx {
+                        row.resize(idx + 1, f64::NAN);
+                    }
+                    row[idx] = v;
+                }
+                continue;
+            }
+            let rebase = match m.baseline {
+                None => m.observed >= metric_warmup,
+                Some(_) => (m.observed + m.slot as u64) % every == 0,
+            };
+            if rebase {
+                if let Some(b) = robust_baseline(
+                    m.ring.values(),
+                    &mut self.scratch,
+                    self.config.rel_scale_floor,
+                    self.config.abs_scale_floor,
+                ) {
+                    m.baseline = Some(b);
+                }
+            }
+            let Some(b) = m.baseline else { continue };
+            let z = b.z(v);
+            m.push_z(z as f32);
+            m.ratio = 0.0;
+            if let Some(col) = m.pca_col {
+                self.pca_z[col] = z;
+            }
+            if m.filled >= f && f > 0 {
+                self.batch.extend_from_slice(&m.lags);
+                self.batch_metrics.push(idx);
+            }
+            self.touched.push(idx);
+        }
+
+        if warming {
+            if t as usize >= self.config.warmup_ticks {
+                self.calibrate()?;
+            }
+            // an event left open by a model swap closes now
+            let change = self.event.take().map(|mut open| {
+                open.anomaly.ended_ms = Some(ts_ms);
+                open.anomaly.updated_ms = ts_ms;
+                EventChange {
+                    kind: EventKind::Closed,
+                    event: open.anomaly,
+                }
+            });
+            self.over_run = 0;
+            return Ok(Tick {
+                score: 0.0,
+                raw_score: 0.0,
+                alarm: false,
+                top_metric: None,
+                change,
+            });
+        }
+        let Some(calib) = self.calib.as_ref() else {
+            return Ok(Tick {
+                score: 0.0,
+                raw_score: 0.0,
+                alarm: false,
+                top_metric: None,
+                change: None,
+            });
+        };
+
+        // window model: one batched call for every metric of the host
+        let n = self.batch_metrics.len();
+        let mut ratio = 0.0f64;
+        if n > 0 {
+            let scores = self.model.score(&self.batch, n)?;
+            for (row, (&idx, &s)) in self.batch_metrics.iter().zip(&scores.score).enumerate() {
+                let g = gate(self.batch[row * f], self.config.current_gate_z);
+                let r = g * f64::from(s).max(0.0) / calib.model_threshold;
+                let r = if r.is_finite() { r } else { 0.0 };
+                self.metrics[idx].ratio = r;
+                ratio = ratio.max(r);
+            }
+        }
+        // host PCA over the metrics seen this tick
+        if let Some(pca) = calib.pca.as_ref() {
+            if self.pca_z.iter().any(|v| !v.is_nan()) {
+                let d = pca.metrics.len();
+                self.pca_centred.resize(d, 0.0);
+                self.pca_res.resize(d, 0.0);
+                let spe = pca.spe(&self.pca_z, &mut self.pca_centred, &mut self.pca_res);
+                let thr = calib.pca_threshold;
+                ratio = ratio.max(spe / thr);
+                for (col, &idx) in pca.metrics.iter().enumerate() {
+                    let r = self.pca_res[col] * self.pca_res[col] / thr;
+                    let m = &mut self.metrics[idx];
+                    if m.seen_tick == t {
+                        m.ratio = m.ratio.max(r);
+                    }
+                }
+            }
+        }
+        if !ratio.is_finite() {
+            ratio = 0.0;
+        }
+        let mut top: Option<usize> = None;
+        for &idx in &self.touched {
+            let r = self.metrics[idx].ratio;
+            let better = match top {
+                None => true,
+                Some(b) => r > self.metrics[b].ratio,
+            };
+            if r > 0.0 && better {
+                top = Some(idx);
+            }
+        }
+
+        let r_eff = ratio * self.config.sensitivity.max(0.0);
+        let score = r_eff / (1.0 + r_eff);
+        let change = self.advance_event(ts_ms, r_eff, score);
+        Ok(Tick {
+            score,
+            raw_score: ratio,
+            alarm: self.event.is_some(),
+            top_metric: top.map(|i| self.metrics[i].name.clone()),
+            change,
+        })
+    }
+
+    /// Hysteresis and minimum duration; returns the event change of this tick.
+    fn advance_event(&mut self, ts_ms: i64, r_eff: f64, score: f64) -> Option<EventChange> {
+        let t = self.ticks;
+        if self.event.is_some() {
+            let new_peak = self.event.as_ref().is_some_and(|o| r_eff > o.peak_ratio);
+            let contributors = if new_peak {
+                Some(self.contributors())
+            } else {
+                None
+            };
+            let open = self.event.as_mut()?;
+            open.anomaly.score = score;
+            open.anomaly.updated_ms = ts_ms;
+            if r_eff < self.config.clear_fraction {
+                open.under += 1;
+            } else {
+                open.under = 0;
+            }
+            if let Some(contributors) = contributors {
+                open.peak_ratio = r_eff;
+                open.anomaly.peak_score = score;
+                open.anomaly.severity = Severity::from_ratio(r_eff);
+                open.anomaly.contributors = contributors;
+            }
+            if open.under >= self.config.clear_ticks.max(1) {
+                let mut closed = self.event.take()?;
+                closed.anomaly.ended_ms = Some(ts_ms);
+                self.over_run = 0;
+                return Some(EventChange {
+                    kind: EventKind::Closed,
+                    event: closed.anomaly,
+                });
+            }
+            if t.saturating_sub(open.last_emit_tick) >= self.config.update_every_ticks as u64 {
+                open.last_emit_tick = t;
+                return Some(EventChange {
+                    kind: EventKind::Updated,
+                    event: open.anomaly.clone(),
+                });
+            }
+            return None;
+        }
+        if r_eff > 1.0 {
+            if self.over_run == 0 {
+                self.over_start_ms = ts_ms;
+                self.run_peak_ratio = 0.0;
+            }
+            self.over_run += 1;
+            self.run_peak_ratio = self.run_peak_ratio.max(r_eff);
+        } else {
+            self.over_run = 0;
+        }
+        if self.over_run >= self.config.min_duration_ticks.max(1) {
+            let peak = self.run_peak_ratio;
+            let anomaly = Anomaly {
+                local_id: self.next_id,
+                started_ms: self.over_start_ms,
+                updated_ms: ts_ms,
+                ended_ms: None,
+                score,
+                peak_score: peak / (1.0 + peak),
+                severity: Severity::from_ratio(peak),
+                contributors: self.contributors(),
+            };
+            self.next_id += 1;
+            self.over_run = 0;
+            self.event = Some(OpenEvent {
+                anomaly: anomaly.clone(),
+                peak_ratio: peak,
+                last_emit_tick: t,
+                under: 0,
+            });
+            return Some(EventChange {
+                kind: EventKind::Opened,
+                event: anomaly,
+            });
+        }
+        None
+    }
+
+    /// Top contributors of the current tick.
+    fn contributors(&self) -> Vec<Contributor> {
+        contributors_of(
+            self.touched.iter().filter_map(|&i| {
+                let m = &self.metrics[i];
+                m.baseline
+                    .map(|b| (m.name.as_str(), m.last_value, b, m.ratio))
+            }),
+            self.config.max_contributors,
+        )
+    }
+
+    /// End of warm-up: baselines, window-model and PCA thresholds from the warm-up ticks.
+    fn calibrate(&mut self) -> Result<(), ModelError> {
+        let f = self.model.features();
+        let rows = std::mem::take(&mut self.warm_rows);
+        let ticks = rows.len();
+        let nm = self.metrics.len();
+        let metric_warmup = self.config.metric_warmup(f) as u64;
+        for m in &mut self.metrics {
+            m.lags = vec![0.0; f];
+            m.filled = 0;
+            m.pca_col = None;
+            m.baseline = if m.ignored || m.observed < metric_warmup {
+                None
+            } else {
+                robust_baseline(
+                    m.ring.values(),
+                    &mut self.scratch,
+                    self.config.rel_scale_floor,
+                    self.config.abs_scale_floor,
+                )
+            };
+        }
+        // normalised warm-up rows (NaN = missing or no baseline)
+        let z_rows: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|r| {
+                (0..nm)
+                    .map(|i| match (r.get(i), self.metrics[i].baseline) {
+                        (Some(&v), Some(b)) if !v.is_nan() => b.z(v),
+                        _ => f64::NAN,
+                    })
+                    .collect()
+            })
+            .collect();
+
+        // window model over every warm-up window, in chunks
+        let mut host_model = vec![f64::NAN; ticks];
+        let gate_z = self.config.current_gate_z;
+        const CHUNK: usize = 8192;
+        let mut batch: Vec<f32> = Vec::with_capacity(CHUNK * f);
+        let mut owners: Vec<usize> = Vec::with_capacity(CHUNK);
+        for (t, zr) in z_rows.iter().enumerate() {
+            for (i, &z) in zr.iter().enumerate() {
+                if z.is_nan() {
+                    continue;
+                }
+                let m = &mut self.metrics[i];
+                m.push_z(z as f32);
+                if m.filled >= f && f > 0 {
+                    batch.extend_from_slice(&m.lags);
+                    owners.push(t);
+                }
+            }
+            if owners.len() >= CHUNK {
+                flush_max(
+                    &self.model,
+                    gate_z,
+                    &mut batch,
+                    &mut owners,
+                    &mut host_model,
+                )?;
+            }
+        }
+        flush_max(
+            &self.model,
+            gate_z,
+            &mut batch,
+            &mut owners,
+            &mut host_model,
+        )?;
+        let mut scored: Vec<f64> = host_model.into_iter().filter(|v| !v.is_nan()).collect();
+        let model_threshold = quantile(&mut scored, self.config.threshold_quantile)
+            .unwrap_or(0.0)
+            .max(self.config.min_model_threshold)
+            .max(1e-9);
+
+        // host PCA over metrics present in at least half of the warm-up ticks
+        let mut pca = None;
+        let mut pca_threshold = self.config.min_pca_threshold.max(1e-9);
+        if self.config.host_pca {
+            let cols: Vec<usize> = (0..nm)
+                .filter(|&i| {
+                    self.metrics[i].baseline.is_some()
+                        && 2 * z_rows
+                            .iter()
+                            .filter(|r| r.get(i).is_some_and(|v| !v.is_nan()))
+                            .count()
+                            >= ticks
+                })
+                .take(self.config.pca_max_metrics)
+                .collect();
+            let data: Vec<Vec<f64>> = z_rows
+                .iter()
+                .map(|r| cols.iter().map(|&i| r[i]).collect())
+                .collect();
+            if let Some(p) = HostPca::fit(cols, &data, self.config.pca_variance) {
+                let d = p.metrics.len();
+                let (mut c, mut res) = (vec![0.0; d], vec![0.0; d]);
+                let mut spes: Vec<f64> = data
+                    .iter()
+                    .filter(|r| r.iter().any(|v| !v.is_nan()))
+                    .map(|r| p.spe(r, &mut c, &mut res))
+                    .collect();
+                pca_threshold = quantile(&mut spes, self.config.threshold_quantile)
+                    .unwrap_or(0.0)
+                    .max(self.config.min_pca_threshold)
+                    .max(1e-9);
+                for (col, &i) in p.metrics.iter().enumerate() {
+                    self.metrics[i].pca_col = Some(col);
+                }
+                pca = Some(p);
+            }
+        }
+        self.calib = Some(Calibration {
+            model_threshold,
+            pca,
+            pca_threshold,
+        });
+        Ok(())
+    }
+}
+
+/// Scores the pending warm-up rows and folds them into `host[owner] = max(...)`.
+fn flush_max(
+    model: &Model,
+    gate_z: f64,
+    batch: &mut Vec<f32>,
+    owners: &mut Vec<usize>,
+    host: &mut [f64],
+) -> Result<(), ModelError> {
+    if owners.is_empty() {
+        return Ok(());
+    }
+    let f = model.features();
+    let scores = model.score(batch, owners.len())?;
+    for (row, (&t, &s)) in owners.iter().zip(&scores.score).enumerate() {
+        let s = gate(batch[row * f], gate_z) * f64::from(s);
+        if s.is_finite() && (host[t].is_nan() || s > host[t]) {
+            host[t] = s;
+        }
+    }
+    batch.clear();
+    owners.clear();
+    Ok(())
+}
+
+/// The `max` largest contributors from `(name, value, baseline, ratio)`, largest first (ties
+/// keep input order); shares are `ratio^2 / sum ratio^2` over all given metrics.
+fn contributors_of<'a>(
+    items: impl Iterator<Item = (&'a str, f64, Baseline, f64)>,
+    max: usize,
+) -> Vec<Contributor> {
+    let mut all: Vec<(&str, f64, Baseline, f64)> = items.filter(|x| x.3 > 0.0).collect();
+    let total: f64 = all.iter().map(|x| x.3 * x.3).sum();
+    if total <= 0.0 || !total.is_finite() {
+        return Vec::new();
+    }
+    all.sort_by(|a, b| b.3.total_cmp(&a.3));
+    all.truncate(max);
+    all.into_iter()
+        .map(|(name, value, b, r)| {
+            let (lo, hi) = b.expected();
+            Contributor {
+                metric: name.to_string(),
+                value,
+                expected_low: lo,
+                expected_high: hi,
+                contribution: r * r / total,
+            }
+        })
+        .collect()
+}
+
+/// Scores a posted window (rows = ticks, columns = metrics) with normalisation estimated from
+/// the window itself (robustly: median and MAD per column, with the default floors); per-row
+/// scores in [0, 1] and the top contributors of the worst row. Windows at the start are padded
+/// with the median (z = 0). No host calibration exists, so the threshold is the model's
+/// reference threshold [`REFERENCE_MODEL_THRESHOLD`] per metric, and no host PCA is used.
+pub fn score_window(
+    model: &Model,
+    metrics: &[String],
+    rows: &[Vec<f64>],
+) -> Result<WindowScore, DetectError> {
+    if metrics.is_empty() {
+        return Err(DetectError::NoMetrics);
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (j, name) in metrics.iter().enumerate() {
+        if let Some(&first) = seen.get(name.as_str()) {
+            return Err(DetectError::DuplicateMetric {
+                metric: name.clone(),
+                first: first + 1,
+                second: j + 1,
+            });
+        }
+        seen.insert(name, j);
+    }
+    if rows.len() < MIN_WINDOW_ROWS {
+        return Err(DetectError::TooFewRows {
+            rows: rows.len(),
+            min: MIN_WINDOW_ROWS,
+        });
+    }
+    let nm = metrics.len();
+    for (i, row) in rows.iter().enumerate() {
+        if row.len() != nm {
+            return Err(DetectError::RaggedRow {
+                row: i + 1,
+                expected: nm,
+                got: row.len(),
+            });
+        }
+        if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+            return Err(DetectError::NonFinite {
+                row: i + 1,
+                column: j + 1,
+                metric: metrics[j].clone(),
+            });
+        }
+    }
+    let cfg = DetectorConfig::default();
+    let f = model.features();
+    let mut scratch = Vec::new();
+    let mut baselines = Vec::with_capacity(nm);
+    for j in 0..nm {
+        let col: Vec<f64> = rows.iter().map(|r| r[j]).collect();
+        let b = robust_baseline(&col, &mut scratch, cfg.rel_scale_floor, cfg.abs_scale_floor)
+            .ok_or_else(|| DetectError::NonFinite {
+                row: 1,
+                column: j + 1,
+                metric: metrics[j].clone(),
+            })?;
+        baselines.push(b);
+    }
+    let n = rows.len() * nm;
+    let mut batch = Vec::with_capacity(n * f);
+    for t in 0..rows.len() {
+        for (j, b) in baselines.iter().enumerate() {
+            for lag in 0..f {
+                let z = if lag <= t { b.z(rows[t - lag][j]) } else { 0.0 };
+                batch.push(z as f32);
+            }
+        }
+    }
+    let scores = model.score(&batch, n)?;
+    let thr = REFERENCE_MODEL_THRESHOLD;
+    let mut raw_scores = Vec::with_capacity(rows.len());
+    let mut worst = (0usize, f64::NEG_INFINITY);
+    for t in 0..rows.len() {
+        let r = scores.score[t * nm..(t + 1) * nm]
+            .iter()
+            .zip(batch[t * nm * f..].chunks(f))
+            .map(|(&s, w)| gate(w[0], cfg.current_gate_z) * f64::from(s).max(0.0) / thr)
+            .fold(0.0, f64::max);
+        if r > worst.1 {
+            worst = (t, r);
+        }
+        raw_scores.push(r);
+    }
+    let wt = worst.0;
+    let contributors = contributors_of(
+        (0..nm).map(|j| {
+            (
+                metrics[j].as_str(),
+                rows[wt][j],
+                baselines[j],
+                gate(batch[(wt * nm + j) * f], cfg.current_gate_z)
+                    * f64::from(scores.score[wt * nm + j]).max(0.0)
+                    / thr,
+            )
+        }),
+        cfg.max_contributors,
+    );
+    Ok(WindowScore {
+        scores: raw_scores.iter().map(|r| r / (1.0 + r)).collect(),
+        raw_scores,
+        worst_row: wt,
+        contributors,
+        threshold: thr,
+    })
+}

@@ -1,0 +1,429 @@
+//! Data-driven tests of the detection pipeline (`sco_models::detect`) on synthetic hosts.
+
+use std::sync::Arc;
+
+use sco_models::{
+    score_window, DetectError, Detector, DetectorConfig, EventKind, Model, Severity, Tick,
+};
+
+const CPU: &str = "cpu.total_pct";
+const MEM: &str = "mem.used_pct";
+const NET: &str = "net.rx_bytes_per_s";
+const ERR: &str = "http.error_rate";
+
+/// Deterministic noise in [-1, 1] (xorshift), summed for a bell shape.
+struct Noise(u64);
+impl Noise {
+    fn next(&mut self) -> f64 {
+        let mut s = 0.0;
+        for _ in 0..4 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            s += (self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+        }
+        s / 2.0
+    }
+}
+
+fn model() -> Arc<Model> {
+    Arc::new(Model::shipped().expect("shipped model loads"))
+}
+
+/// Small test profile: 300 warm-up ticks, 300-value baseline, 5 ticks to open, 10 to close.
+fn config() -> DetectorConfig {
+    DetectorConfig {
+        warmup_ticks: 300,
+        baseline_window: 300,
+        rebaseline_every_ticks: 10,
+        min_duration_ticks: 5,
+        clear_ticks: 10,
+        update_every_ticks: 30,
+        ..DetectorConfig::default()
+    }
+}
+
+/// A normal host: cpu ~5 %, memory ~40 %, network ~1 MB/s, error rate 0.
+fn normal(noise: &mut Noise) -> Vec<(&'static str, f64)> {
+    vec![
+        (CPU, 5.0 + 0.5 * noise.next()),
+        (MEM, 40.0 + 0.3 * noise.next()),
+        (NET, 1.0e6 + 5.0e4 * noise.next()),
+        (ERR, 0.0),
+    ]
+}
+
+/// Runs `ticks` ticks; `edit(t, values)` changes the normal values of tick `t`.
+fn run(
+    config: DetectorConfig,
+    ticks: usize,
+    mut edit: impl FnMut(usize, &mut Vec<(&'static str, f64)>),
+) -> Vec<Tick> {
+    let mut det = Detector::new(model(), config);
+    let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+    (0..ticks)
+        .map(|t| {
+            let mut v = normal(&mut noise);
+            edit(t, &mut v);
+            det.tick(t as i64 * 1000, &v).expect("tick")
+        })
+        .collect()
+}
+
+fn set(values: &mut [(&'static str, f64)], name: &str, v: f64) {
+    for x in values.iter_mut() {
+        if x.0 == name {
+            x.1 = v;
+        }
+    }
+}
+
+fn opened(ticks: &[Tick]) -> Vec<usize> {
+    ticks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| matches!(&t.change, Some(c) if c.kind == EventKind::Opened))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn closed(ticks: &[Tick]) -> Vec<usize> {
+    ticks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| matches!(&t.change, Some(c) if c.kind == EventKind::Closed))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[test]
+fn detector_is_send() {
+    fn send<T: Send>() {}
+    send::<Detector>();
+}
+
+#[test]
+fn quiet_hosts_never_alarm() {
+    // (case, sensitivity, edit)
+    type Edit = fn(usize, &mut Vec<(&'static str, f64)>);
+    let cases: &[(&str, f64, Edit)] = &[
+        ("normal noisy host", 1.0, |_, _| {}),
+        ("only a constant metric", 1.0, |_, v| {
+            *v = vec![("disk.free_bytes", 42.0)]
+        }),
+        ("only a constant zero", 3.0, |_, v| *v = vec![(ERR, 0.0)]),
+        ("only constant metrics, high sensitivity", 4.0, |_, v| {
+            *v = vec![(ERR, 0.0), ("mem.total_bytes", 8.0e9), ("x", -3.5)]
+        }),
+        ("constant zero moves by a tiny amount", 1.0, |t, v| {
+            if t >= 400 {
+                set(v, ERR, 1.0e-3)
+            }
+        }),
+        (
+            "constant large value moves by a tiny amount",
+            1.0,
+            |t, v| {
+                v.push((
+                    "mem.total_bytes",
+                    if t >= 400 { 8.0e9 + 1.0e6 } else { 8.0e9 },
+                ))
+            },
+        ),
+        ("single spike", 1.0, |t, v| {
+            if t == 500 {
+                set(v, CPU, 95.0)
+            }
+        }),
+        ("two-tick spike (shorter than min duration)", 1.0, |t, v| {
+            if t == 500 || t == 501 {
+                set(v, NET, 9.0e6)
+            }
+        }),
+        ("single spike in every metric", 1.0, |t, v| {
+            if t == 600 {
+                for x in v.iter_mut() {
+                    x.1 = x.1 * 10.0 + 50.0;
+                }
+            }
+        }),
+        (
+            "counter gaps: network missing every 7th tick",
+            1.0,
+            |t, v| {
+                if t % 7 == 0 {
+                    v.retain(|x| x.0 != NET)
+                }
+            },
+        ),
+        ("counter gap of 40 ticks", 1.0, |t, v| {
+            if (450..490).contains(&t) {
+                v.retain(|x| x.0 != NET)
+            }
+        }),
+        ("non-finite value counts as missing", 1.0, |t, v| {
+            if t % 50 == 0 {
+                set(v, CPU, f64::NAN)
+            }
+        }),
+        ("metric appearing after warm-up", 1.0, |t, v| {
+            if t >= 700 {
+                v.push(("disk.busy_pct:sdb", 30.0 + (t % 3) as f64))
+            }
+        }),
+        ("ignored metric jumps", 1.0, |t, v| {
+            if t >= 500 {
+                set(v, MEM, 99.0)
+            }
+        }),
+    ];
+    for (case, sensitivity, edit) in cases {
+        let mut cfg = config();
+        cfg.sensitivity = *sensitivity;
+        if case.starts_with("ignored") {
+            cfg.ignore = vec!["mem.*".into()];
+        }
+        let ticks = run(cfg, 1200, edit);
+        let alarms = ticks.iter().filter(|t| t.alarm).count();
+        assert_eq!(
+            alarms,
+            0,
+            "{case}: {alarms} alarm ticks, opened at {:?}",
+            opened(&ticks)
+        );
+        assert!(
+            ticks.iter().all(|t| (0.0..=1.0).contains(&t.score)),
+            "{case}: score out of [0, 1]"
+        );
+        assert!(ticks[..299].iter().all(|t| t.score == 0.0), "{case}");
+    }
+}
+
+#[test]
+fn sustained_jumps_open_an_event_that_closes_after_return() {
+    // (case, metric, normal level, anomalous level, onset, length)
+    let cases: &[(&str, &str, f64, f64, usize, usize)] = &[
+        ("cpu 5% -> 95%", CPU, 5.0, 95.0, 500, 60),
+        ("cpu 5% -> 40%", CPU, 5.0, 40.0, 700, 40),
+        ("network x5", NET, 1.0e6, 5.0e6, 600, 50),
+        ("memory 40% -> 90%", MEM, 40.0, 90.0, 500, 30),
+    ];
+    let cfg = config();
+    for &(case, metric, normal, high, onset, len) in cases {
+        let ticks = run(cfg.clone(), 1100, |t, v| {
+            if (onset..onset + len).contains(&t) {
+                set(v, metric, high);
+            }
+        });
+        let opens = opened(&ticks);
+        assert_eq!(opens.len(), 1, "{case}: opened at {opens:?}");
+        let at = opens[0];
+        assert!(
+            at >= onset && at < onset + cfg.min_duration_ticks,
+            "{case}: opened at {at}, onset {onset}"
+        );
+        let Some(change) = &ticks[at].change else {
+            panic!("{case}: no change")
+        };
+        let ev = &change.event;
+        assert_eq!(ev.started_ms, onset as i64 * 1000, "{case}");
+        assert!(ev.ended_ms.is_none());
+        let top = &ev.contributors[0];
+        assert_eq!(top.metric, metric, "{case}: {:?}", ev.contributors);
+        assert_eq!(ticks[at].top_metric.as_deref(), Some(metric), "{case}");
+        assert!(
+            top.expected_low <= normal && normal <= top.expected_high,
+            "{case}: expected range {}..{} misses {normal}",
+            top.expected_low,
+            top.expected_high
+        );
+        assert!(
+            top.expected_high < normal + 0.5 * (high - normal),
+            "{case}: expected range too wide: {top:?}"
+        );
+        assert_eq!(top.value, high, "{case}");
+        assert!(top.contribution > 0.5 && top.contribution <= 1.0, "{case}");
+        assert!(ev.severity >= Severity::Medium, "{case}: {:?}", ev.severity);
+        assert!(ticks[at..onset + len].iter().all(|t| t.alarm), "{case}");
+        let closes = closed(&ticks);
+        assert_eq!(closes.len(), 1, "{case}: closed at {closes:?}");
+        let end = onset + len;
+        assert!(
+            closes[0] >= end + cfg.clear_ticks - 1 && closes[0] <= end + cfg.clear_ticks + 10,
+            "{case}: closed at {}, anomaly ended at {end}",
+            closes[0]
+        );
+        let Some(close) = &ticks[closes[0]].change else {
+            panic!("{case}")
+        };
+        assert_eq!(close.event.local_id, ev.local_id);
+        assert_eq!(close.event.ended_ms, Some(closes[0] as i64 * 1000));
+        // updates while open, at most every update_every_ticks
+        let updates: Vec<usize> = (at..closes[0])
+            .filter(|&i| matches!(&ticks[i].change, Some(c) if c.kind == EventKind::Updated))
+            .collect();
+        assert!(updates
+            .windows(2)
+            .all(|w| w[1] - w[0] >= cfg.update_every_ticks));
+    }
+}
+
+#[test]
+fn level_shift_is_absorbed_and_the_event_closes() {
+    // (case, metric, new level): the shift never goes back
+    let cases: &[(&str, &str, f64)] = &[
+        ("cpu 5% -> 50%", CPU, 50.0),
+        ("memory 40% -> 70%", MEM, 70.0),
+        ("network resize x3", NET, 3.0e6),
+    ];
+    let cfg = config();
+    for &(case, metric, level) in cases {
+        let ticks = run(cfg.clone(), 1400, |t, v| {
+            if t >= 500 {
+                for x in v.iter_mut() {
+                    if x.0 == metric {
+                        x.1 += level - x.1.round_to_level(metric);
+                    }
+                }
+            }
+        });
+        let opens = opened(&ticks);
+        let closes = closed(&ticks);
+        assert!(!opens.is_empty(), "{case}: the shift was not detected");
+        assert_eq!(opens.len(), closes.len(), "{case}: {opens:?} {closes:?}");
+        // absorbed once the shift fills half of the baseline window (+ rebaseline + clear)
+        let bound =
+            500 + cfg.baseline_window / 2 + cfg.rebaseline_every_ticks + cfg.clear_ticks + 10;
+        assert!(
+            *closes.last().unwrap_or(&usize::MAX) <= bound,
+            "{case}: closed at {closes:?}, bound {bound}"
+        );
+        assert!(ticks[bound..].iter().all(|t| !t.alarm), "{case}");
+    }
+}
+
+/// The level a normal value of `metric` sits at (its noise-free mean).
+trait Level {
+    fn round_to_level(self, metric: &str) -> f64;
+}
+impl Level for f64 {
+    fn round_to_level(self, metric: &str) -> f64 {
+        match metric {
+            CPU => 5.0,
+            MEM => 40.0,
+            NET => 1.0e6,
+            _ => 0.0,
+        }
+    }
+}
+
+#[test]
+fn same_input_gives_identical_ticks() {
+    let edit = |t: usize, v: &mut Vec<(&'static str, f64)>| {
+        if (500..560).contains(&t) {
+            set(v, CPU, 80.0)
+        }
+    };
+    let a = run(config(), 800, edit);
+    let b = run(config(), 800, edit);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn replacing_the_model_with_the_same_schema_keeps_calibration() {
+    let mut det = Detector::new(model(), config());
+    let mut noise = Noise(7);
+    for t in 0..400 {
+        det.tick(t, &normal(&mut noise)).expect("tick");
+    }
+    assert!(det.is_warm());
+    let before = det.thresholds();
+    det.replace_model(model());
+    assert!(det.is_warm());
+    assert_eq!(det.thresholds(), before);
+}
+
+fn window(rows: usize, metrics: usize, spike: Option<(usize, usize)>) -> Vec<Vec<f64>> {
+    let mut noise = Noise(11);
+    (0..rows)
+        .map(|r| {
+            (0..metrics)
+                .map(|m| {
+                    let base = 10.0 * (m + 1) as f64 + noise.next();
+                    match spike {
+                        Some((sr, sm)) if r >= sr && sm == m => base + 200.0,
+                        _ => base,
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn score_window_scores_rows_and_explains_the_worst() {
+    let model = model();
+    let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+    let rows = window(40, 3, Some((30, 1)));
+    let ws = score_window(&model, &names, &rows).expect("scores");
+    assert_eq!(ws.scores.len(), 40);
+    assert!(ws.scores.iter().all(|s| (0.0..=1.0).contains(s)));
+    assert!(ws.worst_row >= 30, "worst row {}", ws.worst_row);
+    assert!(ws.scores[ws.worst_row] > 0.5);
+    assert!(ws.scores[..29].iter().all(|&s| s < 0.5));
+    assert_eq!(ws.contributors[0].metric, "b");
+    let quiet = score_window(&model, &names, &window(40, 3, None)).expect("scores");
+    let worst = quiet.raw_scores.iter().copied().fold(0.0, f64::max);
+    assert!(worst < 1.0, "quiet window over threshold: {worst}");
+}
+
+#[test]
+fn score_window_refuses_bad_windows() {
+    let model = model();
+    let names: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+    let good = window(20, 2, None);
+    let mut ragged = good.clone();
+    ragged[4].push(1.0);
+    let mut nan = good.clone();
+    nan[6][1] = f64::NAN;
+    let mut inf = good.clone();
+    inf[0][0] = f64::INFINITY;
+    let dup: Vec<String> = vec!["a".into(), "a".into()];
+    let cases: Vec<(&str, Vec<String>, Vec<Vec<f64>>, &str)> = vec![
+        (
+            "ragged",
+            names.clone(),
+            ragged,
+            "row 5 has 3 values, expected 2",
+        ),
+        ("nan", names.clone(), nan, "row 7, column 2 (b)"),
+        ("inf", names.clone(), inf, "row 1, column 1 (a)"),
+        (
+            "too few rows",
+            names.clone(),
+            window(15, 2, None),
+            "15 rows, at least 16",
+        ),
+        ("no metrics", Vec::new(), vec![Vec::new(); 20], "no metrics"),
+        ("duplicate metric", dup, good, "metric a appears twice"),
+    ];
+    for (case, names, rows, want) in cases {
+        let err: DetectError = score_window(&model, &names, &rows).expect_err(case);
+        let msg = err.to_string();
+        assert!(msg.contains(want), "{case}: {msg}");
+        assert_eq!(msg, msg.to_lowercase().replace("nan", "nan"), "{case}");
+    }
+}
+
+#[test]
+#[ignore]
+fn debug_spike() {
+    let ticks = run(config(), 560, |t, v| {
+        if t == 500 {
+            set(v, CPU, 95.0)
+        }
+    });
+    for (i, t) in ticks.iter().enumerate().skip(495).take(20) {
+        eprintln!("{i} {:.3} {:?} {}", t.raw_score, t.top_metric, t.alarm);
+    }
+}

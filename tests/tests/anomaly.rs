@@ -1,0 +1,123 @@
+//! A real CPU burner makes the agent raise an anomaly naming CPU, visible
+//! through the REST API, and the event closes once the burner stops.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sco_tests::{wait_for, wait_until, Db, Sandbox};
+use serde_json::Value;
+
+struct Burners(Vec<Child>);
+
+impl Burners {
+    fn start(n: usize) -> Self {
+        Self(
+            (0..n)
+                .map(|_| {
+                    Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .stdin(Stdio::null())
+                        .spawn()
+                        .expect("start a CPU burner")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Burners {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+const DETECT: &str = "[detect]\nwarmup_secs = 20\nmin_duration_secs = 1\nclear_secs = 3\nupdate_every_secs = 2\ncontext_secs = 10\n";
+
+fn names_cpu(event: &Value) -> bool {
+    let top = event["top_metric"].as_str().unwrap_or_default();
+    let contributors = event["contributors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    top.starts_with("cpu.")
+        || contributors
+            .iter()
+            .any(|c| c["metric"].as_str().is_some_and(|m| m.starts_with("cpu.")))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_burner_raises_and_closes_an_anomaly() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let _cp = sb.start_control_plane();
+    let agent = sb.start_agent_with("agent-1", DETECT);
+    let token = sb.admin_token().await;
+    wait_until("the detector has calibrated", || {
+        agent.log_contains("detector calibrated")
+    });
+    // Calibration on a quiet host raises nothing.
+    let (_, body) = sb.get(&token, "/anomaly?host=agent-1&status=open").await;
+    let quiet_open = body["anomalies"].as_array().map_or(0, Vec::len);
+
+    let burners = Burners::start(2);
+    let started = Instant::now();
+    let event = wait_for("an open anomaly naming CPU", || async {
+        let (status, body) = sb.get(&token, "/anomaly?host=agent-1&status=open").await;
+        assert_eq!(status, 200, "{body}");
+        body["anomalies"]
+            .as_array()?
+            .iter()
+            .find(|e| names_cpu(e))
+            .cloned()
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "detected after {took:?}, more than 15 s"
+    );
+    assert_eq!(quiet_open, 0, "no anomaly before the burner started");
+    let id = event["id"].as_str().expect("event id").to_string();
+
+    let (status, body) = sb.get(&token, &format!("/anomaly/{id}")).await;
+    assert_eq!(status, 200);
+    let e = &body["anomaly"];
+    let contributor = &e["contributors"][0];
+    assert!(contributor["value"].as_f64().is_some());
+    assert!(contributor["expected_high"].as_f64() >= contributor["expected_low"].as_f64());
+    assert!(e["score"]
+        .as_f64()
+        .is_some_and(|s| (0.0..=1.0).contains(&s)));
+    assert!(
+        e["context"]["series"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["metric"] == "cpu.total_pct")),
+        "the raw window at onset is kept: {e}"
+    );
+
+    drop(burners);
+    let closed = wait_for("the CPU anomaly to close", || async {
+        let (_, body) = sb.get(&token, &format!("/anomaly/{id}")).await;
+        (body["anomaly"]["status"] == "closed").then(|| body["anomaly"].clone())
+    })
+    .await;
+    assert_eq!(closed["close_reason"], "recovered");
+    assert!(closed["ended_ms"].as_i64() >= closed["started_ms"].as_i64());
+
+    // Filters and pagination.
+    let (status, body) = sb
+        .get(&token, "/anomaly?host=agent-1&status=closed&limit=1")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["count"], 1);
+    let (status, body) = sb.get(&token, "/anomaly?min_severity=urgent").await;
+    assert_eq!(status, 400);
+    assert!(body["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("min_severity"));
+}
