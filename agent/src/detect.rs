@@ -97,6 +97,8 @@ pub struct LiveDetector {
     /// Detector event id → sequence number of the message that opened it.
     open: HashMap<u64, u64>,
     warm: bool,
+    /// Ticks scored without error, for observers and tests.
+    pub ticks_scored: u64,
 }
 
 /// An event change ready to become a durable message.
@@ -130,6 +132,7 @@ impl LiveDetector {
             run_started_ms,
             open: HashMap::new(),
             warm: false,
+            ticks_scored: 0,
         })
     }
 
@@ -170,7 +173,10 @@ impl LiveDetector {
             self.history.push_back((sample.ts_ms, values));
         }
         let change = match tick {
-            Ok(t) => t.change,
+            Ok(t) => {
+                self.ticks_scored += 1;
+                t.change
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "scoring failed for this tick");
                 None
@@ -308,5 +314,109 @@ fn severity_str(s: &sco_models::detect::Severity) -> &'static str {
         Medium => "medium",
         High => "high",
         Critical => "critical",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::Metric;
+
+    fn sample(ts_ms: i64, cpu: f64) -> Sample {
+        Sample {
+            ts_ms,
+            metrics: vec![
+                Metric {
+                    name: "cpu.total_pct",
+                    device: String::new(),
+                    value: cpu,
+                },
+                Metric {
+                    name: "mem.used_pct",
+                    device: String::new(),
+                    value: 40.0,
+                },
+            ],
+            top_processes: None,
+        }
+    }
+
+    fn config_with_model(manifest: &Path) -> Config {
+        let mut c =
+            Config::from_toml(include_str!("../../packaging/agent.example.toml")).expect("example");
+        c.detect.model = Some(manifest.to_path_buf());
+        c.detect.model_check_secs = 1;
+        c
+    }
+
+    #[test]
+    fn a_corrupted_model_is_refused_and_the_previous_one_keeps_scoring() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/shipped");
+        for f in std::fs::read_dir(&shipped).expect("shipped model dir") {
+            let f = f.expect("entry");
+            std::fs::copy(f.path(), dir.path().join(f.file_name())).expect("copy");
+        }
+        let manifest = dir.path().join("manifest.json");
+        let mut live =
+            LiveDetector::new(&config_with_model(&manifest), 0).expect("valid model loads");
+        let name = live.model_name().to_string();
+        for i in 0..5 {
+            live.observe(&sample(i * 1000, 5.0));
+        }
+        assert_eq!(live.ticks_scored, 5);
+
+        // Corrupt the model file: same size, one byte flipped.
+        let onnx = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "onnx"))
+            .expect("an onnx file");
+        let mut bytes = std::fs::read(&onnx).expect("read");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&onnx, &bytes).expect("write");
+        let err = live
+            .reload_if_changed()
+            .expect_err("corrupted model refused")
+            .to_string();
+        assert!(err.contains("sha256"), "{err}");
+        assert_eq!(live.model_name(), name);
+        // Not retried (and not re-logged) until the file changes again.
+        assert!(!live
+            .reload_if_changed()
+            .expect("same refused file is skipped"));
+        for i in 5..10 {
+            live.observe(&sample(i * 1000, 5.0));
+        }
+        assert_eq!(live.ticks_scored, 10, "the previous model keeps scoring");
+
+        // A manifest that does not match the model is refused too.
+        bytes[mid] ^= 0xff;
+        std::fs::write(&onnx, &bytes).expect("restore");
+        let text = std::fs::read_to_string(&manifest).expect("manifest");
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&manifest, text.replacen("\"x\"", "\"input\"", 1)).expect("write manifest");
+        let result = live.reload_if_changed();
+        if text.contains("\"x\"") {
+            assert!(
+                result.is_err(),
+                "a manifest naming another input is refused"
+            );
+        }
+
+        // Restoring a valid model is accepted again.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&manifest, &text).expect("restore manifest");
+        assert!(live.reload_if_changed().expect("valid model accepted"));
+        assert_eq!(live.model_name(), name);
+    }
+
+    #[test]
+    fn keys_name_devices() {
+        assert_eq!(metric_key("cpu.total_pct", ""), "cpu.total_pct");
+        assert_eq!(metric_key("disk.busy_pct", "sda"), "disk.busy_pct:sda");
     }
 }
