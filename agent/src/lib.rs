@@ -5,6 +5,7 @@
 //!   per tick on a dedicated thread; turns counters into rates.
 //! - [`detect`]: live anomaly detection with the shared detector of
 //!   `sco-models`, event context at onset, model hot-swap.
+//! - [`identity`]: enrollment with a one-time token and certificate renewal.
 //! - [`rollup`]: per-window min/mean/max/last summaries of the samples.
 //! - [`outbox`]: the durable, bounded sled queue every durable message passes
 //!   through before it is sent.
@@ -16,6 +17,7 @@
 pub mod collect;
 pub mod config;
 pub mod detect;
+pub mod identity;
 pub mod outbox;
 pub mod pb;
 pub mod rollup;
@@ -68,6 +70,7 @@ fn hello(config: &Config, run_started_ms: i64, model: &str) -> Hello {
         last_seq: 0,
         run_started_ms,
         model: model.to_string(),
+        cert_not_after_ms: identity::cert_validity(&config.server.cert).map_or(0, |(_, na)| na),
     }
 }
 
@@ -113,6 +116,7 @@ pub async fn run(
         new_data: new_data.clone(),
         connected: connected_tx,
     };
+    let renewal = tokio::spawn(identity::renewal_loop(config.server.clone(), stop_rx.clone()));
     let uplink = tokio::spawn(uplink.run(stop_rx));
     on_start(Handle {
         connected: connected_rx,
@@ -154,6 +158,7 @@ pub async fn run(
     drop(samples);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), uplink).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), renewal).await;
     outbox.lock().await.flush().await?;
     // The collector notices the closed channel at its next tick.
     drop(collector);

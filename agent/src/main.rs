@@ -23,6 +23,25 @@ enum Command {
         #[arg(long, short, default_value = "/etc/sco-agent/agent.toml")]
         config: PathBuf,
     },
+    /// Join the fleet with a one-time token: pins the control plane's CA by
+    /// its fingerprint, generates a private key here, and writes ca.pem,
+    /// agent.pem and agent.key (0600) into --out. Nothing is written on failure.
+    Enroll {
+        /// Control plane gRPC endpoint, HOST:PORT.
+        #[arg(long)]
+        server: String,
+        /// Enrollment token from `POST /enrollment-tokens`.
+        #[arg(long, env = "SCO_ENROLL_TOKEN")]
+        token: String,
+        /// SHA-256 of the fleet CA certificate (hex).
+        #[arg(long)]
+        ca_sha256: String,
+        /// Name the server certificate carries, when it is not the host in --server.
+        #[arg(long)]
+        server_name: Option<String>,
+        #[arg(long, default_value = "/etc/sco-agent")]
+        out: PathBuf,
+    },
     /// Run the live anomaly detector offline over a CSV file, one row per tick.
     Replay {
         /// NAB-style `timestamp,value` CSV or headerless multivariate CSV.
@@ -97,6 +116,43 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Enroll {
+            server,
+            token,
+            ca_sha256,
+            server_name,
+            out,
+        } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let files = sco_agent::identity::IdentityFiles::in_dir(&out);
+            match runtime.block_on(sco_agent::identity::enroll(
+                &server,
+                &token,
+                &ca_sha256,
+                server_name.as_deref(),
+                &files,
+            )) {
+                Ok(enrolled) => {
+                    println!(
+                        "enrolled as {}; certificate valid until {} (Unix ms), files in {}",
+                        enrolled.agent_id,
+                        enrolled.not_after_ms,
+                        out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: enrollment failed: {e}");
                     ExitCode::from(2)
                 }
             }

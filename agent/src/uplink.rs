@@ -187,6 +187,8 @@ impl Uplink {
                         body: Some(agent_message::Body::Heartbeat(Heartbeat {
                             outbox_pending: pending,
                             outbox_dropped_total: dropped,
+                            cert_not_after_ms: crate::identity::cert_validity(&self.server.cert)
+                                .map_or(0, |(_, na)| na),
                         })),
                     })
                     .await?;

@@ -1,8 +1,13 @@
-//! Users, roles, password hashing and JWT access tokens.
+//! Users, roles, password hashing, JWT access tokens, refresh tokens and
+//! the login rate limiter.
 //!
-//! Passwords are hashed with argon2id (the crate's defaults: 19 MiB, 2
-//! passes, 1 lane, as OWASP recommends). Tokens are HS256 JWTs; the
-//! algorithm is pinned, and `exp`, `nbf`, `iss` and `aud` are checked.
+//! Passwords are hashed with argon2id v19 (the crate's defaults: m = 19456
+//! KiB, t = 2 passes, p = 1 lane, 16-byte random salt, 32-byte output, as
+//! OWASP recommends). Access tokens are short-lived HS256 JWTs; the
+//! algorithm is pinned, and `exp`, `nbf`, `iss` and `aud` are checked, and
+//! `ver` must equal the user's current token version (see
+//! [`Claims::ver`]). Refresh tokens are opaque random strings stored only
+//! as SHA-256 hashes and rotated on every use.
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -14,7 +19,9 @@ use serde::{Deserialize, Serialize};
 pub const ISSUER: &str = "sco-control-plane";
 pub const AUDIENCE: &str = "sco-api";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -40,7 +47,7 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     pub username: String,
@@ -76,15 +83,31 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// What every authenticated request checks against the user's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserAuth {
+    pub id: String,
+    pub username: String,
+    pub role: Role,
+    pub token_version: i64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Claims {
+    /// The username.
     pub sub: String,
+    /// The user id (stable; usernames could be reused after a deletion).
+    pub uid: String,
     pub role: Role,
     pub iss: String,
     pub aud: String,
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
+    /// The user's token version when the token was issued. Logout and
+    /// password changes increment the stored version, so every earlier
+    /// token stops working at once. Required: a token without it is invalid.
+    pub ver: i64,
 }
 
 pub struct Tokens {
@@ -110,20 +133,17 @@ impl Tokens {
         }
     }
 
-    pub fn issue(
-        &self,
-        username: &str,
-        role: Role,
-        now_secs: i64,
-    ) -> Result<(String, Claims), AuthError> {
+    pub fn issue(&self, user: &UserAuth, now_secs: i64) -> Result<(String, Claims), AuthError> {
         let claims = Claims {
-            sub: username.to_string(),
-            role,
+            sub: user.username.clone(),
+            uid: user.id.clone(),
+            role: user.role,
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
             iat: now_secs,
             nbf: now_secs,
             exp: now_secs + self.ttl_secs,
+            ver: user.token_version,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AuthError::Token(e.to_string()))?;
@@ -135,6 +155,145 @@ impl Tokens {
             .map(|d| d.claims)
             .map_err(|e| AuthError::Token(e.to_string()))
     }
+}
+
+/// A stored refresh token (the token itself is never stored, only its hash).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefreshRecord {
+    pub token_hash: String,
+    pub family_id: String,
+    pub user_id: String,
+    pub issued_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub used_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// A new refresh token (256 random bits, hex) and its record.
+pub fn new_refresh_token(
+    user_id: &str,
+    family_id: &str,
+    now_ms: i64,
+    ttl_secs: i64,
+) -> (String, RefreshRecord) {
+    let token = format!("rt_{}", hex::encode(rand::random::<[u8; 32]>()));
+    let record = RefreshRecord {
+        token_hash: hash_refresh_token(&token),
+        family_id: family_id.to_string(),
+        user_id: user_id.to_string(),
+        issued_at_ms: now_ms,
+        expires_at_ms: now_ms + ttl_secs * 1000,
+        used_at_ms: None,
+        revoked_at_ms: None,
+    };
+    (token, record)
+}
+
+/// SHA-256 of a refresh token: enough for a 256-bit random secret (no salt
+/// or slow hash needed), and lookups stay a primary-key read.
+pub fn hash_refresh_token(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// Login throttling per account and per client address: after `max`
+/// consecutive failures the key is locked for `lockout`, doubling with each
+/// further failure up to `lockout_max`. A lock answers 429 before the
+/// password is looked at, for known and unknown accounts alike (no
+/// enumeration). Counters are forgotten `lockout_max` after the last
+/// failure, and an account's counter is cleared by a successful login (an
+/// address's is not: one good account must not reset an address that is
+/// guessing others). In memory, per control-plane process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitPolicy {
+    pub max_failures_per_account: u32,
+    pub max_failures_per_addr: u32,
+    pub lockout_ms: i64,
+    pub lockout_max_ms: i64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Strikes {
+    failures: u32,
+    last_failure_ms: i64,
+    locked_until_ms: i64,
+}
+
+/// See [`LimitPolicy`].
+#[derive(Debug)]
+pub struct LoginLimiter {
+    policy: LimitPolicy,
+    keys: std::sync::Mutex<std::collections::HashMap<String, Strikes>>,
+}
+
+/// Beyond this many tracked keys, stale entries are pruned (bounded memory).
+const LIMITER_MAX_KEYS: usize = 100_000;
+
+impl LoginLimiter {
+    pub fn new(policy: LimitPolicy) -> Self {
+        Self {
+            policy,
+            keys: Default::default(),
+        }
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Strikes>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (each update is a plain field write), so a poisoned lock is used.
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Milliseconds until a login may be tried, when one of the keys is
+    /// locked.
+    pub fn check(&self, account: &str, addr: Option<&str>, now_ms: i64) -> Option<i64> {
+        let keys = self.keys();
+        [Some(account_key(account)), addr.map(addr_key)]
+            .into_iter()
+            .flatten()
+            .filter_map(|k| keys.get(&k).map(|s| s.locked_until_ms - now_ms))
+            .filter(|wait| *wait > 0)
+            .max()
+    }
+
+    pub fn failure(&self, account: &str, addr: Option<&str>, now_ms: i64) {
+        let p = &self.policy;
+        let mut keys = self.keys();
+        if keys.len() >= LIMITER_MAX_KEYS {
+            keys.retain(|_, s| now_ms - s.last_failure_ms < p.lockout_max_ms);
+        }
+        let targets = [
+            Some((account_key(account), p.max_failures_per_account)),
+            addr.map(|a| (addr_key(a), p.max_failures_per_addr)),
+        ];
+        for (key, max) in targets.into_iter().flatten() {
+            let s = keys.entry(key).or_default();
+            if now_ms - s.last_failure_ms >= p.lockout_max_ms {
+                *s = Strikes::default();
+            }
+            s.failures += 1;
+            s.last_failure_ms = now_ms;
+            if s.failures >= max {
+                let doublings = (s.failures - max).min(20);
+                let lock = p.lockout_ms.saturating_mul(1 << doublings).min(p.lockout_max_ms);
+                s.locked_until_ms = now_ms + lock;
+            }
+        }
+    }
+
+    pub fn success(&self, account: &str) {
+        self.keys().remove(&account_key(account));
+    }
+}
+
+/// Usernames are at most 64 characters; longer guesses share a key, so a
+/// client cannot grow the map with huge names.
+fn account_key(account: &str) -> String {
+    let name: String = account.chars().take(65).collect();
+    format!("user:{}", name.to_ascii_lowercase())
+}
+
+fn addr_key(addr: &str) -> String {
+    format!("addr:{addr}")
 }
 
 /// Username rule shared by registration and login.
@@ -177,21 +336,66 @@ mod tests {
     fn tokens_verify_and_reject() {
         let t = Tokens::new(b"0123456789abcdef0123456789abcdef", 60);
         let now = 1_800_000_000;
+        let mut alice = UserAuth {
+            id: "u1".into(),
+            username: "alice".into(),
+            role: Role::Operator,
+            token_version: 3,
+        };
         let (token, claims) = t
-            .issue(
-                "alice",
-                Role::Operator,
-                jsonwebtoken::get_current_timestamp() as i64,
-            )
+            .issue(&alice, jsonwebtoken::get_current_timestamp() as i64)
             .expect("issue");
         assert_eq!(t.verify(&token).expect("valid").role, Role::Operator);
-        assert_eq!(claims.sub, "alice");
+        assert_eq!((claims.sub.as_str(), claims.ver), ("alice", 3));
         let other = Tokens::new(b"another secret another secret 00", 60);
         assert!(other.verify(&token).is_err(), "wrong secret");
         let (expired, _) = t
-            .issue("alice", Role::Admin, now - 1_000_000)
+            .issue(
+                {
+                    alice.role = Role::Admin;
+                    &alice
+                },
+                now - 1_000_000,
+            )
             .expect("issue");
         assert!(t.verify(&expired).is_err(), "expired");
+    }
+
+    #[test]
+    fn limiter_locks_per_account_and_address_with_backoff() {
+        let l = LoginLimiter::new(LimitPolicy {
+            max_failures_per_account: 3,
+            max_failures_per_addr: 5,
+            lockout_ms: 1000,
+            lockout_max_ms: 60_000,
+        });
+        let t = 1_000_000;
+        for i in 0..2 {
+            l.failure("Alice", Some("10.0.0.1"), t + i);
+            assert_eq!(l.check("alice", Some("10.0.0.1"), t + i), None);
+        }
+        l.failure("alice", Some("10.0.0.1"), t + 2);
+        assert_eq!(l.check("ALICE", None, t + 2), Some(1000), "third failure locks");
+        assert_eq!(l.check("bob", Some("10.0.0.2"), t + 2), None);
+        l.failure("alice", Some("10.0.0.1"), t + 1002);
+        assert_eq!(l.check("alice", None, t + 1002), Some(2000), "backoff doubles");
+        // The address has five failures now: locked for any account.
+        l.failure("carol", Some("10.0.0.1"), t + 1003);
+        assert_eq!(l.check("dave", Some("10.0.0.1"), t + 1003), Some(1000));
+        l.success("alice");
+        assert_eq!(l.check("alice", None, t + 1004), None);
+        // Counters are forgotten after lockout_max without failures.
+        assert_eq!(l.check("dave", Some("10.0.0.1"), t + 100_000), None);
+    }
+
+    #[test]
+    fn refresh_tokens_hash_and_differ() {
+        let (a, ra) = new_refresh_token("u1", "f1", 1000, 60);
+        let (b, _) = new_refresh_token("u1", "f1", 1000, 60);
+        assert_ne!(a, b);
+        assert_eq!(ra.token_hash, hash_refresh_token(&a));
+        assert_eq!(ra.expires_at_ms, 61_000);
+        assert!(!ra.token_hash.contains(&a));
     }
 
     #[test]

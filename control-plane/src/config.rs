@@ -26,6 +26,43 @@ pub struct Config {
     pub tls: TlsSection,
     pub auth: AuthSection,
     pub agents: AgentsSection,
+    pub rest: RestSection,
+    pub enrollment: EnrollmentSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollmentSection {
+    /// Lifetime of agent certificates; agents renew at two thirds of it.
+    pub cert_ttl_secs: u64,
+    /// How often this replica checks the database for agents revoked on
+    /// another replica.
+    pub revocation_check_secs: u64,
+}
+
+impl Default for EnrollmentSection {
+    fn default() -> Self {
+        Self {
+            cert_ttl_secs: 86_400,
+            revocation_check_secs: 2,
+        }
+    }
+}
+
+/// The REST listener: optional TLS and the CORS allowlist.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestSection {
+    /// Serve REST over TLS (rustls, ring). Also turns on
+    /// `Strict-Transport-Security`.
+    pub tls: bool,
+    /// Certificate chain (PEM) for REST; defaults to `tls.server_cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for REST; defaults to `tls.server_key`.
+    pub tls_key: Option<PathBuf>,
+    /// Origins (`https://ops.example.com`) allowed to call the API from a
+    /// browser. Empty: no CORS headers at all.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -43,14 +80,31 @@ pub struct AuthSection {
     /// HS256 secret; generated and stored in `data_dir/jwt.secret` when
     /// neither this nor `SCO_JWT_SECRET` is set.
     pub jwt_secret: Option<String>,
+    /// Lifetime of access tokens (JWTs).
     pub token_ttl_secs: i64,
+    /// Lifetime of refresh tokens (each use rotates the token).
+    pub refresh_ttl_secs: i64,
+    /// Consecutive failed logins of one account before it is locked.
+    pub login_max_failures: u32,
+    /// Failed logins from one client address before it is locked.
+    pub login_max_failures_per_addr: u32,
+    /// First lockout; doubles with each further failure.
+    pub login_lockout_secs: i64,
+    /// Longest lockout; counters are forgotten this long after the last
+    /// failure.
+    pub login_lockout_max_secs: i64,
 }
 
 impl Default for AuthSection {
     fn default() -> Self {
         Self {
             jwt_secret: None,
-            token_ttl_secs: 3600,
+            token_ttl_secs: 900,
+            refresh_ttl_secs: 7 * 86_400,
+            login_max_failures: 5,
+            login_max_failures_per_addr: 20,
+            login_lockout_secs: 30,
+            login_lockout_max_secs: 900,
         }
     }
 }
@@ -82,6 +136,8 @@ impl Default for Config {
             tls: TlsSection::default(),
             auth: AuthSection::default(),
             agents: AgentsSection::default(),
+            enrollment: EnrollmentSection::default(),
+            rest: RestSection::default(),
         }
     }
 }
@@ -164,6 +220,38 @@ impl Config {
                 format!("{} is outside 60..=86400", self.auth.token_ttl_secs),
             );
         }
+        if !(300..=90 * 86_400).contains(&self.auth.refresh_ttl_secs) {
+            return invalid(
+                "auth.refresh_ttl_secs",
+                format!("{} is outside 300..=7776000", self.auth.refresh_ttl_secs),
+            );
+        }
+        if self.auth.login_max_failures == 0 {
+            return invalid("auth.login_max_failures", "must be at least 1".into());
+        }
+        if self.auth.login_max_failures_per_addr == 0 {
+            return invalid("auth.login_max_failures_per_addr", "must be at least 1".into());
+        }
+        if self.auth.login_lockout_secs < 1
+            || self.auth.login_lockout_max_secs < self.auth.login_lockout_secs
+        {
+            return invalid(
+                "auth.login_lockout_max_secs",
+                "login_lockout_secs must be >= 1 and login_lockout_max_secs >= it".into(),
+            );
+        }
+        for origin in &self.rest.cors_allowed_origins {
+            let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && origin.bytes().all(|b| b.is_ascii_graphic())
+                && !origin.contains('*');
+            if !ok {
+                return invalid(
+                    "rest.cors_allowed_origins",
+                    format!("{origin:?} is not an origin like https://ops.example.com (no wildcard, no path)"),
+                );
+            }
+        }
         if self.agents.heartbeat_secs == 0
             || self.agents.dead_after_secs <= self.agents.heartbeat_secs
         {
@@ -171,6 +259,15 @@ impl Config {
                 "agents.dead_after_secs",
                 "must be greater than agents.heartbeat_secs, which must be > 0".into(),
             );
+        }
+        if !(5..=365 * 86_400).contains(&self.enrollment.cert_ttl_secs) {
+            return invalid(
+                "enrollment.cert_ttl_secs",
+                format!("{} is outside 5..=31536000", self.enrollment.cert_ttl_secs),
+            );
+        }
+        if self.enrollment.revocation_check_secs == 0 {
+            return invalid("enrollment.revocation_check_secs", "must be at least 1".into());
         }
         if !self.database_url.is_empty()
             && !["sqlite:", "postgres://", "postgresql://"]
@@ -215,6 +312,15 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.pki_dir().join("server.key"))
     }
+    pub fn rest_tls_cert(&self) -> PathBuf {
+        self.rest
+            .tls_cert
+            .clone()
+            .unwrap_or_else(|| self.server_cert())
+    }
+    pub fn rest_tls_key(&self) -> PathBuf {
+        self.rest.tls_key.clone().unwrap_or_else(|| self.server_key())
+    }
 }
 
 #[cfg(test)]
@@ -252,6 +358,20 @@ mod tests {
             .expect_err("mysql")
             .to_string()
             .contains("database_url"));
+        let mut c = Config::default();
+        c.rest.cors_allowed_origins = vec!["https://ops.example.com/".into()];
+        assert!(c
+            .validate()
+            .expect_err("path")
+            .to_string()
+            .contains("rest.cors_allowed_origins"));
+        let mut c = Config::default();
+        c.auth.login_max_failures = 0;
+        assert!(c
+            .validate()
+            .expect_err("zero")
+            .to_string()
+            .contains("auth.login_max_failures"));
         let err = Config::default()
             .apply_env(|k| (k == env::HTTP_LISTEN).then(|| "nope".into()))
             .expect_err("bad addr");

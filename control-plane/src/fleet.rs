@@ -9,6 +9,16 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+mod enroll;
+
+pub use enroll::{EnrollError, Issued};
+
+/// Bounds on enrollment tokens.
+pub mod enroll_limits {
+    pub const MAX_TOKEN_TTL_SECS: i64 = 30 * 86_400;
+    pub const MAX_TOKEN_USES: i64 = 10_000;
+}
+
 use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
 
@@ -229,6 +239,31 @@ pub struct RollupQuery {
     pub limit: i64,
 }
 
+/// An enrollment token as listed (its secret is never stored or shown
+/// again after creation).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnrollmentToken {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub max_uses: i64,
+    pub uses: i64,
+    pub expires_at_ms: i64,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub revoked: bool,
+}
+
+/// The outcome of presenting an enrollment token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenUse {
+    Ok { labels: BTreeMap<String, String> },
+    /// No such token, or a wrong secret: the same answer for both.
+    Unknown,
+    Expired,
+    UsedUp,
+    Revoked,
+}
+
 /// Valid agent ids: what a certificate subject may name.
 pub fn valid_agent_id(id: &str) -> bool {
     !id.is_empty()
@@ -244,13 +279,28 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+struct LiveStream {
+    generation: u64,
+    /// Closes the stream with the given reason (revocation, replacement).
+    close: tokio::sync::watch::Sender<Option<String>>,
+}
+
+/// What a stream session holds while it lives.
+pub struct StreamHandle {
+    pub generation: u64,
+    /// Turns `Some(reason)` when the stream must close.
+    pub closed: tokio::sync::watch::Receiver<Option<String>>,
+}
+
 pub struct Fleet {
     store: Store,
     telemetry: Arc<Telemetry>,
     /// Live streams per agent id; the generation tells a stale stream's
     /// goodbye from the current one's.
-    streams: Mutex<HashMap<String, u64>>,
+    streams: Mutex<HashMap<String, LiveStream>>,
     generation: AtomicU64,
+    pub(crate) ca: Option<Arc<crate::pki::Ca>>,
+    pub(crate) cert_ttl: std::time::Duration,
 }
 
 impl Fleet {
@@ -260,14 +310,23 @@ impl Fleet {
             telemetry,
             streams: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            ca: None,
+            cert_ttl: std::time::Duration::from_secs(86_400),
         }
+    }
+
+    /// Lets this fleet issue certificates (enrollment, renewal).
+    pub fn with_ca(mut self, ca: crate::pki::Ca, cert_ttl: std::time::Duration) -> Self {
+        self.ca = Some(Arc::new(ca));
+        self.cert_ttl = cert_ttl;
+        self
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveStream>> {
         // A poisoned lock only means another stream task panicked while
         // holding it; the map itself is still consistent.
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
@@ -277,8 +336,9 @@ impl Fleet {
         self.streams().len()
     }
 
-    /// Records a new stream; returns its generation.
-    pub async fn connected(&self, agent_id: &str, info: &HostInfo) -> Result<u64, StoreError> {
+    /// Records a new stream. A second stream of the same agent replaces the
+    /// first, which is closed.
+    pub async fn connected(&self, agent_id: &str, info: &HostInfo) -> Result<StreamHandle, StoreError> {
         self.store.upsert_host(agent_id, info, now_ms()).await?;
         // Events left open by an earlier run of this agent can never be
         // closed by the new run.
@@ -287,27 +347,34 @@ impl Fleet {
             .close_orphaned_anomalies(agent_id, info.run_started_ms, now_ms())
             .await?;
         if closed > 0 {
-            tracing::info!(
-                agent_id,
-                closed,
-                "closed anomalies left open by an earlier agent run"
-            );
+            tracing::info!(agent_id, closed, "closed anomalies left open by an earlier agent run");
         }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let (close, closed) = tokio::sync::watch::channel(None);
         let count = {
             let mut s = self.streams();
-            s.insert(agent_id.to_string(), generation);
+            if let Some(old) = s.insert(agent_id.to_string(), LiveStream { generation, close }) {
+                let _ = old.close.send(Some("replaced by a newer stream of the same agent".into()));
+            }
             s.len()
         };
         self.telemetry.agents_connected.set(count as i64);
         tracing::info!(agent_id, hostname = %info.hostname, "agent connected");
-        Ok(generation)
+        Ok(StreamHandle { generation, closed })
+    }
+
+    /// Closes the live stream of an agent on this replica, if any.
+    pub fn close_stream(&self, agent_id: &str, reason: &str) -> bool {
+        match self.streams().get(agent_id) {
+            Some(s) => s.close.send(Some(reason.to_string())).is_ok(),
+            None => false,
+        }
     }
 
     pub async fn disconnected(&self, agent_id: &str, generation: u64) {
         let (current, count) = {
             let mut s = self.streams();
-            let current = s.get(agent_id) == Some(&generation);
+            let current = s.get(agent_id).is_some_and(|l| l.generation == generation);
             if current {
                 s.remove(agent_id);
             }

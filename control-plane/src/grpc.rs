@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sco_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
+use sco_proto::v1::enrollment_service_server::{EnrollmentService, EnrollmentServiceServer};
+use sco_proto::v1::{CertificateResponse, EnrollRequest, RenewRequest};
 use sco_proto::v1::{
     agent_message, control_message, Ack, AgentMessage, ControlMessage, ServerHeartbeat,
 };
@@ -19,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::fleet::{now_ms, Fleet};
+use crate::fleet::{now_ms, EnrollError, Fleet, Issued};
 
 pub struct AgentSvc {
     fleet: Arc<Fleet>,
@@ -48,14 +50,21 @@ impl AgentSvc {
     }
 }
 
-/// TLS for the agent port: our server certificate, and client
-/// certificates required and verified against the fleet CA (which also
-/// refuses expired ones).
+/// TLS for the agent port. A client certificate, when presented, must be
+/// signed by the fleet CA and valid (TLS refuses it otherwise). Clients
+/// without one get only the enrollment service: every `AgentService` call
+/// requires a verified certificate ([`identity`]). The CA certificate is
+/// sent with ours so that a new agent can pin it by fingerprint.
 pub fn tls_config(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> ServerTlsConfig {
+    let mut chain = cert_pem.to_vec();
+    if !chain.ends_with(b"\n") {
+        chain.push(b'\n');
+    }
+    chain.extend_from_slice(ca_pem);
     ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert_pem, key_pem))
+        .identity(Identity::from_pem(chain, key_pem))
         .client_ca_root(Certificate::from_pem(ca_pem))
-        .client_auth_optional(false)
+        .client_auth_optional(true)
 }
 
 /// The agent id is the common name of the verified client certificate.
@@ -72,8 +81,80 @@ fn identity<T>(req: &Request<T>) -> Result<String, Status> {
 
 type Outbound = mpsc::Sender<Result<ControlMessage, Status>>;
 
+impl AgentSvc {
+    async fn refuse_revoked(&self, agent_id: &str) -> Result<(), Status> {
+        match self.fleet.is_revoked(agent_id).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(Status::permission_denied(format!("agent {agent_id} is revoked"))),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot check revocation");
+                Err(Status::unavailable("storage unavailable, retry later"))
+            }
+        }
+    }
+}
+
+fn enroll_status(e: EnrollError) -> Status {
+    match e {
+        EnrollError::UnknownToken | EnrollError::Expired | EnrollError::UsedUp | EnrollError::TokenRevoked => {
+            Status::permission_denied(e.to_string())
+        }
+        EnrollError::AgentRevoked(_) => Status::permission_denied(e.to_string()),
+        EnrollError::Csr(_) => Status::invalid_argument(e.to_string()),
+        EnrollError::NoCa => Status::failed_precondition(e.to_string()),
+        EnrollError::Store(e) => {
+            tracing::error!(error = %e, "enrollment storage error");
+            Status::unavailable("storage unavailable, retry later")
+        }
+    }
+}
+
+fn certificate_response(i: Issued) -> CertificateResponse {
+    CertificateResponse {
+        agent_id: i.agent_id,
+        certificate_pem: i.certificate_pem,
+        ca_pem: i.ca_pem,
+        not_after_ms: i.not_after_ms,
+    }
+}
+
+/// Enrollment is served to clients without a certificate: the token is
+/// the credential.
+pub struct EnrollSvc {
+    fleet: Arc<Fleet>,
+}
+
+impl EnrollSvc {
+    pub fn new(fleet: Arc<Fleet>) -> Self {
+        Self { fleet }
+    }
+    pub fn into_server(self) -> EnrollmentServiceServer<Self> {
+        EnrollmentServiceServer::new(self).max_decoding_message_size(64 * 1024)
+    }
+}
+
+#[tonic::async_trait]
+impl EnrollmentService for EnrollSvc {
+    async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<CertificateResponse>, Status> {
+        let r = request.into_inner();
+        let issued = self
+            .fleet
+            .enroll(&r.token, &r.csr_pem, &r.hostname)
+            .await
+            .map_err(enroll_status)?;
+        Ok(Response::new(certificate_response(issued)))
+    }
+}
+
 #[tonic::async_trait]
 impl AgentService for AgentSvc {
+    async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<CertificateResponse>, Status> {
+        let agent_id = identity(&request)?;
+        let r = request.into_inner();
+        let issued = self.fleet.renew(&agent_id, &r.csr_pem).await.map_err(enroll_status)?;
+        Ok(Response::new(certificate_response(issued)))
+    }
+
     type ConnectStream = ReceiverStream<Result<ControlMessage, Status>>;
 
     async fn connect(
@@ -81,6 +162,7 @@ impl AgentService for AgentSvc {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let agent_id = identity(&request)?;
+        self.refuse_revoked(&agent_id).await?;
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let session = Session {
@@ -125,12 +207,12 @@ impl Session {
             }
             Ok(Ok(None)) | Err(_) => return,
         };
-        let generation = match self
+        let mut handle = match self
             .fleet
             .connected(&self.agent_id, &pb::host_info(hello))
             .await
         {
-            Ok(g) => g,
+            Ok(h) => h,
             Err(e) => {
                 tracing::error!(agent_id = %self.agent_id, error = %e, "cannot record host");
                 let _ = tx
@@ -139,18 +221,28 @@ impl Session {
                 return;
             }
         };
-        let reason = self.serve(&mut inbound, &tx).await;
+        let reason = self.serve(&mut inbound, &tx, &mut handle.closed).await;
         tracing::info!(agent_id = %self.agent_id, %reason, "stream closed");
-        self.fleet.disconnected(&self.agent_id, generation).await;
+        self.fleet.disconnected(&self.agent_id, handle.generation).await;
     }
 
-    async fn serve(&mut self, inbound: &mut Streaming<AgentMessage>, tx: &Outbound) -> String {
+    async fn serve(
+        &mut self,
+        inbound: &mut Streaming<AgentMessage>,
+        tx: &Outbound,
+        closed: &mut watch::Receiver<Option<String>>,
+    ) -> String {
         let mut ticker = tokio::time::interval(self.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
         loop {
             tokio::select! {
                 _ = self.shutdown.changed() => return "control plane shutting down".into(),
+                Ok(()) = closed.changed() => {
+                    let reason = closed.borrow().clone().unwrap_or_default();
+                    let _ = tx.send(Err(Status::permission_denied(reason.clone()))).await;
+                    return reason;
+                }
                 _ = ticker.tick() => {
                     if last_heard.elapsed() > self.dead_after {
                         return format!("nothing heard for {:?}", self.dead_after);

@@ -4,8 +4,11 @@
 
 pub mod anomaly;
 pub mod auth;
+pub mod enroll;
 pub mod error;
 pub mod fleet;
+pub mod openapi;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +37,8 @@ pub struct AppState {
     pub started: Instant,
     /// A host whose last message is older than this is shown disconnected.
     pub stale_after_ms: i64,
+    /// Login throttling, refresh-token lifetime, TLS and CORS settings.
+    pub security: Arc<auth::Security>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -44,9 +49,19 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
         .route("/auth/verify", get(auth::verify))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/password", post(auth::password))
+        .route("/openapi.json", get(openapi::document))
         .route("/users", get(auth::users))
         .route("/hosts", get(fleet::hosts))
         .route("/hosts/:id", get(fleet::host))
+        .route("/hosts/:id/revoke", post(enroll::revoke_host))
+        .route(
+            "/enrollment-tokens",
+            get(enroll::list_tokens).post(enroll::create_token),
+        )
+        .route("/enrollment-tokens/:id", axum::routing::delete(enroll::revoke_token))
         .route("/monitoring/metrics", get(fleet::monitoring_metrics))
         .route(
             "/anomaly",
@@ -62,6 +77,9 @@ pub fn app(state: AppState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
+        .layer(tower::util::option_layer(auth::cors_layer(
+            &state.security.cors_allowed_origins,
+        )))
         .with_state(state)
 }
 
@@ -96,6 +114,20 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    if state.security.tls {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            header::HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
     response
 }
 

@@ -53,6 +53,8 @@ pub enum ServeError {
     Auth(#[from] auth::AuthError),
     #[error("anomaly model: {0}")]
     Model(#[from] sco_models::ModelError),
+    #[error(transparent)]
+    RestTls(#[from] http::tls::TlsError),
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ServeError> {
@@ -126,7 +128,17 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let store = Store::connect(&config.database_url()).await?;
     let telemetry = Arc::new(telemetry::Telemetry::default());
-    let fleet = Arc::new(fleet::Fleet::new(store.clone(), telemetry.clone()));
+    let mut fleet = fleet::Fleet::new(store.clone(), telemetry.clone());
+    // Only a control plane holding the CA key can enroll and renew agents;
+    // one using an external CA still serves agents with certificates it issued.
+    if pki::PkiPaths::new(&config.pki_dir()).ca_key.exists() && config.tls.ca_cert.is_none() {
+        let ca = pki::Ca::load(&pki::PkiPaths::new(&config.pki_dir())).map_err(|e| ServeError::Io {
+            path: config.pki_dir(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        fleet = fleet.with_ca(ca, Duration::from_secs(config.enrollment.cert_ttl_secs));
+    }
+    let fleet = Arc::new(fleet);
     let tokens = Arc::new(auth::Tokens::new(
         &jwt_secret(&config)?,
         config.auth.token_ttl_secs,
@@ -149,6 +161,7 @@ pub async fn run(
         .http2_keepalive_interval(Some(heartbeat))
         .http2_keepalive_timeout(Some(dead_after))
         .add_service(svc.into_server())
+        .add_service(grpc::EnrollSvc::new(fleet.clone()).into_server())
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(grpc_listener),
             stopped(stop_rx.clone()),
@@ -160,11 +173,32 @@ pub async fn run(
         model: Arc::new(sco_models::Model::shipped()?),
         started: Instant::now(),
         stale_after_ms: (dead_after.as_millis() as i64) * 2,
+        security: Arc::new(http::auth::Security::from_config(&config)),
     };
-    let http_server = axum::serve(http_listener, http::app(state))
+    let app = http::app(state);
+    let http_task = if config.rest.tls {
+        let rest_tls = http::tls::server_config(
+            &read(&config.rest_tls_cert())?,
+            &read(&config.rest_tls_key())?,
+        )?;
+        let server = http::tls::serve(http_listener, rest_tls, app, stopped(stop_rx.clone()));
+        tokio::spawn(async move { server.await.map_err(ServeError::Http) })
+    } else {
+        // The peer address feeds the per-address login limit.
+        let server = axum::serve(
+            http_listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
         .with_graceful_shutdown(stopped(stop_rx.clone()));
+        tokio::spawn(async move { server.await.map_err(ServeError::Http) })
+    };
     let grpc_task = tokio::spawn(grpc_server);
-    let http_task = tokio::spawn(async move { http_server.await.map_err(ServeError::Http) });
+    let watcher = {
+        let fleet = fleet.clone();
+        let every = Duration::from_secs(config.enrollment.revocation_check_secs);
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { fleet.watch_revocations(every, stop).await })
+    };
 
     shutdown.await;
     tracing::info!("shutting down: closing agent streams and finishing requests");
@@ -177,6 +211,7 @@ pub async fn run(
             tracing::warn!(error = %e, "http server ended with an error");
         }
     };
+    let _ = watcher.await;
     if tokio::time::timeout(Duration::from_secs(15), drain)
         .await
         .is_err()

@@ -23,6 +23,8 @@ pub enum PkiError {
     },
     #[error("invalid agent id {0:?}: use 1 to 64 of [A-Za-z0-9._-]")]
     AgentId(String),
+    #[error("invalid certificate signing request: {0}")]
+    Csr(String),
 }
 
 const CA_NAME: &str = "SmartCloudOps fleet CA";
@@ -176,6 +178,50 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// Signs a PKCS#10 request for `agent_id`. Only the request's public key
+    /// is used: subject, extensions and validity come from here.
+    pub fn sign_agent_csr(
+        &self,
+        csr_pem: &str,
+        agent_id: &str,
+        lifetime: Duration,
+    ) -> Result<(String, OffsetDateTime), PkiError> {
+        if !crate::fleet::valid_agent_id(agent_id) {
+            return Err(PkiError::AgentId(agent_id.to_string()));
+        }
+        if csr_pem.len() > 16 * 1024 {
+            return Err(PkiError::Csr("larger than 16 KiB".into()));
+        }
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::Csr(e.to_string()))?;
+        let now = OffsetDateTime::now_utc();
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name.push(DnType::CommonName, agent_id);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        // A little slack for clocks that are slightly behind.
+        p.not_before = now - Duration::minutes(5);
+        p.not_after = now + lifetime;
+        csr.params = p;
+        let cert = csr.signed_by(&self.cert, &self.key)?;
+        Ok((cert.pem(), now + lifetime))
+    }
+
+    /// SHA-256 of the CA certificate (DER), hex: what `sco-agent enroll
+    /// --ca-sha256` pins.
+    pub fn fingerprint(&self) -> String {
+        ca_fingerprint(&self.cert_pem).unwrap_or_default()
+    }
+}
+
+/// SHA-256 (hex) of the first certificate in a PEM bundle.
+pub fn ca_fingerprint(pem: &str) -> Option<String> {
+    use sha2::Digest;
+    let der = rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()?;
+    Some(hex::encode(sha2::Sha256::digest(der.as_ref())))
+}
+
 /// Creates CA and server certificate in `dir` unless they exist; returns the
 /// loaded CA.
 pub fn ensure_dev_pki(dir: &Path) -> Result<Ca, PkiError> {
@@ -225,6 +271,20 @@ mod tests {
             .expect("pem");
         assert_eq!(agent_id_from_der(&der).as_deref(), Some("web-01"));
         assert!(ca.issue_agent("bad id;", now, now).is_err());
+    }
+
+    #[test]
+    fn csr_is_signed_for_the_assigned_id_only() {
+        let ca = Ca::generate().expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name.push(DnType::CommonName, "i-want-to-be-admin");
+        let csr = p.serialize_request(&key).expect("csr").pem().expect("pem");
+        let (pem, _) = ca.sign_agent_csr(&csr, "web-01-abc", Duration::hours(1)).expect("signed");
+        let der = rustls_pemfile::certs(&mut pem.as_bytes()).next().expect("cert").expect("pem");
+        assert_eq!(agent_id_from_der(&der).as_deref(), Some("web-01-abc"));
+        assert!(ca.sign_agent_csr("garbage", "x", Duration::hours(1)).is_err());
+        assert_eq!(ca.fingerprint().len(), 64);
     }
 
     #[test]

@@ -11,11 +11,14 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Connection, Executor, Row};
 
-use crate::auth::{Role, User};
 use crate::fleet::{
     Anomaly, AnomalyChange, AnomalyQuery, ChangeKind, Host, HostInfo, Ingested, LatestValue,
     ProcessRow, RollupBatch, RollupPoint, RollupQuery, Severity,
 };
+
+mod enroll;
+
+mod users;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -529,51 +532,6 @@ impl Store {
             .await?;
         rows.iter().map(|r| Ok(r.try_get("seq")?)).collect()
     }
-
-    // --- users ---
-
-    pub async fn create_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO users (id, username, password_hash, role, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO NOTHING",
-        )
-        .bind(&user.id)
-        .bind(&user.username)
-        .bind(password_hash)
-        .bind(user.role.as_str())
-        .bind(user.created_at_ms)
-        .execute(&self.pool)
-        .await?;
-        if result.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("user {:?}", user.username)));
-        }
-        Ok(())
-    }
-
-    /// The user and their password hash.
-    pub async fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>, StoreError> {
-        let row = sqlx::query("SELECT id, username, password_hash, role, created_at_ms FROM users WHERE username = $1")
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| Ok((user_from_row(&r)?, r.try_get("password_hash")?)))
-            .transpose()
-    }
-
-    pub async fn users(&self) -> Result<Vec<User>, StoreError> {
-        let rows =
-            sqlx::query("SELECT id, username, role, created_at_ms FROM users ORDER BY username")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(user_from_row).collect()
-    }
-
-    pub async fn admin_exists(&self) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'admin'")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<i64, _>("n")? > 0)
-    }
 }
 
 /// Records a durable agent message; false when it was already stored.
@@ -654,16 +612,6 @@ fn host_from_row(r: &AnyRow, stale_after_ms: i64, now_ms: i64) -> Result<Host, S
         connected: connected != 0 && now_ms - last_seen_ms <= stale_after_ms,
         last_seq: r.try_get("last_seq")?,
         outbox_dropped_total: r.try_get("outbox_dropped_total")?,
-    })
-}
-
-fn user_from_row(r: &AnyRow) -> Result<User, StoreError> {
-    let role: String = r.try_get("role")?;
-    Ok(User {
-        id: r.try_get("id")?,
-        username: r.try_get("username")?,
-        role: Role::parse(&role).unwrap_or(Role::Viewer),
-        created_at_ms: r.try_get("created_at_ms")?,
     })
 }
 

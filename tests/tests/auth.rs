@@ -23,6 +23,26 @@ fn claims(role: &str, exp: i64, aud: &str) -> Value {
     json!({"sub": "admin", "role": role, "iss": "sco-control-plane", "aud": aud, "iat": now(), "nbf": now() - 10, "exp": exp})
 }
 
+/// A token whose header claims `alg` but whose signature is HMAC-SHA256
+/// with the right secret: the classic algorithm-confusion forgery.
+fn confused(secret: &str, alg: &str, payload: &Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(json!({"alg": alg, "typ": "JWT"}).to_string());
+    let body = URL_SAFE_NO_PAD.encode(payload.to_string());
+    let message = format!("{header}.{body}");
+    let signature = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        jsonwebtoken::Algorithm::HS256,
+    )
+    .expect("sign");
+    format!("{message}.{signature}")
+}
+
+fn payload_of(token: &str) -> Value {
+    let part = token.split('.').nth(1).expect("payload part");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("b64")).expect("json")
+}
+
 async fn expect_error(response: reqwest::Response, status: StatusCode) -> String {
     assert_eq!(response.status(), status);
     let body: Value = response.json().await.expect("error bodies are JSON");
@@ -48,7 +68,7 @@ async fn authentication_and_roles() {
         .send()
         .await
         .expect("send");
-    expect_error(r, StatusCode::FORBIDDEN).await;
+    expect_error(r, StatusCode::UNAUTHORIZED).await;
     let r = http
         .post(url("/auth/register"))
         .bearer_auth(&admin)
@@ -107,7 +127,40 @@ async fn authentication_and_roles() {
     let tampered = parts.join(".");
     let none_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
     let alg_none = format!("{none_header}.{}.", parts[1]);
+    // Real claims of the admin (uid, ver) under forged headers.
+    let admin_claims = payload_of(&admin);
+    let rs256_confusion = confused(secret, "RS256", &admin_claims);
+    let hs512_header = confused(secret, "HS512", &admin_claims);
+    let real_rs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &admin_claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(TEST_RSA_KEY.as_bytes()).expect("rsa key"),
+    )
+    .expect("rs256");
+    let mut wrong_issuer = admin_claims.clone();
+    wrong_issuer["iss"] = json!("someone-else");
+    let wrong_issuer = forge(secret, wrong_issuer);
+    let mut not_yet = admin_claims.clone();
+    not_yet["nbf"] = json!(now() + 600);
+    let not_yet = forge(secret, not_yet);
+    let mut no_version = admin_claims.clone();
+    no_version.as_object_mut().expect("object").remove("ver");
+    let no_version = forge(secret, no_version);
+    let mut old_version = admin_claims.clone();
+    old_version["ver"] = json!(admin_claims["ver"].as_i64().unwrap_or(0) + 1);
+    let other_version = forge(secret, old_version);
+    // The same claims re-signed correctly are accepted: the cases above
+    // fail for the reason they name.
+    let (status, _) = sb.get(&forge(secret, admin_claims.clone()), "/auth/verify").await;
+    assert_eq!(status, 200, "control: a correctly signed copy works");
     for (case, token) in [
+        ("alg RS256 header, HMAC signature (HS/RS confusion)", rs256_confusion),
+        ("alg HS512 header", hs512_header),
+        ("really signed RS256", real_rs256),
+        ("wrong issuer", wrong_issuer),
+        ("not valid yet (nbf)", not_yet),
+        ("no token version", no_version),
+        ("another token version", other_version),
         ("expired", expired),
         ("wrong audience", wrong_audience),
         ("wrong secret", wrong_secret),
@@ -136,6 +189,180 @@ async fn authentication_and_roles() {
     assert_eq!(body["users"].as_array().map(Vec::len), Some(2));
     let (status, _) = sb.get(&viewer, "/hosts").await;
     assert_eq!(status, 200, "a viewer may read hosts");
+}
+
+/// An RSA key only for forging RS256 tokens in the test above.
+const TEST_RSA_KEY: &str = include_str!("data/test-rsa-key.pem");
+
+async fn login_body(http: &reqwest::Client, base: &str, user: &str, password: &str) -> reqwest::Response {
+    http.post(format!("{base}/auth/login"))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .expect("send")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn brute_force_is_throttled_with_retry_after() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let _cp = sb.start_control_plane();
+    let http = reqwest::Client::new();
+    let base = sb.base_url();
+    sb.admin_token().await;
+    // Five failures lock the account (default auth.login_max_failures)...
+    for i in 0..5 {
+        let r = login_body(&http, &base, "admin", &format!("guess-{i}")).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    // ...so even the right password now gets 429 with Retry-After.
+    let r = login_body(&http, &base, "admin", "admin-password-1").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=30).contains(&retry), "retry after {retry}");
+    let msg = expect_error(r, StatusCode::TOO_MANY_REQUESTS).await;
+    assert!(msg.contains("try again"), "{msg}");
+    // An unknown account is throttled exactly like a known one.
+    for _ in 0..5 {
+        let r = login_body(&http, &base, "nobody-here", "guess-guess").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = login_body(&http, &base, "nobody-here", "guess-guess").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    // The address limit (20 failures) then locks this client for any account.
+    for i in 0..10 {
+        let r = login_body(&http, &base, &format!("user-{i}"), "guess-guess").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "user-{i}");
+    }
+    let r = login_body(&http, &base, "someone-else", "guess-guess").await;
+    expect_error(r, StatusCode::TOO_MANY_REQUESTS).await;
+}
+
+async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> reqwest::Response {
+    let mut req = http.post(url).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.expect("send")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_rotation_reuse_logout_and_password_change() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let _cp = sb.start_control_plane();
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", sb.base_url());
+    sb.admin_token().await;
+    let login: Value = login_body(&http, &sb.base_url(), "admin", "admin-password-1")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let ttl = login["expires_at"].as_i64().expect("expires_at") - now();
+    assert!((890..=905).contains(&ttl), "access tokens live 15 minutes: {ttl}");
+    let access = login["token"].as_str().expect("token").to_string();
+    let r1 = login["refresh_token"].as_str().expect("refresh").to_string();
+
+    // Rotation: each refresh token works once and yields a new pair.
+    let r = post(&http, url("/auth/refresh"), None, json!({"refresh_token": r1})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let pair: Value = r.json().await.expect("json");
+    let r2 = pair["refresh_token"].as_str().expect("refresh").to_string();
+    assert_ne!(r1, r2);
+    let access2 = pair["token"].as_str().expect("token").to_string();
+    assert_eq!(sb.get(&access2, "/auth/verify").await.0, 200);
+    // Reuse of the spent token revokes the family: r2 stops working too.
+    let r = post(&http, url("/auth/refresh"), None, json!({"refresh_token": r1})).await;
+    assert!(expect_error(r, StatusCode::UNAUTHORIZED).await.contains("already used"));
+    let r = post(&http, url("/auth/refresh"), None, json!({"refresh_token": r2})).await;
+    assert!(expect_error(r, StatusCode::UNAUTHORIZED).await.contains("revoked"));
+    for bad in ["", "rt_0000", "not-a-token"] {
+        let r = post(&http, url("/auth/refresh"), None, json!({"refresh_token": bad})).await;
+        expect_error(r, StatusCode::UNAUTHORIZED).await;
+    }
+    let r = post(&http, url("/auth/refresh"), None, json!({"refresh_token": "x", "extra": 1})).await;
+    expect_error(r, StatusCode::BAD_REQUEST).await;
+
+    // Logout invalidates every earlier access and refresh token.
+    let fresh: Value = login_body(&http, &sb.base_url(), "admin", "admin-password-1")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let r3 = fresh["refresh_token"].as_str().expect("refresh").to_string();
+    let access3 = fresh["token"].as_str().expect("token").to_string();
+    let r = post(&http, url("/auth/logout"), Some(&access3), json!({})).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    for (case, token) in [("first", &access), ("refreshed", &access2), ("current", &access3)] {
+        let (status, body) = sb.get(token, "/auth/verify").await;
+        assert_eq!(status, 401, "{case} token after logout: {body}");
+    }
+    let r = post(&http, url("/auth/refresh"), None, json!({"refresh_token": r3})).await;
+    expect_error(r, StatusCode::UNAUTHORIZED).await;
+
+    // Password change: needs the current password, then revokes the rest.
+    let before = sb.login("admin", "admin-password-1").await;
+    let r = post(
+        &http,
+        url("/auth/password"),
+        Some(&before),
+        json!({"current_password": "wrong-password", "new_password": "a-new-password-2"}),
+    )
+    .await;
+    assert!(expect_error(r, StatusCode::FORBIDDEN).await.contains("current_password"));
+    let r = post(
+        &http,
+        url("/auth/password"),
+        Some(&before),
+        json!({"current_password": "admin-password-1", "new_password": "short"}),
+    )
+    .await;
+    assert!(expect_error(r, StatusCode::BAD_REQUEST).await.contains("new_password"));
+    let r = post(
+        &http,
+        url("/auth/password"),
+        Some(&before),
+        json!({"current_password": "admin-password-1", "new_password": "a-new-password-2"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let changed: Value = r.json().await.expect("json");
+    let after = changed["token"].as_str().expect("token");
+    assert_eq!(sb.get(&before, "/auth/verify").await.0, 401, "old token revoked");
+    assert_eq!(sb.get(after, "/auth/verify").await.0, 200, "new token works");
+    let r = login_body(&http, &sb.base_url(), "admin", "admin-password-1").await;
+    expect_error(r, StatusCode::UNAUTHORIZED).await;
+    let r = login_body(&http, &sb.base_url(), "admin", "a-new-password-2").await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn security_headers_and_no_cors_by_default() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let _cp = sb.start_control_plane();
+    let r = reqwest::Client::new()
+        .get(format!("{}/health", sb.base_url()))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("send");
+    let h = r.headers();
+    assert_eq!(h["content-security-policy"], "default-src 'none'; frame-ancestors 'none'");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert!(!h.contains_key("strict-transport-security"), "plain HTTP: no HSTS");
+    assert!(!h.contains_key("access-control-allow-origin"), "empty allowlist: no CORS");
 }
 
 #[tokio::test(flavor = "multi_thread")]

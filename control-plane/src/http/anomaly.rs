@@ -12,20 +12,41 @@ use super::AppState;
 use crate::auth::Role;
 use crate::fleet::{valid_agent_id, AnomalyQuery, Severity};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Host (agent) id.
     host: Option<String>,
+    /// Events started at or after (Unix milliseconds).
+    #[param(value_type = Option<i64>)]
     from: Option<String>,
+    /// Events started before (Unix milliseconds).
+    #[param(value_type = Option<i64>)]
     to: Option<String>,
+    /// low, medium, high or critical.
     min_severity: Option<String>,
+    /// open or closed.
     status: Option<String>,
+    /// 1 to 1000, default 100.
+    #[param(value_type = Option<i64>)]
     limit: Option<String>,
+    /// Default 0.
+    #[param(value_type = Option<i64>)]
     offset: Option<String>,
 }
 
 const MAX_LIMIT: i64 = 1000;
 
+/// The history of anomaly events, newest first, paged.
+#[utoipa::path(get, path = "/anomaly", tag = "anomaly", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "a page of events", body = super::openapi::AnomaliesResponse),
+        (status = 400, description = "invalid parameter (named)", body = super::error::ErrorBody),
+        (status = 401, description = "missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "role too low", body = super::error::ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -97,6 +118,16 @@ pub async fn list(
     })))
 }
 
+/// One event with its context.
+#[utoipa::path(get, path = "/anomaly/{id}", tag = "anomaly", security(("bearer" = [])),
+    params(("id" = String, Path, description = "event id, `<host>:<seq>`")),
+    responses(
+        (status = 200, description = "the event", body = super::openapi::AnomalyResponse),
+        (status = 400, description = "id too long", body = super::error::ErrorBody),
+        (status = 401, description = "missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "role too low", body = super::error::ErrorBody),
+        (status = 404, description = "no such event", body = super::error::ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -115,7 +146,7 @@ pub async fn get(
     Ok(Json(json!({ "anomaly": event })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreBody {
     /// Column names, one per metric.
@@ -129,6 +160,15 @@ const MAX_METRICS: usize = 256;
 
 /// Scores a posted window with the current model: per-row scores in [0, 1]
 /// (0.5 is the threshold) and the top contributors of the worst row.
+#[utoipa::path(post, path = "/anomaly", tag = "anomaly", security(("bearer" = [])),
+    request_body = ScoreBody,
+    responses(
+        (status = 200, description = "scores", body = super::openapi::ScoreResponse),
+        (status = 400, description = "invalid window (named)", body = super::error::ErrorBody),
+        (status = 401, description = "missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "role too low", body = super::error::ErrorBody),
+        (status = 413, description = "body over 4 MiB", body = super::error::ErrorBody),
+    ))]
 pub async fn score(
     State(state): State<AppState>,
     caller: Caller,

@@ -14,6 +14,15 @@ use crate::store::StoreError;
 pub struct AppError {
     pub status: StatusCode,
     pub message: String,
+    /// Sent as `Retry-After` (seconds), with 429.
+    pub retry_after_secs: Option<u64>,
+}
+
+/// The body of every error response.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What was wrong, naming the field or value.
+    pub error: String,
 }
 
 impl AppError {
@@ -21,6 +30,14 @@ impl AppError {
         Self {
             status,
             message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+    /// 429 with `Retry-After`.
+    pub fn too_many_requests(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, message)
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -43,11 +60,19 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
-            Json(serde_json::json!({ "error": self.message })),
+            Json(ErrorBody {
+                error: self.message,
+            }),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

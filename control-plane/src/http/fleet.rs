@@ -11,6 +11,14 @@ use super::AppState;
 use crate::auth::Role;
 use crate::fleet::{now_ms, valid_agent_id, RollupQuery};
 
+/// Hosts with hostname, OS, kernel, agent version, labels, first/last seen
+/// and whether connected.
+#[utoipa::path(get, path = "/hosts", tag = "fleet", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "every host", body = super::openapi::HostsResponse),
+        (status = 401, description = "missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "role too low", body = super::error::ErrorBody),
+    ))]
 pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, AppError> {
     caller.require(Role::Viewer)?;
     let hosts = state
@@ -21,6 +29,16 @@ pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<Json
     Ok(Json(json!({ "hosts": hosts })))
 }
 
+/// One host with the latest value of every metric and its top processes.
+#[utoipa::path(get, path = "/hosts/{id}", tag = "fleet", security(("bearer" = [])),
+    params(("id" = String, Path, description = "host (agent) id")),
+    responses(
+        (status = 200, description = "the host", body = super::openapi::HostResponse),
+        (status = 400, description = "invalid host id", body = super::error::ErrorBody),
+        (status = 401, description = "missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "role too low", body = super::error::ErrorBody),
+        (status = 404, description = "no such host", body = super::error::ErrorBody),
+    ))]
 pub async fn host(
     State(state): State<AppState>,
     caller: Caller,
@@ -44,21 +62,38 @@ pub async fn host(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct MetricsQuery {
+    /// Host (agent) id.
     host: String,
+    /// Metric name, e.g. `cpu.total_pct`.
     metric: Option<String>,
+    /// Device (mount point, disk, interface); `""` for host-wide metrics.
     device: Option<String>,
     /// Unix milliseconds; default one hour before `to`.
+    #[param(value_type = Option<i64>)]
     from: Option<String>,
     /// Unix milliseconds; default now.
+    #[param(value_type = Option<i64>)]
     to: Option<String>,
+    /// 1 to 10000, default 1000.
+    #[param(value_type = Option<i64>)]
     limit: Option<String>,
 }
 
 const MAX_LIMIT: i64 = 10_000;
 
+/// Rollups (min/mean/max/last per window) of one host.
+#[utoipa::path(get, path = "/monitoring/metrics", tag = "fleet", security(("bearer" = [])),
+    params(MetricsQuery),
+    responses(
+        (status = 200, description = "rollups", body = super::openapi::MetricsResponse),
+        (status = 400, description = "invalid parameter (named)", body = super::error::ErrorBody),
+        (status = 401, description = "missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "role too low", body = super::error::ErrorBody),
+    ))]
 pub async fn monitoring_metrics(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,0 +1,115 @@
+//! `/enrollment-tokens` and `/hosts/{id}/revoke` (admin only).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::error::{ApiJson, AppError};
+use super::AppState;
+use crate::auth::Role;
+use crate::fleet::enroll_limits::{MAX_TOKEN_TTL_SECS, MAX_TOKEN_USES};
+use crate::fleet::valid_agent_id;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// Seconds until the token expires (default one hour).
+    ttl_secs: Option<i64>,
+    /// How many agents may enroll with it (default 1).
+    max_uses: Option<i64>,
+    /// Labels every agent enrolled with it gets.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), AppError> {
+    if labels.len() > 64 {
+        return Err(AppError::bad_request("labels: at most 64 labels"));
+    }
+    for (k, v) in labels {
+        let key_ok = !k.is_empty()
+            && k.len() <= 63
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        if !key_ok {
+            return Err(AppError::bad_request(format!("labels: key {k:?} is not [A-Za-z0-9-_./]{{1,63}}")));
+        }
+        if v.len() > 256 {
+            return Err(AppError::bad_request(format!("labels: value of {k:?} is longer than 256 bytes")));
+        }
+    }
+    Ok(())
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateToken>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    caller.require(Role::Admin)?;
+    let ttl = body.ttl_secs.unwrap_or(3600);
+    if !(60..=MAX_TOKEN_TTL_SECS).contains(&ttl) {
+        return Err(AppError::bad_request(format!("ttl_secs: {ttl} is outside 60..={MAX_TOKEN_TTL_SECS}")));
+    }
+    let max_uses = body.max_uses.unwrap_or(1);
+    if !(1..=MAX_TOKEN_USES).contains(&max_uses) {
+        return Err(AppError::bad_request(format!("max_uses: {max_uses} is outside 1..={MAX_TOKEN_USES}")));
+    }
+    check_labels(&body.labels)?;
+    let (token, secret) = state
+        .fleet
+        .create_enrollment_token(&caller.0.sub, ttl, max_uses, body.labels)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": secret,
+            "enrollment_token": token,
+            "ca_sha256": state.fleet.ca_fingerprint(),
+            "note": "the token is shown only now; store it safely",
+        })),
+    ))
+}
+
+pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, AppError> {
+    caller.require(Role::Admin)?;
+    let tokens = state.fleet.store().enrollment_tokens().await?;
+    Ok(Json(json!({ "enrollment_tokens": tokens })))
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    caller.require(Role::Admin)?;
+    if id.len() > 64 {
+        return Err(AppError::bad_request("token id is too long"));
+    }
+    if state.fleet.store().revoke_enrollment_token(&id).await? {
+        tracing::info!(token = %id, by = %caller.0.sub, "enrollment token revoked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::not_found(format!("no enrollment token {id:?}")))
+    }
+}
+
+pub async fn revoke_host(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(Role::Admin)?;
+    if !valid_agent_id(&id) {
+        return Err(AppError::bad_request(format!("invalid host id {id:?}")));
+    }
+    if !state.fleet.revoke(&id).await? {
+        return Err(AppError::not_found(format!("no host {id:?}")));
+    }
+    tracing::warn!(host = %id, by = %caller.0.sub, "host revoked");
+    Ok(Json(json!({ "host": id, "revoked": true })))
+}

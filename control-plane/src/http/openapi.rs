@@ -1,0 +1,351 @@
+//! `GET /openapi.json`: the OpenAPI 3 document, generated with utoipa from
+//! the handlers' annotations, plus the role matrix ([`ROLES`]) that every
+//! operation's description states and `tests/tests/roles.rs` checks
+//! against the running server.
+
+use std::sync::LazyLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::error::ErrorBody;
+use crate::auth::{Role, User};
+
+/// Who may call each operation: `none` (no token needed), `any` (any valid
+/// token), or the lowest role that may (admin > operator > viewer).
+/// `/auth/register` is open until the first admin exists, then admin only.
+pub const ROLES: &[(&str, &str, &str)] = &[
+    ("GET", "/health", "none"),
+    ("GET", "/status", "none"),
+    ("GET", "/metrics", "none"),
+    ("GET", "/openapi.json", "none"),
+    ("POST", "/auth/register", "admin"),
+    ("POST", "/auth/login", "none"),
+    ("POST", "/auth/refresh", "none"),
+    ("POST", "/auth/logout", "any"),
+    ("POST", "/auth/password", "any"),
+    ("GET", "/auth/verify", "any"),
+    ("GET", "/users", "admin"),
+    ("GET", "/hosts", "viewer"),
+    ("GET", "/hosts/{id}", "viewer"),
+    ("GET", "/monitoring/metrics", "viewer"),
+    ("GET", "/anomaly", "viewer"),
+    ("POST", "/anomaly", "viewer"),
+    ("GET", "/anomaly/{id}", "viewer"),
+];
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "SmartCloudOps control plane",
+        description = "REST API of the SmartCloudOps control plane. Errors are JSON `{\"error\": message}` \
+            with a 4xx status naming the problem. Access tokens are short-lived JWTs (HS256) sent as \
+            `Authorization: Bearer`; refresh them with `POST /auth/refresh`. Request bodies are strict \
+            JSON (unknown fields are refused) of at most 64 KiB (4 MiB for `POST /anomaly`)."
+    ),
+    paths(
+        health,
+        status,
+        metrics,
+        openapi_json,
+        super::auth::register,
+        super::auth::login,
+        super::auth::refresh,
+        super::auth::logout,
+        super::auth::password,
+        super::auth::verify,
+        super::auth::users,
+        super::fleet::hosts,
+        super::fleet::host,
+        super::fleet::monitoring_metrics,
+        super::anomaly::list,
+        super::anomaly::score,
+        super::anomaly::get,
+    ),
+    components(schemas(
+        ErrorBody,
+        Role,
+        User,
+        super::auth::RegisterBody,
+        super::auth::UserResponse,
+        super::auth::LoginBody,
+        super::auth::TokenResponse,
+        super::auth::RefreshBody,
+        super::auth::PasswordBody,
+        super::auth::VerifyResponse,
+        super::auth::UsersResponse,
+        super::anomaly::ScoreBody,
+        HealthResponse,
+        StatusResponse,
+        HostsResponse,
+        HostResponse,
+        MetricsResponse,
+        AnomaliesResponse,
+        AnomalyResponse,
+        ScoreResponse,
+    )),
+    modifiers(&Security),
+    tags(
+        (name = "service", description = "health, status, metrics, this document"),
+        (name = "auth", description = "users, login, tokens"),
+        (name = "fleet", description = "hosts and their metrics"),
+        (name = "anomaly", description = "anomaly events and scoring"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Declares the bearer scheme and writes each operation's role into its
+/// description.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for (method, op) in item.operations.iter_mut() {
+                use utoipa::openapi::PathItemType as T;
+                let method = match method {
+                    T::Get => "GET",
+                    T::Post => "POST",
+                    T::Put => "PUT",
+                    T::Delete => "DELETE",
+                    T::Patch => "PATCH",
+                    T::Head => "HEAD",
+                    T::Options => "OPTIONS",
+                    T::Trace => "TRACE",
+                    T::Connect => "CONNECT",
+                };
+                let role = ROLES
+                    .iter()
+                    .find(|(m, p, _)| *m == method && p == path)
+                    .map_or("admin", |r| r.2);
+                let line = match role {
+                    "none" => "Role: none (no token needed).".to_string(),
+                    "any" => "Role: any valid token.".to_string(),
+                    r => format!("Role: {r} or higher."),
+                };
+                op.description = Some(match op.description.take() {
+                    Some(d) if !d.is_empty() => format!("{d}\n\n{line}"),
+                    _ => line,
+                });
+            }
+        }
+    }
+}
+
+static DOCUMENT: LazyLock<String> =
+    LazyLock::new(|| ApiDoc::openapi().to_json().unwrap_or_default());
+
+pub async fn document() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
+    )
+}
+
+// Documentation of the handlers that live in `http.rs`.
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct HealthResponse {
+    #[schema(example = "ok")]
+    status: String,
+}
+
+/// Version, uptime, database reachability, connected agents, ingest
+/// counters.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct StatusResponse {
+    /// `ok` or `degraded` (database unreachable).
+    status: String,
+    version: String,
+    uptime_secs: u64,
+    #[schema(value_type = Object)]
+    database: (),
+    agents_connected: u64,
+    #[schema(value_type = Object)]
+    ingest: (),
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/health", tag = "service", security(()),
+    responses((status = 200, description = "alive", body = HealthResponse)))]
+#[allow(dead_code)]
+fn health() {}
+
+/// Version, uptime, database and ingest state.
+#[utoipa::path(get, path = "/status", tag = "service", security(()),
+    responses((status = 200, description = "status", body = StatusResponse)))]
+#[allow(dead_code)]
+fn status() {}
+
+/// The control plane's own metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "service", security(()),
+    responses((status = 200, description = "OpenMetrics text", body = String,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
+#[allow(dead_code)]
+fn metrics() {}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "service", security(()),
+    responses((status = 200, description = "the OpenAPI 3 document", body = Object)))]
+#[allow(dead_code)]
+fn openapi_json() {}
+
+// Response shapes of the fleet and anomaly handlers (they build JSON from
+// domain types, which stay free of documentation concerns).
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct HostsResponse {
+    /// Hosts with hostname, OS, kernel, agent version, labels, first/last
+    /// seen and whether connected.
+    #[schema(value_type = Vec<Object>)]
+    hosts: (),
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct HostResponse {
+    #[schema(value_type = Object)]
+    host: (),
+    /// The latest value of every metric.
+    #[schema(value_type = Vec<Object>)]
+    latest: (),
+    /// `{ts_ms, processes}`.
+    #[schema(value_type = Object)]
+    top_processes: (),
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct MetricsResponse {
+    host: String,
+    /// Unix milliseconds.
+    from: i64,
+    /// Unix milliseconds.
+    to: i64,
+    count: u64,
+    /// True when `limit` points were returned (there may be more).
+    truncated: bool,
+    /// Rollups: metric, device, window start/end, min, mean, max, last, count.
+    #[schema(value_type = Vec<Object>)]
+    points: (),
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AnomaliesResponse {
+    count: u64,
+    offset: i64,
+    /// The offset of the next page, null on the last one.
+    next_offset: Option<i64>,
+    #[schema(value_type = Vec<Object>)]
+    anomalies: (),
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AnomalyResponse {
+    /// The event with its context series and processes.
+    #[schema(value_type = Object)]
+    anomaly: (),
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ScoreResponse {
+    /// `name@version` of the model that scored.
+    model: String,
+    /// Per-row scores in [0, 1] (0.5 is the threshold) and the top
+    /// contributors of the worst row.
+    #[schema(value_type = Object)]
+    result: (),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `.route(..)` in the router source, as (METHOD, /openapi/{path}).
+    fn router_routes() -> Vec<(String, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![dir.join("http.rs")];
+        if let Ok(entries) = std::fs::read_dir(dir.join("http")) {
+            files.extend(
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| !p.ends_with("openapi.rs")),
+            );
+        }
+        let mut routes = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("read router source");
+            for chunk in text.split(".route(").skip(1) {
+                let Some(path) = chunk.split('"').nth(1) else {
+                    continue;
+                };
+                // The route's method router ends where the next builder
+                // call on the Router starts.
+                let end = [".route(", ".fallback(", ".layer(axum::middleware", ".with_state("]
+                    .iter()
+                    .filter_map(|m| chunk.find(m))
+                    .min()
+                    .unwrap_or(chunk.len());
+                let body = &chunk[..end];
+                let openapi_path = path
+                    .split('/')
+                    .map(|seg| match seg.strip_prefix(':') {
+                        Some(name) => format!("{{{name}}}"),
+                        None => seg.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                for method in ["get", "post", "put", "delete", "patch"] {
+                    let called = body.match_indices(&format!("{method}(")).any(|(i, _)| {
+                        i == 0 || !body[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+                    });
+                    if called {
+                        routes.push((method.to_uppercase(), openapi_path.clone()));
+                    }
+                }
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn every_route_is_documented_with_a_role() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&ApiDoc::openapi().to_json().expect("json")).expect("parse");
+        let routes = router_routes();
+        assert!(routes.len() >= 17, "found only {routes:?}");
+        for (method, path) in &routes {
+            let op = &doc["paths"][path][method.to_lowercase()];
+            assert!(op.is_object(), "{method} {path} is routed but not in /openapi.json");
+            assert!(
+                ROLES.iter().any(|(m, p, _)| m == method && p == path),
+                "{method} {path} has no entry in ROLES"
+            );
+        }
+        for (method, path, _) in ROLES {
+            assert!(
+                routes.iter().any(|(m, p)| m == method && p == path),
+                "ROLES names {method} {path}, which is not routed"
+            );
+        }
+        assert_eq!(doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+    }
+}

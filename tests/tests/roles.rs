@@ -1,0 +1,207 @@
+//! The role matrix of docs/API.md, walked against a real control plane:
+//! every endpoint, called as admin, operator, viewer and without a token,
+//! must answer the status in the table. The table must cover every
+//! operation in `/openapi.json` (which a unit test ties to the router).
+
+use reqwest::{Method, StatusCode};
+use sco_tests::{Db, Sandbox};
+use serde_json::{json, Value};
+
+/// What a case sends as its body.
+#[derive(Clone, Copy)]
+enum Body {
+    Empty,
+    /// A new user with a unique name.
+    Register,
+    /// The caller's own credentials (the viewer's without a token).
+    Login,
+    /// A fresh refresh token.
+    Refresh,
+    /// Changes the caller's password to itself.
+    Password,
+    /// A window `POST /anomaly` can score.
+    Score,
+}
+
+const ADMIN: usize = 0;
+const NONE: usize = 3;
+const ROLES: [&str; 4] = ["admin", "operator", "viewer", "none"];
+
+/// (method, path template, concrete path, body, expected status for
+/// admin, operator, viewer, no token). Logout and password change end
+/// every session of the caller, so they run last.
+const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
+    ("GET", "/health", "/health", Body::Empty, [200, 200, 200, 200]),
+    ("GET", "/status", "/status", Body::Empty, [200, 200, 200, 200]),
+    ("GET", "/metrics", "/metrics", Body::Empty, [200, 200, 200, 200]),
+    ("GET", "/openapi.json", "/openapi.json", Body::Empty, [200, 200, 200, 200]),
+    ("POST", "/auth/login", "/auth/login", Body::Login, [200, 200, 200, 200]),
+    ("POST", "/auth/refresh", "/auth/refresh", Body::Refresh, [200, 200, 200, 200]),
+    ("POST", "/auth/register", "/auth/register", Body::Register, [201, 403, 403, 401]),
+    ("GET", "/auth/verify", "/auth/verify", Body::Empty, [200, 200, 200, 401]),
+    ("GET", "/users", "/users", Body::Empty, [200, 403, 403, 401]),
+    ("GET", "/hosts", "/hosts", Body::Empty, [200, 200, 200, 401]),
+    ("GET", "/hosts/{id}", "/hosts/web-01", Body::Empty, [200, 200, 200, 401]),
+    (
+        "GET",
+        "/monitoring/metrics",
+        "/monitoring/metrics?host=web-01",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    ("GET", "/anomaly", "/anomaly", Body::Empty, [200, 200, 200, 401]),
+    ("POST", "/anomaly", "/anomaly", Body::Score, [200, 200, 200, 401]),
+    ("GET", "/anomaly/{id}", "/anomaly/web-01:7", Body::Empty, [200, 200, 200, 401]),
+    ("POST", "/auth/logout", "/auth/logout", Body::Empty, [204, 204, 204, 401]),
+    ("POST", "/auth/password", "/auth/password", Body::Password, [200, 200, 200, 401]),
+];
+
+fn credentials(role: usize) -> (&'static str, &'static str) {
+    match role {
+        ADMIN => ("admin", "admin-password-1"),
+        1 => ("olga", "operator-password-1"),
+        _ => ("vera", "viewer-password-1"),
+    }
+}
+
+async fn login(sb: &Sandbox, role: usize) -> Value {
+    let (username, password) = credentials(role);
+    let r = reqwest::Client::new()
+        .post(format!("{}/auth/login", sb.base_url()))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), StatusCode::OK, "login as {username}");
+    r.json().await.expect("login json")
+}
+
+async fn seed(sb: &Sandbox) {
+    let db = sb.db().await;
+    sqlx::query("INSERT INTO hosts (id, hostname, first_seen_ms, last_seen_ms) VALUES ('web-01', 'web-01', 1, 2)")
+        .execute(&db)
+        .await
+        .expect("insert host");
+    sqlx::query(
+        "INSERT INTO anomalies (id, host_id, run_started_ms, status, started_ms, updated_ms, ended_ms,
+            score, peak_score, severity, severity_rank, top_metric, contributors, context, model, close_reason)
+         VALUES ('web-01:7', 'web-01', 1, 'open', 10, 10, NULL, 0.9, 0.9, 'high', 3, 'cpu.total_pct',
+            '[]', '{}', 'test@1', '')",
+    )
+    .execute(&db)
+    .await
+    .expect("insert anomaly");
+    db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_endpoint_with_every_role() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let _cp = sb.start_control_plane();
+    let http = reqwest::Client::new();
+    let admin = sb.admin_token().await;
+    for (role, (username, password)) in [(1, credentials(1)), (2, credentials(2))] {
+        let r = http
+            .post(format!("{}/auth/register", sb.base_url()))
+            .bearer_auth(&admin)
+            .json(&json!({"username": username, "password": password, "role": ROLES[role]}))
+            .send()
+            .await
+            .expect("register");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    seed(&sb).await;
+
+    // Every operation of the document has a row here.
+    let doc: Value = http
+        .get(format!("{}/openapi.json", sb.base_url()))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("openapi json");
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        for method in item.as_object().expect("path item").keys() {
+            assert!(
+                CASES
+                    .iter()
+                    .any(|(m, p, ..)| m.eq_ignore_ascii_case(method) && p == path),
+                "{method} {path} is in /openapi.json but not in the role matrix test"
+            );
+        }
+    }
+    for (method, path, ..) in CASES {
+        assert!(
+            doc["paths"][path][method.to_lowercase()].is_object(),
+            "{method} {path} is tested but not documented"
+        );
+    }
+
+    let mut tokens: Vec<Option<String>> = Vec::new();
+    for role in 0..NONE {
+        tokens.push(login(&sb, role).await["token"].as_str().map(String::from));
+    }
+    tokens.push(None);
+    let mut refresh = login(&sb, 2).await["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_string();
+    let mut serial = 0;
+    let mut failures = Vec::new();
+    for (method, template, path, body, expected) in CASES {
+        for role in 0..ROLES.len() {
+            if *template == "/auth/password" && role < NONE {
+                // The logout case before revoked this role's token.
+                tokens[role] = login(&sb, role).await["token"].as_str().map(String::from);
+            }
+            let mut req = http.request(
+                Method::from_bytes(method.as_bytes()).expect("method"),
+                format!("{}{path}", sb.base_url()),
+            );
+            if let Some(t) = &tokens[role] {
+                req = req.bearer_auth(t);
+            }
+            serial += 1;
+            let (me, my_password) = credentials(role);
+            req = match body {
+                Body::Empty => req,
+                Body::Register => req.json(&json!({
+                    "username": format!("user-{serial}"), "password": "a-long-password", "role": "viewer"
+                })),
+                Body::Login => req.json(&json!({"username": me, "password": my_password})),
+                Body::Refresh => req.json(&json!({"refresh_token": refresh})),
+                Body::Password => req.json(&json!({
+                    "current_password": my_password, "new_password": my_password
+                })),
+                Body::Score => {
+                    let rows: Vec<Vec<f64>> =
+                        (0..32).map(|i| vec![10.0 + f64::from(i % 5)]).collect();
+                    req.json(&json!({"metrics": ["cpu.total_pct"], "rows": rows}))
+                }
+            };
+            let r = req.send().await.expect("send");
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            if matches!(body, Body::Refresh) && status == 200 {
+                let v: Value = serde_json::from_str(&text).expect("refresh json");
+                refresh = v["refresh_token"].as_str().expect("rotated").to_string();
+            }
+            if status != expected[role] {
+                failures.push(format!(
+                    "{method} {path} as {}: {status}, expected {}: {text}",
+                    ROLES[role], expected[role]
+                ));
+            } else if status >= 400 {
+                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                if !v["error"].is_string() {
+                    failures.push(format!("{method} {path} as {}: not a JSON error: {text}", ROLES[role]));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "role matrix violations:\n{}", failures.join("\n"));
+}
