@@ -10,7 +10,8 @@ cargo build --release -q -p sco-agent -p sco-control-plane
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-cp=target/release/sco-control-plane
+bin=${CARGO_TARGET_DIR:-target}/release
+cp=$bin/sco-control-plane
 $cp pki init --dir "$work/pki" >/dev/null
 $cp pki issue-agent --dir "$work/pki" --id bench-agent --out "$work/agent" >/dev/null
 cat > "$work/cp.toml" <<TOML
@@ -37,7 +38,7 @@ SCO_LOG=warn $cp serve --config "$work/cp.toml" &
 sleep 2
 
 echo "agent (1 s interval):" >&2
-agent=$(SCO_LOG=warn python3 "$bench" --seconds "$secs" -- target/release/sco-agent run --config "$work/agent.toml")
+agent=$(SCO_LOG=warn python3 "$bench" --seconds "$secs" -- "$bin/sco-agent" run --config "$work/agent.toml")
 echo "node_exporter + 1 s curl scrape loop:" >&2
 ne=$(python3 "$bench" --seconds "$secs" -- sh -c 'prometheus-node-exporter --web.listen-address=127.0.0.1:19100 2>/dev/null & while sleep 1; do curl -s 127.0.0.1:19100/metrics >/dev/null; done')
 echo "curl loop alone:" >&2

@@ -274,7 +274,10 @@ impl LoginLimiter {
             s.last_failure_ms = now_ms;
             if s.failures >= max {
                 let doublings = (s.failures - max).min(20);
-                let lock = p.lockout_ms.saturating_mul(1 << doublings).min(p.lockout_max_ms);
+                let lock = p
+                    .lockout_ms
+                    .saturating_mul(1 << doublings)
+                    .min(p.lockout_max_ms);
                 s.locked_until_ms = now_ms + lock;
             }
         }
@@ -375,10 +378,18 @@ mod tests {
             assert_eq!(l.check("alice", Some("10.0.0.1"), t + i), None);
         }
         l.failure("alice", Some("10.0.0.1"), t + 2);
-        assert_eq!(l.check("ALICE", None, t + 2), Some(1000), "third failure locks");
+        assert_eq!(
+            l.check("ALICE", None, t + 2),
+            Some(1000),
+            "third failure locks"
+        );
         assert_eq!(l.check("bob", Some("10.0.0.2"), t + 2), None);
         l.failure("alice", Some("10.0.0.1"), t + 1002);
-        assert_eq!(l.check("alice", None, t + 1002), Some(2000), "backoff doubles");
+        assert_eq!(
+            l.check("alice", None, t + 1002),
+            Some(2000),
+            "backoff doubles"
+        );
         // The address has five failures now: locked for any account.
         l.failure("carol", Some("10.0.0.1"), t + 1003);
         assert_eq!(l.check("dave", Some("10.0.0.1"), t + 1003), Some(1000));

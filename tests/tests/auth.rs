@@ -113,9 +113,20 @@ async fn authentication_and_roles() {
 
     // Forged and broken tokens.
     let secret = &sb.jwt_secret;
-    let expired = forge(secret, claims("admin", now() - 3600, "sco-api"));
-    let wrong_audience = forge(secret, claims("admin", now() + 3600, "someone-else"));
+    // Real claims of the admin (uid, ver), each changed in one way.
+    let admin_claims = payload_of(&admin);
+    let with = |key: &str, value: Value| {
+        let mut c = admin_claims.clone();
+        c[key] = value;
+        c
+    };
+    let expired = forge(secret, with("exp", json!(now() - 3600)));
+    let wrong_audience = forge(secret, with("aud", json!("someone-else")));
     let wrong_secret = forge(
+        "another-secret-another-secret-00000000",
+        admin_claims.clone(),
+    );
+    let viewer_escalated = forge(
         "another-secret-another-secret-00000000",
         claims("admin", now() + 3600, "sco-api"),
     );
@@ -127,8 +138,6 @@ async fn authentication_and_roles() {
     let tampered = parts.join(".");
     let none_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
     let alg_none = format!("{none_header}.{}.", parts[1]);
-    // Real claims of the admin (uid, ver) under forged headers.
-    let admin_claims = payload_of(&admin);
     let rs256_confusion = confused(secret, "RS256", &admin_claims);
     let hs512_header = confused(secret, "HS512", &admin_claims);
     let real_rs256 = jsonwebtoken::encode(
@@ -137,24 +146,26 @@ async fn authentication_and_roles() {
         &jsonwebtoken::EncodingKey::from_rsa_pem(TEST_RSA_KEY.as_bytes()).expect("rsa key"),
     )
     .expect("rs256");
-    let mut wrong_issuer = admin_claims.clone();
-    wrong_issuer["iss"] = json!("someone-else");
-    let wrong_issuer = forge(secret, wrong_issuer);
-    let mut not_yet = admin_claims.clone();
-    not_yet["nbf"] = json!(now() + 600);
-    let not_yet = forge(secret, not_yet);
+    let wrong_issuer = forge(secret, with("iss", json!("someone-else")));
+    let not_yet = forge(secret, with("nbf", json!(now() + 600)));
     let mut no_version = admin_claims.clone();
     no_version.as_object_mut().expect("object").remove("ver");
     let no_version = forge(secret, no_version);
-    let mut old_version = admin_claims.clone();
-    old_version["ver"] = json!(admin_claims["ver"].as_i64().unwrap_or(0) + 1);
-    let other_version = forge(secret, old_version);
+    let other_version = forge(
+        secret,
+        with("ver", json!(admin_claims["ver"].as_i64().unwrap_or(0) + 1)),
+    );
     // The same claims re-signed correctly are accepted: the cases above
     // fail for the reason they name.
-    let (status, _) = sb.get(&forge(secret, admin_claims.clone()), "/auth/verify").await;
+    let (status, _) = sb
+        .get(&forge(secret, admin_claims.clone()), "/auth/verify")
+        .await;
     assert_eq!(status, 200, "control: a correctly signed copy works");
     for (case, token) in [
-        ("alg RS256 header, HMAC signature (HS/RS confusion)", rs256_confusion),
+        (
+            "alg RS256 header, HMAC signature (HS/RS confusion)",
+            rs256_confusion,
+        ),
         ("alg HS512 header", hs512_header),
         ("really signed RS256", real_rs256),
         ("wrong issuer", wrong_issuer),
@@ -164,6 +175,7 @@ async fn authentication_and_roles() {
         ("expired", expired),
         ("wrong audience", wrong_audience),
         ("wrong secret", wrong_secret),
+        ("old-style claims, wrong secret", viewer_escalated),
         ("tampered payload", tampered),
         ("alg none", alg_none),
         ("garbage", "not-a-token".to_string()),
@@ -191,10 +203,42 @@ async fn authentication_and_roles() {
     assert_eq!(status, 200, "a viewer may read hosts");
 }
 
-/// An RSA key only for forging RS256 tokens in the test above.
-const TEST_RSA_KEY: &str = include_str!("data/test-rsa-key.pem");
+/// An RSA key made for this test only, to forge RS256 tokens above.
+const TEST_RSA_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQC9ykTKARZBjcE3
+ge0pKDvx86ZYDgEAbM9Jg2LZDSBcsz8dhU67uIwPKe65YBSCLN0ybMNWHBUZP4Rf
+dcDJyFlG+lNMTQjFlrSqqe33RiMifrKetmpFccVk/ViYpdNGf9QovUdwIhoAEdMQ
+PQR9/GRojNdCbzb8Cb7nHBiY7rpvHuoaacBQ3RPHs4wlDzI7RtZlAEeO/7hw9WFU
+atYX7MI9wbGXap9yFtJUzfM8u5nzwkUgS47nnk9Uu8Pi+B16e5DDQEaS93AoURjQ
+O0+VV/v+ZNCoPvOg2UPQOduKsP9pdaNIKHnJv1mxkni/pHLW4HxJF3Gb4+sZr2hx
+CBRRNswZAgMBAAECggEAJX61+2CemIHcZ85z37syqJjVxrSxjvdwNlpOJ4p318iT
+0g25oc2SYhaLMrVgJ92cL6+cIcF3i57oVIGrflHmDWc8GKlpb7vX4pWizUTegRyd
+xkxMj36sHEkO/U1ZgaaUcB4A5I7gKx5aX+1mG0vHPH6Csn3NU5rLS9ZZp7EWRQhz
+6DKk8PDr5YHVKu+fqZHmW3bQLC0HXY74B9+aX2MNSg/iPc8pUI8CfvPUuxzD0j5G
+QLX+9Os85NPUXiygwy0vMg5114HHAJAJChzJMVsIv6toYEUAFWy1Y0xbbyW9Rxik
+sd0by8zZ35WCkVdvQDu9ENQbq8KwiVyX252uOa2/HwKBgQDdEeK6gqQkuhguCXzD
+uq4m/51RL1bEYPlSnj6Y1gKYrqn0i3frI1XRJe0MRfta1ryGAkOHs3+fu1AjXK61
+EleBcGwGAPmvkuxsmEKVC9jwdf12ZdgIyw2LXzjKaQ/QB8gvxnA36qkqQYnPTA7I
+CEB0C7i0ohcND5znFomvn6j7AwKBgQDbxyPQKXk+9rdSbUtg4qe7sm9vmNPCX4+Y
+dRwhR7MVYRRZ9u6jgb/yG4t2jOabF+E6OptqlwvHDsOFMwlCIbu2/x7f1e0N9Ia3
+5qwEPCmyTAvOfItj1RQFZP9kPlhirwSU0poFxBCqWj9KFVxBxiw4gxpgPzkaqOZC
+wC5g6PTDswKBgQCC5NguPrQZ2uX+PDfXXG1JQghPzYu+cvys4m2F6RFYffK7jOjQ
+HPfvAlm87qLJQmQVpLl/W9SxKyNkDLiVFesiBQKw+1rbjk7WbcDep0kn93S/6cVk
+T3YRk6v4jQSD1Fe/ketX8GWBU5TZXNtTrS8chuQyb9beMORiH4IerpZLKQKBgQCl
+yWHFnBN/IKMHRbTv3+pBl4eiOjm7TVTH38eZfzmjLfkpKDG6G51Mp+SbSAyJAAmB
+YEZusIRM42EwMGCSh1nP4EFM/lX1Cfk57oLiKvQVMHJTj/WiGFEjBJ3242TPBFFD
+Zl6TbORZbPyDCPvwDeq7soIKCocsCi6wOcKCjhhdKwKBgCWbvZ69by7G0Azg1jBd
+59TMWk18Kr238/vdOV0JTp+5y1fZphAUdxfblGvpIewcrlboC4IQQUdtXURGb+Xo
+4RS5jmz41lh/JANXJCieObJDQveSF5oQYCZHYVwPk3a7eOoBJ8iTSe7FgqH6wdGZ
+HvTfLx/ti5mKwgxSXOvCd84L
+-----END PRIVATE KEY-----";
 
-async fn login_body(http: &reqwest::Client, base: &str, user: &str, password: &str) -> reqwest::Response {
+async fn login_body(
+    http: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
     http.post(format!("{base}/auth/login"))
         .json(&json!({"username": user, "password": password}))
         .send()
@@ -245,7 +289,12 @@ async fn brute_force_is_throttled_with_retry_after() {
     expect_error(r, StatusCode::TOO_MANY_REQUESTS).await;
 }
 
-async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> reqwest::Response {
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    token: Option<&str>,
+    body: Value,
+) -> reqwest::Response {
     let mut req = http.post(url).json(&body);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -268,12 +317,24 @@ async fn refresh_rotation_reuse_logout_and_password_change() {
         .await
         .expect("json");
     let ttl = login["expires_at"].as_i64().expect("expires_at") - now();
-    assert!((890..=905).contains(&ttl), "access tokens live 15 minutes: {ttl}");
+    assert!(
+        (890..=905).contains(&ttl),
+        "access tokens live 15 minutes: {ttl}"
+    );
     let access = login["token"].as_str().expect("token").to_string();
-    let r1 = login["refresh_token"].as_str().expect("refresh").to_string();
+    let r1 = login["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_string();
 
     // Rotation: each refresh token works once and yields a new pair.
-    let r = post(&http, url("/auth/refresh"), None, json!({"refresh_token": r1})).await;
+    let r = post(
+        &http,
+        url("/auth/refresh"),
+        None,
+        json!({"refresh_token": r1}),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
     let pair: Value = r.json().await.expect("json");
     let r2 = pair["refresh_token"].as_str().expect("refresh").to_string();
@@ -281,15 +342,43 @@ async fn refresh_rotation_reuse_logout_and_password_change() {
     let access2 = pair["token"].as_str().expect("token").to_string();
     assert_eq!(sb.get(&access2, "/auth/verify").await.0, 200);
     // Reuse of the spent token revokes the family: r2 stops working too.
-    let r = post(&http, url("/auth/refresh"), None, json!({"refresh_token": r1})).await;
-    assert!(expect_error(r, StatusCode::UNAUTHORIZED).await.contains("already used"));
-    let r = post(&http, url("/auth/refresh"), None, json!({"refresh_token": r2})).await;
-    assert!(expect_error(r, StatusCode::UNAUTHORIZED).await.contains("revoked"));
+    let r = post(
+        &http,
+        url("/auth/refresh"),
+        None,
+        json!({"refresh_token": r1}),
+    )
+    .await;
+    assert!(expect_error(r, StatusCode::UNAUTHORIZED)
+        .await
+        .contains("already used"));
+    let r = post(
+        &http,
+        url("/auth/refresh"),
+        None,
+        json!({"refresh_token": r2}),
+    )
+    .await;
+    assert!(expect_error(r, StatusCode::UNAUTHORIZED)
+        .await
+        .contains("revoked"));
     for bad in ["", "rt_0000", "not-a-token"] {
-        let r = post(&http, url("/auth/refresh"), None, json!({"refresh_token": bad})).await;
+        let r = post(
+            &http,
+            url("/auth/refresh"),
+            None,
+            json!({"refresh_token": bad}),
+        )
+        .await;
         expect_error(r, StatusCode::UNAUTHORIZED).await;
     }
-    let r = post(&http, url("/auth/refresh"), None, json!({"refresh_token": "x", "extra": 1})).await;
+    let r = post(
+        &http,
+        url("/auth/refresh"),
+        None,
+        json!({"refresh_token": "x", "extra": 1}),
+    )
+    .await;
     expect_error(r, StatusCode::BAD_REQUEST).await;
 
     // Logout invalidates every earlier access and refresh token.
@@ -298,15 +387,28 @@ async fn refresh_rotation_reuse_logout_and_password_change() {
         .json()
         .await
         .expect("json");
-    let r3 = fresh["refresh_token"].as_str().expect("refresh").to_string();
+    let r3 = fresh["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_string();
     let access3 = fresh["token"].as_str().expect("token").to_string();
     let r = post(&http, url("/auth/logout"), Some(&access3), json!({})).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    for (case, token) in [("first", &access), ("refreshed", &access2), ("current", &access3)] {
+    for (case, token) in [
+        ("first", &access),
+        ("refreshed", &access2),
+        ("current", &access3),
+    ] {
         let (status, body) = sb.get(token, "/auth/verify").await;
         assert_eq!(status, 401, "{case} token after logout: {body}");
     }
-    let r = post(&http, url("/auth/refresh"), None, json!({"refresh_token": r3})).await;
+    let r = post(
+        &http,
+        url("/auth/refresh"),
+        None,
+        json!({"refresh_token": r3}),
+    )
+    .await;
     expect_error(r, StatusCode::UNAUTHORIZED).await;
 
     // Password change: needs the current password, then revokes the rest.
@@ -318,7 +420,9 @@ async fn refresh_rotation_reuse_logout_and_password_change() {
         json!({"current_password": "wrong-password", "new_password": "a-new-password-2"}),
     )
     .await;
-    assert!(expect_error(r, StatusCode::FORBIDDEN).await.contains("current_password"));
+    assert!(expect_error(r, StatusCode::FORBIDDEN)
+        .await
+        .contains("current_password"));
     let r = post(
         &http,
         url("/auth/password"),
@@ -326,7 +430,9 @@ async fn refresh_rotation_reuse_logout_and_password_change() {
         json!({"current_password": "admin-password-1", "new_password": "short"}),
     )
     .await;
-    assert!(expect_error(r, StatusCode::BAD_REQUEST).await.contains("new_password"));
+    assert!(expect_error(r, StatusCode::BAD_REQUEST)
+        .await
+        .contains("new_password"));
     let r = post(
         &http,
         url("/auth/password"),
@@ -337,8 +443,16 @@ async fn refresh_rotation_reuse_logout_and_password_change() {
     assert_eq!(r.status(), StatusCode::OK);
     let changed: Value = r.json().await.expect("json");
     let after = changed["token"].as_str().expect("token");
-    assert_eq!(sb.get(&before, "/auth/verify").await.0, 401, "old token revoked");
-    assert_eq!(sb.get(after, "/auth/verify").await.0, 200, "new token works");
+    assert_eq!(
+        sb.get(&before, "/auth/verify").await.0,
+        401,
+        "old token revoked"
+    );
+    assert_eq!(
+        sb.get(after, "/auth/verify").await.0,
+        200,
+        "new token works"
+    );
     let r = login_body(&http, &sb.base_url(), "admin", "admin-password-1").await;
     expect_error(r, StatusCode::UNAUTHORIZED).await;
     let r = login_body(&http, &sb.base_url(), "admin", "a-new-password-2").await;
@@ -358,11 +472,20 @@ async fn security_headers_and_no_cors_by_default() {
         .await
         .expect("send");
     let h = r.headers();
-    assert_eq!(h["content-security-policy"], "default-src 'none'; frame-ancestors 'none'");
+    assert_eq!(
+        h["content-security-policy"],
+        "default-src 'none'; frame-ancestors 'none'"
+    );
     assert_eq!(h["referrer-policy"], "no-referrer");
     assert_eq!(h["x-content-type-options"], "nosniff");
-    assert!(!h.contains_key("strict-transport-security"), "plain HTTP: no HSTS");
-    assert!(!h.contains_key("access-control-allow-origin"), "empty allowlist: no CORS");
+    assert!(
+        !h.contains_key("strict-transport-security"),
+        "plain HTTP: no HSTS"
+    );
+    assert!(
+        !h.contains_key("access-control-allow-origin"),
+        "empty allowlist: no CORS"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

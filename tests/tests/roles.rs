@@ -31,17 +31,71 @@ const ROLES: [&str; 4] = ["admin", "operator", "viewer", "none"];
 /// admin, operator, viewer, no token). Logout and password change end
 /// every session of the caller, so they run last.
 const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
-    ("GET", "/health", "/health", Body::Empty, [200, 200, 200, 200]),
-    ("GET", "/status", "/status", Body::Empty, [200, 200, 200, 200]),
-    ("GET", "/metrics", "/metrics", Body::Empty, [200, 200, 200, 200]),
-    ("GET", "/openapi.json", "/openapi.json", Body::Empty, [200, 200, 200, 200]),
-    ("POST", "/auth/login", "/auth/login", Body::Login, [200, 200, 200, 200]),
-    ("POST", "/auth/refresh", "/auth/refresh", Body::Refresh, [200, 200, 200, 200]),
-    ("POST", "/auth/register", "/auth/register", Body::Register, [201, 403, 403, 401]),
-    ("GET", "/auth/verify", "/auth/verify", Body::Empty, [200, 200, 200, 401]),
+    (
+        "GET",
+        "/health",
+        "/health",
+        Body::Empty,
+        [200, 200, 200, 200],
+    ),
+    (
+        "GET",
+        "/status",
+        "/status",
+        Body::Empty,
+        [200, 200, 200, 200],
+    ),
+    (
+        "GET",
+        "/metrics",
+        "/metrics",
+        Body::Empty,
+        [200, 200, 200, 200],
+    ),
+    (
+        "GET",
+        "/openapi.json",
+        "/openapi.json",
+        Body::Empty,
+        [200, 200, 200, 200],
+    ),
+    (
+        "POST",
+        "/auth/login",
+        "/auth/login",
+        Body::Login,
+        [200, 200, 200, 200],
+    ),
+    (
+        "POST",
+        "/auth/refresh",
+        "/auth/refresh",
+        Body::Refresh,
+        [200, 200, 200, 200],
+    ),
+    (
+        "POST",
+        "/auth/register",
+        "/auth/register",
+        Body::Register,
+        [201, 403, 403, 401],
+    ),
+    (
+        "GET",
+        "/auth/verify",
+        "/auth/verify",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
     ("GET", "/users", "/users", Body::Empty, [200, 403, 403, 401]),
     ("GET", "/hosts", "/hosts", Body::Empty, [200, 200, 200, 401]),
-    ("GET", "/hosts/{id}", "/hosts/web-01", Body::Empty, [200, 200, 200, 401]),
+    (
+        "GET",
+        "/hosts/{id}",
+        "/hosts/web-01",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
     (
         "GET",
         "/monitoring/metrics",
@@ -49,11 +103,41 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
         Body::Empty,
         [200, 200, 200, 401],
     ),
-    ("GET", "/anomaly", "/anomaly", Body::Empty, [200, 200, 200, 401]),
-    ("POST", "/anomaly", "/anomaly", Body::Score, [200, 200, 200, 401]),
-    ("GET", "/anomaly/{id}", "/anomaly/web-01:7", Body::Empty, [200, 200, 200, 401]),
-    ("POST", "/auth/logout", "/auth/logout", Body::Empty, [204, 204, 204, 401]),
-    ("POST", "/auth/password", "/auth/password", Body::Password, [200, 200, 200, 401]),
+    (
+        "GET",
+        "/anomaly",
+        "/anomaly",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "POST",
+        "/anomaly",
+        "/anomaly",
+        Body::Score,
+        [200, 200, 200, 401],
+    ),
+    (
+        "GET",
+        "/anomaly/{id}",
+        "/anomaly/web-01:7",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "POST",
+        "/auth/logout",
+        "/auth/logout",
+        Body::Empty,
+        [204, 204, 204, 401],
+    ),
+    (
+        "POST",
+        "/auth/password",
+        "/auth/password",
+        Body::Password,
+        [200, 200, 200, 401],
+    ),
 ];
 
 fn credentials(role: usize) -> (&'static str, &'static str) {
@@ -198,10 +282,17 @@ async fn every_endpoint_with_every_role() {
             } else if status >= 400 {
                 let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                 if !v["error"].is_string() {
-                    failures.push(format!("{method} {path} as {}: not a JSON error: {text}", ROLES[role]));
+                    failures.push(format!(
+                        "{method} {path} as {}: not a JSON error: {text}",
+                        ROLES[role]
+                    ));
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "role matrix violations:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "role matrix violations:\n{}",
+        failures.join("\n")
+    );
 }

@@ -422,12 +422,13 @@ pub async fn refresh(
         return reuse().await;
     }
     if record.expires_at_ms <= now {
-        return Err(AppError::unauthorized("refresh token expired; log in again"));
+        return Err(AppError::unauthorized(
+            "refresh token expired; log in again",
+        ));
     }
-    let user = store
-        .user_auth(&record.user_id)
-        .await?
-        .ok_or_else(|| AppError::unauthorized("invalid refresh token: the user no longer exists"))?;
+    let user = store.user_auth(&record.user_id).await?.ok_or_else(|| {
+        AppError::unauthorized("invalid refresh token: the user no longer exists")
+    })?;
     match issue_pair(&state, &user, &record.family_id, Some(&token_hash)).await? {
         Ok(pair) => Ok(Json(pair)),
         // Spent or revoked between the read and the rotation: a race

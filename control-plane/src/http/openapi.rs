@@ -299,11 +299,16 @@ mod tests {
                 };
                 // The route's method router ends where the next builder
                 // call on the Router starts.
-                let end = [".route(", ".fallback(", ".layer(axum::middleware", ".with_state("]
-                    .iter()
-                    .filter_map(|m| chunk.find(m))
-                    .min()
-                    .unwrap_or(chunk.len());
+                let end = [
+                    ".route(",
+                    ".fallback(",
+                    ".layer(axum::middleware",
+                    ".with_state(",
+                ]
+                .iter()
+                .filter_map(|m| chunk.find(m))
+                .min()
+                .unwrap_or(chunk.len());
                 let body = &chunk[..end];
                 let openapi_path = path
                     .split('/')
@@ -315,7 +320,9 @@ mod tests {
                     .join("/");
                 for method in ["get", "post", "put", "delete", "patch"] {
                     let called = body.match_indices(&format!("{method}(")).any(|(i, _)| {
-                        i == 0 || !body[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+                        i == 0
+                            || !body[..i]
+                                .ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
                     });
                     if called {
                         routes.push((method.to_uppercase(), openapi_path.clone()));
@@ -334,7 +341,10 @@ mod tests {
         assert!(routes.len() >= 17, "found only {routes:?}");
         for (method, path) in &routes {
             let op = &doc["paths"][path][method.to_lowercase()];
-            assert!(op.is_object(), "{method} {path} is routed but not in /openapi.json");
+            assert!(
+                op.is_object(),
+                "{method} {path} is routed but not in /openapi.json"
+            );
             assert!(
                 ROLES.iter().any(|(m, p, _)| m == method && p == path),
                 "{method} {path} has no entry in ROLES"

@@ -125,7 +125,10 @@ impl Store {
         Ok(())
     }
 
-    pub async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
+    pub async fn refresh_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<RefreshRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT token_hash, family_id, user_id, issued_at_ms, expires_at_ms, used_at_ms,
                     revoked_at_ms
