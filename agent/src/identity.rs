@@ -38,7 +38,10 @@ pub enum IdentityError {
     #[error("refused by the control plane: {0}")]
     Refused(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("key generation: {0}")]
     Key(#[from] rcgen::Error),
 }
@@ -74,7 +77,10 @@ pub fn cert_validity(path: &Path) -> Option<(i64, i64)> {
     let der = rustls_pemfile::certs(&mut pem.as_slice()).next()?.ok()?;
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
     let v = cert.validity();
-    Some((v.not_before.timestamp() * 1000, v.not_after.timestamp() * 1000))
+    Some((
+        v.not_before.timestamp() * 1000,
+        v.not_after.timestamp() * 1000,
+    ))
 }
 
 fn sha256_hex(der: &[u8]) -> String {
@@ -110,7 +116,12 @@ impl ServerCertVerifier for Capture {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -118,10 +129,17 @@ impl ServerCertVerifier for Capture {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -159,11 +177,15 @@ pub async fn fetch_pinned_ca(endpoint: &str, fingerprint: &str) -> Result<String
         endpoint: endpoint.to_string(),
         reason,
     };
-    let tcp = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&addr))
-        .await
-        .map_err(|_| connect_err("timed out".into()))?
-        .map_err(|e| connect_err(e.to_string()))?;
-    let name = ServerName::try_from(host.clone()).map_err(|e| IdentityError::Invalid(format!("server name {host:?}: {e}")))?;
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(&addr),
+    )
+    .await
+    .map_err(|_| connect_err("timed out".into()))?
+    .map_err(|e| connect_err(e.to_string()))?;
+    let name = ServerName::try_from(host.clone())
+        .map_err(|e| IdentityError::Invalid(format!("server name {host:?}: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     // The handshake may still fail after the certificate was seen (e.g. the
     // server wants a client certificate); the chain is what matters here.
@@ -230,7 +252,12 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), Identity
 
 /// Writes key and certificate so that a reader never sees a new certificate
 /// with an old key for longer than the two renames.
-fn store_identity(files: &IdentityFiles, ca: Option<&str>, key: &str, cert: &str) -> Result<(), IdentityError> {
+fn store_identity(
+    files: &IdentityFiles,
+    ca: Option<&str>,
+    key: &str,
+    cert: &str,
+) -> Result<(), IdentityError> {
     if let Some(dir) = files.cert.parent() {
         std::fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
             path: dir.to_path_buf(),
@@ -382,7 +409,9 @@ pub async fn renewal_loop(server: ServerSection, mut shutdown: watch::Receiver<b
                 attempt += 1;
                 let delay = rand::thread_rng().gen_range(backoff / 2..=backoff);
                 // Never sleep past expiry by much: retries stay frequent.
-                let cap = Duration::from_millis(u64::try_from((na - nb) / 20).unwrap_or(1000).max(1000)).min(Duration::from_secs(300));
+                let cap =
+                    Duration::from_millis(u64::try_from((na - nb) / 20).unwrap_or(1000).max(1000))
+                        .min(Duration::from_secs(300));
                 backoff = (backoff * 2).min(cap);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
@@ -405,7 +434,10 @@ mod tests {
 
     #[tokio::test]
     async fn bad_fingerprints_are_refused_before_connecting() {
-        let err = fetch_pinned_ca("127.0.0.1:1", "abc").await.err().expect("refused");
+        let err = fetch_pinned_ca("127.0.0.1:1", "abc")
+            .await
+            .err()
+            .expect("refused");
         assert!(err.to_string().contains("--ca-sha256"), "{err}");
     }
 }

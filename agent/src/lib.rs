@@ -116,7 +116,10 @@ pub async fn run(
         new_data: new_data.clone(),
         connected: connected_tx,
     };
-    let renewal = tokio::spawn(identity::renewal_loop(config.server.clone(), stop_rx.clone()));
+    let renewal = tokio::spawn(identity::renewal_loop(
+        config.server.clone(),
+        stop_rx.clone(),
+    ));
     let uplink = tokio::spawn(uplink.run(stop_rx));
     on_start(Handle {
         connected: connected_rx,

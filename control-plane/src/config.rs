@@ -230,7 +230,10 @@ impl Config {
             return invalid("auth.login_max_failures", "must be at least 1".into());
         }
         if self.auth.login_max_failures_per_addr == 0 {
-            return invalid("auth.login_max_failures_per_addr", "must be at least 1".into());
+            return invalid(
+                "auth.login_max_failures_per_addr",
+                "must be at least 1".into(),
+            );
         }
         if self.auth.login_lockout_secs < 1
             || self.auth.login_lockout_max_secs < self.auth.login_lockout_secs
@@ -267,7 +270,10 @@ impl Config {
             );
         }
         if self.enrollment.revocation_check_secs == 0 {
-            return invalid("enrollment.revocation_check_secs", "must be at least 1".into());
+            return invalid(
+                "enrollment.revocation_check_secs",
+                "must be at least 1".into(),
+            );
         }
         if !self.database_url.is_empty()
             && !["sqlite:", "postgres://", "postgresql://"]
@@ -319,7 +325,10 @@ impl Config {
             .unwrap_or_else(|| self.server_cert())
     }
     pub fn rest_tls_key(&self) -> PathBuf {
-        self.rest.tls_key.clone().unwrap_or_else(|| self.server_key())
+        self.rest
+            .tls_key
+            .clone()
+            .unwrap_or_else(|| self.server_key())
     }
 }
 

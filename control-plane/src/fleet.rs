@@ -35,6 +35,8 @@ pub struct HostInfo {
     /// When the agent process started; tells a reconnect from a restart.
     pub run_started_ms: i64,
     pub model: String,
+    /// Expiry of the certificate the agent presents next, 0 if unknown.
+    pub cert_not_after_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -89,6 +91,9 @@ pub struct Host {
     pub connected: bool,
     pub last_seq: i64,
     pub outbox_dropped_total: i64,
+    pub cert_not_after_ms: i64,
+    pub revoked: bool,
+    pub revoked_at_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
@@ -256,7 +261,9 @@ pub struct EnrollmentToken {
 /// The outcome of presenting an enrollment token.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TokenUse {
-    Ok { labels: BTreeMap<String, String> },
+    Ok {
+        labels: BTreeMap<String, String>,
+    },
     /// No such token, or a wrong secret: the same answer for both.
     Unknown,
     Expired,
@@ -338,7 +345,11 @@ impl Fleet {
 
     /// Records a new stream. A second stream of the same agent replaces the
     /// first, which is closed.
-    pub async fn connected(&self, agent_id: &str, info: &HostInfo) -> Result<StreamHandle, StoreError> {
+    pub async fn connected(
+        &self,
+        agent_id: &str,
+        info: &HostInfo,
+    ) -> Result<StreamHandle, StoreError> {
         self.store.upsert_host(agent_id, info, now_ms()).await?;
         // Events left open by an earlier run of this agent can never be
         // closed by the new run.
@@ -347,14 +358,20 @@ impl Fleet {
             .close_orphaned_anomalies(agent_id, info.run_started_ms, now_ms())
             .await?;
         if closed > 0 {
-            tracing::info!(agent_id, closed, "closed anomalies left open by an earlier agent run");
+            tracing::info!(
+                agent_id,
+                closed,
+                "closed anomalies left open by an earlier agent run"
+            );
         }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let (close, closed) = tokio::sync::watch::channel(None);
         let count = {
             let mut s = self.streams();
             if let Some(old) = s.insert(agent_id.to_string(), LiveStream { generation, close }) {
-                let _ = old.close.send(Some("replaced by a newer stream of the same agent".into()));
+                let _ = old
+                    .close
+                    .send(Some("replaced by a newer stream of the same agent".into()));
             }
             s.len()
         };
@@ -449,9 +466,10 @@ impl Fleet {
         &self,
         agent_id: &str,
         outbox_dropped_total: i64,
+        cert_not_after_ms: i64,
     ) -> Result<(), StoreError> {
         self.store
-            .touch_host(agent_id, outbox_dropped_total, now_ms())
+            .touch_host(agent_id, outbox_dropped_total, cert_not_after_ms, now_ms())
             .await
     }
 

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use sco_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use sco_proto::v1::enrollment_service_server::{EnrollmentService, EnrollmentServiceServer};
-use sco_proto::v1::{CertificateResponse, EnrollRequest, RenewRequest};
 use sco_proto::v1::{
     agent_message, control_message, Ack, AgentMessage, ControlMessage, ServerHeartbeat,
 };
+use sco_proto::v1::{CertificateResponse, EnrollRequest, RenewRequest};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -85,7 +85,9 @@ impl AgentSvc {
     async fn refuse_revoked(&self, agent_id: &str) -> Result<(), Status> {
         match self.fleet.is_revoked(agent_id).await {
             Ok(false) => Ok(()),
-            Ok(true) => Err(Status::permission_denied(format!("agent {agent_id} is revoked"))),
+            Ok(true) => Err(Status::permission_denied(format!(
+                "agent {agent_id} is revoked"
+            ))),
             Err(e) => {
                 tracing::error!(error = %e, "cannot check revocation");
                 Err(Status::unavailable("storage unavailable, retry later"))
@@ -96,9 +98,10 @@ impl AgentSvc {
 
 fn enroll_status(e: EnrollError) -> Status {
     match e {
-        EnrollError::UnknownToken | EnrollError::Expired | EnrollError::UsedUp | EnrollError::TokenRevoked => {
-            Status::permission_denied(e.to_string())
-        }
+        EnrollError::UnknownToken
+        | EnrollError::Expired
+        | EnrollError::UsedUp
+        | EnrollError::TokenRevoked => Status::permission_denied(e.to_string()),
         EnrollError::AgentRevoked(_) => Status::permission_denied(e.to_string()),
         EnrollError::Csr(_) => Status::invalid_argument(e.to_string()),
         EnrollError::NoCa => Status::failed_precondition(e.to_string()),
@@ -135,7 +138,10 @@ impl EnrollSvc {
 
 #[tonic::async_trait]
 impl EnrollmentService for EnrollSvc {
-    async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<CertificateResponse>, Status> {
+    async fn enroll(
+        &self,
+        request: Request<EnrollRequest>,
+    ) -> Result<Response<CertificateResponse>, Status> {
         let r = request.into_inner();
         let issued = self
             .fleet
@@ -148,10 +154,17 @@ impl EnrollmentService for EnrollSvc {
 
 #[tonic::async_trait]
 impl AgentService for AgentSvc {
-    async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<CertificateResponse>, Status> {
+    async fn renew(
+        &self,
+        request: Request<RenewRequest>,
+    ) -> Result<Response<CertificateResponse>, Status> {
         let agent_id = identity(&request)?;
         let r = request.into_inner();
-        let issued = self.fleet.renew(&agent_id, &r.csr_pem).await.map_err(enroll_status)?;
+        let issued = self
+            .fleet
+            .renew(&agent_id, &r.csr_pem)
+            .await
+            .map_err(enroll_status)?;
         Ok(Response::new(certificate_response(issued)))
     }
 
@@ -223,7 +236,9 @@ impl Session {
         };
         let reason = self.serve(&mut inbound, &tx, &mut handle.closed).await;
         tracing::info!(agent_id = %self.agent_id, %reason, "stream closed");
-        self.fleet.disconnected(&self.agent_id, handle.generation).await;
+        self.fleet
+            .disconnected(&self.agent_id, handle.generation)
+            .await;
     }
 
     async fn serve(
@@ -326,7 +341,11 @@ impl Session {
             }
             Some(agent_message::Body::Heartbeat(h)) => {
                 let dropped = i64::try_from(h.outbox_dropped_total).unwrap_or(i64::MAX);
-                if let Err(e) = self.fleet.heartbeat(&self.agent_id, dropped).await {
+                if let Err(e) = self
+                    .fleet
+                    .heartbeat(&self.agent_id, dropped, h.cert_not_after_ms)
+                    .await
+                {
                     tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot record heartbeat");
                 }
                 Ok(None)

@@ -61,7 +61,10 @@ pub fn app(state: AppState) -> Router {
             "/enrollment-tokens",
             get(enroll::list_tokens).post(enroll::create_token),
         )
-        .route("/enrollment-tokens/:id", axum::routing::delete(enroll::revoke_token))
+        .route(
+            "/enrollment-tokens/:id",
+            axum::routing::delete(enroll::revoke_token),
+        )
         .route("/monitoring/metrics", get(fleet::monitoring_metrics))
         .route(
             "/anomaly",

@@ -132,10 +132,11 @@ pub async fn run(
     // Only a control plane holding the CA key can enroll and renew agents;
     // one using an external CA still serves agents with certificates it issued.
     if pki::PkiPaths::new(&config.pki_dir()).ca_key.exists() && config.tls.ca_cert.is_none() {
-        let ca = pki::Ca::load(&pki::PkiPaths::new(&config.pki_dir())).map_err(|e| ServeError::Io {
-            path: config.pki_dir(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let ca =
+            pki::Ca::load(&pki::PkiPaths::new(&config.pki_dir())).map_err(|e| ServeError::Io {
+                path: config.pki_dir(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         fleet = fleet.with_ca(ca, Duration::from_secs(config.enrollment.cert_ttl_secs));
     }
     let fleet = Arc::new(fleet);

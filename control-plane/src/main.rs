@@ -143,21 +143,60 @@ async fn up(data_dir: PathBuf) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let ca = pki::ensure_dev_pki(&config.pki_dir())?;
 
-    let agent_id = local_agent_id();
     let agent_dir = data_dir.join("agent");
-    if !agent_dir.join("agent.pem").exists() {
-        issue_agent_files(&ca, &agent_id, &agent_dir, 365)?;
-    }
+    let files = sco_agent::identity::IdentityFiles::in_dir(&agent_dir);
 
     let store = Store::connect(&config.database_url()).await?;
     let password = std::env::var(env::ADMIN_PASSWORD).ok();
     let from_env = password.is_some();
     let generated = sco_control_plane::bootstrap_admin(&store, password).await?;
+    // The local agent joins the way every agent does: a one-time token,
+    // the CA pinned by fingerprint, a key generated on this host.
+    let token = if files.cert.exists() {
+        None
+    } else {
+        let fleet = sco_control_plane::fleet::Fleet::new(store.clone(), Default::default());
+        let labels = [("role".to_string(), "quickstart".to_string())].into();
+        let (_, token) = fleet
+            .create_enrollment_token("quickstart", 600, 1, labels)
+            .await?;
+        Some(token)
+    };
     store.close().await;
 
     let (grpc, http) = bind(&config).await?;
     let grpc_addr = grpc.local_addr()?;
     let http_addr = http.local_addr()?;
+    let fingerprint = ca.fingerprint();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let pki_dir = config.pki_dir();
+    let cp = tokio::spawn(sco_control_plane::run(
+        config,
+        grpc,
+        http,
+        stopped(stop_rx.clone()),
+    ));
+    if let Some(token) = token {
+        let enrolled = sco_agent::identity::enroll(
+            &grpc_addr.to_string(),
+            &token,
+            &fingerprint,
+            Some("localhost"),
+            &files,
+        )
+        .await
+        .context("enrolling the local agent")?;
+        println!("local agent enrolled as {}", enrolled.agent_id);
+    }
+    let agent_id = std::fs::read(&files.cert)
+        .ok()
+        .and_then(|pem| rustls_pemfile::certs(&mut pem.as_slice()).next()?.ok())
+        .and_then(|der| pki::agent_id_from_der(der.as_ref()))
+        .unwrap_or_else(|| "unknown".into());
 
     let mut agent_config = sco_agent::Config::from_toml(&format!(
         "[server]\nendpoints = [\"{grpc_addr}\"]\nserver_name = \"localhost\"\nca = \"ca.pem\"\ncert = \"agent.pem\"\nkey = \"agent.key\"\n"
@@ -167,10 +206,6 @@ async fn up(data_dir: PathBuf) -> anyhow::Result<()> {
     agent_config.server.ca = agent_dir.join("ca.pem");
     agent_config.server.cert = agent_dir.join("agent.pem");
     agent_config.server.key = agent_dir.join("agent.key");
-    agent_config
-        .agent
-        .labels
-        .insert("role".into(), "quickstart".into());
     agent_config.validate()?;
 
     println!();
@@ -178,8 +213,9 @@ async fn up(data_dir: PathBuf) -> anyhow::Result<()> {
     println!("  REST API    http://{http_addr}   (try: curl http://{http_addr}/status)");
     println!(
         "  agent gRPC  {grpc_addr} (mTLS, fleet CA in {})",
-        config.pki_dir().display()
+        pki_dir.display()
     );
+    println!("  CA sha256   {fingerprint}   (for sco-agent enroll --ca-sha256)");
     println!("  local agent {agent_id}");
     match (generated, from_env) {
         (Some(pw), _) => println!(
@@ -196,16 +232,6 @@ async fn up(data_dir: PathBuf) -> anyhow::Result<()> {
     println!("Press ctrl-c to stop.");
     println!();
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let cp = tokio::spawn(sco_control_plane::run(
-        config,
-        grpc,
-        http,
-        stopped(stop_rx.clone()),
-    ));
     let agent = tokio::spawn(sco_agent::run(
         agent_config,
         stopped(stop_rx.clone()),
@@ -222,32 +248,6 @@ async fn up(data_dir: PathBuf) -> anyhow::Result<()> {
         Err(e) => bail!("control plane task failed: {e}"),
         Ok(Ok(())) => Ok(()),
     }
-}
-
-fn local_agent_id() -> String {
-    let host = sysinfo_hostname();
-    let cleaned: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(50)
-        .collect();
-    if cleaned.is_empty() {
-        "local-agent".into()
-    } else {
-        format!("local-{cleaned}")
-    }
-}
-
-fn sysinfo_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }
 
 fn init_tracing() {

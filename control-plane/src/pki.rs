@@ -278,12 +278,20 @@ mod tests {
         let ca = Ca::generate().expect("ca");
         let key = KeyPair::generate().expect("key");
         let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.distinguished_name.push(DnType::CommonName, "i-want-to-be-admin");
+        p.distinguished_name
+            .push(DnType::CommonName, "i-want-to-be-admin");
         let csr = p.serialize_request(&key).expect("csr").pem().expect("pem");
-        let (pem, _) = ca.sign_agent_csr(&csr, "web-01-abc", Duration::hours(1)).expect("signed");
-        let der = rustls_pemfile::certs(&mut pem.as_bytes()).next().expect("cert").expect("pem");
+        let (pem, _) = ca
+            .sign_agent_csr(&csr, "web-01-abc", Duration::hours(1))
+            .expect("signed");
+        let der = rustls_pemfile::certs(&mut pem.as_bytes())
+            .next()
+            .expect("cert")
+            .expect("pem");
         assert_eq!(agent_id_from_der(&der).as_deref(), Some("web-01-abc"));
-        assert!(ca.sign_agent_csr("garbage", "x", Duration::hours(1)).is_err());
+        assert!(ca
+            .sign_agent_csr("garbage", "x", Duration::hours(1))
+            .is_err());
         assert_eq!(ca.fingerprint().len(), 64);
     }
 

@@ -110,13 +110,15 @@ impl Store {
         let labels = serde_json::to_string(&info.labels).unwrap_or_else(|_| "{}".into());
         sqlx::query(
             "INSERT INTO hosts (id, hostname, os, kernel, agent_version, labels, interval_ms,
-                                first_seen_ms, last_seen_ms, connected, run_started_ms, model)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 1, $9, $10)
+                                first_seen_ms, last_seen_ms, connected, run_started_ms, model, cert_not_after_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 1, $9, $10, $11)
              ON CONFLICT (id) DO UPDATE SET
                 hostname = excluded.hostname, os = excluded.os, kernel = excluded.kernel,
                 agent_version = excluded.agent_version, labels = excluded.labels,
                 interval_ms = excluded.interval_ms, last_seen_ms = excluded.last_seen_ms,
-                connected = 1, run_started_ms = excluded.run_started_ms, model = excluded.model",
+                connected = 1, run_started_ms = excluded.run_started_ms, model = excluded.model,
+                cert_not_after_ms = CASE WHEN excluded.cert_not_after_ms > 0
+                                         THEN excluded.cert_not_after_ms ELSE hosts.cert_not_after_ms END",
         )
         .bind(id)
         .bind(&info.hostname)
@@ -128,6 +130,7 @@ impl Store {
         .bind(now_ms)
         .bind(info.run_started_ms)
         .bind(&info.model)
+        .bind(info.cert_not_after_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -142,16 +145,24 @@ impl Store {
         Ok(())
     }
 
-    pub async fn touch_host(&self, id: &str, dropped: i64, now_ms: i64) -> Result<(), StoreError> {
+    pub async fn touch_host(
+        &self,
+        id: &str,
+        dropped: i64,
+        cert_not_after_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE hosts SET last_seen_ms = $2,
                  outbox_dropped_total = CASE WHEN outbox_dropped_total > $3
-                                             THEN outbox_dropped_total ELSE $3 END
+                                             THEN outbox_dropped_total ELSE $3 END,
+                 cert_not_after_ms = CASE WHEN $4 > 0 THEN $4 ELSE cert_not_after_ms END
              WHERE id = $1",
         )
         .bind(id)
         .bind(now_ms)
         .bind(dropped)
+        .bind(cert_not_after_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -591,10 +602,21 @@ fn anomaly_from_row(r: &AnyRow, with_context: bool) -> Result<Anomaly, StoreErro
 
 const HOST_SELECT: &str =
     "SELECT id, hostname, os, kernel, agent_version, labels, interval_ms, first_seen_ms,
-    last_seen_ms, connected, last_seq, outbox_dropped_total FROM hosts";
+    last_seen_ms, connected, last_seq, outbox_dropped_total, cert_not_after_ms, revoked_at_ms, enrolled_labels
+    FROM hosts";
 
 fn host_from_row(r: &AnyRow, stale_after_ms: i64, now_ms: i64) -> Result<Host, StoreError> {
     let labels: String = r.try_get("labels")?;
+    let enrolled: String = r.try_get("enrolled_labels")?;
+    let mut labels: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&labels).unwrap_or_default();
+    // Labels assigned at enrollment are the control plane's and win over
+    // what the agent says about itself.
+    labels.extend(
+        serde_json::from_str::<std::collections::BTreeMap<String, String>>(&enrolled)
+            .unwrap_or_default(),
+    );
+    let revoked_at_ms: i64 = r.try_get("revoked_at_ms")?;
     let last_seen_ms: i64 = r.try_get("last_seen_ms")?;
     let connected: i64 = r.try_get("connected")?;
     Ok(Host {
@@ -603,7 +625,7 @@ fn host_from_row(r: &AnyRow, stale_after_ms: i64, now_ms: i64) -> Result<Host, S
         os: r.try_get("os")?,
         kernel: r.try_get("kernel")?,
         agent_version: r.try_get("agent_version")?,
-        labels: serde_json::from_str(&labels).unwrap_or_default(),
+        labels,
         interval_ms: r.try_get("interval_ms")?,
         first_seen_ms: r.try_get("first_seen_ms")?,
         last_seen_ms,
@@ -612,6 +634,9 @@ fn host_from_row(r: &AnyRow, stale_after_ms: i64, now_ms: i64) -> Result<Host, S
         connected: connected != 0 && now_ms - last_seen_ms <= stale_after_ms,
         last_seq: r.try_get("last_seq")?,
         outbox_dropped_total: r.try_get("outbox_dropped_total")?,
+        cert_not_after_ms: r.try_get("cert_not_after_ms")?,
+        revoked: revoked_at_ms > 0,
+        revoked_at_ms,
     })
 }
 

@@ -57,8 +57,8 @@ fn main() -> ExitCode {
     match run(&opts) {
         Ok(s) => {
             eprintln!(
-                "replayed {} rows ({} warm-up rows, {} metrics): {} alarm rows, {} events",
-                s.input_rows, s.warmup_rows, s.metrics, s.alarm_rows, s.events
+                "replayed {} rows ({} warm-up rows, {} metrics): {} alarm rows, {} events, thresholds {:?}",
+                s.input_rows, s.warmup_rows, s.metrics, s.alarm_rows, s.events, s.thresholds
             );
             ExitCode::SUCCESS
         }

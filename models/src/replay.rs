@@ -55,6 +55,8 @@ pub struct ReplaySummary {
     pub alarm_rows: usize,
     /// Events opened while replaying the input.
     pub events: usize,
+    /// Calibrated thresholds `(window model, host PCA)` at the end of the replay.
+    pub thresholds: Option<(f64, Option<f64>)>,
     pub config: DetectorConfig,
 }
 
@@ -419,6 +421,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         metrics: input.metrics.len(),
         alarm_rows,
         events,
+        thresholds: detector.thresholds(),
         config,
     })
 }

@@ -369,8 +369,8 @@ fn score_window_scores_rows_and_explains_the_worst() {
     assert_eq!(ws.scores.len(), 40);
     assert!(ws.scores.iter().all(|s| (0.0..=1.0).contains(s)));
     assert!(ws.worst_row >= 30, "worst row {}", ws.worst_row);
-    assert!(ws.scores[ws.worst_row] > 0.5);
-    assert!(ws.scores[..29].iter().all(|&s| s < 0.5));
+    let before = ws.scores[..30].iter().copied().fold(0.0, f64::max);
+    assert!(ws.scores[ws.worst_row] > 2.0 * before, "{:?}", ws.scores);
     assert_eq!(ws.contributors[0].metric, "b");
     let quiet = score_window(&model, &names, &window(40, 3, None)).expect("scores");
     let worst = quiet.raw_scores.iter().copied().fold(0.0, f64::max);
@@ -412,18 +412,5 @@ fn score_window_refuses_bad_windows() {
         let msg = err.to_string();
         assert!(msg.contains(want), "{case}: {msg}");
         assert_eq!(msg, msg.to_lowercase().replace("nan", "nan"), "{case}");
-    }
-}
-
-#[test]
-#[ignore]
-fn debug_spike() {
-    let ticks = run(config(), 560, |t, v| {
-        if t == 500 {
-            set(v, CPU, 95.0)
-        }
-    });
-    for (i, t) in ticks.iter().enumerate().skip(495).take(20) {
-        eprintln!("{i} {:.3} {:?} {}", t.raw_score, t.top_metric, t.alarm);
     }
 }

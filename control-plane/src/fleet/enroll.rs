@@ -54,7 +54,13 @@ pub fn new_agent_id(hostname: &str) -> String {
     let base: String = hostname
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(40)
         .collect();
     let base = base.trim_matches('-');
@@ -62,7 +68,6 @@ pub fn new_agent_id(hostname: &str) -> String {
     let suffix: u32 = rand::thread_rng().gen();
     format!("{base}-{suffix:08x}")
 }
-
 
 impl Fleet {
     /// Creates a token; returns it and the secret string shown once.
@@ -91,12 +96,19 @@ impl Fleet {
             created_at_ms: now,
             revoked: false,
         };
-        self.store.create_enrollment_token(&token, &sha256_hex(&secret)).await?;
+        self.store
+            .create_enrollment_token(&token, &sha256_hex(&secret))
+            .await?;
         Ok((token, format!("{id}.{secret}")))
     }
 
     /// Spends a token use and signs the agent's CSR.
-    pub async fn enroll(&self, token: &str, csr_pem: &str, hostname: &str) -> Result<Issued, EnrollError> {
+    pub async fn enroll(
+        &self,
+        token: &str,
+        csr_pem: &str,
+        hostname: &str,
+    ) -> Result<Issued, EnrollError> {
         let ca = self.ca.clone().ok_or(EnrollError::NoCa)?;
         let (id, secret) = token.split_once('.').ok_or(EnrollError::UnknownToken)?;
         if id.is_empty() || id.len() > 64 || secret.len() > 256 {
@@ -120,7 +132,14 @@ impl Fleet {
         let issued = self.issue(&ca, &agent_id, csr_pem)?;
         let hostname: String = hostname.chars().take(253).collect();
         self.store
-            .enroll_host(&agent_id, &hostname, id, &labels, issued.not_after_ms, now_ms())
+            .enroll_host(
+                &agent_id,
+                &hostname,
+                id,
+                &labels,
+                issued.not_after_ms,
+                now_ms(),
+            )
             .await?;
         tracing::info!(agent_id, token = id, "agent enrolled");
         Ok(issued)
@@ -133,12 +152,23 @@ impl Fleet {
             return Err(EnrollError::AgentRevoked(agent_id.to_string()));
         }
         let issued = self.issue(&ca, agent_id, csr_pem)?;
-        self.store.set_cert_expiry(agent_id, issued.not_after_ms).await?;
-        tracing::info!(agent_id, not_after_ms = issued.not_after_ms, "agent certificate renewed");
+        self.store
+            .set_cert_expiry(agent_id, issued.not_after_ms)
+            .await?;
+        tracing::info!(
+            agent_id,
+            not_after_ms = issued.not_after_ms,
+            "agent certificate renewed"
+        );
         Ok(issued)
     }
 
-    fn issue(&self, ca: &crate::pki::Ca, agent_id: &str, csr_pem: &str) -> Result<Issued, EnrollError> {
+    fn issue(
+        &self,
+        ca: &crate::pki::Ca,
+        agent_id: &str,
+        csr_pem: &str,
+    ) -> Result<Issued, EnrollError> {
         if !valid_agent_id(agent_id) {
             return Err(EnrollError::Csr(format!("invalid agent id {agent_id:?}")));
         }
@@ -176,7 +206,11 @@ impl Fleet {
 
     /// Closes the streams of agents revoked on any replica. Runs until
     /// `stop` turns true.
-    pub async fn watch_revocations(&self, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn watch_revocations(
+        &self,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut since = now_ms() - 60_000;
         loop {
             tokio::select! {

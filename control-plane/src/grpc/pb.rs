@@ -36,6 +36,7 @@ pub fn host_info(h: Hello) -> HostInfo {
         interval_ms: i64::from(h.interval_ms),
         run_started_ms: h.run_started_ms,
         model: clip(&h.model, 128),
+        cert_not_after_ms: h.cert_not_after_ms,
     }
 }
 

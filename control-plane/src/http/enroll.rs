@@ -34,12 +34,17 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), AppError> {
     for (k, v) in labels {
         let key_ok = !k.is_empty()
             && k.len() <= 63
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
         if !key_ok {
-            return Err(AppError::bad_request(format!("labels: key {k:?} is not [A-Za-z0-9-_./]{{1,63}}")));
+            return Err(AppError::bad_request(format!(
+                "labels: key {k:?} is not [A-Za-z0-9-_./]{{1,63}}"
+            )));
         }
         if v.len() > 256 {
-            return Err(AppError::bad_request(format!("labels: value of {k:?} is longer than 256 bytes")));
+            return Err(AppError::bad_request(format!(
+                "labels: value of {k:?} is longer than 256 bytes"
+            )));
         }
     }
     Ok(())
@@ -53,11 +58,15 @@ pub async fn create_token(
     caller.require(Role::Admin)?;
     let ttl = body.ttl_secs.unwrap_or(3600);
     if !(60..=MAX_TOKEN_TTL_SECS).contains(&ttl) {
-        return Err(AppError::bad_request(format!("ttl_secs: {ttl} is outside 60..={MAX_TOKEN_TTL_SECS}")));
+        return Err(AppError::bad_request(format!(
+            "ttl_secs: {ttl} is outside 60..={MAX_TOKEN_TTL_SECS}"
+        )));
     }
     let max_uses = body.max_uses.unwrap_or(1);
     if !(1..=MAX_TOKEN_USES).contains(&max_uses) {
-        return Err(AppError::bad_request(format!("max_uses: {max_uses} is outside 1..={MAX_TOKEN_USES}")));
+        return Err(AppError::bad_request(format!(
+            "max_uses: {max_uses} is outside 1..={MAX_TOKEN_USES}"
+        )));
     }
     check_labels(&body.labels)?;
     let (token, secret) = state
@@ -75,7 +84,10 @@ pub async fn create_token(
     ))
 }
 
-pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, AppError> {
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, AppError> {
     caller.require(Role::Admin)?;
     let tokens = state.fleet.store().enrollment_tokens().await?;
     Ok(Json(json!({ "enrollment_tokens": tokens })))

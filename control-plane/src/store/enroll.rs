@@ -6,7 +6,11 @@ use super::{Store, StoreError};
 use crate::fleet::{EnrollmentToken, TokenUse};
 
 impl Store {
-    pub async fn create_enrollment_token(&self, t: &EnrollmentToken, secret_sha256: &str) -> Result<(), StoreError> {
+    pub async fn create_enrollment_token(
+        &self,
+        t: &EnrollmentToken,
+        secret_sha256: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO enrollment_tokens (id, secret_sha256, labels, max_uses, uses, expires_at_ms,
                                             created_by, created_at_ms, revoked)
@@ -167,10 +171,12 @@ impl Store {
 
     /// Hosts revoked at or after `since_ms`, for replicas to close streams.
     pub async fn revoked_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT id, revoked_at_ms FROM hosts WHERE revoked_at_ms >= $1 AND revoked_at_ms > 0")
-            .bind(since_ms)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, revoked_at_ms FROM hosts WHERE revoked_at_ms >= $1 AND revoked_at_ms > 0",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, r.try_get("revoked_at_ms")?)))
             .collect()
