@@ -389,7 +389,8 @@ fn score_window_refuses_bad_windows() {
     let mut inf = good.clone();
     inf[0][0] = f64::INFINITY;
     let dup: Vec<String> = vec!["a".into(), "a".into()];
-    let cases: Vec<(&str, Vec<String>, Vec<Vec<f64>>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<String>, Vec<Vec<f64>>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "ragged",
             names.clone(),
@@ -411,6 +412,9 @@ fn score_window_refuses_bad_windows() {
         let err: DetectError = score_window(&model, &names, &rows).expect_err(case);
         let msg = err.to_string();
         assert!(msg.contains(want), "{case}: {msg}");
-        assert_eq!(msg, msg.to_lowercase().replace("nan", "nan"), "{case}");
+        assert!(
+            msg.starts_with(|c: char| !c.is_uppercase()),
+            "{case}: {msg}"
+        );
     }
 }

@@ -113,6 +113,8 @@ pub struct Sandbox {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub jwt_secret: String,
+    /// TOML appended to every control-plane config this sandbox writes.
+    pub control_plane_extra: String,
 }
 
 impl Sandbox {
@@ -132,6 +134,7 @@ impl Sandbox {
             grpc_addr: free_addr(),
             http_addr: free_addr(),
             jwt_secret: "test-secret-test-secret-test-secret-0123".into(),
+            control_plane_extra: String::new(),
         })
     }
 
@@ -144,31 +147,47 @@ impl Sandbox {
     }
 
     pub fn control_plane_config(&self) -> PathBuf {
-        let path = self.path().join("control-plane.toml");
+        self.replica_config("control-plane", self.grpc_addr, self.http_addr)
+    }
+
+    /// Config of a control-plane replica sharing this sandbox's database and PKI.
+    pub fn replica_config(
+        &self,
+        name: &str,
+        grpc_addr: SocketAddr,
+        http_addr: SocketAddr,
+    ) -> PathBuf {
+        let path = self.path().join(format!("{name}.toml"));
         let text = format!(
             "grpc_listen = \"{}\"\nhttp_listen = \"{}\"\ndata_dir = \"{}\"\ndatabase_url = \"{}\"\n\
-             [auth]\njwt_secret = \"{}\"\n[agents]\nheartbeat_secs = 1\ndead_after_secs = 4\n",
-            self.grpc_addr,
-            self.http_addr,
+             [auth]\njwt_secret = \"{}\"\n[agents]\nheartbeat_secs = 1\ndead_after_secs = 4\n{}\n",
+            grpc_addr,
+            http_addr,
             self.path().display(),
             self.db_url,
-            self.jwt_secret
+            self.jwt_secret,
+            self.control_plane_extra
         );
         std::fs::write(&path, text).expect("write control plane config");
         path
     }
 
     pub fn start_control_plane(&self) -> Proc {
-        let config = self.control_plane_config();
+        self.start_replica("control-plane", self.grpc_addr, self.http_addr)
+    }
+
+    /// Starts a control-plane process; replicas share database and PKI.
+    pub fn start_replica(&self, name: &str, grpc_addr: SocketAddr, http_addr: SocketAddr) -> Proc {
+        let config = self.replica_config(name, grpc_addr, http_addr);
         let proc = Proc::spawn(
-            "control-plane",
+            name,
             Command::new(bin("sco-control-plane"))
                 .args(["serve", "--config"])
                 .arg(&config),
-            &self.path().join("control-plane.log"),
+            &self.path().join(format!("{name}.log")),
         );
         wait_until("control plane answers /health", || {
-            std::net::TcpStream::connect(self.http_addr).is_ok()
+            std::net::TcpStream::connect(http_addr).is_ok()
         });
         proc
     }

@@ -21,6 +21,8 @@ enum Body {
     Password,
     /// A window `POST /anomaly` can score.
     Score,
+    /// A new enrollment token.
+    Token,
 }
 
 const ADMIN: usize = 0;
@@ -123,6 +125,34 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
         "/anomaly/web-01:7",
         Body::Empty,
         [200, 200, 200, 401],
+    ),
+    (
+        "GET",
+        "/enrollment-tokens",
+        "/enrollment-tokens",
+        Body::Empty,
+        [200, 403, 403, 401],
+    ),
+    (
+        "POST",
+        "/enrollment-tokens",
+        "/enrollment-tokens",
+        Body::Token,
+        [201, 403, 403, 401],
+    ),
+    (
+        "DELETE",
+        "/enrollment-tokens/{id}",
+        "/enrollment-tokens/no-such-token",
+        Body::Empty,
+        [404, 403, 403, 401],
+    ),
+    (
+        "POST",
+        "/hosts/{id}/revoke",
+        "/hosts/web-01/revoke",
+        Body::Empty,
+        [200, 403, 403, 401],
     ),
     (
         "POST",
@@ -261,6 +291,7 @@ async fn every_endpoint_with_every_role() {
                 Body::Password => req.json(&json!({
                     "current_password": my_password, "new_password": my_password
                 })),
+                Body::Token => req.json(&json!({"ttl_secs": 600, "max_uses": 1})),
                 Body::Score => {
                     let rows: Vec<Vec<f64>> =
                         (0..32).map(|i| vec![10.0 + f64::from(i % 5)]).collect();

@@ -57,7 +57,7 @@ pub async fn create_token(
 ) -> Result<(StatusCode, Json<Value>), AppError> {
     caller.require(Role::Admin)?;
     let ttl = body.ttl_secs.unwrap_or(3600);
-    if !(60..=MAX_TOKEN_TTL_SECS).contains(&ttl) {
+    if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl) {
         return Err(AppError::bad_request(format!(
             "ttl_secs: {ttl} is outside 60..={MAX_TOKEN_TTL_SECS}"
         )));
