@@ -54,6 +54,15 @@ async fn try_stream(sb: &Sandbox, identity: Option<(String, String)>) -> Result<
 
 use tokio_stream::StreamExt as _;
 
+fn self_signed(cn: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.self_signed(&key).expect("self-signed");
+    (cert.pem(), key.serialize_pem())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn only_valid_fleet_certificates_are_accepted() {
     let Some(sb) = Sandbox::new(Db::Sqlite).await else {
@@ -82,6 +91,7 @@ async fn only_valid_fleet_certificates_are_accepted() {
                     .expect("issue"),
             ),
         ),
+        ("self-signed", Some(self_signed("selfie"))),
         (
             "expired",
             Some(
