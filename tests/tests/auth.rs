@@ -303,8 +303,17 @@ async fn post(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn refresh_rotation_reuse_logout_and_password_change() {
-    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+async fn refresh_rotation_reuse_logout_and_password_change_sqlite() {
+    sessions(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_rotation_reuse_logout_and_password_change_postgres() {
+    sessions(Db::Postgres).await;
+}
+
+async fn sessions(db: Db) {
+    let Some(sb) = Sandbox::new(db).await else {
         return;
     };
     let _cp = sb.start_control_plane();

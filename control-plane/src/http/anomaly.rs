@@ -42,10 +42,10 @@ const MAX_LIMIT: i64 = 1000;
 #[utoipa::path(get, path = "/anomaly", tag = "anomaly", security(("bearer" = [])),
     params(ListQuery),
     responses(
-        (status = 200, description = "a page of events", body = super::openapi::AnomaliesResponse),
-        (status = 400, description = "invalid parameter (named)", body = super::error::ErrorBody),
-        (status = 401, description = "missing or invalid token", body = super::error::ErrorBody),
-        (status = 403, description = "role too low", body = super::error::ErrorBody),
+        (status = 200, description = "a page of events", body = inline(super::openapi::AnomaliesResponse)),
+        (status = 400, description = "invalid parameter (named)", body = inline(super::error::ErrorBody)),
+        (status = 401, description = "missing or invalid token", body = inline(super::error::ErrorBody)),
+        (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -122,11 +122,11 @@ pub async fn list(
 #[utoipa::path(get, path = "/anomaly/{id}", tag = "anomaly", security(("bearer" = [])),
     params(("id" = String, Path, description = "event id, `<host>:<seq>`")),
     responses(
-        (status = 200, description = "the event", body = super::openapi::AnomalyResponse),
-        (status = 400, description = "id too long", body = super::error::ErrorBody),
-        (status = 401, description = "missing or invalid token", body = super::error::ErrorBody),
-        (status = 403, description = "role too low", body = super::error::ErrorBody),
-        (status = 404, description = "no such event", body = super::error::ErrorBody),
+        (status = 200, description = "the event", body = inline(super::openapi::AnomalyResponse)),
+        (status = 400, description = "id too long", body = inline(super::error::ErrorBody)),
+        (status = 401, description = "missing or invalid token", body = inline(super::error::ErrorBody)),
+        (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
+        (status = 404, description = "no such event", body = inline(super::error::ErrorBody)),
     ))]
 pub async fn get(
     State(state): State<AppState>,
@@ -163,11 +163,11 @@ const MAX_METRICS: usize = 256;
 #[utoipa::path(post, path = "/anomaly", tag = "anomaly", security(("bearer" = [])),
     request_body = ScoreBody,
     responses(
-        (status = 200, description = "scores", body = super::openapi::ScoreResponse),
-        (status = 400, description = "invalid window (named)", body = super::error::ErrorBody),
-        (status = 401, description = "missing or invalid token", body = super::error::ErrorBody),
-        (status = 403, description = "role too low", body = super::error::ErrorBody),
-        (status = 413, description = "body over 4 MiB", body = super::error::ErrorBody),
+        (status = 200, description = "scores", body = inline(super::openapi::ScoreResponse)),
+        (status = 400, description = "invalid window (named)", body = inline(super::error::ErrorBody)),
+        (status = 401, description = "missing or invalid token", body = inline(super::error::ErrorBody)),
+        (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
+        (status = 413, description = "body over 4 MiB", body = inline(super::error::ErrorBody)),
     ))]
 pub async fn score(
     State(state): State<AppState>,

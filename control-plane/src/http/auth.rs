@@ -590,3 +590,40 @@ pub fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
             .max_age(std::time::Duration::from_secs(600)),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn cors_only_for_allowed_origins() {
+        assert!(cors_layer(&[]).is_none(), "empty allowlist: no CORS layer");
+        let layer = cors_layer(&["https://ops.example.com".into()]).expect("layer");
+        let app = Router::new()
+            .route("/x", get(|| async { "ok" }))
+            .layer(layer);
+        for (origin, allowed) in [
+            ("https://ops.example.com", true),
+            ("https://evil.example", false),
+        ] {
+            let request = Request::get("/x")
+                .header("origin", origin)
+                .body(Body::empty())
+                .expect("request");
+            let response = app.clone().oneshot(request).await.expect("response");
+            assert_eq!(
+                response
+                    .headers()
+                    .get("access-control-allow-origin")
+                    .is_some(),
+                allowed,
+                "{origin}"
+            );
+        }
+    }
+}

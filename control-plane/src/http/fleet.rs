@@ -15,9 +15,9 @@ use crate::fleet::{now_ms, valid_agent_id, RollupQuery};
 /// and whether connected.
 #[utoipa::path(get, path = "/hosts", tag = "fleet", security(("bearer" = [])),
     responses(
-        (status = 200, description = "every host", body = super::openapi::HostsResponse),
-        (status = 401, description = "missing or invalid token", body = super::error::ErrorBody),
-        (status = 403, description = "role too low", body = super::error::ErrorBody),
+        (status = 200, description = "every host", body = inline(super::openapi::HostsResponse)),
+        (status = 401, description = "missing or invalid token", body = inline(super::error::ErrorBody)),
+        (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
     ))]
 pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, AppError> {
     caller.require(Role::Viewer)?;
@@ -33,11 +33,11 @@ pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<Json
 #[utoipa::path(get, path = "/hosts/{id}", tag = "fleet", security(("bearer" = [])),
     params(("id" = String, Path, description = "host (agent) id")),
     responses(
-        (status = 200, description = "the host", body = super::openapi::HostResponse),
-        (status = 400, description = "invalid host id", body = super::error::ErrorBody),
-        (status = 401, description = "missing or invalid token", body = super::error::ErrorBody),
-        (status = 403, description = "role too low", body = super::error::ErrorBody),
-        (status = 404, description = "no such host", body = super::error::ErrorBody),
+        (status = 200, description = "the host", body = inline(super::openapi::HostResponse)),
+        (status = 400, description = "invalid host id", body = inline(super::error::ErrorBody)),
+        (status = 401, description = "missing or invalid token", body = inline(super::error::ErrorBody)),
+        (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
+        (status = 404, description = "no such host", body = inline(super::error::ErrorBody)),
     ))]
 pub async fn host(
     State(state): State<AppState>,
@@ -89,10 +89,10 @@ const MAX_LIMIT: i64 = 10_000;
 #[utoipa::path(get, path = "/monitoring/metrics", tag = "fleet", security(("bearer" = [])),
     params(MetricsQuery),
     responses(
-        (status = 200, description = "rollups", body = super::openapi::MetricsResponse),
-        (status = 400, description = "invalid parameter (named)", body = super::error::ErrorBody),
-        (status = 401, description = "missing or invalid token", body = super::error::ErrorBody),
-        (status = 403, description = "role too low", body = super::error::ErrorBody),
+        (status = 200, description = "rollups", body = inline(super::openapi::MetricsResponse)),
+        (status = 400, description = "invalid parameter (named)", body = inline(super::error::ErrorBody)),
+        (status = 401, description = "missing or invalid token", body = inline(super::error::ErrorBody)),
+        (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
     ))]
 pub async fn monitoring_metrics(
     State(state): State<AppState>,
