@@ -31,6 +31,8 @@ pub struct Config {
     pub outbox: OutboxSection,
     #[serde(default)]
     pub detect: DetectSection,
+    #[serde(default)]
+    pub remediate: RemediateSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -167,6 +169,169 @@ impl Default for OutboxSection {
             max_bytes: 64 * 1024 * 1024,
             cache_bytes: 1024 * 1024,
         }
+    }
+}
+
+/// Local remediation: what the agent may touch, whoever asks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemediateSection {
+    /// Service manager run by `restart_service` as `<systemctl> restart <unit>`.
+    pub systemctl: PathBuf,
+    /// Run by `journal_vacuum` as `<journalctl> --vacuum-size=<N>M`.
+    pub journalctl: PathBuf,
+    /// Directories `clean_paths` may delete in (symlinks resolved).
+    pub clean_roots: Vec<PathBuf>,
+    /// Directory `run_script` scripts must live in; it and the scripts must
+    /// be owned by root and not writable by group or others.
+    pub script_dir: PathBuf,
+    /// Process names never signalled (besides pid 1, the agent, its parent
+    /// and kernel threads, which are always protected).
+    pub protected_processes: Vec<String>,
+    /// `http://` URL prefixes `notify` may post to; empty allows none.
+    pub notify_urls: Vec<String>,
+    /// Environment added for commands; everything else but a fixed PATH and
+    /// LANG is cleared.
+    pub env: BTreeMap<String, String>,
+    /// Commands (and webhooks) are killed (abandoned) after this long.
+    pub command_timeout_secs: u64,
+    /// Bytes of stdout and of stderr kept in a report.
+    pub output_cap_bytes: usize,
+    /// `kill_process` refuses when more processes than this match.
+    pub max_processes: usize,
+    /// Executed actions per rolling hour for the whole host.
+    pub host_max_per_hour: u32,
+    /// A rule's circuit breaker opens after this many failures in a row.
+    pub breaker_failures: u32,
+    /// Reports kept in the local history.
+    pub history_max: usize,
+    /// sled page cache of the remediation state.
+    pub cache_bytes: u64,
+}
+
+impl Default for RemediateSection {
+    fn default() -> Self {
+        Self {
+            systemctl: PathBuf::from("/usr/bin/systemctl"),
+            journalctl: PathBuf::from("/usr/bin/journalctl"),
+            clean_roots: vec![PathBuf::from("/var/log")],
+            script_dir: PathBuf::from("/etc/sco-agent/scripts"),
+            protected_processes: [
+                "init",
+                "systemd",
+                "systemd-journald",
+                "systemd-logind",
+                "systemd-udevd",
+                "systemd-networkd",
+                "systemd-resolved",
+                "sshd",
+                "dbus-daemon",
+                "dbus-broker",
+                "sco-agent",
+                "containerd",
+                "dockerd",
+                "kubelet",
+                "agetty",
+                "login",
+            ]
+            .map(String::from)
+            .to_vec(),
+            notify_urls: Vec::new(),
+            env: BTreeMap::new(),
+            command_timeout_secs: 60,
+            output_cap_bytes: 16 * 1024,
+            max_processes: 16,
+            host_max_per_hour: 30,
+            breaker_failures: 3,
+            history_max: 1000,
+            cache_bytes: 512 * 1024,
+        }
+    }
+}
+
+impl RemediateSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        for (key, p) in [
+            ("remediate.systemctl", &self.systemctl),
+            ("remediate.journalctl", &self.journalctl),
+            ("remediate.script_dir", &self.script_dir),
+        ] {
+            if !p.is_absolute() {
+                return invalid(key, format!("{} is not an absolute path", p.display()));
+            }
+        }
+        for r in &self.clean_roots {
+            if !r.is_absolute() || r.parent().is_none() {
+                return invalid(
+                    "remediate.clean_roots",
+                    format!("{} must be an absolute path other than /", r.display()),
+                );
+            }
+        }
+        for n in &self.protected_processes {
+            if n.is_empty()
+                || n.len() > 128
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"@._:-".contains(&b))
+            {
+                return invalid(
+                    "remediate.protected_processes",
+                    format!("{n:?} does not match ^[A-Za-z0-9@._:-]{{1,128}}$"),
+                );
+            }
+        }
+        for u in &self.notify_urls {
+            let host = u.strip_prefix("http://").unwrap_or("");
+            if host.is_empty() || host.starts_with('/') || u.contains('@') {
+                return invalid(
+                    "remediate.notify_urls",
+                    format!("{u:?} must be http://host[:port][/path] (https is not supported)"),
+                );
+            }
+        }
+        for k in self.env.keys() {
+            let ok = !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+                && !k.starts_with("LD_")
+                && k != "PATH";
+            if !ok {
+                return invalid(
+                    "remediate.env",
+                    format!("{k:?} must be [A-Z0-9_]+, not PATH and not LD_*"),
+                );
+            }
+        }
+        if !(1..=3600).contains(&self.command_timeout_secs) {
+            return invalid(
+                "remediate.command_timeout_secs",
+                format!("{} is outside 1..=3600", self.command_timeout_secs),
+            );
+        }
+        if !(1024..=1024 * 1024).contains(&self.output_cap_bytes) {
+            return invalid(
+                "remediate.output_cap_bytes",
+                format!("{} is outside 1024..=1048576", self.output_cap_bytes),
+            );
+        }
+        if !(1..=1000).contains(&self.max_processes) {
+            return invalid(
+                "remediate.max_processes",
+                format!("{} is outside 1..=1000", self.max_processes),
+            );
+        }
+        if self.host_max_per_hour == 0 {
+            return invalid("remediate.host_max_per_hour", "must be at least 1".into());
+        }
+        if self.breaker_failures == 0 {
+            return invalid("remediate.breaker_failures", "must be at least 1".into());
+        }
+        if self.history_max == 0 {
+            return invalid("remediate.history_max", "must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -363,6 +528,7 @@ impl Config {
                 );
             }
         }
+        self.remediate.validate()?;
         if self.outbox.max_bytes < 64 * 1024 {
             return invalid(
                 "outbox.max_bytes",
@@ -432,7 +598,16 @@ mod tests {
         base.server.key = existing;
         base.validate().expect("base is valid");
         type Mutate = fn(&mut Config);
-        let cases: [(&str, Mutate); 6] = [
+        let cases: [(&str, Mutate); 9] = [
+            ("remediate.clean_roots", |c| {
+                c.remediate.clean_roots = vec!["/".into()]
+            }),
+            ("remediate.protected_processes", |c| {
+                c.remediate.protected_processes = vec!["sshd; x".into()]
+            }),
+            ("remediate.breaker_failures", |c| {
+                c.remediate.breaker_failures = 0
+            }),
             ("agent.interval_ms", |c| c.agent.interval_ms = 5),
             ("agent.rollup_secs", |c| c.agent.rollup_secs = 0),
             ("server.endpoints", |c| c.server.endpoints.clear()),

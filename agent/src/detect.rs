@@ -111,7 +111,19 @@ pub struct Outgoing {
 impl LiveDetector {
     pub fn new(config: &Config, run_started_ms: i64) -> Result<Self, DetectError> {
         let d = &config.detect;
-        let model = load_model(d.model.as_deref())?;
+        let stamp = d.model.as_deref().and_then(model_stamp);
+        let mut refused_stamp = None;
+        // A bad model file must not stop collection: start on the built-in
+        // model, and pick the file up once it is replaced by a valid one.
+        let model = match load_model(d.model.as_deref()) {
+            Ok(m) => m,
+            Err(e) if d.model.is_some() => {
+                tracing::error!(error = %e, "refused the configured model; running the built-in one");
+                refused_stamp = stamp;
+                load_model(None)?
+            }
+            Err(e) => return Err(e),
+        };
         let name = model_name(&model);
         tracing::info!(model = %name, "anomaly model loaded");
         Ok(Self {
@@ -119,10 +131,10 @@ impl LiveDetector {
                 Arc::new(model),
                 detector_config(d, config.agent.interval_ms),
             ),
-            stamp: d.model.as_deref().and_then(model_stamp),
+            stamp: if refused_stamp.is_some() { None } else { stamp },
             model_path: d.model.clone(),
             model_name: name,
-            refused_stamp: None,
+            refused_stamp,
             check_every: Duration::from_secs(d.model_check_secs),
             last_check: Instant::now(),
             interval_ms: config.agent.interval_ms,
@@ -205,7 +217,9 @@ impl LiveDetector {
             return Ok(false);
         };
         let stamp = model_stamp(&path);
-        if stamp == self.stamp || (stamp.is_some() && stamp == self.refused_stamp) {
+        if (stamp.is_some() && stamp == self.stamp)
+            || (stamp.is_some() && stamp == self.refused_stamp)
+        {
             return Ok(false);
         }
         match load_model(Some(&path)) {
@@ -412,6 +426,19 @@ mod tests {
         std::fs::write(&manifest, &text).expect("restore manifest");
         assert!(live.reload_if_changed().expect("valid model accepted"));
         assert_eq!(live.model_name(), name);
+    }
+
+    #[test]
+    fn a_bad_model_at_start_falls_back_to_the_built_in_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manifest = dir.path().join("manifest.json");
+        std::fs::write(&manifest, "{ not json").expect("write");
+        let mut live = LiveDetector::new(&config_with_model(&manifest), 0).expect("starts anyway");
+        live.observe(&sample(0, 5.0));
+        assert_eq!(live.ticks_scored, 1);
+        assert!(!live
+            .reload_if_changed()
+            .expect("the same bad file is not retried"));
     }
 
     #[test]

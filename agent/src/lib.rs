@@ -10,6 +10,9 @@
 //! - [`outbox`]: the durable, bounded sled queue every durable message passes
 //!   through before it is sent.
 //! - [`uplink`]: the mTLS gRPC stream to the control plane.
+//! - [`remediate`]: typed allowlisted actions (restart a unit, stop a
+//!   process, clean files, ...) under local safety rules, durable budgets,
+//!   circuit breakers, verification and a report for every decision.
 //! - [`pb`]: conversion of domain types to protobuf.
 //!
 //! [`run`] wires them together; the binary only parses the command line.
@@ -20,6 +23,7 @@ pub mod detect;
 pub mod identity;
 pub mod outbox;
 pub mod pb;
+pub mod remediate;
 pub mod rollup;
 pub mod uplink;
 

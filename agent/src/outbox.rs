@@ -192,6 +192,7 @@ mod tests {
             body: Some(Body::Heartbeat(Heartbeat {
                 outbox_pending: n,
                 outbox_dropped_total: 0,
+                cert_not_after_ms: 0,
             })),
         }
     }

@@ -1,6 +1,10 @@
 //! Cost of one `Detector::tick` for a whole host (60 metrics, warm detector): normalisation,
 //! one batched model call, host PCA, event logic.
 //!
+//! Two cases: the default config (a normal host: metrics whose current value is inside the
+//! current-value gate skip the model call) and the same host with the gate disabled
+//! (`current_gate_z = 0`: every metric goes to the model every tick, the worst case).
+//!
 //! `CARGO_TARGET_DIR=/work/target-models cargo bench -p sco-models --bench tick`
 
 use std::sync::Arc;
@@ -9,11 +13,24 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use sco_models::{Detector, DetectorConfig, Model};
 
 fn bench_tick(c: &mut Criterion) {
+    bench_config(c, "tick/60 metrics", DetectorConfig::default());
+    bench_config(
+        c,
+        "tick/60 metrics, all scored (no gate)",
+        DetectorConfig {
+            current_gate_z: 0.0,
+            ..DetectorConfig::default()
+        },
+    );
+}
+
+fn bench_config(c: &mut Criterion, label: &str, config: DetectorConfig) {
     let model = Arc::new(Model::shipped().expect("shipped model loads"));
     let names: Vec<String> = (0..60)
         .map(|i| format!("metric.{i}:dev{}", i % 4))
         .collect();
-    let mut det = Detector::new(model, DetectorConfig::default());
+    let warm = config.warmup_ticks as i64 + 50;
+    let mut det = Detector::new(model, config);
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     let mut row = |t: i64| -> Vec<(&str, f64)> {
         names
@@ -31,14 +48,13 @@ fn bench_tick(c: &mut Criterion) {
             })
             .collect()
     };
-    let warm = DetectorConfig::default().warmup_ticks as i64 + 50;
     for t in 0..warm {
         det.tick(t * 1000, &row(t)).expect("tick");
     }
     assert!(det.is_warm());
     let rows: Vec<Vec<(&str, f64)>> = (0..256).map(|t| row(warm + t)).collect();
     let mut t = warm;
-    c.bench_function("tick/60 metrics", |b| {
+    c.bench_function(label, |b| {
         b.iter(|| {
             t += 1;
             let values = &rows[(t as usize) % rows.len()];

@@ -596,6 +596,10 @@ pub struct Detector {
     /// Ticks since the (re)start of warm-up.
     ticks: u64,
     index: HashMap<String, usize>,
+    /// Metric index of each position of the previous tick's input: hosts send their metrics in
+    /// the same order every tick, so a name is checked against this guess (one string compare)
+    /// before the hash map is asked.
+    order: Vec<usize>,
     metrics: Vec<MetricState>,
     /// Warm-up rows of raw values by metric index (NaN = missing).
     warm_rows: Vec<Vec<f64>>,
@@ -622,6 +626,7 @@ impl Detector {
             config,
             ticks: 0,
             index: HashMap::new(),
+            order: Vec::new(),
             metrics: Vec::new(),
             warm_rows: Vec::new(),
             calib: None,
@@ -702,12 +707,19 @@ impl Detector {
         let metric_warmup = self.config.metric_warmup(f) as u64;
         let every = self.config.rebaseline_every_ticks.max(1) as u64;
 
-        for &(name, v) in values {
+        let gate_z = self.config.current_gate_z;
+        let gate_skip = (gate_z - 1.0).max(0.0);
+        for (pos, &(name, v)) in values.iter().enumerate() {
             if !v.is_finite() {
                 continue;
             }
-            let idx = match self.index.get(name) {
-                Some(&i) => i,
+            let guess = self
+                .order
+                .get(pos)
+                .copied()
+                .filter(|&i| self.metrics[i].name == name);
+            let idx = match guess.or_else(|| self.index.get(name).copied()) {
+                Some(i) => i,
                 None => {
                     let i = self.metrics.len();
                     self.metrics.push(MetricState {
@@ -728,6 +740,11 @@ impl Detector {
                     i
                 }
             };
+            if pos < self.order.len() {
+                self.order[pos] = idx;
+            } else if pos == self.order.len() {
+                self.order.push(idx);
+            }
             let m = &mut self.metrics[idx];
             if m.ignored || m.seen_tick == t {
                 continue;
@@ -768,7 +785,9 @@ impl Detector {
             if let Some(col) = m.pca_col {
                 self.pca_z[col] = z;
             }
-            if m.filled >= f && f > 0 {
+            // a window whose current value is inside the gate scores exactly 0: no model call
+            let inside_gate = gate_z > 0.0 && f64::from(m.lags[0]).abs() <= gate_skip;
+            if m.filled >= f && f > 0 && !inside_gate {
                 self.batch.extend_from_slice(&m.lags);
                 self.batch_metrics.push(idx);
             }
@@ -813,7 +832,7 @@ impl Detector {
         if n > 0 {
             let scores = self.model.score(&self.batch, n)?;
             for (row, (&idx, &s)) in self.batch_metrics.iter().zip(&scores.score).enumerate() {
-                let g = gate(self.batch[row * f], self.config.current_gate_z);
+                let g = gate(self.batch[row * f], gate_z);
                 let r = g * f64::from(s).max(0.0) / calib.model_threshold;
                 let r = if r.is_finite() { r } else { 0.0 };
                 self.metrics[idx].ratio = r;
@@ -1006,8 +1025,15 @@ impl Detector {
                 let m = &mut self.metrics[i];
                 m.push_z(z as f32);
                 if m.filled >= f && f > 0 {
-                    batch.extend_from_slice(&m.lags);
-                    owners.push(t);
+                    if gate_z > 0.0 && f64::from(m.lags[0]).abs() <= (gate_z - 1.0).max(0.0) {
+                        // inside the gate: the gated score is exactly 0, no model call
+                        if host_model[t].is_nan() {
+                            host_model[t] = 0.0;
+                        }
+                    } else {
+                        batch.extend_from_slice(&m.lags);
+                        owners.push(t);
+                    }
                 }
             }
             if owners.len() >= CHUNK {

@@ -1,7 +1,8 @@
 //! [`Model`]: a verified, ready-to-run shipped model.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 use tract_onnx::pb;
@@ -27,6 +28,12 @@ const FLOAT32: &str = "float32";
 
 type Plan = TypedRunnableModel<TypedModel>;
 
+/// Batch sizes up to this get their own plan with a concrete batch dimension (built once, on
+/// first use, and cached): tract fuses the element-wise ops of a concrete plan and skips the
+/// per-run symbol resolution of the symbolic one. Larger batches (warm-up calibration, posted
+/// windows) use the symbolic plan.
+pub const MAX_CONCRETE_BATCH: usize = 1024;
+
 /// A shipped model whose file matched its manifest's sha256 and schema and that passed a test
 /// inference. Scoring is synchronous CPU work: callers on an async runtime should run large
 /// batches on a blocking thread.
@@ -35,6 +42,10 @@ pub struct Model {
     manifest: Manifest,
     model_path: PathBuf,
     plan: Plan,
+    /// The decluttered model with a symbolic batch dimension, to derive concrete plans from.
+    typed: TypedModel,
+    /// Concrete-batch plans by batch size (see [`MAX_CONCRETE_BATCH`]).
+    concrete: Mutex<HashMap<usize, Arc<Plan>>>,
     features: usize,
     score_index: usize,
     contrib_index: usize,
@@ -124,9 +135,14 @@ impl Model {
         let mut reader = bytes;
         let proto = onnx.proto_model_for_read(&mut reader).map_err(onnx_err)?;
         let (score_index, contrib_index) = check_schema(&proto, &manifest)?;
-        let plan = onnx
+        let typed = onnx
             .model_for_proto_model(&proto)
-            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .map_err(onnx_err)?;
+        let plan = typed
+            .clone()
+            .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(onnx_err)?;
 
@@ -134,6 +150,8 @@ impl Model {
             manifest,
             model_path,
             plan,
+            typed,
+            concrete: Mutex::new(HashMap::new()),
             features,
             score_index,
             contrib_index,
@@ -177,8 +195,9 @@ impl Model {
         }
         let input = Tensor::from_shape(&[n, self.features], batch)
             .map_err(|e| ModelError::Inference(format!("{e:#}")))?;
-        let outputs = self
-            .plan
+        let concrete = self.concrete_plan(n)?;
+        let plan = concrete.as_deref().unwrap_or(&self.plan);
+        let outputs = plan
             .run(tvec!(input.into()))
             .map_err(|e| ModelError::Inference(format!("{e:#}")))?;
         let score = output_values(&outputs, self.score_index, SCORE_OUTPUT, &[n])?;
@@ -193,6 +212,34 @@ impl Model {
             contrib,
             features: self.features,
         })
+    }
+
+    /// The cached plan for batch size `n` (built on first use), or None for large batches.
+    fn concrete_plan(&self, n: usize) -> Result<Option<Arc<Plan>>, ModelError> {
+        if n > MAX_CONCRETE_BATCH {
+            return Ok(None);
+        }
+        // a poisoned lock only means another thread panicked while inserting: the map is fine
+        let mut plans = self.concrete.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = plans.get(&n) {
+            return Ok(Some(Arc::clone(p)));
+        }
+        let fail = |e: TractError| ModelError::Inference(format!("batch {n} plan: {e:#}"));
+        let input = self.typed.input_outlets().map_err(fail)?[0];
+        let dim = self.typed.outlet_fact(input).map_err(fail)?.shape[0].clone();
+        let mut values = SymbolValues::default();
+        for sym in dim.symbols() {
+            values = values.with(&sym, n as i64);
+        }
+        let plan = self
+            .typed
+            .concretize_dims(&values)
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(fail)?;
+        let plan = Arc::new(plan);
+        plans.insert(n, Arc::clone(&plan));
+        Ok(Some(plan))
     }
 
     /// One inference on a fixed batch: catches a model that loads but cannot run.

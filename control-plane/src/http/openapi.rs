@@ -394,6 +394,8 @@ mod tests {
         let mut routes = Vec::new();
         for file in files {
             let text = std::fs::read_to_string(&file).expect("read router source");
+            // Routers built in tests are not the API.
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
             for chunk in text.split(".route(").skip(1) {
                 let Some(path) = chunk.split('"').nth(1) else {
                     continue;

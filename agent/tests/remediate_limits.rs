@@ -1,0 +1,390 @@
+//! Service commands against the stand-in systemctl, leases, limits, the
+//! circuit breaker, verification, webhooks, and state across a restart.
+
+#[path = "remediate_support.rs"]
+mod support;
+
+use sco_agent::remediate::{
+    Action, ActionRequest, Decision, Lease, Mode, Reason, Remediator, VerifySpec, VerifyState,
+};
+use support::{argv_log, config, fake_systemctl, request, restart};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn restart_service_runs_exactly_the_service_manager_argv() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut r = Remediator::open(config(dir.path()), dir.path()).expect("open");
+
+    let dry = r
+        .request(request(
+            "nginx-down",
+            restart("nginx.service"),
+            Mode::DryRun,
+        ))
+        .await;
+    assert_eq!(dry.decision, Decision::DryRun);
+    assert_eq!(
+        dry.argv,
+        [
+            fake_systemctl().display().to_string(),
+            "restart".into(),
+            "nginx.service".into()
+        ]
+    );
+    assert_eq!(argv_log(dir.path()), None, "dry run ran nothing");
+    assert_eq!(
+        r.host_actions_last_hour().expect("state"),
+        0,
+        "dry run is free"
+    );
+
+    let bad = r
+        .request(request(
+            "nginx-down",
+            restart("nginx; rm -rf /"),
+            Mode::Execute,
+        ))
+        .await;
+    assert_eq!(bad.decision, Decision::Refused);
+    assert_eq!(bad.reason_code, Some(Reason::InvalidName));
+    assert!(bad.argv.is_empty());
+    assert_eq!(argv_log(dir.path()), None, "refused before anything ran");
+
+    let done = r
+        .request(request(
+            "nginx-down",
+            restart("nginx.service"),
+            Mode::Execute,
+        ))
+        .await;
+    assert_eq!(done.decision, Decision::Executed, "{done:?}");
+    assert_eq!(
+        argv_log(dir.path()).as_deref(),
+        Some("restart\nnginx.service\n")
+    );
+    assert_eq!(done.stdout, "fake-systemctl: restart nginx.service\n");
+    assert_eq!(done.exit_code, Some(0));
+    assert_eq!(done.lease.as_deref(), Some("lease-test"));
+    assert!(done.ended_ms >= done.started_ms);
+
+    let vacuum = r
+        .request(request(
+            "journal-big",
+            Action::JournalVacuum { max_size_mb: 200 },
+            Mode::Execute,
+        ))
+        .await;
+    assert_eq!(vacuum.decision, Decision::Executed, "{vacuum:?}");
+    assert_eq!(
+        argv_log(dir.path()).as_deref(),
+        Some("restart\nnginx.service\n--vacuum-size=200M\n")
+    );
+}
+
+#[tokio::test]
+async fn a_failing_command_is_reported_and_feeds_the_breaker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(dir.path());
+    c.env.insert("FAKE_SYSTEMCTL_EXIT".into(), "3".into());
+    c.breaker_failures = 2;
+    let mut r = Remediator::open(c, dir.path()).expect("open");
+    for _ in 0..2 {
+        let failed = r
+            .request(request("flaky", restart("app.service"), Mode::Execute))
+            .await;
+        assert_eq!(failed.decision, Decision::Failed);
+        assert_eq!(failed.reason_code, Some(Reason::CommandFailed));
+        assert_eq!(failed.exit_code, Some(3));
+    }
+    let open = r
+        .request(request("flaky", restart("app.service"), Mode::Execute))
+        .await;
+    assert_eq!(open.reason_code, Some(Reason::CircuitOpen), "{open:?}");
+}
+
+#[tokio::test]
+async fn each_limit_refuses_with_its_reason_and_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(dir.path());
+    c.host_max_per_hour = 5;
+    c.breaker_failures = 3;
+    let mut r = Remediator::open(c.clone(), dir.path()).expect("open");
+    let unit = || restart("app.service");
+
+    // Lease: none, empty, expired.
+    let leases = [
+        (None, Reason::NoLease),
+        (
+            Some(Lease {
+                token: String::new(),
+                expires_ms: i64::MAX,
+            }),
+            Reason::NoLease,
+        ),
+        (
+            Some(Lease {
+                token: "old".into(),
+                expires_ms: 1,
+            }),
+            Reason::LeaseExpired,
+        ),
+    ];
+    for (lease, want) in leases {
+        let report = r
+            .request(ActionRequest {
+                lease,
+                ..request("lease", unit(), Mode::Execute)
+            })
+            .await;
+        assert_eq!(report.reason_code, Some(want), "{report:?}");
+    }
+    let no_lease_dry = r
+        .request(ActionRequest {
+            lease: None,
+            ..request("lease", unit(), Mode::DryRun)
+        })
+        .await;
+    assert_eq!(
+        no_lease_dry.decision,
+        Decision::DryRun,
+        "dry run needs no lease"
+    );
+    assert_eq!(argv_log(dir.path()), None);
+
+    // Cooldown.
+    let cool = ActionRequest {
+        cooldown_secs: 3600,
+        ..request("cool", unit(), Mode::Execute)
+    };
+    assert_eq!(r.request(cool.clone()).await.decision, Decision::Executed);
+    let again = r.request(cool.clone()).await;
+    assert_eq!(again.reason_code, Some(Reason::CooldownActive), "{again:?}");
+
+    // Per-rule hourly limit.
+    let limited = ActionRequest {
+        max_per_hour: 2,
+        ..request("limited", unit(), Mode::Execute)
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            r.request(limited.clone()).await.decision,
+            Decision::Executed
+        );
+    }
+    let third = r.request(limited.clone()).await;
+    assert_eq!(
+        third.reason_code,
+        Some(Reason::RuleRateLimited),
+        "{third:?}"
+    );
+
+    // Circuit breaker: three failed verifications open it.
+    for ok in [false, true, false, false] {
+        r.record_verification("breaker", ok).await.expect("record");
+    }
+    assert!(r
+        .rule_state("breaker")
+        .expect("state")
+        .breaker_open_since_ms
+        .is_none());
+    let state = r
+        .record_verification("breaker", false)
+        .await
+        .expect("record");
+    assert!(state.breaker_open_since_ms.is_some());
+    let open = r.request(request("breaker", unit(), Mode::Execute)).await;
+    assert_eq!(open.reason_code, Some(Reason::CircuitOpen), "{open:?}");
+    let open_dry = r.request(request("breaker", unit(), Mode::DryRun)).await;
+    assert_eq!(
+        open_dry.reason_code,
+        Some(Reason::CircuitOpen),
+        "dry run tells the truth"
+    );
+
+    // Host budget: 3 executed so far, 2 more allowed, then exhausted.
+    for rule in ["b1", "b2"] {
+        assert_eq!(
+            r.request(request(rule, unit(), Mode::Execute))
+                .await
+                .decision,
+            Decision::Executed
+        );
+    }
+    let over = r.request(request("b3", unit(), Mode::Execute)).await;
+    assert_eq!(over.reason_code, Some(Reason::BudgetExhausted), "{over:?}");
+    let last_id = over.id;
+    let runs = argv_log(dir.path()).expect("log").lines().count() / 2;
+    assert_eq!(runs, 5);
+
+    // Restart: every limit holds, the history is there, ids keep growing.
+    drop(r);
+    let mut r = Remediator::open(c.clone(), dir.path()).expect("reopen");
+    assert_eq!(r.host_actions_last_hour().expect("state"), 5);
+    let history = r.history(100).expect("history");
+    assert_eq!(history.first().map(|h| h.id), Some(last_id), "newest first");
+    assert!(history.len() >= 14, "{}", history.len());
+    let checks = [
+        (cool.clone(), Reason::CooldownActive),
+        (limited.clone(), Reason::RuleRateLimited),
+        (
+            request("breaker", unit(), Mode::Execute),
+            Reason::CircuitOpen,
+        ),
+        (
+            request("b4", unit(), Mode::Execute),
+            Reason::BudgetExhausted,
+        ),
+    ];
+    for (req, want) in checks {
+        let report = r.request(req).await;
+        assert_eq!(report.reason_code, Some(want), "{report:?}");
+        assert!(report.id > last_id);
+    }
+
+    // Only a human reset closes the breaker, and it persists.
+    r.reset_breaker("breaker").await.expect("reset");
+    drop(r);
+    let r = Remediator::open(c, dir.path()).expect("reopen");
+    let s = r.rule_state("breaker").expect("state");
+    assert!(s.breaker_open_since_ms.is_none());
+    assert_eq!(s.consecutive_failures, 0);
+}
+
+#[tokio::test]
+async fn verification_passes_or_fails_and_feeds_the_breaker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(dir.path());
+    c.breaker_failures = 1;
+    let mut r = Remediator::open(c, dir.path()).expect("open");
+    let spec = VerifySpec {
+        metric: "cpu.busy_pct".into(),
+        below: 50.0,
+        within_secs: 5,
+        poll_ms: 20,
+    };
+
+    let done = r
+        .request(request("cpu", restart("app.service"), Mode::Execute))
+        .await;
+    let mut readings = vec![95.0, 90.0, 30.0].into_iter();
+    let outcome = r
+        .verify(&done, &spec, |m| {
+            assert_eq!(m, "cpu.busy_pct");
+            readings.next()
+        })
+        .await
+        .expect("verify");
+    assert!(matches!(outcome.state, VerifyState::Passed { value, .. } if value == 30.0));
+    assert!(!outcome.breaker_open);
+
+    let dry = r
+        .request(request("cpu", restart("app.service"), Mode::DryRun))
+        .await;
+    let skipped = r.verify(&dry, &spec, |_| Some(99.0)).await.expect("verify");
+    assert_eq!(skipped.state, VerifyState::Skipped);
+
+    let short = VerifySpec {
+        within_secs: 0,
+        ..spec
+    };
+    let failed = r
+        .verify(&done, &short, |_| Some(99.0))
+        .await
+        .expect("verify");
+    assert!(matches!(failed.state, VerifyState::Failed { last_value: Some(v) } if v == 99.0));
+    assert!(failed.breaker_open);
+    let refused = r
+        .request(request("cpu", restart("app.service"), Mode::Execute))
+        .await;
+    assert_eq!(refused.reason_code, Some(Reason::CircuitOpen));
+}
+
+/// Accepts one HTTP request on a real socket, answers 204, returns the body.
+async fn one_webhook(listener: tokio::net::TcpListener) -> String {
+    let (mut sock, _) = listener.accept().await.expect("accept");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = sock.read(&mut chunk).await.expect("read");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0usize);
+            if body.len() >= len || n == 0 {
+                sock.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                    .await
+                    .expect("answer");
+                assert!(head.starts_with("POST /sco/alerts HTTP/1.1"), "{head}");
+                return body.to_string();
+            }
+        }
+        assert!(n > 0, "connection closed early");
+    }
+}
+
+#[tokio::test]
+async fn notify_posts_json_to_an_allowlisted_webhook_only() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(one_webhook(listener));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(dir.path());
+    c.notify_urls = vec![format!("http://{addr}/sco")];
+    let mut r = Remediator::open(c, dir.path()).expect("open");
+    let notify = |url: String| Action::Notify {
+        url,
+        body: serde_json::json!({"text": "disk cleaned on host-1"}),
+    };
+
+    let cases = [
+        (format!("http://{addr}/other"), Reason::NotAllowed),
+        (format!("http://{addr}/scope"), Reason::NotAllowed),
+        (format!("https://{addr}/sco/alerts"), Reason::Unsupported),
+    ];
+    for (url, want) in cases {
+        let report = r
+            .request(request("notify", notify(url), Mode::Execute))
+            .await;
+        assert_eq!(report.reason_code, Some(want), "{report:?}");
+    }
+    let sent = r
+        .request(request(
+            "notify",
+            notify(format!("http://{addr}/sco/alerts")),
+            Mode::Execute,
+        ))
+        .await;
+    assert_eq!(sent.decision, Decision::Executed, "{sent:?}");
+    assert_eq!(sent.exit_code, Some(204));
+    let body = server.await.expect("server");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json body");
+    assert_eq!(json["text"], "disk cleaned on host-1");
+}
+
+#[tokio::test]
+async fn every_report_serializes_with_its_decision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut r = Remediator::open(config(dir.path()), dir.path()).expect("open");
+    let report = r
+        .request(ActionRequest {
+            lease: None,
+            ..request("x", restart("a.service"), Mode::Execute)
+        })
+        .await;
+    let json = serde_json::to_value(&report).expect("serialize");
+    assert_eq!(json["decision"], "refused");
+    assert_eq!(json["reason_code"], "no_lease");
+    assert_eq!(json["mode"], "execute");
+    assert_eq!(json["action"]["type"], "restart_service");
+    assert_eq!(json["action"]["unit"], "a.service");
+    assert!(json["id"].as_u64().is_some());
+}
