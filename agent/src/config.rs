@@ -576,6 +576,11 @@ mod tests {
         let config = Config::from_toml(EXAMPLE).expect("example config parses");
         assert_eq!(config.agent.interval_ms, 1000);
         assert_eq!(config.agent.rollup_secs, 10);
+        assert_eq!(
+            config.remediate,
+            RemediateSection::default(),
+            "example shows defaults"
+        );
     }
 
     #[test]

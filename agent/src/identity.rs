@@ -436,8 +436,7 @@ mod tests {
     async fn bad_fingerprints_are_refused_before_connecting() {
         let err = fetch_pinned_ca("127.0.0.1:1", "abc")
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(err.to_string().contains("--ca-sha256"), "{err}");
     }
 }

@@ -197,6 +197,18 @@ mod tests {
         }
     }
 
+    /// sled releases its file lock a moment after the last handle is
+    /// dropped; a restarted agent is a new process and never sees this.
+    fn reopen(path: &Path) -> Outbox {
+        for _ in 0..40 {
+            if let Ok(o) = Outbox::open(path, 1 << 20, 1 << 20) {
+                return o;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Outbox::open(path, 1 << 20, 1 << 20).expect("reopen")
+    }
+
     #[tokio::test]
     async fn sequence_survives_reopen_and_ack_removes() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -207,7 +219,7 @@ mod tests {
             }
             assert_eq!(o.ack(2).expect("ack"), 2);
         }
-        let mut o = Outbox::open(dir.path(), 1 << 20, 1 << 20).expect("reopen");
+        let mut o = reopen(dir.path());
         let seqs: Vec<u64> = o
             .after(0, 100)
             .expect("read")

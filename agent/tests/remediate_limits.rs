@@ -218,7 +218,7 @@ async fn each_limit_refuses_with_its_reason_and_survives_a_restart() {
 
     // Restart: every limit holds, the history is there, ids keep growing.
     drop(r);
-    let mut r = Remediator::open(c.clone(), dir.path()).expect("reopen");
+    let mut r = support::reopen(c.clone(), dir.path());
     assert_eq!(r.host_actions_last_hour().expect("state"), 5);
     let history = r.history(100).expect("history");
     assert_eq!(history.first().map(|h| h.id), Some(last_id), "newest first");
@@ -244,7 +244,7 @@ async fn each_limit_refuses_with_its_reason_and_survives_a_restart() {
     // Only a human reset closes the breaker, and it persists.
     r.reset_breaker("breaker").await.expect("reset");
     drop(r);
-    let r = Remediator::open(c, dir.path()).expect("reopen");
+    let r = support::reopen(c, dir.path());
     let s = r.rule_state("breaker").expect("state");
     assert!(s.breaker_open_since_ms.is_none());
     assert_eq!(s.consecutive_failures, 0);

@@ -10,7 +10,17 @@ use sco_agent::remediate::{Action, ActionRequest, Lease, Mode};
 /// The stand-in for systemctl/journalctl, used in place (never copied, so
 /// no test ever executes a file another thread may still hold open).
 pub fn fake_systemctl() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/bin/fake-systemctl")
+    use std::os::unix::fs::PermissionsExt;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/bin/fake-systemctl");
+    // A checkout that lost the executable bit still runs the tests.
+    let mode = std::fs::metadata(&path)
+        .expect("fake-systemctl exists")
+        .permissions()
+        .mode();
+    if mode & 0o111 != 0o111 {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    path
 }
 
 /// A configuration confined to `dir`: clean root `dir/root`, script dir
@@ -103,4 +113,20 @@ pub fn write_via_child(to: &Path, text: &str) {
         .write_all(text.as_bytes())
         .expect("write");
     assert!(child.wait().expect("wait").success());
+}
+
+/// Reopens after a simulated restart. sled releases its file lock from a
+/// background thread shortly after the last handle drops, so an immediate
+/// reopen in the same process can briefly fail; a new agent process never
+/// sees this.
+pub fn reopen(config: RemediateSection, data_dir: &Path) -> sco_agent::remediate::Remediator {
+    let mut last = None;
+    for _ in 0..100 {
+        match sco_agent::remediate::Remediator::open(config.clone(), data_dir) {
+            Ok(r) => return r,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("reopen failed: {last:?}");
 }

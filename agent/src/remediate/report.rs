@@ -12,6 +12,8 @@ use super::actions::Action;
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Resolve everything (pids, files, argv), record it, change nothing.
+    /// Needs no lease; limits and breaker are checked but not consumed, so
+    /// a dry run also tells whether the real action would be refused.
     DryRun,
     /// Run the action (needs a lease).
     Execute,
