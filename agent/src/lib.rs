@@ -51,6 +51,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Detect(#[from] detect::DetectError),
+    #[error("remediation state: {0}")]
+    Remediate(String),
     #[error("tls: {0}")]
     Tls(String),
     #[error("stream: {0}")]
@@ -111,6 +113,15 @@ pub async fn run(
     let outbox = Arc::new(Mutex::new(outbox));
     let new_data = Arc::new(Notify::new());
     let (connected_tx, connected_rx) = watch::channel(false);
+    let (commands_tx, commands_rx) = mpsc::channel(64);
+    let remediator = remediate::Remediator::open(config.remediate.clone(), data_dir)
+        .map_err(|e| AgentError::Remediate(e.to_string()))?;
+    let remediation = tokio::spawn(remediation_loop(
+        remediator,
+        commands_rx,
+        outbox.clone(),
+        new_data.clone(),
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let uplink = uplink::Uplink {
@@ -119,6 +130,7 @@ pub async fn run(
         outbox: outbox.clone(),
         new_data: new_data.clone(),
         connected: connected_tx,
+        commands: commands_tx,
     };
     let renewal = tokio::spawn(identity::renewal_loop(
         config.server.clone(),
@@ -166,10 +178,85 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), uplink).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), renewal).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), remediation).await;
     outbox.lock().await.flush().await?;
     // The collector notices the closed channel at its next tick.
     drop(collector);
     Ok(())
+}
+
+/// Runs requests from the control plane one at a time through the local
+/// safety rules, and queues each report durably. Ends when the uplink (the
+/// only sender) is gone.
+async fn remediation_loop(
+    mut remediator: remediate::Remediator,
+    mut commands: mpsc::Receiver<sco_proto::v1::ActionCommand>,
+    outbox: Arc<Mutex<outbox::Outbox>>,
+    new_data: Arc<Notify>,
+) {
+    while let Some(c) = commands.recv().await {
+        let (decision, reason, report_json) =
+            match serde_json::from_str::<remediate::Action>(&c.action_json) {
+                Ok(action) => {
+                    let mode = if c.mode == "execute" {
+                        remediate::Mode::Execute
+                    } else {
+                        remediate::Mode::DryRun
+                    };
+                    let lease = (!c.lease_token.is_empty()).then(|| remediate::Lease {
+                        token: c.lease_token.clone(),
+                        expires_ms: c.lease_expires_ms,
+                    });
+                    let rule = if c.rule.is_empty() {
+                        "manual".to_string()
+                    } else {
+                        c.rule.clone()
+                    };
+                    let report = remediator
+                        .request(remediate::ActionRequest {
+                            rule,
+                            action,
+                            mode,
+                            lease,
+                            cooldown_secs: 0,
+                            max_per_hour: 0,
+                        })
+                        .await;
+                    let decision = serde_json::to_value(report.decision)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_else(|| "failed".into());
+                    (
+                        decision,
+                        report.reason.clone().unwrap_or_default(),
+                        serde_json::to_string(&report).unwrap_or_default(),
+                    )
+                }
+                Err(e) => (
+                    "refused".to_string(),
+                    format!("unknown or invalid action: {e}"),
+                    String::new(),
+                ),
+            };
+        tracing::info!(request = %c.id, %decision, %reason, "remediation request handled");
+        let message = sco_proto::v1::AgentMessage {
+            seq: 0,
+            produced_at_ms: uplink::now_ms(),
+            body: Some(sco_proto::v1::agent_message::Body::ActionReport(
+                sco_proto::v1::ActionReport {
+                    command_id: c.id,
+                    rule: c.rule,
+                    decision,
+                    reason,
+                    report_json,
+                },
+            )),
+        };
+        match outbox.lock().await.push(message).await {
+            Ok(_) => new_data.notify_one(),
+            Err(e) => tracing::error!(error = %e, "cannot queue a remediation report"),
+        }
+    }
 }
 
 /// Collection runs on its own thread: `/proc` reads are blocking I/O, and a

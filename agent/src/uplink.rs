@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use sco_proto::v1::agent_service_client::AgentServiceClient;
-use sco_proto::v1::{agent_message, control_message, AgentMessage, Heartbeat, Hello};
+use sco_proto::v1::{
+    agent_message, control_message, ActionCommand, AgentMessage, Heartbeat, Hello,
+};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -27,6 +29,8 @@ pub struct Uplink {
     pub new_data: Arc<Notify>,
     /// Connection state for observers (tests, status output).
     pub connected: watch::Sender<bool>,
+    /// Remediation requests from the control plane, for the remediator.
+    pub commands: mpsc::Sender<ActionCommand>,
 }
 
 enum End {
@@ -164,8 +168,16 @@ impl Uplink {
                     Ok(Some(m)) => {
                         *heard = true;
                         last_heard = Instant::now();
-                        if let Some(control_message::Body::Ack(ack)) = m.body {
-                            self.outbox.lock().await.ack(ack.up_to_seq)?;
+                        match m.body {
+                            Some(control_message::Body::Ack(ack)) => {
+                                self.outbox.lock().await.ack(ack.up_to_seq)?;
+                            }
+                            Some(control_message::Body::Command(c)) => {
+                                if let Err(e) = self.commands.try_send(c) {
+                                    tracing::warn!(error = %e, "remediation queue full; request dropped");
+                                }
+                            }
+                            _ => {}
                         }
                     }
                     Ok(None) => return Ok(End::Lost("control plane closed the stream".into())),

@@ -10,8 +10,12 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 mod enroll;
+mod remediation;
 
 pub use enroll::{EnrollError, Issued};
+pub use remediation::{
+    ActionQuery, ActionRecord, AuditEntry, AuditQuery, PendingCommand, ReportIn, TriggerError,
+};
 
 /// Bounds on enrollment tokens.
 pub mod enroll_limits {
@@ -288,6 +292,8 @@ pub fn now_ms() -> i64 {
 
 struct LiveStream {
     generation: u64,
+    /// Requests for this agent, delivered down its stream.
+    commands: tokio::sync::mpsc::Sender<PendingCommand>,
     /// Closes the stream with the given reason (revocation, replacement).
     close: tokio::sync::watch::Sender<Option<String>>,
 }
@@ -295,6 +301,7 @@ struct LiveStream {
 /// What a stream session holds while it lives.
 pub struct StreamHandle {
     pub generation: u64,
+    pub commands: tokio::sync::mpsc::Receiver<PendingCommand>,
     /// Turns `Some(reason)` when the stream must close.
     pub closed: tokio::sync::watch::Receiver<Option<String>>,
 }
@@ -366,9 +373,15 @@ impl Fleet {
         }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let (close, closed) = tokio::sync::watch::channel(None);
+        let (commands, commands_rx) = tokio::sync::mpsc::channel(64);
         let count = {
             let mut s = self.streams();
-            if let Some(old) = s.insert(agent_id.to_string(), LiveStream { generation, close }) {
+            let live = LiveStream {
+                generation,
+                commands,
+                close,
+            };
+            if let Some(old) = s.insert(agent_id.to_string(), live) {
                 let _ = old
                     .close
                     .send(Some("replaced by a newer stream of the same agent".into()));
@@ -377,7 +390,20 @@ impl Fleet {
         };
         self.telemetry.agents_connected.set(count as i64);
         tracing::info!(agent_id, hostname = %info.hostname, "agent connected");
-        Ok(StreamHandle { generation, closed })
+        Ok(StreamHandle {
+            generation,
+            commands: commands_rx,
+            closed,
+        })
+    }
+
+    /// Queues a request on the agent's live stream here; false when it has
+    /// none (it gets the request when it next connects).
+    pub fn send_command(&self, agent_id: &str, command: PendingCommand) -> bool {
+        match self.streams().get(agent_id) {
+            Some(s) => s.commands.try_send(command).is_ok(),
+            None => false,
+        }
     }
 
     /// Closes the live stream of an agent on this replica, if any.

@@ -234,7 +234,12 @@ impl Session {
                 return;
             }
         };
-        let reason = self.serve(&mut inbound, &tx, &mut handle.closed).await;
+        if let Err(e) = self.fleet.deliver_pending(&self.agent_id).await {
+            tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot deliver pending requests");
+        }
+        let reason = self
+            .serve(&mut inbound, &tx, &mut handle.closed, &mut handle.commands)
+            .await;
         tracing::info!(agent_id = %self.agent_id, %reason, "stream closed");
         self.fleet
             .disconnected(&self.agent_id, handle.generation)
@@ -246,6 +251,7 @@ impl Session {
         inbound: &mut Streaming<AgentMessage>,
         tx: &Outbound,
         closed: &mut watch::Receiver<Option<String>>,
+        commands: &mut mpsc::Receiver<crate::fleet::PendingCommand>,
     ) -> String {
         let mut ticker = tokio::time::interval(self.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -253,6 +259,16 @@ impl Session {
         loop {
             tokio::select! {
                 _ = self.shutdown.changed() => return "control plane shutting down".into(),
+                Some(c) = commands.recv() => {
+                    let id = c.id.clone();
+                    let command = ControlMessage {
+                        body: Some(control_message::Body::Command(pb::command(c))),
+                    };
+                    if tx.send(Ok(command)).await.is_err() {
+                        return "agent went away".into();
+                    }
+                    tracing::info!(agent_id = %self.agent_id, request = %id, "remediation request sent");
+                }
                 Ok(()) = closed.changed() => {
                     let reason = closed.borrow().clone().unwrap_or_default();
                     let _ = tx.send(Err(Status::permission_denied(reason.clone()))).await;
@@ -337,6 +353,34 @@ impl Session {
                     }
                 }
                 .map_err(|e| self.storage_failed(msg.seq, &e))?;
+                Ok(Some(ack(msg.seq)))
+            }
+            Some(agent_message::Body::ActionReport(r)) => {
+                let seq = i64::try_from(msg.seq).unwrap_or(0);
+                if seq <= 0 || r.command_id.len() > 64 || r.report_json.len() > 256 * 1024 {
+                    self.fleet
+                        .reject(
+                            &self.agent_id,
+                            msg.seq,
+                            msg.produced_at_ms,
+                            "invalid action report",
+                        )
+                        .await
+                        .map_err(|e| self.storage_failed(msg.seq, &e))?;
+                } else {
+                    let report = crate::fleet::ReportIn {
+                        seq,
+                        produced_at_ms: msg.produced_at_ms,
+                        command_id: r.command_id,
+                        decision: r.decision,
+                        reason: r.reason,
+                        report_json: r.report_json,
+                    };
+                    self.fleet
+                        .action_report(&self.agent_id, report)
+                        .await
+                        .map_err(|e| self.storage_failed(msg.seq, &e))?;
+                }
                 Ok(Some(ack(msg.seq)))
             }
             Some(agent_message::Body::Heartbeat(h)) => {

@@ -8,6 +8,7 @@ pub mod enroll;
 pub mod error;
 pub mod fleet;
 pub mod openapi;
+pub mod remediation;
 pub mod tls;
 
 use std::sync::Arc;
@@ -57,6 +58,9 @@ pub fn app(state: AppState) -> Router {
         .route("/hosts", get(fleet::hosts))
         .route("/hosts/:id", get(fleet::host))
         .route("/hosts/:id/revoke", post(enroll::revoke_host))
+        .route("/remediation/trigger", post(remediation::trigger))
+        .route("/remediation/actions", get(remediation::actions))
+        .route("/audit", get(remediation::audit))
         .route(
             "/enrollment-tokens",
             get(enroll::list_tokens).post(enroll::create_token),

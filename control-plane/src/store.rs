@@ -17,6 +17,7 @@ use crate::fleet::{
 };
 
 mod enroll;
+mod remediation;
 
 mod users;
 
@@ -546,7 +547,7 @@ impl Store {
 }
 
 /// Records a durable agent message; false when it was already stored.
-async fn claim_message(
+pub(crate) async fn claim_message(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     host: &str,
     seq: i64,

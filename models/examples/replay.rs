@@ -4,13 +4,34 @@
 //! `CARGO_TARGET_DIR=/work/target-models cargo build --release -p sco-models --example replay`
 //! then `/work/target-models/release/examples/replay replay --input X.csv --output OUT.csv ...`
 //! (the leading `replay` word is optional).
+//!
+//! Development only (not in `sco-agent replay`): `--set KEY=VALUE` changes one field of the
+//! replay's `DetectorConfig` after the other flags, for exploring on development data; keys:
+//! `pca_std_scale` (bool), `pca_quantile`, `pca_variance`, `current_gate_z`, `baseline_window`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use sco_models::replay::{run, ReplayOptions};
+use sco_models::replay::{run_with, ReplayOptions};
+use sco_models::DetectorConfig;
 
-fn parse(args: &[String]) -> Result<ReplayOptions, String> {
+fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String> {
+    for (k, v) in set {
+        let num = || v.parse::<f64>().map_err(|e| format!("--set {k}={v}: {e}"));
+        match k.as_str() {
+            "pca_std_scale" => c.pca_std_scale = v == "true" || v == "1",
+            "pca_quantile" => c.pca_quantile = Some(num()?),
+            "pca_variance" => c.pca_variance = num()?,
+            "current_gate_z" => c.current_gate_z = num()?,
+            "baseline_window" => c.baseline_window = num()? as usize,
+            _ => return Err(format!("--set: unknown key {k}")),
+        }
+    }
+    Ok(())
+}
+
+fn parse(args: &[String]) -> Result<(ReplayOptions, Vec<(String, String)>), String> {
+    let mut set = Vec::new();
     let mut o = ReplayOptions {
         progress: true,
         ..ReplayOptions::default()
@@ -37,24 +58,36 @@ fn parse(args: &[String]) -> Result<ReplayOptions, String> {
             "--min-duration" => o.min_duration = Some(int(&value)?),
             "--quantile" => o.quantile = Some(num(&value)?),
             "--sensitivity" => o.sensitivity = Some(num(&value)?),
+            "--set" => {
+                let (k, v) = value
+                    .split_once('=')
+                    .ok_or_else(|| format!("--set {value}: expected KEY=VALUE"))?;
+                set.push((k.to_string(), v.to_string()));
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     o.input = input.ok_or("--input is required")?;
     o.output = output.ok_or("--output is required")?;
-    Ok(o)
+    Ok((o, set))
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match parse(&args) {
+    let (opts, set) = match parse(&args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    match run(&opts) {
+    let mut bad = None;
+    let result = run_with(&opts, |c| bad = apply(c, &set).err());
+    if let Some(e) = bad {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    match result {
         Ok(s) => {
             eprintln!(
                 "replayed {} rows ({} warm-up rows, {} metrics): {} alarm rows, {} events, thresholds {:?}",

@@ -43,6 +43,8 @@ use crate::{Model, ModelError};
 
 /// Normalised values are clipped to +-CLIP (the model card's normalisation).
 pub const CLIP: f64 = 10.0;
+/// Clip of the mean/std-normalised host-PCA input (`pca_std_scale`).
+const PCA_STD_CLIP: f64 = 100.0;
 /// MAD to standard deviation for normal data.
 const MAD_SCALE: f64 = 1.4826;
 /// Scale floor as a fraction of the standard deviation (the model card's normalisation).
@@ -93,6 +95,12 @@ pub struct DetectorConfig {
     pub pca_variance: f64,
     /// At most this many metrics enter the host PCA (the first ones seen).
     pub pca_max_metrics: usize,
+    /// Normalisation of the host-PCA input: `false` = the window model's robust
+    /// `(v - median) / scale` (clipped at +-10); `true` = `(v - mean) / sd` over the same rolling
+    /// window (`sd = max(std, rel_scale_floor * |mean|, abs_scale_floor)`, clipped at +-100).
+    pub pca_std_scale: bool,
+    /// Quantile of the warm-up SPEs used as host-PCA threshold (None = `threshold_quantile`).
+    pub pca_quantile: Option<f64>,
     /// Floor of the window-model threshold (model score units).
     pub min_model_threshold: f64,
     /// Floor of the host-PCA threshold (squared normalised units).
@@ -126,6 +134,8 @@ impl Default for DetectorConfig {
             host_pca: true,
             pca_variance: 0.9,
             pca_max_metrics: 128,
+            pca_std_scale: true,
+            pca_quantile: Some(0.99),
             min_model_threshold: 26.12,
             min_pca_threshold: 9.0,
             max_contributors: 5,
@@ -311,6 +321,9 @@ pub struct WindowScore {
 struct Baseline {
     median: f64,
     scale: f64,
+    mean: f64,
+    /// `max(std, rel_floor * |mean|, abs_floor)`.
+    sd: f64,
     /// All values the baseline saw were >= 0 (expected range is then clamped at 0).
     nonneg: bool,
 }
@@ -318,6 +331,15 @@ struct Baseline {
 impl Baseline {
     fn z(&self, v: f64) -> f64 {
         ((v - self.median) / self.scale).clamp(-CLIP, CLIP)
+    }
+
+    /// Host-PCA input: robust z, or `(v - mean) / sd` clipped at +-PCA_STD_CLIP.
+    fn pca_z(&self, v: f64, std_scale: bool) -> f64 {
+        if std_scale {
+            ((v - self.mean) / self.sd).clamp(-PCA_STD_CLIP, PCA_STD_CLIP)
+        } else {
+            self.z(v)
+        }
     }
 
     fn expected(&self) -> (f64, f64) {
@@ -382,9 +404,19 @@ fn robust_baseline(
     if !(median.is_finite() && scale.is_finite()) {
         return None;
     }
+    let sd = var
+        .sqrt()
+        .max(rel_floor * mean.abs())
+        .max(abs_floor)
+        .max(1e-12);
+    if !(mean.is_finite() && sd.is_finite()) {
+        return None;
+    }
     Some(Baseline {
         median,
         scale,
+        mean,
+        sd,
         nonneg,
     })
 }
@@ -783,7 +815,7 @@ impl Detector {
             m.push_z(z as f32);
             m.ratio = 0.0;
             if let Some(col) = m.pca_col {
-                self.pca_z[col] = z;
+                self.pca_z[col] = b.pca_z(v, self.config.pca_std_scale);
             }
             // a window whose current value is inside the gate scores exactly 0: no model call
             let inside_gate = gate_z > 0.0 && f64::from(m.lags[0]).abs() <= gate_skip;
@@ -1074,9 +1106,18 @@ impl Detector {
                 })
                 .take(self.config.pca_max_metrics)
                 .collect();
-            let data: Vec<Vec<f64>> = z_rows
+            let std_scale = self.config.pca_std_scale;
+            let data: Vec<Vec<f64>> = rows
                 .iter()
-                .map(|r| cols.iter().map(|&i| r[i]).collect())
+                .zip(&z_rows)
+                .map(|(raw, zr)| {
+                    cols.iter()
+                        .map(|&i| match self.metrics[i].baseline {
+                            Some(b) if std_scale && !zr[i].is_nan() => b.pca_z(raw[i], true),
+                            _ => zr[i],
+                        })
+                        .collect()
+                })
                 .collect();
             if let Some(p) = HostPca::fit(cols, &data, self.config.pca_variance) {
                 let d = p.metrics.len();
@@ -1086,7 +1127,11 @@ impl Detector {
                     .filter(|r| r.iter().any(|v| !v.is_nan()))
                     .map(|r| p.spe(r, &mut c, &mut res))
                     .collect();
-                pca_threshold = quantile(&mut spes, self.config.threshold_quantile)
+                let q = self
+                    .config
+                    .pca_quantile
+                    .unwrap_or(self.config.threshold_quantile);
+                pca_threshold = quantile(&mut spes, q)
                     .unwrap_or(0.0)
                     .max(self.config.min_pca_threshold)
                     .max(1e-9);

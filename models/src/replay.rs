@@ -284,6 +284,15 @@ fn parse_timestamp(s: &str) -> Option<i64> {
 
 /// Runs the detector over `opts.input` (after `opts.warmup`) and writes `opts.output`.
 pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
+    run_with(opts, |_| {})
+}
+
+/// [`run`] with a last change to the detector configuration after the options are applied
+/// (development flags of `examples/replay.rs`).
+pub fn run_with(
+    opts: &ReplayOptions,
+    tweak: impl FnOnce(&mut DetectorConfig),
+) -> Result<ReplaySummary, ReplayError> {
     let model = match &opts.model {
         Some(path) => Model::load(path)?,
         None => Model::shipped()?,
@@ -337,6 +346,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     if opts.no_host_pca {
         config.host_pca = false;
     }
+    tweak(&mut config);
 
     let mut detector = Detector::new(Arc::new(model), config.clone());
     let names: Vec<&str> = input.metrics.iter().map(String::as_str).collect();

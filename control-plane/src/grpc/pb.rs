@@ -1,6 +1,8 @@
 //! Protobuf to domain conversion for the agent stream, in one place.
 
-use sco_proto::v1::{anomaly_event, AnomalyEvent, Hello, MetricRollup, ProcessSample};
+use sco_proto::v1::{
+    anomaly_event, ActionCommand, AnomalyEvent, Hello, MetricRollup, ProcessSample,
+};
 
 use crate::fleet::{
     AnomalyChange, ChangeKind, Contributor, HostInfo, MetricRow, ProcessRow, RollupBatch, Series,
@@ -37,6 +39,18 @@ pub fn host_info(h: Hello) -> HostInfo {
         run_started_ms: h.run_started_ms,
         model: clip(&h.model, 128),
         cert_not_after_ms: h.cert_not_after_ms,
+    }
+}
+
+pub fn command(c: crate::fleet::PendingCommand) -> ActionCommand {
+    ActionCommand {
+        id: c.id,
+        action_json: c.action_json,
+        mode: c.mode,
+        lease_token: c.lease_token,
+        lease_expires_ms: c.lease_expires_ms,
+        requested_by: c.requested_by,
+        rule: c.rule,
     }
 }
 

@@ -1,0 +1,125 @@
+//! `/remediation/trigger`, `/remediation/actions` and `/audit`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::error::{ApiJson, ApiQuery, AppError};
+use super::AppState;
+use crate::auth::Role;
+use crate::fleet::{ActionQuery, AuditQuery, TriggerError};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    host: String,
+    /// A typed action, e.g. `{"type": "kill_process", "name": "stress"}`.
+    action: Value,
+    /// `dry_run` (default) or `execute`.
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+/// Asks one host for one allowlisted action. The agent's local safety rules
+/// still decide; its report updates the request.
+pub async fn trigger(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<TriggerBody>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    caller.require(Role::Operator)?;
+    let mode = body.mode.unwrap_or_else(|| "dry_run".into());
+    let record = state
+        .fleet
+        .trigger(&caller.0.sub, &body.host, body.action, &mode)
+        .await
+        .map_err(|e| match e {
+            TriggerError::Invalid(m) => AppError::bad_request(m),
+            TriggerError::NoHost(h) => AppError::not_found(format!("no host {h:?}")),
+            TriggerError::Store(e) => e.into(),
+        })?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "action": record }))))
+}
+
+const STATES: [&str; 6] = [
+    "pending", "sent", "executed", "dry_run", "refused", "failed",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsQuery {
+    host: Option<String>,
+    state: Option<String>,
+    rule: Option<String>,
+    limit: Option<String>,
+}
+
+pub async fn actions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ActionsQuery>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(Role::Viewer)?;
+    if let Some(s) = &q.state {
+        if !STATES.contains(&s.as_str()) {
+            return Err(AppError::bad_request(format!(
+                "state: {s:?} is not one of {}",
+                STATES.join(", ")
+            )));
+        }
+    }
+    let limit = super::int_param("limit", q.limit.as_deref())?.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(AppError::bad_request(format!(
+            "limit: {limit} is outside 1..=1000"
+        )));
+    }
+    let actions = state
+        .fleet
+        .store()
+        .actions(&ActionQuery {
+            host: q.host,
+            state: q.state,
+            rule: q.rule,
+            limit,
+        })
+        .await?;
+    Ok(Json(json!({ "count": actions.len(), "actions": actions })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    host: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    limit: Option<String>,
+}
+
+pub async fn audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<AuditParams>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(Role::Admin)?;
+    let limit = super::int_param("limit", q.limit.as_deref())?.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(AppError::bad_request(format!(
+            "limit: {limit} is outside 1..=1000"
+        )));
+    }
+    let entries = state
+        .fleet
+        .store()
+        .audit_log(&AuditQuery {
+            host: q.host,
+            actor: q.actor,
+            action: q.action,
+            limit,
+        })
+        .await?;
+    Ok(Json(json!({ "count": entries.len(), "entries": entries })))
+}
