@@ -73,6 +73,16 @@ pub async fn create_token(
         .fleet
         .create_enrollment_token(&caller.0.sub, ttl, max_uses, body.labels)
         .await?;
+    state
+        .fleet
+        .audit(
+            &caller.0.sub,
+            "enrollment_token.create",
+            "",
+            "created",
+            json!({ "token": token.id, "max_uses": token.max_uses, "expires_at_ms": token.expires_at_ms }),
+        )
+        .await;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -103,6 +113,16 @@ pub async fn revoke_token(
         return Err(AppError::bad_request("token id is too long"));
     }
     if state.fleet.store().revoke_enrollment_token(&id).await? {
+        state
+            .fleet
+            .audit(
+                &caller.0.sub,
+                "enrollment_token.revoke",
+                "",
+                "revoked",
+                json!({ "token": id }),
+            )
+            .await;
         tracing::info!(token = %id, by = %caller.0.sub, "enrollment token revoked");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -122,6 +142,10 @@ pub async fn revoke_host(
     if !state.fleet.revoke(&id).await? {
         return Err(AppError::not_found(format!("no host {id:?}")));
     }
+    state
+        .fleet
+        .audit(&caller.0.sub, "host.revoke", &id, "revoked", json!({}))
+        .await;
     tracing::warn!(host = %id, by = %caller.0.sub, "host revoked");
     Ok(Json(json!({ "host": id, "revoked": true })))
 }
