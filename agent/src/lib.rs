@@ -114,8 +114,9 @@ pub async fn run(
     let new_data = Arc::new(Notify::new());
     let (connected_tx, connected_rx) = watch::channel(false);
     let (commands_tx, commands_rx) = mpsc::channel(64);
-    let remediator = remediate::Remediator::open(config.remediate.clone(), data_dir)
-        .map_err(|e| AgentError::Remediate(e.to_string()))?;
+    let remediator =
+        remediate::Remediator::with_db(config.remediate.clone(), outbox.lock().await.db())
+            .map_err(|e| AgentError::Remediate(e.to_string()))?;
     let remediation = tokio::spawn(remediation_loop(
         remediator,
         commands_rx,

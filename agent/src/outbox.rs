@@ -159,6 +159,12 @@ impl Outbox {
         Ok(out)
     }
 
+    /// The underlying database, for other local state that should share
+    /// its process-wide cache and flushes.
+    pub fn db(&self) -> sled::Db {
+        self.db.clone()
+    }
+
     pub fn pending(&self) -> u64 {
         self.messages.len() as u64
     }

@@ -134,6 +134,21 @@ impl Remediator {
         let path = data_dir.join("remediate");
         let state = state::State::open(&path, config.cache_bytes, config.history_max)
             .map_err(|source| RemediateError::Open { path, source })?;
+        Self::with_state(config, state)
+    }
+
+    /// Keeps limits and history in trees of an existing sled database.
+    pub fn with_db(config: RemediateSection, db: sled::Db) -> Result<Self, RemediateError> {
+        let state = state::State::with_db(db, config.history_max).map_err(|source| {
+            RemediateError::Open {
+                path: std::path::PathBuf::from("(shared database)"),
+                source,
+            }
+        })?;
+        Self::with_state(config, state)
+    }
+
+    fn with_state(config: RemediateSection, state: state::State) -> Result<Self, RemediateError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.command_timeout_secs))
             // A redirect could leave the allowlisted prefix; proxies from the

@@ -13,14 +13,17 @@
 //!    simply not observed: the metric is not scored that tick and its window does not advance.
 //! 2. **Window model.** Every metric with 8 normalised values gives one row
 //!    `[z_t, z_(t-1), ..., z_(t-7)]`; all rows of the host go to the ONNX model in **one** batched
-//!    call. Window component = max over metrics of the model score.
+//!    call, except rows whose current value is inside the current-value gate (their gated score
+//!    is exactly 0, see step 5). Window component = max over metrics of the model score.
 //! 3. **Host PCA** (optional, on by default). At the end of warm-up, a PCA of the host's
-//!    normalised metric vectors (cyclic Jacobi on the covariance) keeps the components that
+//!    normalised metric vectors (with `pca_std_scale`, the default, `(v - mean) / sd` over the
+//!    same rolling window instead of the robust z; cyclic Jacobi on the covariance) keeps the components that
 //!    explain `pca_variance` of the variance; PCA component = squared reconstruction error (SPE)
 //!    of the current vector. It sees changes in the relations between metrics that a per-metric
 //!    model cannot see.
 //! 4. **Per-host threshold.** At the end of warm-up, each component's threshold is the
-//!    `threshold_quantile` quantile of its scores over the warm-up ticks (with floors, so a host
+//!    `threshold_quantile` quantile (`pca_quantile` for the PCA, if set) of its scores over the
+//!    warm-up ticks (with floors, so a host
 //!    whose metrics are all constant never alarms). Host ratio
 //!    `r = max(window / thr_window, pca / thr_pca)`; `raw_score = r` (1.0 = at threshold);
 //!    with `r_eff = r * sensitivity`, `score = r_eff / (1 + r_eff)` (0.5 = at threshold).

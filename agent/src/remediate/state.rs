@@ -61,10 +61,16 @@ impl State {
             // Every change is flushed explicitly before it matters.
             .flush_every_ms(None)
             .open()?;
+        Self::with_db(db, history_max)
+    }
+
+    /// Keeps the state in trees of an existing database (the agent shares
+    /// the outbox's: one sled instance per process costs far less memory).
+    pub fn with_db(db: sled::Db, history_max: usize) -> Result<Self, sled::Error> {
         Ok(Self {
-            rules: db.open_tree("rules")?,
-            meta: db.open_tree("meta")?,
-            history: db.open_tree("history")?,
+            rules: db.open_tree("remediate.rules")?,
+            meta: db.open_tree("remediate.meta")?,
+            history: db.open_tree("remediate.history")?,
             db,
             history_max,
         })

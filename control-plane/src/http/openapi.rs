@@ -38,6 +38,9 @@ pub const ROLES: &[(&str, &str, &str)] = &[
     ("POST", "/enrollment-tokens", "admin"),
     ("DELETE", "/enrollment-tokens/{id}", "admin"),
     ("POST", "/hosts/{id}/revoke", "admin"),
+    ("POST", "/remediation/trigger", "operator"),
+    ("GET", "/remediation/actions", "viewer"),
+    ("GET", "/audit", "admin"),
 ];
 
 #[derive(OpenApi)]
@@ -71,6 +74,9 @@ pub const ROLES: &[(&str, &str, &str)] = &[
         create_enrollment_token,
         revoke_enrollment_token,
         revoke_host,
+        remediation_trigger,
+        remediation_actions,
+        audit,
     ),
     components(schemas(
         ErrorBody,
@@ -97,6 +103,10 @@ pub const ROLES: &[(&str, &str, &str)] = &[
         EnrollmentTokenCreated,
         EnrollmentTokens,
         HostRevoked,
+        TriggerRequest,
+        TriggerResponse,
+        ActionsResponse,
+        AuditResponse,
     )),
     modifiers(&Security),
     tags(
@@ -105,6 +115,7 @@ pub const ROLES: &[(&str, &str, &str)] = &[
         (name = "fleet", description = "hosts and their metrics"),
         (name = "anomaly", description = "anomaly events and scoring"),
         (name = "enrollment", description = "enrollment tokens and host revocation"),
+        (name = "remediation", description = "remediation actions and the audit log"),
     )
 )]
 pub struct ApiDoc;
@@ -375,6 +386,91 @@ fn revoke_enrollment_token() {}
     ))]
 #[allow(dead_code)]
 fn revoke_host() {}
+
+// The remediation handlers (`http/remediation.rs`) are documented here.
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct TriggerRequest {
+    /// Host (agent) id.
+    host: String,
+    /// A typed action, e.g. `{"type": "kill_process", "name": "stress"}`.
+    #[schema(value_type = Object)]
+    action: (),
+    /// `dry_run` (default) or `execute`.
+    mode: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct TriggerResponse {
+    #[schema(value_type = Object)]
+    action: (),
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ActionsResponse {
+    count: u64,
+    #[schema(value_type = Vec<Object>)]
+    actions: (),
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct AuditResponse {
+    count: u64,
+    #[schema(value_type = Vec<Object>)]
+    entries: (),
+}
+
+/// Asks one host for one allowlisted action; the agent's local safety rules
+/// still decide.
+#[utoipa::path(post, path = "/remediation/trigger", tag = "remediation", security(("bearer" = [])),
+    request_body = TriggerRequest,
+    responses(
+        (status = 202, description = "requested", body = TriggerResponse),
+        (status = 400, description = "invalid action or mode", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+        (status = 404, description = "no such host", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn remediation_trigger() {}
+
+/// Remediation actions and their states.
+#[utoipa::path(get, path = "/remediation/actions", tag = "remediation", security(("bearer" = [])),
+    params(
+        ("host" = Option<String>, Query, description = "host (agent) id"),
+        ("state" = Option<String>, Query, description = "action state"),
+        ("rule" = Option<String>, Query, description = "rule that asked for it"),
+        ("limit" = Option<i64>, Query, description = "at most this many"),
+    ),
+    responses(
+        (status = 200, description = "actions", body = ActionsResponse),
+        (status = 400, description = "invalid parameter (named)", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn remediation_actions() {}
+
+/// The audit log.
+#[utoipa::path(get, path = "/audit", tag = "remediation", security(("bearer" = [])),
+    params(
+        ("host" = Option<String>, Query, description = "host (agent) id"),
+        ("actor" = Option<String>, Query, description = "who acted"),
+        ("action" = Option<String>, Query, description = "what was done"),
+        ("limit" = Option<i64>, Query, description = "at most this many"),
+    ),
+    responses(
+        (status = 200, description = "audit entries", body = AuditResponse),
+        (status = 400, description = "invalid parameter (named)", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn audit() {}
 
 #[cfg(test)]
 mod tests {
