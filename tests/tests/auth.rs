@@ -68,7 +68,7 @@ async fn authentication_and_roles() {
         .send()
         .await
         .expect("send");
-    expect_error(r, StatusCode::UNAUTHORIZED).await;
+    expect_error(r, StatusCode::FORBIDDEN).await;
     let r = http
         .post(url("/auth/register"))
         .bearer_auth(&admin)

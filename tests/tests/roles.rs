@@ -83,7 +83,7 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
         "/auth/register",
         "/auth/register",
         Body::Register,
-        [201, 403, 403, 401],
+        [201, 403, 403, 403],
     ),
     (
         "GET",

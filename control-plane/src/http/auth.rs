@@ -183,8 +183,8 @@ pub struct UserResponse {
     responses(
         (status = 201, description = "user created", body = UserResponse),
         (status = 400, description = "invalid username, password or role", body = ErrorBody),
-        (status = 401, description = "an admin exists and the token is missing or invalid", body = ErrorBody),
-        (status = 403, description = "the caller is not an admin", body = ErrorBody),
+        (status = 401, description = "the token is invalid or expired", body = ErrorBody),
+        (status = 403, description = "an admin exists and the caller has no admin token", body = ErrorBody),
         (status = 409, description = "the username is taken", body = ErrorBody),
     )
 )]
@@ -198,7 +198,7 @@ pub async fn register(
         match &caller {
             Some(c) if c.role == Role::Admin => {}
             Some(_) => return Err(AppError::forbidden("only an admin may register users")),
-            None => return Err(AppError::unauthorized("registration needs an admin token")),
+            None => return Err(AppError::forbidden("registration needs an admin token")),
         }
     }
     let role = match body.role.as_deref() {
