@@ -1,6 +1,6 @@
 //! Inference cost per agent tick: one batched call scoring every metric of a host.
 //!
-//! `CARGO_TARGET_DIR=/work/target-models cargo bench --bench score`
+//! `cargo bench --bench score`
 
 use std::path::PathBuf;
 

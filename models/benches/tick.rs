@@ -5,7 +5,7 @@
 //! current-value gate skip the model call) and the same host with the gate disabled
 //! (`current_gate_z = 0`: every metric goes to the model every tick, the worst case).
 //!
-//! `CARGO_TARGET_DIR=/work/target-models cargo bench -p sco-models --bench tick`
+//! `cargo bench -p sco-models --bench tick`
 
 use std::sync::Arc;
 

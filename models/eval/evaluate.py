@@ -19,9 +19,9 @@ dataset), AUPRC of the threshold-relative scores (pooled), event recall, median 
 outside labelled segments and on the train halves.
 
 Usage (from the project root, after
-`CARGO_TARGET_DIR=/work/target-models cargo build --release -p sco-agent`):
+`cargo build --release -p sco-agent`):
 
-    python models/eval/evaluate.py --binary /work/target-models/release/sco-agent
+    python models/eval/evaluate.py --binary target/release/sco-agent
 
 It prints a markdown table, writes it into models/shipped/MODEL_CARD.md (between the
 `replay-eval` markers) and writes the figures to models/eval/results.json. Python 3.11 + numpy.

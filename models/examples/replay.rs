@@ -1,8 +1,8 @@
 //! Stand-alone twin of `sco-agent replay` (same flags, same library call,
 //! [`sco_models::replay::run`]), for evaluating the detector without building the agent:
 //!
-//! `CARGO_TARGET_DIR=/work/target-models cargo build --release -p sco-models --example replay`
-//! then `/work/target-models/release/examples/replay replay --input X.csv --output OUT.csv ...`
+//! `cargo build --release -p sco-models --example replay`
+//! then `target/release/examples/replay replay --input X.csv --output OUT.csv ...`
 //! (the leading `replay` word is optional).
 //!
 //! Development only (not in `sco-agent replay`): `--set KEY=VALUE` changes one field of the
