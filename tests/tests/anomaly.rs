@@ -36,16 +36,19 @@ impl Drop for Burners {
 
 const DETECT: &str = "[detect]\nwarmup_secs = 20\nmin_duration_secs = 1\nclear_secs = 3\nupdate_every_secs = 2\ncontext_secs = 10\n";
 
+/// CPU saturation shows in CPU time, CPU pressure (PSI) or the run queue
+/// (load); on an already busy machine only the last two can move.
 fn names_cpu(event: &Value) -> bool {
+    let is_cpu = |m: &str| m.contains("cpu") || m.starts_with("load.");
     let top = event["top_metric"].as_str().unwrap_or_default();
     let contributors = event["contributors"]
         .as_array()
         .cloned()
         .unwrap_or_default();
-    top.starts_with("cpu.")
+    is_cpu(top)
         || contributors
             .iter()
-            .any(|c| c["metric"].as_str().is_some_and(|m| m.starts_with("cpu.")))
+            .any(|c| c["metric"].as_str().is_some_and(is_cpu))
 }
 
 #[tokio::test(flavor = "multi_thread")]
