@@ -23,6 +23,7 @@ pub mod detect;
 pub mod identity;
 pub mod outbox;
 pub mod pb;
+pub mod policy;
 pub mod remediate;
 pub mod rollup;
 pub mod uplink;

@@ -39,7 +39,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::linalg::symmetric_eigen;
 use crate::{Model, ModelError};
@@ -250,7 +250,7 @@ pub struct Contributor {
 
 /// How far over the threshold the event's peak went (`r_eff` = score / threshold):
 /// low < 1.5, medium < 3, high < 6, critical >= 6.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Low,
@@ -683,6 +683,18 @@ impl Detector {
     /// The configuration in use.
     pub fn config(&self) -> &DetectorConfig {
         &self.config
+    }
+
+    /// Changes the live tuning (fleet policies): sensitivity, minimum duration and ignored
+    /// metric globs. Calibration, baselines and open events are kept; a metric that becomes
+    /// ignored stops being scored at the next tick.
+    pub fn tune(&mut self, sensitivity: f64, min_duration_ticks: usize, ignore: Vec<String>) {
+        self.config.sensitivity = sensitivity;
+        self.config.min_duration_ticks = min_duration_ticks.max(1);
+        self.config.ignore = ignore;
+        for m in &mut self.metrics {
+            m.ignored = self.config.is_ignored(&m.name);
+        }
     }
 
     /// Swaps the model. If the new model has the same feature schema (same feature names, so
