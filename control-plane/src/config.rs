@@ -28,6 +28,28 @@ pub struct Config {
     pub agents: AgentsSection,
     pub rest: RestSection,
     pub enrollment: EnrollmentSection,
+    pub remediation: RemediationSection,
+}
+
+/// Proposals from policy rules, approvals and fleet leases.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemediationSection {
+    /// A proposal expires when nobody approved it (mode `approve`), or no
+    /// fleet lease freed up for it, within this time.
+    pub proposal_ttl_secs: u64,
+    /// How often this replica expires proposals, hands out leases, advances
+    /// rollouts and pushes policies to the agents connected to it.
+    pub tick_ms: u64,
+}
+
+impl Default for RemediationSection {
+    fn default() -> Self {
+        Self {
+            proposal_ttl_secs: 900,
+            tick_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -137,6 +159,7 @@ impl Default for Config {
             auth: AuthSection::default(),
             agents: AgentsSection::default(),
             enrollment: EnrollmentSection::default(),
+            remediation: RemediationSection::default(),
             rest: RestSection::default(),
         }
     }
@@ -267,6 +290,21 @@ impl Config {
             return invalid(
                 "enrollment.cert_ttl_secs",
                 format!("{} is outside 5..=31536000", self.enrollment.cert_ttl_secs),
+            );
+        }
+        if !(1..=7 * 86_400).contains(&self.remediation.proposal_ttl_secs) {
+            return invalid(
+                "remediation.proposal_ttl_secs",
+                format!(
+                    "{} is outside 1..=604800",
+                    self.remediation.proposal_ttl_secs
+                ),
+            );
+        }
+        if !(100..=60_000).contains(&self.remediation.tick_ms) {
+            return invalid(
+                "remediation.tick_ms",
+                format!("{} is outside 100..=60000", self.remediation.tick_ms),
             );
         }
         if self.enrollment.revocation_check_secs == 0 {

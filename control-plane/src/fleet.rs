@@ -10,11 +10,16 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 mod enroll;
+mod policy;
 mod remediation;
 
 pub use enroll::{EnrollError, Issued};
+pub use policy::{
+    PolicyApiError, PolicyHostStatus, PolicyRevision, PolicyStatusIn, Rollout, RolloutRequest,
+};
 pub use remediation::{
-    ActionQuery, ActionRecord, AuditEntry, AuditQuery, PendingCommand, ReportIn, TriggerError,
+    ActionQuery, ActionRecord, AuditEntry, AuditQuery, DecideError, PendingCommand, ProposalIn,
+    ReportIn, TriggerError, STATES as ACTION_STATES,
 };
 
 /// Bounds on enrollment tokens.
@@ -290,10 +295,24 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// What goes down an agent's stream besides acks and heartbeats.
+#[derive(Debug, Clone)]
+pub enum Downlink {
+    Command(PendingCommand),
+    Policy(PolicyRevision),
+}
+
+pub(crate) fn new_id(prefix: &str) -> String {
+    use rand::Rng;
+    format!("{prefix}-{:016x}", rand::thread_rng().gen::<u64>())
+}
+
 struct LiveStream {
     generation: u64,
-    /// Requests for this agent, delivered down its stream.
-    commands: tokio::sync::mpsc::Sender<PendingCommand>,
+    /// Requests and policies for this agent, delivered down its stream.
+    downlink: tokio::sync::mpsc::Sender<Downlink>,
+    /// Policy revisions sent down this stream, by policy name.
+    policies_sent: HashMap<String, i64>,
     /// Closes the stream with the given reason (revocation, replacement).
     close: tokio::sync::watch::Sender<Option<String>>,
 }
@@ -301,7 +320,7 @@ struct LiveStream {
 /// What a stream session holds while it lives.
 pub struct StreamHandle {
     pub generation: u64,
-    pub commands: tokio::sync::mpsc::Receiver<PendingCommand>,
+    pub downlink: tokio::sync::mpsc::Receiver<Downlink>,
     /// Turns `Some(reason)` when the stream must close.
     pub closed: tokio::sync::watch::Receiver<Option<String>>,
 }
@@ -315,6 +334,9 @@ pub struct Fleet {
     generation: AtomicU64,
     pub(crate) ca: Option<Arc<crate::pki::Ca>>,
     pub(crate) cert_ttl: std::time::Duration,
+    pub(crate) policy_signer: Option<Arc<crate::pki::PolicySigner>>,
+    /// How long a proposal waits for an approval or a fleet lease.
+    pub(crate) proposal_ttl_ms: i64,
 }
 
 impl Fleet {
@@ -326,7 +348,21 @@ impl Fleet {
             generation: AtomicU64::new(0),
             ca: None,
             cert_ttl: std::time::Duration::from_secs(86_400),
+            policy_signer: None,
+            proposal_ttl_ms: 15 * 60 * 1000,
         }
+    }
+
+    /// Lets this fleet sign policy revisions.
+    pub fn with_policy_signer(mut self, signer: crate::pki::PolicySigner) -> Self {
+        self.policy_signer = Some(Arc::new(signer));
+        self
+    }
+
+    /// How long proposals wait for an approval or a lease before expiring.
+    pub fn with_proposal_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.proposal_ttl_ms = ttl.as_millis().min(i64::MAX as u128) as i64;
+        self
     }
 
     /// Lets this fleet issue certificates (enrollment, renewal).
@@ -373,12 +409,13 @@ impl Fleet {
         }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let (close, closed) = tokio::sync::watch::channel(None);
-        let (commands, commands_rx) = tokio::sync::mpsc::channel(64);
+        let (downlink, downlink_rx) = tokio::sync::mpsc::channel(64);
         let count = {
             let mut s = self.streams();
             let live = LiveStream {
                 generation,
-                commands,
+                downlink,
+                policies_sent: HashMap::new(),
                 close,
             };
             if let Some(old) = s.insert(agent_id.to_string(), live) {
@@ -392,7 +429,7 @@ impl Fleet {
         tracing::info!(agent_id, hostname = %info.hostname, "agent connected");
         Ok(StreamHandle {
             generation,
-            commands: commands_rx,
+            downlink: downlink_rx,
             closed,
         })
     }
@@ -401,9 +438,36 @@ impl Fleet {
     /// none (it gets the request when it next connects).
     pub fn send_command(&self, agent_id: &str, command: PendingCommand) -> bool {
         match self.streams().get(agent_id) {
-            Some(s) => s.commands.try_send(command).is_ok(),
+            Some(s) => s.downlink.try_send(Downlink::Command(command)).is_ok(),
             None => false,
         }
+    }
+
+    /// Sends a policy revision unless this agent's stream already got it.
+    pub fn send_policy(&self, agent_id: &str, revision: PolicyRevision) -> bool {
+        let mut streams = self.streams();
+        let Some(s) = streams.get_mut(agent_id) else {
+            return false;
+        };
+        if s.policies_sent.get(&revision.name) == Some(&revision.revision) {
+            return false;
+        }
+        let (name, rev) = (revision.name.clone(), revision.revision);
+        if s.downlink.try_send(Downlink::Policy(revision)).is_ok() {
+            s.policies_sent.insert(name, rev);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Agents with a live stream on this replica.
+    pub fn connected_ids(&self) -> Vec<String> {
+        self.streams().keys().cloned().collect()
+    }
+
+    pub fn is_connected_here(&self, agent_id: &str) -> bool {
+        self.streams().contains_key(agent_id)
     }
 
     /// Closes the live stream of an agent on this replica, if any.

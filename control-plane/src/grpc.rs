@@ -118,6 +118,7 @@ fn certificate_response(i: Issued) -> CertificateResponse {
         certificate_pem: i.certificate_pem,
         ca_pem: i.ca_pem,
         not_after_ms: i.not_after_ms,
+        policy_key: i.policy_key,
     }
 }
 
@@ -234,11 +235,14 @@ impl Session {
                 return;
             }
         };
-        if let Err(e) = self.fleet.deliver_pending(&self.agent_id).await {
+        if let Err(e) = self.fleet.sync_policies().await {
+            tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot push policies");
+        }
+        if let Err(e) = self.fleet.dispatch(&self.agent_id).await {
             tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot deliver pending requests");
         }
         let reason = self
-            .serve(&mut inbound, &tx, &mut handle.closed, &mut handle.commands)
+            .serve(&mut inbound, &tx, &mut handle.closed, &mut handle.downlink)
             .await;
         tracing::info!(agent_id = %self.agent_id, %reason, "stream closed");
         self.fleet
@@ -251,7 +255,7 @@ impl Session {
         inbound: &mut Streaming<AgentMessage>,
         tx: &Outbound,
         closed: &mut watch::Receiver<Option<String>>,
-        commands: &mut mpsc::Receiver<crate::fleet::PendingCommand>,
+        downlink: &mut mpsc::Receiver<crate::fleet::Downlink>,
     ) -> String {
         let mut ticker = tokio::time::interval(self.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -259,15 +263,21 @@ impl Session {
         loop {
             tokio::select! {
                 _ = self.shutdown.changed() => return "control plane shutting down".into(),
-                Some(c) = commands.recv() => {
-                    let id = c.id.clone();
-                    let command = ControlMessage {
-                        body: Some(control_message::Body::Command(pb::command(c))),
+                Some(d) = downlink.recv() => {
+                    let (body, what) = match d {
+                        crate::fleet::Downlink::Command(c) => {
+                            let what = format!("remediation request {}", c.id);
+                            (control_message::Body::Command(pb::command(c)), what)
+                        }
+                        crate::fleet::Downlink::Policy(p) => {
+                            let what = format!("policy {} revision {}", p.name, p.revision);
+                            (control_message::Body::Policy(pb::policy(p)), what)
+                        }
                     };
-                    if tx.send(Ok(command)).await.is_err() {
+                    if tx.send(Ok(ControlMessage { body: Some(body) })).await.is_err() {
                         return "agent went away".into();
                     }
-                    tracing::info!(agent_id = %self.agent_id, request = %id, "remediation request sent");
+                    tracing::info!(agent_id = %self.agent_id, %what, "sent");
                 }
                 Ok(()) = closed.changed() => {
                     let reason = closed.borrow().clone().unwrap_or_default();
@@ -381,6 +391,38 @@ impl Session {
                         .await
                         .map_err(|e| self.storage_failed(msg.seq, &e))?;
                 }
+                Ok(Some(ack(msg.seq)))
+            }
+            Some(agent_message::Body::PolicyStatus(p)) => {
+                match pb::policy_status(msg.seq, msg.produced_at_ms, p) {
+                    Ok(s) => self
+                        .fleet
+                        .policy_status_report(&self.agent_id, s)
+                        .await
+                        .map(|_| ()),
+                    Err(reason) => {
+                        self.fleet
+                            .reject(&self.agent_id, msg.seq, msg.produced_at_ms, &reason)
+                            .await
+                    }
+                }
+                .map_err(|e| self.storage_failed(msg.seq, &e))?;
+                Ok(Some(ack(msg.seq)))
+            }
+            Some(agent_message::Body::Proposal(p)) => {
+                match pb::proposal(msg.seq, msg.produced_at_ms, &self.agent_id, p) {
+                    Ok(p) => self
+                        .fleet
+                        .proposal(&self.agent_id, p)
+                        .await
+                        .map(|_| ()),
+                    Err(reason) => {
+                        self.fleet
+                            .reject(&self.agent_id, msg.seq, msg.produced_at_ms, &reason)
+                            .await
+                    }
+                }
+                .map_err(|e| self.storage_failed(msg.seq, &e))?;
                 Ok(Some(ack(msg.seq)))
             }
             Some(agent_message::Body::Heartbeat(h)) => {

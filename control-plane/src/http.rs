@@ -8,6 +8,7 @@ pub mod enroll;
 pub mod error;
 pub mod fleet;
 pub mod openapi;
+pub mod policy;
 pub mod remediation;
 pub mod tls;
 
@@ -60,6 +61,15 @@ pub fn app(state: AppState) -> Router {
         .route("/hosts/:id/revoke", post(enroll::revoke_host))
         .route("/remediation/trigger", post(remediation::trigger))
         .route("/remediation/actions", get(remediation::actions))
+        .route(
+            "/remediation/actions/:id/approve",
+            post(policy::approve),
+        )
+        .route("/remediation/actions/:id/reject", post(policy::reject))
+        .route("/policies", get(policy::list).post(policy::create))
+        .route("/policies/:name", get(policy::get))
+        .route("/policies/:name/rollout", post(policy::rollout))
+        .route("/policies/:name/status", get(policy::status))
         .route("/audit", get(remediation::audit))
         .route(
             "/enrollment-tokens",

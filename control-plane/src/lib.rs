@@ -139,7 +139,15 @@ pub async fn run(
             })?;
         fleet = fleet.with_ca(ca, Duration::from_secs(config.enrollment.cert_ttl_secs));
     }
-    let fleet = Arc::new(fleet);
+    let signer = pki::PolicySigner::ensure(&config.pki_dir()).map_err(|e| ServeError::Io {
+        path: config.pki_dir(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let fleet = Arc::new(
+        fleet
+            .with_policy_signer(signer)
+            .with_proposal_ttl(Duration::from_secs(config.remediation.proposal_ttl_secs)),
+    );
     let tokens = Arc::new(auth::Tokens::new(
         &jwt_secret(&config)?,
         config.auth.token_ttl_secs,
@@ -201,6 +209,13 @@ pub async fn run(
         tokio::spawn(async move { fleet.watch_revocations(every, stop).await })
     };
 
+    let ticker = {
+        let fleet = fleet.clone();
+        let every = Duration::from_millis(config.remediation.tick_ms);
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { fleet.run_ticks(every, stop).await })
+    };
+
     shutdown.await;
     tracing::info!("shutting down: closing agent streams and finishing requests");
     let _ = stop_tx.send(true);
@@ -213,6 +228,7 @@ pub async fn run(
         }
     };
     let _ = watcher.await;
+    let _ = ticker.await;
     if tokio::time::timeout(Duration::from_secs(15), drain)
         .await
         .is_err()

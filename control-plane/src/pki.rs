@@ -25,6 +25,8 @@ pub enum PkiError {
     AgentId(String),
     #[error("invalid certificate signing request: {0}")]
     Csr(String),
+    #[error("{0}")]
+    Key(String),
 }
 
 const CA_NAME: &str = "SmartCloudOps fleet CA";
@@ -230,6 +232,7 @@ pub fn ensure_dev_pki(dir: &Path) -> Result<Ca, PkiError> {
         source,
     })?;
     let paths = PkiPaths::new(dir);
+    PolicySigner::ensure(dir)?;
     if paths.ca_key.exists() && paths.server_cert.exists() {
         return Ca::load(&paths);
     }
@@ -239,6 +242,52 @@ pub fn ensure_dev_pki(dir: &Path) -> Result<Ca, PkiError> {
     write_public(&paths.server_cert, &cert)?;
     write_private(&paths.server_key, &key)?;
     Ok(ca)
+}
+
+/// The fleet's policy signing key (ed25519): `policy.key` (PKCS#8, hex,
+/// mode 0600) and `policy.pub` (the 32-byte public key, hex) in the PKI
+/// directory. Agents get the public key with their PKI.
+pub struct PolicySigner {
+    key: ring::signature::Ed25519KeyPair,
+    pub public_hex: String,
+}
+
+impl PolicySigner {
+    /// Loads the key in `dir`, creating it first if there is none. Replicas
+    /// sharing the directory share the key.
+    pub fn ensure(dir: &Path) -> Result<Self, PkiError> {
+        use ring::signature::KeyPair;
+        std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let key_path = dir.join("policy.key");
+        let pub_path = dir.join("policy.pub");
+        if !key_path.exists() {
+            let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(
+                &ring::rand::SystemRandom::new(),
+            )
+            .map_err(|_| PkiError::Key("cannot generate the policy signing key".into()))?;
+            write_private(&key_path, &hex::encode(pkcs8.as_ref()))?;
+        }
+        let bad = |why: &str| PkiError::Key(format!("{}: {why}", key_path.display()));
+        let pkcs8 = hex::decode(read(&key_path)?.trim()).map_err(|_| bad("not hex"))?;
+        let key = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
+            .map_err(|_| bad("not an ed25519 PKCS#8 key"))?;
+        let public_hex = hex::encode(key.public_key().as_ref());
+        if read(&pub_path).ok().map(|s| s.trim().to_string()) != Some(public_hex.clone()) {
+            write_public(&pub_path, &format!("{public_hex}\n"))?;
+        }
+        Ok(Self { key, public_hex })
+    }
+
+    /// Hex signature of a policy revision (see `sco_agent::policy::signed_message`).
+    pub fn sign(&self, name: &str, revision: u64, document: &str) -> String {
+        hex::encode(
+            self.key
+                .sign(&sco_agent::policy::signed_message(name, revision, document)),
+        )
+    }
 }
 
 /// The agent id a client certificate names (its subject common name).

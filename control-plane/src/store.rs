@@ -17,6 +17,7 @@ use crate::fleet::{
 };
 
 mod enroll;
+mod policy;
 mod remediation;
 
 mod users;

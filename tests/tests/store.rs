@@ -1,6 +1,6 @@
 //! Storage against real SQLite files and a real PostgreSQL.
 
-use sco_control_plane::auth::{Role, User};
+use sco_control_plane::auth::{RefreshRecord, Role, User};
 use sco_control_plane::fleet::{HostInfo, Ingested, MetricRow, RollupBatch, RollupQuery};
 use sco_control_plane::store::{Store, StoreError};
 use sco_tests::{fresh_postgres_database, postgres_url};
@@ -167,6 +167,93 @@ async fn postgres_store() {
     let Some(admin) = postgres_url() else { return };
     let url = fresh_postgres_database(&admin).await;
     exercise(Store::connect(&url).await.expect("connect")).await;
+}
+
+fn refresh(hash: &str, family: &str, expires_at_ms: i64) -> RefreshRecord {
+    RefreshRecord {
+        token_hash: hash.into(),
+        family_id: family.into(),
+        user_id: "u1".into(),
+        issued_at_ms: 0,
+        expires_at_ms,
+        used_at_ms: None,
+        revoked_at_ms: None,
+    }
+}
+
+/// Purging deletes exactly the refresh tokens expired at `now`, whatever
+/// their state, and keeps the others untouched.
+async fn purge_expired_refresh_tokens(store: Store) {
+    let now = 1_000_000;
+    for r in [
+        refresh("expired-unused", "f1", now - 500_000),
+        refresh("expired-used", "f2", now - 1),
+        refresh("expired-revoked", "f3", now - 1),
+        refresh("expires-now", "f4", now),
+        refresh("live", "f5", now + 1),
+        refresh("live-revoked", "f6", now + 500_000),
+    ] {
+        store.insert_refresh_token(&r).await.expect("insert");
+    }
+    assert!(store
+        .rotate_refresh_token("expired-used", &refresh("successor", "f2", now + 1), 10)
+        .await
+        .expect("rotate"));
+    for family in ["f3", "f6"] {
+        assert_eq!(
+            store
+                .revoke_refresh_family(family, 20)
+                .await
+                .expect("revoke"),
+            1
+        );
+    }
+
+    assert_eq!(store.purge_refresh_tokens(now).await.expect("purge"), 4);
+    for gone in [
+        "expired-unused",
+        "expired-used",
+        "expired-revoked",
+        "expires-now",
+    ] {
+        assert!(
+            store.refresh_token(gone).await.expect("get").is_none(),
+            "{gone} is purged"
+        );
+    }
+    for (kept, revoked) in [
+        ("live", None),
+        ("live-revoked", Some(20)),
+        ("successor", None),
+    ] {
+        let r = store
+            .refresh_token(kept)
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("{kept} is kept"));
+        assert_eq!(r.revoked_at_ms, revoked, "{kept} is unchanged");
+        assert_eq!(r.used_at_ms, None, "{kept} is unchanged");
+    }
+    assert_eq!(
+        store.purge_refresh_tokens(now).await.expect("purge again"),
+        0,
+        "nothing left to purge"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_refresh_token_purge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sco_control_plane::store::sqlite_url(dir.path());
+    purge_expired_refresh_tokens(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test]
+async fn postgres_refresh_token_purge() {
+    let Some(admin) = postgres_url() else { return };
+    let url = fresh_postgres_database(&admin).await;
+    purge_expired_refresh_tokens(Store::connect(&url).await.expect("connect")).await;
 }
 
 #[tokio::test]

@@ -37,6 +37,8 @@ pub struct Issued {
     pub certificate_pem: String,
     pub ca_pem: String,
     pub not_after_ms: i64,
+    /// The fleet's policy verifying key, hex (empty without a signer).
+    pub policy_key: String,
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -181,6 +183,10 @@ impl Fleet {
             certificate_pem: pem,
             ca_pem: ca.cert_pem.clone(),
             not_after_ms: (not_after.unix_timestamp_nanos() / 1_000_000) as i64,
+            policy_key: self
+                .policy_signer
+                .as_ref()
+                .map_or(String::new(), |s| s.public_hex.clone()),
         })
     }
 

@@ -1,28 +1,60 @@
-//! Manual remediation requests: validated against the agent's typed action
-//! allowlist, recorded, delivered down the agent's stream with a lease, and
-//! closed by the agent's report. The agent's local safety rules decide.
+//! Remediation requests: manual triggers from operators and proposals from
+//! the agents' policy rules. Each is validated against the agent's typed
+//! action allowlist, recorded, waits for an approval (mode `approve`) and for
+//! a fleet lease (at most `max_concurrent` hosts acting per rule), travels
+//! down the agent's stream with that lease, and is closed by the agent's
+//! report. The agent's local safety rules still decide.
+//!
+//! States: `proposed` (waiting for an approval or a lease), `approved`
+//! (waiting for a lease or for the agent to connect), `running` (sent with a
+//! lease), then `succeeded`, `failed`, `refused` (by the agent's rules),
+//! `dry_run`, `rejected` (by an operator) or `expired` (nobody approved, or
+//! no lease, in time).
 
-use rand::Rng;
 use serde::Serialize;
 
-use super::{now_ms, valid_agent_id, Fleet, Ingested};
+use super::{new_id, now_ms, valid_agent_id, Fleet, Ingested};
 use crate::store::StoreError;
 
 /// How long a lease handed out with a request stays valid.
 const LEASE_MS: i64 = 5 * 60 * 1000;
 
+pub const STATES: [&str; 9] = [
+    "proposed",
+    "approved",
+    "rejected",
+    "running",
+    "succeeded",
+    "failed",
+    "refused",
+    "expired",
+    "dry_run",
+];
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ActionRecord {
     pub id: String,
     pub host_id: String,
+    /// `manual`, or `policy/rule` for proposals.
     pub rule: String,
+    pub policy: String,
     pub action: serde_json::Value,
     /// "dry_run" or "execute".
     pub mode: String,
-    /// pending (not yet delivered), sent, executed, dry_run, refused, failed.
+    /// How it gets to run: manual (an operator asked), auto, approve, dry_run.
+    pub approval: String,
+    /// See the module documentation.
     pub state: String,
     pub reason: String,
     pub requested_by: String,
+    /// Who approved or rejected it.
+    pub decided_by: String,
+    /// Hosts of the fleet allowed to run this rule at once (0: no limit).
+    pub max_concurrent: i64,
+    /// Proposed or approved requests expire at this time (0: never).
+    pub expires_at_ms: i64,
+    /// Why the rule fired, as the agent saw it.
+    pub evidence: Option<serde_json::Value>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     /// The agent's structured report, once it arrived.
@@ -51,6 +83,26 @@ pub struct ReportIn {
     pub decision: String,
     pub reason: String,
     pub report_json: String,
+}
+
+/// A policy rule that fired on an agent, as received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProposalIn {
+    pub seq: i64,
+    pub produced_at_ms: i64,
+    pub id: String,
+    pub policy: String,
+    pub revision: i64,
+    pub rule: String,
+    pub action_json: String,
+    /// auto, approve or dry_run.
+    pub mode: String,
+    /// proposed, dry_run or refused.
+    pub decision: String,
+    pub reason: String,
+    pub report_json: String,
+    pub evidence_json: String,
+    pub max_concurrent: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -90,11 +142,18 @@ pub enum TriggerError {
     Store(#[from] StoreError),
 }
 
-fn new_id(prefix: &str) -> String {
-    format!("{prefix}-{:016x}", rand::thread_rng().gen::<u64>())
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("no remediation action {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 fn lease() -> (String, i64) {
+    use rand::Rng;
     (
         hex::encode(rand::thread_rng().gen::<[u8; 16]>()),
         now_ms() + LEASE_MS,
@@ -150,17 +209,24 @@ impl Fleet {
         if self.store.host(host, i64::MAX, now_ms()).await?.is_none() {
             return Err(TriggerError::NoHost(host.to_string()));
         }
+        let now = now_ms();
         let record = ActionRecord {
             id: new_id("act"),
             host_id: host.to_string(),
             rule: "manual".into(),
+            policy: String::new(),
             action,
             mode: mode.to_string(),
-            state: "pending".into(),
+            approval: "manual".into(),
+            state: "approved".into(),
             reason: String::new(),
             requested_by: actor.to_string(),
-            created_at_ms: now_ms(),
-            updated_at_ms: now_ms(),
+            decided_by: actor.to_string(),
+            max_concurrent: 0,
+            expires_at_ms: 0,
+            evidence: None,
+            created_at_ms: now,
+            updated_at_ms: now,
             report: None,
         };
         self.store.insert_action(&record).await?;
@@ -172,37 +238,213 @@ impl Fleet {
             serde_json::json!({ "request": record.id, "action": record.action, "mode": record.mode }),
         )
         .await;
-        let (token, expires) = lease();
-        if self.send_command(host, record.command(token, expires)) {
-            self.store.mark_action_sent(&record.id, now_ms()).await?;
-        }
-        Ok(record)
+        self.dispatch(host).await?;
+        Ok(self.store.action(&record.id).await?.unwrap_or(record))
     }
 
-    /// Delivers the requests that waited for this agent to connect.
-    pub async fn deliver_pending(&self, host: &str) -> Result<(), StoreError> {
-        for record in self.store.pending_actions(host).await? {
+    /// Sends this host's requests that may run now: approved ones and auto
+    /// proposals, each once it holds a fleet lease for its rule.
+    pub async fn dispatch(&self, host: &str) -> Result<(), StoreError> {
+        if !self.is_connected_here(host) {
+            return Ok(());
+        }
+        for a in self.store.dispatchable_actions(host).await? {
             let (token, expires) = lease();
-            if !self.send_command(host, record.command(token, expires)) {
+            if a.max_concurrent > 0
+                && !self
+                    .store
+                    .claim_lease(&a.rule, a.max_concurrent, &a.id, expires, now_ms())
+                    .await?
+            {
+                let waiting = format!(
+                    "waiting for a fleet lease: {} hosts already run rule {}",
+                    a.max_concurrent, a.rule
+                );
+                if a.reason != waiting {
+                    self.store.set_action_reason(&a.id, &waiting).await?;
+                }
+                continue;
+            }
+            if !self
+                .store
+                .transition_action(&a.id, &a.state, "running", "", None, now_ms())
+                .await?
+            {
+                // Another replica took it; give the slot back.
+                self.store.release_lease(&a.id).await?;
+                continue;
+            }
+            if a.approval != "manual" {
+                self.audit(
+                    "control-plane",
+                    "remediation.lease",
+                    host,
+                    "granted",
+                    serde_json::json!({ "request": a.id, "rule": a.rule, "max_concurrent": a.max_concurrent, "expires_ms": expires }),
+                )
+                .await;
+            }
+            if !self.send_command(host, a.command(token, expires)) {
+                // The stream went away between the check and the send: the
+                // request waits for the next connection.
+                self.store
+                    .transition_action(&a.id, "running", &a.state, "", None, now_ms())
+                    .await?;
+                self.store.release_lease(&a.id).await?;
                 break;
             }
-            self.store.mark_action_sent(&record.id, now_ms()).await?;
         }
         Ok(())
     }
 
-    /// Stores an agent's report on a request.
+    /// Expires requests nobody approved (or no lease freed up for) in time,
+    /// and dispatches what may run on the agents connected here.
+    pub async fn tick_remediation(&self) -> Result<(), StoreError> {
+        let now = now_ms();
+        for a in self.store.expiring_actions(now).await? {
+            let reason = if a.state == "proposed" && a.approval == "approve" {
+                "nobody approved it in time"
+            } else {
+                "no fleet lease in time"
+            };
+            if self
+                .store
+                .transition_action(&a.id, &a.state, "expired", reason, None, now)
+                .await?
+            {
+                self.audit(
+                    "control-plane",
+                    "remediation.expired",
+                    &a.host_id,
+                    "expired",
+                    serde_json::json!({ "request": a.id, "rule": a.rule, "reason": reason }),
+                )
+                .await;
+            }
+        }
+        for host in self.connected_ids() {
+            self.dispatch(&host).await?;
+        }
+        Ok(())
+    }
+
+    /// Approves or rejects a proposal of an `approve` rule.
+    pub async fn decide(
+        &self,
+        actor: &str,
+        id: &str,
+        approve: bool,
+    ) -> Result<ActionRecord, DecideError> {
+        let a = self
+            .store
+            .action(id)
+            .await?
+            .ok_or_else(|| DecideError::NotFound(id.to_string()))?;
+        let verb = if approve { "approve" } else { "reject" };
+        if a.state != "proposed" || a.approval != "approve" {
+            return Err(DecideError::Conflict(format!(
+                "cannot {verb} {id}: it is {} ({}), only proposals of approve rules wait for a decision",
+                a.state, a.approval
+            )));
+        }
+        let now = now_ms();
+        if a.expires_at_ms > 0 && a.expires_at_ms <= now {
+            return Err(DecideError::Conflict(format!("cannot {verb} {id}: it expired")));
+        }
+        let to = if approve { "approved" } else { "rejected" };
+        if !self
+            .store
+            .transition_action(id, "proposed", to, "", Some(actor), now)
+            .await?
+        {
+            return Err(DecideError::Conflict(format!(
+                "cannot {verb} {id}: it changed meanwhile"
+            )));
+        }
+        self.audit(
+            actor,
+            &format!("remediation.{verb}"),
+            &a.host_id,
+            to,
+            serde_json::json!({ "request": id, "rule": a.rule, "action": a.action }),
+        )
+        .await;
+        if approve {
+            self.dispatch(&a.host_id).await?;
+        }
+        Ok(self.store.action(id).await?.unwrap_or(a))
+    }
+
+    /// Records a proposal from an agent's policy rule (once per message).
+    pub async fn proposal(&self, agent_id: &str, p: ProposalIn) -> Result<Ingested, StoreError> {
+        let action: serde_json::Value = serde_json::from_str(&p.action_json).unwrap_or_default();
+        let typed = serde_json::from_value::<sco_agent::remediate::Action>(action.clone());
+        let now = now_ms();
+        let (state, reason) = match (p.mode.as_str(), p.decision.as_str(), &typed) {
+            (_, _, Err(e)) => ("refused", format!("invalid action: {e}")),
+            ("auto" | "approve", "proposed", Ok(_)) => ("proposed", p.reason.clone()),
+            ("dry_run", "dry_run", Ok(_)) => ("dry_run", p.reason.clone()),
+            (_, "refused", Ok(_)) => ("refused", p.reason.clone()),
+            (m, d, Ok(_)) => ("refused", format!("invalid proposal: mode {m:?}, decision {d:?}")),
+        };
+        let record = ActionRecord {
+            id: p.id.clone(),
+            host_id: agent_id.to_string(),
+            rule: p.rule.clone(),
+            policy: p.policy.clone(),
+            action,
+            mode: if p.mode == "dry_run" { "dry_run" } else { "execute" }.into(),
+            approval: p.mode.clone(),
+            state: state.into(),
+            reason,
+            requested_by: format!("agent:{agent_id}"),
+            decided_by: String::new(),
+            max_concurrent: p.max_concurrent.max(1),
+            expires_at_ms: if state == "proposed" { now + self.proposal_ttl_ms } else { 0 },
+            evidence: serde_json::from_str(&p.evidence_json).ok(),
+            created_at_ms: now,
+            updated_at_ms: now,
+            report: serde_json::from_str(&p.report_json).ok(),
+        };
+        let ingested = self
+            .store
+            .insert_proposal(&record, p.seq, p.produced_at_ms)
+            .await?;
+        if ingested == Ingested::Stored {
+            self.telemetry.ingest_messages.inc();
+            tracing::info!(agent_id, request = %record.id, rule = %record.rule, state, "remediation proposal");
+            self.audit(
+                &format!("agent:{agent_id}"),
+                "remediation.proposal",
+                agent_id,
+                state,
+                serde_json::json!({
+                    "request": record.id, "policy": p.policy, "revision": p.revision,
+                    "rule": record.rule, "mode": p.mode, "action": record.action,
+                    "reason": record.reason, "evidence": record.evidence,
+                }),
+            )
+            .await;
+            if state == "proposed" && p.mode == "auto" {
+                self.dispatch(agent_id).await?;
+            }
+        }
+        Ok(ingested)
+    }
+
+    /// Stores an agent's report on a request and frees its lease.
     pub async fn action_report(
         &self,
         agent_id: &str,
         mut r: ReportIn,
     ) -> Result<Ingested, StoreError> {
-        if !matches!(
-            r.decision.as_str(),
-            "executed" | "dry_run" | "refused" | "failed"
-        ) {
-            r.decision = "failed".into();
+        r.decision = match r.decision.as_str() {
+            "executed" => "succeeded",
+            "dry_run" => "dry_run",
+            "refused" => "refused",
+            _ => "failed",
         }
+        .into();
         let (ingested, matched) = self
             .store
             .record_action_report(agent_id, &r, now_ms())

@@ -54,6 +54,82 @@ pub fn command(c: crate::fleet::PendingCommand) -> ActionCommand {
     }
 }
 
+pub fn policy(p: crate::fleet::PolicyRevision) -> sco_proto::v1::PolicyUpdate {
+    sco_proto::v1::PolicyUpdate {
+        name: p.name,
+        revision: u64::try_from(p.revision).unwrap_or(0),
+        document: p.document,
+        signature: p.signature,
+    }
+}
+
+fn seq_i64(seq: u64) -> Result<i64, String> {
+    i64::try_from(seq)
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| format!("sequence number {seq} out of range"))
+}
+
+fn revision_i64(r: u64) -> Result<i64, String> {
+    i64::try_from(r).map_err(|_| format!("revision {r} out of range"))
+}
+
+pub fn policy_status(
+    seq: u64,
+    produced_at_ms: i64,
+    p: sco_proto::v1::PolicyStatus,
+) -> Result<crate::fleet::PolicyStatusIn, String> {
+    if p.name.is_empty() || p.name.len() > 64 || p.error.len() > 4096 {
+        return Err("invalid policy status: name or error too long".into());
+    }
+    Ok(crate::fleet::PolicyStatusIn {
+        seq: seq_i64(seq)?,
+        produced_at_ms,
+        name: p.name,
+        revision: revision_i64(p.revision)?,
+        applied: p.applied,
+        error: p.error,
+        active_revision: revision_i64(p.active_revision)?,
+    })
+}
+
+pub fn proposal(
+    seq: u64,
+    produced_at_ms: i64,
+    agent_id: &str,
+    p: sco_proto::v1::ActionProposal,
+) -> Result<crate::fleet::ProposalIn, String> {
+    let prefix = format!("{agent_id}:");
+    if !p.id.starts_with(&prefix) || p.id.len() > 128 {
+        return Err(format!("invalid proposal id {:?}: must start with {prefix:?}", clip(&p.id, 140)));
+    }
+    if p.rule.len() > 160 || !p.rule.contains('/') || p.policy.len() > 64 {
+        return Err("invalid proposal: rule must be policy/rule".into());
+    }
+    if p.action_json.len() > 16 * 1024
+        || p.report_json.len() > 256 * 1024
+        || p.evidence_json.len() > 64 * 1024
+        || p.reason.len() > 4096
+    {
+        return Err("invalid proposal: a field is too large".into());
+    }
+    Ok(crate::fleet::ProposalIn {
+        seq: seq_i64(seq)?,
+        produced_at_ms,
+        id: p.id,
+        policy: p.policy,
+        revision: revision_i64(p.revision)?,
+        rule: p.rule,
+        action_json: p.action_json,
+        mode: p.mode,
+        decision: p.decision,
+        reason: p.reason,
+        report_json: p.report_json,
+        evidence_json: p.evidence_json,
+        max_concurrent: i64::from(p.max_concurrent.min(10_000)),
+    })
+}
+
 fn processes(p: Vec<ProcessSample>) -> Vec<ProcessRow> {
     p.into_iter()
         .take(200)

@@ -40,6 +40,13 @@ pub const ROLES: &[(&str, &str, &str)] = &[
     ("POST", "/hosts/{id}/revoke", "admin"),
     ("POST", "/remediation/trigger", "operator"),
     ("GET", "/remediation/actions", "viewer"),
+    ("POST", "/remediation/actions/{id}/approve", "operator"),
+    ("POST", "/remediation/actions/{id}/reject", "operator"),
+    ("GET", "/policies", "viewer"),
+    ("POST", "/policies", "admin"),
+    ("GET", "/policies/{name}", "viewer"),
+    ("POST", "/policies/{name}/rollout", "admin"),
+    ("GET", "/policies/{name}/status", "viewer"),
     ("GET", "/audit", "admin"),
 ];
 
@@ -76,6 +83,13 @@ pub const ROLES: &[(&str, &str, &str)] = &[
         revoke_host,
         remediation_trigger,
         remediation_actions,
+        approve_action,
+        reject_action,
+        list_policies,
+        create_policy,
+        get_policy,
+        rollout_policy,
+        policy_status,
         audit,
     ),
     components(schemas(
@@ -107,6 +121,12 @@ pub const ROLES: &[(&str, &str, &str)] = &[
         TriggerResponse,
         ActionsResponse,
         AuditResponse,
+        PolicyCreated,
+        PoliciesResponse,
+        PolicyResponse,
+        RolloutBody,
+        RolloutResponse,
+        PolicyStatusResponse,
     )),
     modifiers(&Security),
     tags(
@@ -116,6 +136,7 @@ pub const ROLES: &[(&str, &str, &str)] = &[
         (name = "anomaly", description = "anomaly events and scoring"),
         (name = "enrollment", description = "enrollment tokens and host revocation"),
         (name = "remediation", description = "remediation actions and the audit log"),
+        (name = "policies", description = "signed fleet policies and their rollouts"),
     )
 )]
 pub struct ApiDoc;
@@ -471,6 +492,162 @@ fn remediation_actions() {}
     ))]
 #[allow(dead_code)]
 fn audit() {}
+
+/// Approves a proposal of an `approve` rule; it runs once a fleet lease is
+/// free.
+#[utoipa::path(post, path = "/remediation/actions/{id}/approve", tag = "remediation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "action id")),
+    responses(
+        (status = 200, description = "approved", body = TriggerResponse),
+        (status = 400, description = "invalid id", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+        (status = 404, description = "no such action", body = ErrorBody),
+        (status = 409, description = "not a proposal waiting for a decision (named state)", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn approve_action() {}
+
+/// Rejects a proposal of an `approve` rule.
+#[utoipa::path(post, path = "/remediation/actions/{id}/reject", tag = "remediation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "action id")),
+    responses(
+        (status = 200, description = "rejected", body = TriggerResponse),
+        (status = 400, description = "invalid id", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+        (status = 404, description = "no such action", body = ErrorBody),
+        (status = 409, description = "not a proposal waiting for a decision (named state)", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn reject_action() {}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PolicyCreated {
+    /// False when the document equals the newest revision's.
+    created: bool,
+    /// name, revision, document (canonical), signature, source, created_by, created_at_ms.
+    #[schema(value_type = Object)]
+    policy: (),
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PoliciesResponse {
+    count: u64,
+    #[schema(value_type = Vec<Object>)]
+    policies: (),
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PolicyResponse {
+    name: String,
+    #[schema(value_type = Vec<Object>)]
+    revisions: (),
+    #[schema(value_type = Vec<Object>)]
+    rollouts: (),
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RolloutBody {
+    /// Revision to roll out; the newest by default.
+    revision: Option<i64>,
+    /// Share of targeted hosts that get it first (0..=100, default 10; 0: all at once).
+    canary_percent: Option<i64>,
+    /// Canary duration in seconds (default 300).
+    canary_secs: Option<i64>,
+    /// Extra anomaly events canary hosts may open before the rollout stops (default 3).
+    max_new_anomalies: Option<i64>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RolloutResponse {
+    #[schema(value_type = Object)]
+    rollout: (),
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PolicyStatusResponse {
+    name: String,
+    #[schema(value_type = Option<Object>)]
+    rollout: (),
+    /// Per host: desired_revision, canary, reported_revision, applied_revision, applied_at_ms, error, in_sync.
+    #[schema(value_type = Vec<Object>)]
+    hosts: (),
+}
+
+/// Policies with their newest revision and current rollout.
+#[utoipa::path(get, path = "/policies", tag = "policies", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "policies", body = PoliciesResponse),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn list_policies() {}
+
+/// Validates a policy document (YAML, or JSON), signs it with the fleet's
+/// ed25519 key and stores it as the next immutable revision.
+#[utoipa::path(post, path = "/policies", tag = "policies", security(("bearer" = [])),
+    request_body(content = String, content_type = "application/yaml", description = "policy document (YAML or JSON)"),
+    responses(
+        (status = 201, description = "new revision", body = PolicyCreated),
+        (status = 200, description = "same as the newest revision", body = PolicyCreated),
+        (status = 400, description = "invalid document (names the field and the reason)", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 409, description = "concurrent revisions", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn create_policy() {}
+
+/// A policy with every revision and its rollouts.
+#[utoipa::path(get, path = "/policies/{name}", tag = "policies", security(("bearer" = [])),
+    params(("name" = String, Path, description = "policy name")),
+    responses(
+        (status = 200, description = "policy", body = PolicyResponse),
+        (status = 400, description = "invalid name", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+        (status = 404, description = "no such policy", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn get_policy() {}
+
+/// Rolls a revision out: canary hosts first; everyone after `canary_secs`
+/// unless a canary host refuses it or canary hosts open more anomaly
+/// events than allowed, which stops the rollout by itself.
+#[utoipa::path(post, path = "/policies/{name}/rollout", tag = "policies", security(("bearer" = [])),
+    params(("name" = String, Path, description = "policy name")),
+    request_body = RolloutBody,
+    responses(
+        (status = 201, description = "rollout started", body = RolloutResponse),
+        (status = 400, description = "invalid parameter (named)", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 404, description = "no such policy or revision", body = ErrorBody),
+        (status = 409, description = "a rollout is still in its canary phase", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn rollout_policy() {}
+
+/// Per host: the revision meant for it, the one it applied, when, and errors.
+#[utoipa::path(get, path = "/policies/{name}/status", tag = "policies", security(("bearer" = [])),
+    params(("name" = String, Path, description = "policy name")),
+    responses(
+        (status = 200, description = "status", body = PolicyStatusResponse),
+        (status = 400, description = "invalid name", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+        (status = 404, description = "no such policy", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn policy_status() {}
 
 #[cfg(test)]
 mod tests {

@@ -44,9 +44,7 @@ pub async fn trigger(
     Ok((StatusCode::ACCEPTED, Json(json!({ "action": record }))))
 }
 
-const STATES: [&str; 6] = [
-    "pending", "sent", "executed", "dry_run", "refused", "failed",
-];
+use crate::fleet::ACTION_STATES as STATES;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,52 +8,109 @@ use crate::fleet::{
     ActionQuery, ActionRecord, AuditEntry, AuditQuery, Ingested, PendingCommand, ReportIn,
 };
 
-const ACTION_SELECT: &str = "SELECT id, host_id, rule, action, mode, state, reason, requested_by,
-    created_at_ms, updated_at_ms, report FROM remediation_actions";
+const ACTION_SELECT: &str = "SELECT id, host_id, rule, policy, action, mode, approval, state, reason,
+    requested_by, decided_by, max_concurrent, expires_at_ms, evidence, created_at_ms, updated_at_ms,
+    report FROM remediation_actions";
 
 fn action_from_row(r: &AnyRow) -> Result<ActionRecord, StoreError> {
     let action: String = r.try_get("action")?;
     let report: String = r.try_get("report")?;
+    let evidence: String = r.try_get("evidence")?;
     Ok(ActionRecord {
         id: r.try_get("id")?,
         host_id: r.try_get("host_id")?,
         rule: r.try_get("rule")?,
+        policy: r.try_get("policy")?,
         action: serde_json::from_str(&action).unwrap_or(serde_json::Value::Null),
         mode: r.try_get("mode")?,
+        approval: r.try_get("approval")?,
         state: r.try_get("state")?,
         reason: r.try_get("reason")?,
         requested_by: r.try_get("requested_by")?,
+        decided_by: r.try_get("decided_by")?,
+        max_concurrent: r.try_get("max_concurrent")?,
+        expires_at_ms: r.try_get("expires_at_ms")?,
+        evidence: serde_json::from_str(&evidence).ok(),
         created_at_ms: r.try_get("created_at_ms")?,
         updated_at_ms: r.try_get("updated_at_ms")?,
         report: serde_json::from_str(&report).ok(),
     })
 }
 
+const ACTION_INSERT: &str = "INSERT INTO remediation_actions (id, host_id, rule, policy, action, mode,
+        approval, state, reason, requested_by, decided_by, max_concurrent, expires_at_ms, evidence,
+        created_at_ms, updated_at_ms, report)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16)";
+
+fn bind_action<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    a: &ActionRecord,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(a.id.clone())
+        .bind(a.host_id.clone())
+        .bind(a.rule.clone())
+        .bind(a.policy.clone())
+        .bind(a.action.to_string())
+        .bind(a.mode.clone())
+        .bind(a.approval.clone())
+        .bind(a.state.clone())
+        .bind(a.reason.clone())
+        .bind(a.requested_by.clone())
+        .bind(a.decided_by.clone())
+        .bind(a.max_concurrent)
+        .bind(a.expires_at_ms)
+        .bind(a.evidence.as_ref().map_or(String::new(), |e| e.to_string()))
+        .bind(a.created_at_ms)
+        .bind(a.report.as_ref().map_or(String::new(), |e| e.to_string()))
+}
+
 impl Store {
     pub async fn insert_action(&self, a: &ActionRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO remediation_actions (id, host_id, rule, action, mode, state, reason, requested_by,
-                                              created_at_ms, updated_at_ms, report)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, '')",
-        )
-        .bind(&a.id)
-        .bind(&a.host_id)
-        .bind(&a.rule)
-        .bind(a.action.to_string())
-        .bind(&a.mode)
-        .bind(&a.state)
-        .bind(&a.reason)
-        .bind(&a.requested_by)
-        .bind(a.created_at_ms)
-        .execute(&self.pool)
-        .await?;
+        bind_action(sqlx::query(ACTION_INSERT), a)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
-    /// Requests not yet handed to the host's agent, oldest first.
-    pub async fn pending_actions(&self, host: &str) -> Result<Vec<ActionRecord>, StoreError> {
+    /// Stores a proposal once per (host, seq); a proposal id seen before is
+    /// left as it is.
+    pub async fn insert_proposal(
+        &self,
+        a: &ActionRecord,
+        seq: i64,
+        produced_at_ms: i64,
+    ) -> Result<Ingested, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !claim_message(
+            &mut tx,
+            &a.host_id,
+            seq,
+            "proposal",
+            produced_at_ms,
+            a.created_at_ms,
+        )
+        .await?
+        {
+            tx.rollback().await?;
+            return Ok(Ingested::Duplicate);
+        }
+        bind_action(
+            sqlx::query(&format!("{ACTION_INSERT} ON CONFLICT (id) DO NOTHING")),
+            a,
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ingested::Stored)
+    }
+
+    /// Requests of `host` that may be sent once they hold a lease: approved
+    /// ones and auto proposals, oldest first.
+    pub async fn dispatchable_actions(&self, host: &str) -> Result<Vec<ActionRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "{ACTION_SELECT} WHERE host_id = $1 AND state = 'pending' ORDER BY created_at_ms, id"
+            "{ACTION_SELECT} WHERE host_id = $1
+               AND (state = 'approved' OR (state = 'proposed' AND approval = 'auto'))
+             ORDER BY created_at_ms, id"
         ))
         .bind(host)
         .fetch_all(&self.pool)
@@ -61,17 +118,98 @@ impl Store {
         rows.iter().map(action_from_row).collect()
     }
 
-    pub async fn mark_action_sent(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE remediation_actions SET state = 'sent', updated_at_ms = $2 WHERE id = $1 AND state = 'pending'")
+    /// Proposed or approved requests whose time is up.
+    pub async fn expiring_actions(&self, now_ms: i64) -> Result<Vec<ActionRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{ACTION_SELECT} WHERE state IN ('proposed', 'approved')
+               AND expires_at_ms > 0 AND expires_at_ms <= $1"
+        ))
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(action_from_row).collect()
+    }
+
+    /// Moves a request from `from` to `to`; false when it was not in `from`.
+    pub async fn transition_action(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        reason: &str,
+        decided_by: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE remediation_actions SET state = $3, reason = $4,
+                decided_by = CASE WHEN $5 = '' THEN decided_by ELSE $5 END, updated_at_ms = $6
+             WHERE id = $1 AND state = $2",
+        )
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .bind(reason)
+        .bind(decided_by.unwrap_or(""))
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    pub async fn set_action_reason(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE remediation_actions SET reason = $2 WHERE id = $1")
             .bind(id)
-            .bind(now_ms)
+            .bind(reason)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    /// Stores an agent's report once per (host, seq). Only the host the
-    /// request was for can report on it.
+    /// Takes one of the `max` slots of `rule` for `action_id`, if one is free
+    /// (never taken, or its lease expired). Each slot is one row, so two
+    /// replicas can never take the same slot.
+    pub async fn claim_lease(
+        &self,
+        rule: &str,
+        max: i64,
+        action_id: &str,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        for slot in 0..max.clamp(0, 1000) {
+            let n = sqlx::query(
+                "INSERT INTO remediation_leases (rule, slot, action_id, expires_at_ms)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (rule, slot) DO UPDATE SET action_id = excluded.action_id,
+                    expires_at_ms = excluded.expires_at_ms
+                 WHERE remediation_leases.expires_at_ms <= $5",
+            )
+            .bind(rule)
+            .bind(slot)
+            .bind(action_id)
+            .bind(expires_at_ms)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if n > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    pub async fn release_lease(&self, action_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM remediation_leases WHERE action_id = $1")
+            .bind(action_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores an agent's report once per (host, seq) and frees the
+    /// request's lease. Only the host the request was for can report on it.
     pub async fn record_action_report(
         &self,
         host: &str,
@@ -105,6 +243,12 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if updated > 0 {
+            sqlx::query("DELETE FROM remediation_leases WHERE action_id = $1")
+                .bind(&r.command_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok((Ingested::Stored, updated > 0))
     }

@@ -206,10 +206,14 @@ impl Store {
         Ok(r.rows_affected())
     }
 
-    /// Forgets refresh tokens that expired before `before_ms`.
-    pub async fn purge_refresh_tokens(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let r = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at_ms < $1")
-            .bind(before_ms)
+    /// Deletes the refresh tokens expired at `now_ms` (`expires_at_ms <=
+    /// now_ms`, the test `/auth/refresh` applies), whether used, revoked or
+    /// neither, and returns how many. A deleted spent token no longer
+    /// triggers reuse detection when presented again, so a caller wanting a
+    /// longer reuse window passes an earlier instant.
+    pub async fn purge_refresh_tokens(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at_ms <= $1")
+            .bind(now_ms)
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected())

@@ -1,0 +1,586 @@
+//! Fleet policies: signed immutable revisions, rollouts with a canary that
+//! stops by itself, and delivery of the revision meant for each host down
+//! its stream.
+//!
+//! Which revision a host should run follows from the policy's newest
+//! rollout: during the canary phase canary hosts get the new revision and
+//! the others keep the previous one; a complete rollout gives everyone the
+//! new one; a stopped rollout puts everyone back on the previous one. Every
+//! replica pushes that revision to the agents connected to it, and again to
+//! an agent that reconnects.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use super::{new_id, now_ms, Fleet, Ingested};
+use crate::store::StoreError;
+
+/// One immutable, signed revision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyRevision {
+    pub name: String,
+    pub revision: i64,
+    /// Canonical JSON of the validated document (what is signed).
+    pub document: String,
+    /// ed25519 signature, hex.
+    pub signature: String,
+    /// The document as posted (YAML or JSON).
+    pub source: String,
+    pub created_by: String,
+    pub created_at_ms: i64,
+}
+
+impl PolicyRevision {
+    pub fn parsed(&self) -> Option<sco_agent::policy::Policy> {
+        serde_json::from_str(&self.document).ok()
+    }
+
+    /// The JSON form returned by the API.
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "revision": self.revision,
+            "document": serde_json::from_str::<serde_json::Value>(&self.document).unwrap_or_default(),
+            "signature": self.signature,
+            "source": self.source,
+            "created_by": self.created_by,
+            "created_at_ms": self.created_at_ms,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rollout {
+    pub id: String,
+    pub name: String,
+    pub revision: i64,
+    /// Revision in force before this rollout (0: none); what non-canary
+    /// hosts keep and what everyone gets back if the rollout stops.
+    pub previous_revision: i64,
+    pub canary_percent: i64,
+    pub canary_hosts: Vec<String>,
+    pub canary_secs: i64,
+    /// The rollout stops when canary hosts open more anomaly events than
+    /// `baseline_anomalies + max_new_anomalies` during the canary phase.
+    pub max_new_anomalies: i64,
+    /// Events the canary hosts opened in the same time before the rollout.
+    pub baseline_anomalies: i64,
+    /// canary, complete or stopped.
+    pub state: String,
+    pub reason: String,
+    pub started_by: String,
+    pub started_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl Rollout {
+    /// The revision `host` should run according to this rollout (0: none).
+    pub fn revision_for(&self, host: &str) -> i64 {
+        match self.state.as_str() {
+            "complete" => self.revision,
+            "canary" if self.canary_hosts.iter().any(|h| h == host) => self.revision,
+            _ => self.previous_revision,
+        }
+    }
+
+    /// The revision in force for hosts outside a canary.
+    fn settled_revision(&self) -> i64 {
+        if self.state == "complete" {
+            self.revision
+        } else {
+            self.previous_revision
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyHostStatus {
+    pub name: String,
+    pub host_id: String,
+    /// Revision the host last reported on.
+    pub revision: i64,
+    /// Revision in force on the host.
+    pub applied_revision: i64,
+    pub applied_at_ms: i64,
+    /// Why the last reported revision was refused; empty when applied.
+    pub error: String,
+    pub updated_at_ms: i64,
+}
+
+/// An agent's report on a policy revision, as received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyStatusIn {
+    pub seq: i64,
+    pub produced_at_ms: i64,
+    pub name: String,
+    pub revision: i64,
+    pub applied: bool,
+    pub error: String,
+    pub active_revision: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRequest {
+    /// Defaults to the newest revision.
+    #[serde(default)]
+    pub revision: Option<i64>,
+    /// Share of targeted hosts that get the revision first; 0 goes to all
+    /// at once.
+    #[serde(default = "default_canary_percent")]
+    pub canary_percent: i64,
+    /// How long the canary runs before everyone gets the revision.
+    #[serde(default = "default_canary_secs")]
+    pub canary_secs: i64,
+    #[serde(default = "default_max_new_anomalies")]
+    pub max_new_anomalies: i64,
+}
+
+fn default_canary_percent() -> i64 {
+    10
+}
+fn default_canary_secs() -> i64 {
+    300
+}
+fn default_max_new_anomalies() -> i64 {
+    3
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyApiError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Hosts sorted by a hash of policy and host: a stable, spread choice of
+/// canaries that differs between policies.
+fn canary_order(name: &str, hosts: &mut [String]) {
+    hosts.sort_by_cached_key(|h| sha2::Sha256::digest(format!("{name}/{h}").as_bytes()));
+}
+
+impl Fleet {
+    /// Validates, signs and stores a new revision. Posting the document of
+    /// the newest revision again returns that revision (`false`).
+    pub async fn create_policy(
+        &self,
+        actor: &str,
+        source: &str,
+    ) -> Result<(PolicyRevision, bool), PolicyApiError> {
+        let signer = self
+            .policy_signer
+            .as_ref()
+            .ok_or_else(|| PolicyApiError::Invalid("this control plane has no policy signing key".into()))?;
+        let policy =
+            sco_agent::policy::parse(source).map_err(|e| PolicyApiError::Invalid(e.to_string()))?;
+        let document = policy.canonical_json();
+        for _ in 0..5 {
+            let latest = self.store.latest_policy_revision(&policy.name).await?;
+            if latest > 0 {
+                if let Some(prev) = self.store.policy_revision(&policy.name, latest).await? {
+                    if prev.document == document {
+                        return Ok((prev, false));
+                    }
+                }
+            }
+            let revision = latest + 1;
+            let rev = PolicyRevision {
+                name: policy.name.clone(),
+                revision,
+                signature: signer.sign(&policy.name, revision as u64, &document),
+                document: document.clone(),
+                source: source.to_string(),
+                created_by: actor.to_string(),
+                created_at_ms: now_ms(),
+            };
+            match self.store.insert_policy_revision(&rev).await {
+                Ok(()) => {
+                    self.audit(
+                        actor,
+                        "policy.create",
+                        "",
+                        "stored",
+                        serde_json::json!({ "policy": rev.name, "revision": rev.revision }),
+                    )
+                    .await;
+                    return Ok((rev, true));
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(PolicyApiError::Conflict(format!(
+            "policy {}: concurrent revisions, retry",
+            policy.name
+        )))
+    }
+
+    /// Starts a rollout of a revision.
+    pub async fn start_rollout(
+        &self,
+        actor: &str,
+        name: &str,
+        req: RolloutRequest,
+    ) -> Result<Rollout, PolicyApiError> {
+        if !(0..=100).contains(&req.canary_percent) {
+            return Err(PolicyApiError::Invalid(format!(
+                "canary_percent: {} is outside 0..=100",
+                req.canary_percent
+            )));
+        }
+        if !(0..=86_400).contains(&req.canary_secs) {
+            return Err(PolicyApiError::Invalid(format!(
+                "canary_secs: {} is outside 0..=86400",
+                req.canary_secs
+            )));
+        }
+        if !(0..=10_000).contains(&req.max_new_anomalies) {
+            return Err(PolicyApiError::Invalid(format!(
+                "max_new_anomalies: {} is outside 0..=10000",
+                req.max_new_anomalies
+            )));
+        }
+        let latest = self.store.latest_policy_revision(name).await?;
+        if latest == 0 {
+            return Err(PolicyApiError::NotFound(format!("no policy {name:?}")));
+        }
+        let revision = req.revision.unwrap_or(latest);
+        let rev = self
+            .store
+            .policy_revision(name, revision)
+            .await?
+            .ok_or_else(|| {
+                PolicyApiError::NotFound(format!("policy {name:?} has no revision {revision}"))
+            })?;
+        let current = self.store.rollouts(name).await?.into_iter().next();
+        if let Some(c) = current.as_ref().filter(|c| c.state == "canary") {
+            return Err(PolicyApiError::Conflict(format!(
+                "rollout {} of revision {} is still in its canary phase",
+                c.id, c.revision
+            )));
+        }
+        let previous_revision = current.as_ref().map_or(0, Rollout::settled_revision);
+        let target = rev.parsed().map(|p| p.target).unwrap_or_default();
+        let now = now_ms();
+        let mut hosts: Vec<String> = self
+            .store
+            .hosts(i64::MAX, now)
+            .await?
+            .into_iter()
+            .filter(|h| !h.revoked && target.matches(&h.labels))
+            .map(|h| h.id)
+            .collect();
+        canary_order(name, &mut hosts);
+        let k = (hosts.len() * req.canary_percent as usize).div_ceil(100);
+        hosts.truncate(k);
+        let canary_ms = req.canary_secs * 1000;
+        let baseline = self
+            .store
+            .count_anomalies_opened(&hosts, now - canary_ms, now)
+            .await?;
+        let immediate = req.canary_percent == 0 || hosts.is_empty();
+        let rollout = Rollout {
+            id: new_id("rollout"),
+            name: name.to_string(),
+            revision,
+            previous_revision,
+            canary_percent: req.canary_percent,
+            canary_hosts: hosts,
+            canary_secs: req.canary_secs,
+            max_new_anomalies: req.max_new_anomalies,
+            baseline_anomalies: baseline,
+            state: if immediate { "complete" } else { "canary" }.into(),
+            reason: if immediate {
+                "no canary: rolled out to every targeted host".into()
+            } else {
+                String::new()
+            },
+            started_by: actor.to_string(),
+            started_at_ms: now,
+            updated_at_ms: now,
+        };
+        self.store.insert_rollout(&rollout).await?;
+        self.audit(
+            actor,
+            "policy.rollout",
+            "",
+            &rollout.state,
+            serde_json::json!({
+                "policy": name, "revision": revision, "rollout": rollout.id,
+                "canary_hosts": rollout.canary_hosts, "previous_revision": previous_revision,
+            }),
+        )
+        .await;
+        Ok(rollout)
+    }
+
+    /// Finishes or stops canary rollouts. Safe on every replica: state
+    /// changes are conditional and audited once.
+    pub async fn advance_rollouts(&self) -> Result<(), StoreError> {
+        let now = now_ms();
+        for r in self.store.current_rollouts().await? {
+            if r.state != "canary" {
+                continue;
+            }
+            let statuses = self.store.policy_statuses(&r.name).await?;
+            let refused: Vec<String> = statuses
+                .iter()
+                .filter(|s| {
+                    s.revision == r.revision
+                        && !s.error.is_empty()
+                        && r.canary_hosts.contains(&s.host_id)
+                })
+                .map(|s| format!("{}: {}", s.host_id, s.error))
+                .collect();
+            let opened = self
+                .store
+                .count_anomalies_opened(&r.canary_hosts, r.started_at_ms, now)
+                .await?;
+            let (to, reason) = if !refused.is_empty() {
+                (
+                    "stopped",
+                    format!("canary hosts refused revision {}: {}", r.revision, refused.join("; ")),
+                )
+            } else if opened > r.baseline_anomalies + r.max_new_anomalies {
+                (
+                    "stopped",
+                    format!(
+                        "alarm jump: canary hosts opened {opened} anomaly events since the rollout \
+                         started ({} in the same time before, {} more allowed)",
+                        r.baseline_anomalies, r.max_new_anomalies
+                    ),
+                )
+            } else if now - r.started_at_ms >= r.canary_secs * 1000 {
+                (
+                    "complete",
+                    format!("canary healthy for {} s: rolled out to every targeted host", r.canary_secs),
+                )
+            } else {
+                continue;
+            };
+            if self
+                .store
+                .transition_rollout(&r.id, "canary", to, &reason, now)
+                .await?
+            {
+                tracing::info!(policy = %r.name, revision = r.revision, state = to, %reason, "rollout");
+                self.audit(
+                    "control-plane",
+                    "policy.rollout",
+                    "",
+                    to,
+                    serde_json::json!({ "policy": r.name, "revision": r.revision, "rollout": r.id, "reason": reason }),
+                )
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The revisions `host` should run, by policy name.
+    async fn desired_policies(
+        &self,
+        host: &str,
+        labels: &BTreeMap<String, String>,
+        rollouts: &[Rollout],
+        cache: &mut HashMap<(String, i64), Option<PolicyRevision>>,
+    ) -> Result<Vec<PolicyRevision>, StoreError> {
+        let mut out = Vec::new();
+        for r in rollouts {
+            let revision = r.revision_for(host);
+            if revision == 0 {
+                continue;
+            }
+            let key = (r.name.clone(), revision);
+            if !cache.contains_key(&key) {
+                let rev = self.store.policy_revision(&r.name, revision).await?;
+                cache.insert(key.clone(), rev);
+            }
+            if let Some(Some(rev)) = cache.get(&key) {
+                if rev.parsed().is_some_and(|p| p.target.matches(labels)) {
+                    out.push(rev.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends each agent connected here the revisions meant for it that its
+    /// current stream has not been sent yet.
+    pub async fn sync_policies(&self) -> Result<(), StoreError> {
+        let agents = self.connected_ids();
+        if agents.is_empty() {
+            return Ok(());
+        }
+        let rollouts = self.store.current_rollouts().await?;
+        let mut cache = HashMap::new();
+        let now = now_ms();
+        for agent in agents {
+            let Some(host) = self.store.host(&agent, i64::MAX, now).await? else {
+                continue;
+            };
+            for rev in self
+                .desired_policies(&agent, &host.labels, &rollouts, &mut cache)
+                .await?
+            {
+                self.send_policy(&agent, rev);
+            }
+        }
+        Ok(())
+    }
+
+    /// The periodic work of a replica: rollouts, policy delivery, expiry and
+    /// leases of remediation requests. Errors are logged and retried at the
+    /// next tick.
+    pub async fn run_ticks(
+        &self,
+        every: std::time::Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.advance_rollouts().await {
+                tracing::warn!(error = %e, "cannot advance rollouts");
+            }
+            if let Err(e) = self.sync_policies().await {
+                tracing::warn!(error = %e, "cannot push policies");
+            }
+            if let Err(e) = self.tick_remediation().await {
+                tracing::warn!(error = %e, "cannot dispatch remediation requests");
+            }
+        }
+    }
+
+    /// Stores an agent's policy status and audits refusals.
+    pub async fn policy_status_report(
+        &self,
+        agent_id: &str,
+        s: PolicyStatusIn,
+    ) -> Result<Ingested, StoreError> {
+        let ingested = self
+            .store
+            .record_policy_status(agent_id, &s, now_ms())
+            .await?;
+        if ingested == Ingested::Stored {
+            self.telemetry.ingest_messages.inc();
+            let (action, result) = if s.applied {
+                ("policy.applied", "applied")
+            } else {
+                ("policy.refused", "refused")
+            };
+            if !s.applied {
+                tracing::warn!(agent_id, policy = %s.name, revision = s.revision, error = %s.error, "agent refused a policy");
+            }
+            self.audit(
+                &format!("agent:{agent_id}"),
+                action,
+                agent_id,
+                result,
+                serde_json::json!({
+                    "policy": s.name, "revision": s.revision,
+                    "active_revision": s.active_revision, "error": s.error,
+                }),
+            )
+            .await;
+        }
+        Ok(ingested)
+    }
+
+    /// Per host: the revision meant for it, and what it reported.
+    pub async fn policy_status(&self, name: &str) -> Result<serde_json::Value, PolicyApiError> {
+        if self.store.latest_policy_revision(name).await? == 0 {
+            return Err(PolicyApiError::NotFound(format!("no policy {name:?}")));
+        }
+        let rollout = self.store.rollouts(name).await?.into_iter().next();
+        let statuses: HashMap<String, PolicyHostStatus> = self
+            .store
+            .policy_statuses(name)
+            .await?
+            .into_iter()
+            .map(|s| (s.host_id.clone(), s))
+            .collect();
+        let now = now_ms();
+        let mut cache = HashMap::new();
+        let mut hosts = Vec::new();
+        for h in self.store.hosts(i64::MAX, now).await? {
+            let desired = match &rollout {
+                Some(r) => self
+                    .desired_policies(&h.id, &h.labels, std::slice::from_ref(r), &mut cache)
+                    .await?
+                    .first()
+                    .map_or(0, |p| p.revision),
+                None => 0,
+            };
+            let status = statuses.get(&h.id);
+            if desired == 0 && status.is_none() {
+                continue;
+            }
+            hosts.push(serde_json::json!({
+                "host_id": h.id,
+                "desired_revision": desired,
+                "canary": rollout.as_ref().is_some_and(|r| r.canary_hosts.contains(&h.id)),
+                "reported_revision": status.map_or(0, |s| s.revision),
+                "applied_revision": status.map_or(0, |s| s.applied_revision),
+                "applied_at_ms": status.map_or(0, |s| s.applied_at_ms),
+                "error": status.map_or("", |s| s.error.as_str()),
+                "in_sync": status.is_some_and(|s| s.applied_revision == desired && s.error.is_empty()),
+            }));
+        }
+        Ok(serde_json::json!({ "name": name, "rollout": rollout, "hosts": hosts }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout(state: &str) -> Rollout {
+        Rollout {
+            id: "r".into(),
+            name: "p".into(),
+            revision: 3,
+            previous_revision: 2,
+            canary_percent: 50,
+            canary_hosts: vec!["a".into()],
+            canary_secs: 60,
+            max_new_anomalies: 3,
+            baseline_anomalies: 0,
+            state: state.into(),
+            reason: String::new(),
+            started_by: "admin".into(),
+            started_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn revision_per_host_follows_the_rollout() {
+        let r = rollout("canary");
+        assert_eq!((r.revision_for("a"), r.revision_for("b")), (3, 2));
+        let r = rollout("complete");
+        assert_eq!((r.revision_for("a"), r.revision_for("b")), (3, 3));
+        let r = rollout("stopped");
+        assert_eq!((r.revision_for("a"), r.revision_for("b")), (2, 2));
+    }
+
+    #[test]
+    fn canary_choice_is_stable_and_differs_by_policy() {
+        let hosts: Vec<String> = (0..20).map(|i| format!("host-{i}")).collect();
+        let (mut a, mut b, mut c) = (hosts.clone(), hosts.clone(), hosts.clone());
+        canary_order("one", &mut a);
+        canary_order("one", &mut b);
+        canary_order("two", &mut c);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}

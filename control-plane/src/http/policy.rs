@@ -1,0 +1,173 @@
+//! `/policies`: signed fleet policies, their revisions, rollouts and
+//! per-host status; and the approval of proposed remediation actions.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::error::{ApiJson, AppError};
+use super::AppState;
+use crate::auth::Role;
+use crate::fleet::{DecideError, PolicyApiError, RolloutRequest};
+
+impl From<PolicyApiError> for AppError {
+    fn from(e: PolicyApiError) -> Self {
+        match e {
+            PolicyApiError::Invalid(m) => AppError::bad_request(m),
+            PolicyApiError::NotFound(m) => AppError::not_found(m),
+            PolicyApiError::Conflict(m) => AppError::new(StatusCode::CONFLICT, m),
+            PolicyApiError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<DecideError> for AppError {
+    fn from(e: DecideError) -> Self {
+        match e {
+            DecideError::NotFound(_) => AppError::not_found(e.to_string()),
+            DecideError::Conflict(m) => AppError::new(StatusCode::CONFLICT, m),
+            DecideError::Store(e) => e.into(),
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), AppError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::bad_request(format!(
+            "name: {:?} is not a policy name",
+            name.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+/// Validates a policy (YAML, or JSON when it starts with `{`), signs it as
+/// the next revision and stores it. The same document as the newest
+/// revision returns that revision with 200.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: String,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    caller.require(Role::Admin)?;
+    if body.trim().is_empty() {
+        return Err(AppError::bad_request(
+            "document: empty body; send the policy as YAML or JSON",
+        ));
+    }
+    let (rev, created) = state.fleet.create_policy(&caller.0.sub, &body).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "created": created, "policy": rev.view() }))))
+}
+
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, AppError> {
+    caller.require(Role::Viewer)?;
+    let store = state.fleet.store();
+    let rollouts = store.current_rollouts().await?;
+    let policies: Vec<Value> = store
+        .latest_policies()
+        .await?
+        .into_iter()
+        .map(|p| {
+            let rollout = rollouts.iter().find(|r| r.name == p.name);
+            json!({
+                "name": p.name,
+                "latest_revision": p.revision,
+                "created_by": p.created_by,
+                "created_at_ms": p.created_at_ms,
+                "document": serde_json::from_str::<Value>(&p.document).unwrap_or_default(),
+                "rollout": rollout,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "count": policies.len(), "policies": policies })))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(Role::Viewer)?;
+    check_name(&name)?;
+    let store = state.fleet.store();
+    let revisions = store.policy_revisions(&name).await?;
+    if revisions.is_empty() {
+        return Err(AppError::not_found(format!("no policy {name:?}")));
+    }
+    let rollouts = store.rollouts(&name).await?;
+    Ok(Json(json!({
+        "name": name,
+        "revisions": revisions.iter().map(|r| r.view()).collect::<Vec<_>>(),
+        "rollouts": rollouts,
+    })))
+}
+
+/// Starts a rollout: the canary share of targeted hosts first, everyone
+/// after `canary_secs` unless canary hosts refuse the revision or open
+/// more anomaly events than allowed.
+pub async fn rollout(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<RolloutRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    caller.require(Role::Admin)?;
+    check_name(&name)?;
+    let rollout = state
+        .fleet
+        .start_rollout(&caller.0.sub, &name, body)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "rollout": rollout }))))
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(Role::Viewer)?;
+    check_name(&name)?;
+    Ok(Json(state.fleet.policy_status(&name).await?))
+}
+
+pub async fn approve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    decide(state, caller, id, true).await
+}
+
+pub async fn reject(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    decide(state, caller, id, false).await
+}
+
+async fn decide(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    approve: bool,
+) -> Result<Json<Value>, AppError> {
+    caller.require(Role::Operator)?;
+    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control()) {
+        return Err(AppError::bad_request("id: not an action id"));
+    }
+    let record = state.fleet.decide(&caller.0.sub, &id, approve).await?;
+    Ok(Json(json!({ "action": record })))
+}

@@ -1,0 +1,279 @@
+//! Policy revisions, rollouts and per-host policy status.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{claim_message, Store, StoreError};
+use crate::fleet::{Ingested, PolicyHostStatus, PolicyRevision, PolicyStatusIn, Rollout};
+
+const REVISION_SELECT: &str =
+    "SELECT name, revision, document, signature, source, created_by, created_at_ms FROM policies";
+
+fn revision_from_row(r: &AnyRow) -> Result<PolicyRevision, StoreError> {
+    Ok(PolicyRevision {
+        name: r.try_get("name")?,
+        revision: r.try_get("revision")?,
+        document: r.try_get("document")?,
+        signature: r.try_get("signature")?,
+        source: r.try_get("source")?,
+        created_by: r.try_get("created_by")?,
+        created_at_ms: r.try_get("created_at_ms")?,
+    })
+}
+
+const ROLLOUT_SELECT: &str = "SELECT id, name, revision, previous_revision, canary_percent,
+    canary_hosts, canary_secs, max_new_anomalies, baseline_anomalies, state, reason, started_by,
+    started_at_ms, updated_at_ms FROM policy_rollouts";
+
+fn rollout_from_row(r: &AnyRow) -> Result<Rollout, StoreError> {
+    let hosts: String = r.try_get("canary_hosts")?;
+    Ok(Rollout {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        revision: r.try_get("revision")?,
+        previous_revision: r.try_get("previous_revision")?,
+        canary_percent: r.try_get("canary_percent")?,
+        canary_hosts: serde_json::from_str(&hosts).unwrap_or_default(),
+        canary_secs: r.try_get("canary_secs")?,
+        max_new_anomalies: r.try_get("max_new_anomalies")?,
+        baseline_anomalies: r.try_get("baseline_anomalies")?,
+        state: r.try_get("state")?,
+        reason: r.try_get("reason")?,
+        started_by: r.try_get("started_by")?,
+        started_at_ms: r.try_get("started_at_ms")?,
+        updated_at_ms: r.try_get("updated_at_ms")?,
+    })
+}
+
+impl Store {
+    pub async fn latest_policy_revision(&self, name: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT MAX(revision) AS r FROM policies WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("r")?.unwrap_or(0))
+    }
+
+    /// Inserts a revision; [`StoreError::Conflict`] when that revision
+    /// number was taken meanwhile.
+    pub async fn insert_policy_revision(&self, p: &PolicyRevision) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO policies (name, revision, document, signature, source, created_by, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&p.name)
+        .bind(p.revision)
+        .bind(&p.document)
+        .bind(&p.signature)
+        .bind(&p.source)
+        .bind(&p.created_by)
+        .bind(p.created_at_ms)
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
+                format!("policy {} revision {}", p.name, p.revision),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every revision of `name`, oldest first.
+    pub async fn policy_revisions(&self, name: &str) -> Result<Vec<PolicyRevision>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{REVISION_SELECT} WHERE name = $1 ORDER BY revision"
+        ))
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(revision_from_row).collect()
+    }
+
+    pub async fn policy_revision(
+        &self,
+        name: &str,
+        revision: i64,
+    ) -> Result<Option<PolicyRevision>, StoreError> {
+        let row = sqlx::query(&format!(
+            "{REVISION_SELECT} WHERE name = $1 AND revision = $2"
+        ))
+        .bind(name)
+        .bind(revision)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(revision_from_row).transpose()
+    }
+
+    /// The newest revision of every policy, by name.
+    pub async fn latest_policies(&self) -> Result<Vec<PolicyRevision>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{REVISION_SELECT} p WHERE revision = (SELECT MAX(revision) FROM policies q WHERE q.name = p.name)
+             ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(revision_from_row).collect()
+    }
+
+    pub async fn insert_rollout(&self, r: &Rollout) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO policy_rollouts (id, name, revision, previous_revision, canary_percent,
+                canary_hosts, canary_secs, max_new_anomalies, baseline_anomalies, state, reason,
+                started_by, started_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+        )
+        .bind(&r.id)
+        .bind(&r.name)
+        .bind(r.revision)
+        .bind(r.previous_revision)
+        .bind(r.canary_percent)
+        .bind(serde_json::to_string(&r.canary_hosts).unwrap_or_else(|_| "[]".into()))
+        .bind(r.canary_secs)
+        .bind(r.max_new_anomalies)
+        .bind(r.baseline_anomalies)
+        .bind(&r.state)
+        .bind(&r.reason)
+        .bind(&r.started_by)
+        .bind(r.started_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves a rollout from `from` to `to`; false when it was not in `from`
+    /// (another replica got there first).
+    pub async fn transition_rollout(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE policy_rollouts SET state = $3, reason = $4, updated_at_ms = $5
+             WHERE id = $1 AND state = $2",
+        )
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .bind(reason)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Rollouts of `name`, newest first.
+    pub async fn rollouts(&self, name: &str) -> Result<Vec<Rollout>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{ROLLOUT_SELECT} WHERE name = $1 ORDER BY started_at_ms DESC, id DESC"
+        ))
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rollout_from_row).collect()
+    }
+
+    /// The newest rollout of every policy.
+    pub async fn current_rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{ROLLOUT_SELECT} r WHERE started_at_ms = (SELECT MAX(started_at_ms) FROM policy_rollouts s
+             WHERE s.name = r.name) ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rollout_from_row).collect()
+    }
+
+    /// Stores an agent's policy status once per (host, seq).
+    pub async fn record_policy_status(
+        &self,
+        host: &str,
+        s: &PolicyStatusIn,
+        now_ms: i64,
+    ) -> Result<Ingested, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !claim_message(
+            &mut tx,
+            host,
+            s.seq,
+            "policy_status",
+            s.produced_at_ms,
+            now_ms,
+        )
+        .await?
+        {
+            tx.rollback().await?;
+            return Ok(Ingested::Duplicate);
+        }
+        let applied_at = if s.applied { s.produced_at_ms } else { 0 };
+        sqlx::query(
+            "INSERT INTO policy_status (name, host_id, revision, applied_revision, applied_at_ms, error, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (name, host_id) DO UPDATE SET revision = excluded.revision,
+                applied_revision = excluded.applied_revision,
+                applied_at_ms = CASE WHEN excluded.applied_at_ms > 0 THEN excluded.applied_at_ms
+                                     ELSE policy_status.applied_at_ms END,
+                error = excluded.error, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(&s.name)
+        .bind(host)
+        .bind(s.revision)
+        .bind(s.active_revision)
+        .bind(applied_at)
+        .bind(&s.error)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ingested::Stored)
+    }
+
+    pub async fn policy_statuses(&self, name: &str) -> Result<Vec<PolicyHostStatus>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, host_id, revision, applied_revision, applied_at_ms, error, updated_at_ms
+             FROM policy_status WHERE name = $1 ORDER BY host_id",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PolicyHostStatus {
+                    name: r.try_get("name")?,
+                    host_id: r.try_get("host_id")?,
+                    revision: r.try_get("revision")?,
+                    applied_revision: r.try_get("applied_revision")?,
+                    applied_at_ms: r.try_get("applied_at_ms")?,
+                    error: r.try_get("error")?,
+                    updated_at_ms: r.try_get("updated_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Anomaly events of `hosts` that opened in `[from_ms, to_ms)`.
+    pub async fn count_anomalies_opened(
+        &self,
+        hosts: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let mut total = 0;
+        for h in hosts {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n FROM anomalies WHERE host_id = $1 AND started_ms >= $2 AND started_ms < $3",
+            )
+            .bind(h)
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_one(&self.pool)
+            .await?;
+            total += row.try_get::<i64, _>("n")?;
+        }
+        Ok(total)
+    }
+}
