@@ -129,6 +129,11 @@ pub struct ServerSection {
     pub cert: PathBuf,
     /// This agent's private key (PEM).
     pub key: PathBuf,
+    /// The fleet's ed25519 policy verifying key (64 hex characters), written
+    /// by `sco-agent enroll`; defaults to `policy.pub` beside `ca`. Without
+    /// it every policy is refused.
+    #[serde(default)]
+    pub policy_key: Option<PathBuf>,
     #[serde(default = "default_heartbeat_secs")]
     pub heartbeat_secs: u64,
     /// The connection is declared dead when nothing arrives for this long.
@@ -138,6 +143,18 @@ pub struct ServerSection {
     pub backoff_initial_ms: u64,
     #[serde(default = "default_backoff_max_ms")]
     pub backoff_max_ms: u64,
+}
+
+impl ServerSection {
+    /// Where the policy verifying key is read from.
+    pub fn policy_key_path(&self) -> PathBuf {
+        self.policy_key.clone().unwrap_or_else(|| {
+            self.ca
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new("."))
+                .join("policy.pub")
+        })
+    }
 }
 
 fn default_heartbeat_secs() -> u64 {

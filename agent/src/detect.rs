@@ -108,6 +108,12 @@ pub struct Outgoing {
     processes: Vec<ProcessSample>,
 }
 
+impl Outgoing {
+    pub fn change(&self) -> &EventChange {
+        &self.change
+    }
+}
+
 impl LiveDetector {
     pub fn new(config: &Config, run_started_ms: i64) -> Result<Self, DetectError> {
         let d = &config.detect;
@@ -154,6 +160,20 @@ impl LiveDetector {
 
     pub fn is_warm(&self) -> bool {
         self.detector.is_warm()
+    }
+
+    /// Applies detection settings of the policies in force over the
+    /// `[detect]` configuration (`None`: back to the configuration).
+    pub fn tune(&mut self, d: &DetectSection, policy: Option<&crate::policy::DetectionSettings>) {
+        let ticks = |secs: u64| ((secs * 1000) / self.interval_ms.max(1)).max(1) as usize;
+        let mut ignore = d.ignore.clone();
+        let (mut sensitivity, mut min_secs) = (d.sensitivity, d.min_duration_secs);
+        if let Some(p) = policy {
+            sensitivity = p.sensitivity.unwrap_or(sensitivity);
+            min_secs = p.min_duration_secs.unwrap_or(min_secs);
+            ignore.extend(p.ignore_metrics.iter().cloned());
+        }
+        self.detector.tune(sensitivity, ticks(min_secs), ignore);
     }
 
     /// Scores one sample; returns the event changes it caused.

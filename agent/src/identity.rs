@@ -52,12 +52,15 @@ pub struct IdentityFiles {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The fleet's policy verifying key (hex).
+    pub policy_key: PathBuf,
 }
 
 impl IdentityFiles {
     pub fn in_dir(dir: &Path) -> Self {
         Self {
             ca: dir.join("ca.pem"),
+            policy_key: dir.join("policy.pub"),
             cert: dir.join("agent.pem"),
             key: dir.join("agent.key"),
         }
@@ -65,6 +68,7 @@ impl IdentityFiles {
     pub fn of(server: &ServerSection) -> Self {
         Self {
             ca: server.ca.clone(),
+            policy_key: server.policy_key_path(),
             cert: server.cert.clone(),
             key: server.key.clone(),
         }
@@ -271,6 +275,24 @@ fn store_identity(
     write_file(&files.cert, cert, false)
 }
 
+/// Keeps the policy verifying key the control plane sent with a
+/// certificate (a fleet whose key was rotated hands out the new one).
+fn store_policy_key(files: &IdentityFiles, key_hex: &str) -> Result<(), IdentityError> {
+    let key_hex = key_hex.trim();
+    if key_hex.is_empty() {
+        return Ok(());
+    }
+    if key_hex.len() != 64 || hex::decode(key_hex).is_err() {
+        return Err(IdentityError::Invalid(
+            "the control plane sent an invalid policy key".into(),
+        ));
+    }
+    if std::fs::read_to_string(&files.policy_key).is_ok_and(|k| k.trim() == key_hex) {
+        return Ok(());
+    }
+    write_file(&files.policy_key, &format!("{key_hex}\n"), false)
+}
+
 fn refused(s: tonic::Status) -> IdentityError {
     IdentityError::Refused(s.message().to_string())
 }
@@ -320,6 +342,7 @@ pub async fn enroll(
         .map_err(refused)?
         .into_inner();
     store_identity(files, Some(&ca_pem), &key, &response.certificate_pem)?;
+    store_policy_key(files, &response.policy_key)?;
     Ok(Enrolled {
         agent_id: response.agent_id,
         not_after_ms: response.not_after_ms,
@@ -360,6 +383,7 @@ pub async fn renew(server: &ServerSection, endpoint: &str) -> Result<i64, Identi
         .map_err(refused)?
         .into_inner();
     store_identity(&files, None, &key, &response.certificate_pem)?;
+    store_policy_key(&files, &response.policy_key)?;
     Ok(response.not_after_ms)
 }
 

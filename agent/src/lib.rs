@@ -13,6 +13,10 @@
 //! - [`remediate`]: typed allowlisted actions (restart a unit, stop a
 //!   process, clean files, ...) under local safety rules, durable budgets,
 //!   circuit breakers, verification and a report for every decision.
+//! - [`policy`]: signed fleet policies, kept in sled, and the rules that
+//!   fire on anomalies and metric conditions.
+//! - [`executor`]: applies policies, proposes fired rules, runs requests
+//!   through the remediator and verifies them against live metrics.
 //! - [`pb`]: conversion of domain types to protobuf.
 //!
 //! [`run`] wires them together; the binary only parses the command line.
@@ -20,6 +24,7 @@
 pub mod collect;
 pub mod config;
 pub mod detect;
+pub mod executor;
 pub mod identity;
 pub mod outbox;
 pub mod pb;
@@ -115,15 +120,38 @@ pub async fn run(
     let new_data = Arc::new(Notify::new());
     let (connected_tx, connected_rx) = watch::channel(false);
     let (commands_tx, commands_rx) = mpsc::channel(64);
-    let remediator =
-        remediate::Remediator::with_db(config.remediate.clone(), outbox.lock().await.db())
-            .map_err(|e| AgentError::Remediate(e.to_string()))?;
-    let remediation = tokio::spawn(remediation_loop(
-        remediator,
-        commands_rx,
-        outbox.clone(),
-        new_data.clone(),
-    ));
+    let db = outbox.lock().await.db();
+    let remediator = remediate::Remediator::with_db(config.remediate.clone(), db.clone())
+        .map_err(|e| AgentError::Remediate(e.to_string()))?;
+    let key_path = config.server.policy_key_path();
+    let key = match policy::read_key(&key_path) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            tracing::warn!(error = %e, "no policy verifying key: every policy will be refused");
+            None
+        }
+    };
+    let policies = policy::store::PolicyStore::open(&db, key)
+        .map_err(|e| AgentError::Remediate(format!("policies: {e}")))?;
+    for (name, revision, _) in policies.iter() {
+        tracing::info!(policy = name, revision, "policy in force");
+    }
+    let policies = Arc::new(std::sync::Mutex::new(policies));
+    let (latest_tx, latest_rx) = watch::channel(executor::Latest::default());
+    let (tuning_tx, mut tuning_rx) = watch::channel(None);
+    let (triggers_tx, triggers_rx) = mpsc::channel(64);
+    let remediation = tokio::spawn(
+        executor::Executor {
+            remediator,
+            policies: policies.clone(),
+            outbox: outbox.clone(),
+            new_data: new_data.clone(),
+            latest: latest_rx,
+            tuning: tuning_tx,
+        }
+        .run(commands_rx, triggers_rx),
+    );
+    let mut engine = policy::engine::Engine::default();
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let uplink = uplink::Uplink {
@@ -153,8 +181,15 @@ pub async fn run(
             () = &mut shutdown => break,
             sample = samples.recv() => {
                 let Some(sample) = sample else { break };
+                if tuning_rx.has_changed().unwrap_or(false) {
+                    let tuning = tuning_rx.borrow_and_update().clone();
+                    if let Some(d) = live.as_mut() {
+                        d.tune(&config.detect, tuning.as_ref());
+                    }
+                }
                 let changes = live.as_mut().map(|d| d.observe(&sample)).unwrap_or_default();
                 for change in changes {
+                    engine.on_event(change.change());
                     let Some(d) = live.as_mut() else { break };
                     let seq = outbox
                         .lock()
@@ -163,6 +198,27 @@ pub async fn run(
                         .await?;
                     tracing::info!(seq, "anomaly event queued");
                     new_data.notify_one();
+                }
+                let values: executor::Latest = Arc::new(
+                    sample
+                        .metrics
+                        .iter()
+                        .map(|m| (detect::metric_key(m.name, &m.device), m.value))
+                        .collect(),
+                );
+                latest_tx.send_replace(values.clone());
+                let fired = {
+                    let store = policies.lock().unwrap_or_else(|e| e.into_inner());
+                    if store.is_empty() {
+                        Vec::new()
+                    } else {
+                        engine.evaluate(&store, &values, sample.ts_ms)
+                    }
+                };
+                for t in fired {
+                    if let Err(e) = triggers_tx.try_send(t) {
+                        tracing::warn!(error = %e, "remediation busy; fired rule dropped");
+                    }
                 }
                 if let Some(r) = roller.push(sample) {
                     let mut o = outbox.lock().await;
@@ -177,6 +233,7 @@ pub async fn run(
     }
     tracing::info!("shutting down");
     drop(samples);
+    drop(triggers_tx);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), uplink).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), renewal).await;
@@ -185,80 +242,6 @@ pub async fn run(
     // The collector notices the closed channel at its next tick.
     drop(collector);
     Ok(())
-}
-
-/// Runs requests from the control plane one at a time through the local
-/// safety rules, and queues each report durably. Ends when the uplink (the
-/// only sender) is gone.
-async fn remediation_loop(
-    mut remediator: remediate::Remediator,
-    mut commands: mpsc::Receiver<sco_proto::v1::ActionCommand>,
-    outbox: Arc<Mutex<outbox::Outbox>>,
-    new_data: Arc<Notify>,
-) {
-    while let Some(c) = commands.recv().await {
-        let (decision, reason, report_json) =
-            match serde_json::from_str::<remediate::Action>(&c.action_json) {
-                Ok(action) => {
-                    let mode = if c.mode == "execute" {
-                        remediate::Mode::Execute
-                    } else {
-                        remediate::Mode::DryRun
-                    };
-                    let lease = (!c.lease_token.is_empty()).then(|| remediate::Lease {
-                        token: c.lease_token.clone(),
-                        expires_ms: c.lease_expires_ms,
-                    });
-                    let rule = if c.rule.is_empty() {
-                        "manual".to_string()
-                    } else {
-                        c.rule.clone()
-                    };
-                    let report = remediator
-                        .request(remediate::ActionRequest {
-                            rule,
-                            action,
-                            mode,
-                            lease,
-                            cooldown_secs: 0,
-                            max_per_hour: 0,
-                        })
-                        .await;
-                    let decision = serde_json::to_value(report.decision)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_else(|| "failed".into());
-                    (
-                        decision,
-                        report.reason.clone().unwrap_or_default(),
-                        serde_json::to_string(&report).unwrap_or_default(),
-                    )
-                }
-                Err(e) => (
-                    "refused".to_string(),
-                    format!("unknown or invalid action: {e}"),
-                    String::new(),
-                ),
-            };
-        tracing::info!(request = %c.id, %decision, %reason, "remediation request handled");
-        let message = sco_proto::v1::AgentMessage {
-            seq: 0,
-            produced_at_ms: uplink::now_ms(),
-            body: Some(sco_proto::v1::agent_message::Body::ActionReport(
-                sco_proto::v1::ActionReport {
-                    command_id: c.id,
-                    rule: c.rule,
-                    decision,
-                    reason,
-                    report_json,
-                },
-            )),
-        };
-        match outbox.lock().await.push(message).await {
-            Ok(_) => new_data.notify_one(),
-            Err(e) => tracing::error!(error = %e, "cannot queue a remediation report"),
-        }
-    }
 }
 
 /// Collection runs on its own thread: `/proc` reads are blocking I/O, and a

@@ -519,8 +519,7 @@ impl SignedPolicy {
 /// Reads a verifying key file: 64 hex characters (32 bytes).
 pub fn read_key(path: &std::path::Path) -> Result<Vec<u8>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let key = hex::decode(text.trim())
-        .map_err(|e| format!("{}: not hex: {e}", path.display()))?;
+    let key = hex::decode(text.trim()).map_err(|e| format!("{}: not hex: {e}", path.display()))?;
     if key.len() != 32 {
         return Err(format!(
             "{}: {} bytes, an ed25519 public key has 32",
@@ -573,7 +572,10 @@ rules:
         assert_eq!(p.rules[0].mode, RuleMode::Auto);
         assert_eq!(p.rules[0].cooldown_secs, 300);
         assert_eq!(p.rules[0].when.state[0].op, Op::Ge);
-        assert_eq!(p.rules[0].when.anomaly.as_ref().map(|a| a.min_severity), Some(Severity::Medium));
+        assert_eq!(
+            p.rules[0].when.anomaly.as_ref().map(|a| a.min_severity),
+            Some(Severity::Medium)
+        );
         let again = parse(&p.canonical_json()).expect("canonical json parses");
         assert_eq!(again, p);
         assert_eq!(again.canonical_json(), p.canonical_json());
@@ -620,12 +622,25 @@ rules:
     #[test]
     fn state_conditions_parse_strictly() {
         let c: StateCondition = "disk.used_pct:/ > 90.5".parse().expect("valid");
-        assert_eq!((c.metric.as_str(), c.op, c.value), ("disk.used_pct:/", Op::Gt, 90.5));
+        assert_eq!(
+            (c.metric.as_str(), c.op, c.value),
+            ("disk.used_pct:/", Op::Gt, 90.5)
+        );
         assert!(c.op.holds(91.0, c.value) && !c.op.holds(90.5, c.value));
-        for bad in ["> 3", "cpu 3", "cpu > x", "cpu > NaN", "cpu > inf", "a b > 1"] {
+        for bad in [
+            "> 3",
+            "cpu 3",
+            "cpu > x",
+            "cpu > NaN",
+            "cpu > inf",
+            "a b > 1",
+        ] {
             assert!(bad.parse::<StateCondition>().is_err(), "{bad} accepted");
         }
-        assert_eq!(c.to_string().parse::<StateCondition>().expect("round trip"), c);
+        assert_eq!(
+            c.to_string().parse::<StateCondition>().expect("round trip"),
+            c
+        );
     }
 
     #[test]
@@ -638,11 +653,17 @@ rules:
 
         let mut tampered = signed.clone();
         tampered.document = tampered.document.replace("\"auto\"", "\"dry_run\"");
-        assert_eq!(tampered.verify(Some(&public)), Err(VerifyError::BadSignature));
+        assert_eq!(
+            tampered.verify(Some(&public)),
+            Err(VerifyError::BadSignature)
+        );
 
         let mut replayed = signed.clone();
         replayed.revision = 4;
-        assert_eq!(replayed.verify(Some(&public)), Err(VerifyError::BadSignature));
+        assert_eq!(
+            replayed.verify(Some(&public)),
+            Err(VerifyError::BadSignature)
+        );
 
         let mut unsigned = signed.clone();
         unsigned.signature.clear();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use sco_proto::v1::agent_service_client::AgentServiceClient;
 use sco_proto::v1::{
-    agent_message, control_message, ActionCommand, AgentMessage, Heartbeat, Hello,
+    agent_message, control_message, ActionCommand, AgentMessage, Heartbeat, Hello, PolicyUpdate,
 };
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,6 +21,13 @@ use crate::AgentError;
 /// Messages resent per batch before the uplink looks at incoming acks again.
 const SEND_BATCH: usize = 256;
 
+/// What the control plane asks of the agent, besides acks.
+#[derive(Debug)]
+pub enum Inbound {
+    Command(ActionCommand),
+    Policy(PolicyUpdate),
+}
+
 pub struct Uplink {
     pub server: ServerSection,
     pub hello: Hello,
@@ -30,7 +37,7 @@ pub struct Uplink {
     /// Connection state for observers (tests, status output).
     pub connected: watch::Sender<bool>,
     /// Remediation requests from the control plane, for the remediator.
-    pub commands: mpsc::Sender<ActionCommand>,
+    pub commands: mpsc::Sender<Inbound>,
 }
 
 enum End {
@@ -173,8 +180,14 @@ impl Uplink {
                                 self.outbox.lock().await.ack(ack.up_to_seq)?;
                             }
                             Some(control_message::Body::Command(c)) => {
-                                if let Err(e) = self.commands.try_send(c) {
+                                if let Err(e) = self.commands.try_send(Inbound::Command(c)) {
                                     tracing::warn!(error = %e, "remediation queue full; request dropped");
+                                }
+                            }
+                            Some(control_message::Body::Policy(p)) => {
+                                if let Err(e) = self.commands.try_send(Inbound::Policy(p)) {
+                                    // Sent again on the next connection.
+                                    tracing::warn!(error = %e, "policy queue full; update dropped");
                                 }
                             }
                             _ => {}

@@ -411,11 +411,7 @@ impl Session {
             }
             Some(agent_message::Body::Proposal(p)) => {
                 match pb::proposal(msg.seq, msg.produced_at_ms, &self.agent_id, p) {
-                    Ok(p) => self
-                        .fleet
-                        .proposal(&self.agent_id, p)
-                        .await
-                        .map(|_| ()),
+                    Ok(p) => self.fleet.proposal(&self.agent_id, p).await.map(|_| ()),
                     Err(reason) => {
                         self.fleet
                             .reject(&self.agent_id, msg.seq, msg.produced_at_ms, &reason)

@@ -61,10 +61,7 @@ pub fn app(state: AppState) -> Router {
         .route("/hosts/:id/revoke", post(enroll::revoke_host))
         .route("/remediation/trigger", post(remediation::trigger))
         .route("/remediation/actions", get(remediation::actions))
-        .route(
-            "/remediation/actions/:id/approve",
-            post(policy::approve),
-        )
+        .route("/remediation/actions/:id/approve", post(policy::approve))
         .route("/remediation/actions/:id/reject", post(policy::reject))
         .route("/policies", get(policy::list).post(policy::create))
         .route("/policies/:name", get(policy::get))

@@ -264,10 +264,9 @@ impl PolicySigner {
         let key_path = dir.join("policy.key");
         let pub_path = dir.join("policy.pub");
         if !key_path.exists() {
-            let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(
-                &ring::rand::SystemRandom::new(),
-            )
-            .map_err(|_| PkiError::Key("cannot generate the policy signing key".into()))?;
+            let pkcs8 =
+                ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                    .map_err(|_| PkiError::Key("cannot generate the policy signing key".into()))?;
             write_private(&key_path, &hex::encode(pkcs8.as_ref()))?;
         }
         let bad = |why: &str| PkiError::Key(format!("{}: {why}", key_path.display()));

@@ -145,8 +145,7 @@ async fn rest_is_served_over_tls_only() {
     let other_ca = Ca::generate().expect("another CA");
     let err = tls_connect(sb.http_addr, client_config(&other_ca.cert_pem))
         .await
-        .err()
-        .expect("a client not trusting the fleet CA fails the handshake");
+        .expect_err("a client not trusting the fleet CA fails the handshake");
     let cause = err
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>());

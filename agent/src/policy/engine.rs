@@ -219,8 +219,16 @@ mod tests {
         e.on_event(&event(EventKind::Opened, 2, "mem.used_pct", Severity::High));
         assert!(e.evaluate(&s, &hot, 0).is_empty());
         assert!(e.evaluate(&s, &hot, 5_000).is_empty());
-        e.on_event(&event(EventKind::Updated, 1, "cpu.total_pct", Severity::High));
-        assert!(e.evaluate(&s, &hot, 6_000).is_empty(), "must hold for 2 s first");
+        e.on_event(&event(
+            EventKind::Updated,
+            1,
+            "cpu.total_pct",
+            Severity::High,
+        ));
+        assert!(
+            e.evaluate(&s, &hot, 6_000).is_empty(),
+            "must hold for 2 s first"
+        );
         let t = e.evaluate(&s, &hot, 8_000);
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].qualified(), "p/r");
@@ -234,10 +242,20 @@ mod tests {
         assert!(e.evaluate(&s, &hot, 70_000).is_empty());
         assert_eq!(e.evaluate(&s, &hot, 72_000).len(), 1);
         // Closing the event ends the condition.
-        e.on_event(&event(EventKind::Closed, 1, "cpu.total_pct", Severity::High));
+        e.on_event(&event(
+            EventKind::Closed,
+            1,
+            "cpu.total_pct",
+            Severity::High,
+        ));
         assert!(e.evaluate(&s, &hot, 200_000).is_empty());
         // A missing metric never satisfies a state condition.
-        e.on_event(&event(EventKind::Opened, 3, "cpu.user_pct", Severity::Critical));
+        e.on_event(&event(
+            EventKind::Opened,
+            3,
+            "cpu.user_pct",
+            Severity::Critical,
+        ));
         assert!(e.evaluate(&s, &HashMap::new(), 300_000).is_empty());
     }
 }

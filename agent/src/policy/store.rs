@@ -149,7 +149,10 @@ mod tests {
             let db = sled::open(dir.path()).expect("db");
             let mut s = PolicyStore::open(&db, Some(public.clone())).expect("open");
             assert_eq!(s.apply(signed(&k, 1, 10)).expect("apply"), Applied::New);
-            assert_eq!(s.apply(signed(&k, 1, 10)).expect("apply"), Applied::Unchanged);
+            assert_eq!(
+                s.apply(signed(&k, 1, 10)).expect("apply"),
+                Applied::Unchanged
+            );
             assert_eq!(s.apply(signed(&k, 2, 20)).expect("apply"), Applied::New);
 
             let mut tampered = signed(&k, 3, 30);
@@ -170,11 +173,17 @@ mod tests {
                 panic!("older revision applied")
             };
             assert!(why.contains("not newer"), "{why}");
-            assert_eq!(s.rule("disk/vacuum").map(|(rev, r)| (rev, r.cooldown_secs)), Some((2, 20)));
+            assert_eq!(
+                s.rule("disk/vacuum").map(|(rev, r)| (rev, r.cooldown_secs)),
+                Some((2, 20))
+            );
         }
         let db = sled::open(dir.path()).expect("db");
         let s = PolicyStore::open(&db, Some(public)).expect("reopen");
-        assert_eq!(s.rule("disk/vacuum").map(|(rev, r)| (rev, r.cooldown_secs)), Some((2, 20)));
+        assert_eq!(
+            s.rule("disk/vacuum").map(|(rev, r)| (rev, r.cooldown_secs)),
+            Some((2, 20))
+        );
         // A different key (a re-keyed fleet) invalidates what was stored.
         let s = PolicyStore::open(&db, Some(key().public_key().as_ref().to_vec())).expect("reopen");
         assert!(s.is_empty());

@@ -174,10 +174,9 @@ impl Fleet {
         actor: &str,
         source: &str,
     ) -> Result<(PolicyRevision, bool), PolicyApiError> {
-        let signer = self
-            .policy_signer
-            .as_ref()
-            .ok_or_else(|| PolicyApiError::Invalid("this control plane has no policy signing key".into()))?;
+        let signer = self.policy_signer.as_ref().ok_or_else(|| {
+            PolicyApiError::Invalid("this control plane has no policy signing key".into())
+        })?;
         let policy =
             sco_agent::policy::parse(source).map_err(|e| PolicyApiError::Invalid(e.to_string()))?;
         let document = policy.canonical_json();
@@ -346,7 +345,11 @@ impl Fleet {
             let (to, reason) = if !refused.is_empty() {
                 (
                     "stopped",
-                    format!("canary hosts refused revision {}: {}", r.revision, refused.join("; ")),
+                    format!(
+                        "canary hosts refused revision {}: {}",
+                        r.revision,
+                        refused.join("; ")
+                    ),
                 )
             } else if opened > r.baseline_anomalies + r.max_new_anomalies {
                 (
@@ -360,7 +363,10 @@ impl Fleet {
             } else if now - r.started_at_ms >= r.canary_secs * 1000 {
                 (
                     "complete",
-                    format!("canary healthy for {} s: rolled out to every targeted host", r.canary_secs),
+                    format!(
+                        "canary healthy for {} s: rolled out to every targeted host",
+                        r.canary_secs
+                    ),
                 )
             } else {
                 continue;

@@ -349,7 +349,9 @@ impl Fleet {
         }
         let now = now_ms();
         if a.expires_at_ms > 0 && a.expires_at_ms <= now {
-            return Err(DecideError::Conflict(format!("cannot {verb} {id}: it expired")));
+            return Err(DecideError::Conflict(format!(
+                "cannot {verb} {id}: it expired"
+            )));
         }
         let to = if approve { "approved" } else { "rejected" };
         if !self
@@ -385,7 +387,10 @@ impl Fleet {
             ("auto" | "approve", "proposed", Ok(_)) => ("proposed", p.reason.clone()),
             ("dry_run", "dry_run", Ok(_)) => ("dry_run", p.reason.clone()),
             (_, "refused", Ok(_)) => ("refused", p.reason.clone()),
-            (m, d, Ok(_)) => ("refused", format!("invalid proposal: mode {m:?}, decision {d:?}")),
+            (m, d, Ok(_)) => (
+                "refused",
+                format!("invalid proposal: mode {m:?}, decision {d:?}"),
+            ),
         };
         let record = ActionRecord {
             id: p.id.clone(),
@@ -393,14 +398,23 @@ impl Fleet {
             rule: p.rule.clone(),
             policy: p.policy.clone(),
             action,
-            mode: if p.mode == "dry_run" { "dry_run" } else { "execute" }.into(),
+            mode: if p.mode == "dry_run" {
+                "dry_run"
+            } else {
+                "execute"
+            }
+            .into(),
             approval: p.mode.clone(),
             state: state.into(),
             reason,
             requested_by: format!("agent:{agent_id}"),
             decided_by: String::new(),
             max_concurrent: p.max_concurrent.max(1),
-            expires_at_ms: if state == "proposed" { now + self.proposal_ttl_ms } else { 0 },
+            expires_at_ms: if state == "proposed" {
+                now + self.proposal_ttl_ms
+            } else {
+                0
+            },
             evidence: serde_json::from_str(&p.evidence_json).ok(),
             created_at_ms: now,
             updated_at_ms: now,

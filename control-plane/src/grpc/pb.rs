@@ -99,9 +99,12 @@ pub fn proposal(
     agent_id: &str,
     p: sco_proto::v1::ActionProposal,
 ) -> Result<crate::fleet::ProposalIn, String> {
-    let prefix = format!("{agent_id}:");
-    if !p.id.starts_with(&prefix) || p.id.len() > 128 {
-        return Err(format!("invalid proposal id {:?}: must start with {prefix:?}", clip(&p.id, 140)));
+    // Ids are the agent's own; prefixed with its id they are unique.
+    if p.id.is_empty()
+        || p.id.len() > 64
+        || !p.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(format!("invalid proposal id {:?}", clip(&p.id, 80)));
     }
     if p.rule.len() > 160 || !p.rule.contains('/') || p.policy.len() > 64 {
         return Err("invalid proposal: rule must be policy/rule".into());
@@ -116,7 +119,7 @@ pub fn proposal(
     Ok(crate::fleet::ProposalIn {
         seq: seq_i64(seq)?,
         produced_at_ms,
-        id: p.id,
+        id: format!("{agent_id}:{}", p.id),
         policy: p.policy,
         revision: revision_i64(p.revision)?,
         rule: p.rule,

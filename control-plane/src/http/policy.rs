@@ -68,7 +68,10 @@ pub async fn create(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!({ "created": created, "policy": rev.view() }))))
+    Ok((
+        status,
+        Json(json!({ "created": created, "policy": rev.view() })),
+    ))
 }
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, AppError> {
@@ -91,7 +94,9 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
             })
         })
         .collect();
-    Ok(Json(json!({ "count": policies.len(), "policies": policies })))
+    Ok(Json(
+        json!({ "count": policies.len(), "policies": policies }),
+    ))
 }
 
 pub async fn get(

@@ -8,7 +8,8 @@ use crate::fleet::{
     ActionQuery, ActionRecord, AuditEntry, AuditQuery, Ingested, PendingCommand, ReportIn,
 };
 
-const ACTION_SELECT: &str = "SELECT id, host_id, rule, policy, action, mode, approval, state, reason,
+const ACTION_SELECT: &str =
+    "SELECT id, host_id, rule, policy, action, mode, approval, state, reason,
     requested_by, decided_by, max_concurrent, expires_at_ms, evidence, created_at_ms, updated_at_ms,
     report FROM remediation_actions";
 
@@ -37,7 +38,8 @@ fn action_from_row(r: &AnyRow) -> Result<ActionRecord, StoreError> {
     })
 }
 
-const ACTION_INSERT: &str = "INSERT INTO remediation_actions (id, host_id, rule, policy, action, mode,
+const ACTION_INSERT: &str =
+    "INSERT INTO remediation_actions (id, host_id, rule, policy, action, mode,
         approval, state, reason, requested_by, decided_by, max_concurrent, expires_at_ms, evidence,
         created_at_ms, updated_at_ms, report)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16)";

@@ -1,0 +1,301 @@
+//! The remediation task: applies signed policies, turns fired rules into
+//! proposals, and runs the control plane's requests through the local
+//! safety rules, verifying each executed action against live metrics.
+//! Every outcome leaves as a durable message through the outbox.
+//!
+//! One request runs at a time, verification included: a second action
+//! never starts while the effect of the first is still being judged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sco_proto::v1::{
+    agent_message::Body, ActionCommand, ActionProposal, AgentMessage, PolicyStatus, PolicyUpdate,
+};
+use tokio::sync::{mpsc, watch, Mutex, Notify};
+
+use crate::outbox::Outbox;
+use crate::policy::engine::Trigger;
+use crate::policy::store::{Applied, PolicyStore};
+use crate::policy::{DetectionSettings, RuleMode, SignedPolicy};
+use crate::remediate::{self, ActionReport, Decision, Mode, VerifyState};
+use crate::uplink::{now_ms, Inbound};
+
+/// Latest value of every metric, keyed as the detector names them.
+pub type Latest = Arc<HashMap<String, f64>>;
+
+pub struct Executor {
+    pub remediator: remediate::Remediator,
+    pub policies: Arc<std::sync::Mutex<PolicyStore>>,
+    pub outbox: Arc<Mutex<Outbox>>,
+    pub new_data: Arc<Notify>,
+    pub latest: watch::Receiver<Latest>,
+    /// Detection settings of the policies in force, for the detector.
+    pub tuning: watch::Sender<Option<DetectionSettings>>,
+}
+
+fn lock(p: &std::sync::Mutex<PolicyStore>) -> std::sync::MutexGuard<'_, PolicyStore> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `reason_code: reason`, or empty.
+fn reason_text(r: &ActionReport) -> String {
+    let code = r
+        .reason_code
+        .and_then(|c| serde_json::to_value(c).ok())
+        .and_then(|v| v.as_str().map(String::from));
+    match (code, &r.reason) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (None, Some(m)) => m.clone(),
+        _ => String::new(),
+    }
+}
+
+fn decision_text(d: Decision) -> &'static str {
+    match d {
+        Decision::Executed => "executed",
+        Decision::DryRun => "dry_run",
+        Decision::Refused => "refused",
+        Decision::Failed => "failed",
+    }
+}
+
+/// Detection settings of all policies in force: for each setting the
+/// first policy (by name) that sets it wins; ignored metrics add up.
+pub fn merged_detection(store: &PolicyStore) -> Option<DetectionSettings> {
+    let mut out = DetectionSettings::default();
+    let mut any = false;
+    for (_, _, p) in store.iter() {
+        let d = &p.detection;
+        if out.sensitivity.is_none() && d.sensitivity.is_some() {
+            out.sensitivity = d.sensitivity;
+            any = true;
+        }
+        if out.min_duration_secs.is_none() && d.min_duration_secs.is_some() {
+            out.min_duration_secs = d.min_duration_secs;
+            any = true;
+        }
+        if !d.ignore_metrics.is_empty() {
+            out.ignore_metrics.extend(d.ignore_metrics.iter().cloned());
+            any = true;
+        }
+    }
+    any.then_some(out)
+}
+
+impl Executor {
+    /// Runs until both the uplink and the main loop are gone.
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut triggers: mpsc::Receiver<Trigger>,
+    ) {
+        let _ = self.tuning.send(merged_detection(&lock(&self.policies)));
+        loop {
+            tokio::select! {
+                Some(i) = inbound.recv() => match i {
+                    Inbound::Command(c) => self.command(c).await,
+                    Inbound::Policy(p) => self.policy(p).await,
+                },
+                Some(t) = triggers.recv() => self.trigger(t).await,
+                else => break,
+            }
+        }
+    }
+
+    async fn send(&self, body: Body, what: &str) {
+        let message = AgentMessage {
+            seq: 0,
+            produced_at_ms: now_ms(),
+            body: Some(body),
+        };
+        match self.outbox.lock().await.push(message).await {
+            Ok(_) => self.new_data.notify_one(),
+            Err(e) => tracing::error!(error = %e, what, "cannot queue a message"),
+        }
+    }
+
+    async fn policy(&mut self, p: PolicyUpdate) {
+        let signed = SignedPolicy {
+            name: p.name.clone(),
+            revision: p.revision,
+            document: p.document,
+            signature: p.signature,
+        };
+        let (outcome, active, tuning) = {
+            let mut store = lock(&self.policies);
+            let outcome = store.apply(signed);
+            (
+                outcome,
+                store.revision(&p.name).unwrap_or(0),
+                merged_detection(&store),
+            )
+        };
+        let (applied, error) = match outcome {
+            Ok(Applied::Unchanged) => return,
+            Ok(Applied::New) => {
+                tracing::info!(policy = %p.name, revision = p.revision, "policy applied");
+                let _ = self.tuning.send(tuning);
+                (true, String::new())
+            }
+            Ok(Applied::Refused(why)) => {
+                tracing::warn!(policy = %p.name, revision = p.revision, reason = %why, "policy refused; the revision in force stays");
+                (false, why)
+            }
+            Err(e) => {
+                tracing::error!(policy = %p.name, error = %e, "cannot store policy");
+                (false, format!("storage: {e}"))
+            }
+        };
+        let status = PolicyStatus {
+            name: p.name,
+            revision: p.revision,
+            applied,
+            error,
+            active_revision: active,
+        };
+        self.send(Body::PolicyStatus(status), "policy status").await;
+    }
+
+    /// A rule fired: check it against the local limits now (without acting
+    /// or consuming anything), then propose it, or record the dry run.
+    async fn trigger(&mut self, t: Trigger) {
+        let rule = t.qualified();
+        let report = self
+            .remediator
+            .request(remediate::ActionRequest {
+                rule: rule.clone(),
+                action: t.rule.action.clone(),
+                mode: Mode::DryRun,
+                lease: None,
+                cooldown_secs: t.rule.cooldown_secs,
+                max_per_hour: t.rule.max_per_hour,
+            })
+            .await;
+        let decision = match (report.decision, t.rule.mode) {
+            (Decision::Refused | Decision::Failed, _) => "refused",
+            (_, RuleMode::DryRun) => "dry_run",
+            _ => "proposed",
+        };
+        tracing::info!(%rule, decision, mode = t.rule.mode.as_str(), "policy rule fired");
+        let proposal = ActionProposal {
+            id: format!("{:032x}", rand::random::<u128>()),
+            policy: t.policy.clone(),
+            revision: t.revision,
+            rule,
+            action_json: serde_json::to_string(&t.rule.action).unwrap_or_default(),
+            mode: t.rule.mode.as_str().into(),
+            decision: decision.into(),
+            reason: reason_text(&report),
+            report_json: serde_json::to_string(&report).unwrap_or_default(),
+            evidence_json: t.evidence.to_string(),
+            max_concurrent: t.rule.max_concurrent,
+        };
+        self.send(Body::Proposal(proposal), "proposal").await;
+    }
+
+    /// A request from the control plane: a manual trigger or a proposal
+    /// that got its approval and lease. The rule in force decides the
+    /// limits; the remediator decides whether anything runs.
+    async fn command(&mut self, c: ActionCommand) {
+        let (decision, reason, report_json) = self.execute(&c).await;
+        tracing::info!(request = %c.id, %decision, %reason, "remediation request handled");
+        let report = sco_proto::v1::ActionReport {
+            command_id: c.id,
+            rule: c.rule,
+            decision,
+            reason,
+            report_json,
+        };
+        self.send(Body::ActionReport(report), "action report").await;
+    }
+
+    async fn execute(&mut self, c: &ActionCommand) -> (String, String, String) {
+        let refused = |why: String| ("refused".to_string(), why, String::new());
+        let action = match serde_json::from_str::<remediate::Action>(&c.action_json) {
+            Ok(a) => a,
+            Err(e) => return refused(format!("invalid_action: unknown or invalid action: {e}")),
+        };
+        let rule = if c.rule.is_empty() {
+            "manual".to_string()
+        } else {
+            c.rule.clone()
+        };
+        let (cooldown_secs, max_per_hour, verify) = if rule.contains('/') {
+            let in_force = lock(&self.policies).rule(&rule).map(|(_, r)| r.clone());
+            match in_force {
+                None => {
+                    return refused(format!(
+                        "no_rule: rule {rule} is not in the policies in force here"
+                    ))
+                }
+                Some(r) if r.action != action => {
+                    return refused(format!(
+                        "not_allowed: the requested action differs from rule {rule} in force"
+                    ))
+                }
+                Some(r) if r.mode == RuleMode::DryRun && c.mode == "execute" => {
+                    return refused(format!("not_allowed: rule {rule} is dry_run here"))
+                }
+                Some(r) => (r.cooldown_secs, r.max_per_hour, r.verify.clone()),
+            }
+        } else {
+            (0, 0, None)
+        };
+        let mode = if c.mode == "execute" {
+            Mode::Execute
+        } else {
+            Mode::DryRun
+        };
+        let lease = (!c.lease_token.is_empty()).then(|| remediate::Lease {
+            token: c.lease_token.clone(),
+            expires_ms: c.lease_expires_ms,
+        });
+        let report = self
+            .remediator
+            .request(remediate::ActionRequest {
+                rule,
+                action,
+                mode,
+                lease,
+                cooldown_secs,
+                max_per_hour,
+            })
+            .await;
+        let mut decision = decision_text(report.decision).to_string();
+        let mut reason = reason_text(&report);
+        let mut json = serde_json::to_value(&report).unwrap_or_default();
+        if let (Some(spec), Decision::Executed) = (verify, report.decision) {
+            let latest = self.latest.clone();
+            let outcome = self
+                .remediator
+                .verify(&report, &spec, |m| latest.borrow().get(m).copied())
+                .await;
+            match outcome {
+                Ok(o) => {
+                    if let VerifyState::Failed { last_value } = &o.state {
+                        decision = "failed".into();
+                        reason = format!(
+                            "verification_failed: {} not below {} within {} s (last value {:?}){}",
+                            spec.metric,
+                            spec.below,
+                            spec.within_secs,
+                            last_value,
+                            if o.breaker_open {
+                                "; circuit breaker now open"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                    json["verification"] = serde_json::to_value(&o).unwrap_or_default();
+                }
+                Err(e) => {
+                    decision = "failed".into();
+                    reason = format!("storage: verification not recorded: {e}");
+                }
+            }
+        }
+        (decision, reason, json.to_string())
+    }
+}
