@@ -208,6 +208,11 @@ impl Sandbox {
         std::fs::write(dir.join("agent.pem"), cert).expect("write cert");
         std::fs::write(dir.join("agent.key"), key).expect("write key");
         std::fs::write(dir.join("ca.pem"), &self.ca.cert_pem).expect("write ca");
+        // The fleet's policy verifying key travels with the PKI.
+        let key = self.path().join("pki").join("policy.pub");
+        if key.exists() {
+            std::fs::copy(&key, dir.join("policy.pub")).expect("copy policy key");
+        }
         dir
     }
 
@@ -298,6 +303,76 @@ impl Sandbox {
             .expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Sandbox {
+    /// POSTs JSON; returns status and JSON body.
+    pub async fn post(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}{}", self.base_url(), path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs a text body (a YAML policy); returns status and JSON body.
+    pub async fn post_text(&self, token: &str, path: &str, text: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}{}", self.base_url(), path))
+            .bearer_auth(token)
+            .header("content-type", "application/yaml")
+            .body(text.to_string())
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Posts a policy and rolls it out to every targeted host at once;
+    /// returns the revision.
+    pub async fn publish_policy(&self, token: &str, yaml: &str) -> i64 {
+        let (status, body) = self.post_text(token, "/policies", yaml).await;
+        assert!(status == 201 || status == 200, "{status} {body}");
+        let name = body["policy"]["name"].as_str().expect("name").to_string();
+        let revision = body["policy"]["revision"].as_i64().expect("revision");
+        let (status, body) = self
+            .post(
+                token,
+                &format!("/policies/{name}/rollout"),
+                &serde_json::json!({"revision": revision, "canary_percent": 0}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        revision
+    }
+
+    /// Waits until `host` reports `revision` of policy `name` in force.
+    pub async fn wait_policy_applied(&self, token: &str, name: &str, host: &str, revision: i64) {
+        wait_for(
+            &format!("{host} to apply {name} revision {revision}"),
+            || async {
+                let (_, body) = self.get(token, &format!("/policies/{name}/status")).await;
+                body["hosts"].as_array()?.iter().find(|h| {
+                    h["host_id"] == host && h["applied_revision"] == revision && h["error"] == ""
+                })?;
+                Some(())
+            },
+        )
+        .await
+    }
+
+    /// Actions of a host, newest first.
+    pub async fn actions(&self, token: &str, host: &str) -> Vec<Value> {
+        let (_, body) = self
+            .get(token, &format!("/remediation/actions?host={host}"))
+            .await;
+        body["actions"].as_array().cloned().unwrap_or_default()
     }
 }
 

@@ -81,8 +81,8 @@ async fn triggered_actions_obey_the_agent_and_are_audited() {
     .await;
     assert_eq!(status, 202, "{body}");
     let id = body["action"]["id"].as_str().expect("id").to_string();
-    let done = wait_for_state(&sb, &admin, &id, &["executed", "refused", "failed"]).await;
-    assert_eq!(done["state"], "executed", "{done}");
+    let done = wait_for_state(&sb, &admin, &id, &["succeeded", "refused", "failed"]).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
     let exit = burner.wait().expect("burner reaped");
     assert!(!exit.success(), "the burner was killed");
 
@@ -94,7 +94,7 @@ async fn triggered_actions_obey_the_agent_and_are_audited() {
     )
     .await;
     let id = body["action"]["id"].as_str().expect("id").to_string();
-    let done = wait_for_state(&sb, &admin, &id, &["executed", "refused", "failed"]).await;
+    let done = wait_for_state(&sb, &admin, &id, &["succeeded", "refused", "failed"]).await;
     assert_eq!(done["state"], "refused", "{done}");
     assert!(!done["reason"].as_str().unwrap_or_default().is_empty());
 

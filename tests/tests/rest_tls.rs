@@ -69,20 +69,27 @@ async fn get(tls: TlsStream<TcpStream>, path: &str) -> hyper::Response<Vec<u8>> 
         .expect("response in time")
         .expect("response");
     let (parts, body) = response.into_parts();
-    let mut body = std::pin::pin!(body);
-    let mut bytes = Vec::new();
-    while let Some(frame) =
-        std::future::poll_fn(|cx| hyper::body::Body::poll_frame(body.as_mut(), cx)).await
-    {
-        if let Ok(data) = frame.expect("body frame").into_data() {
-            bytes.extend_from_slice(&data);
+    let read_body = async {
+        let mut body = std::pin::pin!(body);
+        let mut bytes = Vec::new();
+        while let Some(frame) =
+            std::future::poll_fn(|cx| hyper::body::Body::poll_frame(body.as_mut(), cx)).await
+        {
+            if let Ok(data) = frame.expect("body frame").into_data() {
+                bytes.extend_from_slice(&data);
+            }
         }
-    }
+        bytes
+    };
+    let bytes = tokio::time::timeout(TIMEOUT, read_body)
+        .await
+        .expect("body in time");
     drop(sender);
     conn.abort();
     hyper::Response::from_parts(parts, bytes)
 }
 
+/// `GET /health` over HTTPS: a JSON "ok" with every security header.
 async fn https_health(sb: &Sandbox, trusted: &Arc<rustls::ClientConfig>) {
     let tls = tls_connect(sb.http_addr, trusted.clone())
         .await

@@ -85,7 +85,8 @@ impl Engine {
         let mut seen = Vec::new();
         for (name, revision, policy) in policies.iter() {
             for rule in &policy.rules {
-                let key = format!("{name}/{}", rule.name);
+                // A new revision of the policy starts every episode afresh.
+                let key = format!("{name}/{}@{revision}", rule.name);
                 let evidence = self.holds(&rule.when, values);
                 let ep = self.episodes.entry(key.clone()).or_default();
                 seen.push(key);

@@ -57,22 +57,17 @@ impl PolicyStore {
         })
     }
 
-    /// Verifies `signed` and puts it in force unless it is older than the
-    /// revision in force. Nothing changes on refusal.
+    /// Verifies `signed` and puts it in force. Nothing changes on refusal.
     pub fn apply(&mut self, signed: SignedPolicy) -> Result<Applied, sled::Error> {
         let policy = match signed.verify(self.key.as_deref()) {
             Ok(p) => p,
             Err(e) => return Ok(Applied::Refused(refusal(&e))),
         };
+        // An older revision is a rollback (a stopped rollout): signed like
+        // any other, it is accepted.
         if let Some((current, _)) = self.policies.get(&signed.name) {
             if current.revision == signed.revision && current.document == signed.document {
                 return Ok(Applied::Unchanged);
-            }
-            if current.revision >= signed.revision {
-                return Ok(Applied::Refused(format!(
-                    "revision {} is not newer than revision {} in force",
-                    signed.revision, current.revision
-                )));
             }
         }
         let bytes = serde_json::to_vec(&signed).unwrap_or_default();
@@ -169,14 +164,17 @@ mod tests {
             };
             assert!(why.starts_with("unsigned"), "{why}");
 
-            let Applied::Refused(why) = s.apply(signed(&k, 1, 10)).expect("apply") else {
-                panic!("older revision applied")
-            };
-            assert!(why.contains("not newer"), "{why}");
             assert_eq!(
                 s.rule("disk/vacuum").map(|(rev, r)| (rev, r.cooldown_secs)),
                 Some((2, 20))
             );
+            // A rollback to an older signed revision applies.
+            assert_eq!(s.apply(signed(&k, 1, 10)).expect("apply"), Applied::New);
+            assert_eq!(
+                s.rule("disk/vacuum").map(|(rev, r)| (rev, r.cooldown_secs)),
+                Some((1, 10))
+            );
+            assert_eq!(s.apply(signed(&k, 2, 20)).expect("apply"), Applied::New);
         }
         let db = sled::open(dir.path()).expect("db");
         let s = PolicyStore::open(&db, Some(public)).expect("reopen");

@@ -43,6 +43,8 @@ impl PolicyRevision {
             "name": self.name,
             "revision": self.revision,
             "document": serde_json::from_str::<serde_json::Value>(&self.document).unwrap_or_default(),
+            // The exact bytes the signature covers.
+            "signed_document": self.document,
             "signature": self.signature,
             "source": self.source,
             "created_by": self.created_by,

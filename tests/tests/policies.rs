@@ -1,0 +1,473 @@
+//! Fleet policies end to end: validation naming the field, immutable signed
+//! revisions, rollouts with a canary that stops by itself, delivery to
+//! agents (also after they reconnect), refusal of policies that do not
+//! verify, and the approval flow of proposed actions.
+
+use std::time::Duration;
+
+use sco_agent::policy::SignedPolicy;
+use sco_tests::{wait_for, Db, Sandbox};
+use serde_json::{json, Value};
+
+const GUARD: &str = r#"
+name: disk-guard
+target: { labels: { env: test } }
+rules:
+  - name: vacuum
+    when: { state: ["mem.used_pct > 101"] }
+    action: { type: journal_vacuum, max_size_mb: 500 }
+"#;
+
+async fn connected(sb: &Sandbox, token: &str, host: &str) {
+    wait_for(&format!("{host} to connect"), || async {
+        let (_, body) = sb.get(token, &format!("/hosts/{host}")).await;
+        (body["host"]["connected"] == true).then_some(())
+    })
+    .await;
+}
+
+async fn policies_are_validated_signed_and_immutable(db: Db) {
+    let Some(sb) = Sandbox::new(db).await else {
+        return;
+    };
+    let _cp = sb.start_control_plane();
+    let admin = sb.admin_token().await;
+
+    // A bad document is refused with the field and the reason.
+    let (status, body) = sb
+        .post_text(
+            &admin,
+            "/policies",
+            &GUARD.replace("journal_vacuum", "reboot"),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("rules[0].action"), "{error}");
+    let (status, body) = sb
+        .post_text(&admin, "/policies", "{\"name\": \"x\", \"rules\": [{\"name\": \"r\", \"when\": {\"state\": [\"cpu.total_pct >> 3\"]}, \"action\": {\"type\": \"journal_vacuum\", \"max_size_mb\": 1}}]}")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("rules[0].when.state[0]"),
+        "{body}"
+    );
+    let (status, _) = sb.post_text(&admin, "/policies", "").await;
+    assert_eq!(status, 400);
+
+    // Revisions: new documents make new revisions; the same one does not.
+    let (status, body) = sb.post_text(&admin, "/policies", GUARD).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["policy"]["revision"], 1);
+    let (status, body) = sb.post_text(&admin, "/policies", GUARD).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["created"], false);
+    let v2 = GUARD.replace("500", "400");
+    let (status, body) = sb.post_text(&admin, "/policies", &v2).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["policy"]["revision"], 2);
+
+    let (status, body) = sb.get(&admin, "/policies/disk-guard").await;
+    assert_eq!(status, 200, "{body}");
+    let revisions = body["revisions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(revisions.len(), 2, "{body}");
+    // Every revision verifies with the fleet key the agents get, and a
+    // changed document does not.
+    let key = sco_agent::policy::read_key(&sb.path().join("pki/policy.pub")).expect("policy key");
+    for r in &revisions {
+        let signed = SignedPolicy {
+            name: r["name"].as_str().unwrap_or_default().into(),
+            revision: r["revision"].as_u64().unwrap_or_default(),
+            document: r["signed_document"].as_str().unwrap_or_default().into(),
+            signature: r["signature"].as_str().unwrap_or_default().into(),
+        };
+        let policy = signed.verify(Some(&key)).expect("signature verifies");
+        assert_eq!(policy.name, "disk-guard");
+        let mut tampered = signed.clone();
+        tampered.document = tampered.document.replace("vacuum", "vacuum2");
+        assert!(tampered.verify(Some(&key)).is_err());
+    }
+    assert_eq!(
+        revisions[0]["document"]["rules"][0]["action"]["max_size_mb"],
+        500
+    );
+    assert_eq!(
+        revisions[1]["document"]["rules"][0]["action"]["max_size_mb"],
+        400
+    );
+    assert_eq!(revisions[0]["document"]["rules"][0]["mode"], "dry_run");
+
+    let (status, body) = sb.get(&admin, "/policies").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["policies"][0]["latest_revision"], 2, "{body}");
+    let (status, _) = sb.get(&admin, "/policies/nope").await;
+    assert_eq!(status, 404);
+    let (status, _) = sb.post(&admin, "/policies/nope/rollout", &json!({})).await;
+    assert_eq!(status, 404);
+    let (status, body) = sb
+        .post(
+            &admin,
+            "/policies/disk-guard/rollout",
+            &json!({"canary_percent": 150}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("canary_percent"));
+
+    let (_, body) = sb.get(&admin, "/audit?action=policy.create").await;
+    assert_eq!(body["count"], 2, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policies_are_validated_signed_and_immutable_sqlite() {
+    policies_are_validated_signed_and_immutable(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policies_are_validated_signed_and_immutable_postgres() {
+    policies_are_validated_signed_and_immutable(Db::Postgres).await;
+}
+
+async fn status_of(sb: &Sandbox, token: &str, host: &str) -> Option<Value> {
+    let (_, body) = sb.get(token, "/policies/disk-guard/status").await;
+    body["hosts"]
+        .as_array()?
+        .iter()
+        .find(|h| h["host_id"] == host)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_goes_canary_first_then_everyone_and_reaches_late_agents() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let _cp = sb.start_control_plane();
+    let admin = sb.admin_token().await;
+    let _a = sb.start_agent("agent-a");
+    let _b = sb.start_agent("agent-b");
+    connected(&sb, &admin, "agent-a").await;
+    connected(&sb, &admin, "agent-b").await;
+    // A third host is known but offline during the rollout.
+    let mut c = sb.start_agent("agent-c");
+    connected(&sb, &admin, "agent-c").await;
+    c.terminate();
+
+    let (status, _) = sb.post_text(&admin, "/policies", GUARD).await;
+    assert_eq!(status, 201);
+    let (status, body) = sb
+        .post(
+            &admin,
+            "/policies/disk-guard/rollout",
+            &json!({"canary_percent": 34, "canary_secs": 4}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let canary: Vec<String> = body["rollout"]["canary_hosts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| h.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(canary.len(), 2, "34 % of 3 hosts rounds up to 2: {body}");
+    assert_eq!(body["rollout"]["state"], "canary");
+    // A second rollout during the canary is refused.
+    let (status, _) = sb
+        .post(&admin, "/policies/disk-guard/rollout", &json!({}))
+        .await;
+    assert_eq!(status, 409);
+
+    // Canary hosts that are online apply revision 1; the others do not.
+    let online_canary: Vec<&String> = canary.iter().filter(|h| *h != "agent-c").collect();
+    for h in &online_canary {
+        sb.wait_policy_applied(&admin, "disk-guard", h, 1).await;
+    }
+    for h in ["agent-a", "agent-b"] {
+        if !canary.iter().any(|c| c == h) {
+            let s = status_of(&sb, &admin, h).await;
+            assert!(
+                s.as_ref().map_or(true, |s| s["applied_revision"] == 0),
+                "{h} is not a canary: {s:?}"
+            );
+        }
+    }
+
+    // After the canary time, everyone gets it.
+    wait_for("the rollout to complete", || async {
+        let (_, body) = sb.get(&admin, "/policies/disk-guard").await;
+        (body["rollouts"][0]["state"] == "complete").then_some(())
+    })
+    .await;
+    for h in ["agent-a", "agent-b"] {
+        sb.wait_policy_applied(&admin, "disk-guard", h, 1).await;
+    }
+
+    // The agent that was offline gets the revision meant for it when it
+    // comes back; agents keep policies across restarts.
+    let _c = sb.start_agent("agent-c");
+    sb.wait_policy_applied(&admin, "disk-guard", "agent-c", 1)
+        .await;
+    let (_, body) = sb.get(&admin, "/policies/disk-guard/status").await;
+    let hosts = body["hosts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(hosts.len(), 3, "{body}");
+    assert!(hosts.iter().all(|h| h["in_sync"] == true), "{body}");
+    let (_, body) = sb.get(&admin, "/audit?action=policy.rollout").await;
+    let results: Vec<&str> = body["entries"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["result"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        results.contains(&"canary") && results.contains(&"complete"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_refusing_the_signature_stops_the_rollout_and_is_audited() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let _cp = sb.start_control_plane();
+    let admin = sb.admin_token().await;
+    // agent-bad trusts another key: to it, every fleet policy is forged.
+    let other = sb.path().join("other-policy.pub");
+    std::fs::write(&other, format!("{}\n", "ab".repeat(32))).expect("write key");
+    // Appended to the agent's [server] section.
+    let _bad = sb.start_agent_with(
+        "agent-bad",
+        &format!("policy_key = \"{}\"\n", other.display()),
+    );
+    connected(&sb, &admin, "agent-bad").await;
+
+    let (status, _) = sb.post_text(&admin, "/policies", GUARD).await;
+    assert_eq!(status, 201);
+    let (status, body) = sb
+        .post(
+            &admin,
+            "/policies/disk-guard/rollout",
+            &json!({"canary_percent": 100, "canary_secs": 600}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let rollout = wait_for("the rollout to stop by itself", || async {
+        let (_, body) = sb.get(&admin, "/policies/disk-guard").await;
+        (body["rollouts"][0]["state"] == "stopped").then(|| body["rollouts"][0].clone())
+    })
+    .await;
+    let reason = rollout["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("agent-bad") && reason.contains("bad_signature"),
+        "{rollout}"
+    );
+    let status = status_of(&sb, &admin, "agent-bad")
+        .await
+        .expect("status row");
+    assert_eq!(status["applied_revision"], 0, "{status}");
+    assert!(status["error"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("bad_signature"));
+    let (_, body) = sb.get(&admin, "/audit?action=policy.refused").await;
+    assert_eq!(body["entries"][0]["host_id"], "agent-bad", "{body}");
+    let (_, body) = sb.get(&admin, "/audit?action=policy.rollout").await;
+    assert!(
+        body["entries"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["result"] == "stopped")),
+        "{body}"
+    );
+}
+
+/// Old files in a directory the agent may clean.
+fn old_files(dir: &std::path::Path, names: &[&str]) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    for n in names {
+        let p = dir.join(n);
+        std::fs::write(&p, vec![b'x'; 4096]).expect("write");
+        let status = std::process::Command::new("touch")
+            .args(["-d", "10 days ago"])
+            .arg(&p)
+            .status()
+            .expect("touch");
+        assert!(status.success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approval_flow_approves_runs_verifies_rejects_and_expires() {
+    let Some(mut sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    sb.control_plane_extra = "[remediation]\nproposal_ttl_secs = 6\ntick_ms = 200\n".into();
+    let _cp = sb.start_control_plane();
+    let admin = sb.admin_token().await;
+    let root = sb.path().join("cleanable");
+    old_files(&root.join("a"), &["1.log", "2.log"]);
+    old_files(&root.join("b"), &["1.log"]);
+    old_files(&root.join("c"), &["1.log"]);
+    let extra = format!("[remediate]\nclean_roots = [\"{}\"]\n", root.display());
+    let _agent = sb.start_agent_with("agent-1", &extra);
+    connected(&sb, &admin, "agent-1").await;
+
+    // Three approve rules whose condition always holds; one will be
+    // approved, one rejected and one left to expire.
+    let rule = |name: &str, dir: &str| {
+        format!(
+            "  - name: {name}\n    when: {{ state: [\"mem.used_pct >= 0\"] }}\n    \
+             action: {{ type: clean_paths, root: \"{}\", patterns: [\"*.log\"], older_than_days: 1, max_bytes: 1000000 }}\n    \
+             mode: approve\n    verify: {{ metric: mem.used_pct, below: 101, within_secs: 10 }}\n",
+            root.join(dir).display()
+        )
+    };
+    let policy = format!(
+        "name: cleanup\nrules:\n{}{}{}",
+        rule("clean-a", "a"),
+        rule("clean-b", "b"),
+        rule("clean-c", "c")
+    );
+    let revision = sb.publish_policy(&admin, &policy).await;
+    sb.wait_policy_applied(&admin, "cleanup", "agent-1", revision)
+        .await;
+
+    let proposals = wait_for("three proposals", || async {
+        let a = sb.actions(&admin, "agent-1").await;
+        let p: Vec<Value> = a.into_iter().filter(|a| a["state"] == "proposed").collect();
+        (p.len() == 3).then_some(p)
+    })
+    .await;
+    let id_of = |rule: &str| {
+        proposals
+            .iter()
+            .find(|p| p["rule"] == format!("cleanup/{rule}"))
+            .and_then(|p| p["id"].as_str())
+            .map(String::from)
+            .expect("proposal of rule")
+    };
+    let (a, b, c) = (id_of("clean-a"), id_of("clean-b"), id_of("clean-c"));
+    // Nothing ran yet.
+    assert!(root.join("a/1.log").exists());
+    let p = proposals.iter().find(|p| p["id"] == a.as_str()).expect("a");
+    assert_eq!(p["approval"], "approve");
+    assert!(p["evidence"]["state"][0]["condition"]
+        .as_str()
+        .is_some_and(|c| c.contains("mem.used_pct")));
+
+    // A viewer cannot approve.
+    let (status, _) = sb
+        .post(
+            &admin,
+            "/auth/register",
+            &json!({"username": "vera", "password": "viewer-password-1", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let viewer = sb.login("vera", "viewer-password-1").await;
+    let (status, _) = sb
+        .post(
+            &viewer,
+            &format!("/remediation/actions/{a}/approve"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    let (status, body) = sb
+        .post(
+            &admin,
+            &format!("/remediation/actions/{a}/approve"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = sb
+        .post(
+            &admin,
+            &format!("/remediation/actions/{b}/reject"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["action"]["state"], "rejected");
+    // Deciding twice is a conflict.
+    let (status, _) = sb
+        .post(
+            &admin,
+            &format!("/remediation/actions/{b}/approve"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    // The approved one runs, deletes the old files in its root, verifies.
+    let done = wait_for("the approved action to finish", || async {
+        sb.actions(&admin, "agent-1").await.into_iter().find(|x| {
+            x["id"] == a.as_str()
+                && ["succeeded", "failed", "refused"]
+                    .contains(&x["state"].as_str().unwrap_or_default())
+        })
+    })
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["decided_by"], "admin");
+    assert_eq!(
+        done["report"]["verification"]["state"]["state"], "passed",
+        "{done}"
+    );
+    assert!(!root.join("a/1.log").exists() && !root.join("a/2.log").exists());
+    assert!(
+        root.join("b/1.log").exists(),
+        "the rejected one did not run"
+    );
+
+    // Nobody approves c: it expires, and can no longer be approved.
+    let expired = wait_for("the last proposal to expire", || async {
+        sb.actions(&admin, "agent-1")
+            .await
+            .into_iter()
+            .find(|x| x["id"] == c.as_str() && x["state"] == "expired")
+    })
+    .await;
+    assert!(expired["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("approved"));
+    let (status, _) = sb
+        .post(
+            &admin,
+            &format!("/remediation/actions/{c}/approve"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(root.join("c/1.log").exists(), "the expired one did not run");
+
+    let (_, body) = sb.get(&admin, "/audit?host=agent-1").await;
+    let actions: Vec<&str> = body["entries"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["action"].as_str()).collect())
+        .unwrap_or_default();
+    for expected in [
+        "remediation.proposal",
+        "remediation.approve",
+        "remediation.reject",
+        "remediation.lease",
+        "remediation.report",
+        "remediation.expired",
+        "policy.applied",
+    ] {
+        assert!(
+            actions.contains(&expected),
+            "{expected} missing: {actions:?}"
+        );
+    }
+}
