@@ -194,7 +194,7 @@ async fn rollout_goes_canary_first_then_everyone_and_reaches_late_agents() {
         if !canary.iter().any(|c| c == h) {
             let s = status_of(&sb, &admin, h).await;
             assert!(
-                s.as_ref().map_or(true, |s| s["applied_revision"] == 0),
+                s.as_ref().is_none_or(|s| s["applied_revision"] == 0),
                 "{h} is not a canary: {s:?}"
             );
         }

@@ -25,6 +25,10 @@ enum Body {
     Token,
     /// A remediation request.
     Trigger,
+    /// A policy document (YAML).
+    Policy,
+    /// A rollout of every host at once.
+    Rollout,
 }
 
 const ADMIN: usize = 0;
@@ -144,6 +148,56 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
         "/remediation/trigger",
         Body::Trigger,
         [0, 0, 403, 401],
+    ),
+    (
+        "POST",
+        "/remediation/actions/{id}/approve",
+        "/remediation/actions/no-such-action/approve",
+        Body::Empty,
+        [404, 404, 403, 401],
+    ),
+    (
+        "POST",
+        "/remediation/actions/{id}/reject",
+        "/remediation/actions/no-such-action/reject",
+        Body::Empty,
+        [404, 404, 403, 401],
+    ),
+    // The admin's POST creates the policy the later rows read.
+    (
+        "POST",
+        "/policies",
+        "/policies",
+        Body::Policy,
+        [201, 403, 403, 401],
+    ),
+    (
+        "GET",
+        "/policies",
+        "/policies",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "GET",
+        "/policies/{name}",
+        "/policies/seeded",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "POST",
+        "/policies/{name}/rollout",
+        "/policies/seeded/rollout",
+        Body::Rollout,
+        [201, 403, 403, 401],
+    ),
+    (
+        "GET",
+        "/policies/{name}/status",
+        "/policies/seeded/status",
+        Body::Empty,
+        [200, 200, 200, 401],
     ),
     (
         "GET",
@@ -313,6 +367,11 @@ async fn every_endpoint_with_every_role() {
                 Body::Trigger => req.json(&json!({
                     "host": "web-01", "action": {"type": "no-such-action"}, "mode": "dry_run"
                 })),
+                Body::Policy => req.header("content-type", "application/yaml").body(
+                    "name: seeded\nrules:\n  - name: r\n    when: { state: ['disk.used_pct:/ > 95'] }\n    \
+                     action: { type: journal_vacuum, max_size_mb: 200 }\n",
+                ),
+                Body::Rollout => req.json(&json!({"canary_percent": 0})),
                 Body::Token => req.json(&json!({"ttl_secs": 600, "max_uses": 1})),
                 Body::Score => {
                     let rows: Vec<Vec<f64>> =

@@ -445,17 +445,34 @@ impl Fleet {
     }
 
     /// The periodic work of a replica: rollouts, policy delivery, expiry and
-    /// leases of remediation requests. Errors are logged and retried at the
+    /// leases of remediation requests, and the purge of long-expired
+    /// refresh tokens (hourly). Errors are logged and retried at the
     /// next tick.
     pub async fn run_ticks(
         &self,
         every: std::time::Duration,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
+        // Expired refresh tokens are kept a week past expiry, so a stolen
+        // spent token presented late still revokes its session.
+        const REFRESH_RETENTION_MS: i64 = 7 * 86_400_000;
+        let mut last_purge: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
                 _ = stop.changed() => return,
+            }
+            if last_purge.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(3600)) {
+                last_purge = Some(std::time::Instant::now());
+                match self
+                    .store
+                    .purge_refresh_tokens(now_ms() - REFRESH_RETENTION_MS)
+                    .await
+                {
+                    Ok(n) if n > 0 => tracing::info!(purged = n, "expired refresh tokens purged"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot purge refresh tokens"),
+                }
             }
             if let Err(e) = self.advance_rollouts().await {
                 tracing::warn!(error = %e, "cannot advance rollouts");
