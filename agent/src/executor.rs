@@ -212,6 +212,19 @@ impl Executor {
 
     async fn execute(&mut self, c: &ActionCommand) -> (String, String, String) {
         let refused = |why: String| ("refused".to_string(), why, String::new());
+        if c.mode == "reset_breaker" {
+            return match self.remediator.reset_breaker(&c.rule).await {
+                Ok(state) => {
+                    tracing::warn!(rule = %c.rule, by = %c.requested_by, "circuit breaker reset");
+                    (
+                        "executed".into(),
+                        String::new(),
+                        serde_json::json!({ "rule": c.rule, "state": state }).to_string(),
+                    )
+                }
+                Err(e) => ("failed".into(), format!("storage: {e}"), String::new()),
+            };
+        }
         let action = match serde_json::from_str::<remediate::Action>(&c.action_json) {
             Ok(a) => a,
             Err(e) => return refused(format!("invalid_action: unknown or invalid action: {e}")),

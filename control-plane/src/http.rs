@@ -61,6 +61,10 @@ pub fn app(state: AppState) -> Router {
         .route("/hosts/:id/revoke", post(enroll::revoke_host))
         .route("/remediation/trigger", post(remediation::trigger))
         .route("/remediation/actions", get(remediation::actions))
+        .route(
+            "/remediation/breakers/reset",
+            post(remediation::reset_breaker),
+        )
         .route("/remediation/actions/:id/approve", post(policy::approve))
         .route("/remediation/actions/:id/reject", post(policy::reject))
         .route("/policies", get(policy::list).post(policy::create))

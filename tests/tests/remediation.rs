@@ -149,3 +149,82 @@ async fn triggered_actions_obey_the_agent_and_are_audited() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_action_opens_the_breaker_until_a_human_resets_it() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let _cp = sb.start_control_plane();
+    // journal_vacuum always fails here, restart_service always works; one
+    // failure opens a rule's breaker.
+    let _agent = sb.start_agent_with(
+        "agent-1",
+        "[remediate]\njournalctl = \"/bin/false\"\nsystemctl = \"/bin/true\"\nbreaker_failures = 1\n",
+    );
+    let admin = sb.admin_token().await;
+    wait_for("the agent to connect", || async {
+        let (_, body) = sb.get(&admin, "/hosts/agent-1").await;
+        (body["host"]["connected"] == true).then_some(())
+    })
+    .await;
+    let run = |action: Value| {
+        let (sb, admin) = (&sb, &admin);
+        async move {
+            let (status, body) = trigger(
+                sb,
+                admin,
+                json!({"host": "agent-1", "action": action, "mode": "execute"}),
+            )
+            .await;
+            assert_eq!(status, 202, "{body}");
+            let id = body["action"]["id"].as_str().expect("id").to_string();
+            wait_for_state(sb, admin, &id, &["succeeded", "refused", "failed"]).await
+        }
+    };
+    let vacuum = json!({"type": "journal_vacuum", "max_size_mb": 100});
+    let restart = json!({"type": "restart_service", "unit": "nginx.service"});
+
+    let failed = run(vacuum).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let refused = run(restart.clone()).await;
+    assert_eq!(refused["state"], "refused", "{refused}");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("circuit_open"),
+        "{refused}"
+    );
+
+    let (status, body) = sb
+        .post(
+            &admin,
+            "/remediation/breakers/reset",
+            &json!({"host": "agent-1", "rule": "manual"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["action"]["id"].as_str().expect("id").to_string();
+    let reset = wait_for_state(&sb, &admin, &id, &["succeeded", "failed"]).await;
+    assert_eq!(reset["state"], "succeeded", "{reset}");
+    assert_eq!(
+        reset["report"]["state"]["consecutive_failures"], 0,
+        "{reset}"
+    );
+
+    let ok = run(restart).await;
+    assert_eq!(ok["state"], "succeeded", "{ok}");
+    let (status, _) = sb
+        .post(
+            &admin,
+            "/remediation/breakers/reset",
+            &json!({"host": "agent-1", "rule": "rm -rf"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (_, body) = sb
+        .get(&admin, "/audit?action=remediation.breaker_reset")
+        .await;
+    assert_eq!(body["count"], 1, "{body}");
+}

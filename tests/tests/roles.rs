@@ -29,6 +29,8 @@ enum Body {
     Policy,
     /// A rollout of every host at once.
     Rollout,
+    /// A circuit breaker reset.
+    Reset,
 }
 
 const ADMIN: usize = 0;
@@ -148,6 +150,13 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
         "/remediation/trigger",
         Body::Trigger,
         [0, 0, 403, 401],
+    ),
+    (
+        "POST",
+        "/remediation/breakers/reset",
+        "/remediation/breakers/reset",
+        Body::Reset,
+        [202, 202, 403, 401],
     ),
     (
         "POST",
@@ -372,6 +381,7 @@ async fn every_endpoint_with_every_role() {
                      action: { type: journal_vacuum, max_size_mb: 200 }\n",
                 ),
                 Body::Rollout => req.json(&json!({"canary_percent": 0})),
+                Body::Reset => req.json(&json!({"host": "web-01", "rule": "manual"})),
                 Body::Token => req.json(&json!({"ttl_secs": 600, "max_uses": 1})),
                 Body::Score => {
                     let rows: Vec<Vec<f64>> =

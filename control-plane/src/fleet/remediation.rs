@@ -242,6 +242,65 @@ impl Fleet {
         Ok(self.store.action(&record.id).await?.unwrap_or(record))
     }
 
+    /// Asks an agent to close the circuit breaker of one of its rules (only
+    /// a human may). Travels like a request, is reported and audited.
+    pub async fn reset_breaker(
+        &self,
+        actor: &str,
+        host: &str,
+        rule: &str,
+    ) -> Result<ActionRecord, TriggerError> {
+        if !valid_agent_id(host) {
+            return Err(TriggerError::Invalid(format!(
+                "host: invalid host id {host:?}"
+            )));
+        }
+        let rule_ok = (1..=128).contains(&rule.len())
+            && rule
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"@._:/-".contains(&b));
+        if !rule_ok {
+            return Err(TriggerError::Invalid(format!(
+                "rule: {:?} does not match ^[A-Za-z0-9@._:/-]{{1,128}}$",
+                rule.chars().take(140).collect::<String>()
+            )));
+        }
+        if self.store.host(host, i64::MAX, now_ms()).await?.is_none() {
+            return Err(TriggerError::NoHost(host.to_string()));
+        }
+        let now = now_ms();
+        let record = ActionRecord {
+            id: new_id("reset"),
+            host_id: host.to_string(),
+            rule: rule.to_string(),
+            policy: String::new(),
+            action: serde_json::json!({ "type": "reset_breaker" }),
+            mode: "reset_breaker".into(),
+            approval: "manual".into(),
+            state: "approved".into(),
+            reason: String::new(),
+            requested_by: actor.to_string(),
+            decided_by: actor.to_string(),
+            max_concurrent: 0,
+            expires_at_ms: 0,
+            evidence: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+            report: None,
+        };
+        self.store.insert_action(&record).await?;
+        self.audit(
+            actor,
+            "remediation.breaker_reset",
+            host,
+            "requested",
+            serde_json::json!({ "request": record.id, "rule": rule }),
+        )
+        .await;
+        self.dispatch(host).await?;
+        Ok(self.store.action(&record.id).await?.unwrap_or(record))
+    }
+
     /// Sends this host's requests that may run now: approved ones and auto
     /// proposals, each once it holds a fleet lease for its rule.
     pub async fn dispatch(&self, host: &str) -> Result<(), StoreError> {

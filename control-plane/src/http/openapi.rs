@@ -40,6 +40,7 @@ pub const ROLES: &[(&str, &str, &str)] = &[
     ("POST", "/hosts/{id}/revoke", "admin"),
     ("POST", "/remediation/trigger", "operator"),
     ("GET", "/remediation/actions", "viewer"),
+    ("POST", "/remediation/breakers/reset", "operator"),
     ("POST", "/remediation/actions/{id}/approve", "operator"),
     ("POST", "/remediation/actions/{id}/reject", "operator"),
     ("GET", "/policies", "viewer"),
@@ -83,6 +84,7 @@ pub const ROLES: &[(&str, &str, &str)] = &[
         revoke_host,
         remediation_trigger,
         remediation_actions,
+        reset_breaker,
         approve_action,
         reject_action,
         list_policies,
@@ -121,6 +123,7 @@ pub const ROLES: &[(&str, &str, &str)] = &[
         TriggerResponse,
         ActionsResponse,
         AuditResponse,
+        ResetRequest,
         PolicyCreated,
         PoliciesResponse,
         PolicyResponse,
@@ -492,6 +495,29 @@ fn remediation_actions() {}
     ))]
 #[allow(dead_code)]
 fn audit() {}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ResetRequest {
+    /// Host (agent) id.
+    host: String,
+    /// `manual` or `policy/rule`.
+    rule: String,
+}
+
+/// Asks a host to close the circuit breaker of one rule (the breaker opens
+/// after failed verifications and stays open until a human resets it).
+#[utoipa::path(post, path = "/remediation/breakers/reset", tag = "remediation", security(("bearer" = [])),
+    request_body = ResetRequest,
+    responses(
+        (status = 202, description = "requested", body = TriggerResponse),
+        (status = 400, description = "invalid host or rule (named)", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+        (status = 404, description = "no such host", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn reset_breaker() {}
 
 /// Approves a proposal of an `approve` rule; it runs once a fleet lease is
 /// free.

@@ -48,6 +48,33 @@ use crate::fleet::ACTION_STATES as STATES;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct ResetBody {
+    host: String,
+    /// `manual` or `policy/rule`.
+    rule: String,
+}
+
+/// Closes the circuit breaker of a rule on one host.
+pub async fn reset_breaker(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ResetBody>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    caller.require(Role::Operator)?;
+    let record = state
+        .fleet
+        .reset_breaker(&caller.0.sub, &body.host, &body.rule)
+        .await
+        .map_err(|e| match e {
+            TriggerError::Invalid(m) => AppError::bad_request(m),
+            TriggerError::NoHost(h) => AppError::not_found(format!("no host {h:?}")),
+            TriggerError::Store(e) => e.into(),
+        })?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "action": record }))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ActionsQuery {
     host: Option<String>,
     state: Option<String>,
