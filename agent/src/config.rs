@@ -205,8 +205,12 @@ pub struct RemediateSection {
     /// Process names never signalled (besides pid 1, the agent, its parent
     /// and kernel threads, which are always protected).
     pub protected_processes: Vec<String>,
-    /// `http://` URL prefixes `notify` may post to; empty allows none.
+    /// `http://` or `https://` URL prefixes `notify` may post to; empty
+    /// allows none.
     pub notify_urls: Vec<String>,
+    /// PEM bundle of the CAs `https://` webhooks are verified against
+    /// (Debian's system bundle by default).
+    pub notify_ca_file: PathBuf,
     /// Environment added for commands; everything else but a fixed PATH and
     /// LANG is cleared.
     pub env: BTreeMap<String, String>,
@@ -254,6 +258,7 @@ impl Default for RemediateSection {
             .map(String::from)
             .to_vec(),
             notify_urls: Vec::new(),
+            notify_ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
             env: BTreeMap::new(),
             command_timeout_secs: 60,
             output_cap_bytes: 16 * 1024,

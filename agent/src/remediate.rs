@@ -149,8 +149,28 @@ impl Remediator {
     }
 
     fn with_state(config: RemediateSection, state: state::State) -> Result<Self, RemediateError> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.command_timeout_secs))
+            .tls_built_in_root_certs(false);
+        // https webhooks are verified against this bundle only; without it
+        // they fail (and say why) while http ones keep working.
+        match std::fs::read(&config.notify_ca_file) {
+            Ok(pem) => match reqwest::Certificate::from_pem_bundle(&pem) {
+                Ok(certs) => {
+                    for c in certs {
+                        http = http.add_root_certificate(c);
+                    }
+                }
+                Err(e) => tracing::warn!(file = %config.notify_ca_file.display(), error = %e,
+                    "notify CA bundle unreadable: https webhooks will fail"),
+            },
+            Err(e) if !config.notify_urls.iter().any(|u| u.starts_with("https://")) => {
+                tracing::debug!(file = %config.notify_ca_file.display(), error = %e, "no notify CA bundle");
+            }
+            Err(e) => tracing::warn!(file = %config.notify_ca_file.display(), error = %e,
+                "notify CA bundle missing: https webhooks will fail"),
+        }
+        let http = http
             // A redirect could leave the allowlisted prefix; proxies from the
             // environment would send the body elsewhere.
             .redirect(reqwest::redirect::Policy::none())

@@ -301,7 +301,12 @@ async fn verification_passes_or_fails_and_feeds_the_breaker() {
 
 /// Accepts one HTTP request on a real socket, answers 204, returns the body.
 async fn one_webhook(listener: tokio::net::TcpListener) -> String {
-    let (mut sock, _) = listener.accept().await.expect("accept");
+    let (sock, _) = listener.accept().await.expect("accept");
+    serve_one(sock).await
+}
+
+/// Reads one request from `sock`, answers 204, returns the body.
+async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut sock: S) -> String {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -348,7 +353,8 @@ async fn notify_posts_json_to_an_allowlisted_webhook_only() {
     let cases = [
         (format!("http://{addr}/other"), Reason::NotAllowed),
         (format!("http://{addr}/scope"), Reason::NotAllowed),
-        (format!("https://{addr}/sco/alerts"), Reason::Unsupported),
+        (format!("https://{addr}/sco/alerts"), Reason::NotAllowed),
+        (format!("ftp://{addr}/sco/alerts"), Reason::InvalidAction),
     ];
     for (url, want) in cases {
         let report = r
@@ -387,4 +393,83 @@ async fn every_report_serializes_with_its_decision() {
     assert_eq!(json["action"]["type"], "restart_service");
     assert_eq!(json["action"]["unit"], "a.service");
     assert!(json["id"].as_u64().is_some());
+}
+
+/// A TLS server for `127.0.0.1` with a certificate from a fresh CA; returns
+/// the CA (PEM) and the acceptor.
+fn tls_server() -> (String, tokio_rustls::TlsAcceptor) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("cert");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+    (
+        ca.pem(),
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+    )
+}
+
+#[tokio::test]
+async fn notify_posts_over_https_to_servers_the_bundle_trusts_only() {
+    let (ca_pem, acceptor) = tls_server();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        // The first connection comes from the agent that does not trust
+        // the CA: its handshake fails. The second one succeeds.
+        let (sock, _) = listener.accept().await.expect("accept");
+        assert!(
+            acceptor.accept(sock).await.is_err(),
+            "untrusted client got through"
+        );
+        let (sock, _) = listener.accept().await.expect("accept");
+        let tls = acceptor.accept(sock).await.expect("handshake");
+        serve_one(tls).await
+    });
+    let notify = Action::Notify {
+        url: format!("https://{addr}/sco/alerts"),
+        body: serde_json::json!({"text": "over tls"}),
+    };
+
+    // A bundle without the server's CA: refused by certificate checks.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(dir.path());
+    c.notify_urls = vec![format!("https://{addr}/sco")];
+    c.notify_ca_file = dir.path().join("missing-bundle.pem");
+    let mut r = Remediator::open(c.clone(), dir.path()).expect("open");
+    let failed = r
+        .request(request("notify", notify.clone(), Mode::Execute))
+        .await;
+    assert_eq!(failed.decision, Decision::Failed, "{failed:?}");
+    assert_eq!(failed.reason_code, Some(Reason::Http), "{failed:?}");
+    drop(r);
+
+    let other = tempfile::tempdir().expect("tempdir");
+    let bundle = other.path().join("ca.pem");
+    std::fs::write(&bundle, ca_pem).expect("write bundle");
+    c.notify_ca_file = bundle;
+    let mut r = Remediator::open(c, other.path()).expect("open");
+    let sent = r.request(request("notify", notify, Mode::Execute)).await;
+    assert_eq!(sent.decision, Decision::Executed, "{sent:?}");
+    assert_eq!(sent.exit_code, Some(204));
+    let body = server.await.expect("server");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json body");
+    assert_eq!(json["text"], "over tls");
 }

@@ -50,7 +50,7 @@ pub enum Action {
         #[serde(default)]
         args: Vec<String>,
     },
-    /// HTTP POST of `body` as JSON to an allowlisted webhook (http only).
+    /// HTTP POST of `body` as JSON to an allowlisted webhook (http or https).
     Notify {
         url: String,
         body: serde_json::Value,

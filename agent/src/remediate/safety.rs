@@ -414,17 +414,14 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 /// Checks a webhook URL against the allowlisted prefixes. Only `http://` is
 /// supported: this build carries no TLS stack for outgoing HTTP.
 pub fn check_webhook(url: &str, allowed: &[String]) -> Result<(), Refusal> {
-    if url.starts_with("https://") {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
         return Err((
-            Reason::Unsupported,
-            "https webhooks are not supported by this build (http only)".into(),
+            Reason::InvalidAction,
+            format!("url {url:?} is not http:// or https://"),
         ));
-    }
-    if !url.starts_with("http://") {
-        return Err((Reason::InvalidAction, format!("url {url:?} is not http://")));
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err((Reason::InvalidAction, format!("url {url:?} is not http://")));
     };
     if rest.contains('@') || url.chars().any(|c| c.is_control() || c == ' ') {
         return Err((
@@ -454,7 +451,10 @@ mod tests {
 
     #[test]
     fn webhooks() {
-        let allowed = vec!["http://hooks.local:8080/sco".to_string()];
+        let allowed = vec![
+            "http://hooks.local:8080/sco".to_string(),
+            "https://chat.example.com/hooks/".to_string(),
+        ];
         let cases = [
             ("http://hooks.local:8080/sco", Ok(())),
             ("http://hooks.local:8080/sco/alert", Ok(())),
@@ -464,7 +464,10 @@ mod tests {
                 "http://evil@hooks.local:8080/sco",
                 Err(Reason::InvalidAction),
             ),
-            ("https://hooks.local:8080/sco", Err(Reason::Unsupported)),
+            ("https://hooks.local:8080/sco", Err(Reason::NotAllowed)),
+            ("https://chat.example.com/hooks/T1/B2", Ok(())),
+            ("http://chat.example.com/hooks/T1/B2", Err(Reason::NotAllowed)),
+            ("https://chat.example.com/hooksy", Err(Reason::NotAllowed)),
             ("ftp://hooks.local/sco", Err(Reason::InvalidAction)),
         ];
         for (url, want) in cases {
