@@ -426,10 +426,12 @@ impl Policy {
                 if !v.below.is_finite() {
                     return Err(PolicyError::new(at("verify.below"), "not a finite number"));
                 }
-                if v.within_secs == 0 || v.within_secs > 3600 {
+                // The fleet lease (15 minutes) must outlast the action and
+                // its verification.
+                if v.within_secs == 0 || v.within_secs > 600 {
                     return Err(PolicyError::new(
                         at("verify.within_secs"),
-                        format!("{} is outside 1..=3600", v.within_secs),
+                        format!("{} is outside 1..=600", v.within_secs),
                     ));
                 }
                 if v.poll_ms < 100 {

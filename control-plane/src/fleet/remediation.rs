@@ -16,8 +16,13 @@ use serde::Serialize;
 use super::{new_id, now_ms, valid_agent_id, Fleet, Ingested};
 use crate::store::StoreError;
 
-/// How long a lease handed out with a request stays valid.
-const LEASE_MS: i64 = 5 * 60 * 1000;
+/// How long a lease handed out with a request stays valid: longer than the
+/// longest action plus its verification (policies allow at most 600 s).
+const LEASE_MS: i64 = 15 * 60 * 1000;
+
+/// A running request without a report this long after it was sent is
+/// marked failed (the agent's report, if it ever arrives, still wins).
+const REPORT_WAIT_MS: i64 = LEASE_MS + 5 * 60 * 1000;
 
 pub const STATES: [&str; 9] = [
     "proposed",
@@ -376,6 +381,27 @@ impl Fleet {
                     "remediation.expired",
                     &a.host_id,
                     "expired",
+                    serde_json::json!({ "request": a.id, "rule": a.rule, "reason": reason }),
+                )
+                .await;
+            }
+        }
+        for a in self.store.stale_running(now - REPORT_WAIT_MS).await? {
+            let reason = format!(
+                "no report from the agent within {} minutes of sending; it may still report",
+                REPORT_WAIT_MS / 60_000
+            );
+            if self
+                .store
+                .transition_action(&a.id, "running", "failed", &reason, None, now)
+                .await?
+            {
+                self.store.release_lease(&a.id).await?;
+                self.audit(
+                    "control-plane",
+                    "remediation.lost",
+                    &a.host_id,
+                    "failed",
                     serde_json::json!({ "request": a.id, "rule": a.rule, "reason": reason }),
                 )
                 .await;

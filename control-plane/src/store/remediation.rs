@@ -132,6 +132,17 @@ impl Store {
         rows.iter().map(action_from_row).collect()
     }
 
+    /// Requests sent before `before_ms` that never got a report.
+    pub async fn stale_running(&self, before_ms: i64) -> Result<Vec<ActionRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{ACTION_SELECT} WHERE state = 'running' AND updated_at_ms < $1"
+        ))
+        .bind(before_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(action_from_row).collect()
+    }
+
     /// Moves a request from `from` to `to`; false when it was not in `from`.
     pub async fn transition_action(
         &self,
