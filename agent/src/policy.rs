@@ -490,9 +490,22 @@ pub enum VerifyError {
 }
 
 impl SignedPolicy {
-    /// Checks the signature with `key` (32 raw ed25519 bytes), then parses
-    /// and validates the document.
-    pub fn verify(&self, key: Option<&[u8]>) -> Result<Policy, VerifyError> {
+    /// A withdrawal: a signed revision with an empty document removes the
+    /// policy from the hosts that get it.
+    pub fn is_withdrawal(&self) -> bool {
+        self.document.is_empty()
+    }
+
+    /// Like [`SignedPolicy::verify`], but a signed withdrawal gives `None`.
+    pub fn verify_any(&self, key: Option<&[u8]>) -> Result<Option<Policy>, VerifyError> {
+        if self.is_withdrawal() {
+            self.check_signature(key)?;
+            return Ok(None);
+        }
+        self.verify(key).map(Some)
+    }
+
+    fn check_signature(&self, key: Option<&[u8]>) -> Result<(), VerifyError> {
         if self.signature.is_empty() {
             return Err(VerifyError::Unsigned);
         }
@@ -503,7 +516,13 @@ impl SignedPolicy {
                 &signed_message(&self.name, self.revision, &self.document),
                 &sig,
             )
-            .map_err(|_| VerifyError::BadSignature)?;
+            .map_err(|_| VerifyError::BadSignature)
+    }
+
+    /// Checks the signature with `key` (32 raw ed25519 bytes), then parses
+    /// and validates the document.
+    pub fn verify(&self, key: Option<&[u8]>) -> Result<Policy, VerifyError> {
+        self.check_signature(key)?;
         if !self.document.trim_start().starts_with('{') {
             return Err(VerifyError::Invalid("document is not JSON".into()));
         }

@@ -68,7 +68,7 @@ pub fn app(state: AppState) -> Router {
         .route("/remediation/actions/:id/approve", post(policy::approve))
         .route("/remediation/actions/:id/reject", post(policy::reject))
         .route("/policies", get(policy::list).post(policy::create))
-        .route("/policies/:name", get(policy::get))
+        .route("/policies/:name", get(policy::get).delete(policy::withdraw))
         .route("/policies/:name/rollout", post(policy::rollout))
         .route("/policies/:name/status", get(policy::status))
         .route("/audit", get(remediation::audit))

@@ -228,6 +228,26 @@ async fn rollout_goes_canary_first_then_everyone_and_reaches_late_agents() {
         results.contains(&"canary") && results.contains(&"complete"),
         "{body}"
     );
+
+    // Withdrawal: a signed empty revision reaches every host, which drops
+    // the policy; withdrawing twice is a conflict.
+    let delete = || {
+        reqwest::Client::new()
+            .delete(format!("{}/policies/disk-guard", sb.base_url()))
+            .bearer_auth(&admin)
+            .send()
+    };
+    let r = delete().await.expect("delete");
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["policy"]["revision"], 2, "{body}");
+    assert_eq!(body["policy"]["withdrawn"], true, "{body}");
+    for h in ["agent-a", "agent-b", "agent-c"] {
+        sb.wait_policy_applied(&admin, "disk-guard", h, 2).await;
+    }
+    assert_eq!(delete().await.expect("delete").status().as_u16(), 409);
+    let (_, body) = sb.get(&admin, "/policies").await;
+    assert_eq!(body["policies"][0]["latest_revision"], 2, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

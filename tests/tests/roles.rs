@@ -209,6 +209,13 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
         [200, 200, 200, 401],
     ),
     (
+        "DELETE",
+        "/policies/{name}",
+        "/policies/seeded",
+        Body::Empty,
+        [200, 403, 403, 401],
+    ),
+    (
         "GET",
         "/enrollment-tokens",
         "/enrollment-tokens",

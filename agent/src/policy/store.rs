@@ -22,7 +22,8 @@ pub enum Applied {
 pub struct PolicyStore {
     tree: sled::Tree,
     key: Option<Vec<u8>>,
-    policies: BTreeMap<String, (SignedPolicy, Policy)>,
+    /// In force, or withdrawn (`None`: kept so that its revision is known).
+    policies: BTreeMap<String, (SignedPolicy, Option<Policy>)>,
 }
 
 impl PolicyStore {
@@ -41,7 +42,7 @@ impl PolicyStore {
                     continue;
                 }
             };
-            match signed.verify(key.as_deref()) {
+            match signed.verify_any(key.as_deref()) {
                 Ok(p) => {
                     policies.insert(name, (signed, p));
                 }
@@ -59,7 +60,7 @@ impl PolicyStore {
 
     /// Verifies `signed` and puts it in force. Nothing changes on refusal.
     pub fn apply(&mut self, signed: SignedPolicy) -> Result<Applied, sled::Error> {
-        let policy = match signed.verify(self.key.as_deref()) {
+        let policy = match signed.verify_any(self.key.as_deref()) {
             Ok(p) => p,
             Err(e) => return Ok(Applied::Refused(refusal(&e))),
         };
@@ -85,18 +86,20 @@ impl PolicyStore {
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64, &Policy)> {
         self.policies
             .iter()
-            .map(|(n, (s, p))| (n.as_str(), s.revision, p))
+            .filter_map(|(n, (s, p))| Some((n.as_str(), s.revision, p.as_ref()?)))
     }
 
     /// A rule by its qualified name `policy/rule`, with the revision in force.
     pub fn rule(&self, qualified: &str) -> Option<(u64, &Rule)> {
         let (policy, rule) = qualified.split_once('/')?;
-        let (signed, p) = self.policies.get(policy)?;
+        let (signed, Some(p)) = self.policies.get(policy)? else {
+            return None;
+        };
         Some((signed.revision, p.rule(rule)?))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.policies.is_empty()
+        self.policies.values().all(|(_, p)| p.is_none())
     }
 }
 
@@ -148,6 +151,21 @@ mod tests {
                 s.apply(signed(&k, 1, 10)).expect("apply"),
                 Applied::Unchanged
             );
+            assert_eq!(s.apply(signed(&k, 2, 20)).expect("apply"), Applied::New);
+
+            // A signed withdrawal removes the policy but keeps its revision.
+            let mut gone = signed(&k, 5, 0);
+            gone.document.clear();
+            gone.signature = hex::encode(k.sign(&signed_message("disk", 5, "")));
+            assert_eq!(s.apply(gone.clone()).expect("apply"), Applied::New);
+            assert!(s.rule("disk/vacuum").is_none() && s.is_empty());
+            assert_eq!(s.revision("disk"), Some(5));
+            let mut forged = gone;
+            forged.revision = 6;
+            let Applied::Refused(why) = s.apply(forged).expect("apply") else {
+                panic!("forged withdrawal applied")
+            };
+            assert!(why.starts_with("bad_signature"), "{why}");
             assert_eq!(s.apply(signed(&k, 2, 20)).expect("apply"), Applied::New);
 
             let mut tampered = signed(&k, 3, 30);

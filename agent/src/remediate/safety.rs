@@ -466,7 +466,10 @@ mod tests {
             ),
             ("https://hooks.local:8080/sco", Err(Reason::NotAllowed)),
             ("https://chat.example.com/hooks/T1/B2", Ok(())),
-            ("http://chat.example.com/hooks/T1/B2", Err(Reason::NotAllowed)),
+            (
+                "http://chat.example.com/hooks/T1/B2",
+                Err(Reason::NotAllowed),
+            ),
             ("https://chat.example.com/hooksy", Err(Reason::NotAllowed)),
             ("ftp://hooks.local/sco", Err(Reason::InvalidAction)),
         ];

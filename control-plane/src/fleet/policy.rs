@@ -37,12 +37,24 @@ impl PolicyRevision {
         serde_json::from_str(&self.document).ok()
     }
 
+    /// A withdrawal revision (empty document) removes the policy.
+    pub fn is_withdrawal(&self) -> bool {
+        self.document.is_empty()
+    }
+
+    /// Hosts this revision is sent to: those its target selects; a
+    /// withdrawal goes to every host.
+    fn targets(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.is_withdrawal() || self.parsed().is_some_and(|p| p.target.matches(labels))
+    }
+
     /// The JSON form returned by the API.
     pub fn view(&self) -> serde_json::Value {
         serde_json::json!({
             "name": self.name,
             "revision": self.revision,
             "document": serde_json::from_str::<serde_json::Value>(&self.document).unwrap_or_default(),
+            "withdrawn": self.is_withdrawal(),
             // The exact bytes the signature covers.
             "signed_document": self.document,
             "signature": self.signature,
@@ -223,6 +235,79 @@ impl Fleet {
         )))
     }
 
+    /// Withdraws a policy: a signed revision with an empty document, rolled
+    /// out to every host at once; agents remove the policy.
+    pub async fn withdraw_policy(
+        &self,
+        actor: &str,
+        name: &str,
+    ) -> Result<(PolicyRevision, Rollout), PolicyApiError> {
+        let signer = self.policy_signer.as_ref().ok_or_else(|| {
+            PolicyApiError::Invalid("this control plane has no policy signing key".into())
+        })?;
+        if let Some(c) = self.store.rollouts(name).await?.first() {
+            if c.state == "canary" {
+                return Err(PolicyApiError::Conflict(format!(
+                    "rollout {} of revision {} is still in its canary phase",
+                    c.id, c.revision
+                )));
+            }
+        }
+        for _ in 0..5 {
+            let latest = self.store.latest_policy_revision(name).await?;
+            if latest == 0 {
+                return Err(PolicyApiError::NotFound(format!("no policy {name:?}")));
+            }
+            if let Some(prev) = self.store.policy_revision(name, latest).await? {
+                if prev.is_withdrawal() {
+                    return Err(PolicyApiError::Conflict(format!(
+                        "policy {name:?} is already withdrawn (revision {latest})"
+                    )));
+                }
+            }
+            let revision = latest + 1;
+            let rev = PolicyRevision {
+                name: name.to_string(),
+                revision,
+                signature: signer.sign(name, revision as u64, ""),
+                document: String::new(),
+                source: String::new(),
+                created_by: actor.to_string(),
+                created_at_ms: now_ms(),
+            };
+            match self.store.insert_policy_revision(&rev).await {
+                Ok(()) => {
+                    self.audit(
+                        actor,
+                        "policy.withdraw",
+                        "",
+                        "stored",
+                        serde_json::json!({ "policy": name, "revision": revision }),
+                    )
+                    .await;
+                    let rollout = self
+                        .start_rollout(
+                            actor,
+                            name,
+                            RolloutRequest {
+                                revision: Some(revision),
+                                canary_percent: 0,
+                                canary_secs: 0,
+                                max_new_anomalies: 0,
+                            },
+                        )
+                        .await?;
+                    return Ok((rev, rollout));
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(PolicyApiError::Conflict(format!(
+            "policy {name}: concurrent revisions, retry"
+        )))
+    }
+
     /// Starts a rollout of a revision.
     pub async fn start_rollout(
         &self,
@@ -268,6 +353,7 @@ impl Fleet {
             )));
         }
         let previous_revision = current.as_ref().map_or(0, Rollout::settled_revision);
+        // A withdrawal has no target: it goes to every host.
         let target = rev.parsed().map(|p| p.target).unwrap_or_default();
         let now = now_ms();
         let mut hosts: Vec<String> = self
@@ -412,7 +498,7 @@ impl Fleet {
                 cache.insert(key.clone(), rev);
             }
             if let Some(Some(rev)) = cache.get(&key) {
-                if rev.parsed().is_some_and(|p| p.target.matches(labels)) {
+                if rev.targets(labels) {
                     out.push(rev.clone());
                 }
             }

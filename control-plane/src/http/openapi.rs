@@ -46,6 +46,7 @@ pub const ROLES: &[(&str, &str, &str)] = &[
     ("GET", "/policies", "viewer"),
     ("POST", "/policies", "admin"),
     ("GET", "/policies/{name}", "viewer"),
+    ("DELETE", "/policies/{name}", "admin"),
     ("POST", "/policies/{name}/rollout", "admin"),
     ("GET", "/policies/{name}/status", "viewer"),
     ("GET", "/audit", "admin"),
@@ -90,6 +91,7 @@ pub const ROLES: &[(&str, &str, &str)] = &[
         list_policies,
         create_policy,
         get_policy,
+        withdraw_policy,
         rollout_policy,
         policy_status,
         audit,
@@ -130,6 +132,7 @@ pub const ROLES: &[(&str, &str, &str)] = &[
         RolloutBody,
         RolloutResponse,
         PolicyStatusResponse,
+        PolicyWithdrawn,
     )),
     modifiers(&Security),
     tags(
@@ -644,6 +647,31 @@ fn create_policy() {}
     ))]
 #[allow(dead_code)]
 fn get_policy() {}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PolicyWithdrawn {
+    /// The withdrawal revision (empty document, signed).
+    #[schema(value_type = Object)]
+    policy: (),
+    #[schema(value_type = Object)]
+    rollout: (),
+}
+
+/// Withdraws a policy from every host: a signed revision with an empty
+/// document, rolled out at once. Earlier revisions stay.
+#[utoipa::path(delete, path = "/policies/{name}", tag = "policies", security(("bearer" = [])),
+    params(("name" = String, Path, description = "policy name")),
+    responses(
+        (status = 200, description = "withdrawn", body = PolicyWithdrawn),
+        (status = 400, description = "invalid name", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 404, description = "no such policy", body = ErrorBody),
+        (status = 409, description = "already withdrawn", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn withdraw_policy() {}
 
 /// Rolls a revision out: canary hosts first; everyone after `canary_secs`
 /// unless a canary host refuses it or canary hosts open more anomaly

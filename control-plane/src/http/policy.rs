@@ -137,6 +137,19 @@ pub async fn rollout(
     Ok((StatusCode::CREATED, Json(json!({ "rollout": rollout }))))
 }
 
+/// Withdraws a policy from every host (a signed empty revision, rolled out
+/// at once). Its revisions stay; posting it again makes a new one.
+pub async fn withdraw(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(Role::Admin)?;
+    check_name(&name)?;
+    let (rev, rollout) = state.fleet.withdraw_policy(&caller.0.sub, &name).await?;
+    Ok(Json(json!({ "policy": rev.view(), "rollout": rollout })))
+}
+
 pub async fn status(
     State(state): State<AppState>,
     caller: Caller,
