@@ -203,7 +203,8 @@ pub fn hash_refresh_token(token: &str) -> String {
 /// enumeration). Counters are forgotten `lockout_max` after the last
 /// failure, and an account's counter is cleared by a successful login (an
 /// address's is not: one good account must not reset an address that is
-/// guessing others). In memory, per control-plane process.
+/// guessing others). Kept in memory and in the database, so every replica
+/// sees the failures made against the others.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitPolicy {
     pub max_failures_per_account: u32,
@@ -273,12 +274,7 @@ impl LoginLimiter {
             s.failures += 1;
             s.last_failure_ms = now_ms;
             if s.failures >= max {
-                let doublings = (s.failures - max).min(20);
-                let lock = p
-                    .lockout_ms
-                    .saturating_mul(1 << doublings)
-                    .min(p.lockout_max_ms);
-                s.locked_until_ms = now_ms + lock;
+                s.locked_until_ms = now_ms + p.lock_ms(s.failures, max);
             }
         }
     }
@@ -286,16 +282,34 @@ impl LoginLimiter {
     pub fn success(&self, account: &str) {
         self.keys().remove(&account_key(account));
     }
+
+    pub fn policy(&self) -> &LimitPolicy {
+        &self.policy
+    }
+}
+
+impl LimitPolicy {
+    /// The lock after `failures` consecutive failures of a key whose limit
+    /// is `max` (0: not locked).
+    pub fn lock_ms(&self, failures: u32, max: u32) -> i64 {
+        if failures < max {
+            return 0;
+        }
+        let doublings = (failures - max).min(20);
+        self.lockout_ms
+            .saturating_mul(1 << doublings)
+            .min(self.lockout_max_ms)
+    }
 }
 
 /// Usernames are at most 64 characters; longer guesses share a key, so a
 /// client cannot grow the map with huge names.
-fn account_key(account: &str) -> String {
+pub fn account_key(account: &str) -> String {
     let name: String = account.chars().take(65).collect();
     format!("user:{}", name.to_ascii_lowercase())
 }
 
-fn addr_key(addr: &str) -> String {
+pub fn addr_key(addr: &str) -> String {
     format!("addr:{addr}")
 }
 

@@ -289,6 +289,33 @@ async fn brute_force_is_throttled_with_retry_after() {
     expect_error(r, StatusCode::TOO_MANY_REQUESTS).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn login_throttling_holds_across_replicas() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let _a = sb.start_control_plane();
+    let (b_grpc, b_http) = (sco_tests::free_addr(), sco_tests::free_addr());
+    let _b = sb.start_replica("replica-b", b_grpc, b_http);
+    let http = reqwest::Client::new();
+    sb.admin_token().await;
+    // Five failures spread over both replicas lock the account on both.
+    for i in 0..5 {
+        let base = if i % 2 == 0 {
+            sb.base_url()
+        } else {
+            format!("http://{b_http}")
+        };
+        let r = login_body(&http, &base, "admin", &format!("guess-{i}")).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    for base in [sb.base_url(), format!("http://{b_http}")] {
+        let r = login_body(&http, &base, "admin", "admin-password-1").await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{base}");
+        assert!(r.headers().contains_key("retry-after"));
+    }
+}
+
 async fn post(
     http: &reqwest::Client,
     url: String,

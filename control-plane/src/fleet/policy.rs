@@ -559,6 +559,11 @@ impl Fleet {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "cannot purge refresh tokens"),
                 }
+                // Login strikes are forgotten after the longest lockout
+                // anyway; a day later they are only clutter.
+                if let Err(e) = self.store.purge_login_strikes(now_ms() - 86_400_000).await {
+                    tracing::warn!(error = %e, "cannot purge login strikes");
+                }
             }
             if let Err(e) = self.advance_rollouts().await {
                 tracing::warn!(error = %e, "cannot advance rollouts");

@@ -27,6 +27,75 @@ pub struct Security {
     pub cors_allowed_origins: Vec<String>,
 }
 
+fn throttle_keys(account: &str, addr: Option<&str>) -> Vec<String> {
+    [Some(auth::account_key(account)), addr.map(auth::addr_key)]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// 429 while the account or the client address is locked, on this replica
+/// (memory) or on any (database).
+async fn throttle_check(
+    state: &AppState,
+    account: &str,
+    addr: Option<&str>,
+) -> Result<(), AppError> {
+    let now = now_ms();
+    let here = state.security.limiter.check(account, addr, now);
+    let shared = state
+        .fleet
+        .store()
+        .login_lock_wait(&throttle_keys(account, addr), now)
+        .await?;
+    match here.max(shared) {
+        Some(wait) => Err(locked(wait)),
+        None => Ok(()),
+    }
+}
+
+async fn throttle_failure(
+    state: &AppState,
+    account: &str,
+    addr: Option<&str>,
+) -> Result<(), AppError> {
+    let now = now_ms();
+    let limiter = &state.security.limiter;
+    limiter.failure(account, addr, now);
+    let p = limiter.policy();
+    let store = state.fleet.store();
+    let key = auth::account_key(account);
+    store
+        .record_login_failure(
+            &key,
+            p.lockout_max_ms,
+            |n| p.lock_ms(n, p.max_failures_per_account),
+            now,
+        )
+        .await?;
+    if let Some(a) = addr {
+        store
+            .record_login_failure(
+                &auth::addr_key(a),
+                p.lockout_max_ms,
+                |n| p.lock_ms(n, p.max_failures_per_addr),
+                now,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+async fn throttle_success(state: &AppState, account: &str) -> Result<(), AppError> {
+    state.security.limiter.success(account);
+    state
+        .fleet
+        .store()
+        .clear_login_failures(&auth::account_key(account))
+        .await?;
+    Ok(())
+}
+
 impl Security {
     pub fn from_config(config: &Config) -> Self {
         let a = &config.auth;
@@ -343,11 +412,8 @@ pub async fn login(
     ClientAddr(addr): ClientAddr,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Json<TokenResponse>, AppError> {
-    let limiter = &state.security.limiter;
     let addr = addr.map(|a| a.to_string());
-    if let Some(wait) = limiter.check(&body.username, addr.as_deref(), now_ms()) {
-        return Err(locked(wait));
-    }
+    throttle_check(&state, &body.username, addr.as_deref()).await?;
     let found = state.fleet.store().user_by_name(&body.username).await?;
     let (user, hash) = match found {
         Some((u, h)) => (Some(u), h),
@@ -357,13 +423,13 @@ pub async fn login(
     let user = match (user, ok) {
         (Some(u), true) => u,
         _ => {
-            limiter.failure(&body.username, addr.as_deref(), now_ms());
+            throttle_failure(&state, &body.username, addr.as_deref()).await?;
             tracing::info!(username = %body.username.chars().take(64).collect::<String>(), addr = ?addr, "failed login");
             // One message for both cases: no user enumeration.
             return Err(AppError::unauthorized("invalid username or password"));
         }
     };
-    limiter.success(&body.username);
+    throttle_success(&state, &body.username).await?;
     let auth = state
         .fleet
         .store()
@@ -487,12 +553,9 @@ pub async fn password(
     caller: Caller,
     ApiJson(body): ApiJson<PasswordBody>,
 ) -> Result<Json<TokenResponse>, AppError> {
-    let limiter = &state.security.limiter;
     let addr = addr.map(|a| a.to_string());
     let username = caller.0.sub.clone();
-    if let Some(wait) = limiter.check(&username, addr.as_deref(), now_ms()) {
-        return Err(locked(wait));
-    }
+    throttle_check(&state, &username, addr.as_deref()).await?;
     auth::check_password(&body.new_password)
         .map_err(|m| AppError::bad_request(format!("new_password: {m}")))?;
     let store = state.fleet.store();
@@ -501,7 +564,7 @@ pub async fn password(
         .await?
         .ok_or_else(|| AppError::unauthorized("invalid token: the user no longer exists"))?;
     if !verify_password(hash, body.current_password).await? {
-        limiter.failure(&username, addr.as_deref(), now_ms());
+        throttle_failure(&state, &username, addr.as_deref()).await?;
         return Err(AppError::forbidden("current_password: wrong password"));
     }
     let new_hash = self::hash(body.new_password).await?;

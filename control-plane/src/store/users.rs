@@ -218,6 +218,83 @@ impl Store {
             .await?;
         Ok(r.rows_affected())
     }
+
+    /// Milliseconds until the longest lock among `keys` ends, if any is
+    /// locked at `now_ms`.
+    pub async fn login_lock_wait(
+        &self,
+        keys: &[String],
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut wait = None;
+        for k in keys {
+            let row = sqlx::query("SELECT locked_until_ms FROM login_strikes WHERE key = $1")
+                .bind(k)
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(r) = row {
+                let w = r.try_get::<i64, _>("locked_until_ms")? - now_ms;
+                if w > 0 && wait.is_none_or(|x| w > x) {
+                    wait = Some(w);
+                }
+            }
+        }
+        Ok(wait)
+    }
+
+    /// Counts one failed login against `key` (forgetting failures older
+    /// than `forget_ms`) and locks it for `lock(failures)` ms.
+    pub async fn record_login_failure(
+        &self,
+        key: &str,
+        forget_ms: i64,
+        lock: impl Fn(u32) -> i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT failures, last_failure_ms FROM login_strikes WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let failures = match row {
+            Some(r) if now_ms - r.try_get::<i64, _>("last_failure_ms")? < forget_ms => {
+                r.try_get::<i64, _>("failures")?.saturating_add(1)
+            }
+            _ => 1,
+        };
+        let lock = lock(u32::try_from(failures).unwrap_or(u32::MAX));
+        sqlx::query(
+            "INSERT INTO login_strikes (key, failures, last_failure_ms, locked_until_ms)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (key) DO UPDATE SET failures = excluded.failures,
+                last_failure_ms = excluded.last_failure_ms, locked_until_ms = excluded.locked_until_ms",
+        )
+        .bind(key)
+        .bind(failures)
+        .bind(now_ms)
+        .bind(if lock > 0 { now_ms + lock } else { 0 })
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_strikes WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets strikes whose last failure is older than `before_ms`.
+    pub async fn purge_login_strikes(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM login_strikes WHERE last_failure_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
 }
 
 fn user_from_row(r: &AnyRow) -> Result<User, StoreError> {
