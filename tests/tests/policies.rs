@@ -307,6 +307,62 @@ async fn a_canary_refusing_the_signature_stops_the_rollout_and_is_audited() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jump_in_canary_alarms_stops_the_rollout() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let _cp = sb.start_control_plane();
+    let admin = sb.admin_token().await;
+    let _a = sb.start_agent("agent-a");
+    connected(&sb, &admin, "agent-a").await;
+    let (status, _) = sb.post_text(&admin, "/policies", GUARD).await;
+    assert_eq!(status, 201);
+    let (status, body) = sb
+        .post(
+            &admin,
+            "/policies/disk-guard/rollout",
+            &json!({"canary_percent": 100, "canary_secs": 600, "max_new_anomalies": 1}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["rollout"]["baseline_anomalies"], 0, "{body}");
+    sb.wait_policy_applied(&admin, "disk-guard", "agent-a", 1)
+        .await;
+
+    // The canary host opens two anomaly events after the rollout started
+    // (written as the ingest path stores them); one more than allowed.
+    let now = sco_control_plane::fleet::now_ms();
+    let db = sb.db().await;
+    for (i, at) in [now + 1, now + 2].into_iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO anomalies (id, host_id, run_started_ms, status, started_ms, updated_ms, ended_ms,
+                score, peak_score, severity, severity_rank, top_metric, contributors, context, model, close_reason)
+             VALUES ($1, 'agent-a', 1, 'open', $2, $2, NULL, 0.9, 0.9, 'high', 3, 'cpu.total_pct',
+                '[]', '{}', 'test@1', '')",
+        )
+        .bind(format!("agent-a:{}", 1_000_000 + i))
+        .bind(at)
+        .execute(&db)
+        .await
+        .expect("insert anomaly");
+    }
+    db.close().await;
+
+    let rollout = wait_for("the rollout to stop on the alarm jump", || async {
+        let (_, body) = sb.get(&admin, "/policies/disk-guard").await;
+        (body["rollouts"][0]["state"] == "stopped").then(|| body["rollouts"][0].clone())
+    })
+    .await;
+    assert!(
+        rollout["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("alarm jump: canary hosts opened 2"),
+        "{rollout}"
+    );
+}
+
 /// Old files in a directory the agent may clean.
 fn old_files(dir: &std::path::Path, names: &[&str]) {
     std::fs::create_dir_all(dir).expect("mkdir");
