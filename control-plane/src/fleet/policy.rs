@@ -188,27 +188,50 @@ impl Fleet {
         actor: &str,
         source: &str,
     ) -> Result<(PolicyRevision, bool), PolicyApiError> {
-        let signer = self.policy_signer.as_ref().ok_or_else(|| {
-            PolicyApiError::Invalid("this control plane has no policy signing key".into())
-        })?;
         let policy =
             sco_agent::policy::parse(source).map_err(|e| PolicyApiError::Invalid(e.to_string()))?;
         let document = policy.canonical_json();
+        self.next_revision(
+            actor,
+            &policy.name,
+            &document,
+            source,
+            "policy.create",
+            |prev| Ok(prev.filter(|p| p.document == document).cloned()),
+        )
+        .await
+    }
+
+    /// Signs `document` as the next revision of `name` and stores it,
+    /// unless `existing` (given the newest revision) answers with one.
+    async fn next_revision(
+        &self,
+        actor: &str,
+        name: &str,
+        document: &str,
+        source: &str,
+        audit_action: &str,
+        existing: impl Fn(Option<&PolicyRevision>) -> Result<Option<PolicyRevision>, PolicyApiError>,
+    ) -> Result<(PolicyRevision, bool), PolicyApiError> {
+        let signer = self.policy_signer.as_ref().ok_or_else(|| {
+            PolicyApiError::Invalid("this control plane has no policy signing key".into())
+        })?;
         for _ in 0..5 {
-            let latest = self.store.latest_policy_revision(&policy.name).await?;
-            if latest > 0 {
-                if let Some(prev) = self.store.policy_revision(&policy.name, latest).await? {
-                    if prev.document == document {
-                        return Ok((prev, false));
-                    }
-                }
+            let latest = self.store.latest_policy_revision(name).await?;
+            let prev = if latest > 0 {
+                self.store.policy_revision(name, latest).await?
+            } else {
+                None
+            };
+            if let Some(rev) = existing(prev.as_ref())? {
+                return Ok((rev, false));
             }
             let revision = latest + 1;
             let rev = PolicyRevision {
-                name: policy.name.clone(),
+                name: name.to_string(),
                 revision,
-                signature: signer.sign(&policy.name, revision as u64, &document),
-                document: document.clone(),
+                signature: signer.sign(name, revision as u64, document),
+                document: document.to_string(),
                 source: source.to_string(),
                 created_by: actor.to_string(),
                 created_at_ms: now_ms(),
@@ -217,7 +240,7 @@ impl Fleet {
                 Ok(()) => {
                     self.audit(
                         actor,
-                        "policy.create",
+                        audit_action,
                         "",
                         "stored",
                         serde_json::json!({ "policy": rev.name, "revision": rev.revision }),
@@ -230,8 +253,7 @@ impl Fleet {
             }
         }
         Err(PolicyApiError::Conflict(format!(
-            "policy {}: concurrent revisions, retry",
-            policy.name
+            "policy {name}: concurrent revisions, retry"
         )))
     }
 
@@ -242,9 +264,6 @@ impl Fleet {
         actor: &str,
         name: &str,
     ) -> Result<(PolicyRevision, Rollout), PolicyApiError> {
-        let signer = self.policy_signer.as_ref().ok_or_else(|| {
-            PolicyApiError::Invalid("this control plane has no policy signing key".into())
-        })?;
         if let Some(c) = self.store.rollouts(name).await?.first() {
             if c.state == "canary" {
                 return Err(PolicyApiError::Conflict(format!(
@@ -253,59 +272,29 @@ impl Fleet {
                 )));
             }
         }
-        for _ in 0..5 {
-            let latest = self.store.latest_policy_revision(name).await?;
-            if latest == 0 {
-                return Err(PolicyApiError::NotFound(format!("no policy {name:?}")));
-            }
-            if let Some(prev) = self.store.policy_revision(name, latest).await? {
-                if prev.is_withdrawal() {
-                    return Err(PolicyApiError::Conflict(format!(
-                        "policy {name:?} is already withdrawn (revision {latest})"
-                    )));
-                }
-            }
-            let revision = latest + 1;
-            let rev = PolicyRevision {
-                name: name.to_string(),
-                revision,
-                signature: signer.sign(name, revision as u64, ""),
-                document: String::new(),
-                source: String::new(),
-                created_by: actor.to_string(),
-                created_at_ms: now_ms(),
-            };
-            match self.store.insert_policy_revision(&rev).await {
-                Ok(()) => {
-                    self.audit(
-                        actor,
-                        "policy.withdraw",
-                        "",
-                        "stored",
-                        serde_json::json!({ "policy": name, "revision": revision }),
-                    )
-                    .await;
-                    let rollout = self
-                        .start_rollout(
-                            actor,
-                            name,
-                            RolloutRequest {
-                                revision: Some(revision),
-                                canary_percent: 0,
-                                canary_secs: 0,
-                                max_new_anomalies: 0,
-                            },
-                        )
-                        .await?;
-                    return Ok((rev, rollout));
-                }
-                Err(StoreError::Conflict(_)) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(PolicyApiError::Conflict(format!(
-            "policy {name}: concurrent revisions, retry"
-        )))
+        let (rev, _) = self
+            .next_revision(actor, name, "", "", "policy.withdraw", |prev| match prev {
+                None => Err(PolicyApiError::NotFound(format!("no policy {name:?}"))),
+                Some(p) if p.is_withdrawal() => Err(PolicyApiError::Conflict(format!(
+                    "policy {name:?} is already withdrawn (revision {})",
+                    p.revision
+                ))),
+                Some(_) => Ok(None),
+            })
+            .await?;
+        let rollout = self
+            .start_rollout(
+                actor,
+                name,
+                RolloutRequest {
+                    revision: Some(rev.revision),
+                    canary_percent: 0,
+                    canary_secs: 0,
+                    max_new_anomalies: 0,
+                },
+            )
+            .await?;
+        Ok((rev, rollout))
     }
 
     /// Starts a rollout of a revision.

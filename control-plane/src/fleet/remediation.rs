@@ -197,11 +197,6 @@ impl Fleet {
         action: serde_json::Value,
         mode: &str,
     ) -> Result<ActionRecord, TriggerError> {
-        if !valid_agent_id(host) {
-            return Err(TriggerError::Invalid(format!(
-                "host: invalid host id {host:?}"
-            )));
-        }
         if mode != "dry_run" && mode != "execute" {
             return Err(TriggerError::Invalid(format!(
                 "mode: {mode:?} is not dry_run or execute"
@@ -211,6 +206,37 @@ impl Fleet {
         // and fields are refused here already, with the parser's message.
         serde_json::from_value::<sco_agent::remediate::Action>(action.clone())
             .map_err(|e| TriggerError::Invalid(format!("action: {e}")))?;
+        let detail = serde_json::json!({ "action": action, "mode": mode });
+        self.manual_request(
+            actor,
+            host,
+            "manual",
+            action,
+            mode,
+            "remediation.trigger",
+            detail,
+        )
+        .await
+    }
+
+    /// Records a request an operator made, audits it and sends it if the
+    /// agent is connected here.
+    #[allow(clippy::too_many_arguments)]
+    async fn manual_request(
+        &self,
+        actor: &str,
+        host: &str,
+        rule: &str,
+        action: serde_json::Value,
+        mode: &str,
+        audit_action: &str,
+        mut detail: serde_json::Value,
+    ) -> Result<ActionRecord, TriggerError> {
+        if !valid_agent_id(host) {
+            return Err(TriggerError::Invalid(format!(
+                "host: invalid host id {host:?}"
+            )));
+        }
         if self.store.host(host, i64::MAX, now_ms()).await?.is_none() {
             return Err(TriggerError::NoHost(host.to_string()));
         }
@@ -218,7 +244,7 @@ impl Fleet {
         let record = ActionRecord {
             id: new_id("act"),
             host_id: host.to_string(),
-            rule: "manual".into(),
+            rule: rule.to_string(),
             policy: String::new(),
             action,
             mode: mode.to_string(),
@@ -235,14 +261,9 @@ impl Fleet {
             report: None,
         };
         self.store.insert_action(&record).await?;
-        self.audit(
-            actor,
-            "remediation.trigger",
-            host,
-            "requested",
-            serde_json::json!({ "request": record.id, "action": record.action, "mode": record.mode }),
-        )
-        .await;
+        detail["request"] = record.id.clone().into();
+        self.audit(actor, audit_action, host, "requested", detail)
+            .await;
         self.dispatch(host).await?;
         Ok(self.store.action(&record.id).await?.unwrap_or(record))
     }
@@ -255,11 +276,6 @@ impl Fleet {
         host: &str,
         rule: &str,
     ) -> Result<ActionRecord, TriggerError> {
-        if !valid_agent_id(host) {
-            return Err(TriggerError::Invalid(format!(
-                "host: invalid host id {host:?}"
-            )));
-        }
         let rule_ok = (1..=128).contains(&rule.len())
             && rule
                 .bytes()
@@ -270,40 +286,18 @@ impl Fleet {
                 rule.chars().take(140).collect::<String>()
             )));
         }
-        if self.store.host(host, i64::MAX, now_ms()).await?.is_none() {
-            return Err(TriggerError::NoHost(host.to_string()));
-        }
-        let now = now_ms();
-        let record = ActionRecord {
-            id: new_id("reset"),
-            host_id: host.to_string(),
-            rule: rule.to_string(),
-            policy: String::new(),
-            action: serde_json::json!({ "type": "reset_breaker" }),
-            mode: "reset_breaker".into(),
-            approval: "manual".into(),
-            state: "approved".into(),
-            reason: String::new(),
-            requested_by: actor.to_string(),
-            decided_by: actor.to_string(),
-            max_concurrent: 0,
-            expires_at_ms: 0,
-            evidence: None,
-            created_at_ms: now,
-            updated_at_ms: now,
-            report: None,
-        };
-        self.store.insert_action(&record).await?;
-        self.audit(
+        let action = serde_json::json!({ "type": "reset_breaker" });
+        let detail = serde_json::json!({ "rule": rule });
+        self.manual_request(
             actor,
-            "remediation.breaker_reset",
             host,
-            "requested",
-            serde_json::json!({ "request": record.id, "rule": rule }),
+            rule,
+            action,
+            "reset_breaker",
+            "remediation.breaker_reset",
+            detail,
         )
-        .await;
-        self.dispatch(host).await?;
-        Ok(self.store.action(&record.id).await?.unwrap_or(record))
+        .await
     }
 
     /// Sends this host's requests that may run now: approved ones and auto

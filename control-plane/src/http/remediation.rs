@@ -12,6 +12,16 @@ use super::AppState;
 use crate::auth::Role;
 use crate::fleet::{ActionQuery, AuditQuery, TriggerError};
 
+impl From<TriggerError> for AppError {
+    fn from(e: TriggerError) -> Self {
+        match e {
+            TriggerError::Invalid(m) => AppError::bad_request(m),
+            TriggerError::NoHost(h) => AppError::not_found(format!("no host {h:?}")),
+            TriggerError::Store(e) => e.into(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerBody {
@@ -35,12 +45,7 @@ pub async fn trigger(
     let record = state
         .fleet
         .trigger(&caller.0.sub, &body.host, body.action, &mode)
-        .await
-        .map_err(|e| match e {
-            TriggerError::Invalid(m) => AppError::bad_request(m),
-            TriggerError::NoHost(h) => AppError::not_found(format!("no host {h:?}")),
-            TriggerError::Store(e) => e.into(),
-        })?;
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "action": record }))))
 }
 
@@ -64,12 +69,7 @@ pub async fn reset_breaker(
     let record = state
         .fleet
         .reset_breaker(&caller.0.sub, &body.host, &body.rule)
-        .await
-        .map_err(|e| match e {
-            TriggerError::Invalid(m) => AppError::bad_request(m),
-            TriggerError::NoHost(h) => AppError::not_found(format!("no host {h:?}")),
-            TriggerError::Store(e) => e.into(),
-        })?;
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "action": record }))))
 }
 
