@@ -3,8 +3,10 @@
 //! safety rules, verifying each executed action against live metrics.
 //! Every outcome leaves as a durable message through the outbox.
 //!
-//! One request runs at a time, verification included: a second action
-//! never starts while the effect of the first is still being judged.
+//! One request runs at a time. Verification (waiting for the metric to
+//! recover) runs beside the loop, so other requests need not wait for it;
+//! the rule's cooldown (counted from the attempt) and the fleet lease (held
+//! until the report) keep the same rule from acting again meanwhile.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,11 +20,26 @@ use crate::outbox::Outbox;
 use crate::policy::engine::Trigger;
 use crate::policy::store::{Applied, PolicyStore};
 use crate::policy::{DetectionSettings, RuleMode, SignedPolicy};
-use crate::remediate::{self, ActionReport, Decision, Mode, VerifyState};
+use crate::remediate::{self, ActionReport, Decision, Mode, Verification, VerifySpec, VerifyState};
 use crate::uplink::{now_ms, Inbound};
 
 /// Latest value of every metric, keyed as the detector names them.
 pub type Latest = Arc<HashMap<String, f64>>;
+
+/// A verification that reached its final state.
+struct Verified {
+    command: ActionCommand,
+    report: ActionReport,
+    spec: VerifySpec,
+    state: VerifyState,
+}
+
+/// What [`Executor::execute`] leaves for the report.
+enum Outcome {
+    Done(String, String, String),
+    /// Executed; the report follows when verification ends.
+    Verifying,
+}
 
 pub struct Executor {
     pub remediator: remediate::Remediator,
@@ -32,6 +49,19 @@ pub struct Executor {
     pub latest: watch::Receiver<Latest>,
     /// Detection settings of the policies in force, for the detector.
     pub tuning: watch::Sender<Option<DetectionSettings>>,
+}
+
+/// Waits until `spec` holds on live metrics or its time is up.
+async fn verify(spec: VerifySpec, started_ms: i64, latest: watch::Receiver<Latest>) -> VerifyState {
+    let mut v = Verification::start(spec.clone(), started_ms);
+    let poll = std::time::Duration::from_millis(spec.poll_ms.max(10));
+    loop {
+        let value = latest.borrow().get(&spec.metric).copied();
+        if v.observe(now_ms(), value).is_final() {
+            return v.state().clone();
+        }
+        tokio::time::sleep(poll).await;
+    }
 }
 
 fn lock(p: &std::sync::Mutex<PolicyStore>) -> std::sync::MutexGuard<'_, PolicyStore> {
@@ -91,14 +121,30 @@ impl Executor {
         mut triggers: mpsc::Receiver<Trigger>,
     ) {
         let _ = self.tuning.send(merged_detection(&lock(&self.policies)));
-        loop {
+        let (verified_tx, mut verified) = mpsc::channel::<Verified>(16);
+        let mut open = true;
+        let mut verifying = 0usize;
+        while open || verifying > 0 {
             tokio::select! {
-                Some(i) = inbound.recv() => match i {
-                    Inbound::Command(c) => self.command(c).await,
-                    Inbound::Policy(p) => self.policy(p).await,
+                i = inbound.recv(), if open => match i {
+                    Some(Inbound::Command(c)) => {
+                        if let Some((c, report, spec)) = self.command(c).await {
+                            verifying += 1;
+                            let (tx, latest) = (verified_tx.clone(), self.latest.clone());
+                            tokio::spawn(async move {
+                                let state = verify(spec.clone(), report.ended_ms, latest).await;
+                                let _ = tx.send(Verified { command: c, report, spec, state }).await;
+                            });
+                        }
+                    }
+                    Some(Inbound::Policy(p)) => self.policy(p).await,
+                    None => open = false,
                 },
-                Some(t) = triggers.recv() => self.trigger(t).await,
-                else => break,
+                Some(t) = triggers.recv(), if open => self.trigger(t).await,
+                Some(v) = verified.recv() => {
+                    verifying -= 1;
+                    self.verified(v).await;
+                }
             }
         }
     }
@@ -197,8 +243,29 @@ impl Executor {
     /// A request from the control plane: a manual trigger or a proposal
     /// that got its approval and lease. The rule in force decides the
     /// limits; the remediator decides whether anything runs.
-    async fn command(&mut self, c: ActionCommand) {
-        let (decision, reason, report_json) = self.execute(&c).await;
+    /// Handles a command; returns what to verify when the action ran and
+    /// its rule has a verification.
+    async fn command(
+        &mut self,
+        c: ActionCommand,
+    ) -> Option<(ActionCommand, ActionReport, VerifySpec)> {
+        match self.execute(&c).await {
+            (Outcome::Verifying, Some((report, spec))) => Some((c, report, spec)),
+            (Outcome::Done(decision, reason, report_json), _) => {
+                self.report(c, decision, reason, report_json).await;
+                None
+            }
+            (Outcome::Verifying, None) => None,
+        }
+    }
+
+    async fn report(
+        &self,
+        c: ActionCommand,
+        decision: String,
+        reason: String,
+        report_json: String,
+    ) {
         tracing::info!(request = %c.id, %decision, %reason, "remediation request handled");
         let report = sco_proto::v1::ActionReport {
             command_id: c.id,
@@ -210,19 +277,66 @@ impl Executor {
         self.send(Body::ActionReport(report), "action report").await;
     }
 
-    async fn execute(&mut self, c: &ActionCommand) -> (String, String, String) {
-        let refused = |why: String| ("refused".to_string(), why, String::new());
+    /// A verification ended: feed the rule's breaker, then report.
+    async fn verified(&mut self, v: Verified) {
+        let ok = matches!(v.state, VerifyState::Passed { .. });
+        let mut json = serde_json::to_value(&v.report).unwrap_or_default();
+        let (mut decision, mut reason) = ("executed".to_string(), String::new());
+        match self
+            .remediator
+            .record_verification(&v.report.rule, ok)
+            .await
+        {
+            Ok(rule) => {
+                let breaker_open = rule.breaker_open_since_ms.is_some();
+                if let VerifyState::Failed { last_value } = &v.state {
+                    decision = "failed".into();
+                    reason = format!(
+                        "verification_failed: {} not below {} within {} s (last value {:?}){}",
+                        v.spec.metric,
+                        v.spec.below,
+                        v.spec.within_secs,
+                        last_value,
+                        if breaker_open {
+                            "; circuit breaker now open"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                json["verification"] = serde_json::json!({
+                    "rule": v.report.rule,
+                    "report_id": v.report.id,
+                    "state": v.state,
+                    "breaker_open": breaker_open,
+                });
+            }
+            Err(e) => {
+                decision = "failed".into();
+                reason = format!("storage: verification not recorded: {e}");
+            }
+        }
+        self.report(v.command, decision, reason, json.to_string())
+            .await;
+    }
+
+    async fn execute(
+        &mut self,
+        c: &ActionCommand,
+    ) -> (Outcome, Option<(ActionReport, VerifySpec)>) {
+        let done = |d: String, r: String, j: String| (Outcome::Done(d, r, j), None);
+        let refused = |why: String| done("refused".to_string(), why, String::new());
         if c.mode == "reset_breaker" {
             return match self.remediator.reset_breaker(&c.rule).await {
                 Ok(state) => {
                     tracing::warn!(rule = %c.rule, by = %c.requested_by, "circuit breaker reset");
-                    (
+                    done(
                         "executed".into(),
                         String::new(),
                         serde_json::json!({ "rule": c.rule, "state": state }).to_string(),
                     )
                 }
-                Err(e) => ("failed".into(), format!("storage: {e}"), String::new()),
+                Err(e) => done("failed".into(), format!("storage: {e}"), String::new()),
             };
         }
         let action = match serde_json::from_str::<remediate::Action>(&c.action_json) {
@@ -275,40 +389,13 @@ impl Executor {
                 max_per_hour,
             })
             .await;
-        let mut decision = decision_text(report.decision).to_string();
-        let mut reason = reason_text(&report);
-        let mut json = serde_json::to_value(&report).unwrap_or_default();
-        if let (Some(spec), Decision::Executed) = (verify, report.decision) {
-            let latest = self.latest.clone();
-            let outcome = self
-                .remediator
-                .verify(&report, &spec, |m| latest.borrow().get(m).copied())
-                .await;
-            match outcome {
-                Ok(o) => {
-                    if let VerifyState::Failed { last_value } = &o.state {
-                        decision = "failed".into();
-                        reason = format!(
-                            "verification_failed: {} not below {} within {} s (last value {:?}){}",
-                            spec.metric,
-                            spec.below,
-                            spec.within_secs,
-                            last_value,
-                            if o.breaker_open {
-                                "; circuit breaker now open"
-                            } else {
-                                ""
-                            }
-                        );
-                    }
-                    json["verification"] = serde_json::to_value(&o).unwrap_or_default();
-                }
-                Err(e) => {
-                    decision = "failed".into();
-                    reason = format!("storage: verification not recorded: {e}");
-                }
-            }
+        match (verify, report.decision) {
+            (Some(spec), Decision::Executed) => (Outcome::Verifying, Some((report, spec))),
+            _ => done(
+                decision_text(report.decision).to_string(),
+                reason_text(&report),
+                serde_json::to_string(&report).unwrap_or_default(),
+            ),
         }
-        (decision, reason, json.to_string())
     }
 }
