@@ -363,6 +363,66 @@ async fn a_jump_in_canary_alarms_stops_the_rollout() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn policies_apply_offline_and_what_they_did_arrives_later() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let mut cp = sb.start_control_plane();
+    let admin = sb.admin_token().await;
+    let mut agent = sb.start_agent("agent-1");
+    connected(&sb, &admin, "agent-1").await;
+    // A dry-run rule whose condition always holds: it fires once per
+    // episode, and a restarted agent starts a new episode.
+    let policy = r#"
+name: always
+rules:
+  - name: plan
+    when: { state: ["mem.used_pct >= 0"] }
+    action: { type: journal_vacuum, max_size_mb: 300 }
+"#;
+    let revision = sb.publish_policy(&admin, policy).await;
+    sb.wait_policy_applied(&admin, "always", "agent-1", revision)
+        .await;
+    let plans = |n: usize| {
+        let (sb, admin) = (&sb, &admin);
+        async move {
+            wait_for(&format!("{n} dry-run plans"), || async {
+                let a: Vec<Value> = sb
+                    .actions(admin, "agent-1")
+                    .await
+                    .into_iter()
+                    .filter(|a| a["rule"] == "always/plan" && a["state"] == "dry_run")
+                    .collect();
+                (a.len() >= n).then_some(a)
+            })
+            .await
+        }
+    };
+    let first = plans(1).await;
+    assert_eq!(
+        first[0]["report"]["argv"][1], "--vacuum-size=300M",
+        "{}",
+        first[0]
+    );
+
+    // The control plane goes away; the agent restarts without it, loads the
+    // policy from its own store and acts on it (a dry run here).
+    cp.terminate();
+    agent.terminate();
+    let agent = sb.start_agent("agent-1");
+    sco_tests::wait_until("the agent restarted with the policy in force", || {
+        agent.log_contains("policy in force")
+    });
+    sco_tests::wait_until("the rule fired offline", || {
+        agent.log_contains("policy rule fired")
+    });
+    // Back online: what it did offline arrives through the outbox.
+    let _cp = sb.start_control_plane();
+    let all = plans(2).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+}
+
 /// Old files in a directory the agent may clean.
 fn old_files(dir: &std::path::Path, names: &[&str]) {
     std::fs::create_dir_all(dir).expect("mkdir");
