@@ -423,6 +423,49 @@ rules:
     assert_eq!(all.len(), 2, "{all:?}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_nobody_applied_does_not_go_to_everyone() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let _cp = sb.start_control_plane();
+    let admin = sb.admin_token().await;
+    // The only host is known but offline: no canary can report.
+    let mut a = sb.start_agent("agent-a");
+    connected(&sb, &admin, "agent-a").await;
+    a.terminate();
+    let (status, _) = sb.post_text(&admin, "/policies", GUARD).await;
+    assert_eq!(status, 201);
+    let (status, body) = sb
+        .post(
+            &admin,
+            "/policies/disk-guard/rollout",
+            &json!({"canary_percent": 100, "canary_secs": 2}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let rollout = wait_for("the rollout to stop", || async {
+        let (_, body) = sb.get(&admin, "/policies/disk-guard").await;
+        (body["rollouts"][0]["state"] == "stopped").then(|| body["rollouts"][0].clone())
+    })
+    .await;
+    assert!(
+        rollout["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("no canary host applied revision 1"),
+        "{rollout}"
+    );
+    let (status, body) = sb
+        .post(
+            &admin,
+            "/policies/disk-guard/rollout",
+            &json!({"canary_percent": 50, "canary_secs": 0}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
 /// Old files in a directory the agent may clean.
 fn old_files(dir: &std::path::Path, names: &[&str]) {
     std::fs::create_dir_all(dir).expect("mkdir");

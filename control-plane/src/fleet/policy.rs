@@ -316,6 +316,12 @@ impl Fleet {
                 req.canary_secs
             )));
         }
+        if req.canary_percent > 0 && req.canary_secs == 0 {
+            return Err(PolicyApiError::Invalid(
+                "canary_secs: a canary needs at least 1 s (or canary_percent 0 to go to all at once)"
+                    .into(),
+            ));
+        }
         if !(0..=10_000).contains(&req.max_new_anomalies) {
             return Err(PolicyApiError::Invalid(format!(
                 "max_new_anomalies: {} is outside 0..=10000",
@@ -345,16 +351,27 @@ impl Fleet {
         // A withdrawal has no target: it goes to every host.
         let target = rev.parsed().map(|p| p.target).unwrap_or_default();
         let now = now_ms();
-        let mut hosts: Vec<String> = self
+        let targeted: Vec<_> = self
             .store
             .hosts(i64::MAX, now)
             .await?
             .into_iter()
             .filter(|h| !h.revoked && target.matches(&h.labels))
-            .map(|h| h.id)
             .collect();
-        canary_order(name, &mut hosts);
-        let k = (hosts.len() * req.canary_percent as usize).div_ceil(100);
+        let k = (targeted.len() * req.canary_percent as usize).div_ceil(100);
+        // Connected hosts first: only they can show how the revision does.
+        let (mut online, mut offline): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+        for h in targeted {
+            if h.connected {
+                online.push(h.id);
+            } else {
+                offline.push(h.id);
+            }
+        }
+        canary_order(name, &mut online);
+        canary_order(name, &mut offline);
+        let mut hosts = online;
+        hosts.extend(offline);
         hosts.truncate(k);
         let canary_ms = req.canary_secs * 1000;
         let baseline = self
@@ -438,13 +455,33 @@ impl Fleet {
                     ),
                 )
             } else if now - r.started_at_ms >= r.canary_secs * 1000 {
-                (
-                    "complete",
-                    format!(
-                        "canary healthy for {} s: rolled out to every targeted host",
-                        r.canary_secs
-                    ),
-                )
+                let applied = statuses
+                    .iter()
+                    .filter(|s| {
+                        s.applied_revision == r.revision
+                            && s.error.is_empty()
+                            && r.canary_hosts.contains(&s.host_id)
+                    })
+                    .count();
+                if applied == 0 {
+                    (
+                        "stopped",
+                        format!(
+                            "no canary host applied revision {} within {} s",
+                            r.revision, r.canary_secs
+                        ),
+                    )
+                } else {
+                    (
+                        "complete",
+                        format!(
+                            "canary healthy for {} s ({applied} of {} canary hosts applied it): \
+                             rolled out to every targeted host",
+                            r.canary_secs,
+                            r.canary_hosts.len()
+                        ),
+                    )
+                }
             } else {
                 continue;
             };
