@@ -1,9 +1,11 @@
 //! Cost of one `Detector::tick` for a whole host (60 metrics, warm detector): normalisation,
 //! one batched model call, host PCA, event logic.
 //!
-//! Two cases: the default config (a normal host: metrics whose current value is inside the
-//! current-value gate skip the model call) and the same host with the gate disabled
-//! (`current_gate_z = 0`: every metric goes to the model every tick, the worst case).
+//! Cases: the default config (a normal host: metrics whose current value is inside the
+//! current-value gate skip the model call), the same host with the gate disabled
+//! (`current_gate_z = 0`: every metric goes to the model every tick, the worst case), and the
+//! same host with `DetectorConfig::five_minute(600)` (the replay profile), with and without its
+//! smoothing over 12 ticks.
 //!
 //! `cargo bench -p sco-models --bench tick`
 
@@ -20,6 +22,22 @@ fn bench_tick(c: &mut Criterion) {
         DetectorConfig {
             current_gate_z: 0.0,
             ..DetectorConfig::default()
+        },
+    );
+    // the replay profile: one-week baseline window recomputed every 12 observations, host ratio
+    // smoothed over 12 ticks; and the same without the smoothing (its cost alone)
+    bench_config(
+        c,
+        "tick/60 metrics, five-minute profile",
+        DetectorConfig::five_minute(600),
+    );
+    bench_config(
+        c,
+        "tick/60 metrics, five-minute profile, no smoothing",
+        DetectorConfig {
+            smooth_ticks: 1,
+            score_quantile: None,
+            ..DetectorConfig::five_minute(600)
         },
     );
 }

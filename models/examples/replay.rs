@@ -7,7 +7,8 @@
 //!
 //! Development only (not in `sco-agent replay`): `--set KEY=VALUE` changes one field of the
 //! replay's `DetectorConfig` after the other flags, for exploring on development data; keys:
-//! `pca_std_scale` (bool), `pca_quantile`, `pca_variance`, `current_gate_z`, `baseline_window`.
+//! `pca_std_scale` (bool), `pca_quantile`, `pca_variance`, `current_gate_z`, `baseline_window`,
+//! `pca_rolling_fit` (bool), `smooth_ticks`, `score_quantile` (`none` = no recalibration).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,9 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
             "pca_variance" => c.pca_variance = num()?,
             "current_gate_z" => c.current_gate_z = num()?,
             "baseline_window" => c.baseline_window = num()? as usize,
+            "pca_rolling_fit" => c.pca_rolling_fit = v == "true" || v == "1",
+            "smooth_ticks" => c.smooth_ticks = num()? as usize,
+            "score_quantile" => c.score_quantile = if v == "none" { None } else { Some(num()?) },
             _ => return Err(format!("--set: unknown key {k}")),
         }
     }
@@ -90,8 +94,8 @@ fn main() -> ExitCode {
     match result {
         Ok(s) => {
             eprintln!(
-                "replayed {} rows ({} warm-up rows, {} metrics): {} alarm rows, {} events, thresholds {:?}",
-                s.input_rows, s.warmup_rows, s.metrics, s.alarm_rows, s.events, s.thresholds
+                "replayed {} rows ({} warm-up rows, {} metrics): {} alarm rows, {} events, thresholds {:?}, score threshold {:?}",
+                s.input_rows, s.warmup_rows, s.metrics, s.alarm_rows, s.events, s.thresholds, s.score_threshold
             );
             ExitCode::SUCCESS
         }

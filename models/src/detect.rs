@@ -17,24 +17,32 @@
 //!    is exactly 0, see step 5). Window component = max over metrics of the model score.
 //! 3. **Host PCA** (optional, on by default). At the end of warm-up, a PCA of the host's
 //!    normalised metric vectors (with `pca_std_scale`, the default, `(v - mean) / sd` over the
-//!    same rolling window instead of the robust z; cyclic Jacobi on the covariance) keeps the components that
-//!    explain `pca_variance` of the variance; PCA component = squared reconstruction error (SPE)
-//!    of the current vector. It sees changes in the relations between metrics that a per-metric
-//!    model cannot see.
-//! 4. **Per-host threshold.** At the end of warm-up, each component's threshold is the
+//!    same rolling window instead of the robust z; cyclic Jacobi on the covariance) keeps the
+//!    components that explain `pca_variance` of the variance; PCA component = squared
+//!    reconstruction error (SPE) of the current vector. It sees changes in the relations between
+//!    metrics that a per-metric model cannot see. With `pca_rolling_fit` (5-minute profile) the
+//!    warm-up rows it is fitted and thresholded on are normalised with the rolling baseline each
+//!    metric would have had at that tick live, i.e. exactly like the live ticks it then scores.
+//! 4. **Per-host thresholds.** At the end of warm-up, each component's threshold is the
 //!    `threshold_quantile` quantile (`pca_quantile` for the PCA, if set) of its scores over the
-//!    warm-up ticks (with floors, so a host
-//!    whose metrics are all constant never alarms). Host ratio
-//!    `r = max(window / thr_window, pca / thr_pca)`; `raw_score = r` (1.0 = at threshold);
-//!    with `r_eff = r * sensitivity`, `score = r_eff / (1 + r_eff)` (0.5 = at threshold).
+//!    warm-up ticks (with floors, so a host whose metrics are all constant never alarms).
+//!    Combined ratio `c = max(window / thr_window, pca / thr_pca)`; host ratio
+//!    `r = mean(c over the last smooth_ticks ticks) / thr_score`, where `thr_score` is the
+//!    `score_quantile` quantile of the same smoothed ratio over the warm-up ticks (floor
+//!    `min_score_threshold`), or 1 without `score_quantile` (the live default: no smoothing, no
+//!    recalibration, `r = c`). `raw_score = r` (1.0 = at threshold); with
+//!    `r_eff = r * sensitivity`, `score = r_eff / (1 + r_eff)` (0.5 = at threshold). The
+//!    smoothing is a simple anomaly likelihood: a tick alarms when the recent mean of the host's
+//!    ratios is in the top `1 - score_quantile` of its warm-up distribution.
 //! 5. **Events with hysteresis.** `min_duration_ticks` consecutive ticks with `r_eff > 1` open an
 //!    event; `clear_ticks` consecutive ticks with `r_eff < clear_fraction` close it; while open,
 //!    an `Updated` change is emitted at most every `update_every_ticks` ticks.
 //!    A metric's window score is gated by its current value (`current_gate_z`): a spike that
 //!    is over stops scoring when the value is back, although it stays in the 8-tick window.
-//! 6. **Explanations.** Per metric, `c = max(window score / thr_window, PCA residual^2 / thr_pca)`;
-//!    contributors are the metrics with the largest `c`, each with its current value, its
-//!    expected range `median -/+ 3 * scale` in the metric's own units, and its share `c^2 / sum c^2`.
+//! 6. **Explanations.** Per metric, `c = max(window score / thr_window, PCA residual^2 / thr_pca)`
+//!    of the current tick; contributors are the metrics with the largest `c`, each with its
+//!    current value, its expected range `median -/+ 3 * scale` in the metric's own units, and its
+//!    share `c^2 / sum c^2`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -104,6 +112,22 @@ pub struct DetectorConfig {
     pub pca_std_scale: bool,
     /// Quantile of the warm-up SPEs used as host-PCA threshold (None = `threshold_quantile`).
     pub pca_quantile: Option<f64>,
+    /// How the warm-up rows the host PCA is fitted and thresholded on are normalised: `true` =
+    /// each row with the rolling baseline the metric would have had at that tick live (the same
+    /// normalisation the live ticks get, so the threshold is a quantile of the same kind of
+    /// scores); `false` = every row with the baseline at the end of warm-up.
+    pub pca_rolling_fit: bool,
+    /// Host ratio = mean of the last `smooth_ticks` combined ratios (1 = no smoothing). Rows
+    /// of the warm-up count (the mean is warm from the first live tick).
+    pub smooth_ticks: usize,
+    /// Calibrates the (smoothed) combined ratio: if set, it is divided by this quantile of its
+    /// own values over the warm-up ticks, so 1.0 is again the alarm threshold. None = the
+    /// combined ratio is used as is (1.0 = a component at its own threshold).
+    pub score_quantile: Option<f64>,
+    /// Floor of the `score_quantile` threshold, in units of the component thresholds: the
+    /// smoothed ratio can never alarm below this share of a component's own threshold (a host
+    /// whose warm-up was perfectly quiet does not become over-sensitive).
+    pub min_score_threshold: f64,
     /// Floor of the window-model threshold (model score units).
     pub min_model_threshold: f64,
     /// Floor of the host-PCA threshold (squared normalised units).
@@ -139,6 +163,10 @@ impl Default for DetectorConfig {
             pca_max_metrics: 128,
             pca_std_scale: true,
             pca_quantile: Some(0.99),
+            pca_rolling_fit: false,
+            smooth_ticks: 1,
+            score_quantile: None,
+            min_score_threshold: 0.2,
             min_model_threshold: 26.12,
             min_pca_threshold: 9.0,
             max_contributors: 5,
@@ -149,9 +177,12 @@ impl Default for DetectorConfig {
 
 impl DetectorConfig {
     /// Profile for 5-minute data (the labelled datasets; `sco-agent replay` defaults): warm-up
-    /// = `warmup_ticks` (replay uses the whole `--warmup` file), an alarm from the first
-    /// over-threshold tick, one quiet tick to close, a one-week rolling baseline recomputed
-    /// hourly.
+    /// = `warmup_ticks` (replay uses the whole `--warmup` file), a one-week rolling baseline
+    /// recomputed hourly, the host PCA fitted on rolling-normalised warm-up rows keeping 95 % of
+    /// the variance, the host ratio averaged over the last hour (12 ticks) and thresholded at the
+    /// 0.98 quantile of its own warm-up values, an alarm from the first tick over that
+    /// threshold, one tick under it to close. The live `Default` keeps the previous host-PCA fit
+    /// (end-of-warm-up baseline, 90 %) and no smoothing: these choices were made on 5-minute data.
     pub fn five_minute(warmup_ticks: usize) -> Self {
         DetectorConfig {
             warmup_ticks,
@@ -162,6 +193,10 @@ impl DetectorConfig {
             clear_fraction: 1.0,
             baseline_window: 2016,
             rebaseline_every_ticks: 12,
+            pca_variance: 0.95,
+            pca_rolling_fit: true,
+            smooth_ticks: 12,
+            score_quantile: Some(0.98),
             ..DetectorConfig::default()
         }
     }
@@ -613,6 +648,8 @@ struct Calibration {
     model_threshold: f64,
     pca: Option<HostPca>,
     pca_threshold: f64,
+    /// Divides the smoothed combined ratio (1.0 without `score_quantile`).
+    score_threshold: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -652,6 +689,8 @@ pub struct Detector {
     pca_z: Vec<f64>,
     pca_centred: Vec<f64>,
     pca_res: Vec<f64>,
+    /// The last `smooth_ticks` combined ratios (warm-up ones included).
+    smooth: Ring,
 }
 
 impl Detector {
@@ -677,6 +716,7 @@ impl Detector {
             pca_z: Vec::new(),
             pca_centred: Vec::new(),
             pca_res: Vec::new(),
+            smooth: Ring::new(1),
         }
     }
 
@@ -728,6 +768,12 @@ impl Detector {
         self.calib
             .as_ref()
             .map(|c| (c.model_threshold, c.pca.as_ref().map(|_| c.pca_threshold)))
+    }
+
+    /// The calibrated threshold of the smoothed combined ratio (`score_quantile`), once warm;
+    /// 1.0 when `score_quantile` is None.
+    pub fn score_threshold(&self) -> Option<f64> {
+        self.calib.as_ref().map(|c| c.score_threshold)
     }
 
     /// One tick: the current value of every metric this host has (names like
@@ -904,6 +950,14 @@ impl Detector {
                 }
             }
         }
+        if !ratio.is_finite() {
+            ratio = 0.0;
+        }
+        // smoothing over the last `smooth_ticks` ticks, then the calibrated threshold
+        self.smooth.push(ratio);
+        let recent = self.smooth.values();
+        let mean = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
+        let mut ratio = mean / calib.score_threshold;
         if !ratio.is_finite() {
             ratio = 0.0;
         }
@@ -1100,11 +1154,13 @@ impl Detector {
             &mut owners,
             &mut host_model,
         )?;
-        let mut scored: Vec<f64> = host_model.into_iter().filter(|v| !v.is_nan()).collect();
+        let mut scored: Vec<f64> = host_model.iter().copied().filter(|v| !v.is_nan()).collect();
         let model_threshold = quantile(&mut scored, self.config.threshold_quantile)
             .unwrap_or(0.0)
             .max(self.config.min_model_threshold)
             .max(1e-9);
+        // combined ratio of every warm-up tick (NaN = nothing scored), for `score_quantile`
+        let mut combined: Vec<f64> = host_model.iter().map(|v| v / model_threshold).collect();
 
         // host PCA over metrics present in at least half of the warm-up ticks
         let mut pca = None;
@@ -1122,26 +1178,51 @@ impl Detector {
                 .take(self.config.pca_max_metrics)
                 .collect();
             let std_scale = self.config.pca_std_scale;
-            let data: Vec<Vec<f64>> = rows
+            let data: Vec<Vec<f64>> = if self.config.pca_rolling_fit {
+                let slots: Vec<u64> = cols.iter().map(|&i| self.metrics[i].slot as u64).collect();
+                rolling_pca_rows(
+                    &rows,
+                    &cols,
+                    &slots,
+                    &self.config,
+                    metric_warmup,
+                    &mut self.scratch,
+                )
+            } else {
+                rows.iter()
+                    .zip(&z_rows)
+                    .map(|(raw, zr)| {
+                        cols.iter()
+                            .map(|&i| match self.metrics[i].baseline {
+                                Some(b) if std_scale && !zr[i].is_nan() => b.pca_z(raw[i], true),
+                                _ => zr[i],
+                            })
+                            .collect()
+                    })
+                    .collect()
+            };
+            let present: Vec<bool> = data.iter().map(|r| r.iter().any(|v| !v.is_nan())).collect();
+            let fit_rows: Vec<Vec<f64>> = data
                 .iter()
-                .zip(&z_rows)
-                .map(|(raw, zr)| {
-                    cols.iter()
-                        .map(|&i| match self.metrics[i].baseline {
-                            Some(b) if std_scale && !zr[i].is_nan() => b.pca_z(raw[i], true),
-                            _ => zr[i],
-                        })
-                        .collect()
-                })
+                .zip(&present)
+                .filter(|(_, &p)| p)
+                .map(|(r, _)| r.clone())
                 .collect();
-            if let Some(p) = HostPca::fit(cols, &data, self.config.pca_variance) {
+            if let Some(p) = HostPca::fit(cols, &fit_rows, self.config.pca_variance) {
                 let d = p.metrics.len();
                 let (mut c, mut res) = (vec![0.0; d], vec![0.0; d]);
-                let mut spes: Vec<f64> = data
+                let spe_rows: Vec<f64> = data
                     .iter()
-                    .filter(|r| r.iter().any(|v| !v.is_nan()))
-                    .map(|r| p.spe(r, &mut c, &mut res))
+                    .zip(&present)
+                    .map(|(r, &p_)| {
+                        if p_ {
+                            p.spe(r, &mut c, &mut res)
+                        } else {
+                            f64::NAN
+                        }
+                    })
                     .collect();
+                let mut spes: Vec<f64> = spe_rows.iter().copied().filter(|v| !v.is_nan()).collect();
                 let q = self
                     .config
                     .pca_quantile
@@ -1153,16 +1234,105 @@ impl Detector {
                 for (col, &i) in p.metrics.iter().enumerate() {
                     self.metrics[i].pca_col = Some(col);
                 }
+                for (c, &e) in combined.iter_mut().zip(&spe_rows) {
+                    // NaN-aware max: NaN only when both are missing
+                    *c = c.max(e / pca_threshold);
+                }
                 pca = Some(p);
             }
+        }
+
+        // smoothing and the calibrated threshold of the combined ratio
+        let k = self.config.smooth_ticks.max(1);
+        let score_threshold = match self.config.score_quantile {
+            None => 1.0,
+            Some(q) => {
+                let mut smoothed = smoothed_scored(&combined, k);
+                quantile(&mut smoothed, q)
+                    .unwrap_or(0.0)
+                    .max(self.config.min_score_threshold)
+                    .max(1e-9)
+            }
+        };
+        self.smooth = Ring::new(k);
+        for &c in &combined[combined.len().saturating_sub(k)..] {
+            self.smooth.push(if c.is_nan() { 0.0 } else { c });
         }
         self.calib = Some(Calibration {
             model_threshold,
             pca,
             pca_threshold,
+            score_threshold,
         });
         Ok(())
     }
+}
+
+/// The host-PCA input of every warm-up row, each metric normalised with the rolling baseline it
+/// would have had at that tick live (same ring, same staggered recomputation as
+/// [`Detector::tick`]); NaN where the metric is missing or has no baseline yet.
+fn rolling_pca_rows(
+    rows: &[Vec<f64>],
+    cols: &[usize],
+    slots: &[u64],
+    config: &DetectorConfig,
+    metric_warmup: u64,
+    scratch: &mut Vec<f64>,
+) -> Vec<Vec<f64>> {
+    let every = config.rebaseline_every_ticks.max(1) as u64;
+    let mut out = vec![vec![f64::NAN; cols.len()]; rows.len()];
+    for (col, (&i, &slot)) in cols.iter().zip(slots).enumerate() {
+        let mut ring = Ring::new(config.baseline_window);
+        let mut observed = 0u64;
+        let mut baseline: Option<Baseline> = None;
+        for (t, row) in rows.iter().enumerate() {
+            let Some(&v) = row.get(i) else { continue };
+            if v.is_nan() {
+                continue;
+            }
+            ring.push(v);
+            observed += 1;
+            // `is_multiple_of` needs rustc 1.87; the workspace supports 1.80
+            #[allow(clippy::manual_is_multiple_of)]
+            let rebase = match baseline {
+                None => observed >= metric_warmup,
+                Some(_) => (observed + slot) % every == 0,
+            };
+            if rebase {
+                if let Some(b) = robust_baseline(
+                    ring.values(),
+                    scratch,
+                    config.rel_scale_floor,
+                    config.abs_scale_floor,
+                ) {
+                    baseline = Some(b);
+                }
+            }
+            if let Some(b) = baseline {
+                out[t][col] = b.pca_z(v, config.pca_std_scale);
+            }
+        }
+    }
+    out
+}
+
+/// Trailing means over `k` ticks of `combined` (NaN counts as 0, shorter windows at the start),
+/// kept only at the ticks where `combined` is not NaN.
+fn smoothed_scored(combined: &[f64], k: usize) -> Vec<f64> {
+    let k = k.max(1);
+    let mut out = Vec::with_capacity(combined.len());
+    let mut sum = 0.0;
+    for (t, &c) in combined.iter().enumerate() {
+        sum += if c.is_nan() { 0.0 } else { c };
+        if t >= k {
+            let old = combined[t - k];
+            sum -= if old.is_nan() { 0.0 } else { old };
+        }
+        if !c.is_nan() {
+            out.push(sum / (t + 1).min(k) as f64);
+        }
+    }
+    out
 }
 
 /// Scores the pending warm-up rows and folds them into `host[owner] = max(...)`.
@@ -1323,4 +1493,85 @@ pub fn score_window(
         contributors,
         threshold: thr,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoothed_scored_is_a_trailing_mean_at_scored_ticks() {
+        let nan = f64::NAN;
+        let got = smoothed_scored(&[nan, 3.0, 1.0, nan, 5.0, 2.0], 3);
+        // windows: [0,3] / 2, [0,3,1] / 3, [1,0,5] / 3, [0,5,2] / 3
+        let want = [1.5, 4.0 / 3.0, 2.0, 7.0 / 3.0];
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{got:?}");
+        }
+        assert_eq!(smoothed_scored(&[2.0, 4.0], 1), vec![2.0, 4.0]);
+    }
+
+    /// The warm-up rows the host PCA is fitted on are normalised exactly like live ticks: a
+    /// detector warmed up on the first 200 ticks sees, live, the values `rolling_pca_rows`
+    /// computes for the same ticks (from the first scheduled baseline recomputation after the
+    /// end of warm-up on, which re-baselines every metric).
+    #[test]
+    fn rolling_fit_rows_match_live_normalisation() {
+        let model = Arc::new(Model::shipped().expect("shipped model loads"));
+        let config = DetectorConfig {
+            warmup_ticks: 200,
+            baseline_window: 120,
+            rebaseline_every_ticks: 10,
+            pca_rolling_fit: true,
+            ..DetectorConfig::default()
+        };
+        let names = ["a", "b", "c"];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let rows: Vec<Vec<f64>> = (0..400)
+            .map(|t| {
+                (0..3)
+                    .map(|j| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let noise = (x >> 11) as f64 / (1u64 << 53) as f64;
+                        10.0 * (j + 1) as f64 + noise + if t >= 300 { 5.0 } else { 0.0 }
+                    })
+                    .collect()
+            })
+            .collect();
+        let metric_warmup = config.metric_warmup(8) as u64;
+        let want = rolling_pca_rows(
+            &rows,
+            &[0, 1, 2],
+            &[0, 1, 2],
+            &config,
+            metric_warmup,
+            &mut Vec::new(),
+        );
+        let mut det = Detector::new(model, config.clone());
+        for (t, row) in rows.iter().enumerate() {
+            let values: Vec<(&str, f64)> = names.iter().copied().zip(row.iter().copied()).collect();
+            det.tick(t as i64, &values).expect("tick");
+            if t >= config.warmup_ticks + config.rebaseline_every_ticks {
+                assert_eq!(det.pca_z.len(), 3, "tick {t}");
+                for (col, &i) in det
+                    .calib
+                    .as_ref()
+                    .and_then(|c| c.pca.as_ref())
+                    .map(|p| p.metrics.clone())
+                    .unwrap_or_default()
+                    .iter()
+                    .enumerate()
+                {
+                    let (live, sim) = (det.pca_z[col], want[t][i]);
+                    assert!(
+                        (live - sim).abs() < 1e-9,
+                        "tick {t}, metric {i}: {live} vs {sim}"
+                    );
+                }
+            }
+        }
+    }
 }

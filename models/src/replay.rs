@@ -57,6 +57,8 @@ pub struct ReplaySummary {
     pub events: usize,
     /// Calibrated thresholds `(window model, host PCA)` at the end of the replay.
     pub thresholds: Option<(f64, Option<f64>)>,
+    /// Calibrated threshold of the smoothed combined ratio (1.0 without `score_quantile`).
+    pub score_threshold: Option<f64>,
     pub config: DetectorConfig,
 }
 
@@ -432,6 +434,7 @@ pub fn run_with(
         alarm_rows,
         events,
         thresholds: detector.thresholds(),
+        score_threshold: detector.score_threshold(),
         config,
     })
 }

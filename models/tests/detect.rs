@@ -43,6 +43,23 @@ fn config() -> DetectorConfig {
     }
 }
 
+/// The test profile with the 5-minute profile's host PCA and alarm logic: PCA fitted on
+/// rolling-normalised warm-up rows (95 % of the variance), host ratio averaged over the last 12
+/// ticks and thresholded at the 0.98 quantile of its warm-up values, alarm from the first tick
+/// over it, one tick under it to close.
+fn smoothed_config() -> DetectorConfig {
+    DetectorConfig {
+        pca_rolling_fit: true,
+        pca_variance: 0.95,
+        smooth_ticks: 12,
+        score_quantile: Some(0.98),
+        min_duration_ticks: 1,
+        clear_ticks: 1,
+        clear_fraction: 1.0,
+        ..config()
+    }
+}
+
 /// A normal host: cpu ~5 %, memory ~40 %, network ~1 MB/s, error rate 0.
 fn normal(noise: &mut Noise) -> Vec<(&'static str, f64)> {
     vec![
@@ -83,6 +100,15 @@ fn opened(ticks: &[Tick]) -> Vec<usize> {
         .iter()
         .enumerate()
         .filter(|(_, t)| matches!(&t.change, Some(c) if c.kind == EventKind::Opened))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn alarm_ticks(ticks: &[Tick]) -> Vec<usize> {
+    ticks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.alarm)
         .map(|(i, _)| i)
         .collect()
 }
@@ -177,25 +203,101 @@ fn quiet_hosts_never_alarm() {
             }
         }),
     ];
-    for (case, sensitivity, edit) in cases {
-        let mut cfg = config();
-        cfg.sensitivity = *sensitivity;
-        if case.starts_with("ignored") {
-            cfg.ignore = vec!["mem.*".into()];
+    // The smoothed profile alarms from the first tick over threshold (no minimum duration), so
+    // a spike is an anomaly there: only the spike cases are left out.
+    let profiles: [(&str, DetectorConfig); 2] =
+        [("live", config()), ("smoothed", smoothed_config())];
+    let reference = alarm_ticks(&run(smoothed_config(), 1200, |_, _| {}));
+    assert!(
+        reference.len() <= 45,
+        "smoothed profile, normal noisy host: {} alarm ticks of 900",
+        reference.len()
+    );
+    for (profile, base) in &profiles {
+        for (case, sensitivity, edit) in cases {
+            if *profile == "smoothed" && case.contains("spike") {
+                continue;
+            }
+            let mut cfg = base.clone();
+            cfg.sensitivity = *sensitivity;
+            if case.starts_with("ignored") {
+                cfg.ignore = vec!["mem.*".into()];
+            }
+            let ticks = run(cfg, 1200, edit);
+            if *profile == "smoothed" && !case.starts_with("only") {
+                // the noisy host itself crosses the 0.98 quantile now and then; an edit must
+                // not add any alarm tick to those
+                let extra: Vec<usize> = alarm_ticks(&ticks)
+                    .into_iter()
+                    .filter(|i| !reference.contains(i))
+                    .collect();
+                assert!(
+                    extra.is_empty(),
+                    "{profile}, {case}: extra alarms at {extra:?}"
+                );
+                continue;
+            }
+            let alarms = ticks.iter().filter(|t| t.alarm).count();
+            assert_eq!(
+                alarms,
+                0,
+                "{profile}, {case}: {alarms} alarm ticks, opened at {:?}",
+                opened(&ticks)
+            );
+            assert!(
+                ticks.iter().all(|t| (0.0..=1.0).contains(&t.score)),
+                "{profile}, {case}: score out of [0, 1]"
+            );
+            assert!(
+                ticks[..299].iter().all(|t| t.score == 0.0),
+                "{profile}, {case}"
+            );
         }
-        let ticks = run(cfg, 1200, edit);
-        let alarms = ticks.iter().filter(|t| t.alarm).count();
-        assert_eq!(
-            alarms,
-            0,
-            "{case}: {alarms} alarm ticks, opened at {:?}",
-            opened(&ticks)
-        );
+    }
+}
+
+#[test]
+fn smoothed_profile_opens_one_event_per_sustained_jump() {
+    // (case, metric, anomalous level, onset, length)
+    let cases: &[(&str, &str, f64, usize, usize)] = &[
+        ("cpu 5% -> 95%", CPU, 95.0, 500, 60),
+        ("cpu 5% -> 40%", CPU, 40.0, 700, 40),
+        ("network x5", NET, 5.0e6, 600, 50),
+        ("memory 40% -> 90%", MEM, 90.0, 500, 30),
+    ];
+    let cfg = smoothed_config();
+    // alarms the same noisy host has without any anomaly (the 0.98 quantile's tail)
+    let noise = alarm_ticks(&run(cfg.clone(), 1100, |_, _| {}));
+    for &(case, metric, high, onset, len) in cases {
+        let ticks = run(cfg.clone(), 1100, |t, v| {
+            if (onset..onset + len).contains(&t) {
+                set(v, metric, high);
+            }
+        });
+        let opens: Vec<usize> = opened(&ticks)
+            .into_iter()
+            .filter(|i| !noise.contains(i))
+            .collect();
+        assert_eq!(opens.len(), 1, "{case}: opened at {opens:?}");
+        let at = opens[0];
         assert!(
-            ticks.iter().all(|t| (0.0..=1.0).contains(&t.score)),
-            "{case}: score out of [0, 1]"
+            at >= onset && at < onset + cfg.smooth_ticks,
+            "{case}: opened at {at}, onset {onset}"
         );
-        assert!(ticks[..299].iter().all(|t| t.score == 0.0), "{case}");
+        let Some(change) = &ticks[at].change else {
+            panic!("{case}: no change")
+        };
+        assert_eq!(change.event.contributors[0].metric, metric, "{case}");
+        assert!(ticks[at..onset + len].iter().all(|t| t.alarm), "{case}");
+        // the mean forgets the jump at most `smooth_ticks` ticks after it ends
+        let end = onset + len;
+        let closes: Vec<usize> = closed(&ticks).into_iter().filter(|&i| i > at).collect();
+        assert!(
+            closes
+                .first()
+                .is_some_and(|&c| c >= end && c <= end + cfg.smooth_ticks),
+            "{case}: closed at {closes:?}, anomaly ended at {end}"
+        );
     }
 }
 
@@ -276,8 +378,10 @@ fn level_shift_is_absorbed_and_the_event_closes() {
         ("memory 40% -> 70%", MEM, 70.0),
         ("network resize x3", NET, 3.0e6),
     ];
-    let cfg = config();
-    for &(case, metric, level) in cases {
+    for (case, metric, level, cfg) in cases
+        .iter()
+        .flat_map(|&(c, m, l)| [(c, m, l, config()), (c, m, l, smoothed_config())])
+    {
         let ticks = run(cfg.clone(), 1400, |t, v| {
             if t >= 500 {
                 for x in v.iter_mut() {
@@ -287,13 +391,39 @@ fn level_shift_is_absorbed_and_the_event_closes() {
                 }
             }
         });
+        let smoothed = cfg.smooth_ticks > 1;
         let opens = opened(&ticks);
         let closes = closed(&ticks);
-        assert!(!opens.is_empty(), "{case}: the shift was not detected");
+        assert!(
+            opens.first().is_some_and(|&o| (500..520).contains(&o)),
+            "{case} (smoothed: {smoothed}): the shift was not detected: {opens:?}"
+        );
         assert_eq!(opens.len(), closes.len(), "{case}: {opens:?} {closes:?}");
         // absorbed once the shift fills half of the baseline window (+ rebaseline + clear)
-        let bound =
-            500 + cfg.baseline_window / 2 + cfg.rebaseline_every_ticks + cfg.clear_ticks + 10;
+        let bound = 500
+            + cfg.baseline_window / 2
+            + cfg.rebaseline_every_ticks
+            + cfg.clear_ticks
+            + cfg.smooth_ticks
+            + 10;
+        if smoothed {
+            // the event of the shift closes by the bound; afterwards the host opens no more
+            // events than the same noisy host without the shift (the 0.98 quantile's tail)
+            assert!(
+                closes[0] <= bound,
+                "{case} (smoothed): closed at {closes:?}, bound {bound}"
+            );
+            let late = opens.iter().filter(|&&o| o >= bound).count();
+            let noise = opened(&run(cfg.clone(), 1400, |_, _| {}))
+                .into_iter()
+                .filter(|&o| o >= bound)
+                .count();
+            assert!(
+                late <= noise,
+                "{case} (smoothed): {late} events after {bound}, {noise} without the shift"
+            );
+            continue;
+        }
         assert!(
             *closes.last().unwrap_or(&usize::MAX) <= bound,
             "{case}: closed at {closes:?}, bound {bound}"
