@@ -199,19 +199,21 @@ pub async fn run(
                     tracing::info!(seq, "anomaly event queued");
                     new_data.notify_one();
                 }
-                let values: executor::Latest = Arc::new(
-                    sample
-                        .metrics
-                        .iter()
-                        .map(|m| (detect::metric_key(m.name, &m.device), m.value))
-                        .collect(),
-                );
-                latest_tx.send_replace(values.clone());
+                // Rules and their verifications read the latest values; with
+                // no policy in force there is nothing to build them for.
                 let fired = {
                     let store = policies.lock().unwrap_or_else(|e| e.into_inner());
                     if store.is_empty() {
                         Vec::new()
                     } else {
+                        let values: executor::Latest = Arc::new(
+                            sample
+                                .metrics
+                                .iter()
+                                .map(|m| (detect::metric_key(m.name, &m.device), m.value))
+                                .collect(),
+                        );
+                        latest_tx.send_replace(values.clone());
                         engine.evaluate(&store, &values, sample.ts_ms)
                     }
                 };

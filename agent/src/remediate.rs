@@ -97,7 +97,35 @@ pub struct Remediator {
     config: RemediateSection,
     state: state::State,
     guard: ProcessGuard,
-    http: reqwest::Client,
+    http: Option<reqwest::Client>,
+}
+
+fn webhook_client(config: &RemediateSection) -> Result<reqwest::Client, RemediateError> {
+    let mut http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(config.command_timeout_secs))
+        .tls_built_in_root_certs(false);
+    // https webhooks are verified against this bundle only; without it they
+    // fail (and say why) while http ones keep working.
+    match std::fs::read(&config.notify_ca_file) {
+        Ok(pem) => match reqwest::Certificate::from_pem_bundle(&pem) {
+            Ok(certs) => {
+                for c in certs {
+                    http = http.add_root_certificate(c);
+                }
+            }
+            Err(e) => tracing::warn!(file = %config.notify_ca_file.display(), error = %e,
+                "notify CA bundle unreadable: https webhooks will fail"),
+        },
+        Err(e) => tracing::warn!(file = %config.notify_ca_file.display(), error = %e,
+            "notify CA bundle missing: https webhooks will fail"),
+    }
+    http
+        // A redirect could leave the allowlisted prefix; proxies from the
+        // environment would send the body elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| RemediateError::Http(e.to_string()))
 }
 
 pub fn now_ms() -> i64 {
@@ -149,40 +177,23 @@ impl Remediator {
     }
 
     fn with_state(config: RemediateSection, state: state::State) -> Result<Self, RemediateError> {
-        let mut http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.command_timeout_secs))
-            .tls_built_in_root_certs(false);
-        // https webhooks are verified against this bundle only; without it
-        // they fail (and say why) while http ones keep working.
-        match std::fs::read(&config.notify_ca_file) {
-            Ok(pem) => match reqwest::Certificate::from_pem_bundle(&pem) {
-                Ok(certs) => {
-                    for c in certs {
-                        http = http.add_root_certificate(c);
-                    }
-                }
-                Err(e) => tracing::warn!(file = %config.notify_ca_file.display(), error = %e,
-                    "notify CA bundle unreadable: https webhooks will fail"),
-            },
-            Err(e) if !config.notify_urls.iter().any(|u| u.starts_with("https://")) => {
-                tracing::debug!(file = %config.notify_ca_file.display(), error = %e, "no notify CA bundle");
-            }
-            Err(e) => tracing::warn!(file = %config.notify_ca_file.display(), error = %e,
-                "notify CA bundle missing: https webhooks will fail"),
-        }
-        let http = http
-            // A redirect could leave the allowlisted prefix; proxies from the
-            // environment would send the body elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .map_err(|e| RemediateError::Http(e.to_string()))?;
         Ok(Self {
             guard: ProcessGuard::new(&config),
             config,
             state,
-            http,
+            http: None,
         })
+    }
+
+    /// The webhook client, built on first use: the CA bundle (a few hundred
+    /// certificates) is not held in memory by agents that never notify.
+    fn http(&mut self) -> Result<&reqwest::Client, RemediateError> {
+        if self.http.is_none() {
+            self.http = Some(webhook_client(&self.config)?);
+        }
+        self.http
+            .as_ref()
+            .ok_or_else(|| RemediateError::Http("no client".into()))
     }
 
     pub fn config(&self) -> &RemediateSection {
@@ -404,7 +415,7 @@ impl Remediator {
         Ok(plan)
     }
 
-    async fn act(&self, plan: Plan, report: &mut ActionReport) {
+    async fn act(&mut self, plan: Plan, report: &mut ActionReport) {
         let c = &self.config;
         report.decision = Decision::Executed;
         match plan {
@@ -479,18 +490,24 @@ impl Remediator {
                     Err(e) => report.fail(Reason::Io, format!("delete task failed: {e}")),
                 }
             }
-            Plan::Notify(url, body) => match self.http.post(&url).json(&body).send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    report.exit_code = Some(i32::from(status.as_u16()));
-                    let text = resp.text().await.unwrap_or_default();
-                    report.stdout = text.chars().take(c.output_cap_bytes).collect();
-                    if !status.is_success() {
-                        report.fail(Reason::Http, format!("webhook answered {status}"));
-                    }
+            Plan::Notify(url, body) => {
+                let cap = c.output_cap_bytes;
+                match self.http() {
+                    Err(e) => report.fail(Reason::Http, e.to_string()),
+                    Ok(http) => match http.post(&url).json(&body).send().await {
+                        Ok(resp) => {
+                            let status = resp.status();
+                            report.exit_code = Some(i32::from(status.as_u16()));
+                            let text = resp.text().await.unwrap_or_default();
+                            report.stdout = text.chars().take(cap).collect();
+                            if !status.is_success() {
+                                report.fail(Reason::Http, format!("webhook answered {status}"));
+                            }
+                        }
+                        Err(e) => report.fail(Reason::Http, format!("webhook {url}: {e}")),
+                    },
                 }
-                Err(e) => report.fail(Reason::Http, format!("webhook {url}: {e}")),
-            },
+            }
         }
     }
 
