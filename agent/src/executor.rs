@@ -403,31 +403,22 @@ impl Executor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{parse, signed_message};
-    use ring::signature::{Ed25519KeyPair, KeyPair};
+    use crate::policy::parse;
+    use crate::policy::test_keys::{keypair, public, sign};
 
     #[test]
     fn detection_settings_merge_first_wins_ignores_add_up() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
-        let k = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
+        let k = keypair();
         let db = sled::open(dir.path()).expect("db");
-        let mut store =
-            PolicyStore::open(&db, Some(k.public_key().as_ref().to_vec())).expect("open");
+        let mut store = PolicyStore::open(&db, Some(public(&k))).expect("open");
         assert_eq!(merged_detection(&store), None);
         for yaml in [
             "name: a\ndetection: { sensitivity: 2.0, ignore_metrics: ['net.*'] }\n",
             "name: b\ndetection: { sensitivity: 0.5, min_duration_secs: 9, ignore_metrics: ['disk.*'] }\n",
         ] {
-            let p = parse(yaml).expect("valid");
-            let document = p.canonical_json();
             store
-                .apply(SignedPolicy {
-                    name: p.name.clone(),
-                    revision: 1,
-                    signature: hex::encode(k.sign(&signed_message(&p.name, 1, &document))),
-                    document,
-                })
+                .apply(sign(&k, &parse(yaml).expect("valid"), 1))
                 .expect("apply");
         }
         let d = merged_detection(&store).expect("settings");

@@ -551,6 +551,33 @@ pub fn read_key(path: &std::path::Path) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
+/// Signing helpers for the tests of this module and its users.
+#[cfg(test)]
+pub(crate) mod test_keys {
+    use super::{signed_message, Policy, SignedPolicy};
+
+    pub fn keypair() -> ring::signature::Ed25519KeyPair {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+        ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key")
+    }
+
+    pub fn public(k: &ring::signature::Ed25519KeyPair) -> Vec<u8> {
+        use ring::signature::KeyPair;
+        k.public_key().as_ref().to_vec()
+    }
+
+    pub fn sign(k: &ring::signature::Ed25519KeyPair, p: &Policy, revision: u64) -> SignedPolicy {
+        let document = p.canonical_json();
+        SignedPolicy {
+            name: p.name.clone(),
+            revision,
+            signature: hex::encode(k.sign(&signed_message(&p.name, revision, &document))),
+            document,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,21 +598,7 @@ rules:
     verify: { metric: cpu.total_pct, below: 50, within_secs: 60 }
 "#;
 
-    fn keypair() -> ring::signature::Ed25519KeyPair {
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
-        ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key")
-    }
-
-    fn sign(k: &ring::signature::Ed25519KeyPair, p: &Policy, revision: u64) -> SignedPolicy {
-        let document = p.canonical_json();
-        SignedPolicy {
-            name: p.name.clone(),
-            revision,
-            signature: hex::encode(k.sign(&signed_message(&p.name, revision, &document))),
-            document,
-        }
-    }
+    use test_keys::{keypair, sign};
 
     #[test]
     fn yaml_and_json_parse_to_the_same_policy() {

@@ -329,113 +329,59 @@ impl Session {
     /// returns its acknowledgement. A storage failure ends the stream without
     /// an ack, so the agent keeps the message and resends it.
     async fn handle(&self, msg: AgentMessage) -> Result<Option<ControlMessage>, Status> {
-        let ack = |seq| ControlMessage {
-            body: Some(control_message::Body::Ack(Ack { up_to_seq: seq })),
-        };
-        match msg.body {
-            Some(agent_message::Body::Rollup(r)) => {
-                match pb::rollup(msg.seq, msg.produced_at_ms, r) {
-                    Ok(batch) => self
-                        .fleet
-                        .ingest_rollup(&self.agent_id, &batch)
-                        .await
-                        .map(|_| ()),
-                    Err(reason) => {
-                        self.fleet
-                            .reject(&self.agent_id, msg.seq, msg.produced_at_ms, &reason)
-                            .await
-                    }
-                }
-                .map_err(|e| self.storage_failed(msg.seq, &e))?;
-                Ok(Some(ack(msg.seq)))
-            }
-            Some(agent_message::Body::Anomaly(a)) => {
-                match pb::anomaly(msg.seq, msg.produced_at_ms, a) {
-                    Ok(change) => self
-                        .fleet
-                        .ingest_anomaly(&self.agent_id, &change)
-                        .await
-                        .map(|_| ()),
-                    Err(reason) => {
-                        self.fleet
-                            .reject(&self.agent_id, msg.seq, msg.produced_at_ms, &reason)
-                            .await
-                    }
-                }
-                .map_err(|e| self.storage_failed(msg.seq, &e))?;
-                Ok(Some(ack(msg.seq)))
-            }
+        let (seq, at) = (msg.seq, msg.produced_at_ms);
+        let id = self.agent_id.as_str();
+        let fleet = &self.fleet;
+        // Durable messages: converted (an invalid one is recorded as
+        // rejected), stored, then acknowledged.
+        let stored = match msg.body {
+            Some(agent_message::Body::Rollup(r)) => match pb::rollup(seq, at, r) {
+                Ok(batch) => fleet.ingest_rollup(id, &batch).await.map(drop),
+                Err(reason) => fleet.reject(id, seq, at, &reason).await,
+            },
+            Some(agent_message::Body::Anomaly(a)) => match pb::anomaly(seq, at, a) {
+                Ok(change) => fleet.ingest_anomaly(id, &change).await.map(drop),
+                Err(reason) => fleet.reject(id, seq, at, &reason).await,
+            },
             Some(agent_message::Body::ActionReport(r)) => {
-                let seq = i64::try_from(msg.seq).unwrap_or(0);
-                if seq <= 0 || r.command_id.len() > 64 || r.report_json.len() > 256 * 1024 {
-                    self.fleet
-                        .reject(
-                            &self.agent_id,
-                            msg.seq,
-                            msg.produced_at_ms,
-                            "invalid action report",
-                        )
-                        .await
-                        .map_err(|e| self.storage_failed(msg.seq, &e))?;
+                let seq_i = i64::try_from(seq).unwrap_or(0);
+                if seq_i <= 0 || r.command_id.len() > 64 || r.report_json.len() > 256 * 1024 {
+                    fleet.reject(id, seq, at, "invalid action report").await
                 } else {
                     let report = crate::fleet::ReportIn {
-                        seq,
-                        produced_at_ms: msg.produced_at_ms,
+                        seq: seq_i,
+                        produced_at_ms: at,
                         command_id: r.command_id,
                         decision: r.decision,
                         reason: r.reason,
                         report_json: r.report_json,
                     };
-                    self.fleet
-                        .action_report(&self.agent_id, report)
-                        .await
-                        .map_err(|e| self.storage_failed(msg.seq, &e))?;
+                    fleet.action_report(id, report).await.map(drop)
                 }
-                Ok(Some(ack(msg.seq)))
             }
-            Some(agent_message::Body::PolicyStatus(p)) => {
-                match pb::policy_status(msg.seq, msg.produced_at_ms, p) {
-                    Ok(s) => self
-                        .fleet
-                        .policy_status_report(&self.agent_id, s)
-                        .await
-                        .map(|_| ()),
-                    Err(reason) => {
-                        self.fleet
-                            .reject(&self.agent_id, msg.seq, msg.produced_at_ms, &reason)
-                            .await
-                    }
-                }
-                .map_err(|e| self.storage_failed(msg.seq, &e))?;
-                Ok(Some(ack(msg.seq)))
-            }
-            Some(agent_message::Body::Proposal(p)) => {
-                match pb::proposal(msg.seq, msg.produced_at_ms, &self.agent_id, p) {
-                    Ok(p) => self.fleet.proposal(&self.agent_id, p).await.map(|_| ()),
-                    Err(reason) => {
-                        self.fleet
-                            .reject(&self.agent_id, msg.seq, msg.produced_at_ms, &reason)
-                            .await
-                    }
-                }
-                .map_err(|e| self.storage_failed(msg.seq, &e))?;
-                Ok(Some(ack(msg.seq)))
-            }
+            Some(agent_message::Body::PolicyStatus(p)) => match pb::policy_status(seq, at, p) {
+                Ok(status) => fleet.policy_status_report(id, status).await.map(drop),
+                Err(reason) => fleet.reject(id, seq, at, &reason).await,
+            },
+            Some(agent_message::Body::Proposal(p)) => match pb::proposal(seq, at, id, p) {
+                Ok(p) => fleet.proposal(id, p).await.map(drop),
+                Err(reason) => fleet.reject(id, seq, at, &reason).await,
+            },
             Some(agent_message::Body::Heartbeat(h)) => {
                 let dropped = i64::try_from(h.outbox_dropped_total).unwrap_or(i64::MAX);
-                if let Err(e) = self
-                    .fleet
-                    .heartbeat(&self.agent_id, dropped, h.cert_not_after_ms)
-                    .await
-                {
-                    tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot record heartbeat");
+                if let Err(e) = fleet.heartbeat(id, dropped, h.cert_not_after_ms).await {
+                    tracing::warn!(agent_id = %id, error = %e, "cannot record heartbeat");
                 }
-                Ok(None)
+                return Ok(None);
             }
             Some(agent_message::Body::Hello(_)) => {
-                Err(Status::invalid_argument("hello sent twice"))
+                return Err(Status::invalid_argument("hello sent twice"))
             }
-            None => Err(Status::invalid_argument("message without a body")),
-        }
+            None => return Err(Status::invalid_argument("message without a body")),
+        };
+        stored.map_err(|e| self.storage_failed(seq, &e))?;
+        Ok(Some(ControlMessage {
+            body: Some(control_message::Body::Ack(Ack { up_to_seq: seq })),
+        }))
     }
 }

@@ -159,24 +159,16 @@ fn secs_ms(secs: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{parse, signed_message, SignedPolicy};
-    use ring::signature::{Ed25519KeyPair, KeyPair};
+    use crate::policy::parse;
+    use crate::policy::test_keys::{keypair, public, sign};
     use sco_models::detect::Contributor;
 
     fn store(dir: &std::path::Path, yaml: &str) -> PolicyStore {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
-        let k = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
-        let p = parse(yaml).expect("valid");
-        let document = p.canonical_json();
+        let k = keypair();
         let db = sled::open(dir).expect("db");
-        let mut s = PolicyStore::open(&db, Some(k.public_key().as_ref().to_vec())).expect("open");
-        s.apply(SignedPolicy {
-            name: p.name.clone(),
-            revision: 1,
-            signature: hex::encode(k.sign(&signed_message(&p.name, 1, &document))),
-            document,
-        })
-        .expect("apply");
+        let mut s = PolicyStore::open(&db, Some(public(&k))).expect("open");
+        s.apply(sign(&k, &parse(yaml).expect("valid"), 1))
+            .expect("apply");
         s
     }
 

@@ -115,13 +115,9 @@ fn refusal(e: &VerifyError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::test_keys::{keypair as key, public, sign};
     use crate::policy::{parse, signed_message};
-    use ring::signature::{Ed25519KeyPair, KeyPair};
-
-    fn key() -> Ed25519KeyPair {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
-        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key")
-    }
+    use ring::signature::Ed25519KeyPair;
 
     fn signed(k: &Ed25519KeyPair, revision: u64, cooldown: u64) -> SignedPolicy {
         let p = parse(&format!(
@@ -129,23 +125,17 @@ mod tests {
              action: {{ type: journal_vacuum, max_size_mb: 100 }}\n    cooldown_secs: {cooldown}\n"
         ))
         .expect("valid");
-        let document = p.canonical_json();
-        SignedPolicy {
-            name: p.name.clone(),
-            revision,
-            signature: hex::encode(k.sign(&signed_message(&p.name, revision, &document))),
-            document,
-        }
+        sign(k, &p, revision)
     }
 
     #[test]
     fn keeps_the_last_good_revision_across_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let k = key();
-        let public = k.public_key().as_ref().to_vec();
+        let public_key = public(&k);
         {
             let db = sled::open(dir.path()).expect("db");
-            let mut s = PolicyStore::open(&db, Some(public.clone())).expect("open");
+            let mut s = PolicyStore::open(&db, Some(public_key.clone())).expect("open");
             assert_eq!(s.apply(signed(&k, 1, 10)).expect("apply"), Applied::New);
             assert_eq!(
                 s.apply(signed(&k, 1, 10)).expect("apply"),
@@ -195,13 +185,13 @@ mod tests {
             assert_eq!(s.apply(signed(&k, 2, 20)).expect("apply"), Applied::New);
         }
         let db = sled::open(dir.path()).expect("db");
-        let s = PolicyStore::open(&db, Some(public)).expect("reopen");
+        let s = PolicyStore::open(&db, Some(public_key)).expect("reopen");
         assert_eq!(
             s.rule("disk/vacuum").map(|(rev, r)| (rev, r.cooldown_secs)),
             Some((2, 20))
         );
         // A different key (a re-keyed fleet) invalidates what was stored.
-        let s = PolicyStore::open(&db, Some(key().public_key().as_ref().to_vec())).expect("reopen");
+        let s = PolicyStore::open(&db, Some(public(&key()))).expect("reopen");
         assert!(s.is_empty());
     }
 }
