@@ -25,6 +25,12 @@ pub fn metric_key(name: &str, device: &str) -> String {
     }
 }
 
+/// Collected and kept in the context, but not scored: load averages are 1-, 5- and 15-minute
+/// moving averages of the run queue, so they move a minute after the cause and keep an event
+/// open for minutes after it is gone. CPU time and CPU pressure (PSI, per tick) carry the same
+/// signal without the lag.
+const NOT_SCORED: [&str; 1] = ["load."];
+
 /// Metrics always included in an event's context, besides its contributors.
 const CONTEXT_ALWAYS: [&str; 3] = ["cpu.total_pct", "mem.used_pct", "load.1"];
 const MAX_CONTEXT_SERIES: usize = 12;
@@ -192,11 +198,21 @@ impl LiveDetector {
             .iter()
             .map(|m| (metric_key(m.name, &m.device), m.value))
             .collect();
-        let refs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let refs: Vec<(&str, f64)> = values
+            .iter()
+            .filter(|(k, _)| !NOT_SCORED.iter().any(|p| k.starts_with(p)))
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
         let tick = self.detector.tick(sample.ts_ms, &refs);
         if !self.warm && self.detector.is_warm() {
             self.warm = true;
-            tracing::info!(model = %self.model_name, "anomaly detector calibrated on this host");
+            let (window, pca) = self.detector.thresholds().unwrap_or((f64::NAN, None));
+            tracing::info!(
+                model = %self.model_name,
+                window_threshold = window,
+                pca_threshold = pca.unwrap_or(f64::NAN),
+                "anomaly detector calibrated on this host"
+            );
         }
         if self.history_len > 0 {
             if self.history.len() >= self.history_len {

@@ -6,7 +6,8 @@
 //! 1. **Online per-host normalisation.** Each metric keeps its last `baseline_window` raw values;
 //!    its baseline (median, scale) is recomputed from them every `rebaseline_every_ticks`
 //!    observations (staggered across metrics), with
-//!    `scale = max(1.4826 * MAD, 0.5 * std, rel_scale_floor * |median|, abs_scale_floor)`.
+//!    `scale = max(1.4826 * MAD, 0.5 * std, rel_scale_floor * |median|, abs_scale_floor)`, with
+//!    `abs_scale_floor` raised to `pct_scale_floor` (one percentage point) for `*_pct` metrics.
 //!    A sustained level shift therefore becomes the new normal once it fills half the window;
 //!    a short anomaly does not move a median. `z = clip((v - median) / scale, -10, 10)`.
 //!    Missing values (a metric that skips a tick, a counter reset, a non-finite value) are
@@ -100,6 +101,9 @@ pub struct DetectorConfig {
     pub rel_scale_floor: f64,
     /// Absolute scale floor, in the metric's own units.
     pub abs_scale_floor: f64,
+    /// Scale floor of percentages (metrics named `*_pct`), in percentage points: a wiggle of a
+    /// fraction of a point (0.0 % to 2.4 % CPU steal, a disk 1 % busy) is never an anomaly.
+    pub pct_scale_floor: f64,
     /// Adds the host PCA component (fitted at the end of warm-up).
     pub host_pca: bool,
     /// Share of variance the host PCA's kept components explain.
@@ -158,6 +162,7 @@ impl Default for DetectorConfig {
             rebaseline_every_ticks: 120,
             rel_scale_floor: 0.01,
             abs_scale_floor: 0.01,
+            pct_scale_floor: 1.0,
             host_pca: true,
             pca_variance: 0.9,
             pca_max_metrics: 128,
@@ -198,6 +203,16 @@ impl DetectorConfig {
             smooth_ticks: 12,
             score_quantile: Some(0.98),
             ..DetectorConfig::default()
+        }
+    }
+
+    /// The absolute scale floor of metric `name` (`"name"` or `"name:device"`).
+    fn abs_floor_for(&self, name: &str) -> f64 {
+        let base = name.split(':').next().unwrap_or(name);
+        if base.ends_with("_pct") {
+            self.abs_scale_floor.max(self.pct_scale_floor)
+        } else {
+            self.abs_scale_floor
         }
     }
 
@@ -617,6 +632,8 @@ struct MetricState {
     name: String,
     slot: usize,
     ignored: bool,
+    /// [`DetectorConfig::abs_floor_for`] this metric.
+    abs_floor: f64,
     ring: Ring,
     observed: u64,
     baseline: Option<Baseline>,
@@ -819,6 +836,7 @@ impl Detector {
                         name: name.to_string(),
                         slot: i,
                         ignored: self.config.is_ignored(name),
+                        abs_floor: self.config.abs_floor_for(name),
                         ring: Ring::new(self.config.baseline_window),
                         observed: 0,
                         baseline: None,
@@ -866,7 +884,7 @@ impl Detector {
                     m.ring.values(),
                     &mut self.scratch,
                     self.config.rel_scale_floor,
-                    self.config.abs_scale_floor,
+                    m.abs_floor,
                 ) {
                     m.baseline = Some(b);
                 }
@@ -1095,7 +1113,7 @@ impl Detector {
                     m.ring.values(),
                     &mut self.scratch,
                     self.config.rel_scale_floor,
-                    self.config.abs_scale_floor,
+                    m.abs_floor,
                 )
             };
         }
@@ -1180,10 +1198,12 @@ impl Detector {
             let std_scale = self.config.pca_std_scale;
             let data: Vec<Vec<f64>> = if self.config.pca_rolling_fit {
                 let slots: Vec<u64> = cols.iter().map(|&i| self.metrics[i].slot as u64).collect();
+                let floors: Vec<f64> = cols.iter().map(|&i| self.metrics[i].abs_floor).collect();
                 rolling_pca_rows(
                     &rows,
                     &cols,
                     &slots,
+                    &floors,
                     &self.config,
                     metric_warmup,
                     &mut self.scratch,
@@ -1275,13 +1295,14 @@ fn rolling_pca_rows(
     rows: &[Vec<f64>],
     cols: &[usize],
     slots: &[u64],
+    floors: &[f64],
     config: &DetectorConfig,
     metric_warmup: u64,
     scratch: &mut Vec<f64>,
 ) -> Vec<Vec<f64>> {
     let every = config.rebaseline_every_ticks.max(1) as u64;
     let mut out = vec![vec![f64::NAN; cols.len()]; rows.len()];
-    for (col, (&i, &slot)) in cols.iter().zip(slots).enumerate() {
+    for (col, ((&i, &slot), &floor)) in cols.iter().zip(slots).zip(floors).enumerate() {
         let mut ring = Ring::new(config.baseline_window);
         let mut observed = 0u64;
         let mut baseline: Option<Baseline> = None;
@@ -1299,12 +1320,9 @@ fn rolling_pca_rows(
                 Some(_) => (observed + slot) % every == 0,
             };
             if rebase {
-                if let Some(b) = robust_baseline(
-                    ring.values(),
-                    scratch,
-                    config.rel_scale_floor,
-                    config.abs_scale_floor,
-                ) {
+                if let Some(b) =
+                    robust_baseline(ring.values(), scratch, config.rel_scale_floor, floor)
+                {
                     baseline = Some(b);
                 }
             }
@@ -1439,11 +1457,14 @@ pub fn score_window(
     let mut baselines = Vec::with_capacity(nm);
     for j in 0..nm {
         let col: Vec<f64> = rows.iter().map(|r| r[j]).collect();
-        let b = robust_baseline(&col, &mut scratch, cfg.rel_scale_floor, cfg.abs_scale_floor)
-            .ok_or_else(|| DetectError::NonFinite {
-                row: 1,
-                column: j + 1,
-                metric: metrics[j].clone(),
+        let floor = cfg.abs_floor_for(&metrics[j]);
+        let b =
+            robust_baseline(&col, &mut scratch, cfg.rel_scale_floor, floor).ok_or_else(|| {
+                DetectError::NonFinite {
+                    row: 1,
+                    column: j + 1,
+                    metric: metrics[j].clone(),
+                }
             })?;
         baselines.push(b);
     }
@@ -1546,6 +1567,7 @@ mod tests {
             &rows,
             &[0, 1, 2],
             &[0, 1, 2],
+            &[config.abs_scale_floor; 3],
             &config,
             metric_warmup,
             &mut Vec::new(),

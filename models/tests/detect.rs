@@ -197,6 +197,15 @@ fn quiet_hosts_never_alarm() {
                 v.push(("disk.busy_pct:sdb", 30.0 + (t % 3) as f64))
             }
         }),
+        (
+            "a percentage at 0 wiggles by a few tenths of a point for minutes",
+            1.0,
+            |t, v| {
+                let steal = if t >= 500 && t % 3 == 0 { 0.8 } else { 0.0 };
+                v.push(("cpu.steal_pct", steal));
+                v.push(("disk.busy_pct:vda", if t >= 600 { 0.9 } else { 0.0 }));
+            },
+        ),
         ("ignored metric jumps", 1.0, |t, v| {
             if t >= 500 {
                 set(v, MEM, 99.0)

@@ -415,8 +415,14 @@ pub async fn duplicated_windows(pool: &sqlx::AnyPool, host: &str) -> Vec<i64> {
 }
 
 /// Polls `check` until it returns true or patience runs out.
-pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + patience();
+pub fn wait_until(what: &str, check: impl FnMut() -> bool) {
+    wait_until_longer(what, Duration::ZERO, check);
+}
+
+/// [`wait_until`] with `extra` on top of the patience, for waits whose length
+/// the test itself sets (a detector warm-up).
+pub fn wait_until_longer(what: &str, extra: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience() + extra;
     while Instant::now() < deadline {
         if check() {
             return;
@@ -427,7 +433,20 @@ pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 /// Async version of [`wait_until`], returning the first `Some`.
-pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    match try_wait_for(check).await {
+        Some(v) => v,
+        None => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// [`wait_for`] that returns None when patience runs out, so the caller can
+/// say what it saw instead.
+pub async fn try_wait_for<T, F, Fut>(mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -435,11 +454,11 @@ where
     let deadline = Instant::now() + patience();
     while Instant::now() < deadline {
         if let Some(v) = check().await {
-            return v;
+            return Some(v);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("timed out waiting for {what}");
+    None
 }
 
 /// A child process that is killed when dropped; its output goes to a log
@@ -522,10 +541,15 @@ impl Proc {
         std::fs::read_to_string(&self.log).is_ok_and(|t| t.contains(needle))
     }
 
+    /// The last 60 lines of the log that are not DEBUG or TRACE (per-tick
+    /// chatter would push out what explains a failure).
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains(" DEBUG ") && !l.contains(" TRACE "))
+            .collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
     }
 }
 
@@ -535,5 +559,65 @@ impl Drop for Proc {
             eprintln!("--- {} log ---\n{}", self.name, self.log_tail());
         }
         self.kill();
+    }
+}
+
+/// Agent detection settings for the end-to-end tests that start CPU burners:
+/// a 45 s warm-up (long enough for the host's ordinary background, the test
+/// harness's own requests included, to be part of the baseline), one tick to
+/// open, three quiet ticks to close.
+pub const BURNER_DETECT: &str = "[detect]\nwarmup_secs = 45\nmin_duration_secs = 1\nclear_secs = 3\nupdate_every_secs = 2\ncontext_secs = 10\n";
+
+/// Waits until an agent started with [`BURNER_DETECT`] has calibrated.
+pub fn wait_calibrated(agent: &Proc) {
+    wait_until_longer(
+        "the detector has calibrated",
+        Duration::from_secs(45),
+        || agent.log_contains("detector calibrated"),
+    );
+}
+
+/// Busy-looping `sh` processes, killed when dropped.
+pub struct Burners(Vec<Child>);
+
+impl Burners {
+    /// Twice as many busy loops as the machine has CPUs, so CPU time, CPU
+    /// pressure and the run queue all move, however busy the host already
+    /// is. Each command line carries `marker`.
+    pub fn start(marker: &str) -> Self {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+        Self(
+            (0..n)
+                .map(|_| {
+                    Command::new("sh")
+                        .args(["-c", "while :; do :; done", marker])
+                        .stdin(Stdio::null())
+                        .spawn()
+                        .expect("start a CPU burner")
+                })
+                .collect(),
+        )
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.0.iter().map(Child::id).collect()
+    }
+
+    /// How many are still running.
+    pub fn running(&mut self) -> usize {
+        self.0
+            .iter_mut()
+            .map(|c| c.try_wait())
+            .filter(|w| matches!(w, Ok(None)))
+            .count()
+    }
+}
+
+impl Drop for Burners {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

@@ -1,40 +1,10 @@
 //! A real CPU burner makes the agent raise an anomaly naming CPU, visible
 //! through the REST API, and the event closes once the burner stops.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sco_tests::{wait_for, wait_until, Db, Sandbox};
+use sco_tests::{try_wait_for, wait_calibrated, wait_for, Burners, Db, Sandbox, BURNER_DETECT};
 use serde_json::Value;
-
-struct Burners(Vec<Child>);
-
-impl Burners {
-    fn start(n: usize) -> Self {
-        Self(
-            (0..n)
-                .map(|_| {
-                    Command::new("sh")
-                        .args(["-c", "while :; do :; done"])
-                        .stdin(Stdio::null())
-                        .spawn()
-                        .expect("start a CPU burner")
-                })
-                .collect(),
-        )
-    }
-}
-
-impl Drop for Burners {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-const DETECT: &str = "[detect]\nwarmup_secs = 20\nmin_duration_secs = 1\nclear_secs = 3\nupdate_every_secs = 2\ncontext_secs = 10\n";
 
 /// CPU saturation shows in CPU time, CPU pressure (PSI) or the run queue
 /// (load); on an already busy machine only the last two can move.
@@ -57,16 +27,16 @@ async fn cpu_burner_raises_and_closes_an_anomaly() {
         return;
     };
     let _cp = sb.start_control_plane();
-    let agent = sb.start_agent_with("agent-1", DETECT);
+    // Password hashing before the agent starts, so its short warm-up sees a
+    // quiet host.
     let token = sb.admin_token().await;
-    wait_until("the detector has calibrated", || {
-        agent.log_contains("detector calibrated")
-    });
+    let agent = sb.start_agent_with("agent-1", BURNER_DETECT);
+    wait_calibrated(&agent);
     // Calibration on a quiet host raises nothing.
     let (_, body) = sb.get(&token, "/anomaly?host=agent-1&status=open").await;
     let quiet_open = body["anomalies"].as_array().map_or(0, Vec::len);
 
-    let burners = Burners::start(2);
+    let burners = Burners::start("sco-anomaly-test");
     let started = Instant::now();
     let event = wait_for("an open anomaly naming CPU", || async {
         let (status, body) = sb.get(&token, "/anomaly?host=agent-1&status=open").await;
@@ -103,11 +73,15 @@ async fn cpu_burner_raises_and_closes_an_anomaly() {
     );
 
     drop(burners);
-    let closed = wait_for("the CPU anomaly to close", || async {
+    let closed = try_wait_for(|| async {
         let (_, body) = sb.get(&token, &format!("/anomaly/{id}")).await;
         (body["anomaly"]["status"] == "closed").then(|| body["anomaly"].clone())
     })
     .await;
+    let Some(closed) = closed else {
+        let (_, open) = sb.get(&token, &format!("/anomaly/{id}")).await;
+        panic!("timed out waiting for the CPU anomaly to close: {open}");
+    };
     assert_eq!(closed["close_reason"], "recovered");
     assert!(closed["ended_ms"].as_i64() >= closed["started_ms"].as_i64());
 

@@ -3,52 +3,10 @@
 //! agent takes a fleet lease, stops the burner, verifies that CPU came
 //! back down, and the anomaly closes.
 
-use std::process::{Child, Command, Stdio};
-
-use sco_tests::{wait_for, wait_until, Db, Sandbox};
+use sco_tests::{
+    try_wait_for, wait_calibrated, wait_for, wait_until, Burners, Db, Sandbox, BURNER_DETECT,
+};
 use serde_json::Value;
-
-struct Burners(Vec<Child>);
-
-impl Burners {
-    /// `n` busy loops whose command line carries `marker`.
-    fn start(n: usize, marker: &str) -> Self {
-        Self(
-            (0..n)
-                .map(|_| {
-                    Command::new("sh")
-                        .args(["-c", "while :; do :; done", marker])
-                        .stdin(Stdio::null())
-                        .spawn()
-                        .expect("start a CPU burner")
-                })
-                .collect(),
-        )
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        self.0.iter().map(Child::id).collect()
-    }
-
-    fn running(&mut self) -> usize {
-        self.0
-            .iter_mut()
-            .map(|c| c.try_wait())
-            .filter(|w| matches!(w, Ok(None)))
-            .count()
-    }
-}
-
-impl Drop for Burners {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-const DETECT: &str = "[detect]\nwarmup_secs = 20\nmin_duration_secs = 1\nclear_secs = 3\nupdate_every_secs = 2\ncontext_secs = 10\n";
 
 fn policy(marker: &str, mode: &str) -> String {
     format!(
@@ -84,19 +42,20 @@ async fn a_policy_rule_stops_a_cpu_burner_only_in_auto_mode() {
     };
     sb.control_plane_extra = "[remediation]\ntick_ms = 200\n".into();
     let _cp = sb.start_control_plane();
-    let agent = sb.start_agent_with("agent-1", DETECT);
+    // Everything CPU-heavy on the test's side (password hashing, signing)
+    // happens before the agent starts, so its short warm-up sees a quiet
+    // host: with 20 warm-up ticks the calibrated thresholds are close to the
+    // warm-up maximum.
     let token = sb.admin_token().await;
     let marker = format!("sco-burn-{}", std::process::id());
-
     let revision = sb.publish_policy(&token, &policy(&marker, "dry_run")).await;
+    let agent = sb.start_agent_with("agent-1", BURNER_DETECT);
     sb.wait_policy_applied(&token, "cpu-guard", "agent-1", revision)
         .await;
-    wait_until("the detector has calibrated", || {
-        agent.log_contains("detector calibrated")
-    });
+    wait_calibrated(&agent);
 
     // dry_run: the plan names the burners; nothing is signalled.
-    let mut burners = Burners::start(2, &marker);
+    let mut burners = Burners::start(&marker);
     let planned = finished(&sb, &token, "dry_run").await;
     assert_eq!(planned["state"], "dry_run", "{planned}");
     let pids: Vec<u64> = planned["report"]["pids"]
@@ -113,7 +72,11 @@ async fn a_policy_rule_stops_a_cpu_burner_only_in_auto_mode() {
         planned["evidence"]["anomaly"]["metrics"].is_array(),
         "{planned}"
     );
-    assert_eq!(burners.running(), 2, "dry run left the burners running");
+    assert_eq!(
+        burners.running(),
+        burners.pids().len(),
+        "dry run left the burners running"
+    );
 
     // auto: the new revision fires again on the same open anomaly.
     let revision = sb.publish_policy(&token, &policy(&marker, "auto")).await;
@@ -132,11 +95,15 @@ async fn a_policy_rule_stops_a_cpu_burner_only_in_auto_mode() {
     );
     wait_until("the burners to be stopped", || burners.running() == 0);
 
-    let closed = wait_for("the CPU anomaly to close", || async {
+    let closed = try_wait_for(|| async {
         let (_, body) = sb.get(&token, "/anomaly?host=agent-1&status=closed").await;
         body["anomalies"].as_array()?.first().cloned()
     })
     .await;
+    let Some(closed) = closed else {
+        let (_, open) = sb.get(&token, "/anomaly?host=agent-1&status=open").await;
+        panic!("timed out waiting for the CPU anomaly to close; open: {open}");
+    };
     assert_eq!(closed["close_reason"], "recovered", "{closed}");
 
     let (_, body) = sb.get(&token, "/audit?host=agent-1").await;
