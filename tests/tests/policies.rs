@@ -650,3 +650,179 @@ async fn approval_flow_approves_runs_verifies_rejects_and_expires() {
         );
     }
 }
+
+/// The audit entry `action` (e.g. `remediation.report`) on request `id`.
+async fn audited(sb: &Sandbox, token: &str, action: &str, id: &str) -> Value {
+    wait_for(&format!("the audited {action} on {id}"), || async {
+        let (_, body) = sb
+            .get(token, &format!("/audit?action={action}&limit=200"))
+            .await;
+        body["entries"]
+            .as_array()?
+            .iter()
+            .find(|e| e["detail"]["request"] == id)
+            .cloned()
+    })
+    .await
+}
+
+async fn decide(sb: &Sandbox, token: &str, id: &str) {
+    let (status, body) = sb
+        .post(
+            token,
+            &format!("/remediation/actions/{id}/approve"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Fleet-wide concurrency, cooldown and host budget, end to end: with
+/// `max_concurrent: 1` two approved hosts never act at once (the second
+/// waits for the lease and runs once the first has reported); a second
+/// approval of the rule within its cooldown, and a manual request beyond
+/// the host's hourly budget, are refused by the agent with their reasons,
+/// and every refusal is audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_lease_cooldown_and_budget_hold_end_to_end() {
+    let Some(mut sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    sb.control_plane_extra = "[remediation]\ntick_ms = 200\n".into();
+    let _cp = sb.start_control_plane();
+    let admin = sb.admin_token().await;
+    let root = sb.path().join("shared");
+    old_files(&root, &["1.log", "2.log"]);
+    let extra = format!(
+        "[remediate]\nclean_roots = [\"{}\"]\nhost_max_per_hour = 2\n",
+        root.display()
+    );
+    let _a1 = sb.start_agent_with("agent-1", &extra);
+    let _a2 = sb.start_agent_with("agent-2", &extra);
+    connected(&sb, &admin, "agent-1").await;
+    connected(&sb, &admin, "agent-2").await;
+
+    // Verification that cannot pass: each run holds its lease for 4 s.
+    let policy = |verify_below: u32| {
+        format!(
+            "name: guard\nrules:\n  - name: tidy\n    when: {{ state: [\"mem.used_pct >= 0\"] }}\n    \
+             action: {{ type: clean_paths, root: \"{}\", patterns: [\"*.log\"], older_than_days: 1, max_bytes: 1000000 }}\n    \
+             mode: approve\n    cooldown_secs: 3600\n    max_concurrent: 1\n    \
+             verify: {{ metric: mem.used_pct, below: {verify_below}, within_secs: 4 }}\n",
+            root.display()
+        )
+    };
+    sb.publish_policy(&admin, &policy(0)).await;
+    let proposed = |host: &'static str| {
+        let sb = &sb;
+        let admin = &admin;
+        async move {
+            wait_for(&format!("a proposal from {host}"), || async {
+                sb.actions(admin, host)
+                    .await
+                    .into_iter()
+                    .find(|a| a["state"] == "proposed")
+                    .and_then(|a| a["id"].as_str().map(String::from))
+            })
+            .await
+        }
+    };
+    let (p1, p2) = (proposed("agent-1").await, proposed("agent-2").await);
+    decide(&sb, &admin, &p1).await;
+    decide(&sb, &admin, &p2).await;
+
+    // Until both are done, at most one runs, and the other says why it waits.
+    let saw_waiting = std::cell::Cell::new(false);
+    let finished = wait_for("both approved actions to finish", || async {
+        let mut states = Vec::new();
+        for (host, id) in [("agent-1", &p1), ("agent-2", &p2)] {
+            let a = sb.actions(&admin, host).await;
+            let a = a.into_iter().find(|a| a["id"] == id.as_str())?;
+            if a["state"] == "approved"
+                && a["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("waiting for a fleet lease"))
+            {
+                saw_waiting.set(true);
+            }
+            states.push(a);
+        }
+        let running = states.iter().filter(|a| a["state"] == "running").count();
+        assert!(running <= 1, "two hosts act at once: {states:?}");
+        states
+            .iter()
+            .all(|a| {
+                ["succeeded", "failed", "refused"].contains(&a["state"].as_str().unwrap_or(""))
+            })
+            .then_some(states)
+    })
+    .await;
+    assert!(saw_waiting.get(), "the second host waited for the lease");
+    for a in &finished {
+        assert_eq!(a["state"], "failed", "{a}");
+        assert!(
+            a["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("verification_failed")),
+            "{a}"
+        );
+        assert!(a["report"]["lease"].is_string(), "ran under a lease: {a}");
+    }
+    let (_, body) = sb
+        .get(&admin, "/audit?action=remediation.lease&limit=50")
+        .await;
+    let granted = body["entries"]
+        .as_array()
+        .map_or(0, |e| e.iter().filter(|e| e["result"] == "granted").count());
+    assert_eq!(granted, 2, "{body}");
+
+    // A new revision fires the rule again within its cooldown: agent-1
+    // refuses it before proposing anything.
+    sb.publish_policy(&admin, &policy(101)).await;
+    let again = wait_for("agent-1 to refuse the rule again", || async {
+        sb.actions(&admin, "agent-1")
+            .await
+            .into_iter()
+            .find(|a| a["state"] == "refused" && a["id"] != p1.as_str())
+    })
+    .await;
+    assert!(
+        again["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("cooldown_active")),
+        "{again}"
+    );
+    let entry = audited(
+        &sb,
+        &admin,
+        "remediation.proposal",
+        again["id"].as_str().unwrap_or_default(),
+    )
+    .await;
+    assert_eq!(entry["result"], "refused", "{entry}");
+
+    // Host budget 2: agent-1 acted once; one more manual action runs, the
+    // next is refused.
+    let mut results = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = sb
+            .post(
+                &admin,
+                "/remediation/trigger",
+                &json!({"host": "agent-1", "mode": "execute", "action": {"type": "clean_paths", "root": root, "patterns": ["*.tmp"], "older_than_days": 1, "max_bytes": 1000}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let id = body["action"]["id"].as_str().expect("id").to_string();
+        results.push(audited(&sb, &admin, "remediation.report", &id).await);
+    }
+    assert_eq!(results[0]["result"], "succeeded", "{}", results[0]);
+    assert_eq!(results[1]["result"], "refused", "{}", results[1]);
+    assert!(
+        results[1]["detail"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("budget_exhausted")),
+        "{}",
+        results[1]
+    );
+}

@@ -256,6 +256,93 @@ async fn postgres_refresh_token_purge() {
     purge_expired_refresh_tokens(Store::connect(&url).await.expect("connect")).await;
 }
 
+/// Fleet leases: at most `max` requests of a rule hold one at a time, across
+/// replicas (`other` is a second connection pool on the same database, as a
+/// second control-plane replica has); expired or released slots are free
+/// again; a request that claims twice keeps one slot.
+async fn lease_slots(store: Store, other: Store) {
+    const RULE: &str = "guard/tidy";
+    let now = 1_000_000;
+    let until = now + 900_000;
+    for (id, want) in [("a1", true), ("a2", true), ("a3", false)] {
+        let got = store
+            .claim_lease(RULE, 2, id, until, now)
+            .await
+            .expect("claim");
+        assert_eq!(got, want, "{id}");
+    }
+    assert!(
+        store
+            .claim_lease(RULE, 2, "a1", until + 1, now)
+            .await
+            .expect("claim again"),
+        "a holder keeps its slot"
+    );
+    assert!(
+        !other
+            .claim_lease(RULE, 2, "a3", until, now)
+            .await
+            .expect("claim"),
+        "the claim again took no second slot, and the other replica sees both taken"
+    );
+    assert!(
+        store
+            .claim_lease("other/rule", 1, "b1", until, now)
+            .await
+            .expect("claim"),
+        "rules do not share slots"
+    );
+    store.release_lease("a1").await.expect("release");
+    assert!(other
+        .claim_lease(RULE, 2, "a3", until, now)
+        .await
+        .expect("claim after release"));
+    assert!(!store
+        .claim_lease(RULE, 2, "a4", until, until - 1)
+        .await
+        .expect("claim"));
+    assert!(
+        store
+            .claim_lease(RULE, 2, "a4", until * 2, until)
+            .await
+            .expect("claim after expiry"),
+        "an expired slot is free"
+    );
+
+    // Many requests at once from two replicas: exactly `max` win.
+    let mut claims = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let s = if i % 2 == 0 { &store } else { &other }.clone();
+        claims.spawn(async move {
+            s.claim_lease("burst/rule", 3, &format!("c{i}"), until, now)
+                .await
+                .expect("claim")
+        });
+    }
+    let won = claims.join_all().await.into_iter().filter(|w| *w).count();
+    assert_eq!(won, 3);
+    store.close().await;
+    other.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_lease_slots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sco_control_plane::store::sqlite_url(dir.path());
+    let store = Store::connect(&url).await.expect("connect");
+    let other = Store::connect(&url).await.expect("connect again");
+    lease_slots(store, other).await;
+}
+
+#[tokio::test]
+async fn postgres_lease_slots() {
+    let Some(admin) = postgres_url() else { return };
+    let url = fresh_postgres_database(&admin).await;
+    let store = Store::connect(&url).await.expect("connect");
+    let other = Store::connect(&url).await.expect("connect again");
+    lease_slots(store, other).await;
+}
+
 #[tokio::test]
 async fn bad_database_url_is_a_clear_error() {
     let err = Store::connect("mysql://user:secret@host/db")

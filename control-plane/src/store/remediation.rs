@@ -181,7 +181,8 @@ impl Store {
 
     /// Takes one of the `max` slots of `rule` for `action_id`, if one is free
     /// (never taken, or its lease expired). Each slot is one row, so two
-    /// replicas can never take the same slot.
+    /// replicas can never take the same slot. A request that already holds a
+    /// live slot of the rule keeps it (with the new expiry) and takes no other.
     pub async fn claim_lease(
         &self,
         rule: &str,
@@ -190,6 +191,20 @@ impl Store {
         expires_at_ms: i64,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        let held = sqlx::query(
+            "UPDATE remediation_leases SET expires_at_ms = $1
+             WHERE rule = $2 AND action_id = $3 AND expires_at_ms > $4",
+        )
+        .bind(expires_at_ms)
+        .bind(rule)
+        .bind(action_id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if held > 0 {
+            return Ok(true);
+        }
         for slot in 0..max.clamp(0, 1000) {
             let n = sqlx::query(
                 "INSERT INTO remediation_leases (rule, slot, action_id, expires_at_ms)
