@@ -444,6 +444,28 @@ impl Store {
             .collect()
     }
 
+    /// The hosts among `ids` that exist, in a query per 500 ids.
+    pub async fn hosts_by_id(
+        &self,
+        ids: &[String],
+        stale_after_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<Host>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("{HOST_SELECT} WHERE id IN ({})", marks.join(", "));
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(host_from_row(&r, stale_after_ms, now_ms)?);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn host(
         &self,
         id: &str,

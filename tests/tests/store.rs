@@ -39,6 +39,20 @@ async fn exercise(store: Store) {
         .upsert_host("h1", &info, 2_000)
         .await
         .expect("upsert again");
+    let found = store
+        .hosts_by_id(&["nobody".into(), "h1".into()], i64::MAX, 2_000)
+        .await
+        .expect("hosts by id");
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (found[0].id.as_str(), &found[0].labels),
+        ("h1", &info.labels)
+    );
+    assert!(store
+        .hosts_by_id(&[], i64::MAX, 2_000)
+        .await
+        .expect("no ids")
+        .is_empty());
 
     assert_eq!(
         store

@@ -540,17 +540,17 @@ impl Fleet {
             return Ok(());
         }
         let rollouts = self.store.current_rollouts().await?;
+        if rollouts.is_empty() {
+            return Ok(());
+        }
         let mut cache = HashMap::new();
         let now = now_ms();
-        for agent in agents {
-            let Some(host) = self.store.host(&agent, i64::MAX, now).await? else {
-                continue;
-            };
+        for host in self.store.hosts_by_id(&agents, i64::MAX, now).await? {
             for rev in self
-                .desired_policies(&agent, &host.labels, &rollouts, &mut cache)
+                .desired_policies(&host.id, &host.labels, &rollouts, &mut cache)
                 .await?
             {
-                self.send_policy(&agent, rev);
+                self.send_policy(&host.id, rev);
             }
         }
         Ok(())

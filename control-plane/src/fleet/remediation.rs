@@ -11,6 +11,8 @@
 //! `dry_run`, `rejected` (by an operator) or `expired` (nobody approved, or
 //! no lease, in time).
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use super::{new_id, now_ms, valid_agent_id, Fleet, Ingested};
@@ -306,7 +308,17 @@ impl Fleet {
         if !self.is_connected_here(host) {
             return Ok(());
         }
-        for a in self.store.dispatchable_actions(host).await? {
+        let actions = self.store.dispatchable_actions(host).await?;
+        self.dispatch_actions(host, actions).await
+    }
+
+    /// Sends what may run now of `actions`, all requests of `host`.
+    async fn dispatch_actions(
+        &self,
+        host: &str,
+        actions: Vec<ActionRecord>,
+    ) -> Result<(), StoreError> {
+        for a in actions {
             let (token, expires) = lease();
             if a.max_concurrent > 0
                 && !self
@@ -401,8 +413,14 @@ impl Fleet {
                 .await;
             }
         }
-        for host in self.connected_ids() {
-            self.dispatch(&host).await?;
+        let mut by_host: HashMap<String, Vec<ActionRecord>> = HashMap::new();
+        for a in self.store.all_dispatchable_actions().await? {
+            if self.is_connected_here(&a.host_id) {
+                by_host.entry(a.host_id.clone()).or_default().push(a);
+            }
+        }
+        for (host, actions) in by_host {
+            self.dispatch_actions(&host, actions).await?;
         }
         Ok(())
     }
