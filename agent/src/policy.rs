@@ -15,7 +15,7 @@
 //! rules:
 //!   - name: stop-runaway
 //!     when:
-//!       anomaly: { metrics: ["cpu.*", "load.*"], min_severity: medium }
+//!       anomaly: { metrics: ["cpu.*", "psi.cpu.*"], min_severity: medium }
 //!       state: ["cpu.total_pct > 80"]
 //!       for_secs: 5
 //!     action: { type: kill_process, pattern: "*runaway*" }

@@ -361,6 +361,9 @@ async fn a_jump_in_canary_alarms_stops_the_rollout() {
             .starts_with("alarm jump: canary hosts opened 2"),
         "{rollout}"
     );
+    // With no earlier revision to return to, the canary host drops the policy.
+    sb.wait_policy_applied(&admin, "disk-guard", "agent-a", 0)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -825,4 +828,52 @@ async fn fleet_lease_cooldown_and_budget_hold_end_to_end() {
         "{}",
         results[1]
     );
+}
+
+/// A host whose labels stop matching a policy's target loses the policy
+/// (withdrawn on that host only) and the status says it is in sync; the
+/// other host keeps it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_whose_labels_stop_matching_loses_the_policy() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let _cp = sb.start_control_plane();
+    let admin = sb.admin_token().await;
+    let mut moved = sb.start_agent("agent-m");
+    let _stays = sb.start_agent("agent-s");
+    connected(&sb, &admin, "agent-m").await;
+    connected(&sb, &admin, "agent-s").await;
+    let revision = sb.publish_policy(&admin, GUARD).await;
+    for host in ["agent-m", "agent-s"] {
+        sb.wait_policy_applied(&admin, "disk-guard", host, revision)
+            .await;
+    }
+
+    // agent-m is relabelled env=prod and comes back.
+    moved.terminate();
+    let config = sb.path().join("agent-agent-m/agent.toml");
+    let text = std::fs::read_to_string(&config).expect("agent config");
+    assert!(text.contains("env = \"test\""), "{text}");
+    std::fs::write(&config, text.replace("env = \"test\"", "env = \"prod\"")).expect("relabel");
+    let moved = sb.start_agent("agent-m");
+    let status = wait_for("agent-m to drop disk-guard", || async {
+        let (_, body) = sb.get(&admin, "/policies/disk-guard/status").await;
+        let hosts = body["hosts"].as_array()?.clone();
+        let m = hosts.iter().find(|h| h["host_id"] == "agent-m")?;
+        (m["applied_revision"] == 0 && m["reported_revision"] == 0).then_some(hosts)
+    })
+    .await;
+    let m = status
+        .iter()
+        .find(|h| h["host_id"] == "agent-m")
+        .expect("m");
+    assert_eq!(m["desired_revision"], 0, "{m}");
+    assert_eq!(m["in_sync"], true, "{m}");
+    let s = status
+        .iter()
+        .find(|h| h["host_id"] == "agent-s")
+        .expect("s");
+    assert_eq!(s["applied_revision"], revision, "{s}");
+    assert!(moved.log_contains("policy applied policy=disk-guard revision=0"));
 }

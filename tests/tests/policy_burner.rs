@@ -15,7 +15,7 @@ name: cpu-guard
 rules:
   - name: stop-burner
     when:
-      anomaly: {{ metrics: ["cpu.*", "psi.cpu.*", "load.*"] }}
+      anomaly: {{ metrics: ["cpu.*", "psi.cpu.*"] }}
       for_secs: 1
     action: {{ type: kill_process, pattern: "*{marker}*", grace_secs: 2 }}
     mode: {mode}

@@ -533,7 +533,10 @@ impl Fleet {
     }
 
     /// Sends each agent connected here the revisions meant for it that its
-    /// current stream has not been sent yet.
+    /// current stream has not been sent yet, and withdraws, on that host
+    /// only, a policy it still runs that is no longer meant for it (its
+    /// labels stopped matching, or the rollout that brought it there stopped
+    /// with no earlier revision to return to).
     pub async fn sync_policies(&self) -> Result<(), StoreError> {
         let agents = self.connected_ids();
         if agents.is_empty() {
@@ -543,17 +546,53 @@ impl Fleet {
         if rollouts.is_empty() {
             return Ok(());
         }
+        let mut in_force: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+        for (host, name, revision) in self.store.applied_policies(&agents).await? {
+            in_force.entry(host).or_default().push((name, revision));
+        }
         let mut cache = HashMap::new();
         let now = now_ms();
         for host in self.store.hosts_by_id(&agents, i64::MAX, now).await? {
-            for rev in self
+            let desired = self
                 .desired_policies(&host.id, &host.labels, &rollouts, &mut cache)
-                .await?
-            {
+                .await?;
+            for (name, revision) in in_force.remove(&host.id).unwrap_or_default() {
+                if desired.iter().any(|d| d.name == name)
+                    || !rollouts.iter().any(|r| r.name == name)
+                {
+                    continue;
+                }
+                let key = (name.clone(), revision);
+                if !cache.contains_key(&key) {
+                    let rev = self.store.policy_revision(&name, revision).await?;
+                    cache.insert(key.clone(), rev);
+                }
+                let runs = matches!(cache.get(&key), Some(Some(r)) if !r.is_withdrawal());
+                if let (true, Some(w)) = (runs, self.host_withdrawal(&name)) {
+                    self.send_policy(&host.id, w);
+                }
+            }
+            for rev in desired {
                 self.send_policy(&host.id, rev);
             }
         }
         Ok(())
+    }
+
+    /// Revision 0 of `name` with an empty document, signed: removes the
+    /// policy from the one host it is sent to (a fleet-wide withdrawal is a
+    /// numbered revision, rolled out).
+    fn host_withdrawal(&self, name: &str) -> Option<PolicyRevision> {
+        let signer = self.policy_signer.as_ref()?;
+        Some(PolicyRevision {
+            name: name.to_string(),
+            revision: 0,
+            document: String::new(),
+            signature: signer.sign(name, 0, ""),
+            source: String::new(),
+            created_by: "control-plane".into(),
+            created_at_ms: 0,
+        })
     }
 
     /// The periodic work of a replica: rollouts, policy delivery, expiry and

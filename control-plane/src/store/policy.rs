@@ -232,6 +232,35 @@ impl Store {
         Ok(Ingested::Stored)
     }
 
+    /// `(host, policy, revision in force)` of the hosts among `hosts`, where
+    /// some revision is in force (a query per 500 hosts).
+    pub async fn applied_policies(
+        &self,
+        hosts: &[String],
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in hosts.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT host_id, name, applied_revision FROM policy_status
+                 WHERE applied_revision > 0 AND host_id IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for h in chunk {
+                q = q.bind(h);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push((
+                    r.try_get("host_id")?,
+                    r.try_get("name")?,
+                    r.try_get("applied_revision")?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn policy_statuses(&self, name: &str) -> Result<Vec<PolicyHostStatus>, StoreError> {
         let rows = sqlx::query(
             "SELECT name, host_id, revision, applied_revision, applied_at_ms, error, updated_at_ms
