@@ -64,10 +64,30 @@ enum Command {
         quantile: Option<f64>,
         #[arg(long)]
         sensitivity: Option<f64>,
+        /// Ticks the host score is averaged over (default 12, one hour of 5-minute rows; 1 = off).
+        #[arg(long)]
+        smooth_ticks: Option<usize>,
+        /// Quantile of the host's smoothed warm-up scores the alarm threshold sits at (default
+        /// 0.98), or `none` for the component thresholds alone.
+        #[arg(long, value_parser = parse_score_quantile)]
+        score_quantile: Option<ScoreQuantile>,
         /// Window model only (no host PCA component).
         #[arg(long)]
         no_host_pca: bool,
     },
+}
+
+/// `--score-quantile`: a number, or `none`.
+#[derive(Debug, Clone, Copy)]
+struct ScoreQuantile(Option<f64>);
+
+fn parse_score_quantile(s: &str) -> Result<ScoreQuantile, String> {
+    if s == "none" {
+        return Ok(ScoreQuantile(None));
+    }
+    s.parse::<f64>()
+        .map(|q| ScoreQuantile(Some(q)))
+        .map_err(|e| format!("{s:?}: {e} (a number in (0, 1), or none)"))
 }
 
 fn main() -> ExitCode {
@@ -92,6 +112,8 @@ fn main() -> ExitCode {
             min_duration,
             quantile,
             sensitivity,
+            smooth_ticks,
+            score_quantile,
             no_host_pca,
         } => {
             let opts = sco_models::replay::ReplayOptions {
@@ -103,6 +125,8 @@ fn main() -> ExitCode {
                 min_duration,
                 quantile,
                 sensitivity,
+                smooth_ticks,
+                score_quantile: score_quantile.map(|q| q.0),
                 no_host_pca,
                 progress: true,
             };

@@ -62,6 +62,14 @@ fn parse(args: &[String]) -> Result<(ReplayOptions, Vec<(String, String)>), Stri
             "--min-duration" => o.min_duration = Some(int(&value)?),
             "--quantile" => o.quantile = Some(num(&value)?),
             "--sensitivity" => o.sensitivity = Some(num(&value)?),
+            "--smooth-ticks" => o.smooth_ticks = Some(int(&value)?),
+            "--score-quantile" => {
+                o.score_quantile = Some(if value == "none" {
+                    None
+                } else {
+                    Some(num(&value)?)
+                })
+            }
             "--set" => {
                 let (k, v) = value
                     .split_once('=')

@@ -39,6 +39,12 @@ pub struct ReplayOptions {
     pub min_duration: Option<usize>,
     pub quantile: Option<f64>,
     pub sensitivity: Option<f64>,
+    /// Ticks the host ratio is averaged over (replay profile: 12, one hour of 5-minute rows;
+    /// 1 turns smoothing off).
+    pub smooth_ticks: Option<usize>,
+    /// Quantile of the smoothed warm-up ratios the alarm threshold sits at (replay profile:
+    /// 0.98); `Some(None)` keeps the component thresholds alone (`r = c`).
+    pub score_quantile: Option<Option<f64>>,
     /// Disables the host-PCA component (window model only).
     pub no_host_pca: bool,
     /// Progress on stderr (only drawn when stderr is a terminal).
@@ -344,6 +350,22 @@ pub fn run_with(
             )));
         }
         config.sensitivity = s;
+    }
+    if let Some(n) = opts.smooth_ticks {
+        if n == 0 {
+            return Err(ReplayError::InvalidOption(
+                "smooth-ticks must be at least 1 (1 = no smoothing)".into(),
+            ));
+        }
+        config.smooth_ticks = n;
+    }
+    if let Some(q) = opts.score_quantile {
+        if let Some(q) = q.filter(|q| !(q.is_finite() && *q > 0.0 && *q < 1.0)) {
+            return Err(ReplayError::InvalidOption(format!(
+                "score-quantile {q} is not in (0, 1)"
+            )));
+        }
+        config.score_quantile = q;
     }
     if opts.no_host_pca {
         config.host_pca = false;

@@ -110,3 +110,42 @@ fn malformed_csv_names_file_line_and_column() {
         );
     }
 }
+
+#[test]
+fn smoothing_options_reach_the_detector_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (train, test) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
+    write_multivariate(&train, 400, 1);
+    write_multivariate(&test, 400, 2);
+    let opts = |smooth_ticks, score_quantile, out: &str| ReplayOptions {
+        input: test.clone(),
+        warmup: Some(train.clone()),
+        output: dir.path().join(out),
+        smooth_ticks,
+        score_quantile,
+        ..ReplayOptions::default()
+    };
+    let default = run(&opts(None, None, "default.csv")).expect("default");
+    assert_eq!(default.config.smooth_ticks, 12);
+    assert_eq!(default.config.score_quantile, Some(0.98));
+    let raw = run(&opts(Some(1), Some(None), "raw.csv")).expect("no smoothing");
+    assert_eq!(raw.config.smooth_ticks, 1);
+    assert_eq!(raw.config.score_quantile, None);
+    assert_eq!(raw.score_threshold, Some(1.0));
+    let tight = run(&opts(Some(3), Some(Some(0.9)), "tight.csv")).expect("custom");
+    assert_eq!(
+        (tight.config.smooth_ticks, tight.config.score_quantile),
+        (3, Some(0.9))
+    );
+    for (smooth, quantile, what) in [
+        (Some(0), None, "smooth-ticks"),
+        (None, Some(Some(1.0)), "score-quantile"),
+        (None, Some(Some(f64::NAN)), "score-quantile"),
+    ] {
+        let err = run(&opts(smooth, quantile, "bad.csv")).expect_err(what);
+        assert!(
+            matches!(&err, ReplayError::InvalidOption(m) if m.contains(what)),
+            "{err}"
+        );
+    }
+}
