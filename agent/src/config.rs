@@ -143,6 +143,10 @@ pub struct ServerSection {
     pub backoff_initial_ms: u64,
     #[serde(default = "default_backoff_max_ms")]
     pub backoff_max_ms: u64,
+    /// Wait before trying again when the control plane refuses this agent
+    /// (revoked): data keeps going to the outbox; re-enrolling is the fix.
+    #[serde(default = "default_refused_retry_secs")]
+    pub refused_retry_secs: u64,
 }
 
 impl ServerSection {
@@ -168,6 +172,9 @@ fn default_backoff_initial_ms() -> u64 {
 }
 fn default_backoff_max_ms() -> u64 {
     30_000
+}
+fn default_refused_retry_secs() -> u64 {
+    600
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -517,6 +524,9 @@ impl Config {
                 "backoff_initial_ms must be > 0 and <= backoff_max_ms".into(),
             );
         }
+        if s.refused_retry_secs == 0 {
+            return invalid("server.refused_retry_secs", "must be at least 1".into());
+        }
         let d = &self.detect;
         if !(0.5..1.0).contains(&d.threshold_quantile) {
             return invalid(
@@ -625,7 +635,7 @@ mod tests {
         base.server.key = existing;
         base.validate().expect("base is valid");
         type Mutate = fn(&mut Config);
-        let cases: [(&str, Mutate); 9] = [
+        let cases: [(&str, Mutate); 10] = [
             ("remediate.clean_roots", |c| {
                 c.remediate.clean_roots = vec!["/".into()]
             }),
@@ -643,6 +653,9 @@ mod tests {
             }),
             ("outbox.max_bytes", |c| c.outbox.max_bytes = 10),
             ("server.ca", |c| c.server.ca = "/nonexistent/ca.pem".into()),
+            ("server.refused_retry_secs", |c| {
+                c.server.refused_retry_secs = 0
+            }),
         ];
         for (key, mutate) in cases {
             let mut c = base.clone();

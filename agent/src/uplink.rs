@@ -43,6 +43,18 @@ pub struct Uplink {
 enum End {
     Shutdown,
     Lost(String),
+    /// The control plane refuses this agent (permission denied: revoked).
+    Refused(String),
+}
+
+/// How a gRPC status ends a session: a refusal of this agent, or a loss.
+fn ended_by(s: &tonic::Status) -> End {
+    let text = format!("{}: {}", s.code(), s.message());
+    if s.code() == tonic::Code::PermissionDenied {
+        End::Refused(text)
+    } else {
+        End::Lost(text)
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -84,8 +96,19 @@ impl Uplink {
             let endpoint = self.server.endpoints[index % self.server.endpoints.len()].clone();
             let started = Instant::now();
             let mut heard = false;
+            let mut refused = false;
             match self.session(&endpoint, &mut shutdown, &mut heard).await {
                 Ok(End::Shutdown) => break,
+                Ok(End::Refused(reason)) => {
+                    refused = true;
+                    tracing::error!(
+                        %endpoint,
+                        %reason,
+                        retry_in_secs = self.server.refused_retry_secs,
+                        "the control plane refuses this agent; data stays in the outbox; \
+                         re-enroll it (sco-agent enroll) to resume"
+                    );
+                }
                 Ok(End::Lost(reason)) | Err(AgentError::Stream(reason)) => {
                     tracing::warn!(%endpoint, %reason, "connection to control plane lost");
                 }
@@ -100,7 +123,11 @@ impl Uplink {
             }
             // Full jitter over the upper half avoids reconnect storms after a
             // control-plane restart while keeping a lower bound.
-            let delay = rand::thread_rng().gen_range(backoff / 2..=backoff);
+            let delay = if refused {
+                Duration::from_secs(self.server.refused_retry_secs)
+            } else {
+                rand::thread_rng().gen_range(backoff / 2..=backoff)
+            };
             backoff = (backoff * 2).min(max);
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
@@ -149,11 +176,10 @@ impl Uplink {
             body: Some(agent_message::Body::Hello(hello)),
         })
         .await?;
-        let mut inbound = client
-            .connect(ReceiverStream::new(rx))
-            .await
-            .map_err(|s| AgentError::Stream(format!("{}: {}", s.code(), s.message())))?
-            .into_inner();
+        let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => return Ok(ended_by(&s)),
+        };
         tracing::info!(%uri, "connected to control plane");
         let _ = self.connected.send(true);
 
@@ -194,7 +220,7 @@ impl Uplink {
                         }
                     }
                     Ok(None) => return Ok(End::Lost("control plane closed the stream".into())),
-                    Err(s) => return Ok(End::Lost(format!("{}: {}", s.code(), s.message()))),
+                    Err(s) => return Ok(ended_by(&s)),
                 },
                 () = std::future::ready(()), if more => {}
                 () = self.new_data.notified() => {}

@@ -537,6 +537,11 @@ impl Proc {
         }
     }
 
+    /// Everything logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn log_contains(&self, needle: &str) -> bool {
         std::fs::read_to_string(&self.log).is_ok_and(|t| t.contains(needle))
     }

@@ -252,7 +252,11 @@ async fn revocation_closes_the_stream_on_every_replica_and_survives_restarts() {
     let config = enrolled_agent_config(&sb, &dir);
     let text = std::fs::read_to_string(&config)
         .expect("config")
-        .replace(&sb.grpc_addr.to_string(), &b_grpc.to_string());
+        .replace(&sb.grpc_addr.to_string(), &b_grpc.to_string())
+        .replace(
+            "backoff_max_ms = 1000\n",
+            "backoff_max_ms = 1000\nrefused_retry_secs = 1\n",
+        );
     std::fs::write(&config, text).expect("config");
     let agent = Proc::spawn(
         "agent on replica b",
@@ -286,16 +290,22 @@ async fn revocation_closes_the_stream_on_every_replica_and_survives_restarts() {
         (b_status().await == 0).then_some(())
     })
     .await;
+    const REFUSED: &str = "the control plane refuses this agent";
     wait_until("the agent to see its refusal", || {
-        agent.log_contains("revoked")
+        agent.log_contains("revoked") && agent.log_contains(REFUSED)
     });
 
-    // Still refused after a restart of the replica, and nothing more is stored.
+    // Still refused after a restart of the replica (the agent tries again
+    // and is refused again), and nothing more is stored.
     assert!(b.terminate().success());
     let pool = sb.db().await;
     let stored = stored_windows(&pool, &id).await.len();
+    let refusals = || agent.log_text().matches(REFUSED).count();
+    let before = refusals();
     let _b = sb.start_replica("replica-b", b_grpc, b_http);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    wait_until("the agent to be refused by the restarted replica", || {
+        refusals() > before
+    });
     assert_eq!(b_status().await, 0);
     assert_eq!(stored_windows(&pool, &id).await.len(), stored);
     let (_, body) = sb.get(&admin, &format!("/hosts/{id}")).await;
