@@ -29,7 +29,7 @@ pub fn metric_key(name: &str, device: &str) -> String {
 /// moving averages of the run queue, so they move a minute after the cause and keep an event
 /// open for minutes after it is gone. CPU time and CPU pressure (PSI, per tick) carry the same
 /// signal without the lag.
-const NOT_SCORED: [&str; 1] = ["load."];
+pub const NOT_SCORED: [&str; 1] = ["load."];
 
 /// Metrics always included in an event's context, besides its contributors.
 const CONTEXT_ALWAYS: [&str; 3] = ["cpu.total_pct", "mem.used_pct", "load.1"];

@@ -401,9 +401,18 @@ impl Policy {
             }
             if let Some(a) = &w.anomaly {
                 for (j, g) in a.metrics.iter().enumerate() {
-                    check_metric(g).map_err(|r| {
-                        PolicyError::new(at(&format!("when.anomaly.metrics[{j}]")), r)
-                    })?;
+                    let field = || at(&format!("when.anomaly.metrics[{j}]"));
+                    check_metric(g).map_err(|r| PolicyError::new(field(), r))?;
+                    if let Some(p) = crate::detect::NOT_SCORED.iter().find(|p| g.starts_with(*p)) {
+                        return Err(PolicyError::new(
+                            field(),
+                            format!(
+                                "{g:?} can never be part of an anomaly: the detector does not score \
+                                 {p}* (minute-long averages that lag their cause); use cpu.* or \
+                                 psi.cpu.*, or a state condition such as \"load.1 > 8\""
+                            ),
+                        ));
+                    }
                 }
             }
             rule.action
@@ -641,6 +650,13 @@ rules:
         let e = parse(&YAML.replace("pattern: \"*runaway*\"", "unit: \"x; rm -rf /\""))
             .expect_err("bad action");
         assert!(e.field.starts_with("rules[0].action"), "{e}");
+
+        let e = parse(&YAML.replace("metrics: [\"cpu.*\"]", "metrics: [\"cpu.*\", \"load.*\"]"))
+            .expect_err("unscored metric");
+        assert_eq!(e.field, "rules[0].when.anomaly.metrics[1]");
+        assert!(e.reason.contains("psi.cpu.*"), "{e}");
+        parse(&YAML.replace("cpu.total_pct >= 80", "load.1 > 8"))
+            .expect("load in a state condition");
 
         let e = parse("{\"name\": \"Bad Name\"}").expect_err("bad name");
         assert_eq!(e.field, "name");

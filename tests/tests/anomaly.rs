@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use sco_tests::{try_wait_for, wait_calibrated, wait_for, Burners, Db, Sandbox, BURNER_DETECT};
 use serde_json::Value;
 
-/// CPU saturation shows in CPU time, CPU pressure (PSI) or the run queue
-/// (load); on an already busy machine only the last two can move.
+/// CPU saturation shows in CPU time or CPU pressure (PSI); on an already
+/// busy machine only the latter can move. Load averages are not scored.
 fn names_cpu(event: &Value) -> bool {
-    let is_cpu = |m: &str| m.contains("cpu") || m.starts_with("load.");
+    let is_cpu = |m: &str| m.starts_with("cpu.") || m.starts_with("psi.cpu.");
     let top = event["top_metric"].as_str().unwrap_or_default();
     let contributors = event["contributors"]
         .as_array()
