@@ -876,4 +876,14 @@ async fn a_host_whose_labels_stop_matching_loses_the_policy() {
         .expect("s");
     assert_eq!(s["applied_revision"], revision, "{s}");
     assert!(moved.log_contains("policy applied policy=disk-guard revision=0"));
+    let (_, body) = sb
+        .get(&admin, "/audit?action=policy.unassign&host=agent-m")
+        .await;
+    let entry = &body["entries"][0];
+    assert_eq!(entry["detail"]["policy"], "disk-guard", "{body}");
+    assert_eq!(entry["detail"]["running_revision"], revision, "{body}");
+    let (_, body) = sb
+        .get(&admin, "/audit?action=policy.unassign&host=agent-s")
+        .await;
+    assert_eq!(body["entries"].as_array().map(Vec::len), Some(0), "{body}");
 }

@@ -569,7 +569,19 @@ impl Fleet {
                 }
                 let runs = matches!(cache.get(&key), Some(Some(r)) if !r.is_withdrawal());
                 if let (true, Some(w)) = (runs, self.host_withdrawal(&name)) {
-                    self.send_policy(&host.id, w);
+                    if self.send_policy(&host.id, w) {
+                        self.audit(
+                            "control-plane",
+                            "policy.unassign",
+                            &host.id,
+                            "sent",
+                            serde_json::json!({
+                                "policy": name, "running_revision": revision,
+                                "reason": "no longer meant for this host (labels or a stopped rollout)",
+                            }),
+                        )
+                        .await;
+                    }
                 }
             }
             for rev in desired {
