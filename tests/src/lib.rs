@@ -279,19 +279,7 @@ impl Sandbox {
     }
 
     pub async fn login(&self, username: &str, password: &str) -> String {
-        let response: Value = reqwest::Client::new()
-            .post(format!("{}/auth/login", self.base_url()))
-            .json(&serde_json::json!({"username": username, "password": password}))
-            .send()
-            .await
-            .expect("login")
-            .json()
-            .await
-            .expect("login json");
-        response["token"]
-            .as_str()
-            .expect("token in login response")
-            .to_string()
+        login_at(&self.base_url(), username, password).await
     }
 
     pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
@@ -412,6 +400,23 @@ pub async fn duplicated_windows(pool: &sqlx::AnyPool, host: &str) -> Vec<i64> {
     rows.iter()
         .map(|r| r.get::<i64, _>("window_start_ms"))
         .collect()
+}
+
+/// Logs in at the REST API under `base` (`http://host:port`); the access token.
+pub async fn login_at(base: &str, username: &str, password: &str) -> String {
+    let response: Value = reqwest::Client::new()
+        .post(format!("{base}/auth/login"))
+        .json(&serde_json::json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("login json");
+    response["token"]
+        .as_str()
+        .expect("token in login response")
+        .to_string()
 }
 
 /// Polls `check` until it returns true or patience runs out.

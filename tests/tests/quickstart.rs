@@ -7,8 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use sco_tests::{bin, free_addr, wait_for, wait_until, Proc};
-use serde_json::{json, Value};
+use sco_tests::{bin, free_addr, login_at, wait_for, wait_until, Proc};
+use serde_json::Value;
 
 const PASSWORD: &str = "quickstart-password-1";
 
@@ -31,19 +31,6 @@ fn printed_agent(p: &Proc) -> Option<String> {
         .lines()
         .find_map(|l| l.strip_prefix("  local agent "))
         .map(|s| s.split_whitespace().next().unwrap_or_default().to_string())
-}
-
-async fn login(http: &reqwest::Client, base: &str) -> String {
-    let body: Value = http
-        .post(format!("{base}/auth/login"))
-        .json(&json!({"username": "admin", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("login json");
-    body["token"].as_str().expect("token").to_string()
 }
 
 async fn get(http: &reqwest::Client, base: &str, token: &str, path: &str) -> Value {
@@ -83,7 +70,7 @@ async fn up_enrolls_a_local_agent_and_serves_its_metrics() {
         assert_eq!(mode & 0o077, 0, "{file} is private: {mode:o}");
     }
 
-    let token = login(&http, &base).await;
+    let token = login_at(&base, "admin", PASSWORD).await;
     let host = wait_for("the local agent to be connected", || async {
         let body = get(&http, &base, &token, &format!("/hosts/{agent_id}")).await;
         (body["host"]["connected"] == true).then(|| body["host"].clone())
@@ -120,7 +107,7 @@ async fn up_enrolls_a_local_agent_and_serves_its_metrics() {
     });
     assert_eq!(printed_agent(&second).as_deref(), Some(agent_id.as_str()));
     assert!(!second.log_contains("local agent enrolled"));
-    let token = login(&http, &base).await;
+    let token = login_at(&base, "admin", PASSWORD).await;
     wait_for("the local agent to reconnect", || async {
         let body = get(&http, &base, &token, &format!("/hosts/{agent_id}")).await;
         (body["host"]["connected"] == true).then_some(())
