@@ -453,8 +453,8 @@ impl Store {
     ) -> Result<Vec<Host>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!("{HOST_SELECT} WHERE id IN ({})", marks.join(", "));
+            let mut sql = format!("{HOST_SELECT} WHERE id IN ");
+            push_placeholders(&mut sql, 1, chunk.len());
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(id);

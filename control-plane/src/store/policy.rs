@@ -240,12 +240,11 @@ impl Store {
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
         let mut out = Vec::new();
         for chunk in hosts.chunks(500) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
+            let mut sql = String::from(
                 "SELECT host_id, name, applied_revision FROM policy_status
-                 WHERE applied_revision > 0 AND host_id IN ({})",
-                marks.join(", ")
+                 WHERE applied_revision > 0 AND host_id IN ",
             );
+            super::push_placeholders(&mut sql, 1, chunk.len());
             let mut q = sqlx::query(&sql);
             for h in chunk {
                 q = q.bind(h);
