@@ -26,6 +26,26 @@ async fn connected(sb: &Sandbox, token: &str, host: &str) {
     .await;
 }
 
+/// Stores GUARD and starts a rollout of it with `rollout` (canary settings).
+async fn roll_out_guard(sb: &Sandbox, admin: &str, rollout: Value) -> Value {
+    let (status, _) = sb.post_text(admin, "/policies", GUARD).await;
+    assert_eq!(status, 201);
+    let (status, body) = sb
+        .post(admin, "/policies/disk-guard/rollout", &rollout)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+/// Waits until the newest rollout of disk-guard has stopped; returns it.
+async fn stopped_rollout(sb: &Sandbox, admin: &str, what: &str) -> Value {
+    wait_for(what, || async {
+        let (_, body) = sb.get(admin, "/policies/disk-guard").await;
+        (body["rollouts"][0]["state"] == "stopped").then(|| body["rollouts"][0].clone())
+    })
+    .await
+}
+
 async fn policies_are_validated_signed_and_immutable(db: Db) {
     let Some(sb) = Sandbox::new(db).await else {
         return;
@@ -267,22 +287,14 @@ async fn a_canary_refusing_the_signature_stops_the_rollout_and_is_audited() {
     );
     connected(&sb, &admin, "agent-bad").await;
 
-    let (status, _) = sb.post_text(&admin, "/policies", GUARD).await;
-    assert_eq!(status, 201);
-    let (status, body) = sb
-        .post(
-            &admin,
-            "/policies/disk-guard/rollout",
-            &json!({"canary_percent": 100, "canary_secs": 600}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-
-    let rollout = wait_for("the rollout to stop by itself", || async {
-        let (_, body) = sb.get(&admin, "/policies/disk-guard").await;
-        (body["rollouts"][0]["state"] == "stopped").then(|| body["rollouts"][0].clone())
-    })
+    roll_out_guard(
+        &sb,
+        &admin,
+        json!({"canary_percent": 100, "canary_secs": 600}),
+    )
     .await;
+
+    let rollout = stopped_rollout(&sb, &admin, "the rollout to stop by itself").await;
     let reason = rollout["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("agent-bad") && reason.contains("bad_signature"),
@@ -316,16 +328,12 @@ async fn a_jump_in_canary_alarms_stops_the_rollout() {
     let admin = sb.admin_token().await;
     let _a = sb.start_agent("agent-a");
     connected(&sb, &admin, "agent-a").await;
-    let (status, _) = sb.post_text(&admin, "/policies", GUARD).await;
-    assert_eq!(status, 201);
-    let (status, body) = sb
-        .post(
-            &admin,
-            "/policies/disk-guard/rollout",
-            &json!({"canary_percent": 100, "canary_secs": 600, "max_new_anomalies": 1}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let body = roll_out_guard(
+        &sb,
+        &admin,
+        json!({"canary_percent": 100, "canary_secs": 600, "max_new_anomalies": 1}),
+    )
+    .await;
     assert_eq!(body["rollout"]["baseline_anomalies"], 0, "{body}");
     sb.wait_policy_applied(&admin, "disk-guard", "agent-a", 1)
         .await;
@@ -349,11 +357,7 @@ async fn a_jump_in_canary_alarms_stops_the_rollout() {
     }
     db.close().await;
 
-    let rollout = wait_for("the rollout to stop on the alarm jump", || async {
-        let (_, body) = sb.get(&admin, "/policies/disk-guard").await;
-        (body["rollouts"][0]["state"] == "stopped").then(|| body["rollouts"][0].clone())
-    })
-    .await;
+    let rollout = stopped_rollout(&sb, &admin, "the rollout to stop on the alarm jump").await;
     assert!(
         rollout["reason"]
             .as_str()
@@ -437,21 +441,13 @@ async fn a_canary_nobody_applied_does_not_go_to_everyone() {
     let mut a = sb.start_agent("agent-a");
     connected(&sb, &admin, "agent-a").await;
     a.terminate();
-    let (status, _) = sb.post_text(&admin, "/policies", GUARD).await;
-    assert_eq!(status, 201);
-    let (status, body) = sb
-        .post(
-            &admin,
-            "/policies/disk-guard/rollout",
-            &json!({"canary_percent": 100, "canary_secs": 2}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let rollout = wait_for("the rollout to stop", || async {
-        let (_, body) = sb.get(&admin, "/policies/disk-guard").await;
-        (body["rollouts"][0]["state"] == "stopped").then(|| body["rollouts"][0].clone())
-    })
+    roll_out_guard(
+        &sb,
+        &admin,
+        json!({"canary_percent": 100, "canary_secs": 2}),
+    )
     .await;
+    let rollout = stopped_rollout(&sb, &admin, "the rollout to stop").await;
     assert!(
         rollout["reason"]
             .as_str()
