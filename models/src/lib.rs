@@ -25,8 +25,8 @@ pub mod model;
 pub mod replay;
 
 pub use detect::{
-    score_window, Anomaly, Contributor, DetectError, Detector, DetectorConfig, EventChange,
-    EventKind, Severity, Tick, WindowScore,
+    score_window, Anomaly, Contributor, DetectError, Detector, DetectorConfig, DetectorSnapshot,
+    EventChange, EventKind, Family, RestoreError, Severity, Tick, WindowScore,
 };
 pub use error::ModelError;
 pub use manifest::{Dim, Manifest, TensorSpec};

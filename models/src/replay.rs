@@ -411,7 +411,7 @@ pub fn run_with(
         if tick.alarm {
             alarm_rows += 1;
         }
-        if matches!(&tick.change, Some(c) if c.kind == EventKind::Opened) {
+        if tick.changes.iter().any(|c| c.kind == EventKind::Opened) {
             events += 1;
         }
         let alarm = u8::from(tick.alarm);

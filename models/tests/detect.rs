@@ -39,6 +39,7 @@ fn config() -> DetectorConfig {
         min_duration_ticks: 5,
         clear_ticks: 10,
         update_every_ticks: 30,
+        relearn_after_ticks: 200,
         ..DetectorConfig::default()
     }
 }
@@ -56,6 +57,11 @@ fn smoothed_config() -> DetectorConfig {
         min_duration_ticks: 1,
         clear_ticks: 1,
         clear_fraction: 1.0,
+        per_family: false,
+        saturation_ratio: 0.0,
+        freeze_baselines: false,
+        relearn_after_ticks: 0,
+        contributor_min_ratio: 0.0,
         ..config()
     }
 }
@@ -99,7 +105,7 @@ fn opened(ticks: &[Tick]) -> Vec<usize> {
     ticks
         .iter()
         .enumerate()
-        .filter(|(_, t)| matches!(&t.change, Some(c) if c.kind == EventKind::Opened))
+        .filter(|(_, t)| t.changes.iter().any(|c| c.kind == EventKind::Opened))
         .map(|(i, _)| i)
         .collect()
 }
@@ -117,7 +123,7 @@ fn closed(ticks: &[Tick]) -> Vec<usize> {
     ticks
         .iter()
         .enumerate()
-        .filter(|(_, t)| matches!(&t.change, Some(c) if c.kind == EventKind::Closed))
+        .filter(|(_, t)| t.changes.iter().any(|c| c.kind == EventKind::Closed))
         .map(|(i, _)| i)
         .collect()
 }
@@ -293,7 +299,7 @@ fn smoothed_profile_opens_one_event_per_sustained_jump() {
             at >= onset && at < onset + cfg.smooth_ticks,
             "{case}: opened at {at}, onset {onset}"
         );
-        let Some(change) = &ticks[at].change else {
+        let Some(change) = ticks[at].changes.first() else {
             panic!("{case}: no change")
         };
         assert_eq!(change.event.contributors[0].metric, metric, "{case}");
@@ -333,7 +339,7 @@ fn sustained_jumps_open_an_event_that_closes_after_return() {
             at >= onset && at < onset + cfg.min_duration_ticks,
             "{case}: opened at {at}, onset {onset}"
         );
-        let Some(change) = &ticks[at].change else {
+        let Some(change) = ticks[at].changes.first() else {
             panic!("{case}: no change")
         };
         let ev = &change.event;
@@ -357,21 +363,25 @@ fn sustained_jumps_open_an_event_that_closes_after_return() {
         assert!(ev.severity >= Severity::Medium, "{case}: {:?}", ev.severity);
         assert!(ticks[at..onset + len].iter().all(|t| t.alarm), "{case}");
         let closes = closed(&ticks);
-        assert_eq!(closes.len(), 1, "{case}: closed at {closes:?}");
+        let families: Vec<_> = ticks
+            .iter()
+            .flat_map(|t| t.changes.iter().map(|c| (c.kind, c.event.family, c.event.updated_ms)))
+            .collect();
+        assert_eq!(closes.len(), 1, "{case}: closed at {closes:?} {families:?}");
         let end = onset + len;
         assert!(
             closes[0] >= end + cfg.clear_ticks - 1 && closes[0] <= end + cfg.clear_ticks + 10,
             "{case}: closed at {}, anomaly ended at {end}",
             closes[0]
         );
-        let Some(close) = &ticks[closes[0]].change else {
+        let Some(close) = ticks[closes[0]].changes.first() else {
             panic!("{case}")
         };
         assert_eq!(close.event.local_id, ev.local_id);
         assert_eq!(close.event.ended_ms, Some(closes[0] as i64 * 1000));
         // updates while open, at most every update_every_ticks
         let updates: Vec<usize> = (at..closes[0])
-            .filter(|&i| matches!(&ticks[i].change, Some(c) if c.kind == EventKind::Updated))
+            .filter(|&i| ticks[i].changes.iter().any(|c| c.kind == EventKind::Updated))
             .collect();
         assert!(updates
             .windows(2)
@@ -408,8 +418,16 @@ fn level_shift_is_absorbed_and_the_event_closes() {
             "{case} (smoothed: {smoothed}): the shift was not detected: {opens:?}"
         );
         assert_eq!(opens.len(), closes.len(), "{case}: {opens:?} {closes:?}");
-        // absorbed once the shift fills half of the baseline window (+ rebaseline + clear)
+        // absorbed once the shift fills half of the baseline window (+ rebaseline + clear); a
+        // frozen baseline starts learning the new level `relearn_after_ticks` after the event
+        // opened
+        let relearn = if cfg.freeze_baselines {
+            cfg.relearn_after_ticks + cfg.min_duration_ticks
+        } else {
+            0
+        };
         let bound = 500
+            + relearn
             + cfg.baseline_window / 2
             + cfg.rebaseline_every_ticks
             + cfg.clear_ticks
@@ -556,4 +574,150 @@ fn score_window_refuses_bad_windows() {
             "{case}: {msg}"
         );
     }
+}
+
+// ------------------------------------------------------------------ events per family
+
+const IO: &str = "disk.busy_pct:sda";
+
+fn changes_of(ticks: &[Tick], kind: EventKind) -> Vec<(usize, sco_models::Family)> {
+    ticks
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| {
+            t.changes
+                .iter()
+                .filter(move |c| c.kind == kind)
+                .map(move |c| (i, c.event.family))
+        })
+        .collect()
+}
+
+#[test]
+fn concurrent_faults_of_different_families_are_separate_events() {
+    use sco_models::Family;
+    // memory jumps at 500 for 200 ticks; cpu jumps at 550 for 50 ticks, inside it
+    let ticks = run(config(), 900, |t, v| {
+        if (500..700).contains(&t) {
+            set(v, MEM, 85.0);
+        }
+        if (550..600).contains(&t) {
+            set(v, CPU, 60.0);
+        }
+    });
+    let opens = changes_of(&ticks, EventKind::Opened);
+    let closes = changes_of(&ticks, EventKind::Closed);
+    let fams: Vec<Family> = opens.iter().map(|o| o.1).collect();
+    assert_eq!(fams, [Family::Memory, Family::Cpu], "{opens:?}");
+    let cpu_close = closes.iter().find(|c| c.1 == Family::Cpu).expect("cpu closes");
+    let mem_close = closes.iter().find(|c| c.1 == Family::Memory).expect("memory closes");
+    // the cpu event closes on its own clear bound while memory is still anomalous
+    assert!(
+        cpu_close.0 >= 600 && cpu_close.0 <= 600 + config().clear_ticks + 2,
+        "cpu closed at {}",
+        cpu_close.0
+    );
+    assert!(mem_close.0 >= 700, "memory closed at {}", mem_close.0);
+    // contributors are metrics of the event's family only
+    for t in &ticks {
+        for c in &t.changes {
+            for m in &c.event.contributors {
+                assert_eq!(
+                    sco_models::Family::of(&m.metric),
+                    c.event.family,
+                    "{m:?} in a {} event",
+                    c.event.family
+                );
+            }
+        }
+    }
+    let close = ticks[cpu_close.0]
+        .changes
+        .iter()
+        .find(|c| c.event.family == Family::Cpu)
+        .expect("close change");
+    let why = close.event.close_reason.as_deref().unwrap_or("");
+    assert!(why.starts_with("recovered: cpu"), "{why}");
+}
+
+#[test]
+fn bursts_do_not_teach_the_baseline_saturation() {
+    // after warm-up, 20-tick bursts to 99 % every 60 ticks for 1500 ticks: every burst is an
+    // event, and the expected range never learns the bursts (nor leaves 0..100)
+    let ticks = run(config(), 1900, |t, v| {
+        if t >= 400 && t % 60 < 20 {
+            set(v, CPU, 99.0);
+        }
+    });
+    let opens: Vec<usize> = changes_of(&ticks, EventKind::Opened)
+        .into_iter()
+        .filter(|o| o.1 == sco_models::Family::Cpu)
+        .map(|o| o.0)
+        .collect();
+    let bursts = (400..1900).filter(|t| t % 60 == 0).count();
+    assert!(
+        opens.len() + 1 >= bursts,
+        "{} cpu events for {bursts} bursts: {opens:?}",
+        opens.len()
+    );
+    for t in &ticks[1500..] {
+        for c in &t.changes {
+            for m in &c.event.contributors {
+                assert!(m.expected_high <= 100.0 && m.expected_low >= 0.0, "{m:?}");
+                if m.metric == CPU {
+                    assert!(m.expected_high < 20.0, "baseline learnt the bursts: {m:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_host_that_stays_saturated_is_reported_once_and_not_learnt() {
+    // cpu at 100 % from tick 400 on, for longer than the baseline window and the relearn time
+    let ticks = run(config(), 1400, |t, v| {
+        if t >= 400 {
+            set(v, CPU, 100.0);
+        }
+    });
+    let opens = changes_of(&ticks, EventKind::Opened);
+    let closes = changes_of(&ticks, EventKind::Closed);
+    assert_eq!(opens.len(), 1, "{opens:?}");
+    assert!(closes.is_empty(), "saturation was learnt: closed at {closes:?}");
+    assert!(ticks[1399].alarm);
+}
+
+#[test]
+fn a_restored_detector_alarms_without_a_new_warm_up() {
+    let model = model();
+    let mut noise = Noise(7);
+    let mut a = Detector::new(model.clone(), config());
+    for t in 0..400 {
+        a.tick(t * 1000, &normal(&mut noise)).expect("tick");
+    }
+    assert!(a.is_warm());
+    let snap = a.snapshot().expect("warm detector has a snapshot");
+    let json = serde_json::to_string(&snap).expect("serialises");
+    let snap: sco_models::DetectorSnapshot = serde_json::from_str(&json).expect("parses");
+
+    let mut b = Detector::new(model.clone(), config());
+    b.restore(snap.clone()).expect("restores");
+    assert!(b.is_warm() && b.is_restored());
+    assert_eq!(b.warmup_ticks_left(), 0);
+    // a second restore into a used detector is refused
+    b.tick(400_000, &normal(&mut noise)).expect("tick");
+    assert!(b.restore(snap).is_err());
+    let mut opened_at = None;
+    for t in 401..460 {
+        let mut v = normal(&mut noise);
+        if t >= 420 {
+            set(&mut v, CPU, 70.0);
+        }
+        let tick = b.tick(t * 1000, &v).expect("tick");
+        if opened_at.is_none() && tick.changes.iter().any(|c| c.kind == EventKind::Opened) {
+            opened_at = Some(t);
+        }
+    }
+    let at = opened_at.expect("the restored detector alarms");
+    assert!(at < 420 + 10, "opened at {at}");
 }

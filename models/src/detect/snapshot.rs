@@ -1,0 +1,224 @@
+//! Saving and restoring a warm detector, so an agent restart is not a new warm-up: the
+//! rolling baselines (each metric's recent raw values) and the calibration (thresholds, host
+//! PCA) survive; the 8-tick windows refill in 8 ticks, and open events do not survive (the
+//! control plane closes them when the agent restarts).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Baseline, Calibration, Detector, Family, HostPca, MetricState, Ring, FamilyState};
+use super::{is_bounded, saturation_level};
+
+/// Bumped when the layout changes; an older snapshot is ignored (the detector warms up).
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// A warm detector's learnt state. Serialise it with any serde format.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DetectorSnapshot {
+    version: u32,
+    /// The model's feature names: baselines and thresholds only make sense for the same schema.
+    features: Vec<String>,
+    /// Model name and version (the thresholds are in its score units).
+    pub model: String,
+    /// Timestamp of the last tick before the snapshot.
+    pub saved_ms: i64,
+    pub calibrated_ms: i64,
+    next_id: u64,
+    metrics: Vec<MetricSnapshot>,
+    model_threshold: f64,
+    pca_threshold: f64,
+    score_threshold: f64,
+    pca: Option<PcaSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MetricSnapshot {
+    name: String,
+    /// Recent raw values, oldest first (f32: a baseline needs no more precision).
+    values: Vec<f32>,
+    observed: u64,
+    baseline: Option<Baseline>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PcaSnapshot {
+    metrics: Vec<String>,
+    mean: Vec<f64>,
+    components: Vec<f64>,
+    k: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RestoreError {
+    #[error("snapshot layout version {found} is not {SNAPSHOT_VERSION}")]
+    Version { found: u32 },
+    #[error("snapshot was made with model {found}, this detector runs {expected}")]
+    Model { found: String, expected: String },
+    #[error("snapshot features {found:?} differ from the model's {expected:?}")]
+    Features {
+        found: Vec<String>,
+        expected: Vec<String>,
+    },
+    #[error("snapshot is inconsistent: {0}")]
+    Inconsistent(String),
+    #[error("the detector has already seen ticks; restore into a new one")]
+    NotFresh,
+}
+
+fn model_id(d: &Detector) -> String {
+    let m = d.model.manifest();
+    format!("{}@{}", m.name, m.version)
+}
+
+impl Detector {
+    /// The learnt state, once warm (None while warming up).
+    pub fn snapshot(&self) -> Option<DetectorSnapshot> {
+        let calib = self.calib.as_ref()?;
+        let metrics = self
+            .metrics
+            .iter()
+            .map(|m| MetricSnapshot {
+                name: m.name.clone(),
+                values: m.ring.chronological().map(|v| v as f32).collect(),
+                observed: m.observed,
+                baseline: m.baseline,
+            })
+            .collect();
+        let pca = calib.pca.as_ref().map(|p| PcaSnapshot {
+            metrics: p
+                .metrics
+                .iter()
+                .map(|&i| self.metrics[i].name.clone())
+                .collect(),
+            mean: p.mean.clone(),
+            components: p.components.clone(),
+            k: p.k,
+        });
+        Some(DetectorSnapshot {
+            version: SNAPSHOT_VERSION,
+            features: self.model.manifest().features.clone(),
+            model: model_id(self),
+            saved_ms: self.last_ts_ms.unwrap_or(0),
+            calibrated_ms: self.calibrated_ms.unwrap_or(0),
+            next_id: self.next_id,
+            metrics,
+            model_threshold: calib.model_threshold,
+            pca_threshold: calib.pca_threshold,
+            score_threshold: calib.score_threshold,
+            pca,
+        })
+    }
+
+    /// Makes a new detector (no tick yet) warm from a snapshot of the same model. The
+    /// configuration stays this detector's own.
+    pub fn restore(&mut self, snap: DetectorSnapshot) -> Result<(), RestoreError> {
+        if self.ticks != 0 || !self.metrics.is_empty() {
+            return Err(RestoreError::NotFresh);
+        }
+        if snap.version != SNAPSHOT_VERSION {
+            return Err(RestoreError::Version {
+                found: snap.version,
+            });
+        }
+        let expected = model_id(self);
+        if snap.model != expected {
+            return Err(RestoreError::Model {
+                found: snap.model,
+                expected,
+            });
+        }
+        if snap.features != self.model.manifest().features {
+            return Err(RestoreError::Features {
+                found: snap.features,
+                expected: self.model.manifest().features.clone(),
+            });
+        }
+        let f = self.model.features();
+        let mut metrics = Vec::with_capacity(snap.metrics.len());
+        let mut index = std::collections::HashMap::new();
+        for (i, m) in snap.metrics.into_iter().enumerate() {
+            if index.insert(m.name.clone(), i).is_some() {
+                return Err(RestoreError::Inconsistent(format!(
+                    "metric {} appears twice",
+                    m.name
+                )));
+            }
+            let mut ring = Ring::new(self.config.baseline_window);
+            for v in &m.values {
+                let v = f64::from(*v);
+                if v.is_finite() {
+                    ring.push(v);
+                }
+            }
+            let baseline = m
+                .baseline
+                .filter(|b| [b.median, b.scale, b.mean, b.sd].iter().all(|v| v.is_finite()));
+            metrics.push(MetricState {
+                ignored: self.config.is_ignored(&m.name),
+                abs_floor: self.config.abs_floor_for(&m.name),
+                slot: i,
+                ring,
+                observed: m.observed,
+                baseline,
+                lags: vec![0.0; f],
+                filled: 0,
+                last_value: 0.0,
+                seen_tick: 0,
+                pca_col: None,
+                ratio: 0.0,
+                family: Family::of(&m.name),
+                bounded: is_bounded(&m.name),
+                saturation: saturation_level(&m.name),
+                outlier_run: 0,
+                name: m.name,
+            });
+        }
+        let pca = match snap.pca {
+            None => None,
+            Some(p) => {
+                let d = p.metrics.len();
+                if p.mean.len() != d || p.components.len() != p.k * d || p.k == 0 || p.k >= d {
+                    return Err(RestoreError::Inconsistent("host PCA shape".into()));
+                }
+                let cols = p
+                    .metrics
+                    .iter()
+                    .map(|name| {
+                        index.get(name).copied().ok_or_else(|| {
+                            RestoreError::Inconsistent(format!("PCA metric {name} has no state"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (col, &i) in cols.iter().enumerate() {
+                    metrics[i].pca_col = Some(col);
+                }
+                Some(HostPca {
+                    metrics: cols,
+                    mean: p.mean,
+                    components: p.components,
+                    k: p.k,
+                })
+            }
+        };
+        let thresholds = [snap.model_threshold, snap.pca_threshold, snap.score_threshold];
+        if !thresholds.iter().all(|v| v.is_finite() && *v > 0.0) {
+            return Err(RestoreError::Inconsistent("thresholds".into()));
+        }
+        self.metrics = metrics;
+        self.index = index;
+        self.order.clear();
+        self.warm_rows.clear();
+        self.ticks = self.config.warmup_ticks as u64;
+        self.next_id = snap.next_id.max(1);
+        self.families = vec![FamilyState::default(); Family::ALL.len()];
+        self.smooth = Ring::new(self.config.smooth_ticks.max(1));
+        self.calib = Some(Calibration {
+            model_threshold: snap.model_threshold,
+            pca,
+            pca_threshold: snap.pca_threshold,
+            score_threshold: snap.score_threshold,
+        });
+        self.calibrated_ms = Some(snap.calibrated_ms);
+        self.restored = true;
+        Ok(())
+    }
+}
