@@ -1,18 +1,20 @@
 //! Host metric collection: one [`Collector::sample`] per tick.
 //!
 //! Everything comes from `/proc` (cheap, exact counters) except per-mount
-//! usage and top processes, which come from `sysinfo`. Rates are computed
-//! from counters; a counter that goes backwards (reset, wrap, device
-//! re-created) produces no rate for that tick instead of a negative or absurd
-//! one, and the new value becomes the baseline.
+//! usage, which comes from `sysinfo`; [`processes`] reads the process table.
+//! Rates are computed from counters; a counter that goes backwards (reset,
+//! wrap, device re-created) produces no rate for that tick instead of a
+//! negative or absurd one, and the new value becomes the baseline.
 
+pub mod processes;
 pub mod procfs;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sysinfo::{Disks, ProcessRefreshKind, ProcessesToUpdate, System};
+use sysinfo::Disks;
 
 use procfs::{CpuTimes, DiskStat, NetStat};
 
@@ -25,12 +27,22 @@ pub struct Metric {
     pub value: f64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// One process over a sampled interval (see [`processes::usage`]).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProcessInfo {
     pub pid: u32,
+    /// Full executable name, not cut at the kernel's 15 bytes.
     pub name: String,
+    /// Percent of one core; above 100 for several busy threads.
     pub cpu_pct: f64,
     pub rss_bytes: u64,
+    /// Arguments joined by spaces, capped at 512 bytes; empty for zombies.
+    pub cmdline: String,
+    /// systemd unit (`nginx.service`), else the cgroup path, else empty.
+    pub unit: String,
+    /// Storage I/O; 0 when the kernel does not tell us (not our process).
+    pub read_bytes_per_s: f64,
+    pub write_bytes_per_s: f64,
 }
 
 /// Everything measured at one tick.
@@ -38,8 +50,13 @@ pub struct ProcessInfo {
 pub struct Sample {
     pub ts_ms: i64,
     pub metrics: Vec<Metric>,
-    /// Present only on ticks where processes were sampled.
+    /// Present only on ticks where processes were sampled, after the first.
     pub top_processes: Option<Vec<ProcessInfo>>,
+    /// The process table read on this tick, on every tick where processes
+    /// were sampled (the first one too): a later snapshot, say at an anomaly
+    /// onset, diffs against it with [`processes::usage`]. Shared, because
+    /// samples are cloned and a table holds hundreds of processes.
+    pub process_snapshot: Option<Arc<processes::ProcSnapshot>>,
 }
 
 /// Rate of a monotonic counter; `None` on reset, wrap or a zero interval.
@@ -83,10 +100,11 @@ pub struct Collector {
     top_n: usize,
     process_every: Duration,
     last_processes: Option<Instant>,
+    /// The process table of the last sampled tick, the base for the next.
+    last_snapshot: Option<Arc<processes::ProcSnapshot>>,
     disk_list_refreshed: Instant,
     prev: Option<Previous>,
     disks: Disks,
-    system: System,
 }
 
 impl Collector {
@@ -96,10 +114,10 @@ impl Collector {
             top_n,
             process_every,
             last_processes: None,
+            last_snapshot: None,
             disk_list_refreshed: Instant::now(),
             prev: None,
             disks: Disks::new_with_refreshed_list(),
-            system: System::new(),
         }
     }
 
@@ -269,11 +287,12 @@ impl Collector {
             psi,
         });
 
-        let top_processes = self.maybe_top_processes(now);
+        let (top_processes, process_snapshot) = self.maybe_top_processes(now);
         Sample {
             ts_ms,
             metrics: out,
             top_processes,
+            process_snapshot,
         }
     }
 
@@ -313,46 +332,38 @@ impl Collector {
         }
     }
 
-    fn maybe_top_processes(&mut self, now: Instant) -> Option<Vec<ProcessInfo>> {
+    /// Reads the process table every `process_every`; the top list is the
+    /// usage since the previous reading, so the first reading only sets the
+    /// base.
+    fn maybe_top_processes(
+        &mut self,
+        now: Instant,
+    ) -> (
+        Option<Vec<ProcessInfo>>,
+        Option<Arc<processes::ProcSnapshot>>,
+    ) {
         if self.top_n == 0
             || self
                 .last_processes
                 .is_some_and(|t| now.duration_since(t) < self.process_every)
         {
-            return None;
+            return (None, None);
         }
-        let first = self.last_processes.is_none();
         self.last_processes = Some(now);
-        self.system.refresh_processes_specifics(
-            ProcessesToUpdate::All,
-            true,
-            ProcessRefreshKind::nothing().with_cpu().with_memory(),
-        );
-        if first {
-            // CPU usage needs two readings; the first one only sets the base.
-            return None;
-        }
-        let all: Vec<ProcessInfo> = self
-            .system
-            .processes()
-            .iter()
-            .map(|(pid, p)| ProcessInfo {
-                pid: pid.as_u32(),
-                name: p.name().to_string_lossy().into_owned(),
-                cpu_pct: f64::from(p.cpu_usage()),
-                rss_bytes: p.memory(),
-            })
-            .collect();
-        Some(top_processes(all, self.top_n))
+        let snapshot = Arc::new(processes::snapshot(&self.proc_root));
+        let top = self
+            .last_snapshot
+            .replace(Arc::clone(&snapshot))
+            .map(|prev| top_processes(processes::usage(&prev, &snapshot), self.top_n));
+        (top, Some(snapshot))
     }
 }
 
 /// The union of the `n` heaviest processes by CPU and by resident memory.
-pub fn top_processes(mut all: Vec<ProcessInfo>, n: usize) -> Vec<ProcessInfo> {
-    all.sort_by(|a, b| b.cpu_pct.total_cmp(&a.cpu_pct));
-    let mut top: Vec<ProcessInfo> = all.iter().take(n).cloned().collect();
-    all.sort_by_key(|p| std::cmp::Reverse(p.rss_bytes));
-    for p in all.into_iter().take(n) {
+/// CPU heaviest first, then the memory heavy ones not already listed.
+pub fn top_processes(all: Vec<ProcessInfo>, n: usize) -> Vec<ProcessInfo> {
+    let mut top = processes::top_by(&all, processes::Resource::Cpu, n);
+    for p in processes::top_by(&all, processes::Resource::Memory, n) {
         if !top.iter().any(|t| t.pid == p.pid) {
             top.push(p);
         }
@@ -410,6 +421,7 @@ mod tests {
             name: format!("p{pid}"),
             cpu_pct: cpu,
             rss_bytes: rss,
+            ..Default::default()
         };
         let top = top_processes(vec![p(1, 90.0, 1), p(2, 1.0, 900), p(3, 5.0, 5)], 1);
         let pids: Vec<u32> = top.iter().map(|p| p.pid).collect();
@@ -427,5 +439,27 @@ mod tests {
         for m in &second.metrics {
             assert!(m.value >= 0.0, "{} {} = {}", m.name, m.device, m.value);
         }
+
+        // Processes: the first tick only reads the base table.
+        assert!(first.top_processes.is_none());
+        let base = first.process_snapshot.expect("first tick reads processes");
+        let me = std::process::id();
+        assert!(base.procs.contains_key(&me));
+        let top = second.top_processes.expect("second tick has usage");
+        assert!(!top.is_empty() && top.len() <= 6, "{top:?}");
+        let table = second
+            .process_snapshot
+            .expect("second tick reads processes");
+        assert!(table.at > base.at);
+        assert!(top.iter().all(|p| table.procs.contains_key(&p.pid)));
+
+        // Not yet time for processes: neither list nor table.
+        let mut slow = Collector::new(Path::new("/proc"), 3, Duration::from_secs(3600));
+        assert!(slow.sample(0).process_snapshot.is_some());
+        let later = slow.sample(1);
+        assert!(later.top_processes.is_none() && later.process_snapshot.is_none());
+        // Disabled.
+        let mut off = Collector::new(Path::new("/proc"), 0, Duration::from_millis(1));
+        assert!(off.sample(0).process_snapshot.is_none());
     }
 }

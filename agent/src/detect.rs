@@ -1,18 +1,24 @@
 //! Live anomaly detection on the host: feeds every tick to the shared
 //! [`sco_models::detect::Detector`] (the same code `replay` runs), keeps the
-//! raw context an event needs at onset, and hot-swaps the model file.
+//! raw context an event needs at onset, names the processes that consumed the
+//! event's resource, keeps the learnt state across restarts (sled), and
+//! hot-swaps the model file.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sco_models::detect::{Anomaly, Detector, DetectorConfig, EventChange, EventKind};
+use sco_models::detect::{
+    Anomaly, Detector, DetectorConfig, DetectorSnapshot, EventChange, EventKind, Family,
+};
 use sco_models::Model;
 use sco_proto::v1::{
-    agent_message, anomaly_event, AgentMessage, AnomalyEvent, ProcessSample, Series,
+    agent_message, anomaly_event, AgentMessage, AnomalyEvent, DetectorState, ProcessSample,
+    Series,
 };
 
+use crate::collect::processes::{self, ProcSnapshot, Resource};
 use crate::collect::{ProcessInfo, Sample};
 use crate::config::{Config, DetectSection};
 
@@ -34,6 +40,26 @@ pub const NOT_SCORED: [&str; 1] = ["load."];
 /// Metrics always included in an event's context, besides its contributors.
 const CONTEXT_ALWAYS: [&str; 3] = ["cpu.total_pct", "mem.used_pct", "load.1"];
 const MAX_CONTEXT_SERIES: usize = 12;
+/// Culprits listed per event.
+const MAX_CULPRITS: usize = 5;
+/// Key of the detector's learnt state in its sled tree.
+const SNAPSHOT_KEY: &[u8] = b"detector";
+/// A saved state older than this is not restored: the host may have changed too much.
+const SNAPSHOT_MAX_AGE_MS: i64 = 24 * 3600 * 1000;
+/// A process snapshot taken when a family went over its threshold serves an onset this long.
+const RUN_BASE_MAX_AGE: Duration = Duration::from_secs(10);
+/// The learnt state is saved this often (and at shutdown).
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(300);
+
+/// The resource whose consumers explain an event of `family`.
+pub fn resource_of(family: Family) -> Option<Resource> {
+    match family {
+        Family::Cpu | Family::Processes => Some(Resource::Cpu),
+        Family::Memory => Some(Resource::Memory),
+        Family::DiskIo | Family::DiskSpace => Some(Resource::Io),
+        Family::Network | Family::Host => None,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
@@ -99,6 +125,16 @@ pub struct LiveDetector {
     history: VecDeque<(i64, HashMap<String, f64>)>,
     history_len: usize,
     latest_processes: Vec<ProcessInfo>,
+    /// The collector's last process snapshot.
+    process_base: Option<Arc<ProcSnapshot>>,
+    /// A process snapshot taken when a family went over its threshold. Culprits are the
+    /// deltas from it (if recent) to a fresh snapshot read at onset, so they cover exactly the
+    /// run that opened the event; else from the collector's last one.
+    run_base: Option<(Instant, Arc<ProcSnapshot>)>,
+    proc_root: PathBuf,
+    /// Where the learnt state is kept (None: not kept).
+    state: Option<sled::Tree>,
+    last_save: Instant,
     run_started_ms: i64,
     /// Detector event id → sequence number of the message that opened it.
     open: HashMap<u64, u64>,
@@ -112,16 +148,27 @@ pub struct Outgoing {
     change: EventChange,
     context: Vec<Series>,
     processes: Vec<ProcessSample>,
+    culprits: Vec<ProcessInfo>,
 }
 
 impl Outgoing {
     pub fn change(&self) -> &EventChange {
         &self.change
     }
+
+    /// The processes that consumed the event's resource before onset, heaviest first.
+    pub fn culprits(&self) -> &[ProcessInfo] {
+        &self.culprits
+    }
 }
 
 impl LiveDetector {
-    pub fn new(config: &Config, run_started_ms: i64) -> Result<Self, DetectError> {
+    /// `state`: the sled tree the learnt state is restored from and saved to.
+    pub fn new(
+        config: &Config,
+        run_started_ms: i64,
+        state: Option<sled::Tree>,
+    ) -> Result<Self, DetectError> {
         let d = &config.detect;
         let stamp = d.model.as_deref().and_then(model_stamp);
         let mut refused_stamp = None;
@@ -138,11 +185,15 @@ impl LiveDetector {
         };
         let name = model_name(&model);
         tracing::info!(model = %name, "anomaly model loaded");
+        let mut detector = Detector::new(
+            Arc::new(model),
+            detector_config(d, config.agent.interval_ms),
+        );
+        if let Some(tree) = &state {
+            restore(&mut detector, tree, run_started_ms);
+        }
         Ok(Self {
-            detector: Detector::new(
-                Arc::new(model),
-                detector_config(d, config.agent.interval_ms),
-            ),
+            detector,
             stamp: if refused_stamp.is_some() { None } else { stamp },
             model_path: d.model.clone(),
             model_name: name,
@@ -153,6 +204,11 @@ impl LiveDetector {
             history: VecDeque::new(),
             history_len: ((d.context_secs * 1000) / config.agent.interval_ms.max(1)) as usize,
             latest_processes: Vec::new(),
+            process_base: None,
+            run_base: None,
+            proc_root: config.agent.proc_root.clone(),
+            state,
+            last_save: Instant::now(),
             run_started_ms,
             open: HashMap::new(),
             warm: false,
@@ -166,6 +222,44 @@ impl LiveDetector {
 
     pub fn is_warm(&self) -> bool {
         self.detector.is_warm()
+    }
+
+    /// What the detector is doing, for heartbeats and `GET /hosts/{id}`.
+    pub fn state(&self, now_ms: i64) -> DetectorState {
+        let warm = self.detector.is_warm();
+        DetectorState {
+            state: if warm { "calibrated" } else { "warming_up" }.into(),
+            warm_until_ms: if warm {
+                0
+            } else {
+                now_ms
+                    + i64::try_from(self.detector.warmup_ticks_left() * self.interval_ms)
+                        .unwrap_or(i64::MAX / 2)
+            },
+            calibrated_at_ms: self.detector.calibrated_ms().unwrap_or(0),
+            restored: self.detector.is_restored(),
+            model: self.model_name.clone(),
+        }
+    }
+
+    /// Saves the learnt state (once warm) to the sled tree; called periodically and at
+    /// shutdown. Failures are logged: losing it only costs a warm-up.
+    pub fn save(&mut self) {
+        self.last_save = Instant::now();
+        let (Some(tree), Some(snap)) = (&self.state, self.detector.snapshot()) else {
+            return;
+        };
+        let result = serde_json::to_vec(&snap)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                tree.insert(SNAPSHOT_KEY, bytes)
+                    .and_then(|_| tree.flush())
+                    .map_err(|e| e.to_string())
+            });
+        match result {
+            Ok(_) => tracing::debug!("detector state saved"),
+            Err(e) => tracing::warn!(error = %e, "could not save the detector state"),
+        }
     }
 
     /// Applies detection settings of the policies in force over the
@@ -192,6 +286,12 @@ impl LiveDetector {
         }
         if let Some(p) = &sample.top_processes {
             self.latest_processes = p.clone();
+        }
+        if let Some(snap) = &sample.process_snapshot {
+            self.process_base = Some(snap.clone());
+        }
+        if self.detector.is_warm() && self.last_save.elapsed() >= SNAPSHOT_EVERY {
+            self.save();
         }
         let values: HashMap<String, f64> = sample
             .metrics
@@ -220,31 +320,66 @@ impl LiveDetector {
             }
             self.history.push_back((sample.ts_ms, values));
         }
-        let change = match tick {
+        let changes = match tick {
             Ok(t) => {
                 self.ticks_scored += 1;
-                t.change
+                if t.run_started && t.changes.is_empty() {
+                    // a family just went over its threshold: the culprits of the event it may
+                    // open are what runs from now to the onset, not what ran seconds before
+                    self.run_base = Some((
+                        Instant::now(),
+                        Arc::new(processes::snapshot(&self.proc_root)),
+                    ));
+                }
+                t.changes
             }
             Err(e) => {
                 tracing::warn!(error = %e, "scoring failed for this tick");
-                None
+                Vec::new()
             }
         };
-        change
+        // one fresh process read serves every event opened at this tick
+        let mut fresh: Option<Vec<ProcessInfo>> = None;
+        changes
+            .into_iter()
             .map(|change| {
-                let (context, processes) = if change.kind == EventKind::Opened {
-                    (self.context(&change.event), self.processes())
-                } else {
-                    (Vec::new(), Vec::new())
-                };
+                if change.kind != EventKind::Opened {
+                    return Outgoing {
+                        change,
+                        context: Vec::new(),
+                        processes: Vec::new(),
+                        culprits: Vec::new(),
+                    };
+                }
+                let usage = fresh.get_or_insert_with(|| self.usage_now());
+                let culprits = resource_of(change.event.family)
+                    .map(|r| processes::top_by(usage, r, MAX_CULPRITS))
+                    .unwrap_or_default();
                 Outgoing {
+                    context: self.context(&change.event),
+                    processes: self.processes(),
+                    culprits,
                     change,
-                    context,
-                    processes,
                 }
             })
-            .into_iter()
             .collect()
+    }
+
+    /// Per-process usage from the collector's last process snapshot to now. Reading /proc
+    /// here blocks the detection task for a few milliseconds, once per onset: rare enough
+    /// not to need another thread, and the culprits must be read at onset, not later.
+    fn usage_now(&self) -> Vec<ProcessInfo> {
+        let now = processes::snapshot(&self.proc_root);
+        let run_base = self
+            .run_base
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() <= RUN_BASE_MAX_AGE)
+            .map(|(_, s)| s);
+        match run_base.or(self.process_base.as_ref()) {
+            Some(base) => processes::usage(base, &now),
+            // no sample yet (the first seconds after start): memory is known, rates are not
+            None => processes::usage(&now, &now),
+        }
     }
 
     /// Checks the model file and swaps in a new model that validates.
@@ -352,8 +487,45 @@ impl LiveDetector {
                 context: out.context.clone(),
                 context_processes: out.processes.clone(),
                 model: self.model_name.clone(),
+                family: e.family.as_str().to_string(),
+                close_reason: e.close_reason.clone().unwrap_or_default(),
+                culprits: out.culprits.iter().map(crate::pb::process).collect(),
             })),
         }
+    }
+}
+
+/// Restores the learnt state saved by an earlier run of the same model, if recent enough.
+fn restore(detector: &mut Detector, tree: &sled::Tree, now_ms: i64) {
+    let bytes = match tree.get(SNAPSHOT_KEY) {
+        Ok(Some(b)) => b,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the saved detector state; warming up");
+            return;
+        }
+    };
+    let snap: DetectorSnapshot = match serde_json::from_slice(&bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "saved detector state is unreadable; warming up");
+            return;
+        }
+    };
+    let age_ms = now_ms - snap.saved_ms;
+    if age_ms > SNAPSHOT_MAX_AGE_MS {
+        tracing::info!(
+            age_secs = age_ms / 1000,
+            "saved detector state is older than a day; warming up"
+        );
+        return;
+    }
+    match detector.restore(snap) {
+        Ok(()) => tracing::info!(
+            age_secs = age_ms / 1000,
+            "detector state restored: no warm-up needed"
+        ),
+        Err(e) => tracing::info!(reason = %e, "saved detector state not used; warming up"),
     }
 }
 
@@ -388,6 +560,7 @@ mod tests {
                 },
             ],
             top_processes: None,
+            process_snapshot: None,
         }
     }
 
@@ -409,7 +582,7 @@ mod tests {
         }
         let manifest = dir.path().join("manifest.json");
         let mut live =
-            LiveDetector::new(&config_with_model(&manifest), 0).expect("valid model loads");
+            LiveDetector::new(&config_with_model(&manifest), 0, None).expect("valid model loads");
         let name = live.model_name().to_string();
         for i in 0..5 {
             live.observe(&sample(i * 1000, 5.0));
@@ -469,7 +642,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let manifest = dir.path().join("manifest.json");
         std::fs::write(&manifest, "{ not json").expect("write");
-        let mut live = LiveDetector::new(&config_with_model(&manifest), 0).expect("starts anyway");
+        let mut live = LiveDetector::new(&config_with_model(&manifest), 0, None).expect("starts anyway");
         live.observe(&sample(0, 5.0));
         assert_eq!(live.ticks_scored, 1);
         assert!(!live

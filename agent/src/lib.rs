@@ -18,6 +18,7 @@
 //! - [`executor`]: applies policies, proposes fired rules, runs requests
 //!   through the remediator and verifies them against live metrics.
 //! - [`pb`]: conversion of domain types to protobuf.
+//! - [`status`]: `status.json`, the detector state `sco-agent status` prints.
 //!
 //! [`run`] wires them together; the binary only parses the command line.
 
@@ -31,6 +32,7 @@ pub mod pb;
 pub mod policy;
 pub mod remediate;
 pub mod rollup;
+pub mod status;
 pub mod uplink;
 
 use std::future::Future;
@@ -110,17 +112,30 @@ pub async fn run(
         "outbox opened"
     );
     let run_started_ms = uplink::now_ms();
+    let db = outbox.db();
     let mut live = if config.detect.enabled {
-        Some(detect::LiveDetector::new(&config, run_started_ms)?)
+        // the learnt state lives in the agent's one sled database, beside the outbox
+        let tree = db
+            .open_tree("detector")
+            .map_err(|e| tracing::warn!(error = %e, "no detector state tree; it will not persist"))
+            .ok();
+        Some(detect::LiveDetector::new(&config, run_started_ms, tree)?)
     } else {
         None
     };
     let model = live.as_ref().map_or("", |d| d.model_name()).to_string();
+    let (detector_tx, detector_rx) = watch::channel(
+        live.as_ref()
+            .map(|d| d.state(run_started_ms))
+            .unwrap_or_default(),
+    );
+    if live.is_some() {
+        status::write(data_dir, &detector_tx.borrow());
+    }
     let outbox = Arc::new(Mutex::new(outbox));
     let new_data = Arc::new(Notify::new());
     let (connected_tx, connected_rx) = watch::channel(false);
     let (commands_tx, commands_rx) = mpsc::channel(64);
-    let db = outbox.lock().await.db();
     let remediator = remediate::Remediator::with_db(config.remediate.clone(), db.clone())
         .map_err(|e| AgentError::Remediate(e.to_string()))?;
     let key_path = config.server.policy_key_path();
@@ -161,6 +176,7 @@ pub async fn run(
         new_data: new_data.clone(),
         connected: connected_tx,
         commands: commands_tx,
+        detector: detector_rx,
     };
     let renewal = tokio::spawn(identity::renewal_loop(
         config.server.clone(),
@@ -188,6 +204,23 @@ pub async fn run(
                     }
                 }
                 let changes = live.as_mut().map(|d| d.observe(&sample)).unwrap_or_default();
+                if let Some(d) = live.as_ref() {
+                    let state = d.state(sample.ts_ms);
+                    let changed = detector_tx.send_if_modified(|s| {
+                        // warm_until_ms moves with the clock; only the rest is news
+                        let news = s.state != state.state
+                            || s.calibrated_at_ms != state.calibrated_at_ms
+                            || s.model != state.model
+                            || s.warm_until_ms == 0 && state.warm_until_ms != 0;
+                        if news {
+                            *s = state;
+                        }
+                        news
+                    });
+                    if changed {
+                        status::write(data_dir, &detector_tx.borrow());
+                    }
+                }
                 for change in changes {
                     engine.on_event(change.change());
                     let Some(d) = live.as_mut() else { break };
@@ -234,6 +267,9 @@ pub async fn run(
         }
     }
     tracing::info!("shutting down");
+    if let Some(d) = live.as_mut() {
+        d.save();
+    }
     drop(samples);
     drop(triggers_tx);
     let _ = stop_tx.send(true);

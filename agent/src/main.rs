@@ -18,6 +18,12 @@ enum Command {
         #[arg(long, short, default_value = "/etc/sco-agent/agent.toml")]
         config: PathBuf,
     },
+    /// Print what the running agent's anomaly detector is doing (warming up until when,
+    /// calibrated since when, restored or not, model).
+    Status {
+        #[arg(long, short, default_value = "/etc/sco-agent/agent.toml")]
+        config: PathBuf,
+    },
     /// Check a configuration file (and environment overrides) and exit.
     Validate {
         #[arg(long, short, default_value = "/etc/sco-agent/agent.toml")]
@@ -93,6 +99,28 @@ fn parse_score_quantile(s: &str) -> Result<ScoreQuantile, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Status { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match sco_agent::status::read(&config.agent.data_dir) {
+                Ok(s) => {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                    println!("{}", sco_agent::status::describe(&s, now_ms));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Validate { config } => match Config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());

@@ -199,6 +199,7 @@ mod tests {
                 outbox_pending: n,
                 outbox_dropped_total: 0,
                 cert_not_after_ms: 0,
+                detector: None,
             })),
         }
     }

@@ -37,5 +37,9 @@ pub fn process(p: &ProcessInfo) -> ProcessSample {
         name: p.name.clone(),
         cpu_pct: p.cpu_pct,
         rss_bytes: p.rss_bytes,
+        cmdline: p.cmdline.clone(),
+        unit: p.unit.clone(),
+        read_bytes_per_s: p.read_bytes_per_s,
+        write_bytes_per_s: p.write_bytes_per_s,
     }
 }

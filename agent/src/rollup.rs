@@ -104,6 +104,7 @@ mod tests {
                 value: v,
             }],
             top_processes: None,
+            process_snapshot: None,
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Uplink {
     pub connected: watch::Sender<bool>,
     /// Remediation requests from the control plane, for the remediator.
     pub commands: mpsc::Sender<Inbound>,
+    /// The anomaly detector's state, sent with every heartbeat.
+    pub detector: watch::Receiver<sco_proto::v1::DetectorState>,
 }
 
 enum End {
@@ -232,6 +234,7 @@ impl Uplink {
                         let o = self.outbox.lock().await;
                         (o.pending(), o.dropped_total())
                     };
+                    let detector = self.detector.borrow().clone();
                     send(AgentMessage {
                         seq: 0,
                         produced_at_ms: now_ms(),
@@ -240,6 +243,7 @@ impl Uplink {
                             outbox_dropped_total: dropped,
                             cert_not_after_ms: crate::identity::cert_validity(&self.server.cert)
                                 .map_or(0, |(_, na)| na),
+                            detector: Some(detector),
                         })),
                     })
                     .await?;

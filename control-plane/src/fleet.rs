@@ -59,12 +59,35 @@ pub struct MetricRow {
     pub count: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ProcessRow {
     pub pid: u32,
     pub name: String,
     pub cpu_pct: f64,
     pub rss_bytes: u64,
+    // rows stored before these fields existed lack them
+    #[serde(default)]
+    pub cmdline: String,
+    /// systemd unit or cgroup path.
+    #[serde(default)]
+    pub unit: String,
+    #[serde(default)]
+    pub read_bytes_per_s: f64,
+    #[serde(default)]
+    pub write_bytes_per_s: f64,
+}
+
+/// The anomaly detector's state on a host, from its heartbeats.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DetectorStatus {
+    /// "warming_up", "calibrated", or "" before the first heartbeat that said.
+    pub state: String,
+    /// While warming up: when the warm-up ends (Unix ms), else 0.
+    pub warm_until_ms: i64,
+    /// When the current calibration was made (Unix ms), 0 while warming up.
+    pub calibrated_at_ms: i64,
+    /// The calibration was restored at the agent's start (no warm-up).
+    pub restored: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -103,6 +126,7 @@ pub struct Host {
     pub cert_not_after_ms: i64,
     pub revoked: bool,
     pub revoked_at_ms: i64,
+    pub detector: DetectorStatus,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
@@ -180,6 +204,13 @@ pub struct AnomalyChange {
     pub context: Vec<Series>,
     pub context_processes: Vec<ProcessRow>,
     pub model: String,
+    /// "cpu", "memory", "disk_space", "disk_io", "network", "processes" or "host"; empty
+    /// from agents that predate families.
+    pub family: String,
+    /// Why the agent closed it (CLOSED only).
+    pub close_reason: String,
+    /// Processes that consumed the family's resource before onset (OPENED only).
+    pub culprits: Vec<ProcessRow>,
 }
 
 impl AnomalyChange {
@@ -200,10 +231,16 @@ pub struct Anomaly {
     pub score: f64,
     pub peak_score: f64,
     pub severity: Severity,
+    /// What the event is about (see [`AnomalyChange::family`]).
+    pub family: String,
     pub top_metric: String,
     pub contributors: Vec<Contributor>,
+    /// The processes that consumed the family's resource in the seconds before onset,
+    /// heaviest first.
+    pub culprits: Vec<ProcessRow>,
     pub model: String,
-    /// Why it closed: "recovered" (the detector closed it) or "agent restarted".
+    /// Why it closed: the agent's reason (e.g. "recovered: cpu under its clear level for
+    /// 15 s; lasted 42 s") or "agent restarted".
     pub close_reason: String,
     /// Raw window and top processes at onset; only on single-event reads.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -557,9 +594,16 @@ impl Fleet {
         agent_id: &str,
         outbox_dropped_total: i64,
         cert_not_after_ms: i64,
+        detector: Option<&DetectorStatus>,
     ) -> Result<(), StoreError> {
         self.store
-            .touch_host(agent_id, outbox_dropped_total, cert_not_after_ms, now_ms())
+            .touch_host(
+                agent_id,
+                outbox_dropped_total,
+                cert_not_after_ms,
+                detector,
+                now_ms(),
+            )
             .await
     }
 

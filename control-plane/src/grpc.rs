@@ -369,7 +369,11 @@ impl Session {
             },
             Some(agent_message::Body::Heartbeat(h)) => {
                 let dropped = i64::try_from(h.outbox_dropped_total).unwrap_or(i64::MAX);
-                if let Err(e) = fleet.heartbeat(id, dropped, h.cert_not_after_ms).await {
+                let detector = h.detector.map(pb::detector_status);
+                if let Err(e) = fleet
+                    .heartbeat(id, dropped, h.cert_not_after_ms, detector.as_ref())
+                    .await
+                {
                     tracing::warn!(agent_id = %id, error = %e, "cannot record heartbeat");
                 }
                 return Ok(None);

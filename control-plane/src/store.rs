@@ -12,8 +12,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Connection, Executor, Row};
 
 use crate::fleet::{
-    Anomaly, AnomalyChange, AnomalyQuery, ChangeKind, Host, HostInfo, Ingested, LatestValue,
-    ProcessRow, RollupBatch, RollupPoint, RollupQuery, Severity,
+    Anomaly, AnomalyChange, AnomalyQuery, ChangeKind, DetectorStatus, Host, HostInfo, Ingested,
+    LatestValue, ProcessRow, RollupBatch, RollupPoint, RollupQuery, Severity,
 };
 
 mod enroll;
@@ -152,19 +152,30 @@ impl Store {
         id: &str,
         dropped: i64,
         cert_not_after_ms: i64,
+        detector: Option<&DetectorStatus>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        // a heartbeat without a detector state (detection off) leaves the last one
+        let d = detector.cloned().unwrap_or_default();
         sqlx::query(
             "UPDATE hosts SET last_seen_ms = $2,
                  outbox_dropped_total = CASE WHEN outbox_dropped_total > $3
                                              THEN outbox_dropped_total ELSE $3 END,
-                 cert_not_after_ms = CASE WHEN $4 > 0 THEN $4 ELSE cert_not_after_ms END
+                 cert_not_after_ms = CASE WHEN $4 > 0 THEN $4 ELSE cert_not_after_ms END,
+                 detector_state = CASE WHEN $5 = '' THEN detector_state ELSE $5 END,
+                 detector_warm_until_ms = CASE WHEN $5 = '' THEN detector_warm_until_ms ELSE $6 END,
+                 detector_calibrated_at_ms = CASE WHEN $5 = '' THEN detector_calibrated_at_ms ELSE $7 END,
+                 detector_restored = CASE WHEN $5 = '' THEN detector_restored ELSE $8 END
              WHERE id = $1",
         )
         .bind(id)
         .bind(now_ms)
         .bind(dropped)
         .bind(cert_not_after_ms)
+        .bind(d.state)
+        .bind(d.warm_until_ms)
+        .bind(d.calibrated_at_ms)
+        .bind(i64::from(d.restored))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -278,19 +289,21 @@ impl Store {
         } else {
             "open"
         };
-        let close_reason = if c.kind == ChangeKind::Closed {
-            "recovered"
-        } else {
-            ""
+        let close_reason = match c.kind {
+            ChangeKind::Closed if c.close_reason.is_empty() => "recovered",
+            ChangeKind::Closed => c.close_reason.as_str(),
+            _ => "",
         };
         match c.kind {
             ChangeKind::Opened => {
                 let context =
                     serde_json::json!({ "series": c.context, "processes": c.context_processes });
+                let culprits = serde_json::to_string(&c.culprits).unwrap_or_else(|_| "[]".into());
                 sqlx::query(
                     "INSERT INTO anomalies (id, host_id, run_started_ms, status, started_ms, updated_ms, ended_ms,
-                        score, peak_score, severity, severity_rank, top_metric, contributors, context, model, close_reason)
-                     VALUES ($1, $2, $3, 'open', $4, $5, NULL, $6, $7, $8, $9, $10, $11, $12, $13, '')
+                        score, peak_score, severity, severity_rank, top_metric, contributors, context, model, close_reason,
+                        family, culprits)
+                     VALUES ($1, $2, $3, 'open', $4, $5, NULL, $6, $7, $8, $9, $10, $11, $12, $13, '', $14, $15)
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(c.event_id(host))
@@ -306,6 +319,8 @@ impl Store {
                 .bind(contributors)
                 .bind(context.to_string())
                 .bind(&c.model)
+                .bind(&c.family)
+                .bind(culprits)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -595,11 +610,12 @@ pub(crate) async fn claim_message(
 
 const ANOMALY_SELECT: &str =
     "SELECT id, host_id, status, started_ms, updated_ms, ended_ms, score, peak_score,
-    severity, top_metric, contributors, context, model, close_reason FROM anomalies";
+    severity, top_metric, contributors, context, model, close_reason, family, culprits FROM anomalies";
 
 fn anomaly_from_row(r: &AnyRow, with_context: bool) -> Result<Anomaly, StoreError> {
     let severity: String = r.try_get("severity")?;
     let contributors: String = r.try_get("contributors")?;
+    let culprits: String = r.try_get("culprits")?;
     let context = if with_context {
         let text: String = r.try_get("context")?;
         serde_json::from_str(&text).ok()
@@ -616,8 +632,10 @@ fn anomaly_from_row(r: &AnyRow, with_context: bool) -> Result<Anomaly, StoreErro
         score: r.try_get("score")?,
         peak_score: r.try_get("peak_score")?,
         severity: Severity::parse(&severity).unwrap_or(Severity::Low),
+        family: r.try_get("family")?,
         top_metric: r.try_get("top_metric")?,
         contributors: serde_json::from_str(&contributors).unwrap_or_default(),
+        culprits: parse_processes(&culprits),
         model: r.try_get("model")?,
         close_reason: r.try_get("close_reason")?,
         context,
@@ -626,7 +644,8 @@ fn anomaly_from_row(r: &AnyRow, with_context: bool) -> Result<Anomaly, StoreErro
 
 const HOST_SELECT: &str =
     "SELECT id, hostname, os, kernel, agent_version, labels, interval_ms, first_seen_ms,
-    last_seen_ms, connected, last_seq, outbox_dropped_total, cert_not_after_ms, revoked_at_ms, enrolled_labels
+    last_seen_ms, connected, last_seq, outbox_dropped_total, cert_not_after_ms, revoked_at_ms, enrolled_labels,
+    detector_state, detector_warm_until_ms, detector_calibrated_at_ms, detector_restored
     FROM hosts";
 
 fn host_from_row(r: &AnyRow, stale_after_ms: i64, now_ms: i64) -> Result<Host, StoreError> {
@@ -643,7 +662,15 @@ fn host_from_row(r: &AnyRow, stale_after_ms: i64, now_ms: i64) -> Result<Host, S
     let revoked_at_ms: i64 = r.try_get("revoked_at_ms")?;
     let last_seen_ms: i64 = r.try_get("last_seen_ms")?;
     let connected: i64 = r.try_get("connected")?;
+    let restored: i64 = r.try_get("detector_restored")?;
+    let detector = DetectorStatus {
+        state: r.try_get("detector_state")?,
+        warm_until_ms: r.try_get("detector_warm_until_ms")?,
+        calibrated_at_ms: r.try_get("detector_calibrated_at_ms")?,
+        restored: restored != 0,
+    };
     Ok(Host {
+        detector,
         id: r.try_get("id")?,
         hostname: r.try_get("hostname")?,
         os: r.try_get("os")?,
@@ -665,23 +692,7 @@ fn host_from_row(r: &AnyRow, stale_after_ms: i64, now_ms: i64) -> Result<Host, S
 }
 
 fn parse_processes(json: &str) -> Vec<ProcessRow> {
-    #[derive(serde::Deserialize)]
-    struct P {
-        pid: u32,
-        name: String,
-        cpu_pct: f64,
-        rss_bytes: u64,
-    }
-    serde_json::from_str::<Vec<P>>(json)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|p| ProcessRow {
-            pid: p.pid,
-            name: p.name,
-            cpu_pct: p.cpu_pct,
-            rss_bytes: p.rss_bytes,
-        })
-        .collect()
+    serde_json::from_str::<Vec<ProcessRow>>(json).unwrap_or_default()
 }
 
 fn push_placeholders(sql: &mut String, rows: usize, cols: usize) {

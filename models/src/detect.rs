@@ -284,6 +284,9 @@ pub struct Tick {
     pub top_metric: Option<String>,
     /// Events opened, updated or closed by this tick (at most one per family).
     pub changes: Vec<EventChange>,
+    /// A family without an open event went over its threshold at this tick (an event may open
+    /// `min_duration_ticks` later): the moment to take a reference for what happens next.
+    pub run_started: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -809,6 +812,8 @@ pub struct Detector {
     last_ts_ms: Option<i64>,
     /// Milliseconds between the last two ticks (for close reasons).
     tick_ms: i64,
+    /// See [`Tick::run_started`].
+    run_started: bool,
     // scratch buffers, reused every tick
     scratch: Vec<f64>,
     batch: Vec<f32>,
@@ -838,6 +843,7 @@ impl Detector {
             restored: false,
             last_ts_ms: None,
             tick_ms: 1000,
+            run_started: false,
             scratch: Vec::new(),
             batch: Vec::new(),
             batch_metrics: Vec::new(),
@@ -1105,6 +1111,7 @@ impl Detector {
                 alarm: false,
                 top_metric: None,
                 changes,
+                run_started: false,
             });
         }
         let Some(calib) = self.calib.as_ref() else {
@@ -1114,6 +1121,7 @@ impl Detector {
                 alarm: false,
                 top_metric: None,
                 changes: Vec::new(),
+                run_started: false,
             });
         };
 
@@ -1238,6 +1246,7 @@ impl Detector {
             alarm: self.families.iter().any(|f| f.event.is_some()),
             top_metric: top.map(|i| self.metrics[i].name.clone()),
             changes,
+            run_started: std::mem::take(&mut self.run_started),
         })
     }
 
@@ -1304,6 +1313,7 @@ impl Detector {
             if st.over_run == 0 {
                 st.over_start_ms = ts_ms;
                 st.run_peak_ratio = 0.0;
+                self.run_started = true;
             }
             st.over_run += 1;
             st.run_peak_ratio = st.run_peak_ratio.max(r_eff);

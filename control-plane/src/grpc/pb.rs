@@ -5,8 +5,8 @@ use sco_proto::v1::{
 };
 
 use crate::fleet::{
-    AnomalyChange, ChangeKind, Contributor, HostInfo, MetricRow, ProcessRow, RollupBatch, Series,
-    Severity,
+    AnomalyChange, ChangeKind, Contributor, DetectorStatus, HostInfo, MetricRow, ProcessRow,
+    RollupBatch, Series, Severity,
 };
 
 /// Largest values we accept from an agent, so a broken or hostile agent
@@ -139,14 +139,36 @@ fn processes(p: Vec<ProcessSample>) -> Vec<ProcessRow> {
         .map(|p| ProcessRow {
             pid: p.pid,
             name: clip(&p.name, 128),
-            cpu_pct: if p.cpu_pct.is_finite() {
-                p.cpu_pct
-            } else {
-                0.0
-            },
+            cpu_pct: finite_or_zero(p.cpu_pct),
             rss_bytes: p.rss_bytes,
+            cmdline: clip(&p.cmdline, 512),
+            unit: clip(&p.unit, 256),
+            read_bytes_per_s: finite_or_zero(p.read_bytes_per_s),
+            write_bytes_per_s: finite_or_zero(p.write_bytes_per_s),
         })
         .collect()
+}
+
+fn finite_or_zero(v: f64) -> f64 {
+    if v.is_finite() {
+        v
+    } else {
+        0.0
+    }
+}
+
+/// The detector state a heartbeat reports; an unknown state is kept as "" (unknown).
+pub fn detector_status(d: sco_proto::v1::DetectorState) -> DetectorStatus {
+    let state = match d.state.as_str() {
+        s @ ("warming_up" | "calibrated") => s.to_string(),
+        _ => String::new(),
+    };
+    DetectorStatus {
+        state,
+        warm_until_ms: d.warm_until_ms.max(0),
+        calibrated_at_ms: d.calibrated_at_ms.max(0),
+        restored: d.restored,
+    }
 }
 
 const MAX_CONTRIBUTORS: usize = 32;
@@ -173,6 +195,15 @@ pub fn anomaly(seq: u64, produced_at_ms: i64, a: AnomalyEvent) -> Result<Anomaly
     }
     let severity = Severity::parse(&a.severity)
         .ok_or_else(|| format!("unknown severity {:?}", clip(&a.severity, 32)))?;
+    // empty from agents that predate families
+    let family = if a.family.is_empty() {
+        String::new()
+    } else {
+        sco_models::Family::parse(&a.family)
+            .ok_or_else(|| format!("unknown anomaly family {:?}", clip(&a.family, 32)))?
+            .as_str()
+            .to_string()
+    };
     if ![a.score, a.peak_score].iter().all(|v| v.is_finite()) {
         return Err("anomaly score is not finite".into());
     }
@@ -240,6 +271,9 @@ pub fn anomaly(seq: u64, produced_at_ms: i64, a: AnomalyEvent) -> Result<Anomaly
         context,
         context_processes: processes(a.context_processes),
         model: clip(&a.model, 128),
+        family,
+        close_reason: clip(&a.close_reason, 256),
+        culprits: processes(a.culprits).into_iter().take(16).collect(),
     })
 }
 
@@ -287,21 +321,7 @@ pub fn rollup(seq: u64, produced_at_ms: i64, r: MetricRollup) -> Result<RollupBa
         window_start_ms: r.window_start_ms,
         window_end_ms: r.window_end_ms,
         metrics,
-        top_processes: r
-            .top_processes
-            .into_iter()
-            .take(200)
-            .map(|p| ProcessRow {
-                pid: p.pid,
-                name: clip(&p.name, 128),
-                cpu_pct: if p.cpu_pct.is_finite() {
-                    p.cpu_pct
-                } else {
-                    0.0
-                },
-                rss_bytes: p.rss_bytes,
-            })
-            .collect(),
+        top_processes: processes(r.top_processes),
         outbox_dropped_total: i64::try_from(r.outbox_dropped_total).unwrap_or(i64::MAX),
     })
 }
