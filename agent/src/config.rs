@@ -71,7 +71,7 @@ impl Default for DetectSection {
             warmup_secs: 300,
             threshold_quantile: 0.995,
             sensitivity: 1.0,
-            min_duration_secs: 5,
+            min_duration_secs: 2,
             clear_secs: 15,
             update_every_secs: 30,
             ignore: Vec::new(),
@@ -312,11 +312,21 @@ impl RemediateSection {
             }
         }
         for u in &self.notify_urls {
-            let host = u.strip_prefix("http://").unwrap_or("");
-            if host.is_empty() || host.starts_with('/') || u.contains('@') {
+            // https prefixes are fine: webhooks are verified against
+            // `notify_ca_file` (see remediate::webhook_client).
+            let rest = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"))
+                .unwrap_or("");
+            let host = rest.split('/').next().unwrap_or("");
+            let bad_char = u.chars().any(|c| c.is_control() || c.is_whitespace());
+            if host.is_empty() || host.starts_with(':') || u.contains('@') || bad_char {
                 return invalid(
                     "remediate.notify_urls",
-                    format!("{u:?} must be http://host[:port][/path] (https is not supported)"),
+                    format!(
+                        "{u:?} must be http://host[:port][/path] or https://host[:port][/path], \
+                         without credentials or spaces"
+                    ),
                 );
             }
         }
@@ -635,7 +645,19 @@ mod tests {
         base.server.key = existing;
         base.validate().expect("base is valid");
         type Mutate = fn(&mut Config);
-        let cases: [(&str, Mutate); 10] = [
+        let cases: [(&str, Mutate); 14] = [
+            ("remediate.notify_urls", |c| {
+                c.remediate.notify_urls = vec!["https://".into()]
+            }),
+            ("remediate.notify_urls", |c| {
+                c.remediate.notify_urls = vec!["ftp://hooks.local/sco".into()]
+            }),
+            ("remediate.notify_urls", |c| {
+                c.remediate.notify_urls = vec!["https://user:pw@hooks.local/sco".into()]
+            }),
+            ("remediate.notify_urls", |c| {
+                c.remediate.notify_urls = vec!["http:///sco".into()]
+            }),
             ("remediate.clean_roots", |c| {
                 c.remediate.clean_roots = vec!["/".into()]
             }),
@@ -663,6 +685,28 @@ mod tests {
             let err = c.validate().expect_err(key).to_string();
             assert!(err.contains(key), "expected {key} in {err}");
         }
+    }
+
+    #[test]
+    fn notify_urls_accept_http_and_https() {
+        let mut c = Config::from_toml(EXAMPLE).expect("example parses");
+        c.remediate.notify_urls = vec![
+            "http://hooks.local:8080/sco".into(),
+            "https://chat.example.com/hooks/".into(),
+            "https://[::1]:8443".into(),
+        ];
+        c.remediate
+            .validate()
+            .expect("http and https prefixes are valid");
+        c.remediate.notify_urls = vec!["hooks.local/sco".into()];
+        let err = c.remediate.validate().expect_err("no scheme").to_string();
+        assert!(
+            err.contains("remediate.notify_urls")
+                && err.contains("hooks.local/sco")
+                && err.contains("https://host"),
+            "{err}"
+        );
+        assert!(!err.contains("not supported"), "{err}");
     }
 
     #[test]

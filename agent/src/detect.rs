@@ -14,8 +14,7 @@ use sco_models::detect::{
 };
 use sco_models::Model;
 use sco_proto::v1::{
-    agent_message, anomaly_event, AgentMessage, AnomalyEvent, DetectorState, ProcessSample,
-    Series,
+    agent_message, anomaly_event, AgentMessage, AnomalyEvent, DetectorState, ProcessSample, Series,
 };
 
 use crate::collect::processes::{self, ProcSnapshot, Resource};
@@ -642,7 +641,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let manifest = dir.path().join("manifest.json");
         std::fs::write(&manifest, "{ not json").expect("write");
-        let mut live = LiveDetector::new(&config_with_model(&manifest), 0, None).expect("starts anyway");
+        let mut live =
+            LiveDetector::new(&config_with_model(&manifest), 0, None).expect("starts anyway");
         live.observe(&sample(0, 5.0));
         assert_eq!(live.ticks_scored, 1);
         assert!(!live

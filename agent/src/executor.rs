@@ -204,20 +204,30 @@ impl Executor {
     }
 
     /// A rule fired: check it against the local limits now (without acting
-    /// or consuming anything), then propose it, or record the dry run.
+    /// or consuming anything), then propose it, or record the dry run. A
+    /// cooldown refusal already reported for this rule revision and the same
+    /// cooldown is not reported again (see [`remediate::Remediator::precheck`]).
     async fn trigger(&mut self, t: Trigger) {
         let rule = t.qualified();
-        let report = self
-            .remediator
-            .request(remediate::ActionRequest {
-                rule: rule.clone(),
-                action: t.rule.action.clone(),
-                mode: Mode::DryRun,
-                lease: None,
-                cooldown_secs: t.rule.cooldown_secs,
-                max_per_hour: t.rule.max_per_hour,
-            })
-            .await;
+        // A dry_run rule's check is its dry run; an auto or approve rule's
+        // is a pre-check: the lease comes later, with the approval.
+        let mode = match t.rule.mode {
+            RuleMode::DryRun => Mode::DryRun,
+            RuleMode::Auto | RuleMode::Approve => Mode::Precheck,
+        };
+        let request = remediate::ActionRequest {
+            rule: rule.clone(),
+            action: t.rule.action.clone(),
+            mode,
+            lease: None,
+            cooldown_secs: t.rule.cooldown_secs,
+            max_per_hour: t.rule.max_per_hour,
+        };
+        let key = format!("{rule}@{}", t.revision);
+        let Some(report) = self.remediator.precheck(request, &key).await else {
+            // Cooling down, and already reported as such (logged there).
+            return;
+        };
         let decision = match (report.decision, t.rule.mode) {
             (Decision::Refused | Decision::Failed, _) => "refused",
             (_, RuleMode::DryRun) => "dry_run",
@@ -405,6 +415,99 @@ mod tests {
     use super::*;
     use crate::policy::parse;
     use crate::policy::test_keys::{keypair, public, sign};
+
+    /// A rule that keeps firing while it cools down reports its refusal
+    /// once per rule revision and cooldown, as a pre-check, not a dry run.
+    #[tokio::test]
+    async fn a_cooldown_refusal_is_reported_once_not_per_fire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = Outbox::open(&dir.path().join("outbox"), 1 << 20, 1 << 20).expect("outbox");
+        let db = outbox.db();
+        let config = crate::config::RemediateSection {
+            systemctl: "/bin/true".into(),
+            ..Default::default()
+        };
+        let mut remediator = remediate::Remediator::with_db(config, db.clone()).expect("open");
+        let policy = parse(
+            "name: p\nrules:\n  - name: r\n    when: { state: ['cpu.total_pct > 80'] }\n    \
+             action: { type: restart_service, unit: a.service }\n    mode: auto\n    cooldown_secs: 3600\n",
+        )
+        .expect("valid");
+        let rule = policy.rules[0].clone();
+        // The rule acted a moment ago: it cools down for an hour.
+        let done = remediator
+            .request(remediate::ActionRequest {
+                rule: "p/r".into(),
+                action: rule.action.clone(),
+                mode: Mode::Execute,
+                lease: Some(remediate::Lease {
+                    token: "t".into(),
+                    expires_ms: now_ms() + 60_000,
+                }),
+                cooldown_secs: rule.cooldown_secs,
+                max_per_hour: rule.max_per_hour,
+            })
+            .await;
+        assert_eq!(done.decision, Decision::Executed, "{done:?}");
+        let mut executor = Executor {
+            remediator,
+            policies: Arc::new(std::sync::Mutex::new(
+                PolicyStore::open(&db, None).expect("policies"),
+            )),
+            outbox: Arc::new(Mutex::new(outbox)),
+            new_data: Arc::new(Notify::new()),
+            latest: watch::channel(Latest::default()).1,
+            tuning: watch::channel(None).0,
+        };
+        let fired = |revision| Trigger {
+            policy: "p".into(),
+            revision,
+            rule: rule.clone(),
+            evidence: serde_json::json!({}),
+        };
+        for _ in 0..3 {
+            executor.trigger(fired(1)).await;
+        }
+        // A new revision is a new rule as far as reporting goes.
+        executor.trigger(fired(2)).await;
+        executor.trigger(fired(2)).await;
+
+        let sent = executor.outbox.lock().await.after(0, 100).expect("outbox");
+        let proposals: Vec<ActionProposal> = sent
+            .into_iter()
+            .filter_map(|m| match m.body {
+                Some(Body::Proposal(p)) => Some(p),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            proposals.iter().map(|p| p.revision).collect::<Vec<_>>(),
+            [1, 2],
+            "{proposals:?}"
+        );
+        for p in &proposals {
+            assert_eq!(p.decision, "refused");
+            assert!(p.reason.starts_with("cooldown_active"), "{p:?}");
+            let report: ActionReport = serde_json::from_str(&p.report_json).expect("report");
+            assert_eq!(report.mode, Mode::Precheck);
+            assert!(
+                report.notes[0].starts_with("pre-check of a rule that executes: checked ")
+                    && report.notes[0].ends_with("when the request runs")
+                    && report.notes[0].contains("cooldown")
+                    && !report.notes[0].contains("host budget"),
+                "{:?}",
+                report.notes
+            );
+            assert!(
+                !report.notes.iter().any(|n| n.contains("dry run")),
+                "{:?}",
+                report.notes
+            );
+        }
+        // Nor does the local history fill with repeats: the execution and
+        // the two reported refusals.
+        assert_eq!(executor.remediator.history(100).expect("history").len(), 3);
+    }
 
     #[test]
     fn detection_settings_merge_first_wins_ignores_add_up() {

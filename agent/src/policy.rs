@@ -34,6 +34,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::remediate::actions::glob_match;
 use crate::remediate::{Action, VerifySpec};
 pub use sco_models::detect::Severity;
 
@@ -42,6 +43,49 @@ const SIGNATURE_CONTEXT: &[u8] = b"sco-policy-v1";
 
 /// Largest policy document accepted, in bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+
+/// Every metric name the agent collects (the device, after `:` in a metric
+/// key, is free). Policy conditions are checked against it, so a misspelt
+/// metric is refused when the policy is written instead of silently never
+/// firing. A test keeps it in step with README's "What the agent collects".
+pub const KNOWN_METRICS: &[&str] = &[
+    "cpu.total_pct",
+    "cpu.user_pct",
+    "cpu.system_pct",
+    "cpu.iowait_pct",
+    "cpu.steal_pct",
+    "load.1",
+    "load.5",
+    "load.15",
+    "mem.used_bytes",
+    "mem.available_bytes",
+    "mem.cached_bytes",
+    "mem.used_pct",
+    "swap.used_bytes",
+    "swap.used_pct",
+    "disk.used_bytes",
+    "disk.used_pct",
+    "disk.read_bytes_per_s",
+    "disk.write_bytes_per_s",
+    "disk.reads_per_s",
+    "disk.writes_per_s",
+    "disk.busy_pct",
+    "net.rx_bytes_per_s",
+    "net.rx_packets_per_s",
+    "net.rx_errors_per_s",
+    "net.rx_drops_per_s",
+    "net.tx_bytes_per_s",
+    "net.tx_packets_per_s",
+    "net.tx_errors_per_s",
+    "net.tx_drops_per_s",
+    "proc.count",
+    "psi.cpu.some_pct",
+    "psi.cpu.full_pct",
+    "psi.memory.some_pct",
+    "psi.memory.full_pct",
+    "psi.io.some_pct",
+    "psi.io.full_pct",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -306,6 +350,83 @@ fn check_metric(metric: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The metric name of a key: `disk.used_pct:/var` names `disk.used_pct`.
+fn metric_name(key: &str) -> &str {
+    key.split_once(':').map_or(key, |(name, _)| name)
+}
+
+/// Checks that a metric key (`name` or `name:device`) names a collected
+/// metric; the device is not checked (mounts and interfaces vary by host).
+fn check_known_metric(key: &str) -> Result<(), String> {
+    let name = metric_name(key);
+    if KNOWN_METRICS.contains(&name) {
+        return Ok(());
+    }
+    Err(format!(
+        "unknown metric {name:?}, the agent never collects it; {}",
+        suggestion(name)
+    ))
+}
+
+/// Checks that a metric glob (`cpu.*`, `disk.busy_pct:sd*`) matches at
+/// least one collected metric.
+fn check_known_glob(glob: &str) -> Result<(), String> {
+    let name = metric_name(glob);
+    if KNOWN_METRICS.iter().any(|m| glob_match(name, m)) {
+        return Ok(());
+    }
+    Err(format!(
+        "{glob:?} matches no metric the agent collects; {}",
+        suggestion(name)
+    ))
+}
+
+/// "did you mean ...?" when a known name is close enough to be the intended
+/// one, else the families of known names.
+fn suggestion(name: &str) -> String {
+    // Close: at most a third of the longer name differs (at least 2
+    // characters), which catches typos and a dropped suffix (`cpu.total`)
+    // without suggesting an unrelated metric.
+    let close = KNOWN_METRICS
+        .iter()
+        .map(|m| (edit_distance(name, m), *m))
+        .min_by_key(|(d, _)| *d)
+        .filter(|(d, m)| *d <= (name.chars().count().max(m.len()) / 3).max(2));
+    if let Some((_, m)) = close {
+        return format!("did you mean {m}?");
+    }
+    let mut families: Vec<&str> = Vec::new();
+    for m in KNOWN_METRICS {
+        let family = m.split('.').next().unwrap_or(m);
+        if !families.contains(&family) {
+            families.push(family);
+        }
+    }
+    format!(
+        "known metrics are {} (see \"What the agent collects\" in the README)",
+        families
+            .iter()
+            .map(|f| format!("{f}.*"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 /// Parses and validates a policy written as JSON (first non-blank character
 /// `{`) or YAML.
 pub fn parse(text: &str) -> Result<Policy, PolicyError> {
@@ -341,7 +462,8 @@ fn path_error(path: &serde_path_to_error::Path, e: &impl fmt::Display) -> Policy
 
 impl Policy {
     /// Checks what the types cannot: names, limits, that every rule has a
-    /// condition, and the action's own static checks.
+    /// condition on metrics the agent collects, and the action's own static
+    /// checks.
     pub fn validate(&self) -> Result<(), PolicyError> {
         check_name("name", &self.name)?;
         if self.description.len() > 1024 {
@@ -413,7 +535,12 @@ impl Policy {
                             ),
                         ));
                     }
+                    check_known_glob(g).map_err(|r| PolicyError::new(field(), r))?;
                 }
+            }
+            for (j, c) in w.state.iter().enumerate() {
+                check_known_metric(&c.metric)
+                    .map_err(|r| PolicyError::new(at(&format!("when.state[{j}]")), r))?;
             }
             rule.action
                 .check()
@@ -431,7 +558,9 @@ impl Policy {
                 return Err(PolicyError::new(at("cooldown_secs"), "more than a week"));
             }
             if let Some(v) = &rule.verify {
-                check_metric(&v.metric).map_err(|r| PolicyError::new(at("verify.metric"), r))?;
+                check_metric(&v.metric)
+                    .and_then(|()| check_known_metric(&v.metric))
+                    .map_err(|r| PolicyError::new(at("verify.metric"), r))?;
                 if !v.below.is_finite() {
                     return Err(PolicyError::new(at("verify.below"), "not a finite number"));
                 }
@@ -667,6 +796,106 @@ rules:
         let e = parse("name: a\nrules:\n  - name: r\n    when: {}\n    action: { type: journal_vacuum, max_size_mb: 1 }\n")
             .expect_err("no condition");
         assert_eq!(e.field, "rules[0].when");
+    }
+
+    #[test]
+    fn unknown_metrics_are_refused_with_the_closest_name() {
+        let e = parse(&YAML.replace("cpu.total_pct >= 80", "cpu.totl_pct > 80"))
+            .expect_err("misspelt state metric");
+        assert_eq!(e.field, "rules[0].when.state[0]");
+        assert!(e.reason.contains("\"cpu.totl_pct\""), "{e}");
+        assert!(e.reason.contains("did you mean cpu.total_pct?"), "{e}");
+
+        // The device part is free; the name before it is not.
+        parse(&YAML.replace("cpu.total_pct >= 80", "disk.used_pct:/srv/data > 90"))
+            .expect("any device");
+        let e = parse(&YAML.replace("cpu.total_pct >= 80", "disk.usedpct:/var > 90"))
+            .expect_err("misspelt name with a device");
+        assert_eq!(e.field, "rules[0].when.state[0]");
+        assert!(e.reason.contains("did you mean disk.used_pct?"), "{e}");
+
+        // Far from every name: no guess, the families instead.
+        let e = parse(&YAML.replace("cpu.total_pct >= 80", "temperature > 80"))
+            .expect_err("unknown metric");
+        assert!(!e.reason.contains("did you mean"), "{e}");
+        assert!(e.reason.contains("cpu.*, load.*"), "{e}");
+
+        // Anomaly globs must match at least one collected metric.
+        for ok in ["cpu.*", "psi.cpu.*", "*", "disk.busy_pct:sd*", "net.?x_*"] {
+            parse(&YAML.replace("metrics: [\"cpu.*\"]", &format!("metrics: [{ok:?}]")))
+                .unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let e = parse(&YAML.replace("metrics: [\"cpu.*\"]", "metrics: [\"cpu.*\", \"gpu.*\"]"))
+            .expect_err("glob matching nothing");
+        assert_eq!(e.field, "rules[0].when.anomaly.metrics[1]");
+        assert!(e.reason.contains("\"gpu.*\""), "{e}");
+
+        let e = parse(&YAML.replace("metric: cpu.total_pct", "metric: cpu.total"))
+            .expect_err("misspelt verify metric");
+        assert_eq!(e.field, "rules[0].verify.metric");
+        assert!(e.reason.contains("did you mean cpu.total_pct?"), "{e}");
+    }
+
+    /// Expands shell-style `{a,b}` alternatives: `net.{rx,tx}_x` gives
+    /// `net.rx_x` and `net.tx_x`.
+    fn expand_braces(s: &str) -> Vec<String> {
+        let Some(open) = s.find('{') else {
+            return vec![s.to_string()];
+        };
+        let close = open + s[open..].find('}').expect("closing brace");
+        let (head, tail) = (&s[..open], &s[close + 1..]);
+        s[open + 1..close]
+            .split(',')
+            .flat_map(|alt| expand_braces(&format!("{head}{alt}{tail}")))
+            .collect()
+    }
+
+    #[test]
+    fn known_metrics_match_the_readme_table() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("## What the agent collects")
+            .nth(1)
+            .expect("README has a \"What the agent collects\" section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        let mut documented = Vec::new();
+        for row in section.lines().filter(|l| l.starts_with('|')) {
+            let first_cell = row.trim_start_matches('|').split('|').next().unwrap_or("");
+            // Backquoted names sit at odd positions of a split on '`'.
+            for quoted in first_cell.split('`').skip(1).step_by(2) {
+                documented.extend(expand_braces(quoted));
+            }
+        }
+        assert!(
+            documented.len() >= 30,
+            "the table was not read: {documented:?}"
+        );
+        for m in &documented {
+            assert!(
+                KNOWN_METRICS.contains(&m.as_str()),
+                "README lists {m} but KNOWN_METRICS does not"
+            );
+        }
+        for m in KNOWN_METRICS {
+            assert!(
+                documented.iter().any(|d| d == m),
+                "KNOWN_METRICS has {m} but the README table does not"
+            );
+        }
+        assert_eq!(expand_braces("a.{x,y}_{1,2}").len(), 4);
+    }
+
+    #[test]
+    fn edit_distances() {
+        for (a, b, d) in [
+            ("", "", 0),
+            ("cpu", "cpu", 0),
+            ("cpu.totl_pct", "cpu.total_pct", 1),
+            ("kitten", "sitting", 3),
+            ("", "abc", 3),
+        ] {
+            assert_eq!(edit_distance(a, b), d, "{a} {b}");
+        }
     }
 
     #[test]

@@ -26,18 +26,38 @@ pub mod safety;
 pub mod state;
 pub mod verify;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use actions::Action;
-pub use report::{ActionReport, Decision, FileEntry, Mode, ProcessEntry, Reason};
+pub use actions::{Action, Consumer};
+pub use report::{ActionReport, ConsumerEntry, Decision, FileEntry, Mode, ProcessEntry, Reason};
 pub use state::RuleState;
 pub use verify::{Verification, VerifySpec, VerifyState};
 
+use crate::collect::processes::{self, Resource};
 use crate::config::RemediateSection;
 use safety::{ProcInfo, ProcessGuard};
 
 type Refusal = (Reason, String);
+
+/// How long a `top_consumer` kill measures CPU and I/O before choosing:
+/// long enough for a busy process to stand out at 100 ticks a second,
+/// short enough not to delay the action noticeably.
+const CONSUMER_WINDOW: Duration = Duration::from_millis(500);
+
+/// Heavier processes named in a report when the safety rules skipped them.
+const MAX_SKIPPED_NOTED: usize = 5;
+
+impl From<Consumer> for Resource {
+    fn from(c: Consumer) -> Self {
+        match c {
+            Consumer::Cpu => Resource::Cpu,
+            Consumer::Memory => Resource::Memory,
+            Consumer::Io => Resource::Io,
+        }
+    }
+}
 
 /// Permission from the fleet to act now, handed out by the control plane so
 /// that not every host remediates at once. Needed for every non-dry-run
@@ -98,6 +118,47 @@ pub struct Remediator {
     state: state::State,
     guard: ProcessGuard,
     http: Option<reqwest::Client>,
+    /// Cooldown refusals of [`Remediator::precheck`] already reported, by
+    /// its key: repeating one while nothing changed would only add rows.
+    cooldown_reported: HashMap<String, CooldownWindow>,
+}
+
+/// A cooldown a rule was refused in: it started with the executed action
+/// at `last_ms` and lasts until `until_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CooldownWindow {
+    last_ms: i64,
+    until_ms: i64,
+}
+
+/// End of the cooldown that started with the last executed action, if any.
+fn cooldown_until(rule: &RuleState, cooldown_secs: u64) -> Option<i64> {
+    let last = rule.last_ms?;
+    Some(last.saturating_add(i64::try_from(cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX)))
+}
+
+/// One line for the report saying which checks ran, in the order they ran
+/// (the last one refused if the report is a refusal), and what that means
+/// for the mode used.
+fn checks_note(mode: Mode, checked: &[&str], counted: bool) -> String {
+    let list = if checked.is_empty() {
+        "nothing".to_string()
+    } else {
+        checked.join(", ")
+    };
+    match mode {
+        Mode::Execute if counted => {
+            format!("execute: checked {list}; counted against the rule's and the host's limits")
+        }
+        Mode::Execute => format!("execute: checked {list}; nothing counted"),
+        Mode::DryRun => {
+            format!("dry run: checked {list}; no lease needed, nothing run or counted")
+        }
+        Mode::Precheck => format!(
+            "pre-check of a rule that executes: checked {list}; nothing run or counted; \
+             the fleet lease and every check again when the request runs"
+        ),
+    }
 }
 
 fn webhook_client(config: &RemediateSection) -> Result<reqwest::Client, RemediateError> {
@@ -156,6 +217,150 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err((Reason::Io, format!("check task failed: {e}"))))
 }
 
+/// What [`top_consumer_of`] found: the process to signal (or why not), and
+/// what the report keeps either way.
+struct Chosen {
+    procs: Result<Vec<ProcInfo>, Refusal>,
+    entry: Option<ConsumerEntry>,
+    notes: Vec<String>,
+}
+
+/// Chooses the heaviest process by `resource`, measured now over
+/// [`CONSUMER_WINDOW`]: processes the safety rules protect are passed over
+/// (pid 1, the agent, its parent, kernel threads, protected names), then
+/// the chosen one must match `pattern` if given, and passes exactly the
+/// checks of a kill by pid. Never trusts a pid from whoever asked.
+async fn top_consumer_of(
+    guard: ProcessGuard,
+    resource: Consumer,
+    pattern: Option<String>,
+    max: usize,
+) -> Chosen {
+    let refused = |r: Refusal| Chosen {
+        procs: Err(r),
+        entry: None,
+        notes: Vec::new(),
+    };
+    let proc_root = Path::new("/proc");
+    let first = match blocking(move || Ok(processes::snapshot(proc_root))).await {
+        Ok(s) => s,
+        Err(r) => return refused(r),
+    };
+    tokio::time::sleep(CONSUMER_WINDOW).await;
+    let done = tokio::task::spawn_blocking(move || {
+        let second = processes::snapshot(proc_root);
+        let window_ms = u64::try_from(second.at.saturating_duration_since(first.at).as_millis())
+            .unwrap_or(u64::MAX);
+        let usages = processes::usage(&first, &second);
+        let ranked = processes::top_by(&usages, resource.into(), usages.len());
+        let mut skipped = Vec::new();
+        let chosen = ranked.into_iter().find_map(|u| {
+            let p = safety::read_proc(u.pid)?;
+            // The pid must still name the process that was measured.
+            let measured = second.procs.get(&u.pid).map(|s| s.starttime);
+            if measured != Some(p.start_time) || matches!(p.state, 'Z' | 'X') {
+                return None;
+            }
+            if let Err((_, why)) = guard.check(&p) {
+                skipped.push(why);
+                return None;
+            }
+            Some((u, p))
+        });
+        let mut notes = Vec::new();
+        if !skipped.is_empty() {
+            let shown: Vec<&str> = skipped
+                .iter()
+                .take(MAX_SKIPPED_NOTED)
+                .map(String::as_str)
+                .collect();
+            notes.push(format!(
+                "passed over {} heavier protected processes: {}",
+                skipped.len(),
+                shown.join("; ")
+            ));
+        }
+        let Some((u, p)) = chosen else {
+            return Chosen {
+                procs: Err((
+                    Reason::NoMatchingProcess,
+                    format!(
+                        "no unprotected process to choose as the top {} consumer",
+                        resource.as_str()
+                    ),
+                )),
+                entry: None,
+                notes,
+            };
+        };
+        let entry = ConsumerEntry {
+            resource,
+            pid: p.pid,
+            name: u.name.clone(),
+            cmdline: p.cmdline.clone(),
+            cpu_pct: u.cpu_pct,
+            rss_bytes: u.rss_bytes,
+            read_bytes_per_s: u.read_bytes_per_s,
+            write_bytes_per_s: u.write_bytes_per_s,
+            window_ms,
+        };
+        let usage = match resource {
+            Consumer::Cpu => format!("{:.1} % cpu", u.cpu_pct),
+            Consumer::Memory => format!("{} bytes resident", u.rss_bytes),
+            Consumer::Io => format!(
+                "{:.0} bytes/s read, {:.0} bytes/s written",
+                u.read_bytes_per_s, u.write_bytes_per_s
+            ),
+        };
+        notes.push(format!(
+            "top {} consumer over {window_ms} ms: pid {} ({}), {usage}",
+            resource.as_str(),
+            p.pid,
+            u.name
+        ));
+        if let Some(pat) = &pattern {
+            if !actions::glob_match(pat, &p.cmdline) {
+                return Chosen {
+                    procs: Err((
+                        Reason::NoMatchingProcess,
+                        format!(
+                            "the top {} consumer, pid {} ({}, {usage}), does not match \
+                             pattern {pat:?}",
+                            resource.as_str(),
+                            p.pid,
+                            u.name
+                        ),
+                    )),
+                    entry: Some(entry),
+                    notes,
+                };
+            }
+        }
+        // From here on it is a kill by pid, with exactly its checks.
+        let procs =
+            safety::resolve_processes(&guard, None, None, Some(p.pid), max).and_then(|found| {
+                if found.iter().all(|f| f.start_time == p.start_time) {
+                    Ok(found)
+                } else {
+                    Err((
+                        Reason::NoMatchingProcess,
+                        format!(
+                            "pid {} was replaced by another process while it was chosen",
+                            p.pid
+                        ),
+                    ))
+                }
+            });
+        Chosen {
+            procs,
+            entry: Some(entry),
+            notes,
+        }
+    })
+    .await;
+    done.unwrap_or_else(|e| refused((Reason::Io, format!("top consumer task failed: {e}"))))
+}
+
 impl Remediator {
     /// Opens (or creates) the state database in `data_dir/remediate`.
     pub fn open(config: RemediateSection, data_dir: &Path) -> Result<Self, RemediateError> {
@@ -182,6 +387,7 @@ impl Remediator {
             config,
             state,
             http: None,
+            cooldown_reported: HashMap::new(),
         })
     }
 
@@ -216,9 +422,17 @@ impl Remediator {
                 return report;
             }
         }
-        if let Err(r) = self.decide(&req, &mut report, started).await {
+        let mut checked = Vec::new();
+        let mut counted = false;
+        if let Err(r) = self
+            .decide(&req, &mut report, started, &mut checked, &mut counted)
+            .await
+        {
             report.refuse(r);
         }
+        report
+            .notes
+            .insert(0, checks_note(req.mode, &checked, counted));
         report.ended_ms = now_ms();
         if let Err(e) = self.state.push_history(&report).await {
             tracing::warn!(id = report.id, error = %e, "cannot store remediation report");
@@ -236,16 +450,60 @@ impl Remediator {
         report
     }
 
+    /// Like [`Remediator::request`] for a rule that fired, but a cooldown
+    /// refusal is reported once per cooldown: while the rule still cools
+    /// down from the same executed action, and was already refused for it
+    /// under `key` (policy, rule and revision), this returns `None` and
+    /// records nothing. A condition that keeps holding, or flaps, re-fires
+    /// long before a long cooldown ends; one row says why it waits.
+    pub async fn precheck(&mut self, req: ActionRequest, key: &str) -> Option<ActionReport> {
+        let now = now_ms();
+        self.cooldown_reported.retain(|_, w| w.until_ms > now);
+        let rule = self.state.rule(&req.rule).ok();
+        let window = rule.as_ref().and_then(|r| {
+            let until = cooldown_until(r, req.cooldown_secs)?;
+            // An open breaker is refused first, with another reason.
+            (now < until && r.breaker_open_since_ms.is_none()).then_some(CooldownWindow {
+                last_ms: r.last_ms?,
+                until_ms: until,
+            })
+        });
+        if window.is_some() && self.cooldown_reported.get(key) == window.as_ref() {
+            tracing::debug!(
+                key,
+                "rule still cooling down; its refusal was already reported"
+            );
+            return None;
+        }
+        let report = self.request(req).await;
+        match window {
+            Some(w) if report.reason_code == Some(Reason::CooldownActive) => {
+                self.cooldown_reported.insert(key.to_string(), w);
+            }
+            _ => {
+                self.cooldown_reported.remove(key);
+            }
+        }
+        Some(report)
+    }
+
+    /// The checks, in order; each pushes its name to `checked` before it
+    /// runs, and `counted` is set once the attempt was counted.
     async fn decide(
         &mut self,
         req: &ActionRequest,
         report: &mut ActionReport,
         now: i64,
+        checked: &mut Vec<&'static str>,
+        counted: &mut bool,
     ) -> Result<(), Refusal> {
+        checked.push("rule name");
         check_rule(&req.rule)?;
+        checked.push("action fields");
         req.action.check()?;
         let execute = req.mode == Mode::Execute;
         if execute {
+            checked.push("fleet lease");
             match &req.lease {
                 None => return Err((Reason::NoLease, "no fleet lease: nothing runs".into())),
                 Some(l) if l.token.is_empty() => {
@@ -259,13 +517,10 @@ impl Remediator {
                 }
                 Some(_) => {}
             }
-        } else {
-            report
-                .notes
-                .push("dry run: lease not checked, limits checked but not consumed".into());
         }
         let storage = |e: sled::Error| (Reason::Storage, e.to_string());
         let rule = self.state.rule(&req.rule).map_err(storage)?;
+        checked.push("circuit breaker");
         if let Some(since) = rule.breaker_open_since_ms {
             return Err((
                 Reason::CircuitOpen,
@@ -275,10 +530,8 @@ impl Remediator {
                 ),
             ));
         }
-        if let Some(last) = rule.last_ms {
-            let until = last.saturating_add(
-                i64::try_from(req.cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
-            );
+        checked.push("cooldown");
+        if let Some(until) = cooldown_until(&rule, req.cooldown_secs) {
             if now < until {
                 return Err((
                     Reason::CooldownActive,
@@ -290,6 +543,7 @@ impl Remediator {
                 ));
             }
         }
+        checked.push("hourly limit");
         let rule_count = rule.in_last_hour(now);
         if req.max_per_hour > 0 && rule_count >= req.max_per_hour as usize {
             return Err((
@@ -300,6 +554,7 @@ impl Remediator {
                 ),
             ));
         }
+        checked.push("host budget");
         let host_count = self.state.host_in_last_hour(now).map_err(storage)?;
         if host_count >= self.config.host_max_per_hour as usize {
             return Err((
@@ -311,6 +566,7 @@ impl Remediator {
             ));
         }
 
+        checked.push("host safety");
         let plan = self.plan(&req.action, report).await?;
         if !execute {
             report.decision = Decision::DryRun;
@@ -320,6 +576,7 @@ impl Remediator {
             .record_attempt(&req.rule, now)
             .await
             .map_err(storage)?;
+        *counted = true;
         self.act(plan, report).await;
         if report.decision == Decision::Failed {
             // A failing action feeds the breaker like a failed verification.
@@ -352,15 +609,32 @@ impl Remediator {
                 name,
                 pattern,
                 pid,
+                top_consumer,
                 grace_secs,
             } => {
                 let guard = self.guard.clone();
                 let (name, pattern, pid, max) =
                     (name.clone(), pattern.clone(), *pid, c.max_processes);
-                let procs = blocking(move || {
-                    safety::resolve_processes(&guard, name.as_deref(), pattern.as_deref(), pid, max)
-                })
-                .await?;
+                let procs = match top_consumer {
+                    Some(resource) => {
+                        let chosen = top_consumer_of(guard, *resource, pattern, max).await;
+                        report.top_consumer = chosen.entry;
+                        report.notes.extend(chosen.notes);
+                        chosen.procs?
+                    }
+                    None => {
+                        blocking(move || {
+                            safety::resolve_processes(
+                                &guard,
+                                name.as_deref(),
+                                pattern.as_deref(),
+                                pid,
+                                max,
+                            )
+                        })
+                        .await?
+                    }
+                };
                 report.pids = procs
                     .iter()
                     .map(|p| ProcessEntry {

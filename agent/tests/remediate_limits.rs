@@ -102,6 +102,81 @@ async fn a_failing_command_is_reported_and_feeds_the_breaker() {
     assert_eq!(open.reason_code, Some(Reason::CircuitOpen), "{open:?}");
 }
 
+/// A rule that fires again and again while it cools down (a long cooldown,
+/// or a flapping condition) gets one refusal per cooldown and rule revision.
+#[tokio::test]
+async fn a_cooldown_refusal_is_reported_once_per_cooldown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(dir.path());
+    c.breaker_failures = 1;
+    let mut r = Remediator::open(c, dir.path()).expect("open");
+    let executed = ActionRequest {
+        cooldown_secs: 3600,
+        ..request("p/r", restart("app.service"), Mode::Execute)
+    };
+    let done = r.request(executed.clone()).await;
+    assert_eq!(done.decision, Decision::Executed, "{done:?}");
+    assert!(
+        done.notes[0].starts_with("execute: checked rule name, action fields, fleet lease,")
+            && done.notes[0].ends_with("counted against the rule's and the host's limits"),
+        "{:?}",
+        done.notes
+    );
+    let fired = ActionRequest {
+        mode: Mode::Precheck,
+        lease: None,
+        ..executed
+    };
+
+    let first = r.precheck(fired.clone(), "p/r@1").await.expect("reported");
+    assert_eq!(first.reason_code, Some(Reason::CooldownActive), "{first:?}");
+    assert_eq!(
+        first.notes[0],
+        "pre-check of a rule that executes: checked rule name, action fields, circuit breaker, \
+         cooldown; nothing run or counted; the fleet lease and every check again when the request runs"
+    );
+    for _ in 0..5 {
+        assert!(r.precheck(fired.clone(), "p/r@1").await.is_none());
+    }
+    // Another revision of the rule is reported once too.
+    assert!(r.precheck(fired.clone(), "p/r@2").await.is_some());
+    assert!(r.precheck(fired.clone(), "p/r@2").await.is_none());
+    let history = r.history(100).expect("history");
+    assert_eq!(history.len(), 3, "execution and two refusals: {history:?}");
+
+    // Something else changed (the breaker opened): that refusal is news.
+    r.record_verification("p/r", false).await.expect("record");
+    let open = r.precheck(fired.clone(), "p/r@1").await.expect("reported");
+    assert_eq!(open.reason_code, Some(Reason::CircuitOpen), "{open:?}");
+
+    // A rule that may run is checked (and reported) on every fire.
+    let other = ActionRequest {
+        rule: "p/other".into(),
+        ..fired
+    };
+    for _ in 0..2 {
+        let ok = r
+            .precheck(other.clone(), "p/other@1")
+            .await
+            .expect("reported");
+        assert_eq!(ok.decision, Decision::DryRun, "{ok:?}");
+        assert_eq!(ok.mode, Mode::Precheck);
+    }
+    let dry = r
+        .request(request("p/dry", restart("app.service"), Mode::DryRun))
+        .await;
+    assert_eq!(
+        dry.notes[0],
+        "dry run: checked rule name, action fields, circuit breaker, cooldown, hourly limit, \
+         host budget, host safety; no lease needed, nothing run or counted"
+    );
+    // Only the one execution ran the service manager.
+    assert_eq!(
+        argv_log(dir.path()).as_deref(),
+        Some("restart\napp.service\n")
+    );
+}
+
 #[tokio::test]
 async fn each_limit_refuses_with_its_reason_and_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");

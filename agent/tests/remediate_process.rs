@@ -7,7 +7,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use sco_agent::remediate::{safety, Action, Decision, Mode, Reason, Remediator};
+use sco_agent::remediate::{
+    safety, Action, ActionReport, Consumer, Decision, Mode, Reason, Remediator,
+};
 use support::{config, nonce, request};
 
 /// A CPU-burning shell loop whose command line carries `tag`; with
@@ -29,6 +31,7 @@ fn by_pattern(tag: &str, grace_secs: u64) -> Action {
         name: None,
         pattern: Some(format!("*{tag}*")),
         pid: None,
+        top_consumer: None,
         grace_secs,
     }
 }
@@ -38,6 +41,7 @@ fn by_pid(pid: u32) -> Action {
         name: None,
         pattern: None,
         pid: Some(pid),
+        top_consumer: None,
         grace_secs: 1,
     }
 }
@@ -131,6 +135,7 @@ async fn kill_by_name() {
         name: Some(name),
         pattern: None,
         pid: None,
+        top_consumer: None,
         grace_secs: 5,
     };
     let done = r
@@ -171,6 +176,7 @@ async fn protected_targets_are_refused_before_any_signal() {
                 name: Some("sleep".into()),
                 pattern: None,
                 pid: None,
+                top_consumer: None,
                 grace_secs: 1,
             },
             Reason::ProtectedProcess,
@@ -186,6 +192,7 @@ async fn protected_targets_are_refused_before_any_signal() {
                 name: Some("nginx; rm -rf /".into()),
                 pattern: None,
                 pid: None,
+                top_consumer: None,
                 grace_secs: 1,
             },
             Reason::InvalidName,
@@ -225,6 +232,148 @@ async fn protected_targets_are_refused_before_any_signal() {
     );
     sleeper.kill().expect("cleanup");
     let _ = sleeper.wait();
+}
+
+fn top_cpu(pattern: &str) -> Action {
+    Action::KillProcess {
+        name: None,
+        pattern: Some(pattern.into()),
+        pid: None,
+        top_consumer: Some(Consumer::Cpu),
+        grace_secs: 2,
+    }
+}
+
+/// Runs a `top_consumer: cpu` kill until it executes. This host may be
+/// shared (builds, other tests' burners): when some other process burned
+/// more CPU during the measurement, the kill is refused because that
+/// process does not match the pattern, and is tried again.
+async fn kill_top_cpu(r: &mut Remediator, pattern: &str, ours: &[u32]) -> ActionReport {
+    for _ in 0..30 {
+        let report = r
+            .request(request("manual:test", top_cpu(pattern), Mode::Execute))
+            .await;
+        if report.decision != Decision::Refused {
+            return report;
+        }
+        assert_eq!(
+            report.reason_code,
+            Some(Reason::NoMatchingProcess),
+            "{report:?}"
+        );
+        let chosen = report
+            .top_consumer
+            .as_ref()
+            .expect("the choice is reported");
+        assert!(!ours.contains(&chosen.pid), "ours matched: {report:?}");
+        assert!(report.pids.is_empty(), "nothing signalled: {report:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("our burners were never the top CPU consumer in 30 tries");
+}
+
+#[tokio::test]
+async fn the_top_cpu_consumer_matching_the_pattern_is_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut r = Remediator::open(config(dir.path()), dir.path()).expect("open");
+    let tag = format!("sco-top-{}", nonce());
+    let mut a = burner(&tag, false);
+    let mut b = burner(&tag, false);
+    wait_started(&a, &tag);
+    wait_started(&b, &tag);
+    let ours = [a.id(), b.id()];
+
+    let report = kill_top_cpu(&mut r, &format!("*{tag}*"), &ours).await;
+    assert_eq!(report.decision, Decision::Executed, "{report:?}");
+    let chosen = report.top_consumer.clone().expect("the choice is reported");
+    assert!(ours.contains(&chosen.pid), "{report:?}");
+    assert_eq!(chosen.resource, Consumer::Cpu);
+    assert!(chosen.cpu_pct > 5.0, "{chosen:?}");
+    assert!(chosen.cmdline.contains(&tag), "{chosen:?}");
+    assert!((400..=5000).contains(&chosen.window_ms), "{chosen:?}");
+    // Exactly that pid was signalled, like a kill by pid.
+    assert_eq!(report.pids.len(), 1, "{report:?}");
+    assert_eq!(report.pids[0].pid, chosen.pid);
+    assert_eq!(report.pids[0].outcome, "terminated");
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.starts_with("top cpu consumer over")
+                && n.contains(&format!("pid {}", chosen.pid))),
+        "{:?}",
+        report.notes
+    );
+    let (killed, spared) = if chosen.pid == a.id() {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    assert_eq!(reap(killed), Some(libc_sigterm()));
+    assert!(
+        spared.try_wait().expect("try_wait").is_none(),
+        "the other burner was not touched"
+    );
+    spared.kill().expect("cleanup");
+    let _ = spared.wait();
+}
+
+#[tokio::test]
+async fn a_top_consumer_that_does_not_match_the_pattern_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut r = Remediator::open(config(dir.path()), dir.path()).expect("open");
+    let tag = format!("sco-top-{}", nonce());
+    let mut child = burner(&tag, false);
+    wait_started(&child, &tag);
+
+    // Whatever is heaviest, it does not carry this pattern.
+    let pattern = format!("*sco-nothing-{}*", nonce());
+    let report = r
+        .request(request("manual:test", top_cpu(&pattern), Mode::Execute))
+        .await;
+    assert_eq!(report.decision, Decision::Refused, "{report:?}");
+    assert_eq!(
+        report.reason_code,
+        Some(Reason::NoMatchingProcess),
+        "{report:?}"
+    );
+    let reason = report.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("top cpu consumer") && reason.contains(&pattern),
+        "{reason}"
+    );
+    assert!(report.top_consumer.is_some(), "the choice is reported");
+    assert!(report.pids.is_empty(), "nothing was signalled");
+
+    // A protected process is passed over even when it is the heaviest: with
+    // `sh` protected the burner is never chosen.
+    let mut c = config(dir.path());
+    c.protected_processes.push("sh".into());
+    c.protected_processes.push("dash".into());
+    c.protected_processes.push("bash".into());
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let mut guarded = Remediator::open(c, dir2.path()).expect("open");
+    let report = guarded
+        .request(request(
+            "manual:test",
+            top_cpu(&format!("*{tag}*")),
+            Mode::Execute,
+        ))
+        .await;
+    assert_eq!(report.decision, Decision::Refused, "{report:?}");
+    assert!(
+        report
+            .top_consumer
+            .as_ref()
+            .is_none_or(|t| t.pid != child.id()),
+        "{report:?}"
+    );
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the burner still runs"
+    );
+    child.kill().expect("cleanup");
+    let _ = child.wait();
 }
 
 fn libc_sigterm() -> i32 {

@@ -441,7 +441,11 @@ impl Baseline {
     fn expected(&self, bounded: bool) -> (f64, f64) {
         let lo = self.median - EXPECTED_Z * self.scale;
         let hi = self.median + EXPECTED_Z * self.scale;
-        let lo = if self.nonneg || bounded { lo.max(0.0) } else { lo };
+        let lo = if self.nonneg || bounded {
+            lo.max(0.0)
+        } else {
+            lo
+        };
         if bounded {
             (lo.min(100.0), hi.clamp(0.0, 100.0))
         } else {
@@ -718,7 +722,9 @@ impl MetricState {
                 .lags
                 .first()
                 .is_some_and(|z| f64::from(*z).abs() > (gate_z - 1.0).max(0.0))
-            || self.saturation.is_some_and(|level| self.last_value >= level)
+            || self
+                .saturation
+                .is_some_and(|level| self.last_value >= level)
     }
 
     fn push_z(&mut self, z: f32) {

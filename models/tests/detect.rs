@@ -365,7 +365,11 @@ fn sustained_jumps_open_an_event_that_closes_after_return() {
         let closes = closed(&ticks);
         let families: Vec<_> = ticks
             .iter()
-            .flat_map(|t| t.changes.iter().map(|c| (c.kind, c.event.family, c.event.updated_ms)))
+            .flat_map(|t| {
+                t.changes
+                    .iter()
+                    .map(|c| (c.kind, c.event.family, c.event.updated_ms))
+            })
             .collect();
         assert_eq!(closes.len(), 1, "{case}: closed at {closes:?} {families:?}");
         let end = onset + len;
@@ -381,7 +385,12 @@ fn sustained_jumps_open_an_event_that_closes_after_return() {
         assert_eq!(close.event.ended_ms, Some(closes[0] as i64 * 1000));
         // updates while open, at most every update_every_ticks
         let updates: Vec<usize> = (at..closes[0])
-            .filter(|&i| ticks[i].changes.iter().any(|c| c.kind == EventKind::Updated))
+            .filter(|&i| {
+                ticks[i]
+                    .changes
+                    .iter()
+                    .any(|c| c.kind == EventKind::Updated)
+            })
             .collect();
         assert!(updates
             .windows(2)
@@ -578,7 +587,6 @@ fn score_window_refuses_bad_windows() {
 
 // ------------------------------------------------------------------ events per family
 
-const IO: &str = "disk.busy_pct:sda";
 
 fn changes_of(ticks: &[Tick], kind: EventKind) -> Vec<(usize, sco_models::Family)> {
     ticks
@@ -609,8 +617,14 @@ fn concurrent_faults_of_different_families_are_separate_events() {
     let closes = changes_of(&ticks, EventKind::Closed);
     let fams: Vec<Family> = opens.iter().map(|o| o.1).collect();
     assert_eq!(fams, [Family::Memory, Family::Cpu], "{opens:?}");
-    let cpu_close = closes.iter().find(|c| c.1 == Family::Cpu).expect("cpu closes");
-    let mem_close = closes.iter().find(|c| c.1 == Family::Memory).expect("memory closes");
+    let cpu_close = closes
+        .iter()
+        .find(|c| c.1 == Family::Cpu)
+        .expect("cpu closes");
+    let mem_close = closes
+        .iter()
+        .find(|c| c.1 == Family::Memory)
+        .expect("memory closes");
     // the cpu event closes on its own clear bound while memory is still anomalous
     assert!(
         cpu_close.0 >= 600 && cpu_close.0 <= 600 + config().clear_ticks + 2,
@@ -683,7 +697,10 @@ fn a_host_that_stays_saturated_is_reported_once_and_not_learnt() {
     let opens = changes_of(&ticks, EventKind::Opened);
     let closes = changes_of(&ticks, EventKind::Closed);
     assert_eq!(opens.len(), 1, "{opens:?}");
-    assert!(closes.is_empty(), "saturation was learnt: closed at {closes:?}");
+    assert!(
+        closes.is_empty(),
+        "saturation was learnt: closed at {closes:?}"
+    );
     assert!(ticks[1399].alarm);
 }
 

@@ -5,7 +5,10 @@
 //! cooldown (at least a minute), so a condition that an action did not fix
 //! is not proposed on every tick; once it stops holding, the next time it
 //! holds is a new episode. Whether an action then really runs is decided by
-//! the remediator (limits, budget, breaker, lease), not here.
+//! the remediator (limits, budget, breaker, lease), not here; it also keeps
+//! a rule that fires again while it cools down (a long cooldown, or a
+//! condition that flaps) from reporting the same refusal each time
+//! ([`crate::remediate::Remediator::precheck`]).
 
 use std::collections::HashMap;
 
@@ -161,7 +164,7 @@ mod tests {
     use super::*;
     use crate::policy::parse;
     use crate::policy::test_keys::{keypair, public, sign};
-    use sco_models::detect::Contributor;
+    use sco_models::detect::{Contributor, Family};
 
     fn store(dir: &std::path::Path, yaml: &str) -> PolicyStore {
         let k = keypair();
@@ -177,6 +180,8 @@ mod tests {
             kind,
             event: Anomaly {
                 local_id: id,
+                family: Family::of(metric),
+                close_reason: None,
                 started_ms: 0,
                 updated_ms: 0,
                 ended_ms: None,

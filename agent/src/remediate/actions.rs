@@ -18,9 +18,12 @@ pub enum Action {
     /// `<systemctl> restart <unit>`.
     RestartService { unit: String },
     /// Sends TERM to the matching processes, then KILL to those still alive
-    /// after `grace_secs`. Exactly one of `name` (the process name, as in
-    /// `/proc/PID/comm` or the executable's file name), `pattern` (a glob
-    /// over the whole command line) or `pid` must be given.
+    /// after `grace_secs`. The target is exactly one of `name` (the process
+    /// name, as in `/proc/PID/comm` or the executable's file name), `pid`, or
+    /// `top_consumer` (the heaviest process by that resource, chosen by the
+    /// agent when the action runs); or `pattern` (a glob over the whole
+    /// command line) alone. With `top_consumer`, a `pattern` is a guard: the
+    /// chosen process must match it, or nothing is signalled.
     KillProcess {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
@@ -28,6 +31,8 @@ pub enum Action {
         pattern: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pid: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        top_consumer: Option<Consumer>,
         #[serde(default = "default_grace_secs")]
         grace_secs: u64,
     },
@@ -55,6 +60,28 @@ pub enum Action {
         url: String,
         body: serde_json::Value,
     },
+}
+
+/// The resource a `top_consumer` kill ranks processes by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consumer {
+    /// CPU time over a short measurement.
+    Cpu,
+    /// Resident memory.
+    Memory,
+    /// Storage bytes read and written per second over a short measurement.
+    Io,
+}
+
+impl Consumer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consumer::Cpu => "cpu",
+            Consumer::Memory => "memory",
+            Consumer::Io => "io",
+        }
+    }
 }
 
 fn default_grace_secs() -> u64 {
@@ -89,16 +116,39 @@ impl Action {
                 name,
                 pattern,
                 pid,
+                top_consumer,
                 grace_secs,
             } => {
-                let given = [name.is_some(), pattern.is_some(), pid.is_some()]
-                    .iter()
-                    .filter(|g| **g)
-                    .count();
-                if given != 1 {
-                    return invalid(
-                        "kill_process needs exactly one of `name`, `pattern` or `pid`".into(),
-                    );
+                let given: Vec<&str> = [
+                    ("name", name.is_some()),
+                    ("pattern", pattern.is_some()),
+                    ("pid", pid.is_some()),
+                    ("top_consumer", top_consumer.is_some()),
+                ]
+                .iter()
+                .filter(|(_, g)| *g)
+                .map(|(f, _)| *f)
+                .collect();
+                // A pattern narrows a top consumer; beside a name or a pid it
+                // would be a second, conflicting target.
+                let one_target = matches!(
+                    given.as_slice(),
+                    ["name"]
+                        | ["pattern"]
+                        | ["pid"]
+                        | ["top_consumer"]
+                        | ["pattern", "top_consumer"]
+                );
+                if !one_target {
+                    let got = if given.is_empty() {
+                        "none".to_string()
+                    } else {
+                        given.join(" and ")
+                    };
+                    return invalid(format!(
+                        "kill_process needs one target: `name`, `pid`, `pattern`, or \
+                         `top_consumer` (optionally with `pattern`); got {got}"
+                    ));
                 }
                 if *grace_secs > MAX_GRACE_SECS {
                     return invalid(format!(
@@ -362,11 +412,64 @@ mod tests {
             name: Some("a".into()),
             pid: Some(3),
             pattern: None,
+            top_consumer: None,
             grace_secs: 1,
         };
         assert_eq!(
             both.check().expect_err("two targets").0,
             Reason::InvalidAction
+        );
+    }
+
+    #[test]
+    fn kill_targets() {
+        // (action JSON, error text or None when valid)
+        let cases = [
+            (r#"{"name":"burn"}"#, None),
+            (r#"{"pid":42}"#, None),
+            (r#"{"pattern":"*burn*"}"#, None),
+            (r#"{"top_consumer":"cpu"}"#, None),
+            (r#"{"top_consumer":"memory","pattern":"*java*"}"#, None),
+            (r#"{"top_consumer":"io","grace_secs":2}"#, None),
+            (r#"{}"#, Some("got none")),
+            (r#"{"name":"a","pid":3}"#, Some("got name and pid")),
+            (
+                r#"{"name":"a","pattern":"*abc*"}"#,
+                Some("got name and pattern"),
+            ),
+            (
+                r#"{"pid":3,"pattern":"*abc*"}"#,
+                Some("got pattern and pid"),
+            ),
+            (
+                r#"{"top_consumer":"cpu","pid":3}"#,
+                Some("got pid and top_consumer"),
+            ),
+            (
+                r#"{"top_consumer":"cpu","pattern":"*"}"#,
+                Some("at least 3 literal"),
+            ),
+        ];
+        for (fields, want) in cases {
+            let json = format!(r#"{{"type":"kill_process",{}"#, &fields[1..]);
+            let json = json.replace(",}", "}");
+            let a: Action = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            match (a.check(), want) {
+                (Ok(()), None) => {}
+                (Err((_, e)), Some(w)) => assert!(e.contains(w), "{json}: {e}"),
+                (got, _) => panic!("{json}: got {got:?}, wanted {want:?}"),
+            }
+        }
+        assert!(
+            serde_json::from_str::<Action>(r#"{"type":"kill_process","top_consumer":"disk"}"#)
+                .is_err()
+        );
+        let round: Action =
+            serde_json::from_str(r#"{"type":"kill_process","top_consumer":"memory"}"#)
+                .expect("parses");
+        assert_eq!(
+            serde_json::to_value(&round).expect("serializes")["top_consumer"],
+            "memory"
         );
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::actions::Action;
+use super::actions::{Action, Consumer};
 
 /// Whether an action really runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +17,21 @@ pub enum Mode {
     DryRun,
     /// Run the action (needs a lease).
     Execute,
+    /// Whether a rule that will ask to execute (mode `auto` or `approve`)
+    /// could run now, checked when it fires: like a dry run nothing runs and
+    /// nothing is consumed; the lease is checked later, when the approved
+    /// request executes (and every other check again with it).
+    Precheck,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::DryRun => "dry_run",
+            Mode::Execute => "execute",
+            Mode::Precheck => "precheck",
+        }
+    }
 }
 
 /// What the agent decided.
@@ -73,6 +88,23 @@ pub struct ProcessEntry {
     pub outcome: String,
 }
 
+/// The process a `top_consumer` kill chose, with the usage it was chosen
+/// by (measured over a short window right before the action).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerEntry {
+    pub resource: Consumer,
+    pub pid: u32,
+    pub name: String,
+    pub cmdline: String,
+    /// Percent of one core.
+    pub cpu_pct: f64,
+    pub rss_bytes: u64,
+    pub read_bytes_per_s: f64,
+    pub write_bytes_per_s: f64,
+    /// Length of the measurement.
+    pub window_ms: u64,
+}
+
 /// A file an action deleted (or would delete).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
@@ -105,6 +137,9 @@ pub struct ActionReport {
     pub argv: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pids: Vec<ProcessEntry>,
+    /// The process a `top_consumer` kill chose, also when it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_consumer: Option<ConsumerEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileEntry>,
     /// Bytes freed (or that would be freed) by `clean_paths`.
@@ -136,6 +171,7 @@ impl ActionReport {
             lease: None,
             argv: Vec::new(),
             pids: Vec::new(),
+            top_consumer: None,
             files: Vec::new(),
             bytes: 0,
             exit_code: None,

@@ -411,8 +411,8 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Checks a webhook URL against the allowlisted prefixes. Only `http://` is
-/// supported: this build carries no TLS stack for outgoing HTTP.
+/// Checks a webhook URL against the allowlisted prefixes (`http://` or
+/// `https://`; https is verified against `remediate.notify_ca_file`).
 pub fn check_webhook(url: &str, allowed: &[String]) -> Result<(), Refusal> {
     let Some(rest) = url
         .strip_prefix("https://")

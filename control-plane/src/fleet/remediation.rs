@@ -159,6 +159,20 @@ pub enum DecideError {
     Store(#[from] StoreError),
 }
 
+/// Parses `action` with the agent's typed allowlist and runs the agent's
+/// static checks of it (one target for `kill_process`, strict names,
+/// ranges): what the agent would refuse without looking at the host. The
+/// host checks (protected processes, allowlisted paths, limits) stay with
+/// the agent. Errors start with `action: `.
+pub fn check_action(action: &serde_json::Value) -> Result<sco_agent::remediate::Action, String> {
+    let typed = serde_json::from_value::<sco_agent::remediate::Action>(action.clone())
+        .map_err(|e| format!("action: {e}"))?;
+    typed
+        .check()
+        .map_err(|(_, reason)| format!("action: {reason}"))?;
+    Ok(typed)
+}
+
 fn lease() -> (String, i64) {
     use rand::Rng;
     (
@@ -204,10 +218,9 @@ impl Fleet {
                 "mode: {mode:?} is not dry_run or execute"
             )));
         }
-        // The same typed allowlist the agent enforces: unknown action types
-        // and fields are refused here already, with the parser's message.
-        serde_json::from_value::<sco_agent::remediate::Action>(action.clone())
-            .map_err(|e| TriggerError::Invalid(format!("action: {e}")))?;
+        // Refused here already, with the agent's own message, rather than
+        // stored, leased and sent only for the agent to refuse on sight.
+        check_action(&action).map_err(TriggerError::Invalid)?;
         let detail = serde_json::json!({ "action": action, "mode": mode });
         self.manual_request(
             actor,
@@ -477,10 +490,10 @@ impl Fleet {
     /// Records a proposal from an agent's policy rule (once per message).
     pub async fn proposal(&self, agent_id: &str, p: ProposalIn) -> Result<Ingested, StoreError> {
         let action: serde_json::Value = serde_json::from_str(&p.action_json).unwrap_or_default();
-        let typed = serde_json::from_value::<sco_agent::remediate::Action>(action.clone());
+        let typed = check_action(&action);
         let now = now_ms();
         let (state, reason) = match (p.mode.as_str(), p.decision.as_str(), &typed) {
-            (_, _, Err(e)) => ("refused", format!("invalid action: {e}")),
+            (_, _, Err(e)) => ("refused", format!("invalid {e}")),
             ("auto" | "approve", "proposed", Ok(_)) => ("proposed", p.reason.clone()),
             ("dry_run", "dry_run", Ok(_)) => ("dry_run", p.reason.clone()),
             (_, "refused", Ok(_)) => ("refused", p.reason.clone()),
@@ -576,5 +589,103 @@ impl Fleet {
             .await;
         }
         Ok(ingested)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::{sqlite_url, Store};
+    use crate::telemetry::Telemetry;
+
+    #[test]
+    fn actions_get_the_agents_static_checks() {
+        let cases = [
+            (json!({"type": "kill_process", "pid": 4242}), None),
+            (
+                json!({"type": "kill_process", "pattern": "*runaway*"}),
+                None,
+            ),
+            (
+                json!({"type": "kill_process"}),
+                Some("kill_process needs one target"),
+            ),
+            (
+                json!({"type": "kill_process", "name": "a", "pid": 3}),
+                Some("kill_process needs one target"),
+            ),
+            (
+                json!({"type": "kill_process", "name": "nginx; rm -rf /"}),
+                Some("\"nginx; rm -rf /\""),
+            ),
+            (
+                json!({"type": "kill_process", "pid": 9, "grace_secs": 100000}),
+                Some("grace_secs 100000"),
+            ),
+            (
+                json!({"type": "journal_vacuum", "max_size_mb": 0}),
+                Some("max_size_mb"),
+            ),
+            (json!({"type": "rm_rf", "path": "/"}), Some("rm_rf")),
+        ];
+        for (action, want) in cases {
+            match (check_action(&action), want) {
+                (Ok(_), None) => {}
+                (Err(e), Some(w)) => {
+                    assert!(e.starts_with("action: ") && e.contains(w), "{action}: {e}")
+                }
+                (got, _) => panic!("{action}: got {got:?}, wanted an error with {want:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kill_without_target_is_refused_before_it_is_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::connect(&sqlite_url(dir.path()))
+            .await
+            .expect("sqlite store");
+        let fleet = Fleet::new(store, Arc::new(Telemetry::default()));
+        let err = fleet
+            .trigger(
+                "admin",
+                "agent-1",
+                json!({"type": "kill_process"}),
+                "execute",
+            )
+            .await
+            .expect_err("no target");
+        match err {
+            TriggerError::Invalid(m) => assert!(
+                m.starts_with("action: kill_process needs one target"),
+                "{m}"
+            ),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+        // A valid action passes the checks and only then meets the host
+        // lookup: the refusal above came before anything was stored.
+        let err = fleet
+            .trigger(
+                "admin",
+                "agent-1",
+                json!({"type": "kill_process", "pid": 4242}),
+                "execute",
+            )
+            .await
+            .expect_err("unknown host");
+        assert!(matches!(err, TriggerError::NoHost(_)), "{err:?}");
+        let stored = fleet
+            .store()
+            .actions(&ActionQuery {
+                limit: 10,
+                ..ActionQuery::default()
+            })
+            .await
+            .expect("actions");
+        assert!(stored.is_empty(), "{stored:?}");
     }
 }

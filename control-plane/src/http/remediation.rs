@@ -148,3 +148,22 @@ pub async fn audit(
         .await?;
     Ok(Json(json!({ "count": entries.len(), "entries": entries })))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_invalid_trigger_is_a_400_naming_the_problem() {
+        let message = "action: kill_process needs one target";
+        let response = AppError::from(TriggerError::Invalid(message.into())).into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .expect("body");
+        let body: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["error"], message);
+    }
+}

@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Baseline, Calibration, Detector, Family, HostPca, MetricState, Ring, FamilyState};
 use super::{is_bounded, saturation_level};
+use super::{Baseline, Calibration, Detector, Family, FamilyState, HostPca, MetricState, Ring};
 
 /// Bumped when the layout changes; an older snapshot is ignored (the detector warms up).
 const SNAPSHOT_VERSION: u32 = 1;
@@ -149,9 +149,11 @@ impl Detector {
                     ring.push(v);
                 }
             }
-            let baseline = m
-                .baseline
-                .filter(|b| [b.median, b.scale, b.mean, b.sd].iter().all(|v| v.is_finite()));
+            let baseline = m.baseline.filter(|b| {
+                [b.median, b.scale, b.mean, b.sd]
+                    .iter()
+                    .all(|v| v.is_finite())
+            });
             metrics.push(MetricState {
                 ignored: self.config.is_ignored(&m.name),
                 abs_floor: self.config.abs_floor_for(&m.name),
@@ -199,7 +201,11 @@ impl Detector {
                 })
             }
         };
-        let thresholds = [snap.model_threshold, snap.pca_threshold, snap.score_threshold];
+        let thresholds = [
+            snap.model_threshold,
+            snap.pca_threshold,
+            snap.score_threshold,
+        ];
         if !thresholds.iter().all(|v| v.is_finite() && *v > 0.0) {
             return Err(RestoreError::Inconsistent("thresholds".into()));
         }
