@@ -56,7 +56,7 @@ use crate::{Model, ModelError};
 mod family;
 mod snapshot;
 
-pub use family::{is_bounded, saturation_level, Family};
+pub use family::{is_bounded, saturation_level, upper_only, Family};
 pub use snapshot::{DetectorSnapshot, RestoreError};
 
 /// Normalised values are clipped to +-CLIP (the model card's normalisation).
@@ -712,11 +712,16 @@ struct MetricState {
     saturation: Option<f64>,
     /// Consecutive values at the clip not learnt (see `OUTLIER_RUN`).
     outlier_run: u32,
+    /// [`upper_only`] this metric: scored only above its normal.
+    upper_only: bool,
 }
 
 impl MetricState {
     /// Its current value is unusual now: outside the current-value gate, or saturated.
     fn outside_gate(&self, gate_z: f64) -> bool {
+        if self.below_normal() {
+            return false;
+        }
         gate_z <= 0.0
             || self
                 .lags
@@ -725,6 +730,11 @@ impl MetricState {
             || self
                 .saturation
                 .is_some_and(|level| self.last_value >= level)
+    }
+
+    /// An [`upper_only`] metric below its normal now: not a symptom, never scored.
+    fn below_normal(&self) -> bool {
+        self.upper_only && self.lags.first().is_some_and(|z| *z < 0.0)
     }
 
     fn push_z(&mut self, z: f32) {
@@ -1010,6 +1020,7 @@ impl Detector {
                         bounded: is_bounded(name),
                         saturation: saturation_level(name),
                         outlier_run: 0,
+                        upper_only: upper_only(name),
                     });
                     self.index.insert(name.to_string(), i);
                     i
@@ -1080,7 +1091,8 @@ impl Detector {
                 self.pca_z[col] = b.pca_z(v, self.config.pca_std_scale);
             }
             // a window whose current value is inside the gate scores exactly 0: no model call
-            let inside_gate = gate_z > 0.0 && f64::from(m.lags[0]).abs() <= gate_skip;
+            let inside_gate =
+                (gate_z > 0.0 && f64::from(m.lags[0]).abs() <= gate_skip) || m.below_normal();
             if m.filled >= f && f > 0 && !inside_gate {
                 self.batch.extend_from_slice(&m.lags);
                 self.batch_metrics.push(idx);
@@ -1159,7 +1171,7 @@ impl Detector {
                 for (col, &idx) in pca.metrics.iter().enumerate() {
                     let sq = self.pca_res[col] * self.pca_res[col];
                     let m = &mut self.metrics[idx];
-                    if m.seen_tick == t {
+                    if m.seen_tick == t && !m.below_normal() {
                         m.ratio = m.ratio.max(sq / thr);
                         family_spe[m.family.index()] += sq;
                     }

@@ -587,7 +587,6 @@ fn score_window_refuses_bad_windows() {
 
 // ------------------------------------------------------------------ events per family
 
-
 fn changes_of(ticks: &[Tick], kind: EventKind) -> Vec<(usize, sco_models::Family)> {
     ticks
         .iter()

@@ -38,7 +38,11 @@ impl Family {
     pub fn of(metric: &str) -> Family {
         let base = metric.split(':').next().unwrap_or(metric);
         let starts = |p: &str| base.starts_with(p);
-        if starts("cpu.") || starts("psi.cpu.") || starts("load.") {
+        // time spent waiting for I/O is an I/O symptom: a disk saturation raises it, and a CPU
+        // runaway only lowers it (see `upper_only`)
+        if base == "cpu.iowait_pct" {
+            Family::DiskIo
+        } else if starts("cpu.") || starts("psi.cpu.") || starts("load.") {
             Family::Cpu
         } else if starts("mem.") || starts("swap.") || starts("psi.memory.") {
             Family::Memory
@@ -83,6 +87,16 @@ impl std::fmt::Display for Family {
     }
 }
 
+/// Only a rise of this metric is a symptom: waiting (I/O wait, steal, pressure) and errors or
+/// drops. Below its normal it is never scored: a CPU runaway lowers I/O wait (busy CPUs are not
+/// idle-waiting), which is no I/O problem.
+pub fn upper_only(metric: &str) -> bool {
+    let base = metric.split(':').next().unwrap_or(metric);
+    matches!(base, "cpu.iowait_pct" | "cpu.steal_pct")
+        || base.starts_with("psi.")
+        || (base.starts_with("net.") && (base.contains("errors") || base.contains("drops")))
+}
+
 /// A percentage: its expected range is clamped to [0, 100], whatever its baseline says.
 pub fn is_bounded(metric: &str) -> bool {
     metric.split(':').next().unwrap_or(metric).ends_with("_pct")
@@ -111,6 +125,7 @@ mod tests {
         let cases = [
             ("cpu.total_pct", Family::Cpu),
             ("psi.cpu.some_pct", Family::Cpu),
+            ("cpu.iowait_pct", Family::DiskIo),
             ("load.1", Family::Cpu),
             ("mem.used_bytes", Family::Memory),
             ("swap.used_pct", Family::Memory),
@@ -146,6 +161,9 @@ mod tests {
         assert_eq!(saturation_level("disk.busy_pct:sda"), None);
         assert_eq!(saturation_level("cpu.user_pct"), None);
         assert!(is_bounded("disk.busy_pct:sda"));
+        assert!(upper_only("cpu.iowait_pct") && upper_only("psi.io.full_pct"));
+        assert!(upper_only("net.rx_drops_per_s:eth0") && !upper_only("net.rx_bytes_per_s:eth0"));
+        assert!(!upper_only("cpu.total_pct"));
         assert!(!is_bounded("mem.used_bytes"));
     }
 }

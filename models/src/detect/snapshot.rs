@@ -171,6 +171,7 @@ impl Detector {
                 bounded: is_bounded(&m.name),
                 saturation: saturation_level(&m.name),
                 outlier_run: 0,
+                upper_only: super::upper_only(&m.name),
                 name: m.name,
             });
         }
