@@ -41,6 +41,9 @@ use safety::{ProcInfo, ProcessGuard};
 
 type Refusal = (Reason, String);
 
+/// A process using less CPU than this (percent of one core) over the window
+/// is not a CPU consumer worth stopping.
+const MIN_CONSUMER_CPU_PCT: f64 = 5.0;
 /// How long a `top_consumer` kill measures CPU and I/O before choosing:
 /// long enough for a busy process to stand out at 100 ticks a second,
 /// short enough not to delay the action noticeably.
@@ -226,10 +229,13 @@ struct Chosen {
 }
 
 /// Chooses the heaviest process by `resource`, measured now over
-/// [`CONSUMER_WINDOW`]: processes the safety rules protect are passed over
-/// (pid 1, the agent, its parent, kernel threads, protected names), then
-/// the chosen one must match `pattern` if given, and passes exactly the
-/// checks of a kill by pid. Never trusts a pid from whoever asked.
+/// [`CONSUMER_WINDOW`], among those whose command line matches `pattern` (if
+/// given) and that use some of it: processes the safety rules protect are
+/// passed over (pid 1, the agent, its parent, kernel threads, protected
+/// names), and the chosen one passes exactly the checks of a kill by pid.
+/// Never trusts a pid from whoever asked. On a busy host the heaviest
+/// process overall may be other, legitimate work: the pattern says which
+/// processes the rule may ever act on, the measurement which one of them.
 async fn top_consumer_of(
     guard: ProcessGuard,
     resource: Consumer,
@@ -254,8 +260,19 @@ async fn top_consumer_of(
         let usages = processes::usage(&first, &second);
         let ranked = processes::top_by(&usages, resource.into(), usages.len());
         let mut skipped = Vec::new();
-        let chosen = ranked.into_iter().find_map(|u| {
+        let uses = |u: &crate::collect::ProcessInfo| match resource {
+            Consumer::Cpu => u.cpu_pct >= MIN_CONSUMER_CPU_PCT,
+            Consumer::Memory => u.rss_bytes > 0,
+            Consumer::Io => u.read_bytes_per_s + u.write_bytes_per_s > 0.0,
+        };
+        let chosen = ranked.into_iter().filter(uses).find_map(|u| {
             let p = safety::read_proc(u.pid)?;
+            if pattern
+                .as_deref()
+                .is_some_and(|pat| !actions::glob_match(pat, &p.cmdline))
+            {
+                return None;
+            }
             // The pid must still name the process that was measured.
             let measured = second.procs.get(&u.pid).map(|s| s.starttime);
             if measured != Some(p.start_time) || matches!(p.state, 'Z' | 'X') {
@@ -284,10 +301,16 @@ async fn top_consumer_of(
             return Chosen {
                 procs: Err((
                     Reason::NoMatchingProcess,
-                    format!(
-                        "no unprotected process to choose as the top {} consumer",
-                        resource.as_str()
-                    ),
+                    match &pattern {
+                        Some(pat) => format!(
+                            "no unprotected process matching {pat:?} uses {} now",
+                            resource.as_str()
+                        ),
+                        None => format!(
+                            "no unprotected process to choose as the top {} consumer",
+                            resource.as_str()
+                        ),
+                    },
                 )),
                 entry: None,
                 notes,
@@ -318,24 +341,6 @@ async fn top_consumer_of(
             p.pid,
             u.name
         ));
-        if let Some(pat) = &pattern {
-            if !actions::glob_match(pat, &p.cmdline) {
-                return Chosen {
-                    procs: Err((
-                        Reason::NoMatchingProcess,
-                        format!(
-                            "the top {} consumer, pid {} ({}, {usage}), does not match \
-                             pattern {pat:?}",
-                            resource.as_str(),
-                            p.pid,
-                            u.name
-                        ),
-                    )),
-                    entry: Some(entry),
-                    notes,
-                };
-            }
-        }
         // From here on it is a kill by pid, with exactly its checks.
         let procs =
             safety::resolve_processes(&guard, None, None, Some(p.pid), max).and_then(|found| {

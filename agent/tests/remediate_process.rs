@@ -244,12 +244,12 @@ fn top_cpu(pattern: &str) -> Action {
     }
 }
 
-/// Runs a `top_consumer: cpu` kill until it executes. This host may be
-/// shared (builds, other tests' burners): when some other process burned
-/// more CPU during the measurement, the kill is refused because that
-/// process does not match the pattern, and is tried again.
+/// Runs a `top_consumer: cpu` kill. The choice is among processes matching
+/// the pattern, so other busy processes on a shared host (builds, other
+/// tests) do not matter; a burner starved of CPU during the 0.5 s window
+/// (under 5 % of a core) can still be refused, so it is tried a few times.
 async fn kill_top_cpu(r: &mut Remediator, pattern: &str, ours: &[u32]) -> ActionReport {
-    for _ in 0..30 {
+    for _ in 0..10 {
         let report = r
             .request(request("manual:test", top_cpu(pattern), Mode::Execute))
             .await;
@@ -261,15 +261,14 @@ async fn kill_top_cpu(r: &mut Remediator, pattern: &str, ours: &[u32]) -> Action
             Some(Reason::NoMatchingProcess),
             "{report:?}"
         );
-        let chosen = report
-            .top_consumer
-            .as_ref()
-            .expect("the choice is reported");
-        assert!(!ours.contains(&chosen.pid), "ours matched: {report:?}");
         assert!(report.pids.is_empty(), "nothing signalled: {report:?}");
+        assert!(
+            report.top_consumer.as_ref().is_none_or(|c| ours.contains(&c.pid)),
+            "only a matching process may be chosen: {report:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("our burners were never the top CPU consumer in 30 tries");
+    panic!("our burners were never chosen in 10 tries");
 }
 
 #[tokio::test]
@@ -319,14 +318,14 @@ async fn the_top_cpu_consumer_matching_the_pattern_is_killed() {
 }
 
 #[tokio::test]
-async fn a_top_consumer_that_does_not_match_the_pattern_is_refused() {
+async fn a_top_consumer_kill_with_no_matching_process_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut r = Remediator::open(config(dir.path()), dir.path()).expect("open");
     let tag = format!("sco-top-{}", nonce());
     let mut child = burner(&tag, false);
     wait_started(&child, &tag);
 
-    // Whatever is heaviest, it does not carry this pattern.
+    // No process carries this pattern: nothing is chosen, whatever is heaviest.
     let pattern = format!("*sco-nothing-{}*", nonce());
     let report = r
         .request(request("manual:test", top_cpu(&pattern), Mode::Execute))
@@ -339,10 +338,10 @@ async fn a_top_consumer_that_does_not_match_the_pattern_is_refused() {
     );
     let reason = report.reason.clone().unwrap_or_default();
     assert!(
-        reason.contains("top cpu consumer") && reason.contains(&pattern),
+        reason.contains("no unprotected process matching") && reason.contains(&pattern),
         "{reason}"
     );
-    assert!(report.top_consumer.is_some(), "the choice is reported");
+    assert!(report.top_consumer.is_none(), "nothing was chosen");
     assert!(report.pids.is_empty(), "nothing was signalled");
 
     // A protected process is passed over even when it is the heaviest: with

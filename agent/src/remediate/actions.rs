@@ -22,8 +22,9 @@ pub enum Action {
     /// name, as in `/proc/PID/comm` or the executable's file name), `pid`, or
     /// `top_consumer` (the heaviest process by that resource, chosen by the
     /// agent when the action runs); or `pattern` (a glob over the whole
-    /// command line) alone. With `top_consumer`, a `pattern` is a guard: the
-    /// chosen process must match it, or nothing is signalled.
+    /// command line) alone. With `top_consumer`, a `pattern` limits the
+    /// choice: the heaviest process whose command line matches it (and that
+    /// uses the resource at all) is chosen, or nothing is signalled.
     KillProcess {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
