@@ -76,9 +76,14 @@ pub fn detector_config(d: &DetectSection, interval_ms: u64) -> DetectorConfig {
         clear_ticks: ticks(d.clear_secs),
         update_every_ticks: ticks(d.update_every_secs),
         ignore: d.ignore.clone(),
+        sustain_ticks: ticks(SUSTAIN_SECS),
         ..DetectorConfig::default()
     }
 }
+
+/// The sustained-deviation window (see `DetectorConfig::sustain_ticks`): a deviation lasting
+/// this long counts in full, a one-second burst a third.
+const SUSTAIN_SECS: u64 = 3;
 
 fn load_model(path: Option<&Path>) -> Result<Model, DetectError> {
     match path {

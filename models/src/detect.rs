@@ -166,6 +166,12 @@ pub struct DetectorConfig {
     /// A metric is listed as a contributor only if its own ratio is at least this (the top
     /// metric always is): no padding with metrics at normal values.
     pub contributor_min_ratio: f64,
+    /// Sustained deviation (0 = off): each metric's mean normalised value over its last
+    /// `sustain_ticks` ticks, divided by the largest such mean of its warm-up (at least
+    /// `SUSTAIN_FLOOR`), is one more ratio of the metric. It tells a runaway from the short
+    /// bursts a busy host has all the time: a burst of one tick has a mean of a fraction of
+    /// its height over the window, a runaway its whole height.
+    pub sustain_ticks: usize,
 }
 
 impl Default for DetectorConfig {
@@ -204,6 +210,7 @@ impl Default for DetectorConfig {
             freeze_baselines: true,
             relearn_after_ticks: 1800,
             contributor_min_ratio: 0.3,
+            sustain_ticks: 3,
         }
     }
 }
@@ -237,6 +244,7 @@ impl DetectorConfig {
             freeze_baselines: false,
             relearn_after_ticks: 0,
             contributor_min_ratio: 0.0,
+            sustain_ticks: 0,
             ..DetectorConfig::default()
         }
     }
@@ -710,8 +718,11 @@ struct MetricState {
     bounded: bool,
     /// [`saturation_level`] of this metric.
     saturation: Option<f64>,
-    /// Consecutive values at the clip not learnt (see `OUTLIER_RUN`).
-    outlier_run: u32,
+    /// The last `sustain_ticks` normalised values, and the calibrated threshold of their mean.
+    sustain: Ring,
+    sustain_thr: Option<f64>,
+    /// Sustained-deviation ratio of this tick.
+    sustain_ratio: f64,
     /// [`upper_only`] this metric: scored only above its normal.
     upper_only: bool,
 }
@@ -781,7 +792,7 @@ struct FamilyState {
 /// Whether a family's values enter their baselines (see `freeze_baselines`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Learning {
-    /// Yes, except isolated values at the clip.
+    /// Yes.
     Normal,
     /// No: the family is over threshold or its event is open.
     Frozen,
@@ -800,8 +811,9 @@ impl FamilyState {
     }
 }
 
-/// Consecutive values at the clip after which a metric outside any event learns them.
-const OUTLIER_RUN: u32 = 30;
+/// Floor of a metric's sustained-deviation threshold, in normalised units (mean over
+/// `sustain_ticks`): a metric whose warm-up was flat needs a clear, lasting move to alarm.
+const SUSTAIN_FLOOR: f64 = 4.0;
 
 /// Detection state for one host. Feed it one [`Detector::tick`] per collection tick.
 #[derive(Debug)]
@@ -1019,7 +1031,9 @@ impl Detector {
                         family: Family::of(name),
                         bounded: is_bounded(name),
                         saturation: saturation_level(name),
-                        outlier_run: 0,
+                        sustain: Ring::new(self.config.sustain_ticks),
+                        sustain_thr: None,
+                        sustain_ratio: 0.0,
                         upper_only: upper_only(name),
                     });
                     self.index.insert(name.to_string(), i);
@@ -1037,23 +1051,11 @@ impl Detector {
             }
             m.seen_tick = t;
             m.last_value = v;
-            // an alarming family's values stay out of its baselines (never learn an incident),
-            // and so does an isolated value at the clip (the first tick of a burst, before
-            // the family is over threshold); a value out there for OUTLIER_RUN ticks in a row
-            // without an event is a level shift and is learnt
-            let learn = if !self.config.freeze_baselines || warming {
-                true
-            } else {
-                match learning[m.family.index()] {
-                    Learning::Frozen => false,
-                    Learning::Relearn => true,
-                    Learning::Normal => {
-                        let outlier = m.baseline.is_some_and(|b| b.z(v).abs() >= CLIP);
-                        m.outlier_run = if outlier { m.outlier_run + 1 } else { 0 };
-                        !outlier || m.outlier_run > OUTLIER_RUN
-                    }
-                }
-            };
+            // an alarming family's values stay out of its baselines (never learn an incident);
+            // short bursts that stay under the threshold are the host's normal and are learnt
+            let learn = !self.config.freeze_baselines
+                || warming
+                || learning[m.family.index()] != Learning::Frozen;
             if learn {
                 m.ring.push(v);
             }
@@ -1087,6 +1089,16 @@ impl Detector {
             let z = b.z(v);
             m.push_z(z as f32);
             m.ratio = 0.0;
+            m.sustain_ratio = 0.0;
+            if self.config.sustain_ticks > 0 {
+                m.sustain.push(z);
+                let w = m.sustain.values();
+                if let (Some(thr), true) = (m.sustain_thr, w.len() >= self.config.sustain_ticks) {
+                    let mean = w.iter().sum::<f64>() / w.len() as f64;
+                    let mean = if m.upper_only { mean.max(0.0) } else { mean.abs() };
+                    m.sustain_ratio = mean / thr;
+                }
+            }
             if let Some(col) = m.pca_col {
                 self.pca_z[col] = b.pca_z(v, self.config.pca_std_scale);
             }
@@ -1189,6 +1201,13 @@ impl Detector {
         let mut ratio = mean / score_threshold;
         if !ratio.is_finite() {
             ratio = 0.0;
+        }
+        // a lasting deviation counts as much as the window model's view of it
+        for &idx in &self.touched {
+            let m = &mut self.metrics[idx];
+            if m.sustain_ratio > 0.0 && !m.below_normal() {
+                m.ratio = m.ratio.max(m.sustain_ratio);
+            }
         }
         // a saturated bounded resource is anomalous whatever its baseline says
         let sat = self.config.saturation_ratio;
@@ -1488,6 +1507,34 @@ impl Detector {
             &mut owners,
             &mut host_model,
         )?;
+        // sustained-deviation thresholds: the largest mean over `sustain_ticks` of each
+        // metric's warm-up
+        let k = self.config.sustain_ticks;
+        if k > 0 {
+            for (i, m) in self.metrics.iter_mut().enumerate() {
+                m.sustain = Ring::new(k);
+                m.sustain_thr = None;
+                if m.baseline.is_none() {
+                    continue;
+                }
+                let mut window = Ring::new(k);
+                let mut worst = 0.0f64;
+                for zr in &z_rows {
+                    let Some(&z) = zr.get(i) else { continue };
+                    if z.is_nan() {
+                        continue;
+                    }
+                    window.push(z);
+                    let w = window.values();
+                    if w.len() >= k {
+                        let mean = w.iter().sum::<f64>() / k as f64;
+                        let mean = if m.upper_only { mean.max(0.0) } else { mean.abs() };
+                        worst = worst.max(mean);
+                    }
+                }
+                m.sustain_thr = Some(worst.max(SUSTAIN_FLOOR));
+            }
+        }
         let mut scored: Vec<f64> = host_model.iter().copied().filter(|v| !v.is_nan()).collect();
         let model_threshold = quantile(&mut scored, self.config.threshold_quantile)
             .unwrap_or(0.0)

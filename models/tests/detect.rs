@@ -678,7 +678,9 @@ fn bursts_do_not_teach_the_baseline_saturation() {
             for m in &c.event.contributors {
                 assert!(m.expected_high <= 100.0 && m.expected_low >= 0.0, "{m:?}");
                 if m.metric == CPU {
-                    assert!(m.expected_high < 20.0, "baseline learnt the bursts: {m:?}");
+                    // only the first tick of each burst (before its family is over threshold)
+                    // enters the baseline: the range widens a little, far below the bursts
+                    assert!(m.expected_high < 50.0, "baseline learnt the bursts: {m:?}");
                 }
             }
         }
@@ -736,4 +738,29 @@ fn a_restored_detector_alarms_without_a_new_warm_up() {
     }
     let at = opened_at.expect("the restored detector alarms");
     assert!(at < 420 + 10, "opened at {at}");
+}
+
+#[test]
+fn a_runaway_is_told_from_the_bursts_of_a_busy_host() {
+    use sco_models::Family;
+    // a busy host: one core's worth of CPU (+45 points) for one tick every 8 ticks, always,
+    // warm-up included; a runaway holds the same height for 40 ticks from tick 600
+    let burst = |t: usize| t % 8 == 3;
+    let ticks = run(config(), 900, |t, v| {
+        if burst(t) || (600..640).contains(&t) {
+            set(v, CPU, 50.0);
+        }
+    });
+    let opens: Vec<(usize, Family)> = changes_of(&ticks, EventKind::Opened);
+    let cpu: Vec<usize> = opens
+        .iter()
+        .filter(|o| o.1 == Family::Cpu)
+        .map(|o| o.0)
+        .collect();
+    assert_eq!(cpu.len(), 1, "bursts alone opened events: {opens:?}");
+    assert!(
+        (600..600 + config().sustain_ticks + config().min_duration_ticks + 2).contains(&cpu[0]),
+        "the runaway opened at {}",
+        cpu[0]
+    );
 }

@@ -37,6 +37,8 @@ struct MetricSnapshot {
     values: Vec<f32>,
     observed: u64,
     baseline: Option<Baseline>,
+    #[serde(default)]
+    sustain_thr: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,6 +83,7 @@ impl Detector {
                 values: m.ring.chronological().map(|v| v as f32).collect(),
                 observed: m.observed,
                 baseline: m.baseline,
+                sustain_thr: m.sustain_thr,
             })
             .collect();
         let pca = calib.pca.as_ref().map(|p| PcaSnapshot {
@@ -170,7 +173,9 @@ impl Detector {
                 family: Family::of(&m.name),
                 bounded: is_bounded(&m.name),
                 saturation: saturation_level(&m.name),
-                outlier_run: 0,
+                sustain: Ring::new(self.config.sustain_ticks),
+                sustain_thr: m.sustain_thr.filter(|t| t.is_finite() && *t > 0.0),
+                sustain_ratio: 0.0,
                 upper_only: super::upper_only(&m.name),
                 name: m.name,
             });
