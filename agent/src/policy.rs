@@ -525,13 +525,15 @@ impl Policy {
                 for (j, g) in a.metrics.iter().enumerate() {
                     let field = || at(&format!("when.anomaly.metrics[{j}]"));
                     check_metric(g).map_err(|r| PolicyError::new(field(), r))?;
-                    if let Some(p) = crate::detect::NOT_SCORED.iter().find(|p| g.starts_with(*p)) {
+                    if let Some((p, why, instead)) = crate::detect::NOT_SCORED
+                        .iter()
+                        .find(|(p, _, _)| g.starts_with(*p))
+                    {
                         return Err(PolicyError::new(
                             field(),
                             format!(
                                 "{g:?} can never be part of an anomaly: the detector does not score \
-                                 {p}* (minute-long averages that lag their cause); use cpu.* or \
-                                 psi.cpu.*, or a state condition such as \"load.1 > 8\""
+                                 {p}* ({why}); {instead}"
                             ),
                         ));
                     }

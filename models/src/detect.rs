@@ -259,6 +259,16 @@ impl DetectorConfig {
         }
     }
 
+    /// The relative scale floor of metric `name`: a process count moves by a few processes
+    /// whenever anything starts a command, so its floor is 5 % of its level.
+    fn rel_floor_for(&self, name: &str) -> f64 {
+        if name == "proc.count" {
+            self.rel_scale_floor.max(0.05)
+        } else {
+            self.rel_scale_floor
+        }
+    }
+
     fn is_ignored(&self, name: &str) -> bool {
         let base = name.split(':').next().unwrap_or(name);
         self.ignore.iter().any(|p| {
@@ -700,6 +710,8 @@ struct MetricState {
     ignored: bool,
     /// [`DetectorConfig::abs_floor_for`] this metric.
     abs_floor: f64,
+    /// [`DetectorConfig::rel_floor_for`] this metric.
+    rel_floor: f64,
     ring: Ring,
     observed: u64,
     baseline: Option<Baseline>,
@@ -772,9 +784,25 @@ struct OpenEvent {
     anomaly: Anomaly,
     peak_ratio: f64,
     last_emit_tick: u64,
-    under: usize,
+    /// Over the clear level or not, for the last `clear_ticks` ticks (newest last).
+    recent: std::collections::VecDeque<bool>,
     /// Ticks since it opened.
     age: usize,
+}
+
+impl OpenEvent {
+    /// Records this tick; true when the event may close: the family is under its clear level
+    /// now and was over it in at most a tenth of the last `clear_ticks` ticks. A busy host's
+    /// own short spikes (a write flushed every few seconds) would otherwise keep an event open
+    /// long after its cause is gone.
+    fn quiet_for(&mut self, over: bool, clear_ticks: usize) -> bool {
+        self.recent.push_back(over);
+        while self.recent.len() > clear_ticks {
+            self.recent.pop_front();
+        }
+        let overs = self.recent.iter().filter(|&&o| o).count();
+        !over && self.recent.len() >= clear_ticks && overs <= clear_ticks / 10
+    }
 }
 
 /// Event state of one [`Family`].
@@ -1019,6 +1047,7 @@ impl Detector {
                         slot: i,
                         ignored: self.config.is_ignored(name),
                         abs_floor: self.config.abs_floor_for(name),
+                        rel_floor: self.config.rel_floor_for(name),
                         ring: Ring::new(self.config.baseline_window),
                         observed: 0,
                         baseline: None,
@@ -1079,7 +1108,7 @@ impl Detector {
                 if let Some(b) = robust_baseline(
                     m.ring.values(),
                     &mut self.scratch,
-                    self.config.rel_scale_floor,
+                    m.rel_floor,
                     m.abs_floor,
                 ) {
                     m.baseline = Some(b);
@@ -1306,18 +1335,14 @@ impl Detector {
             open.age += 1;
             open.anomaly.score = score;
             open.anomaly.updated_ms = ts_ms;
-            if r_eff < self.config.clear_fraction {
-                open.under += 1;
-            } else {
-                open.under = 0;
-            }
+            let quiet = open.quiet_for(r_eff >= self.config.clear_fraction, clear_ticks);
             if let Some(contributors) = contributors.filter(|c| !c.is_empty()) {
                 open.peak_ratio = r_eff;
                 open.anomaly.peak_score = score;
                 open.anomaly.severity = Severity::from_ratio(r_eff);
                 open.anomaly.contributors = contributors;
             }
-            if open.under >= clear_ticks {
+            if quiet {
                 let mut closed = st.event.take()?;
                 let lasted_s = (ts_ms - closed.anomaly.started_ms).max(0) as f64 / 1000.0;
                 let quiet_s = (clear_ticks as i64 * interval_ms) as f64 / 1000.0;
@@ -1381,7 +1406,7 @@ impl Detector {
             anomaly: anomaly.clone(),
             peak_ratio: peak,
             last_emit_tick: t,
-            under: 0,
+            recent: std::collections::VecDeque::new(),
             age: 0,
         });
         Some(EventChange {
@@ -1447,7 +1472,7 @@ impl Detector {
                 robust_baseline(
                     m.ring.values(),
                     &mut self.scratch,
-                    self.config.rel_scale_floor,
+                    m.rel_floor,
                     m.abs_floor,
                 )
             };

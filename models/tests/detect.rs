@@ -374,7 +374,9 @@ fn sustained_jumps_open_an_event_that_closes_after_return() {
         assert_eq!(closes.len(), 1, "{case}: closed at {closes:?} {families:?}");
         let end = onset + len;
         assert!(
-            closes[0] >= end + cfg.clear_ticks - 1 && closes[0] <= end + cfg.clear_ticks + 10,
+            // a tenth of the clear ticks may be over the clear level (a busy host's spikes)
+            closes[0] >= end + cfg.clear_ticks - 1 - cfg.clear_ticks / 10
+                && closes[0] <= end + cfg.clear_ticks + 10,
             "{case}: closed at {}, anomaly ended at {end}",
             closes[0]
         );

@@ -160,6 +160,7 @@ impl Detector {
             metrics.push(MetricState {
                 ignored: self.config.is_ignored(&m.name),
                 abs_floor: self.config.abs_floor_for(&m.name),
+                rel_floor: self.config.rel_floor_for(&m.name),
                 slot: i,
                 ring,
                 observed: m.observed,
