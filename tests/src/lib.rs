@@ -631,3 +631,59 @@ impl Drop for Burners {
         }
     }
 }
+
+/// Names the directory [`bin_from_env`] takes the binaries from (an absolute
+/// path such as `/work/target/release`), so a debug test build can drive
+/// release binaries.
+pub const BIN_DIR_ENV: &str = "SCO_TEST_BIN_DIR";
+
+/// [`bin`], unless [`BIN_DIR_ENV`] is set: then the binary in that directory.
+pub fn bin_from_env(name: &str) -> PathBuf {
+    match std::env::var_os(BIN_DIR_ENV) {
+        Some(dir) if !dir.is_empty() => {
+            let path = PathBuf::from(dir).join(name);
+            assert!(
+                path.exists(),
+                "{} not found (from {BIN_DIR_ENV})",
+                path.display()
+            );
+            path
+        }
+        _ => bin(name),
+    }
+}
+
+impl Sandbox {
+    /// [`Sandbox::start_control_plane`] with the binary [`bin_from_env`] finds.
+    pub fn start_control_plane_from_env(&self) -> Proc {
+        let config = self.control_plane_config();
+        let proc = Proc::spawn(
+            "control-plane",
+            Command::new(bin_from_env("sco-control-plane"))
+                .args(["serve", "--config"])
+                .arg(&config),
+            &self.path().join("control-plane.log"),
+        );
+        let addr = self.http_addr;
+        wait_until("control plane answers /health", || {
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+        proc
+    }
+
+    /// [`Sandbox::start_agent_with`] for a new agent, with the binary
+    /// [`bin_from_env`] finds.
+    pub fn start_agent_from_env(&self, id: &str, extra: &str) -> Proc {
+        let config = self.agent_config(id);
+        let mut text = std::fs::read_to_string(&config).expect("read agent config");
+        text.push_str(extra);
+        std::fs::write(&config, text).expect("write agent config");
+        Proc::spawn(
+            &format!("agent {id}"),
+            Command::new(bin_from_env("sco-agent"))
+                .args(["run", "--config"])
+                .arg(&config),
+            &self.path().join(format!("agent-{id}.log")),
+        )
+    }
+}

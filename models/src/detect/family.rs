@@ -42,6 +42,10 @@ impl Family {
         // runaway only lowers it (see `upper_only`)
         if base == "cpu.iowait_pct" {
             Family::DiskIo
+        } else if base == "cpu.steal_pct" {
+            // time the hypervisor gave to other guests: no process of this host causes it, and
+            // as a cpu event it would absorb a real runaway that starts meanwhile
+            Family::Host
         } else if starts("cpu.") || starts("psi.cpu.") || starts("load.") {
             Family::Cpu
         } else if starts("mem.") || starts("swap.") || starts("psi.memory.") {
@@ -126,6 +130,7 @@ mod tests {
             ("cpu.total_pct", Family::Cpu),
             ("psi.cpu.some_pct", Family::Cpu),
             ("cpu.iowait_pct", Family::DiskIo),
+            ("cpu.steal_pct", Family::Host),
             ("load.1", Family::Cpu),
             ("mem.used_bytes", Family::Memory),
             ("swap.used_pct", Family::Memory),
