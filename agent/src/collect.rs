@@ -43,6 +43,8 @@ pub struct ProcessInfo {
     /// Storage I/O; 0 when the kernel does not tell us (not our process).
     pub read_bytes_per_s: f64,
     pub write_bytes_per_s: f64,
+    /// Resident memory gained over the interval (all of it for a process started in it).
+    pub rss_growth_bytes: i64,
 }
 
 /// Everything measured at one tick.

@@ -67,7 +67,7 @@ const SNAPSHOT_EVERY: Duration = Duration::from_secs(300);
 pub fn resource_of(family: Family) -> Option<Resource> {
     match family {
         Family::Cpu | Family::Processes => Some(Resource::Cpu),
-        Family::Memory => Some(Resource::Memory),
+        Family::Memory => Some(Resource::MemoryGrowth),
         Family::DiskIo | Family::DiskSpace => Some(Resource::Io),
         Family::Network | Family::Host => None,
     }

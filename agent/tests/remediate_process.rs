@@ -263,7 +263,10 @@ async fn kill_top_cpu(r: &mut Remediator, pattern: &str, ours: &[u32]) -> Action
         );
         assert!(report.pids.is_empty(), "nothing signalled: {report:?}");
         assert!(
-            report.top_consumer.as_ref().is_none_or(|c| ours.contains(&c.pid)),
+            report
+                .top_consumer
+                .as_ref()
+                .is_none_or(|c| ours.contains(&c.pid)),
             "only a matching process may be chosen: {report:?}"
         );
         std::thread::sleep(Duration::from_millis(100));

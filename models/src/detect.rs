@@ -1105,12 +1105,9 @@ impl Detector {
                 Some(_) => (m.observed + m.slot as u64) % every == 0,
             };
             if rebase {
-                if let Some(b) = robust_baseline(
-                    m.ring.values(),
-                    &mut self.scratch,
-                    m.rel_floor,
-                    m.abs_floor,
-                ) {
+                if let Some(b) =
+                    robust_baseline(m.ring.values(), &mut self.scratch, m.rel_floor, m.abs_floor)
+                {
                     m.baseline = Some(b);
                 }
             }
@@ -1124,7 +1121,11 @@ impl Detector {
                 let w = m.sustain.values();
                 if let (Some(thr), true) = (m.sustain_thr, w.len() >= self.config.sustain_ticks) {
                     let mean = w.iter().sum::<f64>() / w.len() as f64;
-                    let mean = if m.upper_only { mean.max(0.0) } else { mean.abs() };
+                    let mean = if m.upper_only {
+                        mean.max(0.0)
+                    } else {
+                        mean.abs()
+                    };
                     m.sustain_ratio = mean / thr;
                 }
             }
@@ -1469,12 +1470,7 @@ impl Detector {
             m.baseline = if m.ignored || m.observed < metric_warmup {
                 None
             } else {
-                robust_baseline(
-                    m.ring.values(),
-                    &mut self.scratch,
-                    m.rel_floor,
-                    m.abs_floor,
-                )
+                robust_baseline(m.ring.values(), &mut self.scratch, m.rel_floor, m.abs_floor)
             };
         }
         // normalised warm-up rows (NaN = missing or no baseline)
@@ -1553,7 +1549,11 @@ impl Detector {
                     let w = window.values();
                     if w.len() >= k {
                         let mean = w.iter().sum::<f64>() / k as f64;
-                        let mean = if m.upper_only { mean.max(0.0) } else { mean.abs() };
+                        let mean = if m.upper_only {
+                            mean.max(0.0)
+                        } else {
+                            mean.abs()
+                        };
                         worst = worst.max(mean);
                     }
                 }

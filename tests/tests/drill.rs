@@ -842,7 +842,13 @@ impl Drill<'_> {
             now_ms()
         });
         self.check_culprit(&mut run, &pids, &marker).await;
-        self.wait_closed(&mut run, stopped_ms).await;
+        if fault == Fault::CpuDuringIo {
+            // the I/O writer's own CPU time (system time, CPU pressure) keeps the cpu event
+            // going until it stops too: `overlap` waits for the close after both
+            run.stopped_ms = Some(stopped_ms);
+        } else {
+            self.wait_closed(&mut run, stopped_ms).await;
+        }
         run
     }
 
@@ -956,6 +962,8 @@ impl Drill<'_> {
             None => cpu.notes.push("no io event to overlap with".into()),
         }
         let io = self.finish_io(io, job, t0).await;
+        let both_stopped = cpu.stopped_ms.max(io.stopped_ms).unwrap_or_else(now_ms);
+        self.wait_closed(&mut cpu, both_stopped).await;
         (cpu, io)
     }
 

@@ -461,6 +461,10 @@ pub fn usage(prev: &ProcSnapshot, now: &ProcSnapshot) -> Vec<ProcessInfo> {
                     )
                 }
             };
+            let rss_before = base.map_or(0, |p| p.rss_bytes);
+            let rss_growth_bytes = i64::try_from(cur.rss_bytes)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(rss_before).unwrap_or(i64::MAX));
             ProcessInfo {
                 pid: cur.pid,
                 name: cur.name.clone(),
@@ -470,6 +474,7 @@ pub fn usage(prev: &ProcSnapshot, now: &ProcSnapshot) -> Vec<ProcessInfo> {
                 unit: cur.unit.clone(),
                 read_bytes_per_s: read as f64 / secs,
                 write_bytes_per_s: write as f64 / secs,
+                rss_growth_bytes,
             }
         })
         .collect()
@@ -493,6 +498,8 @@ pub enum Resource {
     Memory,
     /// `read_bytes_per_s + write_bytes_per_s`.
     Io,
+    /// `rss_growth_bytes`: who took the memory during the interval, not who held the most.
+    MemoryGrowth,
 }
 
 fn heavier(resource: Resource, a: &ProcessInfo, b: &ProcessInfo) -> Ordering {
@@ -501,6 +508,7 @@ fn heavier(resource: Resource, a: &ProcessInfo, b: &ProcessInfo) -> Ordering {
         Resource::Memory => b.rss_bytes.cmp(&a.rss_bytes),
         Resource::Io => (b.read_bytes_per_s + b.write_bytes_per_s)
             .total_cmp(&(a.read_bytes_per_s + a.write_bytes_per_s)),
+        Resource::MemoryGrowth => b.rss_growth_bytes.cmp(&a.rss_growth_bytes),
     };
     by.then(a.pid.cmp(&b.pid))
 }
@@ -781,6 +789,22 @@ mod tests {
             read_bytes_per_s: io,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn memory_culprits_are_who_grew_not_who_is_big() {
+        // a big steady process and a small one growing fast
+        let big = ProcessInfo {
+            rss_growth_bytes: 0,
+            ..info(1, 0.0, 300 << 20, 0.0)
+        };
+        let growing = ProcessInfo {
+            rss_growth_bytes: 64 << 20,
+            ..info(2, 0.0, 100 << 20, 0.0)
+        };
+        let all = [big, growing];
+        assert_eq!(top_by(&all, Resource::Memory, 1)[0].pid, 1);
+        assert_eq!(top_by(&all, Resource::MemoryGrowth, 1)[0].pid, 2);
     }
 
     #[test]
