@@ -69,6 +69,8 @@ const MAD_SCALE: f64 = 1.4826;
 const STD_FLOOR_FRAC: f64 = 0.5;
 /// Expected range = median -/+ EXPECTED_Z * scale.
 const EXPECTED_Z: f64 = 3.0;
+/// Scale floor of CPU steal and pressure, in multiples of `pct_scale_floor`.
+const NOISY_PCT_FLOOR: f64 = 5.0;
 /// Minimum number of rows [`score_window`] accepts.
 pub const MIN_WINDOW_ROWS: usize = 16;
 /// Model-score threshold [`score_window`] uses when no host calibration exists: the median of
@@ -252,7 +254,12 @@ impl DetectorConfig {
     /// The absolute scale floor of metric `name` (`"name"` or `"name:device"`).
     fn abs_floor_for(&self, name: &str) -> f64 {
         let base = name.split(':').next().unwrap_or(name);
-        if base.ends_with("_pct") {
+        if base == "cpu.steal_pct" || base.starts_with("psi.") {
+            // stalls and steal flicker by several points on any busy host or shared VM: a
+            // few points of them are weather, not an incident (chosen on the busy-host drill)
+            self.abs_scale_floor
+                .max(self.pct_scale_floor * NOISY_PCT_FLOOR)
+        } else if base.ends_with("_pct") {
             self.abs_scale_floor.max(self.pct_scale_floor)
         } else {
             self.abs_scale_floor

@@ -70,7 +70,7 @@ impl Size {
         let (quiet_secs, cpu_runs, other_runs) = if full { (600, 10, 3) } else { (60, 3, 1) };
         Self {
             name: if full { "full" } else { "short" },
-            warmup_secs: env_u64("SCO_DRILL_WARMUP_SECS").unwrap_or(60),
+            warmup_secs: env_u64("SCO_DRILL_WARMUP_SECS").unwrap_or(120),
             quiet_secs: env_u64("SCO_DRILL_QUIET_SECS").unwrap_or(quiet_secs),
             cpu_runs: env_u64("SCO_DRILL_CPU_RUNS").map_or(cpu_runs, |n| n as usize),
             other_runs,
