@@ -1,8 +1,8 @@
 //! The SmartCloudOps host agent.
 //!
 //! - [`config`]: the TOML configuration, environment overrides and checks.
-//! - [`collect`]: reads `/proc` (and `sysinfo` for mounts and processes) once
-//!   per tick on a dedicated thread; turns counters into rates.
+//! - [`collect`]: reads `/proc` (and `sysinfo` for mounts) once per tick on a
+//!   dedicated thread; turns counters into rates; the process table.
 //! - [`detect`]: live anomaly detection with the shared detector of
 //!   `sco-models`, event context at onset, model hot-swap.
 //! - [`identity`]: enrollment with a one-time token and certificate renewal.
