@@ -32,6 +32,7 @@ pub mod store;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
+use sco_models::detect::Family;
 use serde::{Deserialize, Serialize};
 
 use crate::remediate::actions::glob_match;
@@ -201,11 +202,19 @@ pub struct Condition {
     pub for_secs: u64,
 }
 
-/// An open anomaly event with at least `min_severity` whose contributors
-/// include a metric matching one of `metrics` (globs; empty: any metric).
+/// An open anomaly event with at least `min_severity`, of one of `families`
+/// (empty: any family), whose contributors include a metric matching one of
+/// `metrics` (globs; empty: any metric).
+///
+/// Metric names do not say which event they are part of: `cpu.iowait_pct` is
+/// time the CPUs waited on disks, so it is a contributor of `disk_io` events,
+/// and `metrics: ["cpu.*"]` alone matches those too. `families: [cpu]` is
+/// "a CPU event".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnomalyCondition {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub families: Vec<Family>,
     #[serde(default)]
     pub metrics: Vec<String>,
     #[serde(default = "default_severity")]
@@ -794,6 +803,17 @@ rules:
 
         let e = parse("{\"name\": \"a\", \"extra\": 1}").expect_err("unknown field");
         assert!(e.reason.contains("extra"), "{e}");
+
+        let p = parse(&YAML.replace("anomaly: {", "anomaly: { families: [cpu, disk_io],"))
+            .expect("families");
+        let a = p.rules[0].when.anomaly.as_ref().expect("anomaly");
+        assert_eq!(a.families, [Family::Cpu, Family::DiskIo]);
+        let e = parse(&YAML.replace("anomaly: {", "anomaly: { families: [cpus],"))
+            .expect_err("unknown family");
+        assert!(
+            e.reason.contains("cpus") && e.reason.contains("disk_io"),
+            "{e}"
+        );
 
         let e = parse("name: a\nrules:\n  - name: r\n    when: {}\n    action: { type: journal_vacuum, max_size_mb: 1 }\n")
             .expect_err("no condition");

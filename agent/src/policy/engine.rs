@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use sco_models::detect::{Anomaly, EventChange, EventKind, Severity};
+use sco_models::detect::{Anomaly, EventChange, EventKind, Family, Severity};
 
 use super::store::PolicyStore;
 use super::{Condition, Rule};
@@ -23,6 +23,7 @@ use crate::remediate::actions::glob_match;
 struct OpenEvent {
     started_ms: i64,
     severity: Severity,
+    family: Family,
     metrics: Vec<String>,
 }
 
@@ -69,6 +70,7 @@ impl Engine {
                     OpenEvent {
                         started_ms: e.started_ms,
                         severity: e.severity,
+                        family: e.family,
                         metrics: e.contributors.iter().map(|c| c.metric.clone()).collect(),
                     },
                 );
@@ -128,6 +130,7 @@ impl Engine {
         if let Some(a) = &c.anomaly {
             let event = self.open.iter().find(|(_, e)| {
                 e.severity >= a.min_severity
+                    && (a.families.is_empty() || a.families.contains(&e.family))
                     && (a.metrics.is_empty()
                         || e.metrics
                             .iter()
@@ -137,6 +140,7 @@ impl Engine {
                 "local_id": event.0,
                 "started_ms": event.1.started_ms,
                 "severity": event.1.severity,
+                "family": event.1.family,
                 "metrics": event.1.metrics,
             });
         }
@@ -255,5 +259,38 @@ mod tests {
             Severity::Critical,
         ));
         assert!(e.evaluate(&s, &HashMap::new(), 300_000).is_empty());
+    }
+
+    #[test]
+    fn a_family_condition_ignores_cpu_metrics_of_other_families() {
+        // I/O wait is named cpu.* but belongs to disk_io events: `metrics: ['cpu.*']` alone
+        // matches an I/O event through it, `families: [cpu]` does not.
+        let by_metric = POLICY.replace("state: ['cpu.total_pct > 80']\n      ", "");
+        let by_family = by_metric.replace("anomaly: {", "anomaly: { families: [cpu],");
+        let io = event(EventKind::Opened, 1, "cpu.iowait_pct", Severity::Critical);
+        assert_eq!(io.event.family, Family::DiskIo);
+        let values = HashMap::new();
+        for (yaml, fires) in [(&by_metric, true), (&by_family, false)] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let s = store(dir.path(), yaml);
+            let mut e = Engine::default();
+            e.on_event(&io);
+            assert!(e.evaluate(&s, &values, 0).is_empty());
+            assert_eq!(
+                e.evaluate(&s, &values, 2_000).len(),
+                usize::from(fires),
+                "{yaml}"
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(dir.path(), &by_family);
+        let mut e = Engine::default();
+        e.on_event(&io);
+        e.on_event(&event(EventKind::Opened, 2, "cpu.user_pct", Severity::High));
+        assert!(e.evaluate(&s, &values, 0).is_empty());
+        let t = e.evaluate(&s, &values, 2_000);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].evidence["anomaly"]["local_id"], 2);
+        assert_eq!(t[0].evidence["anomaly"]["family"], "cpu");
     }
 }
