@@ -30,24 +30,7 @@ pub fn metric_key(name: &str, device: &str) -> String {
     }
 }
 
-/// Collected and kept in the context, but not scored: `(prefix, why, what to use instead)`.
-/// Load averages are 1-, 5- and 15-minute moving averages of the run queue, so they move a
-/// minute after the cause and keep an event open for minutes after it is gone; CPU time and
-/// CPU pressure (PSI, per tick) carry the same signal without the lag. The page cache grows
-/// with every file written or read and is given back on demand: its growth is the kernel
-/// doing its job, not a memory problem; `mem.used_*` (total minus available) is.
-pub const NOT_SCORED: [(&str, &str, &str); 2] = [
-    (
-        "load.",
-        "minute-long averages that lag their cause",
-        "use cpu.* or psi.cpu.*, or a state condition such as \"load.1 > 8\"",
-    ),
-    (
-        "mem.cached_bytes",
-        "the page cache grows and shrinks with ordinary file I/O",
-        "use mem.used_* or psi.memory.*",
-    ),
-];
+pub use sco_policy::NOT_SCORED;
 
 /// Metrics always included in an event's context, besides its contributors.
 const CONTEXT_ALWAYS: [&str; 3] = ["cpu.total_pct", "mem.used_pct", "load.1"];
@@ -317,7 +300,7 @@ impl LiveDetector {
             .collect();
         let refs: Vec<(&str, f64)> = values
             .iter()
-            .filter(|(k, _)| !NOT_SCORED.iter().any(|(p, _, _)| k.starts_with(p)))
+            .filter(|(k, _)| sco_policy::is_scored(k))
             .map(|(k, v)| (k.as_str(), *v))
             .collect();
         let tick = self.detector.tick(sample.ts_ms, &refs);

@@ -3,7 +3,8 @@
 //! counts, host budget, circuit breaker), verification and a report for
 //! every decision.
 //!
-//! - [`actions`]: the allowlist ([`Action`]) and static checks of its fields.
+//! - the allowlist ([`Action`]) and static checks of its fields are `sco-policy`'s, shared
+//!   with the control plane.
 //! - [`safety`]: host checks: protected processes, allowlisted roots and
 //!   scripts, webhook prefixes.
 //! - [`exec`]: argv-only command runner (scrubbed environment, timeout,
@@ -19,7 +20,6 @@
 //! the attempt durably and only then acts. The control plane can ask; the
 //! agent decides.
 
-pub mod actions;
 pub mod exec;
 pub mod report;
 pub mod safety;
@@ -30,8 +30,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use actions::{Action, Consumer};
 pub use report::{ActionReport, ConsumerEntry, Decision, FileEntry, Mode, ProcessEntry, Reason};
+pub use sco_policy::action::{Action, Consumer};
 pub use state::RuleState;
 pub use verify::{Verification, VerifySpec, VerifyState};
 
@@ -269,7 +269,7 @@ async fn top_consumer_of(
             let p = safety::read_proc(u.pid)?;
             if pattern
                 .as_deref()
-                .is_some_and(|pat| !actions::glob_match(pat, &p.cmdline))
+                .is_some_and(|pat| !sco_policy::glob_match(pat, &p.cmdline))
             {
                 return None;
             }

@@ -280,11 +280,11 @@ impl PolicySigner {
         Ok(Self { key, public_hex })
     }
 
-    /// Hex signature of a policy revision (see `sco_agent::policy::signed_message`).
+    /// Hex signature of a policy revision (see `sco_policy::signed_message`).
     pub fn sign(&self, name: &str, revision: u64, document: &str) -> String {
         hex::encode(
             self.key
-                .sign(&sco_agent::policy::signed_message(name, revision, document)),
+                .sign(&sco_policy::signed_message(name, revision, document)),
         )
     }
 }

@@ -57,6 +57,7 @@ mod family;
 mod snapshot;
 
 pub use family::{is_bounded, saturation_level, upper_only, Family};
+pub use sco_policy::Severity;
 pub use snapshot::{DetectorSnapshot, RestoreError};
 
 /// Normalised values are clipped to +-CLIP (the model card's normalisation).
@@ -363,32 +364,6 @@ pub struct Contributor {
     pub expected_high: f64,
     /// Share of the score, 0..1 (`c^2 / sum c^2` over the scored metrics).
     pub contribution: f64,
-}
-
-/// How far over the threshold the event's peak went (`r_eff` = score / threshold):
-/// low < 1.5, medium < 3, high < 6, critical >= 6.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    /// Severity for a score ratio `r_eff` (1.0 = at threshold).
-    pub fn from_ratio(r: f64) -> Self {
-        if r >= 6.0 {
-            Severity::Critical
-        } else if r >= 3.0 {
-            Severity::High
-        } else if r >= 1.5 {
-            Severity::Medium
-        } else {
-            Severity::Low
-        }
-    }
 }
 
 /// Errors of [`score_window`]. Rows and columns are numbered from 1.

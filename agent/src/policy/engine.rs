@@ -16,7 +16,7 @@ use sco_models::detect::{Anomaly, EventChange, EventKind, Family, Severity};
 
 use super::store::PolicyStore;
 use super::{Condition, Rule};
-use crate::remediate::actions::glob_match;
+use sco_policy::glob_match;
 
 /// An open anomaly event as the rules see it.
 #[derive(Debug, Clone)]

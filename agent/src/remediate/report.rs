@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::actions::{Action, Consumer};
+use sco_policy::action::{Action, Consumer};
+pub use sco_policy::Reason;
 
 /// Whether an action really runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,35 +47,6 @@ pub enum Decision {
     Refused,
     /// The action ran (or started) and did not succeed.
     Failed,
-}
-
-/// Machine-readable reason of a refusal or failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    InvalidAction,
-    InvalidName,
-    NoLease,
-    LeaseExpired,
-    CircuitOpen,
-    CooldownActive,
-    RuleRateLimited,
-    BudgetExhausted,
-    ProtectedProcess,
-    NoMatchingProcess,
-    TooManyProcesses,
-    OutsideAllowlist,
-    UnsafeFile,
-    ChecksumMismatch,
-    NotAllowed,
-    Unsupported,
-    CommandFailed,
-    Timeout,
-    SignalFailed,
-    ProcessSurvived,
-    Io,
-    Http,
-    Storage,
 }
 
 /// A process an action signalled (or would signal).

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::actions::glob_match;
 use super::report::{FileEntry, Reason};
 use crate::config::RemediateSection;
+use sco_policy::glob_match;
 
 type Refusal = (Reason, String);
 

@@ -5,24 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The condition an action is verified against.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerifySpec {
-    /// Metric name as the collector reports it, e.g. `cpu.busy_pct`.
-    pub metric: String,
-    /// The action worked when the metric is strictly below this.
-    pub below: f64,
-    /// Time allowed after the action ended.
-    pub within_secs: u64,
-    /// How often the metric is read while waiting.
-    #[serde(default = "default_poll_ms")]
-    pub poll_ms: u64,
-}
-
-fn default_poll_ms() -> u64 {
-    1000
-}
+pub use sco_policy::VerifySpec;
 
 /// Where a verification stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

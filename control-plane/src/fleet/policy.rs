@@ -33,7 +33,7 @@ pub struct PolicyRevision {
 }
 
 impl PolicyRevision {
-    pub fn parsed(&self) -> Option<sco_agent::policy::Policy> {
+    pub fn parsed(&self) -> Option<sco_policy::Policy> {
         serde_json::from_str(&self.document).ok()
     }
 
@@ -189,7 +189,7 @@ impl Fleet {
         source: &str,
     ) -> Result<(PolicyRevision, bool), PolicyApiError> {
         let policy =
-            sco_agent::policy::parse(source).map_err(|e| PolicyApiError::Invalid(e.to_string()))?;
+            sco_policy::parse(source).map_err(|e| PolicyApiError::Invalid(e.to_string()))?;
         let document = policy.canonical_json();
         self.next_revision(
             actor,

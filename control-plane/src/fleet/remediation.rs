@@ -164,8 +164,8 @@ pub enum DecideError {
 /// ranges): what the agent would refuse without looking at the host. The
 /// host checks (protected processes, allowlisted paths, limits) stay with
 /// the agent. Errors start with `action: `.
-pub fn check_action(action: &serde_json::Value) -> Result<sco_agent::remediate::Action, String> {
-    let typed = serde_json::from_value::<sco_agent::remediate::Action>(action.clone())
+pub fn check_action(action: &serde_json::Value) -> Result<sco_policy::Action, String> {
+    let typed = serde_json::from_value::<sco_policy::Action>(action.clone())
         .map_err(|e| format!("action: {e}"))?;
     typed
         .check()

@@ -1,14 +1,15 @@
 //! The typed allowlist: every action the agent can take, and the static
 //! checks on its fields (names, patterns, ranges) that need no host state.
 //!
-//! Nothing here touches the system; [`super::safety`] resolves an action
-//! against the host and [`super::exec`] runs it.
+//! Nothing here touches the system: the agent resolves an action against the
+//! host and runs it; the control plane checks the same types when a policy or
+//! a manual trigger names an action.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::report::Reason;
+use crate::Reason;
 
 /// One action of the allowlist. Serialized with a `type` tag, e.g.
 /// `{"type": "restart_service", "unit": "nginx.service"}`.

@@ -1,0 +1,26 @@
+//! The vocabulary the agent and the control plane share, with nothing of either: the policy
+//! document (parse, validate, canonical JSON), signed revisions and their verification, the
+//! typed action allowlist with its static checks, refusal reasons, severity, metric
+//! families, and which metrics the agent collects and the detector scores.
+//!
+//! It depends on serde and ring only: the control plane links it without the agent's
+//! collectors and storage, and the agent without the control plane's database and HTTP.
+
+pub mod action;
+pub mod document;
+pub mod family;
+pub mod metrics;
+pub mod reason;
+pub mod severity;
+pub mod signed;
+
+pub use action::{glob_match, Action, Consumer};
+pub use document::{
+    parse, AnomalyCondition, Condition, DetectionSettings, Op, Policy, PolicyError, Rule, RuleMode,
+    StateCondition, Target, VerifySpec, MAX_DOCUMENT_BYTES,
+};
+pub use family::Family;
+pub use metrics::{is_scored, KNOWN_METRICS, NOT_SCORED};
+pub use reason::Reason;
+pub use severity::Severity;
+pub use signed::{read_key, signed_message, SignedPolicy, VerifyError};
