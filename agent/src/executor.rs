@@ -16,12 +16,13 @@ use sco_proto::v1::{
 };
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
+use crate::clock::now_ms;
 use crate::outbox::Outbox;
 use crate::policy::engine::Trigger;
 use crate::policy::store::{Applied, PolicyStore};
 use crate::policy::{DetectionSettings, RuleMode, SignedPolicy};
 use crate::remediate::{self, ActionReport, Decision, Mode, Verification, VerifySpec, VerifyState};
-use crate::uplink::{now_ms, Inbound};
+use crate::uplink::Inbound;
 
 /// Latest value of every metric, keyed as the detector names them.
 pub type Latest = Arc<HashMap<String, f64>>;

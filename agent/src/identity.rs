@@ -406,7 +406,7 @@ pub async fn renewal_loop(server: ServerSection, mut shutdown: watch::Receiver<b
                 _ = shutdown.changed() => return,
             }
         };
-        let now = crate::uplink::now_ms();
+        let now = crate::clock::now_ms();
         let due = renew_at_ms(nb, na);
         if now < due {
             let wait = Duration::from_millis(u64::try_from(due - now).unwrap_or(0));
@@ -424,7 +424,7 @@ pub async fn renewal_loop(server: ServerSection, mut shutdown: watch::Receiver<b
                 attempt = 0;
             }
             Err(e) => {
-                let left_ms = na - crate::uplink::now_ms();
+                let left_ms = na - crate::clock::now_ms();
                 if left_ms < (na - nb) / 6 {
                     tracing::error!(error = %e, left_ms, "certificate renewal keeps failing and expiry is near");
                 } else {

@@ -22,6 +22,7 @@
 //!
 //! [`run`] wires them together; the binary only parses the command line.
 
+pub mod clock;
 pub mod collect;
 pub mod config;
 pub mod detect;
@@ -111,7 +112,7 @@ pub async fn run(
         dropped_total = outbox.dropped_total(),
         "outbox opened"
     );
-    let run_started_ms = uplink::now_ms();
+    let run_started_ms = clock::now_ms();
     let db = outbox.db();
     let mut live = if config.detect.enabled {
         // the learnt state lives in the agent's one sled database, beside the outbox
@@ -227,7 +228,7 @@ pub async fn run(
                     let seq = outbox
                         .lock()
                         .await
-                        .push_with(|seq| d.message(&change, seq, uplink::now_ms()))
+                        .push_with(|seq| d.message(&change, seq, clock::now_ms()))
                         .await?;
                     tracing::info!(seq, "anomaly event queued");
                     new_data.notify_one();
@@ -258,7 +259,7 @@ pub async fn run(
                 if let Some(r) = roller.push(sample) {
                     let mut o = outbox.lock().await;
                     let dropped = o.dropped_total();
-                    let seq = o.push(pb::rollup_message(r, uplink::now_ms(), dropped)).await?;
+                    let seq = o.push(pb::rollup_message(r, clock::now_ms(), dropped)).await?;
                     drop(o);
                     tracing::debug!(seq, "rollup queued");
                     new_data.notify_one();
@@ -298,7 +299,7 @@ fn spawn_collector(
             let mut collector = collect::Collector::new(&proc_root, top_n, process_every);
             let mut next = Instant::now();
             loop {
-                let sample = collector.sample(uplink::now_ms());
+                let sample = collector.sample(clock::now_ms());
                 if tx.blocking_send(sample).is_err() {
                     return;
                 }

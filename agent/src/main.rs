@@ -109,9 +109,7 @@ fn main() -> ExitCode {
             };
             match sco_agent::status::read(&config.agent.data_dir) {
                 Ok(s) => {
-                    let now_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                    let now_ms = sco_agent::clock::now_ms();
                     println!("{}", sco_agent::status::describe(&s, now_ms));
                     ExitCode::SUCCESS
                 }

@@ -35,6 +35,7 @@ pub use sco_policy::action::{Action, Consumer};
 pub use state::RuleState;
 pub use verify::{Verification, VerifySpec, VerifyState};
 
+use crate::clock::now_ms;
 use crate::collect::processes::{self, Resource};
 use crate::config::RemediateSection;
 use safety::{ProcInfo, ProcessGuard};
@@ -190,10 +191,6 @@ fn webhook_client(config: &RemediateSection) -> Result<reqwest::Client, Remediat
         .no_proxy()
         .build()
         .map_err(|e| RemediateError::Http(e.to_string()))
-}
-
-pub fn now_ms() -> i64 {
-    crate::uplink::now_ms()
 }
 
 /// Rule names: what units allow plus `/`.

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::clock::now_ms;
 use crate::config::{endpoint_uri, ServerSection};
 use crate::outbox::Outbox;
 use crate::AgentError;
@@ -57,12 +58,6 @@ fn ended_by(s: &tonic::Status) -> End {
     } else {
         End::Lost(text)
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Uplink {

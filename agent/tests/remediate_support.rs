@@ -48,7 +48,7 @@ pub fn argv_log(dir: &Path) -> Option<String> {
 pub fn lease() -> Option<Lease> {
     Some(Lease {
         token: "lease-test".into(),
-        expires_ms: sco_agent::remediate::now_ms() + 600_000,
+        expires_ms: sco_agent::clock::now_ms() + 600_000,
     })
 }
 
