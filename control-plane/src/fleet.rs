@@ -3,23 +3,32 @@
 //! This module knows nothing of gRPC, HTTP or SQL. The gRPC edge converts
 //! protobuf into these types; the store persists them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-
 mod enroll;
 mod policy;
+mod queries;
 mod remediation;
 
 pub use enroll::{EnrollError, Issued};
-pub use policy::{
-    PolicyApiError, PolicyHostStatus, PolicyRevision, PolicyStatusIn, Rollout, RolloutRequest,
+pub use policy::PolicyApiError;
+pub use queries::HostDetail;
+pub use remediation::{DecideError, TriggerError};
+
+// The records the services take and give, for the edges (gRPC, HTTP) that name them here.
+pub use crate::domain::policy::{
+    PolicyHostStatus, PolicyRevision, PolicyStatusIn, Rollout, RolloutRequest, RolloutState,
 };
-pub use remediation::{
-    ActionQuery, ActionRecord, AuditEntry, AuditQuery, DecideError, PendingCommand, ProposalIn,
-    ReportIn, TriggerError, STATES as ACTION_STATES,
+pub use crate::domain::remediation::{
+    ActionQuery, ActionRecord, ActionState, Approval, AuditEntry, AuditQuery, PendingCommand,
+    ProposalIn, ReportIn,
+};
+pub use crate::domain::{
+    now_ms, valid_agent_id, Anomaly, AnomalyChange, AnomalyQuery, ChangeKind, Contributor,
+    DetectorStatus, EnrollmentToken, Host, HostInfo, Ingested, LatestValue, MetricRow, ProcessRow,
+    RollupBatch, RollupPoint, RollupQuery, Series, Severity, TokenUse,
 };
 
 /// Bounds on enrollment tokens.
@@ -30,307 +39,6 @@ pub mod enroll_limits {
 
 use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
-
-/// What an agent says about itself when it connects. Its identity is not
-/// in here: it comes from the client certificate.
-#[derive(Debug, Clone, Default)]
-pub struct HostInfo {
-    pub hostname: String,
-    pub os: String,
-    pub kernel: String,
-    pub agent_version: String,
-    pub labels: BTreeMap<String, String>,
-    pub interval_ms: i64,
-    /// When the agent process started; tells a reconnect from a restart.
-    pub run_started_ms: i64,
-    pub model: String,
-    /// Expiry of the certificate the agent presents next, 0 if unknown.
-    pub cert_not_after_ms: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MetricRow {
-    pub metric: String,
-    pub device: String,
-    pub min: f64,
-    pub mean: f64,
-    pub max: f64,
-    pub last: f64,
-    pub count: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct ProcessRow {
-    pub pid: u32,
-    pub name: String,
-    pub cpu_pct: f64,
-    pub rss_bytes: u64,
-    // rows stored before these fields existed lack them
-    #[serde(default)]
-    pub cmdline: String,
-    /// systemd unit or cgroup path.
-    #[serde(default)]
-    pub unit: String,
-    #[serde(default)]
-    pub read_bytes_per_s: f64,
-    #[serde(default)]
-    pub write_bytes_per_s: f64,
-}
-
-/// The anomaly detector's state on a host, from its heartbeats.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct DetectorStatus {
-    /// "warming_up", "calibrated", or "" before the first heartbeat that said.
-    pub state: String,
-    /// While warming up: when the warm-up ends (Unix ms), else 0.
-    pub warm_until_ms: i64,
-    /// When the current calibration was made (Unix ms), 0 while warming up.
-    pub calibrated_at_ms: i64,
-    /// The calibration was restored at the agent's start (no warm-up).
-    pub restored: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RollupBatch {
-    pub seq: i64,
-    pub produced_at_ms: i64,
-    pub window_start_ms: i64,
-    pub window_end_ms: i64,
-    pub metrics: Vec<MetricRow>,
-    pub top_processes: Vec<ProcessRow>,
-    pub outbox_dropped_total: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ingested {
-    Stored,
-    /// Already stored earlier (a replay after a reconnect): acknowledged
-    /// again, written nowhere.
-    Duplicate,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Host {
-    pub id: String,
-    pub hostname: String,
-    pub os: String,
-    pub kernel: String,
-    pub agent_version: String,
-    pub labels: BTreeMap<String, String>,
-    pub interval_ms: i64,
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
-    pub connected: bool,
-    pub last_seq: i64,
-    pub outbox_dropped_total: i64,
-    pub cert_not_after_ms: i64,
-    pub revoked: bool,
-    pub revoked_at_ms: i64,
-    pub detector: DetectorStatus,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "low" => Some(Self::Low),
-            "medium" => Some(Self::Medium),
-            "high" => Some(Self::High),
-            "critical" => Some(Self::Critical),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Low => "low",
-            Self::Medium => "medium",
-            Self::High => "high",
-            Self::Critical => "critical",
-        }
-    }
-    pub fn rank(self) -> i64 {
-        self as i64
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeKind {
-    Opened,
-    Updated,
-    Closed,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Contributor {
-    pub metric: String,
-    pub value: f64,
-    pub expected_low: f64,
-    pub expected_high: f64,
-    pub contribution: f64,
-}
-
-/// Raw samples around an onset; `None` where nothing was collected.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Series {
-    pub metric: String,
-    pub start_ms: i64,
-    pub step_ms: i64,
-    pub values: Vec<Option<f64>>,
-}
-
-/// One change of an anomaly event, as the agent reported it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AnomalyChange {
-    pub seq: i64,
-    pub produced_at_ms: i64,
-    pub kind: ChangeKind,
-    pub open_seq: i64,
-    pub run_started_ms: i64,
-    pub started_ms: i64,
-    pub updated_ms: i64,
-    pub ended_ms: Option<i64>,
-    pub score: f64,
-    pub peak_score: f64,
-    pub severity: Severity,
-    pub contributors: Vec<Contributor>,
-    pub context: Vec<Series>,
-    pub context_processes: Vec<ProcessRow>,
-    pub model: String,
-    /// "cpu", "memory", "disk_space", "disk_io", "network", "processes" or "host"; empty
-    /// from agents that predate families.
-    pub family: String,
-    /// Why the agent closed it (CLOSED only).
-    pub close_reason: String,
-    /// Processes that consumed the family's resource before onset (OPENED only).
-    pub culprits: Vec<ProcessRow>,
-}
-
-impl AnomalyChange {
-    pub fn event_id(&self, host: &str) -> String {
-        format!("{host}:{}", self.open_seq)
-    }
-}
-
-/// An anomaly event as stored.
-#[derive(Debug, Clone, Serialize)]
-pub struct Anomaly {
-    pub id: String,
-    pub host_id: String,
-    pub status: String,
-    pub started_ms: i64,
-    pub updated_ms: i64,
-    pub ended_ms: Option<i64>,
-    pub score: f64,
-    pub peak_score: f64,
-    pub severity: Severity,
-    /// What the event is about (see [`AnomalyChange::family`]).
-    pub family: String,
-    pub top_metric: String,
-    pub contributors: Vec<Contributor>,
-    /// The processes that consumed the family's resource in the seconds before onset,
-    /// heaviest first.
-    pub culprits: Vec<ProcessRow>,
-    pub model: String,
-    /// Why it closed: the agent's reason (e.g. "recovered: cpu under its clear level for
-    /// 15 s; lasted 42 s") or "agent restarted".
-    pub close_reason: String,
-    /// Raw window and top processes at onset; only on single-event reads.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub context: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct AnomalyQuery {
-    pub host: Option<String>,
-    pub from_ms: Option<i64>,
-    pub to_ms: Option<i64>,
-    pub min_severity: Option<Severity>,
-    /// "open" or "closed".
-    pub status: Option<String>,
-    pub limit: i64,
-    pub offset: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LatestValue {
-    pub metric: String,
-    pub device: String,
-    pub ts_ms: i64,
-    pub value: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RollupPoint {
-    pub metric: String,
-    pub device: String,
-    pub window_start_ms: i64,
-    pub window_end_ms: i64,
-    pub min: f64,
-    pub mean: f64,
-    pub max: f64,
-    pub last: f64,
-    pub count: i64,
-}
-
-#[derive(Debug, Clone)]
-pub struct RollupQuery {
-    pub host: String,
-    pub metric: Option<String>,
-    pub device: Option<String>,
-    pub from_ms: i64,
-    pub to_ms: i64,
-    pub limit: i64,
-}
-
-/// An enrollment token as listed (its secret is never stored or shown
-/// again after creation).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EnrollmentToken {
-    pub id: String,
-    pub labels: BTreeMap<String, String>,
-    pub max_uses: i64,
-    pub uses: i64,
-    pub expires_at_ms: i64,
-    pub created_by: String,
-    pub created_at_ms: i64,
-    pub revoked: bool,
-}
-
-/// The outcome of presenting an enrollment token.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TokenUse {
-    Ok {
-        labels: BTreeMap<String, String>,
-    },
-    /// No such token, or a wrong secret: the same answer for both.
-    Unknown,
-    Expired,
-    UsedUp,
-    Revoked,
-}
-
-/// Valid agent ids: what a certificate subject may name.
-pub fn valid_agent_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// What goes down an agent's stream besides acks and heartbeats.
 #[derive(Debug, Clone)]
@@ -407,10 +115,6 @@ impl Fleet {
         self.ca = Some(Arc::new(ca));
         self.cert_ttl = cert_ttl;
         self
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveStream>> {

@@ -21,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::error::{Code, Coded};
 use crate::fleet::{now_ms, EnrollError, Fleet, Issued};
 
 pub struct AgentSvc {
@@ -96,20 +97,28 @@ impl AgentSvc {
     }
 }
 
-fn enroll_status(e: EnrollError) -> Status {
-    match e {
-        EnrollError::UnknownToken
-        | EnrollError::Expired
-        | EnrollError::UsedUp
-        | EnrollError::TokenRevoked => Status::permission_denied(e.to_string()),
-        EnrollError::AgentRevoked(_) => Status::permission_denied(e.to_string()),
-        EnrollError::Csr(_) => Status::invalid_argument(e.to_string()),
-        EnrollError::NoCa => Status::failed_precondition(e.to_string()),
-        EnrollError::Store(e) => {
-            tracing::error!(error = %e, "enrollment storage error");
-            Status::unavailable("storage unavailable, retry later")
-        }
+/// The gRPC status of a service error: the one place that maps codes for gRPC. Of a storage
+/// failure (which the caller logs) the agent is told only to retry.
+fn status(e: &impl Coded) -> Status {
+    let message = e.to_string();
+    match e.code() {
+        Code::Invalid => Status::invalid_argument(message),
+        Code::Denied => Status::permission_denied(message),
+        Code::NotFound => Status::not_found(message),
+        Code::Conflict => Status::already_exists(message),
+        Code::Precondition => Status::failed_precondition(message),
+        Code::Unauthenticated => Status::unauthenticated(message),
+        Code::Throttled => Status::resource_exhausted(message),
+        Code::Unavailable => Status::unavailable("storage unavailable, retry later"),
+        Code::Internal => Status::internal("internal error"),
     }
+}
+
+fn enroll_status(e: EnrollError) -> Status {
+    if e.code() == Code::Unavailable {
+        tracing::error!(error = %e, "enrollment storage error");
+    }
+    status(&e)
 }
 
 fn certificate_response(i: Issued) -> CertificateResponse {
@@ -322,7 +331,7 @@ impl Session {
 
     fn storage_failed(&self, seq: u64, e: &crate::store::StoreError) -> Status {
         tracing::error!(agent_id = %self.agent_id, seq, error = %e, "ingest failed");
-        Status::unavailable("storage unavailable, retry later")
+        status(e)
     }
 
     /// Stores a durable message (or records it as rejected when invalid) and

@@ -24,7 +24,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tower_http::timeout::TimeoutLayer;
 
-use crate::auth::Tokens;
+use crate::accounts::Accounts;
 use crate::fleet::Fleet;
 use crate::telemetry::{RequestLabels, Telemetry};
 use error::AppError;
@@ -32,14 +32,14 @@ use error::AppError;
 #[derive(Clone)]
 pub struct AppState {
     pub fleet: Arc<Fleet>,
-    pub tokens: Arc<Tokens>,
+    pub accounts: Arc<Accounts>,
     pub telemetry: Arc<Telemetry>,
     /// The model `POST /anomaly` scores with.
     pub model: Arc<sco_models::Model>,
     pub started: Instant,
     /// A host whose last message is older than this is shown disconnected.
     pub stale_after_ms: i64,
-    /// Login throttling, refresh-token lifetime, TLS and CORS settings.
+    /// TLS and CORS settings.
     pub security: Arc<auth::Security>,
 }
 
@@ -154,13 +154,13 @@ async fn health() -> Json<Value> {
 }
 
 async fn status(State(state): State<AppState>) -> Json<Value> {
-    let database = state.fleet.store().ping().await;
+    let (database, backend) = state.fleet.database().await;
     let t = &state.telemetry;
     Json(json!({
         "status": if database { "ok" } else { "degraded" },
         "version": crate::VERSION,
         "uptime_secs": state.started.elapsed().as_secs(),
-        "database": { "reachable": database, "backend": format!("{:?}", state.fleet.store().backend()).to_lowercase() },
+        "database": { "reachable": database, "backend": backend },
         "agents_connected": state.fleet.connected_agents(),
         "ingest": {
             "messages": t.ingest_messages.get(),

@@ -13,8 +13,11 @@
 //!
 //! [`run`] serves both listeners until the shutdown future completes.
 
+pub mod accounts;
 pub mod auth;
 pub mod config;
+pub mod domain;
+pub mod error;
 pub mod fleet;
 pub mod grpc;
 pub mod http;
@@ -175,9 +178,10 @@ pub async fn run(
             TcpListenerStream::new(grpc_listener),
             stopped(stop_rx.clone()),
         );
+    let accounts = Arc::new(accounts::Accounts::new(store.clone(), tokens, &config));
     let state = http::AppState {
         fleet: fleet.clone(),
-        tokens,
+        accounts: accounts.clone(),
         telemetry,
         model: Arc::new(sco_models::Model::shipped()?),
         started: Instant::now(),
@@ -209,6 +213,10 @@ pub async fn run(
         tokio::spawn(async move { fleet.watch_revocations(every, stop).await })
     };
 
+    let purges = {
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { accounts.run_purges(stop).await })
+    };
     let ticker = {
         let fleet = fleet.clone();
         let every = Duration::from_millis(config.remediation.tick_ms);
@@ -229,6 +237,7 @@ pub async fn run(
     };
     let _ = watcher.await;
     let _ = ticker.await;
+    let _ = purges.await;
     if tokio::time::timeout(Duration::from_secs(15), drain)
         .await
         .is_err()

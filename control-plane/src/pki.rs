@@ -165,7 +165,7 @@ impl Ca {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<(String, String), PkiError> {
-        if !crate::fleet::valid_agent_id(agent_id) {
+        if !crate::domain::valid_agent_id(agent_id) {
             return Err(PkiError::AgentId(agent_id.to_string()));
         }
         let key = KeyPair::generate()?;
@@ -189,7 +189,7 @@ impl Ca {
         agent_id: &str,
         lifetime: Duration,
     ) -> Result<(String, OffsetDateTime), PkiError> {
-        if !crate::fleet::valid_agent_id(agent_id) {
+        if !crate::domain::valid_agent_id(agent_id) {
             return Err(PkiError::AgentId(agent_id.to_string()));
         }
         if csr_pem.len() > 16 * 1024 {
@@ -299,7 +299,7 @@ pub fn agent_id_from_der(der: &[u8]) -> Option<String> {
         .as_str()
         .ok()?
         .to_string();
-    crate::fleet::valid_agent_id(&cn).then_some(cn)
+    crate::domain::valid_agent_id(&cn).then_some(cn)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Connection, Executor, Row};
 
-use crate::fleet::{
+use crate::domain::{
     Anomaly, AnomalyChange, AnomalyQuery, ChangeKind, DetectorStatus, Host, HostInfo, Ingested,
     LatestValue, ProcessRow, RollupBatch, RollupPoint, RollupQuery, Severity,
 };
@@ -34,6 +34,9 @@ pub enum StoreError {
     Url(String),
     #[error("{0} already exists")]
     Conflict(String),
+    /// A stored value this version does not know (written by a newer one, or edited by hand).
+    #[error("stored {0}")]
+    Unreadable(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,31 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub const ALL: [Severity; 4] = [
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Severity::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Low 0 .. critical 3: stored beside the name so queries can filter by order.
+    pub fn rank(self) -> i64 {
+        self as i64
+    }
+
     /// Severity for a score ratio `r_eff` (1.0 = at threshold).
     pub fn from_ratio(r: f64) -> Self {
         if r >= 6.0 {
@@ -25,5 +50,24 @@ impl Severity {
         } else {
             Severity::Low
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_in_order() {
+        for (i, s) in Severity::ALL.into_iter().enumerate() {
+            assert_eq!(Severity::parse(s.as_str()), Some(s));
+            assert_eq!(s.rank(), i as i64);
+            assert_eq!(
+                serde_json::to_string(&s).expect("json"),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+        assert_eq!(Severity::parse("Critical"), None);
+        assert!(Severity::Low < Severity::Critical);
     }
 }

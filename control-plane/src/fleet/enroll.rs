@@ -7,7 +7,8 @@ use std::time::Duration;
 use rand::Rng;
 use sha2::Digest;
 
-use super::{now_ms, valid_agent_id, EnrollmentToken, Fleet, TokenUse};
+use super::Fleet;
+use crate::domain::{now_ms, valid_agent_id, EnrollmentToken, TokenUse};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]

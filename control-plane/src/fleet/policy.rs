@@ -11,156 +11,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
-use sha2::Digest;
-
-use super::{new_id, now_ms, Fleet, Ingested};
+use super::{new_id, Fleet};
+use crate::domain::policy::{
+    choose_canaries, decide, initial_state, Candidate, PolicyHostStatus, PolicyRevision,
+    PolicyStatusIn, Rollout, RolloutRequest, RolloutState,
+};
+use crate::domain::{now_ms, Ingested};
 use crate::store::StoreError;
-
-/// One immutable, signed revision.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PolicyRevision {
-    pub name: String,
-    pub revision: i64,
-    /// Canonical JSON of the validated document (what is signed).
-    pub document: String,
-    /// ed25519 signature, hex.
-    pub signature: String,
-    /// The document as posted (YAML or JSON).
-    pub source: String,
-    pub created_by: String,
-    pub created_at_ms: i64,
-}
-
-impl PolicyRevision {
-    pub fn parsed(&self) -> Option<sco_policy::Policy> {
-        serde_json::from_str(&self.document).ok()
-    }
-
-    /// A withdrawal revision (empty document) removes the policy.
-    pub fn is_withdrawal(&self) -> bool {
-        self.document.is_empty()
-    }
-
-    /// Hosts this revision is sent to: those its target selects; a
-    /// withdrawal goes to every host.
-    fn targets(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.is_withdrawal() || self.parsed().is_some_and(|p| p.target.matches(labels))
-    }
-
-    /// The JSON form returned by the API.
-    pub fn view(&self) -> serde_json::Value {
-        serde_json::json!({
-            "name": self.name,
-            "revision": self.revision,
-            "document": serde_json::from_str::<serde_json::Value>(&self.document).unwrap_or_default(),
-            "withdrawn": self.is_withdrawal(),
-            // The exact bytes the signature covers.
-            "signed_document": self.document,
-            "signature": self.signature,
-            "source": self.source,
-            "created_by": self.created_by,
-            "created_at_ms": self.created_at_ms,
-        })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Rollout {
-    pub id: String,
-    pub name: String,
-    pub revision: i64,
-    /// Revision in force before this rollout (0: none); what non-canary
-    /// hosts keep and what everyone gets back if the rollout stops.
-    pub previous_revision: i64,
-    pub canary_percent: i64,
-    pub canary_hosts: Vec<String>,
-    pub canary_secs: i64,
-    /// The rollout stops when canary hosts open more anomaly events than
-    /// `baseline_anomalies + max_new_anomalies` during the canary phase.
-    pub max_new_anomalies: i64,
-    /// Events the canary hosts opened in the same time before the rollout.
-    pub baseline_anomalies: i64,
-    /// canary, complete or stopped.
-    pub state: String,
-    pub reason: String,
-    pub started_by: String,
-    pub started_at_ms: i64,
-    pub updated_at_ms: i64,
-}
-
-impl Rollout {
-    /// The revision `host` should run according to this rollout (0: none).
-    pub fn revision_for(&self, host: &str) -> i64 {
-        match self.state.as_str() {
-            "complete" => self.revision,
-            "canary" if self.canary_hosts.iter().any(|h| h == host) => self.revision,
-            _ => self.previous_revision,
-        }
-    }
-
-    /// The revision in force for hosts outside a canary.
-    fn settled_revision(&self) -> i64 {
-        if self.state == "complete" {
-            self.revision
-        } else {
-            self.previous_revision
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PolicyHostStatus {
-    pub name: String,
-    pub host_id: String,
-    /// Revision the host last reported on.
-    pub revision: i64,
-    /// Revision in force on the host.
-    pub applied_revision: i64,
-    pub applied_at_ms: i64,
-    /// Why the last reported revision was refused; empty when applied.
-    pub error: String,
-    pub updated_at_ms: i64,
-}
-
-/// An agent's report on a policy revision, as received.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicyStatusIn {
-    pub seq: i64,
-    pub produced_at_ms: i64,
-    pub name: String,
-    pub revision: i64,
-    pub applied: bool,
-    pub error: String,
-    pub active_revision: i64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RolloutRequest {
-    /// Defaults to the newest revision.
-    #[serde(default)]
-    pub revision: Option<i64>,
-    /// Share of targeted hosts that get the revision first; 0 goes to all
-    /// at once.
-    #[serde(default = "default_canary_percent")]
-    pub canary_percent: i64,
-    /// How long the canary runs before everyone gets the revision.
-    #[serde(default = "default_canary_secs")]
-    pub canary_secs: i64,
-    #[serde(default = "default_max_new_anomalies")]
-    pub max_new_anomalies: i64,
-}
-
-fn default_canary_percent() -> i64 {
-    10
-}
-fn default_canary_secs() -> i64 {
-    300
-}
-fn default_max_new_anomalies() -> i64 {
-    3
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyApiError {
@@ -172,12 +29,6 @@ pub enum PolicyApiError {
     Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// Hosts sorted by a hash of policy and host: a stable, spread choice of
-/// canaries that differs between policies.
-fn canary_order(name: &str, hosts: &mut [String]) {
-    hosts.sort_by_cached_key(|h| sha2::Sha256::digest(format!("{name}/{h}").as_bytes()));
 }
 
 impl Fleet {
@@ -265,7 +116,7 @@ impl Fleet {
         name: &str,
     ) -> Result<(PolicyRevision, Rollout), PolicyApiError> {
         if let Some(c) = self.store.rollouts(name).await?.first() {
-            if c.state == "canary" {
+            if c.state == RolloutState::Canary {
                 return Err(PolicyApiError::Conflict(format!(
                     "rollout {} of revision {} is still in its canary phase",
                     c.id, c.revision
@@ -341,7 +192,7 @@ impl Fleet {
                 PolicyApiError::NotFound(format!("policy {name:?} has no revision {revision}"))
             })?;
         let current = self.store.rollouts(name).await?.into_iter().next();
-        if let Some(c) = current.as_ref().filter(|c| c.state == "canary") {
+        if let Some(c) = current.as_ref().filter(|c| c.state == RolloutState::Canary) {
             return Err(PolicyApiError::Conflict(format!(
                 "rollout {} of revision {} is still in its canary phase",
                 c.id, c.revision
@@ -351,34 +202,24 @@ impl Fleet {
         // A withdrawal has no target: it goes to every host.
         let target = rev.parsed().map(|p| p.target).unwrap_or_default();
         let now = now_ms();
-        let targeted: Vec<_> = self
+        let targeted: Vec<Candidate> = self
             .store
             .hosts(i64::MAX, now)
             .await?
             .into_iter()
             .filter(|h| !h.revoked && target.matches(&h.labels))
+            .map(|h| Candidate {
+                id: h.id,
+                connected: h.connected,
+            })
             .collect();
-        let k = (targeted.len() * req.canary_percent as usize).div_ceil(100);
-        // Connected hosts first: only they can show how the revision does.
-        let (mut online, mut offline): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
-        for h in targeted {
-            if h.connected {
-                online.push(h.id);
-            } else {
-                offline.push(h.id);
-            }
-        }
-        canary_order(name, &mut online);
-        canary_order(name, &mut offline);
-        let mut hosts = online;
-        hosts.extend(offline);
-        hosts.truncate(k);
+        let hosts = choose_canaries(name, &targeted, req.canary_percent);
         let canary_ms = req.canary_secs * 1000;
         let baseline = self
             .store
             .count_anomalies_opened(&hosts, now - canary_ms, now)
             .await?;
-        let immediate = req.canary_percent == 0 || hosts.is_empty();
+        let (state, reason) = initial_state(req.canary_percent, &hosts);
         let rollout = Rollout {
             id: new_id("rollout"),
             name: name.to_string(),
@@ -389,12 +230,8 @@ impl Fleet {
             canary_secs: req.canary_secs,
             max_new_anomalies: req.max_new_anomalies,
             baseline_anomalies: baseline,
-            state: if immediate { "complete" } else { "canary" }.into(),
-            reason: if immediate {
-                "no canary: rolled out to every targeted host".into()
-            } else {
-                String::new()
-            },
+            state,
+            reason,
             started_by: actor.to_string(),
             started_at_ms: now,
             updated_at_ms: now,
@@ -404,7 +241,7 @@ impl Fleet {
             actor,
             "policy.rollout",
             "",
-            &rollout.state,
+            rollout.state.as_str(),
             serde_json::json!({
                 "policy": name, "revision": revision, "rollout": rollout.id,
                 "canary_hosts": rollout.canary_hosts, "previous_revision": previous_revision,
@@ -419,83 +256,28 @@ impl Fleet {
     pub async fn advance_rollouts(&self) -> Result<(), StoreError> {
         let now = now_ms();
         for r in self.store.current_rollouts().await? {
-            if r.state != "canary" {
+            if r.state != RolloutState::Canary {
                 continue;
             }
             let statuses = self.store.policy_statuses(&r.name).await?;
-            let refused: Vec<String> = statuses
-                .iter()
-                .filter(|s| {
-                    s.revision == r.revision
-                        && !s.error.is_empty()
-                        && r.canary_hosts.contains(&s.host_id)
-                })
-                .map(|s| format!("{}: {}", s.host_id, s.error))
-                .collect();
             let opened = self
                 .store
                 .count_anomalies_opened(&r.canary_hosts, r.started_at_ms, now)
                 .await?;
-            let (to, reason) = if !refused.is_empty() {
-                (
-                    "stopped",
-                    format!(
-                        "canary hosts refused revision {}: {}",
-                        r.revision,
-                        refused.join("; ")
-                    ),
-                )
-            } else if opened > r.baseline_anomalies + r.max_new_anomalies {
-                (
-                    "stopped",
-                    format!(
-                        "alarm jump: canary hosts opened {opened} anomaly events since the rollout \
-                         started ({} in the same time before, {} more allowed)",
-                        r.baseline_anomalies, r.max_new_anomalies
-                    ),
-                )
-            } else if now - r.started_at_ms >= r.canary_secs * 1000 {
-                let applied = statuses
-                    .iter()
-                    .filter(|s| {
-                        s.applied_revision == r.revision
-                            && s.error.is_empty()
-                            && r.canary_hosts.contains(&s.host_id)
-                    })
-                    .count();
-                if applied == 0 {
-                    (
-                        "stopped",
-                        format!(
-                            "no canary host applied revision {} within {} s",
-                            r.revision, r.canary_secs
-                        ),
-                    )
-                } else {
-                    (
-                        "complete",
-                        format!(
-                            "canary healthy for {} s ({applied} of {} canary hosts applied it): \
-                             rolled out to every targeted host",
-                            r.canary_secs,
-                            r.canary_hosts.len()
-                        ),
-                    )
-                }
-            } else {
+            let Some((to, reason)) = decide(&r, &statuses, opened, now) else {
                 continue;
             };
             if self
                 .store
-                .transition_rollout(&r.id, "canary", to, &reason, now)
+                .transition_rollout(&r.id, RolloutState::Canary, to, &reason, now)
                 .await?
             {
-                tracing::info!(policy = %r.name, revision = r.revision, state = to, %reason, "rollout");
+                tracing::info!(policy = %r.name, revision = r.revision, state = %to, %reason, "rollout");
                 self.audit(
                     "control-plane",
                     "policy.rollout",
                     "",
-                    to,
+                    to.as_str(),
                     serde_json::json!({ "policy": r.name, "revision": r.revision, "rollout": r.id, "reason": reason }),
                 )
                 .await;
@@ -608,39 +390,17 @@ impl Fleet {
     }
 
     /// The periodic work of a replica: rollouts, policy delivery, expiry and
-    /// leases of remediation requests, and the purge of long-expired
-    /// refresh tokens (hourly). Errors are logged and retried at the
+    /// leases of remediation requests. Errors are logged and retried at the
     /// next tick.
     pub async fn run_ticks(
         &self,
         every: std::time::Duration,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        // Expired refresh tokens are kept a week past expiry, so a stolen
-        // spent token presented late still revokes its session.
-        const REFRESH_RETENTION_MS: i64 = 7 * 86_400_000;
-        let mut last_purge: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
                 _ = stop.changed() => return,
-            }
-            if last_purge.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(3600)) {
-                last_purge = Some(std::time::Instant::now());
-                match self
-                    .store
-                    .purge_refresh_tokens(now_ms() - REFRESH_RETENTION_MS)
-                    .await
-                {
-                    Ok(n) if n > 0 => tracing::info!(purged = n, "expired refresh tokens purged"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot purge refresh tokens"),
-                }
-                // Login strikes are forgotten after the longest lockout
-                // anyway; a day later they are only clutter.
-                if let Err(e) = self.store.purge_login_strikes(now_ms() - 86_400_000).await {
-                    tracing::warn!(error = %e, "cannot purge login strikes");
-                }
             }
             if let Err(e) = self.advance_rollouts().await {
                 tracing::warn!(error = %e, "cannot advance rollouts");
@@ -730,50 +490,5 @@ impl Fleet {
             }));
         }
         Ok(serde_json::json!({ "name": name, "rollout": rollout, "hosts": hosts }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rollout(state: &str) -> Rollout {
-        Rollout {
-            id: "r".into(),
-            name: "p".into(),
-            revision: 3,
-            previous_revision: 2,
-            canary_percent: 50,
-            canary_hosts: vec!["a".into()],
-            canary_secs: 60,
-            max_new_anomalies: 3,
-            baseline_anomalies: 0,
-            state: state.into(),
-            reason: String::new(),
-            started_by: "admin".into(),
-            started_at_ms: 0,
-            updated_at_ms: 0,
-        }
-    }
-
-    #[test]
-    fn revision_per_host_follows_the_rollout() {
-        let r = rollout("canary");
-        assert_eq!((r.revision_for("a"), r.revision_for("b")), (3, 2));
-        let r = rollout("complete");
-        assert_eq!((r.revision_for("a"), r.revision_for("b")), (3, 3));
-        let r = rollout("stopped");
-        assert_eq!((r.revision_for("a"), r.revision_for("b")), (2, 2));
-    }
-
-    #[test]
-    fn canary_choice_is_stable_and_differs_by_policy() {
-        let hosts: Vec<String> = (0..20).map(|i| format!("host-{i}")).collect();
-        let (mut a, mut b, mut c) = (hosts.clone(), hosts.clone(), hosts.clone());
-        canary_order("one", &mut a);
-        canary_order("one", &mut b);
-        canary_order("two", &mut c);
-        assert_eq!(a, b);
-        assert_ne!(a, c);
     }
 }

@@ -5,17 +5,17 @@
 //! down the agent's stream with that lease, and is closed by the agent's
 //! report. The agent's local safety rules still decide.
 //!
-//! States: `proposed` (waiting for an approval or a lease), `approved`
-//! (waiting for a lease or for the agent to connect), `running` (sent with a
-//! lease), then `succeeded`, `failed`, `refused` (by the agent's rules),
-//! `dry_run`, `rejected` (by an operator) or `expired` (nobody approved, or
-//! no lease, in time).
+//! The states and the decisions that need no database are in
+//! [`crate::domain::remediation`].
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-
-use super::{new_id, now_ms, valid_agent_id, Fleet, Ingested};
+use super::{new_id, Fleet};
+use crate::domain::remediation::{
+    check_decidable, expiry_reason, proposal_state, report_state, ActionRecord, ActionState,
+    Approval, AuditEntry, ProposalIn, ReportIn,
+};
+use crate::domain::{now_ms, valid_agent_id, Ingested};
 use crate::store::StoreError;
 
 /// How long a lease handed out with a request stays valid: longer than the
@@ -25,119 +25,6 @@ const LEASE_MS: i64 = 15 * 60 * 1000;
 /// A running request without a report this long after it was sent is
 /// marked failed (the agent's report, if it ever arrives, still wins).
 const REPORT_WAIT_MS: i64 = LEASE_MS + 5 * 60 * 1000;
-
-pub const STATES: [&str; 9] = [
-    "proposed",
-    "approved",
-    "rejected",
-    "running",
-    "succeeded",
-    "failed",
-    "refused",
-    "expired",
-    "dry_run",
-];
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ActionRecord {
-    pub id: String,
-    pub host_id: String,
-    /// `manual`, or `policy/rule` for proposals.
-    pub rule: String,
-    pub policy: String,
-    pub action: serde_json::Value,
-    /// "dry_run" or "execute".
-    pub mode: String,
-    /// How it gets to run: manual (an operator asked), auto, approve, dry_run.
-    pub approval: String,
-    /// See the module documentation.
-    pub state: String,
-    pub reason: String,
-    pub requested_by: String,
-    /// Who approved or rejected it.
-    pub decided_by: String,
-    /// Hosts of the fleet allowed to run this rule at once (0: no limit).
-    pub max_concurrent: i64,
-    /// Proposed or approved requests expire at this time (0: never).
-    pub expires_at_ms: i64,
-    /// Why the rule fired, as the agent saw it.
-    pub evidence: Option<serde_json::Value>,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-    /// The agent's structured report, once it arrived.
-    pub report: Option<serde_json::Value>,
-}
-
-/// A request on its way to an agent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingCommand {
-    pub id: String,
-    pub action_json: String,
-    pub mode: String,
-    pub lease_token: String,
-    pub lease_expires_ms: i64,
-    pub requested_by: String,
-    pub rule: String,
-}
-
-/// An agent's report on one request, as received.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReportIn {
-    pub seq: i64,
-    pub produced_at_ms: i64,
-    pub command_id: String,
-    /// executed, dry_run, refused or failed.
-    pub decision: String,
-    pub reason: String,
-    pub report_json: String,
-}
-
-/// A policy rule that fired on an agent, as received.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProposalIn {
-    pub seq: i64,
-    pub produced_at_ms: i64,
-    pub id: String,
-    pub policy: String,
-    pub revision: i64,
-    pub rule: String,
-    pub action_json: String,
-    /// auto, approve or dry_run.
-    pub mode: String,
-    /// proposed, dry_run or refused.
-    pub decision: String,
-    pub reason: String,
-    pub report_json: String,
-    pub evidence_json: String,
-    pub max_concurrent: i64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ActionQuery {
-    pub host: Option<String>,
-    pub state: Option<String>,
-    pub rule: Option<String>,
-    pub limit: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AuditEntry {
-    pub id: String,
-    pub at_ms: i64,
-    pub actor: String,
-    pub action: String,
-    pub host_id: String,
-    pub result: String,
-    pub detail: serde_json::Value,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct AuditQuery {
-    pub host: Option<String>,
-    pub actor: Option<String>,
-    pub action: Option<String>,
-    pub limit: i64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TriggerError {
@@ -263,8 +150,8 @@ impl Fleet {
             policy: String::new(),
             action,
             mode: mode.to_string(),
-            approval: "manual".into(),
-            state: "approved".into(),
+            approval: Approval::Manual,
+            state: ActionState::Approved,
             reason: String::new(),
             requested_by: actor.to_string(),
             decided_by: actor.to_string(),
@@ -350,14 +237,14 @@ impl Fleet {
             }
             if !self
                 .store
-                .transition_action(&a.id, &a.state, "running", "", None, now_ms())
+                .transition_action(&a.id, a.state, ActionState::Running, "", None, now_ms())
                 .await?
             {
                 // Another replica took it; give the slot back.
                 self.store.release_lease(&a.id).await?;
                 continue;
             }
-            if a.approval != "manual" {
+            if a.approval != Approval::Manual {
                 self.audit(
                     "control-plane",
                     "remediation.lease",
@@ -371,7 +258,7 @@ impl Fleet {
                 // The stream went away between the check and the send: the
                 // request waits for the next connection.
                 self.store
-                    .transition_action(&a.id, "running", &a.state, "", None, now_ms())
+                    .transition_action(&a.id, ActionState::Running, a.state, "", None, now_ms())
                     .await?;
                 self.store.release_lease(&a.id).await?;
                 break;
@@ -385,14 +272,10 @@ impl Fleet {
     pub async fn tick_remediation(&self) -> Result<(), StoreError> {
         let now = now_ms();
         for a in self.store.expiring_actions(now).await? {
-            let reason = if a.state == "proposed" && a.approval == "approve" {
-                "nobody approved it in time"
-            } else {
-                "no fleet lease in time"
-            };
+            let reason = expiry_reason(a.state, a.approval);
             if self
                 .store
-                .transition_action(&a.id, &a.state, "expired", reason, None, now)
+                .transition_action(&a.id, a.state, ActionState::Expired, reason, None, now)
                 .await?
             {
                 self.audit(
@@ -412,7 +295,14 @@ impl Fleet {
             );
             if self
                 .store
-                .transition_action(&a.id, "running", "failed", &reason, None, now)
+                .transition_action(
+                    &a.id,
+                    ActionState::Running,
+                    ActionState::Failed,
+                    &reason,
+                    None,
+                    now,
+                )
                 .await?
             {
                 self.store.release_lease(&a.id).await?;
@@ -451,22 +341,17 @@ impl Fleet {
             .await?
             .ok_or_else(|| DecideError::NotFound(id.to_string()))?;
         let verb = if approve { "approve" } else { "reject" };
-        if a.state != "proposed" || a.approval != "approve" {
-            return Err(DecideError::Conflict(format!(
-                "cannot {verb} {id}: it is {} ({}), only proposals of approve rules wait for a decision",
-                a.state, a.approval
-            )));
-        }
         let now = now_ms();
-        if a.expires_at_ms > 0 && a.expires_at_ms <= now {
-            return Err(DecideError::Conflict(format!(
-                "cannot {verb} {id}: it expired"
-            )));
-        }
-        let to = if approve { "approved" } else { "rejected" };
+        check_decidable(&a, now)
+            .map_err(|why| DecideError::Conflict(format!("cannot {verb} {id}: {why}")))?;
+        let to = if approve {
+            ActionState::Approved
+        } else {
+            ActionState::Rejected
+        };
         if !self
             .store
-            .transition_action(id, "proposed", to, "", Some(actor), now)
+            .transition_action(id, ActionState::Proposed, to, "", Some(actor), now)
             .await?
         {
             return Err(DecideError::Conflict(format!(
@@ -477,7 +362,7 @@ impl Fleet {
             actor,
             &format!("remediation.{verb}"),
             &a.host_id,
-            to,
+            to.as_str(),
             serde_json::json!({ "request": id, "rule": a.rule, "action": a.action }),
         )
         .await;
@@ -492,16 +377,12 @@ impl Fleet {
         let action: serde_json::Value = serde_json::from_str(&p.action_json).unwrap_or_default();
         let typed = check_action(&action);
         let now = now_ms();
-        let (state, reason) = match (p.mode.as_str(), p.decision.as_str(), &typed) {
-            (_, _, Err(e)) => ("refused", format!("invalid {e}")),
-            ("auto" | "approve", "proposed", Ok(_)) => ("proposed", p.reason.clone()),
-            ("dry_run", "dry_run", Ok(_)) => ("dry_run", p.reason.clone()),
-            (_, "refused", Ok(_)) => ("refused", p.reason.clone()),
-            (m, d, Ok(_)) => (
-                "refused",
-                format!("invalid proposal: mode {m:?}, decision {d:?}"),
-            ),
-        };
+        let (state, reason) = proposal_state(
+            &p.mode,
+            &p.decision,
+            &p.reason,
+            typed.as_ref().map(|_| ()).map_err(String::as_str),
+        );
         let record = ActionRecord {
             id: p.id.clone(),
             host_id: agent_id.to_string(),
@@ -514,13 +395,14 @@ impl Fleet {
                 "execute"
             }
             .into(),
-            approval: p.mode.clone(),
-            state: state.into(),
+            // an unknown mode was refused above; the record keeps what it can name
+            approval: Approval::parse(&p.mode).unwrap_or(Approval::DryRun),
+            state,
             reason,
             requested_by: format!("agent:{agent_id}"),
             decided_by: String::new(),
             max_concurrent: p.max_concurrent.max(1),
-            expires_at_ms: if state == "proposed" {
+            expires_at_ms: if state == ActionState::Proposed {
                 now + self.proposal_ttl_ms
             } else {
                 0
@@ -536,12 +418,12 @@ impl Fleet {
             .await?;
         if ingested == Ingested::Stored {
             self.telemetry.ingest_messages.inc();
-            tracing::info!(agent_id, request = %record.id, rule = %record.rule, state, "remediation proposal");
+            tracing::info!(agent_id, request = %record.id, rule = %record.rule, state = state.as_str(), "remediation proposal");
             self.audit(
                 &format!("agent:{agent_id}"),
                 "remediation.proposal",
                 agent_id,
-                state,
+                state.as_str(),
                 serde_json::json!({
                     "request": record.id, "policy": p.policy, "revision": p.revision,
                     "rule": record.rule, "mode": p.mode, "action": record.action,
@@ -549,7 +431,7 @@ impl Fleet {
                 }),
             )
             .await;
-            if state == "proposed" && p.mode == "auto" {
+            if state == ActionState::Proposed && record.approval == Approval::Auto {
                 self.dispatch(agent_id).await?;
             }
         }
@@ -562,13 +444,7 @@ impl Fleet {
         agent_id: &str,
         mut r: ReportIn,
     ) -> Result<Ingested, StoreError> {
-        r.decision = match r.decision.as_str() {
-            "executed" => "succeeded",
-            "dry_run" => "dry_run",
-            "refused" => "refused",
-            _ => "failed",
-        }
-        .into();
+        r.decision = report_state(&r.decision).as_str().into();
         let (ingested, matched) = self
             .store
             .record_action_report(agent_id, &r, now_ms())
@@ -599,6 +475,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::remediation::ActionQuery;
     use crate::store::{sqlite_url, Store};
     use crate::telemetry::Telemetry;
 
@@ -679,7 +556,7 @@ mod tests {
             .expect_err("unknown host");
         assert!(matches!(err, TriggerError::NoHost(_)), "{err:?}");
         let stored = fleet
-            .store()
+            .store
             .actions(&ActionQuery {
                 limit: 10,
                 ..ActionQuery::default()

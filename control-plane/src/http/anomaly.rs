@@ -108,7 +108,7 @@ pub async fn list(
         limit,
         offset,
     };
-    let events = state.fleet.store().anomalies(&query).await?;
+    let events = state.fleet.anomalies(&query).await?;
     let next_offset = (events.len() as i64 == limit).then_some(offset + limit);
     Ok(Json(json!({
         "count": events.len(),
@@ -139,7 +139,6 @@ pub async fn get(
     }
     let event = state
         .fleet
-        .store()
         .anomaly(&id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("no anomaly {id:?}")))?;

@@ -1,5 +1,4 @@
-//! `/auth/*` and `/users`: registration, login with throttling, refresh
-//! token rotation, logout, password change, token verification; and the
+//! `/auth/*` and `/users` over the accounts service ([`crate::accounts`]), and the
 //! extractors every other handler authenticates with.
 
 use std::net::{IpAddr, SocketAddr};
@@ -13,100 +12,21 @@ use utoipa::ToSchema;
 
 use super::error::{ApiJson, AppError};
 use super::AppState;
-use crate::auth::{self, Claims, LimitPolicy, LoginLimiter, Role, User, UserAuth};
+use crate::accounts::TokenPair;
+use crate::auth::{Claims, Role, User};
 use crate::config::Config;
-use crate::fleet::now_ms;
 
-/// Auth and transport settings the REST layer needs beyond the token keys.
+/// Transport settings of the REST layer.
 pub struct Security {
-    pub limiter: LoginLimiter,
-    pub refresh_ttl_secs: i64,
     /// REST is served over TLS: send `Strict-Transport-Security`.
     pub tls: bool,
     /// Browser origins allowed by CORS; empty: no CORS headers.
     pub cors_allowed_origins: Vec<String>,
 }
 
-fn throttle_keys(account: &str, addr: Option<&str>) -> Vec<String> {
-    [Some(auth::account_key(account)), addr.map(auth::addr_key)]
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
-/// 429 while the account or the client address is locked, on this replica
-/// (memory) or on any (database).
-async fn throttle_check(
-    state: &AppState,
-    account: &str,
-    addr: Option<&str>,
-) -> Result<(), AppError> {
-    let now = now_ms();
-    let here = state.security.limiter.check(account, addr, now);
-    let shared = state
-        .fleet
-        .store()
-        .login_lock_wait(&throttle_keys(account, addr), now)
-        .await?;
-    match here.max(shared) {
-        Some(wait) => Err(locked(wait)),
-        None => Ok(()),
-    }
-}
-
-async fn throttle_failure(
-    state: &AppState,
-    account: &str,
-    addr: Option<&str>,
-) -> Result<(), AppError> {
-    let now = now_ms();
-    let limiter = &state.security.limiter;
-    limiter.failure(account, addr, now);
-    let p = limiter.policy();
-    let store = state.fleet.store();
-    let key = auth::account_key(account);
-    store
-        .record_login_failure(
-            &key,
-            p.lockout_max_ms,
-            |n| p.lock_ms(n, p.max_failures_per_account),
-            now,
-        )
-        .await?;
-    if let Some(a) = addr {
-        store
-            .record_login_failure(
-                &auth::addr_key(a),
-                p.lockout_max_ms,
-                |n| p.lock_ms(n, p.max_failures_per_addr),
-                now,
-            )
-            .await?;
-    }
-    Ok(())
-}
-
-async fn throttle_success(state: &AppState, account: &str) -> Result<(), AppError> {
-    state.security.limiter.success(account);
-    state
-        .fleet
-        .store()
-        .clear_login_failures(&auth::account_key(account))
-        .await?;
-    Ok(())
-}
-
 impl Security {
     pub fn from_config(config: &Config) -> Self {
-        let a = &config.auth;
         Self {
-            limiter: LoginLimiter::new(LimitPolicy {
-                max_failures_per_account: a.login_max_failures,
-                max_failures_per_addr: a.login_max_failures_per_addr,
-                lockout_ms: a.login_lockout_secs * 1000,
-                lockout_max_ms: a.login_lockout_max_secs * 1000,
-            }),
-            refresh_ttl_secs: a.refresh_ttl_secs,
             tls: config.rest.tls,
             cors_allowed_origins: config.rest.cors_allowed_origins.clone(),
         }
@@ -146,27 +66,8 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, AppError> {
     Ok(Some(token.trim()))
 }
 
-/// Checks the signature and claims, then the user's row: it must still
-/// exist, under the same name, with the same token version.
 async fn authenticate(state: &AppState, token: &str) -> Result<Claims, AppError> {
-    let mut claims = state
-        .tokens
-        .verify(token)
-        .map_err(|e| AppError::unauthorized(e.to_string()))?;
-    let user = state
-        .fleet
-        .store()
-        .user_auth(&claims.uid)
-        .await?
-        .filter(|u| u.username == claims.sub)
-        .ok_or_else(|| AppError::unauthorized("invalid token: the user no longer exists"))?;
-    if user.token_version != claims.ver {
-        return Err(AppError::unauthorized(
-            "invalid token: revoked by a logout or password change; log in again",
-        ));
-    }
-    claims.role = user.role;
-    Ok(claims)
+    Ok(state.accounts.authenticate(token).await?)
 }
 
 #[axum::async_trait]
@@ -262,61 +163,16 @@ pub async fn register(
     MaybeCaller(caller): MaybeCaller,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> Result<(StatusCode, Json<UserResponse>), AppError> {
-    let admin_exists = state.fleet.store().admin_exists().await?;
-    if admin_exists {
-        match &caller {
-            Some(c) if c.role == Role::Admin => {}
-            Some(_) => return Err(AppError::forbidden("only an admin may register users")),
-            None => return Err(AppError::forbidden("registration needs an admin token")),
-        }
-    }
-    let role = match body.role.as_deref() {
-        None if admin_exists => Role::Viewer,
-        None => Role::Admin,
-        Some(r) => Role::parse(r).ok_or_else(|| {
-            AppError::bad_request(format!("role {r:?} is not one of admin, operator, viewer"))
-        })?,
-    };
-    if !admin_exists && role != Role::Admin {
-        return Err(AppError::bad_request("the first user must be an admin"));
-    }
-    auth::check_username(&body.username)
-        .map_err(|m| AppError::bad_request(format!("username: {m}")))?;
-    auth::check_password(&body.password)
-        .map_err(|m| AppError::bad_request(format!("password: {m}")))?;
-    let user = create_user(&state, &body.username, &body.password, role).await?;
-    tracing::info!(username = %user.username, role = user.role.as_str(), by = ?caller.map(|c| c.sub), "user registered");
+    let user = state
+        .accounts
+        .register(
+            caller.as_ref(),
+            &body.username,
+            &body.password,
+            body.role.as_deref(),
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(UserResponse { user })))
-}
-
-async fn hash(password: String) -> Result<String, AppError> {
-    tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(AppError::internal)?
-        .map_err(AppError::internal)
-}
-
-async fn verify_password(hash: String, password: String) -> Result<bool, AppError> {
-    tokio::task::spawn_blocking(move || auth::verify_password(&hash, &password))
-        .await
-        .map_err(AppError::internal)
-}
-
-pub async fn create_user(
-    state: &AppState,
-    username: &str,
-    password: &str,
-    role: Role,
-) -> Result<User, AppError> {
-    let hash = hash(password.to_string()).await?;
-    let user = User {
-        id: uuid::Uuid::new_v4().to_string(),
-        username: username.to_string(),
-        role,
-        created_at_ms: now_ms(),
-    };
-    state.fleet.store().create_user(&user, &hash).await?;
-    Ok(user)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -345,52 +201,18 @@ pub struct TokenResponse {
     username: String,
 }
 
-/// A valid argon2 hash of a random password: verifying against it when the
-/// user does not exist makes unknown users cost the same time as known ones.
-static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    auth::hash_password(&uuid::Uuid::new_v4().to_string()).unwrap_or_default()
-});
-
-fn locked(wait_ms: i64) -> AppError {
-    let secs = u64::try_from((wait_ms + 999) / 1000).unwrap_or(1);
-    AppError::too_many_requests(
-        format!("too many failed logins; try again in {secs} s"),
-        secs,
-    )
-}
-
-/// Issues an access token and a refresh token in `family`.
-async fn issue_pair(
-    state: &AppState,
-    user: &UserAuth,
-    family: &str,
-    rotating: Option<&str>,
-) -> Result<Result<TokenResponse, ()>, AppError> {
-    let now = now_ms();
-    let (token, claims) = state
-        .tokens
-        .issue(user, now / 1000)
-        .map_err(AppError::internal)?;
-    let (refresh_token, record) =
-        auth::new_refresh_token(&user.id, family, now, state.security.refresh_ttl_secs);
-    let store = state.fleet.store();
-    match rotating {
-        None => store.insert_refresh_token(&record).await?,
-        Some(old) => {
-            if !store.rotate_refresh_token(old, &record, now).await? {
-                return Ok(Err(()));
-            }
+impl From<TokenPair> for TokenResponse {
+    fn from(p: TokenPair) -> Self {
+        Self {
+            token: p.token,
+            token_type: "Bearer",
+            expires_at: p.expires_at,
+            refresh_token: p.refresh_token,
+            refresh_expires_at: p.refresh_expires_at,
+            role: p.role,
+            username: p.username,
         }
     }
-    Ok(Ok(TokenResponse {
-        token,
-        token_type: "Bearer",
-        expires_at: claims.exp,
-        refresh_token,
-        refresh_expires_at: record.expires_at_ms / 1000,
-        role: user.role,
-        username: user.username.clone(),
-    }))
 }
 
 /// Throttled per account and per client address (see the docs): a locked
@@ -413,34 +235,11 @@ pub async fn login(
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Json<TokenResponse>, AppError> {
     let addr = addr.map(|a| a.to_string());
-    throttle_check(&state, &body.username, addr.as_deref()).await?;
-    let found = state.fleet.store().user_by_name(&body.username).await?;
-    let (user, hash) = match found {
-        Some((u, h)) => (Some(u), h),
-        None => (None, DUMMY_HASH.clone()),
-    };
-    let ok = verify_password(hash, body.password).await?;
-    let user = match (user, ok) {
-        (Some(u), true) => u,
-        _ => {
-            throttle_failure(&state, &body.username, addr.as_deref()).await?;
-            tracing::info!(username = %body.username.chars().take(64).collect::<String>(), addr = ?addr, "failed login");
-            // One message for both cases: no user enumeration.
-            return Err(AppError::unauthorized("invalid username or password"));
-        }
-    };
-    throttle_success(&state, &body.username).await?;
-    let auth = state
-        .fleet
-        .store()
-        .user_auth(&user.id)
-        .await?
-        .ok_or_else(|| AppError::unauthorized("invalid username or password"))?;
-    let family = uuid::Uuid::new_v4().to_string();
-    let pair = issue_pair(&state, &auth, &family, None)
-        .await?
-        .map_err(|()| AppError::internal("a new refresh token could not be stored"))?;
-    Ok(Json(pair))
+    let pair = state
+        .accounts
+        .login(&body.username, body.password, addr.as_deref())
+        .await?;
+    Ok(Json(pair.into()))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -467,40 +266,9 @@ pub async fn refresh(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RefreshBody>,
 ) -> Result<Json<TokenResponse>, AppError> {
-    let store = state.fleet.store();
-    let token_hash = auth::hash_refresh_token(&body.refresh_token);
-    let record = store
-        .refresh_token(&token_hash)
-        .await?
-        .ok_or_else(|| AppError::unauthorized("invalid refresh token"))?;
-    let now = now_ms();
-    let reuse = || async {
-        tracing::warn!(family = %record.family_id, user = %record.user_id, "refresh token reused; revoking its family");
-        store.revoke_refresh_family(&record.family_id, now).await?;
-        Err::<Json<TokenResponse>, AppError>(AppError::unauthorized(
-            "refresh token was already used; every token of its session is revoked",
-        ))
-    };
-    if record.revoked_at_ms.is_some() {
-        return Err(AppError::unauthorized("refresh token was revoked"));
-    }
-    if record.used_at_ms.is_some() {
-        return reuse().await;
-    }
-    if record.expires_at_ms <= now {
-        return Err(AppError::unauthorized(
-            "refresh token expired; log in again",
-        ));
-    }
-    let user = store.user_auth(&record.user_id).await?.ok_or_else(|| {
-        AppError::unauthorized("invalid refresh token: the user no longer exists")
-    })?;
-    match issue_pair(&state, &user, &record.family_id, Some(&token_hash)).await? {
-        Ok(pair) => Ok(Json(pair)),
-        // Spent or revoked between the read and the rotation: a race
-        // between two uses of the same token is reuse too.
-        Err(()) => reuse().await,
-    }
+    Ok(Json(
+        state.accounts.refresh(&body.refresh_token).await?.into(),
+    ))
 }
 
 /// Ends every session of the caller: all access tokens issued so far stop
@@ -514,12 +282,7 @@ pub async fn refresh(
     )
 )]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, AppError> {
-    state
-        .fleet
-        .store()
-        .revoke_sessions(&caller.0.uid, None, now_ms())
-        .await?;
-    tracing::info!(username = %caller.0.sub, "logged out");
+    state.accounts.logout(&caller.0).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -554,33 +317,16 @@ pub async fn password(
     ApiJson(body): ApiJson<PasswordBody>,
 ) -> Result<Json<TokenResponse>, AppError> {
     let addr = addr.map(|a| a.to_string());
-    let username = caller.0.sub.clone();
-    throttle_check(&state, &username, addr.as_deref()).await?;
-    auth::check_password(&body.new_password)
-        .map_err(|m| AppError::bad_request(format!("new_password: {m}")))?;
-    let store = state.fleet.store();
-    let (_, hash) = store
-        .user_by_name(&username)
-        .await?
-        .ok_or_else(|| AppError::unauthorized("invalid token: the user no longer exists"))?;
-    if !verify_password(hash, body.current_password).await? {
-        throttle_failure(&state, &username, addr.as_deref()).await?;
-        return Err(AppError::forbidden("current_password: wrong password"));
-    }
-    let new_hash = self::hash(body.new_password).await?;
-    store
-        .revoke_sessions(&caller.0.uid, Some(&new_hash), now_ms())
+    let pair = state
+        .accounts
+        .change_password(
+            &caller.0,
+            addr.as_deref(),
+            body.current_password,
+            body.new_password,
+        )
         .await?;
-    tracing::info!(%username, "password changed; earlier tokens revoked");
-    let user = store
-        .user_auth(&caller.0.uid)
-        .await?
-        .ok_or_else(|| AppError::unauthorized("invalid token: the user no longer exists"))?;
-    let family = uuid::Uuid::new_v4().to_string();
-    let pair = issue_pair(&state, &user, &family, None)
-        .await?
-        .map_err(|()| AppError::internal("a new refresh token could not be stored"))?;
-    Ok(Json(pair))
+    Ok(Json(pair.into()))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -629,7 +375,7 @@ pub async fn users(
     caller: Caller,
 ) -> Result<Json<UsersResponse>, AppError> {
     caller.require(Role::Admin)?;
-    let users = state.fleet.store().users().await?;
+    let users = state.accounts.users().await?;
     Ok(Json(UsersResponse { users }))
 }
 

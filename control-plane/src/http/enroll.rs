@@ -99,7 +99,7 @@ pub async fn list_tokens(
     caller: Caller,
 ) -> Result<Json<Value>, AppError> {
     caller.require(Role::Admin)?;
-    let tokens = state.fleet.store().enrollment_tokens().await?;
+    let tokens = state.fleet.enrollment_tokens().await?;
     Ok(Json(json!({ "enrollment_tokens": tokens })))
 }
 
@@ -112,18 +112,11 @@ pub async fn revoke_token(
     if id.len() > 64 {
         return Err(AppError::bad_request("token id is too long"));
     }
-    if state.fleet.store().revoke_enrollment_token(&id).await? {
-        state
-            .fleet
-            .audit(
-                &caller.0.sub,
-                "enrollment_token.revoke",
-                "",
-                "revoked",
-                json!({ "token": id }),
-            )
-            .await;
-        tracing::info!(token = %id, by = %caller.0.sub, "enrollment token revoked");
+    if state
+        .fleet
+        .revoke_enrollment_token(&caller.0.sub, &id)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::not_found(format!("no enrollment token {id:?}")))

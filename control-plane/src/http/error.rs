@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 
-use crate::store::StoreError;
+use crate::error::{Code, Coded};
 
 #[derive(Debug)]
 pub struct AppError {
@@ -76,16 +76,32 @@ impl IntoResponse for AppError {
     }
 }
 
-impl From<StoreError> for AppError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict(what) => {
-                AppError::new(StatusCode::CONFLICT, format!("{what} already exists"))
-            }
-            other => {
-                tracing::error!(error = %other, "storage error");
+/// The HTTP status of each error code: the one place that decides it.
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Invalid | Code::Precondition => StatusCode::BAD_REQUEST,
+        Code::Denied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::Conflict => StatusCode::CONFLICT,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::Throttled => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl<E: Coded> From<E> for AppError {
+    fn from(e: E) -> Self {
+        match e.code() {
+            Code::Unavailable => {
+                tracing::error!(error = %e, "storage error");
                 AppError::new(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
             }
+            Code::Internal => AppError::internal(e),
+            Code::Throttled => {
+                AppError::too_many_requests(e.to_string(), e.retry_after_secs().unwrap_or(1))
+            }
+            code => AppError::new(http_status(code), e.to_string()),
         }
     }
 }

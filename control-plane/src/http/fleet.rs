@@ -21,11 +21,7 @@ use crate::fleet::{now_ms, valid_agent_id, RollupQuery};
     ))]
 pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, AppError> {
     caller.require(Role::Viewer)?;
-    let hosts = state
-        .fleet
-        .store()
-        .hosts(state.stale_after_ms, now_ms())
-        .await?;
+    let hosts = state.fleet.hosts(state.stale_after_ms).await?;
     Ok(Json(json!({ "hosts": hosts })))
 }
 
@@ -48,17 +44,15 @@ pub async fn host(
     if !valid_agent_id(&id) {
         return Err(AppError::bad_request(format!("invalid host id {id:?}")));
     }
-    let store = state.fleet.store();
-    let host = store
-        .host(&id, state.stale_after_ms, now_ms())
+    let d = state
+        .fleet
+        .host_detail(&id, state.stale_after_ms)
         .await?
         .ok_or_else(|| AppError::not_found(format!("no host {id:?}")))?;
-    let latest = store.latest_values(&id).await?;
-    let (processes_at_ms, processes) = store.top_processes(&id).await?;
     Ok(Json(json!({
-        "host": host,
-        "latest": latest,
-        "top_processes": { "ts_ms": processes_at_ms, "processes": processes },
+        "host": d.host,
+        "latest": d.latest,
+        "top_processes": { "ts_ms": d.processes_at_ms, "processes": d.processes },
     })))
 }
 
@@ -118,7 +112,6 @@ pub async fn monitoring_metrics(
     }
     let points = state
         .fleet
-        .store()
         .rollups(&RollupQuery {
             host: q.host.clone(),
             metric: q.metric.clone(),

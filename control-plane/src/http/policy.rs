@@ -10,28 +10,7 @@ use super::auth::Caller;
 use super::error::{ApiJson, AppError};
 use super::AppState;
 use crate::auth::Role;
-use crate::fleet::{DecideError, PolicyApiError, RolloutRequest};
-
-impl From<PolicyApiError> for AppError {
-    fn from(e: PolicyApiError) -> Self {
-        match e {
-            PolicyApiError::Invalid(m) => AppError::bad_request(m),
-            PolicyApiError::NotFound(m) => AppError::not_found(m),
-            PolicyApiError::Conflict(m) => AppError::new(StatusCode::CONFLICT, m),
-            PolicyApiError::Store(e) => e.into(),
-        }
-    }
-}
-
-impl From<DecideError> for AppError {
-    fn from(e: DecideError) -> Self {
-        match e {
-            DecideError::NotFound(_) => AppError::not_found(e.to_string()),
-            DecideError::Conflict(m) => AppError::new(StatusCode::CONFLICT, m),
-            DecideError::Store(e) => e.into(),
-        }
-    }
-}
+use crate::fleet::RolloutRequest;
 
 fn check_name(name: &str) -> Result<(), AppError> {
     let ok = (1..=64).contains(&name.len())
@@ -76,14 +55,12 @@ pub async fn create(
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, AppError> {
     caller.require(Role::Viewer)?;
-    let store = state.fleet.store();
-    let rollouts = store.current_rollouts().await?;
-    let policies: Vec<Value> = store
-        .latest_policies()
+    let policies: Vec<Value> = state
+        .fleet
+        .policies()
         .await?
         .into_iter()
-        .map(|p| {
-            let rollout = rollouts.iter().find(|r| r.name == p.name);
+        .map(|(p, rollout)| {
             json!({
                 "name": p.name,
                 "latest_revision": p.revision,
@@ -106,12 +83,10 @@ pub async fn get(
 ) -> Result<Json<Value>, AppError> {
     caller.require(Role::Viewer)?;
     check_name(&name)?;
-    let store = state.fleet.store();
-    let revisions = store.policy_revisions(&name).await?;
+    let (revisions, rollouts) = state.fleet.policy_history(&name).await?;
     if revisions.is_empty() {
         return Err(AppError::not_found(format!("no policy {name:?}")));
     }
-    let rollouts = store.rollouts(&name).await?;
     Ok(Json(json!({
         "name": name,
         "revisions": revisions.iter().map(|r| r.view()).collect::<Vec<_>>(),

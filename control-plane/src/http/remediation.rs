@@ -10,17 +10,7 @@ use super::auth::Caller;
 use super::error::{ApiJson, ApiQuery, AppError};
 use super::AppState;
 use crate::auth::Role;
-use crate::fleet::{ActionQuery, AuditQuery, TriggerError};
-
-impl From<TriggerError> for AppError {
-    fn from(e: TriggerError) -> Self {
-        match e {
-            TriggerError::Invalid(m) => AppError::bad_request(m),
-            TriggerError::NoHost(h) => AppError::not_found(format!("no host {h:?}")),
-            TriggerError::Store(e) => e.into(),
-        }
-    }
-}
+use crate::fleet::{ActionQuery, ActionState, AuditQuery};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,8 +38,6 @@ pub async fn trigger(
         .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "action": record }))))
 }
-
-use crate::fleet::ACTION_STATES as STATES;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,14 +76,15 @@ pub async fn actions(
     ApiQuery(q): ApiQuery<ActionsQuery>,
 ) -> Result<Json<Value>, AppError> {
     caller.require(Role::Viewer)?;
-    if let Some(s) = &q.state {
-        if !STATES.contains(&s.as_str()) {
-            return Err(AppError::bad_request(format!(
+    let action_state = match &q.state {
+        Some(s) => Some(ActionState::parse(s).ok_or_else(|| {
+            AppError::bad_request(format!(
                 "state: {s:?} is not one of {}",
-                STATES.join(", ")
-            )));
-        }
-    }
+                ActionState::names()
+            ))
+        })?),
+        None => None,
+    };
     let limit = super::int_param("limit", q.limit.as_deref())?.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(AppError::bad_request(format!(
@@ -104,10 +93,9 @@ pub async fn actions(
     }
     let actions = state
         .fleet
-        .store()
         .actions(&ActionQuery {
             host: q.host,
-            state: q.state,
+            state: action_state,
             rule: q.rule,
             limit,
         })
@@ -138,7 +126,6 @@ pub async fn audit(
     }
     let entries = state
         .fleet
-        .store()
         .audit_log(&AuditQuery {
             host: q.host,
             actor: q.actor,
@@ -154,6 +141,7 @@ mod tests {
     use axum::response::IntoResponse;
 
     use super::*;
+    use crate::fleet::TriggerError;
 
     #[tokio::test]
     async fn an_invalid_trigger_is_a_400_naming_the_problem() {

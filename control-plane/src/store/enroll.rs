@@ -3,7 +3,7 @@
 use sqlx::Row;
 
 use super::{Store, StoreError};
-use crate::fleet::{EnrollmentToken, TokenUse};
+use crate::domain::{EnrollmentToken, TokenUse};
 
 impl Store {
     pub async fn create_enrollment_token(

@@ -4,7 +4,10 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{claim_message, Store, StoreError};
-use crate::fleet::{Ingested, PolicyHostStatus, PolicyRevision, PolicyStatusIn, Rollout};
+use crate::domain::policy::{
+    PolicyHostStatus, PolicyRevision, PolicyStatusIn, Rollout, RolloutState,
+};
+use crate::domain::Ingested;
 
 const REVISION_SELECT: &str =
     "SELECT name, revision, document, signature, source, created_by, created_at_ms FROM policies";
@@ -27,6 +30,9 @@ const ROLLOUT_SELECT: &str = "SELECT id, name, revision, previous_revision, cana
 
 fn rollout_from_row(r: &AnyRow) -> Result<Rollout, StoreError> {
     let hosts: String = r.try_get("canary_hosts")?;
+    let state: String = r.try_get("state")?;
+    let state = RolloutState::parse(&state)
+        .ok_or_else(|| StoreError::Unreadable(format!("rollout state {state:?}")))?;
     Ok(Rollout {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
@@ -37,7 +43,7 @@ fn rollout_from_row(r: &AnyRow) -> Result<Rollout, StoreError> {
         canary_secs: r.try_get("canary_secs")?,
         max_new_anomalies: r.try_get("max_new_anomalies")?,
         baseline_anomalies: r.try_get("baseline_anomalies")?,
-        state: r.try_get("state")?,
+        state,
         reason: r.try_get("reason")?,
         started_by: r.try_get("started_by")?,
         started_at_ms: r.try_get("started_at_ms")?,
@@ -132,7 +138,7 @@ impl Store {
         .bind(r.canary_secs)
         .bind(r.max_new_anomalies)
         .bind(r.baseline_anomalies)
-        .bind(&r.state)
+        .bind(r.state.as_str())
         .bind(&r.reason)
         .bind(&r.started_by)
         .bind(r.started_at_ms)
@@ -146,8 +152,8 @@ impl Store {
     pub async fn transition_rollout(
         &self,
         id: &str,
-        from: &str,
-        to: &str,
+        from: RolloutState,
+        to: RolloutState,
         reason: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
@@ -156,8 +162,8 @@ impl Store {
              WHERE id = $1 AND state = $2",
         )
         .bind(id)
-        .bind(from)
-        .bind(to)
+        .bind(from.as_str())
+        .bind(to.as_str())
         .bind(reason)
         .bind(now_ms)
         .execute(&self.pool)

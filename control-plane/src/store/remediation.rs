@@ -4,9 +4,10 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{claim_message, Store, StoreError};
-use crate::fleet::{
-    ActionQuery, ActionRecord, AuditEntry, AuditQuery, Ingested, PendingCommand, ReportIn,
+use crate::domain::remediation::{
+    ActionQuery, ActionRecord, ActionState, Approval, AuditEntry, AuditQuery, ReportIn,
 };
+use crate::domain::Ingested;
 
 const ACTION_SELECT: &str =
     "SELECT id, host_id, rule, policy, action, mode, approval, state, reason,
@@ -17,6 +18,12 @@ fn action_from_row(r: &AnyRow) -> Result<ActionRecord, StoreError> {
     let action: String = r.try_get("action")?;
     let report: String = r.try_get("report")?;
     let evidence: String = r.try_get("evidence")?;
+    let approval: String = r.try_get("approval")?;
+    let approval = Approval::parse(&approval)
+        .ok_or_else(|| StoreError::Unreadable(format!("request approval {approval:?}")))?;
+    let state: String = r.try_get("state")?;
+    let state = ActionState::parse(&state)
+        .ok_or_else(|| StoreError::Unreadable(format!("request state {state:?}")))?;
     Ok(ActionRecord {
         id: r.try_get("id")?,
         host_id: r.try_get("host_id")?,
@@ -24,8 +31,8 @@ fn action_from_row(r: &AnyRow) -> Result<ActionRecord, StoreError> {
         policy: r.try_get("policy")?,
         action: serde_json::from_str(&action).unwrap_or(serde_json::Value::Null),
         mode: r.try_get("mode")?,
-        approval: r.try_get("approval")?,
-        state: r.try_get("state")?,
+        approval,
+        state,
         reason: r.try_get("reason")?,
         requested_by: r.try_get("requested_by")?,
         decided_by: r.try_get("decided_by")?,
@@ -54,8 +61,8 @@ fn bind_action<'q>(
         .bind(a.policy.clone())
         .bind(a.action.to_string())
         .bind(a.mode.clone())
-        .bind(a.approval.clone())
-        .bind(a.state.clone())
+        .bind(a.approval.as_str())
+        .bind(a.state.as_str())
         .bind(a.reason.clone())
         .bind(a.requested_by.clone())
         .bind(a.decided_by.clone())
@@ -159,8 +166,8 @@ impl Store {
     pub async fn transition_action(
         &self,
         id: &str,
-        from: &str,
-        to: &str,
+        from: ActionState,
+        to: ActionState,
         reason: &str,
         decided_by: Option<&str>,
         now_ms: i64,
@@ -171,8 +178,8 @@ impl Store {
              WHERE id = $1 AND state = $2",
         )
         .bind(id)
-        .bind(from)
-        .bind(to)
+        .bind(from.as_str())
+        .bind(to.as_str())
         .bind(reason)
         .bind(decided_by.unwrap_or(""))
         .bind(now_ms)
@@ -296,7 +303,8 @@ impl Store {
     pub async fn actions(&self, q: &ActionQuery) -> Result<Vec<ActionRecord>, StoreError> {
         let mut sql = format!("{ACTION_SELECT} WHERE 1 = 1");
         let mut binds: Vec<&str> = Vec::new();
-        for (col, v) in [("host_id", &q.host), ("state", &q.state), ("rule", &q.rule)] {
+        let state = q.state.map(|s| s.as_str().to_string());
+        for (col, v) in [("host_id", &q.host), ("state", &state), ("rule", &q.rule)] {
             if let Some(v) = v {
                 binds.push(v);
                 sql.push_str(&format!(" AND {col} = ${}", binds.len()));
@@ -377,19 +385,5 @@ impl Store {
                 })
             })
             .collect()
-    }
-}
-
-impl ActionRecord {
-    pub fn command(&self, lease_token: String, lease_expires_ms: i64) -> PendingCommand {
-        PendingCommand {
-            id: self.id.clone(),
-            action_json: self.action.to_string(),
-            mode: self.mode.clone(),
-            lease_token,
-            lease_expires_ms,
-            requested_by: self.requested_by.clone(),
-            rule: self.rule.clone(),
-        }
     }
 }
