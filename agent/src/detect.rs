@@ -13,13 +13,11 @@ use sco_models::detect::{
     Anomaly, Detector, DetectorConfig, DetectorSnapshot, EventChange, EventKind, Family,
 };
 use sco_models::Model;
-use sco_proto::v1::{
-    agent_message, anomaly_event, AgentMessage, AnomalyEvent, DetectorState, ProcessSample, Series,
-};
 
 use crate::collect::processes::{self, ProcSnapshot, Resource};
 use crate::collect::{ProcessInfo, Sample};
 use crate::config::{Config, DetectSection};
+use crate::status::Status;
 
 /// The key a metric has in the detector: `name` or `name:device`.
 pub fn metric_key(name: &str, device: &str) -> String {
@@ -143,12 +141,33 @@ pub struct LiveDetector {
     pub ticks_scored: u64,
 }
 
+/// One metric's recent values around an event, oldest first, one per tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextSeries {
+    pub metric: String,
+    pub start_ms: i64,
+    pub step_ms: u32,
+    pub values: Vec<f64>,
+}
+
 /// An event change ready to become a durable message.
 pub struct Outgoing {
     change: EventChange,
-    context: Vec<Series>,
-    processes: Vec<ProcessSample>,
+    context: Vec<ContextSeries>,
+    processes: Vec<ProcessInfo>,
     culprits: Vec<ProcessInfo>,
+}
+
+/// An event change as it is sent (`crate::pb::anomaly_message` makes the message).
+pub struct EventReport<'a> {
+    pub change: &'a EventChange,
+    /// Sequence number of the message that opened the event: its id.
+    pub open_seq: u64,
+    pub run_started_ms: i64,
+    pub model: &'a str,
+    pub context: &'a [ContextSeries],
+    pub processes: &'a [ProcessInfo],
+    pub culprits: &'a [ProcessInfo],
 }
 
 impl Outgoing {
@@ -225,10 +244,10 @@ impl LiveDetector {
     }
 
     /// What the detector is doing, for heartbeats and `GET /hosts/{id}`.
-    pub fn state(&self, now_ms: i64) -> DetectorState {
+    pub fn state(&self, now_ms: i64) -> Status {
         let warm = self.detector.is_warm();
-        DetectorState {
-            state: if warm { "calibrated" } else { "warming_up" }.into(),
+        Status {
+            detector: if warm { "calibrated" } else { "warming_up" }.into(),
             warm_until_ms: if warm {
                 0
             } else {
@@ -409,7 +428,7 @@ impl LiveDetector {
         }
     }
 
-    fn context(&self, event: &Anomaly) -> Vec<Series> {
+    fn context(&self, event: &Anomaly) -> Vec<ContextSeries> {
         let mut names: Vec<&str> = event
             .contributors
             .iter()
@@ -424,7 +443,7 @@ impl LiveDetector {
         let start_ms = self.history.front().map_or(0, |(ts, _)| *ts);
         names
             .into_iter()
-            .map(|name| Series {
+            .map(|name| ContextSeries {
                 metric: name.to_string(),
                 start_ms,
                 step_ms: u32::try_from(self.interval_ms).unwrap_or(u32::MAX),
@@ -437,60 +456,29 @@ impl LiveDetector {
             .collect()
     }
 
-    fn processes(&self) -> Vec<ProcessSample> {
-        self.latest_processes
-            .iter()
-            .map(crate::pb::process)
-            .collect()
+    fn processes(&self) -> Vec<ProcessInfo> {
+        self.latest_processes.clone()
     }
 
-    /// Builds the durable message for a change; `seq` is its own sequence
-    /// number, which becomes the event's id when it opens it.
-    pub fn message(&mut self, out: &Outgoing, seq: u64, produced_at_ms: i64) -> AgentMessage {
+    /// What to send for a change; `seq` is its message's own sequence number, which becomes
+    /// the event's id when it opens it.
+    pub fn report<'a>(&'a mut self, out: &'a Outgoing, seq: u64) -> EventReport<'a> {
         let e = &out.change.event;
-        let kind = match out.change.kind {
-            EventKind::Opened => {
-                self.open.insert(e.local_id, seq);
-                anomaly_event::Kind::Opened
-            }
-            EventKind::Updated => anomaly_event::Kind::Updated,
-            EventKind::Closed => anomaly_event::Kind::Closed,
-        };
+        if out.change.kind == EventKind::Opened {
+            self.open.insert(e.local_id, seq);
+        }
         let open_seq = self.open.get(&e.local_id).copied().unwrap_or(seq);
         if out.change.kind == EventKind::Closed {
             self.open.remove(&e.local_id);
         }
-        AgentMessage {
-            seq,
-            produced_at_ms,
-            body: Some(agent_message::Body::Anomaly(AnomalyEvent {
-                kind: kind as i32,
-                open_seq,
-                run_started_ms: self.run_started_ms,
-                started_ms: e.started_ms,
-                updated_ms: e.updated_ms,
-                ended_ms: e.ended_ms.unwrap_or(0),
-                score: e.score,
-                peak_score: e.peak_score,
-                severity: severity_str(&e.severity).to_string(),
-                contributors: e
-                    .contributors
-                    .iter()
-                    .map(|c| sco_proto::v1::Contributor {
-                        metric: c.metric.clone(),
-                        value: c.value,
-                        expected_low: c.expected_low,
-                        expected_high: c.expected_high,
-                        contribution: c.contribution,
-                    })
-                    .collect(),
-                context: out.context.clone(),
-                context_processes: out.processes.clone(),
-                model: self.model_name.clone(),
-                family: e.family.as_str().to_string(),
-                close_reason: e.close_reason.clone().unwrap_or_default(),
-                culprits: out.culprits.iter().map(crate::pb::process).collect(),
-            })),
+        EventReport {
+            change: &out.change,
+            open_seq,
+            run_started_ms: self.run_started_ms,
+            model: &self.model_name,
+            context: &out.context,
+            processes: &out.processes,
+            culprits: &out.culprits,
         }
     }
 }
@@ -526,16 +514,6 @@ fn restore(detector: &mut Detector, tree: &sled::Tree, now_ms: i64) {
             "detector state restored: no warm-up needed"
         ),
         Err(e) => tracing::info!(reason = %e, "saved detector state not used; warming up"),
-    }
-}
-
-fn severity_str(s: &sco_models::detect::Severity) -> &'static str {
-    use sco_models::detect::Severity::*;
-    match s {
-        Low => "low",
-        Medium => "medium",
-        High => "high",
-        Critical => "critical",
     }
 }
 

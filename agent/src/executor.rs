@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sco_proto::v1::{
-    agent_message::Body, ActionCommand, ActionProposal, AgentMessage, PolicyStatus, PolicyUpdate,
+    agent_message::Body, ActionCommand, ActionProposal, PolicyStatus, PolicyUpdate,
 };
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
@@ -151,11 +151,7 @@ impl Executor {
     }
 
     async fn send(&self, body: Body, what: &str) {
-        let message = AgentMessage {
-            seq: 0,
-            produced_at_ms: now_ms(),
-            body: Some(body),
-        };
+        let message = crate::pb::message(body, now_ms());
         match self.outbox.lock().await.push(message).await {
             Ok(_) => self.new_data.notify_one(),
             Err(e) => tracing::error!(error = %e, what, "cannot queue a message"),

@@ -17,10 +17,14 @@
 //!   fire on anomalies and metric conditions.
 //! - [`executor`]: applies policies, proposes fired rules, runs requests
 //!   through the remediator and verifies them against live metrics.
-//! - [`pb`]: conversion of domain types to protobuf.
+//! - [`pipeline`]: what happens to each sample (detection, rules, rollups).
+//! - [`pb`]: every protobuf message the agent builds (the remediation task's
+//!   bodies still come from [`executor`]).
+//! - [`clock`]: the one wall clock.
 //! - [`status`]: `status.json`, the detector state `sco-agent status` prints.
 //!
-//! [`run`] wires them together; the binary only parses the command line.
+//! [`run`] wires them together and feeds the collector's samples to the
+//! pipeline; the binary only parses the command line.
 
 pub mod clock;
 pub mod collect;
@@ -30,6 +34,7 @@ pub mod executor;
 pub mod identity;
 pub mod outbox;
 pub mod pb;
+pub mod pipeline;
 pub mod policy;
 pub mod remediate;
 pub mod rollup;
@@ -43,7 +48,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
 pub use config::Config;
-use sco_proto::v1::Hello;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -74,21 +78,6 @@ pub struct Handle {
     pub connected: watch::Receiver<bool>,
 }
 
-fn hello(config: &Config, run_started_ms: i64, model: &str) -> Hello {
-    Hello {
-        hostname: sysinfo::System::host_name().unwrap_or_default(),
-        os: sysinfo::System::long_os_version().unwrap_or_default(),
-        kernel: sysinfo::System::kernel_version().unwrap_or_default(),
-        agent_version: VERSION.to_string(),
-        labels: config.agent.labels.clone().into_iter().collect(),
-        interval_ms: u32::try_from(config.agent.interval_ms).unwrap_or(u32::MAX),
-        last_seq: 0,
-        run_started_ms,
-        model: model.to_string(),
-        cert_not_after_ms: identity::cert_validity(&config.server.cert).map_or(0, |(_, na)| na),
-    }
-}
-
 /// Runs the agent until `shutdown` completes, then closes the stream and
 /// flushes the outbox.
 pub async fn run(
@@ -114,7 +103,7 @@ pub async fn run(
     );
     let run_started_ms = clock::now_ms();
     let db = outbox.db();
-    let mut live = if config.detect.enabled {
+    let live = if config.detect.enabled {
         // the learnt state lives in the agent's one sled database, beside the outbox
         let tree = db
             .open_tree("detector")
@@ -154,7 +143,7 @@ pub async fn run(
     }
     let policies = Arc::new(std::sync::Mutex::new(policies));
     let (latest_tx, latest_rx) = watch::channel(executor::Latest::default());
-    let (tuning_tx, mut tuning_rx) = watch::channel(None);
+    let (tuning_tx, tuning_rx) = watch::channel(None);
     let (triggers_tx, triggers_rx) = mpsc::channel(64);
     let remediation = tokio::spawn(
         executor::Executor {
@@ -167,12 +156,11 @@ pub async fn run(
         }
         .run(commands_rx, triggers_rx),
     );
-    let mut engine = policy::engine::Engine::default();
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let uplink = uplink::Uplink {
         server: config.server.clone(),
-        hello: hello(&config, run_started_ms, &model),
+        hello: pb::hello(&config, run_started_ms, &model),
         outbox: outbox.clone(),
         new_data: new_data.clone(),
         connected: connected_tx,
@@ -190,89 +178,35 @@ pub async fn run(
 
     let (sample_tx, mut samples) = mpsc::channel(16);
     let collector = spawn_collector(&config, sample_tx);
-    let mut roller = rollup::Roller::new(config.agent.rollup_secs as i64 * 1000);
 
+    let mut pipeline = pipeline::Pipeline {
+        detect: config.detect.clone(),
+        data_dir: data_dir.clone(),
+        live,
+        detector: detector_tx,
+        tuning: tuning_rx,
+        engine: policy::engine::Engine::default(),
+        policies,
+        latest: latest_tx,
+        triggers: triggers_tx,
+        roller: rollup::Roller::new(config.agent.rollup_secs as i64 * 1000),
+        outbox: outbox.clone(),
+        new_data,
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             sample = samples.recv() => {
                 let Some(sample) = sample else { break };
-                if tuning_rx.has_changed().unwrap_or(false) {
-                    let tuning = tuning_rx.borrow_and_update().clone();
-                    if let Some(d) = live.as_mut() {
-                        d.tune(&config.detect, tuning.as_ref());
-                    }
-                }
-                let changes = live.as_mut().map(|d| d.observe(&sample)).unwrap_or_default();
-                if let Some(d) = live.as_ref() {
-                    let state = d.state(sample.ts_ms);
-                    let changed = detector_tx.send_if_modified(|s| {
-                        // warm_until_ms moves with the clock; only the rest is news
-                        let news = s.state != state.state
-                            || s.calibrated_at_ms != state.calibrated_at_ms
-                            || s.model != state.model
-                            || s.warm_until_ms == 0 && state.warm_until_ms != 0;
-                        if news {
-                            *s = state;
-                        }
-                        news
-                    });
-                    if changed {
-                        status::write(data_dir, &detector_tx.borrow());
-                    }
-                }
-                for change in changes {
-                    engine.on_event(change.change());
-                    let Some(d) = live.as_mut() else { break };
-                    let seq = outbox
-                        .lock()
-                        .await
-                        .push_with(|seq| d.message(&change, seq, clock::now_ms()))
-                        .await?;
-                    tracing::info!(seq, "anomaly event queued");
-                    new_data.notify_one();
-                }
-                // Rules and their verifications read the latest values; with
-                // no policy in force there is nothing to build them for.
-                let fired = {
-                    let store = policies.lock().unwrap_or_else(|e| e.into_inner());
-                    if store.is_empty() {
-                        Vec::new()
-                    } else {
-                        let values: executor::Latest = Arc::new(
-                            sample
-                                .metrics
-                                .iter()
-                                .map(|m| (detect::metric_key(m.name, &m.device), m.value))
-                                .collect(),
-                        );
-                        latest_tx.send_replace(values.clone());
-                        engine.evaluate(&store, &values, sample.ts_ms)
-                    }
-                };
-                for t in fired {
-                    if let Err(e) = triggers_tx.try_send(t) {
-                        tracing::warn!(error = %e, "remediation busy; fired rule dropped");
-                    }
-                }
-                if let Some(r) = roller.push(sample) {
-                    let mut o = outbox.lock().await;
-                    let dropped = o.dropped_total();
-                    let seq = o.push(pb::rollup_message(r, clock::now_ms(), dropped)).await?;
-                    drop(o);
-                    tracing::debug!(seq, "rollup queued");
-                    new_data.notify_one();
-                }
+                pipeline.on_sample(sample).await?;
             }
         }
     }
     tracing::info!("shutting down");
-    if let Some(d) = live.as_mut() {
-        d.save();
-    }
+    pipeline.finish();
     drop(samples);
-    drop(triggers_tx);
+    drop(pipeline);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), uplink).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), renewal).await;

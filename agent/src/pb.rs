@@ -1,15 +1,85 @@
-//! Conversion of the agent's domain types to protobuf, in one place.
+//! Conversion of the agent's domain types to protobuf, in one place: every message the
+//! agent builds is built here.
 
-use sco_proto::v1::{agent_message, AgentMessage, MetricRollup, MetricSummary, ProcessSample};
+use sco_models::detect::EventKind;
+use sco_proto::v1::{
+    agent_message, anomaly_event, AgentMessage, AnomalyEvent, Contributor, DetectorState,
+    Heartbeat, Hello, MetricRollup, MetricSummary, ProcessSample, Series,
+};
 
 use crate::collect::ProcessInfo;
+use crate::config::Config;
+use crate::detect::{ContextSeries, EventReport};
 use crate::rollup::Rollup;
+use crate::status::Status;
+
+fn envelope(body: agent_message::Body, seq: u64, produced_at_ms: i64) -> AgentMessage {
+    AgentMessage {
+        seq,
+        produced_at_ms,
+        body: Some(body),
+    }
+}
+
+/// What the agent says about itself when it connects (`last_seq` is set per connection).
+pub fn hello(config: &Config, run_started_ms: i64, model: &str) -> Hello {
+    Hello {
+        hostname: sysinfo::System::host_name().unwrap_or_default(),
+        os: sysinfo::System::long_os_version().unwrap_or_default(),
+        kernel: sysinfo::System::kernel_version().unwrap_or_default(),
+        agent_version: crate::VERSION.to_string(),
+        labels: config.agent.labels.clone().into_iter().collect(),
+        interval_ms: u32::try_from(config.agent.interval_ms).unwrap_or(u32::MAX),
+        last_seq: 0,
+        run_started_ms,
+        model: model.to_string(),
+        cert_not_after_ms: crate::identity::cert_validity(&config.server.cert)
+            .map_or(0, |(_, na)| na),
+    }
+}
+
+pub fn hello_message(hello: Hello, produced_at_ms: i64) -> AgentMessage {
+    envelope(agent_message::Body::Hello(hello), 0, produced_at_ms)
+}
+
+pub fn heartbeat_message(
+    outbox_pending: u64,
+    outbox_dropped_total: u64,
+    cert_not_after_ms: i64,
+    detector: &Status,
+    produced_at_ms: i64,
+) -> AgentMessage {
+    envelope(
+        agent_message::Body::Heartbeat(Heartbeat {
+            outbox_pending,
+            outbox_dropped_total,
+            cert_not_after_ms,
+            detector: Some(detector_state(detector)),
+        }),
+        0,
+        produced_at_ms,
+    )
+}
+
+pub fn detector_state(s: &Status) -> DetectorState {
+    DetectorState {
+        state: s.detector.clone(),
+        warm_until_ms: s.warm_until_ms,
+        calibrated_at_ms: s.calibrated_at_ms,
+        restored: s.restored,
+        model: s.model.clone(),
+    }
+}
+
+/// Any other body (the remediation task's reports, proposals and policy statuses); the
+/// outbox assigns the sequence number.
+pub fn message(body: agent_message::Body, produced_at_ms: i64) -> AgentMessage {
+    envelope(body, 0, produced_at_ms)
+}
 
 pub fn rollup_message(r: Rollup, produced_at_ms: i64, dropped_total: u64) -> AgentMessage {
-    AgentMessage {
-        seq: 0,
-        produced_at_ms,
-        body: Some(agent_message::Body::Rollup(MetricRollup {
+    envelope(
+        agent_message::Body::Rollup(MetricRollup {
             window_start_ms: r.window_start_ms,
             window_end_ms: r.window_end_ms,
             metrics: r
@@ -27,7 +97,60 @@ pub fn rollup_message(r: Rollup, produced_at_ms: i64, dropped_total: u64) -> Age
                 .collect(),
             top_processes: r.top_processes.iter().map(process).collect(),
             outbox_dropped_total: dropped_total,
-        })),
+        }),
+        0,
+        produced_at_ms,
+    )
+}
+
+/// The durable message of an anomaly event change; `seq` is its own sequence number.
+pub fn anomaly_message(r: &EventReport<'_>, seq: u64, produced_at_ms: i64) -> AgentMessage {
+    let e = &r.change.event;
+    let kind = match r.change.kind {
+        EventKind::Opened => anomaly_event::Kind::Opened,
+        EventKind::Updated => anomaly_event::Kind::Updated,
+        EventKind::Closed => anomaly_event::Kind::Closed,
+    };
+    envelope(
+        agent_message::Body::Anomaly(AnomalyEvent {
+            kind: kind as i32,
+            open_seq: r.open_seq,
+            run_started_ms: r.run_started_ms,
+            started_ms: e.started_ms,
+            updated_ms: e.updated_ms,
+            ended_ms: e.ended_ms.unwrap_or(0),
+            score: e.score,
+            peak_score: e.peak_score,
+            severity: e.severity.as_str().to_string(),
+            contributors: e
+                .contributors
+                .iter()
+                .map(|c| Contributor {
+                    metric: c.metric.clone(),
+                    value: c.value,
+                    expected_low: c.expected_low,
+                    expected_high: c.expected_high,
+                    contribution: c.contribution,
+                })
+                .collect(),
+            context: r.context.iter().map(series).collect(),
+            context_processes: r.processes.iter().map(process).collect(),
+            model: r.model.to_string(),
+            family: e.family.as_str().to_string(),
+            close_reason: e.close_reason.clone().unwrap_or_default(),
+            culprits: r.culprits.iter().map(process).collect(),
+        }),
+        seq,
+        produced_at_ms,
+    )
+}
+
+fn series(s: &ContextSeries) -> Series {
+    Series {
+        metric: s.metric.clone(),
+        start_ms: s.start_ms,
+        step_ms: s.step_ms,
+        values: s.values.clone(),
     }
 }
 

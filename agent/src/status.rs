@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
-use sco_proto::v1::DetectorState;
 use serde::{Deserialize, Serialize};
 
 pub const FILE: &str = "status.json";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What the detector is doing: written here, sent in heartbeats, shown by `GET /hosts/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     /// "warming_up" or "calibrated".
     pub detector: String,
@@ -21,16 +21,9 @@ pub struct Status {
 
 /// Writes the state (temp file + rename, so a reader never sees half a file); failures are
 /// logged, never fatal.
-pub fn write(data_dir: &Path, d: &DetectorState) {
-    let status = Status {
-        detector: d.state.clone(),
-        warm_until_ms: d.warm_until_ms,
-        calibrated_at_ms: d.calibrated_at_ms,
-        restored: d.restored,
-        model: d.model.clone(),
-    };
+pub fn write(data_dir: &Path, status: &Status) {
     let tmp = data_dir.join(format!("{FILE}.tmp"));
-    let result = serde_json::to_vec_pretty(&status)
+    let result = serde_json::to_vec_pretty(status)
         .map_err(std::io::Error::other)
         .and_then(|bytes| std::fs::write(&tmp, bytes))
         .and_then(|()| std::fs::rename(&tmp, data_dir.join(FILE)));
@@ -95,8 +88,8 @@ mod tests {
     #[test]
     fn written_state_reads_back_and_describes_itself() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let d = DetectorState {
-            state: "warming_up".into(),
+        let d = Status {
+            detector: "warming_up".into(),
             warm_until_ms: 400_000,
             calibrated_at_ms: 0,
             restored: false,

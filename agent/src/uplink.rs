@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use sco_proto::v1::agent_service_client::AgentServiceClient;
-use sco_proto::v1::{
-    agent_message, control_message, ActionCommand, AgentMessage, Heartbeat, Hello, PolicyUpdate,
-};
+use sco_proto::v1::{control_message, ActionCommand, AgentMessage, Hello, PolicyUpdate};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -40,7 +38,7 @@ pub struct Uplink {
     /// Remediation requests from the control plane, for the remediator.
     pub commands: mpsc::Sender<Inbound>,
     /// The anomaly detector's state, sent with every heartbeat.
-    pub detector: watch::Receiver<sco_proto::v1::DetectorState>,
+    pub detector: watch::Receiver<crate::status::Status>,
 }
 
 enum End {
@@ -167,12 +165,7 @@ impl Uplink {
                     .map_err(|_| AgentError::Stream("stream closed".into()))
             }
         };
-        send(AgentMessage {
-            seq: 0,
-            produced_at_ms: now_ms(),
-            body: Some(agent_message::Body::Hello(hello)),
-        })
-        .await?;
+        send(crate::pb::hello_message(hello, now_ms())).await?;
         let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
             Err(s) => return Ok(ended_by(&s)),
@@ -230,17 +223,15 @@ impl Uplink {
                         (o.pending(), o.dropped_total())
                     };
                     let detector = self.detector.borrow().clone();
-                    send(AgentMessage {
-                        seq: 0,
-                        produced_at_ms: now_ms(),
-                        body: Some(agent_message::Body::Heartbeat(Heartbeat {
-                            outbox_pending: pending,
-                            outbox_dropped_total: dropped,
-                            cert_not_after_ms: crate::identity::cert_validity(&self.server.cert)
-                                .map_or(0, |(_, na)| na),
-                            detector: Some(detector),
-                        })),
-                    })
+                    let cert_not_after_ms = crate::identity::cert_validity(&self.server.cert)
+                        .map_or(0, |(_, na)| na);
+                    send(crate::pb::heartbeat_message(
+                        pending,
+                        dropped,
+                        cert_not_after_ms,
+                        &detector,
+                        now_ms(),
+                    ))
                     .await?;
                 }
             }

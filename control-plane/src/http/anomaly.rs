@@ -42,7 +42,7 @@ const MAX_LIMIT: i64 = 1000;
 #[utoipa::path(get, path = "/anomaly", tag = "anomaly", security(("bearer" = [])),
     params(ListQuery),
     responses(
-        (status = 200, description = "a page of events", body = inline(super::openapi::AnomaliesResponse)),
+        (status = 200, description = "a page of events", body = inline(AnomaliesResponse)),
         (status = 400, description = "invalid parameter (named)", body = inline(super::error::ErrorBody)),
         (status = 401, description = "missing or invalid token", body = inline(super::error::ErrorBody)),
         (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
@@ -122,7 +122,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/anomaly/{id}", tag = "anomaly", security(("bearer" = [])),
     params(("id" = String, Path, description = "event id, `<host>:<seq>`")),
     responses(
-        (status = 200, description = "the event", body = inline(super::openapi::AnomalyResponse)),
+        (status = 200, description = "the event", body = inline(AnomalyResponse)),
         (status = 400, description = "id too long", body = inline(super::error::ErrorBody)),
         (status = 401, description = "missing or invalid token", body = inline(super::error::ErrorBody)),
         (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
@@ -162,7 +162,7 @@ const MAX_METRICS: usize = 256;
 #[utoipa::path(post, path = "/anomaly", tag = "anomaly", security(("bearer" = [])),
     request_body = ScoreBody,
     responses(
-        (status = 200, description = "scores", body = inline(super::openapi::ScoreResponse)),
+        (status = 200, description = "scores", body = inline(ScoreResponse)),
         (status = 400, description = "invalid window (named)", body = inline(super::error::ErrorBody)),
         (status = 401, description = "missing or invalid token", body = inline(super::error::ErrorBody)),
         (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
@@ -200,4 +200,37 @@ pub async fn score(
         Err(sco_models::detect::DetectError::Model(e)) => Err(AppError::internal(e)),
         Err(e) => Err(AppError::bad_request(e.to_string())),
     }
+}
+
+// Response shapes (the handlers build JSON from domain types, which stay free of
+// documentation concerns).
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct AnomaliesResponse {
+    count: u64,
+    offset: i64,
+    /// The offset of the next page, null on the last one.
+    next_offset: Option<i64>,
+    #[schema(value_type = Vec<Object>)]
+    anomalies: (),
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct AnomalyResponse {
+    /// The event with its context series and processes.
+    #[schema(value_type = Object)]
+    anomaly: (),
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ScoreResponse {
+    /// `name@version` of the model that scored.
+    model: String,
+    /// Per-row scores in [0, 1] (0.5 is the threshold) and the top
+    /// contributors of the worst row.
+    #[schema(value_type = Object)]
+    result: (),
 }

@@ -15,7 +15,7 @@ use crate::fleet::{now_ms, valid_agent_id, RollupQuery};
 /// and whether connected.
 #[utoipa::path(get, path = "/hosts", tag = "fleet", security(("bearer" = [])),
     responses(
-        (status = 200, description = "every host", body = inline(super::openapi::HostsResponse)),
+        (status = 200, description = "every host", body = inline(HostsResponse)),
         (status = 401, description = "missing or invalid token", body = inline(super::error::ErrorBody)),
         (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
     ))]
@@ -29,7 +29,7 @@ pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<Json
 #[utoipa::path(get, path = "/hosts/{id}", tag = "fleet", security(("bearer" = [])),
     params(("id" = String, Path, description = "host (agent) id")),
     responses(
-        (status = 200, description = "the host", body = inline(super::openapi::HostResponse)),
+        (status = 200, description = "the host", body = inline(HostResponse)),
         (status = 400, description = "invalid host id", body = inline(super::error::ErrorBody)),
         (status = 401, description = "missing or invalid token", body = inline(super::error::ErrorBody)),
         (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
@@ -83,7 +83,7 @@ const MAX_LIMIT: i64 = 10_000;
 #[utoipa::path(get, path = "/monitoring/metrics", tag = "fleet", security(("bearer" = [])),
     params(MetricsQuery),
     responses(
-        (status = 200, description = "rollups", body = inline(super::openapi::MetricsResponse)),
+        (status = 200, description = "rollups", body = inline(MetricsResponse)),
         (status = 400, description = "invalid parameter (named)", body = inline(super::error::ErrorBody)),
         (status = 401, description = "missing or invalid token", body = inline(super::error::ErrorBody)),
         (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
@@ -129,4 +129,45 @@ pub async fn monitoring_metrics(
         "truncated": points.len() as i64 == limit,
         "points": points,
     })))
+}
+
+// Response shapes (the handlers build JSON from domain types, which stay free of
+// documentation concerns).
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct HostsResponse {
+    /// Hosts with hostname, OS, kernel, agent version, labels, first/last
+    /// seen and whether connected.
+    #[schema(value_type = Vec<Object>)]
+    hosts: (),
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct HostResponse {
+    #[schema(value_type = Object)]
+    host: (),
+    /// The latest value of every metric.
+    #[schema(value_type = Vec<Object>)]
+    latest: (),
+    /// `{ts_ms, processes}`.
+    #[schema(value_type = Object)]
+    top_processes: (),
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct MetricsResponse {
+    host: String,
+    /// Unix milliseconds.
+    from: i64,
+    /// Unix milliseconds.
+    to: i64,
+    count: u64,
+    /// True when `limit` points were returned (there may be more).
+    truncated: bool,
+    /// Rollups: metric, device, window start/end, min, mean, max, last, count.
+    #[schema(value_type = Vec<Object>)]
+    points: (),
 }

@@ -111,12 +111,12 @@ pub const ROLES: &[(&str, &str, &str)] = &[
         super::anomaly::ScoreBody,
         HealthResponse,
         StatusResponse,
-        HostsResponse,
-        HostResponse,
-        MetricsResponse,
-        AnomaliesResponse,
-        AnomalyResponse,
-        ScoreResponse,
+        super::fleet::HostsResponse,
+        super::fleet::HostResponse,
+        super::fleet::MetricsResponse,
+        super::anomaly::AnomaliesResponse,
+        super::anomaly::AnomalyResponse,
+        super::anomaly::ScoreResponse,
         CreateEnrollmentToken,
         EnrollmentTokenCreated,
         EnrollmentTokens,
@@ -254,77 +254,6 @@ fn metrics() {}
     responses((status = 200, description = "the OpenAPI 3 document", body = Object)))]
 #[allow(dead_code)]
 fn openapi_json() {}
-
-// Response shapes of the fleet and anomaly handlers (they build JSON from
-// domain types, which stay free of documentation concerns).
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct HostsResponse {
-    /// Hosts with hostname, OS, kernel, agent version, labels, first/last
-    /// seen and whether connected.
-    #[schema(value_type = Vec<Object>)]
-    hosts: (),
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct HostResponse {
-    #[schema(value_type = Object)]
-    host: (),
-    /// The latest value of every metric.
-    #[schema(value_type = Vec<Object>)]
-    latest: (),
-    /// `{ts_ms, processes}`.
-    #[schema(value_type = Object)]
-    top_processes: (),
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct MetricsResponse {
-    host: String,
-    /// Unix milliseconds.
-    from: i64,
-    /// Unix milliseconds.
-    to: i64,
-    count: u64,
-    /// True when `limit` points were returned (there may be more).
-    truncated: bool,
-    /// Rollups: metric, device, window start/end, min, mean, max, last, count.
-    #[schema(value_type = Vec<Object>)]
-    points: (),
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct AnomaliesResponse {
-    count: u64,
-    offset: i64,
-    /// The offset of the next page, null on the last one.
-    next_offset: Option<i64>,
-    #[schema(value_type = Vec<Object>)]
-    anomalies: (),
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct AnomalyResponse {
-    /// The event with its context series and processes.
-    #[schema(value_type = Object)]
-    anomaly: (),
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ScoreResponse {
-    /// `name@version` of the model that scored.
-    model: String,
-    /// Per-row scores in [0, 1] (0.5 is the threshold) and the top
-    /// contributors of the worst row.
-    #[schema(value_type = Object)]
-    result: (),
-}
 
 // The enrollment handlers (`http/enroll.rs`) are documented here.
 
