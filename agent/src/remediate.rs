@@ -13,6 +13,10 @@
 //! - [`verify`]: the verification state machine.
 //! - [`report`]: [`ActionReport`] and its reason codes.
 //!
+//! This file is long (about 860 lines, its tests are in `agent/tests/`) on
+//! purpose: the checks below are one ordered sequence, and keeping them in one
+//! place is what lets a reader confirm the order.
+//!
 //! Whoever asks (a policy rule, an approval, a manual trigger), the request
 //! goes through [`Remediator::request`], which applies every rule in the same
 //! order: static checks, lease (execute only), circuit breaker, cooldown,

@@ -48,7 +48,9 @@
 //! Where each part lives: [`DetectorConfig`] in `config.rs`; step 1 in `baseline.rs`; step 3
 //! in `pca.rs`; step 4's end of warm-up in `calibrate.rs`; the tick (steps 2 to 6) and the
 //! event lifecycle here; metric families in `family.rs`; saving and restoring a warm detector
-//! in `snapshot.rs`; [`score_window`] in `window.rs`.
+//! in `snapshot.rs`; [`score_window`] in `window.rs`. This file stays long (about 930 lines
+//! besides tests) because [`Detector::tick`] runs steps 2 to 6 as one pass over the host's
+//! metrics with shared per-tick state; splitting it further would scatter that state.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -204,6 +206,34 @@ struct MetricState {
 }
 
 impl MetricState {
+    /// A metric seen for the first time (or restored, which then sets its ring, baseline and
+    /// sustained-deviation threshold): everything that follows from its name and the config.
+    fn new(name: String, slot: usize, config: &DetectorConfig, features: usize) -> Self {
+        Self {
+            slot,
+            ignored: config.is_ignored(&name),
+            abs_floor: config.abs_floor_for(&name),
+            rel_floor: config.rel_floor_for(&name),
+            ring: Ring::new(config.baseline_window),
+            observed: 0,
+            baseline: None,
+            lags: vec![0.0; features],
+            filled: 0,
+            last_value: 0.0,
+            seen_tick: 0,
+            pca_col: None,
+            ratio: 0.0,
+            family: Family::of(&name),
+            bounded: is_bounded(&name),
+            saturation: saturation_level(&name),
+            sustain: Ring::new(config.sustain_ticks),
+            sustain_thr: None,
+            sustain_ratio: 0.0,
+            upper_only: upper_only(&name),
+            name,
+        }
+    }
+
     /// Its current value is unusual now: outside the current-value gate, or saturated.
     fn outside_gate(&self, gate_z: f64) -> bool {
         if self.below_normal() {
@@ -506,29 +536,8 @@ impl Detector {
                 Some(i) => i,
                 None => {
                     let i = self.metrics.len();
-                    self.metrics.push(MetricState {
-                        name: name.to_string(),
-                        slot: i,
-                        ignored: self.config.is_ignored(name),
-                        abs_floor: self.config.abs_floor_for(name),
-                        rel_floor: self.config.rel_floor_for(name),
-                        ring: Ring::new(self.config.baseline_window),
-                        observed: 0,
-                        baseline: None,
-                        lags: vec![0.0; f],
-                        filled: 0,
-                        last_value: 0.0,
-                        seen_tick: 0,
-                        pca_col: None,
-                        ratio: 0.0,
-                        family: Family::of(name),
-                        bounded: is_bounded(name),
-                        saturation: saturation_level(name),
-                        sustain: Ring::new(self.config.sustain_ticks),
-                        sustain_thr: None,
-                        sustain_ratio: 0.0,
-                        upper_only: upper_only(name),
-                    });
+                    self.metrics
+                        .push(MetricState::new(name.to_string(), i, &self.config, f));
                     self.index.insert(name.to_string(), i);
                     i
                 }
@@ -923,8 +932,8 @@ impl Detector {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::calibrate::smoothed_scored;
+    use super::*;
 
     #[test]
     fn smoothed_scored_is_a_trailing_mean_at_scored_ticks() {

@@ -5,7 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{is_bounded, saturation_level};
 use super::{Baseline, Calibration, Detector, Family, FamilyState, HostPca, MetricState, Ring};
 
 /// Bumped when the layout changes; an older snapshot is ignored (the detector warms up).
@@ -157,29 +156,12 @@ impl Detector {
                     .iter()
                     .all(|v| v.is_finite())
             });
-            metrics.push(MetricState {
-                ignored: self.config.is_ignored(&m.name),
-                abs_floor: self.config.abs_floor_for(&m.name),
-                rel_floor: self.config.rel_floor_for(&m.name),
-                slot: i,
-                ring,
-                observed: m.observed,
-                baseline,
-                lags: vec![0.0; f],
-                filled: 0,
-                last_value: 0.0,
-                seen_tick: 0,
-                pca_col: None,
-                ratio: 0.0,
-                family: Family::of(&m.name),
-                bounded: is_bounded(&m.name),
-                saturation: saturation_level(&m.name),
-                sustain: Ring::new(self.config.sustain_ticks),
-                sustain_thr: m.sustain_thr.filter(|t| t.is_finite() && *t > 0.0),
-                sustain_ratio: 0.0,
-                upper_only: super::upper_only(&m.name),
-                name: m.name,
-            });
+            let mut state = MetricState::new(m.name, i, &self.config, f);
+            state.ring = ring;
+            state.observed = m.observed;
+            state.baseline = baseline;
+            state.sustain_thr = m.sustain_thr.filter(|t| t.is_finite() && *t > 0.0);
+            metrics.push(state);
         }
         let pca = match snap.pca {
             None => None,
