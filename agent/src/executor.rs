@@ -11,9 +11,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sco_proto::v1::{
-    agent_message::Body, ActionCommand, ActionProposal, PolicyStatus, PolicyUpdate,
-};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
 use crate::clock::now_ms;
@@ -22,14 +19,14 @@ use crate::policy::engine::Trigger;
 use crate::policy::store::{Applied, PolicyStore};
 use crate::policy::{DetectionSettings, RuleMode, SignedPolicy};
 use crate::remediate::{self, ActionReport, Decision, Mode, Verification, VerifySpec, VerifyState};
-use crate::uplink::Inbound;
+use crate::requests::{Command, Inbound, PolicyStatus, Proposal, Report};
 
 /// Latest value of every metric, keyed as the detector names them.
 pub type Latest = Arc<HashMap<String, f64>>;
 
 /// A verification that reached its final state.
 struct Verified {
-    command: ActionCommand,
+    command: Command,
     report: ActionReport,
     spec: VerifySpec,
     state: VerifyState,
@@ -150,21 +147,15 @@ impl Executor {
         }
     }
 
-    async fn send(&self, body: Body, what: &str) {
-        let message = crate::pb::message(body, now_ms());
+    async fn send(&self, message: sco_proto::v1::AgentMessage, what: &str) {
         match self.outbox.lock().await.push(message).await {
             Ok(_) => self.new_data.notify_one(),
             Err(e) => tracing::error!(error = %e, what, "cannot queue a message"),
         }
     }
 
-    async fn policy(&mut self, p: PolicyUpdate) {
-        let signed = SignedPolicy {
-            name: p.name.clone(),
-            revision: p.revision,
-            document: p.document,
-            signature: p.signature,
-        };
+    async fn policy(&mut self, p: SignedPolicy) {
+        let signed = p.clone();
         let (outcome, active, tuning) = {
             let mut store = lock(&self.policies);
             let outcome = store.apply(signed);
@@ -197,7 +188,11 @@ impl Executor {
             error,
             active_revision: active,
         };
-        self.send(Body::PolicyStatus(status), "policy status").await;
+        self.send(
+            crate::pb::policy_status_message(status, now_ms()),
+            "policy status",
+        )
+        .await;
     }
 
     /// A rule fired: check it against the local limits now (without acting
@@ -231,7 +226,7 @@ impl Executor {
             _ => "proposed",
         };
         tracing::info!(%rule, decision, mode = t.rule.mode.as_str(), "policy rule fired");
-        let proposal = ActionProposal {
+        let proposal = Proposal {
             id: format!("{:032x}", rand::random::<u128>()),
             policy: t.policy.clone(),
             revision: t.revision,
@@ -244,7 +239,8 @@ impl Executor {
             evidence_json: t.evidence.to_string(),
             max_concurrent: t.rule.max_concurrent,
         };
-        self.send(Body::Proposal(proposal), "proposal").await;
+        self.send(crate::pb::proposal_message(proposal, now_ms()), "proposal")
+            .await;
     }
 
     /// A request from the control plane: a manual trigger or a proposal
@@ -252,10 +248,7 @@ impl Executor {
     /// limits; the remediator decides whether anything runs.
     /// Handles a command; returns what to verify when the action ran and
     /// its rule has a verification.
-    async fn command(
-        &mut self,
-        c: ActionCommand,
-    ) -> Option<(ActionCommand, ActionReport, VerifySpec)> {
+    async fn command(&mut self, c: Command) -> Option<(Command, ActionReport, VerifySpec)> {
         match self.execute(&c).await {
             (Outcome::Verifying, Some((report, spec))) => Some((c, report, spec)),
             (Outcome::Done(decision, reason, report_json), _) => {
@@ -266,22 +259,17 @@ impl Executor {
         }
     }
 
-    async fn report(
-        &self,
-        c: ActionCommand,
-        decision: String,
-        reason: String,
-        report_json: String,
-    ) {
+    async fn report(&self, c: Command, decision: String, reason: String, report_json: String) {
         tracing::info!(request = %c.id, %decision, %reason, "remediation request handled");
-        let report = sco_proto::v1::ActionReport {
+        let report = Report {
             command_id: c.id,
             rule: c.rule,
             decision,
             reason,
             report_json,
         };
-        self.send(Body::ActionReport(report), "action report").await;
+        self.send(crate::pb::report_message(report, now_ms()), "action report")
+            .await;
     }
 
     /// A verification ended: feed the rule's breaker, then report.
@@ -327,10 +315,7 @@ impl Executor {
             .await;
     }
 
-    async fn execute(
-        &mut self,
-        c: &ActionCommand,
-    ) -> (Outcome, Option<(ActionReport, VerifySpec)>) {
+    async fn execute(&mut self, c: &Command) -> (Outcome, Option<(ActionReport, VerifySpec)>) {
         let done = |d: String, r: String, j: String| (Outcome::Done(d, r, j), None);
         let refused = |why: String| done("refused".to_string(), why, String::new());
         if c.mode == "reset_breaker" {
@@ -470,10 +455,10 @@ mod tests {
         executor.trigger(fired(2)).await;
 
         let sent = executor.outbox.lock().await.after(0, 100).expect("outbox");
-        let proposals: Vec<ActionProposal> = sent
+        let proposals: Vec<sco_proto::v1::ActionProposal> = sent
             .into_iter()
             .filter_map(|m| match m.body {
-                Some(Body::Proposal(p)) => Some(p),
+                Some(sco_proto::v1::agent_message::Body::Proposal(p)) => Some(p),
                 _ => None,
             })
             .collect();

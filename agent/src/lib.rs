@@ -18,8 +18,9 @@
 //! - [`executor`]: applies policies, proposes fired rules, runs requests
 //!   through the remediator and verifies them against live metrics.
 //! - [`pipeline`]: what happens to each sample (detection, rules, rollups).
-//! - [`pb`]: every protobuf message the agent builds (the remediation task's
-//!   bodies still come from [`executor`]).
+//! - [`pb`]: every protobuf conversion, out and in.
+//! - [`requests`]: what the remediation task receives and sends, as the
+//!   agent's own types.
 //! - [`clock`]: the one wall clock.
 //! - [`status`]: `status.json`, the detector state `sco-agent status` prints.
 //!
@@ -37,6 +38,7 @@ pub mod pb;
 pub mod pipeline;
 pub mod policy;
 pub mod remediate;
+pub mod requests;
 pub mod rollup;
 pub mod status;
 pub mod uplink;

@@ -3,13 +3,16 @@
 
 use sco_models::detect::EventKind;
 use sco_proto::v1::{
-    agent_message, anomaly_event, AgentMessage, AnomalyEvent, Contributor, DetectorState,
-    Heartbeat, Hello, MetricRollup, MetricSummary, ProcessSample, Series,
+    agent_message, anomaly_event, ActionCommand, ActionProposal, ActionReport, AgentMessage,
+    AnomalyEvent, Contributor, DetectorState, Heartbeat, Hello, MetricRollup, MetricSummary,
+    PolicyUpdate, ProcessSample, Series,
 };
 
 use crate::collect::ProcessInfo;
 use crate::config::Config;
 use crate::detect::{ContextSeries, EventReport};
+use crate::policy::SignedPolicy;
+use crate::requests::{Command, PolicyStatus, Proposal, Report};
 use crate::rollup::Rollup;
 use crate::status::Status;
 
@@ -71,10 +74,73 @@ pub fn detector_state(s: &Status) -> DetectorState {
     }
 }
 
-/// Any other body (the remediation task's reports, proposals and policy statuses); the
-/// outbox assigns the sequence number.
-pub fn message(body: agent_message::Body, produced_at_ms: i64) -> AgentMessage {
-    envelope(body, 0, produced_at_ms)
+pub fn command(c: ActionCommand) -> Command {
+    Command {
+        id: c.id,
+        action_json: c.action_json,
+        mode: c.mode,
+        lease_token: c.lease_token,
+        lease_expires_ms: c.lease_expires_ms,
+        requested_by: c.requested_by,
+        rule: c.rule,
+    }
+}
+
+pub fn signed_policy(p: PolicyUpdate) -> SignedPolicy {
+    SignedPolicy {
+        name: p.name,
+        revision: p.revision,
+        document: p.document,
+        signature: p.signature,
+    }
+}
+
+pub fn report_message(r: Report, produced_at_ms: i64) -> AgentMessage {
+    envelope(
+        agent_message::Body::ActionReport(ActionReport {
+            command_id: r.command_id,
+            rule: r.rule,
+            decision: r.decision,
+            reason: r.reason,
+            report_json: r.report_json,
+        }),
+        0,
+        produced_at_ms,
+    )
+}
+
+pub fn proposal_message(p: Proposal, produced_at_ms: i64) -> AgentMessage {
+    envelope(
+        agent_message::Body::Proposal(ActionProposal {
+            id: p.id,
+            policy: p.policy,
+            revision: p.revision,
+            rule: p.rule,
+            action_json: p.action_json,
+            mode: p.mode,
+            decision: p.decision,
+            reason: p.reason,
+            report_json: p.report_json,
+            evidence_json: p.evidence_json,
+            max_concurrent: p.max_concurrent,
+        }),
+        0,
+        produced_at_ms,
+    )
+}
+
+pub fn policy_status_message(s: PolicyStatus, produced_at_ms: i64) -> AgentMessage {
+    envelope(
+        agent_message::Body::PolicyStatus(sco_proto::v1::PolicyStatus {
+            name: s.name,
+            revision: s.revision,
+            applied: s.applied,
+            error: s.error,
+            active_revision: s.active_revision,
+        }),
+        0,
+        produced_at_ms,
+    )
 }
 
 pub fn rollup_message(r: Rollup, produced_at_ms: i64, dropped_total: u64) -> AgentMessage {

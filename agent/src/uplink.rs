@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use sco_proto::v1::agent_service_client::AgentServiceClient;
-use sco_proto::v1::{control_message, ActionCommand, AgentMessage, Hello, PolicyUpdate};
+use sco_proto::v1::{control_message, AgentMessage, Hello};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -15,17 +15,11 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::clock::now_ms;
 use crate::config::{endpoint_uri, ServerSection};
 use crate::outbox::Outbox;
+pub use crate::requests::Inbound;
 use crate::AgentError;
 
 /// Messages resent per batch before the uplink looks at incoming acks again.
 const SEND_BATCH: usize = 256;
-
-/// What the control plane asks of the agent, besides acks.
-#[derive(Debug)]
-pub enum Inbound {
-    Command(ActionCommand),
-    Policy(PolicyUpdate),
-}
 
 pub struct Uplink {
     pub server: ServerSection,
@@ -196,12 +190,12 @@ impl Uplink {
                                 self.outbox.lock().await.ack(ack.up_to_seq)?;
                             }
                             Some(control_message::Body::Command(c)) => {
-                                if let Err(e) = self.commands.try_send(Inbound::Command(c)) {
+                                if let Err(e) = self.commands.try_send(Inbound::Command(crate::pb::command(c))) {
                                     tracing::warn!(error = %e, "remediation queue full; request dropped");
                                 }
                             }
                             Some(control_message::Body::Policy(p)) => {
-                                if let Err(e) = self.commands.try_send(Inbound::Policy(p)) {
+                                if let Err(e) = self.commands.try_send(Inbound::Policy(crate::pb::signed_policy(p))) {
                                     // Sent again on the next connection.
                                     tracing::warn!(error = %e, "policy queue full; update dropped");
                                 }

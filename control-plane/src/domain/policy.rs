@@ -36,22 +36,6 @@ impl PolicyRevision {
     pub fn targets(&self, labels: &BTreeMap<String, String>) -> bool {
         self.is_withdrawal() || self.parsed().is_some_and(|p| p.target.matches(labels))
     }
-
-    /// The JSON form returned by the API.
-    pub fn view(&self) -> serde_json::Value {
-        serde_json::json!({
-            "name": self.name,
-            "revision": self.revision,
-            "document": serde_json::from_str::<serde_json::Value>(&self.document).unwrap_or_default(),
-            "withdrawn": self.is_withdrawal(),
-            // The exact bytes the signature covers.
-            "signed_document": self.document,
-            "signature": self.signature,
-            "source": self.source,
-            "created_by": self.created_by,
-            "created_at_ms": self.created_at_ms,
-        })
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -147,6 +131,29 @@ fn default_canary_secs() -> i64 {
 }
 fn default_max_new_anomalies() -> i64 {
     3
+}
+
+/// One host's side of a policy: the revision meant for it and what it reported.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostPolicyState {
+    pub host_id: String,
+    pub desired_revision: i64,
+    /// A canary of the current rollout.
+    pub canary: bool,
+    pub reported_revision: i64,
+    pub applied_revision: i64,
+    pub applied_at_ms: i64,
+    pub error: String,
+    /// Runs the revision meant for it, without error.
+    pub in_sync: bool,
+}
+
+/// A policy's newest rollout and every host it concerns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyRolloutStatus {
+    pub name: String,
+    pub rollout: Option<Rollout>,
+    pub hosts: Vec<HostPolicyState>,
 }
 
 /// Where a rollout is: `canary` (canary hosts run the new revision, the others the previous

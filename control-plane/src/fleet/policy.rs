@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::{new_id, Fleet};
 use crate::domain::policy::{
-    choose_canaries, decide, initial_state, Candidate, PolicyHostStatus, PolicyRevision,
-    PolicyStatusIn, Rollout, RolloutRequest, RolloutState,
+    choose_canaries, decide, initial_state, Candidate, HostPolicyState, PolicyHostStatus,
+    PolicyRevision, PolicyRolloutStatus, PolicyStatusIn, Rollout, RolloutRequest, RolloutState,
 };
 use crate::domain::{now_ms, Ingested};
 use crate::store::StoreError;
@@ -450,7 +450,7 @@ impl Fleet {
     }
 
     /// Per host: the revision meant for it, and what it reported.
-    pub async fn policy_status(&self, name: &str) -> Result<serde_json::Value, PolicyApiError> {
+    pub async fn policy_status(&self, name: &str) -> Result<PolicyRolloutStatus, PolicyApiError> {
         if self.store.latest_policy_revision(name).await? == 0 {
             return Err(PolicyApiError::NotFound(format!("no policy {name:?}")));
         }
@@ -478,17 +478,24 @@ impl Fleet {
             if desired == 0 && status.is_none() {
                 continue;
             }
-            hosts.push(serde_json::json!({
-                "host_id": h.id,
-                "desired_revision": desired,
-                "canary": rollout.as_ref().is_some_and(|r| r.canary_hosts.contains(&h.id)),
-                "reported_revision": status.map_or(0, |s| s.revision),
-                "applied_revision": status.map_or(0, |s| s.applied_revision),
-                "applied_at_ms": status.map_or(0, |s| s.applied_at_ms),
-                "error": status.map_or("", |s| s.error.as_str()),
-                "in_sync": status.is_some_and(|s| s.applied_revision == desired && s.error.is_empty()),
-            }));
+            hosts.push(HostPolicyState {
+                canary: rollout
+                    .as_ref()
+                    .is_some_and(|r| r.canary_hosts.contains(&h.id)),
+                host_id: h.id,
+                desired_revision: desired,
+                reported_revision: status.map_or(0, |s| s.revision),
+                applied_revision: status.map_or(0, |s| s.applied_revision),
+                applied_at_ms: status.map_or(0, |s| s.applied_at_ms),
+                error: status.map_or(String::new(), |s| s.error.clone()),
+                in_sync: status
+                    .is_some_and(|s| s.applied_revision == desired && s.error.is_empty()),
+            });
         }
-        Ok(serde_json::json!({ "name": name, "rollout": rollout, "hosts": hosts }))
+        Ok(PolicyRolloutStatus {
+            name: name.to_string(),
+            rollout,
+            hosts,
+        })
     }
 }

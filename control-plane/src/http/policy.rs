@@ -10,7 +10,23 @@ use super::auth::Caller;
 use super::error::{ApiJson, AppError};
 use super::AppState;
 use crate::auth::Role;
-use crate::fleet::RolloutRequest;
+use crate::fleet::{PolicyRevision, RolloutRequest};
+
+/// A revision as the API shows it: the parsed document, and the exact bytes the signature
+/// covers beside it.
+fn revision_view(r: &PolicyRevision) -> Value {
+    json!({
+        "name": r.name,
+        "revision": r.revision,
+        "document": serde_json::from_str::<Value>(&r.document).unwrap_or_default(),
+        "withdrawn": r.is_withdrawal(),
+        "signed_document": r.document,
+        "signature": r.signature,
+        "source": r.source,
+        "created_by": r.created_by,
+        "created_at_ms": r.created_at_ms,
+    })
+}
 
 fn check_name(name: &str) -> Result<(), AppError> {
     let ok = (1..=64).contains(&name.len())
@@ -49,7 +65,7 @@ pub async fn create(
     };
     Ok((
         status,
-        Json(json!({ "created": created, "policy": rev.view() })),
+        Json(json!({ "created": created, "policy": revision_view(&rev) })),
     ))
 }
 
@@ -89,7 +105,7 @@ pub async fn get(
     }
     Ok(Json(json!({
         "name": name,
-        "revisions": revisions.iter().map(|r| r.view()).collect::<Vec<_>>(),
+        "revisions": revisions.iter().map(revision_view).collect::<Vec<_>>(),
         "rollouts": rollouts,
     })))
 }
@@ -122,7 +138,9 @@ pub async fn withdraw(
     caller.require(Role::Admin)?;
     check_name(&name)?;
     let (rev, rollout) = state.fleet.withdraw_policy(&caller.0.sub, &name).await?;
-    Ok(Json(json!({ "policy": rev.view(), "rollout": rollout })))
+    Ok(Json(
+        json!({ "policy": revision_view(&rev), "rollout": rollout }),
+    ))
 }
 
 pub async fn status(
@@ -132,7 +150,7 @@ pub async fn status(
 ) -> Result<Json<Value>, AppError> {
     caller.require(Role::Viewer)?;
     check_name(&name)?;
-    Ok(Json(state.fleet.policy_status(&name).await?))
+    Ok(Json(json!(state.fleet.policy_status(&name).await?)))
 }
 
 pub async fn approve(
