@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Property-based API testing: starts a real control plane (SQLite, temp
-# dir), bootstraps an admin, and runs schemathesis against /openapi.json
+# dir) with its first admin bootstrapped from a password file
+# (SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE), and runs schemathesis against /openapi.json
 # with the admin's token. Fails on any 5xx or a response that breaks the
 # documented schema. Bounded: 50 examples per operation, 15 min overall.
 # Usage: fuzz/schemathesis.sh [path/to/sco-control-plane]
@@ -35,7 +36,11 @@ data_dir = "$dir"
 [auth]
 jwt_secret = "schemathesis-secret-schemathesis-secret-0"
 TOML
-SCO_LOG=warn "$bin" serve --config "$dir/control-plane.toml" >"$dir/server.log" 2>&1 &
+password="schemathesis-admin-password"
+printf '%s\n' "$password" > "$dir/admin.password"
+chmod 600 "$dir/admin.password"
+SCO_LOG=warn SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE="$dir/admin.password" \
+  "$bin" serve --config "$dir/control-plane.toml" >"$dir/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
   curl -sf "$base/health" >/dev/null 2>&1 && break
@@ -43,9 +48,6 @@ for _ in $(seq 1 100); do
 done
 curl -sf "$base/health" >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
 
-password="schemathesis-admin-password"
-curl -sf -XPOST "$base/auth/register" -H 'content-type: application/json' \
-  -d "{\"username\":\"admin\",\"password\":\"$password\",\"role\":\"admin\"}" >/dev/null
 token=$(curl -sf -XPOST "$base/auth/login" -H 'content-type: application/json' \
   -d "{\"username\":\"admin\",\"password\":\"$password\"}" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')

@@ -231,7 +231,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(sco_agent::run(config, shutdown_signal(), |_| {})) {
+            let shutdown = async {
+                shutdown_signal().await;
+                sco_proto::systemd::stopping();
+            };
+            match runtime.block_on(sco_agent::run(config, shutdown, notify_systemd)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "agent failed");
@@ -241,6 +245,26 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Under systemd (`Type=notify`): ready once the outbox is open and collection runs. Readiness
+/// does not wait for the stream: an agent whose control plane is unreachable keeps collecting
+/// into its outbox, and the status line says whether it is connected. The watchdog is pinged
+/// from the runtime the pipeline runs on, so a stuck pipeline stops the pings.
+fn notify_systemd(handle: sco_agent::Handle) {
+    use sco_proto::systemd;
+    systemd::ready("collecting; connecting to the control plane");
+    tokio::spawn(systemd::watchdog(tokio::time::sleep));
+    let mut connected = handle.connected;
+    tokio::spawn(async move {
+        while connected.changed().await.is_ok() {
+            systemd::status(if *connected.borrow_and_update() {
+                "collecting; connected to the control plane"
+            } else {
+                "collecting into the outbox; not connected to the control plane"
+            });
+        }
+    });
 }
 
 fn init_tracing() {

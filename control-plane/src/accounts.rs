@@ -17,6 +17,14 @@ const REFRESH_RETENTION_MS: i64 = 7 * 86_400_000;
 /// Login strikes are forgotten after the longest lockout anyway; a day later they are clutter.
 const STRIKE_RETENTION_MS: i64 = 86_400_000;
 
+/// What `POST /auth/register` answers while no admin exists: registration never stays open
+/// to whoever calls first, so the first admin is created on the control-plane host.
+pub const NO_ADMIN_YET: &str = "no admin exists yet, so registration is closed: create the \
+first admin on the control-plane host with `sco-control-plane user add --config FILE \
+--username NAME --role admin --password-file FILE` (run as the service user), or start \
+`sco-control-plane serve` with SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE naming a file that holds \
+its password (and SCO_BOOTSTRAP_ADMIN_USERNAME, default admin)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
     #[error("{0}")]
@@ -29,6 +37,9 @@ pub enum AccountError {
     Forbidden(String),
     #[error("too many failed logins; try again in {0} s")]
     Locked(u64),
+    /// Registration over REST needs an admin, and none exists yet.
+    #[error("{NO_ADMIN_YET}")]
+    NoAdmin,
     #[error("{0}")]
     Internal(String),
     #[error(transparent)]
@@ -42,6 +53,7 @@ impl Coded for AccountError {
             AccountError::Unauthenticated(_) => Code::Unauthenticated,
             AccountError::Forbidden(_) => Code::Denied,
             AccountError::Locked(_) => Code::Throttled,
+            AccountError::NoAdmin => Code::Precondition,
             AccountError::Internal(_) => Code::Internal,
             AccountError::Store(e) => e.code(),
         }
@@ -95,6 +107,84 @@ async fn hash(password: String) -> Result<String, AccountError> {
         .map_err(|e| AccountError::Internal(e.to_string()))
 }
 
+fn parse_role(role: &str) -> Result<Role, AccountError> {
+    Role::parse(role).ok_or_else(|| {
+        AccountError::Invalid(format!(
+            "role {role:?} is not one of admin, operator, viewer"
+        ))
+    })
+}
+
+/// Checks the name and password, hashes the password and stores the user.
+async fn create(
+    store: &Store,
+    username: &str,
+    password: &str,
+    role: Role,
+) -> Result<User, AccountError> {
+    auth::check_username(username).map_err(|m| AccountError::Invalid(format!("username: {m}")))?;
+    auth::check_password(password).map_err(|m| AccountError::Invalid(format!("password: {m}")))?;
+    let hash = hash(password.to_string()).await?;
+    let user = User {
+        id: uuid::Uuid::new_v4().to_string(),
+        username: username.to_string(),
+        role,
+        created_at_ms: now_ms(),
+    };
+    store.create_user(&user, &hash).await?;
+    Ok(user)
+}
+
+/// Adds a user straight to the database, for `sco-control-plane user add` on the
+/// control-plane host (whoever can write the database needs no token). `role` is admin,
+/// operator or viewer; the first user must be an admin, so that registration over REST
+/// becomes possible at all.
+pub async fn add_user(
+    store: &Store,
+    username: &str,
+    password: &str,
+    role: &str,
+) -> Result<User, AccountError> {
+    let role = parse_role(role)?;
+    if role != Role::Admin && !store.admin_exists().await? {
+        return Err(AccountError::Invalid(format!(
+            "the first user must be an admin (--role admin), not {}",
+            role.as_str()
+        )));
+    }
+    let user = create(store, username, password, role).await?;
+    tracing::info!(username = %user.username, role = user.role.as_str(), "user added from the command line");
+    Ok(user)
+}
+
+/// Creates the admin `username` when no admin exists yet (`serve` with
+/// `SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE`); `None` when an admin already exists, so leaving the
+/// bootstrap configured across restarts changes nothing. Replicas starting together with the
+/// same bootstrap both succeed: the one that loses the race finds the admin created.
+pub async fn bootstrap_admin(
+    store: &Store,
+    username: &str,
+    password: &str,
+) -> Result<Option<User>, AccountError> {
+    if store.admin_exists().await? {
+        return Ok(None);
+    }
+    match create(store, username, password, Role::Admin).await {
+        Ok(user) => {
+            tracing::info!(username = %user.username, "first admin created from the bootstrap");
+            Ok(Some(user))
+        }
+        Err(AccountError::Store(StoreError::Conflict(_))) if store.admin_exists().await? => {
+            Ok(None)
+        }
+        Err(AccountError::Store(StoreError::Conflict(_))) => Err(AccountError::Invalid(format!(
+            "cannot bootstrap the admin {username:?}: a user of that name exists but is not \
+             an admin; choose another SCO_BOOTSTRAP_ADMIN_USERNAME"
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
 async fn verify_password(hash: String, password: String) -> Result<bool, AccountError> {
     tokio::task::spawn_blocking(move || auth::verify_password(&hash, &password))
         .await
@@ -142,8 +232,9 @@ impl Accounts {
         Ok(claims)
     }
 
-    /// Open only until the first admin exists (then it bootstraps that admin); afterwards only
-    /// an admin may register users.
+    /// Only an admin may register users. While no admin exists, registration is refused
+    /// with [`NO_ADMIN_YET`], which says how to create the first one ([`add_user`] from the
+    /// command line, or [`bootstrap_admin`] at start).
     pub async fn register(
         &self,
         caller: Option<&Claims>,
@@ -151,46 +242,27 @@ impl Accounts {
         password: &str,
         role: Option<&str>,
     ) -> Result<User, AccountError> {
-        let admin_exists = self.store.admin_exists().await?;
-        if admin_exists {
-            match caller {
-                Some(c) if c.role == Role::Admin => {}
-                Some(_) => {
-                    return Err(AccountError::Forbidden(
-                        "only an admin may register users".into(),
-                    ))
-                }
-                None => {
-                    return Err(AccountError::Forbidden(
-                        "registration needs an admin token".into(),
-                    ))
-                }
+        if !self.store.admin_exists().await? {
+            return Err(AccountError::NoAdmin);
+        }
+        match caller {
+            Some(c) if c.role == Role::Admin => {}
+            Some(_) => {
+                return Err(AccountError::Forbidden(
+                    "only an admin may register users".into(),
+                ))
+            }
+            None => {
+                return Err(AccountError::Forbidden(
+                    "registration needs an admin token".into(),
+                ))
             }
         }
         let role = match role {
-            None if admin_exists => Role::Viewer,
-            None => Role::Admin,
-            Some(r) => Role::parse(r).ok_or_else(|| {
-                AccountError::Invalid(format!("role {r:?} is not one of admin, operator, viewer"))
-            })?,
+            None => Role::Viewer,
+            Some(r) => parse_role(r)?,
         };
-        if !admin_exists && role != Role::Admin {
-            return Err(AccountError::Invalid(
-                "the first user must be an admin".into(),
-            ));
-        }
-        auth::check_username(username)
-            .map_err(|m| AccountError::Invalid(format!("username: {m}")))?;
-        auth::check_password(password)
-            .map_err(|m| AccountError::Invalid(format!("password: {m}")))?;
-        let hash = hash(password.to_string()).await?;
-        let user = User {
-            id: uuid::Uuid::new_v4().to_string(),
-            username: username.to_string(),
-            role,
-            created_at_ms: now_ms(),
-        };
-        self.store.create_user(&user, &hash).await?;
+        let user = create(&self.store, username, password, role).await?;
         tracing::info!(username = %user.username, role = user.role.as_str(), by = ?caller.map(|c| &c.sub), "user registered");
         Ok(user)
     }

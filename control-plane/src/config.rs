@@ -12,6 +12,11 @@ pub mod env {
     pub const HTTP_LISTEN: &str = "SCO_HTTP_LISTEN";
     pub const DATA_DIR: &str = "SCO_DATA_DIR";
     pub const ADMIN_PASSWORD: &str = "SCO_ADMIN_PASSWORD";
+    /// `serve`: a file holding the password of the first admin, created at start when no
+    /// admin exists yet (ignored once one does, so the file can be deleted afterwards).
+    pub const BOOTSTRAP_ADMIN_PASSWORD_FILE: &str = "SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE";
+    /// `serve`: the name of that first admin (default `admin`).
+    pub const BOOTSTRAP_ADMIN_USERNAME: &str = "SCO_BOOTSTRAP_ADMIN_USERNAME";
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -385,6 +390,21 @@ mod tests {
             .expect_err("unknown key")
             .to_string();
         assert!(err.contains("grpc_lissen"), "{err}");
+    }
+
+    /// The Debian package's config (`packaging/test-install.sh` also runs `validate` on the
+    /// installed file): production paths, never `./sco-data`.
+    #[test]
+    fn debian_package_config_is_valid_with_production_paths() {
+        let text = include_str!("../../packaging/deb/control-plane.toml");
+        let c: Config = toml::from_str(text).expect("package config parses");
+        c.validate().expect("package config is valid");
+        assert_eq!(c.data_dir, Path::new("/var/lib/sco-control-plane"));
+        assert!(
+            c.http_listen.ip().is_loopback(),
+            "plain-HTTP REST stays on loopback"
+        );
+        assert_eq!(c.grpc_listen.port(), 7443);
     }
 
     #[test]

@@ -19,6 +19,9 @@ use time::OffsetDateTime;
 
 pub const POSTGRES_ENV: &str = "SCO_TEST_POSTGRES_URL";
 
+/// Password of the `admin` user every sandbox control plane bootstraps.
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
 /// How long `wait_for` waits; raise it on slow machines.
 pub fn patience() -> Duration {
     let secs = std::env::var("SCO_TEST_PATIENCE_SECS")
@@ -172,6 +175,24 @@ impl Sandbox {
         path
     }
 
+    /// A file holding [`ADMIN_PASSWORD`], for `SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE`.
+    pub fn admin_password_file(&self) -> PathBuf {
+        let path = self.path().join("admin.password");
+        std::fs::write(&path, format!("{ADMIN_PASSWORD}\n")).expect("write admin password file");
+        path
+    }
+
+    /// `sco-control-plane serve --config CONFIG` with the first admin (`admin`,
+    /// [`ADMIN_PASSWORD`]) bootstrapped from a password file, as an operator would.
+    pub fn serve_command(&self, binary: &Path, config: &Path) -> Command {
+        let mut cmd = Command::new(binary);
+        cmd.args(["serve", "--config"]).arg(config).env(
+            sco_control_plane::config::env::BOOTSTRAP_ADMIN_PASSWORD_FILE,
+            self.admin_password_file(),
+        );
+        cmd
+    }
+
     pub fn start_control_plane(&self) -> Proc {
         self.start_replica("control-plane", self.grpc_addr, self.http_addr)
     }
@@ -181,9 +202,7 @@ impl Sandbox {
         let config = self.replica_config(name, grpc_addr, http_addr);
         let proc = Proc::spawn(
             name,
-            Command::new(bin("sco-control-plane"))
-                .args(["serve", "--config"])
-                .arg(&config),
+            &mut self.serve_command(&bin("sco-control-plane"), &config),
             &self.path().join(format!("{name}.log")),
         );
         wait_until("control plane answers /health", || {
@@ -265,17 +284,10 @@ impl Sandbox {
             .expect("connect to test database")
     }
 
-    /// Registers the first admin (open while none exists) and logs in.
+    /// Logs in as the first admin, which every control plane of the sandbox bootstraps at
+    /// start ([`Sandbox::serve_command`]).
     pub async fn admin_token(&self) -> String {
-        let http = reqwest::Client::new();
-        let body = serde_json::json!({"username": "admin", "password": "admin-password-1", "role": "admin"});
-        let _ = http
-            .post(format!("{}/auth/register", self.base_url()))
-            .json(&body)
-            .send()
-            .await
-            .expect("register");
-        self.login("admin", "admin-password-1").await
+        self.login("admin", ADMIN_PASSWORD).await
     }
 
     pub async fn login(&self, username: &str, password: &str) -> String {
@@ -669,9 +681,7 @@ impl Sandbox {
         let config = self.control_plane_config();
         let proc = Proc::spawn(
             "control-plane",
-            Command::new(bin_from_env("sco-control-plane"))
-                .args(["serve", "--config"])
-                .arg(&config),
+            &mut self.serve_command(&bin_from_env("sco-control-plane"), &config),
             &self.path().join("control-plane.log"),
         );
         let addr = self.http_addr;

@@ -132,8 +132,7 @@ pub struct RegisterBody {
     /// At least 10 characters, at most 1024 bytes.
     #[schema(example = "a-long-password")]
     password: String,
-    /// admin, operator or viewer (default viewer; the first user must be
-    /// admin).
+    /// admin, operator or viewer (default viewer).
     #[serde(default)]
     #[schema(value_type = Option<Role>)]
     role: Option<String>,
@@ -144,17 +143,18 @@ pub struct UserResponse {
     user: User,
 }
 
-/// Open only until the first admin exists (then it bootstraps that admin);
-/// afterwards only an admin may register users.
+/// Admin only. Never open: while no admin exists it is refused with a 400
+/// saying how to create the first one on the control-plane host
+/// (`sco-control-plane user add`, or the bootstrap variables of `serve`).
 #[utoipa::path(
     post, path = "/auth/register", tag = "auth",
     request_body = RegisterBody,
     security((), ("bearer" = [])),
     responses(
         (status = 201, description = "user created", body = UserResponse),
-        (status = 400, description = "invalid username, password or role", body = ErrorBody),
+        (status = 400, description = "invalid username, password or role, or no admin exists yet (the message says how to create one)", body = ErrorBody),
         (status = 401, description = "the token is invalid or expired", body = ErrorBody),
-        (status = 403, description = "an admin exists and the caller has no admin token", body = ErrorBody),
+        (status = 403, description = "the caller has no admin token", body = ErrorBody),
         (status = 409, description = "the username is taken", body = ErrorBody),
     )
 )]

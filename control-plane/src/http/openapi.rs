@@ -15,7 +15,7 @@ use crate::auth::{Role, User};
 
 /// Who may call each operation: `none` (no token needed), `any` (any valid
 /// token), or the lowest role that may (admin > operator > viewer).
-/// `/auth/register` is open until the first admin exists, then admin only.
+/// `/auth/register` is admin only, also before the first admin exists (then it is refused).
 pub const ROLES: &[(&str, &str, &str)] = &[
     ("GET", "/health", "none"),
     ("GET", "/status", "none"),

