@@ -221,6 +221,35 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err((Reason::Io, format!("check task failed: {e}"))))
 }
 
+/// The processes a `top_consumer` kill could choose from now: those whose command
+/// line matches `pattern` (if given) and that the safety rules let it signal. Refused
+/// as [`top_consumer_of`] would be when there is none; unprotected processes only, so
+/// a pre-check does not refuse a rule because a protected process also matches.
+fn consumer_candidates(
+    guard: &ProcessGuard,
+    pattern: Option<&str>,
+) -> Result<Vec<ProcInfo>, Refusal> {
+    let found: Vec<ProcInfo> = safety::list_processes()
+        .into_iter()
+        .filter(|p| !matches!(p.state, 'Z' | 'X'))
+        .filter(|p| match pattern {
+            Some(pat) => sco_policy::glob_match(pat, &p.cmdline),
+            None => true,
+        })
+        .filter(|p| guard.check(p).is_ok())
+        .collect();
+    if found.is_empty() {
+        return Err((
+            Reason::NoMatchingProcess,
+            match pattern {
+                Some(pat) => format!("no unprotected process matches {pat:?}"),
+                None => "no unprotected process to choose from".into(),
+            },
+        ));
+    }
+    Ok(found)
+}
+
 /// What [`top_consumer_of`] found: the process to signal (or why not), and
 /// what the report keeps either way.
 struct Chosen {
@@ -622,6 +651,35 @@ impl Remediator {
                 let (name, pattern, pid, max) =
                     (name.clone(), pattern.clone(), *pid, c.max_processes);
                 let procs = match top_consumer {
+                    // A pre-check only asks whether the rule could act now: measuring
+                    // usage there would delay an `auto` rule's proposal by the
+                    // measurement window, and the request measures again when it runs.
+                    Some(resource) if report.mode == Mode::Precheck => {
+                        let pattern = pattern.clone();
+                        let candidates =
+                            blocking(move || consumer_candidates(&guard, pattern.as_deref()))
+                                .await?;
+                        report.notes.push(format!(
+                            "{} processes could be chosen; the heaviest {} consumer among them \
+                             is measured over {} ms and chosen when the request runs",
+                            candidates.len(),
+                            resource.as_str(),
+                            CONSUMER_WINDOW.as_millis()
+                        ));
+                        // a rule without a pattern may choose among every process: named
+                        // only when they are few
+                        report.pids = candidates
+                            .iter()
+                            .take_while(|_| candidates.len() <= max)
+                            .map(|p| ProcessEntry {
+                                pid: p.pid,
+                                name: p.name().to_string(),
+                                cmdline: p.cmdline.clone(),
+                                outcome: "candidate".into(),
+                            })
+                            .collect();
+                        return Ok(Plan::Kill(candidates, Duration::from_secs(*grace_secs)));
+                    }
                     Some(resource) => {
                         let chosen = top_consumer_of(guard, *resource, pattern, max).await;
                         report.top_consumer = chosen.entry;
