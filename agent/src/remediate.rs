@@ -126,17 +126,48 @@ pub struct Remediator {
     state: state::State,
     guard: ProcessGuard,
     http: Option<reqwest::Client>,
-    /// Cooldown refusals of [`Remediator::precheck`] already reported, by
+    /// Standing refusals of [`Remediator::precheck`] already reported, by
     /// its key: repeating one while nothing changed would only add rows.
-    cooldown_reported: HashMap<String, CooldownWindow>,
+    refusals_reported: HashMap<String, Standing>,
 }
 
-/// A cooldown a rule was refused in: it started with the executed action
-/// at `last_ms` and lasts until `until_ms`.
+/// A refusal that stays true until something changes: the cooldown that
+/// started with the executed action at `last_ms` ends at `until_ms`; the
+/// breaker open since `since_ms` stays open until a human resets it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct CooldownWindow {
-    last_ms: i64,
-    until_ms: i64,
+enum Standing {
+    Cooldown { last_ms: i64, until_ms: i64 },
+    Breaker { since_ms: i64 },
+}
+
+impl Standing {
+    /// What the rule is in now, if anything (an open breaker first, as the
+    /// checks refuse it first).
+    fn of(rule: &RuleState, cooldown_secs: u64, now: i64) -> Option<Self> {
+        if let Some(since_ms) = rule.breaker_open_since_ms {
+            return Some(Self::Breaker { since_ms });
+        }
+        let until_ms = cooldown_until(rule, cooldown_secs)?;
+        (now < until_ms).then_some(Self::Cooldown {
+            last_ms: rule.last_ms?,
+            until_ms,
+        })
+    }
+
+    /// The reason the checks give for it.
+    fn reason(self) -> Reason {
+        match self {
+            Self::Cooldown { .. } => Reason::CooldownActive,
+            Self::Breaker { .. } => Reason::CircuitOpen,
+        }
+    }
+
+    fn still_holds(self, now: i64) -> bool {
+        match self {
+            Self::Cooldown { until_ms, .. } => until_ms > now,
+            Self::Breaker { .. } => true,
+        }
+    }
 }
 
 /// End of the cooldown that started with the last executed action, if any.
@@ -422,7 +453,7 @@ impl Remediator {
             config,
             state,
             http: None,
-            cooldown_reported: HashMap::new(),
+            refusals_reported: HashMap::new(),
         })
     }
 
@@ -485,38 +516,36 @@ impl Remediator {
         report
     }
 
-    /// Like [`Remediator::request`] for a rule that fired, but a cooldown
-    /// refusal is reported once per cooldown: while the rule still cools
-    /// down from the same executed action, and was already refused for it
-    /// under `key` (policy, rule and revision), this returns `None` and
-    /// records nothing. A condition that keeps holding, or flaps, re-fires
-    /// long before a long cooldown ends; one row says why it waits.
+    /// Like [`Remediator::request`] for a rule that fired, but a standing
+    /// refusal is reported once: while the rule still cools down from the
+    /// same executed action, or its breaker stays open since the same
+    /// failure, and it was already refused for that under `key` (policy, rule
+    /// and revision), this returns `None` and records nothing. A condition
+    /// that keeps holding, or flaps, re-fires long before a long cooldown
+    /// ends or a human resets the breaker; one row says why it waits.
     pub async fn precheck(&mut self, req: ActionRequest, key: &str) -> Option<ActionReport> {
         let now = now_ms();
-        self.cooldown_reported.retain(|_, w| w.until_ms > now);
-        let rule = self.state.rule(&req.rule).ok();
-        let window = rule.as_ref().and_then(|r| {
-            let until = cooldown_until(r, req.cooldown_secs)?;
-            // An open breaker is refused first, with another reason.
-            (now < until && r.breaker_open_since_ms.is_none()).then_some(CooldownWindow {
-                last_ms: r.last_ms?,
-                until_ms: until,
-            })
-        });
-        if window.is_some() && self.cooldown_reported.get(key) == window.as_ref() {
+        self.refusals_reported.retain(|_, s| s.still_holds(now));
+        let standing = self
+            .state
+            .rule(&req.rule)
+            .ok()
+            .and_then(|r| Standing::of(&r, req.cooldown_secs, now));
+        if standing.is_some() && self.refusals_reported.get(key) == standing.as_ref() {
             tracing::debug!(
                 key,
-                "rule still cooling down; its refusal was already reported"
+                ?standing,
+                "rule still refused for the same reason; its refusal was already reported"
             );
             return None;
         }
         let report = self.request(req).await;
-        match window {
-            Some(w) if report.reason_code == Some(Reason::CooldownActive) => {
-                self.cooldown_reported.insert(key.to_string(), w);
+        match standing {
+            Some(s) if report.reason_code == Some(s.reason()) => {
+                self.refusals_reported.insert(key.to_string(), s);
             }
             _ => {
-                self.cooldown_reported.remove(key);
+                self.refusals_reported.remove(key);
             }
         }
         Some(report)
