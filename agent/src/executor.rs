@@ -197,8 +197,9 @@ impl Executor {
 
     /// A rule fired: check it against the local limits now (without acting
     /// or consuming anything), then propose it, or record the dry run. A
-    /// cooldown refusal already reported for this rule revision and the same
-    /// cooldown is not reported again (see [`remediate::Remediator::precheck`]).
+    /// standing refusal (the same cooldown, the same open breaker) already
+    /// reported for this rule revision is not reported again (see
+    /// [`remediate::Remediator::precheck`]).
     async fn trigger(&mut self, t: Trigger) {
         let rule = t.qualified();
         // A dry_run rule's check is its dry run; an auto or approve rule's
@@ -217,7 +218,7 @@ impl Executor {
         };
         let key = format!("{rule}@{}", t.revision);
         let Some(report) = self.remediator.precheck(request, &key).await else {
-            // Cooling down, and already reported as such (logged there).
+            // Cooling down or breaker open, and already reported (logged there).
             return;
         };
         let decision = match (report.decision, t.rule.mode) {

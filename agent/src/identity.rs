@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sco_proto::v1::agent_service_client::AgentServiceClient;
@@ -78,7 +79,7 @@ impl IdentityFiles {
 /// (not_before, not_after) of the first certificate in a PEM file, Unix ms.
 pub fn cert_validity(path: &Path) -> Option<(i64, i64)> {
     let pem = std::fs::read(path).ok()?;
-    let der = rustls_pemfile::certs(&mut pem.as_slice()).next()?.ok()?;
+    let der = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
     let v = cert.validity();
     Some((

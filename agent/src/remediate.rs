@@ -126,17 +126,48 @@ pub struct Remediator {
     state: state::State,
     guard: ProcessGuard,
     http: Option<reqwest::Client>,
-    /// Cooldown refusals of [`Remediator::precheck`] already reported, by
+    /// Standing refusals of [`Remediator::precheck`] already reported, by
     /// its key: repeating one while nothing changed would only add rows.
-    cooldown_reported: HashMap<String, CooldownWindow>,
+    refusals_reported: HashMap<String, Standing>,
 }
 
-/// A cooldown a rule was refused in: it started with the executed action
-/// at `last_ms` and lasts until `until_ms`.
+/// A refusal that stays true until something changes: the cooldown that
+/// started with the executed action at `last_ms` ends at `until_ms`; the
+/// breaker open since `since_ms` stays open until a human resets it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct CooldownWindow {
-    last_ms: i64,
-    until_ms: i64,
+enum Standing {
+    Cooldown { last_ms: i64, until_ms: i64 },
+    Breaker { since_ms: i64 },
+}
+
+impl Standing {
+    /// What the rule is in now, if anything (an open breaker first, as the
+    /// checks refuse it first).
+    fn of(rule: &RuleState, cooldown_secs: u64, now: i64) -> Option<Self> {
+        if let Some(since_ms) = rule.breaker_open_since_ms {
+            return Some(Self::Breaker { since_ms });
+        }
+        let until_ms = cooldown_until(rule, cooldown_secs)?;
+        (now < until_ms).then_some(Self::Cooldown {
+            last_ms: rule.last_ms?,
+            until_ms,
+        })
+    }
+
+    /// The reason the checks give for it.
+    fn reason(self) -> Reason {
+        match self {
+            Self::Cooldown { .. } => Reason::CooldownActive,
+            Self::Breaker { .. } => Reason::CircuitOpen,
+        }
+    }
+
+    fn still_holds(self, now: i64) -> bool {
+        match self {
+            Self::Cooldown { until_ms, .. } => until_ms > now,
+            Self::Breaker { .. } => true,
+        }
+    }
 }
 
 /// End of the cooldown that started with the last executed action, if any.
@@ -219,6 +250,35 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err((Reason::Io, format!("check task failed: {e}"))))
+}
+
+/// The processes a `top_consumer` kill could choose from now: those whose command
+/// line matches `pattern` (if given) and that the safety rules let it signal. Refused
+/// as [`top_consumer_of`] would be when there is none; unprotected processes only, so
+/// a pre-check does not refuse a rule because a protected process also matches.
+fn consumer_candidates(
+    guard: &ProcessGuard,
+    pattern: Option<&str>,
+) -> Result<Vec<ProcInfo>, Refusal> {
+    let found: Vec<ProcInfo> = safety::list_processes()
+        .into_iter()
+        .filter(|p| !matches!(p.state, 'Z' | 'X'))
+        .filter(|p| match pattern {
+            Some(pat) => sco_policy::glob_match(pat, &p.cmdline),
+            None => true,
+        })
+        .filter(|p| guard.check(p).is_ok())
+        .collect();
+    if found.is_empty() {
+        return Err((
+            Reason::NoMatchingProcess,
+            match pattern {
+                Some(pat) => format!("no unprotected process matches {pat:?}"),
+                None => "no unprotected process to choose from".into(),
+            },
+        ));
+    }
+    Ok(found)
 }
 
 /// What [`top_consumer_of`] found: the process to signal (or why not), and
@@ -393,7 +453,7 @@ impl Remediator {
             config,
             state,
             http: None,
-            cooldown_reported: HashMap::new(),
+            refusals_reported: HashMap::new(),
         })
     }
 
@@ -456,38 +516,36 @@ impl Remediator {
         report
     }
 
-    /// Like [`Remediator::request`] for a rule that fired, but a cooldown
-    /// refusal is reported once per cooldown: while the rule still cools
-    /// down from the same executed action, and was already refused for it
-    /// under `key` (policy, rule and revision), this returns `None` and
-    /// records nothing. A condition that keeps holding, or flaps, re-fires
-    /// long before a long cooldown ends; one row says why it waits.
+    /// Like [`Remediator::request`] for a rule that fired, but a standing
+    /// refusal is reported once: while the rule still cools down from the
+    /// same executed action, or its breaker stays open since the same
+    /// failure, and it was already refused for that under `key` (policy, rule
+    /// and revision), this returns `None` and records nothing. A condition
+    /// that keeps holding, or flaps, re-fires long before a long cooldown
+    /// ends or a human resets the breaker; one row says why it waits.
     pub async fn precheck(&mut self, req: ActionRequest, key: &str) -> Option<ActionReport> {
         let now = now_ms();
-        self.cooldown_reported.retain(|_, w| w.until_ms > now);
-        let rule = self.state.rule(&req.rule).ok();
-        let window = rule.as_ref().and_then(|r| {
-            let until = cooldown_until(r, req.cooldown_secs)?;
-            // An open breaker is refused first, with another reason.
-            (now < until && r.breaker_open_since_ms.is_none()).then_some(CooldownWindow {
-                last_ms: r.last_ms?,
-                until_ms: until,
-            })
-        });
-        if window.is_some() && self.cooldown_reported.get(key) == window.as_ref() {
+        self.refusals_reported.retain(|_, s| s.still_holds(now));
+        let standing = self
+            .state
+            .rule(&req.rule)
+            .ok()
+            .and_then(|r| Standing::of(&r, req.cooldown_secs, now));
+        if standing.is_some() && self.refusals_reported.get(key) == standing.as_ref() {
             tracing::debug!(
                 key,
-                "rule still cooling down; its refusal was already reported"
+                ?standing,
+                "rule still refused for the same reason; its refusal was already reported"
             );
             return None;
         }
         let report = self.request(req).await;
-        match window {
-            Some(w) if report.reason_code == Some(Reason::CooldownActive) => {
-                self.cooldown_reported.insert(key.to_string(), w);
+        match standing {
+            Some(s) if report.reason_code == Some(s.reason()) => {
+                self.refusals_reported.insert(key.to_string(), s);
             }
             _ => {
-                self.cooldown_reported.remove(key);
+                self.refusals_reported.remove(key);
             }
         }
         Some(report)
@@ -622,6 +680,35 @@ impl Remediator {
                 let (name, pattern, pid, max) =
                     (name.clone(), pattern.clone(), *pid, c.max_processes);
                 let procs = match top_consumer {
+                    // A pre-check only asks whether the rule could act now: measuring
+                    // usage there would delay an `auto` rule's proposal by the
+                    // measurement window, and the request measures again when it runs.
+                    Some(resource) if report.mode == Mode::Precheck => {
+                        let pattern = pattern.clone();
+                        let candidates =
+                            blocking(move || consumer_candidates(&guard, pattern.as_deref()))
+                                .await?;
+                        report.notes.push(format!(
+                            "{} processes could be chosen; the heaviest {} consumer among them \
+                             is measured over {} ms and chosen when the request runs",
+                            candidates.len(),
+                            resource.as_str(),
+                            CONSUMER_WINDOW.as_millis()
+                        ));
+                        // a rule without a pattern may choose among every process: named
+                        // only when they are few
+                        report.pids = candidates
+                            .iter()
+                            .take_while(|_| candidates.len() <= max)
+                            .map(|p| ProcessEntry {
+                                pid: p.pid,
+                                name: p.name().to_string(),
+                                cmdline: p.cmdline.clone(),
+                                outcome: "candidate".into(),
+                            })
+                            .collect();
+                        return Ok(Plan::Kill(candidates, Duration::from_secs(*grace_secs)));
+                    }
                     Some(resource) => {
                         let chosen = top_consumer_of(guard, *resource, pattern, max).await;
                         report.top_consumer = chosen.entry;

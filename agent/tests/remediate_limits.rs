@@ -148,6 +148,15 @@ async fn a_cooldown_refusal_is_reported_once_per_cooldown() {
     r.record_verification("p/r", false).await.expect("record");
     let open = r.precheck(fired.clone(), "p/r@1").await.expect("reported");
     assert_eq!(open.reason_code, Some(Reason::CircuitOpen), "{open:?}");
+    // An open breaker stays open until a human resets it: reported once too.
+    for _ in 0..3 {
+        assert!(r.precheck(fired.clone(), "p/r@1").await.is_none());
+    }
+    assert_eq!(r.history(100).expect("history").len(), 4);
+    // Reset: the rule is back to its cooldown, which is news again.
+    r.reset_breaker("p/r").await.expect("reset");
+    let again = r.precheck(fired.clone(), "p/r@1").await.expect("reported");
+    assert_eq!(again.reason_code, Some(Reason::CooldownActive), "{again:?}");
 
     // A rule that may run is checked (and reported) on every fire.
     let other = ActionRequest {

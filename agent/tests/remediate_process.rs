@@ -381,3 +381,50 @@ async fn a_top_consumer_kill_with_no_matching_process_is_refused() {
 fn libc_sigterm() -> i32 {
     15
 }
+
+#[tokio::test]
+async fn a_precheck_of_a_top_consumer_kill_lists_candidates_without_measuring_or_signalling() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut r = Remediator::open(config(dir.path()), dir.path()).expect("open");
+    let tag = format!("sco-pre-{}", nonce());
+    let (mut a, mut b) = (burner(&tag, false), burner(&tag, false));
+    wait_started(&a, &tag);
+    wait_started(&b, &tag);
+
+    let pattern = format!("*{tag}*");
+    let report = r
+        .request(request("manual:test", top_cpu(&pattern), Mode::Precheck))
+        .await;
+    // Nothing measured (the request measures when it runs), nothing signalled.
+    assert_eq!(report.decision, Decision::DryRun, "{report:?}");
+    assert!(report.top_consumer.is_none(), "{report:?}");
+    let mut listed: Vec<u32> = report.pids.iter().map(|p| p.pid).collect();
+    listed.sort_unstable();
+    let mut ours = vec![a.id(), b.id()];
+    ours.sort_unstable();
+    assert_eq!(listed, ours, "{report:?}");
+    assert!(report.pids.iter().all(|p| p.outcome == "candidate"));
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.starts_with("2 processes could be chosen")),
+        "{:?}",
+        report.notes
+    );
+    for child in [&mut a, &mut b] {
+        assert!(child.try_wait().expect("try_wait").is_none(), "untouched");
+    }
+
+    // With nothing to choose from, the pre-check refuses as the request would.
+    let none = format!("*sco-nothing-{}*", nonce());
+    let refused = r
+        .request(request("manual:test", top_cpu(&none), Mode::Precheck))
+        .await;
+    assert_eq!(refused.decision, Decision::Refused, "{refused:?}");
+    assert_eq!(refused.reason_code, Some(Reason::NoMatchingProcess));
+    for child in [&mut a, &mut b] {
+        child.kill().expect("cleanup");
+        let _ = child.wait();
+    }
+}

@@ -6,6 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -220,7 +223,9 @@ impl Ca {
 /// SHA-256 (hex) of the first certificate in a PEM bundle.
 pub fn ca_fingerprint(pem: &str) -> Option<String> {
     use sha2::Digest;
-    let der = rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()?;
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()?;
     Some(hex::encode(sha2::Sha256::digest(der.as_ref())))
 }
 
@@ -313,7 +318,7 @@ mod tests {
         let (pem, _) = ca
             .issue_agent("web-01", now, now + Duration::hours(1))
             .expect("issue");
-        let der = rustls_pemfile::certs(&mut pem.as_bytes())
+        let der = CertificateDer::pem_slice_iter(pem.as_bytes())
             .next()
             .expect("one cert")
             .expect("pem");
@@ -332,7 +337,7 @@ mod tests {
         let (pem, _) = ca
             .sign_agent_csr(&csr, "web-01-abc", Duration::hours(1))
             .expect("signed");
-        let der = rustls_pemfile::certs(&mut pem.as_bytes())
+        let der = CertificateDer::pem_slice_iter(pem.as_bytes())
             .next()
             .expect("cert")
             .expect("pem");

@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use sco_control_plane::config::env;
 use sco_control_plane::{pki, store::Store, Config};
 
@@ -70,7 +72,7 @@ pub async fn up(data_dir: PathBuf) -> anyhow::Result<()> {
     }
     let agent_id = std::fs::read(&files.cert)
         .ok()
-        .and_then(|pem| rustls_pemfile::certs(&mut pem.as_slice()).next()?.ok())
+        .and_then(|pem| CertificateDer::pem_slice_iter(&pem).next()?.ok())
         .and_then(|der| pki::agent_id_from_der(der.as_ref()))
         .unwrap_or_else(|| "unknown".into());
 

@@ -571,11 +571,9 @@ impl Detector {
                 }
                 continue;
             }
-            // `is_multiple_of` needs rustc 1.87; the workspace supports 1.80
-            #[allow(clippy::manual_is_multiple_of)]
             let rebase = match m.baseline {
                 None => m.observed >= metric_warmup,
-                Some(_) => (m.observed + m.slot as u64) % every == 0,
+                Some(_) => (m.observed + m.slot as u64).is_multiple_of(every),
             };
             if rebase {
                 if let Some(b) =

@@ -89,7 +89,7 @@ impl Size {
 /// system instead.
 fn detect_toml(warmup_secs: u64) -> String {
     format!(
-        "[detect]\nwarmup_secs = {warmup_secs}\nmin_duration_secs = 2\nclear_secs = 10\n\
+        "[detect]\nwarmup_secs = {warmup_secs}\nmin_duration_secs = 1\nclear_secs = 10\n\
          update_every_secs = 2\ncontext_secs = 10\n\
          ignore = [\"disk.used_pct:/\", \"disk.used_bytes:/\"]\n"
     )

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
 use sco_tests::{bin, free_addr, stored_windows, wait_for, wait_until, Db, Proc, Sandbox};
 use serde_json::{json, Value};
 
@@ -79,7 +82,7 @@ fn start_enrolled_agent(sb: &Sandbox, dir: &Path) -> Proc {
 
 fn agent_id_of(dir: &Path) -> String {
     let pem = std::fs::read(dir.join("agent.pem")).expect("cert");
-    let der = rustls_pemfile::certs(&mut pem.as_slice())
+    let der = CertificateDer::pem_slice_iter(&pem)
         .next()
         .expect("a cert")
         .expect("pem");

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use hyper::header;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use sco_control_plane::pki::Ca;
 use sco_tests::{Db, Sandbox};
 use serde_json::{json, Value};
@@ -23,7 +24,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// A TLS client config trusting only the CA in `ca_pem`, offering HTTP/1.1.
 fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.expect("CA PEM")).expect("CA certificate");
     }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(

@@ -132,11 +132,9 @@ pub(crate) fn rolling_pca_rows(
             }
             ring.push(v);
             observed += 1;
-            // `is_multiple_of` needs rustc 1.87; the workspace supports 1.80
-            #[allow(clippy::manual_is_multiple_of)]
             let rebase = match baseline {
                 None => observed >= metric_warmup,
-                Some(_) => (observed + slot) % every == 0,
+                Some(_) => (observed + slot).is_multiple_of(every),
             };
             if rebase {
                 if let Some(b) =
