@@ -139,11 +139,15 @@ declare -A accepted=(
     [postgres-3-replicas]="--set controlPlane.database.type=postgres --set controlPlane.replicas=3
         --set controlPlane.database.postgres.existingSecret=sco-db --set controlPlane.pki.existingSecret=sco-pki
         --set controlPlane.jwt.existingSecret=sco-jwt --set controlPlane.serverTls.existingSecret=sco-grpc-tls
-        --set controlPlane.bootstrapAdmin.existingSecret=sco-admin"
+        --set controlPlane.bootstrapAdmin.existingSecret=sco-admin
+        --set controlPlane.extraEnv[0].name=SCO_CP__AUTH__TOKEN_TTL_SECS
+        --set-string controlPlane.extraEnv[0].value=600"
     [sqlite-own-certs-systemd]="--set controlPlane.serverTls.existingSecret=sco-grpc-tls
         --set agent.hostSystemd.enabled=true --set agent.enrollment.existingSecret=sco-enroll
         --set agent.hostRoot.enabled=false --set agent.config.detect.enabled=false
-        --set agent.extraSecurityContext.seLinuxOptions.type=spc_t"
+        --set agent.extraSecurityContext.seLinuxOptions.type=spc_t
+        --set agent.extraEnv[0].name=SCO_AGENT__AGENT__LABELS__node
+        --set agent.extraEnv[0].valueFrom.fieldRef.fieldPath=spec.nodeName"
     [agent-only]="--set controlPlane.enabled=false --set agent.enrollment.server=cp.example.com:7443
         --set agent.enrollment.serverName=cp.example.com"
 )
@@ -165,6 +169,16 @@ grep -q 'SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE' "$tmp/postgres-3-replicas.yaml" \
 if grep -q 'server_name' "$tmp/postgres-3-replicas.yaml"; then
     echo "FAIL: own server certificate but the agent still overrides server_name"; exit 1
 fi
+grep -q 'name: SCO_CP__AUTH__TOKEN_TTL_SECS' "$tmp/postgres-3-replicas.yaml" \
+    || { echo "FAIL: controlPlane.extraEnv did not reach the pod"; exit 1; }
+grep -q 'name: SCO_AGENT__AGENT__LABELS__node' "$tmp/sqlite-own-certs-systemd.yaml" \
+    || { echo "FAIL: agent.extraEnv did not reach the pod"; exit 1; }
+# Host paths: the node's procfs, sysfs and root file system, or the pod's own / without hostRoot.
+grep -q 'root_fs = "/host/root"' deploy/kubernetes/agent-configmap.yaml \
+    && grep -q 'sys_root = "/host/sys"' deploy/kubernetes/agent-configmap.yaml \
+    || { echo "FAIL: the agent does not read the node's sysfs and root file system"; exit 1; }
+grep -q 'root_fs = "/"' "$tmp/sqlite-own-certs-systemd.yaml" \
+    || { echo "FAIL: hostRoot.enabled=false still sets root_fs to the unmounted /host/root"; exit 1; }
 
 # Value sets that must be refused, with the reason in the message.
 refused() { # expected-message helm-args...

@@ -41,6 +41,7 @@ case "$profile" in
     if [ "$build" = yes ]; then
       cargo build --release -p sco-agent --bins
       cargo build --release -p sco-control-plane --no-default-features --bins
+      cargo build --release -p sco-cli --bins
     fi
     bindir="$target_dir/release"
     note=""
@@ -56,7 +57,7 @@ case "$profile" in
     ;;
   *) echo "build-deb.sh: --profile must be release or debug, not $profile" >&2; exit 2 ;;
 esac
-for bin in sco-agent sco-control-plane; do
+for bin in sco-agent sco-control-plane scoctl; do
   [ -x "$bindir/$bin" ] || { echo "build-deb.sh: no $bindir/$bin (build it first)" >&2; exit 1; }
 done
 
@@ -131,6 +132,14 @@ install -d -m 0755 "$d/etc/sco-control-plane" "$d/etc/default"
 install -m 0640 packaging/deb/control-plane.toml "$d/etc/sco-control-plane/control-plane.toml"
 install -m 0644 packaging/deb/sco-control-plane.default "$d/etc/default/sco-control-plane"
 install -m 0644 packaging/control-plane.example.toml "$d/usr/share/doc/sco-control-plane/examples/"
+# The operator CLI ships with the server (it talks to its REST API), with the shell
+# completion and man page generated from its own definition.
+install -d -m 0755 "$d/usr/share/bash-completion/completions" "$d/usr/share/man/man1"
+install -m 0755 "$bindir/scoctl" "$d/usr/bin/scoctl"
+if [ "$profile" = debug ]; then strip --strip-debug "$d/usr/bin/scoctl"; fi
+"$bindir/scoctl" completions bash > "$d/usr/share/bash-completion/completions/scoctl"
+"$bindir/scoctl" man | gzip -9n > "$d/usr/share/man/man1/scoctl.1.gz"
+chmod 0644 "$d/usr/share/bash-completion/completions/scoctl" "$d/usr/share/man/man1/scoctl.1.gz"
 printf '%s\n' /etc/sco-control-plane/control-plane.toml /etc/default/sco-control-plane \
   > "$d/DEBIAN/conffiles"
 control sco-control-plane "SmartCloudOps control plane: fleet ingest, storage and REST API" \

@@ -358,6 +358,19 @@ latest=$(api GET "/hosts/$host" | jq '.latest | length')
 [ "$latest" -gt 0 ] || fail "GET /hosts/$host has no latest metrics"
 ok "rollups arrived: cpu.total_pct points, $latest latest metrics on GET /hosts/$host"
 
+step "the packaged operator CLI against the installed control plane"
+[ -x /usr/bin/scoctl ] || fail "/usr/bin/scoctl is missing"
+[ -s /usr/share/bash-completion/completions/scoctl ] || fail "no bash completion for scoctl"
+zcat /usr/share/man/man1/scoctl.1.gz | grep -q '^\.TH' || fail "scoctl's man page is not a man page"
+creds="$work/scoctl-credentials.json"
+printf '%s' "$admin_password" | scoctl --server "$base" --credentials "$creds" login --username admin \
+  >/dev/null || fail "scoctl login"
+[ "$(stat -c %a "$creds")" = 600 ] || fail "scoctl's credentials file is not 0600"
+scoctl --server "$base" --credentials "$creds" -o json get hosts \
+  | jq -e --arg h "$host" '[.hosts[] | select(.id == $h)] | length == 1' >/dev/null \
+  || fail "scoctl get hosts does not list $host"
+ok "scoctl login (credentials 0600) and get hosts list $host; completion and man page installed"
+
 step "stop both (TERM) the way systemd would"
 for pair in "agent:$agent_pid" "control-plane:$cp_pid"; do
   name=${pair%%:*}

@@ -1,22 +1,43 @@
 //! Host metric collection: one [`Collector::sample`] per tick.
 //!
-//! Everything comes from `/proc` (cheap, exact counters) except per-mount
-//! usage, which comes from `sysinfo`; [`processes`] reads the process table.
+//! Everything comes from the procfs at [`HostPaths::proc`] (cheap, exact
+//! counters) except whole-disk detection (`<sys>/block`) and per-mount usage
+//! ([`mounts`]: a mount table and `statvfs` under [`HostPaths::root`]);
+//! [`processes`] reads the process table.
 //! Rates are computed from counters; a counter that goes backwards (reset,
 //! wrap, device re-created) produces no rate for that tick instead of a
 //! negative or absurd one, and the new value becomes the baseline.
 
+pub mod mounts;
 pub mod processes;
 pub mod procfs;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sysinfo::Disks;
-
 use procfs::{CpuTimes, DiskStat, NetStat};
+
+/// Where the host's procfs, sysfs and root file system are seen, like node_exporter's
+/// `--path.procfs`, `--path.sysfs` and `--path.rootfs` (`agent.proc_root`, `sys_root`,
+/// `root_fs`). The defaults are the agent's own: `/proc`, `/sys`, `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPaths {
+    pub proc: PathBuf,
+    pub sys: PathBuf,
+    pub root: PathBuf,
+}
+
+impl Default for HostPaths {
+    fn default() -> Self {
+        Self {
+            proc: PathBuf::from("/proc"),
+            sys: PathBuf::from("/sys"),
+            root: PathBuf::from("/"),
+        }
+    }
+}
 
 /// One measured value. `device` names the disk, mount or interface, empty for
 /// host-wide metrics.
@@ -98,33 +119,29 @@ struct Previous {
 }
 
 pub struct Collector {
-    proc_root: PathBuf,
+    host: HostPaths,
     top_n: usize,
     process_every: Duration,
     last_processes: Option<Instant>,
     /// The process table of the last sampled tick, the base for the next.
     last_snapshot: Option<Arc<processes::ProcSnapshot>>,
-    disk_list_refreshed: Instant,
     prev: Option<Previous>,
-    disks: Disks,
 }
 
 impl Collector {
-    pub fn new(proc_root: &Path, top_n: usize, process_every: Duration) -> Self {
+    pub fn new(host: &HostPaths, top_n: usize, process_every: Duration) -> Self {
         Self {
-            proc_root: proc_root.to_path_buf(),
+            host: host.clone(),
             top_n,
             process_every,
             last_processes: None,
             last_snapshot: None,
-            disk_list_refreshed: Instant::now(),
             prev: None,
-            disks: Disks::new_with_refreshed_list(),
         }
     }
 
     fn read(&self, rel: &str) -> Option<String> {
-        std::fs::read_to_string(self.proc_root.join(rel)).ok()
+        std::fs::read_to_string(self.host.proc.join(rel)).ok()
     }
 
     /// Takes one sample. Missing files (old kernels, containers) only remove
@@ -166,12 +183,7 @@ impl Collector {
         }
         push("proc.count", "", self.process_count() as f64);
 
-        let sys_block = self.proc_root.join("../sys/block");
-        let sys_block = if self.proc_root == Path::new("/proc") {
-            PathBuf::from("/sys/block")
-        } else {
-            sys_block
-        };
+        let sys_block = self.host.sys.join("block");
         let disks: HashMap<String, DiskStat> = self
             .read("diskstats")
             .map(|t| procfs::parse_diskstats(&t, |n| sys_block.join(n).exists()))
@@ -279,7 +291,7 @@ impl Collector {
             }
         }
 
-        self.disk_usage(&mut push, now);
+        self.disk_usage(&mut push);
 
         self.prev = Some(Previous {
             at: now,
@@ -299,7 +311,7 @@ impl Collector {
     }
 
     fn process_count(&self) -> usize {
-        std::fs::read_dir(&self.proc_root)
+        std::fs::read_dir(&self.host.proc)
             .map(|dir| {
                 dir.filter_map(Result::ok)
                     .filter(|e| {
@@ -312,25 +324,21 @@ impl Collector {
             .unwrap_or(0)
     }
 
-    fn disk_usage(&mut self, push: &mut impl FnMut(&'static str, &str, f64), now: Instant) {
-        // Mounts change rarely; re-list them once a minute, refresh sizes on
-        // every tick.
-        if now.duration_since(self.disk_list_refreshed) > Duration::from_secs(60) {
-            self.disks.refresh(true);
-            self.disk_list_refreshed = now;
-        } else {
-            self.disks.refresh(false);
-        }
-        let mut seen = std::collections::HashSet::new();
-        for d in self.disks.list() {
-            let total = d.total_space();
-            let mount = d.mount_point().to_string_lossy();
-            if total == 0 || !seen.insert(mount.to_string()) {
+    /// Space of every counted mount. The mount table is read on every tick
+    /// (a few kilobytes, as `sysinfo` did before), so a mount that went away is
+    /// never reported with stale figures.
+    fn disk_usage(&self, push: &mut impl FnMut(&'static str, &str, f64)) {
+        for m in mounts::mounts(&self.host) {
+            let Some((total, available)) = mounts::space(&m.path) else {
                 continue;
-            }
-            let used = total.saturating_sub(d.available_space());
-            push("disk.used_bytes", &mount, used as f64);
-            push("disk.used_pct", &mount, used as f64 * 100.0 / total as f64);
+            };
+            let used = total.saturating_sub(available);
+            push("disk.used_bytes", &m.point, used as f64);
+            push(
+                "disk.used_pct",
+                &m.point,
+                used as f64 * 100.0 / total as f64,
+            );
         }
     }
 
@@ -352,7 +360,7 @@ impl Collector {
             return (None, None);
         }
         self.last_processes = Some(now);
-        let snapshot = Arc::new(processes::snapshot(&self.proc_root));
+        let snapshot = Arc::new(processes::snapshot(&self.host.proc));
         let top = self
             .last_snapshot
             .replace(Arc::clone(&snapshot))
@@ -430,9 +438,100 @@ mod tests {
         assert_eq!(pids, vec![1, 2]);
     }
 
+    fn write(root: &std::path::Path, rel: &str, content: &str) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+        std::fs::write(path, content).expect("write fixture");
+    }
+
+    /// A fake host: procfs, sysfs and root file system in a temp directory, as a pod sees
+    /// them under /host. Every reader goes through the configured paths.
+    #[test]
+    fn samples_a_host_seen_through_configured_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = HostPaths {
+            proc: dir.path().join("proc"),
+            sys: dir.path().join("sys"),
+            root: dir.path().join("root"),
+        };
+        let p = &host.proc;
+        write(p, "loadavg", "0.52 0.58 0.59 1/467 12345\n");
+        write(
+            p,
+            "meminfo",
+            "MemTotal: 16000 kB\nMemAvailable: 8000 kB\nCached: 2000 kB\n",
+        );
+        write(p, "diskstats", "   8       0 sda 100 0 800 0 50 0 400 0 0 30 0 0 0 0 0 0 0\n   8       1 sda1 1 0 8 0 1 0 4 0 0 3 0 0 0 0 0 0 0\n");
+        write(
+            p,
+            "net/dev",
+            "h1\nh2\n  eth0: 1000 10 1 2 0 0 0 0 2000 20 3 4 0 0 0 0\n",
+        );
+        write(
+            p,
+            "pressure/cpu",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=100\n",
+        );
+        write(p, "uptime", "500.00 900.00\n");
+        for pid in ["1", "42"] {
+            write(p, &format!("{pid}/comm"), "x\n");
+        }
+        write(
+            p,
+            "1/mounts",
+            "/dev/sda2 / ext4 rw 0 0\n/dev/sda1 /boot ext4 rw 0 0\nproc /proc proc rw 0 0\n",
+        );
+        write(p, "mounts", "overlay / overlay rw 0 0\n");
+        std::fs::create_dir_all(host.sys.join("block/sda")).expect("sysfs");
+        std::fs::create_dir_all(host.root.join("boot")).expect("rootfs");
+        let mut c = Collector::new(&host, 3, Duration::from_secs(3600));
+
+        let first = c.sample(0);
+        let cpu_line = |user: u64| format!("cpu  {user} 0 10 1000 0 0 0 0\n");
+        write(p, "stat", &cpu_line(100));
+        let diskstats = "   8       0 sda 200 0 1800 0 60 0 500 0 0 40 0 0 0 0 0 0 0\n   8       1 sda1 2 0 9 0 1 0 4 0 0 3 0 0 0 0 0 0 0\n";
+        write(p, "diskstats", diskstats);
+        std::thread::sleep(Duration::from_millis(20));
+        let second = c.sample(10);
+        write(p, "stat", &cpu_line(150));
+        std::thread::sleep(Duration::from_millis(20));
+        let third = c.sample(20);
+
+        let value = |s: &Sample, name: &str, device: &str| {
+            s.metrics
+                .iter()
+                .find(|m| m.name == name && m.device == device)
+                .map(|m| m.value)
+        };
+        assert_eq!(value(&first, "load.1", ""), Some(0.52));
+        assert_eq!(value(&first, "mem.used_bytes", ""), Some(8000.0 * 1024.0));
+        assert_eq!(value(&first, "proc.count", ""), Some(2.0));
+        assert!(value(&third, "cpu.total_pct", "").is_some());
+        // Whole disks from <sys>/block: sda, never its partition.
+        let devices: Vec<&str> = second
+            .metrics
+            .iter()
+            .filter(|m| m.name == "disk.reads_per_s")
+            .map(|m| m.device.as_str())
+            .collect();
+        assert_eq!(devices, ["sda"]);
+        // Disk space: the host's mount table, measured under root_fs, named as the host does.
+        let mut spaces: Vec<&str> = first
+            .metrics
+            .iter()
+            .filter(|m| m.name == "disk.used_pct")
+            .map(|m| m.device.as_str())
+            .collect();
+        spaces.sort_unstable();
+        assert_eq!(spaces, ["/", "/boot"]);
+        // The process table comes from the fixture too (no stat files: nothing readable).
+        let table = first.process_snapshot.expect("read on the first tick");
+        assert!(table.procs.is_empty() && table.uptime_secs == Some(500.0));
+    }
+
     #[test]
     fn samples_this_host() {
-        let mut c = Collector::new(Path::new("/proc"), 3, Duration::from_millis(1));
+        let mut c = Collector::new(&HostPaths::default(), 3, Duration::from_millis(1));
         let first = c.sample(0);
         assert!(first.metrics.iter().any(|m| m.name == "mem.used_bytes"));
         std::thread::sleep(Duration::from_millis(50));
@@ -456,12 +555,12 @@ mod tests {
         assert!(top.iter().all(|p| table.procs.contains_key(&p.pid)));
 
         // Not yet time for processes: neither list nor table.
-        let mut slow = Collector::new(Path::new("/proc"), 3, Duration::from_secs(3600));
+        let mut slow = Collector::new(&HostPaths::default(), 3, Duration::from_secs(3600));
         assert!(slow.sample(0).process_snapshot.is_some());
         let later = slow.sample(1);
         assert!(later.top_processes.is_none() && later.process_snapshot.is_none());
         // Disabled.
-        let mut off = Collector::new(Path::new("/proc"), 0, Duration::from_millis(1));
+        let mut off = Collector::new(&HostPaths::default(), 0, Duration::from_millis(1));
         assert!(off.sample(0).process_snapshot.is_none());
     }
 }

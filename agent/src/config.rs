@@ -1,6 +1,9 @@
 //! Agent configuration: a TOML file, then environment overrides, then checks.
 //!
-//! Unknown keys are refused so a typo never silently falls back to a default.
+//! Unknown keys are refused so a typo never silently falls back to a default. Every key can
+//! also come from the environment as `SCO_AGENT__<SECTION>__<KEY>` (see
+//! [`sco_proto::config_env`]); the older specific variables of [`env`] still work, and the
+//! generic form wins when both set the same key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 /// Environment variables that override the file, all in one place.
 pub mod env {
+    /// Any key: `SCO_AGENT__AGENT__INTERVAL_MS=500`, `SCO_AGENT__REMEDIATE__CLEAN_ROOTS='["/var/log"]'`.
+    pub const PREFIX: &str = "SCO_AGENT__";
     pub const DATA_DIR: &str = "SCO_AGENT_DATA_DIR";
     pub const ENDPOINTS: &str = "SCO_AGENT_ENDPOINTS";
     pub const SERVER_NAME: &str = "SCO_AGENT_SERVER_NAME";
@@ -19,6 +24,19 @@ pub mod env {
     pub const CERT: &str = "SCO_AGENT_CERT";
     pub const KEY: &str = "SCO_AGENT_KEY";
     pub const OUTBOX_MAX_BYTES: &str = "SCO_AGENT_OUTBOX_MAX_BYTES";
+    /// The key each specific variable sets: it is ignored when a `SCO_AGENT__...` variable
+    /// sets that key (or its section) too.
+    pub const KEYS: [(&str, &str); 9] = [
+        (DATA_DIR, "agent.data_dir"),
+        (ENDPOINTS, "server.endpoints"),
+        (SERVER_NAME, "server.server_name"),
+        (INTERVAL_MS, "agent.interval_ms"),
+        (ROLLUP_SECS, "agent.rollup_secs"),
+        (CA, "server.ca"),
+        (CERT, "server.cert"),
+        (KEY, "server.key"),
+        (OUTBOX_MAX_BYTES, "outbox.max_bytes"),
+    ];
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -33,6 +51,55 @@ pub struct Config {
     pub detect: DetectSection,
     #[serde(default)]
     pub remediate: RemediateSection,
+    #[serde(default)]
+    pub exporter: ExporterSection,
+}
+
+/// The local health and Prometheus endpoint (`GET /health`, `GET /metrics`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExporterSection {
+    /// Off by default: the agent opens no port unless asked.
+    pub enabled: bool,
+    /// `IP:PORT` to listen on (an address, not a host name).
+    pub listen: String,
+    /// The endpoint has no authentication: a non-loopback `listen` is refused unless this
+    /// says so.
+    pub allow_remote: bool,
+}
+
+impl Default for ExporterSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "127.0.0.1:9101".into(),
+            allow_remote: false,
+        }
+    }
+}
+
+impl ExporterSection {
+    /// The address to listen on, checked.
+    pub fn addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        let addr: std::net::SocketAddr =
+            self.listen
+                .trim()
+                .parse()
+                .map_err(|e| ConfigError::Invalid {
+                    key: "exporter.listen",
+                    reason: format!("{:?} is not IP:PORT ({e})", self.listen),
+                })?;
+        if !addr.ip().is_loopback() && !self.allow_remote {
+            return Err(ConfigError::Invalid {
+                key: "exporter.listen",
+                reason: format!(
+                    "{addr} is not a loopback address; the endpoint has no authentication, \
+                     so set exporter.allow_remote = true to serve other hosts"
+                ),
+            });
+        }
+        Ok(addr)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,8 +163,28 @@ pub struct AgentSection {
     pub top_processes: usize,
     /// Labels sent to the control plane (used by policy selectors).
     pub labels: BTreeMap<String, String>,
-    /// Root of the proc filesystem (tests point this at a fixture).
+    /// The host's procfs, like node_exporter's `--path.procfs`: metrics, the process table,
+    /// culprits and the processes remediation looks up (`/host/proc` in a pod; tests point
+    /// it at a fixture). Signals still go to pids, so remediation needs this procfs to be of
+    /// the agent's own pid namespace (`hostPID` in a pod).
     pub proc_root: PathBuf,
+    /// The host's sysfs (`--path.sysfs`): `<sys_root>/block` tells whole disks apart.
+    pub sys_root: PathBuf,
+    /// The host's root file system (`--path.rootfs`). Not `/`: disk space reads the host's
+    /// mount table (`<proc_root>/1/mounts`), measures each mount under this directory and
+    /// names it as the host does.
+    pub root_fs: PathBuf,
+}
+
+impl AgentSection {
+    /// Where the host's procfs, sysfs and root file system are seen.
+    pub fn host_paths(&self) -> crate::collect::HostPaths {
+        crate::collect::HostPaths {
+            proc: self.proc_root.clone(),
+            sys: self.sys_root.clone(),
+            root: self.root_fs.clone(),
+        }
+    }
 }
 
 impl Default for AgentSection {
@@ -110,6 +197,8 @@ impl Default for AgentSection {
             top_processes: 5,
             labels: BTreeMap::new(),
             proc_root: PathBuf::from("/proc"),
+            sys_root: PathBuf::from("/sys"),
+            root_fs: PathBuf::from("/"),
         }
     }
 }
@@ -389,6 +478,9 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    /// A `SCO_AGENT__...` variable names no key or holds a value of the wrong type.
+    #[error("{0}")]
+    EnvKey(sco_proto::config_env::EnvError),
     #[error("invalid value for `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
 }
@@ -400,19 +492,59 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config = Self::from_toml(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message,
-        })?;
-        config.apply_env(|name| std::env::var(name).ok())?;
+        let config = Self::from_toml_and_env(&text, path, std::env::vars_os())?;
         config.validate()?;
         Ok(config)
     }
 
+    /// The file's text (read from `path`) with the environment `vars` applied: first every
+    /// `SCO_AGENT__...` variable (to the TOML document, so it is checked like the file), then
+    /// the specific variables of [`env`], each unless a generic one set its key. Not validated.
+    pub fn from_toml_and_env<K, V>(
+        text: &str,
+        path: &Path,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError>
+    where
+        K: Into<std::ffi::OsString>,
+        V: Into<std::ffi::OsString>,
+    {
+        use sco_proto::config_env::{self, LoadError};
+        let vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let layered = config_env::from_toml::<Self, _, _, _>(text, env::PREFIX, vars.clone())
+            .map_err(|e| match e {
+                LoadError::File(message) => ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message,
+                },
+                LoadError::Env(e) => ConfigError::EnvKey(e),
+            })?;
+        let (mut config, overrides) = (layered.value, layered.overrides);
+        config.apply_env(|name| {
+            let generic = env::KEYS
+                .iter()
+                .any(|(var, key)| *var == name && config_env::sets(&overrides, key));
+            if generic {
+                return None;
+            }
+            vars.iter()
+                .find(|(k, _)| k.to_str() == Some(name))
+                .and_then(|(_, v)| v.to_str())
+                .map(String::from)
+        })?;
+        Ok(config)
+    }
+
+    /// The file alone: no environment, no checks (tests, `up`'s built-in agent).
     pub fn from_toml(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
     }
 
+    /// Applies the specific variables of [`env`] (not the generic `SCO_AGENT__...` ones),
+    /// reading them with `get`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn num(var: &'static str, value: String) -> Result<u64, ConfigError> {
             value
@@ -480,6 +612,15 @@ impl Config {
         }
         if a.process_interval_secs == 0 {
             return invalid("agent.process_interval_secs", "must be at least 1".into());
+        }
+        for (key, p) in [
+            ("agent.proc_root", &a.proc_root),
+            ("agent.sys_root", &a.sys_root),
+            ("agent.root_fs", &a.root_fs),
+        ] {
+            if !p.is_absolute() {
+                return invalid(key, format!("{} is not an absolute path", p.display()));
+            }
         }
         if a.top_processes > 100 {
             return invalid(
@@ -571,6 +712,7 @@ impl Config {
             }
         }
         self.remediate.validate()?;
+        self.exporter.addr()?;
         if self.outbox.max_bytes < 64 * 1024 {
             return invalid(
                 "outbox.max_bytes",
@@ -645,7 +787,16 @@ mod tests {
         base.server.key = existing;
         base.validate().expect("base is valid");
         type Mutate = fn(&mut Config);
-        let cases: [(&str, Mutate); 14] = [
+        let cases: [(&str, Mutate); 17] = [
+            ("exporter.listen", |c| {
+                c.exporter.listen = "localhost:9101".into()
+            }),
+            ("exporter.listen", |c| {
+                c.exporter.listen = "0.0.0.0:9101".into()
+            }),
+            ("exporter.listen", |c| {
+                c.exporter.listen = "[::]:9101".into()
+            }),
             ("remediate.notify_urls", |c| {
                 c.remediate.notify_urls = vec!["https://".into()]
             }),
@@ -688,6 +839,29 @@ mod tests {
     }
 
     #[test]
+    fn exporter_is_off_and_loopback_unless_asked() {
+        let c = Config::from_toml(EXAMPLE).expect("example parses");
+        assert_eq!(
+            c.exporter,
+            ExporterSection::default(),
+            "example shows defaults"
+        );
+        assert!(!c.exporter.enabled);
+        let mut e = ExporterSection::default();
+        assert_eq!(e.addr().expect("default").to_string(), "127.0.0.1:9101");
+        e.listen = "[::1]:9101".into();
+        assert!(e.addr().is_ok());
+        e.listen = "10.0.0.5:9101".into();
+        let err = e.addr().expect_err("remote refused").to_string();
+        assert!(
+            err.contains("exporter.listen") && err.contains("exporter.allow_remote"),
+            "{err}"
+        );
+        e.allow_remote = true;
+        assert!(e.addr().is_ok());
+    }
+
+    #[test]
     fn notify_urls_accept_http_and_https() {
         let mut c = Config::from_toml(EXAMPLE).expect("example parses");
         c.remediate.notify_urls = vec![
@@ -719,6 +893,176 @@ mod tests {
             .apply_env(|k| (k == env::ROLLUP_SECS).then(|| "ten".to_string()))
             .expect_err("bad number");
         assert!(err.to_string().contains(env::ROLLUP_SECS));
+    }
+
+    fn from_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml_and_env(EXAMPLE, Path::new("agent.toml"), pairs.iter().copied())
+    }
+
+    #[test]
+    fn every_key_from_the_environment() {
+        let c = from_env(&[
+            ("SCO_AGENT__AGENT__PROC_ROOT", "/host/proc"),
+            ("SCO_AGENT__AGENT__SYS_ROOT", "/host/sys"),
+            ("SCO_AGENT__AGENT__ROOT_FS", "/host/root"),
+            (
+                "SCO_AGENT__AGENT__LABELS",
+                r#"{ role = "web", zone = "eu-1" }"#,
+            ),
+            ("SCO_AGENT__AGENT__LABELS__tier", "db"),
+            ("SCO_AGENT__DETECT__IGNORE", r#"["disk.used_bytes:/boot"]"#),
+            ("SCO_AGENT__DETECT__SENSITIVITY", "1.5"),
+            ("SCO_AGENT__DETECT__ENABLED", "false"),
+            (
+                "SCO_AGENT__DETECT__MODEL",
+                "/etc/sco-agent/models/manifest.json",
+            ),
+            ("SCO_AGENT__REMEDIATE__ENV__HTTP_PROXY", "http://proxy:3128"),
+            (
+                "SCO_AGENT__REMEDIATE__CLEAN_ROOTS",
+                r#"["/var/log", "/srv/tmp"]"#,
+            ),
+            ("SCO_AGENT__SERVER__HEARTBEAT_SECS", "7"),
+            ("SCO_AGENT__OUTBOX__CACHE_BYTES", "2097152"),
+        ])
+        .expect("loads");
+        let a = &c.agent;
+        assert_eq!(
+            (
+                a.proc_root.as_path(),
+                a.sys_root.as_path(),
+                a.root_fs.as_path()
+            ),
+            (
+                Path::new("/host/proc"),
+                Path::new("/host/sys"),
+                Path::new("/host/root")
+            )
+        );
+        let labels: Vec<(&str, &str)> = a
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(labels, [("role", "web"), ("tier", "db"), ("zone", "eu-1")]);
+        assert_eq!(c.detect.ignore, ["disk.used_bytes:/boot"]);
+        assert_eq!(c.detect.sensitivity, 1.5);
+        assert!(!c.detect.enabled);
+        assert_eq!(
+            c.detect.model.as_deref(),
+            Some(Path::new("/etc/sco-agent/models/manifest.json"))
+        );
+        assert_eq!(c.remediate.env["HTTP_PROXY"], "http://proxy:3128");
+        assert_eq!(
+            c.remediate.clean_roots,
+            [PathBuf::from("/var/log"), PathBuf::from("/srv/tmp")]
+        );
+        assert_eq!(c.server.heartbeat_secs, 7);
+        assert_eq!(c.outbox.cache_bytes, 2 * 1024 * 1024);
+        // Untouched keys keep the file's values.
+        assert_eq!(c.agent.interval_ms, 1000);
+    }
+
+    #[test]
+    fn every_key_of_the_example_has_a_variable() {
+        let schema = sco_proto::config_env::Schema::of::<Config>();
+        let keys: std::collections::BTreeSet<&str> = schema.keys().collect();
+        let example: toml::Table = toml::from_str(EXAMPLE).expect("example parses");
+        for (section, table) in &example {
+            let toml::Value::Table(table) = table else {
+                panic!("{section} is not a section");
+            };
+            for key in table.keys() {
+                let key = format!("{section}.{key}");
+                assert!(keys.contains(key.as_str()), "{key} missing from {keys:?}");
+            }
+        }
+        for key in [
+            "agent.sys_root",
+            "agent.root_fs",
+            "server.policy_key",
+            "detect.model",
+        ] {
+            assert!(keys.contains(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn generic_variables_win_over_specific_ones() {
+        // The specific variables alone work as before.
+        let c = from_env(&[(env::INTERVAL_MS, "250"), (env::ENDPOINTS, "a:1, b:2")]).expect("ok");
+        assert_eq!(c.agent.interval_ms, 250);
+        assert_eq!(c.server.endpoints, ["a:1", "b:2"]);
+        // Both for one key: the generic one wins, and the specific one is not even parsed;
+        // specific ones for other keys still apply.
+        let c = from_env(&[
+            (env::INTERVAL_MS, "ten"),
+            ("SCO_AGENT__AGENT__INTERVAL_MS", "500"),
+            (env::ENDPOINTS, "a:1"),
+            ("SCO_AGENT__SERVER__ENDPOINTS", r#"["g:1"]"#),
+            (env::ROLLUP_SECS, "20"),
+        ])
+        .expect("ok");
+        assert_eq!(c.agent.interval_ms, 500);
+        assert_eq!(c.server.endpoints, ["g:1"]);
+        assert_eq!(c.agent.rollup_secs, 20);
+        // A whole section set generically covers its keys' specific variables too.
+        let c = from_env(&[
+            (env::SERVER_NAME, "specific"),
+            (
+                "SCO_AGENT__SERVER",
+                r#"{ endpoints = ["x:1"], ca = "/c", cert = "/c", key = "/k", server_name = "generic" }"#,
+            ),
+        ])
+        .expect("ok");
+        assert_eq!(c.server.server_name.as_deref(), Some("generic"));
+        // A bad specific value is still refused by its name when no generic one covers it.
+        let err = from_env(&[(env::ROLLUP_SECS, "ten")])
+            .expect_err("bad")
+            .to_string();
+        assert!(err.contains(env::ROLLUP_SECS), "{err}");
+    }
+
+    #[test]
+    fn bad_generic_variables_are_named() {
+        let err = from_env(&[("SCO_AGENT__AGENT__PROCROOT", "/host/proc")])
+            .expect_err("unknown")
+            .to_string();
+        assert!(
+            err.contains("SCO_AGENT__AGENT__PROCROOT")
+                && err.contains("agent.proc_root")
+                && err.contains("SCO_AGENT__AGENT__PROC_ROOT"),
+            "{err}"
+        );
+        let err = from_env(&[("SCO_AGENT__REMEDIATE__MAX_PROCESSES", "many")])
+            .expect_err("type")
+            .to_string();
+        assert!(
+            err.contains("SCO_AGENT__REMEDIATE__MAX_PROCESSES")
+                && err.contains("remediate.max_processes"),
+            "{err}"
+        );
+        // In range is the validation's job, which names the key as for the file.
+        let c = from_env(&[("SCO_AGENT__AGENT__INTERVAL_MS", "5")]).expect("parses");
+        assert_eq!(c.agent.interval_ms, 5);
+        let mut bad = c.clone();
+        bad.agent.interval_ms = 1000;
+        bad.agent.proc_root = "host/proc".into();
+        for (key, c) in [("agent.interval_ms", c), ("agent.proc_root", bad)] {
+            let err = c.validate().expect_err(key).to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn host_paths_default_to_the_agents_own() {
+        let c = Config::from_toml(EXAMPLE).expect("example parses");
+        assert_eq!(c.agent.host_paths(), crate::collect::HostPaths::default());
+        let h = crate::collect::HostPaths::default();
+        assert_eq!(
+            (h.proc.as_path(), h.sys.as_path(), h.root.as_path()),
+            (Path::new("/proc"), Path::new("/sys"), Path::new("/"))
+        );
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct Executor {
     pub latest: watch::Receiver<Latest>,
     /// Detection settings of the policies in force, for the detector.
     pub tuning: watch::Sender<Option<DetectionSettings>>,
+    /// Decisions are counted here, for the health endpoint.
+    pub activity: Arc<crate::status::Activity>,
 }
 
 /// Waits until `spec` holds on live metrics or its time is up.
@@ -227,6 +229,7 @@ impl Executor {
             _ => "proposed",
         };
         tracing::info!(%rule, decision, mode = t.rule.mode.as_str(), "policy rule fired");
+        self.activity.rule_fired(decision);
         let proposal = Proposal {
             id: format!("{:032x}", rand::random::<u128>()),
             policy: t.policy.clone(),
@@ -262,6 +265,7 @@ impl Executor {
 
     async fn report(&self, c: Command, decision: String, reason: String, report_json: String) {
         tracing::info!(request = %c.id, %decision, %reason, "remediation request handled");
+        self.activity.action(&decision);
         let report = Report {
             command_id: c.id,
             rule: c.rule,
@@ -441,6 +445,7 @@ mod tests {
             new_data: Arc::new(Notify::new()),
             latest: watch::channel(Latest::default()).1,
             tuning: watch::channel(None).0,
+            activity: Arc::new(crate::status::Activity::default()),
         };
         let fired = |revision| Trigger {
             policy: "p".into(),
@@ -490,6 +495,8 @@ mod tests {
         // Nor does the local history fill with repeats: the execution and
         // the two reported refusals.
         assert_eq!(executor.remediator.history(100).expect("history").len(), 3);
+        // and the health endpoint counts what was reported, once each
+        assert_eq!(executor.activity.snapshot().rules_fired, [0, 0, 2]);
     }
 
     #[test]

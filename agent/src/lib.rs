@@ -1,8 +1,9 @@
 //! The SmartCloudOps host agent.
 //!
 //! - [`config`]: the TOML configuration, environment overrides and checks.
-//! - [`collect`]: reads `/proc` (and `sysinfo` for mounts) once per tick on a
-//!   dedicated thread; turns counters into rates; the process table.
+//! - [`collect`]: reads the host's procfs, sysfs and mount table (`agent.proc_root`,
+//!   `sys_root`, `root_fs`) once per tick on a dedicated thread; turns counters into
+//!   rates; the process table.
 //! - [`detect`]: live anomaly detection with the shared detector of
 //!   `sco-models`, event context at onset, model hot-swap.
 //! - [`identity`]: enrollment with a one-time token and certificate renewal.
@@ -22,7 +23,10 @@
 //! - [`requests`]: what the remediation task receives and sends, as the
 //!   agent's own types.
 //! - [`clock`]: the one wall clock.
-//! - [`status`]: `status.json`, the detector state `sco-agent status` prints.
+//! - [`status`]: `status.json`, the detector state and liveness `sco-agent status`
+//!   prints, and the counters the agent keeps about itself.
+//! - [`exporter`]: the local `GET /health` and `GET /metrics` (Prometheus text, host
+//!   metrics under node_exporter's names), off unless `[exporter] enabled`.
 //!
 //! [`run`] wires them together and feeds the collector's samples to the
 //! pipeline; the binary only parses the command line.
@@ -32,6 +36,7 @@ pub mod collect;
 pub mod config;
 pub mod detect;
 pub mod executor;
+pub mod exporter;
 pub mod identity;
 pub mod outbox;
 pub mod pb;
@@ -72,6 +77,11 @@ pub enum AgentError {
     Tls(String),
     #[error("stream: {0}")]
     Stream(String),
+    #[error("exporter: cannot listen on {addr} (exporter.listen): {source}")]
+    Exporter {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What a running agent exposes to its caller.
@@ -92,6 +102,17 @@ pub async fn run(
         path: data_dir.clone(),
         source,
     })?;
+    // Bound first: a taken port fails the start, before anything else is opened.
+    let exporter_listener = if config.exporter.enabled {
+        let addr = config.exporter.addr()?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| AgentError::Exporter { addr, source })?;
+        tracing::info!(%addr, "health and metrics endpoint listening (GET /health, GET /metrics)");
+        Some(listener)
+    } else {
+        None
+    };
     let outbox = outbox::Outbox::open(
         &data_dir.join("outbox"),
         config.outbox.max_bytes,
@@ -121,15 +142,17 @@ pub async fn run(
             .map(|d| d.state(run_started_ms))
             .unwrap_or_default(),
     );
-    if live.is_some() {
-        status::write(data_dir, &detector_tx.borrow());
-    }
+    // Written with detection off too: `sco-agent status` reads the pid from it.
+    status::write(data_dir, &detector_tx.borrow());
+    let detector_seen = detector_tx.subscribe();
+    let activity = Arc::new(status::Activity::new(run_started_ms));
     let outbox = Arc::new(Mutex::new(outbox));
     let new_data = Arc::new(Notify::new());
     let (connected_tx, connected_rx) = watch::channel(false);
     let (commands_tx, commands_rx) = mpsc::channel(64);
     let remediator = remediate::Remediator::with_db(config.remediate.clone(), db.clone())
-        .map_err(|e| AgentError::Remediate(e.to_string()))?;
+        .map_err(|e| AgentError::Remediate(e.to_string()))?
+        .with_proc_root(config.agent.proc_root.clone());
     let key_path = config.server.policy_key_path();
     let key = match policy::read_key(&key_path) {
         Ok(k) => Some(k),
@@ -155,6 +178,7 @@ pub async fn run(
             new_data: new_data.clone(),
             latest: latest_rx,
             tuning: tuning_tx,
+            activity: activity.clone(),
         }
         .run(commands_rx, triggers_rx),
     );
@@ -168,11 +192,22 @@ pub async fn run(
         connected: connected_tx,
         commands: commands_tx,
         detector: detector_rx,
+        activity: activity.clone(),
     };
     let renewal = tokio::spawn(identity::renewal_loop(
         config.server.clone(),
         stop_rx.clone(),
     ));
+    if let Some(listener) = exporter_listener {
+        let sources = exporter::Sources {
+            connected: connected_rx.clone(),
+            detector: detector_seen.clone(),
+            outbox: outbox.clone(),
+            activity: activity.clone(),
+            host: config.agent.host_paths(),
+        };
+        tokio::spawn(exporter::serve(listener, sources, stop_rx.clone()));
+    }
     let uplink = tokio::spawn(uplink.run(stop_rx));
     on_start(Handle {
         connected: connected_rx,
@@ -195,13 +230,22 @@ pub async fn run(
         outbox: outbox.clone(),
         new_data,
     };
+    // status.json is rewritten now and then even when nothing changed, so its age tells
+    // `sco-agent status` whether this agent still makes progress.
+    let mut refresh = tokio::time::interval(status::REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             sample = samples.recv() => {
                 let Some(sample) = sample else { break };
+                activity.sampled(sample.ts_ms);
                 pipeline.on_sample(sample).await?;
+            }
+            _ = refresh.tick() => {
+                let state = detector_seen.borrow().clone();
+                status::write(data_dir, &state);
             }
         }
     }
@@ -209,6 +253,7 @@ pub async fn run(
     pipeline.finish();
     drop(samples);
     drop(pipeline);
+    status::write_stopped(data_dir, &detector_seen.borrow());
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), uplink).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), renewal).await;
@@ -226,13 +271,13 @@ fn spawn_collector(
     tx: mpsc::Sender<collect::Sample>,
 ) -> std::thread::JoinHandle<()> {
     let interval = config.interval();
-    let proc_root = config.agent.proc_root.clone();
+    let host = config.agent.host_paths();
     let top_n = config.agent.top_processes;
     let process_every = Duration::from_secs(config.agent.process_interval_secs);
     std::thread::Builder::new()
         .name("sco-collect".into())
         .spawn(move || {
-            let mut collector = collect::Collector::new(&proc_root, top_n, process_every);
+            let mut collector = collect::Collector::new(&host, top_n, process_every);
             let mut next = Instant::now();
             loop {
                 let sample = collector.sample(clock::now_ms());

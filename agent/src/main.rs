@@ -15,17 +15,22 @@ struct Cli {
 enum Command {
     /// Collect metrics and stream them to the control plane.
     Run {
+        /// Agent configuration file (TOML); environment variables override it.
         #[arg(long, short, default_value = "/etc/sco-agent/agent.toml")]
         config: PathBuf,
     },
     /// Print what the running agent's anomaly detector is doing (warming up until when,
-    /// calibrated since when, restored or not, model).
+    /// calibrated since when, restored or not, model). Exits 3 when the agent is not
+    /// running (the last status it left is printed with its time), 4 when its process
+    /// exists but has stopped updating its status.
     Status {
+        /// Configuration of the agent to ask about (its data directory holds status.json).
         #[arg(long, short, default_value = "/etc/sco-agent/agent.toml")]
         config: PathBuf,
     },
     /// Check a configuration file (and environment overrides) and exit.
     Validate {
+        /// Configuration file to check; exits non-zero naming the bad key.
         #[arg(long, short, default_value = "/etc/sco-agent/agent.toml")]
         config: PathBuf,
     },
@@ -45,6 +50,7 @@ enum Command {
         /// Name the server certificate carries, when it is not the host in --server.
         #[arg(long)]
         server_name: Option<String>,
+        /// Directory ca.pem, agent.pem, agent.key and policy.pub are written to.
         #[arg(long, default_value = "/etc/sco-agent")]
         out: PathBuf,
     },
@@ -56,6 +62,7 @@ enum Command {
         /// Rows fed first to calibrate the detector (same columns), not written.
         #[arg(long)]
         warmup: Option<PathBuf>,
+        /// CSV written: the anomaly score and alarm (0/1) of every input row.
         #[arg(long)]
         output: PathBuf,
         /// Model manifest (default: the shipped model built into the binary).
@@ -64,10 +71,14 @@ enum Command {
         /// Default: all rows of --warmup, else 15% of the input.
         #[arg(long)]
         warmup_ticks: Option<usize>,
+        /// Consecutive ticks over the threshold before an event opens (default 1).
         #[arg(long)]
         min_duration: Option<usize>,
+        /// Quantile of the warm-up scores the component thresholds sit at, in [0, 1]
+        /// (default 0.995).
         #[arg(long)]
         quantile: Option<f64>,
+        /// Threshold divisor: above 1 alarms more, below 1 less (default 1).
         #[arg(long)]
         sensitivity: Option<f64>,
         /// Ticks the host score is averaged over (default 12, one hour of 5-minute rows; 1 = off).
@@ -108,11 +119,7 @@ fn main() -> ExitCode {
                 }
             };
             match sco_agent::status::read(&config.agent.data_dir) {
-                Ok(s) => {
-                    let now_ms = sco_agent::clock::now_ms();
-                    println!("{}", sco_agent::status::describe(&s, now_ms));
-                    ExitCode::SUCCESS
-                }
+                Ok(r) => status_report(&r),
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(1)
@@ -245,6 +252,31 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `sco-agent status`: the detector's state, preceded by why it may be stale. Exit codes as
+/// `systemctl status` (LSB): 0 running, 3 not running, 4 unknown (a process that stopped
+/// updating its status).
+fn status_report(r: &sco_agent::status::Recorded) -> ExitCode {
+    use sco_agent::status::{describe, liveness, utc, Liveness};
+    let now_ms = sco_agent::clock::now_ms();
+    let code = match liveness(r, now_ms, std::path::Path::new("/proc")) {
+        Liveness::Running => ExitCode::SUCCESS,
+        Liveness::NotRunning => {
+            println!("not running (last status from {})", utc(r.written_ms));
+            ExitCode::from(3)
+        }
+        Liveness::NotUpdating => {
+            println!(
+                "not updating: pid {} exists but its last status is from {}",
+                r.pid,
+                utc(r.written_ms)
+            );
+            ExitCode::from(4)
+        }
+    };
+    println!("{}", describe(&r.status, now_ms));
+    code
 }
 
 /// Under systemd (`Type=notify`): ready once the outbox is open and collection runs. Readiness

@@ -125,6 +125,8 @@ pub struct Remediator {
     config: RemediateSection,
     state: state::State,
     guard: ProcessGuard,
+    /// The procfs processes are looked up in (`agent.proc_root`).
+    proc_root: PathBuf,
     http: Option<reqwest::Client>,
     /// Standing refusals of [`Remediator::precheck`] already reported, by
     /// its key: repeating one while nothing changed would only add rows.
@@ -228,6 +230,30 @@ fn webhook_client(config: &RemediateSection) -> Result<reqwest::Client, Remediat
         .map_err(|e| RemediateError::Http(e.to_string()))
 }
 
+/// Refuses an action whose command (`key`: `remediate.systemctl` or
+/// `remediate.journalctl`) is not an executable file here, before anything is
+/// counted or run: e.g. an agent in a container without the host's systemd.
+/// Trying would only fail, count against the limits and feed the breaker.
+async fn check_command(key: &str, program: &Path, action: &Action) -> Result<(), Refusal> {
+    use std::os::unix::fs::PermissionsExt;
+    let why = match tokio::fs::metadata(program).await {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(()),
+        Ok(m) if m.is_file() => "is not executable".to_string(),
+        Ok(_) => "is not a file".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_string(),
+        Err(e) => format!("cannot be read: {e}"),
+    };
+    Err((
+        Reason::CommandMissing,
+        format!(
+            "{} cannot run here: {key} {} {why} (an agent in a container needs the host's \
+             service manager and a {key} that reaches it)",
+            action.kind(),
+            program.display()
+        ),
+    ))
+}
+
 /// Rule names: what units allow plus `/`.
 fn check_rule(rule: &str) -> Result<(), Refusal> {
     if (1..=128).contains(&rule.len())
@@ -257,10 +283,11 @@ async fn blocking<T: Send + 'static>(
 /// as [`top_consumer_of`] would be when there is none; unprotected processes only, so
 /// a pre-check does not refuse a rule because a protected process also matches.
 fn consumer_candidates(
+    proc_root: &Path,
     guard: &ProcessGuard,
     pattern: Option<&str>,
 ) -> Result<Vec<ProcInfo>, Refusal> {
-    let found: Vec<ProcInfo> = safety::list_processes()
+    let found: Vec<ProcInfo> = safety::list_processes(proc_root)
         .into_iter()
         .filter(|p| !matches!(p.state, 'Z' | 'X'))
         .filter(|p| match pattern {
@@ -298,6 +325,7 @@ struct Chosen {
 /// process overall may be other, legitimate work: the pattern says which
 /// processes the rule may ever act on, the measurement which one of them.
 async fn top_consumer_of(
+    proc_root: PathBuf,
     guard: ProcessGuard,
     resource: Consumer,
     pattern: Option<String>,
@@ -308,13 +336,14 @@ async fn top_consumer_of(
         entry: None,
         notes: Vec::new(),
     };
-    let proc_root = Path::new("/proc");
-    let first = match blocking(move || Ok(processes::snapshot(proc_root))).await {
+    let root = proc_root.clone();
+    let first = match blocking(move || Ok(processes::snapshot(&root))).await {
         Ok(s) => s,
         Err(r) => return refused(r),
     };
     tokio::time::sleep(CONSUMER_WINDOW).await;
     let done = tokio::task::spawn_blocking(move || {
+        let proc_root = proc_root.as_path();
         let second = processes::snapshot(proc_root);
         let window_ms = u64::try_from(second.at.saturating_duration_since(first.at).as_millis())
             .unwrap_or(u64::MAX);
@@ -327,7 +356,7 @@ async fn top_consumer_of(
             Consumer::Io => u.read_bytes_per_s + u.write_bytes_per_s > 0.0,
         };
         let chosen = ranked.into_iter().filter(uses).find_map(|u| {
-            let p = safety::read_proc(u.pid)?;
+            let p = safety::read_proc(proc_root, u.pid)?;
             if pattern
                 .as_deref()
                 .is_some_and(|pat| !sco_policy::glob_match(pat, &p.cmdline))
@@ -403,8 +432,8 @@ async fn top_consumer_of(
             u.name
         ));
         // From here on it is a kill by pid, with exactly its checks.
-        let procs =
-            safety::resolve_processes(&guard, None, None, Some(p.pid), max).and_then(|found| {
+        let procs = safety::resolve_processes(proc_root, &guard, None, None, Some(p.pid), max)
+            .and_then(|found| {
                 if found.iter().all(|f| f.start_time == p.start_time) {
                     Ok(found)
                 } else {
@@ -450,11 +479,21 @@ impl Remediator {
     fn with_state(config: RemediateSection, state: state::State) -> Result<Self, RemediateError> {
         Ok(Self {
             guard: ProcessGuard::new(&config),
+            proc_root: PathBuf::from("/proc"),
             config,
             state,
             http: None,
             refusals_reported: HashMap::new(),
         })
+    }
+
+    /// Looks processes up in the procfs at `proc_root` (`agent.proc_root`;
+    /// `/proc` by default). Signals still go to pids, so `kill_process` is
+    /// refused unless that procfs numbers processes as the agent's own pid
+    /// namespace does (`hostPID` in a pod): see [`safety::check_pid_namespace`].
+    pub fn with_proc_root(mut self, proc_root: PathBuf) -> Self {
+        self.proc_root = proc_root;
+        self
     }
 
     /// The webhook client, built on first use: the CA bundle (a few hundred
@@ -660,15 +699,21 @@ impl Remediator {
     async fn plan(&self, action: &Action, report: &mut ActionReport) -> Result<Plan, Refusal> {
         let c = &self.config;
         let plan = match action {
-            Action::RestartService { unit } => Plan::Command(vec![
-                c.systemctl.display().to_string(),
-                "restart".into(),
-                unit.clone(),
-            ]),
-            Action::JournalVacuum { max_size_mb } => Plan::Command(vec![
-                c.journalctl.display().to_string(),
-                format!("--vacuum-size={max_size_mb}M"),
-            ]),
+            Action::RestartService { unit } => {
+                check_command("remediate.systemctl", &c.systemctl, action).await?;
+                Plan::Command(vec![
+                    c.systemctl.display().to_string(),
+                    "restart".into(),
+                    unit.clone(),
+                ])
+            }
+            Action::JournalVacuum { max_size_mb } => {
+                check_command("remediate.journalctl", &c.journalctl, action).await?;
+                Plan::Command(vec![
+                    c.journalctl.display().to_string(),
+                    format!("--vacuum-size={max_size_mb}M"),
+                ])
+            }
             Action::KillProcess {
                 name,
                 pattern,
@@ -676,7 +721,9 @@ impl Remediator {
                 top_consumer,
                 grace_secs,
             } => {
+                safety::check_pid_namespace(&self.proc_root)?;
                 let guard = self.guard.clone();
+                let proc_root = self.proc_root.clone();
                 let (name, pattern, pid, max) =
                     (name.clone(), pattern.clone(), *pid, c.max_processes);
                 let procs = match top_consumer {
@@ -685,9 +732,10 @@ impl Remediator {
                     // measurement window, and the request measures again when it runs.
                     Some(resource) if report.mode == Mode::Precheck => {
                         let pattern = pattern.clone();
-                        let candidates =
-                            blocking(move || consumer_candidates(&guard, pattern.as_deref()))
-                                .await?;
+                        let candidates = blocking(move || {
+                            consumer_candidates(&proc_root, &guard, pattern.as_deref())
+                        })
+                        .await?;
                         report.notes.push(format!(
                             "{} processes could be chosen; the heaviest {} consumer among them \
                              is measured over {} ms and chosen when the request runs",
@@ -710,7 +758,8 @@ impl Remediator {
                         return Ok(Plan::Kill(candidates, Duration::from_secs(*grace_secs)));
                     }
                     Some(resource) => {
-                        let chosen = top_consumer_of(guard, *resource, pattern, max).await;
+                        let chosen =
+                            top_consumer_of(proc_root, guard, *resource, pattern, max).await;
                         report.top_consumer = chosen.entry;
                         report.notes.extend(chosen.notes);
                         chosen.procs?
@@ -718,6 +767,7 @@ impl Remediator {
                     None => {
                         blocking(move || {
                             safety::resolve_processes(
+                                &proc_root,
                                 &guard,
                                 name.as_deref(),
                                 pattern.as_deref(),
@@ -818,7 +868,7 @@ impl Remediator {
                 }
             }
             Plan::Kill(procs, grace) => {
-                let (entries, errors) = exec::terminate(&procs, grace).await;
+                let (entries, errors) = exec::terminate(&self.proc_root, &procs, grace).await;
                 let survived = entries.iter().filter(|e| e.outcome == "survived").count();
                 report.pids = entries;
                 if !errors.is_empty() {

@@ -1,17 +1,33 @@
-//! `status.json` in the data directory: what the running agent's detector is doing, for
-//! `sco-agent status` (the agent's sled database is locked while it runs, so the state is
-//! also written here, atomically, whenever it changes).
+//! What the agent says about itself.
+//!
+//! - `status.json` in the data directory: the detector's state and which process wrote it
+//!   when, for `sco-agent status` (the agent's sled database is locked while it runs, so the
+//!   state is written here, atomically, whenever it changes and every [`REFRESH`]). A clean
+//!   shutdown marks it stopped; a killed agent leaves a pid that no longer runs. Either way
+//!   `sco-agent status` says the agent is not running.
+//! - [`Activity`]: counters the running agent's tasks update (acks, samples, remediation
+//!   decisions), read by the local health and Prometheus endpoint (`exporter`).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub const FILE: &str = "status.json";
 
+/// How often the running agent rewrites `status.json` even when nothing changed, so its age
+/// says whether the agent is still alive.
+pub const REFRESH: Duration = Duration::from_secs(10);
+
+/// A file older than this, written by a process that still exists, means an agent that no
+/// longer makes progress.
+pub const STALE_AFTER: Duration = Duration::from_secs(3 * 10 + 5);
+
 /// What the detector is doing: written here, sent in heartbeats, shown by `GET /hosts/{id}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
-    /// "warming_up" or "calibrated".
+    /// "warming_up" or "calibrated"; empty when detection is off.
     pub detector: String,
     pub warm_until_ms: i64,
     pub calibrated_at_ms: i64,
@@ -19,17 +35,63 @@ pub struct Status {
     pub model: String,
 }
 
-/// Writes the state (temp file + rename, so a reader never sees half a file); failures are
-/// logged, never fatal.
+/// The content of `status.json`: the detector's state and who wrote it when. Files of
+/// earlier agents have only the state; the rest then reads as zero.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Recorded {
+    #[serde(flatten)]
+    pub status: Status,
+    /// The agent process that wrote the file.
+    #[serde(default)]
+    pub pid: u32,
+    /// Its start time in clock ticks after boot (field 22 of `/proc/<pid>/stat`), so a pid
+    /// reused by another process is not taken for the agent.
+    #[serde(default)]
+    pub pid_start_ticks: u64,
+    #[serde(default)]
+    pub written_ms: i64,
+    /// Set by a clean shutdown.
+    #[serde(default)]
+    pub stopped_ms: i64,
+}
+
+/// Writes the state as the running agent's (temp file + rename, so a reader never sees half
+/// a file); failures are logged, never fatal.
 pub fn write(data_dir: &Path, status: &Status) {
+    write_recorded(data_dir, status, 0);
+}
+
+/// Writes the state one last time, marked stopped (at a clean shutdown).
+pub fn write_stopped(data_dir: &Path, status: &Status) {
+    write_recorded(data_dir, status, crate::clock::now_ms());
+}
+
+fn write_recorded(data_dir: &Path, status: &Status, stopped_ms: i64) {
+    let pid = std::process::id();
+    let recorded = Recorded {
+        status: status.clone(),
+        pid,
+        pid_start_ticks: start_ticks(Path::new("/proc"), pid).unwrap_or(0),
+        written_ms: crate::clock::now_ms(),
+        stopped_ms,
+    };
     let tmp = data_dir.join(format!("{FILE}.tmp"));
-    let result = serde_json::to_vec_pretty(status)
+    let result = serde_json::to_vec_pretty(&recorded)
         .map_err(std::io::Error::other)
         .and_then(|bytes| std::fs::write(&tmp, bytes))
         .and_then(|()| std::fs::rename(&tmp, data_dir.join(FILE)));
     if let Err(e) = result {
         tracing::warn!(error = %e, "could not write {FILE}");
     }
+}
+
+/// Start time of process `pid` in clock ticks after boot, from `<proc_root>/<pid>/stat`.
+pub fn start_ticks(proc_root: &Path, pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let (_, rest) = text.rsplit_once(')')?;
+    // `rest` starts at field 3 (state); starttime is field 22.
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,16 +108,86 @@ pub enum StatusError {
     },
 }
 
-pub fn read(data_dir: &Path) -> Result<Status, StatusError> {
+/// Reads `status.json`; for a file without `written_ms` (an earlier agent's), its
+/// modification time stands in.
+pub fn read(data_dir: &Path) -> Result<Recorded, StatusError> {
     let path = data_dir.join(FILE);
     let text = std::fs::read(&path).map_err(|source| StatusError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    serde_json::from_slice(&text).map_err(|source| StatusError::Parse {
-        path: path.display().to_string(),
-        source,
-    })
+    let mut recorded: Recorded =
+        serde_json::from_slice(&text).map_err(|source| StatusError::Parse {
+            path: path.display().to_string(),
+            source,
+        })?;
+    if recorded.written_ms == 0 {
+        recorded.written_ms = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    }
+    Ok(recorded)
+}
+
+/// Whether the agent that wrote a status file still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Running,
+    /// Stopped cleanly, or its process is gone.
+    NotRunning,
+    /// Its process exists but has not rewritten the file for longer than [`STALE_AFTER`].
+    NotUpdating,
+}
+
+/// Decides from the recorded pid (checked against the processes under `proc_root`, with its
+/// start time) and the file's age at `now_ms`.
+pub fn liveness(r: &Recorded, now_ms: i64, proc_root: &Path) -> Liveness {
+    let stale = now_ms.saturating_sub(r.written_ms) > STALE_AFTER.as_millis() as i64;
+    if r.stopped_ms > 0 {
+        return Liveness::NotRunning;
+    }
+    if r.pid == 0 {
+        // an earlier agent's file carries no pid: its age is all there is
+        return if stale {
+            Liveness::NotRunning
+        } else {
+            Liveness::Running
+        };
+    }
+    match start_ticks(proc_root, r.pid) {
+        Some(t) if r.pid_start_ticks == 0 || t == r.pid_start_ticks => {
+            if stale {
+                Liveness::NotUpdating
+            } else {
+                Liveness::Running
+            }
+        }
+        _ => Liveness::NotRunning,
+    }
+}
+
+/// `2026-12-02 12:10:07 UTC` for a Unix time in milliseconds.
+pub fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days: the proleptic Gregorian calendar from day counts.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Human-readable lines, times relative to `now_ms`.
@@ -77,7 +209,82 @@ pub fn describe(s: &Status, now_ms: i64) -> String {
             ((s.warm_until_ms - now_ms) / 1000).max(0),
             s.model
         ),
+        "" => "detector: off".to_string(),
         other => format!("detector: {other:?}, model {}", s.model),
+    }
+}
+
+/// Remediation decisions, in the order they are reported.
+pub const ACTION_DECISIONS: [&str; 4] = ["executed", "dry_run", "refused", "failed"];
+/// What became of a policy rule that fired.
+pub const RULE_DECISIONS: [&str; 3] = ["proposed", "dry_run", "refused"];
+
+/// What the running agent's tasks count about themselves. Atomics, so the uplink, the
+/// remediation task and the pipeline update it without a lock and a scrape reads it
+/// without stopping them. Counters start at zero with the process, as Prometheus expects.
+#[derive(Debug, Default)]
+pub struct Activity {
+    started_ms: AtomicI64,
+    last_ack_ms: AtomicI64,
+    last_sample_ms: AtomicI64,
+    actions: [AtomicU64; ACTION_DECISIONS.len()],
+    rules_fired: [AtomicU64; RULE_DECISIONS.len()],
+}
+
+/// A copy of [`Activity`] at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivitySnapshot {
+    pub started_ms: i64,
+    /// 0 until the control plane acknowledged something.
+    pub last_ack_ms: i64,
+    /// 0 until the first sample.
+    pub last_sample_ms: i64,
+    /// Counts per [`ACTION_DECISIONS`] entry.
+    pub actions: [u64; ACTION_DECISIONS.len()],
+    /// Counts per [`RULE_DECISIONS`] entry.
+    pub rules_fired: [u64; RULE_DECISIONS.len()],
+}
+
+impl Activity {
+    pub fn new(started_ms: i64) -> Self {
+        let a = Self::default();
+        a.started_ms.store(started_ms, Ordering::Relaxed);
+        a
+    }
+
+    /// The control plane acknowledged messages.
+    pub fn acked(&self, now_ms: i64) {
+        self.last_ack_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// The pipeline received a sample taken at `ts_ms`.
+    pub fn sampled(&self, ts_ms: i64) {
+        self.last_sample_ms.store(ts_ms, Ordering::Relaxed);
+    }
+
+    /// A remediation request was handled with `decision` (one of [`ACTION_DECISIONS`];
+    /// anything else is not counted).
+    pub fn action(&self, decision: &str) {
+        if let Some(i) = ACTION_DECISIONS.iter().position(|d| *d == decision) {
+            self.actions[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A policy rule fired and became `decision` (one of [`RULE_DECISIONS`]).
+    pub fn rule_fired(&self, decision: &str) {
+        if let Some(i) = RULE_DECISIONS.iter().position(|d| *d == decision) {
+            self.rules_fired[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> ActivitySnapshot {
+        ActivitySnapshot {
+            started_ms: self.started_ms.load(Ordering::Relaxed),
+            last_ack_ms: self.last_ack_ms.load(Ordering::Relaxed),
+            last_sample_ms: self.last_sample_ms.load(Ordering::Relaxed),
+            actions: std::array::from_fn(|i| self.actions[i].load(Ordering::Relaxed)),
+            rules_fired: std::array::from_fn(|i| self.rules_fired[i].load(Ordering::Relaxed)),
+        }
     }
 }
 
@@ -96,13 +303,116 @@ mod tests {
             model: "m@1".into(),
         };
         write(dir.path(), &d);
-        let s = read(dir.path()).expect("reads back");
-        assert_eq!(s.detector, "warming_up");
+        let r = read(dir.path()).expect("reads back");
+        assert_eq!(r.status, d);
+        assert_eq!(r.pid, std::process::id());
+        assert!(r.pid_start_ticks > 0 && r.written_ms > 0 && r.stopped_ms == 0);
         assert_eq!(
-            describe(&s, 100_000),
+            describe(&r.status, 100_000),
             "detector: warming up, no alarms until about 300 s from now, model m@1"
         );
+        assert_eq!(describe(&Status::default(), 0), "detector: off");
         let e = read(&dir.path().join("missing")).expect_err("no file");
         assert!(e.to_string().contains("is the agent running"), "{e}");
+    }
+
+    #[test]
+    fn an_earlier_agents_file_still_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join(FILE),
+            r#"{"detector":"calibrated","warm_until_ms":0,"calibrated_at_ms":5,"restored":true,"model":"m"}"#,
+        )
+        .expect("write");
+        let r = read(dir.path()).expect("reads");
+        assert_eq!(r.status.detector, "calibrated");
+        assert_eq!(r.pid, 0);
+        assert!(r.written_ms > 0, "the file's modification time stands in");
+        let proc_root = Path::new("/proc");
+        assert_eq!(liveness(&r, r.written_ms, proc_root), Liveness::Running);
+        assert_eq!(
+            liveness(&r, r.written_ms + 60_000, proc_root),
+            Liveness::NotRunning
+        );
+    }
+
+    #[test]
+    fn liveness_from_pid_start_time_and_age() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let proc_root = dir.path();
+        // a fake /proc: pid 42 started at tick 777, with a command name full of traps
+        std::fs::create_dir_all(proc_root.join("42")).expect("mkdir");
+        let stat =
+            "42 (sco agent) x) S 1 42 42 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 2 0 777 1000 50";
+        std::fs::write(proc_root.join("42/stat"), stat).expect("write");
+        assert_eq!(start_ticks(proc_root, 42), Some(777));
+        assert_eq!(start_ticks(proc_root, 43), None);
+
+        let now = 1_000_000;
+        let running = Recorded {
+            pid: 42,
+            pid_start_ticks: 777,
+            written_ms: now - 1000,
+            ..Default::default()
+        };
+        let cases = [
+            (running.clone(), Liveness::Running),
+            (
+                Recorded {
+                    stopped_ms: now - 500,
+                    ..running.clone()
+                },
+                Liveness::NotRunning,
+            ),
+            (
+                Recorded {
+                    pid: 43,
+                    ..running.clone()
+                },
+                Liveness::NotRunning,
+            ),
+            (
+                Recorded {
+                    pid_start_ticks: 778,
+                    ..running.clone()
+                },
+                Liveness::NotRunning,
+            ),
+            (
+                Recorded {
+                    written_ms: now - 60_000,
+                    ..running.clone()
+                },
+                Liveness::NotUpdating,
+            ),
+        ];
+        for (r, want) in cases {
+            assert_eq!(liveness(&r, now, proc_root), want, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_796_213_407_999), "2026-12-02 12:10:07 UTC");
+        assert_eq!(utc(-1000), "1969-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn activity_counts_known_decisions_only() {
+        let a = Activity::new(7);
+        a.action("executed");
+        a.action("executed");
+        a.action("failed");
+        a.action("nonsense");
+        a.rule_fired("proposed");
+        a.acked(9);
+        a.sampled(8);
+        let s = a.snapshot();
+        assert_eq!(s.started_ms, 7);
+        assert_eq!((s.last_ack_ms, s.last_sample_ms), (9, 8));
+        assert_eq!(s.actions, [2, 0, 0, 1]);
+        assert_eq!(s.rules_fired, [1, 0, 0]);
     }
 }

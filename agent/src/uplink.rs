@@ -33,6 +33,8 @@ pub struct Uplink {
     pub commands: mpsc::Sender<Inbound>,
     /// The anomaly detector's state, sent with every heartbeat.
     pub detector: watch::Receiver<crate::status::Status>,
+    /// Where acknowledgements are noted, for the health endpoint.
+    pub activity: Arc<crate::status::Activity>,
 }
 
 enum End {
@@ -188,6 +190,7 @@ impl Uplink {
                         match m.body {
                             Some(control_message::Body::Ack(ack)) => {
                                 self.outbox.lock().await.ack(ack.up_to_seq)?;
+                                self.activity.acked(now_ms());
                             }
                             Some(control_message::Body::Command(c)) => {
                                 if let Err(e) = self.commands.try_send(Inbound::Command(crate::pb::command(c))) {

@@ -62,7 +62,9 @@ fn reap(child: &mut Child) -> Option<i32> {
 fn wait_started(child: &Child, tag: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if safety::read_proc(child.id()).is_some_and(|p| p.cmdline.contains(tag)) {
+        if safety::read_proc(std::path::Path::new("/proc"), child.id())
+            .is_some_and(|p| p.cmdline.contains(tag))
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -154,7 +156,7 @@ async fn protected_targets_are_refused_before_any_signal() {
     let mut r = Remediator::open(c, dir.path()).expect("open");
     let tag = format!("3{}", nonce());
     let mut sleeper = Command::new("/bin/sleep").arg(&tag).spawn().expect("sleep");
-    let kthread = safety::list_processes()
+    let kthread = safety::list_processes(std::path::Path::new("/proc"))
         .into_iter()
         .find(|p| p.pid > 1 && p.is_kernel_thread() && p.state != 'Z');
 

@@ -64,8 +64,8 @@ pub enum Command {
     Rollout(Rollout),
     /// Approve a proposed remediation action (of an `approve` rule).
     Approve(DecideArgs),
-    /// Reject a proposed remediation action.
-    Reject(DecideArgs),
+    /// Reject a proposed remediation action, optionally saying why.
+    Reject(RejectArgs),
     /// Enrollment tokens for new agents.
     #[command(subcommand)]
     Token(Token),
@@ -191,6 +191,15 @@ pub struct RolloutStatusArgs {
 pub struct DecideArgs {
     /// The action's id (`scoctl get actions --state proposed`).
     pub action_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RejectArgs {
+    /// The action's id (`scoctl get actions --state proposed`).
+    pub action_id: String,
+    /// Why: one line, at most 500 characters, kept with the decision and in the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

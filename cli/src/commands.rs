@@ -52,8 +52,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Describe(what) => fleet::describe(&ctx, &what),
         Command::Apply(args) => policy::apply(&ctx, &args),
         Command::Rollout(crate::cli::Rollout::Status(args)) => policy::rollout_status(&ctx, &args),
-        Command::Approve(args) => fleet::decide(&ctx, &args.action_id, true),
-        Command::Reject(args) => fleet::decide(&ctx, &args.action_id, false),
+        Command::Approve(args) => fleet::decide(&ctx, &args.action_id, &fleet::Verdict::Approve),
+        Command::Reject(args) => fleet::decide(
+            &ctx,
+            &args.action_id,
+            &fleet::Verdict::Reject {
+                reason: args.reason.as_deref(),
+            },
+        ),
         Command::Token(crate::cli::Token::Create(args)) => fleet::token_create(&ctx, &args),
         Command::Revoke(args) => fleet::revoke(&ctx, &args.host),
         Command::Completions(args) => {

@@ -1,4 +1,8 @@
 //! Control-plane configuration: TOML file, environment overrides, checks.
+//!
+//! Every key can come from the environment as `SCO_CP__<SECTION>__<KEY>` (a top-level key as
+//! `SCO_CP__<KEY>`; see [`sco_proto::config_env`]); the older specific variables of [`env`]
+//! still work, and the generic form wins when both set the same key.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -6,6 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod env {
+    /// Any key: `SCO_CP__AUTH__TOKEN_TTL_SECS=600`, `SCO_CP__REST__CORS_ALLOWED_ORIGINS='["https://ops.example.com"]'`.
+    pub const PREFIX: &str = "SCO_CP__";
     pub const DATABASE_URL: &str = "SCO_DATABASE_URL";
     pub const JWT_SECRET: &str = "SCO_JWT_SECRET";
     pub const GRPC_LISTEN: &str = "SCO_GRPC_LISTEN";
@@ -17,6 +23,15 @@ pub mod env {
     pub const BOOTSTRAP_ADMIN_PASSWORD_FILE: &str = "SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE";
     /// `serve`: the name of that first admin (default `admin`).
     pub const BOOTSTRAP_ADMIN_USERNAME: &str = "SCO_BOOTSTRAP_ADMIN_USERNAME";
+    /// The key each specific variable sets: it is ignored when a `SCO_CP__...` variable sets
+    /// that key (or its section) too.
+    pub const KEYS: [(&str, &str); 5] = [
+        (DATABASE_URL, "database_url"),
+        (JWT_SECRET, "auth.jwt_secret"),
+        (GRPC_LISTEN, "grpc_listen"),
+        (HTTP_LISTEN, "http_listen"),
+        (DATA_DIR, "data_dir"),
+    ];
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -185,30 +200,72 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    /// A `SCO_CP__...` variable names no key or holds a value of the wrong type.
+    #[error("{0}")]
+    EnvKey(sco_proto::config_env::EnvError),
     #[error("invalid value for `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
 }
 
 impl Config {
+    /// Reads the file (none: every default), applies environment overrides and validates.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut config = match path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|e: toml::de::Error| ConfigError::Parse {
-                    path: path.to_path_buf(),
-                    message: e.to_string().trim_end().replace('\n', " "),
-                })?
-            }
-            None => Config::default(),
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?,
+            None => String::new(),
         };
-        config.apply_env(|k| std::env::var(k).ok())?;
+        let config = Self::from_toml_and_env(&text, path, std::env::vars_os())?;
         config.validate()?;
         Ok(config)
     }
 
+    /// The file's text (from `path`; empty for none) with the environment `vars` applied:
+    /// first every `SCO_CP__...` variable (to the TOML document, so it is checked like the
+    /// file), then the specific variables of [`env`], each unless a generic one set its key.
+    /// Not validated.
+    pub fn from_toml_and_env<K, V>(
+        text: &str,
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError>
+    where
+        K: Into<std::ffi::OsString>,
+        V: Into<std::ffi::OsString>,
+    {
+        use sco_proto::config_env::{self, LoadError};
+        let vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let layered = config_env::from_toml::<Self, _, _, _>(text, env::PREFIX, vars.clone())
+            .map_err(|e| match e {
+                LoadError::File(message) => ConfigError::Parse {
+                    path: path.map(Path::to_path_buf).unwrap_or_default(),
+                    message,
+                },
+                LoadError::Env(e) => ConfigError::EnvKey(e),
+            })?;
+        let (mut config, overrides) = (layered.value, layered.overrides);
+        config.apply_env(|name| {
+            let generic = env::KEYS
+                .iter()
+                .any(|(var, key)| *var == name && config_env::sets(&overrides, key));
+            if generic {
+                return None;
+            }
+            vars.iter()
+                .find(|(k, _)| k.to_str() == Some(name))
+                .and_then(|(_, v)| v.to_str())
+                .map(String::from)
+        })?;
+        Ok(config)
+    }
+
+    /// Applies the specific variables of [`env`] (not the generic `SCO_CP__...` ones), reading
+    /// them with `get`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let addr = |var: &'static str, v: String| {
             v.parse::<SocketAddr>().map_err(|e| ConfigError::Env {
@@ -405,6 +462,113 @@ mod tests {
             "plain-HTTP REST stays on loopback"
         );
         assert_eq!(c.grpc_listen.port(), 7443);
+    }
+
+    fn from_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let text = include_str!("../../packaging/control-plane.example.toml");
+        Config::from_toml_and_env(text, None, pairs.iter().copied())
+    }
+
+    #[test]
+    fn every_key_from_the_environment() {
+        let c = from_env(&[
+            ("SCO_CP__HTTP_LISTEN", "0.0.0.0:9090"),
+            ("SCO_CP__DATA_DIR", "/var/lib/sco"),
+            ("SCO_CP__TLS__SERVER_CERT", "/etc/sco/server.pem"),
+            ("SCO_CP__AUTH__TOKEN_TTL_SECS", "600"),
+            (
+                "SCO_CP__REST__CORS_ALLOWED_ORIGINS",
+                r#"["https://ops.example.com", "https://b.example.com"]"#,
+            ),
+            ("SCO_CP__REST__TLS", "true"),
+            ("SCO_CP__ENROLLMENT__CERT_TTL_SECS", "3600"),
+            (
+                "SCO_CP__REMEDIATION",
+                "{ proposal_ttl_secs = 60, tick_ms = 500 }",
+            ),
+            // All digits, yet a string key keeps it as written.
+            (
+                "SCO_CP__AUTH__JWT_SECRET",
+                "12345678901234567890123456789012",
+            ),
+        ])
+        .expect("loads");
+        c.validate().expect("valid");
+        assert_eq!(c.http_listen, "0.0.0.0:9090".parse().expect("addr"));
+        assert_eq!(c.data_dir, Path::new("/var/lib/sco"));
+        assert_eq!(
+            c.tls.server_cert.as_deref(),
+            Some(Path::new("/etc/sco/server.pem"))
+        );
+        assert_eq!(c.auth.token_ttl_secs, 600);
+        assert_eq!(
+            c.rest.cors_allowed_origins,
+            ["https://ops.example.com", "https://b.example.com"]
+        );
+        assert!(c.rest.tls);
+        assert_eq!(c.enrollment.cert_ttl_secs, 3600);
+        assert_eq!(
+            (c.remediation.proposal_ttl_secs, c.remediation.tick_ms),
+            (60, 500)
+        );
+        assert_eq!(
+            c.auth.jwt_secret.as_deref(),
+            Some("12345678901234567890123456789012")
+        );
+        // No file at all: the defaults, then the variables.
+        let c = Config::from_toml_and_env("", None, [("SCO_CP__AGENTS__HEARTBEAT_SECS", "3")])
+            .expect("loads");
+        assert_eq!(
+            c,
+            Config {
+                agents: AgentsSection {
+                    heartbeat_secs: 3,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn generic_variables_win_over_specific_ones() {
+        let c = from_env(&[(env::HTTP_LISTEN, "0.0.0.0:1"), (env::DATA_DIR, "/d")]).expect("ok");
+        assert_eq!(
+            (c.http_listen.port(), c.data_dir.as_path()),
+            (1, Path::new("/d"))
+        );
+        let c = from_env(&[
+            (env::HTTP_LISTEN, "nope"),
+            ("SCO_CP__HTTP_LISTEN", "0.0.0.0:2"),
+            (env::DATA_DIR, "/specific"),
+            (env::JWT_SECRET, "specific-secret-specific-secret-x"),
+            (
+                "SCO_CP__AUTH",
+                "{ jwt_secret = \"generic-secret-generic-secret-xx\" }",
+            ),
+        ])
+        .expect("ok");
+        assert_eq!(c.http_listen.port(), 2);
+        assert_eq!(c.data_dir, Path::new("/specific"));
+        assert_eq!(
+            c.auth.jwt_secret.as_deref(),
+            Some("generic-secret-generic-secret-xx")
+        );
+        let err = from_env(&[("SCO_CP__AUTH__TOKEN_TTL", "600")])
+            .expect_err("unknown")
+            .to_string();
+        assert!(
+            err.contains("SCO_CP__AUTH__TOKEN_TTL") && err.contains("auth.token_ttl_secs"),
+            "{err}"
+        );
+        let err = from_env(&[("SCO_CP__ENROLLMENT__CERT_TTL_SECS", "1d")])
+            .expect_err("type")
+            .to_string();
+        assert!(
+            err.contains("SCO_CP__ENROLLMENT__CERT_TTL_SECS")
+                && err.contains("enrollment.cert_ttl_secs"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -216,6 +216,30 @@ pub struct LatestValue {
     pub value: f64,
 }
 
+/// One value of a host's newest stored rollup (the fleet-wide scrape reads these for every
+/// host at once).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostLatestValue {
+    pub host_id: String,
+    pub metric: String,
+    pub device: String,
+    /// End of the rollup window (Unix ms).
+    pub ts_ms: i64,
+    pub value: f64,
+}
+
+/// Open anomaly events of one host, family and severity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAnomalies {
+    pub host_id: String,
+    /// Empty from agents that predate families.
+    pub family: String,
+    pub severity: Severity,
+    pub count: i64,
+    /// The highest current score among them.
+    pub max_score: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RollupPoint {
     pub metric: String,

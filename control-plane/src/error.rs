@@ -73,6 +73,7 @@ impl Coded for TriggerError {
 impl Coded for DecideError {
     fn code(&self) -> Code {
         match self {
+            DecideError::Invalid(_) => Code::Invalid,
             DecideError::NotFound(_) => Code::NotFound,
             DecideError::Conflict(_) => Code::Conflict,
             DecideError::Store(e) => e.code(),

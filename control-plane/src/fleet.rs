@@ -14,7 +14,7 @@ mod remediation;
 
 pub use enroll::{EnrollError, Issued};
 pub use policy::PolicyApiError;
-pub use queries::HostDetail;
+pub use queries::{FleetSnapshot, HostDetail};
 pub use remediation::{DecideError, TriggerError};
 
 // The records the services take and give, for the edges (gRPC, HTTP) that name them here.
@@ -22,13 +22,14 @@ pub use crate::domain::policy::{
     PolicyHostStatus, PolicyRevision, PolicyStatusIn, Rollout, RolloutRequest, RolloutState,
 };
 pub use crate::domain::remediation::{
-    ActionQuery, ActionRecord, ActionState, Approval, AuditEntry, AuditQuery, PendingCommand,
-    ProposalIn, ReportIn,
+    ActionQuery, ActionRecord, ActionState, Approval, AuditEntry, AuditQuery, Decision,
+    PendingCommand, ProposalIn, ReportIn,
 };
 pub use crate::domain::{
     now_ms, valid_agent_id, Anomaly, AnomalyChange, AnomalyQuery, ChangeKind, Contributor,
-    DetectorStatus, EnrollmentToken, Host, HostInfo, Ingested, LatestValue, MetricRow, ProcessRow,
-    RollupBatch, RollupPoint, RollupQuery, Series, Severity, TokenUse,
+    DetectorStatus, EnrollmentToken, Host, HostInfo, HostLatestValue, Ingested, LatestValue,
+    MetricRow, OpenAnomalies, ProcessRow, RollupBatch, RollupPoint, RollupQuery, Series, Severity,
+    TokenUse,
 };
 
 /// Bounds on enrollment tokens.

@@ -1,12 +1,13 @@
 //! The REST API (axum). Paths follow the product's existing API:
 //! `/health`, `/status`, `/metrics`, `/auth/*`, `/monitoring/metrics`, plus
-//! `/hosts` and `/users`.
+//! `/hosts`, `/users` and `/metrics/fleet` (the fleet for Prometheus).
 
 pub mod anomaly;
 pub mod auth;
 pub mod enroll;
 pub mod error;
 pub mod fleet;
+pub mod fleet_metrics;
 pub mod openapi;
 pub mod policy;
 pub mod remediation;
@@ -48,6 +49,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/metrics/fleet", get(fleet_metrics::scrape))
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
         .route("/auth/verify", get(auth::verify))

@@ -12,8 +12,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Connection, Executor, Row};
 
 use crate::domain::{
-    DetectorStatus, Host, HostInfo, Ingested, LatestValue, ProcessRow, RollupBatch, RollupPoint,
-    RollupQuery,
+    DetectorStatus, Host, HostInfo, HostLatestValue, Ingested, LatestValue, ProcessRow,
+    RollupBatch, RollupPoint, RollupQuery,
 };
 
 mod anomalies;
@@ -355,6 +355,32 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(LatestValue {
+                    metric: r.try_get("metric")?,
+                    device: r.try_get("device")?,
+                    ts_ms: r.try_get("ts_ms")?,
+                    value: r.try_get("value")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every host's values of its newest stored rollup, in one query for the whole fleet,
+    /// ordered by host, metric and device. `latest_values` keeps each metric's newest value;
+    /// a metric missing from the host's newest window (an unmounted disk, a removed
+    /// interface) is left out rather than shown with an old value.
+    pub async fn newest_rollup_values(&self) -> Result<Vec<HostLatestValue>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT l.host_id, l.metric, l.device, l.ts_ms, l.value FROM latest_values l
+             JOIN (SELECT host_id, MAX(ts_ms) AS newest FROM latest_values GROUP BY host_id) n
+               ON n.host_id = l.host_id AND l.ts_ms = n.newest
+             ORDER BY l.host_id, l.metric, l.device",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HostLatestValue {
+                    host_id: r.try_get("host_id")?,
                     metric: r.try_get("metric")?,
                     device: r.try_get("device")?,
                     ts_ms: r.try_get("ts_ms")?,

@@ -22,6 +22,10 @@ pub enum Reason {
     UnsafeFile,
     ChecksumMismatch,
     NotAllowed,
+    /// A command the action runs (`remediate.systemctl`, `remediate.journalctl`) is not an
+    /// executable file on this host, e.g. in a container without the host's systemd: refused
+    /// before anything is counted, since trying could only fail.
+    CommandMissing,
     Unsupported,
     CommandFailed,
     Timeout,

@@ -570,11 +570,12 @@ async fn approval_flow_approves_runs_verifies_rejects_and_expires() {
         .post(
             &admin,
             &format!("/remediation/actions/{b}/reject"),
-            &json!({}),
+            &json!({"reason": "b is cleaned by hand"}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["action"]["state"], "rejected");
+    assert_eq!(body["action"]["reason"], "b is cleaned by hand", "{body}");
     // Deciding twice is a conflict.
     let (status, _) = sb
         .post(
@@ -648,6 +649,15 @@ async fn approval_flow_approves_runs_verifies_rejects_and_expires() {
             "{expected} missing: {actions:?}"
         );
     }
+    let rejection = body["entries"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["action"] == "remediation.reject"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        rejection["detail"]["reason"], "b is cleaned by hand",
+        "{rejection}"
+    );
 }
 
 /// The audit entry `action` (e.g. `remediation.report`) on request `id`.

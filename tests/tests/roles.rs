@@ -65,6 +65,13 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
     ),
     (
         "GET",
+        "/metrics/fleet",
+        "/metrics/fleet",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "GET",
         "/openapi.json",
         "/openapi.json",
         Body::Empty,

@@ -443,6 +443,52 @@ async fn the_remediation_walk_through_with_scoctl() {
     // Deciding again is refused with the server's status and message.
     let err = ctl.fails(&["reject", &id]);
     assert!(err.contains("HTTP 409"), "{err}");
+
+    // A rejection says why; the reason is kept with the decision, shown with the action
+    // and audited. (The rule's cooldown keeps the agent from proposing again for minutes,
+    // so this proposal is written the way the control plane stores one.)
+    let waiting = "act-reject-reason";
+    let db = sb.db().await;
+    sqlx::query(
+        "INSERT INTO remediation_actions (id, host_id, rule, policy, action, mode, approval, state,
+            requested_by, created_at_ms, updated_at_ms)
+         VALUES ($1, $2, 'cleanup/clean-old', 'cleanup', '{\"type\": \"clean_paths\"}', 'execute',
+            'approve', 'proposed', $3, 1, 1)",
+    )
+    .bind(waiting)
+    .bind(&host_id)
+    .bind(format!("agent:{host_id}"))
+    .execute(&db)
+    .await
+    .expect("insert a proposal");
+    db.close().await;
+    let err = ctl.fails(&["reject", waiting, "--reason", "two\nlines"]);
+    assert!(err.contains("HTTP 400") && err.contains("reason"), "{err}");
+    let rejected = ctl.ok(&["reject", waiting, "--reason", "change freeze until Monday"]);
+    assert!(
+        rejected.contains("rejected by ops")
+            && rejected.contains("reason: change freeze until Monday"),
+        "{rejected}"
+    );
+    let v = ctl.json(&["get", "actions", "--state", "rejected"]);
+    let stored = v["actions"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["id"] == waiting))
+        .unwrap_or_else(|| panic!("{waiting} in {v}"));
+    assert_eq!(stored["reason"], "change freeze until Monday", "{stored}");
+    assert_eq!(stored["decided_by"], "ops", "{stored}");
+    let table = ctl.ok(&["get", "actions", "--state", "rejected"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(waiting) && l.ends_with("change freeze until Monday")),
+        "{table}"
+    );
+    let (_, audit) = sb.get(&admin, "/audit?action=remediation.reject").await;
+    assert_eq!(
+        audit["entries"][0]["detail"]["reason"], "change freeze until Monday",
+        "{audit}"
+    );
     let err = ctl.fails(&["get", "actions", "--host", "no-such-host"]);
     assert!(err.contains("no host \"no-such-host\""), "{err}");
 

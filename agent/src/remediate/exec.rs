@@ -4,6 +4,7 @@
 //! Also the signal sequence of `kill_process` (TERM, grace, KILL).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -125,10 +126,10 @@ async fn read_capped(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> (Strin
     (String::from_utf8_lossy(&kept).into_owned(), truncated)
 }
 
-fn signal(p: &ProcInfo, sig: Signal) -> Result<(), String> {
+fn signal(proc_root: &Path, p: &ProcInfo, sig: Signal) -> Result<(), String> {
     // Re-read right before signalling: the pid must still name the process
     // that was checked (same start time), or it was reused.
-    if safety::is_gone(p) {
+    if safety::is_gone(proc_root, p) {
         return Ok(());
     }
     let pid = i32::try_from(p.pid)
@@ -143,10 +144,10 @@ fn signal(p: &ProcInfo, sig: Signal) -> Result<(), String> {
     }
 }
 
-async fn wait_gone(procs: &[&ProcInfo], within: Duration) {
+async fn wait_gone(proc_root: &Path, procs: &[&ProcInfo], within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        if procs.iter().all(|p| safety::is_gone(p)) {
+        if procs.iter().all(|p| safety::is_gone(proc_root, p)) {
             return;
         }
         if tokio::time::Instant::now() >= deadline {
@@ -158,24 +159,29 @@ async fn wait_gone(procs: &[&ProcInfo], within: Duration) {
 
 /// TERM to every process, KILL to those still alive after `grace`. Returns
 /// one entry per process, and the errors of signals that could not be sent.
-pub async fn terminate(procs: &[ProcInfo], grace: Duration) -> (Vec<ProcessEntry>, Vec<String>) {
+/// Whether a process is still there is read from `proc_root`.
+pub async fn terminate(
+    proc_root: &Path,
+    procs: &[ProcInfo],
+    grace: Duration,
+) -> (Vec<ProcessEntry>, Vec<String>) {
     let mut errors = Vec::new();
     let mut outcome: Vec<&'static str> = vec!["vanished"; procs.len()];
     for (i, p) in procs.iter().enumerate() {
-        if safety::is_gone(p) {
+        if safety::is_gone(proc_root, p) {
             continue;
         }
-        match signal(p, Signal::TERM) {
+        match signal(proc_root, p, Signal::TERM) {
             Ok(()) => outcome[i] = "terminated",
             Err(e) => errors.push(e),
         }
     }
     let alive: Vec<&ProcInfo> = procs.iter().collect();
-    wait_gone(&alive, grace).await;
+    wait_gone(proc_root, &alive, grace).await;
     let mut killed = Vec::new();
     for (i, p) in procs.iter().enumerate() {
-        if !safety::is_gone(p) {
-            match signal(p, Signal::KILL) {
+        if !safety::is_gone(proc_root, p) {
+            match signal(proc_root, p, Signal::KILL) {
                 Ok(()) => outcome[i] = "killed",
                 Err(e) => errors.push(e),
             }
@@ -183,7 +189,7 @@ pub async fn terminate(procs: &[ProcInfo], grace: Duration) -> (Vec<ProcessEntry
         }
     }
     if !killed.is_empty() {
-        wait_gone(&killed, Duration::from_secs(5)).await;
+        wait_gone(proc_root, &killed, Duration::from_secs(5)).await;
     }
     let entries = procs
         .iter()
@@ -192,7 +198,12 @@ pub async fn terminate(procs: &[ProcInfo], grace: Duration) -> (Vec<ProcessEntry
             pid: p.pid,
             name: p.name().to_string(),
             cmdline: p.cmdline.clone(),
-            outcome: if safety::is_gone(p) { o } else { "survived" }.to_string(),
+            outcome: if safety::is_gone(proc_root, p) {
+                o
+            } else {
+                "survived"
+            }
+            .to_string(),
         })
         .collect();
     (entries, errors)

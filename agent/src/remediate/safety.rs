@@ -2,8 +2,11 @@
 //! whoever asked for it: which processes may be signalled, which files may be
 //! deleted, which scripts may run and which webhooks may be called.
 //!
-//! Everything here is blocking I/O on `/proc` and the file system; the
-//! remediator calls it through `spawn_blocking`.
+//! Everything here is blocking I/O on the procfs (`agent.proc_root`, `/proc`
+//! by default) and the file system; the remediator calls it through
+//! `spawn_blocking`. Processes are looked up in that procfs but signalled by
+//! pid, which is right only when it shows the agent's own pid namespace (a
+//! pod needs `hostPID`); [`check_pid_namespace`] refuses otherwise.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -61,9 +64,10 @@ impl ProcInfo {
     }
 }
 
-/// Reads one process; `None` when it is gone (or unreadable).
-pub fn read_proc(pid: u32) -> Option<ProcInfo> {
-    let dir = PathBuf::from(format!("/proc/{pid}"));
+/// Reads one process from the procfs at `proc_root`; `None` when it is gone
+/// (or unreadable).
+pub fn read_proc(proc_root: &Path, pid: u32) -> Option<ProcInfo> {
+    let dir = proc_root.join(pid.to_string());
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     let (head, rest) = stat.rsplit_once(')')?;
     let comm_from_stat = head.split_once('(')?.1.to_string();
@@ -105,23 +109,52 @@ pub fn read_proc(pid: u32) -> Option<ProcInfo> {
     })
 }
 
-/// Every process now visible in `/proc`.
-pub fn list_processes() -> Vec<ProcInfo> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+/// Every process now visible in the procfs at `proc_root`.
+pub fn list_processes(proc_root: &Path) -> Vec<ProcInfo> {
+    let Ok(dir) = std::fs::read_dir(proc_root) else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(read_proc)
+        .filter_map(|pid| read_proc(proc_root, pid))
         .collect()
 }
 
 /// True when `p` (same pid and start time) no longer runs: gone, replaced
 /// by another process, or a zombie waiting for its parent.
-pub fn is_gone(p: &ProcInfo) -> bool {
-    match read_proc(p.pid) {
+pub fn is_gone(proc_root: &Path, p: &ProcInfo) -> bool {
+    match read_proc(proc_root, p.pid) {
         None => true,
         Some(now) => now.start_time != p.start_time || matches!(now.state, 'Z' | 'X'),
     }
+}
+
+/// Refuses signals when the procfs at `proc_root` is not of the agent's own
+/// pid namespace: its pids would name other processes than the ones a
+/// signal reaches (a pod reading the node's procfs without `hostPID`). The
+/// agent's own `/proc` always is. `<proc_root>/self` names the reader's pid
+/// as that procfs numbers it, so it equals ours exactly when they agree.
+pub fn check_pid_namespace(proc_root: &Path) -> Result<(), Refusal> {
+    if proc_root == Path::new("/proc") {
+        return Ok(());
+    }
+    let own = std::process::id();
+    let seen = std::fs::read_link(proc_root.join("self"))
+        .ok()
+        .and_then(|l| l.to_str()?.parse::<u32>().ok());
+    if seen == Some(own) {
+        return Ok(());
+    }
+    Err((
+        Reason::Unsupported,
+        format!(
+            "agent.proc_root {} is not the agent's own pid namespace ({}/self is {}, the agent \
+             is pid {own}): a signal by pid would reach other processes; run the agent in the \
+             host's pid namespace (hostPID) or point proc_root at its own /proc",
+            proc_root.display(),
+            proc_root.display(),
+            seen.map_or_else(|| "unreadable".to_string(), |p| p.to_string()),
+        ),
+    ))
 }
 
 /// The processes a signal must never reach, whoever asks.
@@ -173,6 +206,7 @@ impl ProcessGuard {
 /// Any protected match refuses the whole action: a pattern that reaches a
 /// protected process is a wrong pattern.
 pub fn resolve_processes(
+    proc_root: &Path,
     guard: &ProcessGuard,
     name: Option<&str>,
     pattern: Option<&str>,
@@ -185,13 +219,13 @@ pub fn resolve_processes(
                 // Checked before /proc: pid 0 and 1 are never valid targets.
                 return Err((Reason::ProtectedProcess, format!("pid {pid} is init")));
             }
-            read_proc(pid).into_iter().collect()
+            read_proc(proc_root, pid).into_iter().collect()
         }
-        (Some(n), _, _) => list_processes()
+        (Some(n), _, _) => list_processes(proc_root)
             .into_iter()
             .filter(|p| p.has_name(n))
             .collect(),
-        (_, Some(pat), _) => list_processes()
+        (_, Some(pat), _) => list_processes(proc_root)
             .into_iter()
             .filter(|p| glob_match(pat, &p.cmdline))
             .collect(),
@@ -478,9 +512,99 @@ mod tests {
         }
     }
 
+    fn write(root: &Path, rel: &str, content: &[u8]) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+        std::fs::write(path, content).expect("write fixture");
+    }
+
+    /// Every lookup goes through the configured procfs: a fake one in a temp
+    /// directory (as `/host/proc` in a pod) is what is read.
+    #[test]
+    fn processes_are_read_from_the_configured_proc_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let stat = |pid: u32, comm: &str, flags: u64, start: u64| {
+            format!("{pid} ({comm}) S 1 {pid} {pid} 0 -1 {flags} 0 0 0 0 5 0 0 0 20 0 1 0 {start} 0 0\n")
+        };
+        write(
+            root,
+            "4242/stat",
+            stat(4242, "nginx", 0x0040_0100, 77).as_bytes(),
+        );
+        write(root, "4242/comm", b"nginx\n");
+        write(root, "4242/cmdline", b"/usr/sbin/nginx\0-g\0daemon off;\0");
+        std::os::unix::fs::symlink("/usr/sbin/nginx", root.join("4242/exe")).expect("exe link");
+        write(
+            root,
+            "7/stat",
+            stat(7, "kworker/0:1", PF_KTHREAD, 3).as_bytes(),
+        );
+        write(root, "not-a-pid/stat", b"x");
+
+        let p = read_proc(root, 4242).expect("fixture process");
+        assert_eq!(
+            (p.pid, p.ppid, p.comm.as_str(), p.name(), p.start_time),
+            (4242, 1, "nginx", "nginx", 77)
+        );
+        assert_eq!(p.cmdline, "/usr/sbin/nginx -g daemon off;");
+        assert!(!p.is_kernel_thread());
+        let mut pids: Vec<u32> = list_processes(root).iter().map(|p| p.pid).collect();
+        pids.sort_unstable();
+        assert_eq!(pids, [7, 4242]);
+        assert!(!is_gone(root, &p));
+        assert!(
+            is_gone(
+                root,
+                &ProcInfo {
+                    start_time: 1,
+                    ..p.clone()
+                }
+            ),
+            "pid reused"
+        );
+        assert!(is_gone(root, &ProcInfo { pid: 999, ..p }), "gone");
+
+        let guard = ProcessGuard {
+            protected: HashSet::new(),
+            self_pid: 1,
+            parent_pid: 1,
+        };
+        let found = resolve_processes(root, &guard, Some("nginx"), None, None, 16).expect("found");
+        assert_eq!(found.len(), 1);
+        let err = resolve_processes(root, &guard, None, None, Some(7), 16).expect_err("kthread");
+        assert_eq!(err.0, Reason::ProtectedProcess);
+        // The host's /proc holds none of these: the configured root is what counts.
+        assert!(read_proc(Path::new("/proc"), 4242).is_none_or(|p| p.start_time != 77));
+    }
+
+    #[test]
+    fn signals_need_the_agents_own_pid_namespace() {
+        check_pid_namespace(Path::new("/proc")).expect("the agent's own /proc");
+        // A bind mount of our own procfs elsewhere agrees on `self`.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let same = dir.path().join("same");
+        std::fs::create_dir_all(&same).expect("mkdir");
+        std::os::unix::fs::symlink(std::process::id().to_string(), same.join("self"))
+            .expect("self link");
+        check_pid_namespace(&same).expect("same namespace");
+        // Another namespace numbers us differently (or not at all).
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&other).expect("mkdir");
+        std::os::unix::fs::symlink("1", other.join("self")).expect("self link");
+        for root in [other, dir.path().join("missing")] {
+            let (reason, why) = check_pid_namespace(&root).expect_err("other namespace");
+            assert_eq!(reason, Reason::Unsupported);
+            assert!(
+                why.contains("hostPID") && why.contains("agent.proc_root"),
+                "{why}"
+            );
+        }
+    }
+
     #[test]
     fn own_process_is_protected_and_read_correctly() {
-        let me = read_proc(std::process::id()).expect("own /proc entry");
+        let me = read_proc(Path::new("/proc"), std::process::id()).expect("own /proc entry");
         assert_eq!(me.pid, std::process::id());
         assert!(!me.is_kernel_thread());
         let guard = ProcessGuard {

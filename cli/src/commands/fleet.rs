@@ -329,12 +329,29 @@ fn pick_host(hosts: &[Value], name: &str) -> anyhow::Result<String> {
     }
 }
 
-pub fn decide(ctx: &Ctx, id: &str, approve: bool) -> anyhow::Result<()> {
+/// What an operator decides on a proposed action.
+pub enum Verdict<'a> {
+    Approve,
+    Reject { reason: Option<&'a str> },
+}
+
+pub fn decide(ctx: &Ctx, id: &str, verdict: &Verdict) -> anyhow::Result<()> {
     let mut api = ctx.api()?;
-    let verb = if approve { "approve" } else { "reject" };
+    let (verb, done, body) = match verdict {
+        Verdict::Approve => ("approve", "approved", Body::None),
+        // Without a reason no body, exactly as before reasons existed.
+        Verdict::Reject { reason: None } => ("reject", "rejected", Body::None),
+        Verdict::Reject {
+            reason: Some(reason),
+        } => (
+            "reject",
+            "rejected",
+            Body::Json(json!({ "reason": reason })),
+        ),
+    };
     let v = api.post(
         &format!("/remediation/actions/{}/{verb}", segment(id)),
-        &Body::None,
+        &body,
     )?;
     if ctx.json() {
         return emit_json(&v);
@@ -342,15 +359,20 @@ pub fn decide(ctx: &Ctx, id: &str, approve: bool) -> anyhow::Result<()> {
     let a = &v["action"];
     // The answer carries the state the action is in now: an approved one may already be
     // running (a fleet lease was free).
-    emit(&format!(
-        "action {} ({} on {}) {} by {}; state now {}\n",
+    let mut line = format!(
+        "action {} ({} on {}) {done} by {}; state now {}",
         cell(&a["id"]),
         cell(&a["rule"]),
         cell(&a["host_id"]),
-        if approve { "approved" } else { "rejected" },
         cell(&a["decided_by"]),
         cell(&a["state"]),
-    ))
+    );
+    let reason = clean(&cell(&a["reason"]));
+    if matches!(verdict, Verdict::Reject { .. }) && !reason.is_empty() {
+        line.push_str(&format!("; reason: {reason}"));
+    }
+    line.push('\n');
+    emit(&line)
 }
 
 pub fn token_create(ctx: &Ctx, args: &TokenCreateArgs) -> anyhow::Result<()> {

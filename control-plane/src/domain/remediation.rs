@@ -179,6 +179,53 @@ pub fn check_decidable(a: &ActionRecord, now_ms: i64) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest reason an operator may give for a rejection, in characters.
+pub const MAX_REJECT_REASON_CHARS: usize = 500;
+
+/// An operator's decision on a proposal of an `approve` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    /// `reason` (may be empty) is kept as the rejected request's reason.
+    Reject {
+        reason: String,
+    },
+}
+
+impl Decision {
+    /// `approve` or `reject`.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Reject { .. } => "reject",
+        }
+    }
+
+    /// The state the request takes.
+    pub fn state(&self) -> ActionState {
+        match self {
+            Decision::Approve => ActionState::Approved,
+            Decision::Reject { .. } => ActionState::Rejected,
+        }
+    }
+}
+
+/// A rejection's reason as it is stored: trimmed, one line, at most
+/// [`MAX_REJECT_REASON_CHARS`] characters; blank is no reason. Else why not, naming the field.
+pub fn check_reject_reason(reason: &str) -> Result<String, String> {
+    let reason = reason.trim();
+    let chars = reason.chars().count();
+    if chars > MAX_REJECT_REASON_CHARS {
+        return Err(format!(
+            "reason: {chars} characters, at most {MAX_REJECT_REASON_CHARS}"
+        ));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err("reason: one line of text without control characters".into());
+    }
+    Ok(reason.to_string())
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ActionRecord {
     pub id: String,
@@ -297,6 +344,37 @@ impl ActionRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reject_reasons_are_one_bounded_line() {
+        let long = "x".repeat(MAX_REJECT_REASON_CHARS);
+        let too_long = "é".repeat(MAX_REJECT_REASON_CHARS + 1);
+        // (given, stored or the error's start)
+        let cases: [(&str, Result<&str, &str>); 7] = [
+            ("", Ok("")),
+            ("   ", Ok("")),
+            ("  not during the freeze ", Ok("not during the freeze")),
+            (&long, Ok(&long)),
+            (&too_long, Err("reason: 501 characters, at most 500")),
+            ("two\nlines", Err("reason: one line")),
+            ("bell\u{7}", Err("reason: one line")),
+        ];
+        for (given, want) in cases {
+            match (check_reject_reason(given), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w, "{given:?}"),
+                (Err(e), Err(w)) => assert!(e.starts_with(w), "{given:?}: {e}"),
+                (got, _) => panic!("{given:?}: got {got:?}, wanted {want:?}"),
+            }
+        }
+        assert_eq!(
+            Decision::Reject {
+                reason: String::new()
+            }
+            .state(),
+            ActionState::Rejected
+        );
+        assert_eq!(Decision::Approve.verb(), "approve");
+    }
 
     #[test]
     fn proposals_are_recorded_by_mode_and_decision() {

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 
 use super::{new_id, Fleet};
 use crate::domain::remediation::{
-    check_decidable, expiry_reason, proposal_state, report_state, ActionRecord, ActionState,
-    Approval, AuditEntry, ProposalIn, ReportIn,
+    check_decidable, check_reject_reason, expiry_reason, proposal_state, report_state,
+    ActionRecord, ActionState, Approval, AuditEntry, Decision, ProposalIn, ReportIn,
 };
 use crate::domain::{now_ms, valid_agent_id, Ingested};
 use crate::store::StoreError;
@@ -38,6 +38,9 @@ pub enum TriggerError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecideError {
+    /// A decision's own field is invalid (the message names it).
+    #[error("{0}")]
+    Invalid(String),
     #[error("no remediation action {0:?}")]
     NotFound(String),
     #[error("{0}")]
@@ -328,45 +331,52 @@ impl Fleet {
         Ok(())
     }
 
-    /// Approves or rejects a proposal of an `approve` rule.
+    /// Approves or rejects a proposal of an `approve` rule. A rejection's reason is kept as
+    /// the request's reason and in the audit entry.
     pub async fn decide(
         &self,
         actor: &str,
         id: &str,
-        approve: bool,
+        decision: Decision,
     ) -> Result<ActionRecord, DecideError> {
+        let reason = match &decision {
+            Decision::Approve => String::new(),
+            Decision::Reject { reason } => {
+                check_reject_reason(reason).map_err(DecideError::Invalid)?
+            }
+        };
         let a = self
             .store
             .action(id)
             .await?
             .ok_or_else(|| DecideError::NotFound(id.to_string()))?;
-        let verb = if approve { "approve" } else { "reject" };
+        let verb = decision.verb();
         let now = now_ms();
         check_decidable(&a, now)
             .map_err(|why| DecideError::Conflict(format!("cannot {verb} {id}: {why}")))?;
-        let to = if approve {
-            ActionState::Approved
-        } else {
-            ActionState::Rejected
-        };
+        let to = decision.state();
         if !self
             .store
-            .transition_action(id, ActionState::Proposed, to, "", Some(actor), now)
+            .transition_action(id, ActionState::Proposed, to, &reason, Some(actor), now)
             .await?
         {
             return Err(DecideError::Conflict(format!(
                 "cannot {verb} {id}: it changed meanwhile"
             )));
         }
+        let mut detail = serde_json::json!({ "request": id, "rule": a.rule, "action": a.action });
+        if !reason.is_empty() {
+            detail["reason"] = reason.into();
+        }
         self.audit(
             actor,
             &format!("remediation.{verb}"),
             &a.host_id,
             to.as_str(),
-            serde_json::json!({ "request": id, "rule": a.rule, "action": a.action }),
+            detail,
         )
         .await;
-        if approve {
+        if matches!(decision, Decision::Approve) {
             self.dispatch(&a.host_id).await?;
         }
         Ok(self.store.action(id).await?.unwrap_or(a))

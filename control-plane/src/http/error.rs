@@ -121,6 +121,44 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// An optional JSON body: `None` when the request has no body at all (so a client that sends
+/// none keeps working), else exactly [`ApiJson`]'s rules (JSON content type, strict fields,
+/// errors naming the problem).
+pub struct OptionalJson<T>(pub Option<T>);
+
+#[axum::async_trait]
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .is_some_and(|m| {
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            });
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| AppError::new(r.status(), r.body_text()))?;
+        if bytes.is_empty() {
+            return Ok(Self(None));
+        }
+        if !json_type {
+            return Err(AppError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a body must be JSON: send `Content-Type: application/json`, or no body",
+            ));
+        }
+        match Json::<T>::from_bytes(&bytes) {
+            Ok(Json(v)) => Ok(Self(Some(v))),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
 fn json_rejection(r: JsonRejection) -> AppError {
     let status = match &r {
         JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -147,4 +185,81 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
 fn query_message(r: &QueryRejection) -> String {
     r.body_text()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::post;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Reason {
+        reason: Option<String>,
+    }
+
+    #[tokio::test]
+    async fn an_optional_body_is_absent_or_strict_json() {
+        let app = Router::new().route(
+            "/x",
+            post(|OptionalJson(body): OptionalJson<Reason>| async move {
+                match body {
+                    None => "none".to_string(),
+                    Some(b) => format!("reason {:?}", b.reason),
+                }
+            }),
+        );
+        // (content type, body) -> status, body text (start)
+        let cases = [
+            (None, "", 200, "none"),
+            (Some("application/json"), "", 200, "none"),
+            (Some("text/plain"), "", 200, "none"),
+            (
+                Some("application/json"),
+                r#"{"reason": "freeze"}"#,
+                200,
+                r#"reason Some("freeze")"#,
+            ),
+            (
+                Some("application/json; charset=utf-8"),
+                "{}",
+                200,
+                "reason None",
+            ),
+            (
+                Some("application/json"),
+                r#"{"why": "x"}"#,
+                400,
+                r#"{"error":"#,
+            ),
+            (Some("application/json"), "{", 400, r#"{"error":"#),
+            (None, r#"{"reason": "x"}"#, 415, r#"{"error":"#),
+            (Some("text/plain"), "freeze", 415, r#"{"error":"#),
+        ];
+        for (content_type, body, status, text) in cases {
+            let mut request = axum::http::Request::post("/x");
+            if let Some(ct) = content_type {
+                request = request.header("content-type", ct);
+            }
+            let response = app
+                .clone()
+                .oneshot(request.body(Body::from(body)).expect("request"))
+                .await
+                .expect("response");
+            assert_eq!(
+                response.status().as_u16(),
+                status,
+                "{content_type:?} {body}"
+            );
+            let got = axum::body::to_bytes(response.into_body(), 64 * 1024)
+                .await
+                .expect("body");
+            let got = String::from_utf8_lossy(&got);
+            assert!(got.starts_with(text), "{content_type:?} {body}: {got}");
+        }
+    }
 }

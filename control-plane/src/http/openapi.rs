@@ -20,6 +20,7 @@ pub const ROLES: &[(&str, &str, &str)] = &[
     ("GET", "/health", "none"),
     ("GET", "/status", "none"),
     ("GET", "/metrics", "none"),
+    ("GET", "/metrics/fleet", "viewer"),
     ("GET", "/openapi.json", "none"),
     ("POST", "/auth/register", "admin"),
     ("POST", "/auth/login", "none"),
@@ -76,6 +77,7 @@ pub const ROLES: &[(&str, &str, &str)] = &[
         super::fleet::hosts,
         super::fleet::host,
         super::fleet::monitoring_metrics,
+        super::fleet_metrics::scrape,
         super::anomaly::list,
         super::anomaly::score,
         super::anomaly::get,
@@ -126,6 +128,7 @@ pub const ROLES: &[(&str, &str, &str)] = &[
         ActionsResponse,
         AuditResponse,
         ResetRequest,
+        RejectRequest,
         PolicyCreated,
         PoliciesResponse,
         PolicyResponse,
@@ -138,7 +141,7 @@ pub const ROLES: &[(&str, &str, &str)] = &[
     tags(
         (name = "service", description = "health, status, metrics, this document"),
         (name = "auth", description = "users, login, tokens"),
-        (name = "fleet", description = "hosts and their metrics"),
+        (name = "fleet", description = "hosts and their metrics, also for Prometheus"),
         (name = "anomaly", description = "anomaly events and scoring"),
         (name = "enrollment", description = "enrollment tokens and host revocation"),
         (name = "remediation", description = "remediation actions and the audit log"),
@@ -466,16 +469,29 @@ fn reset_breaker() {}
 #[allow(dead_code)]
 fn approve_action() {}
 
-/// Rejects a proposal of an `approve` rule.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RejectRequest {
+    /// Why: one line, at most 500 characters, kept as the action's `reason` and in the audit
+    /// entry. Blank is no reason.
+    #[schema(max_length = 500)]
+    reason: Option<String>,
+}
+
+/// Rejects a proposal of an `approve` rule. The body is optional: without one the action is
+/// rejected without a reason.
 #[utoipa::path(post, path = "/remediation/actions/{id}/reject", tag = "remediation", security(("bearer" = [])),
     params(("id" = String, Path, description = "action id")),
+    request_body = Option<RejectRequest>,
     responses(
         (status = 200, description = "rejected", body = TriggerResponse),
-        (status = 400, description = "invalid id", body = ErrorBody),
+        (status = 400, description = "invalid id or reason (named)", body = ErrorBody),
         (status = 401, description = "missing or invalid token", body = ErrorBody),
         (status = 403, description = "role too low", body = ErrorBody),
         (status = 404, description = "no such action", body = ErrorBody),
         (status = 409, description = "not a proposal waiting for a decision (named state)", body = ErrorBody),
+        (status = 413, description = "body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "a body that is not JSON", body = ErrorBody),
     ))]
 #[allow(dead_code)]
 fn reject_action() {}

@@ -4,13 +4,14 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::error::{ApiJson, AppError};
+use super::error::{ApiJson, AppError, OptionalJson};
 use super::AppState;
 use crate::auth::Role;
-use crate::fleet::{PolicyRevision, RolloutRequest};
+use crate::fleet::{Decision, PolicyRevision, RolloutRequest};
 
 /// A revision as the API shows it: the parsed document, and the exact bytes the signature
 /// covers beside it.
@@ -158,27 +159,40 @@ pub async fn approve(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    decide(state, caller, id, true).await
+    decide(state, caller, id, Decision::Approve).await
 }
 
+/// The optional body of `POST /remediation/actions/{id}/reject`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectBody {
+    /// Why: one line, at most 500 characters (`domain::remediation::check_reject_reason`,
+    /// applied by the service).
+    reason: Option<String>,
+}
+
+/// Rejects a proposal; a JSON body `{"reason": "..."}` says why, and the reason is kept
+/// with the decision. Without a body it rejects exactly as before.
 pub async fn reject(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<RejectBody>,
 ) -> Result<Json<Value>, AppError> {
-    decide(state, caller, id, false).await
+    let reason = body.and_then(|b| b.reason).unwrap_or_default();
+    decide(state, caller, id, Decision::Reject { reason }).await
 }
 
 async fn decide(
     state: AppState,
     caller: Caller,
     id: String,
-    approve: bool,
+    decision: Decision,
 ) -> Result<Json<Value>, AppError> {
     caller.require(Role::Operator)?;
     if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control()) {
         return Err(AppError::bad_request("id: not an action id"));
     }
-    let record = state.fleet.decide(&caller.0.sub, &id, approve).await?;
+    let record = state.fleet.decide(&caller.0.sub, &id, decision).await?;
     Ok(Json(json!({ "action": record })))
 }

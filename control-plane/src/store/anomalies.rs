@@ -5,7 +5,9 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{claim_message, parse_processes, Store, StoreError};
-use crate::domain::{Anomaly, AnomalyChange, AnomalyQuery, ChangeKind, Ingested, Severity};
+use crate::domain::{
+    Anomaly, AnomalyChange, AnomalyQuery, ChangeKind, Ingested, OpenAnomalies, Severity,
+};
 
 impl Store {
     /// Stores one anomaly change in one transaction, once per (host, seq).
@@ -166,6 +168,29 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| anomaly_from_row(r, false)).collect()
+    }
+
+    /// Open events of the whole fleet counted per host, family and severity, in one query.
+    pub async fn open_anomaly_counts(&self) -> Result<Vec<OpenAnomalies>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT host_id, family, severity, COUNT(*) AS n, MAX(score) AS max_score
+             FROM anomalies WHERE status = 'open'
+             GROUP BY host_id, family, severity ORDER BY host_id, family, severity",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let severity: String = r.try_get("severity")?;
+                Ok(OpenAnomalies {
+                    host_id: r.try_get("host_id")?,
+                    family: r.try_get("family")?,
+                    severity: Severity::parse(&severity).unwrap_or(Severity::Low),
+                    count: r.try_get("n")?,
+                    max_score: r.try_get("max_score")?,
+                })
+            })
+            .collect()
     }
 
     pub async fn anomaly(&self, id: &str) -> Result<Option<Anomaly>, StoreError> {
