@@ -111,8 +111,10 @@ pub struct Tick {
     pub top_metric: Option<String>,
     /// Events opened, updated or closed by this tick (at most one per family).
     pub changes: Vec<EventChange>,
-    /// A family without an open event went over its threshold at this tick (an event may open
-    /// `min_duration_ticks` later): the moment to take a reference for what happens next.
+    /// A family without an open event rose past [`RISING_RATIO`] of its threshold at this tick
+    /// (an event may open once it has been over the whole threshold for `min_duration_ticks`):
+    /// the moment to take a reference for what happens next. Taken before the threshold, so
+    /// that what caused a fast onset is measured over more than the last second.
     pub run_started: bool,
 }
 
@@ -307,9 +309,14 @@ struct FamilyState {
     over_run: usize,
     over_start_ms: i64,
     run_peak_ratio: f64,
+    /// Over [`RISING_RATIO`] since the last tick below it.
+    rising: bool,
     /// Ratio of this tick.
     ratio: f64,
 }
+
+/// Share of its threshold at which a family counts as rising (see [`Tick::run_started`]).
+pub const RISING_RATIO: f64 = 0.5;
 
 /// Whether a family's values enter their baselines (see `freeze_baselines`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -828,6 +835,7 @@ impl Detector {
                 ));
                 closed.anomaly.ended_ms = Some(ts_ms);
                 st.over_run = 0;
+                st.rising = false;
                 return Some(EventChange {
                     kind: EventKind::Closed,
                     event: closed.anomaly,
@@ -843,11 +851,14 @@ impl Detector {
             return None;
         }
         let st = &mut self.families[fi];
+        if r_eff > RISING_RATIO && !st.rising {
+            self.run_started = true;
+        }
+        st.rising = r_eff > RISING_RATIO;
         if r_eff > 1.0 {
             if st.over_run == 0 {
                 st.over_start_ms = ts_ms;
                 st.run_peak_ratio = 0.0;
-                self.run_started = true;
             }
             st.over_run += 1;
             st.run_peak_ratio = st.run_peak_ratio.max(r_eff);

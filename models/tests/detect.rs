@@ -766,3 +766,38 @@ fn a_runaway_is_told_from_the_bursts_of_a_busy_host() {
         cpu[0]
     );
 }
+
+#[test]
+fn the_reference_for_culprits_is_taken_as_a_family_rises_before_its_event_opens() {
+    use sco_models::Family;
+    // the busy host of the test above, with a runaway that ramps up over 10 ticks (a process
+    // whose threads start one after another, a build fanning out): the reference for "who
+    // consumed the resource" is taken when the family has risen past half its threshold, so
+    // the runaway's first ticks are inside the measured window, not only the last ones
+    let burst = |t: usize| t % 8 == 3;
+    let ticks = run(config(), 700, |t, v| {
+        if (600..640).contains(&t) {
+            set(v, CPU, 5.0 + 4.5 * ((t - 600).min(10) as f64));
+        } else if burst(t) {
+            set(v, CPU, 50.0);
+        }
+    });
+    let open = changes_of(&ticks, EventKind::Opened)
+        .into_iter()
+        .find(|o| o.1 == Family::Cpu && o.0 >= 600)
+        .expect("the runaway opens a cpu event")
+        .0;
+    let over_start = ticks[open].changes[0].event.started_ms as usize / 1000;
+    let reference = (600..=over_start)
+        .rev()
+        .find(|&t| ticks[t].run_started)
+        .expect("a reference at or before the family went over its threshold");
+    assert!(
+        reference < over_start,
+        "reference at tick {reference}, over the threshold from {over_start}, opened at {open}"
+    );
+    assert!(
+        !ticks[reference + 1..open].iter().any(|t| t.run_started),
+        "one reference per rise"
+    );
+}

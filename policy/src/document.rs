@@ -317,8 +317,21 @@ pub fn parse(text: &str) -> Result<Policy, PolicyError> {
         let de = &mut serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| path_error(e.path(), e.inner()))?
     } else {
-        let de = serde_yaml::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| path_error(e.path(), e.inner()))?
+        // serde-saphyr: a panic-free YAML parser without unsafe code and with budgets on
+        // events, nesting and alias expansion (an admin's document cannot blow up the
+        // server); errors without source snippets, as they go into one-line API answers.
+        let options = serde_saphyr::options! { with_snippet: false };
+        let mut at = None;
+        let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                at = Some(path_error(e.path(), e.inner()));
+                e.into_inner()
+            })
+        });
+        match parsed {
+            Ok(policy) => policy,
+            Err(e) => return Err(at.unwrap_or_else(|| PolicyError::new("document", e.to_string()))),
+        }
     };
     policy.validate()?;
     Ok(policy)
@@ -577,6 +590,32 @@ rules:
         let e = parse("name: a\nrules:\n  - name: r\n    when: {}\n    action: { type: journal_vacuum, max_size_mb: 1 }\n")
             .expect_err("no condition");
         assert_eq!(e.field, "rules[0].when");
+    }
+
+    #[test]
+    fn hostile_yaml_is_refused_without_expanding_it() {
+        // aliases nested ten deep would expand to 10^9 strings
+        let mut bomb = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let mut prev = 'a';
+        for c in 'b'..='j' {
+            bomb.push_str(&format!(
+                "{c}: &{c} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+            ));
+            prev = c;
+        }
+        bomb.push_str("name: *j\n");
+        // refused at once (the budget, or the first field the policy does not have), not
+        // expanded: were it expanded, this test would not end
+        let e = parse(&bomb).expect_err("alias bomb");
+        assert!(!e.reason.is_empty(), "{e}");
+        let in_a_field = format!("name: a\nrules:\n{}", bomb.replace("name: *j\n", ""));
+        parse(&in_a_field).expect_err("alias bomb inside a field");
+
+        let e = parse("name: a\nname: b\nrules: []\n").expect_err("duplicate key");
+        assert!(e.reason.contains("name"), "{e}");
+
+        let e = parse("name: [unclosed\n").expect_err("syntax");
+        assert!(!e.reason.is_empty(), "{e}");
     }
 
     #[test]
