@@ -143,12 +143,13 @@ pub async fn run(
             .unwrap_or_default(),
     );
     // Written with detection off too: `sco-agent status` reads the pid from it.
-    status::write(data_dir, &detector_tx.borrow());
+    status::write(data_dir, &detector_tx.borrow(), None);
     let detector_seen = detector_tx.subscribe();
     let activity = Arc::new(status::Activity::new(run_started_ms));
     let outbox = Arc::new(Mutex::new(outbox));
     let new_data = Arc::new(Notify::new());
     let (connected_tx, connected_rx) = watch::channel(false);
+    let link_connected = connected_rx.clone();
     let (commands_tx, commands_rx) = mpsc::channel(64);
     let remediator = remediate::Remediator::with_db(config.remediate.clone(), db.clone())
         .map_err(|e| AgentError::Remediate(e.to_string()))?
@@ -245,7 +246,8 @@ pub async fn run(
             }
             _ = refresh.tick() => {
                 let state = detector_seen.borrow().clone();
-                status::write(data_dir, &state);
+                let link = link_now(&link_connected, &outbox, &activity).await;
+                status::write(data_dir, &state, Some(link));
             }
         }
     }
@@ -253,7 +255,9 @@ pub async fn run(
     pipeline.finish();
     drop(samples);
     drop(pipeline);
-    status::write_stopped(data_dir, &detector_seen.borrow());
+    let link = link_now(&link_connected, &outbox, &activity).await;
+    let state = detector_seen.borrow().clone();
+    status::write_stopped(data_dir, &state, Some(link));
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), uplink).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), renewal).await;
@@ -294,4 +298,17 @@ fn spawn_collector(
             }
         })
         .expect("spawning a thread only fails when the OS is out of resources")
+}
+
+/// The link's figures for `status.json`, as `/health` reports them.
+async fn link_now(
+    connected: &watch::Receiver<bool>,
+    outbox: &Mutex<outbox::Outbox>,
+    activity: &status::Activity,
+) -> status::Link {
+    let (messages, dropped) = {
+        let o = outbox.lock().await;
+        (o.pending(), o.dropped_total())
+    };
+    status::Link::new(*connected.borrow(), messages, dropped, &activity.snapshot())
 }

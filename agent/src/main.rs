@@ -276,6 +276,11 @@ fn status_report(r: &sco_agent::status::Recorded) -> ExitCode {
         }
     };
     println!("{}", describe(&r.status, now_ms));
+    if let Some(link) = &r.link {
+        for line in link.describe(now_ms) {
+            println!("{line}");
+        }
+    }
     code
 }
 

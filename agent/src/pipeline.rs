@@ -107,7 +107,7 @@ impl Pipeline {
             news
         });
         if changed {
-            status::write(&self.data_dir, &self.detector.borrow());
+            status::write(&self.data_dir, &self.detector.borrow(), None);
         }
     }
 

@@ -53,20 +53,97 @@ pub struct Recorded {
     /// Set by a clean shutdown.
     #[serde(default)]
     pub stopped_ms: i64,
+    /// The link to the control plane and what remediation did, as at `written_ms`.
+    #[serde(default)]
+    pub link: Option<Link>,
+}
+
+/// What `sco-agent status` shows beside the detector (the same figures as the agent's
+/// `/health`), refreshed in `status.json` every [`REFRESH`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    pub connected: bool,
+    /// Messages not yet acknowledged by the control plane.
+    pub outbox_messages: u64,
+    /// Dropped from a full outbox (oldest first), over the outbox's life.
+    pub outbox_dropped: u64,
+    /// 0 until the control plane acknowledged something.
+    pub last_ack_ms: i64,
+    /// Counts since the agent started, per [`ACTION_DECISIONS`] entry.
+    pub actions: Vec<u64>,
+    /// Counts since the agent started, per [`RULE_DECISIONS`] entry.
+    pub rules_fired: Vec<u64>,
+}
+
+impl Link {
+    pub fn new(
+        connected: bool,
+        outbox_messages: u64,
+        outbox_dropped: u64,
+        a: &ActivitySnapshot,
+    ) -> Self {
+        Self {
+            connected,
+            outbox_messages,
+            outbox_dropped,
+            last_ack_ms: a.last_ack_ms,
+            actions: a.actions.to_vec(),
+            rules_fired: a.rules_fired.to_vec(),
+        }
+    }
+
+    /// Lines for a person on the host.
+    pub fn describe(&self, now_ms: i64) -> Vec<String> {
+        let ack = if self.last_ack_ms > 0 {
+            format!(
+                "last acknowledgement {} s ago",
+                ((now_ms - self.last_ack_ms) / 1000).max(0)
+            )
+        } else {
+            "nothing acknowledged yet".to_string()
+        };
+        let counts = |names: &[&str], values: &[u64]| {
+            names
+                .iter()
+                .zip(values.iter().chain(std::iter::repeat(&0)))
+                .map(|(n, v)| format!("{n} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        vec![
+            format!(
+                "control plane: {}, {ack}",
+                if self.connected {
+                    "connected"
+                } else {
+                    "not connected"
+                }
+            ),
+            format!(
+                "outbox: {} messages waiting, {} dropped",
+                self.outbox_messages, self.outbox_dropped
+            ),
+            format!(
+                "remediation since start: requests {}; rules fired {}",
+                counts(&ACTION_DECISIONS, &self.actions),
+                counts(&RULE_DECISIONS, &self.rules_fired)
+            ),
+        ]
+    }
 }
 
 /// Writes the state as the running agent's (temp file + rename, so a reader never sees half
 /// a file); failures are logged, never fatal.
-pub fn write(data_dir: &Path, status: &Status) {
-    write_recorded(data_dir, status, 0);
+pub fn write(data_dir: &Path, status: &Status, link: Option<Link>) {
+    write_recorded(data_dir, status, link, 0);
 }
 
 /// Writes the state one last time, marked stopped (at a clean shutdown).
-pub fn write_stopped(data_dir: &Path, status: &Status) {
-    write_recorded(data_dir, status, crate::clock::now_ms());
+pub fn write_stopped(data_dir: &Path, status: &Status, link: Option<Link>) {
+    write_recorded(data_dir, status, link, crate::clock::now_ms());
 }
 
-fn write_recorded(data_dir: &Path, status: &Status, stopped_ms: i64) {
+fn write_recorded(data_dir: &Path, status: &Status, link: Option<Link>, stopped_ms: i64) {
     let pid = std::process::id();
     let recorded = Recorded {
         status: status.clone(),
@@ -74,6 +151,7 @@ fn write_recorded(data_dir: &Path, status: &Status, stopped_ms: i64) {
         pid_start_ticks: start_ticks(Path::new("/proc"), pid).unwrap_or(0),
         written_ms: crate::clock::now_ms(),
         stopped_ms,
+        link,
     };
     let tmp = data_dir.join(format!("{FILE}.tmp"));
     let result = serde_json::to_vec_pretty(&recorded)
@@ -293,6 +371,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_link_reads_back_and_describes_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let activity = Activity::new(1_000);
+        activity.acked(58_000);
+        activity.action("executed");
+        activity.rule_fired("proposed");
+        activity.rule_fired("proposed");
+        let link = Link::new(true, 7, 2, &activity.snapshot());
+        write(dir.path(), &Status::default(), Some(link.clone()));
+        let back = read(dir.path()).expect("read");
+        assert_eq!(back.link.as_ref(), Some(&link));
+        assert_eq!(
+            link.describe(60_500),
+            [
+                "control plane: connected, last acknowledgement 2 s ago",
+                "outbox: 7 messages waiting, 2 dropped",
+                "remediation since start: requests executed 1, dry_run 0, refused 0, failed 0; \
+                 rules fired proposed 2, dry_run 0, refused 0",
+            ]
+        );
+        // files of agents before the link have none
+        std::fs::write(
+            dir.path().join(FILE),
+            r#"{"detector":"calibrated","warm_until_ms":0,"calibrated_at_ms":5,"restored":false,"model":"m","pid":1}"#,
+        )
+        .expect("write");
+        assert_eq!(read(dir.path()).expect("read old").link, None);
+    }
+
+    #[test]
     fn written_state_reads_back_and_describes_itself() {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = Status {
@@ -302,7 +410,7 @@ mod tests {
             restored: false,
             model: "m@1".into(),
         };
-        write(dir.path(), &d);
+        write(dir.path(), &d, None);
         let r = read(dir.path()).expect("reads back");
         assert_eq!(r.status, d);
         assert_eq!(r.pid, std::process::id());

@@ -292,6 +292,25 @@ async fn the_agent_reports_on_itself_like_node_exporter() {
             .is_some_and(|l| l.starts_with("detector: warming up")),
         "{out}"
     );
+    // the same figures as /health, as at the shutdown
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("control plane: ") && l.contains("acknowledge")),
+        "{out}"
+    );
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("outbox: ") && l.ends_with(" dropped")),
+        "{out}"
+    );
+    assert!(
+        lines.next().is_some_and(|l| l.starts_with(
+            "remediation since start: requests executed 0, dry_run 0, refused 0, failed 0; rules fired proposed 0"
+        )),
+        "{out}"
+    );
     assert!(reqwest::get(format!("{base}/health")).await.is_err());
 }
 
