@@ -4,6 +4,9 @@
 //! also come from the environment as `SCO_AGENT__<SECTION>__<KEY>` (see
 //! [`sco_proto::config_env`]); the older specific variables of [`env`] still work, and the
 //! generic form wins when both set the same key.
+//!
+//! Long (about 750 lines besides tests) because it is the one place every agent key lives:
+//! each section's struct with its documented defaults, and the checks that name a bad key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
