@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -332,7 +331,7 @@ pub async fn enroll(
             endpoint: endpoint.to_string(),
             reason: e.to_string(),
         })?;
-    let hostname = sysinfo::System::host_name().unwrap_or_default();
+    let hostname = crate::host::hostname();
     let response: CertificateResponse = EnrollmentServiceClient::new(channel)
         .enroll(EnrollRequest {
             token: token.trim().to_string(),
@@ -432,7 +431,7 @@ pub async fn renewal_loop(server: ServerSection, mut shutdown: watch::Receiver<b
                     tracing::warn!(error = %e, "certificate renewal failed; retrying");
                 }
                 attempt += 1;
-                let delay = rand::thread_rng().gen_range(backoff / 2..=backoff);
+                let delay = rand::random_range(backoff / 2..=backoff);
                 // Never sleep past expiry by much: retries stay frequent.
                 let cap =
                     Duration::from_millis(u64::try_from((na - nb) / 20).unwrap_or(1000).max(1000))

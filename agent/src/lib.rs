@@ -6,6 +6,7 @@
 //!   rates; the process table.
 //! - [`detect`]: live anomaly detection with the shared detector of
 //!   `sco-models`, event context at onset, model hot-swap.
+//! - [`host`]: host name, kernel and distribution for the hello and enrollment.
 //! - [`identity`]: enrollment with a one-time token and certificate renewal.
 //! - [`rollup`]: per-window min/mean/max/last summaries of the samples.
 //! - [`outbox`]: the durable, bounded sled queue every durable message passes
@@ -37,6 +38,7 @@ pub mod config;
 pub mod detect;
 pub mod executor;
 pub mod exporter;
+pub mod host;
 pub mod identity;
 pub mod outbox;
 pub mod pb;

@@ -26,10 +26,11 @@ fn envelope(body: agent_message::Body, seq: u64, produced_at_ms: i64) -> AgentMe
 
 /// What the agent says about itself when it connects (`last_seq` is set per connection).
 pub fn hello(config: &Config, run_started_ms: i64, model: &str) -> Hello {
+    let host = crate::host::HostInfo::read(&config.agent.host_paths().root);
     Hello {
-        hostname: sysinfo::System::host_name().unwrap_or_default(),
-        os: sysinfo::System::long_os_version().unwrap_or_default(),
-        kernel: sysinfo::System::kernel_version().unwrap_or_default(),
+        hostname: host.hostname,
+        os: host.os,
+        kernel: host.kernel,
         agent_version: crate::VERSION.to_string(),
         labels: config.agent.labels.clone().into_iter().collect(),
         interval_ms: u32::try_from(config.agent.interval_ms).unwrap_or(u32::MAX),

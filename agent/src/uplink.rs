@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use sco_proto::v1::agent_service_client::AgentServiceClient;
 use sco_proto::v1::{control_message, AgentMessage, Hello};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
@@ -117,7 +116,7 @@ impl Uplink {
             let delay = if refused {
                 Duration::from_secs(self.server.refused_retry_secs)
             } else {
-                rand::thread_rng().gen_range(backoff / 2..=backoff)
+                rand::random_range(backoff / 2..=backoff)
             };
             backoff = (backoff * 2).min(max);
             tokio::select! {

@@ -484,13 +484,14 @@ async fn every_report_serializes_with_its_decision() {
 fn tls_server() -> (String, tokio_rustls::TlsAcceptor) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca.self_signed(&ca_key).expect("ca");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).expect("ca");
+    let issuer = rcgen::Issuer::new(params, ca_key);
     let key = KeyPair::generate().expect("key");
     let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
         .expect("params")
-        .signed_by(&key, &ca, &ca_key)
+        .signed_by(&key, &issuer)
         .expect("cert");
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)

@@ -49,8 +49,7 @@ pub enum Downlink {
 }
 
 pub(crate) fn new_id(prefix: &str) -> String {
-    use rand::Rng;
-    format!("{prefix}-{:016x}", rand::thread_rng().gen::<u64>())
+    format!("{prefix}-{:016x}", rand::random::<u64>())
 }
 
 struct LiveStream {

@@ -59,27 +59,27 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::document))
         .route("/users", get(auth::users))
         .route("/hosts", get(fleet::hosts))
-        .route("/hosts/:id", get(fleet::host))
-        .route("/hosts/:id/revoke", post(enroll::revoke_host))
+        .route("/hosts/{id}", get(fleet::host))
+        .route("/hosts/{id}/revoke", post(enroll::revoke_host))
         .route("/remediation/trigger", post(remediation::trigger))
         .route("/remediation/actions", get(remediation::actions))
         .route(
             "/remediation/breakers/reset",
             post(remediation::reset_breaker),
         )
-        .route("/remediation/actions/:id/approve", post(policy::approve))
-        .route("/remediation/actions/:id/reject", post(policy::reject))
+        .route("/remediation/actions/{id}/approve", post(policy::approve))
+        .route("/remediation/actions/{id}/reject", post(policy::reject))
         .route("/policies", get(policy::list).post(policy::create))
-        .route("/policies/:name", get(policy::get).delete(policy::withdraw))
-        .route("/policies/:name/rollout", post(policy::rollout))
-        .route("/policies/:name/status", get(policy::status))
+        .route("/policies/{name}", get(policy::get).delete(policy::withdraw))
+        .route("/policies/{name}/rollout", post(policy::rollout))
+        .route("/policies/{name}/status", get(policy::status))
         .route("/audit", get(remediation::audit))
         .route(
             "/enrollment-tokens",
             get(enroll::list_tokens).post(enroll::create_token),
         )
         .route(
-            "/enrollment-tokens/:id",
+            "/enrollment-tokens/{id}",
             axum::routing::delete(enroll::revoke_token),
         )
         .route("/monitoring/metrics", get(fleet::monitoring_metrics))
@@ -89,7 +89,7 @@ pub fn app(state: AppState) -> Router {
                 .post(anomaly::score)
                 .layer(DefaultBodyLimit::max(4 * 1024 * 1024)),
         )
-        .route("/anomaly/:id", get(anomaly::get))
+        .route("/anomaly/{id}", get(anomaly::get))
         .fallback(|| async { error::AppError::not_found("no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(64 * 1024))

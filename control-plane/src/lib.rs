@@ -106,8 +106,8 @@ pub async fn bootstrap_admin(
     }
     let generated = password.is_none();
     let password = password.unwrap_or_else(|| {
-        use rand::distributions::{Alphanumeric, DistString};
-        Alphanumeric.sample_string(&mut rand::thread_rng(), 20)
+        use rand::distr::{Alphanumeric, SampleString};
+        Alphanumeric.sample_string(&mut rand::rng(), 20)
     });
     let hash = auth::hash_password(&password)?;
     let user = auth::User {

@@ -55,8 +55,8 @@ impl PkiPaths {
 
 /// A loaded CA able to issue certificates.
 pub struct Ca {
-    key: KeyPair,
-    cert: rcgen::Certificate,
+    /// The CA's subject and key, which issued certificates name.
+    issuer: rcgen::Issuer<'static, KeyPair>,
     pub cert_pem: String,
 }
 
@@ -120,8 +120,7 @@ impl Ca {
         let cert = ca_params()?.self_signed(&key)?;
         Ok(Self {
             cert_pem: cert.pem(),
-            key,
-            cert,
+            issuer: rcgen::Issuer::new(ca_params()?, key),
         })
     }
 
@@ -130,17 +129,15 @@ impl Ca {
     /// reproduce.
     pub fn load(paths: &PkiPaths) -> Result<Self, PkiError> {
         let key = KeyPair::from_pem(&read(&paths.ca_key)?)?;
-        let cert = ca_params()?.self_signed(&key)?;
         Ok(Self {
             cert_pem: read(&paths.ca_cert)?,
-            key,
-            cert,
+            issuer: rcgen::Issuer::new(ca_params()?, key),
         })
     }
 
     pub fn save(&self, paths: &PkiPaths) -> Result<(), PkiError> {
         write_public(&paths.ca_cert, &self.cert_pem)?;
-        write_private(&paths.ca_key, &self.key.serialize_pem())
+        write_private(&paths.ca_key, &self.issuer.key().serialize_pem())
     }
 
     /// A server certificate for the given DNS names and IP addresses.
@@ -157,7 +154,7 @@ impl Ca {
         let now = OffsetDateTime::now_utc();
         p.not_before = now - Duration::hours(1);
         p.not_after = now + Duration::days(825);
-        let cert = p.signed_by(&key, &self.cert, &self.key)?;
+        let cert = p.signed_by(&key, &self.issuer)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 
@@ -178,7 +175,7 @@ impl Ca {
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.not_before = not_before;
         p.not_after = not_after;
-        let cert = p.signed_by(&key, &self.cert, &self.key)?;
+        let cert = p.signed_by(&key, &self.issuer)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 }
@@ -209,7 +206,7 @@ impl Ca {
         p.not_before = now - Duration::minutes(5);
         p.not_after = now + lifetime;
         csr.params = p;
-        let cert = csr.signed_by(&self.cert, &self.key)?;
+        let cert = csr.signed_by(&self.issuer)?;
         Ok((cert.pem(), now + lifetime))
     }
 

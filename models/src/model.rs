@@ -26,7 +26,7 @@ const SHIPPED_ONNX: &[u8] = include_bytes!("../shipped/sco-window-pca.onnx");
 /// The only element type the crate feeds or reads.
 const FLOAT32: &str = "float32";
 
-type Plan = TypedRunnableModel<TypedModel>;
+type Plan = TypedRunnableModel;
 
 /// Batch sizes up to this get their own plan with a concrete batch dimension (built once, on
 /// first use, and cached): tract fuses the element-wise ops of a concrete plan and skips the
@@ -41,7 +41,7 @@ pub const MAX_CONCRETE_BATCH: usize = 1024;
 pub struct Model {
     manifest: Manifest,
     model_path: PathBuf,
-    plan: Plan,
+    plan: Arc<Plan>,
     /// The decluttered model with a symbolic batch dimension, to derive concrete plans from.
     typed: TypedModel,
     /// Concrete-batch plans by batch size (see [`MAX_CONCRETE_BATCH`]).
@@ -196,7 +196,7 @@ impl Model {
         let input = Tensor::from_shape(&[n, self.features], batch)
             .map_err(|e| ModelError::Inference(format!("{e:#}")))?;
         let concrete = self.concrete_plan(n)?;
-        let plan = concrete.as_deref().unwrap_or(&self.plan);
+        let plan = concrete.as_ref().unwrap_or(&self.plan);
         let outputs = plan
             .run(tvec!(input.into()))
             .map_err(|e| ModelError::Inference(format!("{e:#}")))?;
@@ -227,17 +227,17 @@ impl Model {
         let fail = |e: TractError| ModelError::Inference(format!("batch {n} plan: {e:#}"));
         let input = self.typed.input_outlets().map_err(fail)?[0];
         let dim = self.typed.outlet_fact(input).map_err(fail)?.shape[0].clone();
-        let mut values = SymbolValues::default();
-        for sym in dim.symbols() {
-            values = values.with(&sym, n as i64);
-        }
+        let values: HashMap<Symbol, TDim> = dim
+            .symbols()
+            .into_iter()
+            .map(|sym| (sym, TDim::Val(n as i64)))
+            .collect();
         let plan = self
             .typed
-            .concretize_dims(&values)
+            .set_symbols(&values)
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(fail)?;
-        let plan = Arc::new(plan);
         plans.insert(n, Arc::clone(&plan));
         Ok(Some(plan))
     }
@@ -273,7 +273,7 @@ fn output_values(
         .get(index)
         .ok_or_else(|| ModelError::Inference(format!("output {name} missing")))?;
     let view = value
-        .to_array_view::<f32>()
+        .to_plain_array_view::<f32>()
         .map_err(|e| ModelError::Inference(format!("output {name}: {e:#}")))?;
     if view.shape() != shape {
         return Err(ModelError::Inference(format!(

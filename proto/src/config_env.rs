@@ -294,7 +294,8 @@ where
 
 /// `text` as one TOML value (`500`, `true`, `["a"]`, `{ a = 1 }`, `"quoted"`), if it is one.
 fn parse_value(text: &str) -> Option<toml::Value> {
-    toml::Value::deserialize(toml::de::ValueDeserializer::new(text)).ok()
+    let deserializer = toml::de::ValueDeserializer::parse(text).ok()?;
+    toml::Value::deserialize(deserializer).ok()
 }
 
 fn set(doc: &mut toml::Table, path: &[String], value: toml::Value) {

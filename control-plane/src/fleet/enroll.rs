@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rand::Rng;
 use sha2::Digest;
 
 use super::Fleet;
@@ -68,7 +67,7 @@ pub fn new_agent_id(hostname: &str) -> String {
         .collect();
     let base = base.trim_matches('-');
     let base = if base.is_empty() { "agent" } else { base };
-    let suffix: u32 = rand::thread_rng().gen();
+    let suffix: u32 = rand::random();
     format!("{base}-{suffix:08x}")
 }
 
@@ -81,13 +80,10 @@ impl Fleet {
         max_uses: i64,
         labels: BTreeMap<String, String>,
     ) -> Result<(EnrollmentToken, String), StoreError> {
-        let (id, secret) = {
-            let mut rng = rand::thread_rng();
-            (
-                format!("{:012x}", rng.gen::<u64>() & 0xffff_ffff_ffff),
-                hex::encode(rng.gen::<[u8; 32]>()),
-            )
-        };
+        let (id, secret) = (
+            format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
+            hex::encode(rand::random::<[u8; 32]>()),
+        );
         let now = now_ms();
         let token = EnrollmentToken {
             id: id.clone(),

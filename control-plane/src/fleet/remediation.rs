@@ -64,9 +64,8 @@ pub fn check_action(action: &serde_json::Value) -> Result<sco_policy::Action, St
 }
 
 fn lease() -> (String, i64) {
-    use rand::Rng;
     (
-        hex::encode(rand::thread_rng().gen::<[u8; 16]>()),
+        hex::encode(rand::random::<[u8; 16]>()),
         now_ms() + LEASE_MS,
     )
 }

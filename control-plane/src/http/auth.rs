@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use super::error::{ApiJson, AppError};
 use super::AppState;
 use crate::accounts::TokenPair;
+use super::error::ErrorBody;
 use crate::auth::{Claims, Role, User};
 use crate::config::Config;
 
@@ -70,7 +71,6 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Claims, AppError>
     Ok(state.accounts.authenticate(token).await?)
 }
 
-#[axum::async_trait]
 impl<S> FromRequestParts<S> for Caller
 where
     AppState: FromRef<S>,
@@ -88,7 +88,6 @@ where
 /// Like [`Caller`] but absent without an Authorization header.
 pub struct MaybeCaller(pub Option<Claims>);
 
-#[axum::async_trait]
 impl<S> FromRequestParts<S> for MaybeCaller
 where
     AppState: FromRef<S>,
@@ -109,7 +108,6 @@ where
 /// client could forge); absent when the server was not given it.
 pub struct ClientAddr(pub Option<IpAddr>);
 
-#[axum::async_trait]
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 

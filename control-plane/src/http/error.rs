@@ -109,7 +109,6 @@ impl<E: Coded> From<E> for AppError {
 /// `Json` whose rejections are JSON errors naming the problem.
 pub struct ApiJson<T>(pub T);
 
-#[axum::async_trait]
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = AppError;
 
@@ -126,7 +125,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 /// errors naming the problem).
 pub struct OptionalJson<T>(pub Option<T>);
 
-#[axum::async_trait]
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
     type Rejection = AppError;
 
@@ -171,7 +169,6 @@ fn json_rejection(r: JsonRejection) -> AppError {
 /// `Query` whose rejections are JSON errors naming the parameter.
 pub struct ApiQuery<T>(pub T);
 
-#[axum::async_trait]
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = AppError;
 

@@ -167,19 +167,15 @@ impl Modify for Security {
             ),
         );
         for (path, item) in openapi.paths.paths.iter_mut() {
-            for (method, op) in item.operations.iter_mut() {
-                use utoipa::openapi::PathItemType as T;
-                let method = match method {
-                    T::Get => "GET",
-                    T::Post => "POST",
-                    T::Put => "PUT",
-                    T::Delete => "DELETE",
-                    T::Patch => "PATCH",
-                    T::Head => "HEAD",
-                    T::Options => "OPTIONS",
-                    T::Trace => "TRACE",
-                    T::Connect => "CONNECT",
-                };
+            let operations = [
+                ("GET", &mut item.get),
+                ("PUT", &mut item.put),
+                ("POST", &mut item.post),
+                ("DELETE", &mut item.delete),
+                ("PATCH", &mut item.patch),
+            ];
+            for (method, op) in operations {
+                let Some(op) = op else { continue };
                 let role = ROLES
                     .iter()
                     .find(|(m, p, _)| *m == method && p == path)

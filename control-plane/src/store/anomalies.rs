@@ -4,7 +4,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{claim_message, parse_processes, Store, StoreError};
+use super::{audited, claim_message, parse_processes, Store, StoreError};
 use crate::domain::{
     Anomaly, AnomalyChange, AnomalyQuery, ChangeKind, Ingested, OpenAnomalies, Severity,
 };
@@ -146,7 +146,7 @@ impl Store {
         sql.push_str(" ORDER BY started_ms DESC, id");
         next(&mut sql, " LIMIT ?");
         next(&mut sql, " OFFSET ?");
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(audited(sql));
         if let Some(h) = &q.host {
             query = query.bind(h);
         }
@@ -194,7 +194,7 @@ impl Store {
     }
 
     pub async fn anomaly(&self, id: &str) -> Result<Option<Anomaly>, StoreError> {
-        let row = sqlx::query(&format!("{ANOMALY_SELECT} WHERE id = $1"))
+        let row = sqlx::query(audited(format!("{ANOMALY_SELECT} WHERE id = $1")))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;

@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{claim_message, Store, StoreError};
+use super::{audited, claim_message, Store, StoreError};
 use crate::domain::policy::{
     PolicyHostStatus, PolicyRevision, PolicyStatusIn, Rollout, RolloutState,
 };
@@ -87,9 +87,9 @@ impl Store {
 
     /// Every revision of `name`, oldest first.
     pub async fn policy_revisions(&self, name: &str) -> Result<Vec<PolicyRevision>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(audited(format!(
             "{REVISION_SELECT} WHERE name = $1 ORDER BY revision"
-        ))
+        )))
         .bind(name)
         .fetch_all(&self.pool)
         .await?;
@@ -101,9 +101,9 @@ impl Store {
         name: &str,
         revision: i64,
     ) -> Result<Option<PolicyRevision>, StoreError> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query(audited(format!(
             "{REVISION_SELECT} WHERE name = $1 AND revision = $2"
-        ))
+        )))
         .bind(name)
         .bind(revision)
         .fetch_optional(&self.pool)
@@ -113,10 +113,10 @@ impl Store {
 
     /// The newest revision of every policy, by name.
     pub async fn latest_policies(&self) -> Result<Vec<PolicyRevision>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(audited(format!(
             "{REVISION_SELECT} p WHERE revision = (SELECT MAX(revision) FROM policies q WHERE q.name = p.name)
              ORDER BY name"
-        ))
+        )))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(revision_from_row).collect()
@@ -174,9 +174,9 @@ impl Store {
 
     /// Rollouts of `name`, newest first.
     pub async fn rollouts(&self, name: &str) -> Result<Vec<Rollout>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(audited(format!(
             "{ROLLOUT_SELECT} WHERE name = $1 ORDER BY started_at_ms DESC, id DESC"
-        ))
+        )))
         .bind(name)
         .fetch_all(&self.pool)
         .await?;
@@ -185,10 +185,10 @@ impl Store {
 
     /// The newest rollout of every policy.
     pub async fn current_rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(audited(format!(
             "{ROLLOUT_SELECT} r WHERE started_at_ms = (SELECT MAX(started_at_ms) FROM policy_rollouts s
              WHERE s.name = r.name) ORDER BY name"
-        ))
+        )))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(rollout_from_row).collect()
@@ -251,7 +251,7 @@ impl Store {
                  WHERE applied_revision > 0 AND host_id IN ",
             );
             super::push_placeholders(&mut sql, 1, chunk.len());
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query(audited(sql));
             for h in chunk {
                 q = q.bind(h);
             }

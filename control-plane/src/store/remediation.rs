@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{claim_message, Store, StoreError};
+use super::{audited, claim_message, Store, StoreError};
 use crate::domain::remediation::{
     ActionQuery, ActionRecord, ActionState, Approval, AuditEntry, AuditQuery, ReportIn,
 };
@@ -52,9 +52,9 @@ const ACTION_INSERT: &str =
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16)";
 
 fn bind_action<'q>(
-    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     a: &ActionRecord,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
     q.bind(a.id.clone())
         .bind(a.host_id.clone())
         .bind(a.rule.clone())
@@ -104,7 +104,7 @@ impl Store {
             return Ok(Ingested::Duplicate);
         }
         bind_action(
-            sqlx::query(&format!("{ACTION_INSERT} ON CONFLICT (id) DO NOTHING")),
+            sqlx::query(audited(format!("{ACTION_INSERT} ON CONFLICT (id) DO NOTHING"))),
             a,
         )
         .execute(&mut *tx)
@@ -116,11 +116,11 @@ impl Store {
     /// Requests of `host` that may be sent once they hold a lease: approved
     /// ones and auto proposals, oldest first.
     pub async fn dispatchable_actions(&self, host: &str) -> Result<Vec<ActionRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(audited(format!(
             "{ACTION_SELECT} WHERE host_id = $1
                AND (state = 'approved' OR (state = 'proposed' AND approval = 'auto'))
              ORDER BY created_at_ms, id"
-        ))
+        )))
         .bind(host)
         .fetch_all(&self.pool)
         .await?;
@@ -130,10 +130,10 @@ impl Store {
     /// [`Store::dispatchable_actions`] of the whole fleet, oldest first, in
     /// one query (the periodic dispatch costs the same for 10 hosts or 10 000).
     pub async fn all_dispatchable_actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(audited(format!(
             "{ACTION_SELECT} WHERE state = 'approved' OR (state = 'proposed' AND approval = 'auto')
              ORDER BY created_at_ms, id"
-        ))
+        )))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(action_from_row).collect()
@@ -141,10 +141,10 @@ impl Store {
 
     /// Proposed or approved requests whose time is up.
     pub async fn expiring_actions(&self, now_ms: i64) -> Result<Vec<ActionRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(audited(format!(
             "{ACTION_SELECT} WHERE state IN ('proposed', 'approved')
                AND expires_at_ms > 0 AND expires_at_ms <= $1"
-        ))
+        )))
         .bind(now_ms)
         .fetch_all(&self.pool)
         .await?;
@@ -153,9 +153,9 @@ impl Store {
 
     /// Requests sent before `before_ms` that never got a report.
     pub async fn stale_running(&self, before_ms: i64) -> Result<Vec<ActionRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(audited(format!(
             "{ACTION_SELECT} WHERE state = 'running' AND updated_at_ms < $1"
-        ))
+        )))
         .bind(before_ms)
         .fetch_all(&self.pool)
         .await?;
@@ -314,7 +314,7 @@ impl Store {
             " ORDER BY created_at_ms DESC, id LIMIT ${}",
             binds.len() + 1
         ));
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(audited(sql));
         for b in binds {
             query = query.bind(b);
         }
@@ -323,7 +323,7 @@ impl Store {
     }
 
     pub async fn action(&self, id: &str) -> Result<Option<ActionRecord>, StoreError> {
-        let row = sqlx::query(&format!("{ACTION_SELECT} WHERE id = $1"))
+        let row = sqlx::query(audited(format!("{ACTION_SELECT} WHERE id = $1")))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -366,7 +366,7 @@ impl Store {
             " ORDER BY at_ms DESC, id LIMIT ${}",
             binds.len() + 1
         ));
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(audited(sql));
         for b in binds {
             query = query.bind(b);
         }
