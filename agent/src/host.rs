@@ -73,7 +73,11 @@ mod tests {
     fn reads_this_host() {
         let info = HostInfo::read(Path::new("/"));
         assert!(!info.hostname.is_empty());
-        assert!(info.kernel.chars().next().is_some_and(|c| c.is_ascii_digit()));
+        assert!(info
+            .kernel
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit()));
         assert!(info.os.starts_with("Linux"));
     }
 }

@@ -2,6 +2,7 @@
 //! `/health`, `/status`, `/metrics`, `/auth/*`, `/monitoring/metrics`, plus
 //! `/hosts`, `/users` and `/metrics/fleet` (the fleet for Prometheus).
 
+pub mod access;
 pub mod anomaly;
 pub mod auth;
 pub mod enroll;
@@ -20,10 +21,12 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::{json, Value};
+use axum::{Extension, Json, Router};
+use serde::Serialize;
 use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::accounts::Accounts;
 use crate::fleet::Fleet;
@@ -44,52 +47,57 @@ pub struct AppState {
     pub security: Arc<auth::Security>,
 }
 
+/// Every route, each from its handler's `#[utoipa::path]` declaration (method, path, role,
+/// request and responses): the router and the OpenAPI document come from the same list.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(status))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi::document))
+        .routes(routes!(fleet_metrics::scrape))
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::verify))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::password))
+        .routes(routes!(auth::users))
+        .routes(routes!(fleet::hosts))
+        .routes(routes!(fleet::host))
+        .routes(routes!(enroll::revoke_host))
+        .routes(routes!(fleet::monitoring_metrics))
+        .routes(routes!(remediation::trigger))
+        .routes(routes!(remediation::actions))
+        .routes(routes!(remediation::reset_breaker))
+        .routes(routes!(remediation::approve))
+        .routes(routes!(remediation::reject))
+        .routes(routes!(remediation::audit))
+        .routes(routes!(policy::list, policy::create))
+        .routes(routes!(policy::get, policy::withdraw))
+        .routes(routes!(policy::rollout))
+        .routes(routes!(policy::status))
+        .routes(routes!(enroll::list_tokens, enroll::create_token))
+        .routes(routes!(enroll::revoke_token))
+        .routes(routes!(anomaly::list))
+        .routes(routes!(anomaly::score).layer(DefaultBodyLimit::max(4 * 1024 * 1024)))
+        .routes(routes!(anomaly::get))
+}
+
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .route("/metrics/fleet", get(fleet_metrics::scrape))
-        .route("/auth/register", post(auth::register))
-        .route("/auth/login", post(auth::login))
-        .route("/auth/verify", get(auth::verify))
-        .route("/auth/refresh", post(auth::refresh))
-        .route("/auth/logout", post(auth::logout))
-        .route("/auth/password", post(auth::password))
-        .route("/openapi.json", get(openapi::document))
-        .route("/users", get(auth::users))
-        .route("/hosts", get(fleet::hosts))
-        .route("/hosts/{id}", get(fleet::host))
-        .route("/hosts/{id}/revoke", post(enroll::revoke_host))
-        .route("/remediation/trigger", post(remediation::trigger))
-        .route("/remediation/actions", get(remediation::actions))
-        .route(
-            "/remediation/breakers/reset",
-            post(remediation::reset_breaker),
-        )
-        .route("/remediation/actions/{id}/approve", post(policy::approve))
-        .route("/remediation/actions/{id}/reject", post(policy::reject))
-        .route("/policies", get(policy::list).post(policy::create))
-        .route("/policies/{name}", get(policy::get).delete(policy::withdraw))
-        .route("/policies/{name}/rollout", post(policy::rollout))
-        .route("/policies/{name}/status", get(policy::status))
-        .route("/audit", get(remediation::audit))
-        .route(
-            "/enrollment-tokens",
-            get(enroll::list_tokens).post(enroll::create_token),
-        )
-        .route(
-            "/enrollment-tokens/{id}",
-            axum::routing::delete(enroll::revoke_token),
-        )
-        .route("/monitoring/metrics", get(fleet::monitoring_metrics))
-        .route(
-            "/anomaly",
-            get(anomaly::list)
-                .post(anomaly::score)
-                .layer(DefaultBodyLimit::max(4 * 1024 * 1024)),
-        )
-        .route("/anomaly/{id}", get(anomaly::get))
+    let (router, mut doc) = routes().split_for_parts();
+    openapi::finish(&mut doc);
+    let access = Arc::new(openapi::access_table(&doc));
+    for undeclared in access.undeclared() {
+        tracing::error!(route = %undeclared, "refused: no access declaration");
+    }
+    let document = openapi::Document(doc.to_json().unwrap_or_default().into());
+    router
+        .route_layer(axum::middleware::from_fn_with_state(
+            (access, state.clone()),
+            access::enforce,
+        ))
+        .layer(Extension(document))
         .fallback(|| async { error::AppError::not_found("no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -151,27 +159,73 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     response
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// Liveness.
+#[derive(Serialize, utoipa::ToSchema)]
+struct HealthResponse {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
-async fn status(State(state): State<AppState>) -> Json<Value> {
+/// Liveness.
+#[utoipa::path(get, path = "/health", tag = "service", security(()),
+    responses((status = 200, description = "alive", body = HealthResponse)))]
+async fn health() -> Json<HealthResponse> {
+    Json(HealthResponse { status: "ok" })
+}
+
+/// Version, uptime, database reachability, connected agents, ingest counters.
+#[derive(Serialize, utoipa::ToSchema)]
+struct StatusResponse {
+    /// `ok` or `degraded` (database unreachable).
+    status: &'static str,
+    version: &'static str,
+    uptime_secs: u64,
+    database: DatabaseStatus,
+    agents_connected: u64,
+    ingest: IngestCounters,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct DatabaseStatus {
+    reachable: bool,
+    /// `sqlite` or `postgres`.
+    backend: String,
+}
+
+/// Since the control plane started.
+#[derive(Serialize, utoipa::ToSchema)]
+struct IngestCounters {
+    messages: u64,
+    rows: u64,
+    duplicates: u64,
+}
+
+/// Version, uptime, database and ingest state.
+#[utoipa::path(get, path = "/status", tag = "service", security(()),
+    responses((status = 200, description = "status", body = StatusResponse)))]
+async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
     let (database, backend) = state.fleet.database().await;
     let t = &state.telemetry;
-    Json(json!({
-        "status": if database { "ok" } else { "degraded" },
-        "version": crate::VERSION,
-        "uptime_secs": state.started.elapsed().as_secs(),
-        "database": { "reachable": database, "backend": backend },
-        "agents_connected": state.fleet.connected_agents(),
-        "ingest": {
-            "messages": t.ingest_messages.get(),
-            "rows": t.ingest_rows.get(),
-            "duplicates": t.ingest_duplicates.get(),
+    Json(StatusResponse {
+        status: if database { "ok" } else { "degraded" },
+        version: crate::VERSION,
+        uptime_secs: state.started.elapsed().as_secs(),
+        database: DatabaseStatus {
+            reachable: database,
+            backend,
         },
-    }))
+        agents_connected: state.fleet.connected_agents() as u64,
+        ingest: IngestCounters {
+            messages: t.ingest_messages.get(),
+            rows: t.ingest_rows.get(),
+            duplicates: t.ingest_duplicates.get(),
+        },
+    })
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "service", security(()),
+    responses((status = 200, description = "OpenMetrics text", body = String,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

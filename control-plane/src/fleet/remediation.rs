@@ -64,10 +64,7 @@ pub fn check_action(action: &serde_json::Value) -> Result<sco_policy::Action, St
 }
 
 fn lease() -> (String, i64) {
-    (
-        hex::encode(rand::random::<[u8; 16]>()),
-        now_ms() + LEASE_MS,
-    )
+    (hex::encode(rand::random::<[u8; 16]>()), now_ms() + LEASE_MS)
 }
 
 impl Fleet {

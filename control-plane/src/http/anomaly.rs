@@ -6,10 +6,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::Caller;
 use super::error::{ApiQuery, AppError};
 use super::AppState;
-use crate::auth::Role;
 use crate::fleet::{valid_agent_id, AnomalyQuery, Severity};
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -39,7 +37,7 @@ pub struct ListQuery {
 const MAX_LIMIT: i64 = 1000;
 
 /// The history of anomaly events, newest first, paged.
-#[utoipa::path(get, path = "/anomaly", tag = "anomaly", security(("bearer" = [])),
+#[utoipa::path(get, path = "/anomaly", tag = "anomaly", security(("bearer" = ["viewer"])),
     params(ListQuery),
     responses(
         (status = 200, description = "a page of events", body = inline(AnomaliesResponse)),
@@ -49,10 +47,8 @@ const MAX_LIMIT: i64 = 1000;
     ))]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, AppError> {
-    caller.require(Role::Viewer)?;
     if let Some(h) = &q.host {
         if !valid_agent_id(h) {
             return Err(AppError::bad_request(format!(
@@ -119,7 +115,7 @@ pub async fn list(
 }
 
 /// One event with its context.
-#[utoipa::path(get, path = "/anomaly/{id}", tag = "anomaly", security(("bearer" = [])),
+#[utoipa::path(get, path = "/anomaly/{id}", tag = "anomaly", security(("bearer" = ["viewer"])),
     params(("id" = String, Path, description = "event id, `<host>:<seq>`")),
     responses(
         (status = 200, description = "the event", body = inline(AnomalyResponse)),
@@ -130,10 +126,8 @@ pub async fn list(
     ))]
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    caller.require(Role::Viewer)?;
     if id.len() > 200 {
         return Err(AppError::bad_request("anomaly id is too long"));
     }
@@ -159,7 +153,7 @@ const MAX_METRICS: usize = 256;
 
 /// Scores a posted window with the current model: per-row scores in [0, 1]
 /// (0.5 is the threshold) and the top contributors of the worst row.
-#[utoipa::path(post, path = "/anomaly", tag = "anomaly", security(("bearer" = [])),
+#[utoipa::path(post, path = "/anomaly", tag = "anomaly", security(("bearer" = ["viewer"])),
     request_body = ScoreBody,
     responses(
         (status = 200, description = "scores", body = inline(ScoreResponse)),
@@ -170,10 +164,8 @@ const MAX_METRICS: usize = 256;
     ))]
 pub async fn score(
     State(state): State<AppState>,
-    caller: Caller,
     super::error::ApiJson(body): super::error::ApiJson<ScoreBody>,
 ) -> Result<Json<Value>, AppError> {
-    caller.require(Role::Viewer)?;
     if body.rows.len() > MAX_ROWS {
         return Err(AppError::bad_request(format!(
             "rows: {} rows, at most {MAX_ROWS}",

@@ -10,10 +10,10 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiJson, AppError};
+use super::access::bearer;
+use super::error::{ApiJson, AppError, ErrorBody};
 use super::AppState;
 use crate::accounts::TokenPair;
-use super::error::ErrorBody;
 use crate::auth::{Claims, Role, User};
 use crate::config::Config;
 
@@ -37,38 +37,28 @@ impl Security {
 /// The caller, from a valid `Authorization: Bearer` token whose version
 /// still matches the user's (not logged out, password not changed since).
 /// `role` is the user's current role, which may be lower than when the
-/// token was issued.
+/// token was issued. The access layer ([`super::access`]) has already
+/// checked it against the route's declared role.
 pub struct Caller(pub Claims);
 
-impl Caller {
-    pub fn require(&self, role: Role) -> Result<(), AppError> {
-        if self.0.role >= role {
-            Ok(())
-        } else {
-            Err(AppError::forbidden(format!(
-                "this endpoint needs the {} role; you have {}",
-                role.as_str(),
-                self.0.role.as_str()
-            )))
-        }
+/// The claims the access layer found, or (for a route that did not need a token) the
+/// request's own token checked here.
+async fn claims<S>(parts: &Parts, state: &S) -> Result<Option<Claims>, AppError>
+where
+    AppState: FromRef<S>,
+{
+    if let Some(claims) = parts.extensions.get::<Claims>() {
+        return Ok(Some(claims.clone()));
     }
-}
-
-fn bearer(parts: &Parts) -> Result<Option<&str>, AppError> {
-    let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| AppError::unauthorized("authorization header is not valid text"))?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .ok_or_else(|| AppError::unauthorized("authorization header must be `Bearer <token>`"))?;
-    Ok(Some(token.trim()))
-}
-
-async fn authenticate(state: &AppState, token: &str) -> Result<Claims, AppError> {
-    Ok(state.accounts.authenticate(token).await?)
+    match bearer(parts)? {
+        None => Ok(None),
+        Some(token) => Ok(Some(
+            AppState::from_ref(state)
+                .accounts
+                .authenticate(token)
+                .await?,
+        )),
+    }
 }
 
 impl<S> FromRequestParts<S> for Caller
@@ -79,9 +69,10 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
-        let token = bearer(parts)?.ok_or_else(|| AppError::unauthorized("missing bearer token"))?;
-        authenticate(&state, token).await.map(Caller)
+        claims(parts, state)
+            .await?
+            .map(Caller)
+            .ok_or_else(|| AppError::unauthorized("missing bearer token"))
     }
 }
 
@@ -96,11 +87,7 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
-        match bearer(parts)? {
-            None => Ok(Self(None)),
-            Some(token) => authenticate(&state, token).await.map(|c| Self(Some(c))),
-        }
+        claims(parts, state).await.map(Self)
     }
 }
 
@@ -147,7 +134,7 @@ pub struct UserResponse {
 #[utoipa::path(
     post, path = "/auth/register", tag = "auth",
     request_body = RegisterBody,
-    security((), ("bearer" = [])),
+    security((), ("bearer" = ["admin"])),
     responses(
         (status = 201, description = "user created", body = UserResponse),
         (status = 400, description = "invalid username, password or role, or no admin exists yet (the message says how to create one)", body = ErrorBody),
@@ -361,18 +348,14 @@ pub struct UsersResponse {
 
 #[utoipa::path(
     get, path = "/users", tag = "auth",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "every user (admin only)", body = UsersResponse),
         (status = 401, description = "missing or invalid token", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
     )
 )]
-pub async fn users(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<UsersResponse>, AppError> {
-    caller.require(Role::Admin)?;
+pub async fn users(State(state): State<AppState>) -> Result<Json<UsersResponse>, AppError> {
     let users = state.accounts.users().await?;
     Ok(Json(UsersResponse { users }))
 }

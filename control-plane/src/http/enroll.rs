@@ -9,11 +9,48 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::error::{ApiJson, AppError};
+use super::error::{ApiJson, AppError, ErrorBody};
 use super::AppState;
-use crate::auth::Role;
 use crate::fleet::enroll_limits::{MAX_TOKEN_TTL_SECS, MAX_TOKEN_USES};
 use crate::fleet::valid_agent_id;
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct HostRevoked {
+    host: String,
+    revoked: bool,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct EnrollmentTokens {
+    #[schema(value_type = Vec<Object>)]
+    enrollment_tokens: (),
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct EnrollmentTokenCreated {
+    /// The secret, shown only in this response.
+    token: String,
+    #[schema(value_type = Object)]
+    enrollment_token: (),
+    /// SHA-256 of the fleet CA certificate, for the agent to pin.
+    ca_sha256: String,
+    note: String,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct CreateEnrollmentToken {
+    /// Seconds until the token expires (default 3600).
+    ttl_secs: Option<i64>,
+    /// How many agents may enroll with it (default 1).
+    max_uses: Option<i64>,
+    /// Labels every agent enrolled with it gets (at most 64).
+    #[schema(value_type = Option<Object>)]
+    labels: (),
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,12 +87,20 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Creates an enrollment token; its secret is shown once.
+#[utoipa::path(post, path = "/enrollment-tokens", tag = "enrollment", security(("bearer" = ["admin"])),
+    request_body = CreateEnrollmentToken,
+    responses(
+        (status = 201, description = "created", body = EnrollmentTokenCreated),
+        (status = 400, description = "invalid ttl_secs, max_uses or labels", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+    ))]
 pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
-    caller.require(Role::Admin)?;
     let ttl = body.ttl_secs.unwrap_or(3600);
     if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl) {
         return Err(AppError::bad_request(format!(
@@ -94,21 +139,33 @@ pub async fn create_token(
     ))
 }
 
-pub async fn list_tokens(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Value>, AppError> {
-    caller.require(Role::Admin)?;
+/// Enrollment tokens (without their secrets).
+#[utoipa::path(get, path = "/enrollment-tokens", tag = "enrollment", security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "enrollment tokens", body = EnrollmentTokens),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+    ))]
+pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     let tokens = state.fleet.enrollment_tokens().await?;
     Ok(Json(json!({ "enrollment_tokens": tokens })))
 }
 
+/// Revokes an enrollment token.
+#[utoipa::path(delete, path = "/enrollment-tokens/{id}", tag = "enrollment", security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "enrollment token id")),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 400, description = "id too long", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 404, description = "no such token", body = ErrorBody),
+    ))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    caller.require(Role::Admin)?;
     if id.len() > 64 {
         return Err(AppError::bad_request("token id is too long"));
     }
@@ -123,12 +180,21 @@ pub async fn revoke_token(
     }
 }
 
+/// Revokes a host: its certificate is refused from now on.
+#[utoipa::path(post, path = "/hosts/{id}/revoke", tag = "enrollment", security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "host (agent) id")),
+    responses(
+        (status = 200, description = "revoked", body = HostRevoked),
+        (status = 400, description = "invalid host id", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 404, description = "no such host", body = ErrorBody),
+    ))]
 pub async fn revoke_host(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    caller.require(Role::Admin)?;
     if !valid_agent_id(&id) {
         return Err(AppError::bad_request(format!("invalid host id {id:?}")));
     }

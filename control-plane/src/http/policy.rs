@@ -1,17 +1,84 @@
 //! `/policies`: signed fleet policies, their revisions, rollouts and
-//! per-host status; and the approval of proposed remediation actions.
+//! per-host status.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::error::{ApiJson, AppError, OptionalJson};
+use super::error::{ApiJson, AppError, ErrorBody};
 use super::AppState;
-use crate::auth::Role;
-use crate::fleet::{Decision, PolicyRevision, RolloutRequest};
+use crate::fleet::{PolicyRevision, RolloutRequest};
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct PolicyWithdrawn {
+    /// The withdrawal revision (empty document, signed).
+    #[schema(value_type = Object)]
+    policy: (),
+    #[schema(value_type = Object)]
+    rollout: (),
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct PolicyStatusResponse {
+    name: String,
+    #[schema(value_type = Option<Object>)]
+    rollout: (),
+    /// Per host: desired_revision, canary, reported_revision, applied_revision, applied_at_ms, error, in_sync.
+    #[schema(value_type = Vec<Object>)]
+    hosts: (),
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct RolloutResponse {
+    #[schema(value_type = Object)]
+    rollout: (),
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct RolloutBody {
+    /// Revision to roll out; the newest by default.
+    revision: Option<i64>,
+    /// Share of targeted hosts that get it first (0..=100, default 10; 0: all at once).
+    canary_percent: Option<i64>,
+    /// Canary duration in seconds (default 300).
+    canary_secs: Option<i64>,
+    /// Extra anomaly events canary hosts may open before the rollout stops (default 3).
+    max_new_anomalies: Option<i64>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct PolicyResponse {
+    name: String,
+    #[schema(value_type = Vec<Object>)]
+    revisions: (),
+    #[schema(value_type = Vec<Object>)]
+    rollouts: (),
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct PoliciesResponse {
+    count: u64,
+    #[schema(value_type = Vec<Object>)]
+    policies: (),
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct PolicyCreated {
+    /// False when the document equals the newest revision's.
+    created: bool,
+    /// name, revision, document (canonical), signature, source, created_by, created_at_ms.
+    #[schema(value_type = Object)]
+    policy: (),
+}
 
 /// A revision as the API shows it: the parsed document, and the exact bytes the signature
 /// covers beside it.
@@ -47,12 +114,21 @@ fn check_name(name: &str) -> Result<(), AppError> {
 /// Validates a policy (YAML, or JSON when it starts with `{`), signs it as
 /// the next revision and stores it. The same document as the newest
 /// revision returns that revision with 200.
+#[utoipa::path(post, path = "/policies", tag = "policies", security(("bearer" = ["admin"])),
+    request_body(content = String, content_type = "application/yaml", description = "policy document (YAML or JSON)"),
+    responses(
+        (status = 201, description = "new revision", body = PolicyCreated),
+        (status = 200, description = "same as the newest revision", body = PolicyCreated),
+        (status = 400, description = "invalid document (names the field and the reason)", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 409, description = "concurrent revisions", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     body: String,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
-    caller.require(Role::Admin)?;
     if body.trim().is_empty() {
         return Err(AppError::bad_request(
             "document: empty body; send the policy as YAML or JSON",
@@ -70,8 +146,14 @@ pub async fn create(
     ))
 }
 
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, AppError> {
-    caller.require(Role::Viewer)?;
+/// Policies with their newest revision and current rollout.
+#[utoipa::path(get, path = "/policies", tag = "policies", security(("bearer" = ["viewer"])),
+    responses(
+        (status = 200, description = "policies", body = PoliciesResponse),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+    ))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     let policies: Vec<Value> = state
         .fleet
         .policies()
@@ -93,12 +175,20 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
     ))
 }
 
+/// A policy with every revision and its rollouts.
+#[utoipa::path(get, path = "/policies/{name}", tag = "policies", security(("bearer" = ["viewer"])),
+    params(("name" = String, Path, description = "policy name")),
+    responses(
+        (status = 200, description = "policy", body = PolicyResponse),
+        (status = 400, description = "invalid name", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+        (status = 404, description = "no such policy", body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    caller.require(Role::Viewer)?;
     check_name(&name)?;
     let (revisions, rollouts) = state.fleet.policy_history(&name).await?;
     if revisions.is_empty() {
@@ -114,13 +204,23 @@ pub async fn get(
 /// Starts a rollout: the canary share of targeted hosts first, everyone
 /// after `canary_secs` unless canary hosts refuse the revision or open
 /// more anomaly events than allowed.
+#[utoipa::path(post, path = "/policies/{name}/rollout", tag = "policies", security(("bearer" = ["admin"])),
+    params(("name" = String, Path, description = "policy name")),
+    request_body = RolloutBody,
+    responses(
+        (status = 201, description = "rollout started", body = RolloutResponse),
+        (status = 400, description = "invalid parameter (named)", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 404, description = "no such policy or revision", body = ErrorBody),
+        (status = 409, description = "a rollout is still in its canary phase", body = ErrorBody),
+    ))]
 pub async fn rollout(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<RolloutRequest>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
-    caller.require(Role::Admin)?;
     check_name(&name)?;
     let rollout = state
         .fleet
@@ -131,12 +231,21 @@ pub async fn rollout(
 
 /// Withdraws a policy from every host (a signed empty revision, rolled out
 /// at once). Its revisions stay; posting it again makes a new one.
+#[utoipa::path(delete, path = "/policies/{name}", tag = "policies", security(("bearer" = ["admin"])),
+    params(("name" = String, Path, description = "policy name")),
+    responses(
+        (status = 200, description = "withdrawn", body = PolicyWithdrawn),
+        (status = 400, description = "invalid name", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 404, description = "no such policy", body = ErrorBody),
+        (status = 409, description = "already withdrawn", body = ErrorBody),
+    ))]
 pub async fn withdraw(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    caller.require(Role::Admin)?;
     check_name(&name)?;
     let (rev, rollout) = state.fleet.withdraw_policy(&caller.0.sub, &name).await?;
     Ok(Json(
@@ -144,55 +253,20 @@ pub async fn withdraw(
     ))
 }
 
+/// Per host: the revision meant for it, the one it applied, when, and errors.
+#[utoipa::path(get, path = "/policies/{name}/status", tag = "policies", security(("bearer" = ["viewer"])),
+    params(("name" = String, Path, description = "policy name")),
+    responses(
+        (status = 200, description = "status", body = PolicyStatusResponse),
+        (status = 400, description = "invalid name", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+        (status = 404, description = "no such policy", body = ErrorBody),
+    ))]
 pub async fn status(
     State(state): State<AppState>,
-    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    caller.require(Role::Viewer)?;
     check_name(&name)?;
     Ok(Json(json!(state.fleet.policy_status(&name).await?)))
-}
-
-pub async fn approve(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
-    decide(state, caller, id, Decision::Approve).await
-}
-
-/// The optional body of `POST /remediation/actions/{id}/reject`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RejectBody {
-    /// Why: one line, at most 500 characters (`domain::remediation::check_reject_reason`,
-    /// applied by the service).
-    reason: Option<String>,
-}
-
-/// Rejects a proposal; a JSON body `{"reason": "..."}` says why, and the reason is kept
-/// with the decision. Without a body it rejects exactly as before.
-pub async fn reject(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    OptionalJson(body): OptionalJson<RejectBody>,
-) -> Result<Json<Value>, AppError> {
-    let reason = body.and_then(|b| b.reason).unwrap_or_default();
-    decide(state, caller, id, Decision::Reject { reason }).await
-}
-
-async fn decide(
-    state: AppState,
-    caller: Caller,
-    id: String,
-    decision: Decision,
-) -> Result<Json<Value>, AppError> {
-    caller.require(Role::Operator)?;
-    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control()) {
-        return Err(AppError::bad_request("id: not an action id"));
-    }
-    let record = state.fleet.decide(&caller.0.sub, &id, decision).await?;
-    Ok(Json(json!({ "action": record })))
 }

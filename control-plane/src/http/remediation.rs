@@ -1,16 +1,69 @@
-//! `/remediation/trigger`, `/remediation/actions` and `/audit`.
+//! `/remediation/*`: trigger an action, list actions, approve or reject a proposal, reset a
+//! circuit breaker; and `/audit`.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::error::{ApiJson, ApiQuery, AppError};
+use super::error::{ApiJson, ApiQuery, AppError, ErrorBody, OptionalJson};
 use super::AppState;
-use crate::auth::Role;
-use crate::fleet::{ActionQuery, ActionState, AuditQuery};
+use crate::fleet::{ActionQuery, ActionState, AuditQuery, Decision};
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct RejectRequest {
+    /// Why: one line, at most 500 characters, kept as the action's `reason` and in the audit
+    /// entry. Blank is no reason.
+    #[schema(max_length = 500)]
+    reason: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ResetRequest {
+    /// Host (agent) id.
+    host: String,
+    /// `manual` or `policy/rule`.
+    rule: String,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AuditResponse {
+    count: u64,
+    #[schema(value_type = Vec<Object>)]
+    entries: (),
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ActionsResponse {
+    count: u64,
+    #[schema(value_type = Vec<Object>)]
+    actions: (),
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct TriggerResponse {
+    #[schema(value_type = Object)]
+    action: (),
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct TriggerRequest {
+    /// Host (agent) id.
+    host: String,
+    /// A typed action, e.g. `{"type": "kill_process", "name": "stress"}`.
+    #[schema(value_type = Object)]
+    action: (),
+    /// `dry_run` (default) or `execute`.
+    mode: Option<String>,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,12 +78,20 @@ pub struct TriggerBody {
 
 /// Asks one host for one allowlisted action. The agent's local safety rules
 /// still decide; its report updates the request.
+#[utoipa::path(post, path = "/remediation/trigger", tag = "remediation", security(("bearer" = ["operator"])),
+    request_body = TriggerRequest,
+    responses(
+        (status = 202, description = "requested", body = TriggerResponse),
+        (status = 400, description = "invalid action or mode", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+        (status = 404, description = "no such host", body = ErrorBody),
+    ))]
 pub async fn trigger(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<TriggerBody>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
-    caller.require(Role::Operator)?;
     let mode = body.mode.unwrap_or_else(|| "dry_run".into());
     let record = state
         .fleet
@@ -48,12 +109,20 @@ pub struct ResetBody {
 }
 
 /// Closes the circuit breaker of a rule on one host.
+#[utoipa::path(post, path = "/remediation/breakers/reset", tag = "remediation", security(("bearer" = ["operator"])),
+    request_body = ResetRequest,
+    responses(
+        (status = 202, description = "requested", body = TriggerResponse),
+        (status = 400, description = "invalid host or rule (named)", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+        (status = 404, description = "no such host", body = ErrorBody),
+    ))]
 pub async fn reset_breaker(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<ResetBody>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
-    caller.require(Role::Operator)?;
     let record = state
         .fleet
         .reset_breaker(&caller.0.sub, &body.host, &body.rule)
@@ -70,12 +139,24 @@ pub struct ActionsQuery {
     limit: Option<String>,
 }
 
+/// Remediation actions and their states.
+#[utoipa::path(get, path = "/remediation/actions", tag = "remediation", security(("bearer" = ["viewer"])),
+    params(
+        ("host" = Option<String>, Query, description = "host (agent) id"),
+        ("state" = Option<String>, Query, description = "action state"),
+        ("rule" = Option<String>, Query, description = "rule that asked for it"),
+        ("limit" = Option<i64>, Query, description = "at most this many"),
+    ),
+    responses(
+        (status = 200, description = "actions", body = ActionsResponse),
+        (status = 400, description = "invalid parameter (named)", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+    ))]
 pub async fn actions(
     State(state): State<AppState>,
-    caller: Caller,
     ApiQuery(q): ApiQuery<ActionsQuery>,
 ) -> Result<Json<Value>, AppError> {
-    caller.require(Role::Viewer)?;
     let action_state = match &q.state {
         Some(s) => Some(ActionState::parse(s).ok_or_else(|| {
             AppError::bad_request(format!(
@@ -112,12 +193,24 @@ pub struct AuditParams {
     limit: Option<String>,
 }
 
+/// The audit log.
+#[utoipa::path(get, path = "/audit", tag = "remediation", security(("bearer" = ["admin"])),
+    params(
+        ("host" = Option<String>, Query, description = "host (agent) id"),
+        ("actor" = Option<String>, Query, description = "who acted"),
+        ("action" = Option<String>, Query, description = "what was done"),
+        ("limit" = Option<i64>, Query, description = "at most this many"),
+    ),
+    responses(
+        (status = 200, description = "audit entries", body = AuditResponse),
+        (status = 400, description = "invalid parameter (named)", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+    ))]
 pub async fn audit(
     State(state): State<AppState>,
-    caller: Caller,
     ApiQuery(q): ApiQuery<AuditParams>,
 ) -> Result<Json<Value>, AppError> {
-    caller.require(Role::Admin)?;
     let limit = super::int_param("limit", q.limit.as_deref())?.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(AppError::bad_request(format!(
@@ -134,6 +227,73 @@ pub async fn audit(
         })
         .await?;
     Ok(Json(json!({ "count": entries.len(), "entries": entries })))
+}
+
+/// Approves a proposal of an `approve` rule; it runs once a fleet lease is
+/// free.
+#[utoipa::path(post, path = "/remediation/actions/{id}/approve", tag = "remediation", security(("bearer" = ["operator"])),
+    params(("id" = String, Path, description = "action id")),
+    responses(
+        (status = 200, description = "approved", body = TriggerResponse),
+        (status = 400, description = "invalid id", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+        (status = 404, description = "no such action", body = ErrorBody),
+        (status = 409, description = "not a proposal waiting for a decision (named state)", body = ErrorBody),
+    ))]
+pub async fn approve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    decide(state, caller, id, Decision::Approve).await
+}
+
+/// The optional body of `POST /remediation/actions/{id}/reject`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectBody {
+    /// Why: one line, at most 500 characters (`domain::remediation::check_reject_reason`,
+    /// applied by the service).
+    reason: Option<String>,
+}
+
+/// Rejects a proposal; a JSON body `{"reason": "..."}` says why, and the reason is kept
+/// with the decision. Without a body it rejects exactly as before.
+#[utoipa::path(post, path = "/remediation/actions/{id}/reject", tag = "remediation", security(("bearer" = ["operator"])),
+    params(("id" = String, Path, description = "action id")),
+    request_body = Option<RejectRequest>,
+    responses(
+        (status = 200, description = "rejected", body = TriggerResponse),
+        (status = 400, description = "invalid id or reason (named)", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+        (status = 404, description = "no such action", body = ErrorBody),
+        (status = 409, description = "not a proposal waiting for a decision (named state)", body = ErrorBody),
+        (status = 413, description = "body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "a body that is not JSON", body = ErrorBody),
+    ))]
+pub async fn reject(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<RejectBody>,
+) -> Result<Json<Value>, AppError> {
+    let reason = body.and_then(|b| b.reason).unwrap_or_default();
+    decide(state, caller, id, Decision::Reject { reason }).await
+}
+
+async fn decide(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    decision: Decision,
+) -> Result<Json<Value>, AppError> {
+    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control()) {
+        return Err(AppError::bad_request("id: not an action id"));
+    }
+    let record = state.fleet.decide(&caller.0.sub, &id, decision).await?;
+    Ok(Json(json!({ "action": record })))
 }
 
 #[cfg(test)]

@@ -104,7 +104,9 @@ impl Store {
             return Ok(Ingested::Duplicate);
         }
         bind_action(
-            sqlx::query(audited(format!("{ACTION_INSERT} ON CONFLICT (id) DO NOTHING"))),
+            sqlx::query(audited(format!(
+                "{ACTION_INSERT} ON CONFLICT (id) DO NOTHING"
+            ))),
             a,
         )
         .execute(&mut *tx)
