@@ -1,0 +1,40 @@
+//! The language core of ChatOps: what a message from a person asks of the fleet, as a
+//! typed intent, with no network, no clock and no database. The control plane builds a
+//! [`Lexicon`] from the fleet, calls [`parse`] with the caller's text and `now`, checks
+//! [`Intent::required_role`] against the caller's role, and answers the intent with its
+//! own services; Slack requests and answers go through [`slack`], and an optional model's
+//! tool calls through [`llm`].
+//!
+//! - `intent.rs`: [`Intent`] and its typed arguments ([`HostRef`], [`Scope`],
+//!   [`ExplainTarget`], [`ActionStateFilter`]), the role each needs, and the shape of
+//!   confirmation ids ([`confirmation_id`]).
+//! - `lexicon.rs`: [`Lexicon`], the names a message may use: hosts (exact, or one clear
+//!   near miss; ambiguity is reported), labels, policies, metrics and their aliases.
+//! - `time.rs`: [`TimeRange`] from words ("last 2 hours", "since 9:00", "yesterday")
+//!   against a given `now`.
+//! - `parse.rs`: [`parse`], the deterministic parser: ids, then the intent by keyword
+//!   precedence, then its arguments.
+//! - `suggest.rs`: the closest capabilities for a message that was not understood.
+//! - `slack.rs`, `slack/`: request signatures, slash-command and interactivity bodies,
+//!   and answers in Block Kit.
+//! - `llm.rs`: the OpenAI-compatible `tools` schema of the intents, and a model's tool
+//!   call checked into an [`Intent`] (any error: fall back to [`parse`]).
+
+mod intent;
+mod lexicon;
+pub mod llm;
+mod parse;
+pub mod slack;
+mod suggest;
+pub mod time;
+
+pub use intent::{
+    confirmation_id, ActionStateFilter, ExplainTarget, HostRef, Intent, Role, Scope, Selector,
+    Suggestion,
+};
+pub use lexicon::{edit_distance, HostEntry, Lexicon, Resolution};
+pub use parse::{
+    parse, DEFAULT_JOURNAL_MB, DEFAULT_METRIC_RANGE_MS, MAX_MESSAGE_CHARS, MAX_REASON_CHARS,
+};
+pub use suggest::{suggestions, MAX_SUGGESTIONS};
+pub use time::TimeRange;
