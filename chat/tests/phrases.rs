@@ -9,9 +9,10 @@ use sco_chat::{
 };
 use sco_policy::{Action, Consumer, Severity};
 
-/// The held-back accuracy this parser reached when the table was first scored (see the
-/// crate README); a drop below it is a regression.
-const HELD_BACK_FLOOR: f64 = 0.0;
+/// A regression guard a little under the held-back score first measured (49 of 50,
+/// 98%): the parser was written by the same hand as the table, so that figure is an
+/// upper estimate for phrasings nobody here thought of (see the crate README).
+const HELD_BACK_FLOOR: f64 = 0.95;
 
 struct Fleet {
     now_ms: i64,
