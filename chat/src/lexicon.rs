@@ -233,7 +233,7 @@ impl Lexicon {
         }
         let word = word.to_lowercase();
         let n = word.chars().count();
-        if n < 2 || n > 253 {
+        if !(2..=253).contains(&n) {
             return Resolution::NotFound;
         }
         let limit = (n / 3).clamp(1, 2);
@@ -363,8 +363,8 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=m {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=n {
         for j in 1..=m {

@@ -148,8 +148,8 @@ const CAPABILITIES: &[(&str, &str, &[&str])] = &[
 ];
 
 /// The closest capabilities to `words` (the message's normalized words), best first:
-/// a word counts when it is one of the capability's words or one edit away from one
-/// (two for long words). Ties keep the order above, so an empty message gets the most
+/// a word counts when it is one of the capability's words, or (five letters or more) one edit
+/// away from one (two for long words). Ties keep the order above, so an empty message gets the most
 /// common questions.
 pub fn suggestions(words: &[&str], lex: &Lexicon) -> Vec<Suggestion> {
     let host = lex.hosts().first().map_or("web-1", |h| h.hostname.as_str());
@@ -163,7 +163,7 @@ pub fn suggestions(words: &[&str], lex: &Lexicon) -> Vec<Suggestion> {
                 .filter(|w| {
                     keys.iter().any(|k| {
                         let limit = if k.len() >= 7 { 2 } else { 1 };
-                        *w == k || (w.len() >= 4 && edit_distance(w, k) <= limit)
+                        *w == k || (w.len() >= 5 && edit_distance(w, k) <= limit)
                     })
                 })
                 .count();
