@@ -156,6 +156,9 @@ pub enum Intent {
         host: Option<HostRef>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         state: Option<ActionStateFilter>,
+        /// Actions created in this range.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range: Option<TimeRange>,
     },
     /// Policies and their rollouts (`GET /policies`, `GET /policies/{name}/status`).
     PolicyStatus {
@@ -304,6 +307,7 @@ mod tests {
         let i = Intent::Actions {
             host: None,
             state: Some(ActionStateFilter::DryRun),
+            range: None,
         };
         let v = serde_json::to_value(&i).expect("serializes");
         assert_eq!(v["intent"], "actions");

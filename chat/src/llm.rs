@@ -124,7 +124,11 @@ pub fn tools() -> Value {
         tool(
             "actions",
             "Remediation actions and proposals, optionally for one host or in one state.",
-            json!({"host": host, "state": enumeration(&states, "the action's state")}),
+            json!({
+                "host": host,
+                "state": enumeration(&states, "the action's state"),
+                "range": string(RANGE_DOC),
+            }),
             &[],
         ),
         tool(
@@ -456,7 +460,7 @@ impl Args<'_> {
                 })
             }
             "actions" => {
-                self.only(&["host", "state"])?;
+                self.only(&["host", "state", "range"])?;
                 let state = match self.str("state")? {
                     None => None,
                     Some(s) => Some(ActionStateFilter::parse(&s).ok_or_else(|| {
@@ -466,6 +470,7 @@ impl Args<'_> {
                 Ok(Intent::Actions {
                     host: self.host("host")?,
                     state,
+                    range: self.range()?,
                 })
             }
             "policy_status" => {

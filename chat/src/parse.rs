@@ -87,31 +87,32 @@ fn tokenize(text: &str) -> Vec<Tok> {
 /// Words that never name a host: the parser's keywords and common filler.
 #[rustfmt::skip]
 const VOCAB: &[&str] = &[
-    "a", "about", "above", "act", "action", "actions", "acting", "active", "after", "agent",
+    "a", "about", "above", "act", "acting", "action", "actions", "active", "after", "agent",
     "agents", "ahead", "alarm", "alarms", "alert", "alerts", "alive", "all", "already", "am",
     "an", "and", "anomalies", "anomaly", "any", "anything", "approval", "approvals", "approve",
     "approved", "are", "as", "ask", "at", "awaiting", "be", "because", "been", "best", "biggest",
-    "box", "boxes", "broken", "but", "by", "called", "can", "cause", "caused", "check", "command",
-    "commands", "completed", "confirm", "consuming", "could", "crit", "critical", "current",
-    "currently", "day", "days", "decline", "deny", "describe", "details", "did", "do", "does",
-    "doing", "done", "down", "dry", "dry-run", "dryrun", "during", "each", "eating", "else",
-    "end", "event", "events", "every", "everything", "executed", "expired", "explain", "failed",
-    "failing", "failures", "fine", "find", "fire", "fired", "firing", "fix", "fleet", "for",
-    "from", "get", "give", "go", "going", "graph", "greediest", "had", "handle", "has", "have",
-    "health", "healthy", "heaviest", "hello", "help", "hey", "hi", "high", "hog", "hogging",
-    "hogs", "host", "hosts", "hour", "hours", "how", "hows", "i", "in", "incident", "incidents",
-    "instance", "instances", "is", "issue", "issues", "it", "its", "journal", "just", "kill",
-    "largest", "last", "latest", "like", "list", "look", "looking", "low", "machine", "machines",
-    "me", "med", "medium", "minutes", "more", "most", "much", "my", "need", "needs", "new",
-    "node", "nodes", "now", "of", "off", "ok", "okay", "on", "only", "open", "or", "our", "out",
-    "over", "overview", "past", "pending", "pid", "playbook", "playbooks", "please", "pls",
-    "plot", "policies", "policy", "problem", "problems", "proc", "process", "processes",
-    "proposal", "proposals", "proposed", "recent", "recently", "refused", "reject", "rejected",
-    "remediation", "remediations", "restart", "right", "rollout", "rollouts", "rolling", "run",
-    "running", "runbook", "runbooks", "runs", "search", "see", "server", "servers", "service",
-    "severe", "severity", "should", "show", "since", "slow", "some", "stat", "stats", "state",
-    "status", "still", "stop", "succeeded", "success", "successful", "summary", "tell",
-    "terminate", "than", "that", "the", "their", "them", "there", "these", "this", "those", "to",
+    "box", "boxes", "broken", "but", "by", "called", "can", "canaries", "canary", "cause",
+    "caused", "check", "command", "commands", "completed", "confirm", "consuming", "could",
+    "crit", "critical", "current", "currently", "day", "days", "decline", "deny", "describe",
+    "details", "did", "do", "does", "doing", "done", "down", "dry", "dry-run", "dryrun", "during",
+    "each", "eating", "else", "end", "event", "events", "every", "everything", "executed",
+    "expired", "explain", "failed", "failing", "failures", "find", "fine", "fire", "fired",
+    "firing", "fix", "fleet", "for", "from", "get", "give", "go", "going", "graph", "greediest",
+    "had", "handle", "has", "have", "health", "healthy", "heaviest", "hello", "help", "hey", "hi",
+    "high", "hog", "hogging", "hogs", "host", "hosts", "hour", "hours", "how", "hows", "i", "in",
+    "incident", "incidents", "instance", "instances", "is", "issue", "issues", "it", "its",
+    "journal", "just", "kill", "largest", "last", "latest", "like", "list", "look", "looking",
+    "low", "machine", "machines", "me", "med", "medium", "minutes", "more", "most", "much", "my",
+    "need", "needs", "new", "node", "nodes", "now", "of", "off", "ok", "okay", "on", "only",
+    "open", "or", "our", "out", "over", "overview", "past", "pending", "pid", "playbook",
+    "playbooks", "please", "plot", "pls", "policies", "policy", "problem", "problems", "proc",
+    "process", "processes", "proposal", "proposals", "proposed", "recent", "recently", "refused",
+    "reject", "rejected", "remediate", "remediated", "remediation", "remediations", "restart",
+    "right", "rolling", "rollout", "rollouts", "run", "runbook", "runbooks", "running", "runs",
+    "search", "see", "server", "servers", "service", "sev1", "severe", "severity", "should",
+    "show", "since", "slow", "some", "stat", "state", "stats", "status", "still", "stop", "stuff",
+    "succeeded", "success", "successful", "summary", "tell", "terminate", "than", "thank",
+    "thanks", "that", "the", "their", "them", "there", "these", "this", "those", "thx", "to",
     "today", "top", "unit", "unresolved", "up", "usage", "use", "used", "uses", "using", "vacuum",
     "waiting", "was", "we", "were", "what", "whats", "when", "where", "which", "who", "why",
     "will", "with", "worse", "worst", "would", "wrong", "yes", "yesterday", "you", "your",
@@ -168,6 +169,8 @@ enum HostFind {
     Ambiguous(String, Vec<String>),
     /// A word in a host's place that names no host.
     Unknown(String),
+    /// Several hosts named where one is meant.
+    Several(Vec<String>),
 }
 
 struct Ctx<'a> {
@@ -249,7 +252,7 @@ impl<'a> Ctx<'a> {
         if let Some(i) = self.anomalies(range) {
             return i;
         }
-        if let Some(i) = self.actions() {
+        if let Some(i) = self.actions(range) {
             return i;
         }
         if let Some(i) = self.policies() {
@@ -419,7 +422,7 @@ impl<'a> Ctx<'a> {
                 },
             });
         }
-        let asks_why = self.has_any(&["why", "explain", "wrong", "cause", "caused"])
+        let asks_why = self.has_any(&["why", "explain", "wrong", "cause", "caused", "broken"])
             || self.has_phrase("whats up")
             || self.has_phrase("what is up")
             || self.has_phrase("going on")
@@ -427,11 +430,20 @@ impl<'a> Ctx<'a> {
         if !asks_why {
             return None;
         }
-        self.take_range();
+        let range = self.take_range();
+        // "what's wrong?" of no host in particular: what is open, wherever
+        let open = |scope| Intent::Anomalies {
+            scope,
+            min_severity: None,
+            range,
+            open_only: true,
+        };
         Some(match self.find_host() {
             HostFind::Host(host) => Intent::Explain {
                 target: ExplainTarget::Host { host },
             },
+            HostFind::None => open(Scope::Fleet),
+            HostFind::Selector(labels) => open(Scope::Selector { labels }),
             other => self.host_needed(other, "explain"),
         })
     }
@@ -678,7 +690,8 @@ impl<'a> Ctx<'a> {
         let asks = self.has("top")
             || self.toks.iter().any(|t| t.w.starts_with("hog"))
             || self.has_any(&["heaviest", "eating", "consuming", "greediest", "hungriest"])
-            || (self.has("most") && self.has_any(&["using", "uses", "process", "processes"]));
+            || (self.has("most") && self.has_any(&["using", "uses", "process", "processes"]))
+            || (self.has("who") && self.has_any(&["using", "uses", "hogging"]));
         if !asks {
             return None;
         }
@@ -736,6 +749,7 @@ impl<'a> Ctx<'a> {
             "remediations",
         ]);
         let asks = self.has_any(NOUNS)
+            || self.has_any(&["critical", "crit", "sev1"])
             || (self.has_any(OPEN) && !about_actions && !self.has_any(&["policy", "policies"]));
         if !asks {
             return None;
@@ -753,6 +767,7 @@ impl<'a> Ctx<'a> {
             HostFind::Ambiguous(word, candidates) => {
                 return Some(ambiguous(&word, candidates));
             }
+            HostFind::Several(names) => return Some(several(names)),
             HostFind::Unknown(word) => return Some(unknown_host(&word, self.lex)),
             HostFind::None => Scope::Fleet,
         };
@@ -764,7 +779,7 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    fn actions(&mut self) -> Option<Intent> {
+    fn actions(&mut self, range: Option<TimeRange>) -> Option<Intent> {
         let asks = self.has_any(&[
             "action",
             "actions",
@@ -774,6 +789,9 @@ impl<'a> Ctx<'a> {
             "remediations",
             "approval",
             "approvals",
+            "pending",
+            "remediated",
+            "remediate",
         ]) || (self.has("dry") && self.has_any(&["run", "runs"]))
             || self.has_any(&["dry-runs", "dryruns", "dry-run"])
             || (self.has("did") && self.has("do"));
@@ -790,10 +808,11 @@ impl<'a> Ctx<'a> {
         let host = match self.find_host() {
             HostFind::Host(h) => Some(h),
             HostFind::Ambiguous(word, candidates) => return Some(ambiguous(&word, candidates)),
+            HostFind::Several(names) => return Some(several(names)),
             HostFind::Unknown(word) => return Some(unknown_host(&word, self.lex)),
-            _ => None,
+            HostFind::Selector(_) | HostFind::None => None,
         };
-        Some(Intent::Actions { host, state })
+        Some(Intent::Actions { host, state, range })
     }
 
     fn policies(&mut self) -> Option<Intent> {
@@ -808,7 +827,9 @@ impl<'a> Ctx<'a> {
             }
         }
         let asks = named.is_some()
-            || self.has_any(&["policy", "policies", "rollout", "rollouts"])
+            || self.has_any(&[
+                "policy", "policies", "rollout", "rollouts", "canary", "canaries",
+            ])
             || self.has_phrase("rolling out");
         if !asks {
             return None;
@@ -864,8 +885,9 @@ impl<'a> Ctx<'a> {
             "boxes",
             "instances",
         ];
-        let helpful = self.has_any(&["help", "hello", "hi", "hey", "commands", "usage"])
-            || self.has_phrase("what can you")
+        let helpful = self.has_any(&[
+            "help", "hello", "hi", "hey", "commands", "usage", "thanks", "thank", "thx",
+        ]) || self.has_phrase("what can you")
             || self.has_phrase("what can i")
             || self.has_phrase("what do you");
         let find = self.find_host();
@@ -875,6 +897,7 @@ impl<'a> Ctx<'a> {
         match find {
             HostFind::Host(host) => Intent::HostStatus { host },
             HostFind::Ambiguous(word, candidates) => ambiguous(&word, candidates),
+            HostFind::Several(names) => several(names),
             HostFind::Selector(selector) => Intent::FleetStatus { selector },
             _ if helpful => Intent::Help,
             _ if fleet => Intent::FleetStatus {
@@ -914,7 +937,7 @@ impl<'a> Ctx<'a> {
             [] => {}
             many => {
                 let names = many.iter().map(|(_, h)| h.hostname.clone()).collect();
-                return HostFind::Ambiguous("several hosts".into(), names);
+                return HostFind::Several(names);
             }
         }
         // label selectors: `key=value` words, "<value> servers", "on <value>"
@@ -1011,6 +1034,7 @@ impl<'a> Ctx<'a> {
                 candidates: vec![],
             },
             HostFind::Ambiguous(word, candidates) => ambiguous(&word, candidates),
+            HostFind::Several(names) => several(names),
             HostFind::Unknown(word) => unknown_host(&word, self.lex),
             HostFind::Selector(sel) => {
                 let hosts = self.lex.hosts_matching(&sel);
@@ -1038,6 +1062,20 @@ fn ambiguous(word: &str, candidates: Vec<String>) -> Intent {
                 .join(", ")
         ),
         candidates,
+    }
+}
+
+fn several(names: Vec<String>) -> Intent {
+    Intent::Clarify {
+        question: format!(
+            "one host at a time: {}?",
+            names
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+        candidates: names,
     }
 }
 

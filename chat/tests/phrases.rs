@@ -185,6 +185,7 @@ fn expected(spec: &str, f: &Fleet) -> Expected {
         "actions" => Intent::Actions {
             host: host("host"),
             state: get("state").map(|s| ActionStateFilter::parse(&s).expect("state")),
+            range: get("range").map(|r| range(&r, now)),
         },
         "policy_status" => Intent::PolicyStatus {
             policy: get("policy"),
