@@ -87,6 +87,7 @@ fn tokenize(text: &str) -> Vec<Tok> {
 /// Words that never name a host: the parser's keywords and common filler.
 #[rustfmt::skip]
 const VOCAB: &[&str] = &[
+    "sev", "users", "consumers", "consumer",
     "a", "about", "above", "act", "acting", "action", "actions", "active", "after", "agent",
     "agents", "ahead", "alarm", "alarms", "alert", "alerts", "alive", "all", "already", "am",
     "an", "and", "anomalies", "anomaly", "any", "anything", "approval", "approvals", "approve",
@@ -691,7 +692,9 @@ impl<'a> Ctx<'a> {
             || self.toks.iter().any(|t| t.w.starts_with("hog"))
             || self.has_any(&["heaviest", "eating", "consuming", "greediest", "hungriest"])
             || (self.has("most") && self.has_any(&["using", "uses", "process", "processes"]))
-            || (self.has("who") && self.has_any(&["using", "uses", "hogging"]));
+            || (self.has("who") && self.has_any(&["using", "uses", "hogging"]))
+            || (self.has_any(&["users", "consumers", "consumer"])
+                && self.toks.iter().any(|t| consumer_word(&t.w).is_some()));
         if !asks {
             return None;
         }
@@ -749,7 +752,7 @@ impl<'a> Ctx<'a> {
             "remediations",
         ]);
         let asks = self.has_any(NOUNS)
-            || self.has_any(&["critical", "crit", "sev1"])
+            || self.has_any(&["critical", "crit", "sev1", "sev", "severity"])
             || (self.has_any(OPEN) && !about_actions && !self.has_any(&["policy", "policies"]));
         if !asks {
             return None;
