@@ -105,6 +105,31 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Role::Viewer, Role::Operator, Role::Admin]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// Why an intent is not carried out for a caller: the role it needs and the caller's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} needs the {needed} role; you are {have}", needed = .needed.as_str(), have = .have.as_str())]
+pub struct Refusal {
+    pub what: String,
+    pub needed: Role,
+    pub have: Role,
+}
+
 /// One of the things the chat can do, ranked for an [`Intent::Unknown`] answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Suggestion {
@@ -234,6 +259,144 @@ impl Intent {
         }
     }
 
+    /// Whether a caller of `role` may have this intent carried out: the same rule as the
+    /// REST endpoint it stands for, so chat never lets anyone do more than REST would.
+    pub fn authorize(&self, role: Role) -> Result<(), Refusal> {
+        let needed = self.required_role();
+        if role >= needed {
+            Ok(())
+        } else {
+            Err(Refusal {
+                what: self.summary(),
+                needed,
+                have: role,
+            })
+        }
+    }
+
+    /// One line saying what was understood, for the answer's echo, logs and the audit
+    /// entry (beside the chat text itself).
+    pub fn summary(&self) -> String {
+        let range = |r: &Option<TimeRange>| {
+            r.map(|r| format!(" from {} to {} (ms)", r.from_ms, r.to_ms))
+                .unwrap_or_default()
+        };
+        let selector = |s: &Selector| {
+            s.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            Intent::FleetStatus { selector: s } if s.is_empty() => "fleet status".into(),
+            Intent::FleetStatus { selector: s } => format!("status of hosts {}", selector(s)),
+            Intent::HostStatus { host } => format!("status of {}", host.hostname),
+            Intent::Anomalies {
+                scope,
+                min_severity,
+                range: r,
+                open_only,
+            } => {
+                let mut out = String::from(if *open_only {
+                    "open anomalies"
+                } else {
+                    "anomalies"
+                });
+                if let Some(s) = min_severity {
+                    out.push_str(&format!(" of severity {} or worse", s.as_str()));
+                }
+                match scope {
+                    Scope::Fleet => {}
+                    Scope::Host { host } => out.push_str(&format!(" on {}", host.hostname)),
+                    Scope::Selector { labels } => {
+                        out.push_str(&format!(" on hosts {}", selector(labels)))
+                    }
+                }
+                out + &range(r)
+            }
+            Intent::Explain {
+                target: ExplainTarget::Event { id },
+            } => format!("why anomaly {id} fired"),
+            Intent::Explain {
+                target: ExplainTarget::Host { host },
+            } => format!("what is wrong with {}", host.hostname),
+            Intent::MetricHistory {
+                host,
+                metrics,
+                range: r,
+            } => format!(
+                "{} on {}{}",
+                metrics.join(", "),
+                host.hostname,
+                range(&Some(*r))
+            ),
+            Intent::TopProcesses { host, by } => {
+                format!("top processes by {} on {}", by.as_str(), host.hostname)
+            }
+            Intent::Actions {
+                host,
+                state,
+                range: r,
+            } => {
+                let mut out = match state {
+                    Some(s) => format!("remediation actions {}", s.as_str()),
+                    None => "remediation actions".to_string(),
+                };
+                if let Some(h) = host {
+                    out.push_str(&format!(" on {}", h.hostname));
+                }
+                out + &range(r)
+            }
+            Intent::PolicyStatus { policy: None } => "policy rollout status".into(),
+            Intent::PolicyStatus { policy: Some(p) } => format!("rollout status of policy {p}"),
+            Intent::Approve { action_id } => format!("approve {action_id}"),
+            Intent::Reject {
+                action_id,
+                reason: None,
+            } => format!("reject {action_id}"),
+            Intent::Reject {
+                action_id,
+                reason: Some(r),
+            } => format!("reject {action_id} because {r}"),
+            Intent::Trigger {
+                host,
+                action,
+                dry_run,
+            } => {
+                let what = match action {
+                    Action::RestartService { unit } => format!("restart_service {unit}"),
+                    Action::KillProcess {
+                        name,
+                        pattern,
+                        pid,
+                        top_consumer,
+                        ..
+                    } => {
+                        let target = match (name, pattern, pid, top_consumer) {
+                            (Some(n), ..) => format!("named {n}"),
+                            (_, Some(p), ..) => format!("matching {p}"),
+                            (_, _, Some(pid), _) => format!("pid {pid}"),
+                            (_, _, _, Some(c)) => format!("the top {} consumer", c.as_str()),
+                            _ => "?".into(),
+                        };
+                        format!("kill_process {target}")
+                    }
+                    Action::JournalVacuum { max_size_mb } => {
+                        format!("journal_vacuum to {max_size_mb} MB")
+                    }
+                    other => other.kind().to_string(),
+                };
+                let mode = if *dry_run { " (dry run)" } else { "" };
+                format!("{what} on {}{mode}", host.hostname)
+            }
+            Intent::Confirm { confirmation_id } => format!("confirm {confirmation_id}"),
+            Intent::Runbooks { query } => format!("runbooks for {query:?}"),
+            Intent::Help => "help".into(),
+            Intent::Clarify { question, .. } => format!("a question back: {question}"),
+            Intent::Unknown { reason, .. } => format!("not understood: {reason}"),
+        }
+    }
+
     /// Whether carrying this intent out changes the fleet (and must be audited with the
     /// chat text).
     pub fn changes_something(&self) -> bool {
@@ -245,21 +408,6 @@ impl Intent {
                 | Intent::Confirm { .. }
         )
     }
-}
-
-/// A confirmation id from five random bytes the caller draws: `cf-` and eight base-32
-/// characters (RFC 4648 base 32, lowercase), short enough to type back.
-pub fn confirmation_id(entropy: [u8; 5]) -> String {
-    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let bits = entropy
-        .iter()
-        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
-    let mut out = String::from("cf-");
-    for i in (0..8).rev() {
-        let idx = ((bits >> (i * 5)) & 31) as usize;
-        out.push(char::from(ALPHABET[idx]));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -290,16 +438,24 @@ mod tests {
         // a dry run is still a request to a host: the REST trigger needs an operator too
         assert_eq!(trigger.required_role(), Role::Operator);
         assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
-    }
-
-    #[test]
-    fn confirmation_ids_have_their_shape() {
-        assert_eq!(confirmation_id([0; 5]), "cf-aaaaaaaa");
-        let id = confirmation_id([0xff, 0x12, 0x34, 0x56, 0x78]);
-        assert_eq!(id.len(), 11);
-        assert!(id[3..]
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        // the role matrix of chat: reads for everyone, changes for operators and admins
+        let approve = Intent::Approve {
+            action_id: "act-0123456789abcdef".into(),
+        };
+        let refusal = approve
+            .authorize(Role::Viewer)
+            .expect_err("a viewer cannot approve");
+        assert_eq!(
+            refusal.to_string(),
+            "approve act-0123456789abcdef needs the operator role; you are viewer"
+        );
+        assert!(approve.authorize(Role::Operator).is_ok());
+        assert!(approve.authorize(Role::Admin).is_ok());
+        assert!(Intent::Help.authorize(Role::Viewer).is_ok());
+        for r in ["viewer", "operator", "admin"] {
+            assert_eq!(Role::parse(r).map(Role::as_str), Some(r));
+        }
+        assert_eq!(Role::parse("root"), None);
     }
 
     #[test]

@@ -6,8 +6,12 @@
 //! tool calls through [`llm`].
 //!
 //! - `intent.rs`: [`Intent`] and its typed arguments ([`HostRef`], [`Scope`],
-//!   [`ExplainTarget`], [`ActionStateFilter`]), the role each needs, and the shape of
-//!   confirmation ids ([`confirmation_id`]).
+//!   [`ExplainTarget`], [`ActionStateFilter`]), the [`Role`] each needs
+//!   ([`Intent::authorize`]) and its one-line [`Intent::summary`].
+//! - `confirm.rs`: the confirmation step of actions: [`confirmation_id`], and
+//!   [`Pending`], which only the asker may confirm, in time, with a role that allows it.
+//! - `answer.rs`: the answers that need no fleet data (help, a question back, not
+//!   understood with suggestions), as plain text.
 //! - `lexicon.rs`: [`Lexicon`], the names a message may use: hosts (exact, or one clear
 //!   near miss; ambiguity is reported), labels, policies, metrics and their aliases.
 //! - `time.rs`: [`TimeRange`] from words ("last 2 hours", "since 9:00", "yesterday")
@@ -20,6 +24,8 @@
 //! - `llm.rs`: the OpenAI-compatible `tools` schema of the intents, and a model's tool
 //!   call checked into an [`Intent`] (any error: fall back to [`parse`]).
 
+mod answer;
+mod confirm;
 mod intent;
 mod lexicon;
 pub mod llm;
@@ -28,9 +34,10 @@ pub mod slack;
 mod suggest;
 pub mod time;
 
+pub use answer::{help_text, plain_answer};
+pub use confirm::{confirmation_id, ConfirmError, Pending, CONFIRMATION_TTL_MS};
 pub use intent::{
-    confirmation_id, ActionStateFilter, ExplainTarget, HostRef, Intent, Role, Scope, Selector,
-    Suggestion,
+    ActionStateFilter, ExplainTarget, HostRef, Intent, Refusal, Role, Scope, Selector, Suggestion,
 };
 pub use lexicon::{edit_distance, HostEntry, Lexicon, Resolution};
 pub use parse::{

@@ -37,6 +37,8 @@ fn check(text: &str, lex: &Lexicon) -> Intent {
         }
         _ => {}
     }
+    assert!(!got.summary().is_empty());
+    let _ = sco_chat::plain_answer(&got, lex);
     // every answer serializes and reads back
     let json = serde_json::to_string(&got).expect("serializes");
     let back: Intent = serde_json::from_str(&json).expect("reads back");
