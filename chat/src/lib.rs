@@ -1,9 +1,9 @@
 //! The language core of ChatOps: what a message from a person asks of the fleet, as a
 //! typed intent, with no network, no clock and no database. The control plane builds a
 //! [`Lexicon`] from the fleet, calls [`parse`] with the caller's text and `now`, checks
-//! [`Intent::required_role`] against the caller's role, and answers the intent with its
-//! own services; Slack requests and answers go through [`slack`], and an optional model's
-//! tool calls through [`llm`].
+//! the caller's role with [`Intent::authorize`], and answers the intent with its own
+//! services; Slack requests and answers go through [`slack`], and an optional model's
+//! tool calls through [`llm`]. README.md lists what it understands and its accuracy.
 //!
 //! - `intent.rs`: [`Intent`] and its typed arguments ([`HostRef`], [`Scope`],
 //!   [`ExplainTarget`], [`ActionStateFilter`]), the [`Role`] each needs

@@ -163,7 +163,10 @@ pub fn suggestions(words: &[&str], lex: &Lexicon) -> Vec<Suggestion> {
                 .filter(|w| {
                     keys.iter().any(|k| {
                         let limit = if k.len() >= 7 { 2 } else { 1 };
-                        *w == k || (w.len() >= 5 && edit_distance(w, k) <= limit)
+                        *w == k
+                            || (w.len() >= 5
+                                && w.len().abs_diff(k.len()) <= limit
+                                && edit_distance(w, k) <= limit)
                     })
                 })
                 .count();

@@ -240,3 +240,26 @@ fn word_soup() {
         check(&text, &lex);
     }
 }
+
+/// Random bytes read as text (invalid UTF-8 replaced): every one gets an answer.
+#[test]
+fn random_text() {
+    let lex = lexicon();
+    let mut seed: u64 = 0x0dd_1e55;
+    let mut next = || {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    for _ in 0..300 {
+        let len = (next() % 120) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| (next() >> 32) as u8).collect();
+        check(&String::from_utf8_lossy(&bytes), &lex);
+        // and printable ASCII, where words and ids are likelier
+        let ascii: String = (0..len)
+            .map(|_| char::from(b' ' + ((next() >> 33) % 95) as u8))
+            .collect();
+        check(&ascii, &lex);
+    }
+}
