@@ -87,6 +87,7 @@ fn tokenize(text: &str) -> Vec<Tok> {
 /// Words that never name a host: the parser's keywords and common filler.
 #[rustfmt::skip]
 const VOCAB: &[&str] = &[
+    "restarted", "killed", "vacuumed", "not", "dont", "never", "anyone", "someone",
     "sev", "users", "consumers", "consumer",
     "a", "about", "above", "act", "acting", "action", "actions", "active", "after", "agent",
     "agents", "ahead", "alarm", "alarms", "alert", "alerts", "alive", "all", "already", "am",
@@ -136,6 +137,11 @@ const GROUP_NOUNS: &[&str] = &[
     "machines",
     "instances",
     "fleet",
+];
+
+/// First words of a question about what happened, not a command.
+const QUESTION_LEADS: &[&str] = &[
+    "did", "has", "have", "was", "were", "who", "when", "is", "are", "how", "does",
 ];
 
 /// Verbs of actions the allowlist does not have (or the chat does not offer).
@@ -297,14 +303,25 @@ impl<'a> Ctx<'a> {
     }
 
     fn decide(&mut self) -> Option<Intent> {
-        let approve = self.has_any(&["approve", "accept"]);
-        let reject = self.has_any(&["reject", "deny", "decline", "refuse"]);
-        if !approve && !reject {
-            return None;
+        const APPROVE: &[&str] = &["approve", "accept"];
+        const REJECT: &[&str] = &["reject", "deny", "decline", "refuse"];
+        // the first verb decides: "reject act-… because we cannot approve now" rejects
+        let verb_at = self
+            .toks
+            .iter()
+            .position(|t| APPROVE.contains(&t.w.as_str()) || REJECT.contains(&t.w.as_str()))?;
+        let reject = REJECT.contains(&self.toks[verb_at].w.as_str());
+        let verb = if reject { "reject" } else { "approve" };
+        if self.negated(verb_at) {
+            return Some(Intent::Clarify {
+                question: format!(
+                    "that reads as a \"don't\": to {verb} a proposal, say `{verb} <action id>`"
+                ),
+                candidates: vec![],
+            });
         }
         let id_at = self.toks.iter().position(|t| is_action_id(&t.w));
         let Some(i) = id_at else {
-            let verb = if reject { "reject" } else { "approve" };
             return Some(Intent::Clarify {
                 question: format!(
                     "{verb} which proposal? name its action id, e.g. `{verb} act-0123456789abcdef` \
@@ -314,24 +331,27 @@ impl<'a> Ctx<'a> {
             });
         };
         let action_id = self.toks[i].w.clone();
-        if approve && !reject {
+        if !reject {
             return Some(Intent::Approve { action_id });
         }
-        if approve && reject {
-            return Some(Intent::Clarify {
-                question: format!("approve or reject {action_id}?"),
-                candidates: vec![],
-            });
-        }
         let rest = self.text.get(self.toks[i].end..).unwrap_or("");
-        let reason = reason_of(rest);
-        match reason {
+        match reason_of(rest) {
             Err(question) => Some(Intent::Clarify {
                 question,
                 candidates: vec![],
             }),
             Ok(reason) => Some(Intent::Reject { action_id, reason }),
         }
+    }
+
+    /// Whether a negation comes before word `i` ("don't approve", "do not restart").
+    fn negated(&self, i: usize) -> bool {
+        self.toks[..i.min(self.toks.len())].iter().any(|t| {
+            matches!(
+                t.w.as_str(),
+                "not" | "dont" | "never" | "shouldnt" | "wont" | "cant" | "cannot" | "mustnt"
+            )
+        })
     }
 
     // ---- runbooks ----
@@ -463,6 +483,34 @@ impl<'a> Ctx<'a> {
                 || (VACUUM.contains(&w.as_str()) && (self.has("journal") || self.has("journald")))
         });
         let (vi, verb) = verb.map(|(i, w)| (i, w.clone()))?;
+        // "did anyone restart nginx on web-1?" asks about actions, it does not ask for one
+        let asks_about = self
+            .toks
+            .first()
+            .is_some_and(|t| QUESTION_LEADS.contains(&t.w.as_str()));
+        if asks_about {
+            return Some(match self.find_host() {
+                HostFind::Host(host) => Intent::Actions {
+                    host: Some(host),
+                    state: None,
+                    range: None,
+                },
+                HostFind::None | HostFind::Selector(_) => Intent::Actions {
+                    host: None,
+                    state: None,
+                    range: None,
+                },
+                other => self.host_needed(other, "actions"),
+            });
+        }
+        if self.negated(vi) {
+            return Some(Intent::Clarify {
+                question: format!(
+                    "that reads as a \"don't {verb}\": nothing was asked of any host"
+                ),
+                candidates: vec![],
+            });
+        }
         let dry_run = self.has_any(&["dry-run", "dryrun", "dry_run", "dry"]);
         for (i, w) in words.iter().enumerate() {
             if ["dry-run", "dryrun", "dry_run", "dry"].contains(&w.as_str()) {
@@ -795,6 +843,9 @@ impl<'a> Ctx<'a> {
             "pending",
             "remediated",
             "remediate",
+            "restarted",
+            "killed",
+            "vacuumed",
         ]) || (self.has("dry") && self.has_any(&["run", "runs"]))
             || self.has_any(&["dry-runs", "dryruns", "dry-run"])
             || (self.has("did") && self.has("do"));
