@@ -322,6 +322,16 @@ impl<'a> Ctx<'a> {
         }
         let id_at = self.toks.iter().position(|t| is_action_id(&t.w));
         let Some(i) = id_at else {
+            if let Some(event) = self.toks.iter().find(|t| is_event_id(&t.w)) {
+                return Some(Intent::Clarify {
+                    question: format!(
+                        "{} is an anomaly event, not a proposal: `actions on <host>` lists \
+                         the proposals to {verb}",
+                        event.w
+                    ),
+                    candidates: vec![],
+                });
+            }
             return Some(Intent::Clarify {
                 question: format!(
                     "{verb} which proposal? name its action id, e.g. `{verb} act-0123456789abcdef` \
@@ -609,7 +619,9 @@ impl<'a> Ctx<'a> {
     }
 
     fn kill_target(&mut self, vi: usize) -> Result<Action, String> {
-        const SKIP: &[&str] = &["the", "a", "an", "off", "that", "this", "please"];
+        const SKIP: &[&str] = &[
+            "the", "a", "an", "off", "that", "this", "please", "all", "every", "any",
+        ];
         const TOP: &[&str] = &[
             "top",
             "biggest",
@@ -629,7 +641,8 @@ impl<'a> Ctx<'a> {
         let ws: Vec<String> = self.words().iter().map(|w| w.to_string()).collect();
         let word = |i: usize| ws.get(i).map(String::as_str);
         let mut i = vi + 1;
-        while word(i).is_some_and(|w| SKIP.contains(&w)) {
+        // articles, and signal flags (`-9`, `-TERM`): the agent sends TERM, then KILL
+        while word(i).is_some_and(|w| SKIP.contains(&w) || w.starts_with('-')) {
             i += 1;
         }
         let first = word(i).unwrap_or("");
@@ -644,12 +657,15 @@ impl<'a> Ctx<'a> {
             return Ok(kill(None, None, Some(pid), None));
         }
         // "kill the top cpu process", "kill the biggest memory hog", "kill the cpu hog"
-        let window: Vec<(usize, &str)> =
-            (i..i + 4).filter_map(|j| word(j).map(|w| (j, w))).collect();
+        // "kill the process using the most cpu": up to the host
+        let window: Vec<(usize, &str)> = (i..i + 6)
+            .filter_map(|j| word(j).map(|w| (j, w)))
+            .take_while(|(_, w)| !PREPOSITIONS.contains(w) || *w == "with")
+            .collect();
         let is_top = TOP.contains(&first)
             || window
                 .iter()
-                .any(|(_, w)| w.starts_with("hog") || *w == "consumer");
+                .any(|(_, w)| w.starts_with("hog") || ["consumer", "most", "highest"].contains(w));
         if is_top {
             let by = window
                 .iter()
@@ -659,7 +675,10 @@ impl<'a> Ctx<'a> {
                 if TOP.contains(w)
                     || consumer_word(w).is_some()
                     || w.starts_with("hog")
-                    || ["process", "consumer"].contains(w)
+                    || [
+                        "process", "consumer", "most", "highest", "using", "with", "the",
+                    ]
+                    .contains(w)
                 {
                     self.used.insert(*j);
                 }
@@ -693,6 +712,11 @@ impl<'a> Ctx<'a> {
             let shown: String = first.chars().take(64).collect();
             return Err(format!(
                 "{shown:?} is not a process name: letters, digits and @._:- only"
+            ));
+        }
+        if VOCAB.contains(&first) {
+            return Err(format!(
+                "kill which process? {first:?} is not a process name; e.g. `kill the burner on web-1`"
             ));
         }
         let pattern = format!("*{first}*");
@@ -806,7 +830,8 @@ impl<'a> Ctx<'a> {
             return None;
         }
         let open_only = self.has_any(OPEN) || self.has_phrase("right now");
-        let min_severity = self.toks.iter().find_map(|t| severity_word(&t.w));
+        // "critical and high": the least severe one named is the minimum
+        let min_severity = self.toks.iter().filter_map(|t| severity_word(&t.w)).min();
         for (i, t) in self.toks.iter().enumerate() {
             if severity_word(&t.w).is_some() {
                 self.used.insert(i);
@@ -896,18 +921,30 @@ impl<'a> Ctx<'a> {
     fn metric(&mut self, range: Option<TimeRange>) -> Option<Intent> {
         let words: Vec<String> = self.words().iter().map(|w| w.to_string()).collect();
         let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-        let mut found = None;
-        for i in 0..refs.len() {
+        // every metric named, in the order named: "cpu and memory on web-1"
+        let mut metrics: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < refs.len() {
             if self.used.contains(&i) || self.lex.exact_host(refs[i]).is_some() {
+                i += 1;
                 continue;
             }
-            if let Some((metrics, n)) = self.lex.metric_at(&refs[i..]) {
-                found = Some((metrics, i, n));
-                break;
+            match self.lex.metric_at(&refs[i..]) {
+                Some((found, n)) => {
+                    for m in found {
+                        if !metrics.contains(&m) {
+                            metrics.push(m);
+                        }
+                    }
+                    self.used.extend(i..i + n);
+                    i += n;
+                }
+                None => i += 1,
             }
         }
-        let (metrics, i, n) = found?;
-        self.used.extend(i..i + n);
+        if metrics.is_empty() {
+            return None;
+        }
         let range = range.unwrap_or_else(|| TimeRange::last(self.now, DEFAULT_METRIC_RANGE_MS));
         Some(match self.find_host() {
             HostFind::Host(host) => Intent::MetricHistory {
