@@ -21,8 +21,9 @@
 //! - `suggest.rs`: the closest capabilities for a message that was not understood.
 //! - `slack.rs`, `slack/`: request signatures, slash-command and interactivity bodies,
 //!   and answers in Block Kit.
-//! - `llm.rs`: the OpenAI-compatible `tools` schema of the intents, and a model's tool
-//!   call checked into an [`Intent`] (any error: fall back to [`parse`]).
+//! - `llm.rs`: the OpenAI-compatible `tools` schema of the intents, a model's tool call
+//!   checked into an [`Intent`] (any error: fall back to [`parse`]), and the request that
+//!   has a model phrase an answer from the data an intent returned.
 
 mod answer;
 mod confirm;

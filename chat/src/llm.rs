@@ -198,6 +198,50 @@ pub fn request_body(model: &str, user_text: &str) -> Value {
     })
 }
 
+/// What the model is told when it phrases an answer from the data an intent returned.
+pub const ANSWER_PROMPT: &str = "Answer the SRE's question in a few short sentences, using \
+only the JSON data given (what the fleet returned for the question). Name hosts, metrics, \
+values and ids exactly as they appear in it. If the data does not answer the question, say \
+so. Do not suggest commands or actions that are not in the data.";
+
+/// Largest data, in bytes of JSON, handed to the model for an answer; longer data is cut
+/// (and the model is told so).
+pub const MAX_ANSWER_DATA_BYTES: usize = 16 * 1024;
+
+/// A chat-completions request (no tools) asking the model to phrase the answer from the
+/// data the intent returned, so the answer is grounded in it. The caller keeps its own
+/// plain answer if this request fails.
+pub fn answer_request_body(model: &str, user_text: &str, intent: &Intent, data: &Value) -> Value {
+    let mut data = data.to_string();
+    if data.len() > MAX_ANSWER_DATA_BYTES {
+        let mut cut = MAX_ANSWER_DATA_BYTES;
+        while !data.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        data.truncate(cut);
+        data.push_str(" …(cut)");
+    }
+    json!({
+        "model": model,
+        "messages": [
+            {"role": "system", "content": ANSWER_PROMPT},
+            {"role": "user", "content": user_text},
+            {"role": "user", "content": format!("Understood as: {}\nData (JSON): {data}", intent.summary())},
+        ],
+        "temperature": 0,
+    })
+}
+
+/// The text of a chat-completions answer (`choices[0].message.content`), if any.
+pub fn answer_text(response: &Value) -> Option<String> {
+    response
+        .pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| t.chars().take(4000).collect())
+}
+
 /// The first tool call of a chat-completions response (`choices[0].message.tool_calls[0]`),
 /// checked into an intent.
 pub fn intent_from_response(
@@ -657,6 +701,28 @@ mod tests {
         let body = request_body("m", "what's wrong with web-1?");
         assert_eq!(body["tool_choice"], "required");
         assert_eq!(body["messages"][1]["content"], "what's wrong with web-1?");
+    }
+
+    #[test]
+    fn answers_are_asked_for_from_the_data_only() {
+        let data = json!({"host": "web-1", "cpu.total_pct": {"min": 3, "mean": 40, "max": 99}});
+        let body = answer_request_body("m", "cpu on web-1?", &Intent::Help, &data);
+        assert!(body.get("tools").is_none());
+        let last = body["messages"][2]["content"].as_str().expect("content");
+        assert!(
+            last.starts_with("Understood as: help\nData (JSON): {"),
+            "{last}"
+        );
+        let huge = json!({"x": "é".repeat(MAX_ANSWER_DATA_BYTES)});
+        let body = answer_request_body("m", "q", &Intent::Help, &huge);
+        let last = body["messages"][2]["content"].as_str().expect("content");
+        assert!(last.len() < MAX_ANSWER_DATA_BYTES + 200 && last.ends_with("(cut)"));
+        let response = json!({"choices": [{"message": {"content": "  web-1 peaked at 99%.  "}}]});
+        assert_eq!(
+            answer_text(&response).as_deref(),
+            Some("web-1 peaked at 99%.")
+        );
+        assert_eq!(answer_text(&json!({"choices": []})), None);
     }
 
     #[test]
