@@ -36,11 +36,13 @@ pub fn parse(text: &str, lex: &Lexicon, now_ms: i64) -> Intent {
     ctx.intent()
 }
 
-/// One word of the message: lowercased, outer punctuation and apostrophes removed, with
-/// its byte span in the original text.
+/// One word of the message: lowercased, outer punctuation and apostrophes removed (`w`,
+/// what keywords are matched against), as written without its outer punctuation (`raw`,
+/// for what is case-sensitive: units, process names, ids), and where it ends in the text.
 #[derive(Debug, Clone)]
 struct Tok {
     w: String,
+    raw: String,
     end: usize,
 }
 
@@ -78,7 +80,11 @@ fn tokenize(text: &str) -> Vec<Tok> {
         }
         w.retain(|c| c != '\'' && c != '\u{2019}');
         if !w.is_empty() {
-            out.push(Tok { w, end: e });
+            out.push(Tok {
+                w,
+                raw: trimmed.to_string(),
+                end: e,
+            });
         }
     }
     out
@@ -289,7 +295,7 @@ impl<'a> Ctx<'a> {
         if self.toks.first().is_some_and(|t| t.w == "confirm") {
             return Some(match self.toks.get(1) {
                 Some(t) if is_plain_id(&t.w) => Intent::Confirm {
-                    confirmation_id: t.w.clone(),
+                    confirmation_id: t.raw.clone(),
                 },
                 _ => Intent::Clarify {
                     question: "confirm which request? name the confirmation id the trigger \
@@ -340,7 +346,7 @@ impl<'a> Ctx<'a> {
                 candidates: vec![],
             });
         };
-        let action_id = self.toks[i].w.clone();
+        let action_id = self.toks[i].raw.clone();
         if !reject {
             return Some(Intent::Approve { action_id });
         }
@@ -449,7 +455,7 @@ impl<'a> Ctx<'a> {
         if let Some(i) = self.toks.iter().position(|t| is_event_id(&t.w)) {
             return Some(Intent::Explain {
                 target: ExplainTarget::Event {
-                    id: self.toks[i].w.clone(),
+                    id: self.toks[i].raw.clone(),
                 },
             });
         }
@@ -606,7 +612,8 @@ impl<'a> Ctx<'a> {
         else {
             return Err("restart which service? e.g. `restart nginx on web-1`".into());
         };
-        let unit = t.w.clone();
+        // systemd unit names are case-sensitive (NetworkManager.service)
+        let unit = t.raw.clone();
         if self.lex.exact_host(&unit).is_some() {
             return Err(format!(
                 "{unit} is a host: the chat restarts services, not hosts \
@@ -640,6 +647,9 @@ impl<'a> Ctx<'a> {
         };
         let ws: Vec<String> = self.words().iter().map(|w| w.to_string()).collect();
         let word = |i: usize| ws.get(i).map(String::as_str);
+        // process names and command lines are case-sensitive (Xorg, java -jar App.jar)
+        let raws: Vec<String> = self.toks.iter().map(|t| t.raw.clone()).collect();
+        let raw = |i: usize| raws.get(i).map_or("", String::as_str);
         let mut i = vi + 1;
         // articles, and signal flags (`-9`, `-TERM`): the agent sends TERM, then KILL
         while word(i).is_some_and(|w| SKIP.contains(&w) || w.starts_with('-')) {
@@ -691,9 +701,10 @@ impl<'a> Ctx<'a> {
         }
         let first = word(i).unwrap_or("");
         if matches!(first, "named" | "called") {
-            let Some(name) = word(i + 1).map(str::to_string) else {
+            let name = raw(i + 1).to_string();
+            if name.is_empty() {
                 return Err("kill a process named what?".into());
-            };
+            }
             sco_policy::action::check_process_name(&name).map_err(|(_, e)| e)?;
             self.used.extend([i, i + 1]);
             return Ok(kill(Some(name), None, None, None));
@@ -705,11 +716,12 @@ impl<'a> Ctx<'a> {
                     .into(),
             );
         }
-        if !first
+        let target = raw(i);
+        if !target
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"@._:-".contains(&b))
         {
-            let shown: String = first.chars().take(64).collect();
+            let shown: String = target.chars().take(64).collect();
             return Err(format!(
                 "{shown:?} is not a process name: letters, digits and @._:- only"
             ));
@@ -719,7 +731,7 @@ impl<'a> Ctx<'a> {
                 "kill which process? {first:?} is not a process name; e.g. `kill the burner on web-1`"
             ));
         }
-        let pattern = format!("*{first}*");
+        let pattern = format!("*{target}*");
         sco_policy::action::check_process_pattern(&pattern).map_err(|(_, e)| e)?;
         self.used.insert(i);
         Ok(kill(None, Some(pattern), None, None))
