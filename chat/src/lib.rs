@@ -16,8 +16,9 @@
 //!   near miss; ambiguity is reported), labels, policies, metrics and their aliases.
 //! - `time.rs`: [`TimeRange`] from words ("last 2 hours", "since 9:00", "yesterday")
 //!   against a given `now`.
-//! - `parse.rs`: [`parse`], the deterministic parser: ids, then the intent by keyword
-//!   precedence, then its arguments.
+//! - `parse.rs`, `parse/words.rs`: [`parse`], the deterministic parser: ids, then the
+//!   intent by keyword precedence, then its arguments; the shapes of ids, sizes and
+//!   severities in `words.rs`.
 //! - `suggest.rs`: the closest capabilities for a message that was not understood.
 //! - `slack.rs`, `slack/`: request signatures, slash-command and interactivity bodies,
 //!   and answers in Block Kit.
