@@ -267,6 +267,13 @@ impl<'a> Ctx<'a> {
         if let Some(i) = self.trigger() {
             return i;
         }
+        if let Some(kind) = self.not_in_chat() {
+            return self.unknown(&format!(
+                "{kind} is in the allowlist but needs more than a sentence carries (paths, \
+                 patterns, limits, a checksum or a URL): use POST /remediation/trigger or a \
+                 policy rule"
+            ));
+        }
         let range = self.take_range();
         if let Some(i) = self.top_processes() {
             return i;
@@ -589,6 +596,26 @@ impl<'a> Ctx<'a> {
             }
             other => self.host_needed(other, action.kind()),
         })
+    }
+
+    /// The allowlisted action a command asks for that chat does not offer.
+    fn not_in_chat(&self) -> Option<&'static str> {
+        let first = self.toks.first().map_or("", |t| t.w.as_str());
+        let imperative = |verbs: &[&str]| {
+            self.toks
+                .iter()
+                .enumerate()
+                .any(|(i, t)| verbs.contains(&t.w.as_str()) && self.imperative(i))
+        };
+        if imperative(&["clean", "cleanup", "purge", "prune"]) {
+            Some("clean_paths")
+        } else if self.has("script") && (first == "run" || imperative(&["run", "execute"])) {
+            Some("run_script")
+        } else if imperative(&["notify", "webhook", "page"]) {
+            Some("notify")
+        } else {
+            None
+        }
     }
 
     /// Whether word `i` starts the command (after "please", "can you", "dry run", ...).
@@ -1212,6 +1239,27 @@ fn selector_text(sel: &Selector) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_chat_does_not_do_is_said() {
+        let lex = Lexicon::new();
+        for (text, says) in [
+            ("clean up old logs in /var/log on web-1", "clean_paths"),
+            ("run script /opt/fix.sh on db-1", "run_script"),
+            (
+                "reboot web-1",
+                "\"reboot\" is not something the chat can do",
+            ),
+            ("delete all the things", "\"delete\""),
+        ] {
+            match parse(text, &lex, 0) {
+                Intent::Unknown { reason, .. } => {
+                    assert!(reason.contains(says), "{text}: {reason}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn words_lose_outer_punctuation_only() {
