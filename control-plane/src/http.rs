@@ -1,9 +1,11 @@
 //! The REST API (axum). Paths follow the product's existing API:
 //! `/health`, `/status`, `/metrics`, `/auth/*`, `/monitoring/metrics`, plus
-//! `/hosts`, `/users` and `/metrics/fleet` (the fleet for Prometheus).
+//! `/hosts`, `/users` and `/metrics/fleet` (the fleet for Prometheus); the web console
+//! under `/console/` ([`console`]).
 
 pub mod anomaly;
 pub mod auth;
+pub mod console;
 pub mod enroll;
 pub mod error;
 pub mod fleet;
@@ -90,6 +92,7 @@ pub fn app(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(4 * 1024 * 1024)),
         )
         .route("/anomaly/:id", get(anomaly::get))
+        .merge(console::router())
         .fallback(|| async { error::AppError::not_found("no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -134,10 +137,13 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
+    // The console's pages set their own policy; everything else loads nothing.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            header::HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     h.insert(
         header::REFERRER_POLICY,
         header::HeaderValue::from_static("no-referrer"),
