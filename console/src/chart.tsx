@@ -36,6 +36,8 @@ export interface ChartProps {
   range?: [number, number];
   testid?: string;
   height?: number;
+  /** Values are percentages: the y axis stays within 0–100. */
+  percent?: boolean;
 }
 
 const MARK_FILL: Record<string, string> = {
@@ -90,7 +92,15 @@ export function Chart(props: ChartProps) {
       height: props.height ?? 200,
       series,
       bands,
-      scales: { x: { time: true } },
+      scales: {
+        x: { time: true },
+        y: {
+          range: (_u, min, max) => {
+            const [lo, hi] = uPlot.rangeNum(min ?? 0, max ?? 1, 0.1, true) as [number, number];
+            return props.percent ? [Math.max(0, lo ?? 0), Math.min(100, Math.max(hi ?? 100, max ?? 0))] : [lo, hi];
+          },
+        },
+      },
       axes: [
         { stroke: "#888", grid: { stroke: "rgba(128,128,128,0.15)" } },
         { stroke: "#888", grid: { stroke: "rgba(128,128,128,0.15)" }, size: 70, values: (_u, ticks) => ticks.map((t) => props.fmt(t)) },

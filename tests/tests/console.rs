@@ -41,13 +41,14 @@ fn browser_tools(console: &Path) -> (PathBuf, PathBuf) {
         ),
     }
     assert!(
-        console.join("node_modules/playwright-core/package.json").exists(),
+        console
+            .join("node_modules/playwright-core/package.json")
+            .exists(),
         "the console's browser test needs playwright-core: run `npm ci` in {}",
         console.display()
     );
-    let chromium = PathBuf::from(
-        std::env::var_os(CHROMIUM_ENV).unwrap_or_else(|| "/usr/bin/chromium".into()),
-    );
+    let chromium =
+        PathBuf::from(std::env::var_os(CHROMIUM_ENV).unwrap_or_else(|| "/usr/bin/chromium".into()));
     assert!(
         chromium.exists(),
         "the console's browser test needs Chromium at {} (apt-get install -y chromium, or set {CHROMIUM_ENV})",
@@ -63,9 +64,10 @@ fn screenshots_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().expect("current exe");
-    exe.ancestors()
-        .nth(3)
-        .map_or_else(|| PathBuf::from("console-screenshots"), |t| t.join("console-screenshots"))
+    exe.ancestors().nth(3).map_or_else(
+        || PathBuf::from("console-screenshots"),
+        |t| t.join("console-screenshots"),
+    )
 }
 
 /// An `approve` rule against the burners: the agent proposes stopping them, and acts only
@@ -169,11 +171,14 @@ async fn the_console_in_a_real_browser() {
         shots.display()
     );
 
-    // What the browser did is what the server recorded.
+    // What the browser did is what the server recorded. The browser logged the admin out,
+    // which ended every session of the admin, the test's own included: log in again.
+    let admin = sb.admin_token().await;
     let approved = wait_for("the approved action to succeed", || async {
-        sb.actions(&admin, "agent-1").await.into_iter().find(|a| {
-            a["rule"] == "cpu-guard/stop-burner" && a["state"] == "succeeded"
-        })
+        sb.actions(&admin, "agent-1")
+            .await
+            .into_iter()
+            .find(|a| a["rule"] == "cpu-guard/stop-burner" && a["state"] == "succeeded")
     })
     .await;
     assert_eq!(approved["approval"], "approve", "{approved}");
@@ -198,4 +203,61 @@ async fn the_console_in_a_real_browser() {
         .unwrap_or_default();
     assert_eq!(host["applied_revision"], 2, "{status}");
     assert_eq!(status["rollout"]["started_by"], "admin", "{status}");
+}
+
+/// A fleet of 1,000 simulated hosts (rows in the database, as agents would have left them):
+/// the console counts them all, draws one page of rows, sorts and filters. The script
+/// prints how long each took (the README quotes it); they are reported, not asserted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_of_a_thousand_hosts() {
+    let console = console_dir();
+    let (node, chromium) = browser_tools(&console);
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    // SCO_TEST_BIN_DIR=/path/to/target/release measures a release build.
+    let _cp = sb.start_control_plane_from_env();
+    let admin = sb.admin_token().await;
+    let pool = sb.db().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64;
+    for i in 0..1000 {
+        sqlx::query(
+            "INSERT INTO hosts (id, hostname, os, kernel, agent_version, labels, interval_ms,
+                first_seen_ms, last_seen_ms, connected, cert_not_after_ms)
+             VALUES ($1, $2, 'Debian GNU/Linux 12', '6.1.0', '0.1.0', $3, 1000, $4, $5, $6, $7)",
+        )
+        .bind(format!("sim-{i:04}"))
+        .bind(format!("sim-host-{i:04}"))
+        .bind(json!({"env": if i % 3 == 0 { "prod" } else { "staging" }, "rack": format!("r{:02}", i % 50)}).to_string())
+        .bind(now - 86_400_000)
+        .bind(now - (i % 120) * 1000)
+        .bind(i64::from(i % 10 != 0))
+        .bind(now + (i % 90 + 1) * 86_400_000)
+        .execute(&pool)
+        .await
+        .expect("insert a simulated host");
+    }
+    let (status, body) = sb.get(&admin, "/hosts").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["hosts"].as_array().map(Vec::len), Some(1000));
+
+    let script = console.join("tests/load.mjs");
+    let mut cmd = Command::new(&node);
+    cmd.arg(&script)
+        .current_dir(&console)
+        .env("SCO_CONSOLE_URL", sb.base_url())
+        .env("SCO_CONSOLE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("SCO_CONSOLE_HOSTS", "1000")
+        .env(CHROMIUM_ENV, &chromium);
+    let status = tokio::task::spawn_blocking(move || cmd.status())
+        .await
+        .expect("join the browser run")
+        .expect("run node");
+    assert!(
+        status.success(),
+        "the browser run failed ({status}); see above"
+    );
 }

@@ -324,6 +324,7 @@ export function AnomalyPage({ id }: { id: string }) {
               range={context.range}
               marks={[{ id: a.id, startMs: a.started_ms, endMs: a.ended_ms, severity: a.severity, label: "this event" }]}
               fmt={(v) => fmtMetric(context.metric, v)}
+              percent={context.lines.every((l) => l.label.endsWith("_pct"))}
             />
           ) : (
             <p class="muted">The event carries no context series.</p>

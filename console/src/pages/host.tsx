@@ -75,9 +75,16 @@ async function loadChart(host: string, spec: ChartSpec, from: number, to: number
   return { spec, x, lines, band, truncated };
 }
 
+// The range picked last, kept while the console is open (moving between hosts keeps it).
+let lastRangeMs = RANGES[1].ms;
+
 export function HostPage({ id, session }: { id: string; session: Session }) {
   const now = useNow(5000);
-  const [rangeMs, setRangeMs] = useState(RANGES[1].ms);
+  const [rangeMs, setRange] = useState(lastRangeMs);
+  const setRangeMs = (ms: number) => {
+    lastRangeMs = ms;
+    setRange(ms);
+  };
   const detail = usePoll(() => get<HostDetail>(`/hosts/${encodeURIComponent(id)}`), 5000, [id]);
 
   const charts = usePoll(
@@ -196,6 +203,7 @@ export function HostPage({ id, session }: { id: string; session: Session }) {
               marks={marksByChart.get(c.spec.id)}
               range={[charts.data!.from, charts.data!.to]}
               fmt={(v) => fmtMetric(c.spec.metrics[0], v)}
+              percent={c.spec.metrics[0].endsWith("_pct")}
             />
             {c.truncated ? <p class="muted">Only the oldest windows of this range were loaded; pick a shorter range.</p> : null}
           </div>
@@ -226,7 +234,7 @@ export function HostPage({ id, session }: { id: string; session: Session }) {
                     <td title={p.cmdline}>{p.name}</td>
                     <td>{p.cpu_pct.toFixed(1)} %</td>
                     <td>{fmtBytes(p.rss_bytes)}</td>
-                    <td>{p.unit || "—"}</td>
+                    <td class="clip" title={p.unit}>{p.unit || "—"}</td>
                   </tr>
                 ))}
               </tbody>

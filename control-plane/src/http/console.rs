@@ -119,7 +119,10 @@ mod tests {
         assert_eq!(r.headers()[header::LOCATION], "/console/");
         for (path, ty) in [
             ("/console/", "text/html; charset=utf-8"),
-            ("/console/assets/console.js", "text/javascript; charset=utf-8"),
+            (
+                "/console/assets/console.js",
+                "text/javascript; charset=utf-8",
+            ),
             ("/console/assets/console.css", "text/css; charset=utf-8"),
             ("/console/assets/icon.svg", "image/svg+xml"),
         ] {
@@ -144,7 +147,10 @@ mod tests {
         assert!(!html.contains("<style"), "{html}");
         assert!(!html.contains("style="), "{html}");
         let scripts = html.matches("<script").count();
-        assert_eq!(scripts, html.matches("<script type=\"module\" src=").count());
+        assert_eq!(
+            scripts,
+            html.matches("<script type=\"module\" src=").count()
+        );
         assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"));
     }
 }
