@@ -22,6 +22,10 @@ const VIEWER_PASSWORD: &str = "viewer-password-1";
 const CHROMIUM_ENV: &str = "SCO_CONSOLE_CHROMIUM";
 const SCREENSHOTS_ENV: &str = "SCO_CONSOLE_SCREENSHOTS";
 
+/// One browser at a time: a second Chromium busy beside the burner test would be part of
+/// what its detector learns and scores.
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn console_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../console")
@@ -106,6 +110,7 @@ rules:
 async fn the_console_in_a_real_browser() {
     let console = console_dir();
     let (node, chromium) = browser_tools(&console);
+    let _one_browser = BROWSER.lock().await;
     let Some(mut sb) = Sandbox::new(Db::Sqlite).await else {
         return;
     };
@@ -212,6 +217,7 @@ async fn the_console_in_a_real_browser() {
 async fn a_fleet_of_a_thousand_hosts() {
     let console = console_dir();
     let (node, chromium) = browser_tools(&console);
+    let _one_browser = BROWSER.lock().await;
     let Some(sb) = Sandbox::new(Db::Sqlite).await else {
         return;
     };
