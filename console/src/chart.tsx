@@ -142,7 +142,6 @@ export function Chart(props: ChartProps) {
     });
     ro.observe(el);
     return () => ro.disconnect();
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [props.x, props.lines, props.band, props.range?.[0], props.range?.[1]]);
 
   useEffect(() => () => plot.current?.destroy(), []);

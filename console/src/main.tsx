@@ -79,7 +79,7 @@ function Page({ route, session }: { route: string[]; session: Session }) {
     case "fleet":
       return <FleetPage />;
     case "hosts":
-      return id ? <HostPage id={id} session={session} /> : <FleetPage />;
+      return id ? <HostPage id={id} /> : <FleetPage />;
     case "anomalies":
       return id ? <AnomalyPage id={id} /> : <AnomaliesPage />;
     case "remediation":

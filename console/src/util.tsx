@@ -128,7 +128,6 @@ export function usePoll<T>(load: () => Promise<T>, everyMs: number, deps: unknow
       window.clearInterval(t);
       generation.current++;
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, deps);
 
   return { data, error, loading, at, reload: run };
@@ -186,7 +185,9 @@ export function Badge({ kind, children }: { kind: string; children: ComponentChi
 
 export function Status({ poll }: { poll: { error?: string; loading: boolean; at?: number } }) {
   return (
-    <p class="status" role="status" aria-live="polite">
+    // Only a failure is announced: a live region that changed on every poll would keep
+    // interrupting a screen reader.
+    <p class="status" aria-live={poll.error ? "polite" : "off"}>
       {poll.error ? (
         <span class="error">{poll.error}</span>
       ) : poll.at ? (

@@ -250,8 +250,20 @@ try {
     const vpage = await viewer.newPage();
     watch(vpage, "viewer");
     vpage.setDefaultTimeout(PATIENCE);
-    await login(vpage, VIEWER_USER, VIEWER_PASSWORD);
+    // The viewer logs in with the keyboard alone.
+    await vpage.goto(`${BASE}/`);
+    await vpage.getByRole("button", { name: "Log in" }).waitFor();
+    await vpage.keyboard.press("Tab");
+    await vpage.keyboard.type(VIEWER_USER);
+    await vpage.keyboard.press("Tab");
+    await vpage.keyboard.type(VIEWER_PASSWORD);
+    await vpage.keyboard.press("Enter");
+    await vpage.getByTestId("whoami").waitFor();
+    assert((await vpage.getByTestId("whoami").innerText()).startsWith(VIEWER_USER), "logged in as the viewer");
     assert((await vpage.getByRole("link", { name: "Audit" }).count()) === 0, "no audit link for a viewer");
+    await go(vpage, `#/policies/${ROLLOUT_POLICY}`);
+    await vpage.locator(`tr[data-host="${HOST}"]`).waitFor();
+    assert((await vpage.getByRole("button", { name: "Start rollout" }).count()) === 0, "no rollout form for a viewer");
     await go(vpage, "#/remediation");
     const card = vpage.locator(`li[data-proposal="${proposal}"]`);
     await card.waitFor();

@@ -3,7 +3,7 @@
 // and its recent actions.
 
 import { useMemo, useState } from "preact/hooks";
-import { get, type Action, type Anomaly, type Host, type PolicyStatus, type PolicySummary, type Process, type Session } from "../api";
+import { get, type Action, type Anomaly, type Host, type PolicyStatus, type PolicySummary, type Process } from "../api";
 import { Chart, bucketize, loadRollups, type Line, type Mark } from "../chart";
 import { Ago, Badge, Status, Time, actionSummary, fmtBytes, fmtMetric, href, useNow, usePoll } from "../util";
 
@@ -78,7 +78,7 @@ async function loadChart(host: string, spec: ChartSpec, from: number, to: number
 // The range picked last, kept while the console is open (moving between hosts keeps it).
 let lastRangeMs = RANGES[1].ms;
 
-export function HostPage({ id, session }: { id: string; session: Session }) {
+export function HostPage({ id }: { id: string }) {
   const now = useNow(5000);
   const [rangeMs, setRange] = useState(lastRangeMs);
   const setRangeMs = (ms: number) => {
@@ -243,7 +243,7 @@ export function HostPage({ id, session }: { id: string; session: Session }) {
         </section>
         <HostPolicies id={id} />
       </div>
-      <HostActions id={id} session={session} />
+      <HostActions id={id} />
     </section>
   );
 }
@@ -280,7 +280,7 @@ function HostPolicies({ id }: { id: string }) {
   );
 }
 
-function HostActions({ id }: { id: string; session: Session }) {
+function HostActions({ id }: { id: string }) {
   const poll = usePoll(() => get<{ actions: Action[] }>("/remediation/actions", { host: id, limit: 20 }), 5000, [id]);
   return (
     <section aria-labelledby="host-actions-title">
