@@ -161,7 +161,12 @@ try {
     assert(api.headers()["content-security-policy"] === "default-src 'none'; frame-ancestors 'none'", "API keeps its policy");
   });
 
-  await step("log in as admin", () => login(page, ADMIN_USER, ADMIN_PASSWORD));
+  await step("log in as admin", async () => {
+    await login(page, ADMIN_USER, ADMIN_PASSWORD);
+    // The admin's browser runs in Berlin's zone (set above): times are shown in it.
+    const footer = await page.locator("footer").innerText();
+    assert(footer.includes("Europe/Berlin"), `times in the viewer's zone: ${footer}`);
+  });
 
   await step(`${HOST} is connected on the fleet page`, async () => {
     await page.locator(`tr[data-host="${HOST}"] td[data-state="connected"]`).waitFor();
