@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --bins
+# The console's browser tests (tests/tests/console.rs) run its Node.js scripts.
+[ -d console/node_modules ] || (cd console && npm ci --no-audit --no-fund)
 cargo test --workspace "$@"

@@ -1,10 +1,12 @@
 //! The REST API (axum). Paths follow the product's existing API:
 //! `/health`, `/status`, `/metrics`, `/auth/*`, `/monitoring/metrics`, plus
-//! `/hosts`, `/users` and `/metrics/fleet` (the fleet for Prometheus).
+//! `/hosts`, `/users` and `/metrics/fleet` (the fleet for Prometheus); the web console
+//! under `/console/` ([`console`]).
 
 pub mod access;
 pub mod anomaly;
 pub mod auth;
+pub mod console;
 pub mod enroll;
 pub mod error;
 pub mod fleet;
@@ -98,6 +100,7 @@ pub fn app(state: AppState) -> Router {
             access::enforce,
         ))
         .layer(Extension(document))
+        .merge(console::router())
         .fallback(|| async { error::AppError::not_found("no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -142,10 +145,13 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
+    // The console's pages set their own policy; everything else loads nothing.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            header::HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     h.insert(
         header::REFERRER_POLICY,
         header::HeaderValue::from_static("no-referrer"),

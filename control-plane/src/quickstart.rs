@@ -89,6 +89,7 @@ pub async fn up(data_dir: PathBuf) -> anyhow::Result<()> {
     println!();
     println!("SmartCloudOps is up");
     println!("  REST API    http://{http_addr}   (try: curl http://{http_addr}/status)");
+    println!("  console     http://{http_addr}/console/");
     println!(
         "  agent gRPC  {grpc_addr} (mTLS, fleet CA in {})",
         pki_dir.display()

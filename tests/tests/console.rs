@@ -1,0 +1,269 @@
+//! The web console in a real browser: a control plane and an agent (the real binaries),
+//! and `console/tests/e2e.mjs` driving Debian's Chromium through playwright-core against
+//! them. The script logs in, finds the host connected and its CPU chart with data, starts
+//! a rollout from a policy's page, starts CPU burners and finds the anomaly on the fleet
+//! page, the host chart and the event page, checks that a viewer is offered no approval and
+//! that a viewer's forged approval is refused, approves the proposal of an `approve` rule
+//! as admin, sees the burners stopped and the approval audited, and logs out.
+//!
+//! Needs `node`, `console/node_modules` (`npm ci` in `console/`) and `/usr/bin/chromium`
+//! (`apt-get install chromium`); without them the test fails saying so. Screenshots go to
+//! `SCO_CONSOLE_SCREENSHOTS`, by default `console-screenshots/` in the cargo target dir.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sco_tests::{patience, wait_calibrated, wait_for, Db, Sandbox, ADMIN_PASSWORD, BURNER_DETECT};
+use serde_json::{json, Value};
+
+const VIEWER: &str = "vera";
+const VIEWER_PASSWORD: &str = "viewer-password-1";
+const CHROMIUM_ENV: &str = "SCO_CONSOLE_CHROMIUM";
+const SCREENSHOTS_ENV: &str = "SCO_CONSOLE_SCREENSHOTS";
+
+/// One browser at a time: a second Chromium busy beside the burner test would be part of
+/// what its detector learns and scores.
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn console_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../console")
+        .canonicalize()
+        .expect("console/ next to tests/")
+}
+
+/// Node, playwright-core and Chromium, or a panic that says how to get them: a browser
+/// test that cannot run must not pass.
+fn browser_tools(console: &Path) -> (PathBuf, PathBuf) {
+    let node = PathBuf::from(std::env::var_os("SCO_CONSOLE_NODE").unwrap_or_else(|| "node".into()));
+    match Command::new(&node).arg("--version").output() {
+        Ok(o) if o.status.success() => {}
+        _ => panic!(
+            "the console's browser test needs Node.js ({} not runnable): apt-get install -y nodejs npm",
+            node.display()
+        ),
+    }
+    assert!(
+        console
+            .join("node_modules/playwright-core/package.json")
+            .exists(),
+        "the console's browser test needs playwright-core: run `npm ci` in {}",
+        console.display()
+    );
+    let chromium =
+        PathBuf::from(std::env::var_os(CHROMIUM_ENV).unwrap_or_else(|| "/usr/bin/chromium".into()));
+    assert!(
+        chromium.exists(),
+        "the console's browser test needs Chromium at {} (apt-get install -y chromium, or set {CHROMIUM_ENV})",
+        chromium.display()
+    );
+    (node, chromium)
+}
+
+/// `target/console-screenshots` beside the test binary's `target/debug/deps`, unless
+/// [`SCREENSHOTS_ENV`] names a directory.
+fn screenshots_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(SCREENSHOTS_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.ancestors().nth(3).map_or_else(
+        || PathBuf::from("console-screenshots"),
+        |t| t.join("console-screenshots"),
+    )
+}
+
+/// An `approve` rule against the burners: the agent proposes stopping them, and acts only
+/// once someone approves.
+fn guard_policy(marker: &str) -> String {
+    format!(
+        r#"
+name: cpu-guard
+rules:
+  - name: stop-burner
+    when:
+      anomaly: {{ metrics: ["cpu.*", "psi.cpu.*"] }}
+      for_secs: 1
+    action: {{ type: kill_process, pattern: "*{marker}*", grace_secs: 2 }}
+    mode: approve
+    cooldown_secs: 0
+"#
+    )
+}
+
+/// A harmless policy with two revisions, rolled out from the console.
+fn demo_policy(grace_secs: u32) -> String {
+    format!(
+        r#"
+name: console-demo
+rules:
+  - name: never
+    when: {{ state: ["proc.count < 0"] }}
+    action: {{ type: kill_process, pattern: "*sco-console-never-matches*", grace_secs: {grace_secs} }}
+    mode: dry_run
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_in_a_real_browser() {
+    let console = console_dir();
+    let (node, chromium) = browser_tools(&console);
+    let _one_browser = BROWSER.lock().await;
+    let Some(mut sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    sb.control_plane_extra = "[remediation]\ntick_ms = 200\n".into();
+    let _cp = sb.start_control_plane();
+
+    // Everything CPU-heavy on the test's side (password hashing, signing) happens before
+    // the agent starts, so its warm-up sees a quiet host.
+    let admin = sb.admin_token().await;
+    let (status, body) = sb
+        .post(
+            &admin,
+            "/auth/register",
+            &json!({"username": VIEWER, "password": VIEWER_PASSWORD, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for grace in [1, 2] {
+        let (status, body) = sb.post_text(&admin, "/policies", &demo_policy(grace)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let marker = format!("sco-console-burn-{}", std::process::id());
+    let revision = sb.publish_policy(&admin, &guard_policy(&marker)).await;
+    let agent = sb.start_agent_with("agent-1", BURNER_DETECT);
+    sb.wait_policy_applied(&admin, "cpu-guard", "agent-1", revision)
+        .await;
+    wait_calibrated(&agent);
+
+    let shots = screenshots_dir();
+    let browser_patience = (patience() * 2).max(Duration::from_secs(90));
+    let started = Instant::now();
+    let script = console.join("tests/e2e.mjs");
+    let mut cmd = Command::new(&node);
+    cmd.arg(&script)
+        .current_dir(&console)
+        .env("SCO_CONSOLE_URL", sb.base_url())
+        .env("SCO_CONSOLE_ADMIN_USER", "admin")
+        .env("SCO_CONSOLE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("SCO_CONSOLE_VIEWER_USER", VIEWER)
+        .env("SCO_CONSOLE_VIEWER_PASSWORD", VIEWER_PASSWORD)
+        .env("SCO_CONSOLE_HOST", "agent-1")
+        .env("SCO_CONSOLE_BURN_MARKER", &marker)
+        .env("SCO_CONSOLE_ROLLOUT_POLICY", "console-demo")
+        .env("SCO_CONSOLE_APPROVE_RULE", "cpu-guard/stop-burner")
+        .env("SCO_CONSOLE_SCREENSHOTS", &shots)
+        .env(
+            "SCO_CONSOLE_PATIENCE_MS",
+            browser_patience.as_millis().to_string(),
+        )
+        .env(CHROMIUM_ENV, &chromium);
+    let status = tokio::task::spawn_blocking(move || cmd.status())
+        .await
+        .expect("join the browser run")
+        .expect("run node");
+    eprintln!(
+        "browser run: {status} after {:.1} s; screenshots in {}",
+        started.elapsed().as_secs_f64(),
+        shots.display()
+    );
+    assert!(
+        status.success(),
+        "the browser run failed ({status}); its steps are above, screenshots in {}",
+        shots.display()
+    );
+
+    // What the browser did is what the server recorded. The browser logged the admin out,
+    // which ended every session of the admin, the test's own included: log in again.
+    let admin = sb.admin_token().await;
+    let approved = wait_for("the approved action to succeed", || async {
+        sb.actions(&admin, "agent-1")
+            .await
+            .into_iter()
+            .find(|a| a["rule"] == "cpu-guard/stop-burner" && a["state"] == "succeeded")
+    })
+    .await;
+    assert_eq!(approved["approval"], "approve", "{approved}");
+    assert_eq!(approved["decided_by"], "admin", "{approved}");
+    let (_, body) = sb
+        .get(&admin, "/audit?action=remediation.approve&limit=200")
+        .await;
+    let entries: Vec<Value> = body["entries"].as_array().cloned().unwrap_or_default();
+    assert!(
+        entries.iter().any(|e| e["actor"] == "admin"),
+        "the admin's approval is audited: {body}"
+    );
+    assert!(
+        !entries.iter().any(|e| e["actor"] == VIEWER),
+        "the viewer approved nothing: {body}"
+    );
+    let (_, status) = sb.get(&admin, "/policies/console-demo/status").await;
+    let host = status["hosts"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["host_id"] == "agent-1"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(host["applied_revision"], 2, "{status}");
+    assert_eq!(status["rollout"]["started_by"], "admin", "{status}");
+}
+
+/// A fleet of 1,000 simulated hosts (rows in the database, as agents would have left them):
+/// the console counts them all, draws one page of rows, sorts and filters. The script
+/// prints how long each took (the README quotes it); they are reported, not asserted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_of_a_thousand_hosts() {
+    let console = console_dir();
+    let (node, chromium) = browser_tools(&console);
+    let _one_browser = BROWSER.lock().await;
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    // SCO_TEST_BIN_DIR=/path/to/target/release measures a release build.
+    let _cp = sb.start_control_plane_from_env();
+    let admin = sb.admin_token().await;
+    let pool = sb.db().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64;
+    for i in 0..1000 {
+        sqlx::query(
+            "INSERT INTO hosts (id, hostname, os, kernel, agent_version, labels, interval_ms,
+                first_seen_ms, last_seen_ms, connected, cert_not_after_ms)
+             VALUES ($1, $2, 'Debian GNU/Linux 12', '6.1.0', '0.1.0', $3, 1000, $4, $5, $6, $7)",
+        )
+        .bind(format!("sim-{i:04}"))
+        .bind(format!("sim-host-{i:04}"))
+        .bind(json!({"env": if i % 3 == 0 { "prod" } else { "staging" }, "rack": format!("r{:02}", i % 50)}).to_string())
+        .bind(now - 86_400_000)
+        .bind(now - (i % 120) * 1000)
+        .bind(i64::from(i % 10 != 0))
+        .bind(now + (i % 90 + 1) * 86_400_000)
+        .execute(&pool)
+        .await
+        .expect("insert a simulated host");
+    }
+    let (status, body) = sb.get(&admin, "/hosts").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["hosts"].as_array().map(Vec::len), Some(1000));
+
+    let script = console.join("tests/load.mjs");
+    let mut cmd = Command::new(&node);
+    cmd.arg(&script)
+        .current_dir(&console)
+        .env("SCO_CONSOLE_URL", sb.base_url())
+        .env("SCO_CONSOLE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("SCO_CONSOLE_HOSTS", "1000")
+        .env(CHROMIUM_ENV, &chromium);
+    let status = tokio::task::spawn_blocking(move || cmd.status())
+        .await
+        .expect("join the browser run")
+        .expect("run node");
+    assert!(
+        status.success(),
+        "the browser run failed ({status}); see above"
+    );
+}
