@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod anomaly;
+pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod enroll;
@@ -67,14 +68,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::users))
         .routes(routes!(fleet::hosts))
         .routes(routes!(fleet::host))
-        .routes(routes!(enroll::revoke_host))
+        .routes(routes!(fleet::revoke_host))
         .routes(routes!(fleet::monitoring_metrics))
         .routes(routes!(remediation::trigger))
         .routes(routes!(remediation::actions))
         .routes(routes!(remediation::reset_breaker))
         .routes(routes!(remediation::approve))
         .routes(routes!(remediation::reject))
-        .routes(routes!(remediation::audit))
+        .routes(routes!(audit::audit))
         .routes(routes!(policy::list, policy::create))
         .routes(routes!(policy::get, policy::withdraw))
         .routes(routes!(policy::rollout))

@@ -1,4 +1,4 @@
-//! `/enrollment-tokens` and `/hosts/{id}/revoke` (admin only).
+//! `/enrollment-tokens` (admin only).
 
 use std::collections::BTreeMap;
 
@@ -12,14 +12,6 @@ use super::auth::Caller;
 use super::error::{ApiJson, AppError, ErrorBody};
 use super::AppState;
 use crate::fleet::enroll_limits::{MAX_TOKEN_TTL_SECS, MAX_TOKEN_USES};
-use crate::fleet::valid_agent_id;
-
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct HostRevoked {
-    host: String,
-    revoked: bool,
-}
 
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
@@ -178,33 +170,4 @@ pub async fn revoke_token(
     } else {
         Err(AppError::not_found(format!("no enrollment token {id:?}")))
     }
-}
-
-/// Revokes a host: its certificate is refused from now on.
-#[utoipa::path(post, path = "/hosts/{id}/revoke", tag = "enrollment", security(("bearer" = ["admin"])),
-    params(("id" = String, Path, description = "host (agent) id")),
-    responses(
-        (status = 200, description = "revoked", body = HostRevoked),
-        (status = 400, description = "invalid host id", body = ErrorBody),
-        (status = 401, description = "missing or invalid token", body = ErrorBody),
-        (status = 403, description = "not an admin", body = ErrorBody),
-        (status = 404, description = "no such host", body = ErrorBody),
-    ))]
-pub async fn revoke_host(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
-    if !valid_agent_id(&id) {
-        return Err(AppError::bad_request(format!("invalid host id {id:?}")));
-    }
-    if !state.fleet.revoke(&id).await? {
-        return Err(AppError::not_found(format!("no host {id:?}")));
-    }
-    state
-        .fleet
-        .audit(&caller.0.sub, "host.revoke", &id, "revoked", json!({}))
-        .await;
-    tracing::warn!(host = %id, by = %caller.0.sub, "host revoked");
-    Ok(Json(json!({ "host": id, "revoked": true })))
 }

@@ -1,11 +1,12 @@
-//! `/hosts` and `/monitoring/metrics`.
+//! `/hosts` (list, one host, revoke) and `/monitoring/metrics`.
 
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::{ApiQuery, AppError};
+use super::auth::Caller;
+use super::error::{ApiQuery, AppError, ErrorBody};
 use super::AppState;
 use crate::fleet::{now_ms, valid_agent_id, RollupQuery};
 
@@ -163,4 +164,40 @@ pub struct MetricsResponse {
     /// Rollups: metric, device, window start/end, min, mean, max, last, count.
     #[schema(value_type = Vec<Object>)]
     points: (),
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct HostRevoked {
+    host: String,
+    revoked: bool,
+}
+
+/// Revokes a host: its certificate is refused from now on.
+#[utoipa::path(post, path = "/hosts/{id}/revoke", tag = "enrollment", security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "host (agent) id")),
+    responses(
+        (status = 200, description = "revoked", body = HostRevoked),
+        (status = 400, description = "invalid host id", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 404, description = "no such host", body = ErrorBody),
+    ))]
+pub async fn revoke_host(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    if !valid_agent_id(&id) {
+        return Err(AppError::bad_request(format!("invalid host id {id:?}")));
+    }
+    if !state.fleet.revoke(&id).await? {
+        return Err(AppError::not_found(format!("no host {id:?}")));
+    }
+    state
+        .fleet
+        .audit(&caller.0.sub, "host.revoke", &id, "revoked", json!({}))
+        .await;
+    tracing::warn!(host = %id, by = %caller.0.sub, "host revoked");
+    Ok(Json(json!({ "host": id, "revoked": true })))
 }
