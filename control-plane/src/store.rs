@@ -34,10 +34,12 @@ fn audited(sql: String) -> sqlx::AssertSqlSafe<String> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database failed or refused a statement (the driver's message; sqlx's error type stays
+    /// in this module, so the services' errors carry no sqlx type).
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(String),
     #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(String),
     #[error("invalid database url {0:?}: expected sqlite://PATH or postgres://...")]
     Url(String),
     #[error("{0} already exists")]
@@ -45,6 +47,18 @@ pub enum StoreError {
     /// A stored value this version does not know (written by a newer one, or edited by hand).
     #[error("stored {0}")]
     Unreadable(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e.to_string())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
