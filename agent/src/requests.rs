@@ -11,23 +11,8 @@ pub enum Inbound {
     Policy(SignedPolicy),
 }
 
-/// A request from the control plane: a manual trigger, a breaker reset, or a proposal that got
-/// its approval and lease.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Command {
-    /// The control plane's id of the request; the report names it.
-    pub id: String,
-    /// The typed action as JSON; refused when the agent does not know its type or fields.
-    pub action_json: String,
-    /// `dry_run`, `execute` or `reset_breaker`.
-    pub mode: String,
-    /// Fleet lease of an executing action: no lease, no action.
-    pub lease_token: String,
-    pub lease_expires_ms: i64,
-    pub requested_by: String,
-    /// The rule the limits are kept under, e.g. `manual` or `policy/rule`.
-    pub rule: String,
-}
+/// A request from the control plane (the vocabulary both sides share).
+pub use sco_policy::Command;
 
 /// What the agent did with a request (or with a signed policy's rule acting on its own).
 #[derive(Debug, Clone, PartialEq)]

@@ -1,12 +1,13 @@
 //! The vocabulary the agent and the control plane share, with nothing of either: the policy
 //! document (parse, validate, canonical JSON), signed revisions and their verification, the
-//! typed action allowlist with its static checks, refusal reasons, severity, metric
+//! typed action allowlist with its static checks, the remediation command sent to a host, refusal reasons, severity, metric
 //! families, and which metrics the agent collects and the detector scores.
 //!
 //! It depends on serde and ring only: the control plane links it without the agent's
 //! collectors and storage, and the agent without the control plane's database and HTTP.
 
 pub mod action;
+pub mod command;
 pub mod document;
 pub mod family;
 pub mod metrics;
@@ -15,6 +16,7 @@ pub mod severity;
 pub mod signed;
 
 pub use action::{glob_match, Action, Consumer};
+pub use command::Command;
 pub use document::{
     parse, AnomalyCondition, Condition, DetectionSettings, Op, Policy, PolicyError, Rule, RuleMode,
     StateCondition, Target, VerifySpec, MAX_DOCUMENT_BYTES,

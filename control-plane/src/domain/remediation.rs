@@ -255,17 +255,8 @@ pub struct ActionRecord {
     pub report: Option<serde_json::Value>,
 }
 
-/// A request on its way to an agent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingCommand {
-    pub id: String,
-    pub action_json: String,
-    pub mode: String,
-    pub lease_token: String,
-    pub lease_expires_ms: i64,
-    pub requested_by: String,
-    pub rule: String,
-}
+/// A request on its way to an agent (the vocabulary both sides share).
+pub use sco_policy::Command as PendingCommand;
 
 /// An agent's report on one request, as received.
 #[derive(Debug, Clone, PartialEq)]
