@@ -131,6 +131,18 @@ impl AccessTable {
         self.routes.get(&(method.to_string(), path.to_string()))
     }
 
+    /// The declared methods of a path, sorted (empty for a path the document does not have).
+    pub fn methods(&self, path: &str) -> Vec<&str> {
+        let mut methods: Vec<&str> = self
+            .routes
+            .keys()
+            .filter(|(_, p)| p == path)
+            .map(|(m, _)| m.as_str())
+            .collect();
+        methods.sort_unstable();
+        methods
+    }
+
     /// Operations without a usable declaration, as `METHOD path: reason`.
     pub fn undeclared(&self) -> Vec<String> {
         let mut out: Vec<String> = self
@@ -189,9 +201,25 @@ pub async fn enforce(
                 .into_response();
         }
         None => {
-            tracing::error!(%method, %path, "route missing from the OpenAPI document");
-            return AppError::internal(format!("{method} {path} has no access declaration"))
-                .into_response();
+            let allowed = table.methods(&path);
+            if allowed.is_empty() {
+                tracing::error!(%method, %path, "route missing from the OpenAPI document");
+                return AppError::internal(format!("{method} {path} has no access declaration"))
+                    .into_response();
+            }
+            // A declared path, another method: only what is declared is served.
+            let allow = allowed.join(", ");
+            let mut response = AppError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on {path}; allowed: {allow}"),
+            )
+            .into_response();
+            if let Ok(value) = axum::http::HeaderValue::from_str(&allow) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::ALLOW, value);
+            }
+            return response;
         }
     };
     let (mut parts, body) = req.into_parts();
@@ -292,6 +320,8 @@ mod tests {
             Some(&Ok(Access::Role(Role::Operator)))
         );
         assert_eq!(table.get("PUT", "/a"), None);
+        assert_eq!(table.methods("/a"), vec!["GET", "POST"]);
+        assert!(table.methods("/c").is_empty());
         assert_eq!(
             table.undeclared(),
             vec!["POST /a: no security requirement declared".to_string()]
