@@ -272,6 +272,8 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let drain_secs = drain_start.elapsed().as_secs_f64();
+    // Acks that arrived while draining count in the run's figures.
+    all.merge(&stats.take_step_histogram());
     let _ = phase_tx.send(Phase::Stop);
     let close = tokio::time::timeout(Duration::from_secs(15), async {
         while tasks.join_next().await.is_some() {}

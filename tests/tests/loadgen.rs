@@ -27,11 +27,30 @@ async fn small_run(db: Db) {
     sb.publish_policy(&admin, POLICY).await;
 
     let out = Command::new(bin("sco-loadgen"))
-        .args(["--target", &sb.grpc_addr.to_string(), "--server-name", "localhost"])
+        .args([
+            "--target",
+            &sb.grpc_addr.to_string(),
+            "--server-name",
+            "localhost",
+        ])
         .arg("--pki-dir")
         .arg(sb.path().join("pki"))
-        .args(["--agents", "50", "--duration-secs", "30", "--connect-rate", "50"])
-        .args(["--events-per-hour", "360", "--progress-secs", "5", "--drain-secs", "60"])
+        .args([
+            "--agents",
+            "50",
+            "--duration-secs",
+            "30",
+            "--connect-rate",
+            "50",
+        ])
+        .args([
+            "--events-per-hour",
+            "360",
+            "--progress-secs",
+            "5",
+            "--drain-secs",
+            "60",
+        ])
         .args(["--database-url", &sb.db_url, "--json"])
         .args(["--control-plane-pid", &cp.pid().to_string()])
         .output()
@@ -39,16 +58,29 @@ async fn small_run(db: Db) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("JSON report ({e}):\n{stderr}"));
-    assert!(out.status.success(), "exit {:?}\n{stderr}\n{report:#}", out.status);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stderr}\n{report:#}",
+        out.status
+    );
 
     let totals = &report["totals"];
     assert_eq!(totals["agents"], 50, "{report:#}");
     assert_eq!(totals["agents_ever_connected"], 50, "{report:#}");
     assert_eq!(totals["all_connected"], true);
     assert!(totals["acked"].as_u64().unwrap_or(0) > 0, "{report:#}");
-    assert!(totals["acked_by_kind"]["rollup"].as_u64().unwrap_or(0) >= 50, "{report:#}");
+    assert!(
+        totals["acked_by_kind"]["rollup"].as_u64().unwrap_or(0) >= 50,
+        "{report:#}"
+    );
     // Every agent got the policy on connecting and answered with its status.
-    assert!(totals["acked_by_kind"]["policy_status"].as_u64().unwrap_or(0) >= 50, "{report:#}");
+    assert!(
+        totals["acked_by_kind"]["policy_status"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 50,
+        "{report:#}"
+    );
     assert_eq!(totals["drained"], true, "{report:#}");
 
     let db = &report["database"];
@@ -60,7 +92,12 @@ async fn small_run(db: Db) {
     assert_eq!(db["rejected"], 0);
     assert_eq!(db["messages_stored"], db["messages_acked"], "{report:#}");
     assert_eq!(db["agents_exact"], 50, "{report:#}");
-    assert!(report["steps"][0]["control_plane"]["rss_mib_max"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(
+        report["steps"][0]["control_plane"]["rss_mib_max"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0
+    );
     assert_eq!(report["passed"], true);
 }
 
