@@ -24,9 +24,12 @@ pub struct Step {
     pub agents: u64,
     pub secs: f64,
     pub connected_at_end: u64,
-    /// Fewest agents connected at a progress sample once the step's agents
-    /// had all been started.
+    /// Fewest agents connected at a progress sample once all of the step's
+    /// agents had been connected together (drops show here).
     pub connected_min: u64,
+    /// Seconds from the step's start until all its agents were connected
+    /// together; None when that never happened.
+    pub all_connected_after_secs: Option<f64>,
     /// Durable messages acknowledged per second over the step.
     pub acked_per_s: f64,
     pub rollups_per_s: f64,
@@ -118,10 +121,11 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:>7} {:>6} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>16} {:>16}  errors",
+            "{:>7} {:>6} {:>11} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>16} {:>16}  errors",
             "agents",
             "secs",
-            "connected",
+            "conn min/end",
+            "up s",
             "acked/s",
             "rollup/s",
             "p50 ms",
@@ -135,11 +139,13 @@ impl Report {
         for p in &self.steps {
             let _ = writeln!(
                 s,
-                "{:>7} {:>6.0} {:>5}/{:<5} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6} {:>16} {:>16}  {}",
+                "{:>7} {:>6.0} {:>5}/{:<5} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6} {:>16} {:>16}  {}",
                 p.agents,
                 p.secs,
                 p.connected_min,
                 p.connected_at_end,
+                p.all_connected_after_secs
+                    .map_or("never".into(), |s| format!("{s:.1}")),
                 p.acked_per_s,
                 p.rollups_per_s,
                 p.ack.p50_ms,

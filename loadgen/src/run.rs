@@ -151,6 +151,8 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
         let mut cp = cp_pid.clone().map(Watch::new);
         let mut own = Watch::new("self".into());
         let mut connected_min = u64::MAX;
+        // When every agent of the step was connected at once for the first time.
+        let mut all_up: Option<Duration> = None;
         let mut next_progress = step_start + c.progress;
         let mut last_progress = (Instant::now(), stats.snapshot());
         let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -176,6 +178,12 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
             if interrupted {
                 break;
             }
+            if all_up.is_none()
+                && started_here >= to_start
+                && stats.connected.load(Ordering::Relaxed).max(0) as usize >= *target
+            {
+                all_up = Some(step_start.elapsed());
+            }
             while started_here < to_start && Instant::now() >= next_spawn {
                 let Some(cred) = credentials.next() else {
                     break;
@@ -194,7 +202,7 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
                 }
                 own.tick();
                 let connected = stats.connected.load(Ordering::Relaxed).max(0) as u64;
-                if started_here >= to_start {
+                if all_up.is_some() {
                     connected_min = connected_min.min(connected);
                 }
                 let now = stats.snapshot();
@@ -233,6 +241,7 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
             secs: (d.as_secs_f64() * 10.0).round() / 10.0,
             connected_at_end: connected,
             connected_min: connected_min.min(connected),
+            all_connected_after_secs: all_up.map(|d| (d.as_secs_f64() * 10.0).round() / 10.0),
             acked_per_s: per_s(after.acked_total() - before.acked_total(), d),
             rollups_per_s: per_s(
                 after.acked[Kind::Rollup as usize] - before.acked[Kind::Rollup as usize],
