@@ -76,7 +76,7 @@ status=0
   --report "$report" "$@" || status=$?
 echo "report: $report; control-plane log: $dir/cp.log: $(grep -c ' ERROR ' "$dir/cp.log" || true) errors," \
   "$(grep -c 'pool timed out' "$dir/cp.log" || true) pool timeouts," \
-  "$(grep -c 'time to acquire exceeded slow threshold' "$dir/cp.log" || true) slow pool acquisitions (over 1 s)"
+  "$(grep -c 'time to acquire exceeded slow threshold' "$dir/cp.log" || true) slow pool acquisitions (over 2 s)"
 kill $cp 2>/dev/null || true
 wait $cp 2>/dev/null || true
 exit $status
