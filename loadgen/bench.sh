@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# One measured run: a fresh control plane (release build, default agent settings: heartbeat 5 s,
+# dead after 20 s) on a new SQLite file or a new PostgreSQL database, and sco-loadgen against it
+# with the control plane's pid, so its CPU and RSS are in the report.
+#
+#   loadgen/bench.sh sqlite|postgres AGENTS SECS [more sco-loadgen flags...]
+#
+# Binaries come from $SCO_BIN_DIR (default target/release; build them with
+# `cargo build --release -p sco-control-plane -p sco-loadgen`). PostgreSQL: $SCO_BENCH_POSTGRES_URL
+# (default postgres://postgres:postgres@127.0.0.1:5432/postgres), on which a database is created.
+# The JSON report is written to $SCO_BENCH_OUT (default ./loadgen-reports)/BACKEND-AGENTS-TIME.json.
+# With $SCO_BENCH_POLICY naming a policy YAML file, that policy is stored and rolled out to every
+# host (canary 0 %) before the agents start, so each one is sent it on connecting and answers with
+# a policy status (target label env: loadgen, the simulated agents' default label).
+set -euo pipefail
+
+backend=${1:?usage: loadgen/bench.sh sqlite|postgres AGENTS SECS [flags...]}
+agents=${2:?agents}
+secs=${3:?secs}
+shift 3
+bin=${SCO_BIN_DIR:-target/release}
+out=${SCO_BENCH_OUT:-./loadgen-reports}
+pg=${SCO_BENCH_POSTGRES_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+dir=$(mktemp -d /tmp/sco-bench.XXXXXX)
+port_grpc=$((20000 + RANDOM % 20000))
+port_http=$((port_grpc + 1))
+
+case "$backend" in
+  sqlite) db="sqlite://$dir/sco.db?mode=rwc" ;;
+  postgres)
+    name="sco_bench_$(date +%s)_$RANDOM"
+    psql -q "$pg" -c "CREATE DATABASE $name"
+    db="${pg%/*}/$name" ;;
+  *) echo "backend must be sqlite or postgres, not $backend" >&2; exit 1 ;;
+esac
+
+"$bin/sco-control-plane" pki init --dir "$dir/pki" >/dev/null
+cat > "$dir/cp.toml" <<EOF
+grpc_listen = "127.0.0.1:$port_grpc"
+http_listen = "127.0.0.1:$port_http"
+data_dir = "$dir"
+database_url = "$db"
+[auth]
+jwt_secret = "bench-secret-bench-secret-bench-secret-01"
+EOF
+printf 'bench-admin-password\n' > "$dir/admin.password"
+SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE="$dir/admin.password" SCO_LOG=warn NO_COLOR=1 \
+  "$bin/sco-control-plane" serve --config "$dir/cp.toml" >"$dir/cp.log" 2>&1 &
+cp=$!
+trap 'kill $cp 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  curl -fs "http://127.0.0.1:$port_http/health" >/dev/null && break
+  sleep 0.2
+done
+
+if [ -n "${SCO_BENCH_POLICY:-}" ]; then
+  api="http://127.0.0.1:$port_http"
+  token=$(curl -fs "$api/auth/login" -H 'content-type: application/json' \
+    -d '{"username":"admin","password":"bench-admin-password"}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  stored=$(curl -fs "$api/policies" -H "authorization: Bearer $token" \
+    -H 'content-type: application/yaml' --data-binary "@$SCO_BENCH_POLICY")
+  name=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["policy"]["name"])' "$stored")
+  revision=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["policy"]["revision"])' "$stored")
+  curl -fs "$api/policies/$name/rollout" -H "authorization: Bearer $token" \
+    -H 'content-type: application/json' -d "{\"revision\": $revision, \"canary_percent\": 0}" >/dev/null
+  echo "policy $name revision $revision rolled out" >&2
+fi
+
+report="$out/$backend-$agents-$(date +%H%M%S).json"
+status=0
+"$bin/sco-loadgen" --target "127.0.0.1:$port_grpc" --server-name localhost --pki-dir "$dir/pki" \
+  --agents "$agents" --duration-secs "$secs" --database-url "$db" --control-plane-pid "$cp" \
+  --report "$report" "$@" || status=$?
+echo "report: $report; control-plane log: $dir/cp.log: $(grep -c ' ERROR ' "$dir/cp.log" || true) errors," \
+  "$(grep -c 'pool timed out' "$dir/cp.log" || true) pool timeouts," \
+  "$(grep -c 'time to acquire exceeded slow threshold' "$dir/cp.log" || true) slow pool acquisitions (over 2 s)"
+kill $cp 2>/dev/null || true
+wait $cp 2>/dev/null || true
+exit $status

@@ -1,0 +1,211 @@
+//! The report at the end of a run: per step, ack latency percentiles,
+//! throughput, errors by kind, reconnects and the processes' cost; over the
+//! run, totals and the database check. Printed as text, or as JSON with
+//! `--json` (what the end-to-end test reads).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::check::DbCheck;
+use crate::stats::{ErrorCount, Latency};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProcCost {
+    /// Mean CPU over the step, percent of one core.
+    pub cpu_pct: f64,
+    pub rss_mib_max: f64,
+    pub rss_mib_end: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Step {
+    pub agents: u64,
+    pub secs: f64,
+    pub connected_at_end: u64,
+    /// Fewest agents connected at a progress sample once all of the step's
+    /// agents had been connected together (drops show here).
+    pub connected_min: u64,
+    /// Seconds from the step's start until all its agents were connected
+    /// together; None when that never happened.
+    pub all_connected_after_secs: Option<f64>,
+    /// Durable messages acknowledged per second over the step.
+    pub acked_per_s: f64,
+    pub rollups_per_s: f64,
+    pub heartbeats_per_s: f64,
+    pub acked: u64,
+    pub produced: u64,
+    pub resent: u64,
+    pub ack: Latency,
+    pub errors: BTreeMap<String, ErrorCount>,
+    pub reconnects: u64,
+    pub pending_at_end: u64,
+    pub control_plane: Option<ProcCost>,
+    pub loadgen: Option<ProcCost>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Totals {
+    pub agents: u64,
+    pub agents_ever_connected: u64,
+    pub all_connected: bool,
+    pub produced: u64,
+    pub acked: u64,
+    pub acked_by_kind: BTreeMap<String, u64>,
+    pub sent: u64,
+    pub resent: u64,
+    pub heartbeats: u64,
+    pub policies_received: u64,
+    pub commands_received: u64,
+    pub connects: u64,
+    pub reconnects: u64,
+    pub errors: BTreeMap<String, ErrorCount>,
+    pub pending_at_end: u64,
+    /// Every outbox was empty before the streams were closed.
+    pub drained: bool,
+    pub drain_secs: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Settings {
+    pub target: String,
+    /// How the identities were made ("issued by the fleet CA").
+    pub identities: String,
+    pub id_prefix: String,
+    pub metrics_per_rollup: u64,
+    pub window_secs: f64,
+    pub heartbeat_secs: f64,
+    pub events_per_hour: f64,
+    pub connect_rate: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub settings: Settings,
+    pub steps: Vec<Step>,
+    pub totals: Totals,
+    /// Over the whole run.
+    pub ack: Latency,
+    /// None when no database URL was given.
+    pub database: Option<DbCheck>,
+    /// All agents connected, something was acknowledged, and the database
+    /// check (when asked) passed.
+    pub passed: bool,
+}
+
+fn errors_text(e: &BTreeMap<String, ErrorCount>) -> String {
+    if e.is_empty() {
+        return "none".into();
+    }
+    e.iter()
+        .map(|(k, v)| format!("{k} {}", v.count))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn cost(c: &Option<ProcCost>) -> String {
+    c.as_ref().map_or("-".into(), |c| {
+        format!("{:.0}% / {:.0} MiB", c.cpu_pct, c.rss_mib_max)
+    })
+}
+
+impl Report {
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let st = &self.settings;
+        let _ = writeln!(
+            s,
+            "sco-loadgen against {} ({}; ids {}*), {} metrics per rollup every {} s, heartbeat {} s, {} events/agent/h",
+            st.target, st.identities, st.id_prefix, st.metrics_per_rollup, st.window_secs, st.heartbeat_secs, st.events_per_hour
+        );
+        let _ = writeln!(
+            s,
+            "{:>7} {:>6} {:>11} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>16} {:>16}  errors",
+            "agents",
+            "secs",
+            "conn min/end",
+            "up s",
+            "acked/s",
+            "rollup/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "reconn",
+            "cp cpu/rss",
+            "loadgen cpu/rss"
+        );
+        for p in &self.steps {
+            let _ = writeln!(
+                s,
+                "{:>7} {:>6.0} {:>5}/{:<5} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6} {:>16} {:>16}  {}",
+                p.agents,
+                p.secs,
+                p.connected_min,
+                p.connected_at_end,
+                p.all_connected_after_secs
+                    .map_or("never".into(), |s| format!("{s:.1}")),
+                p.acked_per_s,
+                p.rollups_per_s,
+                p.ack.p50_ms,
+                p.ack.p90_ms,
+                p.ack.p99_ms,
+                p.ack.max_ms,
+                p.reconnects,
+                cost(&p.control_plane),
+                cost(&p.loadgen),
+                errors_text(&p.errors)
+            );
+        }
+        let t = &self.totals;
+        let _ = writeln!(
+            s,
+            "totals: {} of {} agents connected; {} produced, {} acked ({}), {} resent, {} heartbeats, {} reconnects; {} pending at the end ({})",
+            t.agents_ever_connected,
+            t.agents,
+            t.produced,
+            t.acked,
+            t.acked_by_kind
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            t.resent,
+            t.heartbeats,
+            t.reconnects,
+            t.pending_at_end,
+            if t.drained { format!("drained in {:.1} s", t.drain_secs) } else { "not drained".into() }
+        );
+        let _ = writeln!(
+            s,
+            "ack latency over the run: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms ({} acks)",
+            self.ack.p50_ms, self.ack.p90_ms, self.ack.p99_ms, self.ack.max_ms, self.ack.count
+        );
+        for (k, v) in &t.errors {
+            let _ = writeln!(s, "error {k}: {} (e.g. {})", v.count, v.example);
+        }
+        match &self.database {
+            None => {
+                let _ = writeln!(s, "database check: not run (no --database-url)");
+            }
+            Some(d) => {
+                let _ = writeln!(
+                    s,
+                    "database check: {}: {} agents, {} acked, {} stored, {} lost, {} duplicated, {} gaps, {} stored unacked, {} rejected, {} agents exact",
+                    if d.passed { "PASSED" } else { "FAILED" },
+                    d.agents_checked, d.messages_acked, d.messages_stored, d.lost, d.duplicated, d.gaps, d.stored_unacked, d.rejected, d.agents_exact
+                );
+                for p in &d.problems {
+                    let _ = writeln!(s, "  {p}");
+                }
+            }
+        }
+        let _ = writeln!(
+            s,
+            "result: {}",
+            if self.passed { "passed" } else { "FAILED" }
+        );
+        s
+    }
+}
