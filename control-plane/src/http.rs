@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod fleet_metrics;
 pub mod openapi;
 pub mod policy;
+pub mod query;
 pub mod remediation;
 pub mod tls;
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub stale_after_ms: i64,
     /// TLS and CORS settings.
     pub security: Arc<auth::Security>,
+    /// ChatOps (`/query`).
+    pub chat: Arc<crate::chatops::ChatOps>,
 }
 
 /// Every route, each from its handler's `#[utoipa::path]` declaration (method, path, role,
@@ -82,6 +85,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(anomaly::list))
         .routes(routes!(anomaly::score).layer(DefaultBodyLimit::max(4 * 1024 * 1024)))
         .routes(routes!(anomaly::get))
+        .routes(routes!(query::ask, query::history))
 }
 
 pub fn app(state: AppState) -> Router {

@@ -1,0 +1,1417 @@
+//! ChatOps: questions in plain words, answered from the same services as the REST API and
+//! under the caller's role. The language (intents, names, times) is `sco-chat`'s; this
+//! service builds its [`Lexicon`] from the live fleet, answers each intent with the fleet's
+//! reads, and carries out actions (trigger, approve, reject) only on a second message naming
+//! the confirmation id the first one returned, from the same person, still allowed to. Each
+//! exchange is recorded; each action taken through chat is audited with the chat text.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use sco_chat::{
+    confirmation_id, plain_answer, ConfirmError, ExplainTarget, HostRef, Intent, Lexicon, Pending,
+    Scope,
+};
+
+use crate::auth::Role;
+use crate::domain::policy::PolicyRolloutStatus;
+use crate::error::{Code, Coded};
+use crate::fleet::{
+    new_id, now_ms, ActionQuery, ActionRecord, ActionState, Anomaly, AnomalyQuery, DecideError,
+    Decision, Fleet, PolicyApiError, RollupQuery, TriggerError,
+};
+use crate::store::{Store, StoreError};
+
+/// At most this many items (hosts, events, actions, processes) in one answer's data.
+const MAX_ITEMS: usize = 50;
+/// At most this many items named in the short text.
+const MAX_LINES: usize = 5;
+/// Rollup windows read for one metric's history.
+const MAX_POINTS: i64 = 5000;
+
+/// One recorded question and its answer.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Exchange {
+    pub id: String,
+    pub at_ms: i64,
+    pub user: String,
+    pub role: String,
+    /// `api` or `slack`.
+    pub source: String,
+    pub text: String,
+    /// The understood intent (JSON), null when the text was refused before parsing.
+    pub intent: Value,
+    pub answer: String,
+    /// `answered`, `awaiting_confirmation`, `executed`, `refused` or `error`.
+    pub outcome: String,
+    /// The confirmation id the exchange returned or used, else empty.
+    pub confirmation_id: String,
+}
+
+/// Which exchanges to list.
+#[derive(Debug, Clone, Default)]
+pub struct ExchangeQuery {
+    pub user: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Who asks: our user name, their role now, and through which edge.
+#[derive(Debug, Clone)]
+pub struct Asker {
+    pub user: String,
+    pub role: Role,
+    pub source: &'static str,
+}
+
+/// An action waiting for its confirmation: send `confirm <id>` before `expires_at_ms`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Confirmation {
+    pub id: String,
+    pub expires_at_ms: i64,
+}
+
+/// The answer to one message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    /// Short text for people.
+    pub answer: String,
+    /// What was understood.
+    pub intent: Intent,
+    /// The structured data behind the answer, with links to the REST resources.
+    pub data: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmation: Option<Confirmation>,
+    /// Proposals the answer offers to decide (action id, one line), for Slack's buttons.
+    #[serde(skip)]
+    pub proposals: Vec<(String, String)>,
+    #[serde(skip)]
+    outcome: &'static str,
+}
+
+impl Answer {
+    fn new(intent: &Intent, answer: impl Into<String>, data: Value) -> Self {
+        Answer {
+            answer: answer.into(),
+            intent: intent.clone(),
+            data,
+            confirmation: None,
+            proposals: Vec::new(),
+            outcome: "answered",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// The message itself is unusable (empty, too long).
+    #[error("{0}")]
+    Invalid(String),
+    /// The caller's role (or identity) does not allow it: the same answer REST would give.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Trigger(#[from] TriggerError),
+    #[error(transparent)]
+    Decide(#[from] DecideError),
+    #[error(transparent)]
+    Policy(#[from] PolicyApiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Coded for ChatError {
+    fn code(&self) -> Code {
+        match self {
+            ChatError::Invalid(_) => Code::Invalid,
+            ChatError::Refused(_) => Code::Denied,
+            ChatError::NotFound(_) => Code::NotFound,
+            ChatError::Conflict(_) => Code::Conflict,
+            ChatError::Trigger(e) => e.code(),
+            ChatError::Decide(e) => e.code(),
+            ChatError::Policy(e) => e.code(),
+            ChatError::Store(e) => e.code(),
+        }
+    }
+}
+
+/// The chat's view of our roles (the same three, the same order).
+pub fn chat_role(role: Role) -> sco_chat::Role {
+    match role {
+        Role::Viewer => sco_chat::Role::Viewer,
+        Role::Operator => sco_chat::Role::Operator,
+        Role::Admin => sco_chat::Role::Admin,
+    }
+}
+
+pub struct ChatOps {
+    fleet: Arc<Fleet>,
+    store: Store,
+    stale_after_ms: i64,
+}
+
+impl ChatOps {
+    pub fn new(fleet: Arc<Fleet>, store: Store, stale_after_ms: i64) -> Self {
+        Self {
+            fleet,
+            store,
+            stale_after_ms,
+        }
+    }
+
+    /// The names a message may use, from the fleet as it is now.
+    pub async fn lexicon(&self) -> Result<Lexicon, StoreError> {
+        let mut lex = Lexicon::new();
+        for h in self.fleet.hosts(self.stale_after_ms).await? {
+            lex.add_host(h.id, h.hostname, h.labels);
+        }
+        for (p, _) in self.fleet.policies().await? {
+            lex.add_policy(p.name);
+        }
+        Ok(lex)
+    }
+
+    /// Answers one message and records the exchange, whatever the outcome.
+    pub async fn ask(&self, asker: &Asker, text: &str) -> Result<Answer, ChatError> {
+        let text = text.trim();
+        let now = now_ms();
+        let (intent, result) = if text.is_empty() {
+            (None, Err(ChatError::Invalid("text: empty message".into())))
+        } else if text.chars().count() > sco_chat::MAX_MESSAGE_CHARS {
+            (
+                None,
+                Err(ChatError::Invalid(format!(
+                    "text: longer than {} characters",
+                    sco_chat::MAX_MESSAGE_CHARS
+                ))),
+            )
+        } else {
+            let lex = self.lexicon().await?;
+            let intent = sco_chat::parse(text, &lex, now);
+            let result = match intent.authorize(chat_role(asker.role)) {
+                Err(refusal) => Err(ChatError::Refused(refusal.to_string())),
+                Ok(()) => self.answer(asker, text, &intent, &lex, now).await,
+            };
+            (Some(intent), result)
+        };
+        let (answer, outcome, confirmation) = match &result {
+            Ok(a) => (
+                a.answer.clone(),
+                a.outcome,
+                a.confirmation.as_ref().map(|c| c.id.clone()),
+            ),
+            Err(ChatError::Refused(m)) => (m.clone(), "refused", None),
+            Err(e) if matches!(e.code(), Code::Unavailable | Code::Internal) => {
+                ("internal error".to_string(), "error", None)
+            }
+            Err(e) => (e.to_string(), "error", None),
+        };
+        let confirmation = confirmation.or_else(|| match &intent {
+            Some(Intent::Confirm { confirmation_id }) => Some(confirmation_id.clone()),
+            _ => None,
+        });
+        let exchange = Exchange {
+            id: new_id("chat"),
+            at_ms: now,
+            user: asker.user.clone(),
+            role: asker.role.as_str().to_string(),
+            source: asker.source.to_string(),
+            text: text.chars().take(sco_chat::MAX_MESSAGE_CHARS).collect(),
+            intent: intent
+                .as_ref()
+                .and_then(|i| serde_json::to_value(i).ok())
+                .unwrap_or(Value::Null),
+            answer,
+            outcome: outcome.to_string(),
+            confirmation_id: confirmation.unwrap_or_default(),
+        };
+        if let Err(e) = self.store.insert_chat_exchange(&exchange).await {
+            tracing::error!(error = %e, user = %asker.user, "cannot record a chat exchange");
+        }
+        if let Some(i) = &intent {
+            tracing::info!(user = %asker.user, intent = i.name(), outcome, "chat");
+        }
+        result
+    }
+
+    /// Recorded exchanges, newest first.
+    pub async fn history(&self, q: &ExchangeQuery) -> Result<Vec<Exchange>, StoreError> {
+        self.store.chat_exchanges(q).await
+    }
+
+    async fn answer(
+        &self,
+        asker: &Asker,
+        text: &str,
+        intent: &Intent,
+        lex: &Lexicon,
+        now: i64,
+    ) -> Result<Answer, ChatError> {
+        if let Some(plain) = plain_answer(intent, lex) {
+            let data = match intent {
+                Intent::Unknown { suggestions, .. } => json!({ "suggestions": suggestions }),
+                Intent::Clarify { candidates, .. } => json!({ "candidates": candidates }),
+                _ => json!({}),
+            };
+            return Ok(Answer::new(intent, plain, data));
+        }
+        match intent {
+            Intent::FleetStatus { selector } => self.fleet_status(intent, selector).await,
+            Intent::HostStatus { host } => self.host_status(intent, host).await,
+            Intent::Anomalies {
+                scope,
+                min_severity,
+                range,
+                open_only,
+            } => {
+                let (host, hosts) = match scope {
+                    Scope::Fleet => (None, None),
+                    Scope::Host { host } => (Some(host.id.clone()), None),
+                    Scope::Selector { labels } => (
+                        None,
+                        Some(
+                            lex.hosts_matching(labels)
+                                .into_iter()
+                                .map(|h| h.id)
+                                .collect::<Vec<_>>(),
+                        ),
+                    ),
+                };
+                let mut events = self
+                    .fleet
+                    .anomalies(&AnomalyQuery {
+                        host,
+                        from_ms: range.map(|r| r.from_ms),
+                        to_ms: range.map(|r| r.to_ms),
+                        min_severity: *min_severity,
+                        status: open_only.then(|| "open".to_string()),
+                        limit: if hosts.is_some() { 1000 } else { MAX_ITEMS as i64 },
+                        offset: 0,
+                    })
+                    .await?;
+                if let Some(hosts) = hosts {
+                    events.retain(|e| hosts.contains(&e.host_id));
+                }
+                events.truncate(MAX_ITEMS);
+                let mut text = match events.len() {
+                    0 => format!("No {}.", intent.summary()),
+                    n => format!("{n} {}:", intent.summary()),
+                };
+                for e in events.iter().take(MAX_LINES) {
+                    text.push_str(&format!("\n• {}", event_line(e, lex)));
+                }
+                if events.len() > MAX_LINES {
+                    text.push_str(&format!("\n… and {} more", events.len() - MAX_LINES));
+                }
+                let list: Vec<Value> = events.iter().map(event_summary).collect();
+                Ok(Answer::new(
+                    intent,
+                    text,
+                    json!({ "anomalies": list, "link": "/anomaly" }),
+                ))
+            }
+            Intent::Explain { target } => self.explain(intent, target, lex, now).await,
+            Intent::MetricHistory {
+                host,
+                metrics,
+                range,
+            } => {
+                let mut series = Vec::new();
+                let mut lines = Vec::new();
+                for metric in metrics {
+                    let points = self
+                        .fleet
+                        .rollups(&RollupQuery {
+                            host: host.id.clone(),
+                            metric: Some(metric.clone()),
+                            device: None,
+                            from_ms: range.from_ms,
+                            to_ms: range.to_ms,
+                            limit: MAX_POINTS,
+                        })
+                        .await?;
+                    let mut by_device: BTreeMap<String, Vec<&crate::fleet::RollupPoint>> =
+                        BTreeMap::new();
+                    for p in &points {
+                        by_device.entry(p.device.clone()).or_default().push(p);
+                    }
+                    if by_device.is_empty() {
+                        lines.push(format!("{metric}: no data in that range"));
+                    }
+                    for (device, mut pts) in by_device {
+                        pts.sort_by_key(|p| p.window_end_ms);
+                        let min = pts.iter().map(|p| p.min).fold(f64::INFINITY, f64::min);
+                        let max = pts.iter().map(|p| p.max).fold(f64::NEG_INFINITY, f64::max);
+                        let count: i64 = pts.iter().map(|p| p.count.max(1)).sum();
+                        let mean = pts.iter().map(|p| p.mean * p.count.max(1) as f64).sum::<f64>()
+                            / count.max(1) as f64;
+                        let name = if device.is_empty() {
+                            metric.clone()
+                        } else {
+                            format!("{metric} ({device})")
+                        };
+                        lines.push(format!(
+                            "{name}: min {} · mean {} · max {} ({} windows)",
+                            num(min),
+                            num(mean),
+                            num(max),
+                            pts.len()
+                        ));
+                        series.push(json!({
+                            "metric": metric, "device": device,
+                            "min": min, "mean": mean, "max": max,
+                            "points": pts.iter().map(|p| json!([p.window_end_ms, p.mean])).collect::<Vec<_>>(),
+                        }));
+                    }
+                }
+                let text = format!(
+                    "{} on {}, {}:\n{}",
+                    metrics.join(", "),
+                    host.hostname,
+                    describe_range(range.from_ms, range.to_ms, now),
+                    lines.join("\n")
+                );
+                Ok(Answer::new(
+                    intent,
+                    text,
+                    json!({
+                        "host": host, "from_ms": range.from_ms, "to_ms": range.to_ms,
+                        "series": series, "link": format!("/hosts/{}", host.id),
+                    }),
+                ))
+            }
+            Intent::TopProcesses { host, by } => {
+                let detail = self
+                    .fleet
+                    .host_detail(&host.id, self.stale_after_ms)
+                    .await?
+                    .ok_or_else(|| ChatError::NotFound(format!("no host {:?}", host.id)))?;
+                let mut procs = detail.processes;
+                let key = |p: &crate::fleet::ProcessRow| match by {
+                    sco_policy::Consumer::Cpu => p.cpu_pct,
+                    sco_policy::Consumer::Memory => p.rss_bytes as f64,
+                    sco_policy::Consumer::Io => p.read_bytes_per_s + p.write_bytes_per_s,
+                };
+                procs.sort_by(|a, b| key(b).total_cmp(&key(a)));
+                procs.truncate(10);
+                let mut text = if procs.is_empty() {
+                    format!("{} has not sent its processes yet.", host.hostname)
+                } else {
+                    format!("Top processes by {} on {}:", by.as_str(), host.hostname)
+                };
+                for p in procs.iter().take(MAX_LINES) {
+                    text.push_str(&format!(
+                        "\n• {} (pid {}): cpu {}%, rss {}",
+                        p.name,
+                        p.pid,
+                        num(p.cpu_pct),
+                        bytes(p.rss_bytes)
+                    ));
+                }
+                Ok(Answer::new(
+                    intent,
+                    text,
+                    json!({
+                        "host": host, "sampled_at_ms": detail.processes_at_ms, "processes": procs,
+                        "link": format!("/hosts/{}", host.id),
+                    }),
+                ))
+            }
+            Intent::Actions { host, state, range } => {
+                let mut actions = self
+                    .fleet
+                    .actions(&ActionQuery {
+                        host: host.as_ref().map(|h| h.id.clone()),
+                        state: state.and_then(|s| ActionState::parse(s.as_str())),
+                        rule: None,
+                        limit: if range.is_some() { 1000 } else { MAX_ITEMS as i64 },
+                    })
+                    .await?;
+                if let Some(r) = range {
+                    actions.retain(|a| a.created_at_ms >= r.from_ms && a.created_at_ms < r.to_ms);
+                }
+                actions.truncate(MAX_ITEMS);
+                let mut text = match actions.len() {
+                    0 => format!("No {}.", intent.summary()),
+                    n => format!("{n} remediation action{}:", if n == 1 { "" } else { "s" }),
+                };
+                for a in actions.iter().take(MAX_LINES) {
+                    text.push_str(&format!("\n• {}", action_line(a, lex)));
+                }
+                if actions.len() > MAX_LINES {
+                    text.push_str(&format!("\n… and {} more", actions.len() - MAX_LINES));
+                }
+                let mut answer = Answer::new(
+                    intent,
+                    text,
+                    json!({ "actions": actions, "link": "/remediation/actions" }),
+                );
+                answer.proposals = actions
+                    .iter()
+                    .filter(|a| a.state == ActionState::Proposed)
+                    .map(|a| (a.id.clone(), action_line(a, lex)))
+                    .collect();
+                Ok(answer)
+            }
+            Intent::PolicyStatus { policy: Some(name) } => {
+                let status = self.fleet.policy_status(name).await?;
+                Ok(Answer::new(
+                    intent,
+                    policy_line(&status),
+                    json!({ "status": status, "link": format!("/policies/{name}/status") }),
+                ))
+            }
+            Intent::PolicyStatus { policy: None } => {
+                let policies = self.fleet.policies().await?;
+                let mut text = match policies.len() {
+                    0 => "No policies yet.".to_string(),
+                    n => format!("{n} polic{}:", if n == 1 { "y" } else { "ies" }),
+                };
+                let mut list = Vec::new();
+                for (p, rollout) in &policies {
+                    let state = rollout.as_ref().map_or("not rolled out".to_string(), |r| {
+                        format!("rollout of revision {} {}", r.revision, r.state.as_str())
+                    });
+                    text.push_str(&format!("\n• {} revision {}: {state}", p.name, p.revision));
+                    list.push(json!({
+                        "name": p.name, "revision": p.revision, "rollout": rollout,
+                        "link": format!("/policies/{}/status", p.name),
+                    }));
+                }
+                Ok(Answer::new(intent, text, json!({ "policies": list })))
+            }
+            Intent::Approve { .. } | Intent::Reject { .. } | Intent::Trigger { .. } => {
+                self.propose(asker, text, intent, now).await
+            }
+            Intent::Confirm { confirmation_id } => {
+                self.confirm(asker, text, intent, confirmation_id, now)
+                    .await
+            }
+            Intent::Runbooks { query } => Ok(Answer::new(
+                intent,
+                format!(
+                    "There is no knowledge base yet: no runbooks to search for {query:?}. \
+                     Ask \"what's wrong with <host>?\" for the evidence behind an anomaly."
+                ),
+                json!({ "runbooks": [] }),
+            )),
+            // answered by plain_answer above
+            Intent::Help | Intent::Clarify { .. } | Intent::Unknown { .. } => {
+                Ok(Answer::new(intent, sco_chat::help_text(lex), json!({})))
+            }
+        }
+    }
+
+    async fn fleet_status(
+        &self,
+        intent: &Intent,
+        selector: &sco_chat::Selector,
+    ) -> Result<Answer, ChatError> {
+        let snapshot = self.fleet.fleet_snapshot(self.stale_after_ms).await?;
+        let hosts: Vec<_> = snapshot
+            .hosts
+            .iter()
+            .filter(|h| selector.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
+            .collect();
+        let open = |id: &str| -> (i64, Vec<String>) {
+            let rows: Vec<_> = snapshot
+                .open_anomalies
+                .iter()
+                .filter(|o| o.host_id == id)
+                .collect();
+            (
+                rows.iter().map(|o| o.count).sum(),
+                rows.iter()
+                    .map(|o| format!("{} {}", family_name(&o.family), o.severity.as_str()))
+                    .collect(),
+            )
+        };
+        let connected = hosts.iter().filter(|h| h.connected).count();
+        let mut text = format!(
+            "{} host{}: {connected} connected, {} disconnected.",
+            hosts.len(),
+            if hosts.len() == 1 { "" } else { "s" },
+            hosts.len() - connected
+        );
+        let mut troubled = 0;
+        let mut list = Vec::new();
+        for h in &hosts {
+            let (count, kinds) = open(&h.id);
+            if count > 0 {
+                troubled += 1;
+                if troubled <= MAX_LINES {
+                    text.push_str(&format!(
+                        "\n• {} ({}): {count} open anomal{} ({})",
+                        h.hostname,
+                        h.id,
+                        if count == 1 { "y" } else { "ies" },
+                        kinds.join(", ")
+                    ));
+                }
+            }
+            list.push(json!({
+                "id": h.id, "hostname": h.hostname, "connected": h.connected,
+                "labels": h.labels, "agent_version": h.agent_version,
+                "last_seen_ms": h.last_seen_ms, "open_anomalies": count,
+                "link": format!("/hosts/{}", h.id),
+            }));
+        }
+        if troubled == 0 && !hosts.is_empty() {
+            text.push_str(" No open anomalies.");
+        }
+        list.truncate(MAX_ITEMS);
+        Ok(Answer::new(
+            intent,
+            text,
+            json!({ "hosts": list, "link": "/hosts" }),
+        ))
+    }
+
+    async fn host_status(&self, intent: &Intent, host: &HostRef) -> Result<Answer, ChatError> {
+        let detail = self
+            .fleet
+            .host_detail(&host.id, self.stale_after_ms)
+            .await?
+            .ok_or_else(|| ChatError::NotFound(format!("no host {:?}", host.id)))?;
+        let open = self.open_events(&host.id).await?;
+        let h = &detail.host;
+        let mut text = format!(
+            "{} ({}) is {}, last seen {}.",
+            h.hostname,
+            h.id,
+            if h.connected {
+                "connected"
+            } else {
+                "disconnected"
+            },
+            ago(h.last_seen_ms, now_ms())
+        );
+        let key: Vec<String> = ["cpu.total_pct", "mem.used_pct", "load.1", "swap.used_pct"]
+            .iter()
+            .filter_map(|m| {
+                detail
+                    .latest
+                    .iter()
+                    .find(|v| v.metric == *m && v.device.is_empty())
+                    .map(|v| format!("{m} {}", num(v.value)))
+            })
+            .collect();
+        if !key.is_empty() {
+            text.push_str(&format!(" Now: {}.", key.join(", ")));
+        }
+        match open.len() {
+            0 => text.push_str(" No open anomalies."),
+            n => {
+                text.push_str(&format!(
+                    " {n} open anomal{}:",
+                    if n == 1 { "y" } else { "ies" }
+                ));
+                for e in open.iter().take(MAX_LINES) {
+                    text.push_str(&format!(
+                        "\n• {} {} since {} (top: {})",
+                        family_name(&e.family),
+                        e.severity.as_str(),
+                        ago(e.started_ms, now_ms()),
+                        e.top_metric
+                    ));
+                }
+            }
+        }
+        Ok(Answer::new(
+            intent,
+            text,
+            json!({
+                "host": {
+                    "id": h.id, "hostname": h.hostname, "connected": h.connected,
+                    "labels": h.labels, "agent_version": h.agent_version,
+                    "last_seen_ms": h.last_seen_ms, "detector": h.detector,
+                },
+                "latest": detail.latest,
+                "anomalies": open.iter().map(event_summary).collect::<Vec<_>>(),
+                "link": format!("/hosts/{}", h.id),
+            }),
+        ))
+    }
+
+    /// A host's open events, the most severe and then the newest first.
+    async fn open_events(&self, host: &str) -> Result<Vec<Anomaly>, StoreError> {
+        let mut open = self
+            .fleet
+            .anomalies(&AnomalyQuery {
+                host: Some(host.to_string()),
+                status: Some("open".into()),
+                limit: MAX_ITEMS as i64,
+                ..AnomalyQuery::default()
+            })
+            .await?;
+        open.sort_by(|a, b| {
+            b.severity
+                .rank()
+                .cmp(&a.severity.rank())
+                .then(b.started_ms.cmp(&a.started_ms))
+        });
+        Ok(open)
+    }
+
+    async fn explain(
+        &self,
+        intent: &Intent,
+        target: &ExplainTarget,
+        lex: &Lexicon,
+        now: i64,
+    ) -> Result<Answer, ChatError> {
+        let (event, others, host_name) = match target {
+            ExplainTarget::Event { id } => {
+                let e = self
+                    .fleet
+                    .anomaly(id)
+                    .await?
+                    .ok_or_else(|| ChatError::NotFound(format!("no anomaly {id:?}")))?;
+                let name = hostname(lex, &e.host_id);
+                (e, Vec::new(), name)
+            }
+            ExplainTarget::Host { host } => {
+                let open = self.open_events(&host.id).await?;
+                let Some(first) = open.first() else {
+                    let recent = self
+                        .fleet
+                        .anomalies(&AnomalyQuery {
+                            host: Some(host.id.clone()),
+                            limit: 1,
+                            ..AnomalyQuery::default()
+                        })
+                        .await?;
+                    let mut text = format!("Nothing is wrong with {} that I can see: no open anomalies.", host.hostname);
+                    if let Some(e) = recent.first() {
+                        text.push_str(&format!(
+                            " The last one was {} ({} {}, {}, {}).",
+                            e.id,
+                            family_name(&e.family),
+                            e.severity.as_str(),
+                            ago(e.started_ms, now),
+                            if e.close_reason.is_empty() { e.status.clone() } else { e.close_reason.clone() }
+                        ));
+                    }
+                    return Ok(Answer::new(
+                        intent,
+                        text,
+                        json!({ "host": host, "anomalies": recent.iter().map(event_summary).collect::<Vec<_>>(),
+                                "link": format!("/hosts/{}", host.id) }),
+                    ));
+                };
+                let e = self
+                    .fleet
+                    .anomaly(&first.id)
+                    .await?
+                    .unwrap_or_else(|| first.clone());
+                let others: Vec<Anomaly> = open.iter().skip(1).cloned().collect();
+                (e, others, host.hostname.clone())
+            }
+        };
+        let mut text = format!(
+            "{host_name} has a {} {} anomaly ({}), {} since {}, score {} (peak {}).",
+            event.severity.as_str(),
+            family_name(&event.family),
+            event.id,
+            event.status,
+            ago(event.started_ms, now),
+            num(event.score),
+            num(event.peak_score)
+        );
+        let mut contributors = event.contributors.clone();
+        contributors.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
+        if let Some(top) = contributors.first() {
+            text.push_str(&format!(
+                " Top contributor: {} = {} (expected {} to {}).",
+                top.metric,
+                num(top.value),
+                num(top.expected_low),
+                num(top.expected_high)
+            ));
+        }
+        let also: Vec<String> = contributors
+            .iter()
+            .skip(1)
+            .take(3)
+            .map(|c| {
+                format!(
+                    "{} = {} (expected {}–{})",
+                    c.metric,
+                    num(c.value),
+                    num(c.expected_low),
+                    num(c.expected_high)
+                )
+            })
+            .collect();
+        if !also.is_empty() {
+            text.push_str(&format!(" Also: {}.", also.join("; ")));
+        }
+        if !event.culprits.is_empty() {
+            let culprits: Vec<String> = event
+                .culprits
+                .iter()
+                .take(3)
+                .map(|p| format!("{} (pid {}, cpu {}%)", p.name, p.pid, num(p.cpu_pct)))
+                .collect();
+            text.push_str(&format!(" Likely culprits: {}.", culprits.join(", ")));
+        }
+        let onset = onset_summary(event.context.as_ref());
+        if let Some(line) = onset.iter().find(|s| {
+            contributors
+                .first()
+                .is_some_and(|c| s["metric"] == c.metric.as_str())
+        }) {
+            text.push_str(&format!(
+                " Around the onset {} ranged {} to {} (mean {}).",
+                line["metric"].as_str().unwrap_or_default(),
+                num(line["min"].as_f64().unwrap_or(f64::NAN)),
+                num(line["max"].as_f64().unwrap_or(f64::NAN)),
+                num(line["mean"].as_f64().unwrap_or(f64::NAN)),
+            ));
+        }
+        if !others.is_empty() {
+            text.push_str(&format!(
+                " {} more open: {}.",
+                others.len(),
+                others
+                    .iter()
+                    .take(3)
+                    .map(|o| format!("{} {}", family_name(&o.family), o.severity.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        text.push_str(" No runbooks yet: there is no knowledge base.");
+        Ok(Answer::new(
+            intent,
+            text,
+            json!({
+                "anomaly": event_summary(&event),
+                "contributors": contributors,
+                "culprits": event.culprits,
+                "onset": onset,
+                "others": others.iter().map(event_summary).collect::<Vec<_>>(),
+                "runbooks": [],
+                "link": format!("/anomaly/{}", event.id),
+            }),
+        ))
+    }
+
+    /// The first message of an action: nothing is carried out; a confirmation id is
+    /// stored for the asker. A trigger's first message also asks the agent for a dry
+    /// run, so the answer can be checked before confirming; a trigger asked as a dry run
+    /// ends there.
+    async fn propose(
+        &self,
+        asker: &Asker,
+        text: &str,
+        intent: &Intent,
+        now: i64,
+    ) -> Result<Answer, ChatError> {
+        let mut data = json!({});
+        if let Intent::Trigger {
+            host,
+            action,
+            dry_run,
+        } = intent
+        {
+            let action = serde_json::to_value(action)
+                .map_err(|e| ChatError::Invalid(format!("action: {e}")))?;
+            let record = self
+                .fleet
+                .trigger(&asker.user, &host.id, action, "dry_run")
+                .await?;
+            self.fleet
+                .audit(
+                    &asker.user,
+                    "chat.dry_run",
+                    &host.id,
+                    record.state.as_str(),
+                    json!({ "text": text, "request": record.id, "intent": intent.summary(), "source": asker.source }),
+                )
+                .await;
+            data = json!({
+                "dry_run": record,
+                "link": format!("/remediation/actions?host={}", host.id),
+            });
+            if *dry_run {
+                let mut answer = Answer::new(
+                    intent,
+                    format!(
+                        "Asked {} for a dry run of {} ({}); nothing will be changed. \
+                         Follow it at /remediation/actions?host={}.",
+                        host.hostname,
+                        intent.summary(),
+                        record.id,
+                        host.id
+                    ),
+                    data,
+                );
+                answer.outcome = "executed";
+                return Ok(answer);
+            }
+        }
+        let id = confirmation_id(rand::random::<[u8; 5]>());
+        let pending = Pending::new(
+            id.clone(),
+            asker.user.clone(),
+            intent.clone(),
+            text.to_string(),
+            now,
+        )
+        .map_err(|e| ChatError::Invalid(e.to_string()))?;
+        let stored =
+            serde_json::to_value(&pending).map_err(|e| ChatError::Invalid(e.to_string()))?;
+        self.store
+            .insert_chat_pending(&id, &asker.user, &stored, text, now, pending.expires_ms())
+            .await?;
+        let mut answer = Answer::new(
+            intent,
+            format!(
+                "To {}, send \"confirm {id}\" within {} minutes. Nothing has been done yet{}.",
+                intent.summary(),
+                sco_chat::CONFIRMATION_TTL_MS / 60_000,
+                if matches!(intent, Intent::Trigger { .. }) {
+                    "; a dry run was asked for, to show what it would do"
+                } else {
+                    ""
+                }
+            ),
+            data,
+        );
+        answer.confirmation = Some(Confirmation {
+            id,
+            expires_at_ms: pending.expires_ms(),
+        });
+        answer.outcome = "awaiting_confirmation";
+        Ok(answer)
+    }
+
+    /// The second message of an action: the pending request is checked (the asker, in
+    /// time, with a role that allows it), taken once, and carried out through the usual
+    /// services; the audit entry carries both chat texts and the confirmation id.
+    async fn confirm(
+        &self,
+        asker: &Asker,
+        text: &str,
+        intent: &Intent,
+        id: &str,
+        now: i64,
+    ) -> Result<Answer, ChatError> {
+        let gone = || {
+            ChatError::NotFound(format!(
+                "no pending request {id}: it was carried out, expired or never existed"
+            ))
+        };
+        let stored = self.store.chat_pending(id).await?.ok_or_else(gone)?;
+        let pending: Pending = serde_json::from_value(stored)
+            .map_err(|e| StoreError::Unreadable(format!("chat confirmation {id}: {e}")))?;
+        let action = match pending.check(id, &asker.user, chat_role(asker.role), now) {
+            Ok(action) => action.clone(),
+            Err(ConfirmError::Expired { .. }) => {
+                let _ = self.store.take_chat_pending(id).await;
+                return Err(ChatError::Conflict(
+                    pending
+                        .check(id, &asker.user, chat_role(asker.role), now)
+                        .err()
+                        .map_or_else(|| "expired".to_string(), |e| e.to_string()),
+                ));
+            }
+            Err(ConfirmError::WrongId(_)) | Err(ConfirmError::NotAnAction(_)) => {
+                return Err(gone())
+            }
+            Err(e @ (ConfirmError::OtherUser | ConfirmError::Refused(_))) => {
+                return Err(ChatError::Refused(e.to_string()))
+            }
+        };
+        if !self.store.take_chat_pending(id).await? {
+            return Err(gone());
+        }
+        let (verb, record): (&str, ActionRecord) = match &action {
+            Intent::Trigger { host, action, .. } => {
+                let action = serde_json::to_value(action)
+                    .map_err(|e| ChatError::Invalid(format!("action: {e}")))?;
+                let r = self
+                    .fleet
+                    .trigger(&asker.user, &host.id, action, "execute")
+                    .await?;
+                ("trigger", r)
+            }
+            Intent::Approve { action_id } => (
+                "approve",
+                self.fleet
+                    .decide(&asker.user, action_id, Decision::Approve)
+                    .await?,
+            ),
+            Intent::Reject { action_id, reason } => (
+                "reject",
+                self.fleet
+                    .decide(
+                        &asker.user,
+                        action_id,
+                        Decision::Reject {
+                            reason: reason.clone().unwrap_or_default(),
+                        },
+                    )
+                    .await?,
+            ),
+            other => return Err(ChatError::Invalid(format!("{} is not an action", other.name()))),
+        };
+        self.fleet
+            .audit(
+                &asker.user,
+                &format!("chat.{verb}"),
+                &record.host_id,
+                record.state.as_str(),
+                json!({
+                    "text": pending.text, "confirm_text": text, "confirmation_id": id,
+                    "request": record.id, "intent": action.summary(), "source": asker.source,
+                }),
+            )
+            .await;
+        let mut answer = Answer::new(
+            intent,
+            format!(
+                "Done: {} ({}), now {}. Follow it at /remediation/actions?host={}.",
+                action.summary(),
+                record.id,
+                record.state.as_str(),
+                record.host_id
+            ),
+            json!({
+                "action": record,
+                "link": format!("/remediation/actions?host={}", record.host_id),
+            }),
+        );
+        answer.outcome = "executed";
+        Ok(answer)
+    }
+}
+
+fn hostname(lex: &Lexicon, id: &str) -> String {
+    lex.hosts()
+        .iter()
+        .find(|h| h.id == id)
+        .map_or_else(|| id.to_string(), |h| h.hostname.clone())
+}
+
+fn family_name(family: &str) -> &str {
+    if family.is_empty() {
+        "host"
+    } else {
+        family
+    }
+}
+
+fn event_line(e: &Anomaly, lex: &Lexicon) -> String {
+    format!(
+        "{} on {}: {} {}, {}, top {} (score {})",
+        e.id,
+        hostname(lex, &e.host_id),
+        family_name(&e.family),
+        e.severity.as_str(),
+        e.status,
+        e.top_metric,
+        num(e.peak_score)
+    )
+}
+
+/// An event without its context series (those are at its link).
+fn event_summary(e: &Anomaly) -> Value {
+    json!({
+        "id": e.id, "host_id": e.host_id, "status": e.status, "severity": e.severity.as_str(),
+        "family": e.family, "top_metric": e.top_metric, "score": e.score,
+        "peak_score": e.peak_score, "started_ms": e.started_ms, "ended_ms": e.ended_ms,
+        "close_reason": e.close_reason,
+        "link": format!("/anomaly/{}", e.id), "host_link": format!("/hosts/{}", e.host_id),
+    })
+}
+
+fn action_line(a: &ActionRecord, lex: &Lexicon) -> String {
+    let kind = a.action["type"].as_str().unwrap_or("action");
+    let why = if a.reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", a.reason)
+    };
+    format!(
+        "{} {kind} on {} by {}: {}{why}",
+        a.id,
+        hostname(lex, &a.host_id),
+        a.rule,
+        a.state.as_str()
+    )
+}
+
+fn policy_line(s: &PolicyRolloutStatus) -> String {
+    let in_sync = s.hosts.iter().filter(|h| h.in_sync).count();
+    let failing: Vec<&str> = s
+        .hosts
+        .iter()
+        .filter(|h| !h.error.is_empty())
+        .map(|h| h.host_id.as_str())
+        .collect();
+    let mut text = match &s.rollout {
+        Some(r) => format!(
+            "Policy {}: rollout of revision {} is {}; {in_sync} of {} hosts in sync.",
+            s.name,
+            r.revision,
+            r.state.as_str(),
+            s.hosts.len()
+        ),
+        None => format!("Policy {} has not been rolled out.", s.name),
+    };
+    if !failing.is_empty() {
+        text.push_str(&format!(" Refused on: {}.", failing.join(", ")));
+    }
+    text
+}
+
+/// Min, mean and max of each context series of an event (the seconds around its onset).
+fn onset_summary(context: Option<&Value>) -> Vec<Value> {
+    let Some(series) = context.and_then(|c| c["series"].as_array().or(c.as_array())) else {
+        return Vec::new();
+    };
+    series
+        .iter()
+        .filter_map(|s| {
+            let metric = s["metric"].as_str()?;
+            let values: Vec<f64> = s["values"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_f64)
+                .collect();
+            if values.is_empty() {
+                return None;
+            }
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            Some(json!({ "metric": metric, "min": min, "mean": mean, "max": max, "samples": values.len() }))
+        })
+        .collect()
+}
+
+/// A number as people read it: no more than three decimals, no trailing zeros.
+fn num(v: f64) -> String {
+    if !v.is_finite() {
+        return "n/a".into();
+    }
+    let digits = if v.abs() >= 100.0 { 0 } else if v.abs() >= 1.0 { 1 } else { 3 };
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+fn bytes(b: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if b as f64 >= 1024.0 * MIB {
+        format!("{} GiB", num(b as f64 / (1024.0 * MIB)))
+    } else {
+        format!("{} MiB", num(b as f64 / MIB))
+    }
+}
+
+fn ago(ms: i64, now: i64) -> String {
+    let secs = (now - ms).max(0) / 1000;
+    match secs {
+        0..=59 => format!("{secs} s ago"),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=172_799 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
+    }
+}
+
+fn describe_range(from: i64, to: i64, now: i64) -> String {
+    if (now - to).abs() < 60_000 {
+        let mins = (to - from) / 60_000;
+        if mins % 60 == 0 {
+            format!("last {} h", mins / 60)
+        } else {
+            format!("last {mins} min")
+        }
+    } else {
+        format!("from {from} to {to} (Unix ms)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::remediation::{Approval, AuditQuery};
+    use crate::domain::HostInfo;
+    use crate::http::access::Access;
+    use crate::store::sqlite_url;
+    use crate::telemetry::Telemetry;
+
+    const HOST: &str = "web-1-0a1b2c3d";
+
+    fn lexicon() -> Lexicon {
+        let mut lex = Lexicon::new();
+        lex.add_host(HOST, "web-1", BTreeMap::from([("role".into(), "web".into())]));
+        lex.add_policy("cpu-guard");
+        lex
+    }
+
+    /// Each intent, a message that asks for it, and the REST operation it stands for: the
+    /// chat refuses exactly the roles that operation's declaration refuses.
+    #[test]
+    fn chat_needs_the_role_of_each_intents_rest_twin() {
+        let (_, mut doc) = crate::http::routes().split_for_parts();
+        crate::http::openapi::finish(&mut doc);
+        let access = crate::http::openapi::access_table(&doc);
+        let rest_role = |method: &str, path: &str| match access.get(method, path) {
+            Some(Ok(Access::Role(role))) => *role,
+            other => panic!("{method} {path}: {other:?}"),
+        };
+        let cases = [
+            ("fleet status", "fleet_status", "GET", "/hosts"),
+            ("status of web-1", "host_status", "GET", "/hosts/{id}"),
+            ("open anomalies on web-1", "anomalies", "GET", "/anomaly"),
+            ("what's wrong with web-1?", "explain", "GET", "/anomaly/{id}"),
+            (
+                "cpu on web-1 last hour",
+                "metric_history",
+                "GET",
+                "/monitoring/metrics",
+            ),
+            ("top processes by memory on web-1", "top_processes", "GET", "/hosts/{id}"),
+            ("pending proposals", "actions", "GET", "/remediation/actions"),
+            (
+                "how is cpu-guard rolling out",
+                "policy_status",
+                "GET",
+                "/policies/{name}/status",
+            ),
+            (
+                "approve act-0123456789abcdef",
+                "approve",
+                "POST",
+                "/remediation/actions/{id}/approve",
+            ),
+            (
+                "reject act-0123456789abcdef because too risky",
+                "reject",
+                "POST",
+                "/remediation/actions/{id}/reject",
+            ),
+            ("restart nginx on web-1", "trigger", "POST", "/remediation/trigger"),
+            ("kill the burner on web-1", "trigger", "POST", "/remediation/trigger"),
+            ("confirm cf-abcdefgh", "confirm", "POST", "/remediation/trigger"),
+            ("help", "help", "POST", "/query"),
+            ("order me a pizza", "unknown", "POST", "/query"),
+        ];
+        let lex = lexicon();
+        let mut refused = Vec::new();
+        for (text, name, method, path) in cases {
+            let intent = sco_chat::parse(text, &lex, 1_773_153_000_000);
+            assert_eq!(intent.name(), name, "{text}: {intent:?}");
+            let needed = rest_role(method, path);
+            for role in [Role::Viewer, Role::Operator, Role::Admin] {
+                let chat = intent.authorize(chat_role(role)).is_ok();
+                assert_eq!(
+                    chat,
+                    role >= needed,
+                    "{text:?} as {}: chat {} but {method} {path} needs {}",
+                    role.as_str(),
+                    if chat { "allows" } else { "refuses" },
+                    needed.as_str()
+                );
+                if !chat {
+                    refused.push((name, role.as_str()));
+                }
+            }
+        }
+        // the matrix is not vacuous: a viewer cannot decide, trigger or confirm
+        for name in ["approve", "reject", "trigger", "confirm"] {
+            assert!(refused.contains(&(name, "viewer")), "{name}: {refused:?}");
+            assert!(!refused.contains(&(name, "operator")), "{name}: {refused:?}");
+        }
+    }
+
+    async fn service(dir: &std::path::Path) -> (ChatOps, Store) {
+        let store = Store::connect(&sqlite_url(dir)).await.expect("sqlite store");
+        let info = HostInfo {
+            hostname: "web-1".into(),
+            ..HostInfo::default()
+        };
+        store.upsert_host(HOST, &info, now_ms()).await.expect("host");
+        let fleet = Arc::new(Fleet::new(store.clone(), Arc::new(Telemetry::default())));
+        (ChatOps::new(fleet, store.clone(), 60_000), store)
+    }
+
+    fn asker(user: &str, role: Role) -> Asker {
+        Asker {
+            user: user.into(),
+            role,
+            source: "api",
+        }
+    }
+
+    fn proposal(id: &str) -> ActionRecord {
+        let now = now_ms();
+        ActionRecord {
+            id: id.into(),
+            host_id: HOST.into(),
+            rule: "cpu-guard/stop-burner".into(),
+            policy: "cpu-guard".into(),
+            action: json!({"type": "kill_process", "pattern": "*burner*"}),
+            mode: "execute".into(),
+            approval: Approval::Approve,
+            state: ActionState::Proposed,
+            reason: String::new(),
+            requested_by: format!("agent:{HOST}"),
+            decided_by: String::new(),
+            max_concurrent: 1,
+            expires_at_ms: now + 600_000,
+            evidence: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+            report: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_approval_through_chat_waits_for_the_askers_confirmation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chat, store) = service(dir.path()).await;
+        let id = "act-0123456789abcdef";
+        store.insert_action(&proposal(id)).await.expect("proposal");
+        let text = format!("approve {id}");
+
+        // a viewer is refused, and nothing waits
+        let err = chat
+            .ask(&asker("vera", Role::Viewer), &text)
+            .await
+            .expect_err("a viewer cannot approve");
+        assert!(matches!(err, ChatError::Refused(_)), "{err:?}");
+        assert_eq!(err.code(), Code::Denied);
+
+        // an operator gets a confirmation; nothing is decided yet
+        let first = chat
+            .ask(&asker("otto", Role::Operator), &text)
+            .await
+            .expect("operator");
+        let cf = first.confirmation.clone().expect("a confirmation").id;
+        assert!(first.answer.contains(&format!("confirm {cf}")), "{}", first.answer);
+        let a = store.action(id).await.expect("read").expect("stored");
+        assert_eq!(a.state, ActionState::Proposed);
+
+        // nobody else can use it: a viewer (role), another operator (identity)
+        let confirm = format!("confirm {cf}");
+        for (who, role) in [("vera", Role::Viewer), ("olga", Role::Operator)] {
+            let err = chat
+                .ask(&asker(who, role), &confirm)
+                .await
+                .expect_err("not theirs");
+            assert!(matches!(err, ChatError::Refused(_)), "{who}: {err:?}");
+        }
+        let a = store.action(id).await.expect("read").expect("stored");
+        assert_eq!(a.state, ActionState::Proposed, "refusals decided nothing");
+
+        // the asker confirms: approved through decide, audited with the chat text
+        let done = chat
+            .ask(&asker("otto", Role::Operator), &confirm)
+            .await
+            .expect("confirmed");
+        assert_eq!(done.data["action"]["state"], "approved", "{}", done.data);
+        let a = store.action(id).await.expect("read").expect("stored");
+        assert_eq!(a.state, ActionState::Approved);
+        assert_eq!(a.decided_by, "otto");
+        let audit = store
+            .audit_log(&AuditQuery {
+                action: Some("chat.approve".into()),
+                limit: 10,
+                ..AuditQuery::default()
+            })
+            .await
+            .expect("audit");
+        assert_eq!(audit.len(), 1, "{audit:?}");
+        assert_eq!(audit[0].actor, "otto");
+        assert_eq!(audit[0].detail["text"], text.as_str());
+        assert_eq!(audit[0].detail["confirmation_id"], cf.as_str());
+        assert_eq!(audit[0].detail["request"], id);
+
+        // one use only
+        let err = chat
+            .ask(&asker("otto", Role::Operator), &confirm)
+            .await
+            .expect_err("used");
+        assert!(matches!(err, ChatError::NotFound(_)), "{err:?}");
+
+        // every exchange is recorded, newest first, per user
+        let otto = chat
+            .history(&ExchangeQuery {
+                user: Some("otto".into()),
+                limit: 10,
+                ..ExchangeQuery::default()
+            })
+            .await
+            .expect("history");
+        let outcomes: Vec<&str> = otto.iter().map(|e| e.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["error", "executed", "awaiting_confirmation"]);
+        assert!(otto.iter().all(|e| e.confirmation_id == cf));
+        let all = chat
+            .history(&ExchangeQuery {
+                limit: 2,
+                offset: 0,
+                ..ExchangeQuery::default()
+            })
+            .await
+            .expect("history");
+        assert_eq!(all.len(), 2);
+        let vera = chat
+            .history(&ExchangeQuery {
+                user: Some("vera".into()),
+                limit: 10,
+                ..ExchangeQuery::default()
+            })
+            .await
+            .expect("history");
+        assert_eq!(vera.len(), 2);
+        assert!(vera.iter().all(|e| e.outcome == "refused"), "{vera:?}");
+    }
+
+    #[tokio::test]
+    async fn reads_answer_with_data_and_bad_text_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chat, _) = service(dir.path()).await;
+        let viewer = asker("vera", Role::Viewer);
+        let a = chat.ask(&viewer, "fleet status").await.expect("fleet");
+        assert!(a.answer.starts_with("1 host: "), "{}", a.answer);
+        assert_eq!(a.data["hosts"][0]["link"], format!("/hosts/{HOST}"));
+        let a = chat
+            .ask(&viewer, "what's wrong with web-1?")
+            .await
+            .expect("explain");
+        assert!(a.answer.contains("no open anomalies"), "{}", a.answer);
+        let a = chat.ask(&viewer, "cpu on web-1 last hour").await.expect("cpu");
+        assert!(a.answer.contains("no data"), "{}", a.answer);
+        let a = chat.ask(&viewer, "runbooks for disk full").await.expect("kb");
+        assert!(a.answer.contains("no knowledge base"), "{}", a.answer);
+        let a = chat.ask(&viewer, "order me a pizza").await.expect("unknown");
+        assert_eq!(a.intent.name(), "unknown");
+        assert!(a.data["suggestions"].is_array());
+        for bad in ["", "   ", &"x".repeat(sco_chat::MAX_MESSAGE_CHARS + 1)] {
+            let err = chat.ask(&viewer, bad).await.expect_err("bad text");
+            assert!(
+                matches!(&err, ChatError::Invalid(m) if m.starts_with("text: ")),
+                "{err:?}"
+            );
+        }
+    }
+}
