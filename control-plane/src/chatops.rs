@@ -294,7 +294,11 @@ impl ChatOps {
                         to_ms: range.map(|r| r.to_ms),
                         min_severity: *min_severity,
                         status: open_only.then(|| "open".to_string()),
-                        limit: if hosts.is_some() { 1000 } else { MAX_ITEMS as i64 },
+                        limit: if hosts.is_some() {
+                            1000
+                        } else {
+                            MAX_ITEMS as i64
+                        },
                         offset: 0,
                     })
                     .await?;
@@ -352,7 +356,10 @@ impl ChatOps {
                         let min = pts.iter().map(|p| p.min).fold(f64::INFINITY, f64::min);
                         let max = pts.iter().map(|p| p.max).fold(f64::NEG_INFINITY, f64::max);
                         let count: i64 = pts.iter().map(|p| p.count.max(1)).sum();
-                        let mean = pts.iter().map(|p| p.mean * p.count.max(1) as f64).sum::<f64>()
+                        let mean = pts
+                            .iter()
+                            .map(|p| p.mean * p.count.max(1) as f64)
+                            .sum::<f64>()
                             / count.max(1) as f64;
                         let name = if device.is_empty() {
                             metric.clone()
@@ -433,7 +440,11 @@ impl ChatOps {
                         host: host.as_ref().map(|h| h.id.clone()),
                         state: state.and_then(|s| ActionState::parse(s.as_str())),
                         rule: None,
-                        limit: if range.is_some() { 1000 } else { MAX_ITEMS as i64 },
+                        limit: if range.is_some() {
+                            1000
+                        } else {
+                            MAX_ITEMS as i64
+                        },
                     })
                     .await?;
                 if let Some(r) = range {
@@ -690,7 +701,10 @@ impl ChatOps {
                             ..AnomalyQuery::default()
                         })
                         .await?;
-                    let mut text = format!("Nothing is wrong with {} that I can see: no open anomalies.", host.hostname);
+                    let mut text = format!(
+                        "Nothing is wrong with {} that I can see: no open anomalies.",
+                        host.hostname
+                    );
                     if let Some(e) = recent.first() {
                         text.push_str(&format!(
                             " The last one was {} ({} {}, {}, {}).",
@@ -698,7 +712,11 @@ impl ChatOps {
                             family_name(&e.family),
                             e.severity.as_str(),
                             ago(e.started_ms, now),
-                            if e.close_reason.is_empty() { e.status.clone() } else { e.close_reason.clone() }
+                            if e.close_reason.is_empty() {
+                                e.status.clone()
+                            } else {
+                                e.close_reason.clone()
+                            }
                         ));
                     }
                     return Ok(Answer::new(
@@ -714,7 +732,7 @@ impl ChatOps {
                     .await?
                     .unwrap_or_else(|| first.clone());
                 let others: Vec<Anomaly> = open.iter().skip(1).cloned().collect();
-                (e, others, host.hostname.clone())
+                (e, others, display(host))
             }
         };
         let mut text = format!(
@@ -926,9 +944,7 @@ impl ChatOps {
                         .map_or_else(|| "expired".to_string(), |e| e.to_string()),
                 ));
             }
-            Err(ConfirmError::WrongId(_)) | Err(ConfirmError::NotAnAction(_)) => {
-                return Err(gone())
-            }
+            Err(ConfirmError::WrongId(_)) | Err(ConfirmError::NotAnAction(_)) => return Err(gone()),
             Err(e @ (ConfirmError::OtherUser | ConfirmError::Refused(_))) => {
                 return Err(ChatError::Refused(e.to_string()))
             }
@@ -964,7 +980,12 @@ impl ChatOps {
                     )
                     .await?,
             ),
-            other => return Err(ChatError::Invalid(format!("{} is not an action", other.name()))),
+            other => {
+                return Err(ChatError::Invalid(format!(
+                    "{} is not an action",
+                    other.name()
+                )))
+            }
         };
         self.fleet
             .audit(
@@ -997,11 +1018,20 @@ impl ChatOps {
     }
 }
 
+/// A host as people read it: its hostname, with its id when the two differ.
 fn hostname(lex: &Lexicon, id: &str) -> String {
     lex.hosts()
         .iter()
         .find(|h| h.id == id)
-        .map_or_else(|| id.to_string(), |h| h.hostname.clone())
+        .map_or_else(|| id.to_string(), |h| display(&h.host_ref()))
+}
+
+fn display(h: &HostRef) -> String {
+    if h.hostname == h.id || h.hostname.is_empty() {
+        h.id.clone()
+    } else {
+        format!("{} ({})", h.hostname, h.id)
+    }
 }
 
 fn family_name(family: &str) -> &str {
@@ -1106,7 +1136,13 @@ fn num(v: f64) -> String {
     if !v.is_finite() {
         return "n/a".into();
     }
-    let digits = if v.abs() >= 100.0 { 0 } else if v.abs() >= 1.0 { 1 } else { 3 };
+    let digits = if v.abs() >= 100.0 {
+        0
+    } else if v.abs() >= 1.0 {
+        1
+    } else {
+        3
+    };
     let s = format!("{v:.digits$}");
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -1162,7 +1198,11 @@ mod tests {
 
     fn lexicon() -> Lexicon {
         let mut lex = Lexicon::new();
-        lex.add_host(HOST, "web-1", BTreeMap::from([("role".into(), "web".into())]));
+        lex.add_host(
+            HOST,
+            "web-1",
+            BTreeMap::from([("role".into(), "web".into())]),
+        );
         lex.add_policy("cpu-guard");
         lex
     }
@@ -1182,15 +1222,30 @@ mod tests {
             ("fleet status", "fleet_status", "GET", "/hosts"),
             ("status of web-1", "host_status", "GET", "/hosts/{id}"),
             ("open anomalies on web-1", "anomalies", "GET", "/anomaly"),
-            ("what's wrong with web-1?", "explain", "GET", "/anomaly/{id}"),
+            (
+                "what's wrong with web-1?",
+                "explain",
+                "GET",
+                "/anomaly/{id}",
+            ),
             (
                 "cpu on web-1 last hour",
                 "metric_history",
                 "GET",
                 "/monitoring/metrics",
             ),
-            ("top processes by memory on web-1", "top_processes", "GET", "/hosts/{id}"),
-            ("pending proposals", "actions", "GET", "/remediation/actions"),
+            (
+                "top processes by memory on web-1",
+                "top_processes",
+                "GET",
+                "/hosts/{id}",
+            ),
+            (
+                "pending proposals",
+                "actions",
+                "GET",
+                "/remediation/actions",
+            ),
             (
                 "how is cpu-guard rolling out",
                 "policy_status",
@@ -1209,9 +1264,24 @@ mod tests {
                 "POST",
                 "/remediation/actions/{id}/reject",
             ),
-            ("restart nginx on web-1", "trigger", "POST", "/remediation/trigger"),
-            ("kill the burner on web-1", "trigger", "POST", "/remediation/trigger"),
-            ("confirm cf-abcdefgh", "confirm", "POST", "/remediation/trigger"),
+            (
+                "restart nginx on web-1",
+                "trigger",
+                "POST",
+                "/remediation/trigger",
+            ),
+            (
+                "kill the burner on web-1",
+                "trigger",
+                "POST",
+                "/remediation/trigger",
+            ),
+            (
+                "confirm cf-abcdefgh",
+                "confirm",
+                "POST",
+                "/remediation/trigger",
+            ),
             ("help", "help", "POST", "/query"),
             ("order me a pizza", "unknown", "POST", "/query"),
         ];
@@ -1239,17 +1309,25 @@ mod tests {
         // the matrix is not vacuous: a viewer cannot decide, trigger or confirm
         for name in ["approve", "reject", "trigger", "confirm"] {
             assert!(refused.contains(&(name, "viewer")), "{name}: {refused:?}");
-            assert!(!refused.contains(&(name, "operator")), "{name}: {refused:?}");
+            assert!(
+                !refused.contains(&(name, "operator")),
+                "{name}: {refused:?}"
+            );
         }
     }
 
     async fn service(dir: &std::path::Path) -> (ChatOps, Store) {
-        let store = Store::connect(&sqlite_url(dir)).await.expect("sqlite store");
+        let store = Store::connect(&sqlite_url(dir))
+            .await
+            .expect("sqlite store");
         let info = HostInfo {
             hostname: "web-1".into(),
             ..HostInfo::default()
         };
-        store.upsert_host(HOST, &info, now_ms()).await.expect("host");
+        store
+            .upsert_host(HOST, &info, now_ms())
+            .await
+            .expect("host");
         let fleet = Arc::new(Fleet::new(store.clone(), Arc::new(Telemetry::default())));
         (ChatOps::new(fleet, store.clone(), 60_000), store)
     }
@@ -1307,7 +1385,11 @@ mod tests {
             .await
             .expect("operator");
         let cf = first.confirmation.clone().expect("a confirmation").id;
-        assert!(first.answer.contains(&format!("confirm {cf}")), "{}", first.answer);
+        assert!(
+            first.answer.contains(&format!("confirm {cf}")),
+            "{}",
+            first.answer
+        );
         let a = store.action(id).await.expect("read").expect("stored");
         assert_eq!(a.state, ActionState::Proposed);
 
@@ -1399,11 +1481,20 @@ mod tests {
             .await
             .expect("explain");
         assert!(a.answer.contains("no open anomalies"), "{}", a.answer);
-        let a = chat.ask(&viewer, "cpu on web-1 last hour").await.expect("cpu");
+        let a = chat
+            .ask(&viewer, "cpu on web-1 last hour")
+            .await
+            .expect("cpu");
         assert!(a.answer.contains("no data"), "{}", a.answer);
-        let a = chat.ask(&viewer, "runbooks for disk full").await.expect("kb");
+        let a = chat
+            .ask(&viewer, "runbooks for disk full")
+            .await
+            .expect("kb");
         assert!(a.answer.contains("no knowledge base"), "{}", a.answer);
-        let a = chat.ask(&viewer, "order me a pizza").await.expect("unknown");
+        let a = chat
+            .ask(&viewer, "order me a pizza")
+            .await
+            .expect("unknown");
         assert_eq!(a.intent.name(), "unknown");
         assert!(a.data["suggestions"].is_array());
         for bad in ["", "   ", &"x".repeat(sco_chat::MAX_MESSAGE_CHARS + 1)] {

@@ -58,6 +58,7 @@ async fn chat_kills_a_burner_only_when_its_asker_confirms(db: Db) {
     // What is wrong: the CPU event, its top contributor, with the data behind it.
     let (status, why) = ask(&sb, &viewer, "what's wrong with agent-1?").await;
     assert_eq!(status, 200, "{why}");
+    eprintln!("what's wrong with agent-1? -> {}", why["answer"]);
     assert_eq!(why["intent"]["intent"], "explain", "{why}");
     let answer = why["answer"].as_str().unwrap_or_default();
     let top = why["data"]["contributors"][0]["metric"]
@@ -94,6 +95,7 @@ async fn chat_kills_a_burner_only_when_its_asker_confirms(db: Db) {
     // The operator's first message: a confirmation id and a dry run, nothing executed.
     let (status, first) = ask(&sb, &operator, &kill).await;
     assert_eq!(status, 200, "{first}");
+    eprintln!("{kill} -> {}", first["answer"]);
     assert_eq!(first["intent"]["intent"], "trigger", "{first}");
     assert_eq!(first["intent"]["dry_run"], false, "{first}");
     assert_eq!(
@@ -144,6 +146,7 @@ async fn chat_kills_a_burner_only_when_its_asker_confirms(db: Db) {
     // The operator confirms: a manual request through the usual path, stopped by the agent.
     let (status, done) = ask(&sb, &operator, &confirm).await;
     assert_eq!(status, 200, "{done}");
+    eprintln!("{confirm} -> {}", done["answer"]);
     assert_eq!(done["intent"]["intent"], "confirm", "{done}");
     let request = done["data"]["action"]["id"]
         .as_str()

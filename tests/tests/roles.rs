@@ -152,7 +152,13 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
         [200, 200, 200, 401],
     ),
     ("GET", "/audit", "/audit", Body::Empty, [200, 403, 403, 401]),
-    ("POST", "/query", "/query", Body::Query, [200, 200, 200, 401]),
+    (
+        "POST",
+        "/query",
+        "/query",
+        Body::Query,
+        [200, 200, 200, 401],
+    ),
     ("GET", "/query", "/query", Body::Empty, [200, 200, 200, 401]),
     // 0: allowed, whatever the handler then says about the action.
     (

@@ -64,7 +64,9 @@ pub async fn ask(
         source: "api",
     };
     let answer = state.chat.ask(&asker, &body.text).await?;
-    Ok(Json(serde_json::to_value(&answer).map_err(AppError::internal)?))
+    Ok(Json(
+        serde_json::to_value(&answer).map_err(AppError::internal)?,
+    ))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -128,7 +130,9 @@ pub async fn history(
     };
     if let Some(u) = &user {
         if u.is_empty() || u.len() > 64 {
-            return Err(AppError::bad_request(format!("user: {u:?} is not a user name")));
+            return Err(AppError::bad_request(format!(
+                "user: {u:?} is not a user name"
+            )));
         }
     }
     let limit = super::int_param("limit", q.limit.as_deref())?.unwrap_or(50);
@@ -139,13 +143,17 @@ pub async fn history(
     }
     let offset = super::int_param("offset", q.offset.as_deref())?.unwrap_or(0);
     if offset < 0 {
-        return Err(AppError::bad_request(format!("offset: {offset} is negative")));
+        return Err(AppError::bad_request(format!(
+            "offset: {offset} is negative"
+        )));
     }
     let from_ms = super::int_param("from", q.from.as_deref())?;
     let to_ms = super::int_param("to", q.to.as_deref())?;
     if let (Some(f), Some(t)) = (from_ms, to_ms) {
         if f > t {
-            return Err(AppError::bad_request(format!("from ({f}) is after to ({t})")));
+            return Err(AppError::bad_request(format!(
+                "from ({f}) is after to ({t})"
+            )));
         }
     }
     let exchanges = state

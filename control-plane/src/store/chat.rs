@@ -131,9 +131,9 @@ impl Store {
             return Ok(None);
         };
         let json: String = row.try_get("intent")?;
-        serde_json::from_str(&json)
-            .map(Some)
-            .map_err(|e| StoreError::Unreadable(format!("chat confirmation {confirmation_id}: {e}")))
+        serde_json::from_str(&json).map(Some).map_err(|e| {
+            StoreError::Unreadable(format!("chat confirmation {confirmation_id}: {e}"))
+        })
     }
 
     /// Takes a pending request: true for exactly one caller, whoever else tries too.
