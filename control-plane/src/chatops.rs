@@ -157,6 +157,10 @@ pub struct ChatOps {
     fleet: Arc<Fleet>,
     store: Store,
     stale_after_ms: i64,
+    /// The Slack app's signing secret; `None`: Slack is not set up.
+    slack_secret: Option<Vec<u8>>,
+    /// Slack user id → our user name.
+    slack_users: BTreeMap<String, String>,
 }
 
 impl ChatOps {
@@ -165,6 +169,40 @@ impl ChatOps {
             fleet,
             store,
             stale_after_ms,
+            slack_secret: None,
+            slack_users: BTreeMap::new(),
+        }
+    }
+
+    /// Lets Slack ask: requests signed with `secret`, from the Slack users of `users`
+    /// (Slack user id → our user name).
+    pub fn with_slack(mut self, secret: Option<String>, users: BTreeMap<String, String>) -> Self {
+        self.slack_secret = secret.filter(|s| !s.is_empty()).map(String::into_bytes);
+        self.slack_users = users;
+        self
+    }
+
+    /// The Slack signing secret, when Slack is set up.
+    pub fn slack_secret(&self) -> Option<&[u8]> {
+        self.slack_secret.as_deref()
+    }
+
+    /// Who a Slack user is here: the mapped user with their current role, or `None` for a
+    /// Slack user nobody mapped (or mapped to a user that does not exist).
+    pub async fn slack_asker(&self, slack_user: &str) -> Result<Option<Asker>, StoreError> {
+        let Some(name) = self.slack_users.get(slack_user) else {
+            return Ok(None);
+        };
+        match self.store.user_by_name(name).await? {
+            Some((user, _)) => Ok(Some(Asker {
+                user: user.username,
+                role: user.role,
+                source: "slack",
+            })),
+            None => {
+                tracing::warn!(slack_user, user = %name, "slack.users maps to a user that does not exist");
+                Ok(None)
+            }
         }
     }
 

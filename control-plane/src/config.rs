@@ -49,6 +49,46 @@ pub struct Config {
     pub rest: RestSection,
     pub enrollment: EnrollmentSection,
     pub remediation: RemediationSection,
+    pub slack: SlackSection,
+}
+
+/// The Slack app: its signing secret and which of our users each Slack user is. Without a
+/// secret the Slack endpoints refuse every request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlackSection {
+    /// The app's signing secret (Slack: Basic Information → App Credentials); also
+    /// `SCO_CP__SLACK__SIGNING_SECRET`.
+    pub signing_secret: Option<String>,
+    /// A file holding the signing secret instead (one line).
+    pub signing_secret_file: Option<PathBuf>,
+    /// Slack user id (`U024BE7LH`) → our user name; the role is that user's. Slack users
+    /// not listed get a polite refusal.
+    pub users: std::collections::BTreeMap<String, String>,
+}
+
+impl SlackSection {
+    /// The signing secret, from the config or its file; `None` when Slack is not set up.
+    pub fn secret(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(s) = &self.signing_secret {
+            return Ok(Some(s.trim().to_string()));
+        }
+        let Some(path) = &self.signing_secret_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let secret = text.trim().to_string();
+        if secret.len() < 16 {
+            return Err(ConfigError::Invalid {
+                key: "slack.signing_secret_file",
+                reason: format!("{} holds fewer than 16 characters", path.display()),
+            });
+        }
+        Ok(Some(secret))
+    }
 }
 
 /// Proposals from policy rules, approvals and fleet leases.
@@ -181,6 +221,7 @@ impl Default for Config {
             enrollment: EnrollmentSection::default(),
             remediation: RemediationSection::default(),
             rest: RestSection::default(),
+            slack: SlackSection::default(),
         }
     }
 }
@@ -374,6 +415,38 @@ impl Config {
                 "enrollment.revocation_check_secs",
                 "must be at least 1".into(),
             );
+        }
+        if self.slack.signing_secret.is_some() && self.slack.signing_secret_file.is_some() {
+            return invalid(
+                "slack.signing_secret",
+                "set signing_secret or signing_secret_file, not both".into(),
+            );
+        }
+        if let Some(s) = &self.slack.signing_secret {
+            if s.trim().len() < 16 {
+                return invalid(
+                    "slack.signing_secret",
+                    "must be at least 16 characters (Slack's are 32 hex digits)".into(),
+                );
+            }
+        }
+        for (slack_user, user) in &self.slack.users {
+            let id_ok = (2..=32).contains(&slack_user.len())
+                && slack_user
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            if !id_ok {
+                return invalid(
+                    "slack.users",
+                    format!("{slack_user:?} is not a Slack user id like U024BE7LH"),
+                );
+            }
+            if user.is_empty() || user.len() > 64 || user.chars().any(char::is_control) {
+                return invalid(
+                    "slack.users",
+                    format!("{slack_user}: {user:?} is not a user name"),
+                );
+            }
         }
         if !self.database_url.is_empty()
             && !["sqlite:", "postgres://", "postgresql://"]

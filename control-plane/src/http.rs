@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod policy;
 pub mod query;
 pub mod remediation;
+pub mod slack;
 pub mod tls;
 
 use std::sync::Arc;
@@ -86,6 +87,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(anomaly::score).layer(DefaultBodyLimit::max(4 * 1024 * 1024)))
         .routes(routes!(anomaly::get))
         .routes(routes!(query::ask, query::history))
+        .routes(routes!(slack::command))
+        .routes(routes!(slack::interaction))
 }
 
 pub fn app(state: AppState) -> Router {

@@ -184,11 +184,15 @@ pub async fn run(
     let accounts = Arc::new(accounts::Accounts::new(store.clone(), tokens, &config));
     let stale_after_ms = (dead_after.as_millis() as i64) * 2;
     let state = http::AppState {
-        chat: Arc::new(chatops::ChatOps::new(
-            fleet.clone(),
-            store.clone(),
-            stale_after_ms,
-        )),
+        chat: Arc::new(
+            chatops::ChatOps::new(fleet.clone(), store.clone(), stale_after_ms).with_slack(
+                config.slack.secret().map_err(|e| ServeError::Io {
+                    path: config.slack.signing_secret_file.clone().unwrap_or_default(),
+                    source: std::io::Error::other(e.to_string()),
+                })?,
+                config.slack.users.clone(),
+            ),
+        ),
         fleet: fleet.clone(),
         accounts: accounts.clone(),
         telemetry,

@@ -228,3 +228,209 @@ async fn chatops_on_sqlite() {
 async fn chatops_on_postgres() {
     chat_kills_a_burner_only_when_its_asker_confirms(Db::Postgres).await;
 }
+
+const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+
+/// `application/x-www-form-urlencoded`, as Slack sends it.
+fn form(pairs: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn command(user_id: &str, text: &str) -> String {
+    form(&[
+        ("token", "unused"),
+        ("team_id", "T0001"),
+        ("channel_id", "C2147483705"),
+        ("user_id", user_id),
+        ("user_name", "someone"),
+        ("command", "/sco"),
+        ("text", text),
+        ("trigger_id", "13345224609.738474920.8088930838d88f008e0"),
+    ])
+}
+
+/// Posts `body` to a Slack endpoint with the given timestamp and signature headers.
+async fn slack(
+    sb: &Sandbox,
+    path: &str,
+    body: &str,
+    timestamp: Option<String>,
+    signature: Option<String>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}{path}", sb.base_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_string());
+    if let Some(ts) = timestamp {
+        req = req.header("x-slack-request-timestamp", ts);
+    }
+    if let Some(sig) = signature {
+        req = req.header("x-slack-signature", sig);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Signed as Slack would, `age_secs` ago, with `secret`.
+fn signed(secret: &str, body: &str, age_secs: i64) -> (Option<String>, Option<String>) {
+    let ts = (now_secs() - age_secs).to_string();
+    let sig = sco_chat::slack::sign(secret.as_bytes(), &ts, body.as_bytes());
+    (Some(ts), Some(sig))
+}
+
+fn message_text(reply: &Value) -> String {
+    let mut out = reply["text"].as_str().unwrap_or_default().to_string();
+    for b in reply["blocks"].as_array().into_iter().flatten() {
+        for e in b["elements"].as_array().into_iter().flatten() {
+            out.push('\n');
+            out.push_str(e["text"].as_str().unwrap_or_default());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slack_requests_are_verified_and_mapped_to_our_users() {
+    let Some(mut sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    sb.control_plane_extra = format!(
+        "[slack]\nsigning_secret = \"{SLACK_SECRET}\"\n[slack.users]\nU0OPERATOR = \"otto\"\nU0VIEWER = \"vera\"\nU0GHOST = \"nobody-here\"\n"
+    );
+    let _cp = sb.start_control_plane();
+    let admin = sb.admin_token().await;
+    user(&sb, &admin, "otto", "operator").await;
+    user(&sb, &admin, "vera", "viewer").await;
+
+    // Signed by Slack: answered as the mapped user, in Block Kit.
+    let body = command("U0VIEWER", "fleet status");
+    let (ts, sig) = signed(SLACK_SECRET, &body, 0);
+    let (status, reply) = slack(&sb, "/slack/commands", &body, ts, sig).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["response_type"], "ephemeral", "{reply}");
+    assert!(reply["blocks"].is_array(), "{reply}");
+    let text = message_text(&reply);
+    assert!(text.starts_with("0 hosts"), "{text}");
+    assert!(text.contains("asked as vera (viewer)"), "{text}");
+
+    // Forged: another secret, a body that is not the one signed, a replay, no headers.
+    let forged = signed("not-the-real-secret-at-all", &body, 0);
+    let (status, err) = slack(&sb, "/slack/commands", &body, forged.0, forged.1).await;
+    assert_eq!(status, 401, "{err}");
+    assert!(
+        err["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not match")),
+        "{err}"
+    );
+    let (ts, sig) = signed(SLACK_SECRET, &body, 0);
+    let tampered = command("U0OPERATOR", "fleet status");
+    let (status, err) = slack(&sb, "/slack/commands", &tampered, ts, sig).await;
+    assert_eq!(status, 401, "{err}");
+    let (ts, sig) = signed(SLACK_SECRET, &body, 600);
+    let (status, err) = slack(&sb, "/slack/commands", &body, ts, sig).await;
+    assert_eq!(status, 401, "{err}");
+    assert!(
+        err["error"].as_str().is_some_and(|e| e.contains("replay")),
+        "{err}"
+    );
+    let (status, err) = slack(&sb, "/slack/commands", &body, None, None).await;
+    assert_eq!(status, 401, "{err}");
+    let (status, err) = slack(&sb, "/slack/interactions", &body, None, None).await;
+    assert_eq!(status, 401, "{err}");
+    // Signed but not a slash command: named.
+    let junk = "hello=world";
+    let (ts, sig) = signed(SLACK_SECRET, junk, 0);
+    let (status, err) = slack(&sb, "/slack/commands", junk, ts, sig).await;
+    assert_eq!(status, 400, "{err}");
+
+    // Unmapped, or mapped to nobody: a polite refusal, nothing answered.
+    for who in ["U0STRANGER", "U0GHOST"] {
+        let body = command(who, "fleet status");
+        let (ts, sig) = signed(SLACK_SECRET, &body, 0);
+        let (status, reply) = slack(&sb, "/slack/commands", &body, ts, sig).await;
+        assert_eq!(status, 200, "{reply}");
+        let text = message_text(&reply);
+        assert!(
+            text.starts_with("Sorry, your Slack user") && text.contains("not linked"),
+            "{text}"
+        );
+    }
+
+    // The viewer's role holds in Slack as in REST.
+    let body = command("U0VIEWER", "approve act-0123456789abcdef");
+    let (ts, sig) = signed(SLACK_SECRET, &body, 0);
+    let (_, reply) = slack(&sb, "/slack/commands", &body, ts, sig).await;
+    let text = message_text(&reply);
+    assert!(
+        text.contains("needs the operator role; you are viewer"),
+        "{text}"
+    );
+
+    // The operator's approve button: a confirmation to send back, nothing decided.
+    let payload = json!({
+        "type": "block_actions",
+        "user": {"id": "U0OPERATOR", "username": "otto"},
+        "actions": [{"action_id": sco_chat::slack::APPROVE_ACTION_ID, "value": "act-0123456789abcdef"}],
+    });
+    let body = form(&[("payload", &payload.to_string())]);
+    let (ts, sig) = signed(SLACK_SECRET, &body, 0);
+    let (status, reply) = slack(&sb, "/slack/interactions", &body, ts, sig).await;
+    assert_eq!(status, 200, "{reply}");
+    let text = message_text(&reply);
+    assert!(
+        text.contains("/sco confirm cf-"),
+        "the button asks for a confirmation: {text}"
+    );
+    let cf = text
+        .split("confirm ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| c.is_whitespace() || c == '"').next())
+        .expect("a confirmation id")
+        .to_string();
+    // The viewer cannot confirm it; the operator can, and decide answers (no such action).
+    let body = command("U0VIEWER", &format!("confirm {cf}"));
+    let (ts, sig) = signed(SLACK_SECRET, &body, 0);
+    let (_, reply) = slack(&sb, "/slack/commands", &body, ts, sig).await;
+    assert!(
+        message_text(&reply).contains("needs the operator role"),
+        "{reply}"
+    );
+    let body = command("U0OPERATOR", &format!("confirm {cf}"));
+    let (ts, sig) = signed(SLACK_SECRET, &body, 0);
+    let (_, reply) = slack(&sb, "/slack/commands", &body, ts, sig).await;
+    assert!(
+        message_text(&reply).contains("no remediation action \"act-0123456789abcdef\""),
+        "{reply}"
+    );
+
+    // Slack exchanges are in the history like any other, marked as such.
+    let (_, otto) = sb.get(&admin, "/query?user=otto").await;
+    let sources: Vec<&str> = otto["exchanges"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|x| x["source"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(sources, ["slack", "slack"], "{otto}");
+}

@@ -160,6 +160,21 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
         [200, 200, 200, 401],
     ),
     ("GET", "/query", "/query", Body::Empty, [200, 200, 200, 401]),
+    // Public, but only Slack's signature gets in: none is sent here.
+    (
+        "POST",
+        "/slack/commands",
+        "/slack/commands",
+        Body::Empty,
+        [401, 401, 401, 401],
+    ),
+    (
+        "POST",
+        "/slack/interactions",
+        "/slack/interactions",
+        Body::Empty,
+        [401, 401, 401, 401],
+    ),
     // 0: allowed, whatever the handler then says about the action.
     (
         "POST",
