@@ -29,8 +29,11 @@ use crate::store::{Store, StoreError};
 const MAX_ITEMS: usize = 50;
 /// At most this many items named in the short text.
 const MAX_LINES: usize = 5;
-/// Rollup windows read for one metric's history.
-const MAX_POINTS: i64 = 5000;
+/// Rollup windows read for one metric's history (a day of 10 s windows, twice over).
+const MAX_WINDOWS: i64 = 20_000;
+/// Points of a history's series: windows are averaged into this many buckets at most, enough
+/// for a sparkline.
+const MAX_SERIES_POINTS: usize = 360;
 
 /// One recorded question and its answer.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -378,9 +381,11 @@ impl ChatOps {
                             device: None,
                             from_ms: range.from_ms,
                             to_ms: range.to_ms,
-                            limit: MAX_POINTS,
+                            limit: MAX_WINDOWS,
                         })
                         .await?;
+                    // Windows come oldest first; at the limit the newest are missing.
+                    let truncated = points.len() as i64 >= MAX_WINDOWS;
                     let mut by_device: BTreeMap<String, Vec<&crate::fleet::RollupPoint>> =
                         BTreeMap::new();
                     for p in &points {
@@ -405,16 +410,22 @@ impl ChatOps {
                             format!("{metric} ({device})")
                         };
                         lines.push(format!(
-                            "{name}: min {} · mean {} · max {} ({} windows)",
+                            "{name}: min {} · mean {} · max {} ({} windows{})",
                             num(min),
                             num(mean),
                             num(max),
-                            pts.len()
+                            pts.len(),
+                            if truncated {
+                                ", the oldest only: ask for a shorter range"
+                            } else {
+                                ""
+                            }
                         ));
                         series.push(json!({
                             "metric": metric, "device": device,
                             "min": min, "mean": mean, "max": max,
-                            "points": pts.iter().map(|p| json!([p.window_end_ms, p.mean])).collect::<Vec<_>>(),
+                            "windows": pts.len(), "truncated": truncated,
+                            "points": sparkline(&pts),
                         }));
                     }
                 }
@@ -1056,6 +1067,24 @@ impl ChatOps {
     }
 }
 
+/// `[end ms, mean]` of each window, averaged into at most [`MAX_SERIES_POINTS`] buckets of
+/// consecutive windows (weighted by their sample counts).
+fn sparkline(pts: &[&crate::fleet::RollupPoint]) -> Vec<Value> {
+    let per = pts.len().div_ceil(MAX_SERIES_POINTS).max(1);
+    pts.chunks(per)
+        .filter_map(|chunk| {
+            let last = chunk.last()?;
+            let n: i64 = chunk.iter().map(|p| p.count.max(1)).sum();
+            let mean = chunk
+                .iter()
+                .map(|p| p.mean * p.count.max(1) as f64)
+                .sum::<f64>()
+                / n.max(1) as f64;
+            Some(json!([last.window_end_ms, mean]))
+        })
+        .collect()
+}
+
 /// A host as people read it: its hostname, with its id when the two differ.
 fn hostname(lex: &Lexicon, id: &str) -> String {
     lex.hosts()
@@ -1504,6 +1533,69 @@ mod tests {
             .expect("history");
         assert_eq!(vera.len(), 2);
         assert!(vera.iter().all(|e| e.outcome == "refused"), "{vera:?}");
+    }
+
+    #[tokio::test]
+    async fn a_metrics_history_has_min_mean_max_and_a_short_series() {
+        use crate::domain::{MetricRow, RollupBatch};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chat, store) = service(dir.path()).await;
+        let now = now_ms();
+        // 1000 windows of 1 s over the last 20 minutes: cpu climbs 0..999
+        for i in 0..1000_i64 {
+            let end = now - 1_200_000 + i * 1000;
+            let v = i as f64;
+            let batch = RollupBatch {
+                seq: i + 1,
+                produced_at_ms: end,
+                window_start_ms: end - 1000,
+                window_end_ms: end,
+                metrics: vec![MetricRow {
+                    metric: "cpu.total_pct".into(),
+                    device: String::new(),
+                    min: v,
+                    mean: v,
+                    max: v,
+                    last: v,
+                    count: 1,
+                }],
+                top_processes: Vec::new(),
+                outbox_dropped_total: 0,
+            };
+            store
+                .ingest_rollup(HOST, &batch, now)
+                .await
+                .expect("rollup");
+        }
+        let a = chat
+            .ask(&asker("vera", Role::Viewer), "cpu on web-1 last hour")
+            .await
+            .expect("history");
+        assert!(
+            a.answer
+                .contains("cpu.total_pct: min 0 · mean 500 · max 999 (1000 windows)"),
+            "{}",
+            a.answer
+        );
+        let s = &a.data["series"][0];
+        assert_eq!(s["metric"], "cpu.total_pct");
+        assert_eq!(s["truncated"], false);
+        assert_eq!(
+            (s["min"].as_f64(), s["mean"].as_f64(), s["max"].as_f64()),
+            (Some(0.0), Some(499.5), Some(999.0))
+        );
+        let points = s["points"].as_array().expect("points");
+        assert!(
+            points.len() <= MAX_SERIES_POINTS && points.len() >= 300,
+            "{}",
+            points.len()
+        );
+        // buckets keep their order and end at the newest window
+        assert_eq!(
+            points.last().and_then(|p| p[0].as_i64()),
+            Some(now - 201_000)
+        );
+        assert_eq!(a.data["link"], format!("/hosts/{HOST}"));
     }
 
     #[tokio::test]

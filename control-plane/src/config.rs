@@ -510,6 +510,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn slack_keys_are_checked() {
+        let ok: Config = toml::from_str(
+            "[slack]\nsigning_secret = \"0123456789abcdef0123\"\n[slack.users]\nU024BE7LH = \"vera\"\n",
+        )
+        .expect("parses");
+        ok.validate().expect("valid");
+        assert_eq!(
+            ok.slack.secret().expect("secret").as_deref(),
+            Some("0123456789abcdef0123")
+        );
+        assert_eq!(Config::default().slack.secret().expect("none"), None);
+        for (text, key) in [
+            ("[slack]\nsigning_secret = \"short\"\n", "slack.signing_secret"),
+            (
+                "[slack]\nsigning_secret = \"0123456789abcdef0123\"\nsigning_secret_file = \"/x\"\n",
+                "slack.signing_secret",
+            ),
+            ("[slack.users]\nu024be7lh = \"vera\"\n", "slack.users"),
+            ("[slack.users]\nU024BE7LH = \"\"\n", "slack.users"),
+        ] {
+            let c: Config = toml::from_str(text).expect("parses");
+            match c.validate() {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(toml::from_str::<Config>("[slack]\nsecret = \"x\"\n").is_err());
+    }
+
+    #[test]
     fn example_config_parses_and_unknown_keys_fail() {
         let text = include_str!("../../packaging/control-plane.example.toml");
         let c: Config = toml::from_str(text).expect("example parses");
