@@ -164,6 +164,9 @@ pub struct ChatOps {
     slack_secret: Option<Vec<u8>>,
     /// Slack user id → our user name.
     slack_users: BTreeMap<String, String>,
+    /// The time of this replica's last recorded exchange: each is recorded at least 1 ms
+    /// after the one before, so a history lists one person's quick exchanges in order.
+    last_exchange_ms: std::sync::atomic::AtomicI64,
 }
 
 impl ChatOps {
@@ -174,6 +177,7 @@ impl ChatOps {
             stale_after_ms,
             slack_secret: None,
             slack_users: BTreeMap::new(),
+            last_exchange_ms: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -260,9 +264,17 @@ impl ChatOps {
             Some(Intent::Confirm { confirmation_id }) => Some(confirmation_id.clone()),
             _ => None,
         });
+        let at_ms = self
+            .last_exchange_ms
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |last| Some(now.max(last + 1)),
+            )
+            .map_or(now, |last| now.max(last + 1));
         let exchange = Exchange {
             id: new_id("chat"),
-            at_ms: now,
+            at_ms,
             user: asker.user.clone(),
             role: asker.role.as_str().to_string(),
             source: asker.source.to_string(),
@@ -984,18 +996,17 @@ impl ChatOps {
             .map_err(|e| StoreError::Unreadable(format!("chat confirmation {id}: {e}")))?;
         let action = match pending.check(id, &asker.user, chat_role(asker.role), now) {
             Ok(action) => action.clone(),
-            Err(ConfirmError::Expired { .. }) => {
-                let _ = self.store.take_chat_pending(id).await;
-                return Err(ChatError::Conflict(
-                    pending
-                        .check(id, &asker.user, chat_role(asker.role), now)
-                        .err()
-                        .map_or_else(|| "expired".to_string(), |e| e.to_string()),
-                ));
-            }
-            Err(ConfirmError::WrongId(_)) | Err(ConfirmError::NotAnAction(_)) => return Err(gone()),
-            Err(e @ (ConfirmError::OtherUser | ConfirmError::Refused(_))) => {
-                return Err(ChatError::Refused(e.to_string()))
+            Err(e) => {
+                let why = e.to_string();
+                return Err(match e {
+                    ConfirmError::Expired { .. } => {
+                        // of no use to anyone any more
+                        self.store.take_chat_pending(id).await?;
+                        ChatError::Conflict(why)
+                    }
+                    ConfirmError::OtherUser | ConfirmError::Refused(_) => ChatError::Refused(why),
+                    ConfirmError::WrongId(_) | ConfirmError::NotAnAction(_) => gone(),
+                });
             }
         };
         if !self.store.take_chat_pending(id).await? {
@@ -1502,6 +1513,42 @@ mod tests {
             .expect_err("used");
         assert!(matches!(err, ChatError::NotFound(_)), "{err:?}");
 
+        // a confirmation sent too late is refused (409) and dropped
+        let old = now_ms() - sco_chat::CONFIRMATION_TTL_MS - 60_000;
+        let late = Pending::new(
+            "cf-aaaaaaaa".into(),
+            "otto".into(),
+            sco_chat::parse(&text, &lexicon(), old),
+            text.clone(),
+            old,
+        )
+        .expect("pending");
+        store
+            .insert_chat_pending(
+                "cf-aaaaaaaa",
+                "otto",
+                &serde_json::to_value(&late).expect("json"),
+                &text,
+                old,
+                late.expires_ms(),
+            )
+            .await
+            .expect("stored");
+        let err = chat
+            .ask(&asker("otto", Role::Operator), "confirm cf-aaaaaaaa")
+            .await
+            .expect_err("expired");
+        assert!(
+            matches!(&err, ChatError::Conflict(m) if m.contains("expired")),
+            "{err:?}"
+        );
+        assert_eq!(err.code(), Code::Conflict);
+        assert!(store
+            .chat_pending("cf-aaaaaaaa")
+            .await
+            .expect("read")
+            .is_none());
+
         // every exchange is recorded, newest first, per user
         let otto = chat
             .history(&ExchangeQuery {
@@ -1512,8 +1559,12 @@ mod tests {
             .await
             .expect("history");
         let outcomes: Vec<&str> = otto.iter().map(|e| e.outcome.as_str()).collect();
-        assert_eq!(outcomes, ["error", "executed", "awaiting_confirmation"]);
-        assert!(otto.iter().all(|e| e.confirmation_id == cf));
+        assert_eq!(
+            outcomes,
+            ["error", "error", "executed", "awaiting_confirmation"]
+        );
+        assert_eq!(otto[0].confirmation_id, "cf-aaaaaaaa");
+        assert!(otto[1..].iter().all(|e| e.confirmation_id == cf));
         let all = chat
             .history(&ExchangeQuery {
                 limit: 2,
