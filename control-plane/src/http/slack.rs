@@ -19,6 +19,32 @@ use crate::chatops::{Answer, Asker, ChatError};
 use crate::error::{Code, Coded};
 use crate::fleet::now_ms;
 
+/// The slash-command form Slack posts (documentation only: the handler reads the raw body,
+/// which the signature covers).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct SlashCommandForm {
+    /// The command typed, e.g. `/sco`.
+    command: String,
+    /// The question, e.g. `what's wrong with web-3?`.
+    text: String,
+    /// The Slack user (`U024BE7LH`), mapped by `slack.users`.
+    user_id: String,
+    user_name: Option<String>,
+    team_id: Option<String>,
+    channel_id: Option<String>,
+    response_url: Option<String>,
+    trigger_id: Option<String>,
+}
+
+/// The interactivity form Slack posts (documentation only).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct InteractionForm {
+    /// JSON of a `block_actions` press on an approve or reject button.
+    payload: String,
+}
+
 /// Refuses a request that Slack did not sign with our secret.
 fn verified(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), AppError> {
     let Some(secret) = state.chat.slack_secret() else {
@@ -92,7 +118,7 @@ fn reply(result: Result<Answer, ChatError>, asker: &Asker) -> Json<Value> {
 
 /// A slash command (`/sco what's wrong with web-3`): answered as the mapped user.
 #[utoipa::path(post, path = "/slack/commands", tag = "chatops", security(()),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
+    request_body(content = SlashCommandForm, content_type = "application/x-www-form-urlencoded",
         description = "Slack's slash-command form, signed by Slack"),
     responses(
         (status = 200, description = "a Block Kit message (also the polite refusal of an unmapped Slack user)", body = Object),
@@ -116,7 +142,7 @@ pub async fn command(
 /// A press on an approve or reject button: asked as the mapped user, like the message
 /// `approve <id>`; it answers with a confirmation id to send with `/sco confirm`.
 #[utoipa::path(post, path = "/slack/interactions", tag = "chatops", security(()),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
+    request_body(content = InteractionForm, content_type = "application/x-www-form-urlencoded",
         description = "Slack's interactivity form (`payload=` JSON of a block_actions), signed by Slack"),
     responses(
         (status = 200, description = "a Block Kit message", body = Object),
