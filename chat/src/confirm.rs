@@ -1,4 +1,4 @@
-//! The confirmation step of chat actions: a trigger is answered with a confirmation id
+//! The confirmation step of chat actions: a trigger, approval or rejection is answered with a confirmation id
 //! and carried out only when the same person sends it back, within five minutes, still
 //! holding a role that allows it. The control plane stores [`Pending`] (one use: it
 //! deletes it when confirmed) and asks [`Pending::check`] whether a confirmation holds.
@@ -46,7 +46,8 @@ pub struct Pending {
     pub confirmation_id: String,
     /// Who asked (our user name, after mapping a Slack user): only they may confirm.
     pub user: String,
-    /// The request to carry out, an [`Intent::Trigger`].
+    /// The request to carry out: an [`Intent::Trigger`], [`Intent::Approve`] or
+    /// [`Intent::Reject`].
     pub intent: Intent,
     /// The chat text that asked, for the audit entry.
     pub text: String,
@@ -54,7 +55,7 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// A pending request; only triggers wait for a confirmation.
+    /// A pending request; only actions (trigger, approve, reject) wait for a confirmation.
     pub fn new(
         confirmation_id: String,
         user: String,
@@ -62,7 +63,10 @@ impl Pending {
         text: String,
         now_ms: i64,
     ) -> Result<Self, ConfirmError> {
-        if !matches!(intent, Intent::Trigger { .. }) {
+        if !matches!(
+            intent,
+            Intent::Trigger { .. } | Intent::Approve { .. } | Intent::Reject { .. }
+        ) {
             return Err(ConfirmError::NotAnAction(intent.name().to_string()));
         }
         Ok(Pending {

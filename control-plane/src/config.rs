@@ -49,6 +49,46 @@ pub struct Config {
     pub rest: RestSection,
     pub enrollment: EnrollmentSection,
     pub remediation: RemediationSection,
+    pub slack: SlackSection,
+}
+
+/// The Slack app: its signing secret and which of our users each Slack user is. Without a
+/// secret the Slack endpoints refuse every request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlackSection {
+    /// The app's signing secret (Slack: Basic Information → App Credentials); also
+    /// `SCO_CP__SLACK__SIGNING_SECRET`.
+    pub signing_secret: Option<String>,
+    /// A file holding the signing secret instead (one line).
+    pub signing_secret_file: Option<PathBuf>,
+    /// Slack user id (`U024BE7LH`) → our user name; the role is that user's. Slack users
+    /// not listed get a polite refusal.
+    pub users: std::collections::BTreeMap<String, String>,
+}
+
+impl SlackSection {
+    /// The signing secret, from the config or its file; `None` when Slack is not set up.
+    pub fn secret(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(s) = &self.signing_secret {
+            return Ok(Some(s.trim().to_string()));
+        }
+        let Some(path) = &self.signing_secret_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let secret = text.trim().to_string();
+        if secret.len() < 16 {
+            return Err(ConfigError::Invalid {
+                key: "slack.signing_secret_file",
+                reason: format!("{} holds fewer than 16 characters", path.display()),
+            });
+        }
+        Ok(Some(secret))
+    }
 }
 
 /// Proposals from policy rules, approvals and fleet leases.
@@ -181,6 +221,7 @@ impl Default for Config {
             enrollment: EnrollmentSection::default(),
             remediation: RemediationSection::default(),
             rest: RestSection::default(),
+            slack: SlackSection::default(),
         }
     }
 }
@@ -375,6 +416,38 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        if self.slack.signing_secret.is_some() && self.slack.signing_secret_file.is_some() {
+            return invalid(
+                "slack.signing_secret",
+                "set signing_secret or signing_secret_file, not both".into(),
+            );
+        }
+        if let Some(s) = &self.slack.signing_secret {
+            if s.trim().len() < 16 {
+                return invalid(
+                    "slack.signing_secret",
+                    "must be at least 16 characters (Slack's are 32 hex digits)".into(),
+                );
+            }
+        }
+        for (slack_user, user) in &self.slack.users {
+            let id_ok = (2..=32).contains(&slack_user.len())
+                && slack_user
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            if !id_ok {
+                return invalid(
+                    "slack.users",
+                    format!("{slack_user:?} is not a Slack user id like U024BE7LH"),
+                );
+            }
+            if user.is_empty() || user.len() > 64 || user.chars().any(char::is_control) {
+                return invalid(
+                    "slack.users",
+                    format!("{slack_user}: {user:?} is not a user name"),
+                );
+            }
+        }
         if !self.database_url.is_empty()
             && !["sqlite:", "postgres://", "postgresql://"]
                 .iter()
@@ -435,6 +508,36 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slack_keys_are_checked() {
+        let ok: Config = toml::from_str(
+            "[slack]\nsigning_secret = \"0123456789abcdef0123\"\n[slack.users]\nU024BE7LH = \"vera\"\n",
+        )
+        .expect("parses");
+        ok.validate().expect("valid");
+        assert_eq!(
+            ok.slack.secret().expect("secret").as_deref(),
+            Some("0123456789abcdef0123")
+        );
+        assert_eq!(Config::default().slack.secret().expect("none"), None);
+        for (text, key) in [
+            ("[slack]\nsigning_secret = \"short\"\n", "slack.signing_secret"),
+            (
+                "[slack]\nsigning_secret = \"0123456789abcdef0123\"\nsigning_secret_file = \"/x\"\n",
+                "slack.signing_secret",
+            ),
+            ("[slack.users]\nu024be7lh = \"vera\"\n", "slack.users"),
+            ("[slack.users]\nU024BE7LH = \"\"\n", "slack.users"),
+        ] {
+            let c: Config = toml::from_str(text).expect("parses");
+            match c.validate() {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(toml::from_str::<Config>("[slack]\nsecret = \"x\"\n").is_err());
+    }
 
     #[test]
     fn example_config_parses_and_unknown_keys_fail() {

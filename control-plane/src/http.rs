@@ -14,7 +14,9 @@ pub mod fleet;
 pub mod fleet_metrics;
 pub mod openapi;
 pub mod policy;
+pub mod query;
 pub mod remediation;
+pub mod slack;
 pub mod tls;
 
 use std::sync::Arc;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub stale_after_ms: i64,
     /// TLS and CORS settings.
     pub security: Arc<auth::Security>,
+    /// ChatOps (`/query`).
+    pub chat: Arc<crate::chatops::ChatOps>,
 }
 
 /// Every route, each from its handler's `#[utoipa::path]` declaration (method, path, role,
@@ -85,6 +89,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(anomaly::list))
         .routes(routes!(anomaly::score).layer(DefaultBodyLimit::max(4 * 1024 * 1024)))
         .routes(routes!(anomaly::get))
+        .routes(routes!(query::ask, query::history))
+        .routes(routes!(slack::command))
+        .routes(routes!(slack::interaction))
 }
 
 pub fn app(state: AppState) -> Router {

@@ -6,6 +6,8 @@
 //! - [`grpc`]: the agent-facing edge: mTLS, identity from the client
 //!   certificate, the `Connect` stream; protobuf conversion in `grpc::pb`.
 //! - [`http`]: the REST API (axum) with JWT auth and roles.
+//! - [`chatops`]: questions in plain words (`/query`), answered and acted on through the
+//!   fleet's services under the caller's role.
 //! - [`auth`]: users, roles, argon2 hashes, JWTs.
 //! - [`store`]: sqlx persistence on SQLite or PostgreSQL.
 //! - [`pki`]: the fleet CA and certificate issuing.
@@ -15,6 +17,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod chatops;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -179,13 +182,23 @@ pub async fn run(
             stopped(stop_rx.clone()),
         );
     let accounts = Arc::new(accounts::Accounts::new(store.clone(), tokens, &config));
+    let stale_after_ms = (dead_after.as_millis() as i64) * 2;
     let state = http::AppState {
+        chat: Arc::new(
+            chatops::ChatOps::new(fleet.clone(), store.clone(), stale_after_ms).with_slack(
+                config.slack.secret().map_err(|e| ServeError::Io {
+                    path: config.slack.signing_secret_file.clone().unwrap_or_default(),
+                    source: std::io::Error::other(e.to_string()),
+                })?,
+                config.slack.users.clone(),
+            ),
+        ),
         fleet: fleet.clone(),
         accounts: accounts.clone(),
         telemetry,
         model: Arc::new(sco_models::Model::shipped()?),
         started: Instant::now(),
-        stale_after_ms: (dead_after.as_millis() as i64) * 2,
+        stale_after_ms,
         security: Arc::new(http::auth::Security::from_config(&config)),
     };
     let app = http::app(state);

@@ -17,6 +17,7 @@ use crate::domain::{
 };
 
 mod anomalies;
+mod chat;
 mod enroll;
 mod policy;
 mod remediation;

@@ -31,6 +31,8 @@ enum Body {
     Rollout,
     /// A circuit breaker reset.
     Reset,
+    /// A ChatOps question.
+    Query,
 }
 
 const ADMIN: usize = 0;
@@ -150,6 +152,29 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
         [200, 200, 200, 401],
     ),
     ("GET", "/audit", "/audit", Body::Empty, [200, 403, 403, 401]),
+    (
+        "POST",
+        "/query",
+        "/query",
+        Body::Query,
+        [200, 200, 200, 401],
+    ),
+    ("GET", "/query", "/query", Body::Empty, [200, 200, 200, 401]),
+    // Public, but only Slack's signature gets in: none is sent here.
+    (
+        "POST",
+        "/slack/commands",
+        "/slack/commands",
+        Body::Empty,
+        [401, 401, 401, 401],
+    ),
+    (
+        "POST",
+        "/slack/interactions",
+        "/slack/interactions",
+        Body::Empty,
+        [401, 401, 401, 401],
+    ),
     // 0: allowed, whatever the handler then says about the action.
     (
         "POST",
@@ -396,6 +421,7 @@ async fn every_endpoint_with_every_role() {
                 ),
                 Body::Rollout => req.json(&json!({"canary_percent": 0})),
                 Body::Reset => req.json(&json!({"host": "web-01", "rule": "manual"})),
+                Body::Query => req.json(&json!({"text": "fleet status"})),
                 Body::Token => req.json(&json!({"ttl_secs": 600, "max_uses": 1})),
                 Body::Score => {
                     let rows: Vec<Vec<f64>> =

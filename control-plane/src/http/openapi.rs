@@ -32,6 +32,7 @@ use super::access::{Access, AccessTable, SCHEME};
         (name = "enrollment", description = "enrollment tokens and host revocation"),
         (name = "remediation", description = "remediation actions and the audit log"),
         (name = "policies", description = "signed fleet policies and their rollouts"),
+        (name = "chatops", description = "questions and actions in plain words"),
     )
 )]
 pub struct ApiDoc;

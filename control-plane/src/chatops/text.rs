@@ -1,0 +1,193 @@
+//! How answers read: numbers, sizes, times, hosts, one line per event, action or policy, and
+//! the series and onset summaries of the data.
+
+use serde_json::{json, Value};
+
+use sco_chat::{HostRef, Lexicon};
+
+use super::MAX_SERIES_POINTS;
+use crate::domain::policy::PolicyRolloutStatus;
+use crate::fleet::{ActionRecord, Anomaly};
+
+/// `[end ms, mean]` of each window, averaged into at most [`MAX_SERIES_POINTS`] buckets of
+/// consecutive windows (weighted by their sample counts).
+pub(super) fn sparkline(pts: &[&crate::fleet::RollupPoint]) -> Vec<Value> {
+    let per = pts.len().div_ceil(MAX_SERIES_POINTS).max(1);
+    pts.chunks(per)
+        .filter_map(|chunk| {
+            let last = chunk.last()?;
+            let n: i64 = chunk.iter().map(|p| p.count.max(1)).sum();
+            let mean = chunk
+                .iter()
+                .map(|p| p.mean * p.count.max(1) as f64)
+                .sum::<f64>()
+                / n.max(1) as f64;
+            Some(json!([last.window_end_ms, mean]))
+        })
+        .collect()
+}
+
+/// A host as people read it: its hostname, with its id when the two differ.
+pub(super) fn hostname(lex: &Lexicon, id: &str) -> String {
+    lex.hosts()
+        .iter()
+        .find(|h| h.id == id)
+        .map_or_else(|| id.to_string(), |h| display(&h.host_ref()))
+}
+
+pub(super) fn display(h: &HostRef) -> String {
+    if h.hostname == h.id || h.hostname.is_empty() {
+        h.id.clone()
+    } else {
+        format!("{} ({})", h.hostname, h.id)
+    }
+}
+
+pub(super) fn family_name(family: &str) -> &str {
+    if family.is_empty() {
+        "host"
+    } else {
+        family
+    }
+}
+
+pub(super) fn event_line(e: &Anomaly, lex: &Lexicon) -> String {
+    format!(
+        "{} on {}: {} {}, {}, top {} (score {})",
+        e.id,
+        hostname(lex, &e.host_id),
+        family_name(&e.family),
+        e.severity.as_str(),
+        e.status,
+        e.top_metric,
+        num(e.peak_score)
+    )
+}
+
+/// An event without its context series (those are at its link).
+pub(super) fn event_summary(e: &Anomaly) -> Value {
+    json!({
+        "id": e.id, "host_id": e.host_id, "status": e.status, "severity": e.severity.as_str(),
+        "family": e.family, "top_metric": e.top_metric, "score": e.score,
+        "peak_score": e.peak_score, "started_ms": e.started_ms, "ended_ms": e.ended_ms,
+        "close_reason": e.close_reason,
+        "link": format!("/anomaly/{}", e.id), "host_link": format!("/hosts/{}", e.host_id),
+    })
+}
+
+pub(super) fn action_line(a: &ActionRecord, lex: &Lexicon) -> String {
+    let kind = a.action["type"].as_str().unwrap_or("action");
+    let why = if a.reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", a.reason)
+    };
+    format!(
+        "{} {kind} on {} by {}: {}{why}",
+        a.id,
+        hostname(lex, &a.host_id),
+        a.rule,
+        a.state.as_str()
+    )
+}
+
+pub(super) fn policy_line(s: &PolicyRolloutStatus) -> String {
+    let in_sync = s.hosts.iter().filter(|h| h.in_sync).count();
+    let failing: Vec<&str> = s
+        .hosts
+        .iter()
+        .filter(|h| !h.error.is_empty())
+        .map(|h| h.host_id.as_str())
+        .collect();
+    let mut text = match &s.rollout {
+        Some(r) => format!(
+            "Policy {}: rollout of revision {} is {}; {in_sync} of {} hosts in sync.",
+            s.name,
+            r.revision,
+            r.state.as_str(),
+            s.hosts.len()
+        ),
+        None => format!("Policy {} has not been rolled out.", s.name),
+    };
+    if !failing.is_empty() {
+        text.push_str(&format!(" Refused on: {}.", failing.join(", ")));
+    }
+    text
+}
+
+/// Min, mean and max of each context series of an event (the seconds around its onset).
+pub(super) fn onset_summary(context: Option<&Value>) -> Vec<Value> {
+    let Some(series) = context.and_then(|c| c["series"].as_array().or(c.as_array())) else {
+        return Vec::new();
+    };
+    series
+        .iter()
+        .filter_map(|s| {
+            let metric = s["metric"].as_str()?;
+            let values: Vec<f64> = s["values"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_f64)
+                .collect();
+            if values.is_empty() {
+                return None;
+            }
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            Some(json!({ "metric": metric, "min": min, "mean": mean, "max": max, "samples": values.len() }))
+        })
+        .collect()
+}
+
+/// A number as people read it: no more than three decimals, no trailing zeros.
+pub(super) fn num(v: f64) -> String {
+    if !v.is_finite() {
+        return "n/a".into();
+    }
+    let digits = if v.abs() >= 100.0 {
+        0
+    } else if v.abs() >= 1.0 {
+        1
+    } else {
+        3
+    };
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+pub(super) fn bytes(b: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if b as f64 >= 1024.0 * MIB {
+        format!("{} GiB", num(b as f64 / (1024.0 * MIB)))
+    } else {
+        format!("{} MiB", num(b as f64 / MIB))
+    }
+}
+
+pub(super) fn ago(ms: i64, now: i64) -> String {
+    let secs = (now - ms).max(0) / 1000;
+    match secs {
+        0..=59 => format!("{secs} s ago"),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=172_799 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
+    }
+}
+
+pub(super) fn describe_range(from: i64, to: i64, now: i64) -> String {
+    if (now - to).abs() < 60_000 {
+        let mins = (to - from) / 60_000;
+        if mins % 60 == 0 {
+            format!("last {} h", mins / 60)
+        } else {
+            format!("last {mins} min")
+        }
+    } else {
+        format!("from {from} to {to} (Unix ms)")
+    }
+}
