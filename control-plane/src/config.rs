@@ -290,18 +290,7 @@ impl Config {
                 LoadError::Env(e) => ConfigError::EnvKey(e),
             })?;
         let (mut config, overrides) = (layered.value, layered.overrides);
-        config.apply_env(|name| {
-            let generic = env::KEYS
-                .iter()
-                .any(|(var, key)| *var == name && config_env::sets(&overrides, key));
-            if generic {
-                return None;
-            }
-            vars.iter()
-                .find(|(k, _)| k.to_str() == Some(name))
-                .and_then(|(_, v)| v.to_str())
-                .map(String::from)
-        })?;
+        config.apply_env(|name| config_env::specific_var(&vars, &env::KEYS, &overrides, name))?;
         Ok(config)
     }
 

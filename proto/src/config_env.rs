@@ -66,6 +66,27 @@ pub fn sets(overrides: &[Override], key: &str) -> bool {
     })
 }
 
+/// The value of a binary's specific (older) variable `name` among `vars`, unless the generic
+/// variable of the same key (`specific`: pairs of specific variable and dotted key) already set
+/// it: the generic variable wins, so one key is never set twice.
+pub fn specific_var(
+    vars: &[(OsString, OsString)],
+    specific: &[(&str, &str)],
+    overrides: &[Override],
+    name: &str,
+) -> Option<String> {
+    let generic = specific
+        .iter()
+        .any(|(var, key)| *var == name && sets(overrides, key));
+    if generic {
+        return None;
+    }
+    vars.iter()
+        .find(|(k, _)| k.to_str() == Some(name))
+        .and_then(|(_, v)| v.to_str())
+        .map(String::from)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvError {
     /// The variable has the prefix but its path names no key.
