@@ -40,6 +40,11 @@
 //!    an `Updated` change is emitted at most every `update_every_ticks` ticks.
 //!    A metric's window score is gated by its current value (`current_gate_z`): a spike that
 //!    is over stops scoring when the value is back, although it stays in the 8-tick window.
+//!    With `per_family` (the live default) each family has its own event; a one-way metric
+//!    ([`direction`]: memory in use only when it rises, available memory only when it falls)
+//!    is never scored the harmless way, and while disk I/O is anomalous the CPU metrics it
+//!    drives by itself ([`io_driven_cpu`]: system and total time, load) are left out of the
+//!    CPU family's evidence and baselines, so one I/O saturation is one event.
 //! 6. **Explanations.** Per metric, `c = max(window score / thr_window, PCA residual^2 / thr_pca)`
 //!    of the current tick; contributors are the metrics with the largest `c`, each with its
 //!    current value, its expected range `median -/+ 3 * scale` in the metric's own units, and its
@@ -73,7 +78,9 @@ use pca::*;
 use window::contributors_of;
 
 pub use config::DetectorConfig;
-pub use family::{is_bounded, saturation_level, upper_only, Family};
+pub use family::{
+    direction, io_driven_cpu, is_bounded, saturation_level, upper_only, Direction, Family,
+};
 pub use sco_policy::Severity;
 pub use snapshot::{DetectorSnapshot, RestoreError};
 pub use window::{score_window, DetectError, WindowScore};
@@ -203,8 +210,10 @@ struct MetricState {
     sustain_thr: Option<f64>,
     /// Sustained-deviation ratio of this tick.
     sustain_ratio: f64,
-    /// [`upper_only`] this metric: scored only above its normal.
-    upper_only: bool,
+    /// Which way its move is a symptom ([`direction`]); the other way it is never scored.
+    direction: Direction,
+    /// [`io_driven_cpu`]: not CPU evidence while the host's disk I/O is anomalous.
+    io_driven: bool,
 }
 
 impl MetricState {
@@ -231,7 +240,8 @@ impl MetricState {
             sustain: Ring::new(config.sustain_ticks),
             sustain_thr: None,
             sustain_ratio: 0.0,
-            upper_only: upper_only(&name),
+            direction: direction(&name),
+            io_driven: io_driven_cpu(&name),
             name,
         }
     }
@@ -251,9 +261,12 @@ impl MetricState {
                 .is_some_and(|level| self.last_value >= level)
     }
 
-    /// An [`upper_only`] metric below its normal now: not a symptom, never scored.
+    /// A one-way metric moved the harmless way now (an [`upper_only`] one below its normal,
+    /// available memory above it): not a symptom, never scored.
     fn below_normal(&self) -> bool {
-        self.upper_only && self.lags.first().is_some_and(|z| *z < 0.0)
+        self.lags
+            .first()
+            .is_some_and(|&z| harmless(self.direction, f64::from(z)))
     }
 
     fn push_z(&mut self, z: f32) {
@@ -315,6 +328,24 @@ struct FamilyState {
     ratio: f64,
 }
 
+/// A normalised move `z` the harmless way for a metric of this direction.
+fn harmless(direction: Direction, z: f64) -> bool {
+    match direction {
+        Direction::Both => false,
+        Direction::Rise => z < 0.0,
+        Direction::Fall => z > 0.0,
+    }
+}
+
+/// How far a normalised move `z` goes the symptom's way (0 when it goes the harmless way).
+fn symptom(direction: Direction, z: f64) -> f64 {
+    match direction {
+        Direction::Both => z.abs(),
+        Direction::Rise => z.max(0.0),
+        Direction::Fall => (-z).max(0.0),
+    }
+}
+
 /// Share of its threshold at which a family counts as rising (see [`Tick::run_started`]).
 pub const RISING_RATIO: f64 = 0.5;
 
@@ -371,6 +402,9 @@ pub struct Detector {
     tick_ms: i64,
     /// See [`Tick::run_started`].
     run_started: bool,
+    /// Disk I/O is anomalous this tick (its event is open or it is past [`RISING_RATIO`]):
+    /// the [`io_driven_cpu`] metrics are its symptoms, not CPU evidence.
+    io_episode: bool,
     // scratch buffers, reused every tick
     scratch: Vec<f64>,
     batch: Vec<f32>,
@@ -401,6 +435,7 @@ impl Detector {
             last_ts_ms: None,
             tick_ms: 1000,
             run_started: false,
+            io_episode: false,
             scratch: Vec::new(),
             batch: Vec::new(),
             batch_metrics: Vec::new(),
@@ -562,9 +597,10 @@ impl Detector {
             m.last_value = v;
             // an alarming family's values stay out of its baselines (never learn an incident);
             // short bursts that stay under the threshold are the host's normal and are learnt
-            let learn = !self.config.freeze_baselines
-                || warming
-                || learning[m.family.index()] != Learning::Frozen;
+            // (the CPU time an I/O saturation drives is frozen with the I/O it belongs to)
+            let frozen = learning[m.family.index()] == Learning::Frozen
+                || (m.io_driven && learning[Family::DiskIo.index()] == Learning::Frozen);
+            let learn = !self.config.freeze_baselines || warming || !frozen;
             if learn {
                 m.ring.push(v);
             }
@@ -599,12 +635,7 @@ impl Detector {
                 let w = m.sustain.values();
                 if let (Some(thr), true) = (m.sustain_thr, w.len() >= self.config.sustain_ticks) {
                     let mean = w.iter().sum::<f64>() / w.len() as f64;
-                    let mean = if m.upper_only {
-                        mean.max(0.0)
-                    } else {
-                        mean.abs()
-                    };
-                    m.sustain_ratio = mean / thr;
+                    m.sustain_ratio = symptom(m.direction, mean) / thr;
                 }
             }
             if let Some(col) = m.pca_col {
@@ -678,6 +709,8 @@ impl Detector {
         }
         // host PCA over the metrics seen this tick; its squared error is also split by family
         let mut family_spe = [0.0f64; Family::ALL.len()];
+        // the part of the CPU family's that comes from [`io_driven_cpu`] metrics
+        let mut io_cpu_spe = 0.0f64;
         let mut pca_thr = f64::INFINITY;
         if let Some(pca) = calib.pca.as_ref() {
             if self.pca_z.iter().any(|v| !v.is_nan()) {
@@ -694,6 +727,9 @@ impl Detector {
                     if m.seen_tick == t && !m.below_normal() {
                         m.ratio = m.ratio.max(sq / thr);
                         family_spe[m.family.index()] += sq;
+                        if m.io_driven {
+                            io_cpu_spe += sq;
+                        }
                     }
                 }
             }
@@ -750,25 +786,51 @@ impl Detector {
                 st.ratio = 0.0;
             }
             let mut moved = [false; Family::ALL.len()];
+            // the CPU family without its I/O-driven metrics
+            let (mut cpu_rest, mut cpu_rest_moved) = (0.0f64, false);
             for &idx in &self.touched {
                 let m = &self.metrics[idx];
                 if !m.outside_gate(gate_z) {
                     continue;
                 }
                 moved[m.family.index()] = true;
+                let r = m.ratio / score_threshold;
+                if m.family == Family::Cpu && !m.io_driven {
+                    cpu_rest = cpu_rest.max(r);
+                    cpu_rest_moved = true;
+                }
                 let st = &mut self.families[m.family.index()];
-                st.ratio = st.ratio.max(m.ratio / score_threshold);
+                st.ratio = st.ratio.max(r);
             }
-            let mut host = 0.0f64;
-            for family in Family::ALL {
-                let st = &mut self.families[family.index()];
-                let spe = if moved[family.index()] {
-                    family_spe[family.index()] / pca_thr / score_threshold
+            let spe_ratio = |moved: bool, spe: f64| {
+                let r = if moved {
+                    spe / pca_thr / score_threshold
                 } else {
                     0.0
                 };
-                let r = st.ratio.max(spe);
+                if r.is_finite() {
+                    r
+                } else {
+                    0.0
+                }
+            };
+            let mut host = 0.0f64;
+            for family in Family::ALL {
+                let st = &mut self.families[family.index()];
+                let r = st
+                    .ratio
+                    .max(spe_ratio(moved[family.index()], family_spe[family.index()]));
                 st.ratio = if r.is_finite() { r } else { 0.0 };
+            }
+            // while disk I/O is anomalous, what it drives in the CPU family is its symptom
+            let io = &self.families[Family::DiskIo.index()];
+            self.io_episode = io.event.is_some() || io.ratio * sensitivity > RISING_RATIO;
+            if self.io_episode {
+                let cpu_spe = (family_spe[Family::Cpu.index()] - io_cpu_spe).max(0.0);
+                self.families[Family::Cpu.index()].ratio =
+                    cpu_rest.max(spe_ratio(cpu_rest_moved, cpu_spe));
+            }
+            for st in &self.families {
                 host = host.max(st.ratio);
             }
             ratio = host;
@@ -913,6 +975,9 @@ impl Detector {
             self.touched.iter().filter_map(|&i| {
                 let m = &self.metrics[i];
                 if per_family && m.family != family {
+                    return None;
+                }
+                if per_family && family == Family::Cpu && m.io_driven && self.io_episode {
                     return None;
                 }
                 m.baseline

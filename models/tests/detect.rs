@@ -801,3 +801,143 @@ fn the_reference_for_culprits_is_taken_as_a_family_rises_before_its_event_opens(
         "one reference per rise"
     );
 }
+
+/// A host with the CPU, load, disk and memory metrics an I/O saturation and a memory hog move:
+/// cpu ~7 % (5 user, 2 system), load 0.5, sda ~5 % busy at 1 MB/s, memory 40 % used.
+fn busy_host(noise: &mut Noise) -> Vec<(&'static str, f64)> {
+    let user = 5.0 + 0.5 * noise.next();
+    let system = 2.0 + 0.3 * noise.next();
+    vec![
+        ("cpu.total_pct", user + system),
+        ("cpu.user_pct", user),
+        ("cpu.system_pct", system),
+        ("cpu.iowait_pct", 1.0 + 0.2 * noise.next()),
+        ("load.1", 0.5 + 0.1 * noise.next()),
+        ("disk.busy_pct:sda", 5.0 + 1.0 * noise.next()),
+        ("disk.write_bytes_per_s:sda", 1.0e6 + 1.0e5 * noise.next()),
+        ("mem.used_pct", 40.0 + 0.3 * noise.next()),
+        ("mem.available_bytes", 6.0e9 + 2.0e7 * noise.next()),
+        ("mem.cached_bytes", 3.0e9 + 2.0e7 * noise.next()),
+    ]
+}
+
+fn run_busy(ticks: usize, mut edit: impl FnMut(usize, &mut Vec<(&'static str, f64)>)) -> Vec<Tick> {
+    let mut det = Detector::new(model(), config());
+    let mut noise = Noise(0x2545_F491_4F6C_DD1D);
+    (0..ticks)
+        .map(|t| {
+            let mut v = busy_host(&mut noise);
+            edit(t, &mut v);
+            det.tick(t as i64 * 1000, &v).expect("tick")
+        })
+        .collect()
+}
+
+#[test]
+fn an_io_saturation_is_one_event_and_a_runaway_during_it_opens_its_own() {
+    use sco_models::Family;
+    // I/O saturation from 500 to 800: the writer's kernel time raises system (and total) CPU
+    // and the load; a runaway burns user time from 600 to 650, inside it
+    let ticks = run_busy(1000, |t, v| {
+        if (500..800).contains(&t) {
+            set(v, "disk.busy_pct:sda", 100.0);
+            set(v, "disk.write_bytes_per_s:sda", 2.0e8);
+            set(v, "cpu.iowait_pct", 30.0);
+            set(v, "cpu.system_pct", 20.0);
+            set(v, "load.1", 2.5);
+        }
+        if (600..650).contains(&t) {
+            set(v, "cpu.user_pct", 55.0);
+        }
+        let user = v
+            .iter()
+            .find(|m| m.0 == "cpu.user_pct")
+            .map_or(0.0, |m| m.1);
+        let system = v
+            .iter()
+            .find(|m| m.0 == "cpu.system_pct")
+            .map_or(0.0, |m| m.1);
+        set(v, "cpu.total_pct", user + system);
+    });
+    let opens = changes_of(&ticks, EventKind::Opened);
+    let fams: Vec<Family> = opens.iter().map(|o| o.1).collect();
+    assert_eq!(fams, [Family::DiskIo, Family::Cpu], "{opens:?}");
+    assert!(
+        (500..510).contains(&opens[0].0),
+        "disk_io opened at {}",
+        opens[0].0
+    );
+    assert!(
+        (600..610).contains(&opens[1].0),
+        "cpu opened at {} (not before the runaway)",
+        opens[1].0
+    );
+    // the runaway's event is about user time, not the writer's system time
+    let cpu_open = ticks[opens[1].0]
+        .changes
+        .iter()
+        .find(|c| c.event.family == Family::Cpu)
+        .expect("cpu opening");
+    let metrics: Vec<&str> = cpu_open
+        .event
+        .contributors
+        .iter()
+        .map(|c| c.metric.as_str())
+        .collect();
+    assert_eq!(metrics.first(), Some(&"cpu.user_pct"), "{metrics:?}");
+    assert!(
+        !metrics
+            .iter()
+            .any(|m| *m == "cpu.system_pct" || m.starts_with("load.")),
+        "{metrics:?}"
+    );
+    // it closes on its own bound while the I/O goes on
+    let closes = changes_of(&ticks, EventKind::Closed);
+    let cpu_close = closes
+        .iter()
+        .find(|c| c.1 == Family::Cpu)
+        .expect("cpu closes");
+    assert!(
+        cpu_close.0 <= 650 + config().clear_ticks + 2,
+        "cpu closed at {}",
+        cpu_close.0
+    );
+    let io_close = closes
+        .iter()
+        .find(|c| c.1 == Family::DiskIo)
+        .expect("disk_io closes");
+    assert!(io_close.0 >= 800, "disk_io closed at {}", io_close.0);
+}
+
+#[test]
+fn a_memory_event_closes_when_the_hog_exits_although_the_cache_refills_slowly() {
+    use sco_models::Family;
+    // a hog takes memory from 500 to 600 and evicts the page cache; after it exits, used
+    // memory is a little under its old normal, available memory over it, and the cache takes
+    // 300 ticks to refill: none of that is a symptom
+    let ticks = run_busy(900, |t, v| {
+        if (500..600).contains(&t) {
+            set(v, "mem.used_pct", 85.0);
+            set(v, "mem.available_bytes", 1.5e9);
+            set(v, "mem.cached_bytes", 1.0e9);
+        } else if t >= 600 {
+            let refill = (t - 600) as f64 / 300.0;
+            set(v, "mem.used_pct", 37.0);
+            set(v, "mem.available_bytes", 7.0e9);
+            set(v, "mem.cached_bytes", 1.0e9 + 2.0e9 * refill);
+        }
+    });
+    let opens = changes_of(&ticks, EventKind::Opened);
+    assert_eq!(
+        opens.iter().map(|o| o.1).collect::<Vec<_>>(),
+        [Family::Memory],
+        "{opens:?}"
+    );
+    let closes = changes_of(&ticks, EventKind::Closed);
+    assert_eq!(closes.len(), 1, "{closes:?}");
+    assert!(
+        closes[0].0 <= 600 + config().clear_ticks + 2,
+        "memory closed at {}",
+        closes[0].0
+    );
+}

@@ -97,12 +97,7 @@ impl Detector {
                     let w = window.values();
                     if w.len() >= k {
                         let mean = w.iter().sum::<f64>() / k as f64;
-                        let mean = if m.upper_only {
-                            mean.max(0.0)
-                        } else {
-                            mean.abs()
-                        };
-                        worst = worst.max(mean);
+                        worst = worst.max(symptom(m.direction, mean));
                     }
                 }
                 m.sustain_thr = Some(worst.max(SUSTAIN_FLOOR));

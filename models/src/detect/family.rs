@@ -1,17 +1,62 @@
 //! How the detector treats each metric beyond its family ([`Family`], shared with policies
-//! through `sco-policy`): which metrics only count when they rise, which are bounded, and
-//! which levels are saturation.
+//! through `sco-policy`): which way a metric's move is a symptom, which are bounded, which
+//! levels are saturation, and which CPU metrics an I/O saturation moves by itself.
 
 pub use sco_policy::Family;
 
-/// Only a rise of this metric is a symptom: waiting (I/O wait, steal, pressure) and errors or
-/// drops. Below its normal it is never scored: a CPU runaway lowers I/O wait (busy CPUs are not
-/// idle-waiting), which is no I/O problem.
-pub fn upper_only(metric: &str) -> bool {
+/// Which way a metric's move is a symptom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Either way.
+    Both,
+    /// Only a rise. Waiting (I/O wait, steal, pressure) and errors or drops: a CPU runaway
+    /// lowers I/O wait (busy CPUs are not idle-waiting), which is no I/O problem. Memory, swap
+    /// and disk space in use, and the page cache: less in use is never the fault; after a
+    /// memory hog exits, used memory stays under its normal and the cache it evicted takes
+    /// minutes to refill, which would keep the hog's event open long after it is gone.
+    Rise,
+    /// Only a fall: available memory.
+    Fall,
+}
+
+/// Which way a move of `metric` is a symptom; the other way it is never scored.
+pub fn direction(metric: &str) -> Direction {
     let base = metric.split(':').next().unwrap_or(metric);
-    matches!(base, "cpu.iowait_pct" | "cpu.steal_pct")
+    if matches!(base, "cpu.iowait_pct" | "cpu.steal_pct")
         || base.starts_with("psi.")
         || (base.starts_with("net.") && (base.contains("errors") || base.contains("drops")))
+        || matches!(
+            base,
+            "mem.used_bytes"
+                | "mem.used_pct"
+                | "mem.cached_bytes"
+                | "swap.used_bytes"
+                | "swap.used_pct"
+                | "disk.used_bytes"
+                | "disk.used_pct"
+        )
+    {
+        Direction::Rise
+    } else if base == "mem.available_bytes" {
+        Direction::Fall
+    } else {
+        Direction::Both
+    }
+}
+
+/// Only a rise of this metric is a symptom (see [`Direction::Rise`]).
+pub fn upper_only(metric: &str) -> bool {
+    direction(metric) == Direction::Rise
+}
+
+/// CPU metrics an I/O saturation moves by itself: the writer's kernel time (system, and so
+/// total) and tasks in uninterruptible I/O sleep, which the load average counts. While the
+/// host's disk I/O is anomalous they are the I/O's symptoms, not a CPU fault: a `cpu` event
+/// then needs user time or CPU pressure, so a runaway during the I/O opens its own event
+/// instead of joining one the writer opened.
+pub fn io_driven_cpu(metric: &str) -> bool {
+    let base = metric.split(':').next().unwrap_or(metric);
+    matches!(base, "cpu.system_pct" | "cpu.total_pct") || base.starts_with("load.")
 }
 
 /// A percentage: its expected range is clamped to [0, 100], whatever its baseline says.
@@ -48,5 +93,11 @@ mod tests {
         assert!(upper_only("net.rx_drops_per_s:eth0") && !upper_only("net.rx_bytes_per_s:eth0"));
         assert!(!upper_only("cpu.total_pct"));
         assert!(!is_bounded("mem.used_bytes"));
+        assert_eq!(direction("mem.used_pct"), Direction::Rise);
+        assert_eq!(direction("disk.used_bytes:/var"), Direction::Rise);
+        assert_eq!(direction("mem.available_bytes"), Direction::Fall);
+        assert_eq!(direction("net.rx_bytes_per_s:eth0"), Direction::Both);
+        assert!(io_driven_cpu("cpu.system_pct") && io_driven_cpu("load.1"));
+        assert!(!io_driven_cpu("cpu.user_pct") && !io_driven_cpu("psi.cpu.some_pct"));
     }
 }
