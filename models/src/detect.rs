@@ -116,7 +116,8 @@ pub struct Tick {
     pub alarm: bool,
     /// Metric that contributed most this tick (None before warm or when nothing was scored).
     pub top_metric: Option<String>,
-    /// Events opened, updated or closed by this tick (at most one per family).
+    /// Events opened, updated or closed by this tick (at most one per family, or per mount for
+    /// disk space).
     pub changes: Vec<EventChange>,
     /// A family without an open event rose past [`RISING_RATIO`] of its threshold at this tick
     /// (an event may open once it has been over the whole threshold for `min_duration_ticks`):
@@ -201,6 +202,9 @@ struct MetricState {
     /// Per-metric ratio `c` of the current tick.
     ratio: f64,
     family: Family,
+    /// Index of its event state in `Detector::families`: its family's, or for the space of
+    /// one mount that mount's own (see [`Detector::slot_of`]).
+    slot_idx: usize,
     /// A percentage (expected range clamped to [0, 100]).
     bounded: bool,
     /// [`saturation_level`] of this metric.
@@ -235,6 +239,7 @@ impl MetricState {
             pca_col: None,
             ratio: 0.0,
             family: Family::of(&name),
+            slot_idx: Family::of(&name).index(),
             bounded: is_bounded(&name),
             saturation: saturation_level(&name),
             sustain: Ring::new(config.sustain_ticks),
@@ -314,9 +319,11 @@ impl OpenEvent {
     }
 }
 
-/// Event state of one [`Family`].
+/// Event state of one [`Family`], or of the space of one mount.
 #[derive(Debug, Clone, Default)]
 struct FamilyState {
+    /// The mount whose space it watches (None: the whole family).
+    device: Option<String>,
     event: Option<OpenEvent>,
     /// Consecutive over-threshold ticks while no event is open.
     over_run: usize,
@@ -344,6 +351,11 @@ fn symptom(direction: Direction, z: f64) -> f64 {
         Direction::Rise => z.max(0.0),
         Direction::Fall => (-z).max(0.0),
     }
+}
+
+/// The family of event state `slot` (the mounts' states come after the families).
+fn slot_family(slot: usize) -> Family {
+    Family::ALL.get(slot).copied().unwrap_or(Family::DiskSpace)
 }
 
 /// Share of its threshold at which a family counts as rising (see [`Tick::run_started`]).
@@ -391,8 +403,13 @@ pub struct Detector {
     /// Warm-up rows of raw values by metric index (NaN = missing).
     warm_rows: Vec<Vec<f64>>,
     calib: Option<Calibration>,
-    /// Event state per family, indexed by [`Family::index`].
+    /// Event state per family, indexed by [`Family::index`], then one per mount whose space
+    /// is watched: file systems fill independently, so a second one filling is its own event.
     families: Vec<FamilyState>,
+    /// Scratch, one per entry of `families`: learning state, PCA error, moved this tick.
+    slot_learning: Vec<Learning>,
+    slot_spe: Vec<f64>,
+    slot_moved: Vec<bool>,
     next_id: u64,
     /// When the current calibration was made (tick timestamp), and whether it was restored.
     calibrated_ms: Option<i64>,
@@ -429,6 +446,9 @@ impl Detector {
             warm_rows: Vec::new(),
             calib: None,
             families: vec![FamilyState::default(); Family::ALL.len()],
+            slot_learning: Vec::new(),
+            slot_spe: Vec::new(),
+            slot_moved: Vec::new(),
             next_id: 1,
             calibrated_ms: None,
             restored: false,
@@ -509,7 +529,7 @@ impl Detector {
         self.restored
     }
 
-    /// Events open now, one per family at most.
+    /// Events open now, one per family at most (disk space: one per mount).
     pub fn open_events(&self) -> impl Iterator<Item = &Anomaly> {
         self.families
             .iter()
@@ -561,10 +581,9 @@ impl Detector {
         let gate_z = self.config.current_gate_z;
         let gate_skip = (gate_z - 1.0).max(0.0);
         let relearn = self.config.relearn_after_ticks;
-        let mut learning = [Learning::Normal; Family::ALL.len()];
-        for (l, st) in learning.iter_mut().zip(&self.families) {
-            *l = st.learning(relearn);
-        }
+        self.slot_learning.clear();
+        self.slot_learning
+            .extend(self.families.iter().map(|st| st.learning(relearn)));
         for (pos, &(name, v)) in values.iter().enumerate() {
             if !v.is_finite() {
                 continue;
@@ -578,8 +597,9 @@ impl Detector {
                 Some(i) => i,
                 None => {
                     let i = self.metrics.len();
-                    self.metrics
-                        .push(MetricState::new(name.to_string(), i, &self.config, f));
+                    let mut m = MetricState::new(name.to_string(), i, &self.config, f);
+                    m.slot_idx = self.slot_of(&m.name, m.family);
+                    self.metrics.push(m);
                     self.index.insert(name.to_string(), i);
                     i
                 }
@@ -598,8 +618,14 @@ impl Detector {
             // an alarming family's values stay out of its baselines (never learn an incident);
             // short bursts that stay under the threshold are the host's normal and are learnt
             // (the CPU time an I/O saturation drives is frozen with the I/O it belongs to)
-            let frozen = learning[m.family.index()] == Learning::Frozen
-                || (m.io_driven && learning[Family::DiskIo.index()] == Learning::Frozen);
+            let learning = |i: usize| {
+                self.slot_learning
+                    .get(i)
+                    .copied()
+                    .unwrap_or(Learning::Normal)
+            };
+            let frozen = learning(m.slot_idx) == Learning::Frozen
+                || (m.io_driven && learning(Family::DiskIo.index()) == Learning::Frozen);
             let learn = !self.config.freeze_baselines || warming || !frozen;
             if learn {
                 m.ring.push(v);
@@ -708,7 +734,9 @@ impl Detector {
             }
         }
         // host PCA over the metrics seen this tick; its squared error is also split by family
-        let mut family_spe = [0.0f64; Family::ALL.len()];
+        let slots = self.families.len();
+        self.slot_spe.clear();
+        self.slot_spe.resize(slots, 0.0);
         // the part of the CPU family's that comes from [`io_driven_cpu`] metrics
         let mut io_cpu_spe = 0.0f64;
         let mut pca_thr = f64::INFINITY;
@@ -726,7 +754,7 @@ impl Detector {
                     let m = &mut self.metrics[idx];
                     if m.seen_tick == t && !m.below_normal() {
                         m.ratio = m.ratio.max(sq / thr);
-                        family_spe[m.family.index()] += sq;
+                        self.slot_spe[m.slot_idx] += sq;
                         if m.io_driven {
                             io_cpu_spe += sq;
                         }
@@ -785,7 +813,8 @@ impl Detector {
             for st in &mut self.families {
                 st.ratio = 0.0;
             }
-            let mut moved = [false; Family::ALL.len()];
+            self.slot_moved.clear();
+            self.slot_moved.resize(slots, false);
             // the CPU family without its I/O-driven metrics
             let (mut cpu_rest, mut cpu_rest_moved) = (0.0f64, false);
             for &idx in &self.touched {
@@ -793,13 +822,13 @@ impl Detector {
                 if !m.outside_gate(gate_z) {
                     continue;
                 }
-                moved[m.family.index()] = true;
+                self.slot_moved[m.slot_idx] = true;
                 let r = m.ratio / score_threshold;
                 if m.family == Family::Cpu && !m.io_driven {
                     cpu_rest = cpu_rest.max(r);
                     cpu_rest_moved = true;
                 }
-                let st = &mut self.families[m.family.index()];
+                let st = &mut self.families[m.slot_idx];
                 st.ratio = st.ratio.max(r);
             }
             let spe_ratio = |moved: bool, spe: f64| {
@@ -815,18 +844,17 @@ impl Detector {
                 }
             };
             let mut host = 0.0f64;
-            for family in Family::ALL {
-                let st = &mut self.families[family.index()];
+            for (i, st) in self.families.iter_mut().enumerate() {
                 let r = st
                     .ratio
-                    .max(spe_ratio(moved[family.index()], family_spe[family.index()]));
+                    .max(spe_ratio(self.slot_moved[i], self.slot_spe[i]));
                 st.ratio = if r.is_finite() { r } else { 0.0 };
             }
             // while disk I/O is anomalous, what it drives in the CPU family is its symptom
             let io = &self.families[Family::DiskIo.index()];
             self.io_episode = io.event.is_some() || io.ratio * sensitivity > RISING_RATIO;
             if self.io_episode {
-                let cpu_spe = (family_spe[Family::Cpu.index()] - io_cpu_spe).max(0.0);
+                let cpu_spe = (self.slot_spe[Family::Cpu.index()] - io_cpu_spe).max(0.0);
                 self.families[Family::Cpu.index()].ratio =
                     cpu_rest.max(spe_ratio(cpu_rest_moved, cpu_spe));
             }
@@ -834,15 +862,15 @@ impl Detector {
                 host = host.max(st.ratio);
             }
             ratio = host;
-            for family in Family::ALL {
-                let r_eff = self.families[family.index()].ratio * sensitivity;
-                if let Some(c) = self.advance_event(family, ts_ms, r_eff) {
+            for slot in 0..self.families.len() {
+                let r_eff = self.families[slot].ratio * sensitivity;
+                if let Some(c) = self.advance_event(slot, ts_ms, r_eff) {
                     changes.push(c);
                 }
             }
         } else {
             self.families[Family::Host.index()].ratio = ratio;
-            if let Some(c) = self.advance_event(Family::Host, ts_ms, ratio * sensitivity) {
+            if let Some(c) = self.advance_event(Family::Host.index(), ts_ms, ratio * sensitivity) {
                 changes.push(c);
             }
         }
@@ -857,10 +885,11 @@ impl Detector {
         })
     }
 
-    /// Hysteresis and minimum duration of one family; returns its event change of this tick.
-    fn advance_event(&mut self, family: Family, ts_ms: i64, r_eff: f64) -> Option<EventChange> {
+    /// Hysteresis and minimum duration of one event state (`families[fi]`); returns its event
+    /// change of this tick.
+    fn advance_event(&mut self, fi: usize, ts_ms: i64, r_eff: f64) -> Option<EventChange> {
         let t = self.ticks;
-        let fi = family.index();
+        let family = slot_family(fi);
         let score = r_eff / (1.0 + r_eff);
         let clear_ticks = self.config.clear_ticks.max(1);
         if self.families[fi].event.is_some() {
@@ -868,7 +897,7 @@ impl Detector {
                 .event
                 .as_ref()
                 .is_some_and(|o| r_eff > o.peak_ratio);
-            let contributors = new_peak.then(|| self.contributors(family));
+            let contributors = new_peak.then(|| self.contributors(fi));
             let relearn = self.config.relearn_after_ticks;
             let interval_ms = self.interval_ms_hint();
             let st = &mut self.families[fi];
@@ -892,8 +921,12 @@ impl Detector {
                 } else {
                     "recovered"
                 };
+                let what = match &st.device {
+                    Some(d) => format!("{family} of {d}"),
+                    None => family.to_string(),
+                };
                 closed.anomaly.close_reason = Some(format!(
-                    "{why}: {family} under its clear level for {quiet_s:.0} s; lasted {lasted_s:.0} s"
+                    "{why}: {what} under its clear level for {quiet_s:.0} s; lasted {lasted_s:.0} s"
                 ));
                 closed.anomaly.ended_ms = Some(ts_ms);
                 st.over_run = 0;
@@ -930,7 +963,7 @@ impl Detector {
         if st.over_run < self.config.min_duration_ticks.max(1) {
             return None;
         }
-        let contributors = self.contributors(family);
+        let contributors = self.contributors(fi);
         let st = &mut self.families[fi];
         let peak = st.run_peak_ratio;
         let anomaly = Anomaly {
@@ -960,21 +993,43 @@ impl Detector {
         })
     }
 
+    /// The event state of a metric: its family's, or for the space of a mount
+    /// (`disk.used_pct:/var`) that mount's own, made on first sight.
+    fn slot_of(&mut self, name: &str, family: Family) -> usize {
+        let device = match name.split_once(':') {
+            Some((_, d)) if family == Family::DiskSpace && !d.is_empty() => d,
+            _ => return family.index(),
+        };
+        if let Some(i) = self
+            .families
+            .iter()
+            .position(|st| st.device.as_deref() == Some(device))
+        {
+            return i;
+        }
+        self.families.push(FamilyState {
+            device: Some(device.to_string()),
+            ..FamilyState::default()
+        });
+        self.families.len() - 1
+    }
+
     /// Milliseconds per tick, from the last two tick timestamps (1 s before there are two).
     fn interval_ms_hint(&self) -> i64 {
         self.tick_ms
     }
 
-    /// Top contributors of the current tick among the metrics of `family` (every metric for
-    /// the whole-host event): the largest ratios, each at least `contributor_min_ratio` except
-    /// the top one.
-    fn contributors(&self, family: Family) -> Vec<Contributor> {
+    /// Top contributors of the current tick among the metrics of event state `slot` (every
+    /// metric for the whole-host event): the largest ratios, each at least
+    /// `contributor_min_ratio` except the top one.
+    fn contributors(&self, slot: usize) -> Vec<Contributor> {
+        let family = slot_family(slot);
         let per_family = self.config.per_family;
         let min = self.config.contributor_min_ratio;
         let mut list = contributors_of(
             self.touched.iter().filter_map(|&i| {
                 let m = &self.metrics[i];
-                if per_family && m.family != family {
+                if per_family && m.slot_idx != slot {
                     return None;
                 }
                 if per_family && family == Family::Cpu && m.io_driven && self.io_episode {

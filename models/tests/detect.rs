@@ -941,3 +941,64 @@ fn a_memory_event_closes_when_the_hog_exits_although_the_cache_refills_slowly() 
         closes[0].0
     );
 }
+
+#[test]
+fn two_file_systems_filling_are_two_events() {
+    use sco_models::Family;
+    // /var fills from 500 to 800; /data from 600 to 700, while /var is still full
+    let ticks = run_busy(1000, |t, v| {
+        let var = if (500..800).contains(&t) { 97.0 } else { 50.0 };
+        let data = if (600..700).contains(&t) { 98.0 } else { 30.0 };
+        v.push(("disk.used_pct:/var", var + 0.01 * (t % 3) as f64));
+        v.push(("disk.used_pct:/data", data + 0.01 * (t % 5) as f64));
+    });
+    let opens = changes_of(&ticks, EventKind::Opened);
+    assert_eq!(
+        opens.iter().map(|o| o.1).collect::<Vec<_>>(),
+        [Family::DiskSpace, Family::DiskSpace],
+        "{opens:?}"
+    );
+    let opened_event = |i: usize| {
+        ticks[opens[i].0]
+            .changes
+            .iter()
+            .find(|c| c.kind == EventKind::Opened)
+            .map(|c| c.event.clone())
+            .expect("opening")
+    };
+    let (var, data) = (opened_event(0), opened_event(1));
+    assert_ne!(var.local_id, data.local_id);
+    // each names its own mount only
+    assert!(
+        var.contributors.iter().all(|c| c.metric.ends_with(":/var")),
+        "{var:?}"
+    );
+    assert!(
+        data.contributors
+            .iter()
+            .all(|c| c.metric.ends_with(":/data")),
+        "{data:?}"
+    );
+    // each closes on its own
+    let closes: Vec<(usize, String)> = ticks
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| {
+            t.changes
+                .iter()
+                .filter(|c| c.kind == EventKind::Closed)
+                .map(move |c| (i, c.event.close_reason.clone().unwrap_or_default()))
+        })
+        .collect();
+    assert_eq!(closes.len(), 2, "{closes:?}");
+    assert!(
+        (700..=700 + config().clear_ticks + 2).contains(&closes[0].0)
+            && closes[0].1.contains("disk_space of /data"),
+        "{closes:?}"
+    );
+    assert!(
+        (800..=800 + config().clear_ticks + 2).contains(&closes[1].0)
+            && closes[1].1.contains("disk_space of /var"),
+        "{closes:?}"
+    );
+}

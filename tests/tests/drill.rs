@@ -683,6 +683,21 @@ impl Drill<'_> {
         pids: &[u32],
         marker: &str,
     ) {
+        self.detect_among(run, before, &HashSet::new(), t0, pids, marker)
+            .await;
+    }
+
+    /// [`Drill::detect`], where the events in `ignore` (open before the fault, about something
+    /// else) are neither joined nor taken for the fault's own.
+    async fn detect_among(
+        &self,
+        run: &mut Run,
+        before: &HashSet<String>,
+        ignore: &HashSet<String>,
+        t0: Instant,
+        pids: &[u32],
+        marker: &str,
+    ) {
         let deadline = t0 + patience();
         if let Some(id) = before.iter().next() {
             // An event of the fault's family is open already (something else on the host,
@@ -716,8 +731,9 @@ impl Drill<'_> {
             }
             return;
         }
+        let known: HashSet<String> = before.union(ignore).cloned().collect();
         while Instant::now() < deadline {
-            if let Some(e) = self.new_event(run.fault.family(), before).await {
+            if let Some(e) = self.new_event(run.fault.family(), &known).await {
                 run.detect = Some(t0.elapsed());
                 run.event = Some(e);
                 break;
@@ -940,7 +956,19 @@ impl Drill<'_> {
         let file = mount.mountpoint.join(&marker);
         let path = file.display().to_string();
         let bytes = avail.saturating_sub(size * 3 / 100);
-        let before = self.begin(&mut run).await;
+        let mountpoint = mount.mountpoint.display().to_string();
+        let mut before = self.begin(&mut run).await;
+        // every mount has its own disk-space event: another file system's open event (another
+        // tenant filling `/`) is not this fault's, which must open its own
+        let mut others = HashSet::new();
+        for id in &before {
+            if !names_fault(&self.event(id).await, Fault::DiskSpace, &mountpoint) {
+                others.insert(id.clone());
+            }
+        }
+        let open_here: HashSet<String> = before.difference(&others).cloned().collect();
+        before = open_here;
+        let ignore = others;
         let t0 = Instant::now();
         // fallocate takes the space without writing it, so the fault is
         // the space alone, not also a burst of writes.
@@ -954,8 +982,8 @@ impl Drill<'_> {
         }
         run.notes
             .push(format!("filled to {:.1}%", mount.used_pct()));
-        let mountpoint = mount.mountpoint.display().to_string();
-        self.detect(&mut run, &before, t0, &[], &mountpoint).await;
+        self.detect_among(&mut run, &before, &ignore, t0, &[], &mountpoint)
+            .await;
         if let Err(e) = std::fs::remove_file(&file) {
             run.notes.push(format!("remove {path}: {e}"));
         }

@@ -205,6 +205,10 @@ impl Detector {
         self.ticks = self.config.warmup_ticks as u64;
         self.next_id = snap.next_id.max(1);
         self.families = vec![FamilyState::default(); Family::ALL.len()];
+        for i in 0..self.metrics.len() {
+            let (name, family) = (self.metrics[i].name.clone(), self.metrics[i].family);
+            self.metrics[i].slot_idx = self.slot_of(&name, family);
+        }
         self.smooth = Ring::new(self.config.smooth_ticks.max(1));
         self.calib = Some(Calibration {
             model_threshold: snap.model_threshold,
