@@ -43,7 +43,7 @@
 //!    With `per_family` (the live default) each family has its own event; a one-way metric
 //!    ([`direction`]: memory in use only when it rises, available memory only when it falls)
 //!    is never scored the harmless way, and while disk I/O is anomalous the CPU metrics it
-//!    drives by itself ([`io_driven_cpu`]: system and total time, load) are left out of the
+//!    drives by itself ([`io_driven_cpu`]: system and total time, CPU pressure, load) are left out of the
 //!    CPU family's evidence and baselines, so one I/O saturation is one event.
 //! 6. **Explanations.** Per metric, `c = max(window score / thr_window, PCA residual^2 / thr_pca)`
 //!    of the current tick; contributors are the metrics with the largest `c`, each with its

@@ -50,13 +50,16 @@ pub fn upper_only(metric: &str) -> bool {
 }
 
 /// CPU metrics an I/O saturation moves by itself: the writer's kernel time (system, and so
-/// total) and tasks in uninterruptible I/O sleep, which the load average counts. While the
-/// host's disk I/O is anomalous they are the I/O's symptoms, not a CPU fault: a `cpu` event
-/// then needs user time or CPU pressure, so a runaway during the I/O opens its own event
-/// instead of joining one the writer opened.
+/// total), the CPU pressure that kernel time puts on everything else that runs (on a small VM
+/// a direct-I/O writer takes a good part of a core), and tasks in uninterruptible I/O sleep,
+/// which the load average counts. While the host's disk I/O is anomalous they are the I/O's
+/// symptoms, not a CPU fault: a `cpu` event then needs user time, so a runaway during the I/O
+/// opens its own event instead of joining one the writer opened.
 pub fn io_driven_cpu(metric: &str) -> bool {
     let base = metric.split(':').next().unwrap_or(metric);
-    matches!(base, "cpu.system_pct" | "cpu.total_pct") || base.starts_with("load.")
+    matches!(base, "cpu.system_pct" | "cpu.total_pct")
+        || base.starts_with("load.")
+        || base.starts_with("psi.cpu.")
 }
 
 /// A percentage: its expected range is clamped to [0, 100], whatever its baseline says.
@@ -98,6 +101,6 @@ mod tests {
         assert_eq!(direction("mem.available_bytes"), Direction::Fall);
         assert_eq!(direction("net.rx_bytes_per_s:eth0"), Direction::Both);
         assert!(io_driven_cpu("cpu.system_pct") && io_driven_cpu("load.1"));
-        assert!(!io_driven_cpu("cpu.user_pct") && !io_driven_cpu("psi.cpu.some_pct"));
+        assert!(io_driven_cpu("psi.cpu.some_pct") && !io_driven_cpu("cpu.user_pct"));
     }
 }
