@@ -161,6 +161,8 @@ pub fn chat_role(role: Role) -> sco_chat::Role {
 pub struct ChatOps {
     fleet: Arc<Fleet>,
     store: Store,
+    /// The knowledge base: searched for the runbooks intent, cited when explaining an event.
+    runbooks: crate::runbooks::Runbooks,
     stale_after_ms: i64,
     /// The Slack app's signing secret; `None`: Slack is not set up.
     slack_secret: Option<Vec<u8>>,
@@ -175,6 +177,7 @@ impl ChatOps {
     pub fn new(fleet: Arc<Fleet>, store: Store, stale_after_ms: i64) -> Self {
         Self {
             fleet,
+            runbooks: crate::runbooks::Runbooks::new(store.clone()),
             store,
             stale_after_ms,
             slack_secret: None,
@@ -335,14 +338,7 @@ impl ChatOps {
                 self.confirm(asker, text, intent, confirmation_id, now)
                     .await
             }
-            Intent::Runbooks { query } => Ok(Answer::new(
-                intent,
-                format!(
-                    "There is no knowledge base yet: no runbooks to search for {query:?}. \
-                     Ask \"what's wrong with <host>?\" for the evidence behind an anomaly."
-                ),
-                json!({ "runbooks": [] }),
-            )),
+            Intent::Runbooks { query } => self.search_runbooks(intent, query).await,
             // answered by plain_answer above
             Intent::Help | Intent::Clarify { .. } | Intent::Unknown { .. } => {
                 Ok(Answer::new(intent, sco_chat::help_text(lex), json!({})))
@@ -954,7 +950,18 @@ mod tests {
             .ask(&viewer, "runbooks for disk full")
             .await
             .expect("kb");
-        assert!(a.answer.contains("no knowledge base"), "{}", a.answer);
+        assert!(a.answer.contains("No runbook matches"), "{}", a.answer);
+        chat.runbooks.seed(now_ms()).await.expect("seed");
+        let a = chat
+            .ask(&viewer, "runbooks for disk full")
+            .await
+            .expect("kb");
+        assert!(
+            a.answer.contains("A file system filling up"),
+            "{}",
+            a.answer
+        );
+        assert_eq!(a.data["runbooks"][0]["id"], "disk-filling", "{}", a.data);
         let a = chat
             .ask(&viewer, "order me a pizza")
             .await

@@ -60,6 +60,18 @@ impl Coded for PolicyApiError {
     }
 }
 
+impl Coded for crate::runbooks::RunbookError {
+    fn code(&self) -> Code {
+        use crate::runbooks::RunbookError as E;
+        match self {
+            E::Invalid(_) => Code::Invalid,
+            E::NotFound(_) => Code::NotFound,
+            E::Conflict(_) => Code::Conflict,
+            E::Store(e) => e.code(),
+        }
+    }
+}
+
 impl Coded for TriggerError {
     fn code(&self) -> Code {
         match self {

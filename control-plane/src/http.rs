@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod policy;
 pub mod query;
 pub mod remediation;
+pub mod runbooks;
 pub mod slack;
 pub mod tls;
 
@@ -52,6 +53,8 @@ pub struct AppState {
     pub security: Arc<auth::Security>,
     /// ChatOps (`/query`).
     pub chat: Arc<crate::chatops::ChatOps>,
+    /// The knowledge base (`/runbooks`).
+    pub runbooks: Arc<crate::runbooks::Runbooks>,
 }
 
 /// Every route, each from its handler's `#[utoipa::path]` declaration (method, path, role,
@@ -92,6 +95,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(query::ask, query::history))
         .routes(routes!(slack::command))
         .routes(routes!(slack::interaction))
+        // a runbook body may be 64 KiB of markdown, JSON-escaped
+        .routes(routes!(runbooks::list, runbooks::create).layer(DefaultBodyLimit::max(256 * 1024)))
+        .routes(
+            routes!(runbooks::get, runbooks::update, runbooks::delete)
+                .layer(DefaultBodyLimit::max(256 * 1024)),
+        )
+        .routes(routes!(runbooks::revisions))
 }
 
 pub fn app(state: AppState) -> Router {

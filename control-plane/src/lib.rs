@@ -25,6 +25,7 @@ pub mod fleet;
 pub mod grpc;
 pub mod http;
 pub mod pki;
+pub mod runbooks;
 pub mod store;
 pub mod telemetry;
 
@@ -183,7 +184,14 @@ pub async fn run(
         );
     let accounts = Arc::new(accounts::Accounts::new(store.clone(), tokens, &config));
     let stale_after_ms = (dead_after.as_millis() as i64) * 2;
+    let runbooks = Arc::new(runbooks::Runbooks::new(store.clone()));
+    match runbooks.seed(domain::now_ms()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(added = n, "starter runbooks added to the knowledge base"),
+        Err(e) => tracing::warn!(error = %e, "cannot add the starter runbooks"),
+    }
     let state = http::AppState {
+        runbooks,
         chat: Arc::new(
             chatops::ChatOps::new(fleet.clone(), store.clone(), stale_after_ms).with_slack(
                 config.slack.secret().map_err(|e| ServeError::Io {

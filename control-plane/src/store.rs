@@ -21,6 +21,7 @@ mod chat;
 mod enroll;
 mod policy;
 mod remediation;
+mod runbooks;
 
 mod users;
 
@@ -111,7 +112,9 @@ impl Store {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, backend })
+        let store = Self { pool, backend };
+        store.prepare_runbook_search().await?;
+        Ok(store)
     }
 
     pub fn backend(&self) -> Backend {

@@ -53,7 +53,7 @@
 //! Where each part lives: [`DetectorConfig`] in `config.rs`; step 1 in `baseline.rs`; step 3
 //! in `pca.rs`; step 4's end of warm-up in `calibrate.rs`; the tick (steps 2 to 6) and the
 //! event lifecycle here; metric families in `family.rs`; saving and restoring a warm detector
-//! in `snapshot.rs`; [`score_window`] in `window.rs`. This file stays long (about 930 lines
+//! in `snapshot.rs`; [`score_window`] in `window.rs`. This file stays long (about 1,060 lines
 //! besides tests) because [`Detector::tick`] runs steps 2 to 6 as one pass over the host's
 //! metrics with shared per-tick state; splitting it further would scatter that state.
 

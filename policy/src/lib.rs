@@ -22,7 +22,7 @@ pub use document::{
     StateCondition, Target, VerifySpec, MAX_DOCUMENT_BYTES,
 };
 pub use family::Family;
-pub use metrics::{is_scored, KNOWN_METRICS, NOT_SCORED};
+pub use metrics::{check_known_glob, is_scored, KNOWN_METRICS, NOT_SCORED};
 pub use reason::Reason;
 pub use severity::Severity;
 pub use signed::{read_key, signed_message, SignedPolicy, VerifyError};

@@ -99,7 +99,7 @@ pub(crate) fn check_known_metric(key: &str) -> Result<(), String> {
 
 /// Checks that a metric glob (`cpu.*`, `disk.busy_pct:sd*`) matches at
 /// least one collected metric.
-pub(crate) fn check_known_glob(glob: &str) -> Result<(), String> {
+pub fn check_known_glob(glob: &str) -> Result<(), String> {
     let name = metric_name(glob);
     if KNOWN_METRICS.iter().any(|m| glob_match(name, m)) {
         return Ok(());

@@ -322,6 +322,25 @@ impl Sandbox {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Any method with an optional JSON body; returns status and JSON body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{}", self.base_url(), path))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// POSTs a text body (a YAML policy); returns status and JSON body.
     pub async fn post_text(&self, token: &str, path: &str, text: &str) -> (u16, Value) {
         let r = reqwest::Client::new()

@@ -76,6 +76,15 @@ async fn chat_kills_a_burner_only_when_its_asker_confirms(db: Db) {
         "{answer}"
     );
     assert!(answer.contains("expected"), "{answer}");
+    // the CPU runbook of the starter set, cited in the answer and on the event itself
+    assert_eq!(why["data"]["runbooks"][0]["id"], "cpu-saturation", "{why}");
+    assert!(
+        answer.contains("Runbook: \"CPU saturation or a runaway process\""),
+        "{answer}"
+    );
+    let (status, read) = sb.get(&viewer, &format!("/anomaly/{id}")).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["runbooks"][0]["id"], "cpu-saturation", "{read}");
     assert_eq!(why["data"]["link"], format!("/anomaly/{id}"), "{why}");
     let event_id = why["data"]["anomaly"]["id"].as_str().unwrap_or_default();
     let (_, full) = sb.get(&viewer, &format!("/anomaly/{event_id}")).await;

@@ -33,6 +33,8 @@ enum Body {
     Reset,
     /// A ChatOps question.
     Query,
+    /// A runbook with a unique title.
+    Runbook,
 }
 
 const ADMIN: usize = 0;
@@ -160,6 +162,48 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
         [200, 200, 200, 401],
     ),
     ("GET", "/query", "/query", Body::Empty, [200, 200, 200, 401]),
+    (
+        "GET",
+        "/runbooks",
+        "/runbooks?q=disk",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "POST",
+        "/runbooks",
+        "/runbooks",
+        Body::Runbook,
+        [201, 201, 403, 401],
+    ),
+    (
+        "GET",
+        "/runbooks/{id}",
+        "/runbooks/cpu-saturation",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "PUT",
+        "/runbooks/{id}",
+        "/runbooks/no-such-runbook",
+        Body::Runbook,
+        [404, 404, 403, 401],
+    ),
+    (
+        "DELETE",
+        "/runbooks/{id}",
+        "/runbooks/no-such-runbook",
+        Body::Empty,
+        [404, 404, 403, 401],
+    ),
+    (
+        "GET",
+        "/runbooks/{id}/revisions",
+        "/runbooks/cpu-saturation/revisions",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
     // Public, but only Slack's signature gets in: none is sent here.
     (
         "POST",
@@ -422,6 +466,9 @@ async fn every_endpoint_with_every_role() {
                 Body::Rollout => req.json(&json!({"canary_percent": 0})),
                 Body::Reset => req.json(&json!({"host": "web-01", "rule": "manual"})),
                 Body::Query => req.json(&json!({"text": "fleet status"})),
+                Body::Runbook => req.json(&json!({
+                    "title": format!("runbook {serial}"), "body": "# steps\n"
+                })),
                 Body::Token => req.json(&json!({"ttl_secs": 600, "max_uses": 1})),
                 Body::Score => {
                     let rows: Vec<Vec<f64>> =

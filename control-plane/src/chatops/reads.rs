@@ -562,7 +562,19 @@ impl ChatOps {
                     .join(", ")
             ));
         }
-        text.push_str(" No runbooks yet: there is no knowledge base.");
+        let runbooks = self.runbooks.for_event(&event).await?;
+        match runbooks.first() {
+            Some(first) => text.push_str(&format!(
+                " Runbook: \"{}\" (/runbooks/{}){}.",
+                first.title,
+                first.id,
+                match runbooks.len() {
+                    1 => String::new(),
+                    n => format!(", and {} more", n - 1),
+                }
+            )),
+            None => text.push_str(" No runbook matches it."),
+        }
         Ok(Answer::new(
             intent,
             text,
@@ -572,9 +584,34 @@ impl ChatOps {
                 "culprits": event.culprits,
                 "onset": onset,
                 "others": others.iter().map(event_summary).collect::<Vec<_>>(),
-                "runbooks": [],
+                "runbooks": runbooks,
                 "link": format!("/anomaly/{}", event.id),
             }),
         ))
+    }
+
+    /// Runbooks matching free text, best first.
+    pub(super) async fn search_runbooks(
+        &self,
+        intent: &Intent,
+        query: &str,
+    ) -> Result<Answer, ChatError> {
+        let found = self.runbooks.search(query, 5).await?;
+        let text = match found.as_slice() {
+            [] => format!(
+                "No runbook matches {query:?}. GET /runbooks lists them all; ask \"what's wrong \
+                 with <host>?\" for the evidence behind an anomaly and the runbooks for it."
+            ),
+            [one] => format!("One runbook: \"{}\" (/runbooks/{}).", one.title, one.id),
+            many => format!(
+                "{} runbooks, best first: {}.",
+                many.len(),
+                many.iter()
+                    .map(|c| format!("\"{}\" (/runbooks/{})", c.title, c.id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        Ok(Answer::new(intent, text, json!({ "runbooks": found })))
     }
 }

@@ -136,7 +136,8 @@ pub async fn get(
         .anomaly(&id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("no anomaly {id:?}")))?;
-    Ok(Json(json!({ "anomaly": event })))
+    let runbooks = state.runbooks.for_event(&event).await?;
+    Ok(Json(json!({ "anomaly": event, "runbooks": runbooks })))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -214,6 +215,8 @@ pub struct AnomalyResponse {
     /// The event with its context series and processes.
     #[schema(value_type = Object)]
     anomaly: (),
+    /// The runbooks whose conditions match the event, best first.
+    runbooks: Vec<crate::runbooks::Citation>,
 }
 
 #[derive(utoipa::ToSchema)]
