@@ -245,6 +245,25 @@ export interface Anomaly {
   context?: { series?: Series[]; processes?: Process[] } | null;
 }
 
+/** A runbook an event or a search cites. */
+export interface Citation {
+  id: string;
+  title: string;
+  revision: number;
+  rank: number;
+  why: string;
+}
+
+export interface Runbook {
+  id: string;
+  revision: number;
+  title: string;
+  tags: string[];
+  body: string;
+  updated_ms: number;
+  updated_by: string;
+}
+
 export interface RollupPoint {
   metric: string;
   device: string;

@@ -230,12 +230,18 @@ try {
     await shot(page, "host-anomaly");
   });
 
-  await step("the event page shows contributors and the onset context", async () => {
+  await step("the event page shows contributors, the onset context and the CPU runbook", async () => {
     await go(page, "#/anomalies");
-    await page.locator("tr[data-anomaly] a").first().click();
+    await page.locator('tr[data-anomaly][data-family="cpu"] a').first().click();
     await page.locator("table.contributors tbody tr").first().waitFor();
     await page.getByTestId("anomaly-score").waitFor();
     await waitAttr(page, '[data-testid="chart-context"]', "data-points", 1, "onset context points");
+    // the starter CPU runbook matches a cpu event; opening it shows its text
+    const runbook = page.locator('li[data-runbook="cpu-saturation"]');
+    await runbook.waitFor();
+    await runbook.locator("summary").click();
+    await runbook.locator("pre.runbook-body").waitFor();
+    assert((await runbook.locator("pre.runbook-body").textContent()).includes("kill_process"), "the runbook's text shows");
     await shot(page, "anomaly");
   });
 

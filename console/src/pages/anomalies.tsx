@@ -1,9 +1,9 @@
 // Anomalies: a timeline of events across the fleet with a paged list, and one event's page
-// with its score, severity, contributors against their expected ranges, the onset context
-// as a chart and the processes behind it.
+// with its score, severity, contributors against their expected ranges, the runbooks that
+// match it, the onset context as a chart and the processes behind it.
 
 import { useMemo, useState } from "preact/hooks";
-import { get, type Anomaly, type Contributor } from "../api";
+import { get, type Anomaly, type Citation, type Contributor, type Runbook } from "../api";
 import { Chart, type Line } from "../chart";
 import { Badge, Json, Status, Time, fmtBytes, fmtDuration, fmtMetric, fmtTime, href, useNow, usePoll } from "../util";
 
@@ -148,7 +148,7 @@ export function AnomaliesPage() {
           </thead>
           <tbody>
             {events.map((a) => (
-              <tr key={a.id} data-anomaly={a.id}>
+              <tr key={a.id} data-anomaly={a.id} data-family={a.family}>
                 <td>
                   <a href={href("anomalies", a.id)}>
                     <Time ms={a.started_ms} />
@@ -216,8 +216,13 @@ function ContributorRow({ c }: { c: Contributor }) {
 
 export function AnomalyPage({ id }: { id: string }) {
   const now = useNow(5000);
-  const poll = usePoll(() => get<{ anomaly: Anomaly }>(`/anomaly/${encodeURIComponent(id)}`), 5000, [id]);
+  const poll = usePoll(
+    () => get<{ anomaly: Anomaly; runbooks?: Citation[] }>(`/anomaly/${encodeURIComponent(id)}`),
+    5000,
+    [id],
+  );
   const a = poll.data?.anomaly;
+  const runbooks = poll.data?.runbooks ?? [];
 
   const context = useMemo(() => {
     const series = a?.context?.series ?? [];
@@ -314,6 +319,16 @@ export function AnomalyPage({ id }: { id: string }) {
               </tbody>
             </table>
           </div>
+          <h2>Runbooks</h2>
+          {runbooks.length ? (
+            <ul class="runbooks" data-testid="runbooks">
+              {runbooks.map((c) => (
+                <RunbookItem key={c.id} c={c} />
+              ))}
+            </ul>
+          ) : (
+            <p class="muted">No runbook matches this event.</p>
+          )}
           <h2>Onset context</h2>
           {context ? (
             <Chart
@@ -359,5 +374,33 @@ export function AnomalyPage({ id }: { id: string }) {
         </>
       ) : null}
     </section>
+  );
+}
+
+/** One cited runbook: its title and why it matches; opening it loads its text. */
+function RunbookItem({ c }: { c: Citation }) {
+  const [rb, setRb] = useState<Runbook | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const load = (open: boolean) => {
+    if (!open || rb) return;
+    get<{ runbook: Runbook }>(`/runbooks/${encodeURIComponent(c.id)}`)
+      .then((r) => setRb(r.runbook))
+      .catch((e: unknown) => setError(String(e)));
+  };
+  return (
+    <li data-runbook={c.id}>
+      <details onToggle={(e) => load((e.currentTarget as HTMLDetailsElement).open)}>
+        <summary>
+          {c.title} <span class="muted">({c.why})</span>
+        </summary>
+        {rb ? (
+          <pre class="runbook-body">{rb.body}</pre>
+        ) : error ? (
+          <p class="error">{error}</p>
+        ) : (
+          <p class="muted">Loading…</p>
+        )}
+      </details>
+    </li>
   );
 }
