@@ -322,6 +322,21 @@ impl Sandbox {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Registers a user with `role` (as the admin holding `admin_token`) and logs them in;
+    /// returns their access token.
+    pub async fn add_user(&self, admin_token: &str, name: &str, role: &str) -> String {
+        let password = "a-long-password-1";
+        let (status, body) = self
+            .post(
+                admin_token,
+                "/auth/register",
+                &serde_json::json!({"username": name, "password": password, "role": role}),
+            )
+            .await;
+        assert_eq!(status, 201, "register {name}: {body}");
+        self.login(name, password).await
+    }
+
     /// Any method with an optional JSON body; returns status and JSON body.
     pub async fn send(
         &self,

@@ -14,19 +14,6 @@ async fn ask(sb: &Sandbox, token: &str, text: &str) -> (u16, Value) {
     sb.post(token, "/query", &json!({ "text": text })).await
 }
 
-async fn user(sb: &Sandbox, admin: &str, name: &str, role: &str) -> String {
-    let password = "a-long-password-1";
-    let (status, body) = sb
-        .post(
-            admin,
-            "/auth/register",
-            &json!({"username": name, "password": password, "role": role}),
-        )
-        .await;
-    assert_eq!(status, 201, "register {name}: {body}");
-    sb.login(name, password).await
-}
-
 async fn chat_kills_a_burner_only_when_its_asker_confirms(db: Db) {
     let Some(mut sb) = Sandbox::new(db).await else {
         return;
@@ -36,8 +23,8 @@ async fn chat_kills_a_burner_only_when_its_asker_confirms(db: Db) {
     let _cp = sb.start_control_plane();
     // Password hashing before the agent starts: its warm-up sees a quiet host.
     let admin = sb.admin_token().await;
-    let operator = user(&sb, &admin, "otto", "operator").await;
-    let viewer = user(&sb, &admin, "vera", "viewer").await;
+    let operator = sb.add_user(&admin, "otto", "operator").await;
+    let viewer = sb.add_user(&admin, "vera", "viewer").await;
     let agent = sb.start_agent_with("agent-1", BURNER_DETECT);
     wait_calibrated(&agent);
 
@@ -330,8 +317,8 @@ async fn slack_requests_are_verified_and_mapped_to_our_users() {
     );
     let _cp = sb.start_control_plane();
     let admin = sb.admin_token().await;
-    user(&sb, &admin, "otto", "operator").await;
-    user(&sb, &admin, "vera", "viewer").await;
+    sb.add_user(&admin, "otto", "operator").await;
+    sb.add_user(&admin, "vera", "viewer").await;
 
     // Signed by Slack: answered as the mapped user, in Block Kit.
     let body = command("U0VIEWER", "fleet status");

@@ -8,19 +8,6 @@ use reqwest::Method;
 use sco_tests::{Db, Sandbox};
 use serde_json::{json, Value};
 
-async fn user(sb: &Sandbox, admin: &str, name: &str, role: &str) -> String {
-    let password = "a-long-password-1";
-    let (status, body) = sb
-        .post(
-            admin,
-            "/auth/register",
-            &json!({"username": name, "password": password, "role": role}),
-        )
-        .await;
-    assert_eq!(status, 201, "register {name}: {body}");
-    sb.login(name, password).await
-}
-
 fn ids(body: &Value) -> Vec<String> {
     body["runbooks"]
         .as_array()
@@ -38,8 +25,8 @@ async fn knowledge_base(db: Db) {
     };
     let _cp = sb.start_control_plane();
     let admin = sb.admin_token().await;
-    let operator = user(&sb, &admin, "otto", "operator").await;
-    let viewer = user(&sb, &admin, "vera", "viewer").await;
+    let operator = sb.add_user(&admin, "otto", "operator").await;
+    let viewer = sb.add_user(&admin, "vera", "viewer").await;
 
     // the starter set
     let (status, all) = sb.get(&viewer, "/runbooks").await;

@@ -78,21 +78,12 @@ impl Store {
         Ok(())
     }
 
-    async fn insert_revision(
-        tx: &mut Transaction<'static, Any>,
-        rb: &Runbook,
-    ) -> Result<(), StoreError> {
+    /// Copies the current revision of `id` into its history.
+    async fn keep_revision(tx: &mut Transaction<'static, Any>, id: &str) -> Result<(), StoreError> {
         sqlx::query(super::audited(format!(
-            "INSERT INTO runbook_revisions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            "INSERT INTO runbook_revisions ({COLUMNS}) SELECT {COLUMNS} FROM runbooks WHERE id = $1"
         )))
-        .bind(rb.id.clone())
-        .bind(rb.revision)
-        .bind(rb.title.clone())
-        .bind(serde_json::to_string(&rb.tags).unwrap_or_else(|_| "[]".into()))
-        .bind(serde_json::to_string(&rb.conditions).unwrap_or_else(|_| "{}".into()))
-        .bind(rb.body.clone())
-        .bind(rb.updated_ms)
-        .bind(rb.updated_by.clone())
+        .bind(id.to_string())
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -131,7 +122,7 @@ impl Store {
         if inserted == 0 {
             return Ok(None);
         }
-        Self::insert_revision(&mut tx, &rb).await?;
+        Self::keep_revision(&mut tx, &rb.id).await?;
         self.index_runbook(&mut tx, Some(&rb), &rb.id).await?;
         tx.commit().await?;
         Ok(Some(rb))
@@ -161,7 +152,7 @@ impl Store {
         if updated == 0 {
             return Ok(false);
         }
-        Self::insert_revision(&mut tx, rb).await?;
+        Self::keep_revision(&mut tx, &rb.id).await?;
         self.index_runbook(&mut tx, Some(rb), &rb.id).await?;
         tx.commit().await?;
         Ok(true)
