@@ -260,6 +260,57 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// The checked paging of a list: `limit` in 1..=max (or its default), `offset` not negative,
+/// and the time window `from`..`to` (Unix ms) in order.
+pub(crate) struct Page {
+    pub limit: i64,
+    pub offset: i64,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+}
+
+impl Page {
+    /// Reads `limit`, `offset`, `from` and `to`, naming the one that is bad.
+    pub fn parse(
+        [limit, offset, from, to]: [Option<&str>; 4],
+        default_limit: i64,
+        max_limit: i64,
+    ) -> Result<Self, AppError> {
+        let limit = int_param("limit", limit)?.unwrap_or(default_limit);
+        if !(1..=max_limit).contains(&limit) {
+            return Err(AppError::bad_request(format!(
+                "limit: {limit} is outside 1..={max_limit}"
+            )));
+        }
+        let offset = int_param("offset", offset)?.unwrap_or(0);
+        if offset < 0 {
+            return Err(AppError::bad_request(format!(
+                "offset: {offset} is negative"
+            )));
+        }
+        let from_ms = int_param("from", from)?;
+        let to_ms = int_param("to", to)?;
+        if let (Some(f), Some(t)) = (from_ms, to_ms) {
+            if f > t {
+                return Err(AppError::bad_request(format!(
+                    "from ({f}) is after to ({t})"
+                )));
+            }
+        }
+        Ok(Self {
+            limit,
+            offset,
+            from_ms,
+            to_ms,
+        })
+    }
+
+    /// The offset of the next page after one of `len` items, None on the last page.
+    pub fn next_offset(&self, len: usize) -> Option<i64> {
+        (len as i64 == self.limit).then_some(self.offset + self.limit)
+    }
+}
+
 /// Parses an optional integer query parameter, naming it when it is bad.
 pub(crate) fn int_param(name: &str, value: Option<&str>) -> Result<Option<i64>, AppError> {
     value

@@ -135,27 +135,17 @@ pub async fn history(
             )));
         }
     }
-    let limit = super::int_param("limit", q.limit.as_deref())?.unwrap_or(50);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(AppError::bad_request(format!(
-            "limit: {limit} is outside 1..={MAX_LIMIT}"
-        )));
-    }
-    let offset = super::int_param("offset", q.offset.as_deref())?.unwrap_or(0);
-    if offset < 0 {
-        return Err(AppError::bad_request(format!(
-            "offset: {offset} is negative"
-        )));
-    }
-    let from_ms = super::int_param("from", q.from.as_deref())?;
-    let to_ms = super::int_param("to", q.to.as_deref())?;
-    if let (Some(f), Some(t)) = (from_ms, to_ms) {
-        if f > t {
-            return Err(AppError::bad_request(format!(
-                "from ({f}) is after to ({t})"
-            )));
-        }
-    }
+    let page = super::Page::parse(
+        [
+            q.limit.as_deref(),
+            q.offset.as_deref(),
+            q.from.as_deref(),
+            q.to.as_deref(),
+        ],
+        50,
+        MAX_LIMIT,
+    )?;
+    let (limit, offset, from_ms, to_ms) = (page.limit, page.offset, page.from_ms, page.to_ms);
     let exchanges = state
         .chat
         .history(&ExchangeQuery {
@@ -166,7 +156,7 @@ pub async fn history(
             offset,
         })
         .await?;
-    let next_offset = (exchanges.len() as i64 == limit).then_some(offset + limit);
+    let next_offset = page.next_offset(exchanges.len());
     Ok(Json(json!({
         "count": exchanges.len(),
         "offset": offset,
