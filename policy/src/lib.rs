@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod reason;
 pub mod severity;
 pub mod signed;
+pub mod utc;
 
 pub use action::{glob_match, Action, Consumer};
 pub use command::Command;
@@ -26,3 +27,4 @@ pub use metrics::{check_known_glob, is_scored, KNOWN_METRICS, NOT_SCORED};
 pub use reason::Reason;
 pub use severity::Severity;
 pub use signed::{read_key, signed_message, SignedPolicy, VerifyError};
+pub use utc::utc;
