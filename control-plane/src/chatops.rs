@@ -9,6 +9,7 @@
 //! - `chatops/reads.rs`: the answers to the read intents, from the fleet's reads.
 //! - `chatops/text.rs`: how answers read (numbers, times, one line per item, series).
 
+pub mod llm;
 mod reads;
 mod text;
 
@@ -163,6 +164,8 @@ pub struct ChatOps {
     store: Store,
     /// The knowledge base: searched for the runbooks intent, cited when explaining an event.
     runbooks: crate::runbooks::Runbooks,
+    /// The optional LLM provider (tool calling among the intents; the parser when it fails).
+    llm: Option<llm::LlmClient>,
     stale_after_ms: i64,
     /// The Slack app's signing secret; `None`: Slack is not set up.
     slack_secret: Option<Vec<u8>>,
@@ -178,6 +181,7 @@ impl ChatOps {
         Self {
             fleet,
             runbooks: crate::runbooks::Runbooks::new(store.clone()),
+            llm: None,
             store,
             stale_after_ms,
             slack_secret: None,
@@ -191,6 +195,12 @@ impl ChatOps {
     pub fn with_slack(mut self, secret: Option<String>, users: BTreeMap<String, String>) -> Self {
         self.slack_secret = secret.filter(|s| !s.is_empty()).map(String::into_bytes);
         self.slack_users = users;
+        self
+    }
+
+    /// Lets an LLM provider choose the intents and phrase the answers.
+    pub fn with_llm(mut self, llm: Option<llm::LlmClient>) -> Self {
+        self.llm = llm;
         self
     }
 
@@ -246,11 +256,32 @@ impl ChatOps {
             )
         } else {
             let lex = self.lexicon().await?;
-            let intent = sco_chat::parse(text, &lex, now);
-            let result = match intent.authorize(chat_role(asker.role)) {
+            let (intent, by_llm) = self.understand(text, &lex, now).await;
+            let mut result = match intent.authorize(chat_role(asker.role)) {
                 Err(refusal) => Err(ChatError::Refused(refusal.to_string())),
                 Ok(()) => self.answer(asker, text, &intent, &lex, now).await,
             };
+            if let (Some(llm), Ok(a)) = (&self.llm, &mut result) {
+                // an action's answer carries its confirmation id: it stays as written
+                let action = matches!(
+                    intent,
+                    Intent::Approve { .. }
+                        | Intent::Reject { .. }
+                        | Intent::Trigger { .. }
+                        | Intent::Confirm { .. }
+                );
+                if by_llm && !action {
+                    if let Some(phrased) = llm.phrase(text, &intent, &a.data).await {
+                        a.answer = phrased;
+                    }
+                }
+                if let Some(d) = a.data.as_object_mut() {
+                    d.insert(
+                        "understood_by".into(),
+                        json!(if by_llm { "llm" } else { "parser" }),
+                    );
+                }
+            }
             (Some(intent), result)
         };
         let (answer, outcome, confirmation) = match &result {
@@ -299,6 +330,20 @@ impl ChatOps {
             tracing::info!(user = %asker.user, intent = i.name(), outcome, "chat");
         }
         result
+    }
+
+    /// The intent of `text`: the LLM provider's choice when one is set up and its call checks,
+    /// else the parser's; true when it was the provider's.
+    async fn understand(&self, text: &str, lex: &Lexicon, now: i64) -> (Intent, bool) {
+        if let Some(llm) = &self.llm {
+            match llm.choose(text, lex, now).await {
+                Ok(intent) => return (intent, true),
+                Err(e) => {
+                    tracing::warn!(error = %e, "LLM provider failed; the parser answers")
+                }
+            }
+        }
+        (sco_chat::parse(text, lex, now), false)
     }
 
     /// Recorded exchanges, newest first.
@@ -975,5 +1020,190 @@ mod tests {
                 "{err:?}"
             );
         }
+    }
+
+    /// What the fake chat-completions provider does with the next requests.
+    #[derive(Clone)]
+    enum Provider {
+        /// Call this tool with these arguments; phrase answers as "PHRASED: <n> bytes of data".
+        Tool(&'static str, Value),
+        Status(u16),
+        /// Answer after 3 s.
+        Slow,
+    }
+
+    /// The requests the fake provider got: Authorization header and body.
+    type Seen = Arc<std::sync::Mutex<Vec<(Option<String>, Value)>>>;
+
+    /// A local server speaking the OpenAI chat-completions protocol; it records what it got.
+    struct FakeProvider {
+        url: String,
+        mode: Arc<std::sync::Mutex<Provider>>,
+        seen: Seen,
+    }
+
+    impl FakeProvider {
+        async fn start() -> Self {
+            use axum::extract::State;
+            type Shared = (Arc<std::sync::Mutex<Provider>>, Seen);
+            async fn completions(
+                State((mode, seen)): State<Shared>,
+                headers: axum::http::HeaderMap,
+                axum::Json(body): axum::Json<Value>,
+            ) -> axum::response::Response {
+                use axum::response::IntoResponse;
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                seen.lock().expect("seen").push((auth, body.clone()));
+                let mode = mode.lock().expect("mode").clone();
+                match mode {
+                    Provider::Status(code) => (
+                        axum::http::StatusCode::from_u16(code).expect("status"),
+                        "provider error",
+                    )
+                        .into_response(),
+                    Provider::Slow => {
+                        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                        axum::Json(json!({})).into_response()
+                    }
+                    Provider::Tool(name, args) if body.get("tools").is_some() => {
+                        axum::Json(json!({"choices": [{"message": {"role": "assistant",
+                            "tool_calls": [{"id": "c1", "type": "function",
+                                "function": {"name": name, "arguments": args.to_string()}}]}}]}))
+                        .into_response()
+                    }
+                    Provider::Tool(..) => {
+                        let data = body["messages"][2]["content"].as_str().unwrap_or_default();
+                        axum::Json(json!({"choices": [{"message": {"role": "assistant",
+                            "content": format!("PHRASED: {} bytes of data", data.len())}}]}))
+                        .into_response()
+                    }
+                }
+            }
+            let mode = Arc::new(std::sync::Mutex::new(Provider::Status(500)));
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let app = axum::Router::new()
+                .route("/v1/chat/completions", axum::routing::post(completions))
+                .with_state((mode.clone(), seen.clone()));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            Self {
+                url: format!("http://{addr}/v1/chat/completions"),
+                mode,
+                seen,
+            }
+        }
+
+        fn set(&self, p: Provider) {
+            *self.mode.lock().expect("mode") = p;
+            self.seen.lock().expect("seen").clear();
+        }
+
+        fn seen(&self) -> Vec<(Option<String>, Value)> {
+            self.seen.lock().expect("seen").clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_llm_provider_chooses_among_the_intents_and_the_parser_answers_when_it_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chat, _store) = service(dir.path()).await;
+        let fake = FakeProvider::start().await;
+        let llm = llm::LlmClient::new(
+            fake.url.clone(),
+            "test-model".into(),
+            Some("key-123".into()),
+            std::time::Duration::from_millis(800),
+            None,
+        )
+        .expect("client");
+        let chat = chat.with_llm(Some(llm));
+        let viewer = asker("vera", Role::Viewer);
+
+        // the model chooses host_status for words the parser would not take, then phrases the
+        // answer from the data that intent returned
+        fake.set(Provider::Tool("host_status", json!({"host": "web-1"})));
+        let a = chat
+            .ask(&viewer, "is the first web box ok")
+            .await
+            .expect("answer");
+        assert_eq!(a.intent.name(), "host_status");
+        assert!(a.answer.starts_with("PHRASED: "), "{}", a.answer);
+        assert_eq!(a.data["understood_by"], "llm", "{}", a.data);
+        let seen = fake.seen();
+        assert_eq!(seen.len(), 2, "a tool call and a phrasing");
+        assert_eq!(seen[0].0.as_deref(), Some("Bearer key-123"));
+        assert_eq!(seen[0].1["model"], "test-model");
+        assert_eq!(seen[0].1["tool_choice"], "required");
+        assert!(seen[0].1["tools"].as_array().is_some_and(|t| t.len() > 10));
+        assert!(seen[1].1.get("tools").is_none());
+        assert!(
+            seen[1].1["messages"][2]["content"]
+                .as_str()
+                .is_some_and(|c| c.contains("web-1")),
+            "the phrasing request carries the data: {}",
+            seen[1].1
+        );
+
+        // a provider error or a timeout: the parser answers
+        for (mode, what) in [(Provider::Status(500), "500"), (Provider::Slow, "timeout")] {
+            fake.set(mode);
+            let started = std::time::Instant::now();
+            let a = chat.ask(&viewer, "status of web-1").await.expect("answer");
+            assert_eq!(a.intent.name(), "host_status", "{what}");
+            assert_eq!(a.data["understood_by"], "parser", "{what}");
+            assert!(!a.answer.starts_with("PHRASED"), "{what}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(3),
+                "{what}"
+            );
+        }
+
+        // a tool call that does not check (an unknown tool, a host that does not exist):
+        // the parser answers
+        for (name, args) in [
+            ("rm_rf", json!({})),
+            ("host_status", json!({"host": "no-such-host"})),
+        ] {
+            fake.set(Provider::Tool(name, args));
+            let a = chat.ask(&viewer, "fleet status").await.expect("answer");
+            assert_eq!(a.intent.name(), "fleet_status", "{name}");
+            assert_eq!(a.data["understood_by"], "parser");
+        }
+
+        // the model's choice has exactly the asker's role: a viewer cannot trigger through it
+        fake.set(Provider::Tool(
+            "trigger",
+            json!({"host": "web-1", "action": "restart_service", "unit": "nginx"}),
+        ));
+        let e = chat
+            .ask(&viewer, "please fix web-1")
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(&e, ChatError::Refused(m) if m.contains("operator")),
+            "{e:?}"
+        );
+        // an operator gets a confirmation, worded by us (it carries the id), not phrased
+        fake.set(Provider::Tool(
+            "trigger",
+            json!({"host": "web-1", "action": "restart_service", "unit": "nginx"}),
+        ));
+        let operator = asker("otto", Role::Operator);
+        let a = chat
+            .ask(&operator, "please fix web-1")
+            .await
+            .expect("answer");
+        assert_eq!(a.intent.name(), "trigger");
+        let id = a.confirmation.as_ref().expect("confirmation").id.clone();
+        assert!(a.answer.contains(&id), "{}", a.answer);
+        assert_eq!(fake.seen().len(), 1, "no phrasing request for an action");
     }
 }

@@ -50,6 +50,58 @@ pub struct Config {
     pub enrollment: EnrollmentSection,
     pub remediation: RemediationSection,
     pub slack: SlackSection,
+    pub llm: LlmSection,
+}
+
+/// An OpenAI-compatible chat-completions provider for ChatOps. Without `url` the deterministic
+/// parser alone understands questions; with it, the model chooses among the same intents
+/// (tool calling) and phrases read answers from their data, and the parser answers whenever
+/// the provider fails or times out.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmSection {
+    /// The chat-completions URL, e.g. `https://api.openai.com/v1/chat/completions`.
+    pub url: Option<String>,
+    /// The model name the provider knows.
+    pub model: String,
+    /// The API key (sent as a bearer token); also `SCO_CP__LLM__API_KEY`.
+    pub api_key: Option<String>,
+    /// A file holding the API key instead (one line).
+    pub api_key_file: Option<PathBuf>,
+    /// Per request; the parser answers after it.
+    pub timeout_ms: u64,
+    /// The certificates an https provider is verified against.
+    pub ca_file: PathBuf,
+}
+
+impl Default for LlmSection {
+    fn default() -> Self {
+        Self {
+            url: None,
+            model: String::new(),
+            api_key: None,
+            api_key_file: None,
+            timeout_ms: 8000,
+            ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+        }
+    }
+}
+
+impl LlmSection {
+    /// The API key, from the config or its file.
+    pub fn key(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(k) = &self.api_key {
+            return Ok(Some(k.trim().to_string()));
+        }
+        let Some(path) = &self.api_key_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Some(text.trim().to_string()).filter(|k| !k.is_empty()))
+    }
 }
 
 /// The Slack app: its signing secret and which of our users each Slack user is. Without a
@@ -222,6 +274,7 @@ impl Default for Config {
             remediation: RemediationSection::default(),
             rest: RestSection::default(),
             slack: SlackSection::default(),
+            llm: LlmSection::default(),
         }
     }
 }
@@ -418,6 +471,27 @@ impl Config {
                     "must be at least 16 characters (Slack's are 32 hex digits)".into(),
                 );
             }
+        }
+        if let Some(url) = &self.llm.url {
+            let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+            if !scheme_ok || url.len() > 2048 || url.chars().any(char::is_whitespace) {
+                return invalid("llm.url", format!("{url:?} is not an http(s) URL"));
+            }
+            if self.llm.model.trim().is_empty() {
+                return invalid("llm.model", "must be set with llm.url".into());
+            }
+        }
+        if self.llm.api_key.is_some() && self.llm.api_key_file.is_some() {
+            return invalid(
+                "llm.api_key",
+                "set api_key or api_key_file, not both".into(),
+            );
+        }
+        if !(100..=120_000).contains(&self.llm.timeout_ms) {
+            return invalid(
+                "llm.timeout_ms",
+                format!("{} is outside 100..=120000", self.llm.timeout_ms),
+            );
         }
         for (slack_user, user) in &self.slack.users {
             let id_ok = (2..=32).contains(&slack_user.len())

@@ -193,13 +193,15 @@ pub async fn run(
     let state = http::AppState {
         runbooks,
         chat: Arc::new(
-            chatops::ChatOps::new(fleet.clone(), store.clone(), stale_after_ms).with_slack(
-                config.slack.secret().map_err(|e| ServeError::Io {
-                    path: config.slack.signing_secret_file.clone().unwrap_or_default(),
-                    source: std::io::Error::other(e.to_string()),
-                })?,
-                config.slack.users.clone(),
-            ),
+            chatops::ChatOps::new(fleet.clone(), store.clone(), stale_after_ms)
+                .with_slack(
+                    config.slack.secret().map_err(|e| ServeError::Io {
+                        path: config.slack.signing_secret_file.clone().unwrap_or_default(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?,
+                    config.slack.users.clone(),
+                )
+                .with_llm(llm_client(&config.llm)?),
         ),
         fleet: fleet.clone(),
         accounts: accounts.clone(),
@@ -268,4 +270,35 @@ pub async fn run(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The ChatOps LLM provider of `[llm]`, when it has a URL.
+fn llm_client(c: &config::LlmSection) -> Result<Option<chatops::llm::LlmClient>, ServeError> {
+    let Some(url) = &c.url else { return Ok(None) };
+    let key = c.key().map_err(|e| ServeError::Io {
+        path: c.api_key_file.clone().unwrap_or_default(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    // without the bundle an https provider fails each time and the parser answers: said once
+    let ca = match std::fs::read(&c.ca_file) {
+        Ok(pem) => Some(pem),
+        Err(e) => {
+            tracing::warn!(file = %c.ca_file.display(), error = %e,
+                "llm.ca_file unreadable: an https provider will fail and the parser will answer");
+            None
+        }
+    };
+    let client = chatops::llm::LlmClient::new(
+        url.clone(),
+        c.model.clone(),
+        key,
+        std::time::Duration::from_millis(c.timeout_ms),
+        ca.as_deref(),
+    )
+    .map_err(|e| ServeError::Io {
+        path: c.ca_file.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    tracing::info!(url = %url, model = %c.model, "ChatOps LLM provider set up");
+    Ok(Some(client))
 }
