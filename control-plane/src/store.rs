@@ -12,7 +12,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Connection, Executor, Row};
 
 use crate::domain::{
-    DetectorStatus, Host, HostInfo, HostLatestValue, Ingested, LatestValue, ProcessRow,
+    DetectorStatus, Host, HostBeat, HostInfo, HostLatestValue, Ingested, LatestValue, ProcessRow,
     RollupBatch, RollupPoint, RollupQuery,
 };
 
@@ -173,37 +173,43 @@ impl Store {
         Ok(())
     }
 
-    pub async fn touch_host(
-        &self,
-        id: &str,
-        dropped: i64,
-        cert_not_after_ms: i64,
-        detector: Option<&DetectorStatus>,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        // a heartbeat without a detector state (detection off) leaves the last one
-        let d = detector.cloned().unwrap_or_default();
-        sqlx::query(
-            "UPDATE hosts SET last_seen_ms = $2,
-                 outbox_dropped_total = CASE WHEN outbox_dropped_total > $3
-                                             THEN outbox_dropped_total ELSE $3 END,
-                 cert_not_after_ms = CASE WHEN $4 > 0 THEN $4 ELSE cert_not_after_ms END,
-                 detector_state = CASE WHEN $5 = '' THEN detector_state ELSE $5 END,
-                 detector_warm_until_ms = CASE WHEN $5 = '' THEN detector_warm_until_ms ELSE $6 END,
-                 detector_calibrated_at_ms = CASE WHEN $5 = '' THEN detector_calibrated_at_ms ELSE $7 END,
-                 detector_restored = CASE WHEN $5 = '' THEN detector_restored ELSE $8 END
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(now_ms)
-        .bind(dropped)
-        .bind(cert_not_after_ms)
-        .bind(d.state)
-        .bind(d.warm_until_ms)
-        .bind(d.calibrated_at_ms)
-        .bind(i64::from(d.restored))
-        .execute(&self.pool)
-        .await?;
+    /// Writes the heartbeat state of many hosts in one transaction (see
+    /// `fleet::Heartbeats`): one commit for the whole fleet's heartbeats of a
+    /// few seconds instead of one per heartbeat. `last_seen_ms` only moves
+    /// forward, so a flush that races a rollup or a disconnect never makes a
+    /// host look older than it is.
+    pub async fn touch_hosts(&self, beats: &[HostBeat]) -> Result<(), StoreError> {
+        if beats.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for b in beats {
+            // a heartbeat without a detector state (detection off) leaves the last one
+            let d = b.detector.clone().unwrap_or_default();
+            sqlx::query(
+                "UPDATE hosts SET
+                     last_seen_ms = CASE WHEN last_seen_ms > $2 THEN last_seen_ms ELSE $2 END,
+                     outbox_dropped_total = CASE WHEN outbox_dropped_total > $3
+                                                 THEN outbox_dropped_total ELSE $3 END,
+                     cert_not_after_ms = CASE WHEN $4 > 0 THEN $4 ELSE cert_not_after_ms END,
+                     detector_state = CASE WHEN $5 = '' THEN detector_state ELSE $5 END,
+                     detector_warm_until_ms = CASE WHEN $5 = '' THEN detector_warm_until_ms ELSE $6 END,
+                     detector_calibrated_at_ms = CASE WHEN $5 = '' THEN detector_calibrated_at_ms ELSE $7 END,
+                     detector_restored = CASE WHEN $5 = '' THEN detector_restored ELSE $8 END
+                 WHERE id = $1",
+            )
+            .bind(&b.host_id)
+            .bind(b.seen_ms)
+            .bind(b.outbox_dropped_total)
+            .bind(b.cert_not_after_ms)
+            .bind(d.state)
+            .bind(d.warm_until_ms)
+            .bind(d.calibrated_at_ms)
+            .bind(i64::from(d.restored))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -215,14 +221,44 @@ impl Store {
         b: &RollupBatch,
         now_ms: i64,
     ) -> Result<Ingested, StoreError> {
+        let mut results = self.ingest_rollups(&[(host, b)], now_ms).await?;
+        results
+            .pop()
+            .ok_or_else(|| StoreError::Db("no result for the one rollup written".into()))
+    }
+
+    /// Stores many rollups (of any hosts) in one transaction: the group commit
+    /// of the ingest path. Each is keyed by (host, seq) as in [`Self::ingest_rollup`]:
+    /// one already stored, or twice in `items`, is reported `Duplicate` and
+    /// written nowhere. The results are in the order of `items`; on an error
+    /// nothing is stored.
+    pub async fn ingest_rollups(
+        &self,
+        items: &[(&str, &RollupBatch)],
+        now_ms: i64,
+    ) -> Result<Vec<Ingested>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        if !claim_message(&mut tx, host, b.seq, "rollup", b.produced_at_ms, now_ms).await? {
-            tx.rollback().await?;
-            return Ok(Ingested::Duplicate);
+        let mut results = Vec::with_capacity(items.len());
+        let mut claimed = Vec::with_capacity(items.len());
+        for &(host, b) in items {
+            if claim_message(&mut tx, host, b.seq, "rollup", b.produced_at_ms, now_ms).await? {
+                results.push(Ingested::Stored);
+                claimed.push((host, b));
+            } else {
+                results.push(Ingested::Duplicate);
+            }
         }
-        // Multi-row inserts, chunked to stay far below both backends'
-        // parameter limits.
-        for chunk in b.metrics.chunks(200) {
+        if claimed.is_empty() {
+            tx.rollback().await?;
+            return Ok(results);
+        }
+        // The rows of all claimed rollups, in multi-row inserts chunked to
+        // stay far below both backends' parameter limits.
+        let rows: Vec<(&str, &RollupBatch, &crate::domain::MetricRow)> = claimed
+            .iter()
+            .flat_map(|&(host, b)| b.metrics.iter().map(move |m| (host, b, m)))
+            .collect();
+        for chunk in rows.chunks(200) {
             let mut sql = String::from(
                 "INSERT INTO rollups (host_id, seq, metric, device, window_start_ms, window_end_ms,
                                       v_min, v_mean, v_max, v_last, sample_count) VALUES ",
@@ -230,7 +266,7 @@ impl Store {
             push_placeholders(&mut sql, chunk.len(), 11);
             sql.push_str(" ON CONFLICT (host_id, seq, metric, device) DO NOTHING");
             let mut q = sqlx::query(audited(sql));
-            for m in chunk {
+            for &(host, b, m) in chunk {
                 q = q
                     .bind(host)
                     .bind(b.seq)
@@ -245,7 +281,23 @@ impl Store {
                     .bind(m.count);
             }
             q.execute(&mut *tx).await?;
-
+        }
+        // One row per (host, metric, device), the newest window's: PostgreSQL
+        // refuses an upsert that touches the same row twice in one statement,
+        // and two rollups of one host can meet in a group.
+        let mut latest: std::collections::BTreeMap<(&str, &str, &str), (i64, f64)> =
+            std::collections::BTreeMap::new();
+        for &(host, b, m) in &rows {
+            let key = (host, m.metric.as_str(), m.device.as_str());
+            match latest.get(&key) {
+                Some(&(ts, _)) if ts > b.window_end_ms => {}
+                _ => {
+                    latest.insert(key, (b.window_end_ms, m.last));
+                }
+            }
+        }
+        let latest: Vec<_> = latest.into_iter().collect();
+        for chunk in latest.chunks(200) {
             let mut sql = String::from(
                 "INSERT INTO latest_values (host_id, metric, device, ts_ms, value) VALUES ",
             );
@@ -255,41 +307,38 @@ impl Store {
                    value = excluded.value WHERE excluded.ts_ms >= latest_values.ts_ms",
             );
             let mut q = sqlx::query(audited(sql));
-            for m in chunk {
-                q = q
-                    .bind(host)
-                    .bind(&m.metric)
-                    .bind(&m.device)
-                    .bind(b.window_end_ms)
-                    .bind(m.last);
+            for &((host, metric, device), (ts, value)) in chunk {
+                q = q.bind(host).bind(metric).bind(device).bind(ts).bind(value);
             }
             q.execute(&mut *tx).await?;
         }
-        let processes = if b.top_processes.is_empty() {
-            None
-        } else {
-            serde_json::to_string(&b.top_processes).ok()
-        };
-        sqlx::query(
-            "UPDATE hosts SET
-                last_seq = CASE WHEN last_seq > $2 THEN last_seq ELSE $2 END,
-                outbox_dropped_total = CASE WHEN outbox_dropped_total > $3
-                                            THEN outbox_dropped_total ELSE $3 END,
-                last_seen_ms = $4,
-                top_processes = CASE WHEN $5 = '' THEN top_processes ELSE $5 END,
-                top_processes_ms = CASE WHEN $5 = '' THEN top_processes_ms ELSE $6 END
-             WHERE id = $1",
-        )
-        .bind(host)
-        .bind(b.seq)
-        .bind(b.outbox_dropped_total)
-        .bind(now_ms)
-        .bind(processes.unwrap_or_default())
-        .bind(b.window_end_ms)
-        .execute(&mut *tx)
-        .await?;
+        for &(host, b) in &claimed {
+            let processes = if b.top_processes.is_empty() {
+                None
+            } else {
+                serde_json::to_string(&b.top_processes).ok()
+            };
+            sqlx::query(
+                "UPDATE hosts SET
+                    last_seq = CASE WHEN last_seq > $2 THEN last_seq ELSE $2 END,
+                    outbox_dropped_total = CASE WHEN outbox_dropped_total > $3
+                                                THEN outbox_dropped_total ELSE $3 END,
+                    last_seen_ms = CASE WHEN last_seen_ms > $4 THEN last_seen_ms ELSE $4 END,
+                    top_processes = CASE WHEN $5 = '' THEN top_processes ELSE $5 END,
+                    top_processes_ms = CASE WHEN $5 = '' THEN top_processes_ms ELSE $6 END
+                 WHERE id = $1",
+            )
+            .bind(host)
+            .bind(b.seq)
+            .bind(b.outbox_dropped_total)
+            .bind(now_ms)
+            .bind(processes.unwrap_or_default())
+            .bind(b.window_end_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
-        Ok(Ingested::Stored)
+        Ok(results)
     }
 
     /// Records a durable message that failed validation, so it is
