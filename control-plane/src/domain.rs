@@ -71,6 +71,21 @@ pub struct DetectorStatus {
     pub restored: bool,
 }
 
+/// What an agent's heartbeats said last, kept in memory and written for many
+/// hosts at once (heartbeats are most of what agents send; none of it needs
+/// a write of its own).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostBeat {
+    pub host_id: String,
+    /// When the control plane last heard the agent (Unix ms).
+    pub seen_ms: i64,
+    pub outbox_dropped_total: i64,
+    /// 0 when the agent did not say.
+    pub cert_not_after_ms: i64,
+    /// `None` leaves the stored detector state as it is.
+    pub detector: Option<DetectorStatus>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RollupBatch {
     pub seq: i64,

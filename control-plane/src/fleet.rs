@@ -4,15 +4,17 @@
 //! protobuf into these types; the store persists them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 mod enroll;
+mod ingest;
 mod policy;
 mod queries;
 mod remediation;
 
 pub use enroll::{EnrollError, Issued};
+pub use ingest::HEARTBEAT_FLUSH_EVERY;
 pub use policy::PolicyApiError;
 pub use queries::{FleetSnapshot, HostDetail};
 pub use remediation::{DecideError, TriggerError};
@@ -82,6 +84,12 @@ pub struct Fleet {
     pub(crate) policy_signer: Option<Arc<crate::pki::PolicySigner>>,
     /// How long a proposal waits for an approval or a fleet lease.
     pub(crate) proposal_ttl_ms: i64,
+    /// Heartbeats heard and not yet written.
+    heartbeats: ingest::Heartbeats,
+    /// The group commit of rollups; without it each rollup is its own transaction.
+    rollup_writer: Option<ingest::RollupWriter>,
+    /// When a rollup was last stored (Unix ms), which says the database works without asking it.
+    last_stored_ms: AtomicI64,
 }
 
 impl Fleet {
@@ -95,7 +103,20 @@ impl Fleet {
             cert_ttl: std::time::Duration::from_secs(86_400),
             policy_signer: None,
             proposal_ttl_ms: 15 * 60 * 1000,
+            heartbeats: ingest::Heartbeats::default(),
+            rollup_writer: None,
+            last_stored_ms: AtomicI64::new(0),
         }
+    }
+
+    /// Stores rollups of all streams together, a group per transaction, by writer tasks
+    /// started here (so it needs a Tokio runtime).
+    pub fn with_group_commit(mut self) -> Self {
+        self.rollup_writer = Some(ingest::RollupWriter::start(
+            self.store.clone(),
+            self.telemetry.clone(),
+        ));
+        self
     }
 
     /// Lets this fleet sign policy revisions.
@@ -293,37 +314,23 @@ impl Fleet {
         Ok(())
     }
 
-    pub async fn heartbeat(
-        &self,
-        agent_id: &str,
-        outbox_dropped_total: i64,
-        cert_not_after_ms: i64,
-        detector: Option<&DetectorStatus>,
-    ) -> Result<(), StoreError> {
-        self.store
-            .touch_host(
-                agent_id,
-                outbox_dropped_total,
-                cert_not_after_ms,
-                detector,
-                now_ms(),
-            )
-            .await
-    }
-
-    /// Stores a rollup exactly once per (agent id, sequence number).
+    /// Stores a rollup exactly once per (agent id, sequence number); with the group commit,
+    /// together with other streams' rollups. Returns once it is committed.
     pub async fn ingest_rollup(
         &self,
         agent_id: &str,
-        batch: &RollupBatch,
+        batch: RollupBatch,
     ) -> Result<Ingested, StoreError> {
-        let result = self.store.ingest_rollup(agent_id, batch, now_ms()).await?;
+        let rows = batch.metrics.len() as u64;
+        let result = match &self.rollup_writer {
+            Some(w) => w.write(agent_id, batch).await?,
+            None => self.store.ingest_rollup(agent_id, &batch, now_ms()).await?,
+        };
+        self.last_stored_ms.store(now_ms(), Ordering::Relaxed);
         match result {
             Ingested::Stored => {
                 self.telemetry.ingest_messages.inc();
-                self.telemetry
-                    .ingest_rows
-                    .inc_by(batch.metrics.len() as u64);
+                self.telemetry.ingest_rows.inc_by(rows);
             }
             Ingested::Duplicate => {
                 self.telemetry.ingest_duplicates.inc();

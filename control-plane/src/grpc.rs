@@ -244,7 +244,11 @@ impl Session {
                 return;
             }
         };
-        if let Err(e) = self.fleet.sync_policies().await {
+        if let Err(e) = self
+            .fleet
+            .sync_policies_of(std::slice::from_ref(&self.agent_id))
+            .await
+        {
             tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot push policies");
         }
         if let Err(e) = self.fleet.dispatch(&self.agent_id).await {
@@ -269,7 +273,19 @@ impl Session {
         let mut ticker = tokio::time::interval(self.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
+        // Durable messages being stored, in the order they came: each in its own task, so that
+        // this loop keeps sending heartbeats and reading while the database works (an agent
+        // that hears nothing for its dead-after time reconnects), and so that a stream's
+        // rollups can share group commits. Acks leave in order, each after its own commit.
+        let mut storing = Storing::default();
+        // A message read that cannot start yet (see `Storing::may_start`); nothing more is
+        // read until it has, which is this stream's back-pressure.
+        let mut waiting: Option<AgentMessage> = None;
         loop {
+            if let Some(msg) = waiting.take_if(|m| storing.may_start(m)) {
+                storing.start(&self.fleet, &self.agent_id, msg);
+            }
+            let reading = waiting.is_none() && storing.has_room();
             tokio::select! {
                 _ = self.shutdown.changed() => return "control plane shutting down".into(),
                 Some(d) = downlink.recv() => {
@@ -294,7 +310,11 @@ impl Session {
                     return reason;
                 }
                 _ = ticker.tick() => {
-                    if last_heard.elapsed() > self.dead_after {
+                    // While this stream does not read (its messages wait for the database),
+                    // silence from the agent says nothing about the agent.
+                    if !reading {
+                        last_heard = Instant::now();
+                    } else if last_heard.elapsed() > self.dead_after {
                         return format!("nothing heard for {:?}", self.dead_after);
                     }
                     let beat = ControlMessage {
@@ -304,97 +324,152 @@ impl Session {
                         return "agent went away".into();
                     }
                 }
-                msg = inbound.message() => {
+                Some(stored) = storing.next() => {
+                    let ack = match stored {
+                        Ok(ack) => ack,
+                        Err(status) => {
+                            let reason = status.message().to_string();
+                            let _ = tx.send(Err(status)).await;
+                            return reason;
+                        }
+                    };
+                    if tx.send(Ok(ack)).await.is_err() {
+                        return "agent went away".into();
+                    }
+                }
+                msg = inbound.message(), if reading => {
                     let msg = match msg {
                         Ok(Some(m)) => m,
                         Ok(None) => return "agent closed the stream".into(),
                         Err(s) => return format!("stream error: {s}"),
                     };
                     last_heard = Instant::now();
-                    match self.handle(msg).await {
-                        Ok(Some(ack)) => {
-                            if tx.send(Ok(ack)).await.is_err() {
-                                return "agent went away".into();
-                            }
+                    match msg.body {
+                        // Not durable and never acknowledged: noted in memory, written for
+                        // the whole fleet every few seconds.
+                        Some(agent_message::Body::Heartbeat(h)) => {
+                            let dropped = i64::try_from(h.outbox_dropped_total).unwrap_or(i64::MAX);
+                            let detector = h.detector.map(pb::detector_status);
+                            self.fleet.heartbeat(&self.agent_id, dropped, h.cert_not_after_ms, detector);
                         }
-                        Ok(None) => {}
-                        Err(status) => {
-                            let reason = status.message().to_string();
-                            let _ = tx.send(Err(status)).await;
-                            return reason;
+                        Some(agent_message::Body::Hello(_)) => {
+                            let _ = tx.send(Err(Status::invalid_argument("hello sent twice"))).await;
+                            return "hello sent twice".into();
                         }
+                        None => {
+                            let _ = tx.send(Err(Status::invalid_argument("message without a body"))).await;
+                            return "message without a body".into();
+                        }
+                        Some(_) => waiting = Some(msg),
                     }
                 }
             }
         }
     }
+}
 
-    fn storage_failed(&self, seq: u64, e: &crate::store::StoreError) -> Status {
-        tracing::error!(agent_id = %self.agent_id, seq, error = %e, "ingest failed");
-        status(e)
+type Stored = Result<ControlMessage, Status>;
+
+/// The durable messages of one stream being stored, oldest first.
+#[derive(Default)]
+struct Storing {
+    tasks: futures::stream::FuturesOrdered<tokio::task::JoinHandle<Stored>>,
+    /// The task running is not a rollup, so nothing else may start beside it.
+    exclusive: bool,
+}
+
+impl Storing {
+    /// Durable messages of one stream being stored at once, at most. A reconnecting agent
+    /// resends its whole outbox; this bounds what one stream holds in memory.
+    const MAX: usize = 8;
+
+    fn has_room(&self) -> bool {
+        self.tasks.len() < Self::MAX
     }
 
-    /// Stores a durable message (or records it as rejected when invalid) and
-    /// returns its acknowledgement. A storage failure ends the stream without
-    /// an ack, so the agent keeps the message and resends it.
-    async fn handle(&self, msg: AgentMessage) -> Result<Option<ControlMessage>, Status> {
-        let (seq, at) = (msg.seq, msg.produced_at_ms);
-        let id = self.agent_id.as_str();
-        let fleet = &self.fleet;
-        // Durable messages: converted (an invalid one is recorded as
-        // rejected), stored, then acknowledged.
-        let stored = match msg.body {
-            Some(agent_message::Body::Rollup(r)) => match pb::rollup(seq, at, r) {
-                Ok(batch) => fleet.ingest_rollup(id, &batch).await.map(drop),
-                Err(reason) => fleet.reject(id, seq, at, &reason).await,
-            },
-            Some(agent_message::Body::Anomaly(a)) => match pb::anomaly(seq, at, a) {
-                Ok(change) => fleet.ingest_anomaly(id, &change).await.map(drop),
-                Err(reason) => fleet.reject(id, seq, at, &reason).await,
-            },
-            Some(agent_message::Body::ActionReport(r)) => {
-                let seq_i = i64::try_from(seq).unwrap_or(0);
-                if seq_i <= 0 || r.command_id.len() > 64 || r.report_json.len() > 256 * 1024 {
-                    fleet.reject(id, seq, at, "invalid action report").await
-                } else {
-                    let report = crate::fleet::ReportIn {
-                        seq: seq_i,
-                        produced_at_ms: at,
-                        command_id: r.command_id,
-                        decision: r.decision,
-                        reason: r.reason,
-                        report_json: r.report_json,
-                    };
-                    fleet.action_report(id, report).await.map(drop)
-                }
-            }
-            Some(agent_message::Body::PolicyStatus(p)) => match pb::policy_status(seq, at, p) {
-                Ok(status) => fleet.policy_status_report(id, status).await.map(drop),
-                Err(reason) => fleet.reject(id, seq, at, &reason).await,
-            },
-            Some(agent_message::Body::Proposal(p)) => match pb::proposal(seq, at, id, p) {
-                Ok(p) => fleet.proposal(id, p).await.map(drop),
-                Err(reason) => fleet.reject(id, seq, at, &reason).await,
-            },
-            Some(agent_message::Body::Heartbeat(h)) => {
-                let dropped = i64::try_from(h.outbox_dropped_total).unwrap_or(i64::MAX);
-                let detector = h.detector.map(pb::detector_status);
-                if let Err(e) = fleet
-                    .heartbeat(id, dropped, h.cert_not_after_ms, detector.as_ref())
-                    .await
-                {
-                    tracing::warn!(agent_id = %id, error = %e, "cannot record heartbeat");
-                }
-                return Ok(None);
-            }
-            Some(agent_message::Body::Hello(_)) => {
-                return Err(Status::invalid_argument("hello sent twice"))
-            }
-            None => return Err(Status::invalid_argument("message without a body")),
-        };
-        stored.map_err(|e| self.storage_failed(seq, &e))?;
-        Ok(Some(ControlMessage {
-            body: Some(control_message::Body::Ack(Ack { up_to_seq: seq })),
+    /// Rollups are independent of each other and may be stored side by side. Anything else
+    /// (an anomaly event's update must find its opening, a report its request) starts only
+    /// when all before it are stored, and nothing starts beside it.
+    fn may_start(&self, msg: &AgentMessage) -> bool {
+        let rollup = matches!(msg.body, Some(agent_message::Body::Rollup(_)));
+        self.has_room() && !self.exclusive && (rollup || self.tasks.is_empty())
+    }
+
+    fn start(&mut self, fleet: &Arc<Fleet>, agent_id: &str, msg: AgentMessage) {
+        self.exclusive = !matches!(msg.body, Some(agent_message::Body::Rollup(_)));
+        // A task of its own: a transaction is never cut off halfway because the stream
+        // ended; its result is then dropped, and the agent resends what was not acked.
+        let task = tokio::spawn(store_message(fleet.clone(), agent_id.to_string(), msg));
+        self.tasks.push_back(task);
+    }
+
+    /// The next result in order; pending while there is nothing to wait for.
+    async fn next(&mut self) -> Option<Stored> {
+        use futures::StreamExt;
+        if self.tasks.is_empty() {
+            return std::future::pending().await;
+        }
+        let done = self.tasks.next().await?;
+        // An exclusive task runs alone, so the one finished was it.
+        self.exclusive = false;
+        Some(done.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "storing an agent message failed");
+            Err(Status::internal("internal error"))
         }))
     }
+}
+
+/// Stores a durable message (or records it as rejected when invalid) and returns its
+/// acknowledgement. A storage failure ends the stream without an ack, so the agent keeps the
+/// message and resends it.
+async fn store_message(fleet: Arc<Fleet>, id: String, msg: AgentMessage) -> Stored {
+    let (seq, at) = (msg.seq, msg.produced_at_ms);
+    let id = id.as_str();
+    // Durable messages: converted (an invalid one is recorded as rejected), stored, then
+    // acknowledged.
+    let stored = match msg.body {
+        Some(agent_message::Body::Rollup(r)) => match pb::rollup(seq, at, r) {
+            Ok(batch) => fleet.ingest_rollup(id, batch).await.map(drop),
+            Err(reason) => fleet.reject(id, seq, at, &reason).await,
+        },
+        Some(agent_message::Body::Anomaly(a)) => match pb::anomaly(seq, at, a) {
+            Ok(change) => fleet.ingest_anomaly(id, &change).await.map(drop),
+            Err(reason) => fleet.reject(id, seq, at, &reason).await,
+        },
+        Some(agent_message::Body::ActionReport(r)) => {
+            let seq_i = i64::try_from(seq).unwrap_or(0);
+            if seq_i <= 0 || r.command_id.len() > 64 || r.report_json.len() > 256 * 1024 {
+                fleet.reject(id, seq, at, "invalid action report").await
+            } else {
+                let report = crate::fleet::ReportIn {
+                    seq: seq_i,
+                    produced_at_ms: at,
+                    command_id: r.command_id,
+                    decision: r.decision,
+                    reason: r.reason,
+                    report_json: r.report_json,
+                };
+                fleet.action_report(id, report).await.map(drop)
+            }
+        }
+        Some(agent_message::Body::PolicyStatus(p)) => match pb::policy_status(seq, at, p) {
+            Ok(status) => fleet.policy_status_report(id, status).await.map(drop),
+            Err(reason) => fleet.reject(id, seq, at, &reason).await,
+        },
+        Some(agent_message::Body::Proposal(p)) => match pb::proposal(seq, at, id, p) {
+            Ok(p) => fleet.proposal(id, p).await.map(drop),
+            Err(reason) => fleet.reject(id, seq, at, &reason).await,
+        },
+        // Handled by the stream itself, never sent here.
+        Some(agent_message::Body::Heartbeat(_) | agent_message::Body::Hello(_)) | None => {
+            return Err(Status::internal("internal error"))
+        }
+    };
+    if let Err(e) = stored {
+        tracing::error!(agent_id = %id, seq, error = %e, "ingest failed");
+        return Err(status(&e));
+    }
+    Ok(ControlMessage {
+        body: Some(control_message::Body::Ack(Ack { up_to_seq: seq })),
+    })
 }

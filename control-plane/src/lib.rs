@@ -153,7 +153,8 @@ pub async fn run(
     let fleet = Arc::new(
         fleet
             .with_policy_signer(signer)
-            .with_proposal_ttl(Duration::from_secs(config.remediation.proposal_ttl_secs)),
+            .with_proposal_ttl(Duration::from_secs(config.remediation.proposal_ttl_secs))
+            .with_group_commit(),
     );
     let tokens = Arc::new(auth::Tokens::new(
         &jwt_secret(&config)?,
@@ -247,6 +248,16 @@ pub async fn run(
         tokio::spawn(async move { fleet.run_ticks(every, stop).await })
     };
 
+    let heartbeats = {
+        let fleet = fleet.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            fleet
+                .run_heartbeat_flush(fleet::HEARTBEAT_FLUSH_EVERY, stop)
+                .await
+        })
+    };
+
     shutdown.await;
     tracing::info!("shutting down: closing agent streams and finishing requests");
     let _ = stop_tx.send(true);
@@ -266,6 +277,11 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("shutdown grace period over; closing anyway");
+    }
+    let _ = heartbeats.await;
+    // The heartbeats heard while the streams closed.
+    if let Err(e) = fleet.flush_heartbeats().await {
+        tracing::warn!(error = %e, "cannot record the last heartbeats");
     }
     store.close().await;
     tracing::info!("stopped");

@@ -29,6 +29,7 @@ pub struct Telemetry {
     pub ingest_rows: Counter,
     pub ingest_duplicates: Counter,
     pub ingest_rejected: Counter,
+    pub ingest_groups: Counter,
     pub agents_connected: Gauge,
     pub anomalies_opened: Counter,
     pub http_requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
@@ -41,6 +42,7 @@ impl Default for Telemetry {
         let ingest_rows = Counter::default();
         let ingest_duplicates = Counter::default();
         let ingest_rejected = Counter::default();
+        let ingest_groups = Counter::default();
         let agents_connected = Gauge::default();
         let anomalies_opened = Counter::default();
         let http_requests =
@@ -64,6 +66,11 @@ impl Default for Telemetry {
             ingest_rejected.clone(),
         );
         registry.register(
+            "ingest_groups",
+            "Transactions that stored rollups (group commits: rollups stored over this is the mean group)",
+            ingest_groups.clone(),
+        );
+        registry.register(
             "agents_connected",
             "Agents with an open stream to this replica",
             agents_connected.clone(),
@@ -84,6 +91,7 @@ impl Default for Telemetry {
             ingest_rows,
             ingest_duplicates,
             ingest_rejected,
+            ingest_groups,
             agents_connected,
             anomalies_opened,
             http_requests,

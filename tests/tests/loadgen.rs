@@ -2,12 +2,16 @@
 //! simulated agents, each with its own certificate and mTLS stream, for 30 s,
 //! with a policy rolled out to them (so they answer with policy statuses) and
 //! anomaly events; its JSON report must show every agent connected, acks,
-//! nothing lost or duplicated and the database check passed.
+//! nothing lost or duplicated and the database check passed. Then streams
+//! that must stay up while the database is locked for longer than the
+//! agents' dead-after time.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use sco_tests::{bin, Db, Sandbox};
+use sco_tests::{bin, wait_for, Db, Sandbox};
 use serde_json::Value;
+use sqlx::{Connection, Executor};
 
 const POLICY: &str = r#"
 name: loadgen-guard
@@ -109,4 +113,88 @@ async fn loadgen_small_run_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_small_run_postgres() {
     small_run(Db::Postgres).await;
+}
+
+/// A database that blocks every write for longer than the agents wait before declaring a
+/// silent stream dead (the sandbox's control plane: heartbeat 1 s, dead after 4 s) must slow
+/// acks down and nothing else: the streams keep hearing the control plane's heartbeats while
+/// their rollups wait, no agent reconnects, and everything acked is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_stay_up_while_the_database_is_locked() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let cp = sb.start_control_plane();
+    let agents = 20;
+    let run = Command::new(bin("sco-loadgen"))
+        .args([
+            "--target",
+            &sb.grpc_addr.to_string(),
+            "--server-name",
+            "localhost",
+        ])
+        .arg("--pki-dir")
+        .arg(sb.path().join("pki"))
+        .args(["--agents", &agents.to_string(), "--duration-secs", "30"])
+        .args(["--connect-rate", "50", "--rollup-secs", "2"])
+        .args(["--heartbeat-secs", "1", "--dead-after-secs", "4"])
+        .args(["--events-per-hour", "0", "--drain-secs", "60"])
+        .args(["--database-url", &sb.db_url, "--json"])
+        .args(["--control-plane-pid", &cp.pid().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sco-loadgen");
+
+    // Once rollups are being stored, take SQLite's write lock for 7 s: past the agents'
+    // dead-after (4 s), short of the control plane's busy timeout (10 s), after which its
+    // writes would fail and the streams end by design.
+    let pool = sb.db().await;
+    wait_for("rollups stored", || async {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_messages")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        (n >= agents).then_some(())
+    })
+    .await;
+    let mut lock = sqlx::sqlite::SqliteConnection::connect(&sb.db_url)
+        .await
+        .expect("open the database");
+    lock.execute("BEGIN EXCLUSIVE")
+        .await
+        .expect("take the write lock");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    lock.execute("COMMIT")
+        .await
+        .expect("release the write lock");
+
+    let out = tokio::task::spawn_blocking(move || run.wait_with_output())
+        .await
+        .expect("join")
+        .expect("sco-loadgen output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("JSON report ({e}):\n{stderr}"));
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stderr}\n{report:#}",
+        out.status
+    );
+    // The lock held rollups back for longer than the dead-after time...
+    assert!(
+        report["ack"]["max_ms"].as_f64().unwrap_or(0.0) > 4_000.0,
+        "the lock did not delay any ack: {report:#}"
+    );
+    // ...and no stream was declared dead or failed meanwhile.
+    let totals = &report["totals"];
+    assert_eq!(totals["reconnects"], 0, "{report:#}");
+    assert_eq!(totals["errors"], serde_json::json!({}), "{report:#}");
+    assert_eq!(totals["connects"], agents, "{report:#}");
+    let db = &report["database"];
+    assert_eq!(db["passed"], true, "{report:#}");
+    assert_eq!(db["lost"], 0);
+    assert_eq!(db["duplicated"], 0);
+    assert_eq!(db["messages_stored"], db["messages_acked"], "{report:#}");
+    assert!(!cp.log_contains("ingest failed"), "{}", cp.log_tail());
 }

@@ -320,7 +320,12 @@ impl Fleet {
     /// labels stopped matching, or the rollout that brought it there stopped
     /// with no earlier revision to return to).
     pub async fn sync_policies(&self) -> Result<(), StoreError> {
-        let agents = self.connected_ids();
+        self.sync_policies_of(&self.connected_ids()).await
+    }
+
+    /// [`Fleet::sync_policies`] for the given agents only: a connecting agent syncs itself,
+    /// not the whole connected fleet (which made a reconnecting fleet quadratic).
+    pub async fn sync_policies_of(&self, agents: &[String]) -> Result<(), StoreError> {
         if agents.is_empty() {
             return Ok(());
         }
@@ -329,12 +334,12 @@ impl Fleet {
             return Ok(());
         }
         let mut in_force: HashMap<String, Vec<(String, i64)>> = HashMap::new();
-        for (host, name, revision) in self.store.applied_policies(&agents).await? {
+        for (host, name, revision) in self.store.applied_policies(agents).await? {
             in_force.entry(host).or_default().push((name, revision));
         }
         let mut cache = HashMap::new();
         let now = now_ms();
-        for host in self.store.hosts_by_id(&agents, i64::MAX, now).await? {
+        for host in self.store.hosts_by_id(agents, i64::MAX, now).await? {
             let desired = self
                 .desired_policies(&host.id, &host.labels, &rollouts, &mut cache)
                 .await?;

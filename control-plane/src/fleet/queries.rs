@@ -35,8 +35,17 @@ pub struct FleetSnapshot {
 
 impl Fleet {
     /// Whether the database answers, and which backend it is (`sqlite`, `postgres`).
+    /// A rollup stored in the last few seconds answers without asking the database: under a
+    /// burst of ingest, a ping would wait for a pool connection behind the writes.
     pub async fn database(&self) -> (bool, String) {
-        let reachable = self.store.ping().await;
+        let recent = now_ms()
+            - self
+                .last_stored_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+        let reachable = recent < 5_000
+            || tokio::time::timeout(std::time::Duration::from_secs(5), self.store.ping())
+                .await
+                .unwrap_or(false);
         let backend = format!("{:?}", self.store.backend()).to_lowercase();
         (reachable, backend)
     }

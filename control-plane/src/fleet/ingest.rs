@@ -1,0 +1,303 @@
+//! The batching of the ingest path, where the fleet's size shows: agents' heartbeats kept in
+//! memory and written for all hosts in one transaction every few seconds, and rollups of all
+//! streams written together by a group commit.
+//!
+//! Neither changes what an acknowledgement means. A rollup is acknowledged after the
+//! transaction that stored it committed (its stream waits for its writer's answer), a storage
+//! failure answers an error and no ack, and the (host, seq) claim keeps replays out. A
+//! heartbeat was never acknowledged nor durable: losing the last few seconds of them in a
+//! crash loses only how recently a host was heard.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Fleet;
+use crate::domain::{now_ms, DetectorStatus, HostBeat, Ingested, RollupBatch};
+use crate::store::{Backend, Store, StoreError};
+use crate::telemetry::Telemetry;
+
+/// How often the heartbeats heard are written. Well under the staleness after which REST shows
+/// a host disconnected (twice the dead-after time, 40 s by default).
+pub const HEARTBEAT_FLUSH_EVERY: Duration = Duration::from_secs(2);
+
+/// The newest heartbeat state per host not yet written.
+#[derive(Default)]
+pub(crate) struct Heartbeats {
+    dirty: Mutex<HashMap<String, HostBeat>>,
+}
+
+impl Heartbeats {
+    fn dirty(&self) -> std::sync::MutexGuard<'_, HashMap<String, HostBeat>> {
+        // A poisoned lock only means a task panicked while holding it; the map is still whole.
+        self.dirty.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps what `beat` says over what an older one said: the newest time heard, the largest
+    /// drop count, a certificate expiry and a detector state when given.
+    pub(crate) fn record(&self, beat: HostBeat) {
+        let mut dirty = self.dirty();
+        match dirty.get_mut(&beat.host_id) {
+            Some(b) => merge(b, beat),
+            None => {
+                dirty.insert(beat.host_id.clone(), beat);
+            }
+        }
+    }
+
+    fn take(&self) -> Vec<HostBeat> {
+        self.dirty().drain().map(|(_, b)| b).collect()
+    }
+
+    /// Puts back beats whose write failed, under any newer ones heard since.
+    fn restore(&self, beats: Vec<HostBeat>) {
+        let mut dirty = self.dirty();
+        for old in beats {
+            match dirty.remove(&old.host_id) {
+                Some(newer) => {
+                    let mut b = old;
+                    merge(&mut b, newer);
+                    dirty.insert(b.host_id.clone(), b);
+                }
+                None => {
+                    dirty.insert(old.host_id.clone(), old);
+                }
+            }
+        }
+    }
+}
+
+fn merge(b: &mut HostBeat, newer: HostBeat) {
+    b.seen_ms = b.seen_ms.max(newer.seen_ms);
+    b.outbox_dropped_total = b.outbox_dropped_total.max(newer.outbox_dropped_total);
+    if newer.cert_not_after_ms > 0 {
+        b.cert_not_after_ms = newer.cert_not_after_ms;
+    }
+    if newer.detector.is_some() {
+        b.detector = newer.detector;
+    }
+}
+
+/// A rollup waiting for its group, and where its result goes.
+struct Job {
+    agent_id: String,
+    batch: RollupBatch,
+    reply: oneshot::Sender<Result<Ingested, StoreError>>,
+}
+
+/// The group commit for rollups: streams queue their rollups here (a bounded queue: when the
+/// writers fall behind, streams wait, which is the back-pressure) and writer tasks store what
+/// is queued, up to [`RollupWriter::MAX_GROUP`] at a time, in one transaction each.
+pub(crate) struct RollupWriter {
+    queue: mpsc::Sender<Job>,
+}
+
+impl RollupWriter {
+    /// Rollups in one transaction, at most: ~60 rows each, so a group stays a short write.
+    const MAX_GROUP: usize = 256;
+    /// Rollups waiting for a writer, at most.
+    const QUEUE: usize = 4096;
+
+    /// Starts the writers: one on SQLite (it has one writer at a time; a second would only wait
+    /// for the lock), a few on PostgreSQL, whose commits can overlap.
+    pub(crate) fn start(store: Store, telemetry: Arc<Telemetry>) -> Self {
+        let writers = match store.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 4,
+        };
+        let (queue, rx) = mpsc::channel(Self::QUEUE);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..writers {
+            tokio::spawn(write_groups(store.clone(), rx.clone(), telemetry.clone()));
+        }
+        Self { queue }
+    }
+
+    /// Stores `batch` with the next group; returns once the group committed (or failed).
+    pub(crate) async fn write(
+        &self,
+        agent_id: &str,
+        batch: RollupBatch,
+    ) -> Result<Ingested, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            agent_id: agent_id.to_string(),
+            batch,
+            reply,
+        };
+        let stopped = || StoreError::Db("the rollup writer stopped".into());
+        self.queue.send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// One writer: takes what is queued (waiting only when nothing is), stores it, answers each
+/// rollup's stream. Ends when the fleet (every sender) is gone.
+async fn write_groups(
+    store: Store,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    telemetry: Arc<Telemetry>,
+) {
+    let mut jobs = Vec::with_capacity(RollupWriter::MAX_GROUP);
+    loop {
+        jobs.clear();
+        let received = rx
+            .lock()
+            .await
+            .recv_many(&mut jobs, RollupWriter::MAX_GROUP)
+            .await;
+        if received == 0 {
+            return;
+        }
+        let items: Vec<(&str, &RollupBatch)> = jobs
+            .iter()
+            .map(|j| (j.agent_id.as_str(), &j.batch))
+            .collect();
+        let result = store.ingest_rollups(&items, now_ms()).await;
+        drop(items);
+        match result {
+            Ok(results) => {
+                telemetry.ingest_groups.inc();
+                for (job, r) in jobs.drain(..).zip(results) {
+                    let _ = job.reply.send(Ok(r));
+                }
+            }
+            Err(e) if jobs.len() == 1 => {
+                if let Some(job) = jobs.pop() {
+                    let _ = job.reply.send(Err(e));
+                }
+            }
+            // One rollup the database refuses must not fail the others of its group: each is
+            // written alone. Two failures in a row say the database itself is failing; the
+            // rest are answered with its error rather than waited on one by one.
+            Err(e) => {
+                tracing::warn!(error = %e, rollups = jobs.len(), "group write failed; writing each rollup alone");
+                let mut failures = 0;
+                let mut last_error = e.to_string();
+                for job in jobs.drain(..) {
+                    if failures >= 2 {
+                        let _ = job.reply.send(Err(StoreError::Db(last_error.clone())));
+                        continue;
+                    }
+                    let r = store
+                        .ingest_rollup(&job.agent_id, &job.batch, now_ms())
+                        .await;
+                    match &r {
+                        Ok(_) => {
+                            telemetry.ingest_groups.inc();
+                            failures = 0;
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            last_error = e.to_string();
+                        }
+                    }
+                    let _ = job.reply.send(r);
+                }
+            }
+        }
+    }
+}
+
+impl Fleet {
+    /// Notes an agent's heartbeat; [`Fleet::flush_heartbeats`] writes it.
+    pub fn heartbeat(
+        &self,
+        agent_id: &str,
+        outbox_dropped_total: i64,
+        cert_not_after_ms: i64,
+        detector: Option<DetectorStatus>,
+    ) {
+        self.heartbeats.record(HostBeat {
+            host_id: agent_id.to_string(),
+            seen_ms: now_ms(),
+            outbox_dropped_total,
+            cert_not_after_ms,
+            detector,
+        });
+    }
+
+    /// Writes every heartbeat noted since the last flush, in one transaction; on a failure
+    /// they are kept for the next one. Returns how many hosts were written.
+    pub async fn flush_heartbeats(&self) -> Result<usize, StoreError> {
+        let beats = self.heartbeats.take();
+        if beats.is_empty() {
+            return Ok(0);
+        }
+        match self.store.touch_hosts(&beats).await {
+            Ok(()) => Ok(beats.len()),
+            Err(e) => {
+                self.heartbeats.restore(beats);
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes heartbeats every `every` until `stop`, then once more.
+    pub async fn run_heartbeat_flush(
+        &self,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let stopping = tokio::select! {
+                () = tokio::time::sleep(every) => false,
+                _ = stop.changed() => true,
+            };
+            if let Err(e) = self.flush_heartbeats().await {
+                tracing::warn!(error = %e, "cannot record heartbeats; kept for the next try");
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(id: &str, seen: i64, dropped: i64, cert: i64, state: Option<&str>) -> HostBeat {
+        HostBeat {
+            host_id: id.into(),
+            seen_ms: seen,
+            outbox_dropped_total: dropped,
+            cert_not_after_ms: cert,
+            detector: state.map(|s| DetectorStatus {
+                state: s.into(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_newer_beat_keeps_what_an_older_one_said_unless_it_says_more() {
+        let h = Heartbeats::default();
+        h.record(beat("a", 10, 5, 100, Some("calibrated")));
+        h.record(beat("a", 20, 3, 0, None));
+        h.record(beat("b", 15, 0, 0, None));
+        let mut beats = h.take();
+        beats.sort_by(|x, y| x.host_id.cmp(&y.host_id));
+        assert_eq!(
+            beats,
+            [
+                beat("a", 20, 5, 100, Some("calibrated")),
+                beat("b", 15, 0, 0, None)
+            ]
+        );
+        assert!(h.take().is_empty(), "taking empties the book");
+    }
+
+    #[test]
+    fn beats_put_back_after_a_failed_write_stay_under_newer_ones() {
+        let h = Heartbeats::default();
+        h.record(beat("a", 10, 7, 100, Some("warming_up")));
+        let taken = h.take();
+        h.record(beat("a", 30, 2, 0, Some("calibrated")));
+        h.restore(taken);
+        assert_eq!(h.take(), [beat("a", 30, 7, 100, Some("calibrated"))]);
+    }
+}
