@@ -22,6 +22,20 @@ rules:
     action: { type: journal_vacuum, max_size_mb: 500 }
 "#;
 
+/// `sco-loadgen` aimed at the sandbox's control plane, with the sandbox's CA.
+fn loadgen(sb: &Sandbox) -> Command {
+    let mut cmd = Command::new(bin("sco-loadgen"));
+    cmd.args([
+        "--target",
+        &sb.grpc_addr.to_string(),
+        "--server-name",
+        "localhost",
+    ])
+    .arg("--pki-dir")
+    .arg(sb.path().join("pki"));
+    cmd
+}
+
 async fn small_run(db: Db) {
     let Some(sb) = Sandbox::new(db).await else {
         return;
@@ -30,15 +44,7 @@ async fn small_run(db: Db) {
     let admin = sb.admin_token().await;
     sb.publish_policy(&admin, POLICY).await;
 
-    let out = Command::new(bin("sco-loadgen"))
-        .args([
-            "--target",
-            &sb.grpc_addr.to_string(),
-            "--server-name",
-            "localhost",
-        ])
-        .arg("--pki-dir")
-        .arg(sb.path().join("pki"))
+    let out = loadgen(&sb)
         .args([
             "--agents",
             "50",
@@ -126,15 +132,7 @@ async fn streams_stay_up_while_the_database_is_locked() {
     };
     let cp = sb.start_control_plane();
     let agents = 20;
-    let run = Command::new(bin("sco-loadgen"))
-        .args([
-            "--target",
-            &sb.grpc_addr.to_string(),
-            "--server-name",
-            "localhost",
-        ])
-        .arg("--pki-dir")
-        .arg(sb.path().join("pki"))
+    let run = loadgen(&sb)
         .args(["--agents", &agents.to_string(), "--duration-secs", "30"])
         .args(["--connect-rate", "50", "--rollup-secs", "2"])
         .args(["--heartbeat-secs", "1", "--dead-after-secs", "4"])
