@@ -9,6 +9,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod notify;
+pub use notify::{
+    ChannelConfig, ChannelKind, NotifySection, SmtpTls, Subject, PAGERDUTY_EVENTS_URL,
+};
+
 pub mod env {
     /// Any key: `SCO_CP__AUTH__TOKEN_TTL_SECS=600`, `SCO_CP__REST__CORS_ALLOWED_ORIGINS='["https://ops.example.com"]'`.
     pub const PREFIX: &str = "SCO_CP__";
@@ -51,6 +56,7 @@ pub struct Config {
     pub remediation: RemediationSection,
     pub slack: SlackSection,
     pub llm: LlmSection,
+    pub notify: NotifySection,
 }
 
 /// An OpenAI-compatible chat-completions provider for ChatOps. Without `url` the deterministic
@@ -275,6 +281,7 @@ impl Default for Config {
             rest: RestSection::default(),
             slack: SlackSection::default(),
             llm: LlmSection::default(),
+            notify: NotifySection::default(),
         }
     }
 }
@@ -493,6 +500,7 @@ impl Config {
                 format!("{} is outside 100..=120000", self.llm.timeout_ms),
             );
         }
+        self.notify.validate()?;
         for (slack_user, user) in &self.slack.users {
             let id_ok = (2..=32).contains(&slack_user.len())
                 && slack_user

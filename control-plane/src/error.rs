@@ -72,6 +72,18 @@ impl Coded for crate::runbooks::RunbookError {
     }
 }
 
+impl Coded for crate::notify::NotifyError {
+    fn code(&self) -> Code {
+        use crate::notify::NotifyError as E;
+        match self {
+            E::Invalid(_) => Code::Invalid,
+            E::NotFound(_) => Code::NotFound,
+            E::Conflict(_) => Code::Conflict,
+            E::Store(e) => e.code(),
+        }
+    }
+}
+
 impl Coded for TriggerError {
     fn code(&self) -> Code {
         match self {

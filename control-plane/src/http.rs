@@ -12,6 +12,7 @@ pub mod enroll;
 pub mod error;
 pub mod fleet;
 pub mod fleet_metrics;
+pub mod notifications;
 pub mod openapi;
 pub mod policy;
 pub mod query;
@@ -55,6 +56,7 @@ pub struct AppState {
     pub chat: Arc<crate::chatops::ChatOps>,
     /// The knowledge base (`/runbooks`).
     pub runbooks: Arc<crate::runbooks::Runbooks>,
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 /// Every route, each from its handler's `#[utoipa::path]` declaration (method, path, role,
@@ -102,6 +104,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
                 .layer(DefaultBodyLimit::max(256 * 1024)),
         )
         .routes(routes!(runbooks::revisions))
+        .routes(routes!(notifications::list))
+        .routes(routes!(notifications::ack))
+        .routes(routes!(
+            notifications::silences,
+            notifications::create_silence
+        ))
+        .routes(routes!(
+            notifications::silence,
+            notifications::expire_silence
+        ))
 }
 
 pub fn app(state: AppState) -> Router {

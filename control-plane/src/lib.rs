@@ -8,6 +8,7 @@
 //! - [`http`]: the REST API (axum) with JWT auth and roles.
 //! - [`chatops`]: questions in plain words (`/query`), answered and acted on through the
 //!   fleet's services under the caller's role.
+//! - [`notify`]: alerts to people (Slack, webhooks, PagerDuty, e-mail), silences, acks.
 //! - [`auth`]: users, roles, argon2 hashes, JWTs.
 //! - [`store`]: sqlx persistence on SQLite or PostgreSQL.
 //! - [`pki`]: the fleet CA and certificate issuing.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod fleet;
 pub mod grpc;
 pub mod http;
+pub mod notify;
 pub mod pki;
 pub mod runbooks;
 pub mod store;
@@ -42,6 +44,9 @@ pub use config::Config;
 use store::Store;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How often notifications are routed and due ones sent.
+const NOTIFY_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -191,8 +196,18 @@ pub async fn run(
         Ok(n) => tracing::info!(added = n, "starter runbooks added to the knowledge base"),
         Err(e) => tracing::warn!(error = %e, "cannot add the starter runbooks"),
     }
+    let notifier = Arc::new(
+        notify::Notifier::new(store.clone(), &config.notify).map_err(|e| ServeError::Io {
+            path: config.notify.ca_file.clone(),
+            source: std::io::Error::other(e),
+        })?,
+    );
+    if !config.notify.channels.is_empty() {
+        tracing::info!(channels = ?notifier.channel_names(), "notification channels set up");
+    }
     let state = http::AppState {
         runbooks,
+        notifier: notifier.clone(),
         chat: Arc::new(
             chatops::ChatOps::new(fleet.clone(), store.clone(), stale_after_ms)
                 .with_slack(
@@ -248,6 +263,11 @@ pub async fn run(
         tokio::spawn(async move { fleet.run_ticks(every, stop).await })
     };
 
+    let notifications = {
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { notifier.run(NOTIFY_EVERY, stop).await })
+    };
+
     let heartbeats = {
         let fleet = fleet.clone();
         let stop = stop_rx.clone();
@@ -272,6 +292,7 @@ pub async fn run(
     let _ = watcher.await;
     let _ = ticker.await;
     let _ = purges.await;
+    let _ = notifications.await;
     if tokio::time::timeout(Duration::from_secs(15), drain)
         .await
         .is_err()

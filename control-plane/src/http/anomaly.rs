@@ -127,7 +127,21 @@ pub async fn get(
         .await?
         .ok_or_else(|| AppError::not_found(format!("no anomaly {id:?}")))?;
     let runbooks = state.runbooks.for_event(&event).await?;
-    Ok(Json(json!({ "anomaly": event, "runbooks": runbooks })))
+    let ack = state.notifier.ack_of(&id).await?;
+    let notifications = state
+        .notifier
+        .notifications(&crate::notify::NotificationQuery {
+            subject: Some(id.clone()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await?;
+    Ok(Json(json!({
+        "anomaly": event,
+        "runbooks": runbooks,
+        "ack": ack,
+        "notifications": notifications,
+    })))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -207,6 +221,10 @@ pub struct AnomalyResponse {
     anomaly: (),
     /// The runbooks whose conditions match the event, best first.
     runbooks: Vec<crate::runbooks::Citation>,
+    /// Who acknowledged it (`POST /anomaly/{id}/ack`); null while nobody has.
+    ack: Option<crate::notify::Ack>,
+    /// What the notification channels were told about it, newest first.
+    notifications: Vec<crate::notify::Notification>,
 }
 
 #[derive(utoipa::ToSchema)]

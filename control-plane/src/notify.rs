@@ -1,0 +1,1043 @@
+//! Alerts to people: anomaly events and remediation outcomes told to the channels of
+//! `[notify]` (Slack, webhooks, PagerDuty, e-mail), once per event opening, acknowledgement,
+//! reminder and closing, never once per tick; silences for maintenance; acknowledgements.
+//!
+//! Two loops share the work through the database, so a crash loses nothing and replicas never
+//! send one notification twice:
+//! - the **router** reads events and actions not yet routed, picks the channels whose filters
+//!   match (severity, family, host labels, subject), checks silences, and writes one
+//!   notification row per channel (`pending`, or `silenced` with the silence that held it);
+//! - the **dispatcher** claims due rows, renders each for its channel ([`send`]) and records
+//!   `sent`, a retry with exponential backoff, or `failed` once the attempts are used up or the
+//!   receiver refused it for good (a 4xx other than 408 and 429).
+//!
+//! An event that escalates is told to the channels whose `min_severity` it now reaches. A
+//! closing is told only to the channels that were told the opening (a silenced opening has a
+//! silenced closing). When a silence ends while the event it held is still open, the opening is
+//! sent then.
+
+pub mod send;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::config::{ChannelConfig, ChannelKind, NotifySection, Subject};
+use crate::domain::{now_ms, Contributor, Severity};
+use crate::store::{Store, StoreError};
+use sco_policy::Family;
+
+/// Routed per pass, per kind (events, actions).
+const ROUTE_BATCH: i64 = 200;
+/// Sent per pass; each send has its own timeout.
+const SEND_BATCH: i64 = 50;
+/// Longest silence.
+pub const MAX_SILENCE_MS: i64 = 30 * 86_400_000;
+
+/// A host as routing sees it.
+#[derive(Debug, Clone, Default)]
+pub struct HostView {
+    pub id: String,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An anomaly event as routing sees it.
+#[derive(Debug, Clone)]
+pub struct EventView {
+    pub id: String,
+    pub host: HostView,
+    pub open: bool,
+    pub severity: Severity,
+    pub family: String,
+    pub top_metric: String,
+    pub contributors: Vec<Contributor>,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    pub close_reason: String,
+    pub peak_score: f64,
+    pub notified_rank: i64,
+    pub close_notified: bool,
+    pub acked_by: String,
+    pub ack_note: String,
+}
+
+/// A remediation action as routing sees it.
+#[derive(Debug, Clone)]
+pub struct ActionView {
+    pub id: String,
+    pub host: HostView,
+    pub rule: String,
+    pub action: Value,
+    pub mode: String,
+    pub state: String,
+    pub reason: String,
+    pub report: Option<Value>,
+    pub requested_by: String,
+    pub decided_by: String,
+    pub updated_ms: i64,
+}
+
+/// A notification row to write.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub id: String,
+    pub channel: String,
+    pub kind: String,
+    pub subject: String,
+    pub event: String,
+    pub host_id: String,
+    pub severity: String,
+    pub family: String,
+    pub summary: String,
+    /// The documented JSON body (what a webhook receives); other kinds are rendered from it.
+    pub body: Value,
+    pub state: String,
+    pub silence_id: String,
+    pub created_ms: i64,
+}
+
+/// One notification: a channel told (or to be told) one thing about one event or action.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Notification {
+    pub id: String,
+    pub channel: String,
+    /// `slack`, `webhook`, `pagerduty` or `email`.
+    pub kind: String,
+    /// The anomaly event id or the action id.
+    pub subject: String,
+    /// `anomaly.opened`, `anomaly.acknowledged`, `anomaly.reminder.N`, `anomaly.closed`,
+    /// `remediation.proposed`, `remediation.succeeded`, `remediation.failed`,
+    /// `remediation.expired`.
+    pub event: String,
+    pub host_id: String,
+    pub severity: String,
+    pub family: String,
+    pub summary: String,
+    /// `pending`, `sent`, `failed` (given up; `last_error` says why) or `silenced`.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+    pub last_error: String,
+    /// The silence that held it back.
+    pub silence_id: String,
+    pub created_ms: i64,
+    pub sent_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NotificationQuery {
+    pub subject: Option<String>,
+    pub channel: Option<String>,
+    pub state: Option<String>,
+    pub host: Option<String>,
+    pub from_ms: Option<i64>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// A maintenance window: events matching it are recorded, not sent.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Silence {
+    pub id: String,
+    /// Hosts carrying every one of these labels (with `hosts`: either matches).
+    pub labels: BTreeMap<String, String>,
+    /// These host ids.
+    pub hosts: Vec<String>,
+    /// Only these families (empty: all; remediation outcomes of matching hosts too).
+    pub families: Vec<String>,
+    pub starts_ms: i64,
+    pub ends_ms: i64,
+    pub comment: String,
+    pub created_by: String,
+    pub created_ms: i64,
+    /// Who ended it early (`DELETE /silences/{id}`).
+    pub expired_by: String,
+}
+
+impl Silence {
+    pub fn active(&self, now_ms: i64) -> bool {
+        self.starts_ms <= now_ms && now_ms < self.ends_ms
+    }
+
+    /// Whether it holds back news of `host` about `family` (None: a remediation outcome).
+    pub fn matches(&self, host: &HostView, family: Option<&str>) -> bool {
+        let by_host = self.hosts.iter().any(|h| h == &host.id);
+        let by_labels = !self.labels.is_empty()
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| host.labels.get(k).is_some_and(|h| h == v));
+        let everywhere = self.hosts.is_empty() && self.labels.is_empty();
+        let family_ok = match family {
+            Some(f) => self.families.is_empty() || self.families.iter().any(|s| s == f),
+            None => true,
+        };
+        (by_host || by_labels || everywhere) && family_ok
+    }
+}
+
+/// What a client sends to create a silence.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceIn {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub families: Vec<String>,
+    /// Default: now.
+    #[serde(default)]
+    pub starts_ms: Option<i64>,
+    /// Set this or `duration_secs`.
+    #[serde(default)]
+    pub ends_ms: Option<i64>,
+    #[serde(default)]
+    pub duration_secs: Option<i64>,
+    /// Why (required): "kernel upgrade of the db hosts".
+    pub comment: String,
+}
+
+/// Who acknowledged an event, when and why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Ack {
+    pub by: String,
+    pub at_ms: Option<i64>,
+    pub note: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The service: routing, delivery, silences and acknowledgements.
+pub struct Notifier {
+    store: Store,
+    channels: Vec<send::Channel>,
+    console_url: Option<String>,
+    max_attempts: u32,
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+fn number(v: f64) -> String {
+    if !v.is_finite() {
+        return "?".into();
+    }
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn host_name(h: &HostView) -> &str {
+    if h.hostname.is_empty() {
+        &h.id
+    } else {
+        &h.hostname
+    }
+}
+
+/// The one-line summary of an event's news: `[HIGH] cpu on web-1: cpu.user_pct 97.0
+/// (expected 2.0–30.0)`.
+fn event_summary(e: &EventView, event: &str) -> String {
+    let top = e.contributors.first();
+    let evidence = top.map_or_else(String::new, |c| {
+        format!(
+            ": {} {} (expected {}–{})",
+            c.metric,
+            number(c.value),
+            number(c.expected_low),
+            number(c.expected_high)
+        )
+    });
+    let head = format!(
+        "[{}] {} on {}",
+        e.severity.as_str().to_uppercase(),
+        e.family,
+        host_name(&e.host)
+    );
+    let text = match event {
+        "anomaly.closed" => format!("Resolved {head}: {}", e.close_reason),
+        "anomaly.acknowledged" => format!("Acknowledged by {} {head}", e.acked_by),
+        ev if ev.starts_with("anomaly.reminder") => format!("Still open {head}{evidence}"),
+        _ => format!("{head}{evidence}"),
+    };
+    clip(&text, 300)
+}
+
+fn action_summary(a: &ActionView) -> String {
+    let what = a.action["type"].as_str().unwrap_or("action");
+    let target = a.action["pattern"]
+        .as_str()
+        .or_else(|| a.action["unit"].as_str())
+        .map(|t| format!(" {t}"))
+        .unwrap_or_default();
+    let text = match a.state.as_str() {
+        "proposed" => format!(
+            "Approval needed: {what}{target} on {} ({})",
+            host_name(&a.host),
+            a.rule
+        ),
+        "succeeded" => format!(
+            "{what}{target} on {} succeeded ({})",
+            host_name(&a.host),
+            a.rule
+        ),
+        "failed" => format!(
+            "{what}{target} on {} FAILED ({}): {}",
+            host_name(&a.host),
+            a.rule,
+            a.reason
+        ),
+        _ => format!(
+            "Proposal {what}{target} on {} expired unapproved ({})",
+            host_name(&a.host),
+            a.rule
+        ),
+    };
+    clip(&text, 300)
+}
+
+impl Notifier {
+    /// Sets up the channels of `[notify]`: reads their secrets and URLs, builds their clients.
+    pub fn new(store: Store, config: &NotifySection) -> Result<Self, String> {
+        let ca = if config.channels.is_empty() {
+            None
+        } else {
+            match std::fs::read(&config.ca_file) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    // http receivers still work; https ones fail each attempt and say so
+                    tracing::warn!(file = %config.ca_file.display(), error = %e,
+                        "notify.ca_file unreadable: https receivers will fail");
+                    None
+                }
+            }
+        };
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let channels = config
+            .channels
+            .iter()
+            .map(|c| send::Channel::new(c, ca.as_deref(), timeout))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            store,
+            channels,
+            console_url: config.console_url.clone(),
+            max_attempts: config.max_attempts,
+        })
+    }
+
+    pub fn channel_names(&self) -> Vec<&str> {
+        self.channels
+            .iter()
+            .map(|c| c.config.name.as_str())
+            .collect()
+    }
+
+    fn link(&self, fragment: &str) -> Option<String> {
+        self.console_url
+            .as_ref()
+            .map(|u| format!("{}/#/{fragment}", u.trim_end_matches('/')))
+    }
+
+    fn event_body(&self, e: &EventView, event: &str, id: &str, at_ms: i64) -> Value {
+        let contributors: Vec<Value> = e
+            .contributors
+            .iter()
+            .take(5)
+            .map(|c| {
+                json!({"metric": c.metric, "value": c.value, "expected_low": c.expected_low,
+                    "expected_high": c.expected_high})
+            })
+            .collect();
+        json!({
+            "version": 1,
+            "id": id,
+            "event": event,
+            "at_ms": at_ms,
+            "summary": event_summary(e, event),
+            "url": self.link(&format!("anomalies/{}", e.id)),
+            "host": {"id": e.host.id, "hostname": e.host.hostname, "labels": e.host.labels},
+            "anomaly": {
+                "id": e.id,
+                "status": if e.open { "open" } else { "closed" },
+                "severity": e.severity.as_str(),
+                "family": e.family,
+                "top_metric": e.top_metric,
+                "contributors": contributors,
+                "started_ms": e.started_ms,
+                "ended_ms": e.ended_ms,
+                "close_reason": e.close_reason,
+                "peak_score": e.peak_score,
+                "acked_by": e.acked_by,
+                "ack_note": e.ack_note,
+            },
+        })
+    }
+
+    fn action_body(&self, a: &ActionView, event: &str, id: &str, at_ms: i64) -> Value {
+        json!({
+            "version": 1,
+            "id": id,
+            "event": event,
+            "at_ms": at_ms,
+            "summary": action_summary(a),
+            "url": self.link(&format!("hosts/{}", a.host.id)),
+            "host": {"id": a.host.id, "hostname": a.host.hostname, "labels": a.host.labels},
+            "action": {
+                "id": a.id,
+                "rule": a.rule,
+                "action": a.action,
+                "mode": a.mode,
+                "state": a.state,
+                "reason": a.reason,
+                "report": a.report,
+                "requested_by": a.requested_by,
+                "decided_by": a.decided_by,
+                "updated_ms": a.updated_ms,
+            },
+        })
+    }
+
+    fn event_matches(c: &ChannelConfig, e: &EventView) -> bool {
+        c.wants(Subject::Anomaly)
+            && e.severity.rank() >= c.min_severity.rank()
+            && (c.families.is_empty() || c.families.iter().any(|f| Family::as_str(*f) == e.family))
+            && c.labels
+                .iter()
+                .all(|(k, v)| e.host.labels.get(k).is_some_and(|h| h == v))
+    }
+
+    fn action_matches(c: &ChannelConfig, a: &ActionView) -> bool {
+        // PagerDuty pages: a failure or an expired proposal needs someone; a success does not
+        let pages =
+            c.kind != ChannelKind::Pagerduty || matches!(a.state.as_str(), "failed" | "expired");
+        c.wants(Subject::Remediation)
+            && pages
+            && c.labels
+                .iter()
+                .all(|(k, v)| a.host.labels.get(k).is_some_and(|h| h == v))
+    }
+
+    async fn active_silences(&self, now: i64) -> Result<Vec<Silence>, StoreError> {
+        Ok(self
+            .store
+            .silences(Some(now))
+            .await?
+            .into_iter()
+            .filter(|s| s.active(now))
+            .collect())
+    }
+
+    /// Writes the notification of `event` for one channel; true when it is new.
+    #[allow(clippy::too_many_arguments)]
+    async fn enqueue(
+        &self,
+        channel: &ChannelConfig,
+        subject: &str,
+        event: &str,
+        host: &HostView,
+        severity: &str,
+        family: &str,
+        silence: Option<&Silence>,
+        body: impl FnOnce(&str) -> Value,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let id = crate::fleet::new_id("ntf");
+        let body = body(&id);
+        let n = NewNotification {
+            summary: body["summary"].as_str().unwrap_or_default().to_string(),
+            body,
+            id,
+            channel: channel.name.clone(),
+            kind: channel.kind.as_str().to_string(),
+            subject: subject.to_string(),
+            event: event.to_string(),
+            host_id: host.id.clone(),
+            severity: severity.to_string(),
+            family: family.to_string(),
+            state: if silence.is_some() {
+                "silenced"
+            } else {
+                "pending"
+            }
+            .to_string(),
+            silence_id: silence.map(|s| s.id.clone()).unwrap_or_default(),
+            created_ms: now,
+        };
+        let fresh = self.store.insert_notification(&n).await?;
+        if fresh {
+            tracing::info!(channel = %n.channel, event = %n.event, subject = %n.subject,
+                state = %n.state, "notification queued");
+        }
+        Ok(fresh)
+    }
+
+    /// One routing pass; returns how many notifications it wrote.
+    pub async fn route(&self) -> Result<usize, StoreError> {
+        if self.channels.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let silences = self.active_silences(now).await?;
+        let silence_for = |host: &HostView, family: Option<&str>| {
+            silences.iter().find(|s| s.matches(host, family))
+        };
+        let mut written = 0;
+        for e in self.store.unrouted_events(ROUTE_BATCH).await? {
+            let silence = silence_for(&e.host, Some(&e.family));
+            // an event opened and closed before a pass is still told both ways
+            for ch in &self.channels {
+                let c = &ch.config;
+                if !Self::event_matches(c, &e) {
+                    continue;
+                }
+                if self
+                    .enqueue(
+                        c,
+                        &e.id,
+                        "anomaly.opened",
+                        &e.host,
+                        e.severity.as_str(),
+                        &e.family,
+                        silence,
+                        |id| self.event_body(&e, "anomaly.opened", id, now),
+                        now,
+                    )
+                    .await?
+                {
+                    written += 1;
+                }
+            }
+            if !e.open {
+                let told = self
+                    .store
+                    .notified_channels(&e.id, "anomaly.opened")
+                    .await?;
+                for (name, state) in told {
+                    let Some(ch) = self.channels.iter().find(|c| c.config.name == name) else {
+                        continue;
+                    };
+                    // a silenced opening gets a silenced closing: nobody was told it began
+                    let held = (state == "silenced").then(|| Silence {
+                        id: String::new(),
+                        labels: BTreeMap::new(),
+                        hosts: Vec::new(),
+                        families: Vec::new(),
+                        starts_ms: 0,
+                        ends_ms: 0,
+                        comment: String::new(),
+                        created_by: String::new(),
+                        created_ms: 0,
+                        expired_by: String::new(),
+                    });
+                    if self
+                        .enqueue(
+                            &ch.config,
+                            &e.id,
+                            "anomaly.closed",
+                            &e.host,
+                            e.severity.as_str(),
+                            &e.family,
+                            held.as_ref(),
+                            |id| self.event_body(&e, "anomaly.closed", id, now),
+                            now,
+                        )
+                        .await?
+                    {
+                        written += 1;
+                    }
+                }
+            }
+            self.store
+                .mark_event_routed(&e.id, e.severity.rank(), !e.open)
+                .await?;
+        }
+        for a in self.store.unrouted_actions(ROUTE_BATCH).await? {
+            let silence = silence_for(&a.host, None);
+            let event = format!("remediation.{}", a.state);
+            let severity = if a.state == "failed" { "high" } else { "low" };
+            for ch in &self.channels {
+                if !Self::action_matches(&ch.config, &a) {
+                    continue;
+                }
+                if self
+                    .enqueue(
+                        &ch.config,
+                        &a.id,
+                        &event,
+                        &a.host,
+                        severity,
+                        "",
+                        silence,
+                        |id| self.action_body(&a, &event, id, now),
+                        now,
+                    )
+                    .await?
+                {
+                    written += 1;
+                }
+            }
+            self.store.mark_action_routed(&a.id, &a.state).await?;
+        }
+        written += self.remind(now).await?;
+        self.release_ended_silences(now, &silences).await?;
+        Ok(written)
+    }
+
+    async fn remind(&self, now: i64) -> Result<usize, StoreError> {
+        let mut written = 0;
+        for ch in &self.channels {
+            let every = ch.config.repeat_secs as i64 * 1000;
+            if every == 0 {
+                continue;
+            }
+            for (subject, told) in self
+                .store
+                .events_to_remind(&ch.config.name, now - every, ROUTE_BATCH)
+                .await?
+            {
+                let Some(e) = self.store.event_view(&subject).await? else {
+                    continue;
+                };
+                let event = format!("anomaly.reminder.{told}");
+                if self
+                    .enqueue(
+                        &ch.config,
+                        &e.id,
+                        &event,
+                        &e.host,
+                        e.severity.as_str(),
+                        &e.family,
+                        None,
+                        |id| self.event_body(&e, &event, id, now),
+                        now,
+                    )
+                    .await?
+                {
+                    written += 1;
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// An opening held by a silence that ended while its event is still open is sent now,
+    /// unless another active silence holds it.
+    async fn release_ended_silences(&self, now: i64, active: &[Silence]) -> Result<(), StoreError> {
+        for (id, subject) in self.store.held_by_ended_silences(now).await? {
+            let Some(e) = self.store.event_view(&subject).await? else {
+                continue;
+            };
+            let other = active.iter().find(|s| s.matches(&e.host, Some(&e.family)));
+            self.store
+                .reconsider_silenced(&id, other.map(|s| s.id.as_str()), now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One delivery pass; returns how many were sent.
+    pub async fn deliver(&self) -> Result<usize, StoreError> {
+        if self.channels.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let due = self.store.due_notifications(now, SEND_BATCH).await?;
+        let mut sent = 0;
+        let mut seen = std::collections::HashSet::new();
+        for (n, body) in due {
+            // one per (channel, subject) per pass keeps their order
+            if !seen.insert((n.channel.clone(), n.subject.clone())) {
+                continue;
+            }
+            let Some(ch) = self.channels.iter().find(|c| c.config.name == n.channel) else {
+                self.store
+                    .finish_attempt(
+                        &n.id,
+                        "failed",
+                        n.attempts,
+                        n.next_attempt_ms,
+                        "no such channel in [notify] any more",
+                        now,
+                    )
+                    .await?;
+                continue;
+            };
+            let lease = ch.timeout.as_millis() as i64 * 2 + 5_000;
+            if !self
+                .store
+                .claim_notification(&n.id, now, now + lease)
+                .await?
+            {
+                continue;
+            }
+            let attempts = n.attempts + 1;
+            match ch.send(&n, &body).await {
+                Ok(()) => {
+                    sent += 1;
+                    self.store
+                        .finish_attempt(&n.id, "sent", attempts, n.next_attempt_ms, "", now_ms())
+                        .await?;
+                    tracing::info!(channel = %n.channel, event = %n.event, subject = %n.subject,
+                        attempts, "notification sent");
+                }
+                Err(e) => {
+                    let give_up = e.permanent || attempts >= i64::from(self.max_attempts);
+                    let next = now_ms() + e.retry_after_ms.unwrap_or_else(|| backoff_ms(attempts));
+                    let state = if give_up { "failed" } else { "pending" };
+                    self.store
+                        .finish_attempt(
+                            &n.id,
+                            state,
+                            attempts,
+                            next,
+                            &clip(&e.message, 500),
+                            now_ms(),
+                        )
+                        .await?;
+                    tracing::warn!(channel = %n.channel, event = %n.event, subject = %n.subject,
+                        attempts, give_up, error = %e.message, "notification not delivered");
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Routes and delivers every `every` until `stop`.
+    pub async fn run(
+        self: Arc<Self>,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        if self.channels.is_empty() {
+            return;
+        }
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = self.route().await {
+                tracing::warn!(error = %e, "notification routing failed; retrying");
+            }
+            if let Err(e) = self.deliver().await {
+                tracing::warn!(error = %e, "notification delivery failed; retrying");
+            }
+        }
+    }
+
+    /// Acknowledges an event: who and why, once. Stops reminders; channels that were told
+    /// the opening are told the acknowledgement (PagerDuty: `acknowledge`). Returns the
+    /// acknowledgement and whether it is this one.
+    pub async fn acknowledge(
+        &self,
+        event_id: &str,
+        by: &str,
+        note: &str,
+    ) -> Result<(Ack, bool), NotifyError> {
+        if note.chars().count() > 1000 || note.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(NotifyError::Invalid(
+                "note: at most 1000 characters, no control characters".into(),
+            ));
+        }
+        let now = now_ms();
+        let (ack, fresh) = self
+            .store
+            .ack_anomaly(event_id, by, note.trim(), now)
+            .await?
+            .ok_or_else(|| NotifyError::NotFound(format!("no anomaly {event_id:?}")))?;
+        if fresh {
+            if let Some(e) = self.store.event_view(event_id).await? {
+                if e.open {
+                    for (name, state) in self
+                        .store
+                        .notified_channels(event_id, "anomaly.opened")
+                        .await?
+                    {
+                        let Some(ch) = self.channels.iter().find(|c| c.config.name == name) else {
+                            continue;
+                        };
+                        if state == "silenced" {
+                            continue;
+                        }
+                        self.enqueue(
+                            &ch.config,
+                            &e.id,
+                            "anomaly.acknowledged",
+                            &e.host,
+                            e.severity.as_str(),
+                            &e.family,
+                            None,
+                            |id| self.event_body(&e, "anomaly.acknowledged", id, now),
+                            now,
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+        Ok((ack, fresh))
+    }
+
+    pub async fn create_silence(&self, by: &str, input: SilenceIn) -> Result<Silence, NotifyError> {
+        let now = now_ms();
+        let invalid = |m: String| Err(NotifyError::Invalid(m));
+        let starts = input.starts_ms.unwrap_or(now);
+        let ends = match (input.ends_ms, input.duration_secs) {
+            (Some(_), Some(_)) => return invalid("set ends_ms or duration_secs, not both".into()),
+            (Some(e), None) => e,
+            (None, Some(d)) if (60..=MAX_SILENCE_MS / 1000).contains(&d) => {
+                starts.saturating_add(d * 1000)
+            }
+            (None, Some(d)) => {
+                return invalid(format!(
+                    "duration_secs: {d} is outside 60..={}",
+                    MAX_SILENCE_MS / 1000
+                ))
+            }
+            (None, None) => return invalid("ends_ms or duration_secs is required".into()),
+        };
+        if ends <= starts.max(now) {
+            return invalid(
+                "ends_ms: the silence would end before it starts (or in the past)".into(),
+            );
+        }
+        if ends - starts > MAX_SILENCE_MS {
+            return invalid("a silence lasts at most 30 days".into());
+        }
+        if starts > now + 365 * 86_400_000 {
+            return invalid("starts_ms: more than a year ahead".into());
+        }
+        let comment = input.comment.trim();
+        if comment.is_empty() || comment.chars().count() > 500 {
+            return invalid("comment: say why, in 1 to 500 characters".into());
+        }
+        if input.labels.len() > 20 || input.hosts.len() > 1000 || input.families.len() > 7 {
+            return invalid("at most 20 labels, 1000 hosts and 7 families".into());
+        }
+        for (k, v) in &input.labels {
+            if k.is_empty() || k.len() > 63 || v.len() > 255 || k.chars().any(char::is_control) {
+                return invalid(format!("labels: {:?} is not a label", clip(k, 40)));
+            }
+        }
+        if let Some(h) = input
+            .hosts
+            .iter()
+            .find(|h| !crate::domain::valid_agent_id(h))
+        {
+            return invalid(format!("hosts: {:?} is not a host id", clip(h, 40)));
+        }
+        if let Some(f) = input.families.iter().find(|f| Family::parse(f).is_none()) {
+            let valid: Vec<&str> = Family::ALL.iter().map(|f| f.as_str()).collect();
+            return invalid(format!(
+                "families: {:?} is not a family; valid: {}",
+                clip(f, 40),
+                valid.join(", ")
+            ));
+        }
+        let silence = Silence {
+            id: crate::fleet::new_id("sil"),
+            labels: input.labels,
+            hosts: input.hosts,
+            families: input.families,
+            starts_ms: starts,
+            ends_ms: ends,
+            comment: comment.to_string(),
+            created_by: by.to_string(),
+            created_ms: now,
+            expired_by: String::new(),
+        };
+        self.store.insert_silence(&silence).await?;
+        Ok(silence)
+    }
+
+    /// Silences not yet over (with `all`: every one kept).
+    pub async fn silences(&self, all: bool) -> Result<Vec<Silence>, NotifyError> {
+        Ok(self.store.silences((!all).then(now_ms)).await?)
+    }
+
+    pub async fn silence(&self, id: &str) -> Result<Silence, NotifyError> {
+        self.store
+            .silence(id)
+            .await?
+            .ok_or_else(|| NotifyError::NotFound(format!("no silence {id:?}")))
+    }
+
+    /// Ends a silence now.
+    pub async fn expire_silence(&self, id: &str, by: &str) -> Result<Silence, NotifyError> {
+        let now = now_ms();
+        if !self.store.expire_silence(id, by, now).await? {
+            return match self.store.silence(id).await? {
+                Some(_) => Err(NotifyError::Conflict(format!(
+                    "silence {id:?} has already ended"
+                ))),
+                None => Err(NotifyError::NotFound(format!("no silence {id:?}"))),
+            };
+        }
+        self.store
+            .silence(id)
+            .await?
+            .ok_or_else(|| NotifyError::NotFound(format!("no silence {id:?}")))
+    }
+
+    pub async fn notifications(
+        &self,
+        q: &NotificationQuery,
+    ) -> Result<Vec<Notification>, NotifyError> {
+        Ok(self.store.notifications(q).await?)
+    }
+
+    pub async fn ack_of(&self, event_id: &str) -> Result<Option<Ack>, NotifyError> {
+        Ok(self
+            .store
+            .anomaly_ack(event_id)
+            .await?
+            .filter(|a| !a.by.is_empty()))
+    }
+}
+
+/// 2 s after the first failure, doubling, at most 5 min, with ±20 % jitter so a receiver
+/// that comes back is not hit by every retry at once.
+pub fn backoff_ms(attempts: i64) -> i64 {
+    let base = 2_000_i64.saturating_mul(1_i64 << attempts.clamp(1, 20).saturating_sub(1));
+    let capped = base.min(300_000);
+    let jitter = (capped / 5).max(1);
+    capped - jitter + rand::random_range(0..=2 * jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(id: &str, labels: &[(&str, &str)]) -> HostView {
+        HostView {
+            id: id.into(),
+            hostname: String::new(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn silence(labels: &[(&str, &str)], hosts: &[&str], families: &[&str]) -> Silence {
+        Silence {
+            id: "sil-1".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            families: families.iter().map(|f| f.to_string()).collect(),
+            starts_ms: 100,
+            ends_ms: 200,
+            comment: "maintenance".into(),
+            created_by: "op".into(),
+            created_ms: 0,
+            expired_by: String::new(),
+        }
+    }
+
+    #[test]
+    fn silences_match_by_host_labels_and_family() {
+        let db = host("db-1", &[("role", "db")]);
+        let web = host("web-1", &[("role", "web")]);
+        let by_label = silence(&[("role", "db")], &[], &["disk_io"]);
+        assert!(by_label.matches(&db, Some("disk_io")));
+        assert!(!by_label.matches(&db, Some("cpu")));
+        assert!(!by_label.matches(&web, Some("disk_io")));
+        assert!(
+            by_label.matches(&db, None),
+            "remediation outcomes of the hosts too"
+        );
+        let by_host = silence(&[], &["web-1"], &[]);
+        assert!(by_host.matches(&web, Some("cpu")));
+        assert!(!by_host.matches(&db, Some("cpu")));
+        let everywhere = silence(&[], &[], &[]);
+        assert!(everywhere.matches(&db, Some("memory")));
+        assert!(everywhere.active(100) && everywhere.active(199));
+        assert!(!everywhere.active(99) && !everywhere.active(200));
+    }
+
+    #[test]
+    fn backoff_doubles_to_five_minutes_with_jitter() {
+        for _ in 0..50 {
+            let first = backoff_ms(1);
+            assert!((1_600..=2_400).contains(&first), "{first}");
+            let third = backoff_ms(3);
+            assert!((6_400..=9_600).contains(&third), "{third}");
+            let late = backoff_ms(40);
+            assert!((240_000..=360_000).contains(&late), "{late}");
+        }
+    }
+
+    #[test]
+    fn summaries_name_severity_family_host_and_evidence() {
+        let e = EventView {
+            id: "web-1:7".into(),
+            host: HostView {
+                id: "web-1".into(),
+                hostname: "web-1.example".into(),
+                labels: BTreeMap::new(),
+            },
+            open: true,
+            severity: Severity::High,
+            family: "cpu".into(),
+            top_metric: "cpu.user_pct".into(),
+            contributors: vec![Contributor {
+                metric: "cpu.user_pct".into(),
+                value: 97.04,
+                expected_low: 2.0,
+                expected_high: 30.0,
+                contribution: 0.8,
+            }],
+            started_ms: 0,
+            ended_ms: None,
+            close_reason: String::new(),
+            peak_score: 3.0,
+            notified_rank: -1,
+            close_notified: false,
+            acked_by: String::new(),
+            ack_note: String::new(),
+        };
+        assert_eq!(
+            event_summary(&e, "anomaly.opened"),
+            "[HIGH] cpu on web-1.example: cpu.user_pct 97.0 (expected 2.0–30.0)"
+        );
+        let closed = EventView {
+            open: false,
+            close_reason: "recovered: cpu under its clear level for 15 s".into(),
+            ..e
+        };
+        assert_eq!(
+            event_summary(&closed, "anomaly.closed"),
+            "Resolved [HIGH] cpu on web-1.example: recovered: cpu under its clear level for 15 s"
+        );
+    }
+}
