@@ -41,6 +41,8 @@ impl Received {
 }
 
 type Log = Arc<Mutex<Vec<Received>>>;
+/// Each message's recipients and data.
+type Mails = Arc<Mutex<Vec<(Vec<String>, String)>>>;
 
 /// An HTTP/1.1 receiver: records every POST; paths under `/flaky/` answer 503 to their first
 /// two requests.
@@ -116,10 +118,10 @@ async fn http_receiver() -> (SocketAddr, Log) {
 }
 
 /// An SMTP sink (RFC 5321 without extensions): records each message's envelope and data.
-async fn smtp_sink() -> (SocketAddr, Arc<Mutex<Vec<(Vec<String>, String)>>>) {
+async fn smtp_sink() -> (SocketAddr, Mails) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let mails: Arc<Mutex<Vec<(Vec<String>, String)>>> = Arc::default();
+    let mails: Mails = Arc::default();
     let shared = mails.clone();
     tokio::spawn(async move {
         loop {
@@ -164,9 +166,8 @@ async fn smtp_sink() -> (SocketAddr, Arc<Mutex<Vec<(Vec<String>, String)>>>) {
                     } else if upper.starts_with("QUIT") {
                         let _ = write.write_all(b"221 bye\r\n").await;
                         return;
-                    } else if upper.starts_with("RSET") || upper.starts_with("NOOP") {
-                        b"250 ok\r\n"
                     } else {
+                        // MAIL FROM, RSET, NOOP
                         b"250 ok\r\n"
                     };
                     if write.write_all(reply).await.is_err() {
