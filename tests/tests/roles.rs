@@ -35,6 +35,10 @@ enum Body {
     Query,
     /// A runbook with a unique title.
     Runbook,
+    /// An acknowledgement note.
+    Ack,
+    /// A one-hour silence of one host.
+    Silence,
 }
 
 const ADMIN: usize = 0;
@@ -203,6 +207,48 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
         "/runbooks/cpu-saturation/revisions",
         Body::Empty,
         [200, 200, 200, 401],
+    ),
+    (
+        "GET",
+        "/notifications",
+        "/notifications?state=sent",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "POST",
+        "/anomaly/{id}/ack",
+        "/anomaly/web-01:999/ack",
+        Body::Ack,
+        [404, 404, 403, 401],
+    ),
+    (
+        "GET",
+        "/silences",
+        "/silences",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "POST",
+        "/silences",
+        "/silences",
+        Body::Silence,
+        [201, 201, 403, 401],
+    ),
+    (
+        "GET",
+        "/silences/{id}",
+        "/silences/sil-none",
+        Body::Empty,
+        [404, 404, 404, 401],
+    ),
+    (
+        "DELETE",
+        "/silences/{id}",
+        "/silences/sil-none",
+        Body::Empty,
+        [404, 404, 403, 401],
     ),
     // Public, but only Slack's signature gets in: none is sent here.
     (
@@ -470,6 +516,10 @@ async fn every_endpoint_with_every_role() {
                     "title": format!("runbook {serial}"), "body": "# steps\n"
                 })),
                 Body::Token => req.json(&json!({"ttl_secs": 600, "max_uses": 1})),
+                Body::Ack => req.json(&json!({"note": "on it"})),
+                Body::Silence => req.json(&json!({
+                    "hosts": ["web-01"], "duration_secs": 3600, "comment": "maintenance"
+                })),
                 Body::Score => {
                     let rows: Vec<Vec<f64>> =
                         (0..32).map(|i| vec![10.0 + f64::from(i % 5)]).collect();

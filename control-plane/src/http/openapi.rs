@@ -33,6 +33,8 @@ use super::access::{Access, AccessTable, SCHEME};
         (name = "remediation", description = "remediation actions and the audit log"),
         (name = "policies", description = "signed fleet policies and their rollouts"),
         (name = "chatops", description = "questions and actions in plain words"),
+        (name = "runbooks", description = "the knowledge base"),
+        (name = "notifications", description = "what people were told, and silences"),
     )
 )]
 pub struct ApiDoc;
