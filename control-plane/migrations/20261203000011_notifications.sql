@@ -50,8 +50,11 @@ ALTER TABLE anomalies ADD COLUMN ack_note TEXT NOT NULL DEFAULT '';
 ALTER TABLE anomalies ADD COLUMN notified_rank BIGINT NOT NULL DEFAULT -1;
 ALTER TABLE anomalies ADD COLUMN close_notified BIGINT NOT NULL DEFAULT 0;
 UPDATE anomalies SET notified_rank = 99, close_notified = 1;
-CREATE INDEX anomalies_close_unrouted ON anomalies (close_notified) WHERE close_notified = 0;
+CREATE INDEX anomalies_close_unrouted ON anomalies (started_ms) WHERE close_notified = 0;
 
--- The action state last routed, so each outcome is told once.
+-- The action state last routed, so each outcome is told once; the partial index holds only
+-- the actions whose state changed since.
 ALTER TABLE remediation_actions ADD COLUMN notified_state TEXT NOT NULL DEFAULT '';
 UPDATE remediation_actions SET notified_state = state;
+CREATE INDEX remediation_actions_unrouted ON remediation_actions (updated_at_ms)
+    WHERE state <> notified_state;

@@ -34,6 +34,8 @@ use sco_policy::Family;
 const ROUTE_BATCH: i64 = 200;
 /// Sent per pass; each send has its own timeout.
 const SEND_BATCH: i64 = 50;
+/// A closed event that ended longer ago than this is not told when first routed.
+const STALE_MS: i64 = 3_600_000;
 /// Longest silence.
 pub const MAX_SILENCE_MS: i64 = 30 * 86_400_000;
 
@@ -508,6 +510,13 @@ impl Notifier {
         };
         let mut written = 0;
         for e in self.store.unrouted_events(ROUTE_BATCH).await? {
+            // an event over long ago (stored before a channel was set up) is history, not news
+            if !e.open && e.ended_ms.is_some_and(|t| t < now - STALE_MS) {
+                self.store
+                    .mark_event_routed(&e.id, e.severity.rank(), true)
+                    .await?;
+                continue;
+            }
             let silence = silence_for(&e.host, Some(&e.family));
             // an event opened and closed before a pass is still told both ways
             for ch in &self.channels {
@@ -577,6 +586,15 @@ impl Notifier {
                 .await?;
         }
         for a in self.store.unrouted_actions(ROUTE_BATCH).await? {
+            if !matches!(
+                a.state.as_str(),
+                "proposed" | "succeeded" | "failed" | "expired"
+            ) || a.updated_ms < now - STALE_MS
+            {
+                // running, approved, rejected, refused, dry runs, and old news: nobody needs telling
+                self.store.mark_action_routed(&a.id, &a.state).await?;
+                continue;
+            }
             let silence = silence_for(&a.host, None);
             let event = format!("remediation.{}", a.state);
             let severity = if a.state == "failed" { "high" } else { "low" };

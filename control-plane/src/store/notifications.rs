@@ -112,17 +112,25 @@ fn silence_from(r: &AnyRow) -> Result<Silence, StoreError> {
 
 impl Store {
     /// Open events whose severity rose past what was routed, and closed events whose closing
-    /// was not routed, oldest first.
+    /// was not routed, oldest first. Two indexed reads (open events; the partial index of
+    /// unrouted closings), never a scan of the history.
     pub async fn unrouted_events(&self, limit: i64) -> Result<Vec<EventView>, StoreError> {
-        let rows = sqlx::query(audited(format!(
-            "{EVENT_SELECT} WHERE (a.status = 'open' AND a.severity_rank > a.notified_rank)
-                OR (a.status = 'closed' AND a.close_notified = 0)
-             ORDER BY a.started_ms LIMIT $1"
-        )))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(event_from).collect()
+        let mut out = Vec::new();
+        for filter in [
+            "a.status = 'open' AND a.severity_rank > a.notified_rank",
+            "a.close_notified = 0 AND a.status = 'closed'",
+        ] {
+            let rows = sqlx::query(audited(format!(
+                "{EVENT_SELECT} WHERE {filter} ORDER BY a.started_ms LIMIT $1"
+            )))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in &rows {
+                out.push(event_from(r)?);
+            }
+        }
+        Ok(out)
     }
 
     pub async fn event_view(&self, id: &str) -> Result<Option<EventView>, StoreError> {
@@ -154,14 +162,14 @@ impl Store {
         Ok(())
     }
 
-    /// Actions that reached a state worth telling and were not told in it.
+    /// Actions whose state changed since it was last routed (the partial index keeps this to
+    /// the changed ones), oldest change first.
     pub async fn unrouted_actions(&self, limit: i64) -> Result<Vec<ActionView>, StoreError> {
         let rows = sqlx::query(
             "SELECT r.id, r.host_id, r.rule, r.action, r.mode, r.state, r.reason, r.report,
                 r.requested_by, r.decided_by, r.updated_at_ms, h.hostname, h.labels, h.enrolled_labels
              FROM remediation_actions r LEFT JOIN hosts h ON h.id = r.host_id
-             WHERE r.state IN ('proposed', 'succeeded', 'failed', 'expired')
-                AND r.state <> r.notified_state
+             WHERE r.state <> r.notified_state
              ORDER BY r.updated_at_ms LIMIT $1",
         )
         .bind(limit)
@@ -188,7 +196,7 @@ impl Store {
             .collect()
     }
 
-    /// Records that the action was told in `state` (unless it moved on meanwhile).
+    /// Records that the action was seen in `state` (unless it moved on meanwhile).
     pub async fn mark_action_routed(&self, id: &str, state: &str) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE remediation_actions SET notified_state = $2 WHERE id = $1 AND state = $2",
@@ -375,9 +383,9 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT n.subject, COUNT(*) AS told FROM notifications n
-                JOIN anomalies a ON a.id = n.subject
-             WHERE n.channel = $1 AND a.status = 'open' AND a.acked_by = ''
+            "SELECT n.subject, COUNT(*) AS told FROM anomalies a
+                JOIN notifications n ON n.subject = a.id
+             WHERE a.status = 'open' AND a.acked_by = '' AND n.channel = $1
                 AND EXISTS (SELECT 1 FROM notifications o WHERE o.channel = n.channel
                     AND o.subject = n.subject AND o.event = 'anomaly.opened' AND o.state <> 'silenced')
              GROUP BY n.subject HAVING MAX(n.created_ms) < $2
@@ -399,11 +407,11 @@ impl Store {
         now_ms: i64,
     ) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT n.id, n.subject FROM notifications n
+            "SELECT n.id, n.subject FROM anomalies a
+                JOIN notifications n ON n.subject = a.id
                 JOIN silences s ON s.id = n.silence_id
-                JOIN anomalies a ON a.id = n.subject
-             WHERE n.state = 'silenced' AND n.event = 'anomaly.opened'
-                AND s.ends_ms <= $1 AND a.status = 'open'",
+             WHERE a.status = 'open' AND n.state = 'silenced' AND n.event = 'anomaly.opened'
+                AND s.ends_ms <= $1",
         )
         .bind(now_ms)
         .fetch_all(&self.pool)
