@@ -420,6 +420,12 @@ url = "http://{http}/flaky/v2/enqueue"
 secret_file = "{dir}/pd.key"
 families = ["cpu"]
 [[notify.channels]]
+name = "remind"
+kind = "webhook"
+url = "http://{http}/remind"
+repeat_secs = 60
+subjects = ["anomaly"]
+[[notify.channels]]
 name = "mail"
 kind = "email"
 smtp_host = "127.0.0.1"
@@ -572,6 +578,34 @@ subjects = ["anomaly"]
         .expect("context")
         .contains("open in the console"));
 
+    // Reminders: an hour is simulated by ageing what the channel was told.
+    wait_received(
+        &hooks,
+        "the reminding channel told of the opening",
+        "/remind",
+        &event,
+        1,
+    )
+    .await;
+    let pool = sb.db().await;
+    let age = |pool: sqlx::AnyPool, subject: String| async move {
+        sqlx::query(
+            "UPDATE notifications SET created_ms = created_ms - 61000 WHERE channel = 'remind' AND subject = $1",
+        )
+        .bind(subject)
+        .execute(&pool)
+        .await
+        .expect("age");
+    };
+    age(pool.clone(), event.clone()).await;
+    let reminded =
+        wait_received(&hooks, "a reminder after repeat_secs", "/remind", &event, 2).await;
+    assert_eq!(reminded[1].json()["event"], "anomaly.reminder.1");
+    assert!(reminded[1].json()["summary"]
+        .as_str()
+        .expect("summary")
+        .starts_with("Still open"));
+
     // Acknowledging: viewers may not; the first operator's ack counts; PagerDuty hears it.
     let ack_path = format!("/anomaly/{event}/ack");
     let (status, _) = sb.post(&viewer, &ack_path, &json!({"note": "mine"})).await;
@@ -603,6 +637,21 @@ subjects = ["anomaly"]
             .then_some(())
     })
     .await;
+    // no reminder once acknowledged, however long it stays open
+    age(pool.clone(), event.clone()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after_ack: Vec<String> = events(&hooks, "/remind", &event)
+        .iter()
+        .map(|r| r.json()["event"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        after_ack,
+        vec![
+            "anomaly.opened",
+            "anomaly.reminder.1",
+            "anomaly.acknowledged"
+        ]
+    );
     let (_, one) = sb.get(&viewer, &format!("/anomaly/{event}")).await;
     assert_eq!(one["ack"]["note"], "looking at the runaway");
     assert!(
