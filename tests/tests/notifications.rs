@@ -573,7 +573,13 @@ subjects = ["anomaly"]
             .starts_with("[HIGH] cpu on web-1.test"),
         "{s}"
     );
-    assert!(s["blocks"][1]["elements"][0]["text"]
+    let context = s["blocks"]
+        .as_array()
+        .expect("blocks")
+        .iter()
+        .find(|b| b["type"] == "context")
+        .expect("a context block");
+    assert!(context["elements"][0]["text"]
         .as_str()
         .expect("context")
         .contains("open in the console"));

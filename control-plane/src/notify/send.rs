@@ -3,7 +3,8 @@
 //! - `webhook`: the body as is (the format is documented in docs/API.md), with
 //!   `X-SCO-Delivery` (the notification id: receivers deduplicate retries by it) and, with a
 //!   secret, `X-SCO-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
-//! - `slack`: an incoming-webhook message (text plus blocks, mrkdwn escaped).
+//! - `slack`: an incoming-webhook message in Block Kit, as chat answers are (approve and reject
+//!   buttons on a proposal waiting for approval).
 //! - `pagerduty`: Events API v2; the anomaly or action id is the dedup key, so opening,
 //!   acknowledgement and closing are one incident (trigger, acknowledge, resolve).
 //! - `email`: a plain-text message over SMTP (lettre, rustls).
@@ -261,12 +262,6 @@ pub fn signature(secret: &str, t: i64, body: &str) -> String {
     format!("t={t},v1={}", hex::encode(tag.as_ref()))
 }
 
-fn slack_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 fn details(body: &Value) -> Vec<String> {
     let mut lines = Vec::new();
     let a = &body["anomaly"];
@@ -301,26 +296,28 @@ fn details(body: &Value) -> Vec<String> {
     lines
 }
 
+/// A Slack message in the same Block Kit form as chat answers; a proposal waiting for
+/// approval carries the approve and reject buttons the interactivity endpoint handles.
 fn slack_message(n: &Notification, body: &Value) -> Value {
-    let mut text = format!("*{}*", slack_escape(&n.summary));
+    let mut reply = sco_chat::slack::Reply::new(&n.summary).in_channel();
     for l in details(body) {
-        text.push_str(&format!("\n• {}", slack_escape(&l)));
+        reply = reply.field(n.event.as_str(), l);
     }
-    let mut context = format!(
-        "host `{}` · `{}`",
-        slack_escape(&n.host_id),
-        slack_escape(&n.subject)
-    );
+    if n.event == "remediation.proposed" {
+        if let Some(id) = body["action"]["id"].as_str() {
+            reply = reply.proposal(id, &n.summary);
+        }
+    }
+    let mut context = format!("host {} · {}", n.host_id, n.subject);
     if let Some(url) = body["url"].as_str() {
-        context.push_str(&format!(" · <{}|open in the console>", slack_escape(url)));
+        context.push_str(&format!(" · open in the console: {url}"));
     }
-    json!({
-        "text": n.summary,
-        "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]},
-        ],
-    })
+    let mut m = reply.context(context).to_json();
+    if let Some(o) = m.as_object_mut() {
+        // an incoming webhook posts to its channel; the slash-command field means nothing there
+        o.remove("response_type");
+    }
+    m
 }
 
 fn pagerduty_event(n: &Notification, body: &Value, routing_key: &str) -> Value {
@@ -449,12 +446,31 @@ mod tests {
     }
 
     #[test]
-    fn slack_text_is_escaped_and_urls_redacted_in_errors() {
+    fn slack_messages_escape_text_carry_buttons_for_proposals_and_errors_hide_urls() {
         let mut n = notification("anomaly.opened", "high");
         n.summary = "<!channel> & friends".into();
         let m = slack_message(&n, &json!({}));
+        assert_eq!(m["text"], "<!channel> & friends");
         let text = m["blocks"][0]["text"]["text"].as_str().expect("text");
-        assert_eq!(text, "*&lt;!channel&gt; &amp; friends*");
+        assert!(text.contains("&lt;!channel&gt; &amp; friends"), "{text}");
+        assert!(m.get("response_type").is_none());
+        let mut p = notification("remediation.proposed", "low");
+        p.subject = "act-1".into();
+        let m = slack_message(
+            &p,
+            &json!({"action": {"id": "act-1", "action": {"type": "restart_service"}}}),
+        );
+        let buttons = m["blocks"]
+            .as_array()
+            .expect("blocks")
+            .iter()
+            .find(|b| b["type"] == "actions")
+            .expect("buttons");
+        assert_eq!(
+            buttons["elements"][0]["action_id"],
+            sco_chat::slack::APPROVE_ACTION_ID
+        );
+        assert_eq!(buttons["elements"][0]["value"], "act-1");
         assert_eq!(
             redact("https://hooks.slack.com/services/T0/B0/SECRET"),
             "https://hooks.slack.com"
