@@ -714,7 +714,13 @@ impl Detector {
                 }
             }
             if let Some(col) = m.pca_col {
-                self.pca_z[col] = b.pca_z(v, self.config.pca_std_scale);
+                // a metric that is not evidence enters the host PCA at its normal value, so its
+                // move breaks no relation either
+                self.pca_z[col] = if m.muted {
+                    0.0
+                } else {
+                    b.pca_z(v, self.config.pca_std_scale)
+                };
             }
             // a window whose current value is inside the gate scores exactly 0: no model call
             let inside_gate =

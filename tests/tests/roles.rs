@@ -35,6 +35,8 @@ enum Body {
     Query,
     /// A runbook with a unique title.
     Runbook,
+    /// A verdict on the seeded event.
+    Feedback,
 }
 
 const ADMIN: usize = 0;
@@ -145,6 +147,34 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
         "/anomaly/web-01:7",
         Body::Empty,
         [200, 200, 200, 401],
+    ),
+    (
+        "POST",
+        "/anomaly/{id}/feedback",
+        "/anomaly/web-01:7/feedback",
+        Body::Feedback,
+        [201, 201, 403, 401],
+    ),
+    (
+        "GET",
+        "/feedback",
+        "/feedback",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "GET",
+        "/feedback/export",
+        "/feedback/export",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "DELETE",
+        "/feedback/{id}",
+        "/feedback/fb-0000000000000000",
+        Body::Empty,
+        [404, 404, 403, 401],
     ),
     (
         "GET",
@@ -469,6 +499,7 @@ async fn every_endpoint_with_every_role() {
                 Body::Runbook => req.json(&json!({
                     "title": format!("runbook {serial}"), "body": "# steps\n"
                 })),
+                Body::Feedback => req.json(&json!({"verdict": "true_positive", "note": "real"})),
                 Body::Token => req.json(&json!({"ttl_secs": 600, "max_uses": 1})),
                 Body::Score => {
                     let rows: Vec<Vec<f64>> =
