@@ -622,8 +622,12 @@ impl Detector {
         let gate_skip = (gate_z - 1.0).max(0.0);
         let relearn = self.config.relearn_after_ticks;
         self.quiet_now.clear();
-        self.quiet_now
-            .extend(self.config.quiet_windows.iter().map(|w| w.when().contains(ts_ms)));
+        self.quiet_now.extend(
+            self.config
+                .quiet_windows
+                .iter()
+                .map(|w| w.when().contains(ts_ms)),
+        );
         self.slot_learning.clear();
         self.slot_learning
             .extend(self.families.iter().map(|st| st.learning(relearn)));
@@ -699,8 +703,7 @@ impl Detector {
             let z = b.z(v);
             m.push_z(z as f32);
             m.muted = m.inside_band(v, z)
-                || m
-                    .quiet
+                || m.quiet
                     .iter()
                     .any(|&w| self.quiet_now.get(w).copied().unwrap_or(false));
             m.ratio = 0.0;
@@ -723,10 +726,9 @@ impl Detector {
                 };
             }
             // a window whose current value is inside the gate scores exactly 0: no model call
-            let inside_gate =
-                (gate_z > 0.0 && f64::from(m.lags[0]).abs() <= gate_skip)
-                    || m.below_normal()
-                    || m.muted;
+            let inside_gate = (gate_z > 0.0 && f64::from(m.lags[0]).abs() <= gate_skip)
+                || m.below_normal()
+                || m.muted;
             if m.filled >= f && f > 0 && !inside_gate {
                 self.batch.extend_from_slice(&m.lags);
                 self.batch_metrics.push(idx);

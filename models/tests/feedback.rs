@@ -42,7 +42,12 @@ fn config() -> DetectorConfig {
 /// Runs 1100 one-second ticks of a normal host (cpu ~5 %, memory ~40 %) with `level` of
 /// `metric` during ticks 700..740; `lessons` are given to the detector at tick 600 (as a
 /// policy reaching a warm agent would).
-fn run(config: DetectorConfig, metric: &str, level: f64, lessons: Option<(Vec<Floor>, Vec<QuietWindow>)>) -> Vec<Tick> {
+fn run(
+    config: DetectorConfig,
+    metric: &str,
+    level: f64,
+    lessons: Option<(Vec<Floor>, Vec<QuietWindow>)>,
+) -> Vec<Tick> {
     let model = Arc::new(Model::shipped().expect("shipped model loads"));
     let mut det = Detector::new(model, config);
     let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
@@ -54,7 +59,10 @@ fn run(config: DetectorConfig, metric: &str, level: f64, lessons: Option<(Vec<Fl
                     det.set_lessons(f, q);
                 }
             }
-            let mut v = vec![(CPU, 5.0 + 0.5 * noise.next()), (MEM, 40.0 + 0.3 * noise.next())];
+            let mut v = vec![
+                (CPU, 5.0 + 0.5 * noise.next()),
+                (MEM, 40.0 + 0.3 * noise.next()),
+            ];
             if (700..740).contains(&t) {
                 for x in &mut v {
                     if x.0 == metric {
@@ -131,14 +139,34 @@ fn quiet_windows_hold_only_at_their_time_and_for_their_family() {
         families,
         metrics: Vec::new(),
     };
-    let quiet = run(config(), CPU, 40.0, Some((Vec::new(), vec![window(vec![], vec![Family::Cpu])])));
+    let quiet = run(
+        config(),
+        CPU,
+        40.0,
+        Some((Vec::new(), vec![window(vec![], vec![Family::Cpu])])),
+    );
     assert!(opened(&quiet).is_empty(), "{:?}", opened(&quiet));
-    let whole_host = run(config(), CPU, 40.0, Some((Vec::new(), vec![window(vec![Weekday::Thu], vec![])])));
+    let whole_host = run(
+        config(),
+        CPU,
+        40.0,
+        Some((Vec::new(), vec![window(vec![Weekday::Thu], vec![])])),
+    );
     assert!(opened(&whole_host).is_empty());
     // another day, or another family: it alarms
-    let monday = run(config(), CPU, 40.0, Some((Vec::new(), vec![window(vec![Weekday::Mon], vec![])])));
+    let monday = run(
+        config(),
+        CPU,
+        40.0,
+        Some((Vec::new(), vec![window(vec![Weekday::Mon], vec![])])),
+    );
     assert_eq!(opened(&monday).len(), 1);
-    let memory_only = run(config(), CPU, 40.0, Some((Vec::new(), vec![window(vec![], vec![Family::Memory])])));
+    let memory_only = run(
+        config(),
+        CPU,
+        40.0,
+        Some((Vec::new(), vec![window(vec![], vec![Family::Memory])])),
+    );
     assert_eq!(opened(&memory_only).len(), 1);
 
     // derived from an expected event: the same hours every day
@@ -147,7 +175,12 @@ fn quiet_windows_hold_only_at_their_time_and_for_their_family() {
     let lesson = derive(Verdict::Expected, &facts(&ev), &Scope::default())
         .expect("derives")
         .expect("a lesson");
-    let again = run(config(), CPU, 40.0, Some((Vec::new(), lesson.detection.quiet_windows)));
+    let again = run(
+        config(),
+        CPU,
+        40.0,
+        Some((Vec::new(), lesson.detection.quiet_windows)),
+    );
     assert!(opened(&again).is_empty());
 }
 
@@ -174,6 +207,11 @@ fn floors_also_hold_in_the_smoothed_whole_host_profile() {
     let lesson = derive(Verdict::FalsePositive, &facts(events[0]), &Scope::default())
         .expect("derives")
         .expect("a lesson");
-    let after = run(smoothed, CPU, 40.0, Some((lesson.detection.floors, Vec::new())));
+    let after = run(
+        smoothed,
+        CPU,
+        40.0,
+        Some((lesson.detection.floors, Vec::new())),
+    );
     assert!(opened(&after).is_empty(), "{:?}", opened(&after));
 }

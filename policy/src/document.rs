@@ -382,12 +382,16 @@ impl Policy {
         if self.target.hosts.len() > MAX_TARGET_HOSTS {
             return Err(PolicyError::new(
                 "target.hosts",
-                format!("{} hosts, at most {MAX_TARGET_HOSTS}", self.target.hosts.len()),
+                format!(
+                    "{} hosts, at most {MAX_TARGET_HOSTS}",
+                    self.target.hosts.len()
+                ),
             ));
         }
         for (i, h) in self.target.hosts.iter().enumerate() {
             let ok = (1..=128).contains(&h.len())
-                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
             if !ok {
                 return Err(PolicyError::new(
                     format!("target.hosts[{i}]"),

@@ -435,7 +435,9 @@ pub fn derive(
                 event
                     .contributors
                     .iter()
-                    .filter(|c| outside(c) && scope.metrics.iter().any(|g| metric_matches(g, &c.metric)))
+                    .filter(|c| {
+                        outside(c) && scope.metrics.iter().any(|g| metric_matches(g, &c.metric))
+                    })
                     .collect()
             };
             for c in covered {
@@ -538,7 +540,10 @@ mod tests {
     #[test]
     fn times_parse_strictly() {
         assert_eq!("00:00".parse::<TimeOfDay>().expect("ok").minutes, 0);
-        assert_eq!("23:59".parse::<TimeOfDay>().expect("ok").to_string(), "23:59");
+        assert_eq!(
+            "23:59".parse::<TimeOfDay>().expect("ok").to_string(),
+            "23:59"
+        );
         for bad in ["24:00", "7:00", "07:60", "0700", "", "aa:bb", "07:00:00"] {
             assert!(bad.parse::<TimeOfDay>().is_err(), "{bad} accepted");
         }
@@ -631,7 +636,10 @@ mod tests {
             .expect("derives")
             .expect("a lesson");
         let w = &l.detection.quiet_windows[0];
-        assert_eq!((w.start.to_string(), w.end.to_string()), ("02:30".into(), "03:00".into()));
+        assert_eq!(
+            (w.start.to_string(), w.end.to_string()),
+            ("02:30".into(), "03:00".into())
+        );
         assert_eq!(w.families, [Family::Cpu]);
         assert!(w.quiets(MON_0230 + 86_400_000, "cpu.user_pct", Family::Cpu));
         assert!(!w.quiets(MON_0230, "mem.used_pct", Family::Memory));

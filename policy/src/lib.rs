@@ -23,8 +23,8 @@ pub use document::{
     parse, AnomalyCondition, Condition, DetectionSettings, Op, Policy, PolicyError, Rule, RuleMode,
     StateCondition, Target, VerifySpec, MAX_DOCUMENT_BYTES,
 };
-pub use feedback::{Floor, QuietWindow, Recurrence, TimeOfDay, Verdict, Weekday};
 pub use family::Family;
+pub use feedback::{Floor, QuietWindow, Recurrence, TimeOfDay, Verdict, Weekday};
 pub use metrics::{check_known_glob, is_scored, KNOWN_METRICS, NOT_SCORED};
 pub use reason::Reason;
 pub use severity::Severity;

@@ -99,11 +99,8 @@ impl Fleet {
         };
         if let Some(lesson) = lesson {
             let name = policy_name(&id);
-            let mut description = format!(
-                "{} on anomaly {} ({id})",
-                req.verdict.as_str(),
-                event.id
-            );
+            let mut description =
+                format!("{} on anomaly {} ({id})", req.verdict.as_str(), event.id);
             if !req.note.is_empty() {
                 description.push_str(": ");
                 description.extend(req.note.chars().filter(|c| !c.is_control()).take(800));

@@ -242,7 +242,9 @@ impl DetectorConfig {
             .filter(|(_, w)| {
                 w.is_whole_host()
                     || w.families.contains(&family)
-                    || w.metrics.iter().any(|g| sco_policy::feedback::metric_matches(g, name))
+                    || w.metrics
+                        .iter()
+                        .any(|g| sco_policy::feedback::metric_matches(g, name))
             })
             .map(|(i, _)| i)
             .collect()
