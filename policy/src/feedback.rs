@@ -25,7 +25,8 @@ pub const MAX_QUIET_WINDOWS: usize = 16;
 /// Metric globs per floor or window.
 pub const MAX_GLOBS: usize = 16;
 /// How much beyond the value seen in a false alarm a derived floor lies, as a share of that
-/// value's distance from the expected range (chosen on JumpStarter Dataset3, development data).
+/// value's distance from the expected range (a first choice, not tuned; measured with
+/// `models/examples/feedback_replay.rs`).
 pub const FLOOR_MARGIN: f64 = 0.1;
 /// Contributors of an event a false positive raises floors for when the scope names none.
 pub const DEFAULT_FLOOR_METRICS: usize = 3;
