@@ -287,12 +287,16 @@ impl LiveDetector {
         let ticks = |secs: u64| ((secs * 1000) / self.interval_ms.max(1)).max(1) as usize;
         let mut ignore = d.ignore.clone();
         let (mut sensitivity, mut min_secs) = (d.sensitivity, d.min_duration_secs);
+        let (mut floors, mut quiet) = (Vec::new(), Vec::new());
         if let Some(p) = policy {
             sensitivity = p.sensitivity.unwrap_or(sensitivity);
             min_secs = p.min_duration_secs.unwrap_or(min_secs);
             ignore.extend(p.ignore_metrics.iter().cloned());
+            floors.extend(p.floors.iter().cloned());
+            quiet.extend(p.quiet_windows.iter().cloned());
         }
         self.detector.tune(sensitivity, ticks(min_secs), ignore);
+        self.detector.set_lessons(floors, quiet);
     }
 
     /// Scores one sample; returns the event changes it caused.

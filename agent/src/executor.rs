@@ -91,7 +91,8 @@ fn decision_text(d: Decision) -> &'static str {
 }
 
 /// Detection settings of all policies in force: for each setting the
-/// first policy (by name) that sets it wins; ignored metrics add up.
+/// first policy (by name) that sets it wins; ignored metrics, floors and
+/// quiet windows add up.
 pub fn merged_detection(store: &PolicyStore) -> Option<DetectionSettings> {
     let mut out = DetectionSettings::default();
     let mut any = false;
@@ -107,6 +108,11 @@ pub fn merged_detection(store: &PolicyStore) -> Option<DetectionSettings> {
         }
         if !d.ignore_metrics.is_empty() {
             out.ignore_metrics.extend(d.ignore_metrics.iter().cloned());
+            any = true;
+        }
+        if !d.floors.is_empty() || !d.quiet_windows.is_empty() {
+            out.floors.extend(d.floors.iter().cloned());
+            out.quiet_windows.extend(d.quiet_windows.iter().cloned());
             any = true;
         }
     }
@@ -509,6 +515,8 @@ mod tests {
         for yaml in [
             "name: a\ndetection: { sensitivity: 2.0, ignore_metrics: ['net.*'] }\n",
             "name: b\ndetection: { sensitivity: 0.5, min_duration_secs: 9, ignore_metrics: ['disk.*'] }\n",
+            "name: c\ndetection: { floors: [{ metrics: ['cpu.user_pct'], max: 70 }], quiet_windows: [{ start: '02:00', end: '03:00' }] }\n",
+            "name: d\ndetection: { floors: [{ metrics: ['mem.used_pct'], max: 90 }] }\n",
         ] {
             store
                 .apply(sign(&k, &parse(yaml).expect("valid"), 1))
@@ -521,5 +529,8 @@ mod tests {
             d.ignore_metrics,
             vec!["net.*".to_string(), "disk.*".to_string()]
         );
+        let floors: Vec<&str> = d.floors.iter().map(|f| f.metrics[0].as_str()).collect();
+        assert_eq!(floors, ["cpu.user_pct", "mem.used_pct"]);
+        assert_eq!(d.quiet_windows.len(), 1);
     }
 }

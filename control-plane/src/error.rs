@@ -60,6 +60,19 @@ impl Coded for PolicyApiError {
     }
 }
 
+impl Coded for crate::fleet::FeedbackError {
+    fn code(&self) -> Code {
+        use crate::fleet::FeedbackError as E;
+        match self {
+            E::Invalid(_) => Code::Invalid,
+            E::NotFound(_) => Code::NotFound,
+            E::Conflict(_) => Code::Conflict,
+            E::Policy(e) => e.code(),
+            E::Store(e) => e.code(),
+        }
+    }
+}
+
 impl Coded for crate::runbooks::RunbookError {
     fn code(&self) -> Code {
         use crate::runbooks::RunbookError as E;

@@ -8,18 +8,21 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 mod enroll;
+mod feedback;
 mod ingest;
 mod policy;
 mod queries;
 mod remediation;
 
 pub use enroll::{EnrollError, Issued};
+pub use feedback::{FeedbackError, FeedbackRequest, MAX_NOTE_CHARS};
 pub use ingest::HEARTBEAT_FLUSH_EVERY;
 pub use policy::PolicyApiError;
 pub use queries::{FleetSnapshot, HostDetail};
 pub use remediation::{DecideError, TriggerError};
 
 // The records the services take and give, for the edges (gRPC, HTTP) that name them here.
+pub use crate::domain::feedback::{Feedback, FeedbackQuery};
 pub use crate::domain::policy::{
     PolicyHostStatus, PolicyRevision, PolicyStatusIn, Rollout, RolloutRequest, RolloutState,
 };

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod console;
 pub mod enroll;
 pub mod error;
+pub mod feedback;
 pub mod fleet;
 pub mod fleet_metrics;
 pub mod notifications;
@@ -94,6 +95,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(anomaly::list))
         .routes(routes!(anomaly::score).layer(DefaultBodyLimit::max(4 * 1024 * 1024)))
         .routes(routes!(anomaly::get))
+        .routes(routes!(feedback::give))
+        .routes(routes!(feedback::list))
+        .routes(routes!(feedback::export))
+        .routes(routes!(feedback::undo))
         .routes(routes!(query::ask, query::history))
         .routes(routes!(slack::command))
         .routes(routes!(slack::interaction))

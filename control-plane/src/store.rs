@@ -19,6 +19,7 @@ use crate::domain::{
 mod anomalies;
 mod chat;
 mod enroll;
+mod feedback;
 mod notifications;
 mod policy;
 mod remediation;

@@ -218,6 +218,12 @@ struct MetricState {
     direction: Direction,
     /// [`io_driven_cpu`]: not CPU evidence while the host's disk I/O is anomalous.
     io_driven: bool,
+    /// Its band from the floors ([`DetectorConfig::floors`]): `(min, max)`.
+    band: (Option<f64>, Option<f64>),
+    /// The quiet windows that cover it (indexes into [`DetectorConfig::quiet_windows`]).
+    quiet: Vec<usize>,
+    /// Not evidence this tick: inside its band, or in a quiet window.
+    muted: bool,
 }
 
 impl MetricState {
@@ -247,7 +253,22 @@ impl MetricState {
             sustain_ratio: 0.0,
             direction: direction(&name),
             io_driven: io_driven_cpu(&name),
+            band: config.band_for(&name),
+            quiet: config.quiet_for(&name, Family::of(&name)),
+            muted: false,
             name,
+        }
+    }
+
+    /// Whether a move of `z` to `value` stays inside the band the floors give it.
+    fn inside_band(&self, value: f64, z: f64) -> bool {
+        let (lo, hi) = self.band;
+        if z > 0.0 {
+            hi.is_some_and(|h| value <= h)
+        } else if z < 0.0 {
+            lo.is_some_and(|l| value >= l)
+        } else {
+            lo.is_some() || hi.is_some()
         }
     }
 
@@ -432,6 +453,8 @@ pub struct Detector {
     pca_res: Vec<f64>,
     /// The last `smooth_ticks` combined ratios (warm-up ones included).
     smooth: Ring,
+    /// Which of the quiet windows hold at this tick.
+    quiet_now: Vec<bool>,
 }
 
 impl Detector {
@@ -464,6 +487,7 @@ impl Detector {
             pca_centred: Vec::new(),
             pca_res: Vec::new(),
             smooth: Ring::new(1),
+            quiet_now: Vec::new(),
         }
     }
 
@@ -481,6 +505,22 @@ impl Detector {
         self.config.ignore = ignore;
         for m in &mut self.metrics {
             m.ignored = self.config.is_ignored(&m.name);
+        }
+    }
+
+    /// Changes what operators taught it (fleet policies made from feedback): floors and quiet
+    /// windows. Like [`Detector::tune`], it keeps calibration, baselines and open events; the
+    /// new settings count from the next tick.
+    pub fn set_lessons(
+        &mut self,
+        floors: Vec<sco_policy::Floor>,
+        quiet_windows: Vec<sco_policy::QuietWindow>,
+    ) {
+        self.config.floors = floors;
+        self.config.quiet_windows = quiet_windows;
+        for m in &mut self.metrics {
+            m.band = self.config.band_for(&m.name);
+            m.quiet = self.config.quiet_for(&m.name, m.family);
         }
     }
 
@@ -581,6 +621,13 @@ impl Detector {
         let gate_z = self.config.current_gate_z;
         let gate_skip = (gate_z - 1.0).max(0.0);
         let relearn = self.config.relearn_after_ticks;
+        self.quiet_now.clear();
+        self.quiet_now.extend(
+            self.config
+                .quiet_windows
+                .iter()
+                .map(|w| w.when().contains(ts_ms)),
+        );
         self.slot_learning.clear();
         self.slot_learning
             .extend(self.families.iter().map(|st| st.learning(relearn)));
@@ -615,6 +662,7 @@ impl Detector {
             }
             m.seen_tick = t;
             m.last_value = v;
+            m.muted = false;
             // an alarming family's values stay out of its baselines (never learn an incident);
             // short bursts that stay under the threshold are the host's normal and are learnt
             // (the CPU time an I/O saturation drives is frozen with the I/O it belongs to)
@@ -654,6 +702,10 @@ impl Detector {
             let Some(b) = m.baseline else { continue };
             let z = b.z(v);
             m.push_z(z as f32);
+            m.muted = m.inside_band(v, z)
+                || m.quiet
+                    .iter()
+                    .any(|&w| self.quiet_now.get(w).copied().unwrap_or(false));
             m.ratio = 0.0;
             m.sustain_ratio = 0.0;
             if self.config.sustain_ticks > 0 {
@@ -665,11 +717,18 @@ impl Detector {
                 }
             }
             if let Some(col) = m.pca_col {
-                self.pca_z[col] = b.pca_z(v, self.config.pca_std_scale);
+                // a metric that is not evidence enters the host PCA at its normal value, so its
+                // move breaks no relation either
+                self.pca_z[col] = if m.muted {
+                    0.0
+                } else {
+                    b.pca_z(v, self.config.pca_std_scale)
+                };
             }
             // a window whose current value is inside the gate scores exactly 0: no model call
-            let inside_gate =
-                (gate_z > 0.0 && f64::from(m.lags[0]).abs() <= gate_skip) || m.below_normal();
+            let inside_gate = (gate_z > 0.0 && f64::from(m.lags[0]).abs() <= gate_skip)
+                || m.below_normal()
+                || m.muted;
             if m.filled >= f && f > 0 && !inside_gate {
                 self.batch.extend_from_slice(&m.lags);
                 self.batch_metrics.push(idx);
@@ -748,11 +807,14 @@ impl Detector {
                 let spe = pca.spe(&self.pca_z, &mut self.pca_centred, &mut self.pca_res);
                 let thr = calib.pca_threshold;
                 pca_thr = thr;
-                ratio = ratio.max(spe / thr);
+                // the error of metrics that are not evidence now (floors, quiet windows)
+                let mut muted_spe = 0.0f64;
                 for (col, &idx) in pca.metrics.iter().enumerate() {
                     let sq = self.pca_res[col] * self.pca_res[col];
                     let m = &mut self.metrics[idx];
-                    if m.seen_tick == t && !m.below_normal() {
+                    if m.seen_tick == t && m.muted {
+                        muted_spe += sq;
+                    } else if m.seen_tick == t && !m.below_normal() {
                         m.ratio = m.ratio.max(sq / thr);
                         self.slot_spe[m.slot_idx] += sq;
                         if m.io_driven {
@@ -760,6 +822,7 @@ impl Detector {
                         }
                     }
                 }
+                ratio = ratio.max((spe - muted_spe).max(0.0) / thr);
             }
         }
         if !ratio.is_finite() {
@@ -777,7 +840,7 @@ impl Detector {
         // a lasting deviation counts as much as the window model's view of it
         for &idx in &self.touched {
             let m = &mut self.metrics[idx];
-            if m.sustain_ratio > 0.0 && !m.below_normal() {
+            if m.sustain_ratio > 0.0 && !m.below_normal() && !m.muted {
                 m.ratio = m.ratio.max(m.sustain_ratio);
             }
         }
@@ -786,7 +849,7 @@ impl Detector {
         if sat > 0.0 {
             for &idx in &self.touched {
                 let m = &mut self.metrics[idx];
-                if m.saturation.is_some_and(|level| m.last_value >= level) {
+                if !m.muted && m.saturation.is_some_and(|level| m.last_value >= level) {
                     m.ratio = m.ratio.max(sat);
                 }
             }
@@ -819,7 +882,7 @@ impl Detector {
             let (mut cpu_rest, mut cpu_rest_moved) = (0.0f64, false);
             for &idx in &self.touched {
                 let m = &self.metrics[idx];
-                if !m.outside_gate(gate_z) {
+                if m.muted || !m.outside_gate(gate_z) {
                     continue;
                 }
                 self.slot_moved[m.slot_idx] = true;

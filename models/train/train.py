@@ -109,6 +109,34 @@ def load_jumpstarter(root: Path, ds: str) -> list[Host]:
     return hosts
 
 
+def load_feedback(path: Path) -> tuple[list[np.ndarray], int]:
+    """Reads `GET /feedback/export` (JSON lines). Returns the onset samples ([T, M], rows with a
+    missing value dropped) of the events operators marked normal (label 0: false_positive or
+    expected), and the number of true positives (label 1), which are not trained on: the model
+    learns normal windows only."""
+    normal, positives = [], 0
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                e = json.loads(line)
+                label = int(e["label"])
+                rows = e["rows"]
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}: line {n}: not a feedback export line ({err})") from None
+            if label == 1:
+                positives += 1
+                continue
+            a = np.array([[np.nan if v is None else float(v) for v in r] for r in rows], dtype=np.float64)
+            if a.ndim != 2 or a.shape[0] == 0:
+                continue
+            a = a[np.isfinite(a).all(axis=1)]
+            if a.shape[0] >= WINDOW:
+                normal.append(a)
+    return normal, positives
+
+
 # ------------------------------------------------------------------ normalisation
 
 
@@ -178,12 +206,19 @@ def fit_ppca(rows: np.ndarray) -> PPCA:
     return PPCA(mean, vecs[:, :k], vals[:k], sigma2, float(cum[k - 1]))
 
 
-def training_rows(hosts: list[Host], rng: np.random.Generator) -> np.ndarray:
+def training_rows(
+    hosts: list[Host], rng: np.random.Generator, extra_normal: list[np.ndarray] | None = None
+) -> np.ndarray:
     parts = []
     for h in hosts:
         med, scale = host_stats(h.train)
         w = windows(normalise(h.train, med, scale)).reshape(-1, WINDOW)
         parts.append(w)
+    # onsets operators marked normal: each normalised by its own statistics (the agent's
+    # baseline is not in the export), so only their shape is learnt
+    for a in extra_normal or []:
+        med, scale = host_stats(a)
+        parts.append(windows(normalise(a, med, scale)).reshape(-1, WINDOW))
     rows = np.concatenate(parts)
     if rows.shape[0] > MAX_TRAIN_ROWS:
         rows = rows[rng.choice(rows.shape[0], MAX_TRAIN_ROWS, replace=False)]
@@ -558,6 +593,13 @@ def main() -> int:
     )
     ap.add_argument("--out-dir", type=Path, default=OUT_DIR)
     ap.add_argument("--skip-eval", action="store_true", help="export only (MODEL_CARD.md table left empty)")
+    ap.add_argument(
+        "--feedback",
+        type=Path,
+        action="append",
+        default=[],
+        help="a `GET /feedback/export` file (JSON lines); the onsets marked normal join the training windows",
+    )
     args = ap.parse_args()
     t0 = time.time()
     np.random.seed(SEED)
@@ -572,7 +614,12 @@ def main() -> int:
     js3 = load_jumpstarter(data, "Dataset3")
     train_hosts = asd + js2 + js3
 
-    rows = training_rows(train_hosts, rng)
+    extra: list[np.ndarray] = []
+    for path in args.feedback:
+        normal, positives = load_feedback(path)
+        print(f"feedback {path}: {len(normal)} onsets marked normal, {positives} true positives (not trained on)")
+        extra += normal
+    rows = training_rows(train_hosts, rng, extra)
     rows_total = sum((h.train.shape[0] - WINDOW + 1) * h.train.shape[1] for h in train_hosts)
     m = fit_ppca(rows)
     print(f"fitted PPCA: k={m.components.shape[1]} explained={m.explained:.3f} sigma2={m.sigma2:.4f}", flush=True)

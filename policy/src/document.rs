@@ -33,6 +33,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::action::Action;
+use crate::feedback::{Floor, QuietWindow};
 use crate::metrics::{check_known_glob, check_known_metric, check_metric, NOT_SCORED};
 use crate::{Family, Severity};
 
@@ -54,20 +55,28 @@ pub struct Policy {
     pub rules: Vec<Rule>,
 }
 
-/// Hosts a policy applies to: every label must match; no labels means the
-/// whole fleet.
+/// Hosts a policy applies to: every label must match, and the host must be one of `hosts`
+/// if any are listed; neither means the whole fleet.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Agent ids (what feedback on one host's event applies to).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
+/// Host ids one target may list.
+pub const MAX_TARGET_HOSTS: usize = 256;
+
 impl Target {
-    pub fn matches(&self, host_labels: &BTreeMap<String, String>) -> bool {
-        self.labels
-            .iter()
-            .all(|(k, v)| host_labels.get(k).is_some_and(|h| h == v))
+    pub fn matches(&self, host: &str, host_labels: &BTreeMap<String, String>) -> bool {
+        (self.hosts.is_empty() || self.hosts.iter().any(|h| h == host))
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| host_labels.get(k).is_some_and(|h| h == v))
     }
 }
 
@@ -83,6 +92,12 @@ pub struct DetectionSettings {
     /// Metric globs never scored, e.g. `net.*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore_metrics: Vec<String>,
+    /// Widened normal bands: a move that stays inside one is not evidence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub floors: Vec<Floor>,
+    /// Recurring times (UTC) when some families or metrics are not evidence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quiet_windows: Vec<QuietWindow>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,7 +293,7 @@ pub struct PolicyError {
 }
 
 impl PolicyError {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             reason: reason.into(),
@@ -364,7 +379,28 @@ impl Policy {
                 ));
             }
         }
+        if self.target.hosts.len() > MAX_TARGET_HOSTS {
+            return Err(PolicyError::new(
+                "target.hosts",
+                format!(
+                    "{} hosts, at most {MAX_TARGET_HOSTS}",
+                    self.target.hosts.len()
+                ),
+            ));
+        }
+        for (i, h) in self.target.hosts.iter().enumerate() {
+            let ok = (1..=128).contains(&h.len())
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok {
+                return Err(PolicyError::new(
+                    format!("target.hosts[{i}]"),
+                    format!("{h:?} is not an agent id (1..=128 of a-z, A-Z, 0-9, ., _, -)"),
+                ));
+            }
+        }
         let d = &self.detection;
+        crate::feedback::validate(d)?;
         if let Some(s) = d.sensitivity {
             if !(0.1..=10.0).contains(&s) {
                 return Err(PolicyError::new(
@@ -780,12 +816,51 @@ rules:
     fn target_labels_select_hosts() {
         let t = Target {
             labels: [("role".to_string(), "web".to_string())].into(),
+            hosts: Vec::new(),
         };
         let mut host = BTreeMap::new();
-        assert!(!t.matches(&host));
+        assert!(!t.matches("a", &host));
         host.insert("role".to_string(), "web".to_string());
         host.insert("env".to_string(), "prod".to_string());
-        assert!(t.matches(&host));
-        assert!(Target::default().matches(&BTreeMap::new()));
+        assert!(t.matches("a", &host));
+        assert!(Target::default().matches("a", &BTreeMap::new()));
+        let one = Target {
+            hosts: vec!["agent-1".into()],
+            ..t
+        };
+        assert!(one.matches("agent-1", &host));
+        assert!(!one.matches("agent-2", &host));
+        assert!(!one.matches("agent-1", &BTreeMap::new()));
+    }
+
+    #[test]
+    fn floors_quiet_windows_and_host_targets_validate() {
+        let p = parse(
+            "name: fb\ntarget: { hosts: [agent-1] }\ndetection:\n  floors: [{ metrics: ['cpu.user_pct', 'disk.busy_pct:sd*'], max: 80 }]\n  quiet_windows: [{ days: [mon, sun], start: '23:00', end: '01:30', families: [cpu] }]\n",
+        )
+        .expect("valid");
+        assert_eq!(p.target.hosts, ["agent-1"]);
+        assert_eq!(p.detection.floors[0].max, Some(80.0));
+        let w = &p.detection.quiet_windows[0];
+        assert_eq!(w.start.to_string(), "23:00");
+        assert_eq!(w.families, [Family::Cpu]);
+        assert_eq!(parse(&p.canonical_json()).expect("canonical"), p);
+
+        for (doc, field, says) in [
+            ("detection: { floors: [{ metrics: ['cpu.user_pct'] }] }", "detection.floors[0]", "min, max"),
+            ("detection: { floors: [{ metrics: [], max: 1 }] }", "detection.floors[0].metrics", "no metric"),
+            ("detection: { floors: [{ metrics: ['gpu.*'], max: 1 }] }", "detection.floors[0].metrics[0]", "gpu"),
+            ("detection: { floors: [{ metrics: ['cpu.*'], min: 5, max: 1 }] }", "detection.floors[0].min", "above max"),
+            ("detection: { floors: [{ metrics: ['cpu.*'], max: .nan }] }", "detection.floors[0].max", "finite"),
+            ("detection: { quiet_windows: [{ start: '25:00', end: '01:00' }] }", "detection.quiet_windows[0]", "HH:MM"),
+            ("detection: { quiet_windows: [{ start: '01:00', end: '01:00' }] }", "detection.quiet_windows[0].end", "empty"),
+            ("detection: { quiet_windows: [{ days: [monday], start: '01:00', end: '02:00' }] }", "detection.quiet_windows[0]", "monday"),
+            ("detection: { quiet_windows: [{ start: '01:00', end: '02:00', metrics: ['cpu.totl_pct'] }] }", "detection.quiet_windows[0].metrics[0]", "did you mean"),
+            ("target: { hosts: ['a b'] }", "target.hosts[0]", "agent id"),
+        ] {
+            let e = parse(&format!("name: x\n{doc}\n")).expect_err(doc);
+            assert!(e.field.starts_with(field), "{doc}: {e}");
+            assert!(e.reason.contains(says), "{doc}: {e}");
+        }
     }
 }

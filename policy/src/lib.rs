@@ -10,6 +10,7 @@ pub mod action;
 pub mod command;
 pub mod document;
 pub mod family;
+pub mod feedback;
 pub mod metrics;
 pub mod reason;
 pub mod severity;
@@ -23,6 +24,7 @@ pub use document::{
     StateCondition, Target, VerifySpec, MAX_DOCUMENT_BYTES,
 };
 pub use family::Family;
+pub use feedback::{Floor, QuietWindow, Recurrence, TimeOfDay, Verdict, Weekday};
 pub use metrics::{check_known_glob, is_scored, KNOWN_METRICS, NOT_SCORED};
 pub use reason::Reason;
 pub use severity::Severity;

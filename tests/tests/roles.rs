@@ -39,6 +39,8 @@ enum Body {
     Ack,
     /// A one-hour silence of one host.
     Silence,
+    /// A verdict on the seeded event.
+    Feedback,
 }
 
 const ADMIN: usize = 0;
@@ -149,6 +151,34 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
         "/anomaly/web-01:7",
         Body::Empty,
         [200, 200, 200, 401],
+    ),
+    (
+        "POST",
+        "/anomaly/{id}/feedback",
+        "/anomaly/web-01:7/feedback",
+        Body::Feedback,
+        [201, 201, 403, 401],
+    ),
+    (
+        "GET",
+        "/feedback",
+        "/feedback",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "GET",
+        "/feedback/export",
+        "/feedback/export",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "DELETE",
+        "/feedback/{id}",
+        "/feedback/fb-0000000000000000",
+        Body::Empty,
+        [404, 404, 403, 401],
     ),
     (
         "GET",
@@ -515,6 +545,7 @@ async fn every_endpoint_with_every_role() {
                 Body::Runbook => req.json(&json!({
                     "title": format!("runbook {serial}"), "body": "# steps\n"
                 })),
+                Body::Feedback => req.json(&json!({"verdict": "true_positive", "note": "real"})),
                 Body::Token => req.json(&json!({"ttl_secs": 600, "max_uses": 1})),
                 Body::Ack => req.json(&json!({"note": "on it"})),
                 Body::Silence => req.json(&json!({

@@ -33,8 +33,11 @@ impl PolicyRevision {
 
     /// Hosts this revision is sent to: those its target selects; a
     /// withdrawal goes to every host.
-    pub fn targets(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.is_withdrawal() || self.parsed().is_some_and(|p| p.target.matches(labels))
+    pub fn targets(&self, host: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.is_withdrawal()
+            || self
+                .parsed()
+                .is_some_and(|p| p.target.matches(host, labels))
     }
 }
 

@@ -207,7 +207,7 @@ impl Fleet {
             .hosts(i64::MAX, now)
             .await?
             .into_iter()
-            .filter(|h| !h.revoked && target.matches(&h.labels))
+            .filter(|h| !h.revoked && target.matches(&h.id, &h.labels))
             .map(|h| Candidate {
                 id: h.id,
                 connected: h.connected,
@@ -306,7 +306,7 @@ impl Fleet {
                 cache.insert(key.clone(), rev);
             }
             if let Some(Some(rev)) = cache.get(&key) {
-                if rev.targets(labels) {
+                if rev.targets(host, labels) {
                     out.push(rev.clone());
                 }
             }

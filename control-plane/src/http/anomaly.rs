@@ -40,7 +40,7 @@ const MAX_LIMIT: i64 = 1000;
 #[utoipa::path(get, path = "/anomaly", tag = "anomaly", security(("bearer" = ["viewer"])),
     params(ListQuery),
     responses(
-        (status = 200, description = "a page of events", body = inline(AnomaliesResponse)),
+        (status = 200, description = "a page of events, each with its verdicts (`feedback`)", body = inline(AnomaliesResponse)),
         (status = 400, description = "invalid parameter (named)", body = inline(super::error::ErrorBody)),
         (status = 401, description = "missing or invalid token", body = inline(super::error::ErrorBody)),
         (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
@@ -96,6 +96,11 @@ pub async fn list(
     };
     let events = state.fleet.anomalies(&query).await?;
     let next_offset = page.next_offset(events.len());
+    let mut events: Vec<Value> = events
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap_or_default())
+        .collect();
+    super::feedback::with_verdicts(&state, &mut events).await?;
     Ok(Json(json!({
         "count": events.len(),
         "offset": offset,
@@ -104,7 +109,7 @@ pub async fn list(
     })))
 }
 
-/// One event with its context.
+/// One event with its context and the verdicts given on it (`feedback`).
 #[utoipa::path(get, path = "/anomaly/{id}", tag = "anomaly", security(("bearer" = ["viewer"])),
     params(("id" = String, Path, description = "event id, `<host>:<seq>`")),
     responses(
@@ -136,6 +141,9 @@ pub async fn get(
             ..Default::default()
         })
         .await?;
+    let mut shown = [serde_json::to_value(&event).unwrap_or_default()];
+    super::feedback::with_verdicts(&state, &mut shown).await?;
+    let [event] = shown;
     Ok(Json(json!({
         "anomaly": event,
         "runbooks": runbooks,

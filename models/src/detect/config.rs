@@ -24,6 +24,12 @@ pub struct DetectorConfig {
     /// Metric names never scored: an exact name (`disk.busy_pct:sda`), a base name that matches
     /// every instance (`disk.busy_pct` matches `disk.busy_pct:sda`), or a prefix ending in `*`.
     pub ignore: Vec<String>,
+    /// Widened normal bands from operators' feedback (fleet policies): a move of a covered
+    /// metric that stays inside its band is not evidence (no window score, no share of the PCA
+    /// error, no sustained or saturation ratio).
+    pub floors: Vec<sco_policy::Floor>,
+    /// Recurring times (UTC) when the covered metrics are not evidence, the same way.
+    pub quiet_windows: Vec<sco_policy::QuietWindow>,
     /// The clear threshold as a fraction of the alarm threshold (hysteresis), in (0, 1].
     pub clear_fraction: f64,
     /// Raw values kept per metric for its rolling baseline (median, MAD, std).
@@ -113,6 +119,8 @@ impl Default for DetectorConfig {
             clear_ticks: 30,
             update_every_ticks: 30,
             ignore: Vec::new(),
+            floors: Vec::new(),
+            quiet_windows: Vec::new(),
             clear_fraction: 0.8,
             baseline_window: 1200,
             rebaseline_every_ticks: 120,
@@ -210,6 +218,36 @@ impl DetectorConfig {
                 p == name || p == base
             }
         })
+    }
+
+    /// The band the floors give metric `name`: the widest of the floors that cover it.
+    pub(crate) fn band_for(&self, name: &str) -> (Option<f64>, Option<f64>) {
+        let (mut lo, mut hi) = (None::<f64>, None::<f64>);
+        for f in self.floors.iter().filter(|f| f.covers(name)) {
+            if let Some(m) = f.min {
+                lo = Some(lo.map_or(m, |l| l.min(m)));
+            }
+            if let Some(m) = f.max {
+                hi = Some(hi.map_or(m, |h| h.max(m)));
+            }
+        }
+        (lo, hi)
+    }
+
+    /// Indexes of the quiet windows that can cover metric `name` of family `family`.
+    pub(crate) fn quiet_for(&self, name: &str, family: Family) -> Vec<usize> {
+        self.quiet_windows
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| {
+                w.is_whole_host()
+                    || w.families.contains(&family)
+                    || w.metrics
+                        .iter()
+                        .any(|g| sco_policy::feedback::metric_matches(g, name))
+            })
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// Observations a metric needs before it has a baseline (and is scored).
