@@ -93,6 +93,12 @@ pub struct Fleet {
     rollup_writer: Option<ingest::RollupWriter>,
     /// When a rollup was last stored (Unix ms), which says the database works without asking it.
     last_stored_ms: AtomicI64,
+    /// This process among the replicas (the holder name of leases).
+    replica_id: String,
+    /// Another replica asked for the ticks (a request, a decision, a rollout) now.
+    wake_ticks: tokio::sync::Notify,
+    /// Another replica revoked a host.
+    wake_revocations: tokio::sync::Notify,
 }
 
 impl Fleet {
@@ -109,6 +115,54 @@ impl Fleet {
             heartbeats: ingest::Heartbeats::default(),
             rollup_writer: None,
             last_stored_ms: AtomicI64::new(0),
+            replica_id: new_id("replica"),
+            wake_ticks: tokio::sync::Notify::new(),
+            wake_revocations: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Gives up this replica's leases on fleet-wide work (at shutdown).
+    pub async fn release_leases(&self) {
+        if let Err(e) = self.store.release_leases(&self.replica_id).await {
+            tracing::warn!(error = %e, "cannot give up the leases; they expire by themselves");
+        }
+    }
+
+    /// Listens for the other replicas' wake-ups (PostgreSQL `LISTEN`) until `stop`; on SQLite
+    /// there are none. A lost connection is listened on again after a second; the periodic
+    /// polls cover the gap.
+    pub async fn run_wake_listener(
+        &self,
+        url: String,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let mut listener = match self.store.listen(&url).await {
+                Ok(Some(l)) => l,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for other replicas; polling only");
+                    tokio::select! {
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                        _ = stop.changed() => return,
+                    }
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    n = listener.recv() => n,
+                    _ = stop.changed() => return,
+                };
+                match next {
+                    Ok(Some(crate::store::Wake::Ticks)) => self.wake_ticks.notify_one(),
+                    Ok(Some(crate::store::Wake::Revocations)) => self.wake_revocations.notify_one(),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lost the listening connection; listening again");
+                        break;
+                    }
+                }
+            }
         }
     }
 

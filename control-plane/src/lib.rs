@@ -263,6 +263,13 @@ pub async fn run(
         tokio::spawn(async move { fleet.run_ticks(every, stop).await })
     };
 
+    let wake_listener = {
+        let fleet = fleet.clone();
+        let url = config.database_url();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { fleet.run_wake_listener(url, stop).await })
+    };
+
     let notifications = {
         let stop = stop_rx.clone();
         tokio::spawn(async move { notifier.run(NOTIFY_EVERY, stop).await })
@@ -293,6 +300,7 @@ pub async fn run(
     let _ = ticker.await;
     let _ = purges.await;
     let _ = notifications.await;
+    let _ = wake_listener.await;
     if tokio::time::timeout(Duration::from_secs(15), drain)
         .await
         .is_err()
@@ -300,6 +308,7 @@ pub async fn run(
         tracing::warn!("shutdown grace period over; closing anyway");
     }
     let _ = heartbeats.await;
+    fleet.release_leases().await;
     // The heartbeats heard while the streams closed.
     if let Err(e) = fleet.flush_heartbeats().await {
         tracing::warn!(error = %e, "cannot record the last heartbeats");

@@ -19,6 +19,7 @@ use crate::domain::{
 mod anomalies;
 mod chat;
 mod enroll;
+mod fanout;
 mod feedback;
 mod notifications;
 mod policy;
@@ -26,6 +27,8 @@ mod remediation;
 mod runbooks;
 
 mod users;
+
+pub use fanout::{Wake, WakeListener};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

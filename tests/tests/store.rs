@@ -367,3 +367,52 @@ async fn bad_database_url_is_a_clear_error() {
     assert!(err.contains("mysql://***@host/db"), "{err}");
     assert!(!err.contains("secret"));
 }
+
+/// The lease on fleet-wide periodic work: one holder at a time, renewed by its holder, taken
+/// over by another only once it has expired.
+async fn leases(store: Store) {
+    assert!(store
+        .try_lease("ticks", "a", 1_000, 5_000)
+        .await
+        .expect("take"));
+    assert!(!store
+        .try_lease("ticks", "b", 2_000, 5_000)
+        .await
+        .expect("refused"));
+    assert!(store
+        .try_lease("ticks", "a", 5_000, 5_000)
+        .await
+        .expect("renew"));
+    // a's lease now runs to 10 000: b waits until then
+    assert!(!store
+        .try_lease("ticks", "b", 9_999, 5_000)
+        .await
+        .expect("still a's"));
+    assert!(store
+        .try_lease("ticks", "b", 10_001, 5_000)
+        .await
+        .expect("taken over"));
+    assert!(!store
+        .try_lease("ticks", "a", 10_002, 5_000)
+        .await
+        .expect("a lost it"));
+    // leases are per name
+    assert!(store
+        .try_lease("other", "a", 10_002, 5_000)
+        .await
+        .expect("other lease"));
+}
+
+#[tokio::test]
+async fn sqlite_leases() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sco_control_plane::store::sqlite_url(dir.path());
+    leases(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test]
+async fn postgres_leases() {
+    let Some(admin) = postgres_url() else { return };
+    let url = fresh_postgres_database(&admin).await;
+    leases(Store::connect(&url).await.expect("connect")).await;
+}

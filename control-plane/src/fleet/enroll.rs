@@ -8,7 +8,7 @@ use sha2::Digest;
 
 use super::Fleet;
 use crate::domain::{now_ms, valid_agent_id, EnrollmentToken, TokenUse};
-use crate::store::StoreError;
+use crate::store::{StoreError, Wake};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
@@ -203,6 +203,7 @@ impl Fleet {
             return Ok(false);
         }
         self.close_stream(agent_id, "agent revoked");
+        self.store.announce(Wake::Revocations).await;
         tracing::warn!(agent_id, "agent revoked");
         Ok(true)
     }
@@ -218,6 +219,7 @@ impl Fleet {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
+                () = self.wake_revocations.notified() => {}
                 _ = stop.changed() => return,
             }
             let checked_at = now_ms();

@@ -17,7 +17,7 @@ use crate::domain::policy::{
     PolicyRevision, PolicyRolloutStatus, PolicyStatusIn, Rollout, RolloutRequest, RolloutState,
 };
 use crate::domain::{now_ms, Ingested};
-use crate::store::StoreError;
+use crate::store::{StoreError, Wake};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyApiError {
@@ -237,6 +237,8 @@ impl Fleet {
             updated_at_ms: now,
         };
         self.store.insert_rollout(&rollout).await?;
+        // every replica pushes the revision to the streams it holds now, not at its next tick
+        self.store.announce(Wake::Ticks).await;
         self.audit(
             actor,
             "policy.rollout",
@@ -405,10 +407,30 @@ impl Fleet {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
+                () = self.wake_ticks.notified() => {}
                 _ = stop.changed() => return,
             }
-            if let Err(e) = self.advance_rollouts().await {
-                tracing::warn!(error = %e, "cannot advance rollouts");
+            // judging rollouts and expiring requests is fleet-wide work: one replica does it,
+            // the holder of the lease (taken over when a holder stops renewing it)
+            let ttl = (every.as_millis() as i64).saturating_mul(3).max(5_000);
+            let leader = match self
+                .store
+                .try_lease("ticks", &self.replica_id, now_ms(), ttl)
+                .await
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take the ticks lease");
+                    false
+                }
+            };
+            if leader {
+                if let Err(e) = self.advance_rollouts().await {
+                    tracing::warn!(error = %e, "cannot advance rollouts");
+                }
+                if let Err(e) = self.expire_remediation().await {
+                    tracing::warn!(error = %e, "cannot expire remediation requests");
+                }
             }
             if let Err(e) = self.sync_policies().await {
                 tracing::warn!(error = %e, "cannot push policies");

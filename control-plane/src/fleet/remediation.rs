@@ -16,7 +16,7 @@ use crate::domain::remediation::{
     ActionRecord, ActionState, Approval, AuditEntry, Decision, ProposalIn, ReportIn,
 };
 use crate::domain::{now_ms, valid_agent_id, Ingested};
-use crate::store::StoreError;
+use crate::store::{StoreError, Wake};
 
 /// How long a lease handed out with a request stays valid: longer than the
 /// longest action plus its verification (policies allow at most 600 s).
@@ -205,6 +205,8 @@ impl Fleet {
     /// proposals, each once it holds a fleet lease for its rule.
     pub async fn dispatch(&self, host: &str) -> Result<(), StoreError> {
         if !self.is_connected_here(host) {
+            // the replica holding its stream sends it, woken now rather than at its next tick
+            self.store.announce(Wake::Ticks).await;
             return Ok(());
         }
         let actions = self.store.dispatchable_actions(host).await?;
@@ -268,7 +270,9 @@ impl Fleet {
 
     /// Expires requests nobody approved (or no lease freed up for) in time,
     /// and dispatches what may run on the agents connected here.
-    pub async fn tick_remediation(&self) -> Result<(), StoreError> {
+    /// Expires requests nobody decided on in time and fails those whose report never came.
+    /// Fleet-wide: run by the holder of the ticks lease.
+    pub async fn expire_remediation(&self) -> Result<(), StoreError> {
         let now = now_ms();
         for a in self.store.expiring_actions(now).await? {
             let reason = expiry_reason(a.state, a.approval);
@@ -315,6 +319,11 @@ impl Fleet {
                 .await;
             }
         }
+        Ok(())
+    }
+
+    /// Sends the requests that may run now to the agents whose streams this replica holds.
+    pub async fn tick_remediation(&self) -> Result<(), StoreError> {
         let mut by_host: HashMap<String, Vec<ActionRecord>> = HashMap::new();
         for a in self.store.all_dispatchable_actions().await? {
             if self.is_connected_here(&a.host_id) {
