@@ -11,20 +11,8 @@ const MEM: &str = "mem.used_pct";
 const NET: &str = "net.rx_bytes_per_s";
 const ERR: &str = "http.error_rate";
 
-/// Deterministic noise in [-1, 1] (xorshift), summed for a bell shape.
-struct Noise(u64);
-impl Noise {
-    fn next(&mut self) -> f64 {
-        let mut s = 0.0;
-        for _ in 0..4 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            s += (self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
-        }
-        s / 2.0
-    }
-}
+mod common;
+use common::Noise;
 
 fn model() -> Arc<Model> {
     Arc::new(Model::shipped().expect("shipped model loads"))

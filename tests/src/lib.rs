@@ -279,6 +279,32 @@ impl Sandbox {
         )
     }
 
+    /// A gRPC channel to the control plane with a fresh certificate for agent `id` (valid an
+    /// hour either side of now), for tests that speak the agent protocol by hand.
+    pub async fn agent_channel(&self, id: &str) -> tonic::transport::Channel {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        let now = OffsetDateTime::now_utc();
+        let (cert, key) = self
+            .ca
+            .issue_agent(
+                id,
+                now - time::Duration::hours(1),
+                now + time::Duration::hours(1),
+            )
+            .expect("issue");
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca.cert_pem))
+            .identity(Identity::from_pem(cert, key))
+            .domain_name("localhost");
+        Endpoint::from_shared(format!("https://{}", self.grpc_addr))
+            .expect("uri")
+            .tls_config(tls)
+            .expect("tls")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
     pub async fn db(&self) -> sqlx::AnyPool {
         sqlx::any::install_default_drivers();
         sqlx::AnyPool::connect(&self.db_url)

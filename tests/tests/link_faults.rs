@@ -228,16 +228,49 @@ fn assert_contiguous(windows: &[(i64, i64, i64)]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_lossy_then_cut_link_loses_and_duplicates_nothing() {
+/// A control plane on the host's end of a link and `agent-1` on the other end, streaming.
+struct Drill {
+    link: Link,
+    /// Kept for their lifetimes: the sandbox's files and the control plane.
+    _sb: Sandbox,
+    _cp: Proc,
+    agent: Proc,
+    pool: sqlx::AnyPool,
+}
+
+/// Sets the drill up (`which` tells two drills of one test run apart), the agent's config
+/// with `extra` appended; None when it cannot run here (and need not: not in CI).
+async fn drill(which: u32, extra: &str) -> Option<Drill> {
     if let Err(why) = available() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "the link drill must run in CI: {why}"
         );
         eprintln!("skipped: {why}");
-        return;
+        return None;
     }
+    let link = Link::new(which);
+    let mut sb = Sandbox::new(Db::Sqlite).await?;
+    // the control plane listens on the host's end of the link
+    sb.grpc_addr = SocketAddr::from((link.host_ip, sco_tests::free_addr().port()));
+    let cp = sb.start_control_plane();
+    let agent = start_agent_in(&sb, &link, extra);
+    let pool = sb.db().await;
+    wait_for("five rollups over the clean link", || async {
+        (stored_windows(&pool, "agent-1").await.len() >= 5).then_some(())
+    })
+    .await;
+    Some(Drill {
+        link,
+        _sb: sb,
+        _cp: cp,
+        agent,
+        pool,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lossy_then_cut_link_loses_and_duplicates_nothing() {
     let lossy_secs: u64 = std::env::var("SCO_LINK_DRILL_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -246,31 +279,22 @@ async fn a_lossy_then_cut_link_loses_and_duplicates_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(12);
-    let link = Link::new(1);
-    let Some(mut sb) = Sandbox::new(Db::Sqlite).await else {
+    let Some(d) = drill(1, "").await else {
         return;
     };
-    // the control plane listens on the host's end of the link
-    sb.grpc_addr = SocketAddr::from((link.host_ip, sco_tests::free_addr().port()));
-    let _cp = sb.start_control_plane();
-    let _agent = start_agent_in(&sb, &link, "");
-    let pool = sb.db().await;
-    wait_for("five rollups over the clean link", || async {
-        (stored_windows(&pool, "agent-1").await.len() >= 5).then_some(())
-    })
-    .await;
+    let (link, pool) = (&d.link, &d.pool);
 
     // A lossy link: 30 % of the packets each way.
-    let before = stored_windows(&pool, "agent-1").await.len();
+    let before = stored_windows(pool, "agent-1").await.len();
     link.loss(30);
     tokio::time::sleep(Duration::from_secs(lossy_secs)).await;
-    let during_loss = stored_windows(&pool, "agent-1").await.len() - before;
+    let during_loss = stored_windows(pool, "agent-1").await.len() - before;
     let dropped = link.dropped();
     assert!(dropped > 0, "the rules dropped nothing");
     link.loss(0);
     let lossy_end_ms = now_ms();
     wait_for("the backlog of the lossy phase drained", || async {
-        let w = stored_windows(&pool, "agent-1").await;
+        let w = stored_windows(pool, "agent-1").await;
         (w.last().map_or(0, |x| x.2) >= lossy_end_ms).then_some(())
     })
     .await;
@@ -284,7 +308,7 @@ async fn a_lossy_then_cut_link_loses_and_duplicates_nothing() {
     let moved_ms = now_ms();
     let moved = Instant::now();
     let back_after = wait_for("rollups again after the address change", || async {
-        let w = stored_windows(&pool, "agent-1").await;
+        let w = stored_windows(pool, "agent-1").await;
         (w.last().map_or(0, |x| x.1) >= moved_ms).then_some(moved.elapsed())
     })
     .await;
@@ -303,14 +327,14 @@ async fn a_lossy_then_cut_link_loses_and_duplicates_nothing() {
 
     // Everything collected during the partition arrives once the link is back.
     let caught_up = wait_for("the rollups of the partition delivered", || async {
-        let w = stored_windows(&pool, "agent-1").await;
+        let w = stored_windows(pool, "agent-1").await;
         let last_end = w.last().map_or(0, |x| x.2);
         (last_end >= cut_ended_ms).then_some(restored.elapsed())
     })
     .await;
-    let windows = stored_windows(&pool, "agent-1").await;
+    let windows = stored_windows(pool, "agent-1").await;
     assert_contiguous(&windows);
-    assert!(duplicated_windows(&pool, "agent-1").await.is_empty());
+    assert!(duplicated_windows(pool, "agent-1").await.is_empty());
     let during_cut = windows
         .iter()
         .filter(|(_, s, e)| *s >= cut_started_ms && *e <= cut_ended_ms)
@@ -356,27 +380,11 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partition_longer_than_the_outbox_holds_drops_the_oldest_and_says_so() {
-    if let Err(why) = available() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the link drill must run in CI: {why}"
-        );
-        eprintln!("skipped: {why}");
-        return;
-    }
-    let link = Link::new(2);
-    let Some(mut sb) = Sandbox::new(Db::Sqlite).await else {
+    // the smallest outbox the agent accepts
+    let Some(d) = drill(2, "[outbox]\nmax_bytes = 65536\n").await else {
         return;
     };
-    sb.grpc_addr = SocketAddr::from((link.host_ip, sco_tests::free_addr().port()));
-    let _cp = sb.start_control_plane();
-    // the smallest outbox the agent accepts
-    let agent = start_agent_in(&sb, &link, "[outbox]\nmax_bytes = 65536\n");
-    let pool = sb.db().await;
-    wait_for("five rollups over the clean link", || async {
-        (stored_windows(&pool, "agent-1").await.len() >= 5).then_some(())
-    })
-    .await;
+    let (link, agent, pool) = (&d.link, &d.agent, &d.pool);
     let rss_before = rss_kib(agent.pid());
     link.loss(100);
     let mut rss_peak = rss_before;
@@ -388,12 +396,12 @@ async fn a_partition_longer_than_the_outbox_holds_drops_the_oldest_and_says_so()
     link.loss(0);
     let restored_ms = now_ms();
     wait_for("the rest of the outbox delivered", || async {
-        let w = stored_windows(&pool, "agent-1").await;
+        let w = stored_windows(pool, "agent-1").await;
         (w.last().map_or(0, |x| x.2) >= restored_ms).then_some(())
     })
     .await;
-    let windows = stored_windows(&pool, "agent-1").await;
-    assert!(duplicated_windows(&pool, "agent-1").await.is_empty());
+    let windows = stored_windows(pool, "agent-1").await;
+    assert!(duplicated_windows(pool, "agent-1").await.is_empty());
     // one gap: the dropped messages, oldest first
     let gaps: Vec<(i64, i64)> = windows
         .windows(2)
@@ -406,7 +414,7 @@ async fn a_partition_longer_than_the_outbox_holds_drops_the_oldest_and_says_so()
     // the count travels with the agent's heartbeats: every drop is reported, no more
     let reported = wait_for("every drop reported to the control plane", || async {
         let row = sqlx::query("SELECT outbox_dropped_total FROM hosts WHERE id = 'agent-1'")
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await
             .ok()?;
         let n: i64 = sqlx::Row::get(&row, "outbox_dropped_total");

@@ -24,7 +24,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
@@ -189,26 +188,7 @@ struct FakeAgent {
 
 impl FakeAgent {
     async fn connect(sb: &Sandbox, id: &str, labels: &[(&str, &str)]) -> Self {
-        let now = OffsetDateTime::now_utc();
-        let (cert, key) = sb
-            .ca
-            .issue_agent(
-                id,
-                now - time::Duration::hours(1),
-                now + time::Duration::hours(1),
-            )
-            .expect("issue");
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&sb.ca.cert_pem))
-            .identity(Identity::from_pem(cert, key))
-            .domain_name("localhost");
-        let channel = Endpoint::from_shared(format!("https://{}", sb.grpc_addr))
-            .expect("uri")
-            .tls_config(tls)
-            .expect("tls")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = sb.agent_channel(id).await;
         let (tx, rx) = mpsc::channel(64);
         tx.send(AgentMessage {
             seq: 0,

@@ -9,10 +9,8 @@ use sco_proto::v1::{
     agent_message, control_message, AgentMessage, AnomalyEvent, Hello, MetricRollup, MetricSummary,
 };
 use sco_tests::{Db, Sandbox};
-use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 fn rollup(seq: u64, value: f64) -> AgentMessage {
     AgentMessage {
@@ -55,26 +53,7 @@ async fn acks_replays_and_invalid_messages() {
         return;
     };
     let _cp = sb.start_control_plane();
-    let now = OffsetDateTime::now_utc();
-    let (cert, key) = sb
-        .ca
-        .issue_agent(
-            "proto-agent",
-            now - time::Duration::hours(1),
-            now + time::Duration::hours(1),
-        )
-        .expect("issue");
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&sb.ca.cert_pem))
-        .identity(Identity::from_pem(cert, key))
-        .domain_name("localhost");
-    let channel = Endpoint::from_shared(format!("https://{}", sb.grpc_addr))
-        .expect("uri")
-        .tls_config(tls)
-        .expect("tls")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = sb.agent_channel("proto-agent").await;
     let (tx, rx) = mpsc::channel(16);
     tx.send(AgentMessage {
         seq: 0,
