@@ -243,6 +243,39 @@ export interface Anomaly {
   model: string;
   close_reason: string;
   context?: { series?: Series[]; processes?: Process[] } | null;
+  /** Operators' verdicts on the event (`POST /anomaly/{id}/feedback`). */
+  feedback?: VerdictRef[];
+}
+
+/** A verdict as an event shows it. */
+export interface VerdictRef {
+  id: string;
+  verdict: "true_positive" | "false_positive" | "expected";
+  policy: string;
+  policy_revision: number;
+  created_by: string;
+  created_at_ms: number;
+  undone: boolean;
+}
+
+/** Who acknowledged an event. */
+export interface Ack {
+  by: string;
+  at_ms: number | null;
+  note: string;
+}
+
+/** What a notification channel was told about an event. */
+export interface Notification {
+  id: string;
+  channel: string;
+  kind: string;
+  event: string;
+  state: "pending" | "sent" | "failed" | "silenced";
+  attempts: number;
+  last_error: string;
+  created_ms: number;
+  sent_ms: number | null;
 }
 
 /** A runbook an event or a search cites. */

@@ -216,6 +216,7 @@ try {
 
   startBurners();
   const burnStarted = Date.now();
+  let eventPath;
 
   await step("the anomaly shows on the fleet page", async () => {
     await go(page, "#/fleet");
@@ -242,7 +243,17 @@ try {
     await runbook.locator("summary").click();
     await runbook.locator("pre.runbook-body").waitFor();
     assert((await runbook.locator("pre.runbook-body").textContent()).includes("kill_process"), "the runbook's text shows");
+    eventPath = new URL(page.url()).hash;
     await shot(page, "anomaly");
+  });
+
+  await step("the admin acknowledges the event, and it says who did", async () => {
+    await page.getByLabel("Note (optional)").fill("looking at the burners");
+    await page.getByRole("button", { name: "Acknowledge" }).click();
+    await page.getByRole("status").filter({ hasText: "Acknowledged." }).waitFor();
+    await page.getByTestId("ack").filter({ hasText: `Acknowledged by ${ADMIN_USER}` }).waitFor();
+    assert((await page.getByTestId("ack").innerText()).includes("looking at the burners"), "the note shows");
+    assert((await page.getByRole("button", { name: "Acknowledge" }).count()) === 0, "no second acknowledgement");
   });
 
   let proposal;
@@ -281,6 +292,10 @@ try {
     assert((await card.getByRole("button").count()) === 0, "no buttons on the viewer's proposal");
     assert((await vpage.getByRole("button", { name: /Approve|Reject/ }).count()) === 0, "no approve or reject anywhere");
     assert((await vpage.getByRole("button", { name: "Reset breaker" }).count()) === 0, "no breaker reset for a viewer");
+    await go(vpage, eventPath);
+    await vpage.getByTestId("ack").filter({ hasText: "Acknowledged by" }).waitFor();
+    assert((await vpage.getByRole("button", { name: /Acknowledge|False alarm|Real problem|Planned work/ }).count()) === 0, "no acknowledge or verdict buttons for a viewer");
+    await go(vpage, "#/remediation");
     await shot(vpage, "viewer-remediation");
     const status = await vpage.evaluate(
       async ({ user, password, id }) => {

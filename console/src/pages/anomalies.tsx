@@ -1,11 +1,36 @@
 // Anomalies: a timeline of events across the fleet with a paged list, and one event's page
 // with its score, severity, contributors against their expected ranges, the runbooks that
-// match it, the onset context as a chart and the processes behind it.
+// match it, the onset context as a chart and the processes behind it; operators acknowledge it
+// and say what it was (a verdict that changes detection), and everyone sees who was told.
 
 import { useMemo, useState } from "preact/hooks";
-import { get, type Anomaly, type Citation, type Contributor, type Runbook } from "../api";
+import {
+  api,
+  canOperate,
+  currentSession,
+  get,
+  type Ack,
+  type Anomaly,
+  type Citation,
+  type Contributor,
+  type Notification,
+  type Runbook,
+} from "../api";
 import { Chart, type Line } from "../chart";
-import { Badge, Json, Status, Time, fmtBytes, fmtDuration, fmtMetric, fmtTime, href, useNow, usePoll } from "../util";
+import {
+  Badge,
+  Json,
+  Status,
+  Time,
+  errorText,
+  fmtBytes,
+  fmtDuration,
+  fmtMetric,
+  fmtTime,
+  href,
+  useNow,
+  usePoll,
+} from "../util";
 
 const WINDOWS: { label: string; ms: number }[] = [
   { label: "1 h", ms: 3_600_000 },
@@ -214,10 +239,158 @@ function ContributorRow({ c }: { c: Contributor }) {
   );
 }
 
+const VERDICTS: { verdict: string; label: string; what: string }[] = [
+  { verdict: "true_positive", label: "Real problem", what: "recorded; never suppresses anything" },
+  { verdict: "false_positive", label: "False alarm", what: "raises the floors of its top metrics on this host" },
+  { verdict: "expected", label: "Planned work", what: "keeps this family quiet on this host at these hours every day" },
+];
+
+/** Acknowledge, give a verdict, and see what people were told. */
+function Triage({
+  a,
+  ack,
+  notifications,
+  onDone,
+}: {
+  a: Anomaly;
+  ack: Ack | null;
+  notifications: Notification[];
+  onDone: () => void;
+}) {
+  const operator = canOperate(currentSession());
+  const [note, setNote] = useState("");
+  const [busy, setBusy] = useState(false);
+  const [message, setMessage] = useState<string | undefined>(undefined);
+  const send = async (path: string, body: unknown, done: string) => {
+    setBusy(true);
+    setMessage(undefined);
+    try {
+      await api("POST", path, body);
+      setMessage(done);
+      setNote("");
+      onDone();
+    } catch (e) {
+      setMessage(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const base = `/anomaly/${encodeURIComponent(a.id)}`;
+  const verdicts = a.feedback ?? [];
+  return (
+    <>
+      <h2>Acknowledgement and verdicts</h2>
+      <p data-testid="ack">
+        {ack ? (
+          <>
+            Acknowledged by <strong>{ack.by}</strong> <Time ms={ack.at_ms} />
+            {ack.note ? `: ${ack.note}` : ""}
+          </>
+        ) : (
+          <span class="muted">Nobody has acknowledged it.</span>
+        )}
+      </p>
+      {verdicts.length ? (
+        <ul class="verdicts" data-testid="verdicts">
+          {verdicts.map((v) => (
+            <li key={v.id} data-verdict={v.verdict}>
+              {VERDICTS.find((x) => x.verdict === v.verdict)?.label ?? v.verdict} by {v.created_by}{" "}
+              <Time ms={v.created_at_ms} />
+              {v.policy ? ` (policy ${v.policy} r${v.policy_revision})` : ""}
+              {v.undone ? " — undone" : ""}
+            </li>
+          ))}
+        </ul>
+      ) : null}
+      {operator ? (
+        <form
+          class="inline"
+          onSubmit={(e) => {
+            e.preventDefault();
+          }}
+        >
+          <label>
+            Note (optional)
+            <input value={note} maxLength={1000} onInput={(e) => setNote(e.currentTarget.value)} />
+          </label>
+          {ack ? null : (
+            <button
+              type="button"
+              disabled={busy}
+              onClick={() => void send(`${base}/ack`, { note: note.trim() }, "Acknowledged.")}
+            >
+              Acknowledge
+            </button>
+          )}
+          {VERDICTS.map((v) => (
+            <button
+              key={v.verdict}
+              type="button"
+              class="link"
+              title={v.what}
+              disabled={busy}
+              onClick={() =>
+                void send(
+                  `${base}/feedback`,
+                  note.trim() ? { verdict: v.verdict, note: note.trim() } : { verdict: v.verdict },
+                  `Recorded: ${v.label.toLowerCase()}.`,
+                )
+              }
+            >
+              {v.label}
+            </button>
+          ))}
+        </form>
+      ) : (
+        <p class="muted">Acknowledging and verdicts need the operator role.</p>
+      )}
+      {message ? <p role="status">{message}</p> : null}
+      <h2>Who was told</h2>
+      {notifications.length ? (
+        <div class="table-wrap">
+          <table data-testid="notifications">
+            <thead>
+              <tr>
+                <th scope="col">Channel</th>
+                <th scope="col">What</th>
+                <th scope="col">State</th>
+                <th scope="col">Attempts</th>
+                <th scope="col">When</th>
+              </tr>
+            </thead>
+            <tbody>
+              {notifications.map((n) => (
+                <tr key={n.id} data-state={n.state}>
+                  <td>
+                    {n.channel} ({n.kind})
+                  </td>
+                  <td>{n.event}</td>
+                  <td title={n.last_error}>
+                    <Badge kind={n.state}>{n.state}</Badge>
+                  </td>
+                  <td>{n.attempts}</td>
+                  <td>
+                    <Time ms={n.sent_ms ?? n.created_ms} />
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      ) : (
+        <p class="muted">No notification channel was told about it.</p>
+      )}
+    </>
+  );
+}
+
 export function AnomalyPage({ id }: { id: string }) {
   const now = useNow(5000);
   const poll = usePoll(
-    () => get<{ anomaly: Anomaly; runbooks?: Citation[] }>(`/anomaly/${encodeURIComponent(id)}`),
+    () =>
+      get<{ anomaly: Anomaly; runbooks?: Citation[]; ack?: Ack | null; notifications?: Notification[] }>(
+        `/anomaly/${encodeURIComponent(id)}`,
+      ),
     5000,
     [id],
   );
@@ -319,6 +492,12 @@ export function AnomalyPage({ id }: { id: string }) {
               </tbody>
             </table>
           </div>
+          <Triage
+            a={a}
+            ack={poll.data?.ack ?? null}
+            notifications={poll.data?.notifications ?? []}
+            onDone={poll.reload}
+          />
           <h2>Runbooks</h2>
           {runbooks.length ? (
             <ul class="runbooks" data-testid="runbooks">
