@@ -678,34 +678,32 @@ impl Notifier {
         Ok(())
     }
 
-    /// One delivery pass; returns how many were sent.
+    /// One delivery pass over every channel, side by side; returns how many were sent.
     pub async fn deliver(&self) -> Result<usize, StoreError> {
-        if self.channels.is_empty() {
-            return Ok(0);
-        }
-        let now = now_ms();
-        let due = self.store.due_notifications(now, SEND_BATCH).await?;
+        let passes = self.channels.iter().map(|ch| self.deliver_channel(ch));
         let mut sent = 0;
+        for r in futures::future::join_all(passes).await {
+            sent += r?;
+        }
+        Ok(sent)
+    }
+
+    /// Sends one channel's due notifications in order (one per subject per pass, so a
+    /// closing never overtakes its opening).
+    async fn deliver_channel(&self, ch: &send::Channel) -> Result<usize, StoreError> {
+        let due = self
+            .store
+            .due_notifications(&ch.config.name, now_ms(), SEND_BATCH)
+            .await?;
         let mut seen = std::collections::HashSet::new();
-        for (n, body) in due {
-            // one per (channel, subject) per pass keeps their order
-            if !seen.insert((n.channel.clone(), n.subject.clone())) {
-                continue;
-            }
-            let Some(ch) = self.channels.iter().find(|c| c.config.name == n.channel) else {
-                self.store
-                    .finish_attempt(
-                        &n.id,
-                        "failed",
-                        n.attempts,
-                        n.next_attempt_ms,
-                        "no such channel in [notify] any more",
-                        now,
-                    )
-                    .await?;
-                continue;
-            };
-            let lease = ch.timeout.as_millis() as i64 * 2 + 5_000;
+        let rows: Vec<(Notification, Value)> = due
+            .into_iter()
+            .filter(|(n, _)| seen.insert(n.subject.clone()))
+            .collect();
+        let lease = ch.timeout.as_millis() as i64 * 2 + 5_000;
+        let mut sent = 0;
+        for (n, body) in rows {
+            let now = now_ms();
             if !self
                 .store
                 .claim_notification(&n.id, now, now + lease)
@@ -746,14 +744,35 @@ impl Notifier {
     }
 
     /// Routes and delivers every `every` until `stop`.
-    pub async fn run(
-        self: Arc<Self>,
-        every: Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
+    pub async fn run(self: Arc<Self>, every: Duration, stop: tokio::sync::watch::Receiver<bool>) {
         if self.channels.is_empty() {
             return;
         }
+        // routing and each channel's delivery loop on their own: a receiver that hangs until
+        // the timeout holds up only its own channel
+        let this: &Self = &self;
+        let routing = Self::every(every, stop.clone(), || async {
+            if let Err(e) = this.route().await {
+                tracing::warn!(error = %e, "notification routing failed; retrying");
+            }
+        });
+        let deliveries = this.channels.iter().map(|ch| {
+            Self::every(every, stop.clone(), move || async move {
+                if let Err(e) = this.deliver_channel(ch).await {
+                    tracing::warn!(channel = %ch.config.name, error = %e,
+                        "notification delivery failed; retrying");
+                }
+            })
+        });
+        tokio::join!(routing, futures::future::join_all(deliveries));
+    }
+
+    /// Runs `pass` every `every` (never two at once) until `stop`.
+    async fn every<F, Fut>(every: Duration, mut stop: tokio::sync::watch::Receiver<bool>, pass: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -761,11 +780,9 @@ impl Notifier {
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            if let Err(e) = self.route().await {
-                tracing::warn!(error = %e, "notification routing failed; retrying");
-            }
-            if let Err(e) = self.deliver().await {
-                tracing::warn!(error = %e, "notification delivery failed; retrying");
+            tokio::select! {
+                () = pass() => {}
+                _ = stop.wait_for(|s| *s) => return,
             }
         }
     }

@@ -116,6 +116,19 @@ async fn http_receiver() -> (SocketAddr, Log) {
     (addr, log)
 }
 
+/// A receiver that accepts connections and never answers (until the test ends).
+async fn stuck_receiver() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
 /// An SMTP sink (RFC 5321 without extensions): records each message's envelope and data.
 async fn smtp_sink() -> (SocketAddr, Mails) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -372,6 +385,7 @@ fn verify_signature(secret: &str, r: &Received) {
 async fn run(db: Db) {
     let (http, hooks) = http_receiver().await;
     let (smtp, mails) = smtp_sink().await;
+    let stuck = stuck_receiver().await;
     let Some(mut sb) = Sandbox::new(db).await else {
         return;
     };
@@ -382,7 +396,12 @@ async fn run(db: Db) {
         r#"
 [notify]
 console_url = "https://sco.example.com"
-timeout_ms = 3000
+timeout_ms = 5000
+[[notify.channels]]
+name = "stuck"
+kind = "webhook"
+url = "http://{stuck}/hook"
+subjects = ["anomaly"]
 [[notify.channels]]
 name = "hooks"
 kind = "webhook"
@@ -447,6 +466,7 @@ subjects = ["anomaly"]
 
     // web-1: a medium cpu event. The webhook, PagerDuty (cpu, after two 503s) and e-mail (env
     // prod) are told; Slack only from high.
+    let opened_at = std::time::Instant::now();
     let event_seq = web
         .event(None, anomaly_event::Kind::Opened, "medium", "cpu")
         .await;
@@ -459,6 +479,12 @@ subjects = ["anomaly"]
         1,
     )
     .await;
+    // a receiver that hangs for its whole timeout (5 s) holds up only its own channel
+    let took = opened_at.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "the webhook waited {took:?} behind the stuck receiver"
+    );
     let body = opened[0].json();
     assert_eq!(body["event"], "anomaly.opened");
     assert_eq!(body["anomaly"]["id"], event.as_str());
@@ -787,6 +813,20 @@ subjects = ["anomaly"]
     let o = outcome[0].json();
     assert_eq!(o["event"], "remediation.failed", "{o}");
     assert_eq!(o["action"]["reason"], "no process matched runaway");
+
+    // The stuck receiver's notifications were tried, timed out and wait for their retry.
+    let (_, stuck_rows) = sb.get(&viewer, "/notifications?channel=stuck").await;
+    let first = stuck_rows["notifications"]
+        .as_array()
+        .and_then(|l| l.last())
+        .cloned()
+        .expect("the stuck channel was told of the first event");
+    assert!(first["attempts"].as_i64() >= Some(1), "{stuck_rows}");
+    assert_ne!(first["state"], "sent", "{stuck_rows}");
+    assert!(
+        !first["last_error"].as_str().unwrap_or("").is_empty(),
+        "{stuck_rows}"
+    );
 
     // The audit names who acknowledged and silenced.
     let (_, audit) = sb.get(&admin, "/audit?limit=100").await;

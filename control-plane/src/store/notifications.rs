@@ -258,18 +258,21 @@ impl Store {
     /// channel's earlier ones are done (a closing is never sent before its opening).
     pub async fn due_notifications(
         &self,
+        channel: &str,
         now_ms: i64,
         limit: i64,
     ) -> Result<Vec<(Notification, serde_json::Value)>, StoreError> {
         let rows = sqlx::query(audited(format!(
             "SELECT {NOTIFICATION_COLUMNS}, body FROM notifications n
              WHERE n.state = 'pending' AND n.next_attempt_ms <= $1 AND n.claimed_until_ms < $1
+                AND n.channel = $3
                 AND NOT EXISTS (SELECT 1 FROM notifications p WHERE p.channel = n.channel
                     AND p.subject = n.subject AND p.state = 'pending' AND p.created_ms < n.created_ms)
              ORDER BY n.next_attempt_ms LIMIT $2"
         )))
         .bind(now_ms)
         .bind(limit)
+        .bind(channel)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
