@@ -230,7 +230,13 @@ pub struct Notifier {
     channels: Vec<send::Channel>,
     console_url: Option<String>,
     max_attempts: u32,
+    /// This process as the holder of the routing lease (one replica routes at a time).
+    holder: String,
 }
+
+/// The lease whose holder routes; it lapses this long after its holder stops renewing it.
+const ROUTE_LEASE: &str = "notify-route";
+const ROUTE_LEASE_MS: i64 = 10_000;
 
 fn clip(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
@@ -349,6 +355,7 @@ impl Notifier {
             channels,
             console_url: config.console_url.clone(),
             max_attempts: config.max_attempts,
+            holder: crate::fleet::new_id("notifier"),
         })
     }
 
@@ -751,9 +758,21 @@ impl Notifier {
         // routing and each channel's delivery loop on their own: a receiver that hangs until
         // the timeout holds up only its own channel
         let this: &Self = &self;
+        // routing is fleet-wide work: the holder of its lease does it (writing a row twice is
+        // harmless, reading every replica's way through the same events is not needed)
         let routing = Self::every(every, stop.clone(), || async {
-            if let Err(e) = this.route().await {
-                tracing::warn!(error = %e, "notification routing failed; retrying");
+            let leader = this
+                .store
+                .try_lease(ROUTE_LEASE, &this.holder, now_ms(), ROUTE_LEASE_MS)
+                .await;
+            match leader {
+                Ok(true) => {
+                    if let Err(e) = this.route().await {
+                        tracing::warn!(error = %e, "notification routing failed; retrying");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot take the routing lease; retrying"),
             }
         });
         let deliveries = this.channels.iter().map(|ch| {
@@ -765,6 +784,9 @@ impl Notifier {
             })
         });
         tokio::join!(routing, futures::future::join_all(deliveries));
+        if let Err(e) = self.store.release_leases(&self.holder).await {
+            tracing::debug!(error = %e, "cannot give up the routing lease; it lapses by itself");
+        }
     }
 
     /// Runs `pass` every `every` (never two at once) until `stop`.
