@@ -47,79 +47,13 @@ pub enum ExplainTarget {
     Host { host: HostRef },
 }
 
-/// The state of a remediation action, as the REST API names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActionStateFilter {
-    Proposed,
-    Approved,
-    Rejected,
-    Running,
-    Succeeded,
-    Failed,
-    Refused,
-    Expired,
-    DryRun,
-}
+/// The state of a remediation action, as the REST API names it (the control plane's own
+/// type, from `sco-policy`).
+pub use sco_policy::ActionState;
 
-impl ActionStateFilter {
-    pub const ALL: [ActionStateFilter; 9] = [
-        ActionStateFilter::Proposed,
-        ActionStateFilter::Approved,
-        ActionStateFilter::Rejected,
-        ActionStateFilter::Running,
-        ActionStateFilter::Succeeded,
-        ActionStateFilter::Failed,
-        ActionStateFilter::Refused,
-        ActionStateFilter::Expired,
-        ActionStateFilter::DryRun,
-    ];
-
-    /// The name the REST API and the database use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionStateFilter::Proposed => "proposed",
-            ActionStateFilter::Approved => "approved",
-            ActionStateFilter::Rejected => "rejected",
-            ActionStateFilter::Running => "running",
-            ActionStateFilter::Succeeded => "succeeded",
-            ActionStateFilter::Failed => "failed",
-            ActionStateFilter::Refused => "refused",
-            ActionStateFilter::Expired => "expired",
-            ActionStateFilter::DryRun => "dry_run",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-}
-
-/// The least role that may have an intent answered or carried out; the same rule as
-/// the REST endpoint the intent stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Role::Viewer, Role::Operator, Role::Admin]
-            .into_iter()
-            .find(|r| r.as_str() == s)
-    }
-}
+/// The least role that may have an intent answered or carried out is the same rule as
+/// the REST endpoint the intent stands for, with the control plane's own role type.
+pub use sco_policy::Role;
 
 /// Why an intent is not carried out for a caller: the role it needs and the caller's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,7 +114,7 @@ pub enum Intent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         host: Option<HostRef>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        state: Option<ActionStateFilter>,
+        state: Option<ActionState>,
         /// Actions created in this range.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         range: Option<TimeRange>,
@@ -462,7 +396,7 @@ mod tests {
     fn intents_serialize_with_their_name_as_tag() {
         let i = Intent::Actions {
             host: None,
-            state: Some(ActionStateFilter::DryRun),
+            state: Some(ActionState::DryRun),
             range: None,
         };
         let v = serde_json::to_value(&i).expect("serializes");
@@ -470,8 +404,8 @@ mod tests {
         assert_eq!(v["state"], "dry_run");
         let back: Intent = serde_json::from_value(v).expect("parses");
         assert_eq!(back, i);
-        for s in ActionStateFilter::ALL {
-            assert_eq!(ActionStateFilter::parse(s.as_str()), Some(s));
+        for s in ActionState::ALL {
+            assert_eq!(ActionState::parse(s.as_str()), Some(s));
         }
     }
 }

@@ -6,7 +6,7 @@
 //! tool calls through [`llm`]. README.md lists what it understands and its accuracy.
 //!
 //! - `intent.rs`: [`Intent`] and its typed arguments ([`HostRef`], [`Scope`],
-//!   [`ExplainTarget`], [`ActionStateFilter`]), the [`Role`] each needs
+//!   [`ExplainTarget`], [`ActionState`]), the [`Role`] each needs
 //!   ([`Intent::authorize`]) and its one-line [`Intent::summary`].
 //! - `confirm.rs`: the confirmation step of actions: [`confirmation_id`], and
 //!   [`Pending`], which only the asker may confirm, in time, with a role that allows it.
@@ -39,7 +39,7 @@ pub mod time;
 pub use answer::{help_text, plain_answer};
 pub use confirm::{confirmation_id, ConfirmError, Pending, CONFIRMATION_TTL_MS};
 pub use intent::{
-    ActionStateFilter, ExplainTarget, HostRef, Intent, Refusal, Role, Scope, Selector, Suggestion,
+    ActionState, ExplainTarget, HostRef, Intent, Refusal, Role, Scope, Selector, Suggestion,
 };
 pub use lexicon::{edit_distance, HostEntry, Lexicon, Resolution};
 pub use parse::{

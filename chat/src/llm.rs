@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use sco_policy::{Action, Consumer, Severity};
 
-use crate::intent::{ActionStateFilter, ExplainTarget, HostRef, Intent, Scope, Selector};
+use crate::intent::{ActionState, ExplainTarget, HostRef, Intent, Scope, Selector};
 use crate::lexicon::{Lexicon, Resolution};
 use crate::parse::{is_action_id, DEFAULT_JOURNAL_MB, DEFAULT_METRIC_RANGE_MS, MAX_REASON_CHARS};
 use crate::time::{range_at, TimeRange};
@@ -69,7 +69,7 @@ pub fn tools() -> Value {
         "additionalProperties": {"type": "string"},
     });
     let severities: Vec<&str> = Severity::ALL.iter().map(|s| s.as_str()).collect();
-    let states: Vec<&str> = ActionStateFilter::ALL.iter().map(|s| s.as_str()).collect();
+    let states: Vec<&str> = ActionState::ALL.iter().map(|s| s.as_str()).collect();
     let consumers = ["cpu", "memory", "io"];
     Value::Array(vec![
         tool(
@@ -507,7 +507,7 @@ impl Args<'_> {
                 self.only(&["host", "state", "range"])?;
                 let state = match self.str("state")? {
                     None => None,
-                    Some(s) => Some(ActionStateFilter::parse(&s).ok_or_else(|| {
+                    Some(s) => Some(ActionState::parse(&s).ok_or_else(|| {
                         self.bad(format!("state {:?} is not an action state", clip(&s)))
                     })?),
                 };

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use sco_policy::{Action, Consumer};
 
-use crate::intent::{ActionStateFilter, ExplainTarget, HostRef, Intent, Scope, Selector};
+use crate::intent::{ActionState, ExplainTarget, HostRef, Intent, Scope, Selector};
 use crate::lexicon::{Lexicon, Resolution};
 use crate::suggest::suggestions;
 use crate::time::{range_at, TimeRange};
@@ -927,7 +927,7 @@ impl<'a> Ctx<'a> {
         }
         let state = self.toks.iter().find_map(|t| state_word(&t.w)).or_else(|| {
             if self.has("dry") {
-                Some(ActionStateFilter::DryRun)
+                Some(ActionState::DryRun)
             } else {
                 None
             }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use sco_chat::{
-    parse, ActionStateFilter, ExplainTarget, HostRef, Intent, Lexicon, Scope, Selector, TimeRange,
+    parse, ActionState, ExplainTarget, HostRef, Intent, Lexicon, Scope, Selector, TimeRange,
 };
 use sco_policy::{Action, Consumer, Severity};
 
@@ -184,7 +184,7 @@ fn expected(spec: &str, f: &Fleet) -> Expected {
         },
         "actions" => Intent::Actions {
             host: host("host"),
-            state: get("state").map(|s| ActionStateFilter::parse(&s).expect("state")),
+            state: get("state").map(|s| ActionState::parse(&s).expect("state")),
             range: get("range").map(|r| range(&r, now)),
         },
         "policy_status" => Intent::PolicyStatus {

@@ -19,38 +19,33 @@ use serde::{Deserialize, Serialize};
 pub const ISSUER: &str = "sco-control-plane";
 pub const AUDIENCE: &str = "sco-api";
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
+/// The roles, shared with ChatOps (`sco-chat`), which names the role each intent needs.
+pub use sco_policy::Role;
+
+/// The name of [`Role`]'s schema among the OpenAPI document's components. `sco-policy` stays
+/// free of OpenAPI, so the schema is built here from the type's own names ([`role_schema`])
+/// and `http::openapi::finish` adds it; a `Role` field refers to it with
+/// `#[schema(schema_with = role_ref)]`.
+pub const ROLE_SCHEMA: &str = "Role";
+
+/// A string, one of the roles' names.
+pub fn role_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(Role::ALL.map(Role::as_str)))
+        .build()
 }
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "viewer" => Some(Role::Viewer),
-            "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
+/// A reference to [`ROLE_SCHEMA`].
+pub fn role_ref() -> utoipa::openapi::Ref {
+    utoipa::openapi::Ref::from_schema_name(ROLE_SCHEMA)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     pub username: String,
+    #[schema(schema_with = role_ref)]
     pub role: Role,
     pub created_at_ms: i64,
 }

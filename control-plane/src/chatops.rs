@@ -76,21 +76,25 @@ pub struct Asker {
 }
 
 /// An action waiting for its confirmation: send `confirm <id>` before `expires_at_ms`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Confirmation {
     pub id: String,
     pub expires_at_ms: i64,
 }
 
-/// The answer to one message.
-#[derive(Debug, Clone, Serialize)]
+/// The answer to one message (the body of `POST /query`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Answer {
-    /// Short text for people.
+    /// A short answer for people.
     pub answer: String,
-    /// What was understood.
+    /// The understood intent, tagged by `intent` (e.g. `explain`, `trigger`).
+    #[schema(value_type = Object)]
     pub intent: Intent,
-    /// The structured data behind the answer, with links to the REST resources.
+    /// The data behind the answer (hosts, events, series with min/mean/max, actions) and
+    /// `link`s to the REST resources.
+    #[schema(value_type = Object)]
     pub data: Value,
+    /// Present when an action waits for `confirm <id>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirmation: Option<Confirmation>,
     /// Proposals the answer offers to decide (action id, one line), for Slack's buttons.
@@ -147,15 +151,6 @@ impl Coded for ChatError {
             ChatError::Policy(e) => e.code(),
             ChatError::Store(e) => e.code(),
         }
-    }
-}
-
-/// The chat's view of our roles (the same three, the same order).
-pub fn chat_role(role: Role) -> sco_chat::Role {
-    match role {
-        Role::Viewer => sco_chat::Role::Viewer,
-        Role::Operator => sco_chat::Role::Operator,
-        Role::Admin => sco_chat::Role::Admin,
     }
 }
 
@@ -257,7 +252,7 @@ impl ChatOps {
         } else {
             let lex = self.lexicon().await?;
             let (intent, by_llm) = self.understand(text, &lex, now).await;
-            let mut result = match intent.authorize(chat_role(asker.role)) {
+            let mut result = match intent.authorize(asker.role) {
                 Err(refusal) => Err(ChatError::Refused(refusal.to_string())),
                 Ok(()) => self.answer(asker, text, &intent, &lex, now).await,
             };
@@ -500,7 +495,7 @@ impl ChatOps {
         let stored = self.store.chat_pending(id).await?.ok_or_else(gone)?;
         let pending: Pending = serde_json::from_value(stored)
             .map_err(|e| StoreError::Unreadable(format!("chat confirmation {id}: {e}")))?;
-        let action = match pending.check(id, &asker.user, chat_role(asker.role), now) {
+        let action = match pending.check(id, &asker.user, asker.role, now) {
             Ok(action) => action.clone(),
             Err(e) => {
                 let why = e.to_string();
@@ -694,7 +689,7 @@ mod tests {
             assert_eq!(intent.name(), name, "{text}: {intent:?}");
             let needed = rest_role(method, path);
             for role in [Role::Viewer, Role::Operator, Role::Admin] {
-                let chat = intent.authorize(chat_role(role)).is_ok();
+                let chat = intent.authorize(role).is_ok();
                 assert_eq!(
                     chat,
                     role >= needed,

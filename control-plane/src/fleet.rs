@@ -24,7 +24,8 @@ pub use remediation::{DecideError, TriggerError};
 // The records the services take and give, for the edges (gRPC, HTTP) that name them here.
 pub use crate::domain::feedback::{Feedback, FeedbackQuery};
 pub use crate::domain::policy::{
-    PolicyHostStatus, PolicyRevision, PolicyStatusIn, Rollout, RolloutRequest, RolloutState,
+    HostPolicyState, PolicyHostStatus, PolicyRevision, PolicyRolloutStatus, PolicyStatusIn,
+    Rollout, RolloutRequest, RolloutState,
 };
 pub use crate::domain::remediation::{
     ActionQuery, ActionRecord, ActionState, Approval, AuditEntry, AuditQuery, Decision,

@@ -4,7 +4,7 @@
 
 use sco_policy::{Consumer, Severity};
 
-use crate::intent::ActionStateFilter;
+use crate::intent::ActionState;
 use crate::parse::MAX_REASON_CHARS;
 
 pub(crate) fn is_label_part(s: &str) -> bool {
@@ -70,8 +70,8 @@ pub(crate) fn severity_word(w: &str) -> Option<Severity> {
     }
 }
 
-pub(crate) fn state_word(w: &str) -> Option<ActionStateFilter> {
-    use ActionStateFilter::*;
+pub(crate) fn state_word(w: &str) -> Option<ActionState> {
+    use ActionState::*;
     Some(match w {
         "pending" | "proposed" | "waiting" | "awaiting" | "approval" | "approvals" | "open" => {
             Proposed

@@ -203,7 +203,7 @@ impl ChatOps {
                     .fleet
                     .actions(&ActionQuery {
                         host: host.as_ref().map(|h| h.id.clone()),
-                        state: state.and_then(|s| ActionState::parse(s.as_str())),
+                        state: *state,
                         rule: None,
                         limit: if range.is_some() {
                             1000

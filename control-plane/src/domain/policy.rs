@@ -109,31 +109,17 @@ pub struct PolicyStatusIn {
     pub active_revision: i64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A rollout as asked for (the REST body, `http/policy.rs`, fills in its defaults).
+#[derive(Debug, Clone)]
 pub struct RolloutRequest {
     /// Defaults to the newest revision.
-    #[serde(default)]
     pub revision: Option<i64>,
     /// Share of targeted hosts that get the revision first; 0 goes to all
     /// at once.
-    #[serde(default = "default_canary_percent")]
     pub canary_percent: i64,
     /// How long the canary runs before everyone gets the revision.
-    #[serde(default = "default_canary_secs")]
     pub canary_secs: i64,
-    #[serde(default = "default_max_new_anomalies")]
     pub max_new_anomalies: i64,
-}
-
-fn default_canary_percent() -> i64 {
-    10
-}
-fn default_canary_secs() -> i64 {
-    300
-}
-fn default_max_new_anomalies() -> i64 {
-    3
 }
 
 /// One host's side of a policy: the revision meant for it and what it reported.

@@ -9,69 +9,28 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Where a remediation request is (see the module documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActionState {
-    Proposed,
-    Approved,
-    Rejected,
-    Running,
-    Succeeded,
-    Failed,
-    Refused,
-    Expired,
-    DryRun,
+/// The states' names are `sco-policy`'s (ChatOps filters by them too); their rules are here.
+pub use sco_policy::ActionState;
+
+/// The request state machine: which states are final and which moves the control plane makes.
+pub trait Transitions: Copy {
+    /// No further change: the request is done, one way or another.
+    fn is_final(self) -> bool;
+    /// The transitions the control plane makes. A running request goes back to where it was
+    /// when its stream vanished before the send; the agent's report ends a running one (and
+    /// may still replace `failed` after the control plane gave up waiting for it).
+    fn can_become(self, to: ActionState) -> bool;
 }
 
-impl ActionState {
-    pub const ALL: [ActionState; 9] = [
-        ActionState::Proposed,
-        ActionState::Approved,
-        ActionState::Rejected,
-        ActionState::Running,
-        ActionState::Succeeded,
-        ActionState::Failed,
-        ActionState::Refused,
-        ActionState::Expired,
-        ActionState::DryRun,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionState::Proposed => "proposed",
-            ActionState::Approved => "approved",
-            ActionState::Rejected => "rejected",
-            ActionState::Running => "running",
-            ActionState::Succeeded => "succeeded",
-            ActionState::Failed => "failed",
-            ActionState::Refused => "refused",
-            ActionState::Expired => "expired",
-            ActionState::DryRun => "dry_run",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-
-    /// `a, b, ...`: every state, for error messages.
-    pub fn names() -> String {
-        Self::ALL.map(Self::as_str).join(", ")
-    }
-
-    /// No further change: the request is done, one way or another.
-    pub fn is_final(self) -> bool {
+impl Transitions for ActionState {
+    fn is_final(self) -> bool {
         !matches!(
             self,
             ActionState::Proposed | ActionState::Approved | ActionState::Running
         )
     }
 
-    /// The transitions the control plane makes. A running request goes back to where it was
-    /// when its stream vanished before the send; the agent's report ends a running one (and
-    /// may still replace `failed` after the control plane gave up waiting for it).
-    pub fn can_become(self, to: ActionState) -> bool {
+    fn can_become(self, to: ActionState) -> bool {
         use ActionState::*;
         matches!(
             (self, to),
@@ -80,12 +39,6 @@ impl ActionState {
                 | (Running, Proposed | Approved)
                 | (Running | Failed, Succeeded | Failed | Refused | DryRun)
         )
-    }
-}
-
-impl std::fmt::Display for ActionState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -3,12 +3,14 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::error::{ApiQuery, AppError};
+use super::feedback::WithVerdicts;
 use super::AppState;
 use crate::fleet::{valid_agent_id, AnomalyQuery, Severity};
+use crate::notify::{Ack, Notification};
+use crate::runbooks::Citation;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +50,7 @@ const MAX_LIMIT: i64 = 1000;
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<AnomaliesResponse>, AppError> {
     if let Some(h) = &q.host {
         if !valid_agent_id(h) {
             return Err(AppError::bad_request(format!(
@@ -96,17 +98,13 @@ pub async fn list(
     };
     let events = state.fleet.anomalies(&query).await?;
     let next_offset = page.next_offset(events.len());
-    let mut events: Vec<Value> = events
-        .iter()
-        .map(|e| serde_json::to_value(e).unwrap_or_default())
-        .collect();
-    super::feedback::with_verdicts(&state, &mut events).await?;
-    Ok(Json(json!({
-        "count": events.len(),
-        "offset": offset,
-        "next_offset": next_offset,
-        "anomalies": events,
-    })))
+    let anomalies = super::feedback::with_verdicts(&state, events).await?;
+    Ok(Json(AnomaliesResponse {
+        count: anomalies.len(),
+        offset,
+        next_offset,
+        anomalies,
+    }))
 }
 
 /// One event with its context and the verdicts given on it (`feedback`).
@@ -122,7 +120,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<AnomalyResponse>, AppError> {
     if id.len() > 200 {
         return Err(AppError::bad_request("anomaly id is too long"));
     }
@@ -141,15 +139,16 @@ pub async fn get(
             ..Default::default()
         })
         .await?;
-    let mut shown = [serde_json::to_value(&event).unwrap_or_default()];
-    super::feedback::with_verdicts(&state, &mut shown).await?;
-    let [event] = shown;
-    Ok(Json(json!({
-        "anomaly": event,
-        "runbooks": runbooks,
-        "ack": ack,
-        "notifications": notifications,
-    })))
+    let anomaly = super::feedback::with_verdicts(&state, vec![event])
+        .await?
+        .pop()
+        .ok_or_else(|| AppError::internal("an event went missing while adding its verdicts"))?;
+    Ok(Json(AnomalyResponse {
+        anomaly,
+        runbooks,
+        ack,
+        notifications,
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -178,7 +177,7 @@ const MAX_METRICS: usize = 256;
 pub async fn score(
     State(state): State<AppState>,
     super::error::ApiJson(body): super::error::ApiJson<ScoreBody>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ScoreResponse>, AppError> {
     if body.rows.len() > MAX_ROWS {
         return Err(AppError::bad_request(format!(
             "rows: {} rows, at most {MAX_ROWS}",
@@ -198,50 +197,48 @@ pub async fn score(
     .await
     .map_err(AppError::internal)?;
     match result {
-        Ok(scored) => Ok(Json(json!({
-            "model": format!("{}@{}", state.model.manifest().name, state.model.manifest().version),
-            "result": scored,
-        }))),
+        Ok(result) => Ok(Json(ScoreResponse {
+            model: format!(
+                "{}@{}",
+                state.model.manifest().name,
+                state.model.manifest().version
+            ),
+            result,
+        })),
         Err(sco_models::detect::DetectError::Model(e)) => Err(AppError::internal(e)),
         Err(e) => Err(AppError::bad_request(e.to_string())),
     }
 }
 
-// Response shapes (the handlers build JSON from domain types, which stay free of
-// documentation concerns).
-
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AnomaliesResponse {
-    count: u64,
+    count: usize,
     offset: i64,
     /// The offset of the next page, null on the last one.
     next_offset: Option<i64>,
     #[schema(value_type = Vec<Object>)]
-    anomalies: (),
+    anomalies: Vec<WithVerdicts>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AnomalyResponse {
     /// The event with its context series and processes.
     #[schema(value_type = Object)]
-    anomaly: (),
+    anomaly: WithVerdicts,
     /// The runbooks whose conditions match the event, best first.
-    runbooks: Vec<crate::runbooks::Citation>,
+    runbooks: Vec<Citation>,
     /// Who acknowledged it (`POST /anomaly/{id}/ack`); null while nobody has.
-    ack: Option<crate::notify::Ack>,
+    ack: Option<Ack>,
     /// What the notification channels were told about it, newest first.
-    notifications: Vec<crate::notify::Notification>,
+    notifications: Vec<Notification>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ScoreResponse {
     /// `name@version` of the model that scored.
     model: String,
     /// Per-row scores in [0, 1] (0.5 is the threshold) and the top
     /// contributors of the worst row.
     #[schema(value_type = Object)]
-    result: (),
+    result: sco_models::detect::WindowScore,
 }

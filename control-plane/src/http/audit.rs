@@ -2,19 +2,17 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::error::{ApiQuery, AppError, ErrorBody};
 use super::AppState;
-use crate::fleet::AuditQuery;
+use crate::fleet::{AuditEntry, AuditQuery};
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct AuditResponse {
-    count: u64,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditResponse {
+    count: usize,
     #[schema(value_type = Vec<Object>)]
-    entries: (),
+    entries: Vec<AuditEntry>,
 }
 
 #[derive(Deserialize)]
@@ -43,7 +41,7 @@ pub struct AuditParams {
 pub async fn audit(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<AuditParams>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<AuditResponse>, AppError> {
     let limit = super::int_param("limit", q.limit.as_deref())?.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(AppError::bad_request(format!(
@@ -59,5 +57,8 @@ pub async fn audit(
             limit,
         })
         .await?;
-    Ok(Json(json!({ "count": entries.len(), "entries": entries })))
+    Ok(Json(AuditResponse {
+        count: entries.len(),
+        entries,
+    }))
 }

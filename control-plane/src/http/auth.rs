@@ -108,6 +108,19 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
+/// The `role` of a registration: a role's name or null.
+fn role_or_null() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    let mut role = crate::auth::role_ref();
+    role.description = "admin, operator or viewer (default viewer).".into();
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(role)
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .build(),
+    )
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
@@ -119,7 +132,7 @@ pub struct RegisterBody {
     password: String,
     /// admin, operator or viewer (default viewer).
     #[serde(default)]
-    #[schema(value_type = Option<Role>)]
+    #[schema(schema_with = role_or_null)]
     role: Option<String>,
 }
 
@@ -182,6 +195,7 @@ pub struct TokenResponse {
     refresh_token: String,
     /// When the refresh token expires (Unix seconds).
     refresh_expires_at: i64,
+    #[schema(schema_with = crate::auth::role_ref)]
     role: Role,
     username: String,
 }
@@ -318,6 +332,7 @@ pub async fn password(
 pub struct VerifyResponse {
     valid: bool,
     username: String,
+    #[schema(schema_with = crate::auth::role_ref)]
     role: Role,
     /// Unix seconds.
     expires_at: i64,

@@ -5,54 +5,43 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::auth::Caller;
 use super::error::{ApiJson, AppError, ErrorBody};
 use super::AppState;
 use crate::fleet::enroll_limits::{MAX_TOKEN_TTL_SECS, MAX_TOKEN_USES};
+use crate::fleet::EnrollmentToken;
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct EnrollmentTokens {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EnrollmentTokens {
     #[schema(value_type = Vec<Object>)]
-    enrollment_tokens: (),
+    enrollment_tokens: Vec<EnrollmentToken>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct EnrollmentTokenCreated {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EnrollmentTokenCreated {
     /// The secret, shown only in this response.
     token: String,
     #[schema(value_type = Object)]
-    enrollment_token: (),
-    /// SHA-256 of the fleet CA certificate, for the agent to pin.
-    ca_sha256: String,
-    note: String,
+    enrollment_token: EnrollmentToken,
+    /// SHA-256 of the fleet CA certificate, for the agent to pin; null when the control
+    /// plane has no CA of its own.
+    ca_sha256: Option<String>,
+    note: &'static str,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct CreateEnrollmentToken {
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnrollmentToken {
     /// Seconds until the token expires (default 3600).
     ttl_secs: Option<i64>,
     /// How many agents may enroll with it (default 1).
     max_uses: Option<i64>,
     /// Labels every agent enrolled with it gets (at most 64).
-    #[schema(value_type = Option<Object>)]
-    labels: (),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    /// Seconds until the token expires (default one hour).
-    ttl_secs: Option<i64>,
-    /// How many agents may enroll with it (default 1).
-    max_uses: Option<i64>,
-    /// Labels every agent enrolled with it gets.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     labels: BTreeMap<String, String>,
 }
 
@@ -91,8 +80,8 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), AppError> {
 pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(body): ApiJson<CreateToken>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+    ApiJson(body): ApiJson<CreateEnrollmentToken>,
+) -> Result<(StatusCode, Json<EnrollmentTokenCreated>), AppError> {
     let ttl = body.ttl_secs.unwrap_or(3600);
     if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl) {
         return Err(AppError::bad_request(format!(
@@ -122,12 +111,12 @@ pub async fn create_token(
         .await;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "token": secret,
-            "enrollment_token": token,
-            "ca_sha256": state.fleet.ca_fingerprint(),
-            "note": "the token is shown only now; store it safely",
-        })),
+        Json(EnrollmentTokenCreated {
+            token: secret,
+            enrollment_token: token,
+            ca_sha256: state.fleet.ca_fingerprint(),
+            note: "the token is shown only now; store it safely",
+        }),
     ))
 }
 
@@ -138,9 +127,11 @@ pub async fn create_token(
         (status = 401, description = "missing or invalid token", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
     ))]
-pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    let tokens = state.fleet.enrollment_tokens().await?;
-    Ok(Json(json!({ "enrollment_tokens": tokens })))
+pub async fn list_tokens(
+    State(state): State<AppState>,
+) -> Result<Json<EnrollmentTokens>, AppError> {
+    let enrollment_tokens = state.fleet.enrollment_tokens().await?;
+    Ok(Json(EnrollmentTokens { enrollment_tokens }))
 }
 
 /// Revokes an enrollment token.

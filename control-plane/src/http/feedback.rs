@@ -5,13 +5,12 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::{ApiJson, ApiQuery, AppError, ErrorBody};
 use super::AppState;
-use crate::fleet::{valid_agent_id, FeedbackQuery, FeedbackRequest};
+use crate::fleet::{valid_agent_id, Anomaly, Feedback, FeedbackQuery, FeedbackRequest};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -31,25 +30,43 @@ pub struct FeedbackBody {
     scope: Option<sco_policy::feedback::Scope>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct FeedbackResponse {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FeedbackResponse {
     /// id, anomaly_id, host_id, verdict, note, scope, policy (the generated policy's name, empty
     /// for a true positive), policy_revision, target, detection (what it changed), created_by,
     /// created_at_ms, undone, undone_by, undone_at_ms, withdrawn_revision.
     #[schema(value_type = Object)]
-    feedback: (),
+    feedback: Feedback,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct FeedbackListResponse {
-    count: u64,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FeedbackListResponse {
+    count: usize,
     offset: i64,
     /// The offset of the next page, null on the last one.
     next_offset: Option<i64>,
     #[schema(value_type = Vec<Object>)]
-    feedback: (),
+    feedback: Vec<Feedback>,
+}
+
+/// An anomaly event as `GET /anomaly` shows it: its fields, and the verdicts given on it.
+#[derive(Serialize)]
+pub struct WithVerdicts {
+    #[serde(flatten)]
+    event: Anomaly,
+    feedback: Vec<VerdictSummary>,
+}
+
+/// A verdict in brief, beside its event.
+#[derive(Serialize)]
+struct VerdictSummary {
+    id: String,
+    verdict: String,
+    policy: String,
+    policy_revision: i64,
+    created_by: String,
+    created_at_ms: i64,
+    undone: bool,
 }
 
 fn check_anomaly_id(id: &str) -> Result<(), AppError> {
@@ -78,7 +95,7 @@ pub async fn give(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<FeedbackBody>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<FeedbackResponse>), AppError> {
     check_anomaly_id(&id)?;
     let verdict = body
         .verdict
@@ -89,8 +106,8 @@ pub async fn give(
         note: body.note,
         scope: body.scope.unwrap_or_default(),
     };
-    let record = state.fleet.give_feedback(&caller.0.sub, &id, req).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "feedback": record }))))
+    let feedback = state.fleet.give_feedback(&caller.0.sub, &id, req).await?;
+    Ok((StatusCode::CREATED, Json(FeedbackResponse { feedback })))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -164,15 +181,15 @@ fn query_of(
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<FeedbackListResponse>, AppError> {
     let (query, page) = query_of(q, 100, 1000)?;
     let records = state.fleet.feedback_list(&query).await?;
-    Ok(Json(json!({
-        "count": records.len(),
-        "offset": page.offset,
-        "next_offset": page.next_offset(records.len()),
-        "feedback": records,
-    })))
+    Ok(Json(FeedbackListResponse {
+        count: records.len(),
+        offset: page.offset,
+        next_offset: page.next_offset(records.len()),
+        feedback: records,
+    }))
 }
 
 /// The labelled events as a training set, JSON lines: one object per verdict in force with
@@ -218,41 +235,38 @@ pub async fn undo(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<FeedbackResponse>, AppError> {
     if id.is_empty() || id.len() > 100 {
         return Err(AppError::bad_request("feedback id is empty or too long"));
     }
-    let record = state.fleet.undo_feedback(&caller.0.sub, &id).await?;
-    Ok(Json(json!({ "feedback": record })))
+    let feedback = state.fleet.undo_feedback(&caller.0.sub, &id).await?;
+    Ok(Json(FeedbackResponse { feedback }))
 }
 
-/// Adds to each event (JSON) the verdicts given on it, as `feedback`.
-pub async fn with_verdicts(state: &AppState, events: &mut [Value]) -> Result<(), AppError> {
-    let ids: Vec<String> = events
-        .iter()
-        .filter_map(|e| e.get("id").and_then(Value::as_str).map(str::to_string))
-        .collect();
+/// Each event with the verdicts given on it, as `feedback`.
+pub async fn with_verdicts(
+    state: &AppState,
+    events: Vec<Anomaly>,
+) -> Result<Vec<WithVerdicts>, AppError> {
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     let verdicts = state.fleet.feedback_for(&ids).await?;
-    for e in events.iter_mut() {
-        let id = e.get("id").and_then(Value::as_str).unwrap_or_default();
-        let mine: Vec<Value> = verdicts
-            .iter()
-            .filter(|f| f.anomaly_id == id)
-            .map(|f| {
-                json!({
-                    "id": f.id,
-                    "verdict": f.verdict,
-                    "policy": f.policy,
-                    "policy_revision": f.policy_revision,
-                    "created_by": f.created_by,
-                    "created_at_ms": f.created_at_ms,
-                    "undone": f.undone,
+    Ok(events
+        .into_iter()
+        .map(|event| {
+            let feedback = verdicts
+                .iter()
+                .filter(|f| f.anomaly_id == event.id)
+                .map(|f| VerdictSummary {
+                    id: f.id.clone(),
+                    verdict: f.verdict.clone(),
+                    policy: f.policy.clone(),
+                    policy_revision: f.policy_revision,
+                    created_by: f.created_by.clone(),
+                    created_at_ms: f.created_at_ms,
+                    undone: f.undone,
                 })
-            })
-            .collect();
-        if let Some(obj) = e.as_object_mut() {
-            obj.insert("feedback".into(), Value::Array(mine));
-        }
-    }
-    Ok(())
+                .collect();
+            WithVerdicts { event, feedback }
+        })
+        .collect())
 }

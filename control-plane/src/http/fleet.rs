@@ -2,13 +2,15 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::auth::Caller;
 use super::error::{ApiQuery, AppError, ErrorBody};
 use super::AppState;
-use crate::fleet::{now_ms, valid_agent_id, RollupQuery};
+use crate::fleet::{
+    now_ms, valid_agent_id, Host, LatestValue, ProcessRow, RollupPoint, RollupQuery,
+};
 
 /// Hosts with hostname, OS, kernel, agent version, labels, first/last seen
 /// and whether connected.
@@ -18,9 +20,9 @@ use crate::fleet::{now_ms, valid_agent_id, RollupQuery};
         (status = 401, description = "missing or invalid token", body = inline(super::error::ErrorBody)),
         (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
     ))]
-pub async fn hosts(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+pub async fn hosts(State(state): State<AppState>) -> Result<Json<HostsResponse>, AppError> {
     let hosts = state.fleet.hosts(state.stale_after_ms).await?;
-    Ok(Json(json!({ "hosts": hosts })))
+    Ok(Json(HostsResponse { hosts }))
 }
 
 /// One host with the latest value of every metric and its top processes.
@@ -36,7 +38,7 @@ pub async fn hosts(State(state): State<AppState>) -> Result<Json<Value>, AppErro
 pub async fn host(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<HostResponse>, AppError> {
     if !valid_agent_id(&id) {
         return Err(AppError::bad_request(format!("invalid host id {id:?}")));
     }
@@ -45,11 +47,14 @@ pub async fn host(
         .host_detail(&id, state.stale_after_ms)
         .await?
         .ok_or_else(|| AppError::not_found(format!("no host {id:?}")))?;
-    Ok(Json(json!({
-        "host": d.host,
-        "latest": d.latest,
-        "top_processes": { "ts_ms": d.processes_at_ms, "processes": d.processes },
-    })))
+    Ok(Json(HostResponse {
+        host: d.host,
+        latest: d.latest,
+        top_processes: TopProcesses {
+            ts_ms: d.processes_at_ms,
+            processes: d.processes,
+        },
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -87,7 +92,7 @@ const MAX_LIMIT: i64 = 10_000;
 pub async fn monitoring_metrics(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<MetricsQuery>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<MetricsResponse>, AppError> {
     if !valid_agent_id(&q.host) {
         return Err(AppError::bad_request(format!("invalid host {:?}", q.host)));
     }
@@ -115,60 +120,60 @@ pub async fn monitoring_metrics(
             limit,
         })
         .await?;
-    Ok(Json(json!({
-        "host": q.host,
-        "from": from,
-        "to": to,
-        "count": points.len(),
-        "truncated": points.len() as i64 == limit,
-        "points": points,
-    })))
+    Ok(Json(MetricsResponse {
+        host: q.host,
+        from,
+        to,
+        count: points.len(),
+        truncated: points.len() as i64 == limit,
+        points,
+    }))
 }
 
-// Response shapes (the handlers build JSON from domain types, which stay free of
-// documentation concerns).
-
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct HostsResponse {
     /// Hosts with hostname, OS, kernel, agent version, labels, first/last
     /// seen and whether connected.
     #[schema(value_type = Vec<Object>)]
-    hosts: (),
+    hosts: Vec<Host>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct HostResponse {
     #[schema(value_type = Object)]
-    host: (),
+    host: Host,
     /// The latest value of every metric.
     #[schema(value_type = Vec<Object>)]
-    latest: (),
+    latest: Vec<LatestValue>,
     /// `{ts_ms, processes}`.
     #[schema(value_type = Object)]
-    top_processes: (),
+    top_processes: TopProcesses,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+/// The top processes of a host and when they were sampled.
+#[derive(Serialize)]
+pub struct TopProcesses {
+    ts_ms: i64,
+    processes: Vec<ProcessRow>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MetricsResponse {
     host: String,
     /// Unix milliseconds.
     from: i64,
     /// Unix milliseconds.
     to: i64,
-    count: u64,
+    count: usize,
     /// True when `limit` points were returned (there may be more).
     truncated: bool,
     /// Rollups: metric, device, window start/end, min, mean, max, last, count.
     #[schema(value_type = Vec<Object>)]
-    points: (),
+    points: Vec<RollupPoint>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct HostRevoked {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HostRevoked {
     host: String,
     revoked: bool,
 }
@@ -187,7 +192,7 @@ pub async fn revoke_host(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<HostRevoked>, AppError> {
     if !valid_agent_id(&id) {
         return Err(AppError::bad_request(format!("invalid host id {id:?}")));
     }
@@ -199,5 +204,8 @@ pub async fn revoke_host(
         .audit(&caller.0.sub, "host.revoke", &id, "revoked", json!({}))
         .await;
     tracing::warn!(host = %id, by = %caller.0.sub, "host revoked");
-    Ok(Json(json!({ "host": id, "revoked": true })))
+    Ok(Json(HostRevoked {
+        host: id,
+        revoked: true,
+    }))
 }

@@ -5,8 +5,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::auth::Caller;
 use super::error::{ApiJson, ApiQuery, AppError, ErrorBody};
@@ -40,10 +40,9 @@ pub struct ListQuery {
     offset: Option<String>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct NotificationsResponse {
-    count: u64,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NotificationsResponse {
+    count: usize,
     offset: i64,
     /// The offset of the next page, null on the last one.
     next_offset: Option<i64>,
@@ -65,7 +64,7 @@ struct NotificationsResponse {
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<NotificationsResponse>, AppError> {
     if let Some(s) = &q.state {
         if !STATES.contains(&s.as_str()) {
             return Err(AppError::bad_request(format!(
@@ -106,12 +105,12 @@ pub async fn list(
         offset: page.offset,
     };
     let found = state.notifier.notifications(&query).await?;
-    Ok(Json(json!({
-        "count": found.len(),
-        "offset": page.offset,
-        "next_offset": page.next_offset(found.len()),
-        "notifications": found,
-    })))
+    Ok(Json(NotificationsResponse {
+        count: found.len(),
+        offset: page.offset,
+        next_offset: page.next_offset(found.len()),
+        notifications: found,
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -122,9 +121,8 @@ pub struct AckBody {
     note: String,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct AckResponse {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AckResponse {
     ack: Ack,
     /// False when the event had been acknowledged before (that acknowledgement is returned).
     acknowledged_now: bool,
@@ -150,7 +148,7 @@ pub async fn ack(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AckBody>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<AckResponse>, AppError> {
     if id.is_empty() || id.len() > 200 {
         return Err(AppError::bad_request("anomaly id: 1 to 200 characters"));
     }
@@ -171,7 +169,10 @@ pub async fn ack(
             )
             .await;
     }
-    Ok(Json(json!({ "ack": ack, "acknowledged_now": fresh })))
+    Ok(Json(AckResponse {
+        ack,
+        acknowledged_now: fresh,
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -182,25 +183,23 @@ pub struct SilencesQuery {
     all: Option<bool>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct SilencesResponse {
-    count: u64,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SilencesResponse {
+    count: usize,
     /// Newest first.
     silences: Vec<Silence>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct SilenceResponse {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SilenceResponse {
     silence: Silence,
     /// Whether it holds news back now.
     active: bool,
 }
 
-fn one(s: Silence) -> Json<Value> {
-    let active = s.active(crate::domain::now_ms());
-    Json(json!({ "silence": s, "active": active }))
+fn one(silence: Silence) -> Json<SilenceResponse> {
+    let active = silence.active(crate::domain::now_ms());
+    Json(SilenceResponse { silence, active })
 }
 
 /// Silences not yet over (with `all=true`, every one kept).
@@ -215,9 +214,12 @@ fn one(s: Silence) -> Json<Value> {
 pub async fn silences(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<SilencesQuery>,
-) -> Result<Json<Value>, AppError> {
-    let all = state.notifier.silences(q.all.unwrap_or(false)).await?;
-    Ok(Json(json!({ "count": all.len(), "silences": all })))
+) -> Result<Json<SilencesResponse>, AppError> {
+    let silences = state.notifier.silences(q.all.unwrap_or(false)).await?;
+    Ok(Json(SilencesResponse {
+        count: silences.len(),
+        silences,
+    }))
 }
 
 /// Creates a silence: while it lasts, notifications of matching events (hosts by id or
@@ -237,7 +239,7 @@ pub async fn create_silence(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(input): ApiJson<SilenceIn>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<SilenceResponse>), AppError> {
     let s = state.notifier.create_silence(&caller.0.sub, input).await?;
     audit(&state, &caller, "silence.create", &s).await;
     Ok((StatusCode::CREATED, one(s)))
@@ -263,7 +265,7 @@ fn check_id(id: &str) -> Result<(), AppError> {
 pub async fn silence(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<SilenceResponse>, AppError> {
     check_id(&id)?;
     Ok(one(state.notifier.silence(&id).await?))
 }
@@ -283,7 +285,7 @@ pub async fn expire_silence(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<SilenceResponse>, AppError> {
     check_id(&id)?;
     let s = state.notifier.expire_silence(&id, &caller.0.sub).await?;
     audit(&state, &caller, "silence.expire", &s).await;

@@ -43,9 +43,14 @@ pub struct ApiDoc;
 #[derive(Clone)]
 pub struct Document(pub Arc<str>);
 
-/// Declares the bearer scheme and ends each operation's description with its role.
+/// Declares the bearer scheme and the schema of roles (`crate::auth::role_schema`), and ends
+/// each operation's description with its role.
 pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
     let components = doc.components.get_or_insert_with(Default::default);
+    components.schemas.insert(
+        crate::auth::ROLE_SCHEMA.to_string(),
+        crate::auth::role_schema().into(),
+    );
     components.add_security_scheme(
         SCHEME,
         SecurityScheme::Http(

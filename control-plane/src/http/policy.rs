@@ -4,96 +4,152 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::auth::Caller;
 use super::error::{ApiJson, AppError, ErrorBody};
 use super::AppState;
-use crate::fleet::{PolicyRevision, RolloutRequest};
+use crate::fleet::{HostPolicyState, PolicyRevision, PolicyRolloutStatus, Rollout, RolloutRequest};
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct PolicyWithdrawn {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PolicyWithdrawn {
     /// The withdrawal revision (empty document, signed).
     #[schema(value_type = Object)]
-    policy: (),
+    policy: RevisionView,
     #[schema(value_type = Object)]
-    rollout: (),
+    rollout: Rollout,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct PolicyStatusResponse {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PolicyStatusResponse {
     name: String,
     #[schema(value_type = Option<Object>)]
-    rollout: (),
+    rollout: Option<Rollout>,
     /// Per host: desired_revision, canary, reported_revision, applied_revision, applied_at_ms, error, in_sync.
     #[schema(value_type = Vec<Object>)]
-    hosts: (),
+    hosts: Vec<HostPolicyState>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct RolloutResponse {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RolloutResponse {
     #[schema(value_type = Object)]
-    rollout: (),
+    rollout: Rollout,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct RolloutBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutBody {
     /// Revision to roll out; the newest by default.
+    #[serde(default)]
     revision: Option<i64>,
     /// Share of targeted hosts that get it first (0..=100, default 10; 0: all at once).
-    canary_percent: Option<i64>,
+    #[serde(default = "default_canary_percent")]
+    #[schema(default = 10)]
+    canary_percent: i64,
     /// Canary duration in seconds (default 300).
-    canary_secs: Option<i64>,
+    #[serde(default = "default_canary_secs")]
+    #[schema(default = 300)]
+    canary_secs: i64,
     /// Extra anomaly events canary hosts may open before the rollout stops (default 3).
-    max_new_anomalies: Option<i64>,
+    #[serde(default = "default_max_new_anomalies")]
+    #[schema(default = 3)]
+    max_new_anomalies: i64,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct PolicyResponse {
+fn default_canary_percent() -> i64 {
+    10
+}
+fn default_canary_secs() -> i64 {
+    300
+}
+fn default_max_new_anomalies() -> i64 {
+    3
+}
+
+impl From<RolloutBody> for RolloutRequest {
+    fn from(b: RolloutBody) -> Self {
+        RolloutRequest {
+            revision: b.revision,
+            canary_percent: b.canary_percent,
+            canary_secs: b.canary_secs,
+            max_new_anomalies: b.max_new_anomalies,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PolicyResponse {
     name: String,
     #[schema(value_type = Vec<Object>)]
-    revisions: (),
+    revisions: Vec<RevisionView>,
     #[schema(value_type = Vec<Object>)]
-    rollouts: (),
+    rollouts: Vec<Rollout>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct PoliciesResponse {
-    count: u64,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PoliciesResponse {
+    count: usize,
     #[schema(value_type = Vec<Object>)]
-    policies: (),
+    policies: Vec<PolicySummary>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct PolicyCreated {
+/// A policy in the list: its newest revision and current rollout.
+#[derive(Serialize)]
+pub struct PolicySummary {
+    name: String,
+    latest_revision: i64,
+    created_by: String,
+    created_at_ms: i64,
+    /// The parsed document; null for a withdrawal.
+    document: Value,
+    rollout: Option<Rollout>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PolicyCreated {
     /// False when the document equals the newest revision's.
     created: bool,
     /// name, revision, document (canonical), signature, source, created_by, created_at_ms.
     #[schema(value_type = Object)]
-    policy: (),
+    policy: RevisionView,
 }
 
 /// A revision as the API shows it: the parsed document, and the exact bytes the signature
 /// covers beside it.
-fn revision_view(r: &PolicyRevision) -> Value {
-    json!({
-        "name": r.name,
-        "revision": r.revision,
-        "document": serde_json::from_str::<Value>(&r.document).unwrap_or_default(),
-        "withdrawn": r.is_withdrawal(),
-        "signed_document": r.document,
-        "signature": r.signature,
-        "source": r.source,
-        "created_by": r.created_by,
-        "created_at_ms": r.created_at_ms,
-    })
+#[derive(Serialize)]
+pub struct RevisionView {
+    name: String,
+    revision: i64,
+    /// The parsed document; null for a withdrawal.
+    document: Value,
+    withdrawn: bool,
+    signed_document: String,
+    signature: String,
+    source: String,
+    created_by: String,
+    created_at_ms: i64,
+}
+
+/// The document of a revision as JSON (null when empty: a withdrawal).
+fn parsed_document(document: &str) -> Value {
+    serde_json::from_str(document).unwrap_or_default()
+}
+
+impl From<PolicyRevision> for RevisionView {
+    fn from(r: PolicyRevision) -> Self {
+        RevisionView {
+            document: parsed_document(&r.document),
+            withdrawn: r.is_withdrawal(),
+            name: r.name,
+            revision: r.revision,
+            signed_document: r.document,
+            signature: r.signature,
+            source: r.source,
+            created_by: r.created_by,
+            created_at_ms: r.created_at_ms,
+        }
+    }
 }
 
 fn check_name(name: &str) -> Result<(), AppError> {
@@ -128,7 +184,7 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     body: String,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<PolicyCreated>), AppError> {
     if body.trim().is_empty() {
         return Err(AppError::bad_request(
             "document: empty body; send the policy as YAML or JSON",
@@ -142,7 +198,10 @@ pub async fn create(
     };
     Ok((
         status,
-        Json(json!({ "created": created, "policy": revision_view(&rev) })),
+        Json(PolicyCreated {
+            created,
+            policy: rev.into(),
+        }),
     ))
 }
 
@@ -153,26 +212,25 @@ pub async fn create(
         (status = 401, description = "missing or invalid token", body = ErrorBody),
         (status = 403, description = "role too low", body = ErrorBody),
     ))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    let policies: Vec<Value> = state
+pub async fn list(State(state): State<AppState>) -> Result<Json<PoliciesResponse>, AppError> {
+    let policies: Vec<PolicySummary> = state
         .fleet
         .policies()
         .await?
         .into_iter()
-        .map(|(p, rollout)| {
-            json!({
-                "name": p.name,
-                "latest_revision": p.revision,
-                "created_by": p.created_by,
-                "created_at_ms": p.created_at_ms,
-                "document": serde_json::from_str::<Value>(&p.document).unwrap_or_default(),
-                "rollout": rollout,
-            })
+        .map(|(p, rollout)| PolicySummary {
+            document: parsed_document(&p.document),
+            name: p.name,
+            latest_revision: p.revision,
+            created_by: p.created_by,
+            created_at_ms: p.created_at_ms,
+            rollout,
         })
         .collect();
-    Ok(Json(
-        json!({ "count": policies.len(), "policies": policies }),
-    ))
+    Ok(Json(PoliciesResponse {
+        count: policies.len(),
+        policies,
+    }))
 }
 
 /// A policy with every revision and its rollouts.
@@ -188,17 +246,17 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, AppError
 pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<PolicyResponse>, AppError> {
     check_name(&name)?;
     let (revisions, rollouts) = state.fleet.policy_history(&name).await?;
     if revisions.is_empty() {
         return Err(AppError::not_found(format!("no policy {name:?}")));
     }
-    Ok(Json(json!({
-        "name": name,
-        "revisions": revisions.iter().map(revision_view).collect::<Vec<_>>(),
-        "rollouts": rollouts,
-    })))
+    Ok(Json(PolicyResponse {
+        name,
+        revisions: revisions.into_iter().map(RevisionView::from).collect(),
+        rollouts,
+    }))
 }
 
 /// Starts a rollout: the canary share of targeted hosts first, everyone
@@ -219,14 +277,14 @@ pub async fn rollout(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    ApiJson(body): ApiJson<RolloutRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+    ApiJson(body): ApiJson<RolloutBody>,
+) -> Result<(StatusCode, Json<RolloutResponse>), AppError> {
     check_name(&name)?;
     let rollout = state
         .fleet
-        .start_rollout(&caller.0.sub, &name, body)
+        .start_rollout(&caller.0.sub, &name, body.into())
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "rollout": rollout }))))
+    Ok((StatusCode::CREATED, Json(RolloutResponse { rollout })))
 }
 
 /// Withdraws a policy from every host (a signed empty revision, rolled out
@@ -245,12 +303,13 @@ pub async fn withdraw(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<PolicyWithdrawn>, AppError> {
     check_name(&name)?;
     let (rev, rollout) = state.fleet.withdraw_policy(&caller.0.sub, &name).await?;
-    Ok(Json(
-        json!({ "policy": revision_view(&rev), "rollout": rollout }),
-    ))
+    Ok(Json(PolicyWithdrawn {
+        policy: rev.into(),
+        rollout,
+    }))
 }
 
 /// Per host: the revision meant for it, the one it applied, when, and errors.
@@ -266,7 +325,18 @@ pub async fn withdraw(
 pub async fn status(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<PolicyStatusResponse>, AppError> {
     check_name(&name)?;
-    Ok(Json(json!(state.fleet.policy_status(&name).await?)))
+    // Taken apart field by field, so a field added to the status is a compile error here
+    // until the response (and its schema) shows it.
+    let PolicyRolloutStatus {
+        name,
+        rollout,
+        hosts,
+    } = state.fleet.policy_status(&name).await?;
+    Ok(Json(PolicyStatusResponse {
+        name,
+        rollout,
+        hosts,
+    }))
 }

@@ -4,14 +4,13 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::{ApiJson, ApiQuery, AppError, ErrorBody};
 use super::AppState;
 use crate::auth::Role;
-use crate::chatops::{Asker, ExchangeQuery};
+use crate::chatops::{Answer, Asker, Exchange, ExchangeQuery};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -22,23 +21,6 @@ pub struct QueryBody {
     text: String,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct QueryResponse {
-    /// A short answer for people.
-    answer: String,
-    /// The understood intent, tagged by `intent` (e.g. `explain`, `trigger`).
-    #[schema(value_type = Object)]
-    intent: (),
-    /// The data behind the answer (hosts, events, series with min/mean/max, actions) and
-    /// `link`s to the REST resources.
-    #[schema(value_type = Object)]
-    data: (),
-    /// Present when an action waits for `confirm <id>`: `{"id": "cf-...", "expires_at_ms": ...}`.
-    #[schema(value_type = Option<Object>)]
-    confirmation: (),
-}
-
 /// Answers a question about the fleet, or takes an action in two steps (the first message
 /// returns a confirmation id; `confirm <id>` from the same user carries it out). Each
 /// intent needs the role of the REST endpoint it stands for (approve, reject, trigger and
@@ -46,7 +28,7 @@ struct QueryResponse {
 #[utoipa::path(post, path = "/query", tag = "chatops", security(("bearer" = ["viewer"])),
     request_body = QueryBody,
     responses(
-        (status = 200, description = "the answer", body = QueryResponse),
+        (status = 200, description = "the answer", body = Answer),
         (status = 400, description = "empty or too long text, or an invalid action (named)", body = ErrorBody),
         (status = 401, description = "missing or invalid token", body = ErrorBody),
         (status = 403, description = "the intent needs a higher role, or the confirmation is someone else's", body = ErrorBody),
@@ -57,16 +39,13 @@ pub async fn ask(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<QueryBody>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Answer>, AppError> {
     let asker = Asker {
         user: caller.0.sub.clone(),
         role: caller.0.role,
         source: "api",
     };
-    let answer = state.chat.ask(&asker, &body.text).await?;
-    Ok(Json(
-        serde_json::to_value(&answer).map_err(AppError::internal)?,
-    ))
+    Ok(Json(state.chat.ask(&asker, &body.text).await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -89,17 +68,16 @@ pub struct HistoryQuery {
     offset: Option<String>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct HistoryResponse {
-    count: u64,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HistoryResponse {
+    count: usize,
     offset: i64,
     /// The offset of the next page, null on the last one.
     next_offset: Option<i64>,
     /// Newest first: `id`, `at_ms`, `user`, `role`, `source`, `text`, `intent`, `answer`,
     /// `outcome`, `confirmation_id`.
     #[schema(value_type = Vec<Object>)]
-    exchanges: (),
+    exchanges: Vec<Exchange>,
 }
 
 const MAX_LIMIT: i64 = 200;
@@ -118,7 +96,7 @@ pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<HistoryQuery>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<HistoryResponse>, AppError> {
     let user = match (caller.0.role, q.user) {
         (Role::Admin, user) => user,
         (_, Some(u)) if u != caller.0.sub => {
@@ -157,10 +135,10 @@ pub async fn history(
         })
         .await?;
     let next_offset = page.next_offset(exchanges.len());
-    Ok(Json(json!({
-        "count": exchanges.len(),
-        "offset": offset,
-        "next_offset": next_offset,
-        "exchanges": exchanges,
-    })))
+    Ok(Json(HistoryResponse {
+        count: exchanges.len(),
+        offset,
+        next_offset,
+        exchanges,
+    }))
 }

@@ -4,64 +4,54 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::auth::Caller;
 use super::error::{ApiJson, ApiQuery, AppError, ErrorBody, OptionalJson};
 use super::AppState;
-use crate::fleet::{ActionQuery, ActionState, Decision};
+use crate::fleet::{ActionQuery, ActionRecord, ActionState, Decision};
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct RejectRequest {
+/// The optional body of `POST /remediation/actions/{id}/reject`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectRequest {
     /// Why: one line, at most 500 characters, kept as the action's `reason` and in the audit
-    /// entry. Blank is no reason.
+    /// entry. Blank is no reason. (`domain::remediation::check_reject_reason`, applied by the
+    /// service.)
     #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct ResetRequest {
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
     /// Host (agent) id.
     host: String,
     /// `manual` or `policy/rule`.
     rule: String,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct ActionsResponse {
-    count: u64,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ActionsResponse {
+    count: usize,
     #[schema(value_type = Vec<Object>)]
-    actions: (),
+    actions: Vec<ActionRecord>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct TriggerResponse {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TriggerResponse {
     #[schema(value_type = Object)]
-    action: (),
+    action: ActionRecord,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct TriggerRequest {
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRequest {
     /// Host (agent) id.
     host: String,
     /// A typed action, e.g. `{"type": "kill_process", "name": "stress"}`.
     #[schema(value_type = Object)]
-    action: (),
-    /// `dry_run` (default) or `execute`.
-    mode: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TriggerBody {
-    host: String,
-    /// A typed action, e.g. `{"type": "kill_process", "name": "stress"}`.
     action: Value,
     /// `dry_run` (default) or `execute`.
     #[serde(default)]
@@ -82,22 +72,14 @@ pub struct TriggerBody {
 pub async fn trigger(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(body): ApiJson<TriggerBody>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+    ApiJson(body): ApiJson<TriggerRequest>,
+) -> Result<(StatusCode, Json<TriggerResponse>), AppError> {
     let mode = body.mode.unwrap_or_else(|| "dry_run".into());
-    let record = state
+    let action = state
         .fleet
         .trigger(&caller.0.sub, &body.host, body.action, &mode)
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "action": record }))))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResetBody {
-    host: String,
-    /// `manual` or `policy/rule`.
-    rule: String,
+    Ok((StatusCode::ACCEPTED, Json(TriggerResponse { action })))
 }
 
 /// Closes the circuit breaker of a rule on one host.
@@ -113,13 +95,13 @@ pub struct ResetBody {
 pub async fn reset_breaker(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(body): ApiJson<ResetBody>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
-    let record = state
+    ApiJson(body): ApiJson<ResetRequest>,
+) -> Result<(StatusCode, Json<TriggerResponse>), AppError> {
+    let action = state
         .fleet
         .reset_breaker(&caller.0.sub, &body.host, &body.rule)
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "action": record }))))
+    Ok((StatusCode::ACCEPTED, Json(TriggerResponse { action })))
 }
 
 #[derive(Deserialize)]
@@ -148,7 +130,7 @@ pub struct ActionsQuery {
 pub async fn actions(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ActionsQuery>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ActionsResponse>, AppError> {
     let action_state = match &q.state {
         Some(s) => Some(ActionState::parse(s).ok_or_else(|| {
             AppError::bad_request(format!(
@@ -173,7 +155,10 @@ pub async fn actions(
             limit,
         })
         .await?;
-    Ok(Json(json!({ "count": actions.len(), "actions": actions })))
+    Ok(Json(ActionsResponse {
+        count: actions.len(),
+        actions,
+    }))
 }
 
 /// Approves a proposal of an `approve` rule; it runs once a fleet lease is
@@ -192,17 +177,8 @@ pub async fn approve(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<TriggerResponse>, AppError> {
     decide(state, caller, id, Decision::Approve).await
-}
-
-/// The optional body of `POST /remediation/actions/{id}/reject`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RejectBody {
-    /// Why: one line, at most 500 characters (`domain::remediation::check_reject_reason`,
-    /// applied by the service).
-    reason: Option<String>,
 }
 
 /// Rejects a proposal; a JSON body `{"reason": "..."}` says why, and the reason is kept
@@ -224,8 +200,8 @@ pub async fn reject(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    OptionalJson(body): OptionalJson<RejectBody>,
-) -> Result<Json<Value>, AppError> {
+    OptionalJson(body): OptionalJson<RejectRequest>,
+) -> Result<Json<TriggerResponse>, AppError> {
     let reason = body.and_then(|b| b.reason).unwrap_or_default();
     decide(state, caller, id, Decision::Reject { reason }).await
 }
@@ -235,12 +211,12 @@ async fn decide(
     caller: Caller,
     id: String,
     decision: Decision,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<TriggerResponse>, AppError> {
     if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control()) {
         return Err(AppError::bad_request("id: not an action id"));
     }
-    let record = state.fleet.decide(&caller.0.sub, &id, decision).await?;
-    Ok(Json(json!({ "action": record })))
+    let action = state.fleet.decide(&caller.0.sub, &id, decision).await?;
+    Ok(Json(TriggerResponse { action }))
 }
 
 #[cfg(test)]

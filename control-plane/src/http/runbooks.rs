@@ -4,8 +4,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::auth::Caller;
 use super::error::{ApiJson, ApiQuery, AppError, ErrorBody};
@@ -13,25 +13,27 @@ use super::AppState;
 use crate::domain::now_ms;
 use crate::runbooks::{Citation, Runbook, RunbookIn, MAX_QUERY};
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct RunbooksResponse {
-    count: u64,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunbooksResponse {
+    count: usize,
     /// With `q`: the matches, best first.
     runbooks: Vec<Runbook>,
     /// With `q`: rank and why per match, in the same order.
+    #[serde(skip_serializing_if = "Option::is_none")]
     matches: Option<Vec<Citation>>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct RunbookResponse {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunbookResponse {
     runbook: Runbook,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct RevisionsResponse {
+fn one(runbook: Runbook) -> Json<RunbookResponse> {
+    Json(RunbookResponse { runbook })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RevisionsResponse {
     id: String,
     /// Newest first.
     revisions: Vec<Runbook>,
@@ -68,7 +70,7 @@ fn check_id(id: &str) -> Result<(), AppError> {
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<ListParams>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<RunbooksResponse>, AppError> {
     let limit = super::int_param("limit", p.limit.as_deref())?.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(AppError::bad_request(format!(
@@ -76,8 +78,12 @@ pub async fn list(
         )));
     }
     let Some(q) = p.q else {
-        let all = state.runbooks.list(p.tag.as_deref()).await?;
-        return Ok(Json(json!({ "count": all.len(), "runbooks": all })));
+        let runbooks = state.runbooks.list(p.tag.as_deref()).await?;
+        return Ok(Json(RunbooksResponse {
+            count: runbooks.len(),
+            runbooks,
+            matches: None,
+        }));
     };
     if q.len() > MAX_QUERY {
         return Err(AppError::bad_request(format!(
@@ -95,11 +101,11 @@ pub async fn list(
         runbooks.retain(|r| r.tags.iter().any(|t| t == tag));
         found.retain(|c| runbooks.iter().any(|r| r.id == c.id));
     }
-    Ok(Json(json!({
-        "count": runbooks.len(),
-        "runbooks": runbooks,
-        "matches": found,
-    })))
+    Ok(Json(RunbooksResponse {
+        count: runbooks.len(),
+        runbooks,
+        matches: Some(found),
+    }))
 }
 
 /// Writes a new runbook (revision 1, or the next of a deleted runbook's history).
@@ -119,13 +125,13 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(input): ApiJson<RunbookIn>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<RunbookResponse>), AppError> {
     let rb = state
         .runbooks
         .create(&caller.0.sub, input, now_ms())
         .await?;
     audit(&state, &caller, "runbook.create", &rb).await;
-    Ok((StatusCode::CREATED, Json(json!({ "runbook": rb }))))
+    Ok((StatusCode::CREATED, one(rb)))
 }
 
 /// One runbook at its current revision.
@@ -141,14 +147,14 @@ pub async fn create(
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<RunbookResponse>, AppError> {
     check_id(&id)?;
     let rb = state
         .runbooks
         .get(&id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("no runbook {id:?}")))?;
-    Ok(Json(json!({ "runbook": rb })))
+    Ok(one(rb))
 }
 
 /// Stores the next revision of a runbook; `base_revision` guards against overwriting an
@@ -172,14 +178,14 @@ pub async fn update(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<RunbookIn>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<RunbookResponse>, AppError> {
     check_id(&id)?;
     let rb = state
         .runbooks
         .update(&id, &caller.0.sub, input, now_ms())
         .await?;
     audit(&state, &caller, "runbook.update", &rb).await;
-    Ok(Json(json!({ "runbook": rb })))
+    Ok(one(rb))
 }
 
 /// Removes a runbook; its revisions stay readable.
@@ -196,11 +202,11 @@ pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<RunbookResponse>, AppError> {
     check_id(&id)?;
     let rb = state.runbooks.delete(&id).await?;
     audit(&state, &caller, "runbook.delete", &rb).await;
-    Ok(Json(json!({ "runbook": rb })))
+    Ok(one(rb))
 }
 
 /// Every revision of a runbook, newest first (also of a deleted one).
@@ -216,13 +222,13 @@ pub async fn delete(
 pub async fn revisions(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<RevisionsResponse>, AppError> {
     check_id(&id)?;
     let revisions = state.runbooks.revisions(&id).await?;
     if revisions.is_empty() {
         return Err(AppError::not_found(format!("no runbook {id:?}")));
     }
-    Ok(Json(json!({ "id": id, "revisions": revisions })))
+    Ok(Json(RevisionsResponse { id, revisions }))
 }
 
 async fn audit(state: &AppState, caller: &Caller, action: &str, rb: &Runbook) {

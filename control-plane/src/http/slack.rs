@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
+use serde::Serialize;
 use serde_json::Value;
 
 use sco_chat::slack::{verify_request, ButtonPress, Reply, SlashCommand};
@@ -45,6 +46,20 @@ struct InteractionForm {
     payload: String,
 }
 
+/// A Block Kit message as Slack takes it in a slash-command or interactivity response:
+/// `response_type` (`ephemeral` or `in_channel`), fallback `text` and `blocks`
+/// (`sco_chat::slack::Reply` renders it).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct SlackMessage(Value);
+
+impl From<Reply> for SlackMessage {
+    fn from(reply: Reply) -> Self {
+        SlackMessage(reply.to_json())
+    }
+}
+
 /// Refuses a request that Slack did not sign with our secret.
 fn verified(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), AppError> {
     let Some(secret) = state.chat.slack_secret() else {
@@ -72,18 +87,18 @@ fn verified(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), Ap
     })
 }
 
-fn unmapped(slack_user: &str) -> Json<Value> {
+fn unmapped(slack_user: &str) -> Json<SlackMessage> {
     Json(
         Reply::new(format!(
             "Sorry, your Slack user ({slack_user}) is not linked to a SmartCloudOps account, so I \
              cannot answer. Ask an administrator to add it under [slack.users]."
         ))
-        .to_json(),
+        .into(),
     )
 }
 
 /// An answer (or why there is none) as a Slack message.
-fn reply(result: Result<Answer, ChatError>, asker: &Asker) -> Json<Value> {
+fn reply(result: Result<Answer, ChatError>, asker: &Asker) -> Json<SlackMessage> {
     let reply = match result {
         Ok(answer) => {
             let mut r = Reply::new(answer.answer.clone());
@@ -112,7 +127,7 @@ fn reply(result: Result<Answer, ChatError>, asker: &Asker) -> Json<Value> {
     Json(
         reply
             .context(format!("asked as {} ({})", asker.user, asker.role.as_str()))
-            .to_json(),
+            .into(),
     )
 }
 
@@ -121,7 +136,7 @@ fn reply(result: Result<Answer, ChatError>, asker: &Asker) -> Json<Value> {
     request_body(content = SlashCommandForm, content_type = "application/x-www-form-urlencoded",
         description = "Slack's slash-command form, signed by Slack"),
     responses(
-        (status = 200, description = "a Block Kit message (also the polite refusal of an unmapped Slack user)", body = Object),
+        (status = 200, description = "a Block Kit message (also the polite refusal of an unmapped Slack user)", body = SlackMessage),
         (status = 400, description = "not a slash-command form (named field)", body = ErrorBody),
         (status = 401, description = "missing, stale or wrong Slack signature, or Slack not set up", body = ErrorBody),
     ))]
@@ -129,7 +144,7 @@ pub async fn command(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<SlackMessage>, AppError> {
     verified(&state, &headers, &body)?;
     let cmd = SlashCommand::decode(&body).map_err(|e| AppError::bad_request(e.to_string()))?;
     let Some(asker) = state.chat.slack_asker(&cmd.user_id).await? else {
@@ -145,7 +160,7 @@ pub async fn command(
     request_body(content = InteractionForm, content_type = "application/x-www-form-urlencoded",
         description = "Slack's interactivity form (`payload=` JSON of a block_actions), signed by Slack"),
     responses(
-        (status = 200, description = "a Block Kit message", body = Object),
+        (status = 200, description = "a Block Kit message", body = SlackMessage),
         (status = 400, description = "not one of our buttons (named field)", body = ErrorBody),
         (status = 401, description = "missing, stale or wrong Slack signature, or Slack not set up", body = ErrorBody),
     ))]
@@ -153,7 +168,7 @@ pub async fn interaction(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<SlackMessage>, AppError> {
     verified(&state, &headers, &body)?;
     let press = ButtonPress::decode(&body).map_err(|e| AppError::bad_request(e.to_string()))?;
     let Some(asker) = state.chat.slack_asker(&press.user_id).await? else {
