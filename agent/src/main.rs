@@ -162,6 +162,7 @@ fn main() -> ExitCode {
                 score_quantile: score_quantile.map(|q| q.0),
                 no_host_pca,
                 progress: true,
+                ratios_out: None,
             };
             match sco_models::replay::run(&opts) {
                 Ok(s) => {

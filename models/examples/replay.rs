@@ -8,7 +8,8 @@
 //! Development only (not in `sco-agent replay`): `--set KEY=VALUE` changes one field of the
 //! replay's `DetectorConfig` after the other flags, for exploring on development data; keys:
 //! `pca_std_scale` (bool), `pca_quantile`, `pca_variance`, `current_gate_z`, `baseline_window`,
-//! `pca_rolling_fit` (bool), `smooth_ticks`, `score_quantile` (`none` = no recalibration).
+//! `pca_rolling_fit` (bool), `smooth_ticks`, `score_quantile` (`none` = no recalibration),
+//! `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,25 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
             "pca_rolling_fit" => c.pca_rolling_fit = v == "true" || v == "1",
             "smooth_ticks" => c.smooth_ticks = num()? as usize,
             "score_quantile" => c.score_quantile = if v == "none" { None } else { Some(num()?) },
+            "rank_scales" => {
+                c.rank_scales = if v == "none" {
+                    Vec::new()
+                } else {
+                    v.split(',')
+                        .map(|s| {
+                            let (k, q) = s
+                                .split_once('@')
+                                .ok_or(format!("--set rank_scales={v}: TICKS@QUANTILE,..."))?;
+                            Ok((
+                                k.parse::<usize>()
+                                    .map_err(|e| format!("--set rank_scales={v}: {e}"))?,
+                                q.parse::<f64>()
+                                    .map_err(|e| format!("--set rank_scales={v}: {e}"))?,
+                            ))
+                        })
+                        .collect::<Result<_, String>>()?
+                }
+            }
             _ => return Err(format!("--set: unknown key {k}")),
         }
     }
@@ -58,6 +78,7 @@ fn parse(args: &[String]) -> Result<(ReplayOptions, Vec<(String, String)>), Stri
             "--output" => output = Some(PathBuf::from(value)),
             "--warmup" => o.warmup = Some(PathBuf::from(value)),
             "--model" => o.model = Some(PathBuf::from(value)),
+            "--ratios-out" => o.ratios_out = Some(PathBuf::from(value)),
             "--warmup-ticks" => o.warmup_ticks = Some(int(&value)?),
             "--min-duration" => o.min_duration = Some(int(&value)?),
             "--quantile" => o.quantile = Some(num(&value)?),

@@ -70,6 +70,7 @@ mod calibrate;
 mod config;
 mod family;
 mod pca;
+mod rank;
 mod snapshot;
 mod window;
 
@@ -112,6 +113,10 @@ pub struct Tick {
     pub score: f64,
     /// Host score in units of the calibrated threshold, before sensitivity (1.0 = at threshold).
     pub raw_score: f64,
+    /// How anomalous this tick is, for ranking, in [0, 1): the evidence at several time scales
+    /// (`DetectorConfig::rank_scales`), apart from the alarm decision, which may smooth. Equal
+    /// to `score` without rank scales; 0 before the detector is warm.
+    pub rank: f64,
     /// An event is open after this tick.
     pub alarm: bool,
     /// Metric that contributed most this tick (None before warm or when nothing was scored).
@@ -455,6 +460,12 @@ pub struct Detector {
     smooth: Ring,
     /// Which of the quiet windows hold at this tick.
     quiet_now: Vec<bool>,
+    /// The combined ratio of every warm-up tick (NaN = nothing scored), kept from calibration.
+    warm_ratios: Vec<f64>,
+    /// The combined ratio of the last tick, before smoothing (0 when nothing was scored).
+    last_combined: f64,
+    /// The ranking score's scales and recent ratios.
+    rank: rank::RankScore,
 }
 
 impl Detector {
@@ -488,6 +499,9 @@ impl Detector {
             pca_res: Vec::new(),
             smooth: Ring::new(1),
             quiet_now: Vec::new(),
+            warm_ratios: Vec::new(),
+            last_combined: 0.0,
+            rank: rank::RankScore::empty(),
         }
     }
 
@@ -582,6 +596,17 @@ impl Detector {
         self.calib
             .as_ref()
             .map(|c| (c.model_threshold, c.pca.as_ref().map(|_| c.pca_threshold)))
+    }
+
+    /// The combined ratio (max over components of score / threshold) of every warm-up tick,
+    /// NaN where nothing was scored; empty before calibration or after a restore.
+    pub fn warmup_ratios(&self) -> &[f64] {
+        &self.warm_ratios
+    }
+
+    /// The combined ratio of the last tick, before smoothing and the score threshold.
+    pub fn combined_ratio(&self) -> f64 {
+        self.last_combined
     }
 
     /// The calibrated threshold of the smoothed combined ratio (`score_quantile`), once warm;
@@ -762,6 +787,7 @@ impl Detector {
             return Ok(Tick {
                 score: 0.0,
                 raw_score: 0.0,
+                rank: 0.0,
                 alarm: false,
                 top_metric: None,
                 changes,
@@ -772,6 +798,7 @@ impl Detector {
             return Ok(Tick {
                 score: 0.0,
                 raw_score: 0.0,
+                rank: 0.0,
                 alarm: false,
                 top_metric: None,
                 changes: Vec::new(),
@@ -829,6 +856,8 @@ impl Detector {
             ratio = 0.0;
         }
         // smoothing over the last `smooth_ticks` ticks, then the calibrated threshold
+        self.last_combined = ratio;
+        let rank = self.rank.push(ratio);
         self.smooth.push(ratio);
         let recent = self.smooth.values();
         let mean = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
@@ -938,9 +967,11 @@ impl Detector {
             }
         }
         let r_eff = ratio * sensitivity;
+        let score = r_eff / (1.0 + r_eff);
         Ok(Tick {
-            score: r_eff / (1.0 + r_eff),
+            score,
             raw_score: ratio,
+            rank: rank.unwrap_or(score),
             alarm: self.families.iter().any(|f| f.event.is_some()),
             top_metric: top.map(|i| self.metrics[i].name.clone()),
             changes,

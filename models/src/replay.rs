@@ -10,7 +10,9 @@
 //! An empty field is a missing value (a counter gap): the metric skips that tick.
 //!
 //! Output: for a timestamped single-value input `timestamp,value,anomaly_score,alarm`; otherwise
-//! `row,anomaly_score,alarm,top_metric` (`row` counts the input's data rows from 0). Scores
+//! `row,anomaly_score,alarm,top_metric` (`row` counts the input's data rows from 0).
+//! `anomaly_score` is the detector's ranking score ([`Tick::rank`](crate::detect::Tick::rank):
+//! how anomalous, at several time scales), not the alarm decision's smoothed ratio. Scores
 //! are printed with 6 decimals, `alarm` is 0/1 (1 while an event is open). With `--warmup`, the
 //! warm-up file's rows feed the detector first and are not written.
 
@@ -49,6 +51,10 @@ pub struct ReplayOptions {
     pub no_host_pca: bool,
     /// Progress on stderr (only drawn when stderr is a terminal).
     pub progress: bool,
+    /// Development: writes the detector's combined ratio before smoothing, `i,<ratio>` for
+    /// every input row, then `w,<ratio>` for every warm-up tick (`NaN` = nothing scored), so
+    /// that post-processing of the evidence can be studied offline (`models/eval/scales.py`).
+    pub ratios_out: Option<PathBuf>,
 }
 
 /// What a replay did.
@@ -406,8 +412,12 @@ pub fn run_with(
     let total = input.rows.len();
     let mut last_pct = usize::MAX;
     let (mut alarm_rows, mut events) = (0usize, 0usize);
+    let mut ratios = String::new();
     for (i, row) in input.rows.iter().enumerate() {
         let tick = feed(&mut detector, row)?;
+        if opts.ratios_out.is_some() {
+            let _ = writeln!(ratios, "i,{}", detector.combined_ratio());
+        }
         if tick.alarm {
             alarm_rows += 1;
         }
@@ -420,13 +430,13 @@ pub fn run_with(
             writeln!(
                 out,
                 "{},{},{:.6},{alarm}",
-                row.ts_text, row.value_text, tick.score
+                row.ts_text, row.value_text, tick.rank
             )
         } else {
             writeln!(
                 out,
                 "{i},{:.6},{alarm},{}",
-                tick.score,
+                tick.rank,
                 tick.top_metric.as_deref().unwrap_or("")
             )
         };
@@ -449,6 +459,15 @@ pub fn run_with(
     let mut file = std::fs::File::create(&opts.output).map_err(write_err)?;
     file.write_all(out.as_bytes()).map_err(write_err)?;
     file.flush().map_err(write_err)?;
+    if let Some(path) = &opts.ratios_out {
+        for r in detector.warmup_ratios() {
+            let _ = writeln!(ratios, "w,{r}");
+        }
+        std::fs::write(path, ratios).map_err(|source| ReplayError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
     Ok(ReplaySummary {
         input_rows: total,
         warmup_rows: warm_rows,

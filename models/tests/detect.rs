@@ -990,3 +990,47 @@ fn two_file_systems_filling_are_two_events() {
         "{closes:?}"
     );
 }
+
+#[test]
+fn the_ranking_score_survives_a_restore_and_ranks_a_lasting_fault_above_normal_ticks() {
+    let model = model();
+    let mut noise = Noise(11);
+    let mut cfg = config();
+    cfg.rank_scales = vec![(1, 0.9), (12, 0.9), (48, 0.9)];
+    let mut a = Detector::new(model.clone(), cfg.clone());
+    let mut normal_ranks = Vec::new();
+    for t in 0..500 {
+        let tick = a.tick(t * 1000, &normal(&mut noise)).expect("tick");
+        if a.is_warm() {
+            assert!((0.0..1.0).contains(&tick.rank), "{}", tick.rank);
+            normal_ranks.push(tick.rank);
+        }
+    }
+    let json = serde_json::to_string(&a.snapshot().expect("warm")).expect("serialises");
+    let mut b = Detector::new(model.clone(), cfg);
+    b.restore(serde_json::from_str(&json).expect("parses"))
+        .expect("restores");
+    let (mut fault, mut own_rank) = (Vec::new(), 0);
+    for t in 500..560 {
+        let mut v = normal(&mut noise);
+        if t >= 510 {
+            set(&mut v, CPU, 70.0);
+        }
+        let tick = b.tick(t * 1000, &v).expect("tick");
+        // the restored detector has its own ranking score, not the alarm score standing in
+        own_rank += usize::from((tick.rank - tick.score).abs() > 1e-9);
+        if t >= 530 {
+            fault.push(tick.rank);
+        }
+    }
+    assert!(
+        own_rank > 0,
+        "after the restore the rank is the alarm score"
+    );
+    let top_normal = normal_ranks.iter().copied().fold(0.0f64, f64::max);
+    let low_fault = fault.iter().copied().fold(1.0f64, f64::min);
+    assert!(
+        low_fault > top_normal,
+        "a 20-tick-old fault ranks {low_fault} at its lowest, a normal tick up to {top_normal}"
+    );
+}

@@ -209,6 +209,12 @@ impl Detector {
         for &c in &combined[combined.len().saturating_sub(k)..] {
             self.smooth.push(if c.is_nan() { 0.0 } else { c });
         }
+        self.rank = rank::RankScore::calibrate(
+            &combined,
+            &self.config.rank_scales,
+            self.config.min_score_threshold,
+        );
+        self.warm_ratios = combined;
         self.calib = Some(Calibration {
             model_threshold,
             pca,

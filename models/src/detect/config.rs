@@ -71,6 +71,10 @@ pub struct DetectorConfig {
     /// smoothed ratio can never alarm below this share of a component's own threshold (a host
     /// whose warm-up was perfectly quiet does not become over-sensitive).
     pub min_score_threshold: f64,
+    /// The ranking score ([`Tick::rank`](super::Tick::rank)): `(ticks, quantile)` scales whose
+    /// calibrated trailing means are combined by a geometric mean (see `detect/rank.rs`). Empty
+    /// = the rank is the alarm score.
+    pub rank_scales: Vec<(usize, f64)>,
     /// Floor of the window-model threshold (model score units).
     pub min_model_threshold: f64,
     /// Floor of the host-PCA threshold (squared normalised units).
@@ -136,6 +140,8 @@ impl Default for DetectorConfig {
             smooth_ticks: 1,
             score_quantile: None,
             min_score_threshold: 0.2,
+            // not chosen on live (1-second) data: none to choose on
+            rank_scales: Vec::new(),
             min_model_threshold: 26.12,
             min_pca_threshold: 9.0,
             max_contributors: 5,
@@ -172,6 +178,8 @@ impl DetectorConfig {
             pca_rolling_fit: true,
             smooth_ticks: 12,
             score_quantile: Some(0.98),
+            // now, the last hour and the last four hours, each against its 0.9 warm-up quantile
+            rank_scales: vec![(1, 0.9), (12, 0.9), (48, 0.9)],
             // not evaluated on the labelled 5-minute data yet: the profile keeps its
             // whole-host event and learning
             per_family: false,

@@ -10,6 +10,10 @@ use super::{Baseline, Calibration, Detector, Family, FamilyState, HostPca, Metri
 /// Bumped when the layout changes; an older snapshot is ignored (the detector warms up).
 const SNAPSHOT_VERSION: u32 = 1;
 
+/// The longest ranking scale a snapshot may name (a week of 1-second ticks): a larger one is
+/// a corrupt file, not a configuration.
+const MAX_RANK_TICKS: usize = 7 * 24 * 3600;
+
 /// A warm detector's learnt state. Serialise it with any serde format.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DetectorSnapshot {
@@ -27,6 +31,10 @@ pub struct DetectorSnapshot {
     pca_threshold: f64,
     score_threshold: f64,
     pca: Option<PcaSnapshot>,
+    /// The ranking score's `(ticks, threshold)` scales (absent in older snapshots: no ranking
+    /// score until the next warm-up).
+    #[serde(default)]
+    rank_scales: Vec<(usize, f64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +115,7 @@ impl Detector {
             pca_threshold: calib.pca_threshold,
             score_threshold: calib.score_threshold,
             pca,
+            rank_scales: self.rank.scales().to_vec(),
         })
     }
 
@@ -195,7 +204,15 @@ impl Detector {
             snap.pca_threshold,
             snap.score_threshold,
         ];
-        if !thresholds.iter().all(|v| v.is_finite() && *v > 0.0) {
+        if !thresholds
+            .iter()
+            .chain(snap.rank_scales.iter().map(|s| &s.1))
+            .all(|v| v.is_finite() && *v > 0.0)
+            || snap
+                .rank_scales
+                .iter()
+                .any(|s| s.0 == 0 || s.0 > MAX_RANK_TICKS)
+        {
             return Err(RestoreError::Inconsistent("thresholds".into()));
         }
         self.metrics = metrics;
@@ -210,6 +227,7 @@ impl Detector {
             self.metrics[i].slot_idx = self.slot_of(&name, family);
         }
         self.smooth = Ring::new(self.config.smooth_ticks.max(1));
+        self.rank = super::rank::RankScore::restored(snap.rank_scales);
         self.calib = Some(Calibration {
             model_threshold: snap.model_threshold,
             pca,
