@@ -35,7 +35,7 @@ pub struct EnrollmentTokenCreated {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnrollmentToken {
-    /// Seconds until the token expires (default 3600).
+    /// Seconds until the token expires, 1 to `MAX_TOKEN_TTL_SECS` (default 3600).
     ttl_secs: Option<i64>,
     /// How many agents may enroll with it (default 1).
     max_uses: Option<i64>,
@@ -85,7 +85,7 @@ pub async fn create_token(
     let ttl = body.ttl_secs.unwrap_or(3600);
     if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl) {
         return Err(AppError::bad_request(format!(
-            "ttl_secs: {ttl} is outside 60..={MAX_TOKEN_TTL_SECS}"
+            "ttl_secs: {ttl} is outside 1..={MAX_TOKEN_TTL_SECS}"
         )));
     }
     let max_uses = body.max_uses.unwrap_or(1);
