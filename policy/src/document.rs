@@ -33,7 +33,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::action::Action;
-use crate::feedback::{Floor, QuietWindow};
+pub use crate::error::PolicyError;
+use crate::lessons::{Floor, QuietWindow};
 use crate::metrics::{check_known_glob, check_known_metric, check_metric, NOT_SCORED};
 use crate::{Family, Severity};
 
@@ -283,24 +284,6 @@ impl<'de> Deserialize<'de> for StateCondition {
     }
 }
 
-/// A document that failed to parse or validate: `field` is a path such as
-/// `rules[0].mode`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct PolicyError {
-    pub field: String,
-    pub reason: String,
-}
-
-impl PolicyError {
-    pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-}
-
 fn check_name(field: &str, name: &str) -> Result<(), PolicyError> {
     let ok = (1..=64).contains(&name.len())
         && name.bytes().enumerate().all(|(i, b)| {
@@ -400,7 +383,7 @@ impl Policy {
             }
         }
         let d = &self.detection;
-        crate::feedback::validate(d)?;
+        crate::lessons::check(&d.floors, &d.quiet_windows)?;
         if let Some(s) = d.sensitivity {
             if !(0.1..=10.0).contains(&s) {
                 return Err(PolicyError::new(

@@ -11,8 +11,10 @@ pub mod action;
 pub mod action_state;
 pub mod command;
 pub mod document;
+mod error;
 pub mod family;
 pub mod feedback;
+pub mod lessons;
 pub mod metrics;
 pub mod reason;
 pub mod role;
@@ -28,7 +30,8 @@ pub use document::{
     StateCondition, Target, VerifySpec, MAX_DOCUMENT_BYTES,
 };
 pub use family::Family;
-pub use feedback::{Floor, QuietWindow, Recurrence, TimeOfDay, Verdict, Weekday};
+pub use feedback::Verdict;
+pub use lessons::{Floor, QuietWindow, Recurrence, TimeOfDay, Weekday};
 pub use metrics::{check_known_glob, is_scored, KNOWN_METRICS, NOT_SCORED};
 pub use reason::Reason;
 pub use role::Role;

@@ -253,7 +253,7 @@ impl DetectorConfig {
                     || w.families.contains(&family)
                     || w.metrics
                         .iter()
-                        .any(|g| sco_policy::feedback::metric_matches(g, name))
+                        .any(|g| sco_policy::lessons::metric_matches(g, name))
             })
             .map(|(i, _)| i)
             .collect()
