@@ -294,8 +294,8 @@ def evaluate_nab(binary: Path, data: Path, extra: list[str]) -> dict:
 SYNTH_LENGTHS = (1, 2, 3, 6, 12, 24)
 
 
-def evaluate_synthetic(binary: Path, data: Path, extra: list[str], magnitude: float, n_metrics: int,
-                       jobs: int) -> dict:
+def synthetic_cases(data: Path, magnitude: float, n_metrics: int) -> list:
+    """(host, warm-up rows, input rows with injections, [(start, end, length)]) per Dataset3 host."""
     rng = np.random.default_rng(20240501)
     cases = []
     for h in hosts_of(data, "jumpstarter/Dataset3"):
@@ -310,6 +310,12 @@ def evaluate_synthetic(binary: Path, data: Path, extra: list[str], magnitude: fl
             inp[p:p + n, cols] += magnitude * sd[cols]
             segs.append((int(p), int(p + n), n))
         cases.append((h["name"], warm, inp, segs))
+    return cases
+
+
+def evaluate_synthetic(binary: Path, data: Path, extra: list[str], magnitude: float, n_metrics: int,
+                       jobs: int) -> dict:
+    cases = synthetic_cases(data, magnitude, n_metrics)
 
     def run(case):
         name, warm, inp, segs = case

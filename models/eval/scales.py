@@ -208,7 +208,6 @@ def parse_rule(spec: str):
         if key == "score":
             score_kind, _, arg = val.partition(":")
             score_arg = [int(k) for k in arg.split(",")] if score_kind == "tail" else parse_scales(arg)
-            
         elif key == "adapt":
             adapt = int(val)
         elif key == "clear":
@@ -282,20 +281,7 @@ def collect(binary: Path, data: Path, cache: Path, jobs: int) -> dict:
 
 
 def collect_synthetic(binary: Path, data: Path, cache: Path, jobs: int, magnitude: float, n_metrics: int):
-    rng = np.random.default_rng(20240501)
-    cases = []
-    for h in ev.hosts_of(data, "jumpstarter/Dataset3"):
-        train = ev.load(h["train"])
-        half = train.shape[0] // 2
-        warm, inp = train[:half], train[half:].copy()
-        sd = np.maximum(warm.std(axis=0), ev.ABS_FLOOR)
-        segs = []
-        for i, p in enumerate(np.linspace(200, inp.shape[0] - 100, 18).astype(int)):
-            n = ev.SYNTH_LENGTHS[i % len(ev.SYNTH_LENGTHS)]
-            cols = rng.choice(inp.shape[1], n_metrics, replace=False)
-            inp[p:p + n, cols] += magnitude * sd[cols]
-            segs.append((int(p), int(p + n), n))
-        cases.append((h["name"], warm, inp, segs))
+    cases = ev.synthetic_cases(data, magnitude, n_metrics)
 
     def run(case):
         name, warm, inp, segs = case
