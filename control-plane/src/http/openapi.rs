@@ -147,4 +147,57 @@ mod tests {
             );
         }
     }
+    /// The README's route table is an overview for readers; this keeps it true to the
+    /// declarations: every operation is in it with its role, and it names no route that is not.
+    #[test]
+    fn the_readme_route_table_matches_the_declarations() {
+        use crate::auth::Role;
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("\n## REST API\n")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("README has a REST API section");
+        let (_, doc) = super::super::routes().split_for_parts();
+        let table = access_table(&doc);
+        let mut listed = std::collections::BTreeSet::new();
+        for row in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let role = cells.get(1).copied().unwrap_or_default();
+            let want = match role.split([' ', ',']).next().unwrap_or_default() {
+                "none" => None,
+                "any" => Some(Access::Any),
+                "viewer" => Some(Access::Role(Role::Viewer)),
+                "operator" => Some(Access::Role(Role::Operator)),
+                "admin" => Some(Access::Role(Role::Admin)),
+                other => panic!("README row {row:?}: unknown role {other:?}"),
+            };
+            for op in cells[0].trim_start_matches("| ").split(", ") {
+                let op = op.trim_matches('`');
+                let (method, path) = op.split_once(' ').expect("METHOD /path");
+                let path = path.split('?').next().unwrap_or(path);
+                let got = table.get(method, path);
+                let ok = match (&want, got) {
+                    (None, Some(Ok(Access::Public))) => true,
+                    (Some(Access::Role(r)), Some(Ok(Access::Optional(o)))) => r == o,
+                    (Some(w), Some(Ok(g))) => w == g,
+                    _ => false,
+                };
+                assert!(
+                    ok,
+                    "README says {method} {path} is for {role:?}; declared: {got:?}"
+                );
+                listed.insert((method.to_string(), path.to_string()));
+            }
+        }
+        let missing: Vec<_> = table
+            .iter()
+            .map(|(k, _)| k.clone())
+            .filter(|k| !listed.contains(k))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "operations missing from the README table: {missing:?}"
+        );
+    }
 }
