@@ -1,0 +1,256 @@
+//! Step 5 and 6: the event state of each family (or mount), hysteresis and minimum duration,
+//! and the contributors an event names.
+
+use super::*;
+
+#[derive(Debug, Clone)]
+pub(super) struct OpenEvent {
+    pub(super) anomaly: Anomaly,
+    pub(super) peak_ratio: f64,
+    pub(super) last_emit_tick: u64,
+    /// Over the clear level or not, for the last `clear_ticks` ticks (newest last).
+    pub(super) recent: std::collections::VecDeque<bool>,
+    /// Ticks since it opened.
+    pub(super) age: usize,
+}
+
+impl OpenEvent {
+    /// Records this tick; true when the event may close: the family is under its clear level
+    /// now and was over it in at most a tenth of the last `clear_ticks` ticks. A busy host's
+    /// own short spikes (a write flushed every few seconds) would otherwise keep an event open
+    /// long after its cause is gone.
+    pub(super) fn quiet_for(&mut self, over: bool, clear_ticks: usize) -> bool {
+        self.recent.push_back(over);
+        while self.recent.len() > clear_ticks {
+            self.recent.pop_front();
+        }
+        let overs = self.recent.iter().filter(|&&o| o).count();
+        !over && self.recent.len() >= clear_ticks && overs <= clear_ticks / 10
+    }
+}
+
+/// Event state of one [`Family`], or of the space of one mount.
+#[derive(Debug, Clone, Default)]
+pub(super) struct FamilyState {
+    /// The mount whose space it watches (None: the whole family).
+    pub(super) device: Option<String>,
+    pub(super) event: Option<OpenEvent>,
+    /// Consecutive over-threshold ticks while no event is open.
+    pub(super) over_run: usize,
+    pub(super) over_start_ms: i64,
+    pub(super) run_peak_ratio: f64,
+    /// Over [`RISING_RATIO`] since the last tick below it.
+    pub(super) rising: bool,
+    /// Ratio of this tick.
+    pub(super) ratio: f64,
+}
+
+/// The family of event state `slot` (the mounts' states come after the families).
+pub(super) fn slot_family(slot: usize) -> Family {
+    Family::ALL.get(slot).copied().unwrap_or(Family::DiskSpace)
+}
+
+/// Share of its threshold at which a family counts as rising (see [`Tick::run_started`]).
+pub const RISING_RATIO: f64 = 0.5;
+
+/// Whether a family's values enter their baselines (see `freeze_baselines`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Learning {
+    /// Yes.
+    Normal,
+    /// No: the family is over threshold or its event is open.
+    Frozen,
+    /// Yes, all: its event has been open `relearn_after_ticks`.
+    Relearn,
+}
+
+impl FamilyState {
+    pub(super) fn learning(&self, relearn_after: usize) -> Learning {
+        match &self.event {
+            Some(e) if relearn_after > 0 && e.age >= relearn_after => Learning::Relearn,
+            Some(_) => Learning::Frozen,
+            None if self.over_run > 0 => Learning::Frozen,
+            None => Learning::Normal,
+        }
+    }
+}
+
+impl Detector {
+    /// Hysteresis and minimum duration of one event state (`families[fi]`); returns its event
+    /// change of this tick.
+    pub(super) fn advance_event(
+        &mut self,
+        fi: usize,
+        ts_ms: i64,
+        r_eff: f64,
+    ) -> Option<EventChange> {
+        let t = self.ticks;
+        let family = slot_family(fi);
+        let score = r_eff / (1.0 + r_eff);
+        let clear_ticks = self.config.clear_ticks.max(1);
+        if self.families[fi].event.is_some() {
+            let new_peak = self.families[fi]
+                .event
+                .as_ref()
+                .is_some_and(|o| r_eff > o.peak_ratio);
+            let contributors = new_peak.then(|| self.contributors(fi));
+            let relearn = self.config.relearn_after_ticks;
+            let interval_ms = self.interval_ms_hint();
+            let st = &mut self.families[fi];
+            let open = st.event.as_mut()?;
+            open.age += 1;
+            open.anomaly.score = score;
+            open.anomaly.updated_ms = ts_ms;
+            let quiet = open.quiet_for(r_eff >= self.config.clear_fraction, clear_ticks);
+            if let Some(contributors) = contributors.filter(|c| !c.is_empty()) {
+                open.peak_ratio = r_eff;
+                open.anomaly.peak_score = score;
+                open.anomaly.severity = Severity::from_ratio(r_eff);
+                open.anomaly.contributors = contributors;
+            }
+            if quiet {
+                let mut closed = st.event.take()?;
+                let lasted_s = (ts_ms - closed.anomaly.started_ms).max(0) as f64 / 1000.0;
+                let quiet_s = (clear_ticks as i64 * interval_ms) as f64 / 1000.0;
+                let why = if relearn > 0 && closed.age >= relearn {
+                    "the new level became this host's normal"
+                } else {
+                    "recovered"
+                };
+                let what = match &st.device {
+                    Some(d) => format!("{family} of {d}"),
+                    None => family.to_string(),
+                };
+                closed.anomaly.close_reason = Some(format!(
+                    "{why}: {what} under its clear level for {quiet_s:.0} s; lasted {lasted_s:.0} s"
+                ));
+                closed.anomaly.ended_ms = Some(ts_ms);
+                st.over_run = 0;
+                st.rising = false;
+                return Some(EventChange {
+                    kind: EventKind::Closed,
+                    event: closed.anomaly,
+                });
+            }
+            if t.saturating_sub(open.last_emit_tick) >= self.config.update_every_ticks as u64 {
+                open.last_emit_tick = t;
+                return Some(EventChange {
+                    kind: EventKind::Updated,
+                    event: open.anomaly.clone(),
+                });
+            }
+            return None;
+        }
+        let st = &mut self.families[fi];
+        if r_eff > RISING_RATIO && !st.rising {
+            self.run_started = true;
+        }
+        st.rising = r_eff > RISING_RATIO;
+        if r_eff > 1.0 {
+            if st.over_run == 0 {
+                st.over_start_ms = ts_ms;
+                st.run_peak_ratio = 0.0;
+            }
+            st.over_run += 1;
+            st.run_peak_ratio = st.run_peak_ratio.max(r_eff);
+        } else {
+            st.over_run = 0;
+        }
+        if st.over_run < self.config.min_duration_ticks.max(1) {
+            return None;
+        }
+        let contributors = self.contributors(fi);
+        let st = &mut self.families[fi];
+        let peak = st.run_peak_ratio;
+        let anomaly = Anomaly {
+            local_id: self.next_id,
+            family,
+            started_ms: st.over_start_ms,
+            updated_ms: ts_ms,
+            ended_ms: None,
+            score,
+            peak_score: peak / (1.0 + peak),
+            severity: Severity::from_ratio(peak),
+            contributors,
+            close_reason: None,
+        };
+        self.next_id += 1;
+        st.over_run = 0;
+        st.event = Some(OpenEvent {
+            anomaly: anomaly.clone(),
+            peak_ratio: peak,
+            last_emit_tick: t,
+            recent: std::collections::VecDeque::new(),
+            age: 0,
+        });
+        Some(EventChange {
+            kind: EventKind::Opened,
+            event: anomaly,
+        })
+    }
+
+    /// The event state of a metric: its family's, or for the space of a mount
+    /// (`disk.used_pct:/var`) that mount's own, made on first sight.
+    pub(super) fn slot_of(&mut self, name: &str, family: Family) -> usize {
+        let device = match name.split_once(':') {
+            Some((_, d)) if family == Family::DiskSpace && !d.is_empty() => d,
+            _ => return family.index(),
+        };
+        if let Some(i) = self
+            .families
+            .iter()
+            .position(|st| st.device.as_deref() == Some(device))
+        {
+            return i;
+        }
+        self.families.push(FamilyState {
+            device: Some(device.to_string()),
+            ..FamilyState::default()
+        });
+        self.families.len() - 1
+    }
+
+    /// Milliseconds per tick, from the last two tick timestamps (1 s before there are two).
+    pub(super) fn interval_ms_hint(&self) -> i64 {
+        self.tick_ms
+    }
+
+    /// Top contributors of the current tick among the metrics of event state `slot` (every
+    /// metric for the whole-host event): the largest ratios, each at least
+    /// `contributor_min_ratio` except the top one.
+    pub(super) fn contributors(&self, slot: usize) -> Vec<Contributor> {
+        let family = slot_family(slot);
+        let per_family = self.config.per_family;
+        let min = self.config.contributor_min_ratio;
+        let mut list = contributors_of(
+            self.touched.iter().filter_map(|&i| {
+                let m = &self.metrics[i];
+                if per_family && m.slot_idx != slot {
+                    return None;
+                }
+                if per_family && family == Family::Cpu && m.io_driven && self.io_episode {
+                    return None;
+                }
+                m.baseline
+                    .map(|b| (m.name.as_str(), m.last_value, b, m.ratio, m.bounded))
+            }),
+            self.config.max_contributors,
+        );
+        if min > 0.0 && !list.is_empty() {
+            let keep: Vec<bool> = list
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    i == 0
+                        || self.index.get(&c.metric).is_some_and(|&j| {
+                            let m = &self.metrics[j];
+                            m.ratio >= min && m.outside_gate(self.config.current_gate_z)
+                        })
+                })
+                .collect();
+            let mut k = keep.into_iter();
+            list.retain(|_| k.next().unwrap_or(false));
+        }
+        list
+    }
+}
