@@ -4,7 +4,8 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{audited, claim_message, parse_processes, Store, StoreError};
+use super::hosts::parse_processes;
+use super::{audited, claim_message, Store, StoreError};
 use crate::domain::{
     Anomaly, AnomalyChange, AnomalyQuery, ChangeKind, Ingested, OpenAnomalies, Severity,
 };

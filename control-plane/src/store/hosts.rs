@@ -1,0 +1,506 @@
+//! Hosts and what their agents send: the host rows, heartbeats, rollups (one at a time and the
+//! group commit), rejected messages, and the reads of hosts, processes and rollups.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{audited, claim_message, push_placeholders, Store, StoreError};
+use crate::domain::{
+    DetectorStatus, Host, HostBeat, HostInfo, HostLatestValue, Ingested, LatestValue, ProcessRow,
+    RollupBatch, RollupPoint, RollupQuery,
+};
+
+impl Store {
+    pub async fn upsert_host(
+        &self,
+        id: &str,
+        info: &HostInfo,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let labels = serde_json::to_string(&info.labels).unwrap_or_else(|_| "{}".into());
+        sqlx::query(
+            "INSERT INTO hosts (id, hostname, os, kernel, agent_version, labels, interval_ms,
+                                first_seen_ms, last_seen_ms, connected, run_started_ms, model, cert_not_after_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 1, $9, $10, $11)
+             ON CONFLICT (id) DO UPDATE SET
+                hostname = excluded.hostname, os = excluded.os, kernel = excluded.kernel,
+                agent_version = excluded.agent_version, labels = excluded.labels,
+                interval_ms = excluded.interval_ms, last_seen_ms = excluded.last_seen_ms,
+                connected = 1, run_started_ms = excluded.run_started_ms, model = excluded.model,
+                cert_not_after_ms = CASE WHEN excluded.cert_not_after_ms > 0
+                                         THEN excluded.cert_not_after_ms ELSE hosts.cert_not_after_ms END",
+        )
+        .bind(id)
+        .bind(&info.hostname)
+        .bind(&info.os)
+        .bind(&info.kernel)
+        .bind(&info.agent_version)
+        .bind(labels)
+        .bind(info.interval_ms)
+        .bind(now_ms)
+        .bind(info.run_started_ms)
+        .bind(&info.model)
+        .bind(info.cert_not_after_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_disconnected(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE hosts SET connected = 0, last_seen_ms = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes the heartbeat state of many hosts in one transaction (see
+    /// `fleet::Heartbeats`): one commit for the whole fleet's heartbeats of a
+    /// few seconds instead of one per heartbeat. `last_seen_ms` only moves
+    /// forward, so a flush that races a rollup or a disconnect never makes a
+    /// host look older than it is.
+    pub async fn touch_hosts(&self, beats: &[HostBeat]) -> Result<(), StoreError> {
+        if beats.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for b in beats {
+            // a heartbeat without a detector state (detection off) leaves the last one
+            let d = b.detector.clone().unwrap_or_default();
+            sqlx::query(
+                "UPDATE hosts SET
+                     last_seen_ms = CASE WHEN last_seen_ms > $2 THEN last_seen_ms ELSE $2 END,
+                     outbox_dropped_total = CASE WHEN outbox_dropped_total > $3
+                                                 THEN outbox_dropped_total ELSE $3 END,
+                     cert_not_after_ms = CASE WHEN $4 > 0 THEN $4 ELSE cert_not_after_ms END,
+                     detector_state = CASE WHEN $5 = '' THEN detector_state ELSE $5 END,
+                     detector_warm_until_ms = CASE WHEN $5 = '' THEN detector_warm_until_ms ELSE $6 END,
+                     detector_calibrated_at_ms = CASE WHEN $5 = '' THEN detector_calibrated_at_ms ELSE $7 END,
+                     detector_restored = CASE WHEN $5 = '' THEN detector_restored ELSE $8 END
+                 WHERE id = $1",
+            )
+            .bind(&b.host_id)
+            .bind(b.seen_ms)
+            .bind(b.outbox_dropped_total)
+            .bind(b.cert_not_after_ms)
+            .bind(d.state)
+            .bind(d.warm_until_ms)
+            .bind(d.calibrated_at_ms)
+            .bind(i64::from(d.restored))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores one rollup in one transaction, keyed by (host, seq): a replay
+    /// of an already stored message changes nothing.
+    pub async fn ingest_rollup(
+        &self,
+        host: &str,
+        b: &RollupBatch,
+        now_ms: i64,
+    ) -> Result<Ingested, StoreError> {
+        let mut results = self.ingest_rollups(&[(host, b)], now_ms).await?;
+        results
+            .pop()
+            .ok_or_else(|| StoreError::Db("no result for the one rollup written".into()))
+    }
+
+    /// Stores many rollups (of any hosts) in one transaction: the group commit
+    /// of the ingest path. Each is keyed by (host, seq) as in [`Self::ingest_rollup`]:
+    /// one already stored, or twice in `items`, is reported `Duplicate` and
+    /// written nowhere. The results are in the order of `items`; on an error
+    /// nothing is stored.
+    pub async fn ingest_rollups(
+        &self,
+        items: &[(&str, &RollupBatch)],
+        now_ms: i64,
+    ) -> Result<Vec<Ingested>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // A (host, seq) twice in one group is stored once: the first is claimed, the others
+        // are duplicates of it (so no statement below meets the same key twice).
+        let mut results = vec![Ingested::Duplicate; items.len()];
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<usize> = (0..items.len())
+            .filter(|&i| seen.insert((items[i].0, items[i].1.seq)))
+            .collect();
+        // The claims of the whole group in a few statements; RETURNING names the ones that
+        // were new.
+        let mut new_claims = std::collections::HashSet::new();
+        for chunk in unique.chunks(self.rows_per_insert(5)) {
+            let mut sql = String::from(
+                "INSERT INTO agent_messages (host_id, seq, kind, produced_at_ms, received_at_ms) VALUES ",
+            );
+            push_placeholders(&mut sql, chunk.len(), 5);
+            sql.push_str(" ON CONFLICT (host_id, seq) DO NOTHING RETURNING host_id, seq");
+            let mut q = sqlx::query(audited(sql));
+            for &i in chunk {
+                let (host, b) = items[i];
+                q = q
+                    .bind(host)
+                    .bind(b.seq)
+                    .bind("rollup")
+                    .bind(b.produced_at_ms)
+                    .bind(now_ms);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                let host: String = row.try_get("host_id")?;
+                let seq: i64 = row.try_get("seq")?;
+                new_claims.insert((host, seq));
+            }
+        }
+        let mut claimed = Vec::with_capacity(unique.len());
+        for i in unique {
+            let (host, b) = items[i];
+            if new_claims.contains(&(host.to_string(), b.seq)) {
+                results[i] = Ingested::Stored;
+                claimed.push((host, b));
+            }
+        }
+        if claimed.is_empty() {
+            tx.rollback().await?;
+            return Ok(results);
+        }
+        // The rows of all claimed rollups, in multi-row inserts of a bounded size (see
+        // `rows_per_insert`).
+        let rows: Vec<(&str, &RollupBatch, &crate::domain::MetricRow)> = claimed
+            .iter()
+            .flat_map(|&(host, b)| b.metrics.iter().map(move |m| (host, b, m)))
+            .collect();
+        for chunk in rows.chunks(self.rows_per_insert(11)) {
+            let mut sql = String::from(
+                "INSERT INTO rollups (host_id, seq, metric, device, window_start_ms, window_end_ms,
+                                      v_min, v_mean, v_max, v_last, sample_count) VALUES ",
+            );
+            push_placeholders(&mut sql, chunk.len(), 11);
+            sql.push_str(" ON CONFLICT (host_id, seq, metric, device) DO NOTHING");
+            let mut q = sqlx::query(audited(sql));
+            for &(host, b, m) in chunk {
+                q = q
+                    .bind(host)
+                    .bind(b.seq)
+                    .bind(&m.metric)
+                    .bind(&m.device)
+                    .bind(b.window_start_ms)
+                    .bind(b.window_end_ms)
+                    .bind(m.min)
+                    .bind(m.mean)
+                    .bind(m.max)
+                    .bind(m.last)
+                    .bind(m.count);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        // One row per (host, metric, device), the newest window's: PostgreSQL
+        // refuses an upsert that touches the same row twice in one statement,
+        // and two rollups of one host can meet in a group.
+        let mut latest: std::collections::BTreeMap<(&str, &str, &str), (i64, f64)> =
+            std::collections::BTreeMap::new();
+        for &(host, b, m) in &rows {
+            let key = (host, m.metric.as_str(), m.device.as_str());
+            match latest.get(&key) {
+                Some(&(ts, _)) if ts > b.window_end_ms => {}
+                _ => {
+                    latest.insert(key, (b.window_end_ms, m.last));
+                }
+            }
+        }
+        let latest: Vec<_> = latest.into_iter().collect();
+        for chunk in latest.chunks(self.rows_per_insert(5)) {
+            let mut sql = String::from(
+                "INSERT INTO latest_values (host_id, metric, device, ts_ms, value) VALUES ",
+            );
+            push_placeholders(&mut sql, chunk.len(), 5);
+            sql.push_str(
+                " ON CONFLICT (host_id, metric, device) DO UPDATE SET ts_ms = excluded.ts_ms,
+                   value = excluded.value WHERE excluded.ts_ms >= latest_values.ts_ms",
+            );
+            let mut q = sqlx::query(audited(sql));
+            for &((host, metric, device), (ts, value)) in chunk {
+                q = q.bind(host).bind(metric).bind(device).bind(ts).bind(value);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        // One row per host (its newest sequence number, largest drop count and last processes
+        // sent, as one update per rollup in order would leave it), in a few statements.
+        let mut per_host: std::collections::BTreeMap<&str, (i64, i64, String, i64)> =
+            std::collections::BTreeMap::new();
+        for &(host, b) in &claimed {
+            let processes = if b.top_processes.is_empty() {
+                None
+            } else {
+                serde_json::to_string(&b.top_processes).ok()
+            };
+            let e =
+                per_host
+                    .entry(host)
+                    .or_insert((b.seq, b.outbox_dropped_total, String::new(), 0));
+            e.0 = e.0.max(b.seq);
+            e.1 = e.1.max(b.outbox_dropped_total);
+            if let Some(p) = processes {
+                e.2 = p;
+                e.3 = b.window_end_ms;
+            }
+        }
+        let per_host: Vec<_> = per_host.into_iter().collect();
+        for chunk in per_host.chunks(self.rows_per_insert(6)) {
+            let mut sql =
+                String::from("WITH v (id, seq, dropped, seen, procs, procs_ms) AS (VALUES ");
+            push_placeholders(&mut sql, chunk.len(), 6);
+            sql.push_str(
+                ") UPDATE hosts SET
+                    last_seq = CASE WHEN hosts.last_seq > v.seq THEN hosts.last_seq ELSE v.seq END,
+                    outbox_dropped_total = CASE WHEN hosts.outbox_dropped_total > v.dropped
+                                                THEN hosts.outbox_dropped_total ELSE v.dropped END,
+                    last_seen_ms = CASE WHEN hosts.last_seen_ms > v.seen THEN hosts.last_seen_ms ELSE v.seen END,
+                    top_processes = CASE WHEN v.procs = '' THEN hosts.top_processes ELSE v.procs END,
+                    top_processes_ms = CASE WHEN v.procs = '' THEN hosts.top_processes_ms ELSE v.procs_ms END
+                 FROM v WHERE hosts.id = v.id",
+            );
+            let mut q = sqlx::query(audited(sql));
+            for (host, (seq, dropped, processes, processes_ms)) in chunk {
+                q = q
+                    .bind(*host)
+                    .bind(*seq)
+                    .bind(*dropped)
+                    .bind(now_ms)
+                    .bind(processes.as_str())
+                    .bind(*processes_ms);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    /// Records a durable message that failed validation, so it is
+    /// acknowledged (a poison message must not block the stream forever) and
+    /// its replays stay idempotent. Returns false when already recorded.
+    pub async fn reject_message(
+        &self,
+        host: &str,
+        seq: i64,
+        produced_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = claim_message(&mut tx, host, seq, "rejected", produced_at_ms, now_ms).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    pub async fn hosts(&self, stale_after_ms: i64, now_ms: i64) -> Result<Vec<Host>, StoreError> {
+        let rows = sqlx::query(audited(format!("{HOST_SELECT} ORDER BY id")))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| host_from_row(r, stale_after_ms, now_ms))
+            .collect()
+    }
+
+    /// The hosts among `ids` that exist, in a query per 500 ids.
+    pub async fn hosts_by_id(
+        &self,
+        ids: &[String],
+        stale_after_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<Host>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut sql = format!("{HOST_SELECT} WHERE id IN ");
+            push_placeholders(&mut sql, 1, chunk.len());
+            let mut q = sqlx::query(audited(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(host_from_row(&r, stale_after_ms, now_ms)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn host(
+        &self,
+        id: &str,
+        stale_after_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Host>, StoreError> {
+        let row = sqlx::query(audited(format!("{HOST_SELECT} WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| host_from_row(&r, stale_after_ms, now_ms))
+            .transpose()
+    }
+
+    pub async fn top_processes(&self, id: &str) -> Result<(i64, Vec<ProcessRow>), StoreError> {
+        let row = sqlx::query("SELECT top_processes, top_processes_ms FROM hosts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => {
+                let json: String = r.try_get("top_processes")?;
+                (r.try_get("top_processes_ms")?, parse_processes(&json))
+            }
+            None => (0, Vec::new()),
+        })
+    }
+
+    pub async fn latest_values(&self, id: &str) -> Result<Vec<LatestValue>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT metric, device, ts_ms, value FROM latest_values WHERE host_id = $1 ORDER BY metric, device",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LatestValue {
+                    metric: r.try_get("metric")?,
+                    device: r.try_get("device")?,
+                    ts_ms: r.try_get("ts_ms")?,
+                    value: r.try_get("value")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every host's values of its newest stored rollup, in one query for the whole fleet,
+    /// ordered by host, metric and device. `latest_values` keeps each metric's newest value;
+    /// a metric missing from the host's newest window (an unmounted disk, a removed
+    /// interface) is left out rather than shown with an old value.
+    pub async fn newest_rollup_values(&self) -> Result<Vec<HostLatestValue>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT l.host_id, l.metric, l.device, l.ts_ms, l.value FROM latest_values l
+             JOIN (SELECT host_id, MAX(ts_ms) AS newest FROM latest_values GROUP BY host_id) n
+               ON n.host_id = l.host_id AND l.ts_ms = n.newest
+             ORDER BY l.host_id, l.metric, l.device",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HostLatestValue {
+                    host_id: r.try_get("host_id")?,
+                    metric: r.try_get("metric")?,
+                    device: r.try_get("device")?,
+                    ts_ms: r.try_get("ts_ms")?,
+                    value: r.try_get("value")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn rollups(&self, q: &RollupQuery) -> Result<Vec<RollupPoint>, StoreError> {
+        let mut sql = String::from(
+            "SELECT metric, device, window_start_ms, window_end_ms, v_min, v_mean, v_max, v_last, sample_count
+             FROM rollups WHERE host_id = $1 AND window_start_ms >= $2 AND window_start_ms < $3",
+        );
+        let mut n = 3;
+        if q.metric.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND metric = ${n}"));
+        }
+        if q.device.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND device = ${n}"));
+        }
+        sql.push_str(&format!(
+            " ORDER BY window_start_ms, metric, device LIMIT ${}",
+            n + 1
+        ));
+        let mut query = sqlx::query(audited(sql))
+            .bind(&q.host)
+            .bind(q.from_ms)
+            .bind(q.to_ms);
+        if let Some(m) = &q.metric {
+            query = query.bind(m);
+        }
+        if let Some(d) = &q.device {
+            query = query.bind(d);
+        }
+        let rows = query.bind(q.limit).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RollupPoint {
+                    metric: r.try_get("metric")?,
+                    device: r.try_get("device")?,
+                    window_start_ms: r.try_get("window_start_ms")?,
+                    window_end_ms: r.try_get("window_end_ms")?,
+                    min: r.try_get("v_min")?,
+                    mean: r.try_get("v_mean")?,
+                    max: r.try_get("v_max")?,
+                    last: r.try_get("v_last")?,
+                    count: r.try_get("sample_count")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Sequence numbers stored for a host, ascending (for audits and tests).
+    pub async fn stored_seqs(&self, host: &str) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query("SELECT seq FROM agent_messages WHERE host_id = $1 ORDER BY seq")
+            .bind(host)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("seq")?)).collect()
+    }
+}
+
+const HOST_SELECT: &str =
+    "SELECT id, hostname, os, kernel, agent_version, labels, interval_ms, first_seen_ms,
+    last_seen_ms, connected, last_seq, outbox_dropped_total, cert_not_after_ms, revoked_at_ms, enrolled_labels,
+    detector_state, detector_warm_until_ms, detector_calibrated_at_ms, detector_restored
+    FROM hosts";
+
+fn host_from_row(r: &AnyRow, stale_after_ms: i64, now_ms: i64) -> Result<Host, StoreError> {
+    let labels: String = r.try_get("labels")?;
+    let enrolled: String = r.try_get("enrolled_labels")?;
+    let mut labels: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&labels).unwrap_or_default();
+    // Labels assigned at enrollment are the control plane's and win over
+    // what the agent says about itself.
+    labels.extend(
+        serde_json::from_str::<std::collections::BTreeMap<String, String>>(&enrolled)
+            .unwrap_or_default(),
+    );
+    let revoked_at_ms: i64 = r.try_get("revoked_at_ms")?;
+    let last_seen_ms: i64 = r.try_get("last_seen_ms")?;
+    let connected: i64 = r.try_get("connected")?;
+    let restored: i64 = r.try_get("detector_restored")?;
+    let detector = DetectorStatus {
+        state: r.try_get("detector_state")?,
+        warm_until_ms: r.try_get("detector_warm_until_ms")?,
+        calibrated_at_ms: r.try_get("detector_calibrated_at_ms")?,
+        restored: restored != 0,
+    };
+    Ok(Host {
+        detector,
+        id: r.try_get("id")?,
+        hostname: r.try_get("hostname")?,
+        os: r.try_get("os")?,
+        kernel: r.try_get("kernel")?,
+        agent_version: r.try_get("agent_version")?,
+        labels,
+        interval_ms: r.try_get("interval_ms")?,
+        first_seen_ms: r.try_get("first_seen_ms")?,
+        last_seen_ms,
+        // A stream that died with its control plane leaves connected = 1
+        // behind; heartbeats keep last_seen fresh, so staleness tells.
+        connected: connected != 0 && now_ms - last_seen_ms <= stale_after_ms,
+        last_seq: r.try_get("last_seq")?,
+        outbox_dropped_total: r.try_get("outbox_dropped_total")?,
+        cert_not_after_ms: r.try_get("cert_not_after_ms")?,
+        revoked: revoked_at_ms > 0,
+        revoked_at_ms,
+    })
+}
+
+pub(super) fn parse_processes(json: &str) -> Vec<ProcessRow> {
+    serde_json::from_str::<Vec<ProcessRow>>(json).unwrap_or_default()
+}
