@@ -226,10 +226,10 @@ impl ChatOps {
     /// The names a message may use, from the fleet as it is now.
     pub async fn lexicon(&self) -> Result<Lexicon, StoreError> {
         let mut lex = Lexicon::new();
-        for h in self.fleet.hosts(self.stale_after_ms).await? {
+        for h in self.fleet.hosts.hosts(self.stale_after_ms).await? {
             lex.add_host(h.id, h.hostname, h.labels);
         }
-        for (p, _) in self.fleet.policies().await? {
+        for (p, _) in self.fleet.policies.policies().await? {
             lex.add_policy(p.name);
         }
         Ok(lex)
@@ -408,9 +408,11 @@ impl ChatOps {
                 .map_err(|e| ChatError::Invalid(format!("action: {e}")))?;
             let record = self
                 .fleet
+                .remediation
                 .trigger(&asker.user, &host.id, action, "dry_run")
                 .await?;
             self.fleet
+                .audit
                 .audit(
                     &asker.user,
                     "chat.dry_run",
@@ -519,6 +521,7 @@ impl ChatOps {
                     .map_err(|e| ChatError::Invalid(format!("action: {e}")))?;
                 let r = self
                     .fleet
+                    .remediation
                     .trigger(&asker.user, &host.id, action, "execute")
                     .await?;
                 ("trigger", r)
@@ -526,12 +529,14 @@ impl ChatOps {
             Intent::Approve { action_id } => (
                 "approve",
                 self.fleet
+                    .remediation
                     .decide(&asker.user, action_id, Decision::Approve)
                     .await?,
             ),
             Intent::Reject { action_id, reason } => (
                 "reject",
                 self.fleet
+                    .remediation
                     .decide(
                         &asker.user,
                         action_id,
@@ -549,6 +554,7 @@ impl ChatOps {
             }
         };
         self.fleet
+            .audit
             .audit(
                 &asker.user,
                 &format!("chat.{verb}"),

@@ -50,6 +50,7 @@ pub async fn audit(
     }
     let entries = state
         .fleet
+        .audit
         .audit_log(&AuditQuery {
             host: q.host,
             actor: q.actor,

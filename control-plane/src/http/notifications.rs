@@ -160,6 +160,7 @@ pub async fn ack(
         let host = id.rsplit_once(':').map_or("", |(h, _)| h);
         state
             .fleet
+            .audit
             .audit(
                 &caller.0.sub,
                 "anomaly.ack",
@@ -295,6 +296,7 @@ pub async fn expire_silence(
 async fn audit(state: &AppState, caller: &Caller, action: &str, s: &Silence) {
     state
         .fleet
+        .audit
         .audit(
             &caller.0.sub,
             action,

@@ -234,6 +234,7 @@ pub async fn revisions(
 async fn audit(state: &AppState, caller: &Caller, action: &str, rb: &Runbook) {
     state
         .fleet
+        .audit
         .audit(
             &caller.0.sub,
             action,

@@ -1,0 +1,44 @@
+//! The audit log: every service writes what was done, by whom, to which host; the REST API
+//! reads it back.
+
+use super::new_id;
+use crate::domain::now_ms;
+use crate::domain::remediation::{AuditEntry, AuditQuery};
+use crate::store::{Store, StoreError};
+
+pub struct Audit {
+    store: Store,
+}
+
+impl Audit {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Writes one entry; a failure is logged, never passed to the action it records.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        host: &str,
+        result: &str,
+        detail: serde_json::Value,
+    ) {
+        let entry = AuditEntry {
+            id: new_id("audit"),
+            at_ms: now_ms(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            host_id: host.to_string(),
+            result: result.to_string(),
+            detail,
+        };
+        if let Err(e) = self.store.audit(&entry).await {
+            tracing::error!(error = %e, actor, action, host, "cannot write the audit log");
+        }
+    }
+
+    pub async fn audit_log(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        self.store.audit_log(q).await
+    }
+}
