@@ -22,9 +22,10 @@ use serde_json::{json, Value};
 use sco_chat::{confirmation_id, plain_answer, ConfirmError, Intent, Lexicon, Pending};
 
 use crate::auth::Role;
+use crate::domain::new_id;
 use crate::error::{Code, Coded};
 use crate::fleet::{
-    new_id, now_ms, ActionRecord, DecideError, Decision, Fleet, PolicyApiError, TriggerError,
+    now_ms, ActionRecord, DecideError, Decision, Fleet, PolicyApiError, TriggerError,
 };
 use crate::store::{Store, StoreError};
 
@@ -413,7 +414,7 @@ impl ChatOps {
                 .await?;
             self.fleet
                 .audit
-                .audit(
+                .record(
                     &asker.user,
                     "chat.dry_run",
                     &host.id,
@@ -555,7 +556,7 @@ impl ChatOps {
         };
         self.fleet
             .audit
-            .audit(
+            .record(
                 &asker.user,
                 &format!("chat.{verb}"),
                 &record.host_id,

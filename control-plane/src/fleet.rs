@@ -56,10 +56,6 @@ use crate::pki::{Ca, PolicySigner};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 
-pub(crate) fn new_id(prefix: &str) -> String {
-    format!("{prefix}-{:016x}", rand::random::<u64>())
-}
-
 /// The control plane's services, built together so that those which work together share
 /// what they share (the live streams, the audit log, the policies), and nothing else.
 pub struct Fleet {

@@ -1,9 +1,8 @@
 //! The audit log: every service writes what was done, by whom, to which host; the REST API
 //! reads it back.
 
-use super::new_id;
-use crate::domain::now_ms;
 use crate::domain::remediation::{AuditEntry, AuditQuery};
+use crate::domain::{new_id, now_ms};
 use crate::store::{Store, StoreError};
 
 pub struct Audit {
@@ -16,7 +15,7 @@ impl Audit {
     }
 
     /// Writes one entry; a failure is logged, never passed to the action it records.
-    pub async fn audit(
+    pub async fn record(
         &self,
         actor: &str,
         action: &str,
@@ -38,7 +37,7 @@ impl Audit {
         }
     }
 
-    pub async fn audit_log(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+    pub async fn entries(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
         self.store.audit_log(q).await
     }
 }

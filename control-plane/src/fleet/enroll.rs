@@ -284,7 +284,7 @@ impl Enrollment {
             return Ok(false);
         }
         self.audit
-            .audit(
+            .record(
                 actor,
                 "enrollment_token.revoke",
                 "",

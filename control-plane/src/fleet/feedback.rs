@@ -9,11 +9,10 @@ use std::sync::Arc;
 use sco_policy::feedback::{derive, EventFacts, Evidence, Scope, Verdict};
 
 use super::audit::Audit;
-use super::new_id;
 use super::policy::{Policies, PolicyApiError};
 use crate::domain::feedback::{policy_name, Feedback, FeedbackQuery};
-use crate::domain::now_ms;
 use crate::domain::policy::RolloutRequest;
+use crate::domain::{new_id, now_ms};
 use crate::store::{Store, StoreError};
 
 /// Longest note kept with a verdict, in characters.
@@ -158,7 +157,7 @@ impl Verdicts {
         }
         self.store.insert_feedback(&record).await?;
         self.audit
-            .audit(
+            .record(
                 actor,
                 "anomaly.feedback",
                 &record.host_id,
@@ -204,7 +203,7 @@ impl Verdicts {
                 "feedback {id} was undone meanwhile"
             )));
         }
-        self.audit.audit(
+        self.audit.record(
             actor,
             "anomaly.feedback.undo",
             &record.host_id,

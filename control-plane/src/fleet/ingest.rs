@@ -133,7 +133,7 @@ impl RollupWriter {
 }
 
 /// One writer: takes what is queued (waiting only when nothing is), stores it, answers each
-/// rollup's stream. Ends when the fleet (every sender) is gone.
+/// rollup's stream. Ends when the hosts service (every sender) is gone.
 async fn write_groups(
     store: Store,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,

@@ -13,13 +13,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::audit::Audit;
-use super::new_id;
 use super::streams::Streams;
 use crate::domain::policy::{
     choose_canaries, decide, initial_state, Candidate, HostPolicyState, PolicyHostStatus,
     PolicyRevision, PolicyRolloutStatus, PolicyStatusIn, Rollout, RolloutRequest, RolloutState,
 };
-use crate::domain::{now_ms, Ingested};
+use crate::domain::{new_id, now_ms, Ingested};
 use crate::pki::PolicySigner;
 use crate::store::{Store, StoreError, Wake};
 use crate::telemetry::Telemetry;
@@ -122,7 +121,7 @@ impl Policies {
             match self.store.insert_policy_revision(&rev).await {
                 Ok(()) => {
                     self.audit
-                        .audit(
+                        .record(
                             actor,
                             audit_action,
                             "",
@@ -273,7 +272,7 @@ impl Policies {
         // every replica pushes the revision to the streams it holds now, not at its next tick
         self.store.announce(Wake::Ticks).await;
         self.audit
-            .audit(
+            .record(
                 actor,
                 "policy.rollout",
                 "",
@@ -310,7 +309,7 @@ impl Policies {
             {
                 tracing::info!(policy = %r.name, revision = r.revision, state = %to, %reason, "rollout");
                 self.audit
-                .audit(
+                .record(
                     "control-plane",
                     "policy.rollout",
                     "",
@@ -395,7 +394,7 @@ impl Policies {
                 if let (true, Some(w)) = (runs, self.host_withdrawal(&name)) {
                     if self.streams.send_policy(&host.id, w) {
                         self.audit
-                .audit(
+                .record(
                             "control-plane",
                             "policy.unassign",
                             &host.id,
@@ -453,7 +452,7 @@ impl Policies {
                 tracing::warn!(agent_id, policy = %s.name, revision = s.revision, error = %s.error, "agent refused a policy");
             }
             self.audit
-                .audit(
+                .record(
                     &format!("agent:{agent_id}"),
                     action,
                     agent_id,

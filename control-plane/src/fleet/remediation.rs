@@ -12,13 +12,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::audit::Audit;
-use super::new_id;
 use super::streams::Streams;
 use crate::domain::remediation::{
     check_decidable, check_reject_reason, expiry_reason, proposal_state, report_state, ActionQuery,
     ActionRecord, ActionState, Approval, Decision, ProposalIn, ReportIn,
 };
-use crate::domain::{now_ms, valid_agent_id, Ingested};
+use crate::domain::{new_id, now_ms, valid_agent_id, Ingested};
 use crate::store::{Store, StoreError, Wake};
 use crate::telemetry::Telemetry;
 
@@ -173,7 +172,7 @@ impl Remediation {
         self.store.insert_action(&record).await?;
         detail["request"] = record.id.clone().into();
         self.audit
-            .audit(actor, audit_action, host, "requested", detail)
+            .record(actor, audit_action, host, "requested", detail)
             .await;
         self.dispatch(host).await?;
         Ok(self.store.action(&record.id).await?.unwrap_or(record))
@@ -256,7 +255,7 @@ impl Remediation {
                 continue;
             }
             if a.approval != Approval::Manual {
-                self.audit.audit(
+                self.audit.record(
                     "control-plane",
                     "remediation.lease",
                     host,
@@ -292,7 +291,7 @@ impl Remediation {
                 .await?
             {
                 self.audit
-                    .audit(
+                    .record(
                         "control-plane",
                         "remediation.expired",
                         &a.host_id,
@@ -321,7 +320,7 @@ impl Remediation {
             {
                 self.store.release_lease(&a.id).await?;
                 self.audit
-                    .audit(
+                    .record(
                         "control-plane",
                         "remediation.lost",
                         &a.host_id,
@@ -386,7 +385,7 @@ impl Remediation {
             detail["reason"] = reason.into();
         }
         self.audit
-            .audit(
+            .record(
                 actor,
                 &format!("remediation.{verb}"),
                 &a.host_id,
@@ -448,7 +447,7 @@ impl Remediation {
             self.telemetry.ingest_messages.inc();
             tracing::info!(agent_id, request = %record.id, rule = %record.rule, state = state.as_str(), "remediation proposal");
             self.audit
-                .audit(
+                .record(
                     &format!("agent:{agent_id}"),
                     "remediation.proposal",
                     agent_id,
@@ -484,7 +483,7 @@ impl Remediation {
             self.telemetry.ingest_messages.inc();
             let detail: serde_json::Value =
                 serde_json::from_str(report_json).unwrap_or(serde_json::Value::Null);
-            self.audit.audit(
+            self.audit.record(
                 &format!("agent:{agent_id}"),
                 "remediation.report",
                 agent_id,

@@ -65,7 +65,7 @@ impl Streams {
 
     /// Records a new stream. A second stream of the same agent replaces the
     /// first, which is closed.
-    pub(crate) fn connected(&self, agent_id: &str) -> StreamHandle {
+    pub(super) fn connected(&self, agent_id: &str) -> StreamHandle {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let (close, closed) = tokio::sync::watch::channel(None);
         let (downlink, downlink_rx) = tokio::sync::mpsc::channel(64);
@@ -94,7 +94,7 @@ impl Streams {
 
     /// Forgets the stream of `generation`; true when it was the agent's current one (a stale
     /// stream's goodbye changes nothing).
-    pub(crate) fn disconnected(&self, agent_id: &str, generation: u64) -> bool {
+    pub(super) fn disconnected(&self, agent_id: &str, generation: u64) -> bool {
         let (current, count) = {
             let mut s = self.live();
             let current = s.get(agent_id).is_some_and(|l| l.generation == generation);

@@ -9,10 +9,9 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use super::new_id;
 use super::policy::Policies;
 use super::remediation::Remediation;
-use crate::domain::now_ms;
+use crate::domain::{new_id, now_ms};
 use crate::store::{Store, Wake};
 
 pub struct Ticks {

@@ -51,7 +51,7 @@ pub async fn audit(
     let entries = state
         .fleet
         .audit
-        .audit_log(&AuditQuery {
+        .entries(&AuditQuery {
             host: q.host,
             actor: q.actor,
             action: q.action,

@@ -103,7 +103,7 @@ pub async fn create_token(
     state
         .fleet
         .audit
-        .audit(
+        .record(
             &caller.0.sub,
             "enrollment_token.create",
             "",

@@ -204,7 +204,7 @@ pub async fn revoke_host(
     state
         .fleet
         .audit
-        .audit(&caller.0.sub, "host.revoke", &id, "revoked", json!({}))
+        .record(&caller.0.sub, "host.revoke", &id, "revoked", json!({}))
         .await;
     tracing::warn!(host = %id, by = %caller.0.sub, "host revoked");
     Ok(Json(HostRevoked {

@@ -161,7 +161,7 @@ pub async fn ack(
         state
             .fleet
             .audit
-            .audit(
+            .record(
                 &caller.0.sub,
                 "anomaly.ack",
                 host,
@@ -297,7 +297,7 @@ async fn audit(state: &AppState, caller: &Caller, action: &str, s: &Silence) {
     state
         .fleet
         .audit
-        .audit(
+        .record(
             &caller.0.sub,
             action,
             "",

@@ -235,7 +235,7 @@ async fn audit(state: &AppState, caller: &Caller, action: &str, rb: &Runbook) {
     state
         .fleet
         .audit
-        .audit(
+        .record(
             &caller.0.sub,
             action,
             "",
