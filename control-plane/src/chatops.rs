@@ -22,9 +22,10 @@ use serde_json::{json, Value};
 use sco_chat::{confirmation_id, plain_answer, ConfirmError, Intent, Lexicon, Pending};
 
 use crate::auth::Role;
+use crate::domain::new_id;
 use crate::error::{Code, Coded};
 use crate::fleet::{
-    new_id, now_ms, ActionRecord, DecideError, Decision, Fleet, PolicyApiError, TriggerError,
+    now_ms, ActionRecord, DecideError, Decision, Fleet, PolicyApiError, TriggerError,
 };
 use crate::store::{Store, StoreError};
 
@@ -226,10 +227,10 @@ impl ChatOps {
     /// The names a message may use, from the fleet as it is now.
     pub async fn lexicon(&self) -> Result<Lexicon, StoreError> {
         let mut lex = Lexicon::new();
-        for h in self.fleet.hosts(self.stale_after_ms).await? {
+        for h in self.fleet.hosts.hosts(self.stale_after_ms).await? {
             lex.add_host(h.id, h.hostname, h.labels);
         }
-        for (p, _) in self.fleet.policies().await? {
+        for (p, _) in self.fleet.policies.policies().await? {
             lex.add_policy(p.name);
         }
         Ok(lex)
@@ -408,10 +409,12 @@ impl ChatOps {
                 .map_err(|e| ChatError::Invalid(format!("action: {e}")))?;
             let record = self
                 .fleet
+                .remediation
                 .trigger(&asker.user, &host.id, action, "dry_run")
                 .await?;
             self.fleet
-                .audit(
+                .audit
+                .record(
                     &asker.user,
                     "chat.dry_run",
                     &host.id,
@@ -519,6 +522,7 @@ impl ChatOps {
                     .map_err(|e| ChatError::Invalid(format!("action: {e}")))?;
                 let r = self
                     .fleet
+                    .remediation
                     .trigger(&asker.user, &host.id, action, "execute")
                     .await?;
                 ("trigger", r)
@@ -526,12 +530,14 @@ impl ChatOps {
             Intent::Approve { action_id } => (
                 "approve",
                 self.fleet
+                    .remediation
                     .decide(&asker.user, action_id, Decision::Approve)
                     .await?,
             ),
             Intent::Reject { action_id, reason } => (
                 "reject",
                 self.fleet
+                    .remediation
                     .decide(
                         &asker.user,
                         action_id,
@@ -549,7 +555,8 @@ impl ChatOps {
             }
         };
         self.fleet
-            .audit(
+            .audit
+            .record(
                 &asker.user,
                 &format!("chat.{verb}"),
                 &record.host_id,

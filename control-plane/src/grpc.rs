@@ -84,7 +84,7 @@ type Outbound = mpsc::Sender<Result<ControlMessage, Status>>;
 
 impl AgentSvc {
     async fn refuse_revoked(&self, agent_id: &str) -> Result<(), Status> {
-        match self.fleet.is_revoked(agent_id).await {
+        match self.fleet.enrollment.is_revoked(agent_id).await {
             Ok(false) => Ok(()),
             Ok(true) => Err(Status::permission_denied(format!(
                 "agent {agent_id} is revoked"
@@ -155,6 +155,7 @@ impl EnrollmentService for EnrollSvc {
         let r = request.into_inner();
         let issued = self
             .fleet
+            .enrollment
             .enroll(&r.token, &r.csr_pem, &r.hostname)
             .await
             .map_err(enroll_status)?;
@@ -172,6 +173,7 @@ impl AgentService for AgentSvc {
         let r = request.into_inner();
         let issued = self
             .fleet
+            .enrollment
             .renew(&agent_id, &r.csr_pem)
             .await
             .map_err(enroll_status)?;
@@ -232,6 +234,7 @@ impl Session {
         };
         let mut handle = match self
             .fleet
+            .hosts
             .connected(&self.agent_id, &pb::host_info(hello))
             .await
         {
@@ -246,12 +249,13 @@ impl Session {
         };
         if let Err(e) = self
             .fleet
+            .policies
             .sync_policies_of(std::slice::from_ref(&self.agent_id))
             .await
         {
             tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot push policies");
         }
-        if let Err(e) = self.fleet.dispatch(&self.agent_id).await {
+        if let Err(e) = self.fleet.remediation.dispatch(&self.agent_id).await {
             tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot deliver pending requests");
         }
         let reason = self
@@ -259,6 +263,7 @@ impl Session {
             .await;
         tracing::info!(agent_id = %self.agent_id, %reason, "stream closed");
         self.fleet
+            .hosts
             .disconnected(&self.agent_id, handle.generation)
             .await;
     }
@@ -350,7 +355,7 @@ impl Session {
                         Some(agent_message::Body::Heartbeat(h)) => {
                             let dropped = i64::try_from(h.outbox_dropped_total).unwrap_or(i64::MAX);
                             let detector = h.detector.map(pb::detector_status);
-                            self.fleet.heartbeat(&self.agent_id, dropped, h.cert_not_after_ms, detector);
+                            self.fleet.hosts.heartbeat(&self.agent_id, dropped, h.cert_not_after_ms, detector);
                         }
                         Some(agent_message::Body::Hello(_)) => {
                             let _ = tx.send(Err(Status::invalid_argument("hello sent twice"))).await;
@@ -429,17 +434,20 @@ async fn store_message(fleet: Arc<Fleet>, id: String, msg: AgentMessage) -> Stor
     // acknowledged.
     let stored = match msg.body {
         Some(agent_message::Body::Rollup(r)) => match pb::rollup(seq, at, r) {
-            Ok(batch) => fleet.ingest_rollup(id, batch).await.map(drop),
-            Err(reason) => fleet.reject(id, seq, at, &reason).await,
+            Ok(batch) => fleet.hosts.ingest_rollup(id, batch).await.map(drop),
+            Err(reason) => fleet.hosts.reject(id, seq, at, &reason).await,
         },
         Some(agent_message::Body::Anomaly(a)) => match pb::anomaly(seq, at, a) {
-            Ok(change) => fleet.ingest_anomaly(id, &change).await.map(drop),
-            Err(reason) => fleet.reject(id, seq, at, &reason).await,
+            Ok(change) => fleet.hosts.ingest_anomaly(id, &change).await.map(drop),
+            Err(reason) => fleet.hosts.reject(id, seq, at, &reason).await,
         },
         Some(agent_message::Body::ActionReport(r)) => {
             let seq_i = i64::try_from(seq).unwrap_or(0);
             if seq_i <= 0 || r.command_id.len() > 64 || r.report_json.len() > 256 * 1024 {
-                fleet.reject(id, seq, at, "invalid action report").await
+                fleet
+                    .hosts
+                    .reject(id, seq, at, "invalid action report")
+                    .await
             } else {
                 let report = crate::fleet::ReportIn {
                     seq: seq_i,
@@ -449,16 +457,20 @@ async fn store_message(fleet: Arc<Fleet>, id: String, msg: AgentMessage) -> Stor
                     reason: r.reason,
                     report_json: r.report_json,
                 };
-                fleet.action_report(id, report).await.map(drop)
+                fleet.remediation.action_report(id, report).await.map(drop)
             }
         }
         Some(agent_message::Body::PolicyStatus(p)) => match pb::policy_status(seq, at, p) {
-            Ok(status) => fleet.policy_status_report(id, status).await.map(drop),
-            Err(reason) => fleet.reject(id, seq, at, &reason).await,
+            Ok(status) => fleet
+                .policies
+                .policy_status_report(id, status)
+                .await
+                .map(drop),
+            Err(reason) => fleet.hosts.reject(id, seq, at, &reason).await,
         },
         Some(agent_message::Body::Proposal(p)) => match pb::proposal(seq, at, id, p) {
-            Ok(p) => fleet.proposal(id, p).await.map(drop),
-            Err(reason) => fleet.reject(id, seq, at, &reason).await,
+            Ok(p) => fleet.remediation.proposal(id, p).await.map(drop),
+            Err(reason) => fleet.hosts.reject(id, seq, at, &reason).await,
         },
         // Handled by the stream itself, never sent here.
         Some(agent_message::Body::Heartbeat(_) | agent_message::Body::Hello(_)) | None => {

@@ -245,7 +245,7 @@ struct IngestCounters {
 #[utoipa::path(get, path = "/status", tag = "service", security(()),
     responses((status = 200, description = "status", body = StatusResponse)))]
 async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
-    let (database, backend) = state.fleet.database().await;
+    let (database, backend) = state.fleet.hosts.database().await;
     let t = &state.telemetry;
     Json(StatusResponse {
         status: if database { "ok" } else { "degraded" },
@@ -255,7 +255,7 @@ async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
             reachable: database,
             backend,
         },
-        agents_connected: state.fleet.connected_agents() as u64,
+        agents_connected: state.fleet.hosts.connected_agents() as u64,
         ingest: IngestCounters {
             messages: t.ingest_messages.get(),
             rows: t.ingest_rows.get(),

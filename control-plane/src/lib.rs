@@ -140,7 +140,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let store = Store::connect(&config.database_url()).await?;
     let telemetry = Arc::new(telemetry::Telemetry::default());
-    let mut fleet = fleet::Fleet::new(store.clone(), telemetry.clone());
+    let mut fleet = fleet::Fleet::builder(store.clone(), telemetry.clone());
     // Only a control plane holding the CA key can enroll and renew agents;
     // one using an external CA still serves agents with certificates it issued.
     if pki::PkiPaths::new(&config.pki_dir()).ca_key.exists() && config.tls.ca_cert.is_none() {
@@ -159,7 +159,8 @@ pub async fn run(
         fleet
             .with_policy_signer(signer)
             .with_proposal_ttl(Duration::from_secs(config.remediation.proposal_ttl_secs))
-            .with_group_commit(),
+            .with_group_commit()
+            .build(),
     );
     let tokens = Arc::new(auth::Tokens::new(
         &jwt_secret(&config)?,
@@ -246,10 +247,10 @@ pub async fn run(
     };
     let grpc_task = tokio::spawn(grpc_server);
     let watcher = {
-        let fleet = fleet.clone();
+        let enrollment = fleet.enrollment.clone();
         let every = Duration::from_secs(config.enrollment.revocation_check_secs);
         let stop = stop_rx.clone();
-        tokio::spawn(async move { fleet.watch_revocations(every, stop).await })
+        tokio::spawn(async move { enrollment.watch_revocations(every, stop).await })
     };
 
     let purges = {
@@ -257,17 +258,17 @@ pub async fn run(
         tokio::spawn(async move { accounts.run_purges(stop).await })
     };
     let ticker = {
-        let fleet = fleet.clone();
+        let ticks = fleet.ticks.clone();
         let every = Duration::from_millis(config.remediation.tick_ms);
         let stop = stop_rx.clone();
-        tokio::spawn(async move { fleet.run_ticks(every, stop).await })
+        tokio::spawn(async move { ticks.run_ticks(every, stop).await })
     };
 
     let wake_listener = {
-        let fleet = fleet.clone();
+        let ticks = fleet.ticks.clone();
         let url = config.database_url();
         let stop = stop_rx.clone();
-        tokio::spawn(async move { fleet.run_wake_listener(url, stop).await })
+        tokio::spawn(async move { ticks.run_wake_listener(url, stop).await })
     };
 
     let notifications = {
@@ -276,10 +277,10 @@ pub async fn run(
     };
 
     let heartbeats = {
-        let fleet = fleet.clone();
+        let hosts = fleet.hosts.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move {
-            fleet
+            hosts
                 .run_heartbeat_flush(fleet::HEARTBEAT_FLUSH_EVERY, stop)
                 .await
         })
@@ -308,9 +309,9 @@ pub async fn run(
         tracing::warn!("shutdown grace period over; closing anyway");
     }
     let _ = heartbeats.await;
-    fleet.release_leases().await;
+    fleet.ticks.release_leases().await;
     // The heartbeats heard while the streams closed.
-    if let Err(e) = fleet.flush_heartbeats().await {
+    if let Err(e) = fleet.hosts.flush_heartbeats().await {
         tracing::warn!(error = %e, "cannot record the last heartbeats");
     }
     store.close().await;

@@ -355,7 +355,7 @@ impl Notifier {
             channels,
             console_url: config.console_url.clone(),
             max_attempts: config.max_attempts,
-            holder: crate::fleet::new_id("notifier"),
+            holder: crate::domain::new_id("notifier"),
         })
     }
 
@@ -475,7 +475,7 @@ impl Notifier {
         body: impl FnOnce(&str) -> Value,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let id = crate::fleet::new_id("ntf");
+        let id = crate::domain::new_id("ntf");
         let body = body(&id);
         let n = NewNotification {
             summary: body["summary"].as_str().unwrap_or_default().to_string(),
@@ -919,7 +919,7 @@ impl Notifier {
             ));
         }
         let silence = Silence {
-            id: crate::fleet::new_id("sil"),
+            id: crate::domain::new_id("sil"),
             labels: input.labels,
             hosts: input.hosts,
             families: input.families,

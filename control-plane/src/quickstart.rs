@@ -36,6 +36,7 @@ pub async fn up(data_dir: PathBuf) -> anyhow::Result<()> {
         let fleet = sco_control_plane::fleet::Fleet::new(store.clone(), Default::default());
         let labels = [("role".to_string(), "quickstart".to_string())].into();
         let (_, token) = fleet
+            .enrollment
             .create_enrollment_token("quickstart", 600, 1, labels)
             .await?;
         Some(token)

@@ -46,6 +46,7 @@ impl ChatOps {
                 };
                 let mut events = self
                     .fleet
+                    .hosts
                     .anomalies(&AnomalyQuery {
                         host,
                         from_ms: range.map(|r| r.from_ms),
@@ -91,6 +92,7 @@ impl ChatOps {
                 for metric in metrics {
                     let points = self
                         .fleet
+                        .hosts
                         .rollups(&RollupQuery {
                             host: host.id.clone(),
                             metric: Some(metric.clone()),
@@ -164,6 +166,7 @@ impl ChatOps {
             Intent::TopProcesses { host, by } => {
                 let detail = self
                     .fleet
+                    .hosts
                     .host_detail(&host.id, self.stale_after_ms)
                     .await?
                     .ok_or_else(|| ChatError::NotFound(format!("no host {:?}", host.id)))?;
@@ -201,6 +204,7 @@ impl ChatOps {
             Intent::Actions { host, state, range } => {
                 let mut actions = self
                     .fleet
+                    .remediation
                     .actions(&ActionQuery {
                         host: host.as_ref().map(|h| h.id.clone()),
                         state: *state,
@@ -239,7 +243,7 @@ impl ChatOps {
                 Ok(answer)
             }
             Intent::PolicyStatus { policy: Some(name) } => {
-                let status = self.fleet.policy_status(name).await?;
+                let status = self.fleet.policies.policy_status(name).await?;
                 Ok(Answer::new(
                     intent,
                     policy_line(&status),
@@ -247,7 +251,7 @@ impl ChatOps {
                 ))
             }
             Intent::PolicyStatus { policy: None } => {
-                let policies = self.fleet.policies().await?;
+                let policies = self.fleet.policies.policies().await?;
                 let mut text = match policies.len() {
                     0 => "No policies yet.".to_string(),
                     n => format!("{n} polic{}:", if n == 1 { "y" } else { "ies" }),
@@ -277,7 +281,7 @@ impl ChatOps {
         intent: &Intent,
         selector: &sco_chat::Selector,
     ) -> Result<Answer, ChatError> {
-        let snapshot = self.fleet.fleet_snapshot(self.stale_after_ms).await?;
+        let snapshot = self.fleet.hosts.fleet_snapshot(self.stale_after_ms).await?;
         let hosts: Vec<_> = snapshot
             .hosts
             .iter()
@@ -344,6 +348,7 @@ impl ChatOps {
     ) -> Result<Answer, ChatError> {
         let detail = self
             .fleet
+            .hosts
             .host_detail(&host.id, self.stale_after_ms)
             .await?
             .ok_or_else(|| ChatError::NotFound(format!("no host {:?}", host.id)))?;
@@ -411,6 +416,7 @@ impl ChatOps {
     pub(super) async fn open_events(&self, host: &str) -> Result<Vec<Anomaly>, StoreError> {
         let mut open = self
             .fleet
+            .hosts
             .anomalies(&AnomalyQuery {
                 host: Some(host.to_string()),
                 status: Some("open".into()),
@@ -438,6 +444,7 @@ impl ChatOps {
             ExplainTarget::Event { id } => {
                 let e = self
                     .fleet
+                    .hosts
                     .anomaly(id)
                     .await?
                     .ok_or_else(|| ChatError::NotFound(format!("no anomaly {id:?}")))?;
@@ -449,6 +456,7 @@ impl ChatOps {
                 let Some(first) = open.first() else {
                     let recent = self
                         .fleet
+                        .hosts
                         .anomalies(&AnomalyQuery {
                             host: Some(host.id.clone()),
                             limit: 1,
@@ -482,6 +490,7 @@ impl ChatOps {
                 };
                 let e = self
                     .fleet
+                    .hosts
                     .anomaly(&first.id)
                     .await?
                     .unwrap_or_else(|| first.clone());

@@ -2,13 +2,17 @@
 //! issued for keys generated on the hosts, renewal and revocation.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::Digest;
+use tokio::sync::Notify;
 
-use super::Fleet;
+use super::audit::Audit;
+use super::streams::Streams;
 use crate::domain::{now_ms, valid_agent_id, EnrollmentToken, TokenUse};
-use crate::store::{StoreError, Wake};
+use crate::pki::Ca;
+use crate::store::{Store, StoreError, Wake};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
@@ -71,7 +75,46 @@ pub fn new_agent_id(hostname: &str) -> String {
     format!("{base}-{suffix:08x}")
 }
 
-impl Fleet {
+/// The enrollment service: tokens, certificates for enrolling and renewing agents, and
+/// revocation (with the watcher that closes revoked agents' streams on every replica).
+pub struct Enrollment {
+    store: Store,
+    streams: Arc<Streams>,
+    audit: Arc<Audit>,
+    /// The CA that issues agent certificates; without it nothing is issued.
+    ca: Option<Ca>,
+    cert_ttl: Duration,
+    /// The fleet's policy verifying key, hex (empty without a signer), given with each
+    /// certificate.
+    policy_key: String,
+    /// Another replica revoked a host (woken by the ticks service's wake listener).
+    wake_revocations: Arc<Notify>,
+}
+
+impl Enrollment {
+    pub fn new(
+        store: Store,
+        streams: Arc<Streams>,
+        audit: Arc<Audit>,
+        ca: Option<(Ca, Duration)>,
+        policy_key: String,
+        wake_revocations: Arc<Notify>,
+    ) -> Self {
+        let (ca, cert_ttl) = match ca {
+            Some((ca, ttl)) => (Some(ca), ttl),
+            None => (None, Duration::from_secs(86_400)),
+        };
+        Self {
+            store,
+            streams,
+            audit,
+            ca,
+            cert_ttl,
+            policy_key,
+            wake_revocations,
+        }
+    }
+
     /// Creates a token; returns it and the secret string shown once.
     pub async fn create_enrollment_token(
         &self,
@@ -108,7 +151,7 @@ impl Fleet {
         csr_pem: &str,
         hostname: &str,
     ) -> Result<Issued, EnrollError> {
-        let ca = self.ca.clone().ok_or(EnrollError::NoCa)?;
+        let ca = self.ca.as_ref().ok_or(EnrollError::NoCa)?;
         let (id, secret) = token.split_once('.').ok_or(EnrollError::UnknownToken)?;
         if id.is_empty() || id.len() > 64 || secret.len() > 256 {
             return Err(EnrollError::UnknownToken);
@@ -128,7 +171,7 @@ impl Fleet {
             TokenUse::Revoked => return Err(EnrollError::TokenRevoked),
         };
         let agent_id = new_agent_id(hostname);
-        let issued = self.issue(&ca, &agent_id, csr_pem)?;
+        let issued = self.issue(ca, &agent_id, csr_pem)?;
         let hostname: String = hostname.chars().take(253).collect();
         self.store
             .enroll_host(
@@ -146,11 +189,11 @@ impl Fleet {
 
     /// Issues a fresh certificate to an authenticated, unrevoked agent.
     pub async fn renew(&self, agent_id: &str, csr_pem: &str) -> Result<Issued, EnrollError> {
-        let ca = self.ca.clone().ok_or(EnrollError::NoCa)?;
+        let ca = self.ca.as_ref().ok_or(EnrollError::NoCa)?;
         if self.store.is_revoked(agent_id).await? {
             return Err(EnrollError::AgentRevoked(agent_id.to_string()));
         }
-        let issued = self.issue(&ca, agent_id, csr_pem)?;
+        let issued = self.issue(ca, agent_id, csr_pem)?;
         self.store
             .set_cert_expiry(agent_id, issued.not_after_ms)
             .await?;
@@ -162,12 +205,7 @@ impl Fleet {
         Ok(issued)
     }
 
-    fn issue(
-        &self,
-        ca: &crate::pki::Ca,
-        agent_id: &str,
-        csr_pem: &str,
-    ) -> Result<Issued, EnrollError> {
+    fn issue(&self, ca: &Ca, agent_id: &str, csr_pem: &str) -> Result<Issued, EnrollError> {
         if !valid_agent_id(agent_id) {
             return Err(EnrollError::Csr(format!("invalid agent id {agent_id:?}")));
         }
@@ -180,10 +218,7 @@ impl Fleet {
             certificate_pem: pem,
             ca_pem: ca.cert_pem.clone(),
             not_after_ms: (not_after.unix_timestamp_nanos() / 1_000_000) as i64,
-            policy_key: self
-                .policy_signer
-                .as_ref()
-                .map_or(String::new(), |s| s.public_hex.clone()),
+            policy_key: self.policy_key.clone(),
         })
     }
 
@@ -202,7 +237,7 @@ impl Fleet {
         if !self.store.revoke_host(agent_id, now_ms()).await? {
             return Ok(false);
         }
-        self.close_stream(agent_id, "agent revoked");
+        self.streams.close_stream(agent_id, "agent revoked");
         self.store.announce(Wake::Revocations).await;
         tracing::warn!(agent_id, "agent revoked");
         Ok(true)
@@ -226,7 +261,7 @@ impl Fleet {
             match self.store.revoked_since(since).await {
                 Ok(revoked) => {
                     for (id, _) in revoked {
-                        if self.close_stream(&id, "agent revoked") {
+                        if self.streams.close_stream(&id, "agent revoked") {
                             tracing::warn!(agent_id = %id, "closed the stream of a revoked agent");
                         }
                     }
@@ -237,6 +272,28 @@ impl Fleet {
                 Err(e) => tracing::warn!(error = %e, "cannot check revocations"),
             }
         }
+    }
+
+    pub async fn enrollment_tokens(&self) -> Result<Vec<EnrollmentToken>, StoreError> {
+        self.store.enrollment_tokens().await
+    }
+
+    /// Revokes an enrollment token (audited); false when there is no such token.
+    pub async fn revoke_enrollment_token(&self, actor: &str, id: &str) -> Result<bool, StoreError> {
+        if !self.store.revoke_enrollment_token(id).await? {
+            return Ok(false);
+        }
+        self.audit
+            .record(
+                actor,
+                "enrollment_token.revoke",
+                "",
+                "revoked",
+                serde_json::json!({ "token": id }),
+            )
+            .await;
+        tracing::info!(token = %id, by = %actor, "enrollment token revoked");
+        Ok(true)
     }
 }
 

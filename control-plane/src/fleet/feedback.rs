@@ -4,13 +4,16 @@
 //! canary) by the same code as a policy an admin writes; undoing the verdict withdraws that
 //! policy the same way. A true positive is recorded only.
 
+use std::sync::Arc;
+
 use sco_policy::feedback::{derive, EventFacts, Evidence, Scope, Verdict};
 
-use super::{new_id, Fleet, PolicyApiError};
+use super::audit::Audit;
+use super::policy::{Policies, PolicyApiError};
 use crate::domain::feedback::{policy_name, Feedback, FeedbackQuery};
-use crate::domain::now_ms;
 use crate::domain::policy::RolloutRequest;
-use crate::store::StoreError;
+use crate::domain::{new_id, now_ms};
+use crate::store::{Store, StoreError};
 
 /// Longest note kept with a verdict, in characters.
 pub const MAX_NOTE_CHARS: usize = 1000;
@@ -37,7 +40,23 @@ pub struct FeedbackRequest {
     pub scope: Scope,
 }
 
-impl Fleet {
+/// The feedback service: operators' verdicts, the policies they generate (created, rolled
+/// out and withdrawn through the policies service), and the training export.
+pub struct Verdicts {
+    store: Store,
+    audit: Arc<Audit>,
+    policies: Arc<Policies>,
+}
+
+impl Verdicts {
+    pub fn new(store: Store, audit: Arc<Audit>, policies: Arc<Policies>) -> Self {
+        Self {
+            store,
+            audit,
+            policies,
+        }
+    }
+
     /// Records a verdict on event `anomaly_id` and, unless it is a true positive, rolls out
     /// the policy it generates.
     pub async fn give_feedback(
@@ -115,38 +134,43 @@ impl Fleet {
             policy
                 .validate()
                 .map_err(|e| FeedbackError::Invalid(format!("generated policy: {e}")))?;
-            let (rev, _) = self.create_policy(actor, &policy.canonical_json()).await?;
-            self.start_rollout(
-                actor,
-                &name,
-                RolloutRequest {
-                    revision: Some(rev.revision),
-                    canary_percent: 10,
-                    canary_secs: 300,
-                    max_new_anomalies: 3,
-                },
-            )
-            .await?;
+            let (rev, _) = self
+                .policies
+                .create_policy(actor, &policy.canonical_json())
+                .await?;
+            self.policies
+                .start_rollout(
+                    actor,
+                    &name,
+                    RolloutRequest {
+                        revision: Some(rev.revision),
+                        canary_percent: 10,
+                        canary_secs: 300,
+                        max_new_anomalies: 3,
+                    },
+                )
+                .await?;
             record.policy = name;
             record.policy_revision = rev.revision;
             record.target = serde_json::to_value(&policy.target).unwrap_or_default();
             record.detection = serde_json::to_value(&policy.detection).unwrap_or_default();
         }
         self.store.insert_feedback(&record).await?;
-        self.audit(
-            actor,
-            "anomaly.feedback",
-            &record.host_id,
-            "stored",
-            serde_json::json!({
-                "feedback": record.id,
-                "anomaly": record.anomaly_id,
-                "verdict": record.verdict,
-                "policy": record.policy,
-                "revision": record.policy_revision,
-            }),
-        )
-        .await;
+        self.audit
+            .record(
+                actor,
+                "anomaly.feedback",
+                &record.host_id,
+                "stored",
+                serde_json::json!({
+                    "feedback": record.id,
+                    "anomaly": record.anomaly_id,
+                    "verdict": record.verdict,
+                    "policy": record.policy,
+                    "revision": record.policy_revision,
+                }),
+            )
+            .await;
         Ok(record)
     }
 
@@ -167,7 +191,7 @@ impl Fleet {
         let withdrawn = if record.policy.is_empty() {
             0
         } else {
-            let (rev, _) = self.withdraw_policy(actor, &record.policy).await?;
+            let (rev, _) = self.policies.withdraw_policy(actor, &record.policy).await?;
             rev.revision
         };
         if !self
@@ -179,7 +203,7 @@ impl Fleet {
                 "feedback {id} was undone meanwhile"
             )));
         }
-        self.audit(
+        self.audit.record(
             actor,
             "anomaly.feedback.undo",
             &record.host_id,

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::Fleet;
-use crate::domain::{now_ms, DetectorStatus, HostBeat, Ingested, RollupBatch};
+use crate::domain::{now_ms, HostBeat, Ingested, RollupBatch};
 use crate::store::{Backend, Store, StoreError};
 use crate::telemetry::Telemetry;
 
@@ -47,12 +46,12 @@ impl Heartbeats {
         }
     }
 
-    fn take(&self) -> Vec<HostBeat> {
+    pub(super) fn take(&self) -> Vec<HostBeat> {
         self.dirty().drain().map(|(_, b)| b).collect()
     }
 
     /// Puts back beats whose write failed, under any newer ones heard since.
-    fn restore(&self, beats: Vec<HostBeat>) {
+    pub(super) fn restore(&self, beats: Vec<HostBeat>) {
         let mut dirty = self.dirty();
         for old in beats {
             match dirty.remove(&old.host_id) {
@@ -134,7 +133,7 @@ impl RollupWriter {
 }
 
 /// One writer: takes what is queued (waiting only when nothing is), stores it, answers each
-/// rollup's stream. Ends when the fleet (every sender) is gone.
+/// rollup's stream. Ends when the hosts service (every sender) is gone.
 async fn write_groups(
     store: Store,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
@@ -201,64 +200,10 @@ async fn write_groups(
     }
 }
 
-impl Fleet {
-    /// Notes an agent's heartbeat; [`Fleet::flush_heartbeats`] writes it.
-    pub fn heartbeat(
-        &self,
-        agent_id: &str,
-        outbox_dropped_total: i64,
-        cert_not_after_ms: i64,
-        detector: Option<DetectorStatus>,
-    ) {
-        self.heartbeats.record(HostBeat {
-            host_id: agent_id.to_string(),
-            seen_ms: now_ms(),
-            outbox_dropped_total,
-            cert_not_after_ms,
-            detector,
-        });
-    }
-
-    /// Writes every heartbeat noted since the last flush, in one transaction; on a failure
-    /// they are kept for the next one. Returns how many hosts were written.
-    pub async fn flush_heartbeats(&self) -> Result<usize, StoreError> {
-        let beats = self.heartbeats.take();
-        if beats.is_empty() {
-            return Ok(0);
-        }
-        match self.store.touch_hosts(&beats).await {
-            Ok(()) => Ok(beats.len()),
-            Err(e) => {
-                self.heartbeats.restore(beats);
-                Err(e)
-            }
-        }
-    }
-
-    /// Flushes heartbeats every `every` until `stop`, then once more.
-    pub async fn run_heartbeat_flush(
-        &self,
-        every: Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
-        loop {
-            let stopping = tokio::select! {
-                () = tokio::time::sleep(every) => false,
-                _ = stop.changed() => true,
-            };
-            if let Err(e) = self.flush_heartbeats().await {
-                tracing::warn!(error = %e, "cannot record heartbeats; kept for the next try");
-            }
-            if stopping {
-                return;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::DetectorStatus;
 
     fn beat(id: &str, seen: i64, dropped: i64, cert: i64, state: Option<&str>) -> HostBeat {
         HostBeat {

@@ -10,14 +10,18 @@
 //! an agent that reconnects.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use super::{new_id, Fleet};
+use super::audit::Audit;
+use super::streams::Streams;
 use crate::domain::policy::{
     choose_canaries, decide, initial_state, Candidate, HostPolicyState, PolicyHostStatus,
     PolicyRevision, PolicyRolloutStatus, PolicyStatusIn, Rollout, RolloutRequest, RolloutState,
 };
-use crate::domain::{now_ms, Ingested};
-use crate::store::{StoreError, Wake};
+use crate::domain::{new_id, now_ms, Ingested};
+use crate::pki::PolicySigner;
+use crate::store::{Store, StoreError, Wake};
+use crate::telemetry::Telemetry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyApiError {
@@ -31,7 +35,34 @@ pub enum PolicyApiError {
     Store(#[from] StoreError),
 }
 
-impl Fleet {
+/// The policies service: revisions, rollouts and the delivery of the revision meant for each
+/// host to the streams held here.
+pub struct Policies {
+    store: Store,
+    telemetry: Arc<Telemetry>,
+    streams: Arc<Streams>,
+    audit: Arc<Audit>,
+    /// Signs revisions; without it no revision can be created.
+    signer: Option<PolicySigner>,
+}
+
+impl Policies {
+    pub fn new(
+        store: Store,
+        telemetry: Arc<Telemetry>,
+        streams: Arc<Streams>,
+        audit: Arc<Audit>,
+        signer: Option<PolicySigner>,
+    ) -> Self {
+        Self {
+            store,
+            telemetry,
+            streams,
+            audit,
+            signer,
+        }
+    }
+
     /// Validates, signs and stores a new revision. Posting the document of
     /// the newest revision again returns that revision (`false`).
     pub async fn create_policy(
@@ -64,7 +95,7 @@ impl Fleet {
         audit_action: &str,
         existing: impl Fn(Option<&PolicyRevision>) -> Result<Option<PolicyRevision>, PolicyApiError>,
     ) -> Result<(PolicyRevision, bool), PolicyApiError> {
-        let signer = self.policy_signer.as_ref().ok_or_else(|| {
+        let signer = self.signer.as_ref().ok_or_else(|| {
             PolicyApiError::Invalid("this control plane has no policy signing key".into())
         })?;
         for _ in 0..5 {
@@ -89,14 +120,15 @@ impl Fleet {
             };
             match self.store.insert_policy_revision(&rev).await {
                 Ok(()) => {
-                    self.audit(
-                        actor,
-                        audit_action,
-                        "",
-                        "stored",
-                        serde_json::json!({ "policy": rev.name, "revision": rev.revision }),
-                    )
-                    .await;
+                    self.audit
+                        .record(
+                            actor,
+                            audit_action,
+                            "",
+                            "stored",
+                            serde_json::json!({ "policy": rev.name, "revision": rev.revision }),
+                        )
+                        .await;
                     return Ok((rev, true));
                 }
                 Err(StoreError::Conflict(_)) => continue,
@@ -239,17 +271,18 @@ impl Fleet {
         self.store.insert_rollout(&rollout).await?;
         // every replica pushes the revision to the streams it holds now, not at its next tick
         self.store.announce(Wake::Ticks).await;
-        self.audit(
-            actor,
-            "policy.rollout",
-            "",
-            rollout.state.as_str(),
-            serde_json::json!({
-                "policy": name, "revision": revision, "rollout": rollout.id,
-                "canary_hosts": rollout.canary_hosts, "previous_revision": previous_revision,
-            }),
-        )
-        .await;
+        self.audit
+            .record(
+                actor,
+                "policy.rollout",
+                "",
+                rollout.state.as_str(),
+                serde_json::json!({
+                    "policy": name, "revision": revision, "rollout": rollout.id,
+                    "canary_hosts": rollout.canary_hosts, "previous_revision": previous_revision,
+                }),
+            )
+            .await;
         Ok(rollout)
     }
 
@@ -275,7 +308,8 @@ impl Fleet {
                 .await?
             {
                 tracing::info!(policy = %r.name, revision = r.revision, state = %to, %reason, "rollout");
-                self.audit(
+                self.audit
+                .record(
                     "control-plane",
                     "policy.rollout",
                     "",
@@ -322,10 +356,10 @@ impl Fleet {
     /// labels stopped matching, or the rollout that brought it there stopped
     /// with no earlier revision to return to).
     pub async fn sync_policies(&self) -> Result<(), StoreError> {
-        self.sync_policies_of(&self.connected_ids()).await
+        self.sync_policies_of(&self.streams.connected_ids()).await
     }
 
-    /// [`Fleet::sync_policies`] for the given agents only: a connecting agent syncs itself,
+    /// [`Policies::sync_policies`] for the given agents only: a connecting agent syncs itself,
     /// not the whole connected fleet (which made a reconnecting fleet quadratic).
     pub async fn sync_policies_of(&self, agents: &[String]) -> Result<(), StoreError> {
         if agents.is_empty() {
@@ -358,8 +392,9 @@ impl Fleet {
                 }
                 let runs = matches!(cache.get(&key), Some(Some(r)) if !r.is_withdrawal());
                 if let (true, Some(w)) = (runs, self.host_withdrawal(&name)) {
-                    if self.send_policy(&host.id, w) {
-                        self.audit(
+                    if self.streams.send_policy(&host.id, w) {
+                        self.audit
+                .record(
                             "control-plane",
                             "policy.unassign",
                             &host.id,
@@ -374,7 +409,7 @@ impl Fleet {
                 }
             }
             for rev in desired {
-                self.send_policy(&host.id, rev);
+                self.streams.send_policy(&host.id, rev);
             }
         }
         Ok(())
@@ -384,7 +419,7 @@ impl Fleet {
     /// policy from the one host it is sent to (a fleet-wide withdrawal is a
     /// numbered revision, rolled out).
     fn host_withdrawal(&self, name: &str) -> Option<PolicyRevision> {
-        let signer = self.policy_signer.as_ref()?;
+        let signer = self.signer.as_ref()?;
         Some(PolicyRevision {
             name: name.to_string(),
             revision: 0,
@@ -394,51 +429,6 @@ impl Fleet {
             created_by: "control-plane".into(),
             created_at_ms: 0,
         })
-    }
-
-    /// The periodic work of a replica: rollouts, policy delivery, expiry and
-    /// leases of remediation requests. Errors are logged and retried at the
-    /// next tick.
-    pub async fn run_ticks(
-        &self,
-        every: std::time::Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                () = self.wake_ticks.notified() => {}
-                _ = stop.changed() => return,
-            }
-            // judging rollouts and expiring requests is fleet-wide work: one replica does it,
-            // the holder of the lease (taken over when a holder stops renewing it)
-            let ttl = (every.as_millis() as i64).saturating_mul(3).max(5_000);
-            let leader = match self
-                .store
-                .try_lease("ticks", &self.replica_id, now_ms(), ttl)
-                .await
-            {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot take the ticks lease");
-                    false
-                }
-            };
-            if leader {
-                if let Err(e) = self.advance_rollouts().await {
-                    tracing::warn!(error = %e, "cannot advance rollouts");
-                }
-                if let Err(e) = self.expire_remediation().await {
-                    tracing::warn!(error = %e, "cannot expire remediation requests");
-                }
-            }
-            if let Err(e) = self.sync_policies().await {
-                tracing::warn!(error = %e, "cannot push policies");
-            }
-            if let Err(e) = self.tick_remediation().await {
-                tracing::warn!(error = %e, "cannot dispatch remediation requests");
-            }
-        }
     }
 
     /// Stores an agent's policy status and audits refusals.
@@ -461,17 +451,18 @@ impl Fleet {
             if !s.applied {
                 tracing::warn!(agent_id, policy = %s.name, revision = s.revision, error = %s.error, "agent refused a policy");
             }
-            self.audit(
-                &format!("agent:{agent_id}"),
-                action,
-                agent_id,
-                result,
-                serde_json::json!({
-                    "policy": s.name, "revision": s.revision,
-                    "active_revision": s.active_revision, "error": s.error,
-                }),
-            )
-            .await;
+            self.audit
+                .record(
+                    &format!("agent:{agent_id}"),
+                    action,
+                    agent_id,
+                    result,
+                    serde_json::json!({
+                        "policy": s.name, "revision": s.revision,
+                        "active_revision": s.active_revision, "error": s.error,
+                    }),
+                )
+                .await;
         }
         Ok(ingested)
     }
@@ -524,5 +515,30 @@ impl Fleet {
             rollout,
             hosts,
         })
+    }
+
+    /// The newest revision of every policy, with the policy's newest rollout.
+    pub async fn policies(&self) -> Result<Vec<(PolicyRevision, Option<Rollout>)>, StoreError> {
+        let rollouts = self.store.current_rollouts().await?;
+        Ok(self
+            .store
+            .latest_policies()
+            .await?
+            .into_iter()
+            .map(|p| {
+                let rollout = rollouts.iter().find(|r| r.name == p.name).cloned();
+                (p, rollout)
+            })
+            .collect())
+    }
+
+    /// Every revision of policy `name` and its rollouts, newest first.
+    pub async fn policy_history(
+        &self,
+        name: &str,
+    ) -> Result<(Vec<PolicyRevision>, Vec<Rollout>), StoreError> {
+        let revisions = self.store.policy_revisions(name).await?;
+        let rollouts = self.store.rollouts(name).await?;
+        Ok((revisions, rollouts))
     }
 }

@@ -9,14 +9,17 @@
 //! [`crate::domain::remediation`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::{new_id, Fleet};
+use super::audit::Audit;
+use super::streams::Streams;
 use crate::domain::remediation::{
-    check_decidable, check_reject_reason, expiry_reason, proposal_state, report_state,
-    ActionRecord, ActionState, Approval, AuditEntry, Decision, ProposalIn, ReportIn,
+    check_decidable, check_reject_reason, expiry_reason, proposal_state, report_state, ActionQuery,
+    ActionRecord, ActionState, Approval, Decision, ProposalIn, ReportIn,
 };
-use crate::domain::{now_ms, valid_agent_id, Ingested};
-use crate::store::{StoreError, Wake};
+use crate::domain::{new_id, now_ms, valid_agent_id, Ingested};
+use crate::store::{Store, StoreError, Wake};
+use crate::telemetry::Telemetry;
 
 /// How long a lease handed out with a request stays valid: longer than the
 /// longest action plus its verification (policies allow at most 600 s).
@@ -67,26 +70,31 @@ fn lease() -> (String, i64) {
     (hex::encode(rand::random::<[u8; 16]>()), now_ms() + LEASE_MS)
 }
 
-impl Fleet {
-    pub async fn audit(
-        &self,
-        actor: &str,
-        action: &str,
-        host: &str,
-        result: &str,
-        detail: serde_json::Value,
-    ) {
-        let entry = AuditEntry {
-            id: new_id("audit"),
-            at_ms: now_ms(),
-            actor: actor.to_string(),
-            action: action.to_string(),
-            host_id: host.to_string(),
-            result: result.to_string(),
-            detail,
-        };
-        if let Err(e) = self.store.audit(&entry).await {
-            tracing::error!(error = %e, actor, action, host, "cannot write the audit log");
+/// The remediation service: requests (manual triggers, breaker resets, agents' proposals),
+/// decisions on them, their delivery with fleet leases, reports and expiry.
+pub struct Remediation {
+    store: Store,
+    telemetry: Arc<Telemetry>,
+    streams: Arc<Streams>,
+    audit: Arc<Audit>,
+    /// How long a proposal waits for an approval or a fleet lease.
+    proposal_ttl_ms: i64,
+}
+
+impl Remediation {
+    pub fn new(
+        store: Store,
+        telemetry: Arc<Telemetry>,
+        streams: Arc<Streams>,
+        audit: Arc<Audit>,
+        proposal_ttl: std::time::Duration,
+    ) -> Self {
+        Self {
+            store,
+            telemetry,
+            streams,
+            audit,
+            proposal_ttl_ms: proposal_ttl.as_millis().min(i64::MAX as u128) as i64,
         }
     }
 
@@ -163,7 +171,8 @@ impl Fleet {
         };
         self.store.insert_action(&record).await?;
         detail["request"] = record.id.clone().into();
-        self.audit(actor, audit_action, host, "requested", detail)
+        self.audit
+            .record(actor, audit_action, host, "requested", detail)
             .await;
         self.dispatch(host).await?;
         Ok(self.store.action(&record.id).await?.unwrap_or(record))
@@ -204,7 +213,7 @@ impl Fleet {
     /// Sends this host's requests that may run now: approved ones and auto
     /// proposals, each once it holds a fleet lease for its rule.
     pub async fn dispatch(&self, host: &str) -> Result<(), StoreError> {
-        if !self.is_connected_here(host) {
+        if !self.streams.is_connected_here(host) {
             // the replica holding its stream sends it, woken now rather than at its next tick
             self.store.announce(Wake::Ticks).await;
             return Ok(());
@@ -246,7 +255,7 @@ impl Fleet {
                 continue;
             }
             if a.approval != Approval::Manual {
-                self.audit(
+                self.audit.record(
                     "control-plane",
                     "remediation.lease",
                     host,
@@ -255,7 +264,7 @@ impl Fleet {
                 )
                 .await;
             }
-            if !self.send_command(host, a.command(token, expires)) {
+            if !self.streams.send_command(host, a.command(token, expires)) {
                 // The stream went away between the check and the send: the
                 // request waits for the next connection.
                 self.store
@@ -281,14 +290,15 @@ impl Fleet {
                 .transition_action(&a.id, a.state, ActionState::Expired, reason, None, now)
                 .await?
             {
-                self.audit(
-                    "control-plane",
-                    "remediation.expired",
-                    &a.host_id,
-                    "expired",
-                    serde_json::json!({ "request": a.id, "rule": a.rule, "reason": reason }),
-                )
-                .await;
+                self.audit
+                    .record(
+                        "control-plane",
+                        "remediation.expired",
+                        &a.host_id,
+                        "expired",
+                        serde_json::json!({ "request": a.id, "rule": a.rule, "reason": reason }),
+                    )
+                    .await;
             }
         }
         for a in self.store.stale_running(now - REPORT_WAIT_MS).await? {
@@ -309,14 +319,15 @@ impl Fleet {
                 .await?
             {
                 self.store.release_lease(&a.id).await?;
-                self.audit(
-                    "control-plane",
-                    "remediation.lost",
-                    &a.host_id,
-                    "failed",
-                    serde_json::json!({ "request": a.id, "rule": a.rule, "reason": reason }),
-                )
-                .await;
+                self.audit
+                    .record(
+                        "control-plane",
+                        "remediation.lost",
+                        &a.host_id,
+                        "failed",
+                        serde_json::json!({ "request": a.id, "rule": a.rule, "reason": reason }),
+                    )
+                    .await;
             }
         }
         Ok(())
@@ -326,7 +337,7 @@ impl Fleet {
     pub async fn tick_remediation(&self) -> Result<(), StoreError> {
         let mut by_host: HashMap<String, Vec<ActionRecord>> = HashMap::new();
         for a in self.store.all_dispatchable_actions().await? {
-            if self.is_connected_here(&a.host_id) {
+            if self.streams.is_connected_here(&a.host_id) {
                 by_host.entry(a.host_id.clone()).or_default().push(a);
             }
         }
@@ -373,14 +384,15 @@ impl Fleet {
         if !reason.is_empty() {
             detail["reason"] = reason.into();
         }
-        self.audit(
-            actor,
-            &format!("remediation.{verb}"),
-            &a.host_id,
-            to.as_str(),
-            detail,
-        )
-        .await;
+        self.audit
+            .record(
+                actor,
+                &format!("remediation.{verb}"),
+                &a.host_id,
+                to.as_str(),
+                detail,
+            )
+            .await;
         if matches!(decision, Decision::Approve) {
             self.dispatch(&a.host_id).await?;
         }
@@ -434,18 +446,19 @@ impl Fleet {
         if ingested == Ingested::Stored {
             self.telemetry.ingest_messages.inc();
             tracing::info!(agent_id, request = %record.id, rule = %record.rule, state = state.as_str(), "remediation proposal");
-            self.audit(
-                &format!("agent:{agent_id}"),
-                "remediation.proposal",
-                agent_id,
-                state.as_str(),
-                serde_json::json!({
-                    "request": record.id, "policy": p.policy, "revision": p.revision,
-                    "rule": record.rule, "mode": p.mode, "action": record.action,
-                    "reason": record.reason, "evidence": record.evidence,
-                }),
-            )
-            .await;
+            self.audit
+                .record(
+                    &format!("agent:{agent_id}"),
+                    "remediation.proposal",
+                    agent_id,
+                    state.as_str(),
+                    serde_json::json!({
+                        "request": record.id, "policy": p.policy, "revision": p.revision,
+                        "rule": record.rule, "mode": p.mode, "action": record.action,
+                        "reason": record.reason, "evidence": record.evidence,
+                    }),
+                )
+                .await;
             if state == ActionState::Proposed && record.approval == Approval::Auto {
                 self.dispatch(agent_id).await?;
             }
@@ -470,7 +483,7 @@ impl Fleet {
             self.telemetry.ingest_messages.inc();
             let detail: serde_json::Value =
                 serde_json::from_str(report_json).unwrap_or(serde_json::Value::Null);
-            self.audit(
+            self.audit.record(
                 &format!("agent:{agent_id}"),
                 "remediation.report",
                 agent_id,
@@ -481,6 +494,10 @@ impl Fleet {
         }
         Ok(ingested)
     }
+
+    pub async fn actions(&self, q: &ActionQuery) -> Result<Vec<ActionRecord>, StoreError> {
+        self.store.actions(q).await
+    }
 }
 
 #[cfg(test)]
@@ -490,9 +507,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::remediation::ActionQuery;
-    use crate::store::{sqlite_url, Store};
-    use crate::telemetry::Telemetry;
+    use crate::store::sqlite_url;
 
     #[test]
     fn actions_get_the_agents_static_checks() {
@@ -541,8 +556,17 @@ mod tests {
         let store = Store::connect(&sqlite_url(dir.path()))
             .await
             .expect("sqlite store");
-        let fleet = Fleet::new(store, Arc::new(Telemetry::default()));
-        let err = fleet
+        let telemetry = Arc::new(Telemetry::default());
+        let streams = Arc::new(Streams::new(telemetry.clone()));
+        let audit = Arc::new(Audit::new(store.clone()));
+        let remediation = Remediation::new(
+            store,
+            telemetry,
+            streams,
+            audit,
+            std::time::Duration::from_secs(900),
+        );
+        let err = remediation
             .trigger(
                 "admin",
                 "agent-1",
@@ -560,7 +584,7 @@ mod tests {
         }
         // A valid action passes the checks and only then meets the host
         // lookup: the refusal above came before anything was stored.
-        let err = fleet
+        let err = remediation
             .trigger(
                 "admin",
                 "agent-1",
@@ -570,8 +594,7 @@ mod tests {
             .await
             .expect_err("unknown host");
         assert!(matches!(err, TriggerError::NoHost(_)), "{err:?}");
-        let stored = fleet
-            .store
+        let stored = remediation
             .actions(&ActionQuery {
                 limit: 10,
                 ..ActionQuery::default()

@@ -96,7 +96,7 @@ pub async fn list(
         limit,
         offset,
     };
-    let events = state.fleet.anomalies(&query).await?;
+    let events = state.fleet.hosts.anomalies(&query).await?;
     let next_offset = page.next_offset(events.len());
     let anomalies = super::feedback::with_verdicts(&state, events).await?;
     Ok(Json(AnomaliesResponse {
@@ -126,6 +126,7 @@ pub async fn get(
     }
     let event = state
         .fleet
+        .hosts
         .anomaly(&id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("no anomaly {id:?}")))?;

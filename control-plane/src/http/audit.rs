@@ -50,7 +50,8 @@ pub async fn audit(
     }
     let entries = state
         .fleet
-        .audit_log(&AuditQuery {
+        .audit
+        .entries(&AuditQuery {
             host: q.host,
             actor: q.actor,
             action: q.action,

@@ -97,11 +97,13 @@ pub async fn create_token(
     check_labels(&body.labels)?;
     let (token, secret) = state
         .fleet
+        .enrollment
         .create_enrollment_token(&caller.0.sub, ttl, max_uses, body.labels)
         .await?;
     state
         .fleet
-        .audit(
+        .audit
+        .record(
             &caller.0.sub,
             "enrollment_token.create",
             "",
@@ -114,7 +116,7 @@ pub async fn create_token(
         Json(EnrollmentTokenCreated {
             token: secret,
             enrollment_token: token,
-            ca_sha256: state.fleet.ca_fingerprint(),
+            ca_sha256: state.fleet.enrollment.ca_fingerprint(),
             note: "the token is shown only now; store it safely",
         }),
     ))
@@ -130,7 +132,7 @@ pub async fn create_token(
 pub async fn list_tokens(
     State(state): State<AppState>,
 ) -> Result<Json<EnrollmentTokens>, AppError> {
-    let enrollment_tokens = state.fleet.enrollment_tokens().await?;
+    let enrollment_tokens = state.fleet.enrollment.enrollment_tokens().await?;
     Ok(Json(EnrollmentTokens { enrollment_tokens }))
 }
 
@@ -154,6 +156,7 @@ pub async fn revoke_token(
     }
     if state
         .fleet
+        .enrollment
         .revoke_enrollment_token(&caller.0.sub, &id)
         .await?
     {

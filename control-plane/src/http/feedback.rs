@@ -106,7 +106,11 @@ pub async fn give(
         note: body.note,
         scope: body.scope.unwrap_or_default(),
     };
-    let feedback = state.fleet.give_feedback(&caller.0.sub, &id, req).await?;
+    let feedback = state
+        .fleet
+        .verdicts
+        .give_feedback(&caller.0.sub, &id, req)
+        .await?;
     Ok((StatusCode::CREATED, Json(FeedbackResponse { feedback })))
 }
 
@@ -183,7 +187,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<FeedbackListResponse>, AppError> {
     let (query, page) = query_of(q, 100, 1000)?;
-    let records = state.fleet.feedback_list(&query).await?;
+    let records = state.fleet.verdicts.feedback_list(&query).await?;
     Ok(Json(FeedbackListResponse {
         count: records.len(),
         offset: page.offset,
@@ -210,7 +214,7 @@ pub async fn export(
 ) -> Result<impl IntoResponse, AppError> {
     let (mut query, _) = query_of(q, 10_000, 10_000)?;
     query.active_only = true;
-    let lines = state.fleet.feedback_export(&query).await?;
+    let lines = state.fleet.verdicts.feedback_export(&query).await?;
     let mut body = String::new();
     for l in lines {
         body.push_str(&l.to_string());
@@ -239,7 +243,11 @@ pub async fn undo(
     if id.is_empty() || id.len() > 100 {
         return Err(AppError::bad_request("feedback id is empty or too long"));
     }
-    let feedback = state.fleet.undo_feedback(&caller.0.sub, &id).await?;
+    let feedback = state
+        .fleet
+        .verdicts
+        .undo_feedback(&caller.0.sub, &id)
+        .await?;
     Ok(Json(FeedbackResponse { feedback }))
 }
 
@@ -249,7 +257,7 @@ pub async fn with_verdicts(
     events: Vec<Anomaly>,
 ) -> Result<Vec<WithVerdicts>, AppError> {
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
-    let verdicts = state.fleet.feedback_for(&ids).await?;
+    let verdicts = state.fleet.verdicts.feedback_for(&ids).await?;
     Ok(events
         .into_iter()
         .map(|event| {

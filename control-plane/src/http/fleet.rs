@@ -21,7 +21,7 @@ use crate::fleet::{
         (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
     ))]
 pub async fn hosts(State(state): State<AppState>) -> Result<Json<HostsResponse>, AppError> {
-    let hosts = state.fleet.hosts(state.stale_after_ms).await?;
+    let hosts = state.fleet.hosts.hosts(state.stale_after_ms).await?;
     Ok(Json(HostsResponse { hosts }))
 }
 
@@ -44,6 +44,7 @@ pub async fn host(
     }
     let d = state
         .fleet
+        .hosts
         .host_detail(&id, state.stale_after_ms)
         .await?
         .ok_or_else(|| AppError::not_found(format!("no host {id:?}")))?;
@@ -111,6 +112,7 @@ pub async fn monitoring_metrics(
     }
     let points = state
         .fleet
+        .hosts
         .rollups(&RollupQuery {
             host: q.host.clone(),
             metric: q.metric.clone(),
@@ -196,12 +198,13 @@ pub async fn revoke_host(
     if !valid_agent_id(&id) {
         return Err(AppError::bad_request(format!("invalid host id {id:?}")));
     }
-    if !state.fleet.revoke(&id).await? {
+    if !state.fleet.enrollment.revoke(&id).await? {
         return Err(AppError::not_found(format!("no host {id:?}")));
     }
     state
         .fleet
-        .audit(&caller.0.sub, "host.revoke", &id, "revoked", json!({}))
+        .audit
+        .record(&caller.0.sub, "host.revoke", &id, "revoked", json!({}))
         .await;
     tracing::warn!(host = %id, by = %caller.0.sub, "host revoked");
     Ok(Json(HostRevoked {

@@ -39,7 +39,11 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
         (status = 403, description = "role too low", body = inline(super::error::ErrorBody)),
     ))]
 pub async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
-    let snapshot = state.fleet.fleet_snapshot(state.stale_after_ms).await?;
+    let snapshot = state
+        .fleet
+        .hosts
+        .fleet_snapshot(state.stale_after_ms)
+        .await?;
     // Thousands of hosts make hundreds of thousands of lines: CPU work for a blocking thread.
     let text = tokio::task::spawn_blocking(move || encode(&snapshot))
         .await

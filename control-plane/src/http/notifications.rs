@@ -160,7 +160,8 @@ pub async fn ack(
         let host = id.rsplit_once(':').map_or("", |(h, _)| h);
         state
             .fleet
-            .audit(
+            .audit
+            .record(
                 &caller.0.sub,
                 "anomaly.ack",
                 host,
@@ -295,7 +296,8 @@ pub async fn expire_silence(
 async fn audit(state: &AppState, caller: &Caller, action: &str, s: &Silence) {
     state
         .fleet
-        .audit(
+        .audit
+        .record(
             &caller.0.sub,
             action,
             "",

@@ -190,7 +190,11 @@ pub async fn create(
             "document: empty body; send the policy as YAML or JSON",
         ));
     }
-    let (rev, created) = state.fleet.create_policy(&caller.0.sub, &body).await?;
+    let (rev, created) = state
+        .fleet
+        .policies
+        .create_policy(&caller.0.sub, &body)
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -215,6 +219,7 @@ pub async fn create(
 pub async fn list(State(state): State<AppState>) -> Result<Json<PoliciesResponse>, AppError> {
     let policies: Vec<PolicySummary> = state
         .fleet
+        .policies
         .policies()
         .await?
         .into_iter()
@@ -248,7 +253,7 @@ pub async fn get(
     Path(name): Path<String>,
 ) -> Result<Json<PolicyResponse>, AppError> {
     check_name(&name)?;
-    let (revisions, rollouts) = state.fleet.policy_history(&name).await?;
+    let (revisions, rollouts) = state.fleet.policies.policy_history(&name).await?;
     if revisions.is_empty() {
         return Err(AppError::not_found(format!("no policy {name:?}")));
     }
@@ -282,6 +287,7 @@ pub async fn rollout(
     check_name(&name)?;
     let rollout = state
         .fleet
+        .policies
         .start_rollout(&caller.0.sub, &name, body.into())
         .await?;
     Ok((StatusCode::CREATED, Json(RolloutResponse { rollout })))
@@ -305,7 +311,11 @@ pub async fn withdraw(
     Path(name): Path<String>,
 ) -> Result<Json<PolicyWithdrawn>, AppError> {
     check_name(&name)?;
-    let (rev, rollout) = state.fleet.withdraw_policy(&caller.0.sub, &name).await?;
+    let (rev, rollout) = state
+        .fleet
+        .policies
+        .withdraw_policy(&caller.0.sub, &name)
+        .await?;
     Ok(Json(PolicyWithdrawn {
         policy: rev.into(),
         rollout,
@@ -333,7 +343,7 @@ pub async fn status(
         name,
         rollout,
         hosts,
-    } = state.fleet.policy_status(&name).await?;
+    } = state.fleet.policies.policy_status(&name).await?;
     Ok(Json(PolicyStatusResponse {
         name,
         rollout,

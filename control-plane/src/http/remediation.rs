@@ -77,6 +77,7 @@ pub async fn trigger(
     let mode = body.mode.unwrap_or_else(|| "dry_run".into());
     let action = state
         .fleet
+        .remediation
         .trigger(&caller.0.sub, &body.host, body.action, &mode)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(TriggerResponse { action })))
@@ -99,6 +100,7 @@ pub async fn reset_breaker(
 ) -> Result<(StatusCode, Json<TriggerResponse>), AppError> {
     let action = state
         .fleet
+        .remediation
         .reset_breaker(&caller.0.sub, &body.host, &body.rule)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(TriggerResponse { action })))
@@ -148,6 +150,7 @@ pub async fn actions(
     }
     let actions = state
         .fleet
+        .remediation
         .actions(&ActionQuery {
             host: q.host,
             state: action_state,
@@ -215,7 +218,11 @@ async fn decide(
     if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control()) {
         return Err(AppError::bad_request("id: not an action id"));
     }
-    let action = state.fleet.decide(&caller.0.sub, &id, decision).await?;
+    let action = state
+        .fleet
+        .remediation
+        .decide(&caller.0.sub, &id, decision)
+        .await?;
     Ok(Json(TriggerResponse { action }))
 }
 

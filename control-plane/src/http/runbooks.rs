@@ -234,7 +234,8 @@ pub async fn revisions(
 async fn audit(state: &AppState, caller: &Caller, action: &str, rb: &Runbook) {
     state
         .fleet
-        .audit(
+        .audit
+        .record(
             &caller.0.sub,
             action,
             "",

@@ -1,15 +1,20 @@
-//! What the REST API reads: hosts with their latest values and processes, rollups, anomaly
-//! events, policies with their rollouts, remediation requests, enrollment tokens and the
-//! audit log. Reads only, each through the store; the edges never hold the store itself.
+//! Hosts and what they send: the hello that opens a stream and the goodbye that ends it,
+//! heartbeats, rollups and anomaly events stored exactly once, and the reads of hosts,
+//! rollups, events and the fleet snapshot.
 
-use super::Fleet;
-use crate::domain::policy::{PolicyRevision, Rollout};
-use crate::domain::remediation::{ActionQuery, ActionRecord, AuditEntry, AuditQuery};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ingest::{Heartbeats, RollupWriter};
+use super::streams::{StreamHandle, Streams};
 use crate::domain::{
-    now_ms, Anomaly, AnomalyQuery, EnrollmentToken, Host, HostLatestValue, LatestValue,
-    OpenAnomalies, ProcessRow, RollupPoint, RollupQuery,
+    now_ms, Anomaly, AnomalyChange, AnomalyQuery, ChangeKind, DetectorStatus, Host, HostBeat,
+    HostInfo, HostLatestValue, Ingested, LatestValue, OpenAnomalies, ProcessRow, RollupBatch,
+    RollupPoint, RollupQuery,
 };
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
+use crate::telemetry::Telemetry;
 
 /// One host as `GET /hosts/{id}` shows it.
 #[derive(Debug, Clone)]
@@ -33,17 +38,221 @@ pub struct FleetSnapshot {
     pub open_anomalies: Vec<OpenAnomalies>,
 }
 
-impl Fleet {
+pub struct Hosts {
+    store: Store,
+    telemetry: Arc<Telemetry>,
+    streams: Arc<Streams>,
+    /// Heartbeats heard and not yet written.
+    heartbeats: Heartbeats,
+    /// The group commit of rollups; without it each rollup is its own transaction.
+    rollup_writer: Option<RollupWriter>,
+    /// When a rollup was last stored (Unix ms), which says the database works without asking it.
+    last_stored_ms: AtomicI64,
+}
+
+impl Hosts {
+    /// With `group_commit`, rollups of all streams are stored together, a group per
+    /// transaction, by writer tasks started here (so it needs a Tokio runtime).
+    pub fn new(
+        store: Store,
+        telemetry: Arc<Telemetry>,
+        streams: Arc<Streams>,
+        group_commit: bool,
+    ) -> Self {
+        let rollup_writer =
+            group_commit.then(|| RollupWriter::start(store.clone(), telemetry.clone()));
+        Self {
+            store,
+            telemetry,
+            streams,
+            heartbeats: Heartbeats::default(),
+            rollup_writer,
+            last_stored_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// Records the host of a new stream and the stream. A second stream of the same agent
+    /// replaces the first, which is closed.
+    pub async fn connected(
+        &self,
+        agent_id: &str,
+        info: &HostInfo,
+    ) -> Result<StreamHandle, StoreError> {
+        self.store.upsert_host(agent_id, info, now_ms()).await?;
+        // Events left open by an earlier run of this agent can never be
+        // closed by the new run.
+        let closed = self
+            .store
+            .close_orphaned_anomalies(agent_id, info.run_started_ms, now_ms())
+            .await?;
+        if closed > 0 {
+            tracing::info!(
+                agent_id,
+                closed,
+                "closed anomalies left open by an earlier agent run"
+            );
+        }
+        let handle = self.streams.connected(agent_id);
+        tracing::info!(agent_id, hostname = %info.hostname, "agent connected");
+        Ok(handle)
+    }
+
+    /// The end of a stream; recorded when it was the agent's current one.
+    pub async fn disconnected(&self, agent_id: &str, generation: u64) {
+        if self.streams.disconnected(agent_id, generation) {
+            if let Err(e) = self.store.set_disconnected(agent_id, now_ms()).await {
+                tracing::warn!(agent_id, error = %e, "cannot record disconnect");
+            }
+            tracing::info!(agent_id, "agent disconnected");
+        }
+    }
+
+    /// Agents with a live stream on this replica.
+    pub fn connected_agents(&self) -> usize {
+        self.streams.connected_agents()
+    }
+
+    /// Stores one anomaly change exactly once per (agent id, sequence number).
+    pub async fn ingest_anomaly(
+        &self,
+        agent_id: &str,
+        change: &AnomalyChange,
+    ) -> Result<Ingested, StoreError> {
+        let result = self
+            .store
+            .ingest_anomaly(agent_id, change, now_ms())
+            .await?;
+        match result {
+            Ingested::Stored => {
+                self.telemetry.ingest_messages.inc();
+                if change.kind == ChangeKind::Opened {
+                    self.telemetry.anomalies_opened.inc();
+                    tracing::info!(agent_id, event = %change.event_id(agent_id), severity = change.severity.as_str(),
+                        top = change.contributors.first().map_or("", |c| c.metric.as_str()), "anomaly opened");
+                }
+            }
+            Ingested::Duplicate => {
+                self.telemetry.ingest_duplicates.inc();
+            }
+        }
+        Ok(result)
+    }
+
+    /// A durable message that cannot be stored: recorded, counted, logged
+    /// and acknowledged, so one bad message never blocks an agent's stream.
+    pub async fn reject(
+        &self,
+        agent_id: &str,
+        seq: u64,
+        produced_at_ms: i64,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let Ok(seq) = i64::try_from(seq) else {
+            tracing::warn!(
+                agent_id,
+                seq,
+                reason,
+                "rejected agent message with an out-of-range sequence number"
+            );
+            return Ok(());
+        };
+        if seq > 0
+            && self
+                .store
+                .reject_message(agent_id, seq, produced_at_ms, now_ms())
+                .await?
+        {
+            self.telemetry.ingest_rejected.inc();
+        }
+        tracing::warn!(agent_id, seq, reason, "rejected invalid agent message");
+        Ok(())
+    }
+
+    /// Stores a rollup exactly once per (agent id, sequence number); with the group commit,
+    /// together with other streams' rollups. Returns once it is committed.
+    pub async fn ingest_rollup(
+        &self,
+        agent_id: &str,
+        batch: RollupBatch,
+    ) -> Result<Ingested, StoreError> {
+        let rows = batch.metrics.len() as u64;
+        let result = match &self.rollup_writer {
+            Some(w) => w.write(agent_id, batch).await?,
+            None => self.store.ingest_rollup(agent_id, &batch, now_ms()).await?,
+        };
+        self.last_stored_ms.store(now_ms(), Ordering::Relaxed);
+        match result {
+            Ingested::Stored => {
+                self.telemetry.ingest_messages.inc();
+                self.telemetry.ingest_rows.inc_by(rows);
+            }
+            Ingested::Duplicate => {
+                self.telemetry.ingest_duplicates.inc();
+            }
+        }
+        Ok(result)
+    }
+
+    /// Notes an agent's heartbeat; [`Hosts::flush_heartbeats`] writes it.
+    pub fn heartbeat(
+        &self,
+        agent_id: &str,
+        outbox_dropped_total: i64,
+        cert_not_after_ms: i64,
+        detector: Option<DetectorStatus>,
+    ) {
+        self.heartbeats.record(HostBeat {
+            host_id: agent_id.to_string(),
+            seen_ms: now_ms(),
+            outbox_dropped_total,
+            cert_not_after_ms,
+            detector,
+        });
+    }
+
+    /// Writes every heartbeat noted since the last flush, in one transaction; on a failure
+    /// they are kept for the next one. Returns how many hosts were written.
+    pub async fn flush_heartbeats(&self) -> Result<usize, StoreError> {
+        let beats = self.heartbeats.take();
+        if beats.is_empty() {
+            return Ok(0);
+        }
+        match self.store.touch_hosts(&beats).await {
+            Ok(()) => Ok(beats.len()),
+            Err(e) => {
+                self.heartbeats.restore(beats);
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes heartbeats every `every` until `stop`, then once more.
+    pub async fn run_heartbeat_flush(
+        &self,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let stopping = tokio::select! {
+                () = tokio::time::sleep(every) => false,
+                _ = stop.changed() => true,
+            };
+            if let Err(e) = self.flush_heartbeats().await {
+                tracing::warn!(error = %e, "cannot record heartbeats; kept for the next try");
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
     /// Whether the database answers, and which backend it is (`sqlite`, `postgres`).
     /// A rollup stored in the last few seconds answers without asking the database: under a
     /// burst of ingest, a ping would wait for a pool connection behind the writes.
     pub async fn database(&self) -> (bool, String) {
-        let recent = now_ms()
-            - self
-                .last_stored_ms
-                .load(std::sync::atomic::Ordering::Relaxed);
+        let recent = now_ms() - self.last_stored_ms.load(Ordering::Relaxed);
         let reachable = recent < 5_000
-            || tokio::time::timeout(std::time::Duration::from_secs(5), self.store.ping())
+            || tokio::time::timeout(Duration::from_secs(5), self.store.ping())
                 .await
                 .unwrap_or(false);
         let backend = format!("{:?}", self.store.backend()).to_lowercase();
@@ -102,60 +311,6 @@ impl Fleet {
 
     pub async fn anomaly(&self, id: &str) -> Result<Option<Anomaly>, StoreError> {
         self.store.anomaly(id).await
-    }
-
-    /// The newest revision of every policy, with the policy's newest rollout.
-    pub async fn policies(&self) -> Result<Vec<(PolicyRevision, Option<Rollout>)>, StoreError> {
-        let rollouts = self.store.current_rollouts().await?;
-        Ok(self
-            .store
-            .latest_policies()
-            .await?
-            .into_iter()
-            .map(|p| {
-                let rollout = rollouts.iter().find(|r| r.name == p.name).cloned();
-                (p, rollout)
-            })
-            .collect())
-    }
-
-    /// Every revision of policy `name` and its rollouts, newest first.
-    pub async fn policy_history(
-        &self,
-        name: &str,
-    ) -> Result<(Vec<PolicyRevision>, Vec<Rollout>), StoreError> {
-        let revisions = self.store.policy_revisions(name).await?;
-        let rollouts = self.store.rollouts(name).await?;
-        Ok((revisions, rollouts))
-    }
-
-    pub async fn actions(&self, q: &ActionQuery) -> Result<Vec<ActionRecord>, StoreError> {
-        self.store.actions(q).await
-    }
-
-    pub async fn audit_log(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
-        self.store.audit_log(q).await
-    }
-
-    pub async fn enrollment_tokens(&self) -> Result<Vec<EnrollmentToken>, StoreError> {
-        self.store.enrollment_tokens().await
-    }
-
-    /// Revokes an enrollment token (audited); false when there is no such token.
-    pub async fn revoke_enrollment_token(&self, actor: &str, id: &str) -> Result<bool, StoreError> {
-        if !self.store.revoke_enrollment_token(id).await? {
-            return Ok(false);
-        }
-        self.audit(
-            actor,
-            "enrollment_token.revoke",
-            "",
-            "revoked",
-            serde_json::json!({ "token": id }),
-        )
-        .await;
-        tracing::info!(token = %id, by = %actor, "enrollment token revoked");
-        Ok(true)
     }
 }
 
@@ -278,8 +433,10 @@ mod tests {
             .await
             .expect("close");
 
-        let fleet = Fleet::new(store, Arc::new(Telemetry::default()));
-        let s = fleet.fleet_snapshot(60_000).await.expect("snapshot");
+        let telemetry = Arc::new(Telemetry::default());
+        let streams = Arc::new(Streams::new(telemetry.clone()));
+        let hosts = Hosts::new(store, telemetry, streams, false);
+        let s = hosts.fleet_snapshot(60_000).await.expect("snapshot");
         let hosts: Vec<(&str, bool)> = s
             .hosts
             .iter()
