@@ -13,7 +13,7 @@
 //! - [`verify`]: the verification state machine.
 //! - [`report`]: [`ActionReport`] and its reason codes.
 //!
-//! This file is long (about 860 lines, its tests are in `agent/tests/`) on
+//! This file is long (about 1,000 lines, its tests are in `agent/tests/`) on
 //! purpose: the checks below are one ordered sequence, and keeping them in one
 //! place is what lets a reader confirm the order.
 //!

@@ -1,4 +1,7 @@
 //! Data-driven tests of the detection pipeline (`sco_models::detect`) on synthetic hosts.
+//!
+//! Long (about 1,000 lines) because each test builds its own synthetic host in a few lines and
+//! asserts one behaviour of the pipeline; the shared generators are at the top.
 
 use std::sync::Arc;
 

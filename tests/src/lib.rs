@@ -5,6 +5,9 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`), which
 //! the README's test command does.
+//!
+//! Long (about 770 lines) because it is the one sandbox every end-to-end test uses: certificates,
+//! databases, configs and the processes, in one place.
 
 use std::fs::File;
 use std::net::SocketAddr;

@@ -1,4 +1,7 @@
 //! REST authentication and authorisation over a real socket.
+//!
+//! Long (about 600 lines) because each test is one whole scenario against real processes, with its
+//! own set-up; splitting them by file would only repeat the set-up.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -19,6 +19,9 @@
 //! it on the server of `SCO_TEST_POSTGRES_URL`; `SCO_DRILL_LOG_DIR` keeps
 //! the agent's and the control plane's logs. `scripts/drill.sh` builds the
 //! binaries and runs it.
+//!
+//! Long (about 1,400 lines) because the drill is one scenario runner (faults, load, measurements,
+//! the table) and its faults; each fault is a few lines of its own.
 
 use std::collections::HashSet;
 use std::os::unix::process::CommandExt;

@@ -6,6 +6,9 @@
 //! update), retries with backoff, webhook signatures, PagerDuty dedup keys, routing by
 //! severity, family and labels, a silence that holds a host's news and lets it go when it is
 //! lifted, acknowledgements and silences under roles and in the audit, a remediation outcome.
+//!
+//! Long (about 850 lines) because each test is one whole scenario against real processes and a
+//! local receiver, with its own set-up; they share the receiver and helpers at the top.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -2,6 +2,9 @@
 //! revisions, rollouts with a canary that stops by itself, delivery to
 //! agents (also after they reconnect), refusal of policies that do not
 //! verify, and the approval flow of proposed actions.
+//!
+//! Long (about 900 lines) because each test is one whole scenario (sign, roll out, deliver, refuse,
+//! approve) against real processes; they share the helpers at the top.
 
 use std::time::Duration;
 
