@@ -3,7 +3,8 @@
 # `dpkg-deb --build` on a staged tree (no packaging tool beyond dpkg).
 #
 # Usage: packaging/build-deb.sh [--profile release|debug] [--out DIR]
-#   --profile release  (default) `cargo build --release`: the agent, and a control plane built
+#   --profile release  (default) the agent from `cargo build --profile release-agent` (release
+#                      with panic = "abort"), and a control plane from `cargo build --release`
 #                      with --no-default-features (a server: no `up` quickstart, no agent code)
 #   --profile debug    the debug binaries of `cargo build --workspace --bins`, the command the
 #                      test step already ran, so CI packages them without a release build
@@ -39,11 +40,13 @@ out=${out:-$target_dir/debian}
 case "$profile" in
   release)
     if [ "$build" = yes ]; then
-      cargo build --release -p sco-agent --bins
+      cargo build --profile release-agent -p sco-agent --bins
       cargo build --release -p sco-control-plane --no-default-features --bins
       cargo build --release -p sco-cli --bins
     fi
     bindir="$target_dir/release"
+    # the agent's own profile: release with panic = "abort" (Cargo.toml)
+    agentdir="$target_dir/release-agent"
     note=""
     # xz, dpkg's default: the release binaries are small and stripped.
     compress=(-Zxz)
@@ -51,14 +54,16 @@ case "$profile" in
   debug)
     if [ "$build" = yes ]; then cargo build --workspace --bins; fi
     bindir="$target_dir/debug"
+    agentdir="$bindir"
     note=" (debug build, for tests)"
     # The debug binaries are large; xz would take longer than the build saved.
     compress=(-Zgzip -z1)
     ;;
   *) echo "build-deb.sh: --profile must be release or debug, not $profile" >&2; exit 2 ;;
 esac
+binary_of() { if [ "$1" = sco-agent ]; then echo "$agentdir/$1"; else echo "$bindir/$1"; fi; }
 for bin in sco-agent sco-control-plane scoctl; do
-  [ -x "$bindir/$bin" ] || { echo "build-deb.sh: no $bindir/$bin (build it first)" >&2; exit 1; }
+  [ -x "$(binary_of $bin)" ] || { echo "build-deb.sh: no $(binary_of $bin) (build it first)" >&2; exit 1; }
 done
 
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
@@ -83,7 +88,7 @@ stage_common() {
   local pkg=$1 dir="$stage/$1"
   install -d -m 0755 "$dir/DEBIAN" "$dir/usr/bin" "$dir/lib/systemd/system" \
     "$dir/usr/share/doc/$pkg/examples"
-  install -m 0755 "$bindir/$pkg" "$dir/usr/bin/$pkg"
+  install -m 0755 "$(binary_of "$pkg")" "$dir/usr/bin/$pkg"
   if [ "$profile" = debug ] && command -v strip >/dev/null 2>&1; then
     # Debug info is most of a debug binary (hundreds of MB); the code stays as tested.
     strip --strip-debug "$dir/usr/bin/$pkg"

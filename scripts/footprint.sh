@@ -6,39 +6,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-120}
 bench=${FOOTPRINT_PY:-../shared/bench/footprint.py}
-cargo build --release -q -p sco-agent -p sco-control-plane
+cargo build --profile release-agent -q -p sco-agent
+cargo build --release -q -p sco-control-plane
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-bin=${CARGO_TARGET_DIR:-target}/release
-cp=$bin/sco-control-plane
-$cp pki init --dir "$work/pki" >/dev/null
-$cp pki issue-agent --dir "$work/pki" --id bench-agent --out "$work/agent" >/dev/null
-cat > "$work/cp.toml" <<TOML
-grpc_listen = "127.0.0.1:17443"
-http_listen = "127.0.0.1:18080"
-data_dir = "$work"
-[tls]
-ca_cert = "$work/pki/ca.pem"
-server_cert = "$work/pki/server.pem"
-server_key = "$work/pki/server.key"
-TOML
-cat > "$work/agent.toml" <<TOML
-[agent]
-data_dir = "$work/agent/data"
-interval_ms = 1000
-[server]
-endpoints = ["127.0.0.1:17443"]
-server_name = "localhost"
-ca = "$work/agent/ca.pem"
-cert = "$work/agent/agent.pem"
-key = "$work/agent/agent.key"
-TOML
+agent_bin=${CARGO_TARGET_DIR:-target}/release-agent/sco-agent
+cp=${CARGO_TARGET_DIR:-target}/release/sco-control-plane
+source "$(dirname "$0")/footprint-setup.sh"
 SCO_LOG=warn $cp serve --config "$work/cp.toml" &
 sleep 2
 
 echo "agent (1 s interval):" >&2
-agent=$(SCO_LOG=warn python3 "$bench" --seconds "$secs" -- "$bin/sco-agent" run --config "$work/agent.toml")
+agent=$(SCO_LOG=warn python3 "$bench" --seconds "$secs" -- "$agent_bin" run --config "$work/agent.toml")
 echo "node_exporter + 1 s curl scrape loop:" >&2
 ne=$(python3 "$bench" --seconds "$secs" -- sh -c 'prometheus-node-exporter --web.listen-address=127.0.0.1:19100 2>/dev/null & while sleep 1; do curl -s 127.0.0.1:19100/metrics >/dev/null; done')
 echo "curl loop alone:" >&2
