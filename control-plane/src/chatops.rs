@@ -25,7 +25,7 @@ use crate::auth::Role;
 use crate::domain::new_id;
 use crate::error::{Code, Coded};
 use crate::fleet::{
-    now_ms, ActionRecord, DecideError, Decision, Fleet, PolicyApiError, TriggerError,
+    now_ms, ActionRecord, DecideError, Decision, Fleet, ServiceError, TriggerError,
 };
 use crate::store::{Store, StoreError};
 
@@ -135,7 +135,7 @@ pub enum ChatError {
     #[error(transparent)]
     Decide(#[from] DecideError),
     #[error(transparent)]
-    Policy(#[from] PolicyApiError),
+    Policy(#[from] ServiceError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -3,7 +3,7 @@
 //! The messages of [`Code::Unavailable`] errors are logged, never shown: they name storage
 //! internals.
 
-use crate::fleet::{DecideError, EnrollError, PolicyApiError, TriggerError};
+use crate::fleet::{DecideError, EnrollError, TriggerError};
 
 use crate::store::StoreError;
 
@@ -40,59 +40,36 @@ pub trait Coded: std::error::Error {
     }
 }
 
+/// The error of the services whose failures are an invalid request, a missing or conflicting
+/// resource, or storage: policies, verdicts, notifications and runbooks. One type, one code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Coded for ServiceError {
+    fn code(&self) -> Code {
+        match self {
+            ServiceError::Invalid(_) => Code::Invalid,
+            ServiceError::NotFound(_) => Code::NotFound,
+            ServiceError::Conflict(_) => Code::Conflict,
+            ServiceError::Store(e) => e.code(),
+        }
+    }
+}
+
 impl Coded for StoreError {
     fn code(&self) -> Code {
         match self {
             StoreError::Conflict(_) => Code::Conflict,
             _ => Code::Unavailable,
-        }
-    }
-}
-
-impl Coded for PolicyApiError {
-    fn code(&self) -> Code {
-        match self {
-            PolicyApiError::Invalid(_) => Code::Invalid,
-            PolicyApiError::NotFound(_) => Code::NotFound,
-            PolicyApiError::Conflict(_) => Code::Conflict,
-            PolicyApiError::Store(e) => e.code(),
-        }
-    }
-}
-
-impl Coded for crate::fleet::FeedbackError {
-    fn code(&self) -> Code {
-        use crate::fleet::FeedbackError as E;
-        match self {
-            E::Invalid(_) => Code::Invalid,
-            E::NotFound(_) => Code::NotFound,
-            E::Conflict(_) => Code::Conflict,
-            E::Policy(e) => e.code(),
-            E::Store(e) => e.code(),
-        }
-    }
-}
-
-impl Coded for crate::runbooks::RunbookError {
-    fn code(&self) -> Code {
-        use crate::runbooks::RunbookError as E;
-        match self {
-            E::Invalid(_) => Code::Invalid,
-            E::NotFound(_) => Code::NotFound,
-            E::Conflict(_) => Code::Conflict,
-            E::Store(e) => e.code(),
-        }
-    }
-}
-
-impl Coded for crate::notify::NotifyError {
-    fn code(&self) -> Code {
-        use crate::notify::NotifyError as E;
-        match self {
-            E::Invalid(_) => Code::Invalid,
-            E::NotFound(_) => Code::NotFound,
-            E::Conflict(_) => Code::Conflict,
-            E::Store(e) => e.code(),
         }
     }
 }
@@ -144,7 +121,7 @@ mod tests {
         assert_eq!(conflict.code(), Code::Conflict);
         assert_eq!(down.code(), Code::Unavailable);
         assert_eq!(
-            PolicyApiError::Store(StoreError::Url("x".into())).code(),
+            ServiceError::Store(StoreError::Url("x".into())).code(),
             Code::Unavailable
         );
         assert_eq!(TriggerError::NoHost("h".into()).code(), Code::NotFound);

@@ -19,12 +19,13 @@ mod remediation;
 mod streams;
 mod ticks;
 
+pub use crate::error::ServiceError;
 pub use audit::Audit;
 pub use enroll::{EnrollError, Enrollment, Issued};
-pub use feedback::{FeedbackError, FeedbackRequest, Verdicts, MAX_NOTE_CHARS};
+pub use feedback::{FeedbackRequest, Verdicts, MAX_NOTE_CHARS};
 pub use hosts::{FleetSnapshot, HostDetail, Hosts};
 pub use ingest::HEARTBEAT_FLUSH_EVERY;
-pub use policy::{Policies, PolicyApiError};
+pub use policy::Policies;
 pub use remediation::{DecideError, Remediation, TriggerError};
 pub use streams::{Downlink, StreamHandle, Streams};
 pub use ticks::Ticks;

@@ -26,8 +26,10 @@ mod silences;
 
 pub use records::{
     Ack, ActionView, EventView, HostView, NewNotification, Notification, NotificationQuery,
-    NotifyError, Silence, SilenceIn,
+    Silence, SilenceIn,
 };
+
+use crate::error::ServiceError;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

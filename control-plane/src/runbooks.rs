@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ServiceError;
+
 use crate::domain::Anomaly;
 use crate::store::{Store, StoreError};
 use sco_policy::{glob_match, Family, Severity};
@@ -84,19 +86,6 @@ pub struct Citation {
     pub rank: f64,
     /// What matched, in words.
     pub why: String,
-}
-
-/// Why a write was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum RunbookError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("no runbook {0:?}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 fn valid_id(id: &str) -> bool {
@@ -219,8 +208,8 @@ impl Conditions {
 
 impl RunbookIn {
     /// The checked runbook to store (id given or made from the title).
-    fn checked(self, id: Option<&str>) -> Result<(String, RunbookIn), RunbookError> {
-        let invalid = |m: String| Err(RunbookError::Invalid(m));
+    fn checked(self, id: Option<&str>) -> Result<(String, RunbookIn), ServiceError> {
+        let invalid = |m: String| Err(ServiceError::Invalid(m));
         let title = self.title.trim();
         if title.is_empty() || title.chars().count() > MAX_TITLE || title.contains('\n') {
             return invalid(format!("title: 1 to {MAX_TITLE} characters on one line"));
@@ -242,7 +231,7 @@ impl RunbookIn {
                 ));
             }
         }
-        self.conditions.check().map_err(RunbookError::Invalid)?;
+        self.conditions.check().map_err(ServiceError::Invalid)?;
         let id = match (id, self.id.as_deref()) {
             (Some(path), Some(body)) if path != body => {
                 return invalid(format!(
@@ -312,16 +301,16 @@ impl Runbooks {
         by: &str,
         input: RunbookIn,
         now_ms: i64,
-    ) -> Result<Runbook, RunbookError> {
+    ) -> Result<Runbook, ServiceError> {
         if input.base_revision.is_some() {
-            return Err(RunbookError::Invalid(
+            return Err(ServiceError::Invalid(
                 "base_revision: only for an update (PUT /runbooks/{id})".into(),
             ));
         }
         let (id, input) = input.checked(None)?;
         let rb = to_runbook(id, 1, input, by, now_ms);
         self.store.create_runbook(&rb).await?.ok_or_else(|| {
-            RunbookError::Conflict(format!(
+            ServiceError::Conflict(format!(
                 "runbook {:?} exists; change it with PUT /runbooks/{}",
                 rb.id, rb.id
             ))
@@ -335,23 +324,23 @@ impl Runbooks {
         by: &str,
         input: RunbookIn,
         now_ms: i64,
-    ) -> Result<Runbook, RunbookError> {
+    ) -> Result<Runbook, ServiceError> {
         let base = input.base_revision;
         let (id, input) = input.checked(Some(id))?;
         let current = self
             .store
             .runbook(&id)
             .await?
-            .ok_or_else(|| RunbookError::NotFound(id.clone()))?;
+            .ok_or_else(|| ServiceError::NotFound(format!("no runbook {id:?}")))?;
         if let Some(b) = base.filter(|&b| b != current.revision) {
-            return Err(RunbookError::Conflict(format!(
+            return Err(ServiceError::Conflict(format!(
                 "runbook {id:?} is at revision {}, not {b}: reload it and edit again",
                 current.revision
             )));
         }
         let rb = to_runbook(id, current.revision + 1, input, by, now_ms);
         if !self.store.update_runbook(&rb, current.revision).await? {
-            return Err(RunbookError::Conflict(format!(
+            return Err(ServiceError::Conflict(format!(
                 "runbook {:?} changed meanwhile: reload it and edit again",
                 rb.id
             )));
@@ -360,11 +349,11 @@ impl Runbooks {
     }
 
     /// Removes a runbook; its revisions stay.
-    pub async fn delete(&self, id: &str) -> Result<Runbook, RunbookError> {
+    pub async fn delete(&self, id: &str) -> Result<Runbook, ServiceError> {
         self.store
             .delete_runbook(id)
             .await?
-            .ok_or_else(|| RunbookError::NotFound(id.to_string()))
+            .ok_or_else(|| ServiceError::NotFound(format!("no runbook {id:?}")))
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Runbook>, StoreError> {
@@ -651,19 +640,19 @@ mod tests {
         assert_eq!(id, "cpu-saturation-what-to-do");
         assert!(matches!(
             input("t", Some("Bad Id")).checked(None),
-            Err(RunbookError::Invalid(m)) if m.starts_with("id:")
+            Err(ServiceError::Invalid(m)) if m.starts_with("id:")
         ));
         assert!(matches!(
             input("t", Some("a")).checked(Some("b")),
-            Err(RunbookError::Invalid(m)) if m.starts_with("id:")
+            Err(ServiceError::Invalid(m)) if m.starts_with("id:")
         ));
         assert!(matches!(
             input("", None).checked(None),
-            Err(RunbookError::Invalid(m)) if m.starts_with("title:")
+            Err(ServiceError::Invalid(m)) if m.starts_with("title:")
         ));
         assert!(matches!(
             input("!!!", None).checked(None),
-            Err(RunbookError::Invalid(m)) if m.starts_with("id:")
+            Err(ServiceError::Invalid(m)) if m.starts_with("id:")
         ));
     }
 

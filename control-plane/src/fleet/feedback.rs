@@ -9,28 +9,15 @@ use std::sync::Arc;
 use sco_policy::feedback::{derive, EventFacts, Evidence, Scope, Verdict};
 
 use super::audit::Audit;
-use super::policy::{Policies, PolicyApiError};
+use super::policy::Policies;
 use crate::domain::feedback::{policy_name, Feedback, FeedbackQuery};
 use crate::domain::policy::RolloutRequest;
 use crate::domain::{new_id, now_ms};
+use crate::error::ServiceError;
 use crate::store::{Store, StoreError};
 
 /// Longest note kept with a verdict, in characters.
 pub const MAX_NOTE_CHARS: usize = 1000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum FeedbackError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error(transparent)]
-    Policy(#[from] PolicyApiError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// A verdict as asked for.
 #[derive(Debug, Clone)]
@@ -64,11 +51,11 @@ impl Verdicts {
         actor: &str,
         anomaly_id: &str,
         req: FeedbackRequest,
-    ) -> Result<Feedback, FeedbackError> {
+    ) -> Result<Feedback, ServiceError> {
         if req.note.chars().count() > MAX_NOTE_CHARS
             || req.note.chars().any(|c| c.is_control() && c != '\n')
         {
-            return Err(FeedbackError::Invalid(format!(
+            return Err(ServiceError::Invalid(format!(
                 "note: at most {MAX_NOTE_CHARS} characters, no control characters but newlines"
             )));
         }
@@ -76,7 +63,7 @@ impl Verdicts {
             .store
             .anomaly(anomaly_id)
             .await?
-            .ok_or_else(|| FeedbackError::NotFound(format!("no anomaly {anomaly_id:?}")))?;
+            .ok_or_else(|| ServiceError::NotFound(format!("no anomaly {anomaly_id:?}")))?;
         let family = serde_json::from_value(serde_json::Value::String(event.family.clone()))
             .unwrap_or(sco_policy::Family::Host);
         let facts = EventFacts {
@@ -96,7 +83,7 @@ impl Verdicts {
                 .collect(),
         };
         let lesson = derive(req.verdict, &facts, &req.scope)
-            .map_err(|e| FeedbackError::Invalid(e.to_string()))?;
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let id = new_id("fb");
         let mut record = Feedback {
             id: id.clone(),
@@ -133,7 +120,7 @@ impl Verdicts {
             };
             policy
                 .validate()
-                .map_err(|e| FeedbackError::Invalid(format!("generated policy: {e}")))?;
+                .map_err(|e| ServiceError::Invalid(format!("generated policy: {e}")))?;
             let (rev, _) = self
                 .policies
                 .create_policy(actor, &policy.canonical_json())
@@ -176,14 +163,14 @@ impl Verdicts {
 
     /// Undoes a verdict: withdraws the policy it generated (a signed withdrawal rolled out to
     /// every host, as `DELETE /policies/{name}` does) and marks it undone.
-    pub async fn undo_feedback(&self, actor: &str, id: &str) -> Result<Feedback, FeedbackError> {
+    pub async fn undo_feedback(&self, actor: &str, id: &str) -> Result<Feedback, ServiceError> {
         let record = self
             .store
             .feedback(id)
             .await?
-            .ok_or_else(|| FeedbackError::NotFound(format!("no feedback {id:?}")))?;
+            .ok_or_else(|| ServiceError::NotFound(format!("no feedback {id:?}")))?;
         if record.undone {
-            return Err(FeedbackError::Conflict(format!(
+            return Err(ServiceError::Conflict(format!(
                 "feedback {id} was already undone by {}",
                 record.undone_by
             )));
@@ -199,7 +186,7 @@ impl Verdicts {
             .mark_feedback_undone(id, actor, now_ms(), withdrawn)
             .await?
         {
-            return Err(FeedbackError::Conflict(format!(
+            return Err(ServiceError::Conflict(format!(
                 "feedback {id} was undone meanwhile"
             )));
         }
@@ -214,7 +201,7 @@ impl Verdicts {
         self.store
             .feedback(id)
             .await?
-            .ok_or_else(|| FeedbackError::NotFound(format!("no feedback {id:?}")))
+            .ok_or_else(|| ServiceError::NotFound(format!("no feedback {id:?}")))
     }
 
     pub async fn feedback_list(&self, q: &FeedbackQuery) -> Result<Vec<Feedback>, StoreError> {

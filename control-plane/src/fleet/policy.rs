@@ -12,6 +12,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::error::ServiceError;
+
 use super::audit::Audit;
 use super::streams::Streams;
 use crate::domain::policy::{
@@ -22,18 +24,6 @@ use crate::domain::{new_id, now_ms, Ingested};
 use crate::pki::PolicySigner;
 use crate::store::{Store, StoreError, Wake};
 use crate::telemetry::Telemetry;
-
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyApiError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// The policies service: revisions, rollouts and the delivery of the revision meant for each
 /// host to the streams held here.
@@ -69,9 +59,8 @@ impl Policies {
         &self,
         actor: &str,
         source: &str,
-    ) -> Result<(PolicyRevision, bool), PolicyApiError> {
-        let policy =
-            sco_policy::parse(source).map_err(|e| PolicyApiError::Invalid(e.to_string()))?;
+    ) -> Result<(PolicyRevision, bool), ServiceError> {
+        let policy = sco_policy::parse(source).map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let document = policy.canonical_json();
         self.next_revision(
             actor,
@@ -93,10 +82,10 @@ impl Policies {
         document: &str,
         source: &str,
         audit_action: &str,
-        existing: impl Fn(Option<&PolicyRevision>) -> Result<Option<PolicyRevision>, PolicyApiError>,
-    ) -> Result<(PolicyRevision, bool), PolicyApiError> {
+        existing: impl Fn(Option<&PolicyRevision>) -> Result<Option<PolicyRevision>, ServiceError>,
+    ) -> Result<(PolicyRevision, bool), ServiceError> {
         let signer = self.signer.as_ref().ok_or_else(|| {
-            PolicyApiError::Invalid("this control plane has no policy signing key".into())
+            ServiceError::Invalid("this control plane has no policy signing key".into())
         })?;
         for _ in 0..5 {
             let latest = self.store.latest_policy_revision(name).await?;
@@ -135,7 +124,7 @@ impl Policies {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(PolicyApiError::Conflict(format!(
+        Err(ServiceError::Conflict(format!(
             "policy {name}: concurrent revisions, retry"
         )))
     }
@@ -146,10 +135,10 @@ impl Policies {
         &self,
         actor: &str,
         name: &str,
-    ) -> Result<(PolicyRevision, Rollout), PolicyApiError> {
+    ) -> Result<(PolicyRevision, Rollout), ServiceError> {
         if let Some(c) = self.store.rollouts(name).await?.first() {
             if c.state == RolloutState::Canary {
-                return Err(PolicyApiError::Conflict(format!(
+                return Err(ServiceError::Conflict(format!(
                     "rollout {} of revision {} is still in its canary phase",
                     c.id, c.revision
                 )));
@@ -157,8 +146,8 @@ impl Policies {
         }
         let (rev, _) = self
             .next_revision(actor, name, "", "", "policy.withdraw", |prev| match prev {
-                None => Err(PolicyApiError::NotFound(format!("no policy {name:?}"))),
-                Some(p) if p.is_withdrawal() => Err(PolicyApiError::Conflict(format!(
+                None => Err(ServiceError::NotFound(format!("no policy {name:?}"))),
+                Some(p) if p.is_withdrawal() => Err(ServiceError::Conflict(format!(
                     "policy {name:?} is already withdrawn (revision {})",
                     p.revision
                 ))),
@@ -186,34 +175,34 @@ impl Policies {
         actor: &str,
         name: &str,
         req: RolloutRequest,
-    ) -> Result<Rollout, PolicyApiError> {
+    ) -> Result<Rollout, ServiceError> {
         if !(0..=100).contains(&req.canary_percent) {
-            return Err(PolicyApiError::Invalid(format!(
+            return Err(ServiceError::Invalid(format!(
                 "canary_percent: {} is outside 0..=100",
                 req.canary_percent
             )));
         }
         if !(0..=86_400).contains(&req.canary_secs) {
-            return Err(PolicyApiError::Invalid(format!(
+            return Err(ServiceError::Invalid(format!(
                 "canary_secs: {} is outside 0..=86400",
                 req.canary_secs
             )));
         }
         if req.canary_percent > 0 && req.canary_secs == 0 {
-            return Err(PolicyApiError::Invalid(
+            return Err(ServiceError::Invalid(
                 "canary_secs: a canary needs at least 1 s (or canary_percent 0 to go to all at once)"
                     .into(),
             ));
         }
         if !(0..=10_000).contains(&req.max_new_anomalies) {
-            return Err(PolicyApiError::Invalid(format!(
+            return Err(ServiceError::Invalid(format!(
                 "max_new_anomalies: {} is outside 0..=10000",
                 req.max_new_anomalies
             )));
         }
         let latest = self.store.latest_policy_revision(name).await?;
         if latest == 0 {
-            return Err(PolicyApiError::NotFound(format!("no policy {name:?}")));
+            return Err(ServiceError::NotFound(format!("no policy {name:?}")));
         }
         let revision = req.revision.unwrap_or(latest);
         let rev = self
@@ -221,11 +210,11 @@ impl Policies {
             .policy_revision(name, revision)
             .await?
             .ok_or_else(|| {
-                PolicyApiError::NotFound(format!("policy {name:?} has no revision {revision}"))
+                ServiceError::NotFound(format!("policy {name:?} has no revision {revision}"))
             })?;
         let current = self.store.rollouts(name).await?.into_iter().next();
         if let Some(c) = current.as_ref().filter(|c| c.state == RolloutState::Canary) {
-            return Err(PolicyApiError::Conflict(format!(
+            return Err(ServiceError::Conflict(format!(
                 "rollout {} of revision {} is still in its canary phase",
                 c.id, c.revision
             )));
@@ -468,9 +457,9 @@ impl Policies {
     }
 
     /// Per host: the revision meant for it, and what it reported.
-    pub async fn policy_status(&self, name: &str) -> Result<PolicyRolloutStatus, PolicyApiError> {
+    pub async fn policy_status(&self, name: &str) -> Result<PolicyRolloutStatus, ServiceError> {
         if self.store.latest_policy_revision(name).await? == 0 {
-            return Err(PolicyApiError::NotFound(format!("no policy {name:?}")));
+            return Err(ServiceError::NotFound(format!("no policy {name:?}")));
         }
         let rollout = self.store.rollouts(name).await?.into_iter().next();
         let statuses: HashMap<String, PolicyHostStatus> = self

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::{Contributor, Severity};
-use crate::store::StoreError;
 
 /// A host as routing sees it.
 #[derive(Debug, Clone, Default)]
@@ -180,16 +179,4 @@ pub struct Ack {
     pub by: String,
     pub at_ms: Option<i64>,
     pub note: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum NotifyError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }

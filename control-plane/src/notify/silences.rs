@@ -11,9 +11,9 @@ impl Notifier {
         event_id: &str,
         by: &str,
         note: &str,
-    ) -> Result<(Ack, bool), NotifyError> {
+    ) -> Result<(Ack, bool), ServiceError> {
         if note.chars().count() > 1000 || note.chars().any(|c| c.is_control() && c != '\n') {
-            return Err(NotifyError::Invalid(
+            return Err(ServiceError::Invalid(
                 "note: at most 1000 characters, no control characters".into(),
             ));
         }
@@ -22,7 +22,7 @@ impl Notifier {
             .store
             .ack_anomaly(event_id, by, note.trim(), now)
             .await?
-            .ok_or_else(|| NotifyError::NotFound(format!("no anomaly {event_id:?}")))?;
+            .ok_or_else(|| ServiceError::NotFound(format!("no anomaly {event_id:?}")))?;
         if fresh {
             if let Some(e) = self.store.event_view(event_id).await? {
                 if e.open {
@@ -56,9 +56,13 @@ impl Notifier {
         Ok((ack, fresh))
     }
 
-    pub async fn create_silence(&self, by: &str, input: SilenceIn) -> Result<Silence, NotifyError> {
+    pub async fn create_silence(
+        &self,
+        by: &str,
+        input: SilenceIn,
+    ) -> Result<Silence, ServiceError> {
         let now = now_ms();
-        let invalid = |m: String| Err(NotifyError::Invalid(m));
+        let invalid = |m: String| Err(ServiceError::Invalid(m));
         let starts = input.starts_ms.unwrap_or(now);
         let ends = match (input.ends_ms, input.duration_secs) {
             (Some(_), Some(_)) => return invalid("set ends_ms or duration_secs, not both".into()),
@@ -129,42 +133,42 @@ impl Notifier {
     }
 
     /// Silences not yet over (with `all`: every one kept).
-    pub async fn silences(&self, all: bool) -> Result<Vec<Silence>, NotifyError> {
+    pub async fn silences(&self, all: bool) -> Result<Vec<Silence>, ServiceError> {
         Ok(self.store.silences((!all).then(now_ms)).await?)
     }
 
-    pub async fn silence(&self, id: &str) -> Result<Silence, NotifyError> {
+    pub async fn silence(&self, id: &str) -> Result<Silence, ServiceError> {
         self.store
             .silence(id)
             .await?
-            .ok_or_else(|| NotifyError::NotFound(format!("no silence {id:?}")))
+            .ok_or_else(|| ServiceError::NotFound(format!("no silence {id:?}")))
     }
 
     /// Ends a silence now.
-    pub async fn expire_silence(&self, id: &str, by: &str) -> Result<Silence, NotifyError> {
+    pub async fn expire_silence(&self, id: &str, by: &str) -> Result<Silence, ServiceError> {
         let now = now_ms();
         if !self.store.expire_silence(id, by, now).await? {
             return match self.store.silence(id).await? {
-                Some(_) => Err(NotifyError::Conflict(format!(
+                Some(_) => Err(ServiceError::Conflict(format!(
                     "silence {id:?} has already ended"
                 ))),
-                None => Err(NotifyError::NotFound(format!("no silence {id:?}"))),
+                None => Err(ServiceError::NotFound(format!("no silence {id:?}"))),
             };
         }
         self.store
             .silence(id)
             .await?
-            .ok_or_else(|| NotifyError::NotFound(format!("no silence {id:?}")))
+            .ok_or_else(|| ServiceError::NotFound(format!("no silence {id:?}")))
     }
 
     pub async fn notifications(
         &self,
         q: &NotificationQuery,
-    ) -> Result<Vec<Notification>, NotifyError> {
+    ) -> Result<Vec<Notification>, ServiceError> {
         Ok(self.store.notifications(q).await?)
     }
 
-    pub async fn ack_of(&self, event_id: &str) -> Result<Option<Ack>, NotifyError> {
+    pub async fn ack_of(&self, event_id: &str) -> Result<Option<Ack>, ServiceError> {
         Ok(self
             .store
             .anomaly_ack(event_id)
