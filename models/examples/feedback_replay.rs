@@ -15,7 +15,9 @@
 //! alarm on at least one of their rows (event recall). Period 2's labels are read only to score.
 //!
 //! `cargo run -p sco-models --example feedback_replay -- ../shared/data/jumpstarter/Dataset3`
-//! (a folder with `train/`, `test/` and `test_label/`; `--hosts N` takes the first N files).
+//! (a folder with `train/`, `test/` and `test_label/`; `--hosts N` takes the first N files;
+//! `--floor-metrics N` scopes each verdict to the event's top N contributors outside their range
+//! instead of the API's default scope).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -154,8 +156,15 @@ fn is_false_alarm(e: &Event, labels: &[bool]) -> bool {
     !(e.first_row..=e.last_row).any(|r| labels.get(r).copied().unwrap_or(false))
 }
 
+/// What the operator's verdicts name (development flags; the defaults are the API's).
+#[derive(Clone, Copy)]
+struct Teach {
+    /// Contributors scoped per false alarm (`--floor-metrics`); None: the API's default scope.
+    metrics: Option<usize>,
+}
+
 /// The floors an operator's `false_positive` on each false alarm of `events` gives.
-fn floors_from(events: &[Event], labels: &[bool], before: usize) -> Vec<Floor> {
+fn floors_from(events: &[Event], labels: &[bool], before: usize, teach: Teach) -> Vec<Floor> {
     let mut floors = Vec::new();
     for e in events
         .iter()
@@ -179,7 +188,20 @@ fn floors_from(events: &[Event], labels: &[bool], before: usize) -> Vec<Floor> {
                 .collect(),
         };
         // an event with no contributor outside its range gives nothing (the API answers 400)
-        if let Ok(Some(lesson)) = derive(Verdict::FalsePositive, &facts, &Scope::default()) {
+        let scope = match teach.metrics {
+            None => Scope::default(),
+            Some(n) => Scope {
+                metrics: facts
+                    .contributors
+                    .iter()
+                    .filter(|c| c.value > c.expected_high || c.value < c.expected_low)
+                    .take(n)
+                    .map(|c| c.metric.clone())
+                    .collect(),
+                ..Scope::default()
+            },
+        };
+        if let Ok(Some(lesson)) = derive(Verdict::FalsePositive, &facts, &scope) {
             floors.extend(lesson.detection.floors);
         }
     }
@@ -227,7 +249,19 @@ fn main() -> ExitCode {
         },
         None => usize::MAX,
     };
-    match run(dir, limit) {
+    let teach = Teach {
+        metrics: match args.iter().position(|a| a == "--floor-metrics") {
+            Some(i) => match args.get(i + 1).and_then(|v| v.parse::<usize>().ok()) {
+                Some(n) => Some(n),
+                None => {
+                    eprintln!("--floor-metrics needs a number");
+                    return ExitCode::from(2);
+                }
+            },
+            None => None,
+        },
+    };
+    match run(dir, limit, teach) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -236,7 +270,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(dir: &Path, limit: usize) -> Result<(), String> {
+fn run(dir: &Path, limit: usize, teach: Teach) -> Result<(), String> {
     let model = Arc::new(Model::shipped().map_err(|e| e.to_string())?);
     let mut files: Vec<_> = std::fs::read_dir(dir.join("test"))
         .map_err(|e| format!("{}: {e}", dir.join("test").display()))?
@@ -256,7 +290,7 @@ fn run(dir: &Path, limit: usize) -> Result<(), String> {
         let labels = read_labels(&dir.join("test_label").join(&f))?;
         let half = test.len() / 2;
         let plain = replay(&model, &train, &test, |_, _| None)?;
-        let floors = floors_from(&plain.events, &labels, half);
+        let floors = floors_from(&plain.events, &labels, half, teach);
         let p1 = plain
             .events
             .iter()
