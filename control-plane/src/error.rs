@@ -3,8 +3,6 @@
 //! The messages of [`Code::Unavailable`] errors are logged, never shown: they name storage
 //! internals.
 
-use crate::fleet::{DecideError, EnrollError, TriggerError};
-
 use crate::store::StoreError;
 
 /// What kind of failure an error is, whoever asked.
@@ -74,45 +72,10 @@ impl Coded for StoreError {
     }
 }
 
-impl Coded for TriggerError {
-    fn code(&self) -> Code {
-        match self {
-            TriggerError::Invalid(_) => Code::Invalid,
-            TriggerError::NoHost(_) => Code::NotFound,
-            TriggerError::Store(e) => e.code(),
-        }
-    }
-}
-
-impl Coded for DecideError {
-    fn code(&self) -> Code {
-        match self {
-            DecideError::Invalid(_) => Code::Invalid,
-            DecideError::NotFound(_) => Code::NotFound,
-            DecideError::Conflict(_) => Code::Conflict,
-            DecideError::Store(e) => e.code(),
-        }
-    }
-}
-
-impl Coded for EnrollError {
-    fn code(&self) -> Code {
-        match self {
-            EnrollError::UnknownToken
-            | EnrollError::Expired
-            | EnrollError::UsedUp
-            | EnrollError::TokenRevoked
-            | EnrollError::AgentRevoked(_) => Code::Denied,
-            EnrollError::Csr(_) => Code::Invalid,
-            EnrollError::NoCa => Code::Precondition,
-            EnrollError::Store(e) => e.code(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::{DecideError, EnrollError, TriggerError};
 
     #[test]
     fn store_failures_are_unavailable_and_conflicts_stay_conflicts() {

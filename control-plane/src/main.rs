@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use sco_control_plane::config::env;
 use sco_control_plane::store::Store;
 use sco_control_plane::{accounts, pki, Config};
+use sco_proto::process::{init_tracing, shutdown_signal};
 use sco_proto::systemd;
 use time::{Duration, OffsetDateTime};
 use tokio::net::TcpListener;
@@ -318,32 +319,4 @@ fn issue_agent_files(ca: &pki::Ca, id: &str, out: &Path, days: i64) -> anyhow::R
     pki::write_private(&out.join("agent.key"), &key)?;
     std::fs::write(out.join("ca.pem"), &ca.cert_pem)?;
     Ok(())
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SCO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("SCO_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = ctrl_c.await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
 }

@@ -1,6 +1,7 @@
 //! Joining the fleet and staying in it: enrollment tokens, certificates
 //! issued for keys generated on the hosts, renewal and revocation.
 
+use crate::error::{Code, Coded};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -294,6 +295,21 @@ impl Enrollment {
             .await;
         tracing::info!(token = %id, by = %actor, "enrollment token revoked");
         Ok(true)
+    }
+}
+
+impl Coded for EnrollError {
+    fn code(&self) -> Code {
+        match self {
+            EnrollError::UnknownToken
+            | EnrollError::Expired
+            | EnrollError::UsedUp
+            | EnrollError::TokenRevoked
+            | EnrollError::AgentRevoked(_) => Code::Denied,
+            EnrollError::Csr(_) => Code::Invalid,
+            EnrollError::NoCa => Code::Precondition,
+            EnrollError::Store(e) => e.code(),
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! The states and the decisions that need no database are in
 //! [`crate::domain::remediation`].
 
+use crate::error::{Code, Coded};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -497,6 +498,27 @@ impl Remediation {
 
     pub async fn actions(&self, q: &ActionQuery) -> Result<Vec<ActionRecord>, StoreError> {
         self.store.actions(q).await
+    }
+}
+
+impl Coded for TriggerError {
+    fn code(&self) -> Code {
+        match self {
+            TriggerError::Invalid(_) => Code::Invalid,
+            TriggerError::NoHost(_) => Code::NotFound,
+            TriggerError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl Coded for DecideError {
+    fn code(&self) -> Code {
+        match self {
+            DecideError::Invalid(_) => Code::Invalid,
+            DecideError::NotFound(_) => Code::NotFound,
+            DecideError::Conflict(_) => Code::Conflict,
+            DecideError::Store(e) => e.code(),
+        }
     }
 }
 
