@@ -466,27 +466,7 @@ impl RemediateSection {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("invalid value {value:?} in environment variable {var}: {reason}")]
-    Env {
-        var: &'static str,
-        value: String,
-        reason: String,
-    },
-    /// A `SCO_AGENT__...` variable names no key or holds a value of the wrong type.
-    #[error("{0}")]
-    EnvKey(sco_proto::config_env::EnvError),
-    #[error("invalid value for `{key}`: {reason}")]
-    Invalid { key: &'static str, reason: String },
-}
+pub use sco_proto::config_env::ConfigError;
 
 impl Config {
     /// Reads the file, applies environment overrides and validates the result.

@@ -133,14 +133,8 @@ pub enum ChangeKind {
     Closed,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Contributor {
-    pub metric: String,
-    pub value: f64,
-    pub expected_low: f64,
-    pub expected_high: f64,
-    pub contribution: f64,
-}
+/// The detector's explanation of one metric's part (shared with the agent, `sco-policy`).
+pub use sco_policy::Contributor;
 
 /// Raw samples around an onset; `None` where nothing was collected.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]

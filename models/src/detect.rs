@@ -89,7 +89,7 @@ pub use events::RISING_RATIO;
 pub use family::{
     direction, io_driven_cpu, is_bounded, saturation_level, upper_only, Direction, Family,
 };
-pub use sco_policy::Severity;
+pub use sco_policy::{Contributor, Severity};
 pub use snapshot::{DetectorSnapshot, RestoreError};
 pub use window::{score_window, DetectError, WindowScore};
 
@@ -174,19 +174,6 @@ pub struct Anomaly {
     pub contributors: Vec<Contributor>,
     /// Why it closed and how long it lasted (set when it closes).
     pub close_reason: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Contributor {
-    pub metric: String,
-    /// The metric's value at that tick, in its own units.
-    pub value: f64,
-    /// `median - 3 * scale` (not below 0 for a metric whose recent values are all >= 0).
-    pub expected_low: f64,
-    /// `median + 3 * scale` (never above 100 for a percentage).
-    pub expected_high: f64,
-    /// Share of the score, 0..1 (`c^2 / sum c^2` over the scored metrics).
-    pub contribution: f64,
 }
 
 // ------------------------------------------------------------------------------ detector

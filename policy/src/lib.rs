@@ -10,6 +10,7 @@
 pub mod action;
 pub mod action_state;
 pub mod command;
+pub mod contributor;
 pub mod document;
 mod error;
 pub mod family;
@@ -25,6 +26,7 @@ pub mod utc;
 pub use action::{glob_match, Action, Consumer};
 pub use action_state::ActionState;
 pub use command::Command;
+pub use contributor::Contributor;
 pub use document::{
     parse, AnomalyCondition, Condition, DetectionSettings, Op, Policy, PolicyError, Rule, RuleMode,
     StateCondition, Target, VerifySpec, MAX_DOCUMENT_BYTES,

@@ -563,6 +563,32 @@ impl<'de> de::MapAccess<'de> for Entries<'_> {
     }
 }
 
+/// Why a binary's configuration could not be loaded (the agent's and the control plane's alike).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("invalid value {value:?} in environment variable {var}: {reason}")]
+    Env {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// A `SCO_AGENT__...` or `SCO_CP__...` variable names no key or holds a value of the wrong type.
+    #[error("{0}")]
+    EnvKey(EnvError),
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
