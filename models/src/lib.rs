@@ -9,6 +9,8 @@
 //! - [`detect`] owns the one detection pipeline ([`detect::Detector`], [`detect::score_window`]):
 //!   online per-host normalisation, batched window-model scoring, host PCA, per-host threshold,
 //!   events with hysteresis and explanations. Used live by the agent, offline by [`replay`].
+//! - [`ops`] is the ONNX operator register: only the operators the shipped models use are linked
+//!   in, and a model using any other is refused at load, by name.
 //! - [`replay`] runs a [`detect::Detector`] over a CSV file (`sco-agent replay`).
 //! - `linalg` is the Jacobi eigen-decomposition behind the host PCA.
 //! - [`error`] owns [`ModelError`], the one error type of this crate.
@@ -22,6 +24,7 @@ pub mod error;
 mod linalg;
 pub mod manifest;
 pub mod model;
+pub mod ops;
 pub mod replay;
 
 pub use detect::{

@@ -131,7 +131,10 @@ impl Model {
             file: manifest.file.clone(),
             reason: format!("{e:#}"),
         };
-        let onnx = tract_onnx::onnx();
+        let onnx = tract_onnx::Onnx {
+            op_register: crate::ops::register(),
+            ..tract_onnx::Onnx::default()
+        };
         let mut reader = bytes;
         let proto = onnx.proto_model_for_read(&mut reader).map_err(onnx_err)?;
         let (score_index, contrib_index) = check_schema(&proto, &manifest)?;
@@ -388,6 +391,7 @@ fn check_schema(proto: &pb::ModelProto, m: &Manifest) -> Result<(usize, usize), 
         .map_err(&mismatch)?;
     compare("input", &m.inputs, &inputs).map_err(&mismatch)?;
     compare("output", &m.outputs, &outputs).map_err(&mismatch)?;
+    crate::ops::check_operators(graph).map_err(&mismatch)?;
 
     let opset = proto
         .opset_import

@@ -161,3 +161,50 @@ fn garbage_model_with_matching_sha256_is_refused_by_the_loader() {
         "got {err}"
     );
 }
+
+/// Replaces the operator type of the shipped graph's `Add` node (the `op_type` field of a
+/// NodeProto, tag 0x22, three bytes long) with `op`, and fixes the manifest's sha256.
+fn with_add_replaced_by(op: &[u8; 3]) -> (tempfile::TempDir, PathBuf) {
+    use sha2::{Digest, Sha256};
+    let (dir, model_path, mut manifest) = copy_shipped();
+    let mut bytes = std::fs::read(&model_path).expect("read model");
+    let field = b"\x22\x03Add";
+    let at = bytes
+        .windows(field.len())
+        .position(|w| w == field)
+        .expect("the shipped model has an Add node");
+    bytes[at + 2..at + 5].copy_from_slice(op);
+    std::fs::write(&model_path, &bytes).expect("write model");
+    manifest["sha256"] = hex::encode(Sha256::digest(&bytes)).into();
+    let path = write_manifest(dir.path(), &manifest);
+    (dir, path)
+}
+
+#[test]
+fn a_model_using_an_operator_outside_the_register_is_refused_by_name() {
+    // Div is an ONNX operator tract knows, but not one the agent links in.
+    let (_dir, path) = with_add_replaced_by(b"Div");
+    let err = Model::load(path).expect_err("Div is not in the register");
+    assert!(
+        matches!(err, ModelError::SchemaMismatch { .. }),
+        "got {err}"
+    );
+    assert!(
+        err.to_string().contains(
+            "the model uses operators the agent does not run: Div \
+             (supported: Add, Clip, MatMul, Mul, ReduceSum, Sub)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_register_runs_the_same_graph_with_an_operator_swapped_for_another_it_has() {
+    // Sub instead of Add is still a model of registered operators: it loads and its self-test
+    // inference runs (the scores differ, which the golden vectors of the shipped model catch).
+    let (_dir, path) = with_add_replaced_by(b"Sub");
+    let model = Model::load(path).expect("a graph of registered operators loads");
+    let features = model.features();
+    let scores = model.score(&vec![0.5; 2 * features], 2).expect("scores");
+    assert_eq!(scores.score.len(), 2);
+}
