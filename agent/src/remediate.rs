@@ -29,6 +29,7 @@ pub mod report;
 pub mod safety;
 pub mod state;
 pub mod verify;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -109,8 +110,6 @@ pub enum RemediateError {
     Open { path: PathBuf, source: sled::Error },
     #[error("remediation state: {0}")]
     Storage(#[from] sled::Error),
-    #[error("http client: {0}")]
-    Http(String),
 }
 
 /// The plan of an action, resolved against the host.
@@ -127,7 +126,7 @@ pub struct Remediator {
     guard: ProcessGuard,
     /// The procfs processes are looked up in (`agent.proc_root`).
     proc_root: PathBuf,
-    http: Option<reqwest::Client>,
+    http: Option<webhook::Webhook>,
     /// Standing refusals of [`Remediator::precheck`] already reported, by
     /// its key: repeating one while nothing changed would only add rows.
     refusals_reported: HashMap<String, Standing>,
@@ -200,34 +199,6 @@ fn checks_note(mode: Mode, checked: &[&str], counted: bool) -> String {
              the fleet lease and every check again when the request runs"
         ),
     }
-}
-
-fn webhook_client(config: &RemediateSection) -> Result<reqwest::Client, RemediateError> {
-    let mut http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(config.command_timeout_secs))
-        .tls_built_in_root_certs(false);
-    // https webhooks are verified against this bundle only; without it they
-    // fail (and say why) while http ones keep working.
-    match std::fs::read(&config.notify_ca_file) {
-        Ok(pem) => match reqwest::Certificate::from_pem_bundle(&pem) {
-            Ok(certs) => {
-                for c in certs {
-                    http = http.add_root_certificate(c);
-                }
-            }
-            Err(e) => tracing::warn!(file = %config.notify_ca_file.display(), error = %e,
-                "notify CA bundle unreadable: https webhooks will fail"),
-        },
-        Err(e) => tracing::warn!(file = %config.notify_ca_file.display(), error = %e,
-            "notify CA bundle missing: https webhooks will fail"),
-    }
-    http
-        // A redirect could leave the allowlisted prefix; proxies from the
-        // environment would send the body elsewhere.
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .map_err(|e| RemediateError::Http(e.to_string()))
 }
 
 /// Refuses an action whose command (`key`: `remediate.systemctl` or
@@ -498,13 +469,13 @@ impl Remediator {
 
     /// The webhook client, built on first use: the CA bundle (a few hundred
     /// certificates) is not held in memory by agents that never notify.
-    fn http(&mut self) -> Result<&reqwest::Client, RemediateError> {
-        if self.http.is_none() {
-            self.http = Some(webhook_client(&self.config)?);
-        }
-        self.http
-            .as_ref()
-            .ok_or_else(|| RemediateError::Http("no client".into()))
+    fn http(&mut self) -> &webhook::Webhook {
+        self.http.get_or_insert_with(|| {
+            webhook::Webhook::new(
+                &self.config.notify_ca_file,
+                Duration::from_secs(self.config.command_timeout_secs),
+            )
+        })
     }
 
     pub fn config(&self) -> &RemediateSection {
@@ -909,20 +880,16 @@ impl Remediator {
             }
             Plan::Notify(url, body) => {
                 let cap = c.output_cap_bytes;
-                match self.http() {
-                    Err(e) => report.fail(Reason::Http, e.to_string()),
-                    Ok(http) => match http.post(&url).json(&body).send().await {
-                        Ok(resp) => {
-                            let status = resp.status();
-                            report.exit_code = Some(i32::from(status.as_u16()));
-                            let text = resp.text().await.unwrap_or_default();
-                            report.stdout = text.chars().take(cap).collect();
-                            if !status.is_success() {
-                                report.fail(Reason::Http, format!("webhook answered {status}"));
-                            }
+                match self.http().post_json(&url, &body, cap).await {
+                    Ok(answer) => {
+                        report.exit_code = Some(i32::from(answer.status));
+                        report.stdout = answer.body;
+                        if !(200..300).contains(&answer.status) {
+                            report
+                                .fail(Reason::Http, format!("webhook answered {}", answer.status));
                         }
-                        Err(e) => report.fail(Reason::Http, format!("webhook {url}: {e}")),
-                    },
+                    }
+                    Err(e) => report.fail(Reason::Http, format!("webhook {url}: {e}")),
                 }
             }
         }

@@ -7,6 +7,7 @@ mod support;
 use sco_agent::remediate::{
     Action, ActionRequest, Decision, Lease, Mode, Reason, Remediator, VerifySpec, VerifyState,
 };
+use std::time::Duration;
 use support::{argv_log, config, fake_systemctl, request, restart};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -557,4 +558,76 @@ async fn notify_posts_over_https_to_servers_the_bundle_trusts_only() {
     let body = server.await.expect("server");
     let json: serde_json::Value = serde_json::from_str(&body).expect("json body");
     assert_eq!(json["text"], "over tls");
+}
+
+#[tokio::test]
+async fn a_webhook_that_refuses_or_never_answers_fails_the_action_and_says_why() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // First connection: read the request, answer 503 with a body longer than the cap.
+    // Second connection: read the request and never answer.
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.expect("accept");
+        let mut chunk = [0u8; 4096];
+        let _ = sock.read(&mut chunk).await.expect("read");
+        let body = "x".repeat(5000);
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        sock.write_all(answer.as_bytes()).await.expect("answer");
+        let (mut silent, _) = listener.accept().await.expect("accept");
+        let _ = silent.read(&mut chunk).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(dir.path());
+    c.notify_urls = vec![format!("http://{addr}/sco")];
+    c.output_cap_bytes = 1024;
+    c.command_timeout_secs = 1;
+    let mut r = Remediator::open(c, dir.path()).expect("open");
+    let notify = Action::Notify {
+        url: format!("http://{addr}/sco/alerts"),
+        body: serde_json::json!({"text": "refused"}),
+    };
+
+    let refused = r
+        .request(request("notify", notify.clone(), Mode::Execute))
+        .await;
+    assert_eq!(refused.decision, Decision::Failed, "{refused:?}");
+    assert_eq!(refused.reason_code, Some(Reason::Http));
+    assert_eq!(refused.exit_code, Some(503));
+    assert!(
+        refused
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("webhook answered 503"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.stdout,
+        "x".repeat(1024),
+        "the answer is kept up to the cap"
+    );
+
+    let started = std::time::Instant::now();
+    let silent = r.request(request("notify", notify, Mode::Execute)).await;
+    assert_eq!(silent.decision, Decision::Failed, "{silent:?}");
+    assert_eq!(silent.reason_code, Some(Reason::Http));
+    assert!(
+        silent
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("no answer within 1s"),
+        "{silent:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the time limit holds"
+    );
+    server.abort();
 }
