@@ -216,9 +216,16 @@ impl Executor {
             RuleMode::DryRun => Mode::DryRun,
             RuleMode::Auto | RuleMode::Approve => Mode::Precheck,
         };
+        // A rule with candidates is checked and proposed with its first one: the control
+        // plane chooses which candidate runs, and the command is checked again here
+        // against the rule in force.
+        let Some(action) = t.rule.first_action().cloned() else {
+            tracing::error!(%rule, "rule without an action in force; not proposed");
+            return;
+        };
         let request = remediate::ActionRequest {
             rule: rule.clone(),
-            action: t.rule.action.clone(),
+            action: action.clone(),
             mode,
             lease: None,
             cooldown_secs: t.rule.cooldown_secs,
@@ -241,7 +248,7 @@ impl Executor {
             policy: t.policy.clone(),
             revision: t.revision,
             rule,
-            action_json: serde_json::to_string(&t.rule.action).unwrap_or_default(),
+            action_json: serde_json::to_string(&action).unwrap_or_default(),
             mode: t.rule.mode.as_str().into(),
             decision: decision.into(),
             reason: reason_text(&report),
@@ -359,9 +366,9 @@ impl Executor {
                         "no_rule: rule {rule} is not in the policies in force here"
                     ))
                 }
-                Some(r) if r.action != action => {
+                Some(r) if !r.allows(&action) => {
                     return refused(format!(
-                        "not_allowed: the requested action differs from rule {rule} in force"
+                        "not_allowed: the requested action is not one of rule {rule} in force"
                     ))
                 }
                 Some(r) if r.mode == RuleMode::DryRun && c.mode == "execute" => {
@@ -431,7 +438,7 @@ mod tests {
         let done = remediator
             .request(remediate::ActionRequest {
                 rule: "p/r".into(),
-                action: rule.action.clone(),
+                action: rule.first_action().expect("validated rule").clone(),
                 mode: Mode::Execute,
                 lease: Some(remediate::Lease {
                     token: "t".into(),
