@@ -76,8 +76,17 @@ async fn preferences(sb: &Sandbox, token: &str, query: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_choice_moves_to_the_candidate_that_verifies_and_stays() {
-    let Some(mut sb) = Sandbox::new(Db::Sqlite).await else {
+async fn the_choice_moves_to_the_candidate_that_verifies_and_stays_sqlite() {
+    the_choice_moves_to_the_candidate_that_verifies_and_stays(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_choice_moves_to_the_candidate_that_verifies_and_stays_postgres() {
+    the_choice_moves_to_the_candidate_that_verifies_and_stays(Db::Postgres).await;
+}
+
+async fn the_choice_moves_to_the_candidate_that_verifies_and_stays(db: Db) {
+    let Some(mut sb) = Sandbox::new(db).await else {
         return;
     };
     sb.control_plane_extra = "[remediation]\ntick_ms = 200\n".into();
