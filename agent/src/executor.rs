@@ -512,6 +512,64 @@ mod tests {
         assert_eq!(executor.activity.snapshot().rules_fired, [0, 0, 2]);
     }
 
+    /// A command for a rule with candidates may run any of them, and nothing else.
+    #[tokio::test]
+    async fn a_rule_with_candidates_runs_any_of_them_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = Outbox::open(&dir.path().join("outbox"), 1 << 20, 1 << 20).expect("outbox");
+        let db = outbox.db();
+        let config = crate::config::RemediateSection {
+            systemctl: "/bin/true".into(),
+            ..Default::default()
+        };
+        let remediator = remediate::Remediator::with_db(config, db.clone()).expect("open");
+        let k = keypair();
+        let mut store = PolicyStore::open(&db, Some(public(&k))).expect("policies");
+        let policy = parse(
+            "name: p\nrules:\n  - name: r\n    when: { state: ['cpu.total_pct > 80'] }\n    \
+             candidates:\n      - { type: restart_service, unit: a.service }\n      \
+             - { type: restart_service, unit: b.service }\n    mode: auto\n    cooldown_secs: 0\n    \
+             verify: { metric: cpu.total_pct, below: 50, within_secs: 5 }\n",
+        )
+        .expect("valid");
+        store.apply(sign(&k, &policy, 1)).expect("apply");
+        let mut executor = Executor {
+            remediator,
+            policies: Arc::new(std::sync::Mutex::new(store)),
+            outbox: Arc::new(Mutex::new(outbox)),
+            new_data: Arc::new(Notify::new()),
+            latest: watch::channel(Latest::default()).1,
+            tuning: watch::channel(None).0,
+            activity: Arc::new(crate::status::Activity::default()),
+        };
+        let command = |unit: &str| Command {
+            id: format!("act-{unit}"),
+            action_json: serde_json::json!({"type": "restart_service", "unit": unit}).to_string(),
+            mode: "execute".into(),
+            lease_token: "t".into(),
+            lease_expires_ms: now_ms() + 60_000,
+            requested_by: "agent:a".into(),
+            rule: "p/r".into(),
+        };
+        // the second candidate runs and is verified like the rule's only action would be
+        let (outcome, verify) = executor.execute(&command("b.service")).await;
+        assert!(matches!(outcome, Outcome::Verifying), "not executed");
+        let (report, spec) = verify.expect("verification");
+        assert_eq!(report.decision, Decision::Executed, "{report:?}");
+        assert_eq!(spec.within_secs, 5);
+        // an action the rule does not list is refused before anything runs
+        match executor.execute(&command("c.service")).await {
+            (Outcome::Done(decision, reason, _), None) => {
+                assert_eq!(decision, "refused");
+                assert!(
+                    reason.starts_with("not_allowed: the requested action is not one of rule p/r"),
+                    "{reason}"
+                );
+            }
+            _ => panic!("an action outside the candidates ran"),
+        }
+    }
+
     #[test]
     fn detection_settings_merge_first_wins_ignores_add_up() {
         let dir = tempfile::tempdir().expect("tempdir");
