@@ -510,10 +510,7 @@ impl Policy {
                     if candidates.len() > MAX_CANDIDATES {
                         return Err(PolicyError::new(
                             at("candidates"),
-                            format!(
-                                "{} candidates, at most {MAX_CANDIDATES}",
-                                candidates.len()
-                            ),
+                            format!("{} candidates, at most {MAX_CANDIDATES}", candidates.len()),
                         ));
                     }
                     if rule.verify.is_none() {
@@ -653,7 +650,10 @@ rules:
         let r = &p.rules[0];
         assert_eq!(r.action, None);
         assert_eq!(r.actions().len(), 2);
-        assert!(matches!(r.first_action(), Some(Action::RestartService { .. })));
+        assert!(matches!(
+            r.first_action(),
+            Some(Action::RestartService { .. })
+        ));
         assert!(r.allows(&r.candidates[1]));
         let again = parse(&p.canonical_json()).expect("canonical json parses");
         assert_eq!(again, p);
@@ -662,7 +662,10 @@ rules:
         // A rule with one action is as it was: no candidates in its canonical form.
         let one = parse(YAML).expect("one action");
         assert!(!one.canonical_json().contains("candidates"));
-        assert_eq!(one.rules[0].actions(), [one.rules[0].action.clone().expect("action")]);
+        assert_eq!(
+            one.rules[0].actions(),
+            [one.rules[0].action.clone().expect("action")]
+        );
 
         let nine = format!(
             "[{}]",

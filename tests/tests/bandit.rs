@@ -140,7 +140,11 @@ async fn the_choice_moves_to_the_candidate_that_verifies_and_stays(db: Db) {
         .iter()
         .position(|k| k == "restart_service")
         .expect("the second candidate was chosen");
-    assert!(switched <= 3, "switched at incident {}: {chosen:?}", switched + 1);
+    assert!(
+        switched <= 3,
+        "switched at incident {}: {chosen:?}",
+        switched + 1
+    );
     assert!(
         chosen[switched..].iter().all(|k| k == "restart_service"),
         "{chosen:?}"
@@ -160,8 +164,16 @@ async fn the_choice_moves_to_the_candidate_that_verifies_and_stays(db: Db) {
         let c = p["candidates"].as_array().expect("candidates");
         assert_eq!(c.len(), 2, "{p}");
         assert_eq!(c[0]["action"]["type"], "journal_vacuum", "{p}");
-        assert_eq!((&c[0]["successes"], &c[0]["failures"]), (&0.into(), &failures.into()), "{p}");
-        assert_eq!((&c[1]["successes"], &c[1]["failures"]), (&successes.into(), &0.into()), "{p}");
+        assert_eq!(
+            (&c[0]["successes"], &c[0]["failures"]),
+            (&0.into(), &failures.into()),
+            "{p}"
+        );
+        assert_eq!(
+            (&c[1]["successes"], &c[1]["failures"]),
+            (&successes.into(), &0.into()),
+            "{p}"
+        );
         assert!(c[1]["score"].as_f64() > c[0]["score"].as_f64(), "{p}");
     };
     let body = preferences(&sb, &viewer, &format!("?rule={RULE}")).await;
@@ -172,16 +184,29 @@ async fn the_choice_moves_to_the_candidate_that_verifies_and_stays(db: Db) {
     let watch = &body["preferences"][0];
     assert_eq!(watch["preferred"]["type"], "journal_vacuum", "{body}");
     for c in watch["candidates"].as_array().expect("candidates") {
-        assert_eq!((&c["successes"], &c["failures"]), (&0.into(), &0.into()), "{body}");
+        assert_eq!(
+            (&c["successes"], &c["failures"]),
+            (&0.into(), &0.into()),
+            "{body}"
+        );
     }
     let (status, body) = sb.get(&viewer, "/remediation/preferences?rule=a%20b").await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap_or_default().starts_with("rule: "), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("rule: "),
+        "{body}"
+    );
 
     // A restart of the control plane forgets nothing: the next incident runs the second.
     assert!(cp.terminate().success());
     let _cp = sb.start_control_plane();
-    check(&preferences(&sb, &viewer, &format!("?rule={RULE}")).await, successes);
+    check(
+        &preferences(&sb, &viewer, &format!("?rule={RULE}")).await,
+        successes,
+    );
     wait_for("the agent to reconnect", || async {
         let (_, body) = sb.get(&admin, "/hosts/agent-1").await;
         (body["host"]["connected"] == true).then_some(())
@@ -189,19 +214,27 @@ async fn the_choice_moves_to_the_candidate_that_verifies_and_stays(db: Db) {
     .await;
     let (fix, _) = incident(&sb, &admin, 7, &mut seen).await;
     assert_eq!(kind(&fix), "restart_service", "{fix}");
-    check(&preferences(&sb, &viewer, &format!("?rule={RULE}")).await, successes + 1);
+    check(
+        &preferences(&sb, &viewer, &format!("?rule={RULE}")).await,
+        successes + 1,
+    );
 
     // A reset is an operator's (a viewer is refused), audited; the written order is back.
     let path = format!("/remediation/preferences?rule={RULE}");
     let (status, _) = sb.send(reqwest::Method::DELETE, &viewer, &path, None).await;
     assert_eq!(status, 403);
-    let (status, body) = sb.send(reqwest::Method::DELETE, &operator, &path, None).await;
+    let (status, body) = sb
+        .send(reqwest::Method::DELETE, &operator, &path, None)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["deleted"], 2, "{body}");
     let body = preferences(&sb, &viewer, &format!("?rule={RULE}")).await;
     assert_eq!(body["count"], 0, "{body}");
     // the dry-run rule's preferences were not part of that reset
-    assert_eq!(preferences(&sb, &viewer, &format!("?rule={WATCH}")).await["count"], 1);
+    assert_eq!(
+        preferences(&sb, &viewer, &format!("?rule={WATCH}")).await["count"],
+        1
+    );
     let (_, body) = sb
         .get(&admin, "/audit?action=remediation.preferences_reset")
         .await;

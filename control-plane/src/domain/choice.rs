@@ -34,7 +34,10 @@ pub fn prior(position: usize, of: usize) -> (i64, i64) {
 /// The posterior mean of success as an exact fraction (numerator, denominator).
 fn posterior(position: usize, of: usize, t: Tally) -> (i128, i128) {
     let (a, b) = prior(position, of);
-    let (s, f) = (i128::from(t.successes.max(0)), i128::from(t.failures.max(0)));
+    let (s, f) = (
+        i128::from(t.successes.max(0)),
+        i128::from(t.failures.max(0)),
+    );
     (i128::from(a) + s, i128::from(a) + i128::from(b) + s + f)
 }
 

@@ -114,9 +114,7 @@ impl Store {
         context: Option<&str>,
     ) -> Result<Vec<PreferenceRow>, StoreError> {
         let (sql, binds) = filtered(PREFERENCE_SELECT, rule, context);
-        let mut query = sqlx::query(audited(format!(
-            "{sql} ORDER BY rule, context, position"
-        )));
+        let mut query = sqlx::query(audited(format!("{sql} ORDER BY rule, context, position")));
         for b in binds {
             query = query.bind(b);
         }

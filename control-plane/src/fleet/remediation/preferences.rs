@@ -127,7 +127,9 @@ impl Remediation {
         context: Option<&str>,
     ) -> Result<Vec<Preference>, ServiceError> {
         check_filters(rule, context)?;
-        Ok(preferences(self.store.preference_rows(rule, context).await?))
+        Ok(preferences(
+            self.store.preference_rows(rule, context).await?,
+        ))
     }
 
     /// Forgets what was learnt (all of it, or of one rule and/or context): the next
@@ -177,7 +179,8 @@ mod tests {
     use crate::store::{sqlite_url, Store};
     use crate::telemetry::Telemetry;
 
-    const POLICY: &str = "name: p\nrules:\n  - name: fix\n    when: { state: ['mem.used_pct >= 0'] }\n    \
+    const POLICY: &str =
+        "name: p\nrules:\n  - name: fix\n    when: { state: ['mem.used_pct >= 0'] }\n    \
         candidates:\n      - { type: journal_vacuum, max_size_mb: 100 }\n      \
         - { type: restart_service, unit: app.service }\n    mode: auto\n    \
         verify: { metric: mem.used_pct, below: 101, within_secs: 5 }\n";
@@ -240,7 +243,12 @@ mod tests {
                 rule: "p/fix".into(),
                 action_json: json!({"type": "journal_vacuum", "max_size_mb": 100}).to_string(),
                 mode: mode.into(),
-                decision: if mode == "dry_run" { "dry_run" } else { "proposed" }.into(),
+                decision: if mode == "dry_run" {
+                    "dry_run"
+                } else {
+                    "proposed"
+                }
+                .into(),
                 reason: String::new(),
                 report_json: String::new(),
                 evidence_json: evidence.to_string(),
@@ -304,7 +312,10 @@ mod tests {
             assert_eq!(choice["context"], "memory/state", "{a:?}");
             assert_eq!(choice["learns"], true, "{a:?}");
             // the agent's own evidence is kept beside the choice
-            assert_eq!(a.evidence.as_ref().expect("evidence")["state"][0]["value"], 40.0);
+            assert_eq!(
+                a.evidence.as_ref().expect("evidence")["state"][0]["value"],
+                40.0
+            );
             let works = kind == "restart_service";
             f.report(&a.id, if works { "executed" } else { "failed" })
                 .await;
@@ -363,7 +374,10 @@ mod tests {
             .reset_preferences("otto", Some("p/f ix"), None)
             .await
             .expect_err("bad rule");
-        assert!(matches!(e, ServiceError::Invalid(ref m) if m.starts_with("rule: ")), "{e:?}");
+        assert!(
+            matches!(e, ServiceError::Invalid(ref m) if m.starts_with("rule: ")),
+            "{e:?}"
+        );
         let deleted = f
             .remediation
             .reset_preferences("otto", Some("p/fix"), Some("memory/state"))
@@ -373,7 +387,10 @@ mod tests {
         assert!(f.tallies("memory/state").await.is_empty());
         assert_eq!(f.tallies("cpu/high").await.len(), 2, "other contexts stay");
         let a = f.propose("auto", memory()).await;
-        assert_eq!(a.action["type"], "journal_vacuum", "the written order again");
+        assert_eq!(
+            a.action["type"], "journal_vacuum",
+            "the written order again"
+        );
         let audit = f
             .audit
             .entries(&AuditQuery {
@@ -407,14 +424,22 @@ mod tests {
             evidence_json: memory().to_string(),
             max_concurrent: 1,
         };
-        f.remediation.proposal("agent-1", p).await.expect("proposal");
+        f.remediation
+            .proposal("agent-1", p)
+            .await
+            .expect("proposal");
         let q = crate::domain::remediation::ActionQuery {
             limit: 10,
             ..Default::default()
         };
         let a = f.remediation.actions(&q).await.expect("actions");
         assert_eq!(a[0].action["unit"], "b.service");
-        assert!(a[0].evidence.as_ref().expect("evidence").get("choice").is_none());
+        assert!(a[0]
+            .evidence
+            .as_ref()
+            .expect("evidence")
+            .get("choice")
+            .is_none());
         let p = f.remediation.preferences(None, None).await.expect("read");
         assert!(p.is_empty(), "{p:?}");
     }
