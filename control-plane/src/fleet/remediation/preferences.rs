@@ -34,6 +34,11 @@ impl Remediation {
         p: &ProposalIn,
         record: &mut ActionRecord,
     ) -> Result<(), StoreError> {
+        // A choice is only ever the control plane's: one in the agent's evidence is dropped,
+        // so no message can make the report teach a tally of its own making.
+        if let Some(e) = record.evidence.as_mut().and_then(|e| e.as_object_mut()) {
+            e.remove("choice");
+        }
         if !matches!(record.state, ActionState::Proposed | ActionState::DryRun) {
             return Ok(());
         }
@@ -421,7 +426,12 @@ mod tests {
             decision: "proposed".into(),
             reason: String::new(),
             report_json: String::new(),
-            evidence_json: memory().to_string(),
+            // a choice the agent claims is not the control plane's, and teaches nothing
+            evidence_json: json!({
+                "state": [{"condition": "mem.used_pct >= 0", "value": 40.0}],
+                "choice": {"context": "memory/state", "candidate": 0, "of": 1, "scores": [1.0], "learns": true},
+            })
+            .to_string(),
             max_concurrent: 1,
         };
         f.remediation
@@ -440,6 +450,7 @@ mod tests {
             .expect("evidence")
             .get("choice")
             .is_none());
+        f.report("unknown-policy", "executed").await;
         let p = f.remediation.preferences(None, None).await.expect("read");
         assert!(p.is_empty(), "{p:?}");
     }
