@@ -3,7 +3,9 @@
 //! action allowlist, recorded, waits for an approval (mode `approve`) and for
 //! a fleet lease (at most `max_concurrent` hosts acting per rule), travels
 //! down the agent's stream with that lease, and is closed by the agent's
-//! report. The agent's local safety rules still decide.
+//! report. The agent's local safety rules still decide. For a rule that lists candidate
+//! actions, which one a proposal runs is chosen here from their verified outcomes
+//! ([`preferences`]).
 //!
 //! The states and the decisions that need no database are in
 //! [`crate::domain::remediation`].
