@@ -216,9 +216,16 @@ impl Executor {
             RuleMode::DryRun => Mode::DryRun,
             RuleMode::Auto | RuleMode::Approve => Mode::Precheck,
         };
+        // A rule with candidates is checked and proposed with its first one: the control
+        // plane chooses which candidate runs, and the command is checked again here
+        // against the rule in force.
+        let Some(action) = t.rule.first_action().cloned() else {
+            tracing::error!(%rule, "rule without an action in force; not proposed");
+            return;
+        };
         let request = remediate::ActionRequest {
             rule: rule.clone(),
-            action: t.rule.action.clone(),
+            action: action.clone(),
             mode,
             lease: None,
             cooldown_secs: t.rule.cooldown_secs,
@@ -241,7 +248,7 @@ impl Executor {
             policy: t.policy.clone(),
             revision: t.revision,
             rule,
-            action_json: serde_json::to_string(&t.rule.action).unwrap_or_default(),
+            action_json: serde_json::to_string(&action).unwrap_or_default(),
             mode: t.rule.mode.as_str().into(),
             decision: decision.into(),
             reason: reason_text(&report),
@@ -359,9 +366,9 @@ impl Executor {
                         "no_rule: rule {rule} is not in the policies in force here"
                     ))
                 }
-                Some(r) if r.action != action => {
+                Some(r) if !r.allows(&action) => {
                     return refused(format!(
-                        "not_allowed: the requested action differs from rule {rule} in force"
+                        "not_allowed: the requested action is not one of rule {rule} in force"
                     ))
                 }
                 Some(r) if r.mode == RuleMode::DryRun && c.mode == "execute" => {
@@ -431,7 +438,7 @@ mod tests {
         let done = remediator
             .request(remediate::ActionRequest {
                 rule: "p/r".into(),
-                action: rule.action.clone(),
+                action: rule.first_action().expect("validated rule").clone(),
                 mode: Mode::Execute,
                 lease: Some(remediate::Lease {
                     token: "t".into(),
@@ -503,6 +510,64 @@ mod tests {
         assert_eq!(executor.remediator.history(100).expect("history").len(), 3);
         // and the health endpoint counts what was reported, once each
         assert_eq!(executor.activity.snapshot().rules_fired, [0, 0, 2]);
+    }
+
+    /// A command for a rule with candidates may run any of them, and nothing else.
+    #[tokio::test]
+    async fn a_rule_with_candidates_runs_any_of_them_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = Outbox::open(&dir.path().join("outbox"), 1 << 20, 1 << 20).expect("outbox");
+        let db = outbox.db();
+        let config = crate::config::RemediateSection {
+            systemctl: "/bin/true".into(),
+            ..Default::default()
+        };
+        let remediator = remediate::Remediator::with_db(config, db.clone()).expect("open");
+        let k = keypair();
+        let mut store = PolicyStore::open(&db, Some(public(&k))).expect("policies");
+        let policy = parse(
+            "name: p\nrules:\n  - name: r\n    when: { state: ['cpu.total_pct > 80'] }\n    \
+             candidates:\n      - { type: restart_service, unit: a.service }\n      \
+             - { type: restart_service, unit: b.service }\n    mode: auto\n    cooldown_secs: 0\n    \
+             verify: { metric: cpu.total_pct, below: 50, within_secs: 5 }\n",
+        )
+        .expect("valid");
+        store.apply(sign(&k, &policy, 1)).expect("apply");
+        let mut executor = Executor {
+            remediator,
+            policies: Arc::new(std::sync::Mutex::new(store)),
+            outbox: Arc::new(Mutex::new(outbox)),
+            new_data: Arc::new(Notify::new()),
+            latest: watch::channel(Latest::default()).1,
+            tuning: watch::channel(None).0,
+            activity: Arc::new(crate::status::Activity::default()),
+        };
+        let command = |unit: &str| Command {
+            id: format!("act-{unit}"),
+            action_json: serde_json::json!({"type": "restart_service", "unit": unit}).to_string(),
+            mode: "execute".into(),
+            lease_token: "t".into(),
+            lease_expires_ms: now_ms() + 60_000,
+            requested_by: "agent:a".into(),
+            rule: "p/r".into(),
+        };
+        // the second candidate runs and is verified like the rule's only action would be
+        let (outcome, verify) = executor.execute(&command("b.service")).await;
+        assert!(matches!(outcome, Outcome::Verifying), "not executed");
+        let (report, spec) = verify.expect("verification");
+        assert_eq!(report.decision, Decision::Executed, "{report:?}");
+        assert_eq!(spec.within_secs, 5);
+        // an action the rule does not list is refused before anything runs
+        match executor.execute(&command("c.service")).await {
+            (Outcome::Done(decision, reason, _), None) => {
+                assert_eq!(decision, "refused");
+                assert!(
+                    reason.starts_with("not_allowed: the requested action is not one of rule p/r"),
+                    "{reason}"
+                );
+            }
+            _ => panic!("an action outside the candidates ran"),
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub mod choice;
 pub mod feedback;
 pub mod policy;
 pub mod remediation;

@@ -85,6 +85,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(remediation::reset_breaker))
         .routes(routes!(remediation::approve))
         .routes(routes!(remediation::reject))
+        .routes(routes!(
+            remediation::preferences,
+            remediation::reset_preferences
+        ))
         .routes(routes!(audit::audit))
         .routes(routes!(policy::list, policy::create))
         .routes(routes!(policy::get, policy::withdraw))

@@ -20,6 +20,7 @@ mod feedback;
 mod hosts;
 mod notifications;
 mod policy;
+mod preferences;
 mod remediation;
 mod runbooks;
 

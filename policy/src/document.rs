@@ -26,6 +26,17 @@
 //!     max_concurrent: 1     # hosts of the fleet acting at once
 //!     verify: { metric: cpu.total_pct, below: 50, within_secs: 60 }
 //! ```
+//!
+//! Instead of `action`, a rule may list `candidates` (at most [`MAX_CANDIDATES`], each
+//! checked like `action`, no two the same, and the rule must have `verify`): the control
+//! plane runs one of them per incident, the first written until the verified outcomes of
+//! the others say otherwise.
+//!
+//! ```yaml
+//!     candidates:
+//!       - { type: restart_service, unit: app.service }
+//!       - { type: kill_process, top_consumer: cpu }
+//! ```
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -129,7 +140,13 @@ pub struct Rule {
     /// `^[a-z0-9][a-z0-9._-]{0,63}$`, unique in the policy.
     pub name: String,
     pub when: Condition,
-    pub action: Action,
+    /// The one action of the rule; a rule names either this or `candidates`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// Allowlisted actions to choose from, preferred in the order written; the control
+    /// plane chooses one per incident from their verified outcomes. Needs `verify`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<Action>,
     #[serde(default)]
     pub mode: RuleMode,
     #[serde(default = "default_cooldown_secs")]
@@ -143,6 +160,30 @@ pub struct Rule {
     /// The action failed unless this holds within its time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifySpec>,
+}
+
+/// Candidates one rule may list.
+pub const MAX_CANDIDATES: usize = 8;
+
+impl Rule {
+    /// The actions this rule may run, in the order written: its `action`, or its
+    /// `candidates`. Never empty in a validated policy.
+    pub fn actions(&self) -> &[Action] {
+        match &self.action {
+            Some(a) => std::slice::from_ref(a),
+            None => &self.candidates,
+        }
+    }
+
+    /// The action written first (the one a rule without learnt preferences runs).
+    pub fn first_action(&self) -> Option<&Action> {
+        self.actions().first()
+    }
+
+    /// Whether `action` is one this rule may run.
+    pub fn allows(&self, action: &Action) -> bool {
+        self.actions().contains(action)
+    }
 }
 
 fn default_cooldown_secs() -> u64 {
@@ -449,9 +490,48 @@ impl Policy {
                 check_known_metric(&c.metric)
                     .map_err(|r| PolicyError::new(at(&format!("when.state[{j}]")), r))?;
             }
-            rule.action
-                .check()
-                .map_err(|(_, reason)| PolicyError::new(at("action"), reason))?;
+            match (&rule.action, rule.candidates.as_slice()) {
+                (Some(_), [_, ..]) => {
+                    return Err(PolicyError::new(
+                        at("candidates"),
+                        "a rule names either action or candidates, not both",
+                    ))
+                }
+                (None, []) => {
+                    return Err(PolicyError::new(
+                        at("action"),
+                        "missing: a rule needs an action or a list of candidates",
+                    ))
+                }
+                (Some(a), []) => a
+                    .check()
+                    .map_err(|(_, reason)| PolicyError::new(at("action"), reason))?,
+                (None, candidates) => {
+                    if candidates.len() > MAX_CANDIDATES {
+                        return Err(PolicyError::new(
+                            at("candidates"),
+                            format!("{} candidates, at most {MAX_CANDIDATES}", candidates.len()),
+                        ));
+                    }
+                    if rule.verify.is_none() {
+                        return Err(PolicyError::new(
+                            at("verify"),
+                            "missing: candidates are chosen by their verified outcomes, so the \
+                             rule needs verify",
+                        ));
+                    }
+                    for (j, a) in candidates.iter().enumerate() {
+                        let field = at(&format!("candidates[{j}]"));
+                        a.check().map_err(|(_, r)| PolicyError::new(&field, r))?;
+                        if candidates[..j].contains(a) {
+                            return Err(PolicyError::new(
+                                field,
+                                "the same action as an earlier candidate",
+                            ));
+                        }
+                    }
+                }
+            }
             if rule.max_per_hour == 0 || rule.max_per_hour > 60 {
                 return Err(PolicyError::new(
                     at("max_per_hour"),
@@ -553,6 +633,88 @@ rules:
         let again = parse(&p.canonical_json()).expect("canonical json parses");
         assert_eq!(again, p);
         assert_eq!(again.canonical_json(), p.canonical_json());
+    }
+
+    #[test]
+    fn candidates_instead_of_one_action() {
+        let with = |candidates: &str| {
+            YAML.replace(
+                "action: { type: kill_process, pattern: \"*runaway*\" }",
+                &format!("candidates: {candidates}"),
+            )
+        };
+        let p = parse(&with(
+            "[{ type: restart_service, unit: app.service }, { type: kill_process, pattern: \"*runaway*\" }]",
+        ))
+        .expect("two candidates");
+        let r = &p.rules[0];
+        assert_eq!(r.action, None);
+        assert_eq!(r.actions().len(), 2);
+        assert!(matches!(
+            r.first_action(),
+            Some(Action::RestartService { .. })
+        ));
+        assert!(r.allows(&r.candidates[1]));
+        let again = parse(&p.canonical_json()).expect("canonical json parses");
+        assert_eq!(again, p);
+        assert!(p.canonical_json().contains("\"candidates\""));
+
+        // A rule with one action is as it was: no candidates in its canonical form.
+        let one = parse(YAML).expect("one action");
+        assert!(!one.canonical_json().contains("candidates"));
+        assert_eq!(
+            one.rules[0].actions(),
+            [one.rules[0].action.clone().expect("action")]
+        );
+
+        let nine = format!(
+            "[{}]",
+            (0..9)
+                .map(|i| format!("{{ type: restart_service, unit: a{i}.service }}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for (doc, field, says) in [
+            (
+                YAML.replace("mode: auto", "mode: auto\n    candidates: [{ type: restart_service, unit: a.service }]"),
+                "rules[0].candidates",
+                "not both",
+            ),
+            (
+                YAML.replace("    action: { type: kill_process, pattern: \"*runaway*\" }\n", ""),
+                "rules[0].action",
+                "action or a list of candidates",
+            ),
+            (with("[]"), "rules[0].action", "action or a list of candidates"),
+            (with(&nine), "rules[0].candidates", "at most 8"),
+            (
+                with("[{ type: restart_service, unit: a.service }, { type: kill_process }]"),
+                "rules[0].candidates[1]",
+                "one target",
+            ),
+            (
+                with("[{ type: rm_rf, path: / }]"),
+                "rules[0].candidates[0]",
+                "rm_rf",
+            ),
+            (
+                with("[{ type: restart_service, unit: a.service }, { type: restart_service, unit: a.service }]"),
+                "rules[0].candidates[1]",
+                "earlier candidate",
+            ),
+            (
+                with("[{ type: restart_service, unit: a.service }]").replace(
+                    "    verify: { metric: cpu.total_pct, below: 50, within_secs: 60 }\n",
+                    "",
+                ),
+                "rules[0].verify",
+                "needs verify",
+            ),
+        ] {
+            let e = parse(&doc).expect_err(&doc);
+            assert!(e.field.starts_with(field), "{doc}: {e}");
+            assert!(e.reason.contains(says), "{doc}: {e}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use command::Command;
 pub use contributor::Contributor;
 pub use document::{
     parse, AnomalyCondition, Condition, DetectionSettings, Op, Policy, PolicyError, Rule, RuleMode,
-    StateCondition, Target, VerifySpec, MAX_DOCUMENT_BYTES,
+    StateCondition, Target, VerifySpec, MAX_CANDIDATES, MAX_DOCUMENT_BYTES,
 };
 pub use family::Family;
 pub use feedback::Verdict;

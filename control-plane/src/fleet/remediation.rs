@@ -3,10 +3,14 @@
 //! action allowlist, recorded, waits for an approval (mode `approve`) and for
 //! a fleet lease (at most `max_concurrent` hosts acting per rule), travels
 //! down the agent's stream with that lease, and is closed by the agent's
-//! report. The agent's local safety rules still decide.
+//! report. The agent's local safety rules still decide. For a rule that lists candidate
+//! actions, which one a proposal runs is chosen here from their verified outcomes
+//! ([`preferences`]).
 //!
 //! The states and the decisions that need no database are in
 //! [`crate::domain::remediation`].
+
+mod preferences;
 
 use crate::error::{Code, Coded};
 use std::collections::HashMap;
@@ -411,7 +415,7 @@ impl Remediation {
             &p.reason,
             typed.as_ref().map(|_| ()).map_err(String::as_str),
         );
-        let record = ActionRecord {
+        let mut record = ActionRecord {
             id: p.id.clone(),
             host_id: agent_id.to_string(),
             rule: p.rule.clone(),
@@ -440,6 +444,7 @@ impl Remediation {
             updated_at_ms: now,
             report: serde_json::from_str(&p.report_json).ok(),
         };
+        self.choose_candidate(&p, &mut record).await?;
         let ingested = self
             .store
             .insert_proposal(&record, p.seq, p.produced_at_ms)
@@ -492,6 +497,12 @@ impl Remediation {
                 serde_json::json!({ "request": command_id, "matched": matched, "reason": reason, "report": detail }),
             )
             .await;
+            // the report is stored: a failure to learn from it is logged, not retried
+            if matched {
+                if let Err(e) = self.learn(command_id).await {
+                    tracing::warn!(request = %command_id, error = %e, "outcome not learnt");
+                }
+            }
         }
         Ok(ingested)
     }

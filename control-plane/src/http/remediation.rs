@@ -1,5 +1,5 @@
 //! `/remediation/*`: trigger an action, list actions, approve or reject a proposal, reset a
-//! circuit breaker.
+//! circuit breaker, read and reset the learnt preferences among rules' candidate actions.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::auth::Caller;
 use super::error::{ApiJson, ApiQuery, AppError, ErrorBody, OptionalJson};
 use super::AppState;
+use crate::domain::choice::Preference;
 use crate::fleet::{ActionQuery, ActionRecord, ActionState, Decision};
 
 /// The optional body of `POST /remediation/actions/{id}/reject`.
@@ -224,6 +225,83 @@ async fn decide(
         .decide(&caller.0.sub, &id, decision)
         .await?;
     Ok(Json(TriggerResponse { action }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferencesQuery {
+    rule: Option<String>,
+    context: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PreferencesResponse {
+    count: usize,
+    /// Per rule (`policy/rule`) and context (`family/severity`, or `family/state` for a
+    /// rule on metric values only): `preferred`, the action the next incident would run,
+    /// and each candidate in written order with its verified `successes`, `failures` and
+    /// `score` (posterior mean of success).
+    #[schema(value_type = Vec<Object>)]
+    preferences: Vec<Preference>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PreferencesResetResponse {
+    /// Candidates' tallies removed.
+    deleted: u64,
+}
+
+/// What was learnt about rules' candidate actions from their verified outcomes.
+#[utoipa::path(get, path = "/remediation/preferences", tag = "remediation", security(("bearer" = ["viewer"])),
+    params(
+        ("rule" = Option<String>, Query, description = "`policy/rule`"),
+        ("context" = Option<String>, Query, description = "e.g. `cpu/high` or `memory/state`"),
+    ),
+    responses(
+        (status = 200, description = "learnt preferences", body = PreferencesResponse),
+        (status = 400, description = "invalid parameter (named)", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+    ))]
+pub async fn preferences(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<PreferencesQuery>,
+) -> Result<Json<PreferencesResponse>, AppError> {
+    let preferences = state
+        .fleet
+        .remediation
+        .preferences(q.rule.as_deref(), q.context.as_deref())
+        .await?;
+    Ok(Json(PreferencesResponse {
+        count: preferences.len(),
+        preferences,
+    }))
+}
+
+/// Forgets what was learnt (all of it, or of one rule and/or context): the next incidents
+/// start again from the order the candidates are written in. Audited.
+#[utoipa::path(delete, path = "/remediation/preferences", tag = "remediation", security(("bearer" = ["operator"])),
+    params(
+        ("rule" = Option<String>, Query, description = "only this `policy/rule`"),
+        ("context" = Option<String>, Query, description = "only this context"),
+    ),
+    responses(
+        (status = 200, description = "reset", body = PreferencesResetResponse),
+        (status = 400, description = "invalid parameter (named)", body = ErrorBody),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 403, description = "role too low", body = ErrorBody),
+    ))]
+pub async fn reset_preferences(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PreferencesQuery>,
+) -> Result<Json<PreferencesResetResponse>, AppError> {
+    let deleted = state
+        .fleet
+        .remediation
+        .reset_preferences(&caller.0.sub, q.rule.as_deref(), q.context.as_deref())
+        .await?;
+    Ok(Json(PreferencesResetResponse { deleted }))
 }
 
 #[cfg(test)]
