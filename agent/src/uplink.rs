@@ -148,9 +148,7 @@ impl Uplink {
                 Ok(End::Full { reason, elsewhere }) => {
                     full_in_a_row += 1;
                     at_once = full_in_a_row <= self.server.endpoints.len() + MAX_HINTS;
-                    hinted = elsewhere
-                        .into_iter()
-                        .find(|e| !same_endpoint(e, &endpoint));
+                    hinted = elsewhere.into_iter().find(|e| !same_endpoint(e, &endpoint));
                     let next = hinted.clone().unwrap_or_else(|| {
                         self.server.endpoints[(index + 1) % self.server.endpoints.len()].clone()
                     });

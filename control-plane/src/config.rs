@@ -648,7 +648,10 @@ mod tests {
         )
         .expect("parses");
         ok.validate().expect("valid");
-        assert_eq!(ok.advertised_grpc().as_deref(), Some("cp-1.example.com:7443"));
+        assert_eq!(
+            ok.advertised_grpc().as_deref(),
+            Some("cp-1.example.com:7443")
+        );
         assert_eq!(ok.replicas.lease_ttl(1000).as_millis(), 3000);
         let d = Config::default();
         assert_eq!(d.advertised_grpc().as_deref(), Some("127.0.0.1:7443"));
@@ -667,7 +670,15 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
-        for bad in ["cp-1", "cp 1:7443", ":7443", "cp:0", "cp:70000", "cp:x", "cp,evil:1"] {
+        for bad in [
+            "cp-1",
+            "cp 1:7443",
+            ":7443",
+            "cp:0",
+            "cp:70000",
+            "cp:x",
+            "cp,evil:1",
+        ] {
             let c = Config {
                 replicas: ReplicasSection {
                     advertise: Some(bad.into()),

@@ -130,10 +130,10 @@ fn redirect(full: &Full) -> Status {
             full.limit
         )
     });
-    // the addresses were checked when each replica read its config; one that is not a valid
-    // header value is left out rather than sent
-    if let Ok(v) = elsewhere.parse() {
-        if !elsewhere.is_empty() {
+    // each address was checked when its replica read its config; a list that still is not a
+    // valid header value is left out of the metadata (the message names it all the same)
+    if !elsewhere.is_empty() {
+        if let Ok(v) = elsewhere.parse() {
             s.metadata_mut().insert(sco_proto::REDIRECT_METADATA, v);
         }
     }

@@ -203,12 +203,13 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "cannot add the starter runbooks"),
     }
     let notifier = Arc::new(
-        notify::Notifier::new(store.clone(), &config.notify).map_err(|e| ServeError::Io {
-            path: config.notify.ca_file.clone(),
-            source: std::io::Error::other(e),
-        })?
-        // one holder name for all of this replica's leases, so its status can list them
-        .with_holder(fleet.replicas.id()),
+        notify::Notifier::new(store.clone(), &config.notify)
+            .map_err(|e| ServeError::Io {
+                path: config.notify.ca_file.clone(),
+                source: std::io::Error::other(e),
+            })?
+            // one holder name for all of this replica's leases, so its status can list them
+            .with_holder(fleet.replicas.id()),
     );
     if !config.notify.channels.is_empty() {
         tracing::info!(channels = ?notifier.channel_names(), "notification channels set up");

@@ -302,16 +302,12 @@ async fn the_ticks_lease_moves_when_its_holder_dies() {
         .as_str()
         .expect("replica id in /status")
         .to_string();
-    assert_eq!(lease_holders(&pool).await, [holder_id.clone()]);
+    assert_eq!(lease_holders(&pool).await, std::slice::from_ref(&holder_id));
 
     // An agent on the replicas that live on, and a canary rollout whose time is up only
     // after the holder is gone: judging it is the holder's work alone.
     let survivors: Vec<usize> = (0..3).filter(|&i| i != holder).collect();
-    let _agent = start_agent(
-        &sb,
-        "agent-t",
-        &[grpc[survivors[0]], grpc[survivors[1]]],
-    );
+    let _agent = start_agent(&sb, "agent-t", &[grpc[survivors[0]], grpc[survivors[1]]]);
     let base = &bases[survivors[0]];
     let admin = login_at(base, "admin", sco_tests::ADMIN_PASSWORD).await;
     wait_for("agent-t streaming", || async {
@@ -360,15 +356,19 @@ async fn the_ticks_lease_moves_when_its_holder_dies() {
     })
     .await;
     assert_eq!(judged["state"], "complete", "{judged}");
-    let judged_here = replicas[new_holder].log_text().lines().any(|l| {
-        l.contains("rollout policy=takeover-guard") && l.contains("state=complete")
-    });
+    let judged_here = replicas[new_holder]
+        .log_text()
+        .lines()
+        .any(|l| l.contains("rollout policy=takeover-guard") && l.contains("state=complete"));
     assert!(
         judged_here,
         "the new holder's log does not show the rollout judged:\n{}",
         replicas[new_holder].log_tail()
     );
-    let other = survivors.iter().find(|&&i| i != new_holder).expect("two survivors");
+    let other = survivors
+        .iter()
+        .find(|&&i| i != new_holder)
+        .expect("two survivors");
     assert!(!replicas[*other]
         .log_text()
         .contains("rollout policy=takeover-guard"));
@@ -449,10 +449,7 @@ async fn a_full_replica_sends_new_agents_to_one_with_room() {
     assert!(second.log_contains("control plane full; redirected to another endpoint"));
     assert!(b.log_contains("agent connected agent_id=\"agent-2\""));
     assert!(!b.log_contains("agent connected agent_id=\"agent-1\""));
-    let (status_a, status_b) = (
-        replica_status(&a_base).await,
-        replica_status(&b_base).await,
-    );
+    let (status_a, status_b) = (replica_status(&a_base).await, replica_status(&b_base).await);
     assert_eq!(status_a["replica"]["streams"], 1, "{status_a}");
     assert_eq!(status_b["replica"]["streams"], 1, "{status_b}");
     assert_eq!(status_b["agents_connected"], 1, "{status_b}");
@@ -474,6 +471,9 @@ async fn a_full_replica_sends_new_agents_to_one_with_room() {
             assert_eq!(*seq, i as i64 + 1, "gap in {id}'s sequence numbers");
         }
         assert!(duplicated_windows(&pool, id).await.is_empty());
-        eprintln!("{id}: {} rollups stored, contiguous, none duplicated", windows.len());
+        eprintln!(
+            "{id}: {} rollups stored, contiguous, none duplicated",
+            windows.len()
+        );
     }
 }

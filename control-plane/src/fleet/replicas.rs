@@ -180,11 +180,21 @@ mod tests {
         let (_dir, r) = replicas(1).await;
         let now = now_ms();
         let s = &r.store;
-        s.register_replica("busy", "b:1", 9, 10, now + 5000).await.expect("reg");
-        s.register_replica("idle", "i:1", 1, 0, now + 5000).await.expect("reg");
-        s.register_replica("full", "f:1", 10, 10, now + 5000).await.expect("reg");
-        s.register_replica("dead", "d:1", 0, 0, now - 1).await.expect("reg");
-        s.register_replica("hidden", "", 0, 0, now + 5000).await.expect("reg");
+        s.register_replica("busy", "b:1", 9, 10, now + 5000)
+            .await
+            .expect("reg");
+        s.register_replica("idle", "i:1", 1, 0, now + 5000)
+            .await
+            .expect("reg");
+        s.register_replica("full", "f:1", 10, 10, now + 5000)
+            .await
+            .expect("reg");
+        s.register_replica("dead", "d:1", 0, 0, now - 1)
+            .await
+            .expect("reg");
+        s.register_replica("hidden", "", 0, 0, now + 5000)
+            .await
+            .expect("reg");
         r.renew().await.expect("renew");
         let _held = r.admit().await.expect("first");
         let full = r.admit().await.err().expect("refused");
