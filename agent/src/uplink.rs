@@ -1,6 +1,8 @@
 //! The stream to the control plane: connect over mTLS, say hello, resend
 //! what the outbox holds, follow it with new messages, apply acks, exchange
-//! heartbeats, and reconnect with exponential backoff and jitter.
+//! heartbeats, and reconnect with exponential backoff and jitter. A replica at its stream
+//! limit turns the agent away naming replicas with room: the agent connects to one of them (or
+//! the next endpoint of its list) at once, and backs off only when every one it tries is full.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +21,9 @@ use crate::AgentError;
 
 /// Messages resent per batch before the uplink looks at incoming acks again.
 const SEND_BATCH: usize = 256;
+
+/// Replicas named in one refusal that the agent considers, at most.
+const MAX_HINTS: usize = 8;
 
 pub struct Uplink {
     pub server: ServerSection,
@@ -41,15 +46,57 @@ enum End {
     Lost(String),
     /// The control plane refuses this agent (permission denied: revoked).
     Refused(String),
+    /// The replica holds all the streams it takes (resource exhausted); `elsewhere` are the
+    /// replicas with room it named, usable endpoints only.
+    Full {
+        reason: String,
+        elsewhere: Vec<String>,
+    },
 }
 
-/// How a gRPC status ends a session: a refusal of this agent, or a loss.
+/// How a gRPC status ends a session: a refusal of this agent, a full replica, or a loss.
 fn ended_by(s: &tonic::Status) -> End {
     let text = format!("{}: {}", s.code(), s.message());
-    if s.code() == tonic::Code::PermissionDenied {
-        End::Refused(text)
-    } else {
-        End::Lost(text)
+    match s.code() {
+        tonic::Code::PermissionDenied => End::Refused(text),
+        tonic::Code::ResourceExhausted => End::Full {
+            reason: text,
+            elsewhere: redirect_hints(s),
+        },
+        _ => End::Lost(text),
+    }
+}
+
+/// The replicas a full one named ([`sco_proto::REDIRECT_METADATA`]), in its order; anything
+/// that is not a usable endpoint is left out (and logged).
+fn redirect_hints(s: &tonic::Status) -> Vec<String> {
+    let Some(value) = s.metadata().get(sco_proto::REDIRECT_METADATA) else {
+        return Vec::new();
+    };
+    let Ok(text) = value.to_str() else {
+        tracing::warn!("ignoring a redirect hint that is not text");
+        return Vec::new();
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .take(MAX_HINTS)
+        .filter(|e| match endpoint_uri(e) {
+            Ok(_) => true,
+            Err(reason) => {
+                tracing::warn!(%reason, "ignoring a redirect hint");
+                false
+            }
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether two endpoints name the same server (`cp:7443` and `https://cp:7443` do).
+fn same_endpoint(a: &str, b: &str) -> bool {
+    match (endpoint_uri(a), endpoint_uri(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 
@@ -82,13 +129,37 @@ impl Uplink {
         let max = Duration::from_millis(self.server.backoff_max_ms);
         let mut backoff = initial;
         let mut index = 0usize;
+        // A replica with room that a full one named, tried next instead of the list.
+        let mut hinted: Option<String> = None;
+        // Full replicas met since the last stream that worked: while few, the next is tried
+        // at once; once every endpoint (and some named ones) turned the agent away, it backs
+        // off like after any failure.
+        let mut full_in_a_row = 0usize;
         loop {
-            let endpoint = self.server.endpoints[index % self.server.endpoints.len()].clone();
+            let endpoint = hinted.take().unwrap_or_else(|| {
+                self.server.endpoints[index % self.server.endpoints.len()].clone()
+            });
             let started = Instant::now();
             let mut heard = false;
             let mut refused = false;
+            let mut at_once = false;
             match self.session(&endpoint, &mut shutdown, &mut heard).await {
                 Ok(End::Shutdown) => break,
+                Ok(End::Full { reason, elsewhere }) => {
+                    full_in_a_row += 1;
+                    at_once = full_in_a_row <= self.server.endpoints.len() + MAX_HINTS;
+                    hinted = elsewhere.into_iter().find(|e| !same_endpoint(e, &endpoint));
+                    let next = hinted.clone().unwrap_or_else(|| {
+                        self.server.endpoints[(index + 1) % self.server.endpoints.len()].clone()
+                    });
+                    tracing::info!(
+                        %endpoint,
+                        %reason,
+                        %next,
+                        at_once,
+                        "control plane full; redirected to another endpoint"
+                    );
+                }
                 Ok(End::Refused(reason)) => {
                     refused = true;
                     tracing::error!(
@@ -105,6 +176,9 @@ impl Uplink {
                 Err(e) => tracing::warn!(%endpoint, error = %e, "cannot connect to control plane"),
             }
             let _ = self.connected.send(false);
+            if heard {
+                full_in_a_row = 0;
+            }
             if heard && started.elapsed() > Duration::from_secs(5) {
                 backoff = initial;
             } else {
@@ -115,10 +189,14 @@ impl Uplink {
             // control-plane restart while keeping a lower bound.
             let delay = if refused {
                 Duration::from_secs(self.server.refused_retry_secs)
+            } else if at_once {
+                Duration::ZERO
             } else {
                 rand::random_range(backoff / 2..=backoff)
             };
-            backoff = (backoff * 2).min(max);
+            if !at_once {
+                backoff = (backoff * 2).min(max);
+            }
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => break,
@@ -244,4 +322,62 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(hint: Option<&str>) -> tonic::Status {
+        let mut s = tonic::Status::resource_exhausted("this replica holds its limit");
+        if let Some(h) = hint {
+            s.metadata_mut().insert(
+                sco_proto::REDIRECT_METADATA,
+                h.parse().expect("ascii header value"),
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn a_full_replica_names_where_to_go() {
+        for (hint, expected) in [
+            (None, vec![]),
+            (Some("b:7443"), vec!["b:7443"]),
+            (
+                Some(" b:7443 , https://c:7443,,"),
+                vec!["b:7443", "https://c:7443"],
+            ),
+            // not endpoints: no port, plain http, a bad port
+            (Some("b,http://c:1,d:99999,e:1"), vec!["e:1"]),
+        ] {
+            match ended_by(&full(hint)) {
+                End::Full { elsewhere, reason } => {
+                    assert_eq!(elsewhere, expected, "{hint:?}");
+                    assert!(reason.contains("limit"), "{reason}");
+                }
+                _ => panic!("{hint:?}: not a full replica"),
+            }
+        }
+        let many = (1..=20).map(|i| format!("r{i}:1")).collect::<Vec<_>>();
+        match ended_by(&full(Some(&many.join(",")))) {
+            End::Full { elsewhere, .. } => assert_eq!(elsewhere, many[..MAX_HINTS]),
+            _ => panic!("not a full replica"),
+        }
+        assert!(matches!(
+            ended_by(&tonic::Status::permission_denied("revoked")),
+            End::Refused(_)
+        ));
+        assert!(matches!(
+            ended_by(&tonic::Status::unavailable("down")),
+            End::Lost(_)
+        ));
+    }
+
+    #[test]
+    fn endpoints_compare_by_uri() {
+        assert!(same_endpoint("cp:7443", "https://cp:7443"));
+        assert!(!same_endpoint("cp:7443", "cp:7444"));
+        assert!(!same_endpoint("cp:7443", "cq:7443"));
+    }
 }

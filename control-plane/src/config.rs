@@ -54,6 +54,7 @@ pub struct Config {
     pub rest: RestSection,
     pub enrollment: EnrollmentSection,
     pub remediation: RemediationSection,
+    pub replicas: ReplicasSection,
     pub slack: SlackSection,
     pub llm: LlmSection,
     pub notify: NotifySection,
@@ -170,6 +171,36 @@ impl Default for RemediationSection {
     }
 }
 
+/// This control plane among the replicas sharing one PostgreSQL database: where agents reach
+/// it, how many streams it takes, and how long its leases on fleet-wide work last.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicasSection {
+    /// `host:port` agents reach this replica's gRPC port at, told to agents another replica
+    /// turns away; default `grpc_listen` unless that is a wildcard address (then this replica
+    /// is never named to agents).
+    pub advertise: Option<String>,
+    /// Agent streams this replica holds at most; one more is refused with the addresses of
+    /// live replicas that have room. 0: no limit.
+    pub max_streams: u64,
+    /// How long a lease on fleet-wide work (the `ticks` lease) outlives its last renewal,
+    /// i.e. how soon another replica takes over from one that died. 0: three ticks, at least
+    /// 5 s.
+    pub lease_ttl_ms: u64,
+}
+
+impl ReplicasSection {
+    /// The lease lifetime for ticks every `tick_ms`.
+    pub fn lease_ttl(&self, tick_ms: u64) -> std::time::Duration {
+        let ms = if self.lease_ttl_ms == 0 {
+            tick_ms.saturating_mul(3).max(5_000)
+        } else {
+            self.lease_ttl_ms
+        };
+        std::time::Duration::from_millis(ms)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnrollmentSection {
@@ -278,6 +309,7 @@ impl Default for Config {
             agents: AgentsSection::default(),
             enrollment: EnrollmentSection::default(),
             remediation: RemediationSection::default(),
+            replicas: ReplicasSection::default(),
             rest: RestSection::default(),
             slack: SlackSection::default(),
             llm: LlmSection::default(),
@@ -287,6 +319,38 @@ impl Default for Config {
 }
 
 pub use sco_proto::config_env::ConfigError;
+
+/// An address agents can be sent to: `host:port`, the host a name or an IP (IPv6 in brackets),
+/// nothing else (it travels to agents in a gRPC header).
+fn check_advertise(a: &str) -> Result<(), String> {
+    let (host, port) = a
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{a:?} is not host:port"))?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+    if !host_ok {
+        return Err(format!("{a:?} has an invalid host {host:?}"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("{a:?} has an invalid port {port:?}")),
+    }
+}
+
+impl Config {
+    /// Where agents reach this replica: `replicas.advertise`, else `grpc_listen` unless that
+    /// is a wildcard address (which no agent can be sent to).
+    pub fn advertised_grpc(&self) -> Option<String> {
+        match &self.replicas.advertise {
+            Some(a) => Some(a.clone()),
+            None if self.grpc_listen.ip().is_unspecified() => None,
+            None => Some(self.grpc_listen.to_string()),
+        }
+    }
+}
 
 impl Config {
     /// Reads the file (none: every default), applies environment overrides and validates.
@@ -439,6 +503,23 @@ impl Config {
                 format!("{} is outside 100..=60000", self.remediation.tick_ms),
             );
         }
+        // renewed every tick: a lease that lapses between two renewals would change hands
+        // while its holder lives
+        let ttl = self.replicas.lease_ttl_ms;
+        if ttl != 0 && (ttl < 2 * self.remediation.tick_ms || ttl > 600_000) {
+            return invalid(
+                "replicas.lease_ttl_ms",
+                format!(
+                    "{ttl} is outside {}..=600000 (at least two ticks of remediation.tick_ms)",
+                    2 * self.remediation.tick_ms
+                ),
+            );
+        }
+        if let Some(a) = &self.replicas.advertise {
+            if let Err(reason) = check_advertise(a) {
+                return invalid("replicas.advertise", reason);
+            }
+        }
         if self.enrollment.revocation_check_secs == 0 {
             return invalid(
                 "enrollment.revocation_check_secs",
@@ -559,6 +640,58 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_keys_are_checked() {
+        let ok: Config = toml::from_str(
+            "[replicas]\nadvertise = \"cp-1.example.com:7443\"\nmax_streams = 5000\nlease_ttl_ms = 3000\n",
+        )
+        .expect("parses");
+        ok.validate().expect("valid");
+        assert_eq!(
+            ok.advertised_grpc().as_deref(),
+            Some("cp-1.example.com:7443")
+        );
+        assert_eq!(ok.replicas.lease_ttl(1000).as_millis(), 3000);
+        let d = Config::default();
+        assert_eq!(d.advertised_grpc().as_deref(), Some("127.0.0.1:7443"));
+        assert_eq!(d.replicas.lease_ttl(1000).as_millis(), 5000);
+        assert_eq!(d.replicas.lease_ttl(4000).as_millis(), 12_000);
+        let wildcard: Config = toml::from_str("grpc_listen = \"0.0.0.0:7443\"\n").expect("parses");
+        assert_eq!(wildcard.advertised_grpc(), None);
+        for text in [
+            "[replicas]\nlease_ttl_ms = 1500\n",
+            "[replicas]\nlease_ttl_ms = 700000\n",
+            "[remediation]\ntick_ms = 2000\n[replicas]\nlease_ttl_ms = 3000\n",
+        ] {
+            let c: Config = toml::from_str(text).expect("parses");
+            match c.validate() {
+                Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "replicas.lease_ttl_ms"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for bad in [
+            "cp-1",
+            "cp 1:7443",
+            ":7443",
+            "cp:0",
+            "cp:70000",
+            "cp:x",
+            "cp,evil:1",
+        ] {
+            let c = Config {
+                replicas: ReplicasSection {
+                    advertise: Some(bad.into()),
+                    ..ReplicasSection::default()
+                },
+                ..Config::default()
+            };
+            match c.validate() {
+                Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "replicas.advertise"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn slack_keys_are_checked() {

@@ -16,6 +16,7 @@ mod hosts;
 mod ingest;
 mod policy;
 mod remediation;
+mod replicas;
 mod streams;
 mod ticks;
 
@@ -27,6 +28,7 @@ pub use hosts::{FleetSnapshot, HostDetail, Hosts};
 pub use ingest::HEARTBEAT_FLUSH_EVERY;
 pub use policy::Policies;
 pub use remediation::{DecideError, Remediation, TriggerError};
+pub use replicas::{Full, ReplicaOptions, Replicas, StreamSlot};
 pub use streams::{Downlink, StreamHandle, Streams};
 pub use ticks::Ticks;
 
@@ -74,6 +76,8 @@ pub struct Fleet {
     pub audit: Arc<Audit>,
     /// The periodic work, its lease and the wake-ups from other replicas.
     pub ticks: Arc<Ticks>,
+    /// This replica among the others: its id, the streams it admits, its registry entry.
+    pub replicas: Arc<Replicas>,
 }
 
 impl Fleet {
@@ -91,6 +95,10 @@ impl Fleet {
             policy_signer: None,
             proposal_ttl: Duration::from_secs(15 * 60),
             group_commit: false,
+            replica: ReplicaOptions {
+                lease_ttl: Duration::from_secs(5),
+                ..ReplicaOptions::default()
+            },
         }
     }
 }
@@ -103,6 +111,7 @@ pub struct FleetBuilder {
     policy_signer: Option<PolicySigner>,
     proposal_ttl: Duration,
     group_commit: bool,
+    replica: ReplicaOptions,
 }
 
 impl FleetBuilder {
@@ -125,6 +134,12 @@ impl FleetBuilder {
         self
     }
 
+    /// Where agents reach this replica, its stream limit and its lease lifetime.
+    pub fn with_replica(mut self, options: ReplicaOptions) -> Self {
+        self.replica = options;
+        self
+    }
+
     /// Lets this fleet issue certificates (enrollment, renewal).
     pub fn with_ca(mut self, ca: Ca, cert_ttl: Duration) -> Self {
         self.ca = Some((ca, cert_ttl));
@@ -139,7 +154,9 @@ impl FleetBuilder {
             policy_signer,
             proposal_ttl,
             group_commit,
+            replica,
         } = self;
+        let replicas = Arc::new(Replicas::new(store.clone(), replica));
         let streams = Arc::new(Streams::new(telemetry.clone()));
         let audit = Arc::new(Audit::new(store.clone()));
         let wake_revocations = Arc::new(tokio::sync::Notify::new());
@@ -181,6 +198,7 @@ impl FleetBuilder {
         ));
         let ticks = Arc::new(Ticks::new(
             store,
+            replicas.clone(),
             policies.clone(),
             remediation.clone(),
             wake_revocations,
@@ -193,6 +211,7 @@ impl FleetBuilder {
             verdicts,
             audit,
             ticks,
+            replicas,
         }
     }
 }

@@ -22,7 +22,7 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Code, Coded};
-use crate::fleet::{now_ms, EnrollError, Fleet, Issued};
+use crate::fleet::{now_ms, EnrollError, Fleet, Full, Issued};
 
 pub struct AgentSvc {
     fleet: Arc<Fleet>,
@@ -114,6 +114,32 @@ fn status(e: &impl Coded) -> Status {
     }
 }
 
+/// The refusal of a stream beyond this replica's limit: `RESOURCE_EXHAUSTED`, naming the
+/// replicas with room in the message and, for the agent, in [`sco_proto::REDIRECT_METADATA`].
+fn redirect(full: &Full) -> Status {
+    let elsewhere = full.elsewhere.join(",");
+    let mut s = Status::resource_exhausted(if elsewhere.is_empty() {
+        format!(
+            "this replica holds its limit of {} agent streams and knows no replica with room; \
+             try another endpoint",
+            full.limit
+        )
+    } else {
+        format!(
+            "this replica holds its limit of {} agent streams; connect to {elsewhere}",
+            full.limit
+        )
+    });
+    // each address was checked when its replica read its config; a list that still is not a
+    // valid header value is left out of the metadata (the message names it all the same)
+    if !elsewhere.is_empty() {
+        if let Ok(v) = elsewhere.parse() {
+            s.metadata_mut().insert(sco_proto::REDIRECT_METADATA, v);
+        }
+    }
+    s
+}
+
 fn enroll_status(e: EnrollError) -> Status {
     if e.code() == Code::Unavailable {
         tracing::error!(error = %e, "enrollment storage error");
@@ -188,6 +214,11 @@ impl AgentService for AgentSvc {
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let agent_id = identity(&request)?;
         self.refuse_revoked(&agent_id).await?;
+        let slot = self.fleet.replicas.admit().await.map_err(|full| {
+            tracing::info!(%agent_id, limit = full.limit, elsewhere = ?full.elsewhere,
+                "stream limit reached; agent sent elsewhere");
+            redirect(&full)
+        })?;
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let session = Session {
@@ -197,7 +228,10 @@ impl AgentService for AgentSvc {
             dead_after: self.dead_after,
             shutdown: self.shutdown.clone(),
         };
-        tokio::spawn(session.run(inbound, tx));
+        tokio::spawn(async move {
+            session.run(inbound, tx).await;
+            drop(slot);
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -228,6 +228,23 @@ struct StatusResponse {
     database: DatabaseStatus,
     agents_connected: u64,
     ingest: IngestCounters,
+    replica: ReplicaStatus,
+}
+
+/// This control plane among the replicas sharing its database.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ReplicaStatus {
+    /// The holder name of its leases.
+    id: String,
+    /// Where agents are told to reach it (`replicas.advertise`); absent: never named to agents.
+    advertise: Option<String>,
+    /// The leases on fleet-wide work it holds now, e.g. `["notify-route", "ticks"]`; empty
+    /// when the database cannot be read.
+    leases: Vec<String>,
+    /// Agent streams it holds.
+    streams: u64,
+    /// Its stream limit; 0: none.
+    max_streams: u64,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -245,12 +262,17 @@ struct IngestCounters {
     duplicates: u64,
 }
 
-/// Version, uptime, database and ingest state.
+/// Version, uptime, database and ingest state, and this replica's leases and streams.
 #[utoipa::path(get, path = "/status", tag = "service", security(()),
     responses((status = 200, description = "status", body = StatusResponse)))]
 async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
     let (database, backend) = state.fleet.hosts.database().await;
     let t = &state.telemetry;
+    let r = &state.fleet.replicas;
+    let leases = r.held_leases().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read this replica's leases");
+        Vec::new()
+    });
     Json(StatusResponse {
         status: if database { "ok" } else { "degraded" },
         version: crate::VERSION,
@@ -264,6 +286,13 @@ async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
             messages: t.ingest_messages.get(),
             rows: t.ingest_rows.get(),
             duplicates: t.ingest_duplicates.get(),
+        },
+        replica: ReplicaStatus {
+            id: r.id().to_string(),
+            advertise: r.advertise().map(str::to_string),
+            leases,
+            streams: r.streams() as u64,
+            max_streams: r.max_streams() as u64,
         },
     })
 }

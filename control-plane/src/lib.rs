@@ -160,6 +160,11 @@ pub async fn run(
             .with_policy_signer(signer)
             .with_proposal_ttl(Duration::from_secs(config.remediation.proposal_ttl_secs))
             .with_group_commit()
+            .with_replica(fleet::ReplicaOptions {
+                advertise: config.advertised_grpc(),
+                max_streams: usize::try_from(config.replicas.max_streams).unwrap_or(usize::MAX),
+                lease_ttl: config.replicas.lease_ttl(config.remediation.tick_ms),
+            })
             .build(),
     );
     let tokens = Arc::new(auth::Tokens::new(
@@ -198,10 +203,13 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "cannot add the starter runbooks"),
     }
     let notifier = Arc::new(
-        notify::Notifier::new(store.clone(), &config.notify).map_err(|e| ServeError::Io {
-            path: config.notify.ca_file.clone(),
-            source: std::io::Error::other(e),
-        })?,
+        notify::Notifier::new(store.clone(), &config.notify)
+            .map_err(|e| ServeError::Io {
+                path: config.notify.ca_file.clone(),
+                source: std::io::Error::other(e),
+            })?
+            // one holder name for all of this replica's leases, so its status can list them
+            .with_holder(fleet.replicas.id()),
     );
     if !config.notify.channels.is_empty() {
         tracing::info!(channels = ?notifier.channel_names(), "notification channels set up");

@@ -186,6 +186,12 @@ impl Notifier {
         })
     }
 
+    /// Takes the routing lease under `holder` (the replica's id) instead of a name of its own.
+    pub fn with_holder(mut self, holder: &str) -> Self {
+        self.holder = holder.to_string();
+        self
+    }
+
     pub fn channel_names(&self) -> Vec<&str> {
         self.channels
             .iter()

@@ -18,3 +18,9 @@ pub mod systemd;
 pub mod v1 {
     tonic::include_proto!("sco.v1");
 }
+
+/// The gRPC metadata key of a `RESOURCE_EXHAUSTED` refusal of `Connect` by a replica at its
+/// stream limit: the `host:port` of live replicas with room, comma-separated, the emptiest
+/// first. The agent connects to the first it can use at once, with the same mTLS checks as
+/// any endpoint of its own list.
+pub const REDIRECT_METADATA: &str = "sco-redirect";

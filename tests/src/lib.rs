@@ -204,7 +204,24 @@ impl Sandbox {
 
     /// Starts a control-plane process; replicas share database and PKI.
     pub fn start_replica(&self, name: &str, grpc_addr: SocketAddr, http_addr: SocketAddr) -> Proc {
+        self.start_replica_with(name, grpc_addr, http_addr, "")
+    }
+
+    /// [`Sandbox::start_replica`] with `extra` TOML appended to this replica's config only
+    /// (after [`Sandbox::control_plane_extra`], so it must not repeat one of its sections).
+    pub fn start_replica_with(
+        &self,
+        name: &str,
+        grpc_addr: SocketAddr,
+        http_addr: SocketAddr,
+        extra: &str,
+    ) -> Proc {
         let config = self.replica_config(name, grpc_addr, http_addr);
+        if !extra.is_empty() {
+            let mut text = std::fs::read_to_string(&config).expect("read replica config");
+            text.push_str(extra);
+            std::fs::write(&config, text).expect("write replica config");
+        }
         let proc = Proc::spawn(
             name,
             &mut self.serve_command(&bin("sco-control-plane"), &config),

@@ -6,6 +6,13 @@
 //! - fleet-wide periodic work has exactly one holder (a lease), taken over when it dies;
 //! - a replica killed with SIGKILL mid-ingest: its agent reconnects to another replica from
 //!   its endpoint list, and nothing acknowledged is lost or duplicated.
+//!
+//! Two more scenarios, each with replicas of its own:
+//! - the holder of the `ticks` lease (shown in each replica's `/status`) killed with SIGKILL:
+//!   another replica takes the lease within its TTL and judges the canary rollout the dead
+//!   one would have;
+//! - a replica at its stream limit sends a new agent to a replica with room at once, and
+//!   nothing acknowledged is lost.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,13 +24,31 @@ use serde_json::{json, Value};
 
 /// An agent whose endpoint list is `endpoints`, in order.
 fn start_agent(sb: &Sandbox, id: &str, endpoints: &[std::net::SocketAddr]) -> Proc {
+    start_agent_backing_off(sb, id, endpoints, 100)
+}
+
+/// [`start_agent`] whose reconnect backoff starts (and stays) at `backoff_ms`, unless
+/// `backoff_ms` is 100 (the sandbox's own, doubling to 1 s).
+fn start_agent_backing_off(
+    sb: &Sandbox,
+    id: &str,
+    endpoints: &[std::net::SocketAddr],
+    backoff_ms: u64,
+) -> Proc {
     let config = sb.agent_config(id);
     let text = std::fs::read_to_string(&config).expect("read agent config");
     let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
-    let text = text.replace(
+    let mut text = text.replace(
         &format!("endpoints = [\"{}\"]", sb.grpc_addr),
         &format!("endpoints = [{}]", list.join(", ")),
     );
+    if backoff_ms != 100 {
+        text = text.replace(
+            "backoff_initial_ms = 100\nbackoff_max_ms = 1000",
+            &format!("backoff_initial_ms = {backoff_ms}\nbackoff_max_ms = {backoff_ms}"),
+        );
+        assert!(text.contains(&format!("backoff_max_ms = {backoff_ms}")));
+    }
     std::fs::write(&config, text).expect("write agent config");
     Proc::spawn(
         &format!("agent {id}"),
@@ -182,4 +207,295 @@ async fn three_replicas_share_the_work() {
         closed_after < Duration::from_secs(2),
         "took {closed_after:?}"
     );
+}
+
+/// `GET /status` of the replica whose REST API is at `base` (no token needed); Null when it
+/// does not answer.
+async fn replica_status(base: &str) -> Value {
+    let sent = reqwest::Client::new()
+        .get(format!("{base}/status"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    match sent {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+/// What each replica at `bases` says of the `ticks` lease in its `/status`: whether it holds
+/// it, or None when it did not answer.
+async fn ticks_view(bases: &[String]) -> Vec<Option<bool>> {
+    let mut view = Vec::new();
+    for base in bases {
+        let status = replica_status(base).await;
+        view.push(
+            status["replica"]["leases"]
+                .as_array()
+                .map(|l| l.iter().any(|n| n == "ticks")),
+        );
+    }
+    view
+}
+
+/// The replicas at `bases` that show the `ticks` lease in their `/status`, by index.
+async fn ticks_holders(bases: &[String]) -> Vec<usize> {
+    let view = ticks_view(bases).await;
+    (0..view.len()).filter(|&i| view[i] == Some(true)).collect()
+}
+
+/// The holder the `ticks` lease row names, expired or not.
+async fn ticks_row_holder(pool: &sqlx::AnyPool) -> Option<String> {
+    sqlx::query_scalar::<_, String>("SELECT holder FROM leases WHERE name = 'ticks'")
+        .fetch_optional(pool)
+        .await
+        .expect("read the ticks lease")
+}
+
+async fn post_yaml(base: &str, token: &str, path: &str, text: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .header("content-type", "application/yaml")
+        .body(text.to_string())
+        .send()
+        .await
+        .expect("post");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// A policy whose rule never fires; only its rollout matters here.
+const TAKEOVER_POLICY: &str = r#"
+name: takeover-guard
+target: { labels: { env: test } }
+rules:
+  - name: vacuum
+    when: { state: ["mem.used_pct > 101"] }
+    action: { type: journal_vacuum, max_size_mb: 500 }
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ticks_lease_moves_when_its_holder_dies() {
+    const TICK_MS: u64 = 500;
+    const TTL_MS: u64 = 2000;
+    let Some(mut sb) = Sandbox::new(Db::Postgres).await else {
+        return;
+    };
+    sb.control_plane_extra =
+        format!("[remediation]\ntick_ms = {TICK_MS}\n[replicas]\nlease_ttl_ms = {TTL_MS}\n");
+    let (b_grpc, b_http) = (free_addr(), free_addr());
+    let (c_grpc, c_http) = (free_addr(), free_addr());
+    let mut replicas = [
+        sb.start_control_plane(),
+        sb.start_replica("replica-b", b_grpc, b_http),
+        sb.start_replica("replica-c", c_grpc, c_http),
+    ];
+    let grpc = [sb.grpc_addr, b_grpc, c_grpc];
+    let bases = [
+        sb.base_url(),
+        format!("http://{b_http}"),
+        format!("http://{c_http}"),
+    ];
+    let pool = sb.db().await;
+
+    // All alive: one of them holds the lease, and keeps it over three TTLs (the row never
+    // names another; no sample shows two, or another, or none while the holder answers).
+    let holder = wait_for("one replica showing the ticks lease", || async {
+        let h = ticks_holders(&bases).await;
+        (h.len() == 1).then(|| h[0])
+    })
+    .await;
+    let holder_id = replica_status(&bases[holder]).await["replica"]["id"]
+        .as_str()
+        .expect("replica id in /status")
+        .to_string();
+    for _ in 0..(3 * TTL_MS / TICK_MS) {
+        tokio::time::sleep(Duration::from_millis(TICK_MS)).await;
+        let view = ticks_view(&bases).await;
+        let shown: Vec<usize> = (0..3).filter(|&i| view[i] == Some(true)).collect();
+        assert!(
+            shown == [holder] || (shown.is_empty() && view[holder].is_none()),
+            "replica {holder} held the ticks lease, now /status says {view:?}"
+        );
+        assert_eq!(
+            ticks_row_holder(&pool).await.as_deref(),
+            Some(holder_id.as_str()),
+            "the ticks lease changed hands while every replica lived"
+        );
+    }
+    assert_eq!(lease_holders(&pool).await, std::slice::from_ref(&holder_id));
+
+    // An agent on the replicas that live on, and a canary rollout whose time is up only
+    // after the holder is gone: judging it is the holder's work alone.
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != holder).collect();
+    let _agent = start_agent(&sb, "agent-t", &[grpc[survivors[0]], grpc[survivors[1]]]);
+    let base = &bases[survivors[0]];
+    let admin = login_at(base, "admin", sco_tests::ADMIN_PASSWORD).await;
+    wait_for("agent-t streaming", || async {
+        (stored_windows(&pool, "agent-t").await.len() >= 2).then_some(())
+    })
+    .await;
+    let (status, body) = post_yaml(base, &admin, "/policies", TAKEOVER_POLICY).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = post(
+        base,
+        &admin,
+        "/policies/takeover-guard/rollout",
+        &json!({"canary_percent": 100, "canary_secs": 3}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["rollout"]["state"], "canary", "{body}");
+
+    replicas[holder].kill();
+    let killed = Instant::now();
+    let rollout = get(base, &admin, "/policies/takeover-guard").await;
+    assert_eq!(
+        rollout["rollouts"][0]["state"], "canary",
+        "judged before the kill: {rollout}"
+    );
+
+    // Another replica takes the lease within its TTL, plus a tick to try and a margin for
+    // a loaded machine (a tick's own work delays the next).
+    let (new_holder, took) = wait_for("another replica taking the ticks lease", || async {
+        let h = ticks_holders(&bases).await;
+        (h.len() == 1 && h[0] != holder).then(|| (h[0], killed.elapsed()))
+    })
+    .await;
+    eprintln!(
+        "ticks lease taken over by replica {new_holder} {:.0} ms after its holder was killed \
+         (TTL {TTL_MS} ms, tick {TICK_MS} ms)",
+        took.as_secs_f64() * 1000.0
+    );
+    let bound = Duration::from_millis(TTL_MS + TICK_MS + 1500);
+    assert!(took <= bound, "took {took:?}, more than {bound:?}");
+
+    // ... and does the fleet-wide work: the rollout is judged, by it.
+    let judged = wait_for("the rollout judged after the kill", || async {
+        let body = get(base, &admin, "/policies/takeover-guard").await;
+        let r = body["rollouts"][0].clone();
+        (r["state"] != "canary" && !r["state"].is_null()).then_some(r)
+    })
+    .await;
+    assert_eq!(judged["state"], "complete", "{judged}");
+    let judged_here = replicas[new_holder]
+        .log_text()
+        .lines()
+        .any(|l| l.contains("rollout policy=takeover-guard") && l.contains("state=complete"));
+    assert!(
+        judged_here,
+        "the new holder's log does not show the rollout judged:\n{}",
+        replicas[new_holder].log_tail()
+    );
+    let other = survivors
+        .iter()
+        .find(|&&i| i != new_holder)
+        .expect("two survivors");
+    assert!(!replicas[*other]
+        .log_text()
+        .contains("rollout policy=takeover-guard"));
+    eprintln!(
+        "rollout judged by the new holder {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+
+    // Still one holder among the live replicas, the one the database names.
+    assert_eq!(ticks_holders(&bases).await, [new_holder]);
+    let new_id = replica_status(&bases[new_holder]).await["replica"]["id"]
+        .as_str()
+        .expect("replica id")
+        .to_string();
+    assert_ne!(new_id, holder_id);
+    assert_eq!(lease_holders(&pool).await, [new_id]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_replica_sends_new_agents_to_one_with_room() {
+    let Some(sb) = Sandbox::new(Db::Postgres).await else {
+        return;
+    };
+    let a = sb.start_replica_with(
+        "control-plane",
+        sb.grpc_addr,
+        sb.http_addr,
+        "[replicas]\nmax_streams = 1\n",
+    );
+    let (b_grpc, b_http) = (free_addr(), free_addr());
+    let b = sb.start_replica("replica-b", b_grpc, b_http);
+    let (a_base, b_base) = (sb.base_url(), format!("http://{b_http}"));
+    let pool = sb.db().await;
+    let status_a = replica_status(&a_base).await;
+    assert_eq!(status_a["replica"]["max_streams"], 1, "{status_a}");
+    assert_eq!(
+        status_a["replica"]["advertise"],
+        sb.grpc_addr.to_string(),
+        "{status_a}"
+    );
+    // B must be in the registry of live replicas (renewed each tick) before A can name it.
+    wait_for("replica B in the registry", || async {
+        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let live: Vec<String> =
+            sqlx::query_scalar("SELECT grpc_addr FROM replicas WHERE expires_ms > $1")
+                .bind(now)
+                .fetch_all(&pool)
+                .await
+                .ok()?;
+        live.contains(&b_grpc.to_string()).then_some(())
+    })
+    .await;
+
+    let mut first = start_agent(&sb, "agent-1", &[sb.grpc_addr, b_grpc]);
+    wait_for("agent-1 streaming to replica A", || async {
+        (stored_windows(&pool, "agent-1").await.len() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(replica_status(&a_base).await["replica"]["streams"], 1);
+
+    // agent-2 knows only A and would wait 30 s before trying again: only the redirect at once
+    // to the replica A names brings it to B soon.
+    let started = Instant::now();
+    let mut second = start_agent_backing_off(&sb, "agent-2", &[sb.grpc_addr], 30_000);
+    let reached = wait_for("agent-2 streaming to replica B", || async {
+        (stored_windows(&pool, "agent-2").await.len() >= 2).then(|| started.elapsed())
+    })
+    .await;
+    eprintln!(
+        "agent-2 turned away by the full replica A, streaming to B {:.1} s after it started",
+        reached.as_secs_f64()
+    );
+    assert!(
+        reached < Duration::from_secs(12),
+        "took {reached:?}: agent-2 backed off instead of following the redirect"
+    );
+    assert!(a.log_contains("stream limit reached; agent sent elsewhere"));
+    assert!(second.log_contains("control plane full; redirected to another endpoint"));
+    assert!(b.log_contains("agent connected agent_id=\"agent-2\""));
+    assert!(!b.log_contains("agent connected agent_id=\"agent-1\""));
+    let (status_a, status_b) = (replica_status(&a_base).await, replica_status(&b_base).await);
+    assert_eq!(status_a["replica"]["streams"], 1, "{status_a}");
+    assert_eq!(status_b["replica"]["streams"], 1, "{status_b}");
+    assert_eq!(status_b["agents_connected"], 1, "{status_b}");
+
+    // Both keep streaming; after a clean stop every rollup each produced is stored once,
+    // in sequence order, without a gap.
+    for id in ["agent-1", "agent-2"] {
+        let before = stored_windows(&pool, id).await.len();
+        wait_for(&format!("{id} still streaming"), || async {
+            (stored_windows(&pool, id).await.len() >= before + 2).then_some(())
+        })
+        .await;
+    }
+    assert!(first.terminate().success());
+    assert!(second.terminate().success());
+    for id in ["agent-1", "agent-2"] {
+        let windows = stored_windows(&pool, id).await;
+        for (i, (seq, _, _)) in windows.iter().enumerate() {
+            assert_eq!(*seq, i as i64 + 1, "gap in {id}'s sequence numbers");
+        }
+        assert!(duplicated_windows(&pool, id).await.is_empty());
+        eprintln!(
+            "{id}: {} rollups stored, contiguous, none duplicated",
+            windows.len()
+        );
+    }
 }

@@ -3,7 +3,8 @@
 //! in `leases`, `store/fanout.rs`) alone judges rollouts and expires requests. A replica that
 //! records work for a stream held elsewhere announces it (`pg_notify('sco_fleet', ...)`);
 //! [`Ticks::run_wake_listener`] (PostgreSQL `LISTEN`) wakes the ticks or the revocation
-//! watcher at once, and the polls remain the safety net.
+//! watcher at once, and the polls remain the safety net. Each tick also renews this
+//! replica's entry in the registry of live replicas ([`Replicas`]).
 
 use std::sync::Arc;
 
@@ -11,35 +12,43 @@ use tokio::sync::Notify;
 
 use super::policy::Policies;
 use super::remediation::Remediation;
-use crate::domain::{new_id, now_ms};
+use super::replicas::Replicas;
+use crate::domain::now_ms;
 use crate::store::{Store, Wake};
+
+/// The lease whose holder judges rollouts and expires requests.
+const TICKS_LEASE: &str = "ticks";
 
 pub struct Ticks {
     store: Store,
+    /// This process among the replicas (its id is the holder name of leases).
+    replicas: Arc<Replicas>,
     policies: Arc<Policies>,
     remediation: Arc<Remediation>,
-    /// This process among the replicas (the holder name of leases).
-    replica_id: String,
     /// Another replica asked for the ticks (a request, a decision, a rollout) now.
     wake_ticks: Notify,
     /// Another replica revoked a host: wakes the enrollment service's revocation watcher.
     wake_revocations: Arc<Notify>,
+    /// Whether this replica held the ticks lease at its last tick (a change is logged).
+    leading: std::sync::atomic::AtomicBool,
 }
 
 impl Ticks {
     pub fn new(
         store: Store,
+        replicas: Arc<Replicas>,
         policies: Arc<Policies>,
         remediation: Arc<Remediation>,
         wake_revocations: Arc<Notify>,
     ) -> Self {
         Self {
             store,
+            replicas,
             policies,
             remediation,
-            replica_id: new_id("replica"),
             wake_ticks: Notify::new(),
             wake_revocations,
+            leading: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -57,12 +66,15 @@ impl Ticks {
                 () = self.wake_ticks.notified() => {}
                 _ = stop.changed() => return,
             }
+            if let Err(e) = self.replicas.renew().await {
+                tracing::warn!(error = %e, "cannot renew this replica's registry entry");
+            }
             // judging rollouts and expiring requests is fleet-wide work: one replica does it,
             // the holder of the lease (taken over when a holder stops renewing it)
-            let ttl = (every.as_millis() as i64).saturating_mul(3).max(5_000);
+            let ttl = self.replicas.lease_ttl().as_millis().min(i64::MAX as u128) as i64;
             let leader = match self
                 .store
-                .try_lease("ticks", &self.replica_id, now_ms(), ttl)
+                .try_lease(TICKS_LEASE, self.replicas.id(), now_ms(), ttl)
                 .await
             {
                 Ok(l) => l,
@@ -71,6 +83,17 @@ impl Ticks {
                     false
                 }
             };
+            let was = self
+                .leading
+                .swap(leader, std::sync::atomic::Ordering::AcqRel);
+            if leader != was {
+                let replica = self.replicas.id();
+                if leader {
+                    tracing::info!(%replica, "this replica holds the ticks lease");
+                } else {
+                    tracing::info!(%replica, "this replica no longer holds the ticks lease");
+                }
+            }
             if leader {
                 if let Err(e) = self.policies.advance_rollouts().await {
                     tracing::warn!(error = %e, "cannot advance rollouts");
@@ -88,11 +111,10 @@ impl Ticks {
         }
     }
 
-    /// Gives up this replica's leases on fleet-wide work (at shutdown).
+    /// Gives up this replica's leases on fleet-wide work and leaves the registry of replicas
+    /// (at shutdown).
     pub async fn release_leases(&self) {
-        if let Err(e) = self.store.release_leases(&self.replica_id).await {
-            tracing::warn!(error = %e, "cannot give up the leases; they expire by themselves");
-        }
+        self.replicas.leave().await;
     }
 
     /// Listens for the other replicas' wake-ups (PostgreSQL `LISTEN`) until `stop`; on SQLite

@@ -1,6 +1,6 @@
-//! Work shared by replicas: leases on fleet-wide periodic work, and wake-ups between replicas
-//! through PostgreSQL's LISTEN/NOTIFY (on SQLite there is one control plane, and nothing to
-//! tell).
+//! Work shared by replicas: leases on fleet-wide periodic work, the registry of live replicas
+//! (where agents reach each, how many streams it holds), and wake-ups between replicas through
+//! PostgreSQL's LISTEN/NOTIFY (on SQLite there is one control plane, and nothing to tell).
 
 use sqlx::postgres::PgListener;
 
@@ -79,6 +79,79 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// The leases `holder` holds at `now_ms`, by name.
+    pub async fn leases_of(&self, holder: &str, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        let names = sqlx::query_scalar::<_, String>(
+            "SELECT name FROM leases WHERE holder = $1 AND expires_ms >= $2 ORDER BY name",
+        )
+        .bind(holder)
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(names)
+    }
+
+    /// Records replica `id` as live until `expires_ms`, reachable by agents at `grpc_addr`
+    /// (empty: not to be named to agents), holding `streams` of at most `max_streams`.
+    pub async fn register_replica(
+        &self,
+        id: &str,
+        grpc_addr: &str,
+        streams: i64,
+        max_streams: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO replicas (id, grpc_addr, streams, max_streams, expires_ms)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET grpc_addr = excluded.grpc_addr,
+               streams = excluded.streams, max_streams = excluded.max_streams,
+               expires_ms = excluded.expires_ms",
+        )
+        .bind(id)
+        .bind(grpc_addr)
+        .bind(streams)
+        .bind(max_streams)
+        .bind(expires_ms)
+        .execute(&self.pool)
+        .await?;
+        // the entries of replicas that died long ago
+        sqlx::query("DELETE FROM replicas WHERE expires_ms < $1")
+            .bind(expires_ms - 86_400_000)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes replica `id` from the registry (at shutdown).
+    pub async fn unregister_replica(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM replicas WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Where agents reach the live replicas other than `except` that have room for another
+    /// stream, the emptiest first.
+    pub async fn replicas_with_room(
+        &self,
+        except: &str,
+        now_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let addrs = sqlx::query_scalar::<_, String>(
+            "SELECT grpc_addr FROM replicas
+             WHERE id <> $1 AND expires_ms >= $2 AND grpc_addr <> ''
+               AND (max_streams = 0 OR streams < max_streams)
+             ORDER BY streams, id",
+        )
+        .bind(except)
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(addrs)
     }
 
     /// Tells every replica (this one too) to act on `what` now. Best effort: the periodic

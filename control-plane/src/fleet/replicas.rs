@@ -1,0 +1,208 @@
+//! This control plane among the replicas sharing one database: its id (the holder name of its
+//! leases), the agent streams it admits up to its limit, and its entry in the registry of live
+//! replicas (where agents reach it, how many streams it holds), renewed each tick like a lease,
+//! from which a full replica names the others with room to the agents it turns away.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::{new_id, now_ms};
+use crate::store::{Store, StoreError};
+
+/// Addresses named to a refused agent, at most (the header stays small).
+const MAX_ELSEWHERE: usize = 8;
+
+/// How this replica takes part among the others.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaOptions {
+    /// `host:port` agents reach this replica at; `None`: never named to agents.
+    pub advertise: Option<String>,
+    /// Agent streams held at most; 0: no limit.
+    pub max_streams: usize,
+    /// How long a lease (and this replica's registry entry) outlives its last renewal.
+    pub lease_ttl: Duration,
+}
+
+pub struct Replicas {
+    store: Store,
+    id: String,
+    options: ReplicaOptions,
+    /// Streams admitted and not yet ended.
+    streams: Arc<AtomicUsize>,
+}
+
+/// One admitted stream; dropping it frees its place.
+pub struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Why a stream was turned away: this replica holds `limit` already; `elsewhere` are live
+/// replicas with room, the emptiest first (empty when none is known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Full {
+    pub limit: usize,
+    pub elsewhere: Vec<String>,
+}
+
+impl Replicas {
+    pub fn new(store: Store, options: ReplicaOptions) -> Self {
+        Self {
+            store,
+            id: new_id("replica"),
+            options,
+            streams: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// This replica's id: the holder name of its leases.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        self.options.lease_ttl
+    }
+
+    /// Agent streams held now.
+    pub fn streams(&self) -> usize {
+        self.streams.load(Ordering::Acquire)
+    }
+
+    /// The stream limit (0: none).
+    pub fn max_streams(&self) -> usize {
+        self.options.max_streams
+    }
+
+    pub fn advertise(&self) -> Option<&str> {
+        self.options.advertise.as_deref()
+    }
+
+    /// A place for one more stream, or why there is none and which replicas have room.
+    pub async fn admit(&self) -> Result<StreamSlot, Full> {
+        let limit = self.options.max_streams;
+        let taken = self
+            .streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (limit == 0 || n < limit).then_some(n + 1)
+            });
+        if taken.is_ok() {
+            return Ok(StreamSlot(self.streams.clone()));
+        }
+        let elsewhere = match self.store.replicas_with_room(&self.id, now_ms()).await {
+            Ok(mut a) => {
+                a.truncate(MAX_ELSEWHERE);
+                a
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the other replicas; refusing without a hint");
+                Vec::new()
+            }
+        };
+        Err(Full { limit, elsewhere })
+    }
+
+    /// Renews this replica's registry entry (each tick).
+    pub async fn renew(&self) -> Result<(), StoreError> {
+        let ttl = self.options.lease_ttl.as_millis().min(i64::MAX as u128) as i64;
+        self.store
+            .register_replica(
+                &self.id,
+                self.options.advertise.as_deref().unwrap_or_default(),
+                i64::try_from(self.streams()).unwrap_or(i64::MAX),
+                i64::try_from(self.options.max_streams).unwrap_or(i64::MAX),
+                now_ms().saturating_add(ttl),
+            )
+            .await
+    }
+
+    /// The leases on fleet-wide work this replica holds now, by name.
+    pub async fn held_leases(&self) -> Result<Vec<String>, StoreError> {
+        self.store.leases_of(&self.id, now_ms()).await
+    }
+
+    /// Leaves the registry and gives up this replica's leases (at shutdown), so that agents
+    /// are no longer sent here and another replica takes over the work at once.
+    pub async fn leave(&self) {
+        if let Err(e) = self.store.unregister_replica(&self.id).await {
+            tracing::warn!(error = %e, "cannot leave the registry of replicas; the entry expires by itself");
+        }
+        if let Err(e) = self.store.release_leases(&self.id).await {
+            tracing::warn!(error = %e, "cannot give up the leases; they expire by themselves");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replica on a SQLite file in a directory that lives as long as the returned guard.
+    async fn replicas(max_streams: usize) -> (tempfile::TempDir, Replicas) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::connect(&crate::store::sqlite_url(dir.path()))
+            .await
+            .expect("store");
+        let r = Replicas::new(
+            store,
+            ReplicaOptions {
+                advertise: Some("127.0.0.1:7443".into()),
+                max_streams,
+                lease_ttl: Duration::from_secs(5),
+            },
+        );
+        (dir, r)
+    }
+
+    #[tokio::test]
+    async fn admits_up_to_the_limit_and_frees_places() {
+        let (_dir, r) = replicas(2).await;
+        let a = r.admit().await.expect("first");
+        let _b = r.admit().await.expect("second");
+        let full = r.admit().await.err().expect("third refused");
+        assert_eq!(full.limit, 2);
+        assert!(full.elsewhere.is_empty(), "{full:?}");
+        drop(a);
+        assert_eq!(r.streams(), 1);
+        let _c = r.admit().await.expect("a place freed");
+        let (_dir0, unlimited) = replicas(0).await;
+        let held: Vec<_> = futures::future::join_all((0..50).map(|_| unlimited.admit())).await;
+        assert!(held.iter().all(Result::is_ok));
+        assert_eq!(unlimited.streams(), 50);
+    }
+
+    #[tokio::test]
+    async fn names_live_replicas_with_room_emptiest_first() {
+        let (_dir, r) = replicas(1).await;
+        let now = now_ms();
+        let s = &r.store;
+        s.register_replica("busy", "b:1", 9, 10, now + 5000)
+            .await
+            .expect("reg");
+        s.register_replica("idle", "i:1", 1, 0, now + 5000)
+            .await
+            .expect("reg");
+        s.register_replica("full", "f:1", 10, 10, now + 5000)
+            .await
+            .expect("reg");
+        s.register_replica("dead", "d:1", 0, 0, now - 1)
+            .await
+            .expect("reg");
+        s.register_replica("hidden", "", 0, 0, now + 5000)
+            .await
+            .expect("reg");
+        r.renew().await.expect("renew");
+        let _held = r.admit().await.expect("first");
+        let full = r.admit().await.err().expect("refused");
+        assert_eq!(full.elsewhere, ["i:1", "b:1"]);
+        s.unregister_replica("idle").await.expect("unregister");
+        assert_eq!(
+            s.replicas_with_room(r.id(), now).await.expect("read"),
+            ["b:1"]
+        );
+    }
+}
