@@ -187,6 +187,20 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
         Body::Empty,
         [200, 200, 200, 401],
     ),
+    (
+        "GET",
+        "/remediation/preferences",
+        "/remediation/preferences",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "DELETE",
+        "/remediation/preferences",
+        "/remediation/preferences?rule=no-such-rule",
+        Body::Empty,
+        [200, 200, 403, 401],
+    ),
     ("GET", "/audit", "/audit", Body::Empty, [200, 403, 403, 401]),
     (
         "POST",
