@@ -9,6 +9,7 @@ use serde::Serialize;
 
 pub mod choice;
 pub mod feedback;
+pub mod models;
 pub mod policy;
 pub mod remediation;
 

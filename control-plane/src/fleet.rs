@@ -14,6 +14,7 @@ mod enroll;
 mod feedback;
 mod hosts;
 mod ingest;
+mod models;
 mod policy;
 mod remediation;
 mod replicas;
@@ -26,6 +27,7 @@ pub use enroll::{EnrollError, Enrollment, Issued};
 pub use feedback::{FeedbackRequest, Verdicts, MAX_NOTE_CHARS};
 pub use hosts::{FleetSnapshot, HostDetail, Hosts};
 pub use ingest::HEARTBEAT_FLUSH_EVERY;
+pub use models::{ModelOffer, ModelUpload, Models, BUILT_IN};
 pub use policy::Policies;
 pub use remediation::{DecideError, Remediation, TriggerError};
 pub use replicas::{Full, ReplicaOptions, Replicas, StreamSlot};
@@ -68,6 +70,8 @@ pub struct Fleet {
     pub enrollment: Arc<Enrollment>,
     /// Policy revisions, rollouts, delivery and status reports.
     pub policies: Arc<Policies>,
+    /// The model registry, model rollouts, delivery and status reports.
+    pub models: Arc<Models>,
     /// Remediation requests, decisions, dispatch with fleet leases, reports, expiry.
     pub remediation: Arc<Remediation>,
     /// Verdicts on anomaly events and the policies they generate.
@@ -177,6 +181,13 @@ impl FleetBuilder {
             policy_key,
             wake_revocations.clone(),
         ));
+        let models = Arc::new(Models::new(
+            store.clone(),
+            telemetry.clone(),
+            streams.clone(),
+            audit.clone(),
+            policy_signer.clone(),
+        ));
         let policies = Arc::new(Policies::new(
             store.clone(),
             telemetry.clone(),
@@ -200,6 +211,7 @@ impl FleetBuilder {
             store,
             replicas.clone(),
             policies.clone(),
+            models.clone(),
             remediation.clone(),
             wake_revocations,
         ));
@@ -207,6 +219,7 @@ impl FleetBuilder {
             hosts,
             enrollment,
             policies,
+            models,
             remediation,
             verdicts,
             audit,

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use sco_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use sco_proto::v1::enrollment_service_server::{EnrollmentService, EnrollmentServiceServer};
 use sco_proto::v1::{
-    agent_message, control_message, Ack, AgentMessage, ControlMessage, ServerHeartbeat,
+    agent_message, control_message, Ack, AgentMessage, ControlMessage, ModelChunk,
+    ServerHeartbeat,
 };
 use sco_proto::v1::{CertificateResponse, EnrollRequest, RenewRequest};
 use tokio::sync::{mpsc, watch};
@@ -289,6 +290,14 @@ impl Session {
         {
             tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot push policies");
         }
+        if let Err(e) = self
+            .fleet
+            .models
+            .sync_models_of(std::slice::from_ref(&self.agent_id))
+            .await
+        {
+            tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot offer a model");
+        }
         if let Err(e) = self.fleet.remediation.dispatch(&self.agent_id).await {
             tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot deliver pending requests");
         }
@@ -336,6 +345,10 @@ impl Session {
                         crate::fleet::Downlink::Policy(p) => {
                             let what = format!("policy {} revision {}", p.name, p.revision);
                             (control_message::Body::Policy(pb::policy(p)), what)
+                        }
+                        crate::fleet::Downlink::Model(m) => {
+                            let what = format!("model offer {} ({})", m.number, m.version);
+                            (control_message::Body::ModelOffer(pb::model_offer(m)), what)
                         }
                     };
                     if tx.send(Ok(ControlMessage { body: Some(body) })).await.is_err() {
@@ -391,6 +404,12 @@ impl Session {
                             let detector = h.detector.map(pb::detector_status);
                             self.fleet.hosts.heartbeat(&self.agent_id, dropped, h.cert_not_after_ms, detector);
                         }
+                        // Not durable either: the agent asks for the rest of an offered model.
+                        Some(agent_message::Body::ModelRequest(r)) => {
+                            if let Err(reason) = self.send_model(tx, r.number, r.offset).await {
+                                return reason;
+                            }
+                        }
                         Some(agent_message::Body::Hello(_)) => {
                             let _ = tx.send(Err(Status::invalid_argument("hello sent twice"))).await;
                             return "hello sent twice".into();
@@ -404,6 +423,37 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+impl Session {
+    /// Sends model `number`'s file from `offset` on, in chunks; an error ends the stream.
+    async fn send_model(&self, tx: &Outbound, number: u64, offset: u64) -> Result<(), String> {
+        let Ok(number) = i64::try_from(number) else {
+            return Ok(());
+        };
+        let chunks = match self.fleet.models.chunks(number, offset).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(agent_id = %self.agent_id, number, error = %e, "cannot read a model file");
+                return Ok(());
+            }
+        };
+        let n = chunks.len();
+        for (offset, data) in chunks {
+            let chunk = ControlMessage {
+                body: Some(control_message::Body::ModelChunk(ModelChunk {
+                    number: number as u64,
+                    offset,
+                    data,
+                })),
+            };
+            if tx.send(Ok(chunk)).await.is_err() {
+                return Err("agent went away".into());
+            }
+        }
+        tracing::info!(agent_id = %self.agent_id, number, from = offset, chunks = n, "model sent");
+        Ok(())
     }
 }
 
@@ -502,12 +552,21 @@ async fn store_message(fleet: Arc<Fleet>, id: String, msg: AgentMessage) -> Stor
                 .map(drop),
             Err(reason) => fleet.hosts.reject(id, seq, at, &reason).await,
         },
+        Some(agent_message::Body::ModelStatus(m)) => match pb::model_status(seq, at, m) {
+            Ok(status) => fleet.models.status_report(id, status).await.map(drop),
+            Err(reason) => fleet.hosts.reject(id, seq, at, &reason).await,
+        },
         Some(agent_message::Body::Proposal(p)) => match pb::proposal(seq, at, id, p) {
             Ok(p) => fleet.remediation.proposal(id, p).await.map(drop),
             Err(reason) => fleet.hosts.reject(id, seq, at, &reason).await,
         },
         // Handled by the stream itself, never sent here.
-        Some(agent_message::Body::Heartbeat(_) | agent_message::Body::Hello(_)) | None => {
+        Some(
+            agent_message::Body::Heartbeat(_)
+            | agent_message::Body::Hello(_)
+            | agent_message::Body::ModelRequest(_),
+        )
+        | None => {
             return Err(Status::internal("internal error"))
         }
     };

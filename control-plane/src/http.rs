@@ -13,6 +13,7 @@ pub mod error;
 pub mod feedback;
 pub mod fleet;
 pub mod fleet_metrics;
+pub mod models;
 pub mod notifications;
 pub mod openapi;
 pub mod policy;
@@ -94,6 +95,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(policy::get, policy::withdraw))
         .routes(routes!(policy::rollout))
         .routes(routes!(policy::status))
+        .routes(
+            routes!(models::list, models::upload)
+                .layer(DefaultBodyLimit::max(models::MAX_UPLOAD_BODY)),
+        )
+        .routes(routes!(models::get))
+        .routes(routes!(models::rollout))
+        .routes(routes!(models::status))
         .routes(routes!(enroll::list_tokens, enroll::create_token))
         .routes(routes!(enroll::revoke_token))
         .routes(routes!(anomaly::list))

@@ -249,8 +249,9 @@ pub fn ensure_dev_pki(dir: &Path) -> Result<Ca, PkiError> {
 /// The fleet's policy signing key (ed25519): `policy.key` (PKCS#8, hex,
 /// mode 0600) and `policy.pub` (the 32-byte public key, hex) in the PKI
 /// directory. Agents get the public key with their PKI.
+#[derive(Clone)]
 pub struct PolicySigner {
-    key: ring::signature::Ed25519KeyPair,
+    key: std::sync::Arc<ring::signature::Ed25519KeyPair>,
     pub public_hex: String,
 }
 
@@ -279,7 +280,10 @@ impl PolicySigner {
         if read(&pub_path).ok().map(|s| s.trim().to_string()) != Some(public_hex.clone()) {
             write_public(&pub_path, &format!("{public_hex}\n"))?;
         }
-        Ok(Self { key, public_hex })
+        Ok(Self {
+            key: std::sync::Arc::new(key),
+            public_hex,
+        })
     }
 
     /// Hex signature of a policy revision (see `sco_policy::signed_message`).
@@ -287,6 +291,14 @@ impl PolicySigner {
         hex::encode(
             self.key
                 .sign(&sco_policy::signed_message(name, revision, document)),
+        )
+    }
+
+    /// Hex signature of a model version (see `sco_policy::signed_model_message`).
+    pub fn sign_model(&self, number: u64, manifest: &str) -> String {
+        hex::encode(
+            self.key
+                .sign(&sco_policy::signed_model_message(number, manifest)),
         )
     }
 }

@@ -18,6 +18,7 @@ mod enroll;
 mod fanout;
 mod feedback;
 mod hosts;
+mod models;
 mod notifications;
 mod policy;
 mod preferences;
@@ -27,6 +28,7 @@ mod runbooks;
 mod users;
 
 pub use fanout::{Wake, WakeListener};
+pub(crate) use policy::RolloutTable;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -46,6 +46,9 @@ pub enum ModelError {
     #[error("inference failed: {0}")]
     Inference(String),
 
+    #[error("{file} does not reproduce its golden outputs: {reason}")]
+    Golden { file: String, reason: String },
+
     #[error("test inference of {file} failed: {reason}")]
     SelfTest { file: String, reason: String },
 }

@@ -28,6 +28,33 @@ const FLOAT32: &str = "float32";
 
 type Plan = TypedRunnableModel;
 
+/// Reference outputs for [`Model::check_golden`].
+#[derive(serde::Deserialize)]
+struct Golden {
+    #[serde(default)]
+    sha256: String,
+    #[serde(default)]
+    tolerance: Tolerance,
+    rows: Vec<Vec<f32>>,
+    score: Vec<f32>,
+    contrib: Vec<Vec<f32>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Tolerance {
+    rel: f32,
+    abs: f32,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Self {
+            rel: 1e-4,
+            abs: 1e-4,
+        }
+    }
+}
+
 /// Batch sizes up to this get their own plan with a concrete batch dimension (built once, on
 /// first use, and cached): tract fuses the element-wise ops of a concrete plan and skips the
 /// per-run symbol resolution of the symbolic one. Larger batches (warm-up calibration, posted
@@ -110,6 +137,86 @@ impl Model {
         let features = check_manifest(&manifest, path)?;
         let model_path = Path::new("shipped").join(&manifest.file);
         Self::from_verified_parts(manifest, features, model_path, SHIPPED_ONNX)
+    }
+
+    /// A model received as bytes (an upload, a download): `manifest_json` is the manifest's
+    /// text and `onnx` the model file it names, verified exactly like [`Model::load`] does.
+    /// `origin` names where it came from in errors.
+    pub fn from_parts(manifest_json: &str, onnx: &[u8], origin: &str) -> Result<Self, ModelError> {
+        let path = Path::new(origin);
+        let manifest: Manifest =
+            serde_json::from_str(manifest_json).map_err(|source| ModelError::ManifestParse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let features = check_manifest(&manifest, path)?;
+        let model_path = path.join(&manifest.file);
+        Self::from_verified_parts(manifest, features, model_path, onnx)
+    }
+
+    /// Checks the model against reference outputs computed by its trainer (a `golden.json` as
+    /// `train/train.py` writes it: input rows and the scores and contributions another runtime
+    /// computed for them). Every value must agree within `|a - b| <= rel * |b| + abs`
+    /// (defaults 1e-4 and 1e-4).
+    pub fn check_golden(&self, golden_json: &str) -> Result<usize, ModelError> {
+        let fail = |reason: String| ModelError::Golden {
+            file: self.manifest.file.clone(),
+            reason,
+        };
+        let golden: Golden =
+            serde_json::from_str(golden_json).map_err(|e| fail(format!("unreadable: {e}")))?;
+        if !golden.sha256.is_empty() && !golden.sha256.eq_ignore_ascii_case(&self.manifest.sha256)
+        {
+            return Err(fail(format!(
+                "made for sha256 {}, the model is {}",
+                golden.sha256, self.manifest.sha256
+            )));
+        }
+        let n = golden.rows.len();
+        if n == 0 || golden.score.len() != n || golden.contrib.len() != n {
+            return Err(fail(format!(
+                "needs as many scores and contribution rows as input rows ({n} rows, {} scores, \
+                 {} contribution rows)",
+                golden.score.len(),
+                golden.contrib.len()
+            )));
+        }
+        if let Some(i) = golden.rows.iter().position(|r| r.len() != self.features) {
+            return Err(fail(format!(
+                "row {i} has {} values, the model takes {}",
+                golden.rows[i].len(),
+                self.features
+            )));
+        }
+        let (rel, abs) = (golden.tolerance.rel, golden.tolerance.abs);
+        if !(0.0..=1e-2).contains(&rel) || !(0.0..=1e-2).contains(&abs) {
+            return Err(fail(format!(
+                "tolerance rel {rel} / abs {abs}: each must be within 0..=0.01"
+            )));
+        }
+        let close = |a: f32, b: f32| (a - b).abs() <= rel * b.abs() + abs;
+        let batch: Vec<f32> = golden.rows.iter().flatten().copied().collect();
+        let out = self.score(&batch, n).map_err(|e| fail(e.to_string()))?;
+        for i in 0..n {
+            if !close(out.score[i], golden.score[i]) {
+                return Err(fail(format!(
+                    "row {i}: score {} here, {} expected",
+                    out.score[i], golden.score[i]
+                )));
+            }
+            let row = out.contrib_row(i).unwrap_or_default();
+            if row.len() != golden.contrib[i].len() {
+                return Err(fail(format!("row {i}: contribution row of the wrong length")));
+            }
+            for (j, (&t, &o)) in row.iter().zip(&golden.contrib[i]).enumerate() {
+                if !close(t, o) {
+                    return Err(fail(format!(
+                        "row {i} feature {j}: contribution {t} here, {o} expected"
+                    )));
+                }
+            }
+        }
+        Ok(n)
     }
 
     fn from_verified_parts(

@@ -121,3 +121,41 @@ fn model_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Model>();
 }
+
+#[test]
+fn check_golden_accepts_the_shipped_references_and_refuses_a_changed_one() {
+    let model = Model::load(shipped("manifest.json")).expect("shipped model loads");
+    let text = std::fs::read_to_string(shipped("golden.json")).expect("golden");
+    let golden: Golden = serde_json::from_str(&text).expect("golden.json parses");
+    assert_eq!(
+        model.check_golden(&text).expect("shipped golden holds"),
+        golden.rows.len()
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let s = v["score"][1].as_f64().expect("score");
+    v["score"][1] = serde_json::json!(s + 1.0);
+    let err = model
+        .check_golden(&v.to_string())
+        .expect_err("a changed score is refused")
+        .to_string();
+    assert!(err.contains("row 1: score"), "{err}");
+    v["score"][1] = serde_json::json!(s);
+    v["tolerance"] = serde_json::json!({"rel": 1.0, "abs": 0.0});
+    let err = model.check_golden(&v.to_string()).expect_err("tolerance").to_string();
+    assert!(err.contains("tolerance"), "{err}");
+}
+
+#[test]
+fn from_parts_verifies_like_load() {
+    let manifest = std::fs::read_to_string(shipped("manifest.json")).expect("manifest");
+    let onnx = std::fs::read(shipped("sco-window-pca.onnx")).expect("onnx");
+    let m = Model::from_parts(&manifest, &onnx, "upload").expect("parts load");
+    assert_eq!(m.features(), 8);
+    let mut bad = onnx.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let err = Model::from_parts(&manifest, &bad, "upload")
+        .expect_err("flipped byte refused")
+        .to_string();
+    assert!(err.contains("sha256 mismatch"), "{err}");
+}

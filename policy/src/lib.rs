@@ -38,5 +38,8 @@ pub use metrics::{check_known_glob, is_scored, KNOWN_METRICS, NOT_SCORED};
 pub use reason::Reason;
 pub use role::Role;
 pub use severity::Severity;
-pub use signed::{read_key, signed_message, SignedPolicy, VerifyError};
+pub use signed::{
+    read_key, signed_message, signed_model_message, verify_model_signature, SignedPolicy,
+    VerifyError,
+};
 pub use utc::utc;

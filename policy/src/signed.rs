@@ -21,6 +21,47 @@ pub fn signed_message(name: &str, revision: u64, document: &str) -> Vec<u8> {
     m
 }
 
+/// Domain separation for model signatures.
+const MODEL_SIGNATURE_CONTEXT: &[u8] = b"sco-model-v1";
+
+/// The bytes an ed25519 model signature covers: the registry number and the manifest, whose
+/// `sha256` binds the model file.
+pub fn signed_model_message(number: u64, manifest: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(MODEL_SIGNATURE_CONTEXT.len() + manifest.len() + 24);
+    m.extend_from_slice(MODEL_SIGNATURE_CONTEXT);
+    m.push(0);
+    m.extend_from_slice(number.to_string().as_bytes());
+    m.push(0);
+    m.extend_from_slice(manifest.as_bytes());
+    m
+}
+
+/// Checks a model signature (hex) against the fleet key.
+pub fn verify_model_signature(
+    key: Option<&[u8]>,
+    number: u64,
+    manifest: &str,
+    signature_hex: &str,
+) -> Result<(), VerifyError> {
+    verify_ed25519(key, &signed_model_message(number, manifest), signature_hex)
+}
+
+/// Checks an ed25519 signature (hex) of `message` with `key` (32 raw bytes).
+fn verify_ed25519(
+    key: Option<&[u8]>,
+    message: &[u8],
+    signature_hex: &str,
+) -> Result<(), VerifyError> {
+    if signature_hex.is_empty() {
+        return Err(VerifyError::Unsigned);
+    }
+    let key = key.ok_or(VerifyError::NoKey)?;
+    let sig = hex::decode(signature_hex).map_err(|_| VerifyError::BadSignature)?;
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+        .verify(message, &sig)
+        .map_err(|_| VerifyError::BadSignature)
+}
+
 /// A policy revision as it travels and as the agent keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedPolicy {
@@ -39,7 +80,7 @@ pub enum VerifyError {
     Unsigned,
     #[error("no policy verifying key is configured (server.policy_key)")]
     NoKey,
-    #[error("signature does not verify with the fleet policy key")]
+    #[error("signature does not verify with the fleet policy key (server.policy_key)")]
     BadSignature,
     #[error("signed document is invalid: {0}")]
     Invalid(String),
@@ -62,17 +103,11 @@ impl SignedPolicy {
     }
 
     fn check_signature(&self, key: Option<&[u8]>) -> Result<(), VerifyError> {
-        if self.signature.is_empty() {
-            return Err(VerifyError::Unsigned);
-        }
-        let key = key.ok_or(VerifyError::NoKey)?;
-        let sig = hex::decode(&self.signature).map_err(|_| VerifyError::BadSignature)?;
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
-            .verify(
-                &signed_message(&self.name, self.revision, &self.document),
-                &sig,
-            )
-            .map_err(|_| VerifyError::BadSignature)
+        verify_ed25519(
+            key,
+            &signed_message(&self.name, self.revision, &self.document),
+            &self.signature,
+        )
     }
 
     /// Checks the signature with `key` (32 raw ed25519 bytes), then parses

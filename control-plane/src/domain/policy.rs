@@ -187,6 +187,35 @@ impl std::fmt::Display for RolloutState {
     }
 }
 
+/// The limits of a rollout request (policies and models alike), each error naming its field.
+pub fn check_rollout_request(req: &RolloutRequest) -> Result<(), String> {
+    if !(0..=100).contains(&req.canary_percent) {
+        return Err(format!(
+            "canary_percent: {} is outside 0..=100",
+            req.canary_percent
+        ));
+    }
+    if !(0..=86_400).contains(&req.canary_secs) {
+        return Err(format!(
+            "canary_secs: {} is outside 0..=86400",
+            req.canary_secs
+        ));
+    }
+    if req.canary_percent > 0 && req.canary_secs == 0 {
+        return Err(
+            "canary_secs: a canary needs at least 1 s (or canary_percent 0 to go to all at once)"
+                .into(),
+        );
+    }
+    if !(0..=10_000).contains(&req.max_new_anomalies) {
+        return Err(format!(
+            "max_new_anomalies: {} is outside 0..=10000",
+            req.max_new_anomalies
+        ));
+    }
+    Ok(())
+}
+
 /// Hosts a new rollout may choose canaries from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {

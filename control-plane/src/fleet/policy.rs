@@ -17,7 +17,7 @@ use crate::error::ServiceError;
 use super::audit::Audit;
 use super::streams::Streams;
 use crate::domain::policy::{
-    choose_canaries, decide, initial_state, Candidate, HostPolicyState, PolicyHostStatus,
+    check_rollout_request, choose_canaries, decide, initial_state, Candidate, HostPolicyState, PolicyHostStatus,
     PolicyRevision, PolicyRolloutStatus, PolicyStatusIn, Rollout, RolloutRequest, RolloutState,
 };
 use crate::domain::{new_id, now_ms, Ingested};
@@ -176,30 +176,7 @@ impl Policies {
         name: &str,
         req: RolloutRequest,
     ) -> Result<Rollout, ServiceError> {
-        if !(0..=100).contains(&req.canary_percent) {
-            return Err(ServiceError::Invalid(format!(
-                "canary_percent: {} is outside 0..=100",
-                req.canary_percent
-            )));
-        }
-        if !(0..=86_400).contains(&req.canary_secs) {
-            return Err(ServiceError::Invalid(format!(
-                "canary_secs: {} is outside 0..=86400",
-                req.canary_secs
-            )));
-        }
-        if req.canary_percent > 0 && req.canary_secs == 0 {
-            return Err(ServiceError::Invalid(
-                "canary_secs: a canary needs at least 1 s (or canary_percent 0 to go to all at once)"
-                    .into(),
-            ));
-        }
-        if !(0..=10_000).contains(&req.max_new_anomalies) {
-            return Err(ServiceError::Invalid(format!(
-                "max_new_anomalies: {} is outside 0..=10000",
-                req.max_new_anomalies
-            )));
-        }
+        check_rollout_request(&req).map_err(ServiceError::Invalid)?;
         let latest = self.store.latest_policy_revision(name).await?;
         if latest == 0 {
             return Err(ServiceError::NotFound(format!("no policy {name:?}")));

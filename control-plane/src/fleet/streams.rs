@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::domain::policy::PolicyRevision;
 use crate::domain::remediation::PendingCommand;
+
+use super::models::ModelOffer;
 use crate::telemetry::Telemetry;
 
 /// What goes down an agent's stream besides acks and heartbeats.
@@ -16,6 +18,7 @@ use crate::telemetry::Telemetry;
 pub enum Downlink {
     Command(PendingCommand),
     Policy(PolicyRevision),
+    Model(ModelOffer),
 }
 
 struct LiveStream {
@@ -24,6 +27,8 @@ struct LiveStream {
     downlink: tokio::sync::mpsc::Sender<Downlink>,
     /// Policy revisions sent down this stream, by policy name.
     policies_sent: HashMap<String, i64>,
+    /// The model number last offered down this stream.
+    model_sent: Option<i64>,
     /// Closes the stream with the given reason (revocation, replacement).
     close: tokio::sync::watch::Sender<Option<String>>,
 }
@@ -75,6 +80,7 @@ impl Streams {
                 generation,
                 downlink,
                 policies_sent: HashMap::new(),
+                model_sent: None,
                 close,
             };
             if let Some(old) = s.insert(agent_id.to_string(), live) {
@@ -128,6 +134,24 @@ impl Streams {
         let (name, rev) = (revision.name.clone(), revision.revision);
         if s.downlink.try_send(Downlink::Policy(revision)).is_ok() {
             s.policies_sent.insert(name, rev);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Offers a model unless this agent's stream was already offered that number.
+    pub fn send_model(&self, agent_id: &str, offer: ModelOffer) -> bool {
+        let mut live = self.live();
+        let Some(s) = live.get_mut(agent_id) else {
+            return false;
+        };
+        if s.model_sent == Some(offer.number) {
+            return false;
+        }
+        let number = offer.number;
+        if s.downlink.try_send(Downlink::Model(offer)).is_ok() {
+            s.model_sent = Some(number);
             true
         } else {
             false

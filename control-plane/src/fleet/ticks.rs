@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use super::models::Models;
 use super::policy::Policies;
 use super::remediation::Remediation;
 use super::replicas::Replicas;
@@ -24,6 +25,7 @@ pub struct Ticks {
     /// This process among the replicas (its id is the holder name of leases).
     replicas: Arc<Replicas>,
     policies: Arc<Policies>,
+    models: Arc<Models>,
     remediation: Arc<Remediation>,
     /// Another replica asked for the ticks (a request, a decision, a rollout) now.
     wake_ticks: Notify,
@@ -38,6 +40,7 @@ impl Ticks {
         store: Store,
         replicas: Arc<Replicas>,
         policies: Arc<Policies>,
+        models: Arc<Models>,
         remediation: Arc<Remediation>,
         wake_revocations: Arc<Notify>,
     ) -> Self {
@@ -45,6 +48,7 @@ impl Ticks {
             store,
             replicas,
             policies,
+            models,
             remediation,
             wake_ticks: Notify::new(),
             wake_revocations,
@@ -98,12 +102,18 @@ impl Ticks {
                 if let Err(e) = self.policies.advance_rollouts().await {
                     tracing::warn!(error = %e, "cannot advance rollouts");
                 }
+                if let Err(e) = self.models.advance_rollouts().await {
+                    tracing::warn!(error = %e, "cannot advance model rollouts");
+                }
                 if let Err(e) = self.remediation.expire_remediation().await {
                     tracing::warn!(error = %e, "cannot expire remediation requests");
                 }
             }
             if let Err(e) = self.policies.sync_policies().await {
                 tracing::warn!(error = %e, "cannot push policies");
+            }
+            if let Err(e) = self.models.sync_models().await {
+                tracing::warn!(error = %e, "cannot offer models");
             }
             if let Err(e) = self.remediation.tick_remediation().await {
                 tracing::warn!(error = %e, "cannot dispatch remediation requests");

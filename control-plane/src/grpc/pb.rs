@@ -63,6 +63,35 @@ pub fn policy(p: crate::fleet::PolicyRevision) -> sco_proto::v1::PolicyUpdate {
     }
 }
 
+pub fn model_offer(o: crate::fleet::ModelOffer) -> sco_proto::v1::ModelOffer {
+    sco_proto::v1::ModelOffer {
+        number: u64::try_from(o.number).unwrap_or(0),
+        version: o.version,
+        manifest: o.manifest,
+        signature: o.signature,
+        size: u64::try_from(o.size).unwrap_or(0),
+    }
+}
+
+pub fn model_status(
+    seq: u64,
+    produced_at_ms: i64,
+    m: sco_proto::v1::ModelStatus,
+) -> Result<crate::domain::models::ModelStatusIn, String> {
+    if m.error.len() > 4096 || m.active_model.len() > 256 {
+        return Err("invalid model status: error or model name too long".into());
+    }
+    Ok(crate::domain::models::ModelStatusIn {
+        seq: seq_i64(seq)?,
+        produced_at_ms,
+        number: revision_i64(m.number)?,
+        applied: m.applied,
+        error: m.error,
+        active_number: revision_i64(m.active_number)?,
+        active_model: m.active_model,
+    })
+}
+
 fn seq_i64(seq: u64) -> Result<i64, String> {
     i64::try_from(seq)
         .ok()

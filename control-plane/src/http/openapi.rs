@@ -32,6 +32,7 @@ use super::access::{Access, AccessTable, SCHEME};
         (name = "enrollment", description = "enrollment tokens and host revocation"),
         (name = "remediation", description = "remediation actions and the audit log"),
         (name = "policies", description = "signed fleet policies and their rollouts"),
+        (name = "models", description = "the model registry: signed model versions, their rollouts and what each host runs"),
         (name = "chatops", description = "questions and actions in plain words"),
         (name = "runbooks", description = "the knowledge base"),
         (name = "notifications", description = "what people were told, and silences"),

@@ -24,11 +24,28 @@ fn revision_from_row(r: &AnyRow) -> Result<PolicyRevision, StoreError> {
     })
 }
 
-const ROLLOUT_SELECT: &str = "SELECT id, name, revision, previous_revision, canary_percent,
+const ROLLOUT_COLUMNS: &str = "id, name, revision, previous_revision, canary_percent,
     canary_hosts, canary_secs, max_new_anomalies, baseline_anomalies, state, reason, started_by,
-    started_at_ms, updated_at_ms FROM policy_rollouts";
+    started_at_ms, updated_at_ms";
 
-fn rollout_from_row(r: &AnyRow) -> Result<Rollout, StoreError> {
+/// Where rollouts of one kind live: policy rollouts and model rollouts have the same columns
+/// and the same rules (`domain::policy::decide`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RolloutTable {
+    Policies,
+    Models,
+}
+
+impl RolloutTable {
+    fn name(self) -> &'static str {
+        match self {
+            RolloutTable::Policies => "policy_rollouts",
+            RolloutTable::Models => "model_rollouts",
+        }
+    }
+}
+
+pub(crate) fn rollout_from_row(r: &AnyRow) -> Result<Rollout, StoreError> {
     let hosts: String = r.try_get("canary_hosts")?;
     let state: String = r.try_get("state")?;
     let state = RolloutState::parse(&state)
@@ -123,12 +140,19 @@ impl Store {
     }
 
     pub async fn insert_rollout(&self, r: &Rollout) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO policy_rollouts (id, name, revision, previous_revision, canary_percent,
-                canary_hosts, canary_secs, max_new_anomalies, baseline_anomalies, state, reason,
-                started_by, started_at_ms, updated_at_ms)
+        self.insert_rollout_in(RolloutTable::Policies, r).await
+    }
+
+    pub(crate) async fn insert_rollout_in(
+        &self,
+        table: RolloutTable,
+        r: &Rollout,
+    ) -> Result<(), StoreError> {
+        sqlx::query(audited(format!(
+            "INSERT INTO {} ({ROLLOUT_COLUMNS})
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
-        )
+            table.name()
+        )))
         .bind(&r.id)
         .bind(&r.name)
         .bind(r.revision)
@@ -157,10 +181,24 @@ impl Store {
         reason: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let n = sqlx::query(
-            "UPDATE policy_rollouts SET state = $3, reason = $4, updated_at_ms = $5
+        self.transition_rollout_in(RolloutTable::Policies, id, from, to, reason, now_ms)
+            .await
+    }
+
+    pub(crate) async fn transition_rollout_in(
+        &self,
+        table: RolloutTable,
+        id: &str,
+        from: RolloutState,
+        to: RolloutState,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(audited(format!(
+            "UPDATE {} SET state = $3, reason = $4, updated_at_ms = $5
              WHERE id = $1 AND state = $2",
-        )
+            table.name()
+        )))
         .bind(id)
         .bind(from.as_str())
         .bind(to.as_str())
@@ -174,8 +212,18 @@ impl Store {
 
     /// Rollouts of `name`, newest first.
     pub async fn rollouts(&self, name: &str) -> Result<Vec<Rollout>, StoreError> {
+        self.rollouts_in(RolloutTable::Policies, name).await
+    }
+
+    pub(crate) async fn rollouts_in(
+        &self,
+        table: RolloutTable,
+        name: &str,
+    ) -> Result<Vec<Rollout>, StoreError> {
         let rows = sqlx::query(audited(format!(
-            "{ROLLOUT_SELECT} WHERE name = $1 ORDER BY started_at_ms DESC, id DESC"
+            "SELECT {ROLLOUT_COLUMNS} FROM {} WHERE name = $1
+             ORDER BY started_at_ms DESC, id DESC",
+            table.name()
         )))
         .bind(name)
         .fetch_all(&self.pool)
@@ -186,7 +234,8 @@ impl Store {
     /// The newest rollout of every policy.
     pub async fn current_rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
         let rows = sqlx::query(audited(format!(
-            "{ROLLOUT_SELECT} r WHERE started_at_ms = (SELECT MAX(started_at_ms) FROM policy_rollouts s
+            "SELECT {ROLLOUT_COLUMNS} FROM policy_rollouts r
+             WHERE started_at_ms = (SELECT MAX(started_at_ms) FROM policy_rollouts s
              WHERE s.name = r.name) ORDER BY name"
         )))
         .fetch_all(&self.pool)
