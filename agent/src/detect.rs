@@ -115,6 +115,9 @@ pub struct LiveDetector {
     detector: Detector,
     model_path: Option<PathBuf>,
     model_name: String,
+    /// The fleet model in force (`fleet_model`), 0 when the agent runs its own; while one is,
+    /// the configured file is not watched.
+    fleet_number: u64,
     stamp: Option<SystemTime>,
     refused_stamp: Option<SystemTime>,
     check_every: Duration,
@@ -216,6 +219,7 @@ impl LiveDetector {
             stamp: if refused_stamp.is_some() { None } else { stamp },
             model_path: d.model.clone(),
             model_name: name,
+            fleet_number: 0,
             refused_stamp,
             check_every: Duration::from_secs(d.model_check_secs),
             last_check: Instant::now(),
@@ -405,8 +409,48 @@ impl LiveDetector {
         }
     }
 
+    /// The fleet model in force, 0 when the agent runs its own.
+    pub fn fleet_number(&self) -> u64 {
+        self.fleet_number
+    }
+
+    /// Runs fleet model `number` from its verified `manifest`, or with `None` the agent's own
+    /// model again (the configured file, else the built-in one). On an error the running model
+    /// stays.
+    pub fn use_fleet_model(
+        &mut self,
+        number: u64,
+        manifest: Option<&Path>,
+    ) -> Result<(), DetectError> {
+        if number == self.fleet_number {
+            return Ok(());
+        }
+        let model = match manifest {
+            Some(p) => load_model(Some(p))?,
+            None => match load_model(self.model_path.as_deref()) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(error = %e, "refused the configured model; running the built-in one");
+                    load_model(None)?
+                }
+            },
+        };
+        self.model_name = model_name(&model);
+        self.detector.replace_model(Arc::new(model));
+        self.fleet_number = number;
+        if number == 0 {
+            self.stamp = self.model_path.as_deref().and_then(model_stamp);
+            self.refused_stamp = None;
+        }
+        tracing::info!(model = %self.model_name, fleet_model = number, "anomaly model replaced");
+        Ok(())
+    }
+
     /// Checks the model file and swaps in a new model that validates.
     pub fn reload_if_changed(&mut self) -> Result<bool, DetectError> {
+        if self.fleet_number != 0 {
+            return Ok(false);
+        }
         let Some(path) = self.model_path.clone() else {
             return Ok(false);
         };

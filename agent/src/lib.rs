@@ -6,6 +6,8 @@
 //!   rates; the process table.
 //! - [`detect`]: live anomaly detection with the shared detector of
 //!   `sco-models`, event context at onset, model hot-swap.
+//! - [`fleet_model`]: models the fleet offers: resumable downloads, checked against the
+//!   fleet key's signature and the signed manifest's sha256 before the detector loads them.
 //! - [`host`]: host name, kernel and distribution for the hello and enrollment.
 //! - [`identity`]: enrollment with a one-time token and certificate renewal.
 //! - [`rollup`]: per-window min/mean/max/last summaries of the samples.
@@ -38,6 +40,7 @@ pub mod config;
 pub mod detect;
 pub mod executor;
 pub mod exporter;
+pub mod fleet_model;
 pub mod host;
 pub mod identity;
 pub mod outbox;
@@ -164,6 +167,10 @@ pub async fn run(
             None
         }
     };
+    let downloads = fleet_model::Downloads::new(data_dir.join("models"), key.clone());
+    let (fleet_model_tx, mut fleet_model_rx) = watch::channel(downloads.restore());
+    // a fleet model in force before a restart is loaded with the first sample
+    fleet_model_rx.mark_changed();
     let policies = policy::store::PolicyStore::open(&db, key)
         .map_err(|e| AgentError::Remediate(format!("policies: {e}")))?;
     for (name, revision, _) in policies.iter() {
@@ -196,6 +203,8 @@ pub async fn run(
         commands: commands_tx,
         detector: detector_rx,
         activity: activity.clone(),
+        downloads: std::sync::Mutex::new(downloads),
+        fleet_model: fleet_model_tx,
     };
     let renewal = tokio::spawn(identity::renewal_loop(
         config.server.clone(),
@@ -232,6 +241,8 @@ pub async fn run(
         roller: rollup::Roller::new(config.agent.rollup_secs as i64 * 1000),
         outbox: outbox.clone(),
         new_data,
+        fleet_model: fleet_model_rx,
+        model_reported: None,
     };
     // status.json is rewritten now and then even when nothing changed, so its age tells
     // `sco-agent status` whether this agent still makes progress.

@@ -5,14 +5,15 @@ use sco_models::detect::EventKind;
 use sco_proto::v1::{
     agent_message, anomaly_event, ActionCommand, ActionProposal, ActionReport, AgentMessage,
     AnomalyEvent, Contributor, DetectorState, Heartbeat, Hello, MetricRollup, MetricSummary,
-    PolicyUpdate, ProcessSample, Series,
+    ModelChunk, ModelOffer, ModelRequest, ModelStatus, PolicyUpdate, ProcessSample, Series,
 };
 
 use crate::collect::ProcessInfo;
 use crate::config::Config;
 use crate::detect::{ContextSeries, EventReport};
 use crate::policy::SignedPolicy;
-use crate::requests::{Command, PolicyStatus, Proposal, Report};
+use crate::fleet_model::{Chunk, Offer};
+use crate::requests::{Command, ModelReport, PolicyStatus, Proposal, Report};
 use crate::rollup::Rollup;
 use crate::status::Status;
 
@@ -232,4 +233,45 @@ pub fn process(p: &ProcessInfo) -> ProcessSample {
         read_bytes_per_s: p.read_bytes_per_s,
         write_bytes_per_s: p.write_bytes_per_s,
     }
+}
+
+pub fn model_offer(o: ModelOffer) -> Offer {
+    Offer {
+        number: o.number,
+        version: o.version,
+        manifest: o.manifest,
+        signature: o.signature,
+        size: o.size,
+    }
+}
+
+pub fn model_chunk(c: ModelChunk) -> Chunk {
+    Chunk {
+        number: c.number,
+        offset: c.offset,
+        data: c.data,
+    }
+}
+
+/// Not durable: asks for the rest of an offered model.
+pub fn model_request_message(number: u64, offset: u64, produced_at_ms: i64) -> AgentMessage {
+    envelope(
+        agent_message::Body::ModelRequest(ModelRequest { number, offset }),
+        0,
+        produced_at_ms,
+    )
+}
+
+pub fn model_status_message(r: ModelReport, produced_at_ms: i64) -> AgentMessage {
+    envelope(
+        agent_message::Body::ModelStatus(ModelStatus {
+            number: r.number,
+            applied: r.applied,
+            error: r.error,
+            active_number: r.active_number,
+            active_model: r.active_model,
+        }),
+        0,
+        produced_at_ms,
+    )
 }

@@ -13,6 +13,8 @@ use crate::collect::Sample;
 use crate::config::DetectSection;
 use crate::detect::{self, LiveDetector};
 use crate::executor;
+use crate::fleet_model::{self, Assignment};
+use crate::requests::ModelReport;
 use crate::outbox::Outbox;
 use crate::policy::engine::{Engine, Trigger};
 use crate::policy::store::PolicyStore;
@@ -37,10 +39,20 @@ pub struct Pipeline {
     pub roller: Roller,
     pub outbox: Arc<Mutex<Outbox>>,
     pub new_data: Arc<Notify>,
+    /// The model the fleet wants run, from the uplink (`fleet_model`).
+    pub fleet_model: watch::Receiver<Option<Assignment>>,
+    /// The last model status sent, so that a repeated offer is not reported again.
+    pub model_reported: Option<ModelReport>,
 }
 
 impl Pipeline {
     pub async fn on_sample(&mut self, sample: Sample) -> Result<(), AgentError> {
+        if self.fleet_model.has_changed().unwrap_or(false) {
+            let assignment = self.fleet_model.borrow_and_update().clone();
+            if let Some(a) = assignment {
+                self.apply_model(a).await?;
+            }
+        }
         if self.tuning.has_changed().unwrap_or(false) {
             let tuning = self.tuning.borrow_and_update().clone();
             if let Some(d) = self.live.as_mut() {
@@ -80,6 +92,57 @@ impl Pipeline {
             tracing::debug!(seq, "rollup queued");
             self.new_data.notify_one();
         }
+        Ok(())
+    }
+
+    /// Runs (or refuses) the model the fleet assigned, and reports the outcome as a durable
+    /// status unless it is the one reported last.
+    async fn apply_model(&mut self, a: Assignment) -> Result<(), AgentError> {
+        let (number, outcome) = match a {
+            Assignment::Refused { number, error } => (number, Err(error)),
+            Assignment::Use { number, manifest } => {
+                let outcome = match self.live.as_mut() {
+                    None => Err("anomaly detection is off on this host ([detect] enabled = false)"
+                        .to_string()),
+                    Some(d) => d
+                        .use_fleet_model(number, manifest.as_deref())
+                        .map_err(|e| e.to_string()),
+                };
+                if outcome.is_ok() {
+                    let dir = self.data_dir.join("models");
+                    if let Err(e) = fleet_model::record_current(&dir, number) {
+                        tracing::warn!(error = %e, "cannot record the fleet model in force; it is used until the agent stops");
+                    }
+                }
+                (number, outcome)
+            }
+        };
+        if let Err(error) = &outcome {
+            tracing::error!(number, %error, "refused a fleet model; the running one stays");
+        }
+        let report = ModelReport {
+            number,
+            applied: outcome.is_ok(),
+            error: outcome.err().unwrap_or_default(),
+            active_number: self.live.as_ref().map_or(0, LiveDetector::fleet_number),
+            active_model: self
+                .live
+                .as_ref()
+                .map_or(String::new(), |d| d.model_name().to_string()),
+        };
+        if self.model_reported.as_ref() == Some(&report) {
+            return Ok(());
+        }
+        let seq = self
+            .outbox
+            .lock()
+            .await
+            .push(pb::model_status_message(report.clone(), clock::now_ms()))
+            .await?;
+        tracing::info!(seq, number, applied = report.applied, "model status queued");
+        self.model_reported = Some(report);
+        self.new_data.notify_one();
+        self.publish_state(clock::now_ms());
         Ok(())
     }
 

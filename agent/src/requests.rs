@@ -55,3 +55,16 @@ pub struct PolicyStatus {
     /// The revision in force after it (0: none).
     pub active_revision: u64,
 }
+
+/// What the agent did with a model offer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelReport {
+    pub number: u64,
+    pub applied: bool,
+    /// Why it was refused; empty when applied.
+    pub error: String,
+    /// The fleet model running after it (0: the agent's own).
+    pub active_number: u64,
+    /// Name@version of the model running after it.
+    pub active_model: String,
+}

@@ -17,6 +17,7 @@ use crate::clock::now_ms;
 use crate::config::{endpoint_uri, ServerSection};
 use crate::outbox::Outbox;
 pub use crate::requests::Inbound;
+use crate::fleet_model::{Assignment, Downloads, Next};
 use crate::AgentError;
 
 /// Messages resent per batch before the uplink looks at incoming acks again.
@@ -39,6 +40,10 @@ pub struct Uplink {
     pub detector: watch::Receiver<crate::status::Status>,
     /// Where acknowledgements are noted, for the health endpoint.
     pub activity: Arc<crate::status::Activity>,
+    /// Models offered by the fleet: their downloads and checks.
+    pub downloads: std::sync::Mutex<Downloads>,
+    /// A verified fleet model (or a refusal), for the pipeline to load and report.
+    pub fleet_model: watch::Sender<Option<Assignment>>,
 }
 
 enum End {
@@ -121,6 +126,27 @@ impl Uplink {
             .ca_certificate(Certificate::from_pem(ca))
             .identity(Identity::from_pem(cert, key))
             .domain_name(domain))
+    }
+
+    fn lock_downloads(&self) -> std::sync::MutexGuard<'_, Downloads> {
+        // only this task uses it; a poisoned lock still holds consistent files
+        self.downloads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What a model offer or chunk leads to: a request to send, or an assignment for the
+    /// pipeline.
+    fn model_step(&self, next: Next) -> Option<AgentMessage> {
+        match next {
+            Next::Request { number, offset } => {
+                tracing::info!(number, offset, "asking for a fleet model");
+                Some(crate::pb::model_request_message(number, offset, now_ms()))
+            }
+            Next::Assign(a) => {
+                self.fleet_model.send_replace(Some(a));
+                None
+            }
+            Next::Wait => None,
+        }
     }
 
     /// Runs until `shutdown` turns true.
@@ -272,6 +298,18 @@ impl Uplink {
                             Some(control_message::Body::Command(c)) => {
                                 if let Err(e) = self.commands.try_send(Inbound::Command(crate::pb::command(c))) {
                                     tracing::warn!(error = %e, "remediation queue full; request dropped");
+                                }
+                            }
+                            Some(control_message::Body::ModelOffer(o)) => {
+                                let next = self.lock_downloads().offer(crate::pb::model_offer(o));
+                                if let Some(m) = self.model_step(next) {
+                                    send(m).await?;
+                                }
+                            }
+                            Some(control_message::Body::ModelChunk(c)) => {
+                                let next = self.lock_downloads().chunk(crate::pb::model_chunk(c));
+                                if let Some(m) = self.model_step(next) {
+                                    send(m).await?;
                                 }
                             }
                             Some(control_message::Body::Policy(p)) => {
