@@ -29,6 +29,8 @@ enum Body {
     Policy,
     /// A rollout of every host at once.
     Rollout,
+    /// The shipped model uploaded under a new version.
+    Model,
     /// A circuit breaker reset.
     Reset,
     /// A ChatOps question.
@@ -381,6 +383,42 @@ const CASES: &[(&str, &str, &str, Body, [u16; 4])] = &[
         Body::Empty,
         [200, 403, 403, 401],
     ),
+    // The admin's POST stores the model the later rows read (version "seeded").
+    (
+        "POST",
+        "/models",
+        "/models",
+        Body::Model,
+        [201, 403, 403, 401],
+    ),
+    (
+        "GET",
+        "/models",
+        "/models",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "GET",
+        "/models/{version}",
+        "/models/seeded",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
+    (
+        "POST",
+        "/models/{version}/rollout",
+        "/models/seeded/rollout",
+        Body::Rollout,
+        [201, 403, 403, 401],
+    ),
+    (
+        "GET",
+        "/models/{version}/status",
+        "/models/seeded/status",
+        Body::Empty,
+        [200, 200, 200, 401],
+    ),
     (
         "GET",
         "/enrollment-tokens",
@@ -554,6 +592,7 @@ async fn every_endpoint_with_every_role() {
                      action: { type: journal_vacuum, max_size_mb: 200 }\n",
                 ),
                 Body::Rollout => req.json(&json!({"canary_percent": 0})),
+                Body::Model => req.json(&model_upload()),
                 Body::Reset => req.json(&json!({"host": "web-01", "rule": "manual"})),
                 Body::Query => req.json(&json!({"text": "fleet status"})),
                 Body::Runbook => req.json(&json!({
@@ -601,4 +640,20 @@ async fn every_endpoint_with_every_role() {
         "role matrix violations:\n{}",
         failures.join("\n")
     );
+}
+
+/// The shipped model under version "seeded" (the first upload; later ones get 409 or 403).
+fn model_upload() -> Value {
+    use base64::Engine as _;
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/shipped");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("shipped file");
+    let mut manifest: Value = serde_json::from_str(&read("manifest.json")).expect("manifest");
+    manifest["version"] = json!("seeded");
+    let golden: Value = serde_json::from_str(&read("golden.json")).expect("golden");
+    let onnx = std::fs::read(dir.join("sco-window-pca.onnx")).expect("onnx");
+    json!({
+        "manifest": manifest,
+        "onnx_base64": base64::engine::general_purpose::STANDARD.encode(onnx),
+        "golden": golden,
+    })
 }
