@@ -54,7 +54,10 @@ pub enum Assignment {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
     /// Ask for the file of `number` from `offset` on.
-    Request { number: u64, offset: u64 },
+    Request {
+        number: u64,
+        offset: u64,
+    },
     Assign(Assignment),
     /// Nothing to do (a stale or repeated chunk, more chunks to come).
     Wait,
@@ -147,13 +150,19 @@ impl Downloads {
         if !plain_file_name(&head.file) {
             return Self::refused(
                 number,
-                format!("model {number}: manifest file {:?} is not a plain file name", head.file),
+                format!(
+                    "model {number}: manifest file {:?} is not a plain file name",
+                    head.file
+                ),
             );
         }
         if o.size == 0 || o.size > MAX_MODEL_BYTES {
             return Self::refused(
                 number,
-                format!("model {number}: {} bytes; at most {MAX_MODEL_BYTES}", o.size),
+                format!(
+                    "model {number}: {} bytes; at most {MAX_MODEL_BYTES}",
+                    o.size
+                ),
             );
         }
         let dir = self.dir.join(number.to_string());
@@ -405,7 +414,10 @@ mod tests {
             Next::Assign(Assignment::Refused { number: 2, .. })
         ));
         // the bytes that come are not the ones the manifest names
-        assert!(matches!(d.offer(offer(&k, 4, &bytes)), Next::Request { .. }));
+        assert!(matches!(
+            d.offer(offer(&k, 4, &bytes)),
+            Next::Request { .. }
+        ));
         let Next::Assign(Assignment::Refused { error, .. }) = d.chunk(Chunk {
             number: 4,
             offset: 0,

@@ -11,8 +11,8 @@ use sco_proto::v1::{
 use crate::collect::ProcessInfo;
 use crate::config::Config;
 use crate::detect::{ContextSeries, EventReport};
-use crate::policy::SignedPolicy;
 use crate::fleet_model::{Chunk, Offer};
+use crate::policy::SignedPolicy;
 use crate::requests::{Command, ModelReport, PolicyStatus, Proposal, Report};
 use crate::rollup::Rollup;
 use crate::status::Status;

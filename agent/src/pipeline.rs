@@ -14,11 +14,11 @@ use crate::config::DetectSection;
 use crate::detect::{self, LiveDetector};
 use crate::executor;
 use crate::fleet_model::{self, Assignment};
-use crate::requests::ModelReport;
 use crate::outbox::Outbox;
 use crate::policy::engine::{Engine, Trigger};
 use crate::policy::store::PolicyStore;
 use crate::policy::DetectionSettings;
+use crate::requests::ModelReport;
 use crate::rollup::Roller;
 use crate::status::{self, Status};
 use crate::{clock, pb, AgentError};
@@ -102,8 +102,10 @@ impl Pipeline {
             Assignment::Refused { number, error } => (number, Err(error)),
             Assignment::Use { number, manifest } => {
                 let outcome = match self.live.as_mut() {
-                    None => Err("anomaly detection is off on this host ([detect] enabled = false)"
-                        .to_string()),
+                    None => Err(
+                        "anomaly detection is off on this host ([detect] enabled = false)"
+                            .to_string(),
+                    ),
                     Some(d) => d
                         .use_fleet_model(number, manifest.as_deref())
                         .map_err(|e| e.to_string()),

@@ -15,9 +15,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::clock::now_ms;
 use crate::config::{endpoint_uri, ServerSection};
+use crate::fleet_model::{Assignment, Downloads, Next};
 use crate::outbox::Outbox;
 pub use crate::requests::Inbound;
-use crate::fleet_model::{Assignment, Downloads, Next};
 use crate::AgentError;
 
 /// Messages resent per batch before the uplink looks at incoming acks again.

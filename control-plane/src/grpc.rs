@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use sco_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use sco_proto::v1::enrollment_service_server::{EnrollmentService, EnrollmentServiceServer};
 use sco_proto::v1::{
-    agent_message, control_message, Ack, AgentMessage, ControlMessage, ModelChunk,
-    ServerHeartbeat,
+    agent_message, control_message, Ack, AgentMessage, ControlMessage, ModelChunk, ServerHeartbeat,
 };
 use sco_proto::v1::{CertificateResponse, EnrollRequest, RenewRequest};
 use tokio::sync::{mpsc, watch};
@@ -566,9 +565,7 @@ async fn store_message(fleet: Arc<Fleet>, id: String, msg: AgentMessage) -> Stor
             | agent_message::Body::Hello(_)
             | agent_message::Body::ModelRequest(_),
         )
-        | None => {
-            return Err(Status::internal("internal error"))
-        }
+        | None => return Err(Status::internal("internal error")),
     };
     if let Err(e) = stored {
         tracing::error!(agent_id = %id, seq, error = %e, "ingest failed");

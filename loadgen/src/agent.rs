@@ -356,7 +356,12 @@ impl Agent {
                                 let now = now_ms();
                                 self.push(shared, Kind::ActionReport, |_| speak::action_report(&c.id, &c.rule, now));
                             }
-                            None => {}
+                            // Simulated agents run no model: they neither ask for one nor report.
+                            Some(
+                                control_message::Body::ModelOffer(_)
+                                | control_message::Body::ModelChunk(_),
+                            )
+                            | None => {}
                         }
                     }
                     Ok(None) => return lost("closed_by_server", "the control plane closed the stream"),

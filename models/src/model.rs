@@ -165,8 +165,7 @@ impl Model {
         };
         let golden: Golden =
             serde_json::from_str(golden_json).map_err(|e| fail(format!("unreadable: {e}")))?;
-        if !golden.sha256.is_empty() && !golden.sha256.eq_ignore_ascii_case(&self.manifest.sha256)
-        {
+        if !golden.sha256.is_empty() && !golden.sha256.eq_ignore_ascii_case(&self.manifest.sha256) {
             return Err(fail(format!(
                 "made for sha256 {}, the model is {}",
                 golden.sha256, self.manifest.sha256
@@ -206,7 +205,9 @@ impl Model {
             }
             let row = out.contrib_row(i).unwrap_or_default();
             if row.len() != golden.contrib[i].len() {
-                return Err(fail(format!("row {i}: contribution row of the wrong length")));
+                return Err(fail(format!(
+                    "row {i}: contribution row of the wrong length"
+                )));
             }
             for (j, (&t, &o)) in row.iter().zip(&golden.contrib[i]).enumerate() {
                 if !close(t, o) {

@@ -141,7 +141,10 @@ fn check_golden_accepts_the_shipped_references_and_refuses_a_changed_one() {
     assert!(err.contains("row 1: score"), "{err}");
     v["score"][1] = serde_json::json!(s);
     v["tolerance"] = serde_json::json!({"rel": 1.0, "abs": 0.0});
-    let err = model.check_golden(&v.to_string()).expect_err("tolerance").to_string();
+    let err = model
+        .check_golden(&v.to_string())
+        .expect_err("tolerance")
+        .to_string();
     assert!(err.contains("tolerance"), "{err}");
 }
 

@@ -84,18 +84,30 @@ async fn uploads_are_checked_signed_and_immutable(db: Db) {
     body["manifest"]["sha256"] = json!("0".repeat(64));
     let (status, reply) = sb.post(&admin, "/models", &body).await;
     assert_eq!(status, 400, "{reply}");
-    assert!(reply["error"].as_str().unwrap_or_default().contains("sha256 mismatch"), "{reply}");
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("sha256 mismatch"),
+        "{reply}"
+    );
 
     // A graph with an operator the agents do not run (its manifest's hash made to match).
     let mut onnx = std::fs::read(shipped("sco-window-pca.onnx")).expect("onnx");
-    let at = onnx.windows(3).position(|w| w == b"Add").expect("an Add node");
+    let at = onnx
+        .windows(3)
+        .position(|w| w == b"Add")
+        .expect("an Add node");
     onnx[at..at + 3].copy_from_slice(b"Div");
     let mut body = upload_body("1.1.0-test");
     body["onnx_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&onnx));
     body["manifest"]["sha256"] = json!(hex::encode(sha2::Sha256::digest(&onnx)));
     let (status, reply) = sb.post(&admin, "/models", &body).await;
     assert_eq!(status, 400, "{reply}");
-    assert!(reply["error"].as_str().unwrap_or_default().contains("Div"), "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap_or_default().contains("Div"),
+        "{reply}"
+    );
 
     // Golden outputs the model does not reproduce.
     let mut body = upload_body("1.1.0-test");
@@ -104,18 +116,26 @@ async fn uploads_are_checked_signed_and_immutable(db: Db) {
     let (status, reply) = sb.post(&admin, "/models", &body).await;
     assert_eq!(status, 400, "{reply}");
     let error = reply["error"].as_str().unwrap_or_default();
-    assert!(error.contains("golden") && error.contains("row 2"), "{reply}");
+    assert!(
+        error.contains("golden") && error.contains("row 2"),
+        "{reply}"
+    );
 
     // Not base64; a reserved version; a viewer may not upload.
     let mut body = upload_body("1.1.0-test");
     body["onnx_base64"] = json!("***");
     let (status, reply) = sb.post(&admin, "/models", &body).await;
     assert_eq!(status, 400, "{reply}");
-    assert!(reply["error"].as_str().unwrap_or_default().starts_with("onnx_base64"));
+    assert!(reply["error"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("onnx_base64"));
     let (status, _) = sb.post(&admin, "/models", &upload_body("builtin")).await;
     assert_eq!(status, 400);
     let viewer = sb.add_user(&admin, "vera", "viewer").await;
-    let (status, _) = sb.post(&viewer, "/models", &upload_body("1.1.0-test")).await;
+    let (status, _) = sb
+        .post(&viewer, "/models", &upload_body("1.1.0-test"))
+        .await;
     assert_eq!(status, 403);
     let (_, reply) = sb.get(&admin, "/models").await;
     assert_eq!(reply["count"], 0, "nothing refused was stored: {reply}");
@@ -138,11 +158,16 @@ async fn uploads_are_checked_signed_and_immutable(db: Db) {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["model"]["card"], "# test card\n");
     assert_eq!(reply["model"]["evaluation"]["nab"], 0.0);
-    assert!(reply["golden"]["rows"].as_array().is_some_and(|r| !r.is_empty()));
+    assert!(reply["golden"]["rows"]
+        .as_array()
+        .is_some_and(|r| !r.is_empty()));
     let (status, _) = sb.get(&viewer, "/models/9.9.9").await;
     assert_eq!(status, 404);
     let (_, reply) = sb.get(&admin, "/audit?action=model.upload").await;
-    assert_eq!(reply["entries"][0]["detail"]["version"], "1.1.0-test", "{reply}");
+    assert_eq!(
+        reply["entries"][0]["detail"]["version"], "1.1.0-test",
+        "{reply}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -175,7 +200,10 @@ async fn a_model_goes_canary_first_then_to_everyone(db: Db) {
         )
         .await;
     assert_eq!(status, 201, "{reply}");
-    let canaries = reply["rollout"]["canary_hosts"].as_array().cloned().unwrap_or_default();
+    let canaries = reply["rollout"]["canary_hosts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(canaries.len(), 1, "{reply}");
     assert_eq!(reply["rollout"]["state"], "canary");
     let canary = canaries[0].as_str().expect("id").to_string();
@@ -185,7 +213,10 @@ async fn a_model_goes_canary_first_then_to_everyone(db: Db) {
     assert_eq!(s["applied_model"], "sco-window-pca@1.1.0-test", "{s}");
     assert_eq!(s["canary"], true);
     let rollout = newest_rollout_state(&sb, &admin, "complete").await;
-    assert!(rollout["reason"].as_str().unwrap_or_default().contains("canary healthy"));
+    assert!(rollout["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("canary healthy"));
     let s = runs(&sb, &admin, "1.1.0-test", other, 1).await;
     assert_eq!(s["applied_model"], "sco-window-pca@1.1.0-test", "{s}");
     // What the other host ran before the rollout completed: its own model.
@@ -206,7 +237,9 @@ async fn a_model_goes_canary_first_then_to_everyone(db: Db) {
     // The verified files are on the host, and a restart runs the fleet model again.
     let data = sb.path().join(format!("agent-{other}/data/models"));
     assert_eq!(
-        std::fs::read_to_string(data.join("current")).expect("current").trim(),
+        std::fs::read_to_string(data.join("current"))
+            .expect("current")
+            .trim(),
         "1"
     );
     assert!(data.join("1/manifest.json").exists() && data.join("1/sco-window-pca.onnx").exists());
@@ -214,17 +247,26 @@ async fn a_model_goes_canary_first_then_to_everyone(db: Db) {
     agents[i].terminate();
     agents[i] = sb.start_agent(other);
     wait_for("the restarted agent to run the fleet model", || async {
-        let text = std::fs::read_to_string(sb.path().join(format!("agent-{other}/data/status.json")))
-            .unwrap_or_default();
+        let text =
+            std::fs::read_to_string(sb.path().join(format!("agent-{other}/data/status.json")))
+                .unwrap_or_default();
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         (v["model"] == "sco-window-pca@1.1.0-test").then_some(())
     })
     .await;
-    assert!(agents[i].log_contains("fleet_model=1"), "{}", agents[i].log_tail());
+    assert!(
+        agents[i].log_contains("fleet_model=1"),
+        "{}",
+        agents[i].log_tail()
+    );
 
     // Back to the agents' own model, everywhere at once.
     let (status, reply) = sb
-        .post(&admin, "/models/builtin/rollout", &json!({"canary_percent": 0}))
+        .post(
+            &admin,
+            "/models/builtin/rollout",
+            &json!({"canary_percent": 0}),
+        )
         .await;
     assert_eq!(status, 201, "{reply}");
     assert_eq!(reply["rollout"]["state"], "complete");
@@ -233,10 +275,15 @@ async fn a_model_goes_canary_first_then_to_everyone(db: Db) {
         assert_eq!(s["applied_model"], "sco-window-pca@1.0.0", "{s}");
     }
     assert_eq!(
-        std::fs::read_to_string(data.join("current")).expect("current").trim(),
+        std::fs::read_to_string(data.join("current"))
+            .expect("current")
+            .trim(),
         "0"
     );
-    assert!(!data.join("1").exists(), "the files of a model no longer in force are removed");
+    assert!(
+        !data.join("1").exists(),
+        "the files of a model no longer in force are removed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -285,7 +332,13 @@ async fn a_canary_that_cannot_take_a_model_stops_the_rollout_and_keeps_what_ran(
             .filter(|s| s["reported_number"] == 1 && s["error"] != "")
     })
     .await;
-    assert!(s["error"].as_str().unwrap_or_default().contains("signature"), "{s}");
+    assert!(
+        s["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("signature"),
+        "{s}"
+    );
     assert_eq!(s["applied_number"], 0, "{s}");
     assert_eq!(s["in_sync"], false);
 
@@ -307,26 +360,44 @@ async fn a_canary_that_cannot_take_a_model_stops_the_rollout_and_keeps_what_ran(
     assert_eq!(reply["rollout"]["previous_revision"], 1);
     // A second rollout may not start while this one is in its canary phase.
     let (status, _) = sb
-        .post(&admin, "/models/1.1.0-test/rollout", &json!({"canary_percent": 0}))
+        .post(
+            &admin,
+            "/models/1.1.0-test/rollout",
+            &json!({"canary_percent": 0}),
+        )
         .await;
     assert_eq!(status, 409);
 
     let rollout = newest_rollout_state(&sb, &admin, "stopped").await;
     let reason = rollout["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("keep-b") && reason.contains("cannot store it"), "{rollout}");
-    let s = host_status(&sb, &admin, "2.0.0-test", "keep-b").await.expect("keep-b");
+    assert!(
+        reason.contains("keep-b") && reason.contains("cannot store it"),
+        "{rollout}"
+    );
+    let s = host_status(&sb, &admin, "2.0.0-test", "keep-b")
+        .await
+        .expect("keep-b");
     assert_eq!(s["reported_number"], 2, "{s}");
     assert_eq!(s["applied_number"], 1, "keep-b keeps running model 1: {s}");
     assert_eq!(s["applied_model"], "sco-window-pca@1.1.0-test");
     // keep-a was never offered model 2 and still runs model 1.
-    let s = host_status(&sb, &admin, "1.1.0-test", "keep-a").await.expect("keep-a");
+    let s = host_status(&sb, &admin, "1.1.0-test", "keep-a")
+        .await
+        .expect("keep-a");
     assert_eq!(s["applied_number"], 1, "{s}");
     assert_eq!(s["reported_number"], 1, "{s}");
     assert!(!sb.path().join("agent-keep-a/data/models/2").exists());
     let (_, audit) = sb.get(&admin, "/audit?action=model.refused").await;
     let refused: Vec<String> = audit["entries"]
         .as_array()
-        .map(|e| e.iter().map(|e| e["host_id"].as_str().unwrap_or_default().to_string()).collect())
+        .map(|e| {
+            e.iter()
+                .map(|e| e["host_id"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
         .unwrap_or_default();
-    assert!(refused.contains(&"keep-b".to_string()) && refused.contains(&"keep-c".to_string()), "{audit}");
+    assert!(
+        refused.contains(&"keep-b".to_string()) && refused.contains(&"keep-c".to_string()),
+        "{audit}"
+    );
 }

@@ -109,8 +109,7 @@ pub struct ModelRolloutStatus {
 /// A version string usable in a path: 1 to 64 of `[A-Za-z0-9._+-]`.
 pub fn valid_version(v: &str) -> bool {
     (1..=64).contains(&v.len())
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
 }
 

@@ -111,9 +111,10 @@ impl Models {
 
     /// Checks, signs and stores a new version.
     pub async fn upload(&self, actor: &str, up: ModelUpload) -> Result<ModelVersion, ServiceError> {
-        let signer = self.signer.as_ref().ok_or_else(|| {
-            ServiceError::Invalid("this control plane has no signing key".into())
-        })?;
+        let signer = self
+            .signer
+            .as_ref()
+            .ok_or_else(|| ServiceError::Invalid("this control plane has no signing key".into()))?;
         if up.onnx.is_empty() || up.onnx.len() > MAX_MODEL_BYTES {
             return Err(ServiceError::Invalid(format!(
                 "onnx: {} bytes; a model file has 1 to {MAX_MODEL_BYTES}",
@@ -259,7 +260,9 @@ impl Models {
             .collect();
         let (percent, hosts) = match canary_hosts {
             Some(chosen) => {
-                if let Some(unknown) = chosen.iter().find(|c| !targeted.iter().any(|t| &t.id == *c))
+                if let Some(unknown) = chosen
+                    .iter()
+                    .find(|c| !targeted.iter().any(|t| &t.id == *c))
                 {
                     return Err(ServiceError::Invalid(format!(
                         "canary_hosts: {unknown:?} is not an enrolled, unrevoked host"
@@ -353,7 +356,14 @@ impl Models {
         };
         if self
             .store
-            .transition_rollout_in(RolloutTable::Models, &r.id, RolloutState::Canary, to, &reason, now)
+            .transition_rollout_in(
+                RolloutTable::Models,
+                &r.id,
+                RolloutState::Canary,
+                to,
+                &reason,
+                now,
+            )
             .await?
         {
             tracing::info!(number = r.revision, state = %to, %reason, "model rollout");
@@ -415,12 +425,18 @@ impl Models {
     }
 
     /// The pieces of model `number`'s file from `offset` on; empty past its end.
-    pub async fn chunks(&self, number: i64, offset: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    pub async fn chunks(
+        &self,
+        number: i64,
+        offset: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let file = self.file(number).await?;
         let Some(file) = file else {
             return Ok(Vec::new());
         };
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(file.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(file.len());
         Ok(file[start..]
             .chunks(CHUNK_BYTES)
             .enumerate()
@@ -431,7 +447,10 @@ impl Models {
     async fn file(&self, number: i64) -> Result<Option<Arc<Vec<u8>>>, StoreError> {
         let cached = {
             let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-            files.iter().find(|(n, _)| *n == number).map(|(_, f)| f.clone())
+            files
+                .iter()
+                .find(|(n, _)| *n == number)
+                .map(|(_, f)| f.clone())
         };
         if cached.is_some() {
             return Ok(cached);
@@ -455,7 +474,10 @@ impl Models {
         agent_id: &str,
         s: ModelStatusIn,
     ) -> Result<Ingested, StoreError> {
-        let ingested = self.store.record_model_status(agent_id, &s, now_ms()).await?;
+        let ingested = self
+            .store
+            .record_model_status(agent_id, &s, now_ms())
+            .await?;
         if ingested == Ingested::Stored {
             self.telemetry.ingest_messages.inc();
             let (action, result) = if s.applied {
@@ -514,8 +536,7 @@ impl Models {
                 applied_model: status.map_or(String::new(), |s| s.applied_model.clone()),
                 applied_at_ms: status.map_or(0, |s| s.applied_at_ms),
                 error: status.map_or(String::new(), |s| s.error.clone()),
-                in_sync: status
-                    .is_some_and(|s| s.applied_number == desired && s.error.is_empty()),
+                in_sync: status.is_some_and(|s| s.applied_number == desired && s.error.is_empty()),
             });
         }
         Ok(ModelRolloutStatus {

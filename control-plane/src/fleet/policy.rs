@@ -17,8 +17,9 @@ use crate::error::ServiceError;
 use super::audit::Audit;
 use super::streams::Streams;
 use crate::domain::policy::{
-    check_rollout_request, choose_canaries, decide, initial_state, Candidate, HostPolicyState, PolicyHostStatus,
-    PolicyRevision, PolicyRolloutStatus, PolicyStatusIn, Rollout, RolloutRequest, RolloutState,
+    check_rollout_request, choose_canaries, decide, initial_state, Candidate, HostPolicyState,
+    PolicyHostStatus, PolicyRevision, PolicyRolloutStatus, PolicyStatusIn, Rollout, RolloutRequest,
+    RolloutState,
 };
 use crate::domain::{new_id, now_ms, Ingested};
 use crate::pki::PolicySigner;

@@ -42,7 +42,10 @@ impl Store {
     /// taken.
     pub async fn insert_model(&self, m: &ModelVersion, onnx: &[u8]) -> Result<(), StoreError> {
         if self.model_by_version(&m.version).await?.is_some() {
-            return Err(StoreError::Conflict(format!("model version {:?}", m.version)));
+            return Err(StoreError::Conflict(format!(
+                "model version {:?}",
+                m.version
+            )));
         }
         let encoded = base64::engine::general_purpose::STANDARD.encode(onnx);
         let result = sqlx::query(
@@ -84,7 +87,10 @@ impl Store {
         rows.iter().map(model_from_row).collect()
     }
 
-    pub async fn model_by_version(&self, version: &str) -> Result<Option<ModelVersion>, StoreError> {
+    pub async fn model_by_version(
+        &self,
+        version: &str,
+    ) -> Result<Option<ModelVersion>, StoreError> {
         let row = sqlx::query(super::audited(format!(
             "SELECT {MODEL_COLUMNS} FROM models WHERE version = $1"
         )))
@@ -128,7 +134,16 @@ impl Store {
         now_ms: i64,
     ) -> Result<Ingested, StoreError> {
         let mut tx = self.pool.begin().await?;
-        if !claim_message(&mut tx, host, s.seq, "model_status", s.produced_at_ms, now_ms).await? {
+        if !claim_message(
+            &mut tx,
+            host,
+            s.seq,
+            "model_status",
+            s.produced_at_ms,
+            now_ms,
+        )
+        .await?
+        {
             tx.rollback().await?;
             return Ok(Ingested::Duplicate);
         }
