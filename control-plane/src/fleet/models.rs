@@ -411,8 +411,8 @@ impl Models {
                 }
                 ModelOffer::own()
             } else {
-                if !cache.contains_key(&desired) {
-                    cache.insert(desired, self.store.model(desired).await?);
+                if let std::collections::hash_map::Entry::Vacant(e) = cache.entry(desired) {
+                    e.insert(self.store.model(desired).await?);
                 }
                 match cache.get(&desired) {
                     Some(Some(m)) => ModelOffer::of(m),
