@@ -19,7 +19,8 @@ The detector's own combined ratio comes from `scales.py` (one replay per host wi
   freeze 1 = the moments do not learn from a metric while its own ratio is over 1
   mode   `alarm`: alarm ratio = max(shipped ratio, surprise ratio); `c`: the surprise ratio
          joins the combined ratio before the shipped 12-tick mean and its warm-up quantile
-  clear  ticks under 1 before an event closes
+  clear  ticks under `cf` before an event closes
+  cf     level under which an event closes (fraction of the threshold; default 1)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import evaluate as ev  # noqa: E402
 import scales as sc  # noqa: E402
 
 CLIP = 10.0
+CACHE = Path("/tmp/sco-ratios")
 
 
 def rolling_baseline(v: np.ndarray, win: int = 2016, every: int = 12):
@@ -100,7 +102,7 @@ def parse(spec: str) -> dict:
     p = {"k": 5, "T": 4.0, "q": None, "half": 2016, "freeze": 0, "mode": "alarm", "clear": 1}
     for part in spec.split("/"):
         key, _, val = part.partition("=")
-        p[key] = val if key == "mode" else (float(val) if key in ("T", "q", "sdfloor") else int(val))
+        p[key] = val if key == "mode" else (float(val) if key in ("T", "q", "sdfloor", "cf") else int(val))
     return p
 
 
@@ -116,8 +118,16 @@ def make_apply(p: dict, raw_of):
     def apply(d):
         key = end_of(d["x"])
         if key not in cache:
-            warm, inp, n_warm = raw_of(key)
-            cache[key] = host_surprise(warm, inp, p, n_warm)
+            warm, inp, n_warm, name = raw_of(key)
+            tag = f"{p['k']}_{p['half']}_{p['freeze']}_{p['T'] if p['freeze'] else 0}"
+            path = CACHE / "surprise" / f"{name}_{tag}.npz"
+            if path.exists():
+                z = np.load(path)
+                cache[key] = (z["w"], z["x"])
+            else:
+                cache[key] = host_surprise(warm, inp, p, n_warm)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(path, w=cache[key][0], x=cache[key][1])
         sw, sx = cache[key]
         if sx.size != d["x"].size:  # NAB: scales.score_nab passes the input without the warm-up
             sx = sx[-d["x"].size:]
@@ -134,7 +144,8 @@ def make_apply(p: dict, raw_of):
             r = s_ratio
         else:
             r = np.maximum(sc.rule_scales(d["w"], d["x"], [(12, 0.98)]), s_ratio)
-        alarm = r > 1.0 if p["clear"] == 1 else sc.hysteresis(r, p["clear"])
+        cf = p.get("cf", 1.0)
+        alarm = r > 1.0 if p["clear"] == 1 and cf == 1.0 else sc.hysteresis(r, p["clear"], 1, cf)
         return r, alarm
 
     return apply
@@ -149,13 +160,15 @@ def main() -> int:
     ap.add_argument("--only", choices=["nab", "sets", "all"], default="all")
     ap.add_argument("specs", nargs="+")
     args = ap.parse_args()
+    global CACHE
+    CACHE = args.cache
 
     nab = sc.collect_nab(args.binary, args.data_dir, args.cache, args.jobs)
     nab_raw = {}
     for name, ts, d in nab[1]:
         vals = np.loadtxt(args.data_dir / "nab-dev" / name, delimiter=",", skiprows=1, usecols=1, ndmin=2,
                           dtype=np.float64)
-        nab_raw[end_of(d["x"])] = (None, vals, d["w"].size)
+        nab_raw[end_of(d["x"])] = (None, vals, d["w"].size, "nab_" + name.replace("/", "_"))
     if args.only != "nab":
         sets = sc.collect(args.binary, args.data_dir, args.cache, args.jobs)
         raw = {}
@@ -163,11 +176,12 @@ def main() -> int:
             for h, meta in zip(hosts, ev.hosts_of(args.data_dir, ds)):
                 train = ev.load(meta["train"])
                 half = train.shape[0] // 2
-                raw[end_of(h["full"]["x"])] = (train, ev.load(meta["test"]), None)
-                raw[end_of(h["half"]["x"])] = (train[:half], train[half:], None)
+                stem = f"{ds.replace('/', '_')}_{meta['name']}"
+                raw[end_of(h["full"]["x"])] = (train, ev.load(meta["test"]), None, stem + "_full")
+                raw[end_of(h["half"]["x"])] = (train[:half], train[half:], None, stem + "_half")
         synth = sc.collect_synthetic(args.binary, args.data_dir, args.cache, args.jobs, 2.5, 2)
         for (d, _), case in zip(synth, ev.synthetic_cases(args.data_dir, 2.5, 2)):
-            raw[end_of(d["x"])] = (case[1], case[2], None)
+            raw[end_of(d["x"])] = (case[1], case[2], None, "synth_" + case[0])
         raw.update(nab_raw)
     else:
         raw = nab_raw
