@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Development study: a per-metric "surprise" evidence beside the detector's combined ratio.
 
-For every metric, the raw surprise of a tick is `s = max(|z|, |zd|)`: `z` the value's robust z
-against the metric's rolling baseline (median / scale over the last 2016 values, recomputed
-every 12 ticks, as the five-minute profile does) and `zd` the tick's change `v - v_prev` over an
-exponentially weighted mean absolute change (half-life `half` ticks). The evidence is Numenta's
-anomaly-likelihood idea with O(1) state per metric: the mean of the last `k` surprises against
-an exponentially weighted mean and standard deviation of the surprise (half-life `half`), as a
-Gaussian tail z `(mean_k - mu) / sd`; a host's surprise is the largest over its metrics.
+For every metric, the raw surprise of a tick is `s = max(|z|, min(|v - v_prev| / scale, 10))`:
+`z` the value's robust z against the metric's rolling baseline (median / scale over the last
+2016 values, recomputed every 12 ticks, as the five-minute profile does) and the jump since the
+previous value in the same scale (no extra state). The evidence is Numenta's anomaly-likelihood
+idea with O(1) state per metric: the mean of the last `k` surprises against an exponentially
+weighted mean and standard deviation of the surprise (half-life `half`, plain running moments
+until then, sd floor `sdfloor`, nothing before `min` observations), as a Gaussian tail z
+`(mean_k - mu) / sd`; a host's surprise is the largest over its metrics.
 
 The detector's own combined ratio comes from `scales.py` (one replay per host with
 `--ratios-out`, cached). Variants (`surprise.py --binary B SPEC...`), SPEC = `k=5/T=4/...`:
@@ -18,9 +19,18 @@ The detector's own combined ratio comes from `scales.py` (one replay per host wi
   half   half-life of the moments, ticks
   freeze 1 = the moments do not learn from a metric while its own ratio is over 1
   mode   `alarm`: alarm ratio = max(shipped ratio, surprise ratio); `c`: the surprise ratio
-         joins the combined ratio before the shipped 12-tick mean and its warm-up quantile
+         joins the combined ratio before the shipped 12-tick mean and its warm-up quantile;
+         `only`: the surprise ratio alone
   clear  ticks under `cf` before an event closes
   cf     level under which an event closes (fraction of the threshold; default 1)
+
+Prints, per spec, the nab-dev score and per set (asd, Dataset2, Dataset3) F1 / AUPRC of the
+alarm ratio / event recall / false alarms per host-day on the train half, then the synthetic
+injections' recall at 1 / 2 / 3 ticks. `--only nab` scores nab-dev alone (minutes, not a
+quarter of an hour). The surprise series are cached under `--cache`/surprise.
+
+    cargo build --release -p sco-models --example replay
+    python models/eval/surprise.py --binary $CARGO_TARGET_DIR/release/examples/replay k=5/T=3/mode=c
 """
 
 from __future__ import annotations
