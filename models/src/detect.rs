@@ -312,11 +312,16 @@ impl Detector {
         }
     }
 
-    /// Swaps the model. If the new model has the same feature schema (same feature names, so
-    /// the same window length), baselines, windows and thresholds are kept; otherwise the
-    /// detector warms up again (an open event is closed at the next tick).
+    /// Swaps the model. If the new model is the same file (same sha256: a reload, or the same
+    /// model delivered another way), baselines, windows and thresholds are kept; otherwise the
+    /// detector warms up again, because thresholds learnt on one model's scores mean nothing
+    /// for another's (an open event is closed at the next tick).
     pub fn replace_model(&mut self, model: Arc<Model>) {
-        let same = model.manifest().features == self.model.manifest().features;
+        let same = model.manifest().features == self.model.manifest().features
+            && model
+                .manifest()
+                .sha256
+                .eq_ignore_ascii_case(&self.model.manifest().sha256);
         self.model = model;
         if !same {
             let f = self.model.features();

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use sha2::Digest;
+
 use sco_models::{
     score_window, DetectError, Detector, DetectorConfig, EventKind, Model, Severity, Tick,
 };
@@ -489,7 +491,35 @@ fn same_input_gives_identical_ticks() {
 }
 
 #[test]
-fn replacing_the_model_with_the_same_schema_keeps_calibration() {
+fn replacing_the_model_with_another_file_warms_up_again() {
+    let mut det = Detector::new(model(), config());
+    let mut noise = Noise(7);
+    for t in 0..400 {
+        det.tick(t, &normal(&mut noise)).expect("tick");
+    }
+    assert!(det.is_warm());
+    // the same graph with another description: another file, so another model to the detector
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shipped");
+    let mut onnx = std::fs::read(dir.join("sco-window-pca.onnx")).expect("onnx");
+    let at = onnx
+        .windows(9)
+        .position(|w| w == b"PPCA scor")
+        .expect("the description");
+    onnx[at..at + 4].copy_from_slice(b"ppca");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).expect("m"))
+            .expect("manifest");
+    manifest["sha256"] = serde_json::json!(hex::encode(sha2::Sha256::digest(&onnx)));
+    let other = Model::from_parts(&manifest.to_string(), &onnx, "test").expect("loads");
+    det.replace_model(Arc::new(other));
+    assert!(
+        !det.is_warm(),
+        "thresholds of one model are not kept for another"
+    );
+}
+
+#[test]
+fn replacing_the_model_with_the_same_file_keeps_calibration() {
     let mut det = Detector::new(model(), config());
     let mut noise = Noise(7);
     for t in 0..400 {
