@@ -51,7 +51,7 @@ pub enum Command {
     Login(LoginArgs),
     /// End every session of your user on the server and forget its tokens.
     Logout,
-    /// List hosts, anomalies, remediation actions or policies.
+    /// List hosts, anomalies, remediation actions, policies or models.
     #[command(subcommand)]
     Get(Get),
     /// Show one object in detail.
@@ -98,6 +98,8 @@ pub enum Get {
     Actions(ActionFilter),
     /// Policies with their newest revision and current rollout.
     Policies,
+    /// The model registry: every version, newest first, marked with the newest model rollout.
+    Models,
 }
 
 #[derive(Debug, Args)]

@@ -330,6 +330,36 @@ async fn the_remediation_walk_through_with_scoctl() {
     assert!(dry.contains("(dry run: nothing stored)"), "{dry}");
     assert_eq!(ctl.json(&["get", "policies"])["count"], 0);
 
+    // The model registry: empty, then the shipped model uploaded under another version.
+    assert_eq!(ctl.ok(&["get", "models"]), "nothing found\n");
+    let upload = {
+        use base64::Engine as _;
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/shipped");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("shipped file");
+        let mut manifest: Value = serde_json::from_str(&read("manifest.json")).expect("manifest");
+        manifest["version"] = json!("2.0.0-cli");
+        json!({
+            "manifest": manifest,
+            "golden": serde_json::from_str::<Value>(&read("golden.json")).expect("golden"),
+            "onnx_base64": base64::engine::general_purpose::STANDARD
+                .encode(std::fs::read(dir.join("sco-window-pca.onnx")).expect("onnx")),
+        })
+    };
+    let (status, body) = sb.post(&admin, "/models", &upload).await;
+    assert_eq!(status, 201, "{body}");
+    let models = ctl.ok(&["get", "models"]);
+    let row = models.lines().nth(1).unwrap_or_default();
+    assert!(
+        models.starts_with("NUMBER") && row.contains("2.0.0-cli"),
+        "{models}"
+    );
+    let sha = upload["manifest"]["sha256"].as_str().unwrap_or_default();
+    assert!(
+        row.contains("sco-window-pca") && row.contains(&sha[..12]),
+        "{models}"
+    );
+    assert_eq!(ctl.json(&["get", "models"])["models"][0]["number"], 1);
+
     // A bad document is refused before anything is sent, naming the field.
     let bad = sb.path().join("bad.yaml");
     std::fs::write(

@@ -16,6 +16,7 @@ pub fn get(ctx: &Ctx, what: &Get) -> anyhow::Result<()> {
         Get::Anomalies(f) => anomalies(&mut api, f)?,
         Get::Actions(f) => actions(&mut api, f)?,
         Get::Policies => api.get("/policies", &[])?,
+        Get::Models => api.get("/models", &[])?,
     };
     if ctx.json() {
         return emit_json(&v);
@@ -26,6 +27,7 @@ pub fn get(ctx: &Ctx, what: &Get) -> anyhow::Result<()> {
         Get::Anomalies(_) => anomalies_table(&v, now),
         Get::Actions(_) => actions_table(&v, now),
         Get::Policies => policies_table(&v, now),
+        Get::Models => models_table(&v, now),
     };
     let mut text = if table.is_empty() {
         "nothing found\n".to_string()
@@ -162,6 +164,37 @@ fn policies_table(v: &Value, now: i64) -> Table {
             rollout_summary(&p["rollout"]),
             cell(&p["created_by"]),
             age(p["created_at_ms"].as_i64().unwrap_or(0), now),
+        ]);
+    }
+    t
+}
+
+fn models_table(v: &Value, now: i64) -> Table {
+    let mut t = Table::new(&[
+        "NUMBER",
+        "VERSION",
+        "NAME",
+        "SHA256",
+        "ROLLOUT",
+        "CREATED BY",
+        "CREATED",
+    ]);
+    let rollout = &v["rollout"];
+    for m in items(v, "models") {
+        let sha = m["sha256"].as_str().unwrap_or_default();
+        let rolled = if rollout["revision"] == m["number"] {
+            cell(&rollout["state"])
+        } else {
+            "-".into()
+        };
+        t.row([
+            cell(&m["number"]),
+            cell(&m["version"]),
+            cell(&m["name"]),
+            sha.chars().take(12).collect(),
+            rolled,
+            cell(&m["created_by"]),
+            age(m["created_at_ms"].as_i64().unwrap_or(0), now),
         ]);
     }
     t
