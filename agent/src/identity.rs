@@ -20,6 +20,8 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::config::{endpoint_uri, ServerSection};
 
+mod der;
+
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("{0}")]
@@ -42,8 +44,8 @@ pub enum IdentityError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("key generation: {0}")]
-    Key(#[from] rcgen::Error),
+    #[error("key generation failed")]
+    Key,
 }
 
 /// Paths of the three identity files.
@@ -79,12 +81,8 @@ impl IdentityFiles {
 pub fn cert_validity(path: &Path) -> Option<(i64, i64)> {
     let pem = std::fs::read(path).ok()?;
     let der = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-    let v = cert.validity();
-    Some((
-        v.not_before.timestamp() * 1000,
-        v.not_after.timestamp() * 1000,
-    ))
+    let (not_before, not_after) = der::validity(der.as_ref())?;
+    Some((not_before * 1000, not_after * 1000))
 }
 
 fn sha256_hex(der: &[u8]) -> String {
@@ -203,30 +201,28 @@ pub async fn fetch_pinned_ca(endpoint: &str, fingerprint: &str) -> Result<String
             presented,
         });
     };
-    Ok(pem_encode(ca.as_ref()))
+    Ok(pem_encode("CERTIFICATE", ca.as_ref()))
 }
 
-fn pem_encode(der: &[u8]) -> String {
+fn pem_encode(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    let mut out = format!("-----BEGIN {label}-----\n");
     for chunk in b64.as_bytes().chunks(64) {
         out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
         out.push('\n');
     }
-    out.push_str("-----END CERTIFICATE-----\n");
+    out.push_str(&format!("-----END {label}-----\n"));
     out
 }
 
-/// A new private key and a CSR for it.
+/// A new private key (PKCS#8 PEM) and a CSR for it (PEM).
 fn key_and_csr() -> Result<(String, String), IdentityError> {
-    let key = rcgen::KeyPair::generate()?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "sco-agent");
-    let csr = params.serialize_request(&key)?;
-    Ok((key.serialize_pem(), csr.pem()?))
+    let (key, csr) = der::key_and_csr("sco-agent").map_err(|_| IdentityError::Key)?;
+    Ok((
+        pem_encode("PRIVATE KEY", &key),
+        pem_encode("CERTIFICATE REQUEST", &csr),
+    ))
 }
 
 fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), IdentityError> {

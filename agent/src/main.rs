@@ -1,116 +1,35 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use cli::{Command, Parsed, Replay, Usage};
 use sco_agent::Config;
 use sco_proto::process::{init_tracing, shutdown_signal};
 
-#[derive(Parser)]
-#[command(name = "sco-agent", version, about = "SmartCloudOps host agent")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Collect metrics and stream them to the control plane.
-    Run {
-        /// Agent configuration file (TOML); environment variables override it.
-        #[arg(long, short, default_value = "/etc/sco-agent/agent.toml")]
-        config: PathBuf,
-    },
-    /// Print what the running agent's anomaly detector is doing (warming up until when,
-    /// calibrated since when, restored or not, model). Exits 3 when the agent is not
-    /// running (the last status it left is printed with its time), 4 when its process
-    /// exists but has stopped updating its status.
-    Status {
-        /// Configuration of the agent to ask about (its data directory holds status.json).
-        #[arg(long, short, default_value = "/etc/sco-agent/agent.toml")]
-        config: PathBuf,
-    },
-    /// Check a configuration file (and environment overrides) and exit.
-    Validate {
-        /// Configuration file to check; exits non-zero naming the bad key.
-        #[arg(long, short, default_value = "/etc/sco-agent/agent.toml")]
-        config: PathBuf,
-    },
-    /// Join the fleet with a one-time token: pins the control plane's CA by
-    /// its fingerprint, generates a private key here, and writes ca.pem,
-    /// agent.pem and agent.key (0600) into --out. Nothing is written on failure.
-    Enroll {
-        /// Control plane gRPC endpoint, HOST:PORT.
-        #[arg(long)]
-        server: String,
-        /// Enrollment token from `POST /enrollment-tokens`.
-        #[arg(long, env = "SCO_ENROLL_TOKEN")]
-        token: String,
-        /// SHA-256 of the fleet CA certificate (hex).
-        #[arg(long)]
-        ca_sha256: String,
-        /// Name the server certificate carries, when it is not the host in --server.
-        #[arg(long)]
-        server_name: Option<String>,
-        /// Directory ca.pem, agent.pem, agent.key and policy.pub are written to.
-        #[arg(long, default_value = "/etc/sco-agent")]
-        out: PathBuf,
-    },
-    /// Run the live anomaly detector offline over a CSV file, one row per tick.
-    Replay {
-        /// NAB-style `timestamp,value` CSV or headerless multivariate CSV.
-        #[arg(long)]
-        input: PathBuf,
-        /// Rows fed first to calibrate the detector (same columns), not written.
-        #[arg(long)]
-        warmup: Option<PathBuf>,
-        /// CSV written: the anomaly score and alarm (0/1) of every input row.
-        #[arg(long)]
-        output: PathBuf,
-        /// Model manifest (default: the shipped model built into the binary).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Default: all rows of --warmup, else 15% of the input.
-        #[arg(long)]
-        warmup_ticks: Option<usize>,
-        /// Consecutive ticks over the threshold before an event opens (default 1).
-        #[arg(long)]
-        min_duration: Option<usize>,
-        /// Quantile of the warm-up scores the component thresholds sit at, in [0, 1]
-        /// (default 0.995).
-        #[arg(long)]
-        quantile: Option<f64>,
-        /// Threshold divisor: above 1 alarms more, below 1 less (default 1).
-        #[arg(long)]
-        sensitivity: Option<f64>,
-        /// Ticks the host score is averaged over (default 12, one hour of 5-minute rows; 1 = off).
-        #[arg(long)]
-        smooth_ticks: Option<usize>,
-        /// Quantile of the host's smoothed warm-up scores the alarm threshold sits at (default
-        /// 0.98), or `none` for the component thresholds alone.
-        #[arg(long, value_parser = parse_score_quantile)]
-        score_quantile: Option<ScoreQuantile>,
-        /// Window model only (no host PCA component).
-        #[arg(long)]
-        no_host_pca: bool,
-    },
-}
-
-/// `--score-quantile`: a number, or `none`.
-#[derive(Debug, Clone, Copy)]
-struct ScoreQuantile(Option<f64>);
-
-fn parse_score_quantile(s: &str) -> Result<ScoreQuantile, String> {
-    if s == "none" {
-        return Ok(ScoreQuantile(None));
-    }
-    s.parse::<f64>()
-        .map(|q| ScoreQuantile(Some(q)))
-        .map_err(|e| format!("{s:?}: {e} (a number in (0, 1), or none)"))
-}
+mod cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    let args: Result<Vec<String>, _> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect();
+    let args = match args {
+        Ok(a) => a,
+        Err(bad) => {
+            eprintln!("error: argument {bad:?} is not valid UTF-8");
+            return ExitCode::from(2);
+        }
+    };
+    let command = match cli::parse(args, std::env::var("SCO_ENROLL_TOKEN").ok()) {
+        Ok(Parsed::Command(c)) => c,
+        Ok(Parsed::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(Usage(message)) => {
+            eprintln!("error: {message}\n\nUsage: sco-agent <COMMAND>\nFor more information, try '--help'.");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
         Command::Status { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -137,19 +56,20 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Replay {
-            input,
-            warmup,
-            output,
-            model,
-            warmup_ticks,
-            min_duration,
-            quantile,
-            sensitivity,
-            smooth_ticks,
-            score_quantile,
-            no_host_pca,
-        } => {
+        Command::Replay(replay) => {
+            let Replay {
+                input,
+                warmup,
+                output,
+                model,
+                warmup_ticks,
+                min_duration,
+                quantile,
+                sensitivity,
+                smooth_ticks,
+                score_quantile,
+                no_host_pca,
+            } = *replay;
             let opts = sco_models::replay::ReplayOptions {
                 input,
                 warmup,
@@ -160,7 +80,7 @@ fn main() -> ExitCode {
                 quantile,
                 sensitivity,
                 smooth_ticks,
-                score_quantile: score_quantile.map(|q| q.0),
+                score_quantile,
                 no_host_pca,
                 progress: true,
                 ratios_out: None,

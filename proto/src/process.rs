@@ -3,16 +3,28 @@
 
 /// Logs to stderr, filtered by `SCO_LOG` (default `info`); JSON lines with
 /// `SCO_LOG_FORMAT=json`.
+///
+/// The filter is a list of `target=level` directives with an optional default level
+/// (`info,sco_agent=debug`), read by `Targets`: `EnvFilter`'s span and field matchers would
+/// link a regex engine (about 0.5 MB) into every agent for a syntax nobody here uses.
+/// A filter that does not parse is reported on stderr and `info` is used.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SCO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = match std::env::var("SCO_LOG") {
+        Ok(s) => s.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("warning: SCO_LOG={s:?}: {e}; logging at info");
+            Targets::new().with_default(LevelFilter::INFO)
+        }),
+        Err(_) => Targets::new().with_default(LevelFilter::INFO),
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     if std::env::var("SCO_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
+        registry.with(fmt.json()).init();
     } else {
-        builder.init();
+        registry.with(fmt).init();
     }
 }
 
