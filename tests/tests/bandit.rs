@@ -1,29 +1,134 @@
-//! Learning which fix works: a rule lists two candidate actions, the first never verifies
-//! and the second does; the control plane's choice moves to the second within a bounded
+//! Learning which fix works, with real processes: a memory hog (a `python3` child of the
+//! test holding a quarter of the host's memory) is the cause of each incident; a rule lists
+//! two candidate actions. The first (`journal_vacuum`, `journalctl` = `/bin/true`) runs and
+//! succeeds but does nothing about the hog, so the rule's shared verification (memory back
+//! under a threshold set from this host's baseline) never holds; the second
+//! (`kill_process` of the top memory consumer matching the hog's marker) ends the hog and
+//! the verification holds. The control plane's choice moves to the second within a bounded
 //! number of incidents and stays there, across a control-plane restart, until an operator
 //! resets what was learnt. A dry-run rule with the same candidates records what it would
 //! have chosen and learns nothing.
 
 use std::collections::HashSet;
+use std::process::Stdio;
+use std::time::Duration;
 
 use sco_tests::{wait_for, Db, Sandbox};
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 
 const RULE: &str = "learn/fix";
 const WATCH: &str = "learn/watch";
+/// How long an executed action's verification may take.
+const VERIFY_SECS: u64 = 20;
+
+/// Memory is host-wide: the two variants must not measure each other's hogs.
+static HOST_MEMORY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `(MemTotal, MemAvailable)` in bytes, as the agent reads them.
+fn meminfo() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/meminfo").expect("read /proc/meminfo");
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or_else(|| panic!("{name} in /proc/meminfo"))
+    };
+    (field("MemTotal:"), field("MemAvailable:"))
+}
+
+/// `mem.used_pct` as the agent computes it: (total - available) / total.
+fn used_pct() -> f64 {
+    let (total, available) = meminfo();
+    total.saturating_sub(available) as f64 * 100.0 / total as f64
+}
+
+/// What the incidents are measured against.
+struct Plan {
+    /// Bytes each hog holds resident.
+    hog_bytes: u64,
+    /// `mem.used_pct` at the start, without a hog.
+    baseline: f64,
+    /// The rule fires at or above it and its verification holds below it: halfway
+    /// between the baseline and the baseline plus a hog, so either side has half a hog
+    /// (about an eighth of the host's memory) of margin against other work on the host.
+    threshold: f64,
+}
+
+impl Plan {
+    fn measure() -> Self {
+        let (total, available) = meminfo();
+        // a quarter of the host, but never more than a third of what is free
+        let hog_bytes = (total / 4).min(available / 3);
+        let hog_pct = hog_bytes as f64 * 100.0 / total as f64;
+        assert!(
+            hog_pct >= 10.0,
+            "too little free memory for a clear signal: a hog would be {hog_pct:.1} % of the host"
+        );
+        let baseline = used_pct();
+        Self {
+            hog_bytes,
+            baseline,
+            threshold: baseline + hog_pct / 2.0,
+        }
+    }
+}
+
+/// A `python3` process holding `bytes` of memory it has written (so they are resident)
+/// until it is killed; its command line carries `marker`.
+struct Hog {
+    child: Child,
+    pid: u32,
+}
+
+impl Hog {
+    async fn start(bytes: u64, marker: &str) -> Self {
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                "import sys, time\nb = b'\\x01' * int(sys.argv[1])\nprint('ready', flush=True)\ntime.sleep(3600)\n",
+                &bytes.to_string(),
+                marker,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start python3 (the memory hog)");
+        let pid = child.id().expect("the hog's pid");
+        let stdout = child.stdout.take().expect("the hog's stdout");
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .expect("the hog to allocate within 60 s")
+        .expect("read the hog's stdout");
+        assert_eq!(line.trim(), "ready", "the hog did not start");
+        Self { child, pid }
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
 
 /// The policy: revision `incident` (a new revision starts a new episode, so each one is an
-/// incident of its own). `journal_vacuum` fails on this agent (`journalctl` is
-/// `/bin/false`), so its verification never holds; `restart_service` works and the
-/// verification (memory below 101 %) holds at once.
-fn policy(incident: usize) -> String {
+/// incident of its own). Both candidates run on this agent; only the second removes the
+/// cause, and `verify` (shared by the candidates) holds only once it is gone.
+fn policy(incident: usize, plan: &Plan, marker: &str) -> String {
+    let t = plan.threshold;
     let rule = |name: &str, mode: &str| {
         format!(
-            "  - name: {name}\n    when: {{ state: [\"mem.used_pct >= 0\"] }}\n    candidates:\n      \
+            "  - name: {name}\n    when: {{ state: [\"mem.used_pct >= {t:.2}\"] }}\n    candidates:\n      \
              - {{ type: journal_vacuum, max_size_mb: 100 }}\n      \
-             - {{ type: restart_service, unit: app.service }}\n    mode: {mode}\n    \
-             cooldown_secs: 0\n    max_per_hour: 60\n    \
-             verify: {{ metric: mem.used_pct, below: 101, within_secs: 5 }}\n"
+             - {{ type: kill_process, top_consumer: memory, pattern: \"*{marker}*\", grace_secs: 2 }}\n    \
+             mode: {mode}\n    cooldown_secs: 0\n    max_per_hour: 60\n    \
+             verify: {{ metric: mem.used_pct, below: {t:.2}, within_secs: {VERIFY_SECS} }}\n"
         )
     };
     format!(
@@ -33,34 +138,98 @@ fn policy(incident: usize) -> String {
     )
 }
 
-/// Publishes the next revision and waits for the new requests of both rules to finish;
-/// returns (the executed one, the dry run).
-async fn incident(
-    sb: &Sandbox,
-    admin: &str,
-    n: usize,
-    seen: &mut HashSet<String>,
-) -> (Value, Value) {
-    sb.publish_policy(admin, &policy(n)).await;
-    let done = |rule: &'static str, states: &'static [&'static str]| {
-        let seen = &*seen;
-        async move {
-            wait_for(&format!("incident {n} of {rule} to finish"), || async {
-                sb.actions(admin, "agent-1").await.into_iter().find(|a| {
-                    a["rule"] == rule
-                        && !seen.contains(a["id"].as_str().unwrap_or_default())
-                        && states.contains(&a["state"].as_str().unwrap_or_default())
-                })
-            })
-            .await
+/// The incidents of one test: the hog that causes them and the requests already seen.
+struct Incidents<'a> {
+    sb: &'a Sandbox,
+    admin: &'a str,
+    plan: Plan,
+    marker: String,
+    hog: Option<Hog>,
+    seen: HashSet<String>,
+}
+
+impl Incidents<'_> {
+    /// Publishes the next revision, starts a hog once the agent runs it (unless the last
+    /// one is still alive: then the new revision fires at once), waits for the new
+    /// requests of both rules to finish and checks what each candidate did to the hog;
+    /// returns (the executed one, the dry run).
+    async fn run(&mut self, n: usize) -> (Value, Value) {
+        let (sb, admin) = (self.sb, self.admin);
+        let revision = sb
+            .publish_policy(admin, &policy(n, &self.plan, &self.marker))
+            .await;
+        sb.wait_policy_applied(admin, "learn", "agent-1", revision)
+            .await;
+        if !self.hog.as_mut().is_some_and(Hog::running) {
+            self.hog = Some(Hog::start(self.plan.hog_bytes, &self.marker).await);
         }
-    };
-    let fix = done(RULE, &["succeeded", "failed", "refused"]).await;
-    let watch = done(WATCH, &["dry_run", "refused"]).await;
-    for a in [&fix, &watch] {
-        seen.insert(a["id"].as_str().expect("id").to_string());
+        let hog_pid = self.hog.as_ref().map(|h| h.pid).expect("a hog");
+        let done = |rule: &'static str, states: &'static [&'static str]| {
+            let seen = &self.seen;
+            async move {
+                wait_for(&format!("incident {n} of {rule} to finish"), || async {
+                    sb.actions(admin, "agent-1").await.into_iter().find(|a| {
+                        a["rule"] == rule
+                            && !seen.contains(a["id"].as_str().unwrap_or_default())
+                            && states.contains(&a["state"].as_str().unwrap_or_default())
+                    })
+                })
+                .await
+            }
+        };
+        let fix = done(RULE, &["succeeded", "failed", "refused"]).await;
+        let watch = done(WATCH, &["dry_run", "refused"]).await;
+        for a in [&fix, &watch] {
+            self.seen.insert(a["id"].as_str().expect("id").to_string());
+        }
+        let t = self.plan.threshold;
+        let report = &fix["report"];
+        // Both candidates run, under a lease, and succeed as commands.
+        assert_eq!(report["decision"], "executed", "incident {n}: {fix}");
+        assert!(report["lease"].is_string(), "under a lease: {fix}");
+        let verification = &report["verification"]["state"];
+        match kind(&fix) {
+            "journal_vacuum" => {
+                assert_eq!(report["exit_code"], 0, "the vacuum ran and succeeded: {fix}");
+                // ... but the hog is untouched, so memory never came back under the threshold
+                assert_eq!(verification["state"], "failed", "{fix}");
+                assert!(
+                    verification["last_value"].as_f64().is_some_and(|v| v >= t),
+                    "last value at or above {t:.2}: {fix}"
+                );
+                assert_eq!(fix["state"], "failed", "{fix}");
+                assert!(
+                    fix["reason"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .starts_with("verification_failed: mem.used_pct not below"),
+                    "{fix}"
+                );
+                assert!(
+                    self.hog.as_mut().is_some_and(Hog::running),
+                    "the vacuum left the hog running: {fix}"
+                );
+            }
+            "kill_process" => {
+                assert_eq!(report["top_consumer"]["pid"], hog_pid, "{fix}");
+                assert_eq!(report["top_consumer"]["resource"], "memory", "{fix}");
+                assert_eq!(verification["state"], "passed", "{fix}");
+                assert!(
+                    verification["value"].as_f64().is_some_and(|v| v < t),
+                    "memory under {t:.2} once the hog is gone: {fix}"
+                );
+                assert_eq!(fix["state"], "succeeded", "{fix}");
+                let mut hog = self.hog.take().expect("a hog");
+                let status = tokio::time::timeout(Duration::from_secs(10), hog.child.wait())
+                    .await
+                    .expect("the hog to be gone")
+                    .expect("wait for the hog");
+                assert!(!status.success(), "the hog was killed: {status}");
+            }
+            other => panic!("incident {n} ran {other:?}: {fix}"),
+        }
+        (fix, watch)
     }
-    (fix, watch)
 }
 
 fn kind(a: &Value) -> &str {
@@ -89,13 +258,14 @@ async fn the_choice_moves_to_the_candidate_that_verifies_and_stays(db: Db) {
     let Some(mut sb) = Sandbox::new(db).await else {
         return;
     };
+    let _host = HOST_MEMORY.lock().await;
     sb.control_plane_extra = "[remediation]\ntick_ms = 200\n".into();
     let mut cp = sb.start_control_plane();
-    // a breaker that stays closed through the first candidate's failures: the choice, not
-    // the breaker, is what moves away from it
+    // a breaker that stays closed through the first candidate's failed verifications:
+    // the choice, not the breaker, is what moves away from it
     let _agent = sb.start_agent_with(
         "agent-1",
-        "[remediate]\njournalctl = \"/bin/false\"\nsystemctl = \"/bin/true\"\nbreaker_failures = 10\n",
+        "[remediate]\njournalctl = \"/bin/true\"\nbreaker_failures = 10\n",
     );
     let admin = sb.admin_token().await;
     let viewer = sb.add_user(&admin, "vera", "viewer").await;
@@ -106,26 +276,30 @@ async fn the_choice_moves_to_the_candidate_that_verifies_and_stays(db: Db) {
     })
     .await;
 
-    let mut seen = HashSet::new();
+    let plan = Plan::measure();
+    eprintln!(
+        "memory: baseline {:.1} %, hogs of {} MiB, threshold {:.1} %",
+        plan.baseline,
+        plan.hog_bytes >> 20,
+        plan.threshold
+    );
+    let mut incidents = Incidents {
+        sb: &sb,
+        admin: &admin,
+        plan,
+        marker: format!("sco-learn-hog-{}", std::process::id()),
+        hog: None,
+        seen: HashSet::new(),
+    };
     let mut chosen = Vec::new();
     for n in 1..=6 {
-        let (fix, watch) = incident(&sb, &admin, n, &mut seen).await;
+        let (fix, watch) = incidents.run(n).await;
         let choice = &fix["evidence"]["choice"];
         assert_eq!(choice["context"], "memory/state", "{fix}");
         assert_eq!(choice["of"], 2, "{fix}");
         assert_eq!(choice["learns"], true, "{fix}");
-        match kind(&fix) {
-            "journal_vacuum" => {
-                assert_eq!(choice["candidate"], 0, "{fix}");
-                assert_eq!(fix["state"], "failed", "{fix}");
-            }
-            "restart_service" => {
-                assert_eq!(choice["candidate"], 1, "{fix}");
-                assert_eq!(fix["state"], "succeeded", "{fix}");
-                assert!(fix["report"]["lease"].is_string(), "under a lease: {fix}");
-            }
-            other => panic!("incident {n} ran {other:?}: {fix}"),
-        }
+        let expected = if kind(&fix) == "journal_vacuum" { 0 } else { 1 };
+        assert_eq!(choice["candidate"], expected, "{fix}");
         // the dry run records what it would choose, from nothing learnt: the first
         assert_eq!(watch["state"], "dry_run", "{watch}");
         assert_eq!(watch["evidence"]["choice"]["learns"], false, "{watch}");
@@ -138,7 +312,7 @@ async fn the_choice_moves_to_the_candidate_that_verifies_and_stays(db: Db) {
     assert_eq!(chosen[0], "journal_vacuum", "{chosen:?}");
     let switched = chosen
         .iter()
-        .position(|k| k == "restart_service")
+        .position(|k| k == "kill_process")
         .expect("the second candidate was chosen");
     assert!(
         switched <= 3,
@@ -146,7 +320,7 @@ async fn the_choice_moves_to_the_candidate_that_verifies_and_stays(db: Db) {
         switched + 1
     );
     assert!(
-        chosen[switched..].iter().all(|k| k == "restart_service"),
+        chosen[switched..].iter().all(|k| k == "kill_process"),
         "{chosen:?}"
     );
     let failures = switched as i64;
@@ -160,7 +334,7 @@ async fn the_choice_moves_to_the_candidate_that_verifies_and_stays(db: Db) {
             .find(|p| p["rule"] == RULE)
             .unwrap_or_else(|| panic!("{RULE} in {body}"));
         assert_eq!(p["context"], "memory/state", "{p}");
-        assert_eq!(p["preferred"]["type"], "restart_service", "{p}");
+        assert_eq!(p["preferred"]["type"], "kill_process", "{p}");
         let c = p["candidates"].as_array().expect("candidates");
         assert_eq!(c.len(), 2, "{p}");
         assert_eq!(c[0]["action"]["type"], "journal_vacuum", "{p}");
@@ -212,8 +386,8 @@ async fn the_choice_moves_to_the_candidate_that_verifies_and_stays(db: Db) {
         (body["host"]["connected"] == true).then_some(())
     })
     .await;
-    let (fix, _) = incident(&sb, &admin, 7, &mut seen).await;
-    assert_eq!(kind(&fix), "restart_service", "{fix}");
+    let (fix, _) = incidents.run(7).await;
+    assert_eq!(kind(&fix), "kill_process", "{fix}");
     check(
         &preferences(&sb, &viewer, &format!("?rule={RULE}")).await,
         successes + 1,
@@ -241,6 +415,6 @@ async fn the_choice_moves_to_the_candidate_that_verifies_and_stays(db: Db) {
     assert_eq!(body["count"], 1, "{body}");
     assert_eq!(body["entries"][0]["actor"], "otto", "{body}");
     assert_eq!(body["entries"][0]["detail"]["deleted"], 2, "{body}");
-    let (fix, _) = incident(&sb, &admin, 8, &mut seen).await;
+    let (fix, _) = incidents.run(8).await;
     assert_eq!(kind(&fix), "journal_vacuum", "{fix}");
 }
