@@ -437,6 +437,8 @@ impl LiveDetector {
         };
         self.model_name = model_name(&model);
         self.detector.replace_model(Arc::new(model));
+        // another file warms up again: its calibration is logged when it ends
+        self.warm = self.detector.is_warm();
         self.fleet_number = number;
         if number == 0 {
             self.stamp = self.model_path.as_deref().and_then(model_stamp);
@@ -464,6 +466,7 @@ impl LiveDetector {
             Ok(model) => {
                 self.model_name = model_name(&model);
                 self.detector.replace_model(Arc::new(model));
+                self.warm = self.detector.is_warm();
                 self.stamp = stamp;
                 self.refused_stamp = None;
                 tracing::info!(model = %self.model_name, "anomaly model replaced");

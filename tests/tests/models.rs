@@ -2,12 +2,18 @@
 //! refused with the reason), immutable signed versions, a canaried rollout that reaches two
 //! real agents over their streams and survives a restart, a canary that cannot take a model
 //! (it cannot store it, or cannot verify its signature) stopping the rollout with every host
-//! kept on what it ran, and a rollout back to the agents' own model.
+//! kept on what it ran, a canary whose alarms jump during the canary window (real CPU
+//! burners, after its warm-up on the new model file) stopping it by itself, and a rollout
+//! back to the agents' own model.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use base64::Engine as _;
-use sco_tests::{wait_for, Db, Proc, Sandbox};
+
+use sco_tests::{
+    wait_calibrated, wait_for, wait_until_longer, Burners, Db, Proc, Sandbox, BURNER_DETECT,
+};
 use serde_json::{json, Value};
 use sha2::Digest;
 
@@ -398,6 +404,144 @@ async fn a_canary_that_cannot_take_a_model_stops_the_rollout_and_keeps_what_ran(
         .unwrap_or_default();
     assert!(
         refused.contains(&"keep-b".to_string()) && refused.contains(&"keep-c".to_string()),
+        "{audit}"
+    );
+}
+
+/// The shipped model as another file: its description names another version, so its
+/// sha256 differs (the graph and the golden outputs are the same). An agent that gets it
+/// warms up again, as for any new model file.
+fn another_file_body(version: &str) -> Value {
+    let mut onnx = std::fs::read(shipped("sco-window-pca.onnx")).expect("onnx");
+    let from = b"sco-window-pca 1.0.0";
+    let at = onnx
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("the model's description");
+    onnx[at..at + from.len()].copy_from_slice(b"sco-window-pca 9.9.9");
+    let mut body = upload_body(version);
+    body["onnx_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&onnx));
+    body["manifest"]["sha256"] = json!(hex::encode(sha2::Sha256::digest(&onnx)));
+    body
+}
+
+/// The agent's own view of its detector (`status.json` in its data directory).
+fn detector_status(sb: &Sandbox, host: &str) -> Value {
+    let text = std::fs::read_to_string(sb.path().join(format!("agent-{host}/data/status.json")))
+        .unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// A canary whose alarms jump during the canary window stops a model rollout by itself:
+/// the canary runs the new model, warms up on it (a short warm-up, as in the other
+/// detection tests), then real CPU burners make it open an anomaly event; with
+/// `max_new_anomalies: 0` that is an alarm jump. The canary goes back to its own model and
+/// the other host is never offered the new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_whose_alarms_jump_stops_the_model_rollout() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let _cp = sb.start_control_plane();
+    // The CPU-heavy work of the test (password hashing, the upload's checks and signature)
+    // happens before the canary starts, so its warm-ups see a quiet host.
+    let admin = sb.admin_token().await;
+    let (status, reply) = sb
+        .post(&admin, "/models", &another_file_body("1.2.0-alarm"))
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let canary = sb.start_agent_with("alarm-canary", BURNER_DETECT);
+    let _other = sb.start_agent("alarm-other");
+    connected(&sb, &admin, "alarm-canary").await;
+    connected(&sb, &admin, "alarm-other").await;
+    wait_calibrated(&canary);
+
+    let (status, reply) = sb
+        .post(
+            &admin,
+            "/models/1.2.0-alarm/rollout",
+            &json!({"canary_hosts": ["alarm-canary"], "canary_secs": 600, "max_new_anomalies": 0}),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(reply["rollout"]["state"], "canary", "{reply}");
+    assert_eq!(
+        reply["rollout"]["baseline_anomalies"], 0,
+        "a quiet canary before the rollout: {reply}"
+    );
+    let started = reply["rollout"]["started_at_ms"].as_i64().expect("start");
+    let s = runs(&sb, &admin, "1.2.0-alarm", "alarm-canary", 1).await;
+    assert_eq!(s["applied_model"], "sco-window-pca@1.2.0-alarm", "{s}");
+    // Another file: the canary warms up again before it can raise anything.
+    wait_until_longer(
+        "the canary to calibrate on the new model",
+        Duration::from_secs(45),
+        || {
+            let d = detector_status(&sb, "alarm-canary");
+            d["model"] == "sco-window-pca@1.2.0-alarm"
+                && d["detector"] == "calibrated"
+                && d["calibrated_at_ms"].as_i64().is_some_and(|t| t > started)
+        },
+    );
+    let (_, body) = sb.get(&admin, "/models").await;
+    assert_eq!(
+        body["rollout"]["state"], "canary",
+        "still in its canary phase after the warm-up: {body}"
+    );
+
+    let _burners = Burners::start("sco-model-alarm-test");
+    let rollout = newest_rollout_state(&sb, &admin, "stopped").await;
+    let reason = rollout["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("alarm jump: canary hosts opened"),
+        "{rollout}"
+    );
+    assert!(
+        rollout["updated_at_ms"].as_i64().expect("updated") - started < 600_000,
+        "stopped within the canary window: {rollout}"
+    );
+    let (_, body) = sb
+        .get(&admin, "/anomaly?host=alarm-canary&status=open")
+        .await;
+    assert!(
+        body["anomalies"].as_array().is_some_and(|a| !a.is_empty()),
+        "the canary's alarm: {body}"
+    );
+    // The canary goes back to what it ran before: its own model.
+    let s = runs(&sb, &admin, "builtin", "alarm-canary", 0).await;
+    assert_eq!(s["applied_model"], "sco-window-pca@1.0.0", "{s}");
+    let data = sb.path().join("agent-alarm-canary/data/models");
+    assert_eq!(
+        std::fs::read_to_string(data.join("current"))
+            .expect("current")
+            .trim(),
+        "0"
+    );
+    // The other host was never offered the model: no status, no files, no audit entry.
+    assert!(
+        host_status(&sb, &admin, "1.2.0-alarm", "alarm-other")
+            .await
+            .is_none_or(|s| s["reported_number"] == 0 && s["applied_number"] == 0),
+        "alarm-other never saw model 1"
+    );
+    assert!(!sb.path().join("agent-alarm-other/data/models/1").exists());
+    let (_, audit) = sb.get(&admin, "/audit?host=alarm-other").await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .is_some_and(|e| e.iter().all(|e| !e["action"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("model."))),
+        "{audit}"
+    );
+    let (_, audit) = sb.get(&admin, "/audit?action=model.rollout").await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["result"] == "stopped"
+                && e["actor"] == "control-plane"
+                && e["detail"]["reason"] == reason)),
         "{audit}"
     );
 }
