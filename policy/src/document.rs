@@ -83,6 +83,42 @@ pub struct Target {
 pub const MAX_TARGET_HOSTS: usize = 256;
 
 impl Target {
+    /// Checks what the types cannot: label sizes, how many hosts, that each is an agent id.
+    /// Errors name the field as `target.labels.<key>`, `target.hosts` or `target.hosts[i]`.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        for (k, v) in &self.labels {
+            if k.is_empty() || k.len() > 64 || v.len() > 128 {
+                return Err(PolicyError::new(
+                    format!("target.labels.{k}"),
+                    "label keys are 1..=64 bytes, values at most 128",
+                ));
+            }
+        }
+        if self.hosts.len() > MAX_TARGET_HOSTS {
+            return Err(PolicyError::new(
+                "target.hosts",
+                format!("{} hosts, at most {MAX_TARGET_HOSTS}", self.hosts.len()),
+            ));
+        }
+        for (i, h) in self.hosts.iter().enumerate() {
+            let ok = (1..=128).contains(&h.len())
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok {
+                return Err(PolicyError::new(
+                    format!("target.hosts[{i}]"),
+                    format!("{h:?} is not an agent id (1..=128 of a-z, A-Z, 0-9, ., _, -)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// True when it selects every host (no labels, no hosts).
+    pub fn is_everything(&self) -> bool {
+        self.labels.is_empty() && self.hosts.is_empty()
+    }
+
     pub fn matches(&self, host: &str, host_labels: &BTreeMap<String, String>) -> bool {
         (self.hosts.is_empty() || self.hosts.iter().any(|h| h == host))
             && self
@@ -395,34 +431,7 @@ impl Policy {
         if self.description.len() > 1024 {
             return Err(PolicyError::new("description", "longer than 1024 bytes"));
         }
-        for (k, v) in &self.target.labels {
-            if k.is_empty() || k.len() > 64 || v.len() > 128 {
-                return Err(PolicyError::new(
-                    format!("target.labels.{k}"),
-                    "label keys are 1..=64 bytes, values at most 128",
-                ));
-            }
-        }
-        if self.target.hosts.len() > MAX_TARGET_HOSTS {
-            return Err(PolicyError::new(
-                "target.hosts",
-                format!(
-                    "{} hosts, at most {MAX_TARGET_HOSTS}",
-                    self.target.hosts.len()
-                ),
-            ));
-        }
-        for (i, h) in self.target.hosts.iter().enumerate() {
-            let ok = (1..=128).contains(&h.len())
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-            if !ok {
-                return Err(PolicyError::new(
-                    format!("target.hosts[{i}]"),
-                    format!("{h:?} is not an agent id (1..=128 of a-z, A-Z, 0-9, ., _, -)"),
-                ));
-            }
-        }
+        self.target.validate()?;
         let d = &self.detection;
         crate::lessons::check(&d.floors, &d.quiet_windows)?;
         if let Some(s) = d.sensitivity {

@@ -545,3 +545,127 @@ async fn a_canary_whose_alarms_jump_stops_the_model_rollout() {
         "{audit}"
     );
 }
+
+/// Starts an agent whose labels are `env = "test"` and `role = <role>`.
+fn start_with_role(sb: &Sandbox, id: &str, role: &str) -> Proc {
+    let config = sb.agent_config(id);
+    let text = std::fs::read_to_string(&config).expect("agent config");
+    let text = text.replacen(
+        "env = \"test\"\n",
+        &format!("env = \"test\"\nrole = \"{role}\"\n"),
+        1,
+    );
+    std::fs::write(&config, text).expect("write agent config");
+    sb.start_agent(id)
+}
+
+/// A rollout with a host label selector (`target`, as a policy's): only the hosts it
+/// selects are canaries and get the model; the others keep the model they run. Bad
+/// targets are refused with the field that is wrong.
+async fn a_model_rollout_goes_only_to_the_hosts_its_target_selects(db: Db) {
+    let Some(sb) = Sandbox::new(db).await else {
+        return;
+    };
+    let _cp = sb.start_control_plane();
+    let admin = sb.admin_token().await;
+    let _agents: Vec<Proc> = [("web-1", "web"), ("web-2", "web"), ("db-1", "db")]
+        .iter()
+        .map(|(id, role)| start_with_role(&sb, id, role))
+        .collect();
+    for h in ["web-1", "web-2", "db-1"] {
+        connected(&sb, &admin, h).await;
+    }
+    for v in ["1.1.0-test", "2.0.0-test"] {
+        let (status, reply) = sb.post(&admin, "/models", &upload_body(v)).await;
+        assert_eq!(status, 201, "{reply}");
+    }
+
+    // Targets are checked before anything starts.
+    let refused = [
+        (json!({"target": {"labels": {"": "web"}}}), "target.labels."),
+        (json!({"target": {"hosts": ["a b"]}}), "target.hosts[0]"),
+        (json!({"target": {"lables": {"role": "web"}}}), "lables"),
+        (json!({"target": {"labels": {"role": "cache"}}}), "target: selects no"),
+        (
+            json!({"target": {"labels": {"role": "web"}}, "canary_hosts": ["db-1"]}),
+            "canary_hosts: \"db-1\"",
+        ),
+    ];
+    for (body, says) in refused {
+        let (status, reply) = sb.post(&admin, "/models/1.1.0-test/rollout", &body).await;
+        assert_eq!(status, 400, "{body}: {reply}");
+        assert!(
+            reply["error"].as_str().unwrap_or_default().contains(says),
+            "{body}: {reply}"
+        );
+    }
+    let (_, reply) = sb.get(&admin, "/models").await;
+    assert!(reply["rollout"].is_null(), "nothing started: {reply}");
+
+    // The web hosts: half of them (one) is the canary, then both; db-1 is neither.
+    let (status, reply) = sb
+        .post(
+            &admin,
+            "/models/1.1.0-test/rollout",
+            &json!({"target": {"labels": {"role": "web"}}, "canary_percent": 50, "canary_secs": 3}),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(reply["rollout"]["target"]["labels"]["role"], "web", "{reply}");
+    let canaries = reply["rollout"]["canary_hosts"].as_array().expect("canaries");
+    assert_eq!(canaries.len(), 1, "{reply}");
+    assert!(
+        canaries[0].as_str().is_some_and(|c| c.starts_with("web-")),
+        "{reply}"
+    );
+    newest_rollout_state(&sb, &admin, "complete").await;
+    for h in ["web-1", "web-2"] {
+        runs(&sb, &admin, "1.1.0-test", h, 1).await;
+    }
+    let (_, status) = sb.get(&admin, "/models/1.1.0-test/status").await;
+    let listed: Vec<&str> = status["hosts"]
+        .as_array()
+        .map(|h| h.iter().filter_map(|h| h["host_id"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(!listed.contains(&"db-1"), "db-1 is not concerned: {status}");
+    assert!(!sb.path().join("agent-db-1/data/models/1").exists());
+
+    // Then the db host alone, at once: the web hosts keep model 1.
+    let (status, reply) = sb
+        .post(
+            &admin,
+            "/models/2.0.0-test/rollout",
+            &json!({"target": {"hosts": ["db-1"]}, "canary_percent": 0}),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(reply["rollout"]["state"], "complete", "{reply}");
+    let s = runs(&sb, &admin, "2.0.0-test", "db-1", 2).await;
+    assert_eq!(s["applied_model"], "sco-window-pca@2.0.0-test", "{s}");
+    for h in ["web-1", "web-2"] {
+        let s = host_status(&sb, &admin, "1.1.0-test", h)
+            .await
+            .expect("a web host");
+        assert_eq!(s["desired_number"], 1, "{s}");
+        assert_eq!(s["applied_number"], 1, "{s}");
+        assert_eq!(s["in_sync"], true, "{s}");
+        assert!(!sb.path().join(format!("agent-{h}/data/models/2")).exists());
+    }
+    let (_, audit) = sb.get(&admin, "/audit?action=model.rollout").await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["detail"]["target"]["hosts"][0] == "db-1")),
+        "{audit}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_rollout_goes_only_to_the_hosts_its_target_selects_sqlite() {
+    a_model_rollout_goes_only_to_the_hosts_its_target_selects(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_rollout_goes_only_to_the_hosts_its_target_selects_postgres() {
+    a_model_rollout_goes_only_to_the_hosts_its_target_selects(Db::Postgres).await;
+}

@@ -4,9 +4,11 @@
 //! is the model's registry number, 0 being "the agent's own model" (its configured file or
 //! the built-in one).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
-use super::policy::{PolicyHostStatus, Rollout};
+use super::policy::{PolicyHostStatus, Rollout, RolloutState};
 
 /// The name every model rollout carries (models have one fleet-wide rollout history).
 pub const MODEL_ROLLOUT: &str = "model";
@@ -113,9 +115,127 @@ pub fn valid_version(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
 }
 
+/// The model `host` (with `labels`) should run: that of the newest rollout (`rollouts`
+/// newest first) that selects it and has settled for it (complete, or in its canary phase
+/// with the host a canary). A rollout that does not select the host, that stopped, or whose
+/// canary it is not part of leaves it on what the older rollouts gave it; 0 (its own model)
+/// when none did. Without targets this is the newest rollout's own rule: a stopped rollout
+/// puts everyone back on what they ran before.
+pub fn number_for(rollouts: &[Rollout], host: &str, labels: &BTreeMap<String, String>) -> i64 {
+    rollouts
+        .iter()
+        .filter(|r| r.target.matches(host, labels))
+        .find_map(|r| match r.state {
+            RolloutState::Complete => Some(r.revision),
+            RolloutState::Canary if r.canary_hosts.iter().any(|h| h == host) => Some(r.revision),
+            RolloutState::Canary | RolloutState::Stopped => None,
+        })
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sco_policy::Target;
+
+    fn rollout(number: i64, state: RolloutState, canaries: &[&str], role: Option<&str>) -> Rollout {
+        let mut target = Target::default();
+        if let Some(role) = role {
+            target.labels.insert("role".into(), role.into());
+        }
+        Rollout {
+            id: format!("rollout-{number}"),
+            name: MODEL_ROLLOUT.into(),
+            revision: number,
+            previous_revision: 0,
+            canary_percent: 50,
+            canary_hosts: canaries.iter().map(|h| h.to_string()).collect(),
+            canary_secs: 60,
+            max_new_anomalies: 3,
+            baseline_anomalies: 0,
+            target,
+            state,
+            reason: String::new(),
+            started_by: "admin".into(),
+            started_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_model_of_a_host_follows_the_newest_rollout_that_selects_it() {
+        use RolloutState::{Canary, Complete, Stopped};
+        let web: BTreeMap<String, String> = [("role".to_string(), "web".to_string())].into();
+        let db: BTreeMap<String, String> = [("role".to_string(), "db".to_string())].into();
+        // (rollouts newest first, host, its labels, expected number)
+        let cases: Vec<(Vec<Rollout>, &str, &BTreeMap<String, String>, i64)> = vec![
+            (vec![], "a", &web, 0),
+            (vec![rollout(1, Complete, &[], None)], "a", &web, 1),
+            // a canary gets it, the others keep what they had
+            (
+                vec![rollout(2, Canary, &["a"], None), rollout(1, Complete, &[], None)],
+                "a",
+                &web,
+                2,
+            ),
+            (
+                vec![rollout(2, Canary, &["a"], None), rollout(1, Complete, &[], None)],
+                "b",
+                &web,
+                1,
+            ),
+            // a stopped rollout puts everyone back, through older stopped ones too
+            (
+                vec![
+                    rollout(3, Stopped, &["a"], None),
+                    rollout(2, Stopped, &["a"], None),
+                    rollout(1, Complete, &[], None),
+                ],
+                "a",
+                &web,
+                1,
+            ),
+            // a rollout for web hosts leaves db hosts on their model
+            (
+                vec![rollout(2, Complete, &[], Some("web")), rollout(1, Complete, &[], None)],
+                "c",
+                &db,
+                1,
+            ),
+            (
+                vec![rollout(2, Complete, &[], Some("web")), rollout(1, Complete, &[], None)],
+                "a",
+                &web,
+                2,
+            ),
+            (
+                vec![rollout(3, Canary, &["c"], Some("db")), rollout(2, Complete, &[], Some("web"))],
+                "c",
+                &db,
+                3,
+            ),
+            (
+                vec![rollout(3, Canary, &["c"], Some("db")), rollout(2, Complete, &[], Some("web"))],
+                "d",
+                &db,
+                0,
+            ),
+            // back to the agents' own model, for everyone
+            (
+                vec![rollout(0, Complete, &[], None), rollout(2, Complete, &[], Some("web"))],
+                "a",
+                &web,
+                0,
+            ),
+        ];
+        for (i, (rollouts, host, labels, expected)) in cases.iter().enumerate() {
+            assert_eq!(
+                number_for(rollouts, host, labels),
+                *expected,
+                "case {i}: {host} {labels:?}"
+            );
+        }
+    }
 
     #[test]
     fn versions() {

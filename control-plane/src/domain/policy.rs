@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use sco_policy::Target;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
@@ -57,6 +58,10 @@ pub struct Rollout {
     pub max_new_anomalies: i64,
     /// Events the canary hosts opened in the same time before the rollout.
     pub baseline_anomalies: i64,
+    /// The hosts it is for (model rollouts; every host when empty). A policy selects its
+    /// hosts in its document, so its rollouts select every host.
+    #[serde(skip_serializing_if = "Target::is_everything")]
+    pub target: Target,
     pub state: RolloutState,
     pub reason: String,
     pub started_by: String,
@@ -342,6 +347,7 @@ mod tests {
             canary_secs: 60,
             max_new_anomalies: 3,
             baseline_anomalies: 1,
+            target: Target::default(),
             state,
             reason: String::new(),
             started_by: "admin".into(),

@@ -9,13 +9,13 @@
 //! rollout gives everyone the new one; a stopped rollout puts everyone back on the previous
 //! one. Number 0 is "no fleet model": the agent runs its own (configured file or built-in).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::audit::Audit;
 use super::streams::Streams;
 use crate::domain::models::{
-    valid_version, HostModelState, ModelRolloutStatus, ModelStatusIn, ModelVersion,
+    number_for, valid_version, HostModelState, ModelRolloutStatus, ModelStatusIn, ModelVersion,
     MAX_MODEL_BYTES, MODEL_ROLLOUT,
 };
 use crate::domain::policy::{
@@ -23,6 +23,7 @@ use crate::domain::policy::{
     RolloutRequest, RolloutState,
 };
 use crate::domain::{new_id, now_ms, Ingested};
+use sco_policy::Target;
 use crate::error::ServiceError;
 use crate::pki::PolicySigner;
 use crate::store::{RolloutTable, Store, StoreError, Wake};
@@ -235,8 +236,12 @@ impl Models {
         version: &str,
         req: RolloutRequest,
         canary_hosts: Option<Vec<String>>,
+        target: Target,
     ) -> Result<Rollout, ServiceError> {
         check_rollout_request(&req).map_err(ServiceError::Invalid)?;
+        target
+            .validate()
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let number = self.number_of(version).await?;
         let current = self.rollouts().await?.into_iter().next();
         if let Some(c) = current.as_ref().filter(|c| c.state == RolloutState::Canary) {
@@ -252,12 +257,18 @@ impl Models {
             .hosts(i64::MAX, now)
             .await?
             .into_iter()
-            .filter(|h| !h.revoked)
+            .filter(|h| !h.revoked && target.matches(&h.id, &h.labels))
             .map(|h| Candidate {
                 id: h.id,
                 connected: h.connected,
             })
             .collect();
+        if targeted.is_empty() && !target.is_everything() {
+            return Err(ServiceError::Invalid(format!(
+                "target: selects no enrolled, unrevoked host (labels {:?}, hosts {:?})",
+                target.labels, target.hosts
+            )));
+        }
         let (percent, hosts) = match canary_hosts {
             Some(chosen) => {
                 if let Some(unknown) = chosen
@@ -265,7 +276,12 @@ impl Models {
                     .find(|c| !targeted.iter().any(|t| &t.id == *c))
                 {
                     return Err(ServiceError::Invalid(format!(
-                        "canary_hosts: {unknown:?} is not an enrolled, unrevoked host"
+                        "canary_hosts: {unknown:?} is not an enrolled, unrevoked host{}",
+                        if target.is_everything() {
+                            ""
+                        } else {
+                            " of the target"
+                        }
                     )));
                 }
                 if chosen.is_empty() || req.canary_secs == 0 {
@@ -305,6 +321,7 @@ impl Models {
             canary_secs: req.canary_secs,
             max_new_anomalies: req.max_new_anomalies,
             baseline_anomalies: baseline,
+            target,
             state,
             reason,
             started_by: actor.to_string(),
@@ -324,6 +341,7 @@ impl Models {
                 serde_json::json!({
                     "version": version, "number": number, "rollout": rollout.id,
                     "canary_hosts": rollout.canary_hosts, "previous_number": previous,
+                    "target": rollout.target,
                 }),
             )
             .await;
@@ -391,9 +409,23 @@ impl Models {
         if agents.is_empty() {
             return Ok(());
         }
-        let Some(rollout) = self.rollouts().await?.into_iter().next() else {
+        let rollouts = self.rollouts().await?;
+        if rollouts.is_empty() {
             return Ok(());
-        };
+        }
+        // hosts' labels matter only to a rollout with a target (a read of every host)
+        let labels: HashMap<String, BTreeMap<String, String>> =
+            if rollouts.iter().all(|r| r.target.is_everything()) {
+                HashMap::new()
+            } else {
+                self.store
+                    .hosts(i64::MAX, now_ms())
+                    .await?
+                    .into_iter()
+                    .map(|h| (h.id, h.labels))
+                    .collect()
+            };
+        let no_labels = BTreeMap::new();
         let running: HashMap<String, i64> = self
             .store
             .model_statuses()
@@ -403,7 +435,7 @@ impl Models {
             .collect();
         let mut cache: HashMap<i64, Option<ModelVersion>> = HashMap::new();
         for agent in agents {
-            let desired = rollout.revision_for(agent);
+            let desired = number_for(&rollouts, agent, labels.get(agent).unwrap_or(&no_labels));
             let offer = if desired == 0 {
                 // a host that never ran a fleet model needs no word
                 if running.get(agent).copied().unwrap_or(0) == 0 {
@@ -505,7 +537,8 @@ impl Models {
     /// Per host: the model meant for it under the newest rollout, and what it reported.
     pub async fn status(&self, version: &str) -> Result<ModelRolloutStatus, ServiceError> {
         let number = self.number_of(version).await?;
-        let rollout = self.rollouts().await?.into_iter().next();
+        let rollouts = self.rollouts().await?;
+        let rollout = rollouts.first().cloned();
         let statuses: HashMap<String, _> = self
             .store
             .model_statuses()
@@ -518,7 +551,7 @@ impl Models {
             if h.revoked {
                 continue;
             }
-            let desired = rollout.as_ref().map_or(0, |r| r.revision_for(&h.id));
+            let desired = number_for(&rollouts, &h.id, &h.labels);
             let status = statuses.get(&h.id);
             let concerned = desired == number
                 || status.is_some_and(|s| s.number == number || s.applied_number == number);

@@ -229,6 +229,8 @@ impl Policies {
             canary_secs: req.canary_secs,
             max_new_anomalies: req.max_new_anomalies,
             baseline_anomalies: baseline,
+            // the document's target selects the hosts of a policy
+            target: sco_policy::Target::default(),
             state,
             reason,
             started_by: actor.to_string(),

@@ -12,6 +12,7 @@ use super::error::{ApiJson, AppError, ErrorBody};
 use super::AppState;
 use crate::domain::models::{valid_version, HostModelState, ModelVersion};
 use crate::fleet::{ModelUpload, Rollout, RolloutRequest};
+use sco_policy::Target;
 
 /// Largest `POST /models` body: a 16 MiB model in base64 with its manifest and golden rows.
 pub const MAX_UPLOAD_BODY: usize = 24 * 1024 * 1024;
@@ -121,6 +122,12 @@ pub struct ModelRolloutBody {
     #[serde(default = "default_max_new_anomalies")]
     #[schema(default = 3)]
     max_new_anomalies: i64,
+    /// The hosts it is for, as a policy's `target`: `{"labels": {"role": "web"}, "hosts":
+    /// ["agent-7"]}` (every label must match, and the host must be listed if any are);
+    /// default every host. The others keep the model they run and are not canaries.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    target: Option<Target>,
 }
 
 fn default_canary_percent() -> i64 {
@@ -296,7 +303,13 @@ pub async fn rollout(
     let rollout = state
         .fleet
         .models
-        .start_rollout(&caller.0.sub, &version, req, body.canary_hosts)
+        .start_rollout(
+            &caller.0.sub,
+            &version,
+            req,
+            body.canary_hosts,
+            body.target.unwrap_or_default(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(ModelRolloutResponse { rollout })))
 }

@@ -26,7 +26,7 @@ fn revision_from_row(r: &AnyRow) -> Result<PolicyRevision, StoreError> {
 
 const ROLLOUT_COLUMNS: &str = "id, name, revision, previous_revision, canary_percent,
     canary_hosts, canary_secs, max_new_anomalies, baseline_anomalies, state, reason, started_by,
-    started_at_ms, updated_at_ms";
+    started_at_ms, updated_at_ms, target";
 
 /// Where rollouts of one kind live: policy rollouts and model rollouts have the same columns
 /// and the same rules (`domain::policy::decide`).
@@ -50,6 +50,9 @@ pub(crate) fn rollout_from_row(r: &AnyRow) -> Result<Rollout, StoreError> {
     let state: String = r.try_get("state")?;
     let state = RolloutState::parse(&state)
         .ok_or_else(|| StoreError::Unreadable(format!("rollout state {state:?}")))?;
+    let target: String = r.try_get("target")?;
+    let target = serde_json::from_str(&target)
+        .map_err(|e| StoreError::Unreadable(format!("rollout target {target:?}: {e}")))?;
     Ok(Rollout {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
@@ -60,6 +63,7 @@ pub(crate) fn rollout_from_row(r: &AnyRow) -> Result<Rollout, StoreError> {
         canary_secs: r.try_get("canary_secs")?,
         max_new_anomalies: r.try_get("max_new_anomalies")?,
         baseline_anomalies: r.try_get("baseline_anomalies")?,
+        target,
         state,
         reason: r.try_get("reason")?,
         started_by: r.try_get("started_by")?,
@@ -150,7 +154,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(audited(format!(
             "INSERT INTO {} ({ROLLOUT_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)",
             table.name()
         )))
         .bind(&r.id)
@@ -166,6 +170,7 @@ impl Store {
         .bind(&r.reason)
         .bind(&r.started_by)
         .bind(r.started_at_ms)
+        .bind(serde_json::to_string(&r.target).unwrap_or_else(|_| "{}".into()))
         .execute(&self.pool)
         .await?;
         Ok(())
