@@ -352,6 +352,8 @@ export interface Rollout {
   started_by: string;
   started_at_ms: number;
   updated_at_ms: number;
+  /** Model rollouts limited to some hosts; absent: every host. */
+  target?: { labels?: Record<string, string>; hosts?: string[] };
 }
 
 export interface PolicySummary {
@@ -388,4 +390,51 @@ export interface PolicyStatus {
   name: string;
   rollout: Rollout | null;
   hosts: HostPolicyState[];
+}
+
+export interface ModelVersion {
+  number: number;
+  name: string;
+  version: string;
+  sha256: string;
+  size_bytes: number;
+  created_by: string;
+  created_at_ms: number;
+}
+
+export interface HostModelState {
+  host_id: string;
+  desired_number: number;
+  canary: boolean;
+  reported_number: number;
+  applied_number: number;
+  applied_model: string;
+  applied_at_ms: number;
+  error: string;
+  in_sync: boolean;
+}
+
+export interface ModelStatus {
+  number: number;
+  version: string;
+  rollout: Rollout | null;
+  hosts: HostModelState[];
+}
+
+export interface CandidateView {
+  position: number;
+  action: Record<string, unknown>;
+  successes: number;
+  failures: number;
+  /** Posterior mean of success. */
+  score: number;
+}
+
+export interface Preference {
+  rule: string;
+  context: string;
+  /** The action the next incident in this context would run. */
+  preferred: Record<string, unknown>;
+  candidates: CandidateView[];
+  updated_at_ms: number;
 }

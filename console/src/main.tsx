@@ -12,6 +12,7 @@ import { AnomaliesPage, AnomalyPage } from "./pages/anomalies";
 import { RemediationPage } from "./pages/remediation";
 import { PoliciesPage, PolicyPage } from "./pages/policies";
 import { AuditPage } from "./pages/audit";
+import { ModelsPage } from "./pages/models";
 
 function Login({ notice }: { notice?: string }) {
   const [username, setUsername] = useState("");
@@ -69,6 +70,7 @@ const NAV: { route: string; label: string; admin?: boolean }[] = [
   { route: "anomalies", label: "Anomalies" },
   { route: "remediation", label: "Remediation" },
   { route: "policies", label: "Policies" },
+  { route: "models", label: "Models" },
   { route: "audit", label: "Audit", admin: true },
 ];
 
@@ -86,6 +88,8 @@ function Page({ route, session }: { route: string[]; session: Session }) {
       return <RemediationPage session={session} />;
     case "policies":
       return id ? <PolicyPage name={id} session={session} /> : <PoliciesPage />;
+    case "models":
+      return <ModelsPage />;
     case "audit":
       return isAdmin(session) ? <AuditPage /> : <p class="error">The audit log is for admins.</p>;
     default:

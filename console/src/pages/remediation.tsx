@@ -1,9 +1,10 @@
 // Remediation: proposals waiting for approval (approve or reject with a reason), the
-// action history with states and reports, and the reset of a rule's circuit breaker.
+// action history with states and reports, what was learnt about rules' candidate actions
+// (with its reset), and the reset of a rule's circuit breaker.
 // Viewers see the same lists without the buttons; the server refuses them anyway.
 
 import { useState } from "preact/hooks";
-import { api, canOperate, get, type Action, type Session } from "../api";
+import { api, canOperate, get, withQuery, type Action, type Preference, type Session } from "../api";
 import { Badge, Json, Status, Time, actionSummary, errorText, fmtAgo, href, useNow, usePoll } from "../util";
 
 const STATES = ["", "proposed", "approved", "running", "succeeded", "failed", "refused", "rejected", "expired", "dry_run"];
@@ -113,6 +114,108 @@ function BreakerReset() {
   );
 }
 
+/** One rule in one context: its candidates' verified outcomes and the next choice. */
+function Learnt({ p, session, onReset }: { p: Preference; session: Session; onReset: () => void }) {
+  const [confirming, setConfirming] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [message, setMessage] = useState<string | undefined>(undefined);
+  const next = actionSummary(p.preferred);
+  const reset = async () => {
+    setBusy(true);
+    setMessage(undefined);
+    try {
+      const r = await api<{ deleted: number }>("DELETE", withQuery("/remediation/preferences", { rule: p.rule, context: p.context }));
+      setMessage(`Forgot ${r.deleted} tallies: the written order again.`);
+      setConfirming(false);
+      onReset();
+    } catch (e) {
+      setMessage(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <li class="card" data-preference={p.rule} data-context={p.context}>
+      <div class="card-head">
+        <strong>{p.rule}</strong> <span class="chip">{p.context}</span>
+        <span class="muted">
+          updated <Time ms={p.updated_at_ms} />
+        </span>
+      </div>
+      <p>
+        Next incident runs: <strong data-next>{next}</strong>
+      </p>
+      <div class="table-wrap">
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">#</th>
+              <th scope="col">Candidate</th>
+              <th scope="col">Verified</th>
+              <th scope="col">Failed</th>
+              <th scope="col">Score</th>
+            </tr>
+          </thead>
+          <tbody>
+            {p.candidates.map((c) => (
+              <tr key={c.position} data-candidate={String(c.action.type ?? "")} data-successes={c.successes} data-failures={c.failures}>
+                <td>{c.position + 1}</td>
+                <td>
+                  {actionSummary(c.action)} {JSON.stringify(c.action) === JSON.stringify(p.preferred) ? <Badge kind="succeeded">next</Badge> : null}
+                </td>
+                <td>{c.successes}</td>
+                <td>{c.failures}</td>
+                <td>{c.score.toFixed(2)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      {canOperate(session) ? (
+        <div class="actions">
+          {confirming ? (
+            <>
+              <button type="button" class="reject" disabled={busy} onClick={() => void reset()}>
+                Forget what was learnt
+              </button>
+              <button type="button" class="link" onClick={() => setConfirming(false)}>
+                Cancel
+              </button>
+            </>
+          ) : (
+            <button type="button" disabled={busy} onClick={() => setConfirming(true)}>
+              Reset…
+            </button>
+          )}
+        </div>
+      ) : null}
+      {message ? <p role="status">{message}</p> : null}
+    </li>
+  );
+}
+
+function Preferences({ session }: { session: Session }) {
+  const poll = usePoll(() => get<{ preferences: Preference[] }>("/remediation/preferences"), 10_000, []);
+  const all = poll.data?.preferences ?? [];
+  return (
+    <section aria-labelledby="preferences-title">
+      <h2 id="preferences-title">Learnt preferences ({all.length})</h2>
+      <p class="muted">
+        A rule with candidate actions runs the one whose verified outcomes are best in the incident's context (family and
+        severity); a reset goes back to the order they are written in.
+        {canOperate(session) ? "" : " Resetting needs the operator role."}
+      </p>
+      <Status poll={poll} />
+      {poll.data && all.length === 0 ? <p class="muted">Nothing learnt yet.</p> : null}
+      <ul class="cards">
+        {all.map((p) => (
+          <Learnt key={`${p.rule} ${p.context}`} p={p} session={session} onReset={poll.reload} />
+        ))}
+      </ul>
+    </section>
+  );
+}
+
 export function RemediationPage({ session }: { session: Session }) {
   const [state, setState] = useState("");
   const [host, setHost] = useState("");
@@ -211,6 +314,7 @@ export function RemediationPage({ session }: { session: Session }) {
           </table>
         </div>
       </section>
+      <Preferences session={session} />
       {canOperate(session) ? <BreakerReset /> : null}
     </section>
   );
