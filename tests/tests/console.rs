@@ -4,7 +4,9 @@
 //! a rollout from a policy's page, starts CPU burners and finds the anomaly on the fleet
 //! page, the host chart and the event page, checks that a viewer is offered no approval and
 //! that a viewer's forged approval is refused, approves the proposal of an `approve` rule
-//! as admin, sees the burners stopped and the approval audited, and logs out.
+//! as admin, sees the burners stopped and the approval audited, and logs out. A second
+//! run (`console/tests/registry.mjs`) shows a rolled-out model on the Models page and a
+//! rule's learnt preferences on the Remediation page, reset there by an operator.
 //!
 //! Needs `node`, `console/node_modules` (`npm ci` in `console/`) and `/usr/bin/chromium`
 //! (`apt-get install chromium`); without them the test fails saying so. Screenshots go to
@@ -19,6 +21,7 @@ use serde_json::{json, Value};
 
 const VIEWER: &str = "vera";
 const VIEWER_PASSWORD: &str = "viewer-password-1";
+const OPERATOR_PASSWORD: &str = "operator-password-1";
 const CHROMIUM_ENV: &str = "SCO_CONSOLE_CHROMIUM";
 const SCREENSHOTS_ENV: &str = "SCO_CONSOLE_SCREENSHOTS";
 
@@ -208,6 +211,167 @@ async fn the_console_in_a_real_browser() {
         .unwrap_or_default();
     assert_eq!(host["applied_revision"], 2, "{status}");
     assert_eq!(status["rollout"]["started_by"], "admin", "{status}");
+}
+
+/// The shipped model as an upload under `version`.
+fn model_upload(version: &str) -> Value {
+    use base64::Engine as _;
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/shipped");
+    let read = |f: &str| std::fs::read_to_string(shipped.join(f)).expect("a shipped model file");
+    let mut manifest: Value = serde_json::from_str(&read("manifest.json")).expect("manifest");
+    manifest["version"] = json!(version);
+    let onnx = std::fs::read(shipped.join("sco-window-pca.onnx")).expect("onnx");
+    json!({
+        "manifest": manifest,
+        "onnx_base64": base64::engine::general_purpose::STANDARD.encode(onnx),
+        "golden": serde_json::from_str::<Value>(&read("golden.json")).expect("golden"),
+        "card": "# console test\n",
+    })
+}
+
+/// A rule with two candidates whose first runs (`journalctl` is `/bin/true` on the agent)
+/// and verifies at once: one verified success to show.
+const LEARN_POLICY: &str = r#"
+name: learnt
+rules:
+  - name: fix
+    when: { state: ["mem.used_pct >= 0"] }
+    candidates:
+      - { type: journal_vacuum, max_size_mb: 100 }
+      - { type: restart_service, unit: app.service }
+    mode: auto
+    cooldown_secs: 0
+    verify: { metric: mem.used_pct, below: 101, within_secs: 10 }
+"#;
+
+/// The model registry and the learnt preferences in the browser (`console/tests/registry.mjs`):
+/// a model rolled out to the agent, listed with its rollout and the host in sync; a rule's
+/// verified outcome shown to a viewer without a reset, and reset by an operator.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_models_and_the_learnt_preferences_in_a_real_browser() {
+    let console = console_dir();
+    let (node, chromium) = browser_tools(&console);
+    let _one_browser = BROWSER.lock().await;
+    let Some(mut sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    sb.control_plane_extra = "[remediation]\ntick_ms = 200\n".into();
+    let _cp = sb.start_control_plane();
+    let admin = sb.admin_token().await;
+    let (status, body) = sb
+        .post(
+            &admin,
+            "/auth/register",
+            &json!({"username": VIEWER, "password": VIEWER_PASSWORD, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = sb
+        .post(
+            &admin,
+            "/auth/register",
+            &json!({"username": "otto", "password": OPERATOR_PASSWORD, "role": "operator"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let _agent = sb.start_agent_with(
+        "agent-1",
+        "[remediate]\njournalctl = \"/bin/true\"\nsystemctl = \"/bin/true\"\n",
+    );
+    wait_for("the agent to connect", || async {
+        let (_, body) = sb.get(&admin, "/hosts/agent-1").await;
+        (body["host"]["connected"] == true).then_some(())
+    })
+    .await;
+
+    // A model in the registry, rolled out to everyone at once.
+    let (status, body) = sb
+        .post(&admin, "/models", &model_upload("1.1.0-console"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let number = body["model"]["number"].as_i64().expect("number");
+    let (status, body) = sb
+        .post(
+            &admin,
+            "/models/1.1.0-console/rollout",
+            &json!({"canary_percent": 0}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    wait_for("agent-1 to run the model", || async {
+        let (_, body) = sb.get(&admin, "/models/1.1.0-console/status").await;
+        body["hosts"]
+            .as_array()?
+            .iter()
+            .find(|h| h["host_id"] == "agent-1" && h["in_sync"] == true && h["applied_number"] == number)
+            .map(|_| ())
+    })
+    .await;
+
+    // One verified success of the rule's first candidate.
+    sb.publish_policy(&admin, LEARN_POLICY).await;
+    let done = wait_for("the rule's action to finish", || async {
+        sb.actions(&admin, "agent-1").await.into_iter().find(|a| {
+            a["rule"] == "learnt/fix"
+                && ["succeeded", "failed", "refused"].contains(&a["state"].as_str().unwrap_or_default())
+        })
+    })
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let context = done["evidence"]["choice"]["context"]
+        .as_str()
+        .expect("a choice's context")
+        .to_string();
+    // A revision that never fires, so no second incident changes the tallies the browser reads.
+    let quiet = sb
+        .publish_policy(
+            &admin,
+            &LEARN_POLICY.replace("mem.used_pct >= 0", "proc.count < 0"),
+        )
+        .await;
+    sb.wait_policy_applied(&admin, "learnt", "agent-1", quiet)
+        .await;
+    let (_, body) = sb.get(&admin, "/remediation/preferences").await;
+    assert_eq!(body["preferences"][0]["candidates"][0]["successes"], 1, "{body}");
+
+    let shots = screenshots_dir();
+    let mut cmd = Command::new(&node);
+    cmd.arg(console.join("tests/registry.mjs"))
+        .current_dir(&console)
+        .env("SCO_CONSOLE_URL", sb.base_url())
+        .env("SCO_CONSOLE_VIEWER_USER", VIEWER)
+        .env("SCO_CONSOLE_VIEWER_PASSWORD", VIEWER_PASSWORD)
+        .env("SCO_CONSOLE_OPERATOR_USER", "otto")
+        .env("SCO_CONSOLE_OPERATOR_PASSWORD", OPERATOR_PASSWORD)
+        .env("SCO_CONSOLE_HOST", "agent-1")
+        .env("SCO_CONSOLE_MODEL_VERSION", "1.1.0-console")
+        .env("SCO_CONSOLE_MODEL_NUMBER", number.to_string())
+        .env("SCO_CONSOLE_LEARNT_RULE", "learnt/fix")
+        .env("SCO_CONSOLE_LEARNT_CONTEXT", &context)
+        .env("SCO_CONSOLE_SCREENSHOTS", &shots)
+        .env(
+            "SCO_CONSOLE_PATIENCE_MS",
+            (patience() * 2).max(Duration::from_secs(90)).as_millis().to_string(),
+        )
+        .env(CHROMIUM_ENV, &chromium);
+    let status = tokio::task::spawn_blocking(move || cmd.status())
+        .await
+        .expect("join the browser run")
+        .expect("run node");
+    assert!(
+        status.success(),
+        "the browser run failed ({status}); its steps are above, screenshots in {}",
+        shots.display()
+    );
+
+    // The operator's reset is what the server did.
+    let (_, body) = sb.get(&admin, "/remediation/preferences").await;
+    assert_eq!(body["count"], 0, "{body}");
+    let (_, body) = sb
+        .get(&admin, "/audit?action=remediation.preferences_reset")
+        .await;
+    assert_eq!(body["entries"][0]["actor"], "otto", "{body}");
+    assert_eq!(body["entries"][0]["detail"]["deleted"], 2, "{body}");
 }
 
 /// A fleet of 1,000 simulated hosts (rows in the database, as agents would have left them):
