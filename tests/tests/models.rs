@@ -380,12 +380,20 @@ async fn a_canary_that_cannot_take_a_model_stops_the_rollout_and_keeps_what_ran(
         reason.contains("keep-b") && reason.contains("cannot store it"),
         "{rollout}"
     );
-    let s = host_status(&sb, &admin, "2.0.0-test", "keep-b")
-        .await
-        .expect("keep-b");
-    assert_eq!(s["reported_number"], 2, "{s}");
-    assert_eq!(s["applied_number"], 1, "keep-b keeps running model 1: {s}");
-    assert_eq!(s["applied_model"], "sco-window-pca@1.1.0-test");
+    // keep-b reported model 2 refused and kept running model 1; once the rollout stopped
+    // it is offered model 1 again and reports on it (so it may already have left model 2's
+    // status when this reads it).
+    let s = runs(&sb, &admin, "1.1.0-test", "keep-b", 1).await;
+    assert_eq!(s["applied_model"], "sco-window-pca@1.1.0-test", "{s}");
+    assert_eq!(s["desired_number"], 1, "{s}");
+    let (_, audit) = sb
+        .get(&admin, "/audit?action=model.refused&host=keep-b")
+        .await;
+    assert!(
+        audit["entries"].as_array().is_some_and(|e| e.iter().any(|e| e["detail"]["number"] == 2
+            && e["detail"]["active_number"] == 1)),
+        "keep-b refused model 2 while running model 1: {audit}"
+    );
     // keep-a was never offered model 2 and still runs model 1.
     let s = host_status(&sb, &admin, "1.1.0-test", "keep-a")
         .await
