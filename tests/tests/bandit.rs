@@ -180,7 +180,10 @@ impl Incidents<'_> {
         let verification = &report["verification"]["state"];
         match kind(&fix) {
             "journal_vacuum" => {
-                assert_eq!(report["exit_code"], 0, "the vacuum ran and succeeded: {fix}");
+                assert_eq!(
+                    report["exit_code"], 0,
+                    "the vacuum ran and succeeded: {fix}"
+                );
                 // ... but the hog is untouched, so memory never came back under the threshold
                 assert_eq!(verification["state"], "failed", "{fix}");
                 assert!(

@@ -303,7 +303,9 @@ async fn the_models_and_the_learnt_preferences_in_a_real_browser() {
         body["hosts"]
             .as_array()?
             .iter()
-            .find(|h| h["host_id"] == "agent-1" && h["in_sync"] == true && h["applied_number"] == number)
+            .find(|h| {
+                h["host_id"] == "agent-1" && h["in_sync"] == true && h["applied_number"] == number
+            })
             .map(|_| ())
     })
     .await;
@@ -313,7 +315,8 @@ async fn the_models_and_the_learnt_preferences_in_a_real_browser() {
     let done = wait_for("the rule's action to finish", || async {
         sb.actions(&admin, "agent-1").await.into_iter().find(|a| {
             a["rule"] == "learnt/fix"
-                && ["succeeded", "failed", "refused"].contains(&a["state"].as_str().unwrap_or_default())
+                && ["succeeded", "failed", "refused"]
+                    .contains(&a["state"].as_str().unwrap_or_default())
         })
     })
     .await;
@@ -332,7 +335,10 @@ async fn the_models_and_the_learnt_preferences_in_a_real_browser() {
     sb.wait_policy_applied(&admin, "learnt", "agent-1", quiet)
         .await;
     let (_, body) = sb.get(&admin, "/remediation/preferences").await;
-    assert_eq!(body["preferences"][0]["candidates"][0]["successes"], 1, "{body}");
+    assert_eq!(
+        body["preferences"][0]["candidates"][0]["successes"], 1,
+        "{body}"
+    );
 
     let shots = screenshots_dir();
     let mut cmd = Command::new(&node);
@@ -351,7 +357,10 @@ async fn the_models_and_the_learnt_preferences_in_a_real_browser() {
         .env("SCO_CONSOLE_SCREENSHOTS", &shots)
         .env(
             "SCO_CONSOLE_PATIENCE_MS",
-            (patience() * 2).max(Duration::from_secs(90)).as_millis().to_string(),
+            (patience() * 2)
+                .max(Duration::from_secs(90))
+                .as_millis()
+                .to_string(),
         )
         .env(CHROMIUM_ENV, &chromium);
     let status = tokio::task::spawn_blocking(move || cmd.status())

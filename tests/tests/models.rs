@@ -390,8 +390,9 @@ async fn a_canary_that_cannot_take_a_model_stops_the_rollout_and_keeps_what_ran(
         .get(&admin, "/audit?action=model.refused&host=keep-b")
         .await;
     assert!(
-        audit["entries"].as_array().is_some_and(|e| e.iter().any(|e| e["detail"]["number"] == 2
-            && e["detail"]["active_number"] == 1)),
+        audit["entries"].as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e["detail"]["number"] == 2 && e["detail"]["active_number"] == 1)),
         "keep-b refused model 2 while running model 1: {audit}"
     );
     // keep-a was never offered model 2 and still runs model 1.
@@ -596,7 +597,10 @@ async fn a_model_rollout_goes_only_to_the_hosts_its_target_selects(db: Db) {
         (json!({"target": {"labels": {"": "web"}}}), "target.labels."),
         (json!({"target": {"hosts": ["a b"]}}), "target.hosts[0]"),
         (json!({"target": {"lables": {"role": "web"}}}), "lables"),
-        (json!({"target": {"labels": {"role": "cache"}}}), "target: selects no"),
+        (
+            json!({"target": {"labels": {"role": "cache"}}}),
+            "target: selects no",
+        ),
         (
             json!({"target": {"labels": {"role": "web"}}, "canary_hosts": ["db-1"]}),
             "canary_hosts: \"db-1\"",
@@ -622,8 +626,13 @@ async fn a_model_rollout_goes_only_to_the_hosts_its_target_selects(db: Db) {
         )
         .await;
     assert_eq!(status, 201, "{reply}");
-    assert_eq!(reply["rollout"]["target"]["labels"]["role"], "web", "{reply}");
-    let canaries = reply["rollout"]["canary_hosts"].as_array().expect("canaries");
+    assert_eq!(
+        reply["rollout"]["target"]["labels"]["role"], "web",
+        "{reply}"
+    );
+    let canaries = reply["rollout"]["canary_hosts"]
+        .as_array()
+        .expect("canaries");
     assert_eq!(canaries.len(), 1, "{reply}");
     assert!(
         canaries[0].as_str().is_some_and(|c| c.starts_with("web-")),
@@ -664,9 +673,9 @@ async fn a_model_rollout_goes_only_to_the_hosts_its_target_selects(db: Db) {
     }
     let (_, audit) = sb.get(&admin, "/audit?action=model.rollout").await;
     assert!(
-        audit["entries"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["detail"]["target"]["hosts"][0] == "db-1")),
+        audit["entries"].as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e["detail"]["target"]["hosts"][0] == "db-1")),
         "{audit}"
     );
 }

@@ -168,18 +168,25 @@ mod tests {
         let web: BTreeMap<String, String> = [("role".to_string(), "web".to_string())].into();
         let db: BTreeMap<String, String> = [("role".to_string(), "db".to_string())].into();
         // (rollouts newest first, host, its labels, expected number)
-        let cases: Vec<(Vec<Rollout>, &str, &BTreeMap<String, String>, i64)> = vec![
+        type Labels = BTreeMap<String, String>;
+        let cases: Vec<(Vec<Rollout>, &str, &Labels, i64)> = vec![
             (vec![], "a", &web, 0),
             (vec![rollout(1, Complete, &[], None)], "a", &web, 1),
             // a canary gets it, the others keep what they had
             (
-                vec![rollout(2, Canary, &["a"], None), rollout(1, Complete, &[], None)],
+                vec![
+                    rollout(2, Canary, &["a"], None),
+                    rollout(1, Complete, &[], None),
+                ],
                 "a",
                 &web,
                 2,
             ),
             (
-                vec![rollout(2, Canary, &["a"], None), rollout(1, Complete, &[], None)],
+                vec![
+                    rollout(2, Canary, &["a"], None),
+                    rollout(1, Complete, &[], None),
+                ],
                 "b",
                 &web,
                 1,
@@ -197,32 +204,47 @@ mod tests {
             ),
             // a rollout for web hosts leaves db hosts on their model
             (
-                vec![rollout(2, Complete, &[], Some("web")), rollout(1, Complete, &[], None)],
+                vec![
+                    rollout(2, Complete, &[], Some("web")),
+                    rollout(1, Complete, &[], None),
+                ],
                 "c",
                 &db,
                 1,
             ),
             (
-                vec![rollout(2, Complete, &[], Some("web")), rollout(1, Complete, &[], None)],
+                vec![
+                    rollout(2, Complete, &[], Some("web")),
+                    rollout(1, Complete, &[], None),
+                ],
                 "a",
                 &web,
                 2,
             ),
             (
-                vec![rollout(3, Canary, &["c"], Some("db")), rollout(2, Complete, &[], Some("web"))],
+                vec![
+                    rollout(3, Canary, &["c"], Some("db")),
+                    rollout(2, Complete, &[], Some("web")),
+                ],
                 "c",
                 &db,
                 3,
             ),
             (
-                vec![rollout(3, Canary, &["c"], Some("db")), rollout(2, Complete, &[], Some("web"))],
+                vec![
+                    rollout(3, Canary, &["c"], Some("db")),
+                    rollout(2, Complete, &[], Some("web")),
+                ],
                 "d",
                 &db,
                 0,
             ),
             // back to the agents' own model, for everyone
             (
-                vec![rollout(0, Complete, &[], None), rollout(2, Complete, &[], Some("web"))],
+                vec![
+                    rollout(0, Complete, &[], None),
+                    rollout(2, Complete, &[], Some("web")),
+                ],
                 "a",
                 &web,
                 0,

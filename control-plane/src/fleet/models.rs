@@ -23,11 +23,11 @@ use crate::domain::policy::{
     RolloutRequest, RolloutState,
 };
 use crate::domain::{new_id, now_ms, Ingested};
-use sco_policy::Target;
 use crate::error::ServiceError;
 use crate::pki::PolicySigner;
 use crate::store::{RolloutTable, Store, StoreError, Wake};
 use crate::telemetry::Telemetry;
+use sco_policy::Target;
 
 /// The version name that stands for "the agent's own model" in rollouts.
 pub const BUILT_IN: &str = "builtin";
