@@ -4,10 +4,14 @@
 //! like policy rollouts (`domain::policy::decide`); delivery of the model meant for each host
 //! down its stream, in chunks the agent asks for (so an interrupted download resumes).
 //!
-//! Which model a host should run follows from the newest model rollout: during the canary
-//! phase canary hosts get the new model and the others keep the previous one; a complete
-//! rollout gives everyone the new one; a stopped rollout puts everyone back on the previous
-//! one. Number 0 is "no fleet model": the agent runs its own (configured file or built-in).
+//! Which model a host should run follows from the model rollouts (`domain::models::number_for`):
+//! a rollout is for the hosts its `target` selects (every host by default; the policy
+//! document's selector); during its canary phase canary hosts get the new model and the
+//! others keep what they ran; a complete rollout gives every selected host the new one; a
+//! stopped rollout puts them back on what they ran before. Hosts a rollout does not select
+//! keep their model. Its `previous_revision` is what the newest rollout had settled on, for
+//! the record. Number 0 is "no fleet model": the agent runs its own (configured file or
+//! built-in).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
