@@ -1,5 +1,5 @@
 //! Learning which fix works, with real processes: a memory hog (a `python3` child of the
-//! test holding a quarter of the host's memory) is the cause of each incident; a rule lists
+//! test holding a quarter of the host's memory, at most a third of what is free) is the cause of each incident; a rule lists
 //! two candidate actions. The first (`journal_vacuum`, `journalctl` = `/bin/true`) runs and
 //! succeeds but does nothing about the hog, so the rule's shared verification (memory back
 //! under a threshold set from this host's baseline) never holds; the second
