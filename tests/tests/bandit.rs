@@ -1,13 +1,13 @@
 //! Learning which fix works, with real processes: a memory hog (a `python3` child of the
-//! test holding a quarter of the host's memory, at most a third of what is free) is the cause of each incident; a rule lists
-//! two candidate actions. The first (`journal_vacuum`, `journalctl` = `/bin/true`) runs and
-//! succeeds but does nothing about the hog, so the rule's shared verification (memory back
-//! under a threshold set from this host's baseline) never holds; the second
-//! (`kill_process` of the top memory consumer matching the hog's marker) ends the hog and
-//! the verification holds. The control plane's choice moves to the second within a bounded
-//! number of incidents and stays there, across a control-plane restart, until an operator
-//! resets what was learnt. A dry-run rule with the same candidates records what it would
-//! have chosen and learns nothing.
+//! test holding a quarter of the host's memory, at most a third of what is free) is the
+//! cause of each incident; a rule lists two candidate actions. The first (`journal_vacuum`,
+//! `journalctl` = `/bin/true`) runs and succeeds but does nothing about the hog, so the
+//! rule's shared verification (memory back under a threshold set from this host's baseline)
+//! never holds; the second (`kill_process` of the top memory consumer matching the hog's
+//! marker) ends the hog and the verification holds. The control plane's choice moves to
+//! the second within a bounded number of incidents and stays there, across a control-plane
+//! restart, until an operator resets what was learnt. A dry-run rule with the same
+//! candidates records what it would have chosen and learns nothing.
 
 use std::collections::HashSet;
 use std::process::Stdio;
