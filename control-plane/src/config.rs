@@ -43,6 +43,9 @@ pub mod env {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub grpc_listen: SocketAddr,
+    /// The agent port over QUIC (UDP), beside `grpc_listen`; off when unset. Same service,
+    /// certificates and checks; agents without a certificate enroll on `grpc_listen`.
+    pub quic_listen: Option<SocketAddr>,
     pub http_listen: SocketAddr,
     /// Holds the SQLite database, the JWT secret and the development PKI.
     pub data_dir: PathBuf,
@@ -301,6 +304,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             grpc_listen: ([127, 0, 0, 1], 7443).into(),
+            quic_listen: None,
             http_listen: ([127, 0, 0, 1], 8080).into(),
             data_dir: PathBuf::from("./sco-data"),
             database_url: String::new(),

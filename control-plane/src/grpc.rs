@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod pb;
+pub mod quic;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,16 +69,31 @@ pub fn tls_config(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> ServerTlsCo
         .client_auth_optional(true)
 }
 
-/// The agent id is the common name of the verified client certificate.
+/// The agent id is the common name of the verified client certificate, over TCP (tonic's
+/// TLS) or QUIC (the connection's, [`sco_proto::quic::QuicConnectInfo`]).
 fn identity<T>(req: &Request<T>) -> Result<String, Status> {
     let certs = req
         .peer_certs()
+        .or_else(|| {
+            req.extensions()
+                .get::<sco_proto::quic::QuicConnectInfo>()
+                .and_then(|i| i.peer_certs.clone())
+        })
         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
     crate::pki::agent_id_from_der(leaf.as_ref())
         .ok_or_else(|| Status::unauthenticated("client certificate does not name a valid agent id"))
+}
+
+/// Which transport a request came over (`grpc`: HTTP/2 over TCP and TLS; `quic`: over a QUIC
+/// stream), and the peer's address.
+fn transport_of<T>(req: &Request<T>) -> (&'static str, Option<std::net::SocketAddr>) {
+    match req.extensions().get::<sco_proto::quic::QuicConnectInfo>() {
+        Some(q) => ("quic", Some(q.remote_addr)),
+        None => ("grpc", req.remote_addr()),
+    }
 }
 
 type Outbound = mpsc::Sender<Result<ControlMessage, Status>>;
@@ -219,6 +235,8 @@ impl AgentService for AgentSvc {
                 "stream limit reached; agent sent elsewhere");
             redirect(&full)
         })?;
+        let (transport, remote) = transport_of(&request);
+        tracing::info!(%agent_id, transport, remote = ?remote, "agent stream opened");
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let session = Session {

@@ -63,7 +63,8 @@ fn enrolled_agent_config(sb: &Sandbox, dir: &Path) -> PathBuf {
          cert = \"{d}/agent.pem\"\nkey = \"{d}/agent.key\"\nheartbeat_secs = 1\ndead_after_secs = 4\n\
          backoff_initial_ms = 100\nbackoff_max_ms = 1000\n",
         d = dir.display(),
-        addr = sb.grpc_addr
+        // enrollment is TCP only; the agent then streams and renews over the run's transport
+        addr = sco_tests::agent_endpoint(sb.grpc_addr)
     );
     std::fs::write(&path, text).expect("write config");
     path
