@@ -1050,7 +1050,10 @@ mod tests {
     fn endpoints_normalise() {
         assert_eq!(endpoint_uri("cp:7443").as_deref(), Ok("https://cp:7443"));
         assert!(endpoint_uri("cp").is_err());
-        assert_eq!(endpoint_uri("quic://cp:7443").as_deref(), Ok("quic://cp:7443"));
+        assert_eq!(
+            endpoint_uri("quic://cp:7443").as_deref(),
+            Ok("quic://cp:7443")
+        );
         assert!(is_quic("quic://cp:7443") && !is_quic("cp:7443") && !is_quic("https://cp:1"));
         assert!(endpoint_uri("quic://cp").is_err());
         assert!(endpoint_uri("quic://:7443").is_err());

@@ -38,14 +38,20 @@ pub async fn channel(
         .parse()
         .map_err(|_| format!("endpoint {endpoint:?} has an invalid port {port:?}"))?;
     let bare_host = host.trim_matches(['[', ']']).to_string();
-    let server_name = server.server_name.clone().unwrap_or_else(|| bare_host.clone());
+    let server_name = server
+        .server_name
+        .clone()
+        .unwrap_or_else(|| bare_host.clone());
     let config = client_config(server, heartbeat, dead_after)?;
-    let addr = tokio::time::timeout(connect_timeout, tokio::net::lookup_host((bare_host.as_str(), port)))
-        .await
-        .map_err(|_| format!("resolving {bare_host}: timed out"))?
-        .map_err(|e| format!("resolving {bare_host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{bare_host} resolves to no address"))?;
+    let addr = tokio::time::timeout(
+        connect_timeout,
+        tokio::net::lookup_host((bare_host.as_str(), port)),
+    )
+    .await
+    .map_err(|_| format!("resolving {bare_host}: timed out"))?
+    .map_err(|e| format!("resolving {bare_host}: {e}"))?
+    .next()
+    .ok_or_else(|| format!("{bare_host} resolves to no address"))?;
     // The wildcard of the target's family: the kernel picks the source address of every
     // datagram, so a changed address is used at once and QUIC migrates the connection.
     let bind: SocketAddr = if addr.is_ipv4() {

@@ -278,7 +278,11 @@ impl Uplink {
             Ok(r) => r.into_inner(),
             Err(s) => return Ok(ended_by(&s)),
         };
-        let transport = if crate::config::is_quic(&uri) { "quic" } else { "grpc" };
+        let transport = if crate::config::is_quic(&uri) {
+            "quic"
+        } else {
+            "grpc"
+        };
         tracing::info!(%uri, transport, "connected to control plane");
         let _ = self.connected.send(true);
 

@@ -27,7 +27,11 @@ pub struct QuicStream {
 }
 
 impl QuicStream {
-    pub fn new(connection: quinn::Connection, send: quinn::SendStream, recv: quinn::RecvStream) -> Self {
+    pub fn new(
+        connection: quinn::Connection,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    ) -> Self {
         Self {
             connection,
             send,
@@ -52,7 +56,7 @@ impl AsyncRead for QuicStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.recv).poll_read(cx, buf)
+        AsyncRead::poll_read(Pin::new(&mut self.recv), cx, buf)
     }
 }
 
@@ -62,15 +66,15 @@ impl AsyncWrite for QuicStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.send).poll_write(cx, buf)
+        AsyncWrite::poll_write(Pin::new(&mut self.send), cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.send).poll_flush(cx)
+        AsyncWrite::poll_flush(Pin::new(&mut self.send), cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.send).poll_shutdown(cx)
+        AsyncWrite::poll_shutdown(Pin::new(&mut self.send), cx)
     }
 }
 

@@ -50,7 +50,11 @@ async fn agents_stream_over_quic_and_tcp_side_by_side() {
         return;
     };
     let cp = sb.start_control_plane();
-    let quic = start_agent_on(&sb, "over-quic", &format!("\"{}\"", quic_endpoint(sb.grpc_addr)));
+    let quic = start_agent_on(
+        &sb,
+        "over-quic",
+        &format!("\"{}\"", quic_endpoint(sb.grpc_addr)),
+    );
     let tcp = start_agent_on(&sb, "over-tcp", &format!("\"{}\"", sb.grpc_addr));
     let pool = sb.db().await;
     for id in ["over-quic", "over-tcp"] {
@@ -63,7 +67,11 @@ async fn agents_stream_over_quic_and_tcp_side_by_side() {
     assert!(line.contains("transport=\"quic\""), "{line}");
     let line = opened(&cp, "over-tcp").expect("the TCP agent's stream is logged");
     assert!(line.contains("transport=\"grpc\""), "{line}");
-    assert!(quic.log_contains("transport=\"quic\""), "{}", quic.log_text());
+    assert!(
+        quic.log_contains("transport=\"quic\""),
+        "{}",
+        quic.log_text()
+    );
     assert!(tcp.log_contains("transport=\"grpc\""), "{}", tcp.log_text());
     assert_eq!(connected_agents(&sb).await, 2);
     // The windows of the QUIC agent arrive in order, once each, like over TCP.
@@ -107,12 +115,20 @@ async fn quic_refuses_a_certificate_of_another_ca() {
         return;
     };
     let cp = sb.start_control_plane();
-    let dir = configure(&sb, "stranger", &format!("\"{}\"", quic_endpoint(sb.grpc_addr)));
+    let dir = configure(
+        &sb,
+        "stranger",
+        &format!("\"{}\"", quic_endpoint(sb.grpc_addr)),
+    );
     // A certificate and key from a CA the fleet does not know, for the same agent id.
     let other = sco_control_plane::pki::ensure_dev_pki(&sb.path().join("other-pki")).expect("pki");
     let now = time::OffsetDateTime::now_utc();
     let (cert, key) = other
-        .issue_agent("stranger", now - time::Duration::minutes(5), now + time::Duration::days(1))
+        .issue_agent(
+            "stranger",
+            now - time::Duration::minutes(5),
+            now + time::Duration::days(1),
+        )
         .expect("issue");
     std::fs::write(dir.join("agent.pem"), cert).expect("cert");
     std::fs::write(dir.join("agent.key"), key).expect("key");

@@ -76,8 +76,7 @@ pub fn server_config(
     tls.alpn_protocols = vec![ALPN.to_vec()];
     // No 0-RTT: a replayed hello or message must never reach the handler.
     tls.max_early_data_size = 0;
-    let crypto =
-        QuicServerConfig::try_from(tls).map_err(|e| QuicError::Config(e.to_string()))?;
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Config(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport(heartbeat, dead_after)?));
     // Agents move (DHCP, failover links, NAT rebinding): their connection follows them.
@@ -87,13 +86,15 @@ pub fn server_config(
 
 /// Keep-alive every heartbeat, and a connection silent for the dead-after time is gone: the
 /// same figures as HTTP/2's keep-alive on the TCP port. One stream per connection.
-fn transport(heartbeat: Duration, dead_after: Duration) -> Result<quinn::TransportConfig, QuicError> {
+fn transport(
+    heartbeat: Duration,
+    dead_after: Duration,
+) -> Result<quinn::TransportConfig, QuicError> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(heartbeat));
-    t.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(dead_after)
-            .map_err(|e| QuicError::Config(format!("idle timeout {dead_after:?}: {e}")))?,
-    ));
+    t.max_idle_timeout(Some(quinn::IdleTimeout::try_from(dead_after).map_err(
+        |e| QuicError::Config(format!("idle timeout {dead_after:?}: {e}")),
+    )?));
     t.max_concurrent_bidi_streams(1u32.into());
     t.max_concurrent_uni_streams(0u32.into());
     Ok(t)
@@ -113,7 +114,7 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(BACKLOG);
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
-            let tx = tx.clone();
+            let streams = tx.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
                 // 0-RTT is never accepted (the TLS config allows no early data), so the
@@ -127,9 +128,13 @@ pub fn incoming(
                 };
                 match connection.accept_bi().await {
                     Ok((send, recv)) => {
-                        let _ = tx.send(Ok(QuicStream::new(connection, send, recv))).await;
+                        let _ = streams
+                            .send(Ok(QuicStream::new(connection, send, recv)))
+                            .await;
                     }
-                    Err(e) => tracing::info!(%remote, error = %e, "QUIC connection opened no stream"),
+                    Err(e) => {
+                        tracing::info!(%remote, error = %e, "QUIC connection opened no stream")
+                    }
                 }
             });
             if tx.is_closed() {
