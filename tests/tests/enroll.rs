@@ -212,6 +212,10 @@ async fn certificates_rotate_without_losing_data() {
         std::fs::read(dir.join("agent.pem")).expect("cert"),
         first_cert
     );
+    // renewed through the endpoint it streams to, over the run's transport
+    let log = std::fs::read_to_string(dir.join("agent.log")).expect("agent log");
+    let transport = format!("transport=\"{}\"", sco_tests::agent_transport());
+    assert!(log.contains(&transport), "{transport}: {log}");
     // The first certificate has long expired; a restart of the control
     // plane forces a new TLS connection, which must use a renewed one.
     assert!(cp.terminate().success());
