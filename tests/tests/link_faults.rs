@@ -319,7 +319,8 @@ async fn a_lossy_then_cut_link_loses_and_duplicates_nothing() {
     );
 
     // The agent's address changes: TCP cannot follow, so the stream is given up after the
-    // dead-after time and the agent connects again from its new address.
+    // dead-after time and the agent connects again from its new address (a QUIC connection
+    // migrates instead: `an_address_change_keeps_a_quic_stream_and_makes_tcp_reconnect`).
     link.change_agent_address();
     let moved_ms = now_ms();
     let moved = Instant::now();
