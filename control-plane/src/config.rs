@@ -761,6 +761,17 @@ mod tests {
     }
 
     #[test]
+    fn quic_is_off_unless_quic_listen_is_set() {
+        assert_eq!(Config::default().quic_listen, None);
+        let c: Config = toml::from_str("quic_listen = \"0.0.0.0:7443\"\n").expect("parses");
+        assert_eq!(c.quic_listen, Some("0.0.0.0:7443".parse().expect("addr")));
+        let c = from_env(&[("SCO_CP__QUIC_LISTEN", "127.0.0.1:7444")]).expect("loads");
+        assert_eq!(c.quic_listen, Some("127.0.0.1:7444".parse().expect("addr")));
+        let e = from_env(&[("SCO_CP__QUIC_LISTEN", "nowhere")]).expect_err("not an address");
+        assert!(e.to_string().contains("quic_listen"), "{e}");
+    }
+
+    #[test]
     fn every_key_from_the_environment() {
         let c = from_env(&[
             ("SCO_CP__HTTP_LISTEN", "0.0.0.0:9090"),
