@@ -368,7 +368,9 @@ pub async fn renew(server: &ServerSection, endpoint: &str) -> Result<i64, Identi
     let uri = endpoint_uri(endpoint).map_err(IdentityError::Invalid)?;
     let channel = if crate::config::is_quic(&uri) {
         // `Renew` is served over QUIC too: the current certificate authenticates it the same way.
+        // a renewal is rare: its socket lasts as long as its connection
         crate::quic::channel(
+            &crate::quic::Sockets::default(),
             server,
             &uri,
             Duration::from_secs(server.heartbeat_secs),

@@ -207,6 +207,7 @@ pub async fn run(
         activity: activity.clone(),
         downloads: std::sync::Mutex::new(downloads),
         fleet_model: fleet_model_tx,
+        quic: quic::Sockets::default(),
     };
     let renewal = tokio::spawn(identity::renewal_loop(
         config.server.clone(),

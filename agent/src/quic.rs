@@ -18,9 +18,40 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::config::ServerSection;
 
-/// A gRPC channel to `endpoint` (`quic://host:port`) over QUIC. Errors are plain text, for
-/// the caller's own error type.
+/// The agent's QUIC sockets, one per address family, bound at first use and kept for the
+/// next connections: one UDP socket for the agent's life instead of one per reconnection.
+#[derive(Default)]
+pub struct Sockets {
+    v4: std::sync::Mutex<Option<quinn::Endpoint>>,
+    v6: std::sync::Mutex<Option<quinn::Endpoint>>,
+}
+
+impl Sockets {
+    /// The socket for connections to `target`, bound to the wildcard of its family: the kernel
+    /// picks the source address of every datagram, so a changed address is used at once and
+    /// QUIC migrates the connection.
+    fn for_target(&self, target: SocketAddr) -> Result<quinn::Endpoint, String> {
+        let (slot, bind): (_, SocketAddr) = if target.is_ipv4() {
+            (&self.v4, (Ipv4Addr::UNSPECIFIED, 0).into())
+        } else {
+            (&self.v6, (Ipv6Addr::UNSPECIFIED, 0).into())
+        };
+        // a poisoned lock still holds a usable endpoint (or none)
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(endpoint) = slot.as_ref() {
+            return Ok(endpoint.clone());
+        }
+        let endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| format!("QUIC socket {bind}: {e}"))?;
+        *slot = Some(endpoint.clone());
+        Ok(endpoint)
+    }
+}
+
+/// A gRPC channel to `endpoint` (`quic://host:port`) over QUIC, from one of `sockets`. Errors
+/// are plain text, for the caller's own error type.
 pub async fn channel(
+    sockets: &Sockets,
     server: &ServerSection,
     endpoint: &str,
     heartbeat: Duration,
@@ -52,14 +83,7 @@ pub async fn channel(
     .map_err(|e| format!("resolving {bare_host}: {e}"))?
     .next()
     .ok_or_else(|| format!("{bare_host} resolves to no address"))?;
-    // The wildcard of the target's family: the kernel picks the source address of every
-    // datagram, so a changed address is used at once and QUIC migrates the connection.
-    let bind: SocketAddr = if addr.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let quic = quinn::Endpoint::client(bind).map_err(|e| format!("QUIC socket {bind}: {e}"))?;
+    let quic = sockets.for_target(addr)?;
     let connector = tower::service_fn(move |_: Uri| {
         let quic = quic.clone();
         let config = config.clone();

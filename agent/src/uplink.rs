@@ -47,6 +47,8 @@ pub struct Uplink {
     pub downloads: std::sync::Mutex<Downloads>,
     /// A verified fleet model (or a refusal), for the pipeline to load and report.
     pub fleet_model: watch::Sender<Option<Assignment>>,
+    /// The UDP sockets of `quic://` endpoints, kept across reconnections.
+    pub quic: crate::quic::Sockets,
 }
 
 enum End {
@@ -246,9 +248,16 @@ impl Uplink {
         let heartbeat = Duration::from_secs(self.server.heartbeat_secs);
         let dead_after = Duration::from_secs(self.server.dead_after_secs);
         let channel: Channel = if crate::config::is_quic(&uri) {
-            crate::quic::channel(&self.server, &uri, heartbeat, dead_after, CONNECT_TIMEOUT)
-                .await
-                .map_err(AgentError::Stream)?
+            crate::quic::channel(
+                &self.quic,
+                &self.server,
+                &uri,
+                heartbeat,
+                dead_after,
+                CONNECT_TIMEOUT,
+            )
+            .await
+            .map_err(AgentError::Stream)?
         } else {
             Endpoint::from_shared(uri.clone())
                 .map_err(|e| AgentError::Tls(format!("endpoint {uri}: {e}")))?
