@@ -593,3 +593,50 @@ async fn store_message(fleet: Arc<Fleet>, id: String, msg: AgentMessage) -> Stor
         body: Some(control_message::Body::Ack(Ack { up_to_seq: seq })),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    use sco_proto::quic::QuicConnectInfo;
+
+    use super::*;
+
+    fn over_quic(peer_certs: Option<Vec<CertificateDer<'static>>>) -> Request<()> {
+        let mut req = Request::new(());
+        req.extensions_mut().insert(QuicConnectInfo {
+            remote_addr: ([192, 0, 2, 7], 40_000).into(),
+            peer_certs: peer_certs.map(Arc::new),
+        });
+        req
+    }
+
+    #[test]
+    fn the_agent_id_comes_from_the_quic_peer_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = crate::pki::ensure_dev_pki(dir.path()).expect("dev pki");
+        let now = time::OffsetDateTime::now_utc();
+        let (cert, _) = ca
+            .issue_agent("edge-7", now, now + time::Duration::hours(1))
+            .expect("issue");
+        let der = CertificateDer::from_pem_slice(cert.as_bytes()).expect("pem");
+        let req = over_quic(Some(vec![der]));
+        assert_eq!(identity(&req).expect("identified"), "edge-7");
+        assert_eq!(
+            transport_of(&req),
+            ("quic", Some(([192, 0, 2, 7], 40_000).into()))
+        );
+
+        for req in [
+            over_quic(None),
+            over_quic(Some(Vec::new())),
+            Request::new(()),
+        ] {
+            let refused = identity(&req).expect_err("no certificate");
+            assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        }
+        assert_eq!(transport_of(&Request::new(())), ("grpc", None));
+    }
+}
