@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use quinn::rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -19,7 +20,8 @@ pub const ALPN: &[u8] = b"sco-agent/1";
 pub const SCHEME: &str = "quic://";
 
 /// One bidirectional QUIC stream and the connection it belongs to, read and written like a
-/// TCP socket. Dropping it closes the connection (code 0): one session, one connection.
+/// TCP socket. Dropping it ends the connection (code 0) once what was written has been
+/// delivered: one session, one connection.
 pub struct QuicStream {
     connection: quinn::Connection,
     send: quinn::SendStream,
@@ -44,9 +46,26 @@ impl QuicStream {
     }
 }
 
+/// How long the last data of a finished stream may take to be acknowledged before its
+/// connection is closed anyway.
+const LINGER: Duration = Duration::from_secs(2);
+
 impl Drop for QuicStream {
     fn drop(&mut self) {
-        self.connection.close(0u32.into(), b"session over");
+        // Closing the connection at once would discard what is still queued (an HTTP/2 GOAWAY, a
+        // final status): finish this side, and close once the peer has acknowledged it all.
+        let _ = self.send.finish();
+        let delivered = self.send.stopped();
+        let connection = self.connection.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = tokio::time::timeout(LINGER, delivered).await;
+                    connection.close(0u32.into(), b"session over");
+                });
+            }
+            Err(_) => connection.close(0u32.into(), b"session over"),
+        }
     }
 }
 
