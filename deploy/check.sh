@@ -150,6 +150,7 @@ declare -A accepted=(
         --set agent.extraEnv[0].valueFrom.fieldRef.fieldPath=spec.nodeName"
     [agent-only]="--set controlPlane.enabled=false --set agent.enrollment.server=cp.example.com:7443
         --set agent.enrollment.serverName=cp.example.com"
+    [quic]="--set controlPlane.ports.quic=7443"
 )
 for name in "${!accepted[@]}"; do
     # shellcheck disable=SC2086
@@ -173,6 +174,12 @@ grep -q 'name: SCO_CP__AUTH__TOKEN_TTL_SECS' "$tmp/postgres-3-replicas.yaml" \
     || { echo "FAIL: controlPlane.extraEnv did not reach the pod"; exit 1; }
 grep -q 'name: SCO_AGENT__AGENT__LABELS__node' "$tmp/sqlite-own-certs-systemd.yaml" \
     || { echo "FAIL: agent.extraEnv did not reach the pod"; exit 1; }
+grep -q 'quic_listen = "0.0.0.0:7443"' "$tmp/quic.yaml" \
+    && [ "$(grep -c 'protocol: UDP' "$tmp/quic.yaml")" = 2 ] \
+    || { echo "FAIL: controlPlane.ports.quic did not set quic_listen, the UDP container and Service ports"; exit 1; }
+if grep -q 'quic' deploy/kubernetes/*.yaml; then
+    echo "FAIL: QUIC is on in the default render"; exit 1
+fi
 # Host paths: the node's procfs, sysfs and root file system, or the pod's own / without hostRoot.
 grep -q 'root_fs = "/host/root"' deploy/kubernetes/agent-configmap.yaml \
     && grep -q 'sys_root = "/host/sys"' deploy/kubernetes/agent-configmap.yaml \

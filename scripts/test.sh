@@ -8,3 +8,7 @@ cargo build --workspace --bins
 # The console's browser tests (tests/tests/console.rs) run its Node.js scripts.
 [ -d console/node_modules ] || (cd console && npm ci --no-audit --no-fund)
 cargo test --workspace "$@"
+# The same end-to-end tests again with every sandbox agent over QUIC (the control planes
+# listen on both): the stream, outages, policies, enrollment with renewal and revocation.
+SCO_TEST_TRANSPORT=quic cargo test -p sco-tests --test spine --test outage --test policies \
+  --test enroll --test quic "$@"

@@ -209,8 +209,9 @@ impl Default for AgentSection {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
-    /// Control-plane gRPC endpoints, `host:port` or `https://host:port`,
-    /// tried in order on failover.
+    /// Control-plane gRPC endpoints, `host:port` or `https://host:port` (gRPC over TCP and
+    /// TLS), or `quic://host:port` (the same session over QUIC, the control plane's
+    /// `quic_listen`), tried in order on failover; a list may mix them.
     pub endpoints: Vec<String>,
     /// Name the server certificate must carry (defaults to the endpoint host).
     #[serde(default)]
@@ -708,7 +709,10 @@ pub fn endpoint_uri(endpoint: &str) -> Result<String, String> {
     };
     let rest = uri
         .strip_prefix("https://")
-        .ok_or_else(|| format!("endpoint {endpoint:?} must use https (mTLS is mandatory)"))?;
+        .or_else(|| uri.strip_prefix(sco_proto::quic::SCHEME))
+        .ok_or_else(|| {
+            format!("endpoint {endpoint:?} must use https or quic (mTLS is mandatory)")
+        })?;
     let (host, port) = rest
         .trim_end_matches('/')
         .rsplit_once(':')
@@ -719,6 +723,11 @@ pub fn endpoint_uri(endpoint: &str) -> Result<String, String> {
     port.parse::<u16>()
         .map_err(|_| format!("endpoint {endpoint:?} has an invalid port {port:?}"))?;
     Ok(uri)
+}
+
+/// Whether an endpoint is reached over QUIC (`quic://host:port`).
+pub fn is_quic(endpoint: &str) -> bool {
+    endpoint.starts_with(sco_proto::quic::SCHEME)
 }
 
 #[cfg(test)]
@@ -1041,6 +1050,14 @@ mod tests {
     fn endpoints_normalise() {
         assert_eq!(endpoint_uri("cp:7443").as_deref(), Ok("https://cp:7443"));
         assert!(endpoint_uri("cp").is_err());
+        assert_eq!(
+            endpoint_uri("quic://cp:7443").as_deref(),
+            Ok("quic://cp:7443")
+        );
+        assert!(is_quic("quic://cp:7443") && !is_quic("cp:7443") && !is_quic("https://cp:1"));
+        assert!(endpoint_uri("quic://cp").is_err());
+        assert!(endpoint_uri("quic://:7443").is_err());
+        assert!(endpoint_uri("udp://cp:7443").is_err());
         assert!(endpoint_uri("cp:99999").is_err());
     }
 }

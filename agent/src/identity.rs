@@ -147,7 +147,10 @@ impl ServerCertVerifier for Capture {
 
 fn host_port(endpoint: &str) -> Result<(String, String), IdentityError> {
     let uri = endpoint_uri(endpoint).map_err(IdentityError::Invalid)?;
-    let rest = uri.trim_start_matches("https://").trim_end_matches('/');
+    let rest = uri
+        .trim_start_matches("https://")
+        .trim_start_matches(sco_proto::quic::SCHEME)
+        .trim_end_matches('/');
     let (host, _) = rest
         .rsplit_once(':')
         .ok_or_else(|| IdentityError::Invalid(format!("endpoint {endpoint:?} has no port")))?;
@@ -309,6 +312,12 @@ pub async fn enroll(
     if token.trim().is_empty() {
         return Err(IdentityError::Invalid("--token is empty".into()));
     }
+    if crate::config::is_quic(endpoint) {
+        return Err(IdentityError::Invalid(format!(
+            "--endpoint {endpoint:?}: enrollment is served on the control plane's TCP port \
+             (grpc_listen, host:port), not over QUIC"
+        )));
+    }
     let ca_pem = fetch_pinned_ca(endpoint, ca_sha256).await?;
     let (host, _) = host_port(endpoint)?;
     let (key, csr) = key_and_csr()?;
@@ -357,21 +366,39 @@ pub async fn renew(server: &ServerSection, endpoint: &str) -> Result<i64, Identi
     };
     let (host, _) = host_port(endpoint)?;
     let uri = endpoint_uri(endpoint).map_err(IdentityError::Invalid)?;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&files.ca)?))
-        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
-        .domain_name(server.server_name.clone().unwrap_or(host));
-    let channel = Endpoint::from_shared(uri.clone())
-        .map_err(|e| IdentityError::Invalid(format!("endpoint {uri}: {e}")))?
-        .tls_config(tls)
-        .map_err(|e| IdentityError::Invalid(e.to_string()))?
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
+    let channel = if crate::config::is_quic(&uri) {
+        // `Renew` is served over QUIC too: the current certificate authenticates it the same way.
+        // a renewal is rare: its socket lasts as long as its connection
+        crate::quic::channel(
+            &crate::quic::Sockets::default(),
+            server,
+            &uri,
+            Duration::from_secs(server.heartbeat_secs),
+            Duration::from_secs(server.dead_after_secs),
+            Duration::from_secs(10),
+        )
         .await
-        .map_err(|e| IdentityError::Connect {
+        .map_err(|reason| IdentityError::Connect {
             endpoint: endpoint.to_string(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        })?
+    } else {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&files.ca)?))
+            .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
+            .domain_name(server.server_name.clone().unwrap_or(host));
+        Endpoint::from_shared(uri.clone())
+            .map_err(|e| IdentityError::Invalid(format!("endpoint {uri}: {e}")))?
+            .tls_config(tls)
+            .map_err(|e| IdentityError::Invalid(e.to_string()))?
+            .connect_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .map_err(|e| IdentityError::Connect {
+                endpoint: endpoint.to_string(),
+                reason: e.to_string(),
+            })?
+    };
     let (key, csr) = key_and_csr()?;
     let response = AgentServiceClient::new(channel)
         .renew(RenewRequest { csr_pem: csr })

@@ -14,6 +14,7 @@
 //! - [`outbox`]: the durable, bounded sled queue every durable message passes
 //!   through before it is sent.
 //! - [`uplink`]: the mTLS gRPC stream to the control plane.
+//! - [`quic`]: the same stream over QUIC, for endpoints written `quic://host:port`.
 //! - [`remediate`]: typed allowlisted actions (restart a unit, stop a
 //!   process, clean files, ...) under local safety rules, durable budgets,
 //!   circuit breakers, verification and a report for every decision.
@@ -47,6 +48,7 @@ pub mod outbox;
 pub mod pb;
 pub mod pipeline;
 pub mod policy;
+pub mod quic;
 pub mod remediate;
 pub mod requests;
 pub mod rollup;
@@ -205,6 +207,7 @@ pub async fn run(
         activity: activity.clone(),
         downloads: std::sync::Mutex::new(downloads),
         fleet_model: fleet_model_tx,
+        quic: quic::Sockets::default(),
     };
     let renewal = tokio::spawn(identity::renewal_loop(
         config.server.clone(),

@@ -23,6 +23,9 @@ use crate::AgentError;
 /// Messages resent per batch before the uplink looks at incoming acks again.
 const SEND_BATCH: usize = 256;
 
+/// How long a connection (TCP and TLS, or the QUIC handshake and its stream) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Replicas named in one refusal that the agent considers, at most.
 const MAX_HINTS: usize = 8;
 
@@ -44,6 +47,8 @@ pub struct Uplink {
     pub downloads: std::sync::Mutex<Downloads>,
     /// A verified fleet model (or a refusal), for the pipeline to load and report.
     pub fleet_model: watch::Sender<Option<Assignment>>,
+    /// The UDP sockets of `quic://` endpoints, kept across reconnections.
+    pub quic: crate::quic::Sockets,
 }
 
 enum End {
@@ -242,16 +247,29 @@ impl Uplink {
         let uri = endpoint_uri(endpoint).map_err(AgentError::Tls)?;
         let heartbeat = Duration::from_secs(self.server.heartbeat_secs);
         let dead_after = Duration::from_secs(self.server.dead_after_secs);
-        let channel: Channel = Endpoint::from_shared(uri.clone())
-            .map_err(|e| AgentError::Tls(format!("endpoint {uri}: {e}")))?
-            .tls_config(self.tls(&uri)?)
-            .map_err(|e| AgentError::Tls(format!("tls config: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .http2_keep_alive_interval(heartbeat)
-            .keep_alive_timeout(dead_after)
-            .connect()
+        let channel: Channel = if crate::config::is_quic(&uri) {
+            crate::quic::channel(
+                &self.quic,
+                &self.server,
+                &uri,
+                heartbeat,
+                dead_after,
+                CONNECT_TIMEOUT,
+            )
             .await
-            .map_err(|e| AgentError::Stream(format!("connect {uri}: {}", error_chain(&e))))?;
+            .map_err(AgentError::Stream)?
+        } else {
+            Endpoint::from_shared(uri.clone())
+                .map_err(|e| AgentError::Tls(format!("endpoint {uri}: {e}")))?
+                .tls_config(self.tls(&uri)?)
+                .map_err(|e| AgentError::Tls(format!("tls config: {e}")))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .http2_keep_alive_interval(heartbeat)
+                .keep_alive_timeout(dead_after)
+                .connect()
+                .await
+                .map_err(|e| AgentError::Stream(format!("connect {uri}: {}", error_chain(&e))))?
+        };
         let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel::<AgentMessage>(SEND_BATCH);
         let mut hello = self.hello.clone();
@@ -269,7 +287,12 @@ impl Uplink {
             Ok(r) => r.into_inner(),
             Err(s) => return Ok(ended_by(&s)),
         };
-        tracing::info!(%uri, "connected to control plane");
+        let transport = if crate::config::is_quic(&uri) {
+            "quic"
+        } else {
+            "grpc"
+        };
+        tracing::info!(%uri, transport, "connected to control plane");
         let _ = self.connected.send(true);
 
         let mut last_sent = 0u64;
@@ -351,7 +374,7 @@ impl Uplink {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {

@@ -43,6 +43,9 @@ pub mod env {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub grpc_listen: SocketAddr,
+    /// The agent port over QUIC (UDP), beside `grpc_listen`; off when unset. Same service,
+    /// certificates and checks; agents without a certificate enroll on `grpc_listen`.
+    pub quic_listen: Option<SocketAddr>,
     pub http_listen: SocketAddr,
     /// Holds the SQLite database, the JWT secret and the development PKI.
     pub data_dir: PathBuf,
@@ -301,6 +304,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             grpc_listen: ([127, 0, 0, 1], 7443).into(),
+            quic_listen: None,
             http_listen: ([127, 0, 0, 1], 8080).into(),
             data_dir: PathBuf::from("./sco-data"),
             database_url: String::new(),
@@ -754,6 +758,17 @@ mod tests {
     fn from_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let text = include_str!("../../packaging/control-plane.example.toml");
         Config::from_toml_and_env(text, None, pairs.iter().copied())
+    }
+
+    #[test]
+    fn quic_is_off_unless_quic_listen_is_set() {
+        assert_eq!(Config::default().quic_listen, None);
+        let c: Config = toml::from_str("quic_listen = \"0.0.0.0:7443\"\n").expect("parses");
+        assert_eq!(c.quic_listen, Some("0.0.0.0:7443".parse().expect("addr")));
+        let c = from_env(&[("SCO_CP__QUIC_LISTEN", "127.0.0.1:7444")]).expect("loads");
+        assert_eq!(c.quic_listen, Some("127.0.0.1:7444".parse().expect("addr")));
+        let e = from_env(&[("SCO_CP__QUIC_LISTEN", "nowhere")]).expect_err("not an address");
+        assert!(e.to_string().contains("quic_listen"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod pb;
+pub mod quic;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,16 +69,31 @@ pub fn tls_config(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> ServerTlsCo
         .client_auth_optional(true)
 }
 
-/// The agent id is the common name of the verified client certificate.
+/// The agent id is the common name of the verified client certificate, over TCP (tonic's
+/// TLS) or QUIC (the connection's, [`sco_proto::quic::QuicConnectInfo`]).
 fn identity<T>(req: &Request<T>) -> Result<String, Status> {
     let certs = req
         .peer_certs()
+        .or_else(|| {
+            req.extensions()
+                .get::<sco_proto::quic::QuicConnectInfo>()
+                .and_then(|i| i.peer_certs.clone())
+        })
         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
     crate::pki::agent_id_from_der(leaf.as_ref())
         .ok_or_else(|| Status::unauthenticated("client certificate does not name a valid agent id"))
+}
+
+/// Which transport a request came over (`grpc`: HTTP/2 over TCP and TLS; `quic`: over a QUIC
+/// stream), and the peer's address.
+fn transport_of<T>(req: &Request<T>) -> (&'static str, Option<std::net::SocketAddr>) {
+    match req.extensions().get::<sco_proto::quic::QuicConnectInfo>() {
+        Some(q) => ("quic", Some(q.remote_addr)),
+        None => ("grpc", req.remote_addr()),
+    }
 }
 
 type Outbound = mpsc::Sender<Result<ControlMessage, Status>>;
@@ -219,6 +235,8 @@ impl AgentService for AgentSvc {
                 "stream limit reached; agent sent elsewhere");
             redirect(&full)
         })?;
+        let (transport, remote) = transport_of(&request);
+        tracing::info!(%agent_id, transport, remote = ?remote, "agent stream opened");
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let session = Session {
@@ -574,4 +592,51 @@ async fn store_message(fleet: Arc<Fleet>, id: String, msg: AgentMessage) -> Stor
     Ok(ControlMessage {
         body: Some(control_message::Body::Ack(Ack { up_to_seq: seq })),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    use sco_proto::quic::QuicConnectInfo;
+
+    use super::*;
+
+    fn over_quic(peer_certs: Option<Vec<CertificateDer<'static>>>) -> Request<()> {
+        let mut req = Request::new(());
+        req.extensions_mut().insert(QuicConnectInfo {
+            remote_addr: ([192, 0, 2, 7], 40_000).into(),
+            peer_certs: peer_certs.map(Arc::new),
+        });
+        req
+    }
+
+    #[test]
+    fn the_agent_id_comes_from_the_quic_peer_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = crate::pki::ensure_dev_pki(dir.path()).expect("dev pki");
+        let now = time::OffsetDateTime::now_utc();
+        let (cert, _) = ca
+            .issue_agent("edge-7", now, now + time::Duration::hours(1))
+            .expect("issue");
+        let der = CertificateDer::from_pem_slice(cert.as_bytes()).expect("pem");
+        let req = over_quic(Some(vec![der]));
+        assert_eq!(identity(&req).expect("identified"), "edge-7");
+        assert_eq!(
+            transport_of(&req),
+            ("quic", Some(([192, 0, 2, 7], 40_000).into()))
+        );
+
+        for req in [
+            over_quic(None),
+            over_quic(Some(Vec::new())),
+            Request::new(()),
+        ] {
+            let refused = identity(&req).expect_err("no certificate");
+            assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        }
+        assert_eq!(transport_of(&Request::new(())), ("grpc", None));
+    }
 }

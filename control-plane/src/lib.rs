@@ -67,6 +67,8 @@ pub enum ServeError {
     Model(#[from] sco_models::ModelError),
     #[error(transparent)]
     RestTls(#[from] http::tls::TlsError),
+    #[error(transparent)]
+    Quic(#[from] grpc::quic::QuicError),
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ServeError> {
@@ -129,7 +131,7 @@ pub async fn bootstrap_admin(
     Ok(generated.then_some(password))
 }
 
-/// Serves gRPC (agents, mTLS) and REST until `shutdown` completes, then
+/// Serves gRPC (agents, mTLS; over QUIC too when `quic_listen` is set) and REST until `shutdown` completes, then
 /// stops accepting, closes agent streams, finishes in-flight requests and
 /// closes the database.
 pub async fn run(
@@ -184,6 +186,36 @@ pub async fn run(
     };
 
     let svc = grpc::AgentSvc::new(fleet.clone(), heartbeat, dead_after, stop_rx.clone());
+    // The same agent service over QUIC, when `quic_listen` is set: a second tonic server whose
+    // connections are QUIC streams (QUIC did the TLS, so it has no TLS of its own).
+    let quic = match config.quic_listen {
+        Some(addr) => {
+            let endpoint = grpc::quic::bind(
+                addr,
+                grpc::quic::server_config(
+                    &read(&config.ca_cert())?,
+                    &read(&config.server_cert())?,
+                    &read(&config.server_key())?,
+                    heartbeat,
+                    dead_after,
+                )?,
+            )?;
+            tracing::info!(addr = %endpoint.local_addr().unwrap_or(addr), "agents over QUIC on quic_listen");
+            let server = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(heartbeat))
+                .http2_keepalive_timeout(Some(dead_after))
+                .add_service(
+                    grpc::AgentSvc::new(fleet.clone(), heartbeat, dead_after, stop_rx.clone())
+                        .into_server(),
+                )
+                .serve_with_incoming_shutdown(
+                    grpc::quic::incoming(endpoint.clone()),
+                    stopped(stop_rx.clone()),
+                );
+            Some((endpoint, tokio::spawn(server)))
+        }
+        None => None,
+    };
     let grpc_server = tonic::transport::Server::builder()
         .tls_config(tls)?
         .http2_keepalive_interval(Some(heartbeat))
@@ -303,6 +335,13 @@ pub async fn run(
         }
         if let Ok(Err(e)) = http_task.await {
             tracing::warn!(error = %e, "http server ended with an error");
+        }
+        if let Some((endpoint, task)) = quic {
+            if let Ok(Err(e)) = task.await {
+                tracing::warn!(error = %e, "QUIC agent server ended with an error");
+            }
+            endpoint.close(0u32.into(), b"shutting down");
+            endpoint.wait_idle().await;
         }
     };
     let _ = watcher.await;

@@ -22,6 +22,41 @@ use time::OffsetDateTime;
 
 pub const POSTGRES_ENV: &str = "SCO_TEST_POSTGRES_URL";
 
+/// `quic` runs every agent the sandbox configures over QUIC (`quic://` endpoints); anything
+/// else, or unset, over gRPC on TCP. Sandbox control planes always listen on both.
+pub const TRANSPORT_ENV: &str = "SCO_TEST_TRANSPORT";
+
+/// Whether the sandbox's agents use QUIC ([`TRANSPORT_ENV`]).
+pub fn agents_use_quic() -> bool {
+    std::env::var(TRANSPORT_ENV).is_ok_and(|t| t.eq_ignore_ascii_case("quic"))
+}
+
+/// How an agent of this run reaches the control plane whose agent port is `grpc_addr`: that
+/// address (gRPC over TCP), or `quic://` and the same port number over UDP, where sandbox
+/// control planes listen for QUIC ([`Sandbox::replica_config`]).
+pub fn agent_endpoint(grpc_addr: SocketAddr) -> String {
+    if agents_use_quic() {
+        quic_endpoint(grpc_addr)
+    } else {
+        grpc_addr.to_string()
+    }
+}
+
+/// The transport the control plane logs for the streams of this run's agents
+/// (`agent stream opened ... transport="quic"`).
+pub fn agent_transport() -> &'static str {
+    if agents_use_quic() {
+        "quic"
+    } else {
+        "grpc"
+    }
+}
+
+/// The QUIC endpoint of a sandbox control plane whose agent port is `grpc_addr`.
+pub fn quic_endpoint(grpc_addr: SocketAddr) -> String {
+    format!("quic://{grpc_addr}")
+}
+
 /// Password of the `admin` user every sandbox control plane bootstraps.
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
 
@@ -87,9 +122,17 @@ fn rand_u128() -> u128 {
     t ^ (u128::from(std::process::id()) << 64)
 }
 
+/// A free 127.0.0.1 port, over TCP and UDP alike (a sandbox control plane listens for QUIC on
+/// the UDP port of its gRPC port's number).
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
-    l.local_addr().expect("local addr")
+    for _ in 0..64 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
+        let addr = l.local_addr().expect("local addr");
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no port free over both TCP and UDP")
 }
 
 /// Path of a workspace binary next to the running test executable.
@@ -167,8 +210,11 @@ impl Sandbox {
     ) -> PathBuf {
         let path = self.path().join(format!("{name}.toml"));
         let text = format!(
-            "grpc_listen = \"{}\"\nhttp_listen = \"{}\"\ndata_dir = \"{}\"\ndatabase_url = \"{}\"\n\
+            "grpc_listen = \"{}\"\nquic_listen = \"{}\"\nhttp_listen = \"{}\"\ndata_dir = \"{}\"\n\
+             database_url = \"{}\"\n\
              [auth]\njwt_secret = \"{}\"\n[agents]\nheartbeat_secs = 1\ndead_after_secs = 4\n{}\n",
+            grpc_addr,
+            // the same port number over UDP: TCP and UDP ports are apart
             grpc_addr,
             http_addr,
             self.path().display(),
@@ -267,7 +313,7 @@ impl Sandbox {
              cert = \"{d}/agent.pem\"\nkey = \"{d}/agent.key\"\nheartbeat_secs = 1\ndead_after_secs = 4\n\
              backoff_initial_ms = 100\nbackoff_max_ms = 1000\n",
             d = dir.display(),
-            addr = self.grpc_addr
+            addr = agent_endpoint(self.grpc_addr)
         );
         std::fs::write(&path, text).expect("write agent config");
         path

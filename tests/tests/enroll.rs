@@ -63,7 +63,8 @@ fn enrolled_agent_config(sb: &Sandbox, dir: &Path) -> PathBuf {
          cert = \"{d}/agent.pem\"\nkey = \"{d}/agent.key\"\nheartbeat_secs = 1\ndead_after_secs = 4\n\
          backoff_initial_ms = 100\nbackoff_max_ms = 1000\n",
         d = dir.display(),
-        addr = sb.grpc_addr
+        // enrollment is TCP only; the agent then streams and renews over the run's transport
+        addr = sco_tests::agent_endpoint(sb.grpc_addr)
     );
     std::fs::write(&path, text).expect("write config");
     path
@@ -211,6 +212,10 @@ async fn certificates_rotate_without_losing_data() {
         std::fs::read(dir.join("agent.pem")).expect("cert"),
         first_cert
     );
+    // renewed through the endpoint it streams to, over the run's transport
+    let log = std::fs::read_to_string(dir.join("agent.log")).expect("agent log");
+    let transport = format!("transport=\"{}\"", sco_tests::agent_transport());
+    assert!(log.contains(&transport), "{transport}: {log}");
     // The first certificate has long expired; a restart of the control
     // plane forces a new TLS connection, which must use a renewed one.
     assert!(cp.terminate().success());

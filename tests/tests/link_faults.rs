@@ -136,13 +136,23 @@ impl Link {
         run(&all);
     }
 
-    /// Drops `percent` of the packets each way on the agent's side (0: none).
+    /// Drops `percent` of the packets (TCP and UDP, so QUIC too) each way on the agent's side
+    /// (0: none).
     fn loss(&self, percent: u32) {
         for chain in ["up", "down"] {
             self.exec(&["nft", "flush", "chain", "inet", "sco", chain]);
             if percent >= 100 {
                 self.exec(&[
-                    "nft", "add", "rule", "inet", "sco", chain, "ip", "protocol", "tcp", "drop",
+                    "nft",
+                    "add",
+                    "rule",
+                    "inet",
+                    "sco",
+                    chain,
+                    "meta",
+                    "l4proto",
+                    "{ tcp, udp }",
+                    "drop",
                 ]);
             } else if percent > 0 {
                 self.exec(&[
@@ -152,9 +162,9 @@ impl Link {
                     "inet",
                     "sco",
                     chain,
-                    "ip",
-                    "protocol",
-                    "tcp",
+                    "meta",
+                    "l4proto",
+                    "{ tcp, udp }",
                     "numgen",
                     "random",
                     "mod",
@@ -231,8 +241,8 @@ fn assert_contiguous(windows: &[(i64, i64, i64)]) {
 /// A control plane on the host's end of a link and `agent-1` on the other end, streaming.
 struct Drill {
     link: Link,
-    /// Kept for their lifetimes: the sandbox's files and the control plane.
-    _sb: Sandbox,
+    /// The sandbox (its files) and the control plane, kept for their lifetimes.
+    sb: Sandbox,
     _cp: Proc,
     agent: Proc,
     pool: sqlx::AnyPool,
@@ -241,6 +251,12 @@ struct Drill {
 /// Sets the drill up (`which` tells two drills of one test run apart), the agent's config
 /// with `extra` appended; None when it cannot run here (and need not: not in CI).
 async fn drill(which: u32, extra: &str) -> Option<Drill> {
+    drill_over(which, extra, None).await
+}
+
+/// [`drill`] with the agent over QUIC (`Some(true)`), over TCP (`Some(false)`), or over the
+/// run's transport (`None`, `SCO_TEST_TRANSPORT`).
+async fn drill_over(which: u32, extra: &str, quic: Option<bool>) -> Option<Drill> {
     if let Err(why) = available() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -254,7 +270,7 @@ async fn drill(which: u32, extra: &str) -> Option<Drill> {
     // the control plane listens on the host's end of the link
     sb.grpc_addr = SocketAddr::from((link.host_ip, sco_tests::free_addr().port()));
     let cp = sb.start_control_plane();
-    let agent = start_agent_in(&sb, &link, extra);
+    let agent = start_agent_in(&sb, &link, extra, quic);
     let pool = sb.db().await;
     wait_for("five rollups over the clean link", || async {
         (stored_windows(&pool, "agent-1").await.len() >= 5).then_some(())
@@ -262,7 +278,7 @@ async fn drill(which: u32, extra: &str) -> Option<Drill> {
     .await;
     Some(Drill {
         link,
-        _sb: sb,
+        sb,
         _cp: cp,
         agent,
         pool,
@@ -303,7 +319,8 @@ async fn a_lossy_then_cut_link_loses_and_duplicates_nothing() {
     );
 
     // The agent's address changes: TCP cannot follow, so the stream is given up after the
-    // dead-after time and the agent connects again from its new address.
+    // dead-after time and the agent connects again from its new address (a QUIC connection
+    // migrates instead: `an_address_change_keeps_a_quic_stream_and_makes_tcp_reconnect`).
     link.change_agent_address();
     let moved_ms = now_ms();
     let moved = Instant::now();
@@ -350,10 +367,26 @@ async fn a_lossy_then_cut_link_loses_and_duplicates_nothing() {
     );
 }
 
-/// Starts `agent-1` inside the link's namespace, its config with `extra` appended.
-fn start_agent_in(sb: &Sandbox, link: &Link, extra: &str) -> Proc {
+/// Starts `agent-1` inside the link's namespace, its config with `extra` appended, over QUIC
+/// or TCP when `quic` says so.
+fn start_agent_in(sb: &Sandbox, link: &Link, extra: &str, quic: Option<bool>) -> Proc {
     let config = sb.agent_config("agent-1");
     let mut text = std::fs::read_to_string(&config).expect("read agent config");
+    let endpoint = match quic {
+        Some(true) => Some(sco_tests::quic_endpoint(sb.grpc_addr)),
+        Some(false) => Some(sb.grpc_addr.to_string()),
+        None => None,
+    };
+    if let Some(endpoint) = endpoint {
+        text = text.replace(
+            &format!(
+                "endpoints = [\"{}\"]",
+                sco_tests::agent_endpoint(sb.grpc_addr)
+            ),
+            &format!("endpoints = [\"{endpoint}\"]"),
+        );
+        assert!(text.contains(&endpoint), "{text}");
+    }
     text.push_str(extra);
     std::fs::write(&config, text).expect("write agent config");
     Proc::spawn(
@@ -431,6 +464,77 @@ async fn a_partition_longer_than_the_outbox_holds_drops_the_oldest_and_says_so()
         grew_kib < 8 * 1024,
         "the agent grew {grew_kib} KiB while its outbox was full"
     );
+}
+
+/// The agent's address changes under a live stream: over QUIC the connection migrates and the
+/// stream goes on (no new connection, no new stream on the control plane); over TCP the stream
+/// is given up after the dead-after time and the agent connects again from its new address.
+/// Both figures are printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_change_keeps_a_quic_stream_and_makes_tcp_reconnect() {
+    for (which, quic) in [(3, true), (4, false)] {
+        let name = if quic { "QUIC" } else { "TCP" };
+        let Some(d) = drill_over(which, "", Some(quic)).await else {
+            return;
+        };
+        let (link, agent, pool) = (&d.link, &d.agent, &d.pool);
+        let cp_log = d.sb.path().join("control-plane.log");
+        let streams_opened = || {
+            std::fs::read_to_string(&cp_log)
+                .unwrap_or_default()
+                .matches("agent stream opened")
+                .count()
+        };
+        let connections = || {
+            agent
+                .log_text()
+                .matches("connected to control plane")
+                .count()
+        };
+        let transport = format!("transport=\"{}\"", if quic { "quic" } else { "grpc" });
+        assert!(
+            agent.log_contains(&transport),
+            "{name}: {}",
+            agent.log_text()
+        );
+        let (streams_before, connections_before) = (streams_opened(), connections());
+        link.change_agent_address();
+        let moved_ms = now_ms();
+        let moved = Instant::now();
+        let back_after = wait_for("rollups again after the address change", || async {
+            let w = stored_windows(pool, "agent-1").await;
+            (w.last().map_or(0, |x| x.1) >= moved_ms).then_some(moved.elapsed())
+        })
+        .await;
+        // a few more seconds on the new address: past the dead-after time (4 s) of the old one
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let windows = stored_windows(pool, "agent-1").await;
+        assert_contiguous(&windows);
+        assert!(duplicated_windows(pool, "agent-1").await.is_empty());
+        let (new_streams, reconnects) = (
+            streams_opened() - streams_before,
+            connections() - connections_before,
+        );
+        eprintln!(
+            "{name}, address change: newest rollup stored {:.1} s after the move; {reconnects} \
+             reconnection(s) of the agent, {new_streams} new stream(s) on the control plane",
+            back_after.as_secs_f64()
+        );
+        if quic {
+            assert_eq!(
+                (reconnects, new_streams),
+                (0, 0),
+                "the QUIC connection migrates: {}",
+                agent.log_text()
+            );
+        } else {
+            assert!(
+                reconnects >= 1 && new_streams >= 1,
+                "TCP cannot follow a move: {}",
+                agent.log_text()
+            );
+        }
+    }
 }
 
 fn now_ms() -> i64 {

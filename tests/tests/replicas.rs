@@ -37,11 +37,19 @@ fn start_agent_backing_off(
 ) -> Proc {
     let config = sb.agent_config(id);
     let text = std::fs::read_to_string(&config).expect("read agent config");
-    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    // over the run's transport (SCO_TEST_TRANSPORT)
+    let list: Vec<String> = endpoints
+        .iter()
+        .map(|e| format!("\"{}\"", sco_tests::agent_endpoint(*e)))
+        .collect();
     let mut text = text.replace(
-        &format!("endpoints = [\"{}\"]", sb.grpc_addr),
+        &format!(
+            "endpoints = [\"{}\"]",
+            sco_tests::agent_endpoint(sb.grpc_addr)
+        ),
         &format!("endpoints = [{}]", list.join(", ")),
     );
+    assert!(text.contains(&list.join(", ")), "{text}");
     if backoff_ms != 100 {
         text = text.replace(
             "backoff_initial_ms = 100\nbackoff_max_ms = 1000",

@@ -7,7 +7,7 @@ async fn metrics_reach_database_and_rest(db: Db) {
     let Some(sb) = Sandbox::new(db).await else {
         return;
     };
-    let _cp = sb.start_control_plane();
+    let cp = sb.start_control_plane();
     let _agent = sb.start_agent("agent-1");
     let token = sb.admin_token().await;
 
@@ -82,6 +82,15 @@ async fn metrics_reach_database_and_rest(db: Db) {
         .await
         .expect("text");
     assert!(metrics.contains("sco_agents_connected 1"), "{metrics}");
+    // over the transport this run chose (SCO_TEST_TRANSPORT)
+    let transport = format!("transport=\"{}\"", sco_tests::agent_transport());
+    assert!(
+        cp.log_text()
+            .lines()
+            .any(|l| l.contains("agent stream opened") && l.contains(&transport)),
+        "{transport}: {}",
+        cp.log_text()
+    );
     assert!(
         metrics.contains("sco_http_request_duration_seconds_bucket"),
         "{metrics}"
