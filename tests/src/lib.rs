@@ -601,12 +601,34 @@ where
 
 /// [`wait_for`] that returns None when patience runs out, so the caller can
 /// say what it saw instead.
-pub async fn try_wait_for<T, F, Fut>(mut check: F) -> Option<T>
+pub async fn try_wait_for<T, F, Fut>(check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + patience();
+    try_wait_for_longer(Duration::ZERO, check).await
+}
+
+/// [`wait_for`] with `extra` on top of the patience, for waits whose length the test itself
+/// sets (a verification window, a process that takes its time to reach its size).
+pub async fn wait_for_longer<T, F, Fut>(what: &str, extra: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    match try_wait_for_longer(extra, check).await {
+        Some(v) => v,
+        None => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// [`try_wait_for`] with `extra` on top of the patience.
+pub async fn try_wait_for_longer<T, F, Fut>(extra: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + patience() + extra;
     while Instant::now() < deadline {
         if let Some(v) = check().await {
             return Some(v);

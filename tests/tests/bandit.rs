@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::process::Stdio;
 use std::time::Duration;
 
-use sco_tests::{wait_for, Db, Sandbox};
+use sco_tests::{wait_for, wait_for_longer, Db, Sandbox};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
@@ -157,13 +157,20 @@ impl Incidents<'_> {
         let done = |rule: &'static str, states: &'static [&'static str]| {
             let seen = &self.seen;
             async move {
-                wait_for(&format!("incident {n} of {rule} to finish"), || async {
-                    sb.actions(admin, "agent-1").await.into_iter().find(|a| {
-                        a["rule"] == rule
-                            && !seen.contains(a["id"].as_str().unwrap_or_default())
-                            && states.contains(&a["state"].as_str().unwrap_or_default())
-                    })
-                })
+                // the hog takes its time to reach its size on a busy machine, then the
+                // verification window runs
+                let extra = Duration::from_secs(VERIFY_SECS + 60);
+                wait_for_longer(
+                    &format!("incident {n} of {rule} to finish"),
+                    extra,
+                    || async {
+                        sb.actions(admin, "agent-1").await.into_iter().find(|a| {
+                            a["rule"] == rule
+                                && !seen.contains(a["id"].as_str().unwrap_or_default())
+                                && states.contains(&a["state"].as_str().unwrap_or_default())
+                        })
+                    },
+                )
                 .await
             }
         };
