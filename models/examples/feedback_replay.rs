@@ -12,7 +12,9 @@
 //!    agent does when the generated policy arrives).
 //!
 //! For period 2 it counts false-alarm events and the labelled anomaly segments that had an
-//! alarm on at least one of their rows (event recall). Period 2's labels are read only to score.
+//! alarm on at least one of their rows (event recall), and, as a chance control, the segments the
+//! same alarm rows hit when shifted circularly against the labels (a long segment is hit by any
+//! alarm that happens to fall in it). Period 2's labels are read only to score.
 //!
 //! `cargo run -p sco-models --example feedback_replay -- ../shared/data/jumpstarter/Dataset3`
 //! (a folder with `train/`, `test/` and `test_label/`; `--hosts N` takes the first N files;
@@ -213,12 +215,44 @@ struct Period2 {
     false_alarms: usize,
     segments: usize,
     detected: usize,
+    /// Segments the same alarms would hit by chance: the mean over [`SHIFTS`] circular shifts
+    /// of period 2's alarm rows against its labels.
+    chance: f64,
     alarm_rows: usize,
+    /// Alarm rows that are labelled.
+    true_rows: usize,
+}
+
+/// Circular shifts of the alarm rows for the chance control, as fractions of period 2.
+const SHIFTS: usize = 16;
+
+/// Segments of `segs` with an alarm in `alarm` (period 2's rows from `from`) shifted by `k` rows.
+fn hit_shifted(alarm: &[bool], segs: &[(usize, usize)], from: usize, k: usize) -> usize {
+    let n = alarm.len() - from;
+    segs.iter()
+        .filter(|(s, t)| (*s..*t).any(|r| alarm[from + (r - from + k) % n]))
+        .count()
 }
 
 fn score(run: &Run, labels: &[bool], from: usize) -> Period2 {
     let segs = segments(labels, from, labels.len().min(run.alarm.len()));
+    let n = run.alarm.len().saturating_sub(from);
+    // shifts spread over the period, none near 0 (which is the run itself)
+    let chance = if n > 0 {
+        (1..=SHIFTS)
+            .map(|i| hit_shifted(&run.alarm, &segs, from, i * n / (SHIFTS + 1)) as f64)
+            .sum::<f64>()
+            / SHIFTS as f64
+    } else {
+        0.0
+    };
     Period2 {
+        chance,
+        true_rows: run.alarm[from..]
+            .iter()
+            .zip(&labels[from..])
+            .filter(|(a, l)| **a && **l)
+            .count(),
         false_alarms: run
             .events
             .iter()
@@ -281,7 +315,7 @@ fn run(dir: &Path, limit: usize, teach: Teach) -> Result<(), String> {
         let digits: String = s.chars().filter(char::is_ascii_digit).collect();
         (digits.parse::<u64>().unwrap_or(u64::MAX), s)
     });
-    println!("host,period1_false_alarms,floors,p2_false_alarms_before,p2_false_alarms_after,p2_segments,p2_detected_before,p2_detected_after,p2_alarm_rows_before,p2_alarm_rows_after");
+    println!("host,period1_false_alarms,floors,p2_false_alarms_before,p2_false_alarms_after,p2_segments,p2_detected_before,p2_detected_after,p2_alarm_rows_before,p2_alarm_rows_after,p2_chance_before,p2_chance_after,p2_true_rows_before,p2_true_rows_after");
     let (mut before_all, mut after_all) = (Period2::default(), Period2::default());
     let mut fa1 = 0;
     for f in files.into_iter().take(limit) {
@@ -302,7 +336,7 @@ fn run(dir: &Path, limit: usize, teach: Teach) -> Result<(), String> {
         })?;
         let (b, a) = (score(&plain, &labels, half), score(&taught, &labels, half));
         println!(
-            "{},{p1},{},{},{},{},{},{},{},{}",
+            "{},{p1},{},{},{},{},{},{},{},{},{:.2},{:.2},{},{}",
             f.to_string_lossy(),
             floors.len(),
             b.false_alarms,
@@ -311,7 +345,11 @@ fn run(dir: &Path, limit: usize, teach: Teach) -> Result<(), String> {
             b.detected,
             a.detected,
             b.alarm_rows,
-            a.alarm_rows
+            a.alarm_rows,
+            b.chance,
+            a.chance,
+            b.true_rows,
+            a.true_rows
         );
         fa1 += p1;
         for (all, one) in [(&mut before_all, b), (&mut after_all, a)] {
@@ -319,18 +357,24 @@ fn run(dir: &Path, limit: usize, teach: Teach) -> Result<(), String> {
             all.segments += one.segments;
             all.detected += one.detected;
             all.alarm_rows += one.alarm_rows;
+            all.chance += one.chance;
+            all.true_rows += one.true_rows;
         }
     }
     println!(
-        "total: period 1 false alarms marked {fa1}; period 2 false alarms {} -> {}; labelled segments detected {}/{} -> {}/{}; alarm rows {} -> {}",
+        "total: period 1 false alarms marked {fa1}; period 2 false alarms {} -> {}; labelled segments detected {}/{} -> {}/{} (by chance, shifted alarms: {:.1} -> {:.1}); alarm rows {} -> {}, of which labelled {} -> {}",
         before_all.false_alarms,
         after_all.false_alarms,
         before_all.detected,
         before_all.segments,
         after_all.detected,
         after_all.segments,
+        before_all.chance,
+        after_all.chance,
         before_all.alarm_rows,
-        after_all.alarm_rows
+        after_all.alarm_rows,
+        before_all.true_rows,
+        after_all.true_rows
     );
     Ok(())
 }
