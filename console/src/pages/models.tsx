@@ -219,7 +219,7 @@ function StartModelRollout({ version, onStarted, onClose }: { version: string; o
         <CanaryFields value={canary} onChange={setCanary} percent={!byHosts} />
         <label>
           Target labels
-          <input name="target_labels" placeholder="role=web env=prod (every host when empty)" value={labels} onInput={(e) => setLabels(e.currentTarget.value)} />
+          <input name="target_labels" placeholder="role=web env=prod" value={labels} onInput={(e) => setLabels(e.currentTarget.value)} />
         </label>
         <label>
           Target hosts
