@@ -546,6 +546,15 @@ async fn the_remediation_walk_through_with_scoctl() {
         ),
         "{watched}"
     );
+    // Watching a version the newest rollout is not of ends at once, saying so; an unknown
+    // version is the server's 404.
+    let err = ctl.fails(&["model", "status", "builtin", "--watch", "--timeout", "30"]);
+    assert!(
+        err.contains("the newest model rollout is of number 1, not of builtin"),
+        "{err}"
+    );
+    let err = ctl.fails(&["model", "rollout", "9.9.9-none"]);
+    assert!(err.contains("HTTP 404"), "{err}");
     let status = ctl.json(&["model", "status", "2.0.0-cli"]);
     assert_eq!(status["hosts"][0]["in_sync"], true, "{status}");
     assert_eq!(status["rollout"]["target"]["labels"]["role"], "web");
