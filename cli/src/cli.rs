@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
 /// Operate a SmartCloudOps fleet from the command line: hosts, anomalies,
-/// remediation actions and policies, over the control plane's REST API.
+/// remediation actions and what they learnt, policies and models, over the control
+/// plane's REST API.
 #[derive(Debug, Parser)]
 #[command(name = "scoctl", version, propagate_version = true)]
 pub struct Cli {
@@ -51,9 +52,12 @@ pub enum Command {
     Login(LoginArgs),
     /// End every session of your user on the server and forget its tokens.
     Logout,
-    /// List hosts, anomalies, remediation actions, policies or models.
+    /// List hosts, anomalies, remediation actions, policies, models or learnt preferences.
     #[command(subcommand)]
     Get(Get),
+    /// Forget what was learnt (operator).
+    #[command(subcommand)]
+    Reset(Reset),
     /// Show one object in detail.
     #[command(subcommand)]
     Describe(Describe),
@@ -62,6 +66,9 @@ pub enum Command {
     /// Follow policy rollouts.
     #[command(subcommand)]
     Rollout(Rollout),
+    /// Upload a model to the registry, roll it out, follow its rollout.
+    #[command(subcommand)]
+    Model(Model),
     /// Approve a proposed remediation action (of an `approve` rule).
     Approve(DecideArgs),
     /// Reject a proposed remediation action, optionally saying why.
@@ -98,8 +105,109 @@ pub enum Get {
     Actions(ActionFilter),
     /// Policies with their newest revision and current rollout.
     Policies,
-    /// The model registry: every version, newest first, marked with the newest model rollout.
+    /// The model registry: every version, newest first, marked with the newest model
+    /// rollout and its target.
     Models,
+    /// What was learnt about rules' candidate actions: per rule and context, each
+    /// candidate's verified successes and failures, its score and the one the next
+    /// incident runs.
+    Preferences(PreferenceFilter),
+}
+
+#[derive(Debug, Args)]
+pub struct PreferenceFilter {
+    /// Only this rule (`policy/rule`).
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Only this context (`family/severity`, e.g. `memory/high`, or `family/state`).
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Reset {
+    /// Forget the learnt preferences (all, or of one rule and/or context): the next
+    /// incidents run the candidates in their written order again.
+    Preferences(ResetPreferencesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ResetPreferencesArgs {
+    #[command(flatten)]
+    pub filter: PreferenceFilter,
+    /// Do not ask for confirmation (needed when standard input is not a terminal).
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Model {
+    /// Upload a model directory (manifest.json, the .onnx file it names, golden.json,
+    /// and MODEL_CARD.md and evaluation.json when present), as `models/shipped/` holds one.
+    Upload(ModelUploadArgs),
+    /// Roll a version out (canary first, stopped by itself when canaries refuse it or
+    /// their alarms jump); `builtin` sends hosts back to their own model.
+    Rollout(ModelRolloutArgs),
+    /// Per-host state of a version: the model meant for each host, canary or not, the
+    /// model it reported and runs, error.
+    Status(ModelStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelUploadArgs {
+    /// The directory holding manifest.json, the model file, golden.json (and optionally
+    /// MODEL_CARD.md, evaluation.json).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelRolloutArgs {
+    /// The version (the manifest's `version`), or `builtin`.
+    #[arg(value_name = "VERSION")]
+    pub model: String,
+    /// Share of the targeted hosts that get it first (0: all at once; server default 10).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100), conflicts_with = "canary_hosts")]
+    pub canary_percent: Option<u8>,
+    /// These hosts (ids, comma-separated or repeated) are the canary.
+    #[arg(long, value_name = "HOST", value_delimiter = ',')]
+    pub canary_hosts: Vec<String>,
+    /// How long the canary runs before every targeted host gets it, e.g. 5m (server
+    /// default 300 s).
+    #[arg(long, value_parser = crate::duration::parse_secs)]
+    pub canary_secs: Option<u64>,
+    /// New anomaly events on canary hosts that stop the rollout (server default 3).
+    #[arg(long)]
+    pub max_new_anomalies: Option<u32>,
+    /// Target: only hosts with this label, KEY=VALUE (repeatable; all must match).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Target: only this host id (repeatable, or comma-separated).
+    #[arg(long = "host", value_name = "HOST", value_delimiter = ',')]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelStatusArgs {
+    /// The version (the manifest's `version`), or `builtin`.
+    #[arg(value_name = "VERSION")]
+    pub model: String,
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+/// How `status` commands follow a rollout.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Poll until the rollout is complete and every connected host it selects runs
+    /// what is meant for it (or refused it), or the rollout stopped.
+    #[arg(long, short)]
+    pub watch: bool,
+    /// Poll interval with --watch, e.g. 2s.
+    #[arg(long, default_value = "1s", value_parser = crate::duration::parse_secs)]
+    pub interval: u64,
+    /// Give up watching after this long, e.g. 10m (default: never).
+    #[arg(long, value_parser = crate::duration::parse_secs)]
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -177,16 +285,8 @@ pub enum Rollout {
 pub struct RolloutStatusArgs {
     /// Policy name (default: the policy whose rollout started last).
     pub policy: Option<String>,
-    /// Poll until the rollout is complete and every connected host runs
-    /// the revision meant for it (or refused it), or the rollout stopped.
-    #[arg(long, short)]
-    pub watch: bool,
-    /// Poll interval with --watch, e.g. 2s.
-    #[arg(long, default_value = "1s", value_parser = crate::duration::parse_secs)]
-    pub interval: u64,
-    /// Give up watching after this long, e.g. 10m (default: never).
-    #[arg(long, value_parser = crate::duration::parse_secs)]
-    pub timeout: Option<u64>,
+    #[command(flatten)]
+    pub watch: WatchArgs,
 }
 
 #[derive(Debug, Args)]

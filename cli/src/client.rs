@@ -307,6 +307,10 @@ impl Api {
     pub fn post(&mut self, path: &str, body: &Body) -> anyhow::Result<Value> {
         self.call(Method::POST, path, &[], body)
     }
+
+    pub fn delete(&mut self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+        self.call(Method::DELETE, path, query, &Body::None)
+    }
 }
 
 /// The error is an answer with this HTTP status.

@@ -12,7 +12,9 @@ use crate::cli::{Cli, Command, Global, Output};
 use crate::client::{Api, Client};
 
 mod fleet;
+mod model;
 mod policy;
+mod preferences;
 mod session;
 
 /// What every command gets: the global flags, resolved.
@@ -49,9 +51,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(args) => session::login(&ctx, &args),
         Command::Logout => session::logout(&ctx),
         Command::Get(what) => fleet::get(&ctx, &what),
+        Command::Reset(crate::cli::Reset::Preferences(args)) => preferences::reset(&ctx, &args),
         Command::Describe(what) => fleet::describe(&ctx, &what),
         Command::Apply(args) => policy::apply(&ctx, &args),
         Command::Rollout(crate::cli::Rollout::Status(args)) => policy::rollout_status(&ctx, &args),
+        Command::Model(crate::cli::Model::Upload(args)) => model::upload(&ctx, &args),
+        Command::Model(crate::cli::Model::Rollout(args)) => model::rollout(&ctx, &args),
+        Command::Model(crate::cli::Model::Status(args)) => model::status(&ctx, &args),
         Command::Approve(args) => fleet::decide(&ctx, &args.action_id, &fleet::Verdict::Approve),
         Command::Reject(args) => fleet::decide(
             &ctx,

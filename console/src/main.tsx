@@ -89,7 +89,7 @@ function Page({ route, session }: { route: string[]; session: Session }) {
     case "policies":
       return id ? <PolicyPage name={id} session={session} /> : <PoliciesPage />;
     case "models":
-      return <ModelsPage />;
+      return <ModelsPage session={session} />;
     case "audit":
       return isAdmin(session) ? <AuditPage /> : <p class="error">The audit log is for admins.</p>;
     default:

@@ -7,11 +7,15 @@
 // What it does: as a viewer, the Models page lists the version with its number and the
 // complete rollout, the host runs it in sync, and the Remediation page shows the rule's
 // candidates with the verified success and no Reset button; as an operator, Reset… and
-// confirm forget what was learnt (the card goes, REST says nothing is left). Every page is
-// checked for Content-Security-Policy violations, page errors and requests to other
-// origins. Exits 0 only when every step passed.
+// confirm forget what was learnt (the card goes, REST says nothing is left); a viewer is
+// offered no upload form and no Roll out. As an admin, the upload form is given real files
+// (the model directory SCO_CONSOLE_UPLOAD_DIR): first a manifest whose sha256 is wrong, whose
+// refusal shows the server's message, then the right one; the new version is listed, its
+// "Roll out" form starts a rollout to the host at once, and the per-host table shows the host
+// running it in sync. Every page is checked for Content-Security-Policy violations, page
+// errors and requests to other origins. Exits 0 only when every step passed.
 
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -34,6 +38,12 @@ const MODEL = need("SCO_CONSOLE_MODEL_VERSION");
 const MODEL_NUMBER = need("SCO_CONSOLE_MODEL_NUMBER");
 const RULE = need("SCO_CONSOLE_LEARNT_RULE");
 const CONTEXT = need("SCO_CONSOLE_LEARNT_CONTEXT");
+const ADMIN_USER = process.env.SCO_CONSOLE_ADMIN_USER ?? "admin";
+const ADMIN_PASSWORD = need("SCO_CONSOLE_ADMIN_PASSWORD");
+// A model directory as models/shipped/ holds one, its manifest naming UPLOAD_VERSION, and
+// `manifest-bad.json` beside it (a wrong sha256).
+const UPLOAD_DIR = need("SCO_CONSOLE_UPLOAD_DIR");
+const UPLOAD_VERSION = need("SCO_CONSOLE_UPLOAD_VERSION");
 const SHOTS = process.env.SCO_CONSOLE_SCREENSHOTS ?? "console-screenshots";
 const PATIENCE = Number(process.env.SCO_CONSOLE_PATIENCE_MS ?? 120_000);
 const CHROMIUM = process.env.SCO_CONSOLE_CHROMIUM ?? "/usr/bin/chromium";
@@ -139,6 +149,13 @@ try {
     assert((await c.getByRole("button", { name: /Reset/ }).count()) === 0, "no Reset button for a viewer");
     await shot(vpage, "preferences-viewer");
   });
+
+  await step("a viewer is offered no model upload and no Roll out", async () => {
+    await vpage.getByRole("link", { name: "Models", exact: true }).click();
+    await vpage.locator(`tr[data-model="${MODEL}"]`).waitFor();
+    assert((await vpage.getByTestId("model-upload-form").count()) === 0, "no upload form for a viewer");
+    assert((await vpage.getByRole("button", { name: /Roll out/ }).count()) === 0, "no Roll out button for a viewer");
+  });
   await viewer.close();
 
   const operator = await browser.newContext({ viewport: { width: 1280, height: 900 } });
@@ -159,6 +176,63 @@ try {
     await shot(opage, "preferences-reset");
   });
   await operator.close();
+
+  const admin = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const apage = await admin.newPage();
+  watch(apage, "admin");
+  apage.setDefaultTimeout(PATIENCE);
+
+  await step("log in as an admin", () => login(apage, ADMIN_USER, ADMIN_PASSWORD));
+
+  const file = (name) => join(UPLOAD_DIR, name);
+  const form = apage.getByTestId("model-upload-form");
+  const message = apage.getByTestId("model-upload-message");
+  await step("an upload with a wrong sha256 is refused with the server's message", async () => {
+    await apage.getByRole("link", { name: "Models", exact: true }).click();
+    await form.waitFor();
+    await form.getByLabel("Model file (.onnx)").setInputFiles(file("sco-window-pca.onnx"));
+    await form.getByLabel("manifest.json").setInputFiles(file("manifest-bad.json"));
+    await form.getByLabel("golden.json").setInputFiles(file("golden.json"));
+    await form.getByRole("button", { name: "Upload" }).click();
+    await apage.locator('[data-testid="model-upload-message"][data-ok="false"]').waitFor();
+    const text = await message.innerText();
+    assert(text.includes("sha256 mismatch"), `the server's reason is shown: ${text}`);
+    assert((await apage.locator(`tr[data-model="${UPLOAD_VERSION}"]`).count()) === 0, "nothing was stored");
+  });
+
+  await step(`the admin uploads ${UPLOAD_VERSION} with its files and sees it listed`, async () => {
+    assert(existsSync(file("MODEL_CARD.md")), "the card is in the upload directory");
+    await form.getByLabel("Model file (.onnx)").setInputFiles(file("sco-window-pca.onnx"));
+    await form.getByLabel("manifest.json").setInputFiles(file("manifest.json"));
+    await form.getByLabel("golden.json").setInputFiles(file("golden.json"));
+    await form.getByLabel("Model card (optional)").setInputFiles(file("MODEL_CARD.md"));
+    await form.getByRole("button", { name: "Upload" }).click();
+    await apage.locator('[data-testid="model-upload-message"][data-ok="true"]').waitFor();
+    const text = await message.innerText();
+    assert(text.includes(UPLOAD_VERSION), `the stored version is named: ${text}`);
+    const row = apage.locator(`tr[data-model="${UPLOAD_VERSION}"]`);
+    await row.waitFor();
+    assert(Number(await row.getAttribute("data-number")) > Number(MODEL_NUMBER), await row.innerText());
+  });
+
+  await step(`the admin rolls ${UPLOAD_VERSION} out to ${HOST} and sees it running there`, async () => {
+    await apage.getByRole("button", { name: `Roll out ${UPLOAD_VERSION}` }).click();
+    const rform = apage.getByTestId("model-rollout-form");
+    await rform.waitFor();
+    await rform.getByLabel("Canary %").fill("0");
+    await rform.getByLabel("Target hosts").fill(HOST);
+    await rform.getByRole("button", { name: "Start rollout" }).click();
+    const started = apage.locator('[data-testid="model-rollout-message"][data-ok="true"]');
+    await started.waitFor();
+    assert((await started.innerText()).includes("complete"), await started.innerText());
+    const host = apage.locator(`section[data-model-status="${UPLOAD_VERSION}"] tr[data-model-host="${HOST}"][data-in-sync="true"]`);
+    await host.waitFor();
+    assert((await host.innerText()).includes(UPLOAD_VERSION), `running ${UPLOAD_VERSION}: ${await host.innerText()}`);
+    const newest = apage.locator('section[aria-labelledby="model-rollout-title"] [data-rollout-state="complete"]');
+    assert((await newest.innerText()).includes(`hosts ${HOST}`), `the newest rollout names its target: ${await newest.innerText()}`);
+    await shot(apage, "models-admin-rollout");
+  });
+  await admin.close();
 
   assert(violations.length === 0, `no CSP violations or page errors: ${violations.join("\n")}`);
   assert(foreign.length === 0, `no requests to other origins: ${foreign.join("\n")}`);

@@ -6,7 +6,8 @@
 //! that a viewer's forged approval is refused, approves the proposal of an `approve` rule
 //! as admin, sees the burners stopped and the approval audited, and logs out. A second
 //! run (`console/tests/registry.mjs`) shows a rolled-out model on the Models page and a
-//! rule's learnt preferences on the Remediation page, reset there by an operator.
+//! rule's learnt preferences on the Remediation page, reset there by an operator, and an
+//! admin uploading a model through the form with real files and rolling it out.
 //!
 //! Needs `node`, `console/node_modules` (`npm ci` in `console/`) and `/usr/bin/chromium`
 //! (`apt-get install chromium`); without them the test fails saying so. Screenshots go to
@@ -340,6 +341,23 @@ async fn the_models_and_the_learnt_preferences_in_a_real_browser() {
         "{body}"
     );
 
+    // A model directory for the admin's upload through the form: the shipped files, the
+    // manifest naming another version, and a manifest with a wrong sha256 beside it.
+    let upload_dir = sb.path().join("upload");
+    std::fs::create_dir_all(&upload_dir).expect("mkdir upload");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/shipped");
+    for f in ["sco-window-pca.onnx", "golden.json", "MODEL_CARD.md"] {
+        std::fs::copy(shipped.join(f), upload_dir.join(f)).expect("copy a shipped file");
+    }
+    let mut manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(shipped.join("manifest.json")).expect("manifest"),
+    )
+    .expect("manifest JSON");
+    manifest["version"] = json!(UPLOAD_VERSION);
+    std::fs::write(upload_dir.join("manifest.json"), manifest.to_string()).expect("write");
+    manifest["sha256"] = json!("0".repeat(64));
+    std::fs::write(upload_dir.join("manifest-bad.json"), manifest.to_string()).expect("write");
+
     let shots = screenshots_dir();
     let mut cmd = Command::new(&node);
     cmd.arg(console.join("tests/registry.mjs"))
@@ -349,6 +367,9 @@ async fn the_models_and_the_learnt_preferences_in_a_real_browser() {
         .env("SCO_CONSOLE_VIEWER_PASSWORD", VIEWER_PASSWORD)
         .env("SCO_CONSOLE_OPERATOR_USER", "otto")
         .env("SCO_CONSOLE_OPERATOR_PASSWORD", OPERATOR_PASSWORD)
+        .env("SCO_CONSOLE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("SCO_CONSOLE_UPLOAD_DIR", &upload_dir)
+        .env("SCO_CONSOLE_UPLOAD_VERSION", UPLOAD_VERSION)
         .env("SCO_CONSOLE_HOST", "agent-1")
         .env("SCO_CONSOLE_MODEL_VERSION", "1.1.0-console")
         .env("SCO_CONSOLE_MODEL_NUMBER", number.to_string())
@@ -381,7 +402,42 @@ async fn the_models_and_the_learnt_preferences_in_a_real_browser() {
         .await;
     assert_eq!(body["entries"][0]["actor"], "otto", "{body}");
     assert_eq!(body["entries"][0]["detail"]["deleted"], 2, "{body}");
+
+    // The admin's upload and rollout through the forms are what the server did: the
+    // refused upload stored nothing, the other is the next number, card included, and
+    // its rollout (everyone at once, for agent-1 only) is the admin's and reached the host.
+    let (status, body) = sb.get(&admin, &format!("/models/{UPLOAD_VERSION}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"]["number"], number + 1, "{body}");
+    assert_eq!(body["model"]["created_by"], "admin", "{body}");
+    let card = std::fs::read_to_string(shipped.join("MODEL_CARD.md")).expect("card");
+    assert_eq!(
+        body["model"]["card"],
+        card.as_str(),
+        "the card file was sent"
+    );
+    let rollout = &body["rollouts"][0];
+    assert_eq!(rollout["state"], "complete", "{body}");
+    assert_eq!(rollout["started_by"], "admin", "{body}");
+    assert_eq!(rollout["target"]["hosts"], json!(["agent-1"]), "{body}");
+    let (_, body) = sb.get(&admin, "/models").await;
+    assert_eq!(
+        body["count"], 2,
+        "only the accepted upload was stored: {body}"
+    );
+    let (_, body) = sb
+        .get(&admin, &format!("/models/{UPLOAD_VERSION}/status"))
+        .await;
+    assert!(
+        body["hosts"].as_array().is_some_and(|h| h
+            .iter()
+            .any(|h| h["host_id"] == "agent-1" && h["in_sync"] == true)),
+        "{body}"
+    );
 }
+
+/// The version the admin uploads through the console's form.
+const UPLOAD_VERSION: &str = "1.2.0-console";
 
 /// A fleet of 1,000 simulated hosts (rows in the database, as agents would have left them):
 /// the console counts them all, draws one page of rows, sorts and filters. The script

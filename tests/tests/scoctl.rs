@@ -1,8 +1,11 @@
 //! The operator CLI end to end: the README's remediation walk-through driven through the
 //! real `scoctl` binary against a real control plane and an agent that joined with a
 //! token `scoctl` created. Login (and a refused one), the 0600 credentials file, a token
-//! refresh, `apply` with its diff, `rollout status --watch`, a proposal approved and
-//! carried out, `-o json`, errors and logout.
+//! refresh, `apply` with its diff, `rollout status --watch`, a model directory uploaded
+//! with `model upload` and rolled out to the agent's label with `model rollout` and
+//! `model status --watch`, a proposal approved and carried out, a rule's learnt
+//! preferences shown and reset (and a viewer refused the reset), `-o json`, errors and
+//! logout.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -122,6 +125,37 @@ fn enroll_and_start(sb: &Sandbox, token: &str, fingerprint: &str, extra: &str) -
         &sb.path().join("enrolled-agent.log"),
     )
 }
+
+/// A copy of `models/shipped` in `dir` whose manifest names `version`.
+fn model_copy(dir: &Path, version: &str) -> PathBuf {
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/shipped");
+    std::fs::create_dir_all(dir).expect("mkdir");
+    for entry in std::fs::read_dir(&shipped).expect("models/shipped") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+    }
+    let path = dir.join("manifest.json");
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("manifest")).expect("JSON");
+    manifest["version"] = json!(version);
+    std::fs::write(&path, manifest.to_string()).expect("write manifest");
+    dir.to_path_buf()
+}
+
+/// A rule with two candidates whose first runs (`journalctl` is `/bin/true` on the agent)
+/// and verifies at once; the cooldown keeps it to one incident during the test.
+const LEARN_POLICY: &str = r#"
+name: learnt
+rules:
+  - name: fix
+    when: { state: ["mem.used_pct >= 0"] }
+    candidates:
+      - { type: journal_vacuum, max_size_mb: 100 }
+      - { type: restart_service, unit: app.service }
+    mode: auto
+    cooldown_secs: 600
+    verify: { metric: mem.used_pct, below: 101, within_secs: 10 }
+"#;
 
 fn policy(root: &Path, cooldown: u32) -> String {
     format!(
@@ -275,7 +309,7 @@ async fn the_remediation_walk_through_with_scoctl() {
         &secret,
         &fingerprint,
         &format!(
-            "[remediate]\nclean_roots = [\"{}\"]\n",
+            "[remediate]\nclean_roots = [\"{}\"]\njournalctl = \"/bin/true\"\nsystemctl = \"/bin/true\"\n",
             clean_root.display()
         ),
     );
@@ -330,35 +364,64 @@ async fn the_remediation_walk_through_with_scoctl() {
     assert!(dry.contains("(dry run: nothing stored)"), "{dry}");
     assert_eq!(ctl.json(&["get", "policies"])["count"], 0);
 
-    // The model registry: empty, then the shipped model uploaded under another version.
+    // The model registry: empty, then the shipped model directory uploaded with
+    // `scoctl model upload` under another version (a copy whose manifest says so).
     assert_eq!(ctl.ok(&["get", "models"]), "nothing found\n");
-    let upload = {
-        use base64::Engine as _;
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/shipped");
-        let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("shipped file");
-        let mut manifest: Value = serde_json::from_str(&read("manifest.json")).expect("manifest");
-        manifest["version"] = json!("2.0.0-cli");
-        json!({
-            "manifest": manifest,
-            "golden": serde_json::from_str::<Value>(&read("golden.json")).expect("golden"),
-            "onnx_base64": base64::engine::general_purpose::STANDARD
-                .encode(std::fs::read(dir.join("sco-window-pca.onnx")).expect("onnx")),
-        })
-    };
-    let (status, body) = sb.post(&admin, "/models", &upload).await;
-    assert_eq!(status, 201, "{body}");
+    let model_dir = model_copy(&sb.path().join("model"), "2.0.0-cli");
+    let model_arg = model_dir.to_str().expect("utf-8 path");
+    let uploaded = ctl.ok(&["model", "upload", model_arg]);
+    assert!(
+        uploaded.contains("model sco-window-pca 2.0.0-cli stored as number 1")
+            && uploaded.contains("scoctl model rollout 2.0.0-cli"),
+        "{uploaded}"
+    );
     let models = ctl.ok(&["get", "models"]);
     let row = models.lines().nth(1).unwrap_or_default();
     assert!(
         models.starts_with("NUMBER") && row.contains("2.0.0-cli"),
         "{models}"
     );
-    let sha = upload["manifest"]["sha256"].as_str().unwrap_or_default();
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(model_dir.join("manifest.json")).expect("manifest"),
+    )
+    .expect("manifest JSON");
+    let sha = manifest["sha256"].as_str().unwrap_or_default();
     assert!(
         row.contains("sco-window-pca") && row.contains(&sha[..12]),
         "{models}"
     );
-    assert_eq!(ctl.json(&["get", "models"])["models"][0]["number"], 1);
+    let listed = ctl.json(&["get", "models"]);
+    assert_eq!(listed["models"][0]["number"], 1);
+    // Every file of the directory was sent, the card and evaluation included.
+    let (_, stored) = sb.get(&admin, "/models/2.0.0-cli").await;
+    let card = std::fs::read_to_string(model_dir.join("MODEL_CARD.md")).expect("card");
+    assert_eq!(stored["model"]["card"], card.as_str(), "{stored}");
+    let evaluation: Value = serde_json::from_str(
+        &std::fs::read_to_string(model_dir.join("evaluation.json")).expect("evaluation"),
+    )
+    .expect("evaluation JSON");
+    assert_eq!(stored["model"]["evaluation"], evaluation);
+    // The same version again, a directory without a manifest, a manifest that is not
+    // JSON, a model the server refuses: each said plainly.
+    let err = ctl.fails(&["model", "upload", model_arg]);
+    assert!(err.contains("HTTP 409"), "{err}");
+    let empty = sb.path().join("empty-model");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let err = ctl.fails(&["model", "upload", empty.to_str().expect("utf-8 path")]);
+    assert!(err.contains("empty-model/manifest.json"), "{err}");
+    std::fs::write(empty.join("manifest.json"), "{\"file\": ").expect("write");
+    let err = ctl.fails(&["model", "upload", empty.to_str().expect("utf-8 path")]);
+    assert!(err.contains("manifest.json is not JSON"), "{err}");
+    let tampered = model_copy(&sb.path().join("tampered"), "2.0.1-cli");
+    let mut bad_manifest = manifest.clone();
+    bad_manifest["version"] = json!("2.0.1-cli");
+    bad_manifest["sha256"] = json!("0".repeat(64));
+    std::fs::write(tampered.join("manifest.json"), bad_manifest.to_string()).expect("write");
+    let err = ctl.fails(&["model", "upload", tampered.to_str().expect("utf-8 path")]);
+    assert!(
+        err.contains("HTTP 400") && err.contains("sha256 mismatch"),
+        "{err}"
+    );
 
     // A bad document is refused before anything is sent, naming the field.
     let bad = sb.path().join("bad.yaml");
@@ -418,6 +481,91 @@ async fn the_remediation_walk_through_with_scoctl() {
     );
     let policies = ctl.ok(&["get", "policies"]);
     assert!(policies.contains("revision 1 complete"), "{policies}");
+
+    // The model to the web hosts, everyone at once; a bad target is refused naming the field.
+    let err = ctl.fails(&["model", "rollout", "2.0.0-cli", "--label", "role=cache"]);
+    assert!(
+        err.contains("HTTP 400") && err.contains("target: selects no"),
+        "{err}"
+    );
+    let started = ctl.ok(&[
+        "model",
+        "rollout",
+        "2.0.0-cli",
+        "--canary-percent",
+        "0",
+        "--label",
+        "role=web",
+        "--max-new-anomalies",
+        "5",
+    ]);
+    assert!(
+        started.contains("model 2.0.0-cli: rollout")
+            && started.contains("complete for role=web (canary none)")
+            && started.contains("scoctl model status 2.0.0-cli --watch"),
+        "{started}"
+    );
+    let watched = ctl.ok(&[
+        "model",
+        "status",
+        "2.0.0-cli",
+        "--watch",
+        "--interval",
+        "1s",
+        "--timeout",
+        "60",
+    ]);
+    assert!(
+        watched.contains("rollout of model 2.0.0-cli complete: every connected host runs it"),
+        "{watched}"
+    );
+    assert!(
+        watched.contains("model 2.0.0-cli (number 1): rollout")
+            && watched.contains("complete for role=web (previous model own)"),
+        "{watched}"
+    );
+    let line = watched
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(&host_id))
+        .unwrap_or_else(|| panic!("{host_id} in:\n{watched}"));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    // HOST CONNECTED CANARY MEANT REPORTED RUNNING (model) IN SYNC
+    assert_eq!(
+        cells.get(1..8),
+        Some(
+            &[
+                "yes",
+                "no",
+                "1",
+                "1",
+                "1",
+                "(sco-window-pca@2.0.0-cli)",
+                "yes"
+            ][..]
+        ),
+        "{watched}"
+    );
+    // Watching a version the newest rollout is not of ends at once, saying so; an unknown
+    // version is the server's 404.
+    let err = ctl.fails(&["model", "status", "builtin", "--watch", "--timeout", "30"]);
+    assert!(
+        err.contains("the newest model rollout is of number 1, not of builtin"),
+        "{err}"
+    );
+    let err = ctl.fails(&["model", "rollout", "9.9.9-none"]);
+    assert!(err.contains("HTTP 404"), "{err}");
+    let status = ctl.json(&["model", "status", "2.0.0-cli"]);
+    assert_eq!(status["hosts"][0]["in_sync"], true, "{status}");
+    assert_eq!(status["rollout"]["target"]["labels"]["role"], "web");
+    let models = ctl.ok(&["get", "models"]);
+    let header = models.lines().next().unwrap_or_default();
+    let row = models.lines().nth(1).unwrap_or_default();
+    let target_col = header.find("TARGET").expect("TARGET column");
+    assert!(
+        row.contains("complete") && row.get(target_col..target_col + 8) == Some("role=web"),
+        "{models}"
+    );
 
     // The approve rule proposes; get actions shows the proposal.
     let proposal = wait_for("a proposal of cleanup/clean-old", || async {
@@ -521,6 +669,93 @@ async fn the_remediation_walk_through_with_scoctl() {
     );
     let err = ctl.fails(&["get", "actions", "--host", "no-such-host"]);
     assert!(err.contains("no host \"no-such-host\""), "{err}");
+
+    // Learnt preferences: nothing yet, then a rule with candidates whose first runs and
+    // verifies once, shown per candidate; a reset needs --yes without a terminal, a
+    // viewer may look but not reset, and an operator's reset empties it.
+    let nothing = ctl.ok(&["get", "preferences"]);
+    assert_eq!(
+        nothing,
+        "nothing learnt yet for every rule and context: rules with `candidates` learn from their verified outcomes\n"
+    );
+    let learn = sb.path().join("learnt.yaml");
+    std::fs::write(&learn, LEARN_POLICY).expect("write");
+    let applied = ctl.ok(&[
+        "apply",
+        "-f",
+        learn.to_str().expect("utf-8 path"),
+        "--canary-percent",
+        "0",
+    ]);
+    assert!(applied.contains("revision 1 stored"), "{applied}");
+    let learnt = wait_for("a verified outcome of learnt/fix", || async {
+        let v = ctl.json(&["get", "preferences", "--rule", "learnt/fix"]);
+        let p = v["preferences"].as_array()?.first()?.clone();
+        (p["candidates"][0]["successes"] == 1).then_some(p)
+    })
+    .await;
+    let context = learnt["context"].as_str().expect("context").to_string();
+    let table = ctl.ok(&["get", "preferences", "--context", &context]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[0].starts_with("RULE") && lines[0].ends_with("SUCCESSES  FAILURES  SCORE  NEXT"),
+        "{table}"
+    );
+    let first: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        (first[0], first[1], first[2]),
+        ("learnt/fix", context.as_str(), "journal_vacuum"),
+        "{table}"
+    );
+    assert_eq!(
+        first[first.len() - 4..],
+        ["1", "0", "0.75", "yes"],
+        "{table}"
+    );
+    let second: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(second[2], "restart_service", "{table}");
+    assert_eq!(second[second.len() - 3..], ["0", "0", "0.50"], "{table}");
+    let err = ctl.fails(&["reset", "preferences", "--rule", "learnt/fix"]);
+    assert!(err.contains("pass --yes"), "{err}");
+    let (status, body) = sb
+        .post(
+            &admin,
+            "/auth/register",
+            &json!({"username": "vic", "password": "viewer-password-1", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let viewer = Scoctl {
+        server: sb.base_url(),
+        credentials: home.join("viewer/credentials.json"),
+    };
+    let vic = sb.path().join("vic-password");
+    std::fs::write(&vic, "viewer-password-1\n").expect("write");
+    viewer.ok(&[
+        "login",
+        "--username",
+        "vic",
+        "--password-file",
+        vic.to_str().expect("utf-8 path"),
+    ]);
+    assert!(viewer
+        .ok(&["get", "preferences"])
+        .contains("journal_vacuum"));
+    let err = viewer.fails(&["reset", "preferences", "--yes"]);
+    assert!(err.contains("HTTP 403"), "{err}");
+    let err = viewer.fails(&["model", "upload", model_arg]);
+    assert!(err.contains("HTTP 403"), "{err}");
+    let reset = ctl.ok(&["reset", "preferences", "--rule", "learnt/fix", "--yes"]);
+    assert_eq!(
+        reset,
+        "forgot 2 candidate tallies of rule learnt/fix: the next incidents run the candidates in their written order\n"
+    );
+    assert_eq!(ctl.json(&["get", "preferences"])["count"], 0);
+    let (_, audit) = sb
+        .get(&admin, "/audit?action=remediation.preferences_reset")
+        .await;
+    assert_eq!(audit["entries"][0]["actor"], "ops", "{audit}");
 
     // Completions and the man page come from the same definition.
     let bash = ctl.ok(&["completions", "bash"]);

@@ -17,6 +17,7 @@ pub fn get(ctx: &Ctx, what: &Get) -> anyhow::Result<()> {
         Get::Actions(f) => actions(&mut api, f)?,
         Get::Policies => api.get("/policies", &[])?,
         Get::Models => api.get("/models", &[])?,
+        Get::Preferences(f) => super::preferences::fetch(&mut api, f)?,
     };
     if ctx.json() {
         return emit_json(&v);
@@ -28,9 +29,13 @@ pub fn get(ctx: &Ctx, what: &Get) -> anyhow::Result<()> {
         Get::Actions(_) => actions_table(&v, now),
         Get::Policies => policies_table(&v, now),
         Get::Models => models_table(&v, now),
+        Get::Preferences(_) => super::preferences::table(&v),
     };
     let mut text = if table.is_empty() {
-        "nothing found\n".to_string()
+        match what {
+            Get::Preferences(f) => super::preferences::nothing_learnt(f),
+            _ => "nothing found\n".to_string(),
+        }
     } else {
         table.render()
     };
@@ -176,16 +181,20 @@ fn models_table(v: &Value, now: i64) -> Table {
         "NAME",
         "SHA256",
         "ROLLOUT",
+        "TARGET",
         "CREATED BY",
         "CREATED",
     ]);
     let rollout = &v["rollout"];
     for m in items(v, "models") {
         let sha = m["sha256"].as_str().unwrap_or_default();
-        let rolled = if rollout["revision"] == m["number"] {
-            cell(&rollout["state"])
+        let (rolled, target) = if rollout["revision"] == m["number"] {
+            (
+                cell(&rollout["state"]),
+                super::model::target_text(&rollout["target"]),
+            )
         } else {
-            "-".into()
+            ("-".into(), "-".into())
         };
         t.row([
             cell(&m["number"]),
@@ -193,6 +202,7 @@ fn models_table(v: &Value, now: i64) -> Table {
             cell(&m["name"]),
             sha.chars().take(12).collect(),
             rolled,
+            target,
             cell(&m["created_by"]),
             age(m["created_at_ms"].as_i64().unwrap_or(0), now),
         ]);

@@ -1,4 +1,5 @@
-//! `apply -f` (diff, store, roll out) and `rollout status [--watch]`.
+//! `apply -f` (diff, store, roll out) and `rollout status [--watch]`, whose watch
+//! `model status --watch` shares.
 
 use std::collections::HashSet;
 use std::io::Read as _;
@@ -9,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::fleet::rollout_summary;
 use super::{emit, emit_json, Ctx};
-use crate::cli::{ApplyArgs, RolloutStatusArgs};
+use crate::cli::{ApplyArgs, RolloutStatusArgs, WatchArgs};
 use crate::client::{is_status, segment, Api, Body};
 use crate::duration::utc;
 use crate::render::{cell, unified, Table};
@@ -267,7 +268,7 @@ fn latest_rolled_out(api: &mut Api) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow!("no policy has been rolled out yet"))
 }
 
-fn connected_hosts(api: &mut Api) -> anyhow::Result<HashSet<String>> {
+pub(super) fn connected_hosts(api: &mut Api) -> anyhow::Result<HashSet<String>> {
     let v = api.get("/hosts", &[])?;
     Ok(v["hosts"]
         .as_array()
@@ -287,16 +288,54 @@ pub fn rollout_status(ctx: &Ctx, args: &RolloutStatusArgs) -> anyhow::Result<()>
         Some(n) => n.clone(),
         None => latest_rolled_out(&mut api)?,
     };
+    let path = format!("/policies/{}/status", segment(&name));
+    follow(
+        ctx,
+        &mut api,
+        &args.watch,
+        &Followed {
+            subject: name.clone(),
+            never: format!("policy {name} has never been rolled out"),
+            previous: "revision",
+        },
+        |api| api.get(&path, &[]),
+        status_text,
+        |status, connected| Ok(progress(status, connected)),
+    )
+}
+
+/// What a watched rollout is called in the messages that end the watch.
+pub(super) struct Followed {
+    /// `cleanup`, `model 1.1.0`.
+    pub subject: String,
+    /// Why there is nothing to watch.
+    pub never: String,
+    /// What hosts go back to when it stops: `revision`, `model`.
+    pub previous: &'static str,
+}
+
+/// Shows a rollout's status once, or with `--watch` each time it changes until it is
+/// done (exit 0) or stopped, refused or timed out (an error, exit 1).
+pub(super) fn follow(
+    ctx: &Ctx,
+    api: &mut Api,
+    args: &WatchArgs,
+    what: &Followed,
+    mut fetch: impl FnMut(&mut Api) -> anyhow::Result<Value>,
+    render: impl Fn(&Value, &HashSet<String>) -> String,
+    check: impl Fn(&Value, &HashSet<String>) -> anyhow::Result<Progress>,
+) -> anyhow::Result<()> {
+    let name = &what.subject;
     let started = Instant::now();
     let mut last_printed = String::new();
     loop {
-        let status = api.get(&format!("/policies/{}/status", segment(&name)), &[])?;
-        let connected = connected_hosts(&mut api)?;
+        let status = fetch(api)?;
+        let connected = connected_hosts(api)?;
         let text = if ctx.json() {
             // One JSON document per change (the server's status), one per line.
             format!("{}\n", serde_json::to_string(&status).unwrap_or_default())
         } else {
-            status_text(&status, &connected)
+            render(&status, &connected)
         };
         if text != last_printed {
             if args.watch && !last_printed.is_empty() && !ctx.json() {
@@ -308,20 +347,27 @@ pub fn rollout_status(ctx: &Ctx, args: &RolloutStatusArgs) -> anyhow::Result<()>
         if !args.watch {
             return Ok(());
         }
-        match progress(&status, &connected) {
-            Progress::None => bail!("policy {name} has never been rolled out"),
+        match check(&status, &connected)? {
+            Progress::None => bail!("{}", what.never),
             Progress::Stopped { reason } => bail!(
-                "the rollout of {name} stopped ({reason}): every host is back on the previous revision"
+                "the rollout of {name} stopped ({reason}): every host is back on the previous {}",
+                what.previous
             ),
             Progress::Done { refused } if refused.is_empty() => {
                 if !ctx.json() {
-                    emit(&format!("rollout of {name} complete: every connected host runs it\n"))?;
+                    emit(&format!(
+                        "rollout of {name} complete: every connected host runs it\n"
+                    ))?;
                 }
                 return Ok(());
             }
             Progress::Done { refused } => bail!(
                 "the rollout of {name} is complete but {} refused it: {}",
-                if refused.len() == 1 { "one host" } else { "hosts" },
+                if refused.len() == 1 {
+                    "one host"
+                } else {
+                    "hosts"
+                },
                 refused.join(", ")
             ),
             Progress::Running => {}

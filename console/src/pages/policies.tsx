@@ -6,6 +6,7 @@ import { useEffect, useMemo, useState } from "preact/hooks";
 import { api, get, isAdmin, type PolicyStatus, type PolicySummary, type Revision, type Rollout, type Session } from "../api";
 import { Badge, Status, Time, errorText, href, usePoll } from "../util";
 import { diffLines } from "../diff";
+import { CanaryFields, DEFAULT_CANARY, HostRolloutTable, stateKind } from "../rollout";
 
 export function PoliciesPage() {
   const poll = usePoll(() => get<{ policies: PolicySummary[] }>("/policies"), 10_000, []);
@@ -47,10 +48,9 @@ export function PoliciesPage() {
 }
 
 function RolloutBadge({ r }: { r: Rollout }) {
-  const kind = r.state === "complete" ? "connected" : r.state === "stopped" ? "critical" : "medium";
   return (
     <span>
-      <Badge kind={kind}>{r.state}</Badge> r{r.revision}
+      <Badge kind={stateKind(r.state)}>{r.state}</Badge> r{r.revision}
       {r.reason ? <span class="muted"> {r.reason}</span> : null}
     </span>
   );
@@ -109,9 +109,7 @@ function Diff({ revisions }: { revisions: Revision[] }) {
 function StartRollout({ name, revisions, onStarted }: { name: string; revisions: Revision[]; onStarted: () => void }) {
   const newest = revisions[revisions.length - 1]?.revision ?? 1;
   const [revision, setRevision] = useState(newest);
-  const [canaryPercent, setCanaryPercent] = useState(10);
-  const [canarySecs, setCanarySecs] = useState(300);
-  const [maxNew, setMaxNew] = useState(3);
+  const [canary, setCanary] = useState(DEFAULT_CANARY);
   const [message, setMessage] = useState<string | undefined>(undefined);
   const [busy, setBusy] = useState(false);
   useEffect(() => setRevision(newest), [newest]);
@@ -122,9 +120,7 @@ function StartRollout({ name, revisions, onStarted }: { name: string; revisions:
     try {
       const r = await api<{ rollout: Rollout }>("POST", `/policies/${encodeURIComponent(name)}/rollout`, {
         revision,
-        canary_percent: canaryPercent,
-        canary_secs: canarySecs,
-        max_new_anomalies: maxNew,
+        ...canary,
       });
       setMessage(`Rollout of r${r.rollout.revision} started: ${r.rollout.state}.`);
       onStarted();
@@ -150,18 +146,7 @@ function StartRollout({ name, revisions, onStarted }: { name: string; revisions:
               ))}
           </select>
         </label>
-        <label>
-          Canary %
-          <input name="canary_percent" type="number" min={0} max={100} value={canaryPercent} onInput={(e) => setCanaryPercent(Number(e.currentTarget.value))} />
-        </label>
-        <label>
-          Canary seconds
-          <input name="canary_secs" type="number" min={0} value={canarySecs} onInput={(e) => setCanarySecs(Number(e.currentTarget.value))} />
-        </label>
-        <label>
-          Max new anomalies
-          <input name="max_new_anomalies" type="number" min={0} value={maxNew} onInput={(e) => setMaxNew(Number(e.currentTarget.value))} />
-        </label>
+        <CanaryFields value={canary} onChange={setCanary} />
         <button type="submit" disabled={busy}>
           Start rollout
         </button>
@@ -193,35 +178,23 @@ export function PolicyPage({ name, session }: { name: string; session: Session }
       <section aria-labelledby="hosts-title">
         <h2 id="hosts-title">Rollout state per host</h2>
         <Status poll={status} />
-        <div class="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Host</th>
-                <th scope="col">Meant</th>
-                <th scope="col">Applied</th>
-                <th scope="col">Canary</th>
-                <th scope="col">State</th>
-              </tr>
-            </thead>
-            <tbody>
-              {(status.data?.hosts ?? []).map((h) => (
-                <tr key={h.host_id} data-host={h.host_id} data-applied={h.applied_revision} data-in-sync={String(h.in_sync)}>
-                  <td>
-                    <a href={href("hosts", h.host_id)}>{h.host_id}</a>
-                  </td>
-                  <td>r{h.desired_revision}</td>
-                  <td>
-                    r{h.applied_revision} {h.applied_at_ms ? <Time ms={h.applied_at_ms} /> : null}
-                  </td>
-                  <td>{h.canary ? "yes" : "no"}</td>
-                  <td>{h.error ? <Badge kind="critical">{h.error}</Badge> : h.in_sync ? <Badge kind="connected">in sync</Badge> : <Badge kind="medium">pending</Badge>}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-          {status.data && status.data.hosts.length === 0 ? <p class="muted">No host is targeted yet.</p> : null}
-        </div>
+        <HostRolloutTable
+          runningLabel="Applied"
+          empty="No host is targeted yet."
+          rows={status.data?.hosts.map((h) => ({
+            host: h.host_id,
+            meant: `r${h.desired_revision}`,
+            running: (
+              <>
+                r{h.applied_revision} {h.applied_at_ms ? <Time ms={h.applied_at_ms} /> : null}
+              </>
+            ),
+            canary: h.canary,
+            error: h.error,
+            inSync: h.in_sync,
+            attrs: { "data-host": h.host_id, "data-applied": h.applied_revision, "data-in-sync": String(h.in_sync) },
+          }))}
+        />
       </section>
 
       {isAdmin(session) && revisions.length > 0 ? <StartRollout name={name} revisions={revisions} onStarted={reload} /> : null}
