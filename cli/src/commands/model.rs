@@ -7,11 +7,10 @@ use anyhow::{bail, Context as _};
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use super::policy::{follow, progress, Followed};
+use super::policy::{follow, progress, rollout_note, Followed};
 use super::{emit, emit_json, Ctx};
 use crate::cli::{ModelRolloutArgs, ModelStatusArgs, ModelUploadArgs};
 use crate::client::{segment, Body};
-use crate::duration::utc;
 use crate::render::{cell, labels, Table};
 
 /// A file of the model directory: its text, or `None` when it is optional and absent.
@@ -201,19 +200,7 @@ fn status_text(status: &Value, connected: &HashSet<String>) -> String {
             cell(&r["state"])
         )
     } else {
-        let reason = cell(&r["reason"]);
-        let note = if !reason.is_empty() {
-            format!(": {reason}")
-        } else if r["state"] == "canary" {
-            let ends = r["started_at_ms"].as_i64().unwrap_or(0)
-                + r["canary_secs"].as_i64().unwrap_or(0) * 1000;
-            format!(
-                ": every targeted host gets it at {} unless it stops",
-                utc(ends)
-            )
-        } else {
-            String::new()
-        };
+        let note = rollout_note(r);
         format!(
             "{head}: rollout {} {} for {} (previous model {}){note}\n",
             cell(&r["id"]),

@@ -202,24 +202,29 @@ pub fn progress(status: &Value, connected: &HashSet<String>) -> Progress {
     Progress::Done { refused }
 }
 
+/// Why a rollout stopped, or when its canary phase ends: `": ..."`, or nothing.
+pub(crate) fn rollout_note(r: &Value) -> String {
+    let reason = cell(&r["reason"]);
+    if !reason.is_empty() {
+        format!(": {reason}")
+    } else if r["state"] == "canary" {
+        let ends = r["started_at_ms"].as_i64().unwrap_or(0)
+            + r["canary_secs"].as_i64().unwrap_or(0) * 1000;
+        format!(
+            ": every targeted host gets it at {} unless it stops",
+            utc(ends)
+        )
+    } else {
+        String::new()
+    }
+}
+
 fn status_text(status: &Value, connected: &HashSet<String>) -> String {
     let r = &status["rollout"];
     let mut out = if r.is_null() {
         format!("policy {}: never rolled out\n", cell(&status["name"]))
     } else {
-        let reason = cell(&r["reason"]);
-        let note = if !reason.is_empty() {
-            format!(": {reason}")
-        } else if r["state"] == "canary" {
-            let ends = r["started_at_ms"].as_i64().unwrap_or(0)
-                + r["canary_secs"].as_i64().unwrap_or(0) * 1000;
-            format!(
-                ": every targeted host gets it at {} unless it stops",
-                utc(ends)
-            )
-        } else {
-            String::new()
-        };
+        let note = rollout_note(r);
         format!(
             "policy {}: rollout {} of {} (previous revision {}){note}\n",
             cell(&status["name"]),
