@@ -81,6 +81,23 @@ fn reason_text(r: &ActionReport) -> String {
     }
 }
 
+/// Whether a check refused the action (or it failed): the host would not run it.
+fn refused(r: &ActionReport) -> bool {
+    matches!(r.decision, Decision::Refused | Decision::Failed)
+}
+
+/// One candidate's local check, as the proposal's evidence carries it: its position in the
+/// rule, whether this host would run it, why not, and the check's report (for a dry run,
+/// what it would have done).
+fn candidate_check(position: usize, r: &ActionReport) -> serde_json::Value {
+    serde_json::json!({
+        "position": position,
+        "allowed": !refused(r),
+        "reason": reason_text(r),
+        "report": r,
+    })
+}
+
 fn decision_text(d: Decision) -> &'static str {
     match d {
         Decision::Executed => "executed",
@@ -216,28 +233,55 @@ impl Executor {
             RuleMode::DryRun => Mode::DryRun,
             RuleMode::Auto | RuleMode::Approve => Mode::Precheck,
         };
-        // A rule with candidates is checked and proposed with its first one: the control
-        // plane chooses which candidate runs, and the command is checked again here
-        // against the rule in force.
-        let Some(action) = t.rule.first_action().cloned() else {
+        let actions = t.rule.actions();
+        let Some(first) = actions.first().cloned() else {
             tracing::error!(%rule, "rule without an action in force; not proposed");
             return;
         };
-        let request = remediate::ActionRequest {
+        let request_for = |action: remediate::Action| remediate::ActionRequest {
             rule: rule.clone(),
-            action: action.clone(),
+            action,
             mode,
             lease: None,
             cooldown_secs: t.rule.cooldown_secs,
             max_per_hour: t.rule.max_per_hour,
         };
         let key = format!("{rule}@{}", t.revision);
-        let Some(report) = self.remediator.precheck(request, &key).await else {
+        let Some(report) = self
+            .remediator
+            .precheck(request_for(first.clone()), &key)
+            .await
+        else {
             // Cooling down or breaker open, and already reported (logged there).
             return;
         };
-        let decision = match (report.decision, t.rule.mode) {
-            (Decision::Refused | Decision::Failed, _) => "refused",
+        // A rule with candidates: every candidate is checked here (or dry-run), so the
+        // control plane chooses among those this host would run and a dry run shows what
+        // each would have done. The proposal carries the first that passed; the control
+        // plane's choice replaces it, and the command is checked again against the rule in
+        // force before anything runs.
+        let mut evidence = t.evidence.clone();
+        let (action, report) = if actions.len() > 1 {
+            let mut checks = vec![candidate_check(0, &report)];
+            let mut chosen = (!refused(&report)).then(|| (first.clone(), report.clone()));
+            for (i, a) in actions.iter().enumerate().skip(1) {
+                let r = self.remediator.request(request_for(a.clone())).await;
+                checks.push(candidate_check(i, &r));
+                if chosen.is_none() && !refused(&r) {
+                    chosen = Some((a.clone(), r));
+                }
+            }
+            if let Some(e) = evidence.as_object_mut() {
+                e.insert("candidates".into(), serde_json::Value::Array(checks));
+            } else {
+                evidence = serde_json::json!({ "agent": evidence, "candidates": checks });
+            }
+            chosen.unwrap_or((first, report))
+        } else {
+            (first, report)
+        };
+        let decision = match (refused(&report), t.rule.mode) {
+            (true, _) => "refused",
             (_, RuleMode::DryRun) => "dry_run",
             _ => "proposed",
         };
@@ -253,7 +297,7 @@ impl Executor {
             decision: decision.into(),
             reason: reason_text(&report),
             report_json: serde_json::to_string(&report).unwrap_or_default(),
-            evidence_json: t.evidence.to_string(),
+            evidence_json: evidence.to_string(),
             max_concurrent: t.rule.max_concurrent,
         };
         self.send(crate::pb::proposal_message(proposal, now_ms()), "proposal")
@@ -510,6 +554,82 @@ mod tests {
         assert_eq!(executor.remediator.history(100).expect("history").len(), 3);
         // and the health endpoint counts what was reported, once each
         assert_eq!(executor.activity.snapshot().rules_fired, [0, 0, 2]);
+    }
+
+    /// A rule with candidates is checked here candidate by candidate: the proposal says which
+    /// this host would run and carries the first of them, so a refusal of the first (a
+    /// program missing here) does not refuse the incident.
+    #[tokio::test]
+    async fn a_rule_with_candidates_is_checked_candidate_by_candidate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = Outbox::open(&dir.path().join("outbox"), 1 << 20, 1 << 20).expect("outbox");
+        let db = outbox.db();
+        let config = crate::config::RemediateSection {
+            systemctl: "/bin/true".into(),
+            journalctl: dir.path().join("no-journalctl"),
+            ..Default::default()
+        };
+        let remediator = remediate::Remediator::with_db(config, db.clone()).expect("open");
+        let mut executor = Executor {
+            remediator,
+            policies: Arc::new(std::sync::Mutex::new(
+                PolicyStore::open(&db, None).expect("policies"),
+            )),
+            outbox: Arc::new(Mutex::new(outbox)),
+            new_data: Arc::new(Notify::new()),
+            latest: watch::channel(Latest::default()).1,
+            tuning: watch::channel(None).0,
+            activity: Arc::new(crate::status::Activity::default()),
+        };
+        for (mode, decision) in [("dry_run", "dry_run"), ("auto", "proposed")] {
+            let policy = parse(&format!(
+                "name: p\nrules:\n  - name: r\n    when: {{ state: ['cpu.total_pct > 80'] }}\n    \
+                 candidates:\n      - {{ type: journal_vacuum, max_size_mb: 100 }}\n      \
+                 - {{ type: restart_service, unit: a.service }}\n    mode: {mode}\n    \
+                 cooldown_secs: 0\n    verify: {{ metric: cpu.total_pct, below: 50, within_secs: 5 }}\n"
+            ))
+            .expect("valid");
+            executor
+                .trigger(Trigger {
+                    policy: "p".into(),
+                    revision: 1,
+                    rule: policy.rules[0].clone(),
+                    evidence: serde_json::json!({"state": []}),
+                })
+                .await;
+        }
+        let sent = executor.outbox.lock().await.after(0, 100).expect("outbox");
+        let proposals: Vec<sco_proto::v1::ActionProposal> = sent
+            .into_iter()
+            .filter_map(|m| match m.body {
+                Some(sco_proto::v1::agent_message::Body::Proposal(p)) => Some(p),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(proposals.len(), 2, "{proposals:?}");
+        for (p, want) in proposals.iter().zip(["dry_run", "proposed"]) {
+            assert_eq!(p.decision, want, "{p:?}");
+            let action: serde_json::Value = serde_json::from_str(&p.action_json).expect("action");
+            assert_eq!(action["type"], "restart_service", "{p:?}");
+            let report: ActionReport = serde_json::from_str(&p.report_json).expect("report");
+            assert_eq!(report.action.kind(), "restart_service", "{report:?}");
+            let evidence: serde_json::Value =
+                serde_json::from_str(&p.evidence_json).expect("evidence");
+            let checks = evidence["candidates"].as_array().expect("checks");
+            assert_eq!(checks.len(), 2, "{evidence}");
+            assert_eq!(checks[0]["position"], 0);
+            assert_eq!(checks[0]["allowed"], false);
+            assert!(
+                checks[0]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("command_missing")),
+                "{evidence}"
+            );
+            assert_eq!(checks[1]["allowed"], true, "{evidence}");
+            assert_eq!(checks[1]["report"]["action"]["type"], "restart_service");
+            // the trigger's own evidence stays beside the checks
+            assert!(evidence["state"].is_array(), "{evidence}");
+        }
     }
 
     /// A command for a rule with candidates may run any of them, and nothing else.

@@ -50,9 +50,20 @@ pub fn score(position: usize, of: usize, t: Tally) -> f64 {
 /// The candidate to run, given each candidate's tally in the order written: the highest
 /// posterior mean, ties to the earlier. `None` only for no candidates.
 pub fn choose(tallies: &[Tally]) -> Option<usize> {
+    choose_among(tallies, &[])
+}
+
+/// [`choose`] among the candidates `allowed` marks (by position; one missing from it counts
+/// as allowed); among all of them when it allows none.
+pub fn choose_among(tallies: &[Tally], allowed: &[bool]) -> Option<usize> {
     let of = tallies.len();
+    let ok = |i: usize| allowed.get(i).copied().unwrap_or(true);
+    let any = (0..of).any(ok);
     let mut best: Option<(usize, (i128, i128))> = None;
     for (i, t) in tallies.iter().enumerate() {
+        if any && !ok(i) {
+            continue;
+        }
         let (num, den) = posterior(i, of, *t);
         // strictly better only: an equal mean keeps the earlier candidate
         let better = best.is_none_or(|(_, (bn, bd))| num * bd > bn * den);
@@ -117,14 +128,27 @@ pub struct Choice {
     /// Whether the outcome is learnt: false for a dry run, which only records what it
     /// would have chosen.
     pub learns: bool,
+    /// Positions the host's own checks refused when it proposed (its dry run or pre-check of
+    /// each candidate): not chosen while another was allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused_here: Vec<usize>,
 }
 
 impl Choice {
-    /// Chooses among candidates with these tallies (written order).
-    pub fn make(context: String, tallies: &[Tally], learns: bool) -> Option<Choice> {
-        let candidate = choose(tallies)?;
+    /// Chooses among candidates with these tallies (written order), among those `allowed`
+    /// marks (see [`choose_among`]).
+    pub fn make(
+        context: String,
+        tallies: &[Tally],
+        allowed: &[bool],
+        learns: bool,
+    ) -> Option<Choice> {
+        let candidate = choose_among(tallies, allowed)?;
         let of = tallies.len();
         Some(Choice {
+            refused_here: (0..of)
+                .filter(|&i| !allowed.get(i).copied().unwrap_or(true))
+                .collect(),
             context,
             candidate,
             of,
@@ -270,6 +294,40 @@ mod tests {
     }
 
     #[test]
+    fn a_candidate_the_host_refused_is_passed_over_while_another_is_allowed() {
+        // (tallies, allowed, chosen)
+        let cases: &[(&[Tally], &[bool], Option<usize>)] = &[
+            // the first is preferred but refused on the host: the second runs
+            (&[t(0, 0), t(0, 0)], &[false, true], Some(1)),
+            // the learnt favourite refused: the best of the rest
+            (&[t(0, 3), t(5, 0), t(0, 0)], &[true, false, true], Some(2)),
+            // nothing allowed: the choice is as if all were (the agent refused the proposal)
+            (&[t(0, 0), t(0, 0)], &[false, false], Some(0)),
+            // positions the list does not reach count as allowed
+            (&[t(0, 0), t(0, 0)], &[false], Some(1)),
+            (&[t(0, 0), t(0, 0)], &[], Some(0)),
+        ];
+        for (tallies, allowed, want) in cases {
+            assert_eq!(
+                choose_among(tallies, allowed),
+                *want,
+                "{tallies:?} {allowed:?}"
+            );
+        }
+        let c = Choice::make(
+            "memory/high".into(),
+            &[t(0, 0), t(0, 0)],
+            &[false, true],
+            true,
+        )
+        .expect("one");
+        assert_eq!((c.candidate, c.refused_here.clone()), (1, vec![0]));
+        let back: Choice =
+            serde_json::from_value(serde_json::to_value(&c).expect("json")).expect("reads back");
+        assert_eq!(back, c);
+    }
+
+    #[test]
     fn priors_favour_the_written_order() {
         assert_eq!(prior(0, 3), (3, 1));
         assert_eq!(prior(2, 3), (1, 1));
@@ -394,7 +452,7 @@ mod tests {
             [(0, 2), (1, 0)]
         );
         assert_eq!(got[1].updated_at_ms, 11);
-        let c = Choice::make("memory/state".into(), &[t(0, 2), t(2, 0)], false).expect("one");
+        let c = Choice::make("memory/state".into(), &[t(0, 2), t(2, 0)], &[], false).expect("one");
         assert_eq!((c.candidate, c.of, c.learns), (1, 2, false));
         assert_eq!(c.scores, [0.4, 0.75]);
     }

@@ -24,6 +24,30 @@ fn action_key(action: &serde_json::Value) -> Option<String> {
     serde_json::to_string(&typed).ok()
 }
 
+/// What the host's own check of each candidate said when it proposed (`evidence.candidates`,
+/// in the rule's order): allowed or not, and the check's report. A position the evidence
+/// does not name, or names badly, counts as allowed with no report: the evidence comes from
+/// the agent, and only narrows a choice the agent checks again anyway.
+fn host_checks(
+    evidence: Option<&serde_json::Value>,
+    of: usize,
+) -> Vec<(bool, Option<serde_json::Value>)> {
+    let mut checks = vec![(true, None); of];
+    let listed = evidence
+        .and_then(|e| e.get("candidates"))
+        .and_then(serde_json::Value::as_array);
+    for c in listed.into_iter().flatten() {
+        let position = c.get("position").and_then(serde_json::Value::as_u64);
+        let allowed = c.get("allowed").and_then(serde_json::Value::as_bool);
+        if let (Some(p), Some(a)) = (position, allowed) {
+            if let Some(slot) = usize::try_from(p).ok().and_then(|p| checks.get_mut(p)) {
+                *slot = (a, c.get("report").filter(|r| r.is_object()).cloned());
+            }
+        }
+    }
+    checks
+}
+
 impl Remediation {
     /// For a proposal of a rule with candidates (waiting to run, or a dry run): chooses the
     /// candidate from the tallies of the incident's context and puts it in the request, with
@@ -71,12 +95,21 @@ impl Remediation {
             .candidate_tallies(&record.rule, &context, &keys, now_ms())
             .await?;
         let learns = record.mode == "execute";
-        let Some(choice) = Choice::make(context, &tallies, learns) else {
+        let checks = host_checks(record.evidence.as_ref(), rule.candidates.len());
+        let allowed: Vec<bool> = checks.iter().map(|c| c.0).collect();
+        let Some(choice) = Choice::make(context, &tallies, &allowed, learns) else {
             return Ok(());
         };
         let Ok(action) = serde_json::to_value(&rule.candidates[choice.candidate]) else {
             return Ok(());
         };
+        // a dry run shows what the chosen candidate would have done, from the host's own
+        // dry run of it, when the proposal carried one
+        if record.state == ActionState::DryRun {
+            if let Some(report) = checks.get(choice.candidate).and_then(|c| c.1.clone()) {
+                record.report = Some(report);
+            }
+        }
         record.action = action;
         let evidence = record.evidence.get_or_insert_with(|| json!({}));
         if !evidence.is_object() {
@@ -408,6 +441,53 @@ mod tests {
         assert_eq!(audit.len(), 1);
         assert_eq!(audit[0].actor, "otto");
         assert_eq!(audit[0].detail["deleted"], 2);
+    }
+
+    #[tokio::test]
+    async fn a_candidate_the_host_refused_is_passed_over_and_a_dry_run_shows_the_chosen_one() {
+        let mut f = Fixture::new().await;
+        // The agent checked both candidates: the first (preferred by the written order) is
+        // refused on this host, the second allowed.
+        let checked = |mode: &str| {
+            let mut e = memory();
+            e["candidates"] = json!([
+                {"position": 0, "allowed": false, "reason": "command_missing: no journalctl",
+                 "report": {"decision": "refused", "action": {"type": "journal_vacuum"}}},
+                {"position": 1, "allowed": true, "reason": "",
+                 "report": {"decision": mode, "argv": ["systemctl", "restart", "a.service"]}},
+            ]);
+            e
+        };
+        let a = f.propose("auto", checked("dry_run")).await;
+        assert_eq!(a.action["type"], "restart_service", "{a:?}");
+        let choice = &a.evidence.as_ref().expect("evidence")["choice"];
+        assert_eq!(choice["candidate"], 1, "{a:?}");
+        assert_eq!(choice["refused_here"], json!([0]), "{a:?}");
+        // the host's checks stay in the evidence for whoever reads the request
+        assert_eq!(
+            a.evidence.as_ref().expect("evidence")["candidates"][0]["allowed"],
+            false
+        );
+
+        // A dry run records the chosen candidate's own dry run, not the first's.
+        let dry = f.propose("dry_run", checked("dry_run")).await;
+        assert_eq!(dry.state, ActionState::DryRun);
+        assert_eq!(dry.action["type"], "restart_service", "{dry:?}");
+        assert_eq!(
+            dry.report.as_ref().expect("report")["argv"][1],
+            "restart",
+            "{dry:?}"
+        );
+
+        // Evidence that names positions badly narrows nothing.
+        let mut odd = memory();
+        odd["candidates"] = json!([
+            {"position": 7, "allowed": false},
+            {"position": "0", "allowed": false},
+            {"position": 0},
+        ]);
+        let a = f.propose("auto", odd).await;
+        assert_eq!(a.action["type"], "journal_vacuum", "{a:?}");
     }
 
     #[tokio::test]
