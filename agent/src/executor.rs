@@ -581,7 +581,7 @@ mod tests {
             tuning: watch::channel(None).0,
             activity: Arc::new(crate::status::Activity::default()),
         };
-        for (mode, decision) in [("dry_run", "dry_run"), ("auto", "proposed")] {
+        for mode in ["dry_run", "auto"] {
             let policy = parse(&format!(
                 "name: p\nrules:\n  - name: r\n    when: {{ state: ['cpu.total_pct > 80'] }}\n    \
                  candidates:\n      - {{ type: journal_vacuum, max_size_mb: 100 }}\n      \
