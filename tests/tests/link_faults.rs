@@ -712,26 +712,39 @@ async fn drain_times(pools: &[&sqlx::AnyPool], since_ms: i64, since: Instant) ->
 /// A link with delay, jitter and reordering (`sco-link` between two TUN devices), the agent over
 /// gRPC on TCP and another over QUIC side by side, each with its own control plane, through the
 /// same phases at the same time: 300 ms each way with ±100 ms of jitter, 25 % of the packets
-/// rushed ahead of the rest (delayed 50 ms), 30 % loss with 100 ms ±20 ms, each followed by a
-/// clean link. After each phase every rollup must be stored once, in sequence, and the newest
+/// rushed ahead of the rest (delayed 50 ms), 30 % loss with 100 ms ±20 ms, a partition (every
+/// packet dropped), each followed by a clean link. After each phase every rollup must be stored once, in sequence, and the newest
 /// one must arrive; the rollups stored during the phase, the reconnections and the time to drain
 /// the backlog are printed.
 #[tokio::test(flavor = "multi_thread")]
 async fn delay_jitter_reordering_and_loss_lose_and_duplicate_nothing_over_tcp_and_quic() {
-    let secs: u64 = std::env::var("SCO_LINK_DRILL_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(15);
+    let secs = |var: &str, default: u64| -> u64 {
+        std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let (phase_secs, partition_secs) = (
+        secs("SCO_LINK_DRILL_SECS", 15),
+        secs("SCO_LINK_PARTITION_SECS", 12),
+    );
     let faults = [
-        ("300 ms ±100 ms each way", "both delay=300 jitter=100\n"),
+        (
+            "300 ms ±100 ms each way",
+            "both delay=300 jitter=100\n",
+            phase_secs,
+        ),
         (
             "25 % reordered, 50 ms on the rest",
             "both delay=50 reorder=25\n",
+            phase_secs,
         ),
         (
             "30 % loss, 100 ms ±20 ms",
             "both loss=30 delay=100 jitter=20\n",
+            phase_secs,
         ),
+        ("partition", "both loss=100\n", partition_secs),
     ];
     let mut drills = Vec::new();
     for (which, quic) in [(5, false), (6, true)] {
@@ -741,7 +754,7 @@ async fn delay_jitter_reordering_and_loss_lose_and_duplicate_nothing_over_tcp_an
         drills.push((if quic { "QUIC" } else { "TCP" }, d));
     }
     let pools: Vec<&sqlx::AnyPool> = drills.iter().map(|(_, d)| &d.pool).collect();
-    for (fault, settings) in faults {
+    for (fault, settings, secs) in faults {
         let mut before = Vec::new();
         for (_, d) in &drills {
             let stored = stored_windows(&d.pool, "agent-1").await.len();
