@@ -12,7 +12,8 @@
 //! come from `sco-link` (`tests/link`): the namespace is joined by two TUN devices instead, and
 //! that program forwards the packets between them, delaying, dropping or rushing them ahead as
 //! its settings say. A drill on such a link runs an agent over gRPC/TCP and one over QUIC side
-//! by side through 300 ms ±100 ms each way, 25 % reordering, and 30 % loss with 100 ms delay.
+//! by side through 300 ms ±100 ms each way, 25 % reordering, 30 % loss with 100 ms delay, and a
+//! partition.
 //!
 //! Needs root, `ip`, `nft` and `/dev/net/tun`. Without them the test says so and passes, except
 //! under `CI=true`, where it fails. `SCO_LINK_DRILL_SECS` sets the length of the lossy phase
@@ -140,6 +141,10 @@ impl Relay {
 
     /// Gives the link new settings (`sco-link`'s file format) and waits until they apply.
     fn shape(&self, settings: &str) {
+        // sco-link acts on a change only (a missing file reads as empty)
+        if std::fs::read_to_string(&self.settings).unwrap_or_default() == settings {
+            return;
+        }
         let applied = self.lines("sco-link: settings").len();
         let tmp = self.settings.with_extension("new");
         std::fs::write(&tmp, settings).expect("write link settings");
