@@ -8,19 +8,24 @@
 //! are dropped and counted, the count reaches the control plane, and the agent's memory stays
 //! flat.
 //!
-//! Loss is made with nftables (`numgen random mod 100 < N drop`) because this machine's kernel
-//! has no `netem` queueing discipline; there is no added delay.
+//! This machine's kernel has no `netem` queueing discipline, so delay, jitter and reordering
+//! come from `sco-link` (`tests/link`): the namespace is joined by two TUN devices instead, and
+//! that program forwards the packets between them, delaying, dropping or rushing them ahead as
+//! its settings say. A drill on such a link runs an agent over gRPC/TCP and one over QUIC side
+//! by side through 300 ms ±100 ms each way, 25 % reordering, 30 % loss with 100 ms delay, and a
+//! partition.
 //!
-//! Needs root, `ip` and `nft`. Without them the test says so and passes, except under
-//! `CI=true`, where it fails. `SCO_LINK_DRILL_SECS` sets the length of the lossy phase
-//! (default 20 s) and `SCO_LINK_PARTITION_SECS` that of the partition (default 12 s; the
-//! full drill is 60 s).
+//! Needs root, `ip`, `nft` and `/dev/net/tun`. Without them the test says so and passes, except
+//! under `CI=true`, where it fails. `SCO_LINK_DRILL_SECS` sets the length of the lossy phase
+//! and of each phase of the delay drill (default 20 s and 15 s) and `SCO_LINK_PARTITION_SECS`
+//! that of the partition (default 12 s; the full drill is 60 s).
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sco_tests::{bin, duplicated_windows, stored_windows, wait_for, Db, Proc, Sandbox};
+use sco_tests::{bin, duplicated_windows, stored_windows, wait_for, wait_until, Db, Proc, Sandbox};
 
 /// Runs a command, panicking with its output when it fails.
 fn run(args: &[&str]) {
@@ -36,7 +41,7 @@ fn run(args: &[&str]) {
     );
 }
 
-fn available() -> Result<(), String> {
+fn available(wire: Wire) -> Result<(), String> {
     // SAFETY-free check: only root may make namespaces and firewall rules
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -58,7 +63,121 @@ fn available() -> Result<(), String> {
             return Err(format!("`{tool}` is not installed"));
         }
     }
+    if matches!(wire, Wire::Tun) && !std::path::Path::new("/dev/net/tun").exists() {
+        return Err("no /dev/net/tun".into());
+    }
     Ok(())
+}
+
+/// How the agent's namespace is joined to the host's.
+#[derive(Clone, Copy)]
+enum Wire {
+    /// A veth pair: [`Link::loss`] drops packets with nftables in the namespace.
+    Veth,
+    /// Two TUN devices with `sco-link` forwarding between them (the kernel has no `netem`):
+    /// [`Link::shape`] sets its loss, delay, jitter and reordering.
+    Tun,
+}
+
+/// `sco-link` forwarding between the two TUN devices of a link, and its settings file.
+struct Relay {
+    proc: Proc,
+    settings: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// What `sco-link` counted, both directions together.
+#[derive(Clone, Copy, Debug, Default)]
+struct RelayCounts {
+    forwarded: u64,
+    dropped: u64,
+    rushed: u64,
+    reordered: u64,
+}
+
+impl std::ops::Sub for RelayCounts {
+    type Output = Self;
+    fn sub(self, o: Self) -> Self {
+        Self {
+            forwarded: self.forwarded - o.forwarded,
+            dropped: self.dropped - o.dropped,
+            rushed: self.rushed - o.rushed,
+            reordered: self.reordered - o.reordered,
+        }
+    }
+}
+
+impl Relay {
+    /// Starts `sco-link`, which makes the TUN devices `a` and `b`, and waits for them.
+    fn start(a: &str, b: &str, seed: u32) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = dir.path().join("settings");
+        let proc = Proc::spawn(
+            "sco-link",
+            Command::new(bin("sco-link"))
+                .arg("--settings")
+                .arg(&settings)
+                .args(["--seed", &seed.to_string(), a, b]),
+            &dir.path().join("sco-link.log"),
+        );
+        wait_until("sco-link made its TUN devices", || {
+            proc.log_contains("sco-link: forwarding between")
+        });
+        Self {
+            proc,
+            settings,
+            _dir: dir,
+        }
+    }
+
+    fn lines(&self, prefix: &str) -> Vec<String> {
+        self.proc
+            .log_text()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Gives the link new settings (`sco-link`'s file format) and waits until they apply.
+    fn shape(&self, settings: &str) {
+        // sco-link acts on a change only (a missing file reads as empty)
+        if std::fs::read_to_string(&self.settings).unwrap_or_default() == settings {
+            return;
+        }
+        let applied = self.lines("sco-link: settings").len();
+        let tmp = self.settings.with_extension("new");
+        std::fs::write(&tmp, settings).expect("write link settings");
+        std::fs::rename(&tmp, &self.settings).expect("replace link settings");
+        wait_until("sco-link applied its new settings", || {
+            self.lines("sco-link: settings").len() > applied
+        });
+    }
+
+    /// Asks `sco-link` for its counts (SIGUSR1) and reads them from its output.
+    fn counts(&self) -> RelayCounts {
+        let before = self.lines("sco-link: counts").len();
+        self.proc.signal("USR1");
+        wait_until("sco-link printed its counts", || {
+            self.lines("sco-link: counts").len() > before
+        });
+        let line = self.lines("sco-link: counts").pop().unwrap_or_default();
+        let mut counts = RelayCounts::default();
+        for (key, value) in line
+            .split_whitespace()
+            .filter_map(|w| w.trim_end_matches(';').split_once('='))
+        {
+            let value: u64 = value.parse().expect("a count");
+            match key {
+                "forwarded" => counts.forwarded += value,
+                "dropped" | "overflow" => counts.dropped += value,
+                "rushed" => counts.rushed += value,
+                "reordered" => counts.reordered += value,
+                _ => {}
+            }
+        }
+        counts
+    }
 }
 
 /// A network namespace joined to this one by a veth pair; removed when dropped.
@@ -68,51 +187,67 @@ struct Link {
     agent_if: String,
     net: u8,
     host_ip: Ipv4Addr,
+    /// The forwarder of a [`Wire::Tun`] link.
+    relay: Option<Relay>,
 }
 
 impl Link {
-    fn new(which: u32) -> Self {
+    fn new(which: u32, wire: Wire) -> Self {
         let tag = (std::process::id() % 10_000) * 10 + which;
         let ns = format!("sco-link-{tag}");
         let host_if = format!("scoh{tag}");
         let agent_if = format!("scoa{tag}");
         let net = (tag % 250) as u8 + 1;
         let agent_if_name = agent_if.clone();
-        let host_ip = Ipv4Addr::new(10, 231, net, 1);
-        let agent_ip = format!("10.231.{net}.2/24");
         // leftovers of a killed earlier run with the same pid
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         let _ = Command::new("ip").args(["link", "del", &host_if]).output();
         run(&["ip", "netns", "add", &ns]);
-        let link = Self {
+        let mut link = Self {
             ns,
             host_if,
             agent_if: agent_if_name,
             net,
-            host_ip,
+            host_ip: Ipv4Addr::new(10, 231, net, 1),
+            relay: None,
         };
-        run(&[
-            "ip",
-            "link",
-            "add",
-            &link.host_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &agent_if,
-        ]);
+        // each end's address as `ip addr add` takes it
+        let (host_addr, agent_addr) = match wire {
+            Wire::Veth => {
+                run(&[
+                    "ip",
+                    "link",
+                    "add",
+                    &link.host_if,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &agent_if,
+                ]);
+                (format!("{}/24", link.host_ip), format!("10.231.{net}.2/24"))
+            }
+            Wire::Tun => {
+                // a /30 of its own, point to point: the forwarder is the wire between the ends
+                link.host_ip = Ipv4Addr::new(10, 232, net, 1);
+                link.relay = Some(Relay::start(&link.host_if, &agent_if, tag));
+                (
+                    format!("10.232.{net}.1 peer 10.232.{net}.2"),
+                    format!("10.232.{net}.2 peer 10.232.{net}.1"),
+                )
+            }
+        };
+        // the forwarder's file stays attached to the TUN device in its new namespace
         run(&["ip", "link", "set", &agent_if, "netns", &link.ns]);
-        run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{host_ip}/24"),
-            "dev",
-            &link.host_if,
-        ]);
+        let mut add = vec!["ip", "addr", "add"];
+        add.extend(host_addr.split(' '));
+        add.extend(["dev", &link.host_if]);
+        run(&add);
         run(&["ip", "link", "set", &link.host_if, "up"]);
-        link.exec(&["ip", "addr", "add", &agent_ip, "dev", &agent_if]);
+        let mut add = vec!["ip", "addr", "add"];
+        add.extend(agent_addr.split(' '));
+        add.extend(["dev", &agent_if]);
+        link.exec(&add);
         link.exec(&["ip", "link", "set", &agent_if, "up"]);
         link.exec(&["ip", "link", "set", "lo", "up"]);
         link.exec(&["nft", "add", "table", "inet", "sco"]);
@@ -178,6 +313,15 @@ impl Link {
         }
     }
 
+    /// Gives a [`Wire::Tun`] link new settings (`sco-link`'s format; empty: a clean link).
+    fn shape(&self, settings: &str) {
+        self.relay().shape(settings);
+    }
+
+    fn relay(&self) -> &Relay {
+        self.relay.as_ref().expect("a link through sco-link")
+    }
+
     /// Moves the agent's end to another address; its connection is left dangling.
     fn change_agent_address(&self) {
         let net = self.net;
@@ -225,6 +369,8 @@ impl Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
+        // the forwarder's TUN devices go away with it
+        drop(self.relay.take());
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_if])
@@ -251,13 +397,13 @@ struct Drill {
 /// Sets the drill up (`which` tells two drills of one test run apart), the agent's config
 /// with `extra` appended; None when it cannot run here (and need not: not in CI).
 async fn drill(which: u32, extra: &str) -> Option<Drill> {
-    drill_over(which, extra, None).await
+    drill_over(which, extra, None, Wire::Veth).await
 }
 
 /// [`drill`] with the agent over QUIC (`Some(true)`), over TCP (`Some(false)`), or over the
-/// run's transport (`None`, `SCO_TEST_TRANSPORT`).
-async fn drill_over(which: u32, extra: &str, quic: Option<bool>) -> Option<Drill> {
-    if let Err(why) = available() {
+/// run's transport (`None`, `SCO_TEST_TRANSPORT`), on a link of the given wire.
+async fn drill_over(which: u32, extra: &str, quic: Option<bool>, wire: Wire) -> Option<Drill> {
+    if let Err(why) = available(wire) {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "the link drill must run in CI: {why}"
@@ -265,7 +411,7 @@ async fn drill_over(which: u32, extra: &str, quic: Option<bool>) -> Option<Drill
         eprintln!("skipped: {why}");
         return None;
     }
-    let link = Link::new(which);
+    let link = Link::new(which, wire);
     let mut sb = Sandbox::new(Db::Sqlite).await?;
     // the control plane listens on the host's end of the link
     sb.grpc_addr = SocketAddr::from((link.host_ip, sco_tests::free_addr().port()));
@@ -474,7 +620,7 @@ async fn a_partition_longer_than_the_outbox_holds_drops_the_oldest_and_says_so()
 async fn an_address_change_keeps_a_quic_stream_and_makes_tcp_reconnect() {
     for (which, quic) in [(3, true), (4, false)] {
         let name = if quic { "QUIC" } else { "TCP" };
-        let Some(d) = drill_over(which, "", Some(quic)).await else {
+        let Some(d) = drill_over(which, "", Some(quic), Wire::Veth).await else {
             return;
         };
         let (link, agent, pool) = (&d.link, &d.agent, &d.pool);
@@ -485,12 +631,7 @@ async fn an_address_change_keeps_a_quic_stream_and_makes_tcp_reconnect() {
                 .matches("agent stream opened")
                 .count()
         };
-        let connections = || {
-            agent
-                .log_text()
-                .matches("connected to control plane")
-                .count()
-        };
+        let connections = || connections(agent);
         let transport = format!("transport=\"{}\"", if quic { "quic" } else { "grpc" });
         assert!(
             agent.log_contains(&transport),
@@ -539,4 +680,134 @@ async fn an_address_change_keeps_a_quic_stream_and_makes_tcp_reconnect() {
 
 fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// How many times the agent has connected to the control plane so far.
+fn connections(agent: &Proc) -> usize {
+    agent
+        .log_text()
+        .matches("connected to control plane")
+        .count()
+}
+
+/// How long after `since` each agent's newest stored rollup ended at `since_ms` or later (its
+/// backlog drained), all of them watched at once.
+async fn drain_times(pools: &[&sqlx::AnyPool], since_ms: i64, since: Instant) -> Vec<Duration> {
+    let deadline = Instant::now() + sco_tests::patience();
+    let mut times = vec![None; pools.len()];
+    while times.iter().any(Option::is_none) {
+        for (pool, time) in pools.iter().zip(times.iter_mut()) {
+            let newest_end = stored_windows(pool, "agent-1")
+                .await
+                .last()
+                .map_or(0, |w| w.2);
+            if time.is_none() && newest_end >= since_ms {
+                *time = Some(since.elapsed());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a backlog did not drain after the link came back: {times:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    times.into_iter().flatten().collect()
+}
+
+/// A link with delay, jitter and reordering (`sco-link` between two TUN devices), the agent over
+/// gRPC on TCP and another over QUIC side by side, each with its own control plane, through the
+/// same phases at the same time: 300 ms each way with ±100 ms of jitter, 25 % of the packets
+/// rushed ahead of the rest (delayed 50 ms), 30 % loss with 100 ms ±20 ms, a partition (every
+/// packet dropped), each followed by a clean link. After each phase every rollup must be stored once, in sequence, and the newest
+/// one must arrive; the rollups stored during the phase, the reconnections and the time to drain
+/// the backlog are printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn delay_jitter_reordering_and_loss_lose_and_duplicate_nothing_over_tcp_and_quic() {
+    let secs = |var: &str, default: u64| -> u64 {
+        std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let (phase_secs, partition_secs) = (
+        secs("SCO_LINK_DRILL_SECS", 15),
+        secs("SCO_LINK_PARTITION_SECS", 12),
+    );
+    let faults = [
+        (
+            "300 ms ±100 ms each way",
+            "both delay=300 jitter=100\n",
+            phase_secs,
+        ),
+        (
+            "25 % reordered, 50 ms on the rest",
+            "both delay=50 reorder=25\n",
+            phase_secs,
+        ),
+        (
+            "30 % loss, 100 ms ±20 ms",
+            "both loss=30 delay=100 jitter=20\n",
+            phase_secs,
+        ),
+        ("partition", "both loss=100\n", partition_secs),
+    ];
+    let mut drills = Vec::new();
+    for (which, quic) in [(5, false), (6, true)] {
+        let Some(d) = drill_over(which, "", Some(quic), Wire::Tun).await else {
+            return;
+        };
+        drills.push((if quic { "QUIC" } else { "TCP" }, d));
+    }
+    let pools: Vec<&sqlx::AnyPool> = drills.iter().map(|(_, d)| &d.pool).collect();
+    for (fault, settings, secs) in faults {
+        let mut before = Vec::new();
+        for (_, d) in &drills {
+            let stored = stored_windows(&d.pool, "agent-1").await.len();
+            before.push((stored, connections(&d.agent), d.link.relay().counts()));
+        }
+        for (_, d) in &drills {
+            d.link.shape(settings);
+        }
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let mut during = Vec::new();
+        for (_, d) in &drills {
+            during.push(stored_windows(&d.pool, "agent-1").await.len());
+        }
+        for (_, d) in &drills {
+            d.link.shape("");
+        }
+        let (cleared, cleared_ms) = (Instant::now(), now_ms());
+        let drained = drain_times(&pools, cleared_ms, cleared).await;
+        for (i, (name, d)) in drills.iter().enumerate() {
+            let windows = stored_windows(&d.pool, "agent-1").await;
+            assert_contiguous(&windows);
+            assert!(duplicated_windows(&d.pool, "agent-1").await.is_empty());
+            let (stored_before, connections_before, counts_before) = before[i];
+            let link = d.link.relay().counts() - counts_before;
+            let reconnects = connections(&d.agent) - connections_before;
+            eprintln!(
+                "{name}, {fault} ({secs} s): {} rollups stored during the fault, {reconnects} \
+                 reconnection(s), backlog drained {:.1} s after the link was restored; {} in all, \
+                 contiguous, none duplicated; link: {} packets forwarded, {} dropped, {} rushed \
+                 ahead, {} arrived after a later one",
+                during[i] - stored_before,
+                drained[i].as_secs_f64(),
+                windows.len(),
+                link.forwarded,
+                link.dropped,
+                link.rushed,
+                link.reordered,
+            );
+            // the fault was there
+            if settings.contains("loss=") {
+                assert!(link.dropped > 0, "{name}: nothing dropped: {link:?}");
+            }
+            if settings.contains("reorder=") {
+                assert!(link.rushed > 0, "{name}: nothing rushed ahead: {link:?}");
+            }
+            if settings.contains("jitter=") || settings.contains("reorder=") {
+                assert!(link.reordered > 0, "{name}: nothing reordered: {link:?}");
+            }
+        }
+    }
 }
