@@ -460,6 +460,34 @@ mod tests {
     use crate::policy::parse;
     use crate::policy::test_keys::{keypair, public, sign};
 
+    /// An executor on these parts, with no detector or collector behind it.
+    fn test_executor(
+        remediator: remediate::Remediator,
+        policies: PolicyStore,
+        outbox: Outbox,
+    ) -> Executor {
+        Executor {
+            remediator,
+            policies: Arc::new(std::sync::Mutex::new(policies)),
+            outbox: Arc::new(Mutex::new(outbox)),
+            new_data: Arc::new(Notify::new()),
+            latest: watch::channel(Latest::default()).1,
+            tuning: watch::channel(None).0,
+            activity: Arc::new(crate::status::Activity::default()),
+        }
+    }
+
+    /// The proposals the executor put in its outbox, oldest first.
+    async fn sent_proposals(executor: &Executor) -> Vec<sco_proto::v1::ActionProposal> {
+        let sent = executor.outbox.lock().await.after(0, 100).expect("outbox");
+        sent.into_iter()
+            .filter_map(|m| match m.body {
+                Some(sco_proto::v1::agent_message::Body::Proposal(p)) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A rule that keeps firing while it cools down reports its refusal
     /// once per rule revision and cooldown, as a pre-check, not a dry run.
     #[tokio::test]
@@ -493,17 +521,8 @@ mod tests {
             })
             .await;
         assert_eq!(done.decision, Decision::Executed, "{done:?}");
-        let mut executor = Executor {
-            remediator,
-            policies: Arc::new(std::sync::Mutex::new(
-                PolicyStore::open(&db, None).expect("policies"),
-            )),
-            outbox: Arc::new(Mutex::new(outbox)),
-            new_data: Arc::new(Notify::new()),
-            latest: watch::channel(Latest::default()).1,
-            tuning: watch::channel(None).0,
-            activity: Arc::new(crate::status::Activity::default()),
-        };
+        let store = PolicyStore::open(&db, None).expect("policies");
+        let mut executor = test_executor(remediator, store, outbox);
         let fired = |revision| Trigger {
             policy: "p".into(),
             revision,
@@ -517,14 +536,7 @@ mod tests {
         executor.trigger(fired(2)).await;
         executor.trigger(fired(2)).await;
 
-        let sent = executor.outbox.lock().await.after(0, 100).expect("outbox");
-        let proposals: Vec<sco_proto::v1::ActionProposal> = sent
-            .into_iter()
-            .filter_map(|m| match m.body {
-                Some(sco_proto::v1::agent_message::Body::Proposal(p)) => Some(p),
-                _ => None,
-            })
-            .collect();
+        let proposals = sent_proposals(&executor).await;
         assert_eq!(
             proposals.iter().map(|p| p.revision).collect::<Vec<_>>(),
             [1, 2],
@@ -570,17 +582,8 @@ mod tests {
             ..Default::default()
         };
         let remediator = remediate::Remediator::with_db(config, db.clone()).expect("open");
-        let mut executor = Executor {
-            remediator,
-            policies: Arc::new(std::sync::Mutex::new(
-                PolicyStore::open(&db, None).expect("policies"),
-            )),
-            outbox: Arc::new(Mutex::new(outbox)),
-            new_data: Arc::new(Notify::new()),
-            latest: watch::channel(Latest::default()).1,
-            tuning: watch::channel(None).0,
-            activity: Arc::new(crate::status::Activity::default()),
-        };
+        let store = PolicyStore::open(&db, None).expect("policies");
+        let mut executor = test_executor(remediator, store, outbox);
         for mode in ["dry_run", "auto"] {
             let policy = parse(&format!(
                 "name: p\nrules:\n  - name: r\n    when: {{ state: ['cpu.total_pct > 80'] }}\n    \
@@ -598,14 +601,7 @@ mod tests {
                 })
                 .await;
         }
-        let sent = executor.outbox.lock().await.after(0, 100).expect("outbox");
-        let proposals: Vec<sco_proto::v1::ActionProposal> = sent
-            .into_iter()
-            .filter_map(|m| match m.body {
-                Some(sco_proto::v1::agent_message::Body::Proposal(p)) => Some(p),
-                _ => None,
-            })
-            .collect();
+        let proposals = sent_proposals(&executor).await;
         assert_eq!(proposals.len(), 2, "{proposals:?}");
         for (p, want) in proposals.iter().zip(["dry_run", "proposed"]) {
             assert_eq!(p.decision, want, "{p:?}");
@@ -653,15 +649,7 @@ mod tests {
         )
         .expect("valid");
         store.apply(sign(&k, &policy, 1)).expect("apply");
-        let mut executor = Executor {
-            remediator,
-            policies: Arc::new(std::sync::Mutex::new(store)),
-            outbox: Arc::new(Mutex::new(outbox)),
-            new_data: Arc::new(Notify::new()),
-            latest: watch::channel(Latest::default()).1,
-            tuning: watch::channel(None).0,
-            activity: Arc::new(crate::status::Activity::default()),
-        };
+        let mut executor = test_executor(remediator, store, outbox);
         let command = |unit: &str| Command {
             id: format!("act-{unit}"),
             action_json: serde_json::json!({"type": "restart_service", "unit": unit}).to_string(),
