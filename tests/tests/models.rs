@@ -512,11 +512,14 @@ async fn a_canary_whose_alarms_jump_stops_the_model_rollout() {
         rollout["updated_at_ms"].as_i64().expect("updated") - started < 600_000,
         "stopped within the canary window: {rollout}"
     );
-    let (_, body) = sb
-        .get(&admin, "/anomaly?host=alarm-canary&status=open")
-        .await;
+    // The canary's alarm, opened after the rollout started (a warming detector raises none,
+    // so it is the burners'). Open or closed: going back to its own model closes it, and that
+    // may already have happened.
+    let (_, body) = sb.get(&admin, "/anomaly?host=alarm-canary").await;
     assert!(
-        body["anomalies"].as_array().is_some_and(|a| !a.is_empty()),
+        body["anomalies"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|e| e["started_ms"].as_i64().is_some_and(|t| t >= started))),
         "the canary's alarm: {body}"
     );
     // The canary goes back to what it ran before: its own model.
