@@ -1,5 +1,6 @@
 //! Learning which fix works, with real processes: a memory hog (a `python3` child of the
-//! test holding a quarter of the host's memory, at most a third of what is free) is the
+//! test holding a quarter of the host's memory, at most a third of what is free, and
+//! holding all of it before the rule may fire) is the
 //! cause of each incident; a rule lists two candidate actions. The first (`journal_vacuum`,
 //! `journalctl` = `/bin/true`) runs and succeeds but does nothing about the hog, so the
 //! rule's shared verification (memory back under a threshold set from this host's baseline)
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use sco_tests::{wait_for, wait_for_longer, Db, Sandbox};
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const RULE: &str = "learn/fix";
@@ -76,29 +78,39 @@ impl Plan {
     }
 }
 
-/// A `python3` process that writes `bytes` of memory (so they are resident) and holds them
-/// until it is killed; its command line carries `marker`. Not waited for: the agent may
-/// see the host over the threshold, and act, before the hog has finished allocating.
+/// A `python3` process that writes `bytes` of memory (so they are resident), says so on its
+/// standard output and holds them until it is killed; its command line carries `marker`.
 struct Hog {
     child: Child,
     pid: u32,
 }
 
 impl Hog {
-    fn start(bytes: u64, marker: &str) -> Self {
-        let child = Command::new("python3")
+    /// Starts a hog and returns once all its memory is resident, so that the rule fires
+    /// with the host a whole hog above its baseline, not while it is still growing near
+    /// the threshold (where other work's memory could push it back under).
+    async fn start(bytes: u64, marker: &str) -> Self {
+        let mut child = Command::new("python3")
             .args([
                 "-c",
-                "import sys, time\nb = b'\\x01' * int(sys.argv[1])\ntime.sleep(3600)\n",
+                "import sys, time\nb = b'\\x01' * int(sys.argv[1])\nprint('ready', flush=True)\n\
+                 time.sleep(3600)\n",
                 &bytes.to_string(),
                 marker,
             ])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("start python3 (the memory hog)");
         let pid = child.id().expect("the hog's pid");
+        let stdout = child.stdout.take().expect("the hog's stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+            .await
+            .expect("the hog to hold its memory within 120 s")
+            .expect("read the hog's stdout");
+        assert_eq!(ready.as_deref(), Some("ready"), "the hog's first line");
         Self { child, pid }
     }
 
@@ -108,10 +120,10 @@ impl Hog {
 }
 
 /// The policy: revision `incident` (a new revision starts a new episode, so each one is an
-/// incident of its own). Both candidates run on this agent; only the second removes the
-/// cause, and `verify` (shared by the candidates) holds only once it is gone.
-fn policy(incident: usize, plan: &Plan, marker: &str) -> String {
-    let t = plan.threshold;
+/// incident of its own), its rules firing at `t` (% memory used). Both candidates run on
+/// this agent; only the second removes the cause, and `verify` (shared by the candidates)
+/// holds only once it is gone.
+fn policy(incident: usize, t: f64, marker: &str) -> String {
     let rule = |name: &str, mode: &str| {
         format!(
             "  - name: {name}\n    when: {{ state: [\"mem.used_pct >= {t:.2}\"] }}\n    candidates:\n      \
@@ -139,26 +151,30 @@ struct Incidents<'a> {
 }
 
 impl Incidents<'_> {
-    /// Publishes the next revision, starts a hog once the agent runs it (unless the last
-    /// one is still alive: then the new revision fires at once), waits for the new
-    /// requests of both rules to finish and checks what each candidate did to the hog;
-    /// returns (the executed one, the dry run).
+    /// Holds the rules back (a revision that cannot fire), starts a hog unless the last one
+    /// is still alive and waits until it holds its memory, then publishes the next revision,
+    /// which fires at once; waits for the new requests of both rules to finish and checks
+    /// what each candidate did to the hog; returns (the executed one, the dry run).
     async fn run(&mut self, n: usize) -> (Value, Value) {
         let (sb, admin) = (self.sb, self.admin);
+        let held = sb
+            .publish_policy(admin, &policy(n, 100.0, &self.marker))
+            .await;
+        sb.wait_policy_applied(admin, "learn", "agent-1", held)
+            .await;
+        if !self.hog.as_mut().is_some_and(Hog::running) {
+            self.hog = Some(Hog::start(self.plan.hog_bytes, &self.marker).await);
+        }
         let revision = sb
-            .publish_policy(admin, &policy(n, &self.plan, &self.marker))
+            .publish_policy(admin, &policy(n, self.plan.threshold, &self.marker))
             .await;
         sb.wait_policy_applied(admin, "learn", "agent-1", revision)
             .await;
-        if !self.hog.as_mut().is_some_and(Hog::running) {
-            self.hog = Some(Hog::start(self.plan.hog_bytes, &self.marker));
-        }
         let hog_pid = self.hog.as_ref().map(|h| h.pid).expect("a hog");
         let done = |rule: &'static str, states: &'static [&'static str]| {
             let seen = &self.seen;
             async move {
-                // the hog takes its time to reach its size on a busy machine, then the
-                // verification window runs
+                // the candidates' checks, the action, then the verification window
                 let extra = Duration::from_secs(VERIFY_SECS + 60);
                 wait_for_longer(
                     &format!("incident {n} of {rule} to finish"),
@@ -417,4 +433,8 @@ async fn the_choice_moves_to_the_candidate_that_verifies_and_stays(db: Db) {
     assert_eq!(body["entries"][0]["detail"]["deleted"], 2, "{body}");
     let (fix, _) = incidents.run(8).await;
     assert_eq!(kind(&fix), "journal_vacuum", "{fix}");
+    // the vacuum left the last hog running: it is gone before the host is handed on
+    if let Some(mut hog) = incidents.hog.take() {
+        hog.child.kill().await.expect("kill the last hog");
+    }
 }
