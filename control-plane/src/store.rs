@@ -23,6 +23,7 @@ mod notifications;
 mod policy;
 mod preferences;
 mod remediation;
+mod rows;
 mod runbooks;
 
 mod users;
@@ -124,18 +125,6 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// Rows per multi-row insert of `cols` columns. PostgreSQL: 200, far below its parameter
-    /// limit, for few round trips. SQLite: about 256 parameters, because SQLite finds the
-    /// name of each numbered parameter (`$n`) by a linear search when binding it, so a
-    /// statement's binding costs the square of its parameter count: 200 rollup rows (2,200
-    /// parameters) took most of the writer's time in a profile.
-    fn rows_per_insert(&self, cols: usize) -> usize {
-        match self.backend {
-            Backend::Postgres => 200,
-            Backend::Sqlite => (256 / cols.max(1)).max(1),
-        }
     }
 
     pub async fn close(&self) {
@@ -242,6 +231,103 @@ mod tests {
                 .collect(),
             outbox_dropped_total: seq,
         }
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_flush_moves_each_host_forward_and_keeps_what_a_beat_did_not_say() {
+        use crate::domain::{DetectorStatus, HostBeat};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::connect(&sqlite_url(dir.path()))
+            .await
+            .expect("sqlite store");
+        // more hosts than one statement carries (1,024 rows of 8 values on SQLite)
+        let ids: Vec<String> = (0..1_500).map(|i| format!("h{i}")).collect();
+        for id in &ids {
+            store
+                .upsert_host(id, &HostInfo::default(), 1)
+                .await
+                .expect("host");
+        }
+        let calibrated = DetectorStatus {
+            state: "calibrated".into(),
+            warm_until_ms: 0,
+            calibrated_at_ms: 7_000,
+            restored: true,
+        };
+        let first: Vec<HostBeat> = ids
+            .iter()
+            .map(|id| HostBeat {
+                host_id: id.clone(),
+                seen_ms: 10_000,
+                outbox_dropped_total: 5,
+                cert_not_after_ms: 99_000,
+                detector: Some(calibrated.clone()),
+            })
+            .collect();
+        store.touch_hosts(&first).await.expect("first flush");
+        // an older time and drop count, no certificate expiry, no detector state: h0 keeps
+        // what it had; h1 moves forward
+        let second = vec![
+            HostBeat {
+                host_id: "h0".into(),
+                seen_ms: 9_000,
+                outbox_dropped_total: 2,
+                cert_not_after_ms: 0,
+                detector: None,
+            },
+            HostBeat {
+                host_id: "h1".into(),
+                seen_ms: 12_000,
+                outbox_dropped_total: 8,
+                cert_not_after_ms: 123_000,
+                detector: Some(DetectorStatus {
+                    state: "warming_up".into(),
+                    warm_until_ms: 20_000,
+                    ..DetectorStatus::default()
+                }),
+            },
+        ];
+        store.touch_hosts(&second).await.expect("second flush");
+        let host = |id: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .host(id, 60_000, 12_000)
+                    .await
+                    .expect("read host")
+                    .expect("host exists")
+            }
+        };
+        let h0 = host("h0").await;
+        assert_eq!(
+            (
+                h0.last_seen_ms,
+                h0.outbox_dropped_total,
+                h0.cert_not_after_ms
+            ),
+            (10_000, 5, 99_000)
+        );
+        assert_eq!(h0.detector, calibrated);
+        let h1 = host("h1").await;
+        assert_eq!(
+            (
+                h1.last_seen_ms,
+                h1.outbox_dropped_total,
+                h1.cert_not_after_ms
+            ),
+            (12_000, 8, 123_000)
+        );
+        assert_eq!(h1.detector.state, "warming_up");
+        assert_eq!(h1.detector.warm_until_ms, 20_000);
+        assert!(!h1.detector.restored);
+        // the last host of the first flush, in its second statement
+        let last = store
+            .host("h1499", 60_000, 12_000)
+            .await
+            .expect("read host")
+            .expect("host exists");
+        assert_eq!((last.last_seen_ms, last.outbox_dropped_total), (10_000, 5));
+        assert_eq!(last.detector, calibrated);
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::rows::Val;
 use super::{audited, claim_message, push_placeholders, Store, StoreError};
 use crate::domain::{
     DetectorStatus, Host, HostBeat, HostInfo, HostLatestValue, Ingested, LatestValue, ProcessRow,
@@ -64,33 +65,47 @@ impl Store {
         if beats.is_empty() {
             return Ok(());
         }
+        // a heartbeat without a detector state (detection off) leaves the last one
+        let detectors: Vec<_> = beats
+            .iter()
+            .map(|b| b.detector.clone().unwrap_or_default())
+            .collect();
+        let rows: Vec<Vec<Val>> = beats
+            .iter()
+            .zip(&detectors)
+            .map(|(b, d)| {
+                vec![
+                    Val::Text(&b.host_id),
+                    Val::Int(b.seen_ms),
+                    Val::Int(b.outbox_dropped_total),
+                    Val::Int(b.cert_not_after_ms),
+                    Val::Text(&d.state),
+                    Val::Int(d.warm_until_ms),
+                    Val::Int(d.calibrated_at_ms),
+                    Val::Int(i64::from(d.restored)),
+                ]
+            })
+            .collect();
         let mut tx = self.pool.begin().await?;
-        for b in beats {
-            // a heartbeat without a detector state (detection off) leaves the last one
-            let d = b.detector.clone().unwrap_or_default();
-            sqlx::query(
-                "UPDATE hosts SET
-                     last_seen_ms = CASE WHEN last_seen_ms > $2 THEN last_seen_ms ELSE $2 END,
-                     outbox_dropped_total = CASE WHEN outbox_dropped_total > $3
-                                                 THEN outbox_dropped_total ELSE $3 END,
-                     cert_not_after_ms = CASE WHEN $4 > 0 THEN $4 ELSE cert_not_after_ms END,
-                     detector_state = CASE WHEN $5 = '' THEN detector_state ELSE $5 END,
-                     detector_warm_until_ms = CASE WHEN $5 = '' THEN detector_warm_until_ms ELSE $6 END,
-                     detector_calibrated_at_ms = CASE WHEN $5 = '' THEN detector_calibrated_at_ms ELSE $7 END,
-                     detector_restored = CASE WHEN $5 = '' THEN detector_restored ELSE $8 END
-                 WHERE id = $1",
-            )
-            .bind(&b.host_id)
-            .bind(b.seen_ms)
-            .bind(b.outbox_dropped_total)
-            .bind(b.cert_not_after_ms)
-            .bind(d.state)
-            .bind(d.warm_until_ms)
-            .bind(d.calibrated_at_ms)
-            .bind(i64::from(d.restored))
-            .execute(&mut *tx)
-            .await?;
-        }
+        // one row per host (the flush keeps each host's newest beat): an `UPDATE … FROM` uses
+        // one matching row of `v` per host, so a host twice in `beats` would keep either
+        self.rows_statement(
+            &mut tx,
+            "WITH v (id, seen, dropped, cert, dstate, warm, cal, restored) AS (",
+            8,
+            &rows,
+            ") UPDATE hosts SET
+                 last_seen_ms = CASE WHEN hosts.last_seen_ms > v.seen THEN hosts.last_seen_ms ELSE v.seen END,
+                 outbox_dropped_total = CASE WHEN hosts.outbox_dropped_total > v.dropped
+                                             THEN hosts.outbox_dropped_total ELSE v.dropped END,
+                 cert_not_after_ms = CASE WHEN v.cert > 0 THEN v.cert ELSE hosts.cert_not_after_ms END,
+                 detector_state = CASE WHEN v.dstate = '' THEN hosts.detector_state ELSE v.dstate END,
+                 detector_warm_until_ms = CASE WHEN v.dstate = '' THEN hosts.detector_warm_until_ms ELSE v.warm END,
+                 detector_calibrated_at_ms = CASE WHEN v.dstate = '' THEN hosts.detector_calibrated_at_ms ELSE v.cal END,
+                 detector_restored = CASE WHEN v.dstate = '' THEN hosts.detector_restored ELSE v.restored END
+             FROM v WHERE hosts.id = v.id",
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -129,28 +144,33 @@ impl Store {
             .collect();
         // The claims of the whole group in a few statements; RETURNING names the ones that
         // were new.
-        let mut new_claims = std::collections::HashSet::new();
-        for chunk in unique.chunks(self.rows_per_insert(5)) {
-            let mut sql = String::from(
-                "INSERT INTO agent_messages (host_id, seq, kind, produced_at_ms, received_at_ms) VALUES ",
-            );
-            push_placeholders(&mut sql, chunk.len(), 5);
-            sql.push_str(" ON CONFLICT (host_id, seq) DO NOTHING RETURNING host_id, seq");
-            let mut q = sqlx::query(audited(sql));
-            for &i in chunk {
+        let claims: Vec<Vec<Val>> = unique
+            .iter()
+            .map(|&i| {
                 let (host, b) = items[i];
-                q = q
-                    .bind(host)
-                    .bind(b.seq)
-                    .bind("rollup")
-                    .bind(b.produced_at_ms)
-                    .bind(now_ms);
-            }
-            for row in q.fetch_all(&mut *tx).await? {
-                let host: String = row.try_get("host_id")?;
-                let seq: i64 = row.try_get("seq")?;
-                new_claims.insert((host, seq));
-            }
+                vec![
+                    Val::Text(host),
+                    Val::Int(b.seq),
+                    Val::Text("rollup"),
+                    Val::Int(b.produced_at_ms),
+                    Val::Int(now_ms),
+                ]
+            })
+            .collect();
+        let mut new_claims = std::collections::HashSet::new();
+        let returned = self
+            .rows_statement(
+                &mut tx,
+                "INSERT INTO agent_messages (host_id, seq, kind, produced_at_ms, received_at_ms)",
+                5,
+                &claims,
+                "ON CONFLICT (host_id, seq) DO NOTHING RETURNING host_id, seq",
+            )
+            .await?;
+        for row in returned {
+            let host: String = row.try_get("host_id")?;
+            let seq: i64 = row.try_get("seq")?;
+            new_claims.insert((host, seq));
         }
         let mut claimed = Vec::with_capacity(unique.len());
         for i in unique {
@@ -164,36 +184,38 @@ impl Store {
             tx.rollback().await?;
             return Ok(results);
         }
-        // The rows of all claimed rollups, in multi-row inserts of a bounded size (see
-        // `rows_per_insert`).
+        // The rows of all claimed rollups.
         let rows: Vec<(&str, &RollupBatch, &crate::domain::MetricRow)> = claimed
             .iter()
             .flat_map(|&(host, b)| b.metrics.iter().map(move |m| (host, b, m)))
             .collect();
-        for chunk in rows.chunks(self.rows_per_insert(11)) {
-            let mut sql = String::from(
-                "INSERT INTO rollups (host_id, seq, metric, device, window_start_ms, window_end_ms,
-                                      v_min, v_mean, v_max, v_last, sample_count) VALUES ",
-            );
-            push_placeholders(&mut sql, chunk.len(), 11);
-            sql.push_str(" ON CONFLICT (host_id, seq, metric, device) DO NOTHING");
-            let mut q = sqlx::query(audited(sql));
-            for &(host, b, m) in chunk {
-                q = q
-                    .bind(host)
-                    .bind(b.seq)
-                    .bind(&m.metric)
-                    .bind(&m.device)
-                    .bind(b.window_start_ms)
-                    .bind(b.window_end_ms)
-                    .bind(m.min)
-                    .bind(m.mean)
-                    .bind(m.max)
-                    .bind(m.last)
-                    .bind(m.count);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        let values: Vec<Vec<Val>> = rows
+            .iter()
+            .map(|&(host, b, m)| {
+                vec![
+                    Val::Text(host),
+                    Val::Int(b.seq),
+                    Val::Text(&m.metric),
+                    Val::Text(&m.device),
+                    Val::Int(b.window_start_ms),
+                    Val::Int(b.window_end_ms),
+                    Val::Real(m.min),
+                    Val::Real(m.mean),
+                    Val::Real(m.max),
+                    Val::Real(m.last),
+                    Val::Int(m.count),
+                ]
+            })
+            .collect();
+        self.rows_statement(
+            &mut tx,
+            "INSERT INTO rollups (host_id, seq, metric, device, window_start_ms, window_end_ms,
+                                  v_min, v_mean, v_max, v_last, sample_count)",
+            11,
+            &values,
+            "ON CONFLICT (host_id, seq, metric, device) DO NOTHING",
+        )
+        .await?;
         // One row per (host, metric, device), the newest window's: PostgreSQL
         // refuses an upsert that touches the same row twice in one statement,
         // and two rollups of one host can meet in a group.
@@ -208,22 +230,27 @@ impl Store {
                 }
             }
         }
-        let latest: Vec<_> = latest.into_iter().collect();
-        for chunk in latest.chunks(self.rows_per_insert(5)) {
-            let mut sql = String::from(
-                "INSERT INTO latest_values (host_id, metric, device, ts_ms, value) VALUES ",
-            );
-            push_placeholders(&mut sql, chunk.len(), 5);
-            sql.push_str(
-                " ON CONFLICT (host_id, metric, device) DO UPDATE SET ts_ms = excluded.ts_ms,
-                   value = excluded.value WHERE excluded.ts_ms >= latest_values.ts_ms",
-            );
-            let mut q = sqlx::query(audited(sql));
-            for &((host, metric, device), (ts, value)) in chunk {
-                q = q.bind(host).bind(metric).bind(device).bind(ts).bind(value);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        let latest: Vec<Vec<Val>> = latest
+            .into_iter()
+            .map(|((host, metric, device), (ts, value))| {
+                vec![
+                    Val::Text(host),
+                    Val::Text(metric),
+                    Val::Text(device),
+                    Val::Int(ts),
+                    Val::Real(value),
+                ]
+            })
+            .collect();
+        self.rows_statement(
+            &mut tx,
+            "INSERT INTO latest_values (host_id, metric, device, ts_ms, value)",
+            5,
+            &latest,
+            "ON CONFLICT (host_id, metric, device) DO UPDATE SET ts_ms = excluded.ts_ms,
+               value = excluded.value WHERE excluded.ts_ms >= latest_values.ts_ms",
+        )
+        .await?;
         // One row per host (its newest sequence number, largest drop count and last processes
         // sent, as one update per rollup in order would leave it), in a few statements.
         let mut per_host: std::collections::BTreeMap<&str, (i64, i64, String, i64)> =
@@ -245,33 +272,34 @@ impl Store {
                 e.3 = b.window_end_ms;
             }
         }
-        let per_host: Vec<_> = per_host.into_iter().collect();
-        for chunk in per_host.chunks(self.rows_per_insert(6)) {
-            let mut sql =
-                String::from("WITH v (id, seq, dropped, seen, procs, procs_ms) AS (VALUES ");
-            push_placeholders(&mut sql, chunk.len(), 6);
-            sql.push_str(
-                ") UPDATE hosts SET
-                    last_seq = CASE WHEN hosts.last_seq > v.seq THEN hosts.last_seq ELSE v.seq END,
-                    outbox_dropped_total = CASE WHEN hosts.outbox_dropped_total > v.dropped
-                                                THEN hosts.outbox_dropped_total ELSE v.dropped END,
-                    last_seen_ms = CASE WHEN hosts.last_seen_ms > v.seen THEN hosts.last_seen_ms ELSE v.seen END,
-                    top_processes = CASE WHEN v.procs = '' THEN hosts.top_processes ELSE v.procs END,
-                    top_processes_ms = CASE WHEN v.procs = '' THEN hosts.top_processes_ms ELSE v.procs_ms END
-                 FROM v WHERE hosts.id = v.id",
-            );
-            let mut q = sqlx::query(audited(sql));
-            for (host, (seq, dropped, processes, processes_ms)) in chunk {
-                q = q
-                    .bind(*host)
-                    .bind(*seq)
-                    .bind(*dropped)
-                    .bind(now_ms)
-                    .bind(processes.as_str())
-                    .bind(*processes_ms);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        let per_host: Vec<Vec<Val>> = per_host
+            .iter()
+            .map(|(host, (seq, dropped, processes, processes_ms))| {
+                vec![
+                    Val::Text(host),
+                    Val::Int(*seq),
+                    Val::Int(*dropped),
+                    Val::Int(now_ms),
+                    Val::Text(processes),
+                    Val::Int(*processes_ms),
+                ]
+            })
+            .collect();
+        self.rows_statement(
+            &mut tx,
+            "WITH v (id, seq, dropped, seen, procs, procs_ms) AS (",
+            6,
+            &per_host,
+            ") UPDATE hosts SET
+                last_seq = CASE WHEN hosts.last_seq > v.seq THEN hosts.last_seq ELSE v.seq END,
+                outbox_dropped_total = CASE WHEN hosts.outbox_dropped_total > v.dropped
+                                            THEN hosts.outbox_dropped_total ELSE v.dropped END,
+                last_seen_ms = CASE WHEN hosts.last_seen_ms > v.seen THEN hosts.last_seen_ms ELSE v.seen END,
+                top_processes = CASE WHEN v.procs = '' THEN hosts.top_processes ELSE v.procs END,
+                top_processes_ms = CASE WHEN v.procs = '' THEN hosts.top_processes_ms ELSE v.procs_ms END
+             FROM v WHERE hosts.id = v.id",
+        )
+        .await?;
         tx.commit().await?;
         Ok(results)
     }
