@@ -1,6 +1,6 @@
 //! Learning which fix works, with real processes: a memory hog (a `python3` child of the
 //! test holding a quarter of the host's memory, at most a third of what is free, and
-//! holding all of it before the rule may fire) is the
+//! holding all of it before the rule may fire; one hog per incident) is the
 //! cause of each incident; a rule lists two candidate actions. The first (`journal_vacuum`,
 //! `journalctl` = `/bin/true`) runs and succeeds but does nothing about the hog, so the
 //! rule's shared verification (memory back under a threshold set from this host's baseline)
@@ -51,12 +51,8 @@ fn used_pct() -> f64 {
 struct Plan {
     /// Bytes each hog holds resident.
     hog_bytes: u64,
-    /// `mem.used_pct` at the start, without a hog.
-    baseline: f64,
-    /// The rule fires at or above it and its verification holds below it: halfway
-    /// between the baseline and the baseline plus a hog, so either side has half a hog
-    /// (about an eighth of the host's memory) of margin against other work on the host.
-    threshold: f64,
+    /// The same as a share of the host's memory, in %.
+    hog_pct: f64,
 }
 
 impl Plan {
@@ -69,12 +65,20 @@ impl Plan {
             hog_pct >= 10.0,
             "too little free memory for a clear signal: a hog would be {hog_pct:.1} % of the host"
         );
+        Self { hog_bytes, hog_pct }
+    }
+
+    /// The threshold of the next incident, measured on the host as it is now, without a
+    /// hog: the rule fires at or above it and its verification holds below it. Halfway
+    /// between the baseline and the baseline plus a hog, so either side has half a hog
+    /// (about an eighth of the host's memory) of margin against other work on the host;
+    /// measured again for each incident, so that other work's memory drifting between
+    /// incidents does not eat that margin.
+    fn threshold(&self) -> f64 {
         let baseline = used_pct();
-        Self {
-            hog_bytes,
-            baseline,
-            threshold: baseline + hog_pct / 2.0,
-        }
+        let t = baseline + self.hog_pct / 2.0;
+        eprintln!("memory: baseline {baseline:.1} %, threshold {t:.1} %");
+        t
     }
 }
 
@@ -151,10 +155,11 @@ struct Incidents<'a> {
 }
 
 impl Incidents<'_> {
-    /// Holds the rules back (a revision that cannot fire), starts a hog unless the last one
-    /// is still alive and waits until it holds its memory, then publishes the next revision,
-    /// which fires at once; waits for the new requests of both rules to finish and checks
-    /// what each candidate did to the hog; returns (the executed one, the dry run).
+    /// Holds the rules back (a revision that cannot fire), ends the last hog if one is left,
+    /// measures the threshold, starts a hog and waits until it holds its memory, then
+    /// publishes the next revision, which fires at once; waits for the new requests of both
+    /// rules to finish and checks what each candidate did to the hog; returns (the executed
+    /// one, the dry run).
     async fn run(&mut self, n: usize) -> (Value, Value) {
         let (sb, admin) = (self.sb, self.admin);
         let held = sb
@@ -162,12 +167,10 @@ impl Incidents<'_> {
             .await;
         sb.wait_policy_applied(admin, "learn", "agent-1", held)
             .await;
-        if !self.hog.as_mut().is_some_and(Hog::running) {
-            self.hog = Some(Hog::start(self.plan.hog_bytes, &self.marker).await);
-        }
-        let revision = sb
-            .publish_policy(admin, &policy(n, self.plan.threshold, &self.marker))
-            .await;
+        self.end_hog().await;
+        let t = self.plan.threshold();
+        self.hog = Some(Hog::start(self.plan.hog_bytes, &self.marker).await);
+        let revision = sb.publish_policy(admin, &policy(n, t, &self.marker)).await;
         sb.wait_policy_applied(admin, "learn", "agent-1", revision)
             .await;
         let hog_pid = self.hog.as_ref().map(|h| h.pid).expect("a hog");
@@ -195,7 +198,6 @@ impl Incidents<'_> {
         for a in [&fix, &watch] {
             self.seen.insert(a["id"].as_str().expect("id").to_string());
         }
-        let t = self.plan.threshold;
         let report = &fix["report"];
         // Both candidates run, under a lease, and succeed as commands.
         assert_eq!(report["decision"], "executed", "incident {n}: {fix}");
@@ -248,6 +250,15 @@ impl Incidents<'_> {
     }
 }
 
+impl Incidents<'_> {
+    /// Kills the hog a vacuum left running and waits until it is gone (its memory with it).
+    async fn end_hog(&mut self) {
+        if let Some(mut hog) = self.hog.take() {
+            hog.child.kill().await.expect("kill the hog");
+        }
+    }
+}
+
 fn kind(a: &Value) -> &str {
     a["action"]["type"].as_str().unwrap_or_default()
 }
@@ -294,10 +305,9 @@ async fn the_choice_moves_to_the_candidate_that_verifies_and_stays(db: Db) {
 
     let plan = Plan::measure();
     eprintln!(
-        "memory: baseline {:.1} %, hogs of {} MiB, threshold {:.1} %",
-        plan.baseline,
+        "memory: hogs of {} MiB ({:.1} % of the host)",
         plan.hog_bytes >> 20,
-        plan.threshold
+        plan.hog_pct
     );
     let mut incidents = Incidents {
         sb: &sb,
@@ -434,7 +444,5 @@ async fn the_choice_moves_to_the_candidate_that_verifies_and_stays(db: Db) {
     let (fix, _) = incidents.run(8).await;
     assert_eq!(kind(&fix), "journal_vacuum", "{fix}");
     // the vacuum left the last hog running: it is gone before the host is handed on
-    if let Some(mut hog) = incidents.hog.take() {
-        hog.child.kill().await.expect("kill the last hog");
-    }
+    incidents.end_hog().await;
 }
