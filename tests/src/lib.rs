@@ -124,15 +124,29 @@ fn rand_u128() -> u128 {
 
 /// A free 127.0.0.1 port, over TCP and UDP alike (a sandbox control plane listens for QUIC on
 /// the UDP port of its gRPC port's number).
+///
+/// A port is handed out at most once per test process: the kernel may give a port it just
+/// released to the next `bind(0)`, and two sandboxes of one test binary would then share it.
 pub fn free_addr() -> SocketAddr {
-    for _ in 0..64 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..256 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
         let addr = l.local_addr().expect("local addr");
-        if std::net::UdpSocket::bind(addr).is_ok() {
+        if !given.contains(&addr.port()) && std::net::UdpSocket::bind(addr).is_ok() {
+            given.push(addr.port());
             return addr;
         }
     }
     panic!("no port free over both TCP and UDP")
+}
+
+/// Whether something listens on `addr`. A connect alone is not proof: polling a port nobody
+/// listens on, from the ephemeral range, can connect the socket to itself (TCP simultaneous
+/// open), so a connection whose two ends are one address does not count.
+pub fn listens(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
 }
 
 /// Path of a workspace binary next to the running test executable.
@@ -273,9 +287,7 @@ impl Sandbox {
             &mut self.serve_command(&bin("sco-control-plane"), &config),
             &self.path().join(format!("{name}.log")),
         );
-        wait_until("control plane answers /health", || {
-            std::net::TcpStream::connect(http_addr).is_ok()
-        });
+        wait_until("control plane answers /health", || listens(http_addr));
         proc
     }
 
@@ -835,9 +847,7 @@ impl Sandbox {
             &self.path().join("control-plane.log"),
         );
         let addr = self.http_addr;
-        wait_until("control plane answers /health", || {
-            std::net::TcpStream::connect(addr).is_ok()
-        });
+        wait_until("control plane answers /health", || listens(addr));
         proc
     }
 

@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 
 use sco_control_plane::accounts::NO_ADMIN_YET;
 use sco_control_plane::config::env;
-use sco_tests::{bin, wait_until, Db, Proc, Sandbox, ADMIN_PASSWORD};
+use sco_tests::{bin, listens, wait_until, Db, Proc, Sandbox, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 
 /// `serve` exactly as configured, without the sandbox's bootstrap.
@@ -21,9 +21,7 @@ fn serve_without_bootstrap(sb: &Sandbox) -> Proc {
         &sb.path().join("control-plane.log"),
     );
     let addr = sb.http_addr;
-    wait_until("control plane answers /health", || {
-        std::net::TcpStream::connect(addr).is_ok()
-    });
+    wait_until("control plane answers /health", || listens(addr));
     proc
 }
 
@@ -209,9 +207,7 @@ async fn the_bootstrap_creates_the_first_admin_once() {
         &sb.path().join("control-plane-2.log"),
     );
     let addr = sb.http_addr;
-    wait_until("the restarted control plane answers", || {
-        std::net::TcpStream::connect(addr).is_ok()
-    });
+    wait_until("the restarted control plane answers", || listens(addr));
     assert_eq!(login_status(&sb, "admin", ADMIN_PASSWORD).await, 200);
     assert_eq!(login_status(&sb, "admin", "another-password-2").await, 401);
     assert!(

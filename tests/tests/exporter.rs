@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use sco_tests::{bin, free_addr, wait_for, wait_until, Db, Proc, Sandbox};
+use sco_tests::{bin, free_addr, listens, wait_for, wait_until, Db, Proc, Sandbox};
 use serde_json::Value;
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
@@ -323,9 +323,7 @@ async fn compare_with_node_exporter(sb: &Sandbox, ours: &BTreeMap<String, Family
         Command::new(NODE_EXPORTER).arg(format!("--web.listen-address={addr}")),
         &sb.path().join("node_exporter.log"),
     );
-    wait_until("node_exporter listens", || {
-        std::net::TcpStream::connect(addr).is_ok()
-    });
+    wait_until("node_exporter listens", || listens(addr));
     let theirs_text = get(&format!("http://{addr}/metrics"))
         .await
         .text()
