@@ -9,8 +9,9 @@
 //! - [`detect`] owns the one detection pipeline ([`detect::Detector`], [`detect::score_window`]):
 //!   online per-host normalisation, batched window-model scoring, host PCA, per-host threshold,
 //!   events with hysteresis and explanations. Used live by the agent, offline by [`replay`].
-//! - [`ops`] is the ONNX operator register: only the operators the shipped models use are linked
-//!   in, and a model using any other is refused at load, by name.
+//! - [`onnx`] decodes the ONNX file (the protobuf messages and fields the loader reads);
+//!   [`ops`] wires its nodes into a tract-core graph: only the operators the shipped models use
+//!   exist, and a model using any other is refused at load, by name.
 //! - [`replay`] runs a [`detect::Detector`] over a CSV file (`sco-agent replay`).
 //! - `linalg` is the Jacobi eigen-decomposition behind the host PCA.
 //! - [`error`] owns [`ModelError`], the one error type of this crate.
@@ -24,6 +25,7 @@ pub mod error;
 mod linalg;
 pub mod manifest;
 pub mod model;
+pub mod onnx;
 pub mod ops;
 pub mod replay;
 

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
-use tract_onnx::pb;
-use tract_onnx::prelude::*;
+use tract_core::prelude::*;
 
 use crate::manifest::{shape_str, Dim, Manifest, TensorSpec};
+use crate::onnx as pb;
 use crate::ModelError;
 
 /// Name of the model's only input, `float32[N, F]`.
@@ -239,16 +239,12 @@ impl Model {
             file: manifest.file.clone(),
             reason: format!("{e:#}"),
         };
-        let onnx = tract_onnx::Onnx {
-            op_register: crate::ops::register(),
-            ..tract_onnx::Onnx::default()
-        };
-        let mut reader = bytes;
-        let proto = onnx.proto_model_for_read(&mut reader).map_err(onnx_err)?;
+        let proto = pb::decode(bytes).map_err(|reason| ModelError::Onnx {
+            file: manifest.file.clone(),
+            reason,
+        })?;
         let (score_index, contrib_index) = check_schema(&proto, &manifest)?;
-        let typed = onnx
-            .model_for_proto_model(&proto)
-            .and_then(|m| m.into_typed())
+        let typed = crate::ops::typed_model(&proto, manifest.opset)
             .and_then(|m| m.into_decluttered())
             .map_err(onnx_err)?;
         let plan = typed

@@ -1,44 +1,30 @@
-//! The ONNX operators a model may use, and nothing else.
+//! The ONNX operators a model may use, and the graph they make in tract-core.
 //!
-//! `tract_onnx::onnx()` registers every operator tract knows (convolutions, recurrent layers,
-//! FFTs, ...), so all of them are linked into the agent whether a model uses them or not: about
-//! half of the agent's code. The shipped models are linear (a clipped, centred projection and its
-//! residual), so the register here holds only what they need, and a model using anything else is
-//! refused at load with the operator's name ([`check_operators`]) instead of failing somewhere in
-//! tract's inference.
-//!
-//! `Add`, `Sub`, `Mul` and `MatMul` are tract's own operators. `Clip` (opset 11 and later: bounds
-//! as inputs) and `ReduceSum` (opset 13 and later: axes as an input) are written here, because
-//! tract-onnx keeps its versions private; both lower to tract-core's `Max`/`Min` and `Reduce`.
+//! The shipped models are linear (a clipped, centred projection and its residual), so a model
+//! may use six ONNX operators and nothing else; a model using any other is refused at load with
+//! the operator's name ([`check_operators`]). Each node is wired straight into a tract-core
+//! [`TypedModel`] ([`typed_model`]): `Add`, `Sub`, `Mul` and `Clip` as tract's binary operators
+//! (with numpy rank broadcasting), `MatMul` as an einsum, `ReduceSum` as tract's `Reduce`. Only
+//! tract-core is linked: tract-onnx's parser registers every operator tract has and tract-nnef's
+//! transforms reach all of them before `main`, about half of the agent's code for nothing.
 
-use tract_onnx::model::{optional_inputs, OnnxOpRegister, ParsingContext};
-use tract_onnx::pb::{GraphProto, NodeProto};
-use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::ops;
-use tract_onnx::tract_hir::ops::logic::wire_with_rank_broadcast;
-use tract_onnx::tract_hir::ops::nn::{Reduce, Reducer};
+use std::collections::HashMap;
+
+use tract_core::internal::*;
+use tract_core::ops::cast::cast;
+use tract_core::ops::einsum::EinSum;
+use tract_core::ops::math;
+use tract_core::ops::nn::{Reduce, Reducer};
+
+use crate::onnx::{self, data_type, GraphProto, NodeProto, TensorProto};
 
 /// The operators a model may use (ONNX domain, opset 11 or later).
 pub const SUPPORTED: &[&str] = &["Add", "Clip", "MatMul", "Mul", "ReduceSum", "Sub"];
 
-/// The lowest operator set [`register`] understands (`Clip` takes its bounds as inputs).
+/// The lowest operator set the loader understands (`Clip` takes its bounds as inputs).
 pub const MIN_OPSET: i64 = 11;
 
-/// An operator register with exactly [`SUPPORTED`].
-pub(crate) fn register() -> OnnxOpRegister {
-    let mut reg = OnnxOpRegister::default();
-    reg.insert("Add", |_, _| Ok((ops::math::Add.into_hir(), vec![])));
-    reg.insert("Sub", |_, _| Ok((ops::math::Sub.into_hir(), vec![])));
-    reg.insert("Mul", |_, _| Ok((ops::math::Mul.into_hir(), vec![])));
-    reg.insert("MatMul", |_, _| {
-        Ok((expand(ops::matmul::MatMulInference::default()), vec![]))
-    });
-    reg.insert("Clip", clip);
-    reg.insert("ReduceSum", reduce_sum);
-    reg
-}
-
-/// The operators of `graph` that [`register`] does not have, each named once, in graph order.
+/// The operators of `graph` outside [`SUPPORTED`], each named once, in graph order.
 pub(crate) fn check_operators(graph: &GraphProto) -> Result<(), String> {
     let mut unsupported: Vec<&str> = Vec::new();
     for node in &graph.node {
@@ -59,192 +45,344 @@ pub(crate) fn check_operators(graph: &GraphProto) -> Result<(), String> {
     }
 }
 
-fn opset_at_least(ctx: &ParsingContext, node: &NodeProto, min: i64) -> TractResult<()> {
-    if ctx.onnx_operator_set_version < min {
-        bail!(
-            "{} needs operator set {min} or later, the model imports {}",
-            node.op_type,
-            ctx.onnx_operator_set_version
-        );
+/// The tract-core graph of `proto` (whose operators [`check_operators`] accepted), importing
+/// operator set `opset`: its sources are the graph inputs that are not initializers, its
+/// outputs the graph outputs in order.
+pub(crate) fn typed_model(proto: &onnx::ModelProto, opset: i64) -> TractResult<TypedModel> {
+    let graph = proto.graph.as_ref().context("the file has no graph")?;
+    ensure!(
+        proto.functions.is_empty(),
+        "the model defines local functions, which the loader does not run"
+    );
+    ensure!(
+        graph.sparse_initializer.is_empty(),
+        "the model has sparse initializers, which the loader does not read"
+    );
+    let initializers: HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+
+    let mut model = TypedModel::default();
+    let mut wires: HashMap<String, OutletId> = HashMap::new();
+    for input in &graph.input {
+        if initializers.contains_key(input.name.as_str()) {
+            continue;
+        }
+        let fact = source_fact(&model, input)?;
+        let outlet = model.add_source(input.name.clone(), fact)?;
+        wires.insert(input.name.clone(), outlet);
     }
+
+    for node in &graph.node {
+        let label = node.label();
+        let mut inputs: Vec<Option<OutletId>> = Vec::with_capacity(node.input.len());
+        for name in &node.input {
+            if name.is_empty() {
+                inputs.push(None);
+                continue;
+            }
+            let outlet = match (wires.get(name), initializers.get(name.as_str())) {
+                (Some(outlet), _) => *outlet,
+                (None, Some(t)) => {
+                    let value = tensor(t).with_context(|| format!("initializer {name}"))?;
+                    let outlet = model.add_const(name.clone(), value)?;
+                    wires.insert(name.clone(), outlet);
+                    outlet
+                }
+                (None, None) => bail!("node {label} reads {name}, which nothing before it defines"),
+            };
+            inputs.push(Some(outlet));
+        }
+        let output = wire(&mut model, node, opset, &inputs)
+            .with_context(|| format!("node {label} ({})", node.op_type))?;
+        let name = node
+            .output
+            .first()
+            .with_context(|| format!("node {label} has no output"))?;
+        ensure!(
+            node.output.len() == 1,
+            "node {label} has {} outputs, {} has one",
+            node.output.len(),
+            node.op_type
+        );
+        wires.insert(name.clone(), output);
+    }
+
+    let outputs = graph
+        .output
+        .iter()
+        .map(|o| {
+            wires
+                .get(&o.name)
+                .copied()
+                .with_context(|| format!("output {} is not computed by any node", o.name))
+        })
+        .collect::<TractResult<Vec<_>>>()?;
+    model.select_output_outlets(&outputs)?;
+    Ok(model)
+}
+
+/// The fact of a graph input: its element type and its shape, a named dimension becoming a
+/// symbol of the model.
+fn source_fact(model: &TypedModel, input: &onnx::ValueInfoProto) -> TractResult<TypedFact> {
+    use onnx::tensor_shape_proto::dimension::Value as D;
+    use onnx::type_proto::Value as T;
+    let Some(T::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        bail!("input {} is not a tensor", input.name);
+    };
+    let dt = datum_type(t.elem_type)?;
+    let shape = t
+        .shape
+        .as_ref()
+        .with_context(|| format!("input {} has no declared shape", input.name))?
+        .dim
+        .iter()
+        .map(|d| match &d.value {
+            Some(D::DimValue(x)) if *x >= 0 => Ok(TDim::Val(*x)),
+            Some(D::DimValue(x)) => bail!("input {} has negative dimension {x}", input.name),
+            Some(D::DimParam(s)) => Ok(TDim::Sym(model.symbols.sym(s))),
+            None => bail!("input {} has an unnamed unknown dimension", input.name),
+        })
+        .collect::<TractResult<TVec<_>>>()?;
+    Ok(TypedFact::dt_shape(dt, shape))
+}
+
+fn datum_type(code: i32) -> TractResult<DatumType> {
+    Ok(match code {
+        data_type::FLOAT => DatumType::F32,
+        data_type::DOUBLE => DatumType::F64,
+        data_type::INT32 => DatumType::I32,
+        data_type::INT64 => DatumType::I64,
+        _ => bail!("element type {code} is not one the loader reads (float, double, int32, int64)"),
+    })
+}
+
+/// An initializer's value: from its typed field or its little-endian `raw_data`.
+fn tensor(t: &TensorProto) -> TractResult<Tensor> {
+    ensure!(
+        t.data_location != Some(1),
+        "its values are in an external file, which the loader does not read"
+    );
+    let shape = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format_err!("negative dimension {d}")))
+        .collect::<TractResult<Vec<usize>>>()?;
+    let len = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .context("its size overflows")?;
+    fn values<T: Copy, const W: usize>(
+        typed: &[T],
+        raw: &[u8],
+        len: usize,
+        from: fn([u8; W]) -> T,
+    ) -> TractResult<Vec<T>> {
+        let v: Vec<T> = if raw.is_empty() {
+            typed.to_vec()
+        } else {
+            raw.chunks_exact(W)
+                .map(|c| from(c.try_into().expect("chunks of W bytes")))
+                .collect()
+        };
+        ensure!(
+            v.len() == len && (raw.is_empty() || raw.len() == len * W),
+            "it holds {} values where its shape needs {len}",
+            if raw.is_empty() { v.len() } else { raw.len() / W }
+        );
+        Ok(v)
+    }
+    let (typed, raw) = (t, t.raw_data.as_slice());
+    Ok(match t.data_type {
+        data_type::FLOAT => {
+            Tensor::from_shape(&shape, &values(&typed.float_data, raw, len, f32::from_le_bytes)?)?
+        }
+        data_type::DOUBLE => {
+            Tensor::from_shape(&shape, &values(&typed.double_data, raw, len, f64::from_le_bytes)?)?
+        }
+        data_type::INT32 => {
+            Tensor::from_shape(&shape, &values(&typed.int32_data, raw, len, i32::from_le_bytes)?)?
+        }
+        data_type::INT64 => {
+            Tensor::from_shape(&shape, &values(&typed.int64_data, raw, len, i64::from_le_bytes)?)?
+        }
+        code => {
+            datum_type(code)?;
+            unreachable!("datum_type accepts only the four types above")
+        }
+    })
+}
+
+/// Wires one node; its single output.
+fn wire(
+    model: &mut TypedModel,
+    node: &NodeProto,
+    opset: i64,
+    inputs: &[Option<OutletId>],
+) -> TractResult<OutletId> {
+    let name = model.unique_name(node.label()).into_owned();
+    let required = |i: usize| -> TractResult<OutletId> {
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .with_context(|| format!("input {i} is missing"))
+    };
+    let arity = |max: usize| -> TractResult<()> {
+        ensure!(
+            inputs.len() <= max,
+            "{} inputs where {} takes at most {max}",
+            inputs.len(),
+            node.op_type
+        );
+        Ok(())
+    };
+    match node.op_type.as_str() {
+        "Add" | "Sub" | "Mul" => {
+            arity(2)?;
+            let (a, b) = (required(0)?, required(1)?);
+            let op: Box<dyn TypedOp> = match node.op_type.as_str() {
+                "Add" => Box::new(math::add()),
+                "Sub" => Box::new(math::sub()),
+                _ => Box::new(math::mul()),
+            };
+            same_type(model, a, b)?;
+            Ok(wire_with_rank_broadcast(&name, model, op, &[a, b])?[0])
+        }
+        "MatMul" => {
+            arity(2)?;
+            matmul(model, &name, required(0)?, required(1)?)
+        }
+        "Clip" => {
+            at_least(node, opset, MIN_OPSET)?;
+            arity(3)?;
+            let mut wire = required(0)?;
+            let dt = model.outlet_fact(wire)?.datum_type;
+            for (position, label) in [(1, "min"), (2, "max")] {
+                let Some(mut bound) = inputs.get(position).copied().flatten() else {
+                    continue;
+                };
+                ensure!(
+                    model.outlet_fact(bound)?.rank() == 0,
+                    "its {label} bound is not a scalar"
+                );
+                if model.outlet_fact(bound)?.datum_type != dt {
+                    bound = model.wire_node(format!("{name}.{label}.cast"), cast(dt), &[bound])?[0];
+                }
+                let op: Box<dyn TypedOp> = if label == "min" {
+                    Box::new(math::max())
+                } else {
+                    Box::new(math::min())
+                };
+                wire =
+                    wire_with_rank_broadcast(format!("{name}.{label}"), model, op, &[wire, bound])?
+                        [0];
+            }
+            Ok(wire)
+        }
+        "ReduceSum" => {
+            at_least(node, opset, 13)?;
+            arity(2)?;
+            reduce_sum(model, node, &name, required(0)?, inputs.get(1).copied().flatten())
+        }
+        other => bail!("{other} is not an operator the loader runs"),
+    }
+}
+
+fn at_least(node: &NodeProto, opset: i64, min: i64) -> TractResult<()> {
+    ensure!(
+        opset >= min,
+        "{} needs operator set {min} or later, the model imports {opset}",
+        node.op_type
+    );
     Ok(())
 }
 
-fn clip(
-    ctx: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    opset_at_least(ctx, node, MIN_OPSET)?;
-    let mut bounds = optional_inputs(node).skip(1);
-    let min = bounds.next().flatten();
-    let max = bounds.next().flatten();
-    Ok((expand(Clip { min, max }), vec![]))
+fn same_type(model: &TypedModel, a: OutletId, b: OutletId) -> TractResult<()> {
+    let (ta, tb) = (
+        model.outlet_fact(a)?.datum_type,
+        model.outlet_fact(b)?.datum_type,
+    );
+    ensure!(ta == tb, "its inputs are {ta:?} and {tb:?}, ONNX wants one type");
+    Ok(())
 }
 
-/// `Clip` with its bounds as (optional) inputs: the input positions of `min` and `max`.
-#[derive(Debug, Clone, Hash, PartialEq, Eq)]
-struct Clip {
-    min: Option<usize>,
-    max: Option<usize>,
-}
-
-impl Expansion for Clip {
-    fn name(&self) -> StaticName {
-        "Clip".into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        check_input_arity(
-            inputs,
-            1 + self.min.is_some() as usize + self.max.is_some() as usize,
-        )?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
-        s.equals(&inputs[0].shape, &outputs[0].shape)?;
-        Ok(())
-    }
-
-    fn wire(
-        &self,
-        name: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        let dt = model.outlet_fact(inputs[0])?.datum_type;
-        let mut wire = inputs[0];
-        let bounds = [
-            (self.min, "min", ops::math::max()),
-            (self.max, "max", ops::math::min()),
-        ];
-        for (position, label, op) in bounds {
-            let Some(position) = position else { continue };
-            let mut bound = inputs[position];
-            if model.outlet_fact(bound)?.datum_type != dt {
-                bound = model.wire_node(
-                    format!("{name}.{label}.cast"),
-                    tract_onnx::tract_core::ops::cast::cast(dt),
-                    &[bound],
-                )?[0];
-            }
-            wire =
-                wire_with_rank_broadcast(format!("{name}.{label}"), model, op, &[wire, bound])?[0];
-        }
-        Ok(tvec!(wire))
-    }
-}
-
-fn reduce_sum(
-    ctx: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    opset_at_least(ctx, node, 13)?;
-    let keep_dims = node.get_attr_opt("keepdims")?.unwrap_or(1i64) == 1;
-    let noop_with_empty_axes = node.get_attr_opt("noop_with_empty_axes")?.unwrap_or(0i64) == 1;
-    let axes_input = node.input.len() == 2 && !node.input[1].is_empty();
-    Ok((
-        expand(ReduceSum {
-            axes_input,
-            keep_dims,
-            noop_with_empty_axes,
-        }),
-        vec![],
-    ))
+/// numpy `matmul`: a 1-D operand is a vector, leading axes broadcast.
+fn matmul(model: &mut TypedModel, name: &str, a: OutletId, b: OutletId) -> TractResult<OutletId> {
+    same_type(model, a, b)?;
+    let a_rank = model.outlet_fact(a)?.rank();
+    let b_rank = model.outlet_fact(b)?.rank();
+    ensure!(a_rank > 0 && b_rank > 0, "a scalar operand");
+    ensure!(a_rank > 1 || b_rank > 1, "two vectors (a dot product)");
+    let axes: AxesMapping = if a_rank == 1 {
+        let batch: String = ('a'..).take(b_rank - 2).collect();
+        format!("k,{batch}kn->{batch}n").parse()?
+    } else if b_rank == 1 {
+        let batch: String = ('a'..).take(a_rank - 2).collect();
+        format!("{batch}mk,k->{batch}m").parse()?
+    } else {
+        let c_rank = a_rank.max(b_rank);
+        let a_batch: String = ('a'..).take(c_rank - 2).skip(c_rank - a_rank).collect();
+        let b_batch: String = ('a'..).take(c_rank - 2).skip(c_rank - b_rank).collect();
+        let c_batch: String = ('a'..).take(c_rank - 2).collect();
+        format!("{a_batch}mk,{b_batch}kn->{c_batch}mn").parse()?
+    };
+    let dt = model.outlet_fact(a)?.datum_type;
+    Ok(model.wire_node(name, EinSum::new(axes, dt), &[a, b])?[0])
 }
 
 /// `ReduceSum` of opset 13: the axes are an optional second input, which must be a constant.
-#[derive(Debug, Clone, Hash, PartialEq, Eq)]
-struct ReduceSum {
-    axes_input: bool,
-    keep_dims: bool,
-    noop_with_empty_axes: bool,
-}
-
-impl ReduceSum {
-    /// The tract reduction over `axes` (all axes of a `rank`-dimensional input when empty,
-    /// unless the node says an empty list means no reduction).
-    fn reduce(&self, mut axes: Vec<i64>, rank: usize) -> Reduce {
-        if axes.is_empty() && !self.noop_with_empty_axes {
-            axes = (0..rank as i64).collect();
+fn reduce_sum(
+    model: &mut TypedModel,
+    node: &NodeProto,
+    name: &str,
+    input: OutletId,
+    axes: Option<OutletId>,
+) -> TractResult<OutletId> {
+    let keep_dims = node.int_attr("keepdims").unwrap_or(1) == 1;
+    let noop_with_empty_axes = node.int_attr("noop_with_empty_axes").unwrap_or(0) == 1;
+    let rank = model.outlet_fact(input)?.rank();
+    let mut axes: Vec<i64> = match axes {
+        None => vec![],
+        Some(outlet) => model
+            .outlet_fact(outlet)?
+            .konst
+            .as_ref()
+            .context("its axes are not a constant")?
+            .cast_to::<i64>()?
+            .try_as_plain_ram()?
+            .as_slice::<i64>()?
+            .to_vec(),
+    };
+    if axes.is_empty() {
+        if noop_with_empty_axes {
+            return Ok(input);
         }
-        Reduce::new(Some(axes), self.keep_dims, Reducer::Sum)
+        axes = (0..rank as i64).collect();
     }
-
-    fn output_rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-        axes: Vec<i64>,
-        rank: usize,
-    ) -> InferenceResult {
-        let op = self.reduce(axes, rank);
-        let reduced = op.axes.as_ref().map_or(0, Vec::len) as i64;
-        if self.keep_dims {
-            s.equals(&inputs[0].rank, &outputs[0].rank)?;
-        } else {
-            s.equals(inputs[0].rank.bex() - reduced, &outputs[0].rank)?;
-        }
-        s.given(&inputs[0].shape, move |s, shape| {
-            s.equals(&outputs[0].shape, op.output_shape(&shape))
+    let mut positive: Vec<usize> = axes
+        .iter()
+        .map(|&a| {
+            let p = if a < 0 { a + rank as i64 } else { a };
+            usize::try_from(p)
+                .ok()
+                .filter(|&p| p < rank)
+                .with_context(|| format!("axis {a} is outside a rank-{rank} input"))
         })
-    }
-}
-
-impl Expansion for ReduceSum {
-    fn name(&self) -> StaticName {
-        "ReduceSum".into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        check_input_arity(inputs, 1 + self.axes_input as usize)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
-        if self.axes_input {
-            s.given_2(&inputs[0].rank, &inputs[1].value, move |s, rank, axes| {
-                let axes = axes
-                    .cast_to::<i64>()?
-                    .try_as_plain_ram()?
-                    .as_slice::<i64>()?
-                    .to_vec();
-                self.output_rules(s, inputs, outputs, axes, rank as usize)
-            })
-        } else {
-            s.given(&inputs[0].rank, move |s, rank| {
-                self.output_rules(s, inputs, outputs, vec![], rank as usize)
-            })
+        .collect::<TractResult<_>>()?;
+    positive.sort_unstable();
+    positive.dedup();
+    let mut wire = model.wire_node(
+        name,
+        Reduce::new(positive.iter().copied().collect(), Reducer::Sum),
+        &[input],
+    )?[0];
+    if !keep_dims {
+        for &axis in positive.iter().rev() {
+            wire = model.wire_node(format!("{name}.rm{axis}"), AxisOp::Rm(axis), &[wire])?[0];
         }
     }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        let axes = if self.axes_input {
-            model
-                .outlet_fact(inputs[1])?
-                .konst
-                .as_ref()
-                .context("ReduceSum: the axes must be a constant")?
-                .cast_to::<i64>()?
-                .try_as_plain_ram()?
-                .as_slice::<i64>()?
-                .to_vec()
-        } else {
-            vec![]
-        };
-        let rank = model.outlet_fact(inputs[0])?.rank();
-        self.reduce(axes, rank).wire(prefix, model, &inputs[0..1])
-    }
+    Ok(wire)
 }
