@@ -155,8 +155,12 @@ fn datum_type(code: i32) -> TractResult<DatumType> {
         data_type::DOUBLE => DatumType::F64,
         data_type::INT32 => DatumType::I32,
         data_type::INT64 => DatumType::I64,
-        _ => bail!("element type {code} is not one the loader reads (float, double, int32, int64)"),
+        _ => bail!("{}", unread_type(code)),
     })
+}
+
+fn unread_type(code: i32) -> String {
+    format!("element type {code} is not one the loader reads (float, double, int32, int64)")
 }
 
 /// An initializer's value: from its typed field or its little-endian `raw_data`.
@@ -190,28 +194,33 @@ fn tensor(t: &TensorProto) -> TractResult<Tensor> {
         ensure!(
             v.len() == len && (raw.is_empty() || raw.len() == len * W),
             "it holds {} values where its shape needs {len}",
-            if raw.is_empty() { v.len() } else { raw.len() / W }
+            if raw.is_empty() {
+                v.len()
+            } else {
+                raw.len() / W
+            }
         );
         Ok(v)
     }
     let (typed, raw) = (t, t.raw_data.as_slice());
     Ok(match t.data_type {
-        data_type::FLOAT => {
-            Tensor::from_shape(&shape, &values(&typed.float_data, raw, len, f32::from_le_bytes)?)?
-        }
-        data_type::DOUBLE => {
-            Tensor::from_shape(&shape, &values(&typed.double_data, raw, len, f64::from_le_bytes)?)?
-        }
-        data_type::INT32 => {
-            Tensor::from_shape(&shape, &values(&typed.int32_data, raw, len, i32::from_le_bytes)?)?
-        }
-        data_type::INT64 => {
-            Tensor::from_shape(&shape, &values(&typed.int64_data, raw, len, i64::from_le_bytes)?)?
-        }
-        code => {
-            datum_type(code)?;
-            unreachable!("datum_type accepts only the four types above")
-        }
+        data_type::FLOAT => Tensor::from_shape(
+            &shape,
+            &values(&typed.float_data, raw, len, f32::from_le_bytes)?,
+        )?,
+        data_type::DOUBLE => Tensor::from_shape(
+            &shape,
+            &values(&typed.double_data, raw, len, f64::from_le_bytes)?,
+        )?,
+        data_type::INT32 => Tensor::from_shape(
+            &shape,
+            &values(&typed.int32_data, raw, len, i32::from_le_bytes)?,
+        )?,
+        data_type::INT64 => Tensor::from_shape(
+            &shape,
+            &values(&typed.int64_data, raw, len, i64::from_le_bytes)?,
+        )?,
+        code => bail!("{}", unread_type(code)),
     })
 }
 
@@ -285,7 +294,13 @@ fn wire(
         "ReduceSum" => {
             at_least(node, opset, 13)?;
             arity(2)?;
-            reduce_sum(model, node, &name, required(0)?, inputs.get(1).copied().flatten())
+            reduce_sum(
+                model,
+                node,
+                &name,
+                required(0)?,
+                inputs.get(1).copied().flatten(),
+            )
         }
         other => bail!("{other} is not an operator the loader runs"),
     }
@@ -305,7 +320,10 @@ fn same_type(model: &TypedModel, a: OutletId, b: OutletId) -> TractResult<()> {
         model.outlet_fact(a)?.datum_type,
         model.outlet_fact(b)?.datum_type,
     );
-    ensure!(ta == tb, "its inputs are {ta:?} and {tb:?}, ONNX wants one type");
+    ensure!(
+        ta == tb,
+        "its inputs are {ta:?} and {tb:?}, ONNX wants one type"
+    );
     Ok(())
 }
 
@@ -385,4 +403,266 @@ fn reduce_sum(
         }
     }
     Ok(wire)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each operator on small graphs written here, against values worked out by hand, and the
+    //! refusals a malformed graph gets.
+    use super::*;
+    use crate::onnx::tensor_shape_proto::{dimension, Dimension};
+    use crate::onnx::{
+        type_proto, AttributeProto, ModelProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
+        ValueInfoProto,
+    };
+    use prost::Message;
+
+    fn input(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
+        let dim = dims
+            .iter()
+            .map(|d| Dimension {
+                value: Some(match d {
+                    Some(v) => dimension::Value::DimValue(*v),
+                    None => dimension::Value::DimParam("N".into()),
+                }),
+            })
+            .collect();
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: data_type::FLOAT,
+                    shape: Some(TensorShapeProto { dim }),
+                })),
+            }),
+        }
+    }
+
+    fn floats(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: data_type::FLOAT,
+            float_data: values.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn ints(name: &str, values: &[i64]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: vec![values.len() as i64],
+            data_type: data_type::INT64,
+            int64_data: values.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str, attrs: &[(&str, i64)]) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            attribute: attrs
+                .iter()
+                .map(|(n, i)| AttributeProto {
+                    name: n.to_string(),
+                    i: *i,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A model with input `x: float32[N, 3]`, the given initializers and nodes, and output `y`.
+    fn model(initializer: Vec<TensorProto>, nodes: Vec<NodeProto>) -> ModelProto {
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(GraphProto {
+                node: nodes,
+                initializer,
+                input: vec![input("x", &[None, Some(3)])],
+                output: vec![input("y", &[])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Builds, optimises and runs `proto` (after a round trip through its bytes) on `x`; the
+    /// output's shape and values.
+    fn run(proto: &ModelProto, x: &[[f32; 3]]) -> TractResult<(Vec<usize>, Vec<f32>)> {
+        let proto = onnx::decode(&proto.encode_to_vec()).map_err(|e| format_err!(e))?;
+        let plan = typed_model(&proto, 13)?
+            .into_decluttered()?
+            .into_optimized()?
+            .into_runnable()?;
+        let flat: Vec<f32> = x.iter().flatten().copied().collect();
+        let out = plan.run(tvec!(Tensor::from_shape(&[x.len(), 3], &flat)?.into()))?;
+        let view = out[0].to_plain_array_view::<f32>()?;
+        Ok((view.shape().to_vec(), view.iter().copied().collect()))
+    }
+
+    const X: [[f32; 3]; 2] = [[1.0, 2.0, 3.0], [-4.0, 0.5, 10.0]];
+
+    #[test]
+    fn matmul_by_a_matrix_and_by_a_vector() {
+        let w = floats("w", &[3, 2], &[1.0, 0.0, 0.0, 1.0, 2.0, -1.0]);
+        let m = model(vec![w], vec![node("MatMul", &["x", "w"], "y", &[])]);
+        assert_eq!(
+            run(&m, &X).expect("runs"),
+            (vec![2, 2], vec![7.0, -1.0, 16.0, -9.5])
+        );
+        let v = floats("v", &[3], &[1.0, 10.0, 100.0]);
+        let m = model(vec![v], vec![node("MatMul", &["x", "v"], "y", &[])]);
+        assert_eq!(run(&m, &X).expect("runs"), (vec![2], vec![321.0, 1001.0]));
+    }
+
+    #[test]
+    fn element_wise_operators_broadcast_a_row() {
+        let b = floats("b", &[3], &[1.0, 2.0, 3.0]);
+        for (op, want) in [
+            ("Add", [2.0, 4.0, 6.0, -3.0, 2.5, 13.0]),
+            ("Sub", [0.0, 0.0, 0.0, -5.0, -1.5, 7.0]),
+            ("Mul", [1.0, 4.0, 9.0, -4.0, 1.0, 30.0]),
+        ] {
+            let m = model(vec![b.clone()], vec![node(op, &["x", "b"], "y", &[])]);
+            assert_eq!(
+                run(&m, &X).expect("runs"),
+                (vec![2, 3], want.to_vec()),
+                "{op}"
+            );
+        }
+    }
+
+    #[test]
+    fn clip_with_either_bound_or_both() {
+        let lo = floats("lo", &[], &[0.0]);
+        let hi = floats("hi", &[], &[2.5]);
+        let both = model(
+            vec![lo.clone(), hi.clone()],
+            vec![node("Clip", &["x", "lo", "hi"], "y", &[])],
+        );
+        assert_eq!(
+            run(&both, &X).expect("runs").1,
+            vec![1.0, 2.0, 2.5, 0.0, 0.5, 2.5]
+        );
+        let max_only = model(vec![hi], vec![node("Clip", &["x", "", "hi"], "y", &[])]);
+        assert_eq!(
+            run(&max_only, &X).expect("runs").1,
+            vec![1.0, 2.0, 2.5, -4.0, 0.5, 2.5]
+        );
+        let min_only = model(vec![lo], vec![node("Clip", &["x", "lo"], "y", &[])]);
+        assert_eq!(
+            run(&min_only, &X).expect("runs").1,
+            vec![1.0, 2.0, 3.0, 0.0, 0.5, 10.0]
+        );
+    }
+
+    #[test]
+    fn reduce_sum_over_axes_with_and_without_kept_dimensions() {
+        let last = ints("axes", &[-1]);
+        let m = model(
+            vec![last.clone()],
+            vec![node("ReduceSum", &["x", "axes"], "y", &[("keepdims", 0)])],
+        );
+        assert_eq!(run(&m, &X).expect("runs"), (vec![2], vec![6.0, 6.5]));
+        let m = model(
+            vec![last],
+            vec![node("ReduceSum", &["x", "axes"], "y", &[])],
+        );
+        assert_eq!(run(&m, &X).expect("runs"), (vec![2, 1], vec![6.0, 6.5]));
+        let first = ints("axes", &[0]);
+        let m = model(
+            vec![first],
+            vec![node("ReduceSum", &["x", "axes"], "y", &[("keepdims", 0)])],
+        );
+        assert_eq!(run(&m, &X).expect("runs"), (vec![3], vec![-3.0, 2.5, 13.0]));
+        // no axes: every axis, unless the node says an empty list is no reduction
+        let m = model(
+            vec![],
+            vec![node("ReduceSum", &["x"], "y", &[("keepdims", 0)])],
+        );
+        assert_eq!(run(&m, &X).expect("runs"), (vec![], vec![12.5]));
+        let m = model(
+            vec![],
+            vec![node(
+                "ReduceSum",
+                &["x"],
+                "y",
+                &[("noop_with_empty_axes", 1)],
+            )],
+        );
+        assert_eq!(run(&m, &X).expect("runs").1, X.concat());
+    }
+
+    #[test]
+    fn raw_little_endian_initializers_read_like_typed_ones() {
+        let values = [1.0f32, 10.0, 100.0];
+        let raw = TensorProto {
+            name: "v".into(),
+            dims: vec![3],
+            data_type: data_type::FLOAT,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        };
+        let m = model(vec![raw], vec![node("MatMul", &["x", "v"], "y", &[])]);
+        assert_eq!(run(&m, &X).expect("runs").1, vec![321.0, 1001.0]);
+    }
+
+    #[test]
+    fn malformed_graphs_are_refused_with_what_is_wrong() {
+        let err = |m: &ModelProto| format!("{:#}", run(m, &X).expect_err("refused"));
+        let undefined = model(vec![], vec![node("Add", &["x", "nope"], "y", &[])]);
+        assert!(
+            err(&undefined).contains("reads nope, which nothing before it defines"),
+            "{}",
+            err(&undefined)
+        );
+        let short = floats("v", &[3], &[1.0, 2.0]);
+        let m = model(vec![short], vec![node("MatMul", &["x", "v"], "y", &[])]);
+        assert!(
+            err(&m).contains("holds 2 values where its shape needs 3"),
+            "{}",
+            err(&m)
+        );
+        let mut external = floats("v", &[3], &[1.0, 2.0, 3.0]);
+        external.data_location = Some(1);
+        let m = model(vec![external], vec![node("Add", &["x", "v"], "y", &[])]);
+        assert!(err(&m).contains("external file"), "{}", err(&m));
+        let mixed = model(
+            vec![ints("i", &[1, 2, 3])],
+            vec![node("Add", &["x", "i"], "y", &[])],
+        );
+        assert!(
+            err(&mixed).contains("ONNX wants one type"),
+            "{}",
+            err(&mixed)
+        );
+        let axis = model(
+            vec![ints("axes", &[2])],
+            vec![node("ReduceSum", &["x", "axes"], "y", &[])],
+        );
+        assert!(
+            err(&axis).contains("axis 2 is outside a rank-2 input"),
+            "{}",
+            err(&axis)
+        );
+        let unknown_output = model(vec![], vec![node("Add", &["x", "x"], "z", &[])]);
+        assert!(
+            err(&unknown_output).contains("output y is not computed by any node"),
+            "{}",
+            err(&unknown_output)
+        );
+        let proto =
+            onnx::decode(&model(vec![], vec![node("ReduceSum", &["x"], "y", &[])]).encode_to_vec())
+                .expect("decodes");
+        let old = format!("{:#}", typed_model(&proto, 12).expect_err("opset 12"));
+        assert!(old.contains("ReduceSum needs operator set 13"), "{old}");
+    }
 }
