@@ -12,6 +12,9 @@
 # With $SCO_BENCH_POLICY naming a policy YAML file, that policy is stored and rolled out to every
 # host (canary 0 %) before the agents start, so each one is sent it on connecting and answers with
 # a policy status (target label env: loadgen, the simulated agents' default label).
+# With $SCO_BENCH_POLICY_AT=SECS as well, the policy is stored before the agents start but rolled
+# out SECS seconds after they start (all connected by then): the fan-out to connected agents. The
+# script then prints how long after the rollout request the last agent was sent the revision.
 set -euo pipefail
 
 backend=${1:?usage: loadgen/bench.sh sqlite|postgres AGENTS SECS [flags...]}
@@ -64,9 +67,19 @@ if [ -n "${SCO_BENCH_POLICY:-}" ]; then
     -H 'content-type: application/yaml' --data-binary "@$SCO_BENCH_POLICY")
   name=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["policy"]["name"])' "$stored")
   revision=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["policy"]["revision"])' "$stored")
-  curl -fs "$api/policies/$name/rollout" -H "authorization: Bearer $token" \
-    -H 'content-type: application/json' -d "{\"revision\": $revision, \"canary_percent\": 0}" >/dev/null
-  echo "policy $name revision $revision rolled out" >&2
+  rollout() {
+    curl -fs "$api/policies/$name/rollout" -H "authorization: Bearer $token" \
+      -H 'content-type: application/json' -d "{\"revision\": $revision, \"canary_percent\": 0}" >/dev/null
+  }
+  if [ -n "${SCO_BENCH_POLICY_AT:-}" ]; then
+    (sleep "$SCO_BENCH_POLICY_AT"
+     start=$(date +%s%3N); rollout; end=$(date +%s%3N)
+     echo "$start $end" > "$dir/rollout.ms"
+     echo "policy $name revision $revision rolled out at $start (answered in $((end - start)) ms)" >&2) &
+  else
+    rollout
+    echo "policy $name revision $revision rolled out" >&2
+  fi
 fi
 
 report="$out/$backend-$agents-$(date +%H%M%S).json"
@@ -74,6 +87,21 @@ status=0
 "$bin/sco-loadgen" --target "127.0.0.1:$port_grpc" --server-name localhost --pki-dir "$dir/pki" \
   --agents "$agents" --duration-secs "$secs" --database-url "$db" --control-plane-pid "$cp" \
   --report "$report" "$@" || status=$?
+if [ -s "$dir/rollout.ms" ]; then
+  python3 - "$report" "$name" "$revision" $(cat "$dir/rollout.ms") <<'PY'
+import json, sys
+report, name, revision, start, end = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+r = json.load(open(report))
+got = [p for p in r.get("policies", []) if p["name"] == name and p["revision"] == revision]
+if not got:
+    print(f"fan-out: no agent was sent {name} revision {revision}")
+else:
+    p = got[0]
+    print(f"fan-out: {name} revision {revision} sent to {p['agents']} of {r['totals']['agents']} agents; "
+          f"first {p['first_ms'] - start} ms, last {p['last_ms'] - start} ms after the rollout request "
+          f"(which was answered in {end - start} ms)")
+PY
+fi
 echo "report: $report; control-plane log: $dir/cp.log: $(grep -c ' ERROR ' "$dir/cp.log" || true) errors," \
   "$(grep -c 'pool timed out' "$dir/cp.log" || true) pool timeouts," \
   "$(grep -c 'time to acquire exceeded slow threshold' "$dir/cp.log" || true) slow pool acquisitions (over 2 s)"

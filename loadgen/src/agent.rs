@@ -65,6 +65,8 @@ pub struct Agent {
     pub outbox: Mutex<Outbox>,
     new_data: Notify,
     pub ever_connected: AtomicBool,
+    /// Policy revisions this agent has been sent (name, revision), to count its first receipt.
+    policies_seen: Mutex<std::collections::HashSet<(String, u64)>>,
 }
 
 fn lock(o: &Mutex<Outbox>) -> std::sync::MutexGuard<'_, Outbox> {
@@ -131,6 +133,7 @@ impl Agent {
             outbox: Mutex::new(Outbox::default()),
             new_data: Notify::new(),
             ever_connected: AtomicBool::new(false),
+            policies_seen: Mutex::default(),
         }
     }
 
@@ -349,6 +352,9 @@ impl Agent {
                             Some(control_message::Body::Policy(p)) => {
                                 stats.policies_received.fetch_add(1, Ordering::Relaxed);
                                 let now = now_ms();
+                                if self.policies_seen.lock().unwrap_or_else(|e| e.into_inner()).insert((p.name.clone(), p.revision)) {
+                                    stats.policy_received(&p.name, p.revision, now);
+                                }
                                 self.push(shared, Kind::PolicyStatus, |_| speak::policy_status(&p.name, p.revision, now));
                             }
                             Some(control_message::Body::Command(c)) => {

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::check::DbCheck;
-use crate::stats::{ErrorCount, Latency};
+use crate::stats::{ErrorCount, Latency, PolicyReceipt};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ProcCost {
@@ -87,6 +87,9 @@ pub struct Report {
     pub totals: Totals,
     /// Over the whole run.
     pub ack: Latency,
+    /// Each policy revision the agents were sent: how many agents, first and last receipt.
+    #[serde(default)]
+    pub policies: Vec<PolicyReceipt>,
     /// None when no database URL was given.
     pub database: Option<DbCheck>,
     /// All agents connected, something was acknowledged, and the database
@@ -182,6 +185,18 @@ impl Report {
             "ack latency over the run: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms ({} acks)",
             self.ack.p50_ms, self.ack.p90_ms, self.ack.p99_ms, self.ack.max_ms, self.ack.count
         );
+        for p in &self.policies {
+            let _ = writeln!(
+                s,
+                "policy {} revision {}: sent to {} agents, first at {} ms, last at {} ms (unix), {} ms apart",
+                p.name,
+                p.revision,
+                p.agents,
+                p.first_ms,
+                p.last_ms,
+                p.last_ms - p.first_ms
+            );
+        }
         for (k, v) in &t.errors {
             let _ = writeln!(s, "error {k}: {} (e.g. {})", v.count, v.example);
         }

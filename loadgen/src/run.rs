@@ -357,6 +357,7 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
         steps: report_steps,
         totals,
         ack: all.summary(),
+        policies: stats.policy_receipts(),
         database,
         passed,
     })

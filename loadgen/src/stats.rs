@@ -162,6 +162,20 @@ pub struct Stats {
     pub reconnects: AtomicU64,
     errors: Mutex<BTreeMap<String, ErrorCount>>,
     step: Mutex<Histogram>,
+    policies: Mutex<BTreeMap<(String, u64), PolicyReceipt>>,
+}
+
+/// Who was sent one policy revision, and when: the fan-out of a rollout to the connected
+/// agents. Each agent counts once (its first receipt), however often a reconnect brings the
+/// revision again.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct PolicyReceipt {
+    pub name: String,
+    pub revision: u64,
+    pub agents: u64,
+    /// Unix milliseconds of the first and the last agent's first receipt.
+    pub first_ms: i64,
+    pub last_ms: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
@@ -209,6 +223,28 @@ impl Stats {
             e.example = message.chars().take(300).collect();
         }
         e.count += 1;
+    }
+
+    /// An agent's first receipt of revision `revision` of policy `name`, at `at_ms`.
+    pub fn policy_received(&self, name: &str, revision: u64, at_ms: i64) {
+        let mut policies = lock(&self.policies);
+        let r = policies
+            .entry((name.to_string(), revision))
+            .or_insert_with(|| PolicyReceipt {
+                name: name.to_string(),
+                revision,
+                agents: 0,
+                first_ms: at_ms,
+                last_ms: at_ms,
+            });
+        r.agents += 1;
+        r.first_ms = r.first_ms.min(at_ms);
+        r.last_ms = r.last_ms.max(at_ms);
+    }
+
+    /// Every revision received so far, by policy name and revision.
+    pub fn policy_receipts(&self) -> Vec<PolicyReceipt> {
+        lock(&self.policies).values().cloned().collect()
     }
 
     pub fn ack_latency(&self, d: Duration) {

@@ -1,6 +1,7 @@
 //! The load generator at a small size against a real control plane: 50
 //! simulated agents, each with its own certificate and mTLS stream, for 30 s,
-//! with a policy rolled out to them (so they answer with policy statuses) and
+//! with a policy rolled out to them (so they answer with policy statuses), a
+//! second revision rolled out while they are connected, and
 //! anomaly events; its JSON report must show every agent connected, acks,
 //! nothing lost or duplicated and the database check passed. Then streams
 //! that must stay up while the database is locked for longer than the
@@ -63,8 +64,18 @@ async fn small_run(db: Db) {
         ])
         .args(["--database-url", &sb.db_url, "--json"])
         .args(["--control-plane-pid", &cp.pid().to_string()])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run sco-loadgen");
+    // Once every agent runs revision 1, a new revision reaches them all over their open streams.
+    applied_by_all(&sb, &admin, 1).await;
+    let second = sb
+        .publish_policy(&admin, &POLICY.replace("> 101", "> 102"))
+        .await;
+    assert_eq!(second, 2);
+    applied_by_all(&sb, &admin, 2).await;
+    let out = out.wait_with_output().expect("sco-loadgen ends");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("JSON report ({e}):\n{stderr}"));
@@ -92,6 +103,16 @@ async fn small_run(db: Db) {
         "{report:#}"
     );
     assert_eq!(totals["drained"], true, "{report:#}");
+    // The report says who was sent each revision, each agent once.
+    let policies = report["policies"].as_array().expect("policies");
+    for revision in [1, 2] {
+        let sent = policies
+            .iter()
+            .find(|p| p["name"] == "loadgen-guard" && p["revision"] == revision)
+            .unwrap_or_else(|| panic!("revision {revision} in {report:#}"));
+        assert_eq!(sent["agents"], 50, "{report:#}");
+        assert!(sent["last_ms"].as_i64() >= sent["first_ms"].as_i64());
+    }
 
     let db = &report["database"];
     assert_eq!(db["passed"], true, "{report:#}");
@@ -109,6 +130,23 @@ async fn small_run(db: Db) {
             > 0.0
     );
     assert_eq!(report["passed"], true);
+}
+
+/// Waits until all 50 simulated agents report `revision` of `loadgen-guard` applied.
+async fn applied_by_all(sb: &Sandbox, admin: &str, revision: i64) {
+    wait_for(
+        &format!("50 agents to apply loadgen-guard revision {revision}"),
+        || async {
+            let (_, body) = sb.get(admin, "/policies/loadgen-guard/status").await;
+            let applied = body["hosts"]
+                .as_array()?
+                .iter()
+                .filter(|h| h["applied_revision"] == revision)
+                .count();
+            (applied == 50).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,6 +285,16 @@ async fn killed_mid_ingest(db: Db) {
         "every agent reconnected after the kill: {report:#}"
     );
     assert_eq!(totals["drained"], true, "{report:#}");
+    // The report says who was sent each revision, each agent once.
+    let policies = report["policies"].as_array().expect("policies");
+    for revision in [1, 2] {
+        let sent = policies
+            .iter()
+            .find(|p| p["name"] == "loadgen-guard" && p["revision"] == revision)
+            .unwrap_or_else(|| panic!("revision {revision} in {report:#}"));
+        assert_eq!(sent["agents"], 50, "{report:#}");
+        assert!(sent["last_ms"].as_i64() >= sent["first_ms"].as_i64());
+    }
     let db = &report["database"];
     assert_eq!(db["lost"], 0, "{report:#}");
     assert_eq!(db["duplicated"], 0, "{report:#}");
