@@ -30,6 +30,9 @@ pub struct HostInfo {
     pub model: String,
     /// Expiry of the certificate the agent presents next, 0 if unknown.
     pub cert_not_after_ms: i64,
+    /// The transport of this stream: `grpc` (HTTP/2 over TCP and TLS) or `quic`. Set by the
+    /// control plane, not said by the agent.
+    pub transport: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -123,6 +126,9 @@ pub struct Host {
     pub last_seq: i64,
     pub outbox_dropped_total: i64,
     pub cert_not_after_ms: i64,
+    /// How its current or last stream came: `grpc` (HTTP/2 over TCP) or `quic`; empty if
+    /// not seen since the control plane recorded it.
+    pub transport: String,
     pub revoked: bool,
     pub revoked_at_ms: i64,
     pub detector: DetectorStatus,

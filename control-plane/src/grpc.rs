@@ -22,6 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::domain::HostInfo;
 use crate::error::{Code, Coded};
 use crate::fleet::{now_ms, EnrollError, Fleet, Full, Issued};
 
@@ -242,6 +243,7 @@ impl AgentService for AgentSvc {
         let session = Session {
             fleet: self.fleet.clone(),
             agent_id,
+            transport,
             heartbeat: self.heartbeat,
             dead_after: self.dead_after,
             shutdown: self.shutdown.clone(),
@@ -257,6 +259,8 @@ impl AgentService for AgentSvc {
 struct Session {
     fleet: Arc<Fleet>,
     agent_id: String,
+    /// `grpc` or `quic` ([`transport_of`]), recorded with the host.
+    transport: &'static str,
     heartbeat: Duration,
     dead_after: Duration,
     shutdown: watch::Receiver<bool>,
@@ -287,7 +291,13 @@ impl Session {
         let mut handle = match self
             .fleet
             .hosts
-            .connected(&self.agent_id, &pb::host_info(hello))
+            .connected(
+                &self.agent_id,
+                &HostInfo {
+                    transport: self.transport.into(),
+                    ..pb::host_info(hello)
+                },
+            )
             .await
         {
             Ok(h) => h,

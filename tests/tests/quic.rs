@@ -74,6 +74,13 @@ async fn agents_stream_over_quic_and_tcp_side_by_side() {
     );
     assert!(tcp.log_contains("transport=\"grpc\""), "{}", tcp.log_text());
     assert_eq!(connected_agents(&sb).await, 2);
+    // REST says which transport each host streams over.
+    let token = sb.admin_token().await;
+    for (id, transport) in [("over-quic", "quic"), ("over-tcp", "grpc")] {
+        let (status, body) = sb.get(&token, &format!("/hosts/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["host"]["transport"], transport, "{body}");
+    }
     // The windows of the QUIC agent arrive in order, once each, like over TCP.
     let windows = stored_windows(&pool, "over-quic").await;
     for (i, (seq, _, _)) in windows.iter().enumerate() {

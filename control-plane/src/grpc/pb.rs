@@ -39,6 +39,7 @@ pub fn host_info(h: Hello) -> HostInfo {
         run_started_ms: h.run_started_ms,
         model: clip(&h.model, 128),
         cert_not_after_ms: h.cert_not_after_ms,
+        transport: String::new(),
     }
 }
 

@@ -297,6 +297,7 @@ mod tests {
             last_seq: 0,
             outbox_dropped_total: 0,
             cert_not_after_ms: 0,
+            transport: "grpc".into(),
             revoked: false,
             revoked_at_ms: 0,
             detector: DetectorStatus::default(),

@@ -21,13 +21,15 @@ impl Store {
         let labels = serde_json::to_string(&info.labels).unwrap_or_else(|_| "{}".into());
         sqlx::query(
             "INSERT INTO hosts (id, hostname, os, kernel, agent_version, labels, interval_ms,
-                                first_seen_ms, last_seen_ms, connected, run_started_ms, model, cert_not_after_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 1, $9, $10, $11)
+                                first_seen_ms, last_seen_ms, connected, run_started_ms, model, cert_not_after_ms,
+                                transport)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 1, $9, $10, $11, $12)
              ON CONFLICT (id) DO UPDATE SET
                 hostname = excluded.hostname, os = excluded.os, kernel = excluded.kernel,
                 agent_version = excluded.agent_version, labels = excluded.labels,
                 interval_ms = excluded.interval_ms, last_seen_ms = excluded.last_seen_ms,
                 connected = 1, run_started_ms = excluded.run_started_ms, model = excluded.model,
+                transport = excluded.transport,
                 cert_not_after_ms = CASE WHEN excluded.cert_not_after_ms > 0
                                          THEN excluded.cert_not_after_ms ELSE hosts.cert_not_after_ms END",
         )
@@ -42,6 +44,7 @@ impl Store {
         .bind(info.run_started_ms)
         .bind(&info.model)
         .bind(info.cert_not_after_ms)
+        .bind(&info.transport)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -483,7 +486,7 @@ impl Store {
 const HOST_SELECT: &str =
     "SELECT id, hostname, os, kernel, agent_version, labels, interval_ms, first_seen_ms,
     last_seen_ms, connected, last_seq, outbox_dropped_total, cert_not_after_ms, revoked_at_ms, enrolled_labels,
-    detector_state, detector_warm_until_ms, detector_calibrated_at_ms, detector_restored
+    transport, detector_state, detector_warm_until_ms, detector_calibrated_at_ms, detector_restored
     FROM hosts";
 
 fn host_from_row(r: &AnyRow, stale_after_ms: i64, now_ms: i64) -> Result<Host, StoreError> {
@@ -524,6 +527,7 @@ fn host_from_row(r: &AnyRow, stale_after_ms: i64, now_ms: i64) -> Result<Host, S
         last_seq: r.try_get("last_seq")?,
         outbox_dropped_total: r.try_get("outbox_dropped_total")?,
         cert_not_after_ms: r.try_get("cert_not_after_ms")?,
+        transport: r.try_get("transport")?,
         revoked: revoked_at_ms > 0,
         revoked_at_ms,
     })
