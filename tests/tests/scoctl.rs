@@ -339,6 +339,12 @@ async fn the_remediation_walk_through_with_scoctl() {
         row.contains("connected") && row.contains("role=web"),
         "{table}"
     );
+    let transport_col = header.find("TRANSPORT").expect("TRANSPORT column");
+    assert_eq!(
+        row.get(transport_col..transport_col + 4),
+        Some("grpc"),
+        "{table}"
+    );
     // Columns are aligned: every header after the first starts where its cells do.
     let status_col = header.find("STATUS").expect("STATUS column");
     assert_eq!(
