@@ -192,6 +192,8 @@ export interface Host {
   first_seen_ms: number;
   last_seen_ms: number;
   connected: boolean;
+  /** How the current or last stream came: "grpc" (HTTP/2 over TCP) or "quic"; "" if unknown. */
+  transport: string;
   outbox_dropped_total: number;
   cert_not_after_ms: number;
   revoked: boolean;

@@ -181,6 +181,8 @@ try {
     const n = await page.getByTestId("chart-cpu").getAttribute("data-points");
     assert((await page.locator('[data-testid="chart-cpu"] canvas').count()) === 1, "the CPU chart draws on a canvas");
     log(`CPU chart: ${n} points`);
+    const stream = (await page.locator('dl.facts div:has(dt:text-is("Stream")) dd').textContent())?.trim();
+    assert(stream === "gRPC over TCP", `the host page says how the agent streams (got ${stream})`);
     await shot(page, "host");
   });
 

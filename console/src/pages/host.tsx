@@ -155,6 +155,10 @@ export function HostPage({ id }: { id: string }) {
             <dd>{h.agent_version || "—"}</dd>
           </div>
           <div>
+            <dt>Stream</dt>
+            <dd>{h.transport === "quic" ? "QUIC" : h.transport === "grpc" ? "gRPC over TCP" : "—"}</dd>
+          </div>
+          <div>
             <dt>Detector</dt>
             <dd>{h.detector?.state || "—"}</dd>
           </div>
