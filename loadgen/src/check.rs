@@ -1,5 +1,6 @@
 //! The end-of-run check against the control plane's database (read with
-//! sqlx, the tables of `control-plane/migrations`):
+//! sqlx, the tables of `control-plane/migrations`), once the control plane has
+//! finished storing what it had read, in one snapshot:
 //! - every acknowledged message is stored (`agent_messages`, keyed by agent
 //!   and sequence number) with the kind that was sent: nothing lost;
 //! - no sequence number is stored that was never sent, none is missing below
@@ -29,6 +30,9 @@ pub struct Sent {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct DbCheck {
     pub passed: bool,
+    /// Seconds waited for the control plane to store what it was storing at the end.
+    #[serde(default)]
+    pub settled_secs: f64,
     pub agents_checked: u64,
     pub messages_acked: u64,
     pub messages_stored: u64,
@@ -59,6 +63,35 @@ impl DbCheck {
     }
 }
 
+/// How long to wait for the control plane to finish what it was storing when the streams
+/// closed, at most.
+const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Waits until the control plane has stored what it was storing when the streams closed (a
+/// message read before the end is stored whether or not its stream is still there): until
+/// the number of stored messages of this run stays the same for two seconds. The seconds
+/// waited.
+async fn settle(pool: &sqlx::AnyPool, like: &str) -> Result<f64, sqlx::Error> {
+    let start = std::time::Instant::now();
+    let count = || async {
+        sqlx::query("SELECT COUNT(*) AS n FROM agent_messages WHERE host_id LIKE $1")
+            .bind(like)
+            .fetch_one(pool)
+            .await?
+            .try_get::<i64, _>("n")
+    };
+    let mut last = count().await?;
+    while start.elapsed() < SETTLE_MAX {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let now = count().await?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok((start.elapsed().as_secs_f64() * 10.0).round() / 10.0)
+}
+
 /// Runs the check for agents whose ids start with `prefix`.
 pub async fn check(
     database_url: &str,
@@ -72,11 +105,20 @@ pub async fn check(
         .connect(database_url)
         .await?;
     let like = format!("{prefix}%");
+    let settled_secs = settle(&pool, &like).await?;
 
+    // One snapshot for every table read below: a message committing between two reads would
+    // otherwise show as an event without its opening, or a gap.
+    let mut tx = pool.begin().await?;
+    if database_url.starts_with("postgres") {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *tx)
+            .await?;
+    }
     let mut stored: HashMap<String, Vec<(i64, String)>> = HashMap::new();
     for r in sqlx::query("SELECT host_id, seq, kind FROM agent_messages WHERE host_id LIKE $1")
         .bind(&like)
-        .fetch_all(&pool)
+        .fetch_all(&mut *tx)
         .await?
     {
         stored
@@ -89,7 +131,7 @@ pub async fn check(
         "SELECT host_id, seq, COUNT(*) AS n FROM rollups WHERE host_id LIKE $1 GROUP BY host_id, seq",
     )
     .bind(&like)
-    .fetch_all(&pool)
+    .fetch_all(&mut *tx)
     .await?
     {
         rollup_rows.insert((r.try_get("host_id")?, r.try_get("seq")?), r.try_get("n")?);
@@ -99,13 +141,13 @@ pub async fn check(
          GROUP BY host_id, metric, device, window_start_ms HAVING COUNT(*) > 1) AS d",
     )
     .bind(&like)
-    .fetch_one(&pool)
+    .fetch_one(&mut *tx)
     .await?
     .try_get("n")?;
     let mut events: HashMap<String, Vec<String>> = HashMap::new();
     for r in sqlx::query("SELECT id, host_id FROM anomalies WHERE host_id LIKE $1")
         .bind(&like)
-        .fetch_all(&pool)
+        .fetch_all(&mut *tx)
         .await?
     {
         events
@@ -113,9 +155,11 @@ pub async fn check(
             .or_default()
             .push(r.try_get("id")?);
     }
+    tx.rollback().await?;
     pool.close().await;
 
     let mut c = DbCheck {
+        settled_secs,
         duplicated: u64::try_from(twice).unwrap_or(0),
         ..DbCheck::default()
     };

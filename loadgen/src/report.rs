@@ -207,7 +207,8 @@ impl Report {
             Some(d) => {
                 let _ = writeln!(
                     s,
-                    "database check: {}: {} agents, {} acked, {} stored, {} lost, {} duplicated, {} gaps, {} stored unacked, {} rejected, {} agents exact",
+                    "database check (settled after {} s): {}: {} agents, {} acked, {} stored, {} lost, {} duplicated, {} gaps, {} stored unacked, {} rejected, {} agents exact",
+                    d.settled_secs,
                     if d.passed { "PASSED" } else { "FAILED" },
                     d.agents_checked, d.messages_acked, d.messages_stored, d.lost, d.duplicated, d.gaps, d.stored_unacked, d.rejected, d.agents_exact
                 );

@@ -285,16 +285,6 @@ async fn killed_mid_ingest(db: Db) {
         "every agent reconnected after the kill: {report:#}"
     );
     assert_eq!(totals["drained"], true, "{report:#}");
-    // The report says who was sent each revision, each agent once.
-    let policies = report["policies"].as_array().expect("policies");
-    for revision in [1, 2] {
-        let sent = policies
-            .iter()
-            .find(|p| p["name"] == "loadgen-guard" && p["revision"] == revision)
-            .unwrap_or_else(|| panic!("revision {revision} in {report:#}"));
-        assert_eq!(sent["agents"], 50, "{report:#}");
-        assert!(sent["last_ms"].as_i64() >= sent["first_ms"].as_i64());
-    }
     let db = &report["database"];
     assert_eq!(db["lost"], 0, "{report:#}");
     assert_eq!(db["duplicated"], 0, "{report:#}");
