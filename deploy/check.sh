@@ -151,6 +151,7 @@ declare -A accepted=(
     [agent-only]="--set controlPlane.enabled=false --set agent.enrollment.server=cp.example.com:7443
         --set agent.enrollment.serverName=cp.example.com"
     [quic]="--set controlPlane.ports.quic=7443"
+    [quic-agents]="--set controlPlane.ports.quic=7443 --set agent.transport=quic"
 )
 for name in "${!accepted[@]}"; do
     # shellcheck disable=SC2086
@@ -177,6 +178,8 @@ grep -q 'name: SCO_AGENT__AGENT__LABELS__node' "$tmp/sqlite-own-certs-systemd.ya
 grep -q 'quic_listen = "0.0.0.0:7443"' "$tmp/quic.yaml" \
     && [ "$(grep -c 'protocol: UDP' "$tmp/quic.yaml")" = 2 ] \
     || { echo "FAIL: controlPlane.ports.quic did not set quic_listen, the UDP container and Service ports"; exit 1; }
+grep -q 'endpoints = \["quic://smartcloudops-control-plane-grpc.smartcloudops.svc:7443","smartcloudops-control-plane-grpc.smartcloudops.svc:7443"\]' "$tmp/quic-agents.yaml" \
+    || { echo "FAIL: agent.transport=quic did not list the QUIC endpoint first, gRPC as the fallback"; exit 1; }
 if grep -q 'quic' deploy/kubernetes/*.yaml; then
     echo "FAIL: QUIC is on in the default render"; exit 1
 fi
@@ -205,5 +208,7 @@ refused "pki.existingSecret" --set controlPlane.database.type=postgres \
 refused "jwt.existingSecret" --set controlPlane.database.type=postgres \
     --set controlPlane.database.postgres.existingSecret=sco-db --set controlPlane.pki.existingSecret=sco-pki
 refused "must be sqlite or postgres" --set controlPlane.database.type=mysql
+refused "needs controlPlane.ports.quic" --set agent.transport=quic
+refused "must be grpc or quic" --set agent.transport=udp
 
 echo "check.sh: ok"

@@ -69,6 +69,17 @@ app.kubernetes.io/component: agent
 {{- end -}}
 {{- end -}}
 
+{{/* The agent's QUIC endpoint, quic://HOST:PORT (agent.transport=quic). */}}
+{{- define "sco.agent.quicServer" -}}
+{{- if .Values.agent.enrollment.quicServer -}}
+{{- printf "quic://%s" .Values.agent.enrollment.quicServer -}}
+{{- else if and .Values.controlPlane.enabled .Values.controlPlane.ports.quic -}}
+{{- printf "quic://%s:%v" (include "sco.cp.grpcHost" .) .Values.controlPlane.ports.quic -}}
+{{- else -}}
+{{- fail "agent.transport=quic needs controlPlane.ports.quic (the control plane's QUIC port) or agent.enrollment.quicServer" -}}
+{{- end -}}
+{{- end -}}
+
 {{/* "localhost" while the development PKI (generated server certificate) is in use. */}}
 {{- define "sco.agent.serverName" -}}
 {{- if .Values.agent.enrollment.serverName -}}
