@@ -335,7 +335,11 @@ impl Models {
         self.store
             .insert_rollout_in(RolloutTable::Models, &rollout)
             .await?;
+        // offered to the streams held here now, not at the next tick; other replicas are told
         self.store.announce(Wake::Ticks).await;
+        if let Err(e) = self.sync_models().await {
+            tracing::warn!(error = %e, "cannot offer the rollout now; the next tick will");
+        }
         self.audit
             .record(
                 actor,

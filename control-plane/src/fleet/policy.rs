@@ -238,8 +238,13 @@ impl Policies {
             updated_at_ms: now,
         };
         self.store.insert_rollout(&rollout).await?;
-        // every replica pushes the revision to the streams it holds now, not at its next tick
+        // The streams held here are sent the revision before the answer, not at the next tick
+        // (which first renews leases and judges rollouts on a database that may be busy with
+        // ingest); the other replicas are told to do the same.
         self.store.announce(Wake::Ticks).await;
+        if let Err(e) = self.sync_policies().await {
+            tracing::warn!(error = %e, "cannot push the rollout now; the next tick will");
+        }
         self.audit
             .record(
                 actor,
