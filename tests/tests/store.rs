@@ -311,6 +311,20 @@ async fn lease_slots(store: Store, other: Store) {
         .claim_lease(RULE, 2, "a3", until, now)
         .await
         .expect("claim after release"));
+    // A request that is not running (here: none stored at all) gives its lease back.
+    store
+        .release_lease_unless_running("a3")
+        .await
+        .expect("release unless running");
+    assert!(store
+        .claim_lease(RULE, 2, "a5", until, now)
+        .await
+        .expect("claim after a release unless running"));
+    store.release_lease("a5").await.expect("release");
+    assert!(other
+        .claim_lease(RULE, 2, "a3", until, now)
+        .await
+        .expect("claim again"));
     assert!(!store
         .claim_lease(RULE, 2, "a4", until, until - 1)
         .await

@@ -255,8 +255,9 @@ impl Remediation {
                 .transition_action(&a.id, a.state, ActionState::Running, "", None, now_ms())
                 .await?
             {
-                // Another replica took it; give the slot back.
-                self.store.release_lease(&a.id).await?;
+                // Another dispatch (a tick, a decision, another replica) moved it on first.
+                // If that one made it run, the lease it runs under is this same row: keep it.
+                self.store.release_lease_unless_running(&a.id).await?;
                 continue;
             }
             if a.approval != Approval::Manual {

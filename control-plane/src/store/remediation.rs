@@ -257,6 +257,21 @@ impl Store {
         Ok(())
     }
 
+    /// Gives back the lease of a request that another dispatch of it moved on from, unless
+    /// that dispatch made it run: a lease is keyed by the request, so the running one holds
+    /// the same lease this dispatch found.
+    pub async fn release_lease_unless_running(&self, action_id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM remediation_leases WHERE action_id = $1
+             AND NOT EXISTS (SELECT 1 FROM remediation_actions WHERE id = $1 AND state = $2)",
+        )
+        .bind(action_id)
+        .bind(ActionState::Running.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Stores an agent's report once per (host, seq) and frees the
     /// request's lease. Only the host the request was for can report on it.
     pub async fn record_action_report(
