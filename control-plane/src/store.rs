@@ -20,6 +20,7 @@ mod feedback;
 mod hosts;
 mod models;
 mod notifications;
+mod packed;
 mod policy;
 mod preferences;
 mod remediation;
@@ -190,7 +191,7 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{HostInfo, Ingested, ProcessRow, RollupBatch};
+    use crate::domain::{HostInfo, Ingested, ProcessRow, RollupBatch, RollupQuery};
 
     #[test]
     fn placeholders_are_numbered_across_rows() {
@@ -362,11 +363,16 @@ mod tests {
         assert_eq!(second, [Ingested::Stored, Ingested::Duplicate]);
         assert_eq!(store.stored_seqs("a").await.expect("seqs"), [1, 2]);
         assert_eq!(store.stored_seqs("b").await.expect("seqs"), [1]);
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rollups")
-            .fetch_one(&store.pool)
-            .await
-            .expect("count");
-        assert_eq!(rows, 90, "30 rows for each of the three rollups stored");
+        let (rows, packed): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), SUM(metric_count) FROM rollup_windows")
+                .fetch_one(&store.pool)
+                .await
+                .expect("count");
+        assert_eq!(
+            (rows, packed),
+            (3, 90),
+            "one row of 30 metrics for each of the three rollups stored"
+        );
         let hosts = store.hosts(i64::MAX, 7).await.expect("hosts");
         let a = hosts.iter().find(|h| h.id == "a").expect("host a");
         assert_eq!(
@@ -377,7 +383,121 @@ mod tests {
         let (at, processes) = store.top_processes("a").await.expect("processes");
         assert_eq!((at, processes.len()), (10_000, 1));
         let latest = store.latest_values("a").await.expect("latest");
+        assert_eq!(latest.len(), 30);
         assert!(latest.iter().all(|v| v.ts_ms == 20_000 && v.value == 2.0));
+    }
+
+    #[tokio::test]
+    async fn packed_windows_read_in_pages_in_order_beside_rows_stored_before_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::connect(&sqlite_url(dir.path()))
+            .await
+            .expect("sqlite store");
+        store
+            .upsert_host("a", &HostInfo::default(), 1)
+            .await
+            .expect("host");
+        // 600 windows of 30 metrics, stored in groups out of order (newest group first)
+        let batches: Vec<RollupBatch> = (1..=600)
+            .map(|seq| rollup(seq, 10_000 * seq + 10_000, &[]))
+            .collect();
+        for group in batches.chunks(100).rev() {
+            let items: Vec<(&str, &RollupBatch)> = group.iter().map(|b| ("a", b)).collect();
+            store.ingest_rollups(&items, 5).await.expect("group");
+        }
+        // an older window stored last does not replace the newest as the latest values
+        let latest = store.latest_values("a").await.expect("latest");
+        assert!(latest
+            .iter()
+            .all(|v| v.ts_ms == 6_010_000 && v.value == 600.0));
+        // a point written one row per metric before the packed table existed
+        sqlx::query(
+            "INSERT INTO rollups (host_id, seq, metric, device, window_start_ms, window_end_ms,
+               v_min, v_mean, v_max, v_last, sample_count)
+             VALUES ('a', 0, 'm7', '', 5, 10, 0.5, 0.5, 0.5, 0.5, 10)",
+        )
+        .execute(&store.pool)
+        .await
+        .expect("legacy row");
+        let q = RollupQuery {
+            host: "a".into(),
+            metric: Some("m7".into()),
+            device: None,
+            from_ms: 0,
+            to_ms: i64::MAX,
+            limit: 10_000,
+        };
+        let points = store.rollups(&q).await.expect("one metric");
+        assert_eq!(
+            points.len(),
+            601,
+            "600 packed windows over three pages and the legacy row"
+        );
+        assert_eq!((points[0].window_start_ms, points[0].mean), (5, 0.5));
+        for (i, p) in points[1..].iter().enumerate() {
+            let seq = i as i64 + 1;
+            assert_eq!(p.metric, "m7");
+            assert_eq!(
+                (p.window_start_ms, p.window_end_ms, p.last, p.count),
+                (10_000 * seq, 10_000 * seq + 10_000, seq as f64, 10)
+            );
+        }
+        // every metric: ordered by window, then metric name; the limit counts points
+        let all = store
+            .rollups(&RollupQuery {
+                metric: None,
+                from_ms: 20_000,
+                to_ms: 40_000,
+                limit: 45,
+                ..q.clone()
+            })
+            .await
+            .expect("all metrics");
+        assert_eq!(all.len(), 45);
+        assert!(all[..30].iter().all(|p| p.window_start_ms == 20_000));
+        assert!(all[30..].iter().all(|p| p.window_start_ms == 30_000));
+        let names: Vec<&str> = all[..30].iter().map(|p| p.metric.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+        // a device that no row has: nothing, after reading every page
+        let none = store
+            .rollups(&RollupQuery {
+                device: Some("sda".into()),
+                ..q.clone()
+            })
+            .await
+            .expect("no device");
+        assert!(none.is_empty());
+        // the fleet view: the newest window of each host, a legacy-only host from latest_values
+        sqlx::query(
+            "INSERT INTO latest_values (host_id, metric, device, ts_ms, value)
+             VALUES ('old', 'cpu', '', 7, 1.5), ('a', 'gone', '', 3, 9.0)",
+        )
+        .execute(&store.pool)
+        .await
+        .expect("legacy latest");
+        let fleet = store.newest_rollup_values().await.expect("fleet");
+        assert_eq!(fleet.len(), 31);
+        assert_eq!(
+            (
+                fleet[0].host_id.as_str(),
+                fleet[0].metric.as_str(),
+                fleet[0].ts_ms
+            ),
+            ("a", "m0", 6_010_000)
+        );
+        assert!(fleet.iter().all(|v| v.metric != "gone"));
+        let old = fleet.last().expect("old host");
+        assert_eq!((old.host_id.as_str(), old.value), ("old", 1.5));
+        // a damaged packed value is an error naming it, not a panic
+        sqlx::query("UPDATE host_latest SET metrics = $1 WHERE host_id = 'a'")
+            .bind(vec![1u8, 200, 0, 0, 0])
+            .execute(&store.pool)
+            .await
+            .expect("damage");
+        let e = store.latest_values("a").await.expect_err("damaged");
+        assert!(e.to_string().contains("rollup is damaged"), "{e}");
     }
 
     #[test]

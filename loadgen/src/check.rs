@@ -128,7 +128,7 @@ pub async fn check(
     }
     let mut rollup_rows: HashMap<(String, i64), i64> = HashMap::new();
     for r in sqlx::query(
-        "SELECT host_id, seq, COUNT(*) AS n FROM rollups WHERE host_id LIKE $1 GROUP BY host_id, seq",
+        "SELECT host_id, seq, metric_count AS n FROM rollup_windows WHERE host_id LIKE $1",
     )
     .bind(&like)
     .fetch_all(&mut *tx)
@@ -137,8 +137,8 @@ pub async fn check(
         rollup_rows.insert((r.try_get("host_id")?, r.try_get("seq")?), r.try_get("n")?);
     }
     let twice: i64 = sqlx::query(
-        "SELECT COUNT(*) AS n FROM (SELECT host_id FROM rollups WHERE host_id LIKE $1
-         GROUP BY host_id, metric, device, window_start_ms HAVING COUNT(*) > 1) AS d",
+        "SELECT COUNT(*) AS n FROM (SELECT host_id FROM rollup_windows WHERE host_id LIKE $1
+         GROUP BY host_id, window_start_ms HAVING COUNT(*) > 1) AS d",
     )
     .bind(&like)
     .fetch_one(&mut *tx)
@@ -164,7 +164,7 @@ pub async fn check(
         ..DbCheck::default()
     };
     if twice > 0 {
-        c.problem(format!("{twice} metric windows are stored more than once"));
+        c.problem(format!("{twice} rollup windows are stored more than once"));
     }
     for a in sent {
         c.agents_checked += 1;

@@ -517,13 +517,13 @@ impl Sandbox {
 }
 
 /// Stored rollup messages of one host: (seq, window start, window end),
-/// one entry per row group, ordered by seq. None yet while the control plane
+/// ordered by seq. None yet while the control plane
 /// that was just started has not created its tables (its migrations run at
 /// start, and a test may poll before they did).
 pub async fn stored_windows(pool: &sqlx::AnyPool, host: &str) -> Vec<(i64, i64, i64)> {
     let rows = match sqlx::query(
-        "SELECT seq, MIN(window_start_ms) AS s, MAX(window_end_ms) AS e FROM rollups
-         WHERE host_id = $1 GROUP BY seq ORDER BY seq",
+        "SELECT seq, window_start_ms AS s, window_end_ms AS e FROM rollup_windows
+         WHERE host_id = $1 ORDER BY seq",
     )
     .bind(host)
     .fetch_all(pool)
@@ -548,12 +548,11 @@ pub async fn stored_windows(pool: &sqlx::AnyPool, host: &str) -> Vec<(i64, i64, 
         .collect()
 }
 
-/// Windows that were stored more than once for one metric (must be none).
+/// Windows that were stored more than once (must be none).
 pub async fn duplicated_windows(pool: &sqlx::AnyPool, host: &str) -> Vec<i64> {
     let rows = sqlx::query(
-        "SELECT window_start_ms, COUNT(*) AS n FROM rollups
-         WHERE host_id = $1 AND metric = 'mem.used_bytes' AND device = ''
-         GROUP BY window_start_ms HAVING COUNT(*) > 1",
+        "SELECT window_start_ms, COUNT(*) AS n FROM rollup_windows
+         WHERE host_id = $1 GROUP BY window_start_ms HAVING COUNT(*) > 1",
     )
     .bind(host)
     .fetch_all(pool)

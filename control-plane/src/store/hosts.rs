@@ -4,11 +4,12 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::packed;
 use super::rows::Val;
 use super::{audited, claim_message, push_placeholders, Store, StoreError};
 use crate::domain::{
-    DetectorStatus, Host, HostBeat, HostInfo, HostLatestValue, Ingested, LatestValue, ProcessRow,
-    RollupBatch, RollupPoint, RollupQuery,
+    DetectorStatus, Host, HostBeat, HostInfo, HostLatestValue, Ingested, LatestValue, MetricRow,
+    ProcessRow, RollupBatch, RollupPoint, RollupQuery,
 };
 
 impl Store {
@@ -187,71 +188,65 @@ impl Store {
             tx.rollback().await?;
             return Ok(results);
         }
-        // The rows of all claimed rollups.
-        let rows: Vec<(&str, &RollupBatch, &crate::domain::MetricRow)> = claimed
+        // One row per claimed rollup, its metric rows packed into one value.
+        let packed: Vec<Vec<u8>> = claimed
             .iter()
-            .flat_map(|&(host, b)| b.metrics.iter().map(move |m| (host, b, m)))
+            .map(|(_, b)| packed::pack(&b.metrics))
             .collect();
-        let values: Vec<Vec<Val>> = rows
+        let values: Vec<Vec<Val>> = claimed
             .iter()
-            .map(|&(host, b, m)| {
+            .zip(&packed)
+            .map(|(&(host, b), bytes)| {
                 vec![
                     Val::Text(host),
                     Val::Int(b.seq),
-                    Val::Text(&m.metric),
-                    Val::Text(&m.device),
                     Val::Int(b.window_start_ms),
                     Val::Int(b.window_end_ms),
-                    Val::Real(m.min),
-                    Val::Real(m.mean),
-                    Val::Real(m.max),
-                    Val::Real(m.last),
-                    Val::Int(m.count),
+                    Val::Int(b.metrics.len() as i64),
+                    Val::Bytes(bytes),
                 ]
             })
             .collect();
         self.rows_statement(
             &mut tx,
-            "INSERT INTO rollups (host_id, seq, metric, device, window_start_ms, window_end_ms,
-                                  v_min, v_mean, v_max, v_last, sample_count)",
-            11,
+            "INSERT INTO rollup_windows (host_id, seq, window_start_ms, window_end_ms, metric_count, metrics)",
+            6,
             &values,
-            "ON CONFLICT (host_id, seq, metric, device) DO NOTHING",
+            "ON CONFLICT (host_id, seq) DO NOTHING",
         )
         .await?;
-        // One row per (host, metric, device), the newest window's: PostgreSQL
-        // refuses an upsert that touches the same row twice in one statement,
-        // and two rollups of one host can meet in a group.
-        let mut latest: std::collections::BTreeMap<(&str, &str, &str), (i64, f64)> =
-            std::collections::BTreeMap::new();
-        for &(host, b, m) in &rows {
-            let key = (host, m.metric.as_str(), m.device.as_str());
-            match latest.get(&key) {
-                Some(&(ts, _)) if ts > b.window_end_ms => {}
+        // Each host's newest window of the group (PostgreSQL refuses an upsert that touches the
+        // same row twice in one statement, and two rollups of one host can meet in a group),
+        // kept unless a newer window is stored already.
+        let mut newest: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for (i, &(host, b)) in claimed.iter().enumerate() {
+            match newest.get(host) {
+                Some(&j) if claimed[j].1.window_end_ms > b.window_end_ms => {}
                 _ => {
-                    latest.insert(key, (b.window_end_ms, m.last));
+                    newest.insert(host, i);
                 }
             }
         }
-        let latest: Vec<Vec<Val>> = latest
-            .into_iter()
-            .map(|((host, metric, device), (ts, value))| {
+        let latest: Vec<Vec<Val>> = newest
+            .into_values()
+            .map(|i| {
+                let (host, b) = claimed[i];
                 vec![
                     Val::Text(host),
-                    Val::Text(metric),
-                    Val::Text(device),
-                    Val::Int(ts),
-                    Val::Real(value),
+                    Val::Int(b.seq),
+                    Val::Int(b.window_end_ms),
+                    Val::Bytes(&packed[i]),
                 ]
             })
             .collect();
         self.rows_statement(
             &mut tx,
-            "INSERT INTO latest_values (host_id, metric, device, ts_ms, value)",
-            5,
+            "INSERT INTO host_latest (host_id, seq, window_end_ms, metrics)",
+            4,
             &latest,
-            "ON CONFLICT (host_id, metric, device) DO UPDATE SET ts_ms = excluded.ts_ms,
-               value = excluded.value WHERE excluded.ts_ms >= latest_values.ts_ms",
+            "ON CONFLICT (host_id) DO UPDATE SET seq = excluded.seq,
+               window_end_ms = excluded.window_end_ms, metrics = excluded.metrics
+               WHERE excluded.window_end_ms >= host_latest.window_end_ms",
         )
         .await?;
         // One row per host (its newest sequence number, largest drop count and last processes
@@ -382,7 +377,29 @@ impl Store {
         })
     }
 
+    /// The values of the host's newest stored rollup, ordered by metric and device. A host
+    /// whose rollups were all stored before `host_latest` existed shows the newest value of each
+    /// metric it had then (`latest_values`).
     pub async fn latest_values(&self, id: &str) -> Result<Vec<LatestValue>, StoreError> {
+        let row = sqlx::query("SELECT window_end_ms, metrics FROM host_latest WHERE host_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(r) = row {
+            let ts_ms: i64 = r.try_get("window_end_ms")?;
+            let bytes: Vec<u8> = r.try_get("metrics")?;
+            let mut values: Vec<LatestValue> = packed::unpack(&bytes)?
+                .into_iter()
+                .map(|m| LatestValue {
+                    metric: m.metric,
+                    device: m.device,
+                    ts_ms,
+                    value: m.last,
+                })
+                .collect();
+            values.sort_by(|a, b| (&a.metric, &a.device).cmp(&(&b.metric, &b.device)));
+            return Ok(values);
+        }
         let rows = sqlx::query(
             "SELECT metric, device, ts_ms, value FROM latest_values WHERE host_id = $1 ORDER BY metric, device",
         )
@@ -401,33 +418,143 @@ impl Store {
             .collect()
     }
 
-    /// Every host's values of its newest stored rollup, in one query for the whole fleet,
-    /// ordered by host, metric and device. `latest_values` keeps each metric's newest value;
-    /// a metric missing from the host's newest window (an unmounted disk, a removed
-    /// interface) is left out rather than shown with an old value.
+    /// Every host's values of its newest stored rollup, in two queries for the whole fleet,
+    /// ordered by host, metric and device. A metric missing from the host's newest window (an
+    /// unmounted disk, a removed interface) is left out rather than shown with an old value.
+    /// Hosts with no rollup stored since `host_latest` existed are read from `latest_values`.
     pub async fn newest_rollup_values(&self) -> Result<Vec<HostLatestValue>, StoreError> {
-        let rows = sqlx::query(
+        let mut out = Vec::new();
+        for r in sqlx::query("SELECT host_id, window_end_ms, metrics FROM host_latest")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let host_id: String = r.try_get("host_id")?;
+            let ts_ms: i64 = r.try_get("window_end_ms")?;
+            let bytes: Vec<u8> = r.try_get("metrics")?;
+            out.extend(
+                packed::unpack(&bytes)?
+                    .into_iter()
+                    .map(|m| HostLatestValue {
+                        host_id: host_id.clone(),
+                        metric: m.metric,
+                        device: m.device,
+                        ts_ms,
+                        value: m.last,
+                    }),
+            );
+        }
+        let legacy = sqlx::query(
             "SELECT l.host_id, l.metric, l.device, l.ts_ms, l.value FROM latest_values l
              JOIN (SELECT host_id, MAX(ts_ms) AS newest FROM latest_values GROUP BY host_id) n
                ON n.host_id = l.host_id AND l.ts_ms = n.newest
-             ORDER BY l.host_id, l.metric, l.device",
+             WHERE l.host_id NOT IN (SELECT host_id FROM host_latest)",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(HostLatestValue {
-                    host_id: r.try_get("host_id")?,
-                    metric: r.try_get("metric")?,
-                    device: r.try_get("device")?,
-                    ts_ms: r.try_get("ts_ms")?,
-                    value: r.try_get("value")?,
-                })
-            })
-            .collect()
+        for r in &legacy {
+            out.push(HostLatestValue {
+                host_id: r.try_get("host_id")?,
+                metric: r.try_get("metric")?,
+                device: r.try_get("device")?,
+                ts_ms: r.try_get("ts_ms")?,
+                value: r.try_get("value")?,
+            });
+        }
+        out.sort_by(|a, b| {
+            (&a.host_id, &a.metric, &a.device).cmp(&(&b.host_id, &b.metric, &b.device))
+        });
+        Ok(out)
     }
 
+    /// The points of a host's rollups with a window start in `from_ms..to_ms` (optionally one
+    /// metric, one device), ordered by window start, metric and device, at most `limit`.
     pub async fn rollups(&self, q: &RollupQuery) -> Result<Vec<RollupPoint>, StoreError> {
+        /// Windows read per query.
+        const PAGE: i64 = 256;
+        let limit = usize::try_from(q.limit).unwrap_or(0);
+        let wanted = |m: &MetricRow| {
+            q.metric.as_deref().is_none_or(|x| x == m.metric)
+                && q.device.as_deref().is_none_or(|x| x == m.device)
+        };
+        let mut points = Vec::new();
+        // windows in pages, (window start, seq) as the cursor, until `limit` points
+        let mut after: Option<(i64, i64)> = None;
+        'pages: while points.len() < limit {
+            let rows = match after {
+                None => sqlx::query(
+                    "SELECT seq, window_start_ms, window_end_ms, metrics FROM rollup_windows
+                     WHERE host_id = $1 AND window_start_ms >= $2 AND window_start_ms < $3
+                     ORDER BY window_start_ms, seq LIMIT $4",
+                )
+                .bind(&q.host)
+                .bind(q.from_ms)
+                .bind(q.to_ms)
+                .bind(PAGE),
+                Some((start, seq)) => sqlx::query(
+                    "SELECT seq, window_start_ms, window_end_ms, metrics FROM rollup_windows
+                     WHERE host_id = $1 AND window_start_ms < $3
+                       AND (window_start_ms > $2 OR (window_start_ms = $2 AND seq > $4))
+                     ORDER BY window_start_ms, seq LIMIT $5",
+                )
+                .bind(&q.host)
+                .bind(start)
+                .bind(q.to_ms)
+                .bind(seq)
+                .bind(PAGE),
+            }
+            .fetch_all(&self.pool)
+            .await?;
+            let full = rows.len() as i64 == PAGE;
+            for r in &rows {
+                let seq: i64 = r.try_get("seq")?;
+                let start: i64 = r.try_get("window_start_ms")?;
+                let end: i64 = r.try_get("window_end_ms")?;
+                let bytes: Vec<u8> = r.try_get("metrics")?;
+                after = Some((start, seq));
+                let mut window: Vec<MetricRow> = packed::unpack(&bytes)?
+                    .into_iter()
+                    .filter(|m| wanted(m))
+                    .collect();
+                window.sort_by(|a, b| (&a.metric, &a.device).cmp(&(&b.metric, &b.device)));
+                for m in window {
+                    if points.len() == limit {
+                        break 'pages;
+                    }
+                    points.push(RollupPoint {
+                        metric: m.metric,
+                        device: m.device,
+                        window_start_ms: start,
+                        window_end_ms: end,
+                        min: m.min,
+                        mean: m.mean,
+                        max: m.max,
+                        last: m.last,
+                        count: m.count,
+                    });
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        let legacy = self.legacy_rollups(q).await?;
+        if !legacy.is_empty() {
+            points.extend(legacy);
+            // stable: where the keys tie, the order within each source is kept
+            points.sort_by(|a, b| {
+                (a.window_start_ms, &a.metric, &a.device).cmp(&(
+                    b.window_start_ms,
+                    &b.metric,
+                    &b.device,
+                ))
+            });
+            points.truncate(limit);
+        }
+        Ok(points)
+    }
+
+    /// Points stored one row per metric in `rollups`, before `rollup_windows` existed.
+    async fn legacy_rollups(&self, q: &RollupQuery) -> Result<Vec<RollupPoint>, StoreError> {
         let mut sql = String::from(
             "SELECT metric, device, window_start_ms, window_end_ms, v_min, v_mean, v_max, v_last, sample_count
              FROM rollups WHERE host_id = $1 AND window_start_ms >= $2 AND window_start_ms < $3",
