@@ -14,11 +14,11 @@ CREATE TABLE rollup_windows (
 );
 CREATE INDEX rollup_windows_by_time ON rollup_windows (host_id, window_start_ms);
 
--- Each host's newest stored rollup (the greatest window end), packed the same way: the host
--- page's and the fleet view's latest values, one upsert per host per group commit.
+-- Which stored rollup is each host's newest (the greatest window end): the host page's and the
+-- fleet view's latest values are that row of `rollup_windows`. One small upsert per host per
+-- group commit.
 CREATE TABLE host_latest (
     host_id       TEXT PRIMARY KEY,
     seq           BIGINT NOT NULL,
-    window_end_ms BIGINT NOT NULL,
-    metrics       BYTEA NOT NULL
+    window_end_ms BIGINT NOT NULL
 );

@@ -491,11 +491,14 @@ mod tests {
         let old = fleet.last().expect("old host");
         assert_eq!((old.host_id.as_str(), old.value), ("old", 1.5));
         // a damaged packed value is an error naming it, not a panic
-        sqlx::query("UPDATE host_latest SET metrics = $1 WHERE host_id = 'a'")
-            .bind(vec![1u8, 200, 0, 0, 0])
-            .execute(&store.pool)
-            .await
-            .expect("damage");
+        sqlx::query(
+            "UPDATE rollup_windows SET metrics = $1
+             WHERE host_id = 'a' AND seq = (SELECT seq FROM host_latest WHERE host_id = 'a')",
+        )
+        .bind(vec![1u8, 200, 0, 0, 0])
+        .execute(&store.pool)
+        .await
+        .expect("damage");
         let e = store.latest_values("a").await.expect_err("damaged");
         assert!(e.to_string().contains("rollup is damaged"), "{e}");
     }

@@ -231,21 +231,16 @@ impl Store {
             .into_values()
             .map(|i| {
                 let (host, b) = claimed[i];
-                vec![
-                    Val::Text(host),
-                    Val::Int(b.seq),
-                    Val::Int(b.window_end_ms),
-                    Val::Bytes(&packed[i]),
-                ]
+                vec![Val::Text(host), Val::Int(b.seq), Val::Int(b.window_end_ms)]
             })
             .collect();
         self.rows_statement(
             &mut tx,
-            "INSERT INTO host_latest (host_id, seq, window_end_ms, metrics)",
-            4,
+            "INSERT INTO host_latest (host_id, seq, window_end_ms)",
+            3,
             &latest,
             "ON CONFLICT (host_id) DO UPDATE SET seq = excluded.seq,
-               window_end_ms = excluded.window_end_ms, metrics = excluded.metrics
+               window_end_ms = excluded.window_end_ms
                WHERE excluded.window_end_ms >= host_latest.window_end_ms",
         )
         .await?;
@@ -381,10 +376,14 @@ impl Store {
     /// whose rollups were all stored before `host_latest` existed shows the newest value of each
     /// metric it had then (`latest_values`).
     pub async fn latest_values(&self, id: &str) -> Result<Vec<LatestValue>, StoreError> {
-        let row = sqlx::query("SELECT window_end_ms, metrics FROM host_latest WHERE host_id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT w.window_end_ms, w.metrics FROM host_latest l
+             JOIN rollup_windows w ON w.host_id = l.host_id AND w.seq = l.seq
+             WHERE l.host_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         if let Some(r) = row {
             let ts_ms: i64 = r.try_get("window_end_ms")?;
             let bytes: Vec<u8> = r.try_get("metrics")?;
@@ -424,9 +423,12 @@ impl Store {
     /// Hosts with no rollup stored since `host_latest` existed are read from `latest_values`.
     pub async fn newest_rollup_values(&self) -> Result<Vec<HostLatestValue>, StoreError> {
         let mut out = Vec::new();
-        for r in sqlx::query("SELECT host_id, window_end_ms, metrics FROM host_latest")
-            .fetch_all(&self.pool)
-            .await?
+        for r in sqlx::query(
+            "SELECT w.host_id, w.window_end_ms, w.metrics FROM host_latest l
+             JOIN rollup_windows w ON w.host_id = l.host_id AND w.seq = l.seq",
+        )
+        .fetch_all(&self.pool)
+        .await?
         {
             let host_id: String = r.try_get("host_id")?;
             let ts_ms: i64 = r.try_get("window_end_ms")?;
