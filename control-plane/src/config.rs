@@ -61,6 +61,7 @@ pub struct Config {
     pub slack: SlackSection,
     pub llm: LlmSection,
     pub notify: NotifySection,
+    pub retention: RetentionSection,
 }
 
 /// An OpenAI-compatible chat-completions provider for ChatOps. Without `url` the deterministic
@@ -171,6 +172,35 @@ impl Default for RemediationSection {
             proposal_ttl_secs: 900,
             tick_ms: 1000,
         }
+    }
+}
+
+/// How long stored rollups are kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Rollup windows are deleted this many days after they began (each host's newest window
+    /// is kept whatever its age). 0: kept forever. Anomalies, actions and the audit log are
+    /// not affected.
+    pub rollup_days: u64,
+    /// How often the replica holding the retention lease sweeps.
+    pub sweep_secs: u64,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        Self {
+            rollup_days: 15,
+            sweep_secs: 3600,
+        }
+    }
+}
+
+impl RetentionSection {
+    /// The retention age; `None` when rollups are kept forever.
+    pub fn rollup_age(&self) -> Option<std::time::Duration> {
+        (self.rollup_days > 0)
+            .then(|| std::time::Duration::from_secs(self.rollup_days.saturating_mul(86_400)))
     }
 }
 
@@ -318,6 +348,7 @@ impl Default for Config {
             slack: SlackSection::default(),
             llm: LlmSection::default(),
             notify: NotifySection::default(),
+            retention: RetentionSection::default(),
         }
     }
 }
@@ -528,6 +559,15 @@ impl Config {
             return invalid(
                 "enrollment.revocation_check_secs",
                 "must be at least 1".into(),
+            );
+        }
+        if self.retention.sweep_secs == 0 {
+            return invalid("retention.sweep_secs", "must be at least 1".into());
+        }
+        if self.retention.rollup_days > 100 * 365 {
+            return invalid(
+                "retention.rollup_days",
+                "must be at most 36500 (0 keeps rollups forever)".into(),
             );
         }
         if self.slack.signing_secret.is_some() && self.slack.signing_secret_file.is_some() {

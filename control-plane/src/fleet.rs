@@ -18,6 +18,7 @@ mod models;
 mod policy;
 mod remediation;
 mod replicas;
+mod retention;
 mod streams;
 mod ticks;
 
@@ -31,6 +32,7 @@ pub use models::{ModelOffer, ModelUpload, Models, BUILT_IN};
 pub use policy::Policies;
 pub use remediation::{DecideError, Remediation, TriggerError};
 pub use replicas::{Full, ReplicaOptions, Replicas, StreamSlot};
+pub use retention::Retention;
 pub use streams::{Downlink, StreamHandle, Streams};
 pub use ticks::Ticks;
 
@@ -82,6 +84,8 @@ pub struct Fleet {
     pub ticks: Arc<Ticks>,
     /// This replica among the others: its id, the streams it admits, its registry entry.
     pub replicas: Arc<Replicas>,
+    /// The hourly deletion of rollups older than the retention age, once per fleet.
+    pub retention: Arc<Retention>,
 }
 
 impl Fleet {
@@ -103,6 +107,7 @@ impl Fleet {
                 lease_ttl: Duration::from_secs(5),
                 ..ReplicaOptions::default()
             },
+            rollup_retention: None,
         }
     }
 }
@@ -116,6 +121,7 @@ pub struct FleetBuilder {
     proposal_ttl: Duration,
     group_commit: bool,
     replica: ReplicaOptions,
+    rollup_retention: Option<Duration>,
 }
 
 impl FleetBuilder {
@@ -144,6 +150,12 @@ impl FleetBuilder {
         self
     }
 
+    /// Deletes stored rollups this long after their window began (none: keeps them all).
+    pub fn with_rollup_retention(mut self, keep: Option<Duration>) -> Self {
+        self.rollup_retention = keep;
+        self
+    }
+
     /// Lets this fleet issue certificates (enrollment, renewal).
     pub fn with_ca(mut self, ca: Ca, cert_ttl: Duration) -> Self {
         self.ca = Some((ca, cert_ttl));
@@ -159,6 +171,7 @@ impl FleetBuilder {
             proposal_ttl,
             group_commit,
             replica,
+            rollup_retention,
         } = self;
         let replicas = Arc::new(Replicas::new(store.clone(), replica));
         let streams = Arc::new(Streams::new(telemetry.clone()));
@@ -195,6 +208,12 @@ impl FleetBuilder {
             audit.clone(),
             policy_signer,
         ));
+        let retention = Arc::new(Retention::new(
+            store.clone(),
+            telemetry.clone(),
+            replicas.clone(),
+            rollup_retention,
+        ));
         let remediation = Arc::new(Remediation::new(
             store.clone(),
             telemetry,
@@ -225,6 +244,7 @@ impl FleetBuilder {
             audit,
             ticks,
             replicas,
+            retention,
         }
     }
 }

@@ -162,6 +162,7 @@ pub async fn run(
             .with_policy_signer(signer)
             .with_proposal_ttl(Duration::from_secs(config.remediation.proposal_ttl_secs))
             .with_group_commit()
+            .with_rollup_retention(config.retention.rollup_age())
             .with_replica(fleet::ReplicaOptions {
                 advertise: config.advertised_grpc(),
                 max_streams: usize::try_from(config.replicas.max_streams).unwrap_or(usize::MAX),
@@ -297,6 +298,12 @@ pub async fn run(
         let stop = stop_rx.clone();
         tokio::spawn(async move { accounts.run_purges(stop).await })
     };
+    let retention = {
+        let retention = fleet.retention.clone();
+        let every = Duration::from_secs(config.retention.sweep_secs);
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { retention.run(every, stop).await })
+    };
     let ticker = {
         let ticks = fleet.ticks.clone();
         let every = Duration::from_millis(config.remediation.tick_ms);
@@ -347,6 +354,7 @@ pub async fn run(
     let _ = watcher.await;
     let _ = ticker.await;
     let _ = purges.await;
+    let _ = retention.await;
     let _ = notifications.await;
     let _ = wake_listener.await;
     if tokio::time::timeout(Duration::from_secs(15), drain)

@@ -30,6 +30,7 @@ mod runbooks;
 mod users;
 
 pub use fanout::{Wake, WakeListener};
+pub use hosts::PurgedRollups;
 pub(crate) use policy::RolloutTable;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

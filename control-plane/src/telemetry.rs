@@ -32,6 +32,7 @@ pub struct Telemetry {
     pub ingest_groups: Counter,
     pub agents_connected: Gauge,
     pub anomalies_opened: Counter,
+    pub rollups_purged: Counter,
     pub http_requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -45,6 +46,7 @@ impl Default for Telemetry {
         let ingest_groups = Counter::default();
         let agents_connected = Gauge::default();
         let anomalies_opened = Counter::default();
+        let rollups_purged = Counter::default();
         let http_requests =
             Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 latency_histogram,
@@ -81,6 +83,11 @@ impl Default for Telemetry {
             anomalies_opened.clone(),
         );
         registry.register(
+            "rollups_purged",
+            "Stored rollup windows deleted by the retention sweep",
+            rollups_purged.clone(),
+        );
+        registry.register(
             "http_request_duration_seconds",
             "REST request latency",
             http_requests.clone(),
@@ -94,6 +101,7 @@ impl Default for Telemetry {
             ingest_groups,
             agents_connected,
             anomalies_opened,
+            rollups_purged,
             http_requests,
         }
     }

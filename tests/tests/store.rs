@@ -430,3 +430,150 @@ async fn postgres_leases() {
     let url = fresh_postgres_database(&admin).await;
     leases(Store::connect(&url).await.expect("connect")).await;
 }
+
+/// Rollup retention: windows older than the age go with their claims, in batches, the newest
+/// window of each host stays; a sweep runs on one replica of the fleet only (the lease holder).
+async fn rollup_retention(store: Store, other: Store) {
+    use sco_control_plane::fleet::Fleet;
+    use sco_control_plane::store::PurgedRollups;
+    use sco_control_plane::telemetry::Telemetry;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    for h in ["h1", "h2"] {
+        store
+            .upsert_host(h, &HostInfo::default(), 1)
+            .await
+            .expect("host");
+    }
+    let windows: Vec<RollupBatch> = (1..=2_500).map(|s| batch(s, s * 10_000)).collect();
+    for group in windows.chunks(500) {
+        let items: Vec<(&str, &RollupBatch)> = group.iter().map(|b| ("h1", b)).collect();
+        store.ingest_rollups(&items, 5).await.expect("group");
+    }
+    for s in 1..=3 {
+        store
+            .ingest_rollup("h2", &batch(s, s * 10_000), 5)
+            .await
+            .expect("h2");
+    }
+    // windows that began before 20 000 000 ms: seq 1..=1999, in batches of 500
+    let purged = store
+        .purge_host_rollups("h1", 20_000_000, 500)
+        .await
+        .expect("purge");
+    assert_eq!(
+        purged,
+        PurgedRollups {
+            windows: 1_999,
+            claims: 1_999,
+            legacy_rows: 0
+        }
+    );
+    let seqs = store.stored_seqs("h1").await.expect("seqs");
+    assert_eq!(seqs, (2_000..=2_500).collect::<Vec<i64>>());
+    let q = RollupQuery {
+        host: "h1".into(),
+        metric: Some("cpu.total_pct".into()),
+        device: None,
+        from_ms: 0,
+        to_ms: i64::MAX,
+        limit: 10_000,
+    };
+    let points = store.rollups(&q).await.expect("points");
+    assert_eq!(points.len(), 501);
+    assert_eq!(points[0].window_start_ms, 20_000_000);
+    // everything is older than "now": the newest window stays, with its claim
+    let purged = store
+        .purge_host_rollups("h1", i64::MAX, 2_000)
+        .await
+        .expect("purge all");
+    assert_eq!((purged.windows, purged.claims), (500, 500));
+    assert_eq!(store.stored_seqs("h1").await.expect("seqs"), [2_500]);
+    let latest = store.latest_values("h1").await.expect("latest");
+    assert_eq!(latest.len(), 2);
+    assert!(latest.iter().all(|v| v.value == 2_500.0));
+    // a resend of a purged window is stored again (its claim went with it), and goes again
+    assert_eq!(
+        store
+            .ingest_rollup("h1", &batch(7, 70_000), 9)
+            .await
+            .expect("resend"),
+        Ingested::Stored
+    );
+    let again = store
+        .purge_host_rollups("h1", i64::MAX, 2_000)
+        .await
+        .expect("purge the resend");
+    assert_eq!((again.windows, again.claims), (1, 1));
+    assert_eq!(store.stored_seqs("h1").await.expect("seqs"), [2_500]);
+    // a host with nothing to purge
+    assert_eq!(
+        store
+            .purge_host_rollups("nobody", i64::MAX, 2_000)
+            .await
+            .expect("unknown host"),
+        PurgedRollups::default()
+    );
+
+    // two replicas sweeping every 100 ms with a one-day age: h2's two old windows go once,
+    // on whichever replica holds the lease
+    let a = Arc::new(Telemetry::default());
+    let b = Arc::new(Telemetry::default());
+    let day = Some(Duration::from_secs(86_400));
+    let fa = Fleet::builder(store.clone(), a.clone())
+        .with_rollup_retention(day)
+        .build();
+    let fb = Fleet::builder(other.clone(), b.clone())
+        .with_rollup_retention(day)
+        .build();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let ra = fa.retention.clone();
+    let rb = fb.retention.clone();
+    let (sa, sb) = (stop.clone(), stop.clone());
+    let ta = tokio::spawn(async move { ra.run(Duration::from_millis(100), sa).await });
+    let tb = tokio::spawn(async move { rb.run(Duration::from_millis(100), sb).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.stored_seqs("h2").await.expect("seqs") != [3] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "h2's old windows were not purged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop_tx.send(true).expect("stop");
+    ta.await.expect("a ends");
+    tb.await.expect("b ends");
+    let (na, nb) = (a.rollups_purged.get(), b.rollups_purged.get());
+    assert_eq!(
+        na + nb,
+        2,
+        "each window is purged once: replica a {na}, replica b {nb}"
+    );
+    assert!(na == 0 || nb == 0, "one replica sweeps: a {na}, b {nb}");
+    store.close().await;
+    other.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_rollup_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sco_control_plane::store::sqlite_url(dir.path());
+    rollup_retention(
+        Store::connect(&url).await.expect("connect"),
+        Store::connect(&url).await.expect("second pool"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_rollup_retention() {
+    let Some(admin) = postgres_url() else { return };
+    let url = fresh_postgres_database(&admin).await;
+    rollup_retention(
+        Store::connect(&url).await.expect("connect"),
+        Store::connect(&url).await.expect("second pool"),
+    )
+    .await;
+}

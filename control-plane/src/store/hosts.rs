@@ -602,6 +602,81 @@ impl Store {
             .collect()
     }
 
+    /// Forgets the stored rollups of `host` whose window began before `before_ms`: their
+    /// packed windows, their claims in `agent_messages` (so a resend of one that old is stored
+    /// again, and purged again, rather than remembered forever) and rows of the per-metric table
+    /// that predates the packed one. The host's newest window is kept whatever its age (its
+    /// page shows it as the latest values). At most `batch` windows go per transaction, so a
+    /// large first purge never holds SQLite's write lock for long.
+    pub async fn purge_host_rollups(
+        &self,
+        host: &str,
+        before_ms: i64,
+        batch: i64,
+    ) -> Result<PurgedRollups, StoreError> {
+        let mut purged = PurgedRollups::default();
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let seqs: Vec<i64> = sqlx::query_scalar(
+                "DELETE FROM rollup_windows WHERE host_id = $1 AND seq IN (
+                   SELECT w.seq FROM rollup_windows w
+                   WHERE w.host_id = $1 AND w.window_start_ms < $2
+                     AND w.seq <> COALESCE((SELECT l.seq FROM host_latest l WHERE l.host_id = $1), -1)
+                   ORDER BY w.window_start_ms LIMIT $3)
+                 RETURNING seq",
+            )
+            .bind(host)
+            .bind(before_ms)
+            .bind(batch)
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(&newest) = seqs.iter().max() else {
+                tx.rollback().await?;
+                break;
+            };
+            let latest: Option<i64> =
+                sqlx::query_scalar("SELECT seq FROM host_latest WHERE host_id = $1")
+                    .bind(host)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            // messages are numbered in the order the agent produced them, so the claims of the
+            // windows just deleted are the rollup claims up to the newest of them (never the
+            // claim of the window kept as the latest)
+            let claims = sqlx::query(
+                "DELETE FROM agent_messages
+                 WHERE host_id = $1 AND kind = 'rollup' AND seq <= $2 AND seq <> $3",
+            )
+            .bind(host)
+            .bind(newest)
+            .bind(latest.unwrap_or(-1))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            purged.windows += seqs.len() as u64;
+            purged.claims += claims.rows_affected();
+            if (seqs.len() as i64) < batch {
+                break;
+            }
+        }
+        // rows stored one per metric before the packed table (never written any more)
+        let legacy = sqlx::query("DELETE FROM rollups WHERE host_id = $1 AND window_start_ms < $2")
+            .bind(host)
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        purged.legacy_rows = legacy.rows_affected();
+        Ok(purged)
+    }
+
+    /// Every host that has stored rollups or a host row, for the retention sweep.
+    pub async fn rollup_host_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT host_id FROM host_latest UNION SELECT id FROM hosts ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Sequence numbers stored for a host, ascending (for audits and tests).
     pub async fn stored_seqs(&self, host: &str) -> Result<Vec<i64>, StoreError> {
         let rows = sqlx::query("SELECT seq FROM agent_messages WHERE host_id = $1 ORDER BY seq")
@@ -664,4 +739,15 @@ fn host_from_row(r: &AnyRow, stale_after_ms: i64, now_ms: i64) -> Result<Host, S
 
 pub(super) fn parse_processes(json: &str) -> Vec<ProcessRow> {
     serde_json::from_str::<Vec<ProcessRow>>(json).unwrap_or_default()
+}
+
+/// What one retention sweep of a host deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PurgedRollups {
+    /// Packed windows (one per rollup).
+    pub windows: u64,
+    /// Their claims in `agent_messages`.
+    pub claims: u64,
+    /// Rows of the per-metric table written before the packed one.
+    pub legacy_rows: u64,
 }
