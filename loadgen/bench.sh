@@ -15,6 +15,7 @@
 # With $SCO_BENCH_POLICY_AT=SECS as well, the policy is stored before the agents start but rolled
 # out SECS seconds after they start (all connected by then): the fan-out to connected agents. The
 # script then prints how long after the rollout request the last agent was sent the revision.
+# $SCO_BENCH_LOG sets the control plane's log filter (default warn; e.g. info for its rollout timings).
 set -euo pipefail
 
 backend=${1:?usage: loadgen/bench.sh sqlite|postgres AGENTS SECS [flags...]}
@@ -49,7 +50,7 @@ database_url = "$db"
 jwt_secret = "bench-secret-bench-secret-bench-secret-01"
 EOF
 printf 'bench-admin-password\n' > "$dir/admin.password"
-SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE="$dir/admin.password" SCO_LOG=warn NO_COLOR=1 \
+SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE="$dir/admin.password" SCO_LOG=${SCO_BENCH_LOG:-warn} NO_COLOR=1 \
   "$bin/sco-control-plane" serve --config "$dir/cp.toml" >"$dir/cp.log" 2>&1 &
 cp=$!
 trap 'kill $cp 2>/dev/null || true' EXIT

@@ -207,6 +207,7 @@ impl FleetBuilder {
             streams.clone(),
             audit.clone(),
             policy_signer,
+            group_commit,
         ));
         let retention = Arc::new(Retention::new(
             store.clone(),

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Connection, Executor};
+use sqlx::{AnyPool, Connection, Executor, Row};
+
+use rows::Val;
 
 mod anomalies;
 mod chat;
@@ -163,6 +165,64 @@ pub(crate) async fn claim_message(
     .await?
     .rows_affected();
     Ok(inserted > 0)
+}
+
+/// One durable message of a group: its agent, sequence number and production time.
+pub(crate) struct Claim<'a> {
+    pub host: &'a str,
+    pub seq: i64,
+    pub produced_at_ms: i64,
+}
+
+impl Store {
+    /// Records the durable messages of a group (of `kind`) in a few statements; true for each
+    /// one that was new. A (host, seq) already stored, or met earlier in `claims`, is false,
+    /// so no later statement of the group meets the same key twice.
+    pub(crate) async fn claim_group(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        claims: &[Claim<'_>],
+        kind: &str,
+        now_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<usize> = (0..claims.len())
+            .filter(|&i| seen.insert((claims[i].host, claims[i].seq)))
+            .collect();
+        let rows: Vec<Vec<Val>> = unique
+            .iter()
+            .map(|&i| {
+                let c = &claims[i];
+                vec![
+                    Val::Text(c.host),
+                    Val::Int(c.seq),
+                    Val::Text(kind),
+                    Val::Int(c.produced_at_ms),
+                    Val::Int(now_ms),
+                ]
+            })
+            .collect();
+        let mut new_claims = std::collections::HashSet::new();
+        let returned = self
+            .rows_statement(
+                conn,
+                "INSERT INTO agent_messages (host_id, seq, kind, produced_at_ms, received_at_ms)",
+                5,
+                &rows,
+                "ON CONFLICT (host_id, seq) DO NOTHING RETURNING host_id, seq",
+            )
+            .await?;
+        for row in returned {
+            let host: String = row.try_get("host_id")?;
+            let seq: i64 = row.try_get("seq")?;
+            new_claims.insert((host, seq));
+        }
+        let mut fresh = vec![false; claims.len()];
+        for i in unique {
+            fresh[i] = new_claims.contains(&(claims[i].host.to_string(), claims[i].seq));
+        }
+        Ok(fresh)
+    }
 }
 
 fn push_placeholders(sql: &mut String, rows: usize, cols: usize) {

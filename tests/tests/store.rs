@@ -577,3 +577,94 @@ async fn postgres_rollup_retention() {
     )
     .await;
 }
+
+/// Policy statuses stored as a group: each (host, seq) once, with its audit entry in the same
+/// transaction; a host reporting twice on one policy in a group ends as the later report
+/// leaves it; a replay is a duplicate and writes no second audit entry.
+async fn policy_status_groups(store: Store) {
+    use sco_control_plane::fleet::{AuditEntry, AuditQuery, PolicyStatusIn};
+
+    let status = |seq: i64, name: &str, revision: i64, applied: bool| PolicyStatusIn {
+        seq,
+        produced_at_ms: 1_000 * seq,
+        name: name.into(),
+        revision,
+        applied,
+        error: if applied { String::new() } else { "bad".into() },
+        active_revision: if applied { revision } else { revision - 1 },
+    };
+    let audit = |host: &str, seq: i64| AuditEntry {
+        id: format!("audit-{host}-{seq}"),
+        at_ms: 5,
+        actor: format!("agent:{host}"),
+        action: "policy.applied".into(),
+        host_id: host.into(),
+        result: "applied".into(),
+        detail: serde_json::json!({ "seq": seq }),
+    };
+    let (a1, a2, a3, b1) = (
+        status(1, "p", 1, true),
+        status(2, "p", 2, false),
+        status(3, "q", 1, true),
+        status(1, "p", 1, true),
+    );
+    let items = [("a", &a1), ("a", &a2), ("a", &a3), ("b", &b1), ("a", &a1)];
+    let audits: Vec<AuditEntry> = items
+        .iter()
+        .enumerate()
+        .map(|(i, (h, s))| audit(h, s.seq * 10 + i as i64))
+        .collect();
+    let got = store
+        .record_policy_statuses(&items, &audits, 7)
+        .await
+        .expect("group");
+    use Ingested::{Duplicate, Stored};
+    assert_eq!(got, [Stored, Stored, Stored, Stored, Duplicate]);
+    let p = store.policy_statuses("p").await.expect("statuses");
+    let a = p.iter().find(|s| s.host_id == "a").expect("a on p");
+    // the later report (refused revision 2) with the time revision 1 was applied at
+    assert_eq!(
+        (
+            a.revision,
+            a.applied_revision,
+            a.applied_at_ms,
+            a.error.as_str()
+        ),
+        (2, 1, 1_000, "bad")
+    );
+    assert_eq!(p.len(), 2);
+    let q = AuditQuery {
+        host: Some("a".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(store.audit_log(&q).await.expect("audit").len(), 3);
+    // a replay of the whole group: all duplicates, nothing written
+    let again = store
+        .record_policy_statuses(&items, &audits, 8)
+        .await
+        .expect("replay");
+    assert!(again.iter().all(|r| *r == Duplicate));
+    assert_eq!(store.audit_log(&q).await.expect("audit").len(), 3);
+    // entries that do not match the statuses are refused, and nothing is stored
+    assert!(store
+        .record_policy_statuses(&[("c", &b1)], &[], 9)
+        .await
+        .is_err());
+    assert!(store.stored_seqs("c").await.expect("seqs").is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_policy_status_groups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sco_control_plane::store::sqlite_url(dir.path());
+    policy_status_groups(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test]
+async fn postgres_policy_status_groups() {
+    let Some(admin) = postgres_url() else { return };
+    let url = fresh_postgres_database(&admin).await;
+    policy_status_groups(Store::connect(&url).await.expect("connect")).await;
+}

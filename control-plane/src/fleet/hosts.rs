@@ -59,8 +59,8 @@ impl Hosts {
         streams: Arc<Streams>,
         group_commit: bool,
     ) -> Self {
-        let rollup_writer =
-            group_commit.then(|| RollupWriter::start(store.clone(), telemetry.clone()));
+        let rollup_writer = group_commit
+            .then(|| RollupWriter::start(store.clone(), Some(telemetry.ingest_groups.clone())));
         Self {
             store,
             telemetry,

@@ -1,8 +1,9 @@
 //! The batching of the ingest path, where the fleet's size shows: agents' heartbeats kept in
-//! memory and written for all hosts in one transaction every few seconds, and rollups of all
-//! streams written together by a group commit.
+//! memory and written for all hosts in one transaction every few seconds, and rollups (and
+//! policy statuses, which a rollout makes the whole fleet send at once) of all streams written
+//! together by a group commit.
 //!
-//! Neither changes what an acknowledgement means. A rollup is acknowledged after the
+//! Neither changes what an acknowledgement means. A message is acknowledged after the
 //! transaction that stored it committed (its stream waits for its writer's answer), a storage
 //! failure answers an error and no ack, and the (host, seq) claim keeps replays out. A
 //! heartbeat was never acknowledged nor durable: losing the last few seconds of them in a
@@ -15,8 +16,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{now_ms, HostBeat, Ingested, RollupBatch};
+use prometheus_client::metrics::counter::Counter;
+
 use crate::store::{Backend, Store, StoreError};
-use crate::telemetry::Telemetry;
 
 /// How often the heartbeats heard are written. Well under the staleness after which REST shows
 /// a host disconnected (twice the dead-after time, 40 s by default).
@@ -79,29 +81,59 @@ fn merge(b: &mut HostBeat, newer: HostBeat) {
     }
 }
 
-/// A rollup waiting for its group, and where its result goes.
-struct Job {
+/// A durable message of one kind that many streams send at once, stored by groups: one
+/// transaction for whatever is queued. [`GroupWriter`] runs it.
+pub(crate) trait Grouped: Send + Sync + Sized + 'static {
+    /// The kind, for logs.
+    const KIND: &'static str;
+    /// Stores `items` (of any agents) in one transaction, each exactly once per (agent id,
+    /// sequence number); the results in the order of `items`; on an error nothing is stored.
+    fn store_group<'a>(
+        store: &'a Store,
+        items: &'a [(&'a str, &'a Self)],
+        now_ms: i64,
+    ) -> impl std::future::Future<Output = Result<Vec<Ingested>, StoreError>> + Send + 'a;
+}
+
+impl Grouped for RollupBatch {
+    const KIND: &'static str = "rollup";
+    fn store_group<'a>(
+        store: &'a Store,
+        items: &'a [(&'a str, &'a Self)],
+        now_ms: i64,
+    ) -> impl std::future::Future<Output = Result<Vec<Ingested>, StoreError>> + Send + 'a {
+        store.ingest_rollups(items, now_ms)
+    }
+}
+
+/// A message waiting for its group, and where its result goes.
+struct Job<T> {
     agent_id: String,
-    batch: RollupBatch,
+    item: T,
     reply: oneshot::Sender<Result<Ingested, StoreError>>,
 }
 
-/// The group commit for rollups: streams queue their rollups here (a bounded queue: when the
-/// writers fall behind, streams wait, which is the back-pressure) and writer tasks store what
-/// is queued, up to [`RollupWriter::MAX_GROUP`] at a time, in one transaction each.
-pub(crate) struct RollupWriter {
-    queue: mpsc::Sender<Job>,
+/// The group commit: streams queue their messages here (a bounded queue: when the writers fall
+/// behind, streams wait, which is the back-pressure) and writer tasks store what is queued, up
+/// to [`GroupWriter::MAX_GROUP`] at a time, in one transaction each.
+pub(crate) struct GroupWriter<T> {
+    queue: mpsc::Sender<Job<T>>,
 }
 
-impl RollupWriter {
-    /// Rollups in one transaction, at most: ~60 rows each, so a group stays a short write.
+/// The group commit of rollups.
+pub(crate) type RollupWriter = GroupWriter<RollupBatch>;
+
+impl<T: Grouped> GroupWriter<T> {
+    /// Messages in one transaction, at most: a rollup is one packed row, so a group stays a
+    /// short write.
     const MAX_GROUP: usize = 256;
-    /// Rollups waiting for a writer, at most.
+    /// Messages waiting for a writer, at most.
     const QUEUE: usize = 4096;
 
     /// Starts the writers: one on SQLite (it has one writer at a time; a second would only wait
-    /// for the lock), a few on PostgreSQL, whose commits can overlap.
-    pub(crate) fn start(store: Store, telemetry: Arc<Telemetry>) -> Self {
+    /// for the lock), a few on PostgreSQL, whose commits can overlap. `groups` counts the
+    /// transactions that stored something.
+    pub(crate) fn start(store: Store, groups: Option<Counter>) -> Self {
         let writers = match store.backend() {
             Backend::Sqlite => 1,
             Backend::Postgres => 4,
@@ -109,56 +141,57 @@ impl RollupWriter {
         let (queue, rx) = mpsc::channel(Self::QUEUE);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..writers {
-            tokio::spawn(write_groups(store.clone(), rx.clone(), telemetry.clone()));
+            tokio::spawn(write_groups(store.clone(), rx.clone(), groups.clone()));
         }
         Self { queue }
     }
 
-    /// Stores `batch` with the next group; returns once the group committed (or failed).
-    pub(crate) async fn write(
-        &self,
-        agent_id: &str,
-        batch: RollupBatch,
-    ) -> Result<Ingested, StoreError> {
+    /// Stores `item` with the next group; returns once the group committed (or failed).
+    pub(crate) async fn write(&self, agent_id: &str, item: T) -> Result<Ingested, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             agent_id: agent_id.to_string(),
-            batch,
+            item,
             reply,
         };
-        let stopped = || StoreError::Db("the rollup writer stopped".into());
+        let stopped = || StoreError::Db(format!("the {} writer stopped", T::KIND));
         self.queue.send(job).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
 
 /// One writer: takes what is queued (waiting only when nothing is), stores it, answers each
-/// rollup's stream. Ends when the hosts service (every sender) is gone.
-async fn write_groups(
+/// message's stream. Ends when the service owning the writer (every sender) is gone.
+async fn write_groups<T: Grouped>(
     store: Store,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
-    telemetry: Arc<Telemetry>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job<T>>>>,
+    groups: Option<Counter>,
 ) {
-    let mut jobs = Vec::with_capacity(RollupWriter::MAX_GROUP);
+    let counted = || {
+        if let Some(c) = &groups {
+            c.inc();
+        }
+    };
+    let mut jobs = Vec::with_capacity(GroupWriter::<T>::MAX_GROUP);
     loop {
         jobs.clear();
         let received = rx
             .lock()
             .await
-            .recv_many(&mut jobs, RollupWriter::MAX_GROUP)
+            .recv_many(&mut jobs, GroupWriter::<T>::MAX_GROUP)
             .await;
         if received == 0 {
             return;
         }
-        let items: Vec<(&str, &RollupBatch)> = jobs
+        let items: Vec<(&str, &T)> = jobs
             .iter()
-            .map(|j| (j.agent_id.as_str(), &j.batch))
+            .map(|j| (j.agent_id.as_str(), &j.item))
             .collect();
-        let result = store.ingest_rollups(&items, now_ms()).await;
+        let result = T::store_group(&store, &items, now_ms()).await;
         drop(items);
         match result {
             Ok(results) => {
-                telemetry.ingest_groups.inc();
+                counted();
                 for (job, r) in jobs.drain(..).zip(results) {
                     let _ = job.reply.send(Ok(r));
                 }
@@ -168,11 +201,11 @@ async fn write_groups(
                     let _ = job.reply.send(Err(e));
                 }
             }
-            // One rollup the database refuses must not fail the others of its group: each is
+            // One message the database refuses must not fail the others of its group: each is
             // written alone. Two failures in a row say the database itself is failing; the
             // rest are answered with its error rather than waited on one by one.
             Err(e) => {
-                tracing::warn!(error = %e, rollups = jobs.len(), "group write failed; writing each rollup alone");
+                tracing::warn!(error = %e, kind = T::KIND, messages = jobs.len(), "group write failed; writing each message alone");
                 let mut failures = 0;
                 let mut last_error = e.to_string();
                 for job in jobs.drain(..) {
@@ -180,12 +213,17 @@ async fn write_groups(
                         let _ = job.reply.send(Err(StoreError::Db(last_error.clone())));
                         continue;
                     }
-                    let r = store
-                        .ingest_rollup(&job.agent_id, &job.batch, now_ms())
-                        .await;
+                    let one = [(job.agent_id.as_str(), &job.item)];
+                    let r = T::store_group(&store, &one, now_ms())
+                        .await
+                        .and_then(|mut v| {
+                            v.pop().ok_or_else(|| {
+                                StoreError::Db(format!("no result for the one {} written", T::KIND))
+                            })
+                        });
                     match &r {
                         Ok(_) => {
-                            telemetry.ingest_groups.inc();
+                            counted();
                             failures = 0;
                         }
                         Err(e) => {

@@ -15,12 +15,14 @@ use std::sync::Arc;
 use crate::error::ServiceError;
 
 use super::audit::Audit;
+use super::ingest::{GroupWriter, Grouped};
 use super::streams::Streams;
 use crate::domain::policy::{
     check_rollout_request, choose_canaries, decide, initial_state, Candidate, HostPolicyState,
     PolicyHostStatus, PolicyRevision, PolicyRolloutStatus, PolicyStatusIn, Rollout, RolloutRequest,
     RolloutState,
 };
+use crate::domain::remediation::AuditEntry;
 use crate::domain::{new_id, now_ms, Ingested};
 use crate::pki::PolicySigner;
 use crate::store::{Store, StoreError, Wake};
@@ -35,6 +37,46 @@ pub struct Policies {
     audit: Arc<Audit>,
     /// Signs revisions; without it no revision can be created.
     signer: Option<PolicySigner>,
+    /// The group commit of policy statuses (a rollout makes every agent report at once);
+    /// without it each status is its own transaction.
+    status_writer: Option<GroupWriter<PolicyStatusIn>>,
+}
+
+/// A policy status is stored with its audit entry, in the same transaction.
+impl Grouped for PolicyStatusIn {
+    const KIND: &'static str = "policy status";
+    async fn store_group<'a>(
+        store: &'a Store,
+        items: &'a [(&'a str, &'a Self)],
+        now_ms: i64,
+    ) -> Result<Vec<Ingested>, StoreError> {
+        let audits: Vec<AuditEntry> = items
+            .iter()
+            .map(|&(agent_id, s)| status_audit(agent_id, s, now_ms))
+            .collect();
+        store.record_policy_statuses(items, &audits, now_ms).await
+    }
+}
+
+/// The audit entry of an agent's policy status: applied or refused.
+fn status_audit(agent_id: &str, s: &PolicyStatusIn, now_ms: i64) -> AuditEntry {
+    let (action, result) = if s.applied {
+        ("policy.applied", "applied")
+    } else {
+        ("policy.refused", "refused")
+    };
+    AuditEntry {
+        id: new_id("audit"),
+        at_ms: now_ms,
+        actor: format!("agent:{agent_id}"),
+        action: action.into(),
+        host_id: agent_id.into(),
+        result: result.into(),
+        detail: serde_json::json!({
+            "policy": s.name, "revision": s.revision,
+            "active_revision": s.active_revision, "error": s.error,
+        }),
+    }
 }
 
 impl Policies {
@@ -44,8 +86,10 @@ impl Policies {
         streams: Arc<Streams>,
         audit: Arc<Audit>,
         signer: Option<PolicySigner>,
+        group_commit: bool,
     ) -> Self {
         Self {
+            status_writer: group_commit.then(|| GroupWriter::start(store.clone(), None)),
             store,
             telemetry,
             streams,
@@ -178,6 +222,7 @@ impl Policies {
         req: RolloutRequest,
     ) -> Result<Rollout, ServiceError> {
         check_rollout_request(&req).map_err(ServiceError::Invalid)?;
+        let began = std::time::Instant::now();
         let latest = self.store.latest_policy_revision(name).await?;
         if latest == 0 {
             return Err(ServiceError::NotFound(format!("no policy {name:?}")));
@@ -238,6 +283,7 @@ impl Policies {
             updated_at_ms: now,
         };
         self.store.insert_rollout(&rollout).await?;
+        let stored = began.elapsed();
         // The streams held here are sent the revision before the answer, not at the next tick
         // (which first renews leases and judges rollouts on a database that may be busy with
         // ingest); the other replicas are told to do the same.
@@ -245,6 +291,15 @@ impl Policies {
         if let Err(e) = self.sync_policies().await {
             tracing::warn!(error = %e, "cannot push the rollout now; the next tick will");
         }
+        let pushed = began.elapsed();
+        tracing::info!(
+            policy = name,
+            revision,
+            targeted = targeted.len(),
+            stored_ms = stored.as_millis() as u64,
+            pushed_ms = pushed.as_millis() as u64,
+            "rollout stored and pushed to the streams held here"
+        );
         self.audit
             .record(
                 actor,
@@ -405,38 +460,26 @@ impl Policies {
         })
     }
 
-    /// Stores an agent's policy status and audits refusals.
+    /// Stores an agent's policy status with its audit entry, once per (agent, seq); with the
+    /// group commit, together with other streams' statuses. Returns once it is committed.
     pub async fn policy_status_report(
         &self,
         agent_id: &str,
         s: PolicyStatusIn,
     ) -> Result<Ingested, StoreError> {
-        let ingested = self
-            .store
-            .record_policy_status(agent_id, &s, now_ms())
-            .await?;
+        let refused = (!s.applied).then(|| (s.name.clone(), s.revision, s.error.clone()));
+        let ingested = match &self.status_writer {
+            Some(w) => w.write(agent_id, s).await?,
+            None => PolicyStatusIn::store_group(&self.store, &[(agent_id, &s)], now_ms())
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Db("no result for the one policy status".into()))?,
+        };
         if ingested == Ingested::Stored {
             self.telemetry.ingest_messages.inc();
-            let (action, result) = if s.applied {
-                ("policy.applied", "applied")
-            } else {
-                ("policy.refused", "refused")
-            };
-            if !s.applied {
-                tracing::warn!(agent_id, policy = %s.name, revision = s.revision, error = %s.error, "agent refused a policy");
+            if let Some((policy, revision, error)) = refused {
+                tracing::warn!(agent_id, %policy, revision, %error, "agent refused a policy");
             }
-            self.audit
-                .record(
-                    &format!("agent:{agent_id}"),
-                    action,
-                    agent_id,
-                    result,
-                    serde_json::json!({
-                        "policy": s.name, "revision": s.revision,
-                        "active_revision": s.active_revision, "error": s.error,
-                    }),
-                )
-                .await;
         }
         Ok(ingested)
     }

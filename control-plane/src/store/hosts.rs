@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use super::packed;
 use super::rows::Val;
-use super::{audited, claim_message, push_placeholders, Store, StoreError};
+use super::{audited, claim_message, push_placeholders, Claim, Store, StoreError};
 use crate::domain::{
     DetectorStatus, Host, HostBeat, HostInfo, HostLatestValue, Ingested, LatestValue, MetricRow,
     ProcessRow, RollupBatch, RollupPoint, RollupQuery,
@@ -140,48 +140,22 @@ impl Store {
     ) -> Result<Vec<Ingested>, StoreError> {
         let mut tx = self.pool.begin().await?;
         // A (host, seq) twice in one group is stored once: the first is claimed, the others
-        // are duplicates of it (so no statement below meets the same key twice).
-        let mut results = vec![Ingested::Duplicate; items.len()];
-        let mut seen = std::collections::HashSet::new();
-        let unique: Vec<usize> = (0..items.len())
-            .filter(|&i| seen.insert((items[i].0, items[i].1.seq)))
-            .collect();
-        // The claims of the whole group in a few statements; RETURNING names the ones that
-        // were new.
-        let claims: Vec<Vec<Val>> = unique
+        // are duplicates of it.
+        let claims: Vec<Claim> = items
             .iter()
-            .map(|&i| {
-                let (host, b) = items[i];
-                vec![
-                    Val::Text(host),
-                    Val::Int(b.seq),
-                    Val::Text("rollup"),
-                    Val::Int(b.produced_at_ms),
-                    Val::Int(now_ms),
-                ]
+            .map(|&(host, b)| Claim {
+                host,
+                seq: b.seq,
+                produced_at_ms: b.produced_at_ms,
             })
             .collect();
-        let mut new_claims = std::collections::HashSet::new();
-        let returned = self
-            .rows_statement(
-                &mut tx,
-                "INSERT INTO agent_messages (host_id, seq, kind, produced_at_ms, received_at_ms)",
-                5,
-                &claims,
-                "ON CONFLICT (host_id, seq) DO NOTHING RETURNING host_id, seq",
-            )
-            .await?;
-        for row in returned {
-            let host: String = row.try_get("host_id")?;
-            let seq: i64 = row.try_get("seq")?;
-            new_claims.insert((host, seq));
-        }
-        let mut claimed = Vec::with_capacity(unique.len());
-        for i in unique {
-            let (host, b) = items[i];
-            if new_claims.contains(&(host.to_string(), b.seq)) {
+        let fresh = self.claim_group(&mut tx, &claims, "rollup", now_ms).await?;
+        let mut results = vec![Ingested::Duplicate; items.len()];
+        let mut claimed = Vec::with_capacity(items.len());
+        for (i, &item) in items.iter().enumerate() {
+            if fresh[i] {
                 results[i] = Ingested::Stored;
-                claimed.push((host, b));
+                claimed.push(item);
             }
         }
         if claimed.is_empty() {

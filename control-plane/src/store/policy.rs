@@ -3,10 +3,12 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{audited, claim_message, Store, StoreError};
+use super::rows::Val;
+use super::{audited, Claim, Store, StoreError};
 use crate::domain::policy::{
     PolicyHostStatus, PolicyRevision, PolicyStatusIn, Rollout, RolloutState,
 };
+use crate::domain::remediation::AuditEntry;
 use crate::domain::Ingested;
 
 const REVISION_SELECT: &str =
@@ -248,48 +250,128 @@ impl Store {
         rows.iter().map(rollout_from_row).collect()
     }
 
-    /// Stores an agent's policy status once per (host, seq).
-    pub async fn record_policy_status(
+    /// Stores agents' policy statuses (of any hosts) in one transaction, each exactly once per
+    /// (host, seq), with the audit entry `audits[i]` of each status `items[i]` that is new. A
+    /// host that reports on one policy twice in the group ends as the later report (by
+    /// sequence number) leaves it, as one write after the other would. The results are in the
+    /// order of `items`; on an error nothing is stored.
+    pub async fn record_policy_statuses(
         &self,
-        host: &str,
-        s: &PolicyStatusIn,
+        items: &[(&str, &PolicyStatusIn)],
+        audits: &[AuditEntry],
         now_ms: i64,
-    ) -> Result<Ingested, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if !claim_message(
-            &mut tx,
-            host,
-            s.seq,
-            "policy_status",
-            s.produced_at_ms,
-            now_ms,
-        )
-        .await?
-        {
-            tx.rollback().await?;
-            return Ok(Ingested::Duplicate);
+    ) -> Result<Vec<Ingested>, StoreError> {
+        if audits.len() != items.len() {
+            return Err(StoreError::Db(format!(
+                "{} audit entries for {} policy statuses",
+                audits.len(),
+                items.len()
+            )));
         }
-        let applied_at = if s.applied { s.produced_at_ms } else { 0 };
-        sqlx::query(
-            "INSERT INTO policy_status (name, host_id, revision, applied_revision, applied_at_ms, error, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (name, host_id) DO UPDATE SET revision = excluded.revision,
+        let mut tx = self.pool.begin().await?;
+        let claims: Vec<Claim> = items
+            .iter()
+            .map(|&(host, s)| Claim {
+                host,
+                seq: s.seq,
+                produced_at_ms: s.produced_at_ms,
+            })
+            .collect();
+        let fresh = self
+            .claim_group(&mut tx, &claims, "policy_status", now_ms)
+            .await?;
+        if !fresh.contains(&true) {
+            tx.rollback().await?;
+            return Ok(vec![Ingested::Duplicate; items.len()]);
+        }
+        // per (policy, host): the newest report, and the newest time it was applied at
+        let mut newest: std::collections::BTreeMap<(&str, &str), (&PolicyStatusIn, i64)> =
+            std::collections::BTreeMap::new();
+        for (i, &(host, s)) in items.iter().enumerate() {
+            if !fresh[i] {
+                continue;
+            }
+            let applied_at = if s.applied { s.produced_at_ms } else { 0 };
+            match newest.get_mut(&(s.name.as_str(), host)) {
+                Some((kept, at)) => {
+                    if s.seq > kept.seq {
+                        *kept = s;
+                        if applied_at > 0 {
+                            *at = applied_at;
+                        }
+                    } else if *at == 0 {
+                        *at = applied_at;
+                    }
+                }
+                None => {
+                    newest.insert((s.name.as_str(), host), (s, applied_at));
+                }
+            }
+        }
+        let rows: Vec<Vec<Val>> = newest
+            .iter()
+            .map(|(&(name, host), &(s, applied_at))| {
+                vec![
+                    Val::Text(name),
+                    Val::Text(host),
+                    Val::Int(s.revision),
+                    Val::Int(s.active_revision),
+                    Val::Int(applied_at),
+                    Val::Text(&s.error),
+                    Val::Int(now_ms),
+                ]
+            })
+            .collect();
+        self.rows_statement(
+            &mut tx,
+            "INSERT INTO policy_status (name, host_id, revision, applied_revision, applied_at_ms, error, updated_at_ms)",
+            7,
+            &rows,
+            "ON CONFLICT (name, host_id) DO UPDATE SET revision = excluded.revision,
                 applied_revision = excluded.applied_revision,
                 applied_at_ms = CASE WHEN excluded.applied_at_ms > 0 THEN excluded.applied_at_ms
                                      ELSE policy_status.applied_at_ms END,
                 error = excluded.error, updated_at_ms = excluded.updated_at_ms",
         )
-        .bind(&s.name)
-        .bind(host)
-        .bind(s.revision)
-        .bind(s.active_revision)
-        .bind(applied_at)
-        .bind(&s.error)
-        .bind(now_ms)
-        .execute(&mut *tx)
+        .await?;
+        let details: Vec<(usize, String)> = (0..items.len())
+            .filter(|&i| fresh[i])
+            .map(|i| (i, audits[i].detail.to_string()))
+            .collect();
+        let rows: Vec<Vec<Val>> = details
+            .iter()
+            .map(|(i, detail)| {
+                let e = &audits[*i];
+                vec![
+                    Val::Text(&e.id),
+                    Val::Int(e.at_ms),
+                    Val::Text(&e.actor),
+                    Val::Text(&e.action),
+                    Val::Text(&e.host_id),
+                    Val::Text(&e.result),
+                    Val::Text(detail),
+                ]
+            })
+            .collect();
+        self.rows_statement(
+            &mut tx,
+            "INSERT INTO audit_log (id, at_ms, actor, action, host_id, result, detail)",
+            7,
+            &rows,
+            "",
+        )
         .await?;
         tx.commit().await?;
-        Ok(Ingested::Stored)
+        Ok(fresh
+            .into_iter()
+            .map(|f| {
+                if f {
+                    Ingested::Stored
+                } else {
+                    Ingested::Duplicate
+                }
+            })
+            .collect())
     }
 
     /// `(host, policy, revision in force)` of the hosts among `hosts`, where
