@@ -240,6 +240,24 @@ pub struct ServerSection {
     /// (revoked): data keeps going to the outbox; re-enrolling is the fix.
     #[serde(default = "default_refused_retry_secs")]
     pub refused_retry_secs: u64,
+    /// Every host's rollup windows end at the same instant; each host sends a finished one at
+    /// its own fixed offset, up to this long after the window's end (and at most one window),
+    /// so that a fleet's rollups reach the control plane spread over the span rather than all
+    /// in the same second. Anything else (events, statuses) and a backlog go at once. 0: send
+    /// each rollup the moment its window closes.
+    #[serde(default = "default_spread_secs")]
+    pub spread_secs: u64,
+}
+
+impl Config {
+    /// The span over which the fleet's rollups are spread: `server.spread_secs`, at most one
+    /// rollup window (a longer one would only delay each window more).
+    pub fn spread_span_ms(&self) -> u64 {
+        self.server
+            .spread_secs
+            .min(self.agent.rollup_secs)
+            .saturating_mul(1000)
+    }
 }
 
 impl ServerSection {
@@ -268,6 +286,9 @@ fn default_backoff_max_ms() -> u64 {
 }
 fn default_refused_retry_secs() -> u64 {
     600
+}
+fn default_spread_secs() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -196,9 +196,12 @@ pub async fn run(
     );
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    let hello = pb::hello(&config, run_started_ms, &model);
+    let spread_offset_ms = sco_proto::spread::offset_ms(&hello.hostname, config.spread_span_ms());
     let uplink = uplink::Uplink {
         server: config.server.clone(),
-        hello: pb::hello(&config, run_started_ms, &model),
+        spread_offset_ms: i64::try_from(spread_offset_ms).unwrap_or(0),
+        hello,
         outbox: outbox.clone(),
         new_data: new_data.clone(),
         connected: connected_tx,

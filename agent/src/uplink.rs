@@ -31,6 +31,9 @@ const MAX_HINTS: usize = 8;
 
 pub struct Uplink {
     pub server: ServerSection,
+    /// This host's offset after a window's end at which its rollup is sent
+    /// ([`sco_proto::spread`]).
+    pub spread_offset_ms: i64,
     pub hello: Hello,
     pub outbox: Arc<Mutex<Outbox>>,
     /// Signalled whenever a new message lands in the outbox.
@@ -301,10 +304,13 @@ impl Uplink {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let batch = self.outbox.lock().await.after(last_sent, SEND_BATCH)?;
-            let more = batch.len() == SEND_BATCH;
-            for m in batch {
-                last_sent = m.seq;
-                send(m).await?;
+            let hold = held_for(&batch, self.spread_offset_ms, now_ms());
+            let more = batch.len() == SEND_BATCH && hold.is_none();
+            if hold.is_none() {
+                for m in batch {
+                    last_sent = m.seq;
+                    send(m).await?;
+                }
             }
             tokio::select! {
                 biased;
@@ -348,6 +354,7 @@ impl Uplink {
                     Err(s) => return Ok(ended_by(&s)),
                 },
                 () = std::future::ready(()), if more => {}
+                () = tokio::time::sleep(hold.unwrap_or_default()), if hold.is_some() => {}
                 () = self.new_data.notified() => {}
                 _ = ticker.tick() => {
                     if last_heard.elapsed() > dead_after {
@@ -374,6 +381,29 @@ impl Uplink {
     }
 }
 
+/// How long to keep what the outbox offers before sending it: only when it is nothing but
+/// fresh rollups, until the first one's window ended `offset_ms` ago. Anything else in the
+/// batch (an event, a status) sends the whole batch at once, and a backlog is never held.
+/// The wait is at most `offset_ms`, whatever the clock did.
+fn held_for(batch: &[AgentMessage], offset_ms: i64, now_ms: i64) -> Option<Duration> {
+    use sco_proto::v1::agent_message::Body;
+    if offset_ms <= 0 || batch.is_empty() {
+        return None;
+    }
+    let mut first_end = None;
+    for m in batch {
+        match &m.body {
+            Some(Body::Rollup(r)) => {
+                first_end.get_or_insert(r.window_end_ms);
+            }
+            _ => return None,
+        }
+    }
+    let due = first_end?.saturating_add(offset_ms);
+    let wait = due.saturating_sub(now_ms).min(offset_ms);
+    (wait > 0).then(|| Duration::from_millis(wait.unsigned_abs()))
+}
+
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -398,6 +428,42 @@ mod tests {
             );
         }
         s
+    }
+
+    fn rollup(seq: u64, window_end_ms: i64) -> AgentMessage {
+        use sco_proto::v1::{agent_message::Body, MetricRollup};
+        AgentMessage {
+            seq,
+            produced_at_ms: window_end_ms,
+            body: Some(Body::Rollup(MetricRollup {
+                window_start_ms: window_end_ms - 10_000,
+                window_end_ms,
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn fresh_rollups_wait_for_the_hosts_slot_and_nothing_else_does() {
+        let ms = Duration::from_millis;
+        // a window that ended 200 ms ago waits for this host's offset of 3 s
+        assert_eq!(held_for(&[rollup(1, 10_000)], 3_000, 10_200), Some(ms(2_800)));
+        // the first (oldest) rollup decides: its slot has come, the batch goes
+        assert_eq!(held_for(&[rollup(1, 10_000), rollup(2, 20_000)], 3_000, 13_000), None);
+        // a backlog from before a reconnect goes at once
+        assert_eq!(held_for(&[rollup(1, 10_000)], 3_000, 60_000), None);
+        // an event behind a held rollup takes it along
+        let event = AgentMessage {
+            seq: 2,
+            produced_at_ms: 10_100,
+            body: Some(sco_proto::v1::agent_message::Body::Anomaly(Default::default())),
+        };
+        assert_eq!(held_for(&[rollup(1, 10_000), event], 3_000, 10_200), None);
+        // no spread, or nothing to send
+        assert_eq!(held_for(&[rollup(1, 10_000)], 0, 10_200), None);
+        assert_eq!(held_for(&[], 3_000, 10_200), None);
+        // a clock that stepped back never holds longer than the offset
+        assert_eq!(held_for(&[rollup(1, 10_000)], 3_000, -50_000), Some(ms(3_000)));
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Shared {
     pub server_name: String,
     pub ca_pem: Vec<u8>,
     pub window_ms: i64,
+    /// Span of the rollup send offsets ([`sco_proto::spread`]).
+    pub spread_ms: u64,
     pub interval_ms: u32,
     pub heartbeat: Duration,
     pub dead_after: Duration,
@@ -153,9 +155,11 @@ impl Agent {
         let mut rng = rand::make_rng::<rand::rngs::StdRng>();
         let w = shared.window_ms;
         // The agent's samples tick at its own phase within the interval; the
-        // first sample after a window seals it, so every host sends its
-        // rollup within one interval after the window's end.
-        let offset = rng.random_range(0..i64::from(shared.interval_ms.max(1)));
+        // first sample after a window seals it, and the agent sends it at its
+        // host's own offset after the window's end, as the real agent does.
+        let spread = sco_proto::spread::offset_ms(&self.facts.hostname, shared.spread_ms);
+        let offset = rng.random_range(0..i64::from(shared.interval_ms.max(1)))
+            + i64::try_from(spread).unwrap_or(0);
         let mut window_start = now_ms().div_euclid(w) * w;
         let samples = u32::try_from(w / i64::from(shared.interval_ms.max(1))).unwrap_or(1);
         let mean_gap_ms = if shared.events_per_hour > 0.0 {

@@ -55,6 +55,10 @@ pub struct Cli {
     /// Rollup window, as the agent's `rollup_secs`.
     #[arg(long, default_value_t = 10)]
     pub rollup_secs: u64,
+    /// Span over which agents spread the sending of a finished rollup, as the agent's
+    /// `server.spread_secs` (each at its own offset, at most one window; 0: all at once).
+    #[arg(long, default_value_t = 10)]
+    pub spread_secs: u64,
     /// Collection interval the agent reports (and the sample count per window).
     #[arg(long, default_value_t = 1000)]
     pub interval_ms: u32,
@@ -239,6 +243,7 @@ impl Cli {
             connect_rate: self.connect_rate,
             events_per_hour: self.events_per_hour,
             window: positive("rollup-secs", self.rollup_secs)?,
+            spread: Duration::from_secs(self.spread_secs.min(self.rollup_secs)),
             interval_ms: self.interval_ms,
             heartbeat: positive("heartbeat-secs", self.heartbeat_secs)?,
             dead_after: positive("dead-after-secs", self.dead_after_secs)?,

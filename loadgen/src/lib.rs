@@ -51,6 +51,8 @@ pub struct Config {
     pub connect_rate: f64,
     pub events_per_hour: f64,
     pub window: Duration,
+    /// Span of the agents' rollup send offsets (at most `window`).
+    pub spread: Duration,
     pub interval_ms: u32,
     pub heartbeat: Duration,
     pub dead_after: Duration,

@@ -75,6 +75,9 @@ pub struct Settings {
     pub id_prefix: String,
     pub metrics_per_rollup: u64,
     pub window_secs: f64,
+    /// Span over which the agents' rollups are spread after each window's end.
+    #[serde(default)]
+    pub spread_secs: f64,
     pub heartbeat_secs: f64,
     pub events_per_hour: f64,
     pub connect_rate: f64,
@@ -119,8 +122,8 @@ impl Report {
         let st = &self.settings;
         let _ = writeln!(
             s,
-            "sco-loadgen against {} ({}; ids {}*), {} metrics per rollup every {} s, heartbeat {} s, {} events/agent/h",
-            st.target, st.identities, st.id_prefix, st.metrics_per_rollup, st.window_secs, st.heartbeat_secs, st.events_per_hour
+            "sco-loadgen against {} ({}; ids {}*), {} metrics per rollup every {} s (sent over {} s), heartbeat {} s, {} events/agent/h",
+            st.target, st.identities, st.id_prefix, st.metrics_per_rollup, st.window_secs, st.spread_secs, st.heartbeat_secs, st.events_per_hour
         );
         let _ = writeln!(
             s,

@@ -9,12 +9,14 @@
 //! [`config_env`], every config key settable from the environment
 //! (`SCO_AGENT__<SECTION>__<KEY>`, `SCO_CP__<SECTION>__<KEY>`) by one rule for both, and
 //! [`process`], their logs and their stop signal, and [`quic`] (feature `quic`), the QUIC
-//! stream the agent's gRPC session runs over when its endpoint is `quic://host:port`.
+//! stream the agent's gRPC session runs over when its endpoint is `quic://host:port`, and
+//! [`spread`], when each host sends a finished rollup, so that a fleet's do not all arrive at once.
 
 pub mod config_env;
 pub mod process;
 #[cfg(feature = "quic")]
 pub mod quic;
+pub mod spread;
 pub mod systemd;
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
