@@ -244,14 +244,13 @@ impl Policies {
         }
         let previous_revision = current.as_ref().map_or(0, Rollout::settled_revision);
         // A withdrawal has no target: it goes to every host.
-        let target = rev.parsed().map(|p| p.target).unwrap_or_default();
         let now = now_ms();
         let targeted: Vec<Candidate> = self
             .store
             .hosts(i64::MAX, now)
             .await?
             .into_iter()
-            .filter(|h| !h.revoked && target.matches(&h.id, &h.labels))
+            .filter(|h| !h.revoked && rev.targets(&h.id, &h.labels))
             .map(|h| Candidate {
                 id: h.id,
                 connected: h.connected,
@@ -286,16 +285,21 @@ impl Policies {
         let stored = began.elapsed();
         // The streams held here are sent the revision before the answer, not at the next tick
         // (which first renews leases and judges rollouts on a database that may be busy with
-        // ingest); the other replicas are told to do the same.
+        // ingest), from the hosts just read: no second read of 10,000 hosts and what they run
+        // on a database busy with ingest. The tick's full sync follows (withdrawals from
+        // hosts that no longer match); the other replicas are told to do the same.
         self.store.announce(Wake::Ticks).await;
-        if let Err(e) = self.sync_policies().await {
-            tracing::warn!(error = %e, "cannot push the rollout now; the next tick will");
-        }
+        let sent = targeted
+            .iter()
+            .filter(|c| rollout.revision_for(&c.id) == revision)
+            .filter(|c| self.streams.send_policy(&c.id, rev.clone()))
+            .count();
         let pushed = began.elapsed();
         tracing::info!(
             policy = name,
             revision,
             targeted = targeted.len(),
+            sent,
             stored_ms = stored.as_millis() as u64,
             pushed_ms = pushed.as_millis() as u64,
             "rollout stored and pushed to the streams held here"
