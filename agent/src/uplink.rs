@@ -447,23 +447,34 @@ mod tests {
     fn fresh_rollups_wait_for_the_hosts_slot_and_nothing_else_does() {
         let ms = Duration::from_millis;
         // a window that ended 200 ms ago waits for this host's offset of 3 s
-        assert_eq!(held_for(&[rollup(1, 10_000)], 3_000, 10_200), Some(ms(2_800)));
+        assert_eq!(
+            held_for(&[rollup(1, 10_000)], 3_000, 10_200),
+            Some(ms(2_800))
+        );
         // the first (oldest) rollup decides: its slot has come, the batch goes
-        assert_eq!(held_for(&[rollup(1, 10_000), rollup(2, 20_000)], 3_000, 13_000), None);
+        assert_eq!(
+            held_for(&[rollup(1, 10_000), rollup(2, 20_000)], 3_000, 13_000),
+            None
+        );
         // a backlog from before a reconnect goes at once
         assert_eq!(held_for(&[rollup(1, 10_000)], 3_000, 60_000), None);
         // an event behind a held rollup takes it along
         let event = AgentMessage {
             seq: 2,
             produced_at_ms: 10_100,
-            body: Some(sco_proto::v1::agent_message::Body::Anomaly(Default::default())),
+            body: Some(sco_proto::v1::agent_message::Body::Anomaly(
+                Default::default(),
+            )),
         };
         assert_eq!(held_for(&[rollup(1, 10_000), event], 3_000, 10_200), None);
         // no spread, or nothing to send
         assert_eq!(held_for(&[rollup(1, 10_000)], 0, 10_200), None);
         assert_eq!(held_for(&[], 3_000, 10_200), None);
         // a clock that stepped back never holds longer than the offset
-        assert_eq!(held_for(&[rollup(1, 10_000)], 3_000, -50_000), Some(ms(3_000)));
+        assert_eq!(
+            held_for(&[rollup(1, 10_000)], 3_000, -50_000),
+            Some(ms(3_000))
+        );
     }
 
     #[test]

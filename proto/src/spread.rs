@@ -60,7 +60,10 @@ mod tests {
             buckets[(o / 1_000) as usize] += 1;
         }
         for (i, n) in buckets.iter().enumerate() {
-            assert!((850..=1_150).contains(n), "bucket {i}: {n} of 10,000 ({buckets:?})");
+            assert!(
+                (850..=1_150).contains(n),
+                "bucket {i}: {n} of 10,000 ({buckets:?})"
+            );
         }
     }
 }

@@ -668,3 +668,94 @@ async fn postgres_policy_status_groups() {
     let url = fresh_postgres_database(&admin).await;
     policy_status_groups(Store::connect(&url).await.expect("connect")).await;
 }
+
+/// A heartbeat flush and groups of rollups update the same hosts by the hundred at once, each
+/// on its own connection, as the control plane does under load. On PostgreSQL two such
+/// transactions that took their row locks in different orders deadlocked (one of them failed
+/// after a second); every one must succeed, and each host ends with its newest sequence number.
+async fn host_updates_in_parallel(store: Store) {
+    use sco_control_plane::domain::HostBeat;
+
+    let hosts: Vec<String> = (0..600).map(|i| format!("h{i:04}")).collect();
+    for h in &hosts {
+        store
+            .upsert_host(h, &HostInfo::default(), 1)
+            .await
+            .expect("host");
+    }
+    let rounds = 12_i64;
+    let beats = {
+        let (store, hosts) = (store.clone(), hosts.clone());
+        tokio::spawn(async move {
+            for round in 0..rounds {
+                // every host, in an order of its own each round
+                let mut order: Vec<&String> = hosts.iter().collect();
+                order.rotate_left((round as usize * 97) % hosts.len());
+                order.reverse();
+                let beats: Vec<HostBeat> = order
+                    .into_iter()
+                    .map(|h| HostBeat {
+                        host_id: h.clone(),
+                        seen_ms: 1_000 + round,
+                        outbox_dropped_total: 0,
+                        cert_not_after_ms: 0,
+                        detector: None,
+                    })
+                    .collect();
+                store.touch_hosts(&beats).await.expect("heartbeat flush");
+            }
+        })
+    };
+    let groups: Vec<_> = (0..2)
+        .map(|writer| {
+            let (store, hosts) = (store.clone(), hosts.clone());
+            tokio::spawn(async move {
+                for round in 1..=rounds {
+                    let seq = round * 2 + writer;
+                    let b = batch(seq, seq * 10_000);
+                    let mut order: Vec<&String> = hosts.iter().collect();
+                    order.rotate_left((round as usize * 131 + writer as usize * 300) % hosts.len());
+                    for group in order.chunks(256) {
+                        let items: Vec<(&str, &RollupBatch)> =
+                            group.iter().map(|h| (h.as_str(), &b)).collect();
+                        store.ingest_rollups(&items, 5).await.expect("rollup group");
+                    }
+                }
+            })
+        })
+        .collect();
+    beats.await.expect("flush task");
+    for g in groups {
+        g.await.expect("group task");
+    }
+    for h in hosts.iter().step_by(37) {
+        let seqs = store.stored_seqs(h).await.expect("seqs");
+        assert_eq!(seqs.len(), 2 * rounds as usize, "{h}: {seqs:?}");
+        assert_eq!(seqs.last(), Some(&(rounds * 2 + 1)), "{h}");
+        let host = store
+            .host(h, i64::MAX, 0)
+            .await
+            .expect("read")
+            .expect("host");
+        assert_eq!(host.last_seq, rounds * 2 + 1, "{h}");
+        assert!(
+            host.last_seen_ms >= 1_000 + rounds - 1,
+            "{h}: {}",
+            host.last_seen_ms
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_host_updates_in_parallel() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sco_control_plane::store::sqlite_url(dir.path());
+    host_updates_in_parallel(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_host_updates_in_parallel() {
+    let Some(admin) = postgres_url() else { return };
+    let url = fresh_postgres_database(&admin).await;
+    host_updates_in_parallel(Store::connect(&url).await.expect("connect")).await;
+}

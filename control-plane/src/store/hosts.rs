@@ -91,6 +91,8 @@ impl Store {
             })
             .collect();
         let mut tx = self.pool.begin().await?;
+        let ids: Vec<&str> = beats.iter().map(|b| b.host_id.as_str()).collect();
+        self.lock_hosts_in_order(&mut tx, &ids).await?;
         // one row per host (the flush keeps each host's newest beat): an `UPDATE … FROM` uses
         // one matching row of `v` per host, so a host twice in `beats` would keep either
         self.rows_statement(
@@ -239,6 +241,7 @@ impl Store {
                 e.3 = b.window_end_ms;
             }
         }
+        let ids: Vec<&str> = per_host.keys().copied().collect();
         let per_host: Vec<Vec<Val>> = per_host
             .iter()
             .map(|(host, (seq, dropped, processes, processes_ms))| {
@@ -252,6 +255,7 @@ impl Store {
                 ]
             })
             .collect();
+        self.lock_hosts_in_order(&mut tx, &ids).await?;
         self.rows_statement(
             &mut tx,
             "WITH v (id, seq, dropped, seen, procs, procs_ms) AS (",
