@@ -676,7 +676,16 @@ async fn postgres_policy_status_groups() {
 async fn host_updates_in_parallel(store: Store) {
     use sco_control_plane::domain::HostBeat;
 
-    let hosts: Vec<String> = (0..600).map(|i| format!("h{i:04}")).collect();
+    // names whose byte order and a locale's collation disagree (`h-0001` and `h0002`)
+    let hosts: Vec<String> = (0..600)
+        .map(|i| {
+            if i % 2 == 0 {
+                format!("h{i:04}")
+            } else {
+                format!("h-{i:04}")
+            }
+        })
+        .collect();
     for h in &hosts {
         store
             .upsert_host(h, &HostInfo::default(), 1)

@@ -94,7 +94,9 @@ impl Store {
         let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
-        // sorted before the statements split them, so every statement locks after the last
+        // Sorted by bytes before the statements split them, and by bytes within each (`COLLATE
+        // "C"`, not the database's collation, which may order `web-1`/`web1x` otherwise): one
+        // order for any two hosts, whichever statements they fall in.
         let rows: Vec<Vec<Val>> = ids.into_iter().map(|id| vec![Val::Text(id)]).collect();
         self.rows_statement(
             conn,
@@ -102,7 +104,7 @@ impl Store {
             1,
             &rows,
             ") SELECT hosts.id FROM hosts JOIN v ON hosts.id = v.id
-               ORDER BY hosts.id FOR NO KEY UPDATE OF hosts",
+               ORDER BY hosts.id COLLATE \"C\" FOR NO KEY UPDATE OF hosts",
         )
         .await?;
         Ok(())
