@@ -8,7 +8,7 @@
 //! Development only (not in `sco-agent replay`): `--set KEY=VALUE` changes one field of the
 //! replay's `DetectorConfig` after the other flags, for exploring on development data; keys:
 //! `pca_std_scale` (bool), `pca_quantile`, `pca_variance`, `current_gate_z`, `baseline_window`,
-//! `pca_rolling_fit` (bool), `smooth_ticks`, `score_quantile` (`none` = no recalibration),
+//! `pca_rolling_fit` (bool), `smooth_ticks`, `merge_ticks`, `score_quantile` (`none` = no recalibration),
 //! `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score).
 
 use std::path::PathBuf;
@@ -28,6 +28,7 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
             "baseline_window" => c.baseline_window = num()? as usize,
             "pca_rolling_fit" => c.pca_rolling_fit = v == "true" || v == "1",
             "smooth_ticks" => c.smooth_ticks = num()? as usize,
+            "merge_ticks" => c.merge_ticks = num()? as usize,
             "score_quantile" => c.score_quantile = if v == "none" { None } else { Some(num()?) },
             "rank_scales" => {
                 c.rank_scales = if v == "none" {

@@ -9,11 +9,13 @@
 //!
 //! An empty field is a missing value (a counter gap): the metric skips that tick.
 //!
-//! Output: for a timestamped single-value input `timestamp,value,anomaly_score,alarm`; otherwise
-//! `row,anomaly_score,alarm,top_metric` (`row` counts the input's data rows from 0).
-//! `anomaly_score` is the detector's ranking score ([`Tick::rank`](crate::detect::Tick::rank):
-//! how anomalous, at several time scales), not the alarm decision's smoothed ratio. Scores
-//! are printed with 6 decimals, `alarm` is 0/1 (1 while an event is open). With `--warmup`, the
+//! Output: for a timestamped single-value input `timestamp,value,anomaly_score,alarm,opened`;
+//! otherwise `row,anomaly_score,alarm,top_metric,opened` (`row` counts the input's data rows
+//! from 0). `anomaly_score` is the detector's ranking score
+//! ([`Tick::rank`](crate::detect::Tick::rank): how anomalous, at several time scales), not the
+//! alarm decision's smoothed ratio. Scores are printed with 6 decimals, `alarm` is 0/1 (1 while
+//! an event is open and not held after recovering, see `DetectorConfig::merge_ticks`), `opened`
+//! is 1 at the tick an event opens (what an operator is told of). With `--warmup`, the
 //! warm-up file's rows feed the detector first and are not written.
 
 use std::fmt::Write as _;
@@ -404,9 +406,9 @@ pub fn run_with(
     let nab = input.timestamped && input.metrics.len() == 1;
     let mut out = String::with_capacity(input.rows.len() * 48);
     if nab {
-        out.push_str("timestamp,value,anomaly_score,alarm\n");
+        out.push_str("timestamp,value,anomaly_score,alarm,opened\n");
     } else {
-        out.push_str("row,anomaly_score,alarm,top_metric\n");
+        out.push_str("row,anomaly_score,alarm,top_metric,opened\n");
     }
     let show = opts.progress && std::io::stderr().is_terminal();
     let total = input.rows.len();
@@ -421,21 +423,21 @@ pub fn run_with(
         if tick.alarm {
             alarm_rows += 1;
         }
-        if tick.changes.iter().any(|c| c.kind == EventKind::Opened) {
-            events += 1;
-        }
+        let opened = tick.changes.iter().any(|c| c.kind == EventKind::Opened);
+        events += usize::from(opened);
+        let opened = u8::from(opened);
         let alarm = u8::from(tick.alarm);
         // writing to a String cannot fail
         let _ = if nab {
             writeln!(
                 out,
-                "{},{},{:.6},{alarm}",
+                "{},{},{:.6},{alarm},{opened}",
                 row.ts_text, row.value_text, tick.rank
             )
         } else {
             writeln!(
                 out,
-                "{i},{:.6},{alarm},{}",
+                "{i},{:.6},{alarm},{},{opened}",
                 tick.rank,
                 tick.top_metric.as_deref().unwrap_or("")
             )

@@ -394,6 +394,64 @@ fn sustained_jumps_open_an_event_that_closes_after_return() {
 }
 
 #[test]
+fn a_fault_that_comes_back_within_the_hold_is_the_same_event() {
+    // cpu at 95 % for 20 ticks three times: the second run starts 40 ticks after the first
+    // ends (within the 100-tick hold), the third 250 ticks after the second (after it)
+    let runs = [(500, 520), (560, 580), (830, 850)];
+    let cfg = DetectorConfig {
+        merge_ticks: 100,
+        ..config()
+    };
+    let ticks = run(cfg.clone(), 1100, |t, v| {
+        if runs.iter().any(|&(a, b)| (a..b).contains(&t)) {
+            set(v, CPU, 95.0);
+        }
+    });
+    let opens = changes_of(&ticks, EventKind::Opened);
+    let closes = changes_of(&ticks, EventKind::Closed);
+    assert_eq!(opens.len(), 2, "opened {opens:?}");
+    assert!((500..505).contains(&opens[0].0), "{opens:?}");
+    assert!((830..835).contains(&opens[1].0), "{opens:?}");
+    assert_eq!(closes.len(), 2, "closed {closes:?}");
+    // the first closes a whole hold after its second run recovered, not after the first
+    let first = ticks[closes[0].0]
+        .changes
+        .iter()
+        .find(|c| c.kind == EventKind::Closed)
+        .map(|c| c.event.clone())
+        .expect("closed event");
+    let opened_first = ticks[opens[0].0].changes[0].event.local_id;
+    assert_eq!(first.local_id, opened_first);
+    let recovered = first.ended_ms.expect("ended") / 1000;
+    assert!(
+        (580..580 + cfg.clear_ticks as i64 + 3).contains(&recovered),
+        "ended at {recovered}"
+    );
+    assert!(
+        closes[0].0 as i64 >= recovered + cfg.merge_ticks as i64
+            && (closes[0].0 as i64) < recovered + cfg.merge_ticks as i64 + 3,
+        "closed at {}, recovered at {recovered}",
+        closes[0].0
+    );
+    assert!(first
+        .close_reason
+        .as_deref()
+        .is_some_and(|r| r.starts_with("recovered")));
+    // firing during the runs, not during the hold between them
+    assert!(ticks[505..520].iter().all(|t| t.alarm));
+    assert!(ticks[565..580].iter().all(|t| t.alarm));
+    assert!(ticks[545..558].iter().all(|t| !t.alarm));
+    assert!(ticks[600..680].iter().all(|t| !t.alarm));
+    // the same profile without the hold: three events
+    let ticks = run(config(), 1100, |t, v| {
+        if runs.iter().any(|&(a, b)| (a..b).contains(&t)) {
+            set(v, CPU, 95.0);
+        }
+    });
+    assert_eq!(changes_of(&ticks, EventKind::Opened).len(), 3);
+}
+
+#[test]
 fn level_shift_is_absorbed_and_the_event_closes() {
     // (case, metric, new level): the shift never goes back
     let cases: &[(&str, &str, f64)] = &[

@@ -51,8 +51,12 @@ fn same_input_gives_byte_identical_output() {
     write_nab(&nab, 400);
     // (input, warmup, header)
     let cases = [
-        (&test, Some(&train), "row,anomaly_score,alarm,top_metric"),
-        (&nab, None, "timestamp,value,anomaly_score,alarm"),
+        (
+            &test,
+            Some(&train),
+            "row,anomaly_score,alarm,top_metric,opened",
+        ),
+        (&nab, None, "timestamp,value,anomaly_score,alarm,opened"),
     ];
     for (i, (input, warmup, header)) in cases.iter().enumerate() {
         let outs: Vec<Vec<u8>> = (0..2)

@@ -12,9 +12,17 @@ pub(super) struct OpenEvent {
     pub(super) recent: std::collections::VecDeque<bool>,
     /// Ticks since it opened.
     pub(super) age: usize,
+    /// Tick and timestamp at which it recovered, while it is held open for `merge_ticks` in
+    /// case the same trouble comes back (then it goes on as the same event).
+    pub(super) held: Option<(u64, i64)>,
 }
 
 impl OpenEvent {
+    /// Firing: open and not held after recovering.
+    pub(super) fn firing(&self) -> bool {
+        self.held.is_none()
+    }
+
     /// Records this tick; true when the event may close: the family is under its clear level
     /// now and was over it in at most a tenth of the last `clear_ticks` ticks. A busy host's
     /// own short spikes (a write flushed every few seconds) would otherwise keep an event open
@@ -67,6 +75,7 @@ pub(super) enum Learning {
 impl FamilyState {
     pub(super) fn learning(&self, relearn_after: usize) -> Learning {
         match &self.event {
+            Some(e) if !e.firing() => Learning::Normal,
             Some(e) if relearn_after > 0 && e.age >= relearn_after => Learning::Relearn,
             Some(_) => Learning::Frozen,
             None if self.over_run > 0 => Learning::Frozen,
@@ -96,12 +105,47 @@ impl Detector {
             let contributors = new_peak.then(|| self.contributors(fi));
             let relearn = self.config.relearn_after_ticks;
             let interval_ms = self.interval_ms_hint();
+            let merge_ticks = self.config.merge_ticks as u64;
             let st = &mut self.families[fi];
             let open = st.event.as_mut()?;
             open.age += 1;
+            if let Some((since, since_ms)) = open.held {
+                if r_eff <= 1.0 && t.saturating_sub(since) < merge_ticks {
+                    return None;
+                }
+                if r_eff <= 1.0 {
+                    // quiet for the whole hold: it ends where it recovered
+                    let mut closed = st.event.take()?;
+                    let lasted_s = (since_ms - closed.anomaly.started_ms).max(0) as f64 / 1000.0;
+                    let quiet_s =
+                        ((clear_ticks as u64 + merge_ticks) as i64 * interval_ms) as f64 / 1000.0;
+                    let what = match &st.device {
+                        Some(d) => format!("{family} of {d}"),
+                        None => family.to_string(),
+                    };
+                    closed.anomaly.close_reason = Some(format!(
+                        "recovered: {what} under its clear level for {quiet_s:.0} s; lasted {lasted_s:.0} s"
+                    ));
+                    closed.anomaly.ended_ms = Some(since_ms);
+                    closed.anomaly.updated_ms = since_ms;
+                    st.over_run = 0;
+                    st.rising = false;
+                    return Some(EventChange {
+                        kind: EventKind::Closed,
+                        event: closed.anomaly,
+                    });
+                }
+                // back over the threshold within the hold: the same event goes on
+                open.held = None;
+                open.recent.clear();
+            }
             open.anomaly.score = score;
             open.anomaly.updated_ms = ts_ms;
             let quiet = open.quiet_for(r_eff >= self.config.clear_fraction, clear_ticks);
+            if quiet && merge_ticks > 0 {
+                open.held = Some((t, ts_ms));
+                return None;
+            }
             if let Some(contributors) = contributors.filter(|c| !c.is_empty()) {
                 open.peak_ratio = r_eff;
                 open.anomaly.peak_score = score;
@@ -182,6 +226,7 @@ impl Detector {
             last_emit_tick: t,
             recent: std::collections::VecDeque::new(),
             age: 0,
+            held: None,
         });
         Some(EventChange {
             kind: EventKind::Opened,

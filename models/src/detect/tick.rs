@@ -57,7 +57,10 @@ impl Detector {
             score,
             raw_score: ratio,
             rank: rank.unwrap_or(score),
-            alarm: self.families.iter().any(|f| f.event.is_some()),
+            alarm: self
+                .families
+                .iter()
+                .any(|f| f.event.as_ref().is_some_and(OpenEvent::firing)),
             top_metric: top.map(|i| self.metrics[i].name.clone()),
             changes,
             run_started: std::mem::take(&mut self.run_started),
@@ -402,7 +405,8 @@ impl Detector {
         }
         // while disk I/O is anomalous, what it drives in the CPU family is its symptom
         let io = &self.families[Family::DiskIo.index()];
-        self.io_episode = io.event.is_some() || io.ratio * sensitivity > RISING_RATIO;
+        self.io_episode = io.event.as_ref().is_some_and(OpenEvent::firing)
+            || io.ratio * sensitivity > RISING_RATIO;
         if self.io_episode {
             let cpu_spe = (self.slot_spe[Family::Cpu.index()] - io_cpu_spe).max(0.0);
             self.families[Family::Cpu.index()].ratio =
