@@ -123,6 +123,11 @@ pub struct DetectSection {
     pub min_duration_secs: u64,
     /// An event closes after this many seconds back under the clear level.
     pub clear_secs: u64,
+    /// After that, the event is held open this many seconds more, not alarming: if the same
+    /// family is anomalous again meanwhile (for `min_duration_secs`), the same event goes on
+    /// instead of a new one opening; if not, it closes, ending where it recovered. 0 closes
+    /// at once. A flapping incident is one event, not one per flap.
+    pub merge_secs: u64,
     /// An open event is updated at most this often.
     pub update_every_secs: u64,
     /// Metrics never scored, e.g. `["disk.used_bytes:/"]` or `["net.rx_drops_per_s:eth0"]`.
@@ -143,6 +148,7 @@ impl Default for DetectSection {
             sensitivity: 1.0,
             min_duration_secs: 2,
             clear_secs: 15,
+            merge_secs: 120,
             update_every_secs: 30,
             ignore: Vec::new(),
             context_secs: 60,

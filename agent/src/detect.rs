@@ -61,13 +61,18 @@ pub enum DetectError {
 }
 
 pub fn detector_config(d: &DetectSection, interval_ms: u64) -> DetectorConfig {
-    let ticks = |secs: u64| ((secs * 1000) / interval_ms.max(1)).max(1) as usize;
+    let ticks = |secs: u64| (secs.saturating_mul(1000) / interval_ms.max(1)).max(1) as usize;
     DetectorConfig {
         warmup_ticks: ticks(d.warmup_secs),
         threshold_quantile: d.threshold_quantile,
         sensitivity: d.sensitivity,
         min_duration_ticks: ticks(d.min_duration_secs),
         clear_ticks: ticks(d.clear_secs),
+        merge_ticks: if d.merge_secs == 0 {
+            0
+        } else {
+            ticks(d.merge_secs)
+        },
         update_every_ticks: ticks(d.update_every_secs),
         ignore: d.ignore.clone(),
         sustain_ticks: ticks(SUSTAIN_SECS),

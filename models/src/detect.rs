@@ -174,6 +174,9 @@ pub struct Anomaly {
     pub contributors: Vec<Contributor>,
     /// Why it closed and how long it lasted (set when it closes).
     pub close_reason: Option<String>,
+    /// When it recovered, while it is held open in case it comes back
+    /// ([`DetectorConfig::merge_ticks`]); None while it fires.
+    pub recovered_ms: Option<i64>,
 }
 
 // ------------------------------------------------------------------------------ detector

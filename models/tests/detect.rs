@@ -437,6 +437,27 @@ fn a_fault_that_comes_back_within_the_hold_is_the_same_event() {
         .close_reason
         .as_deref()
         .is_some_and(|r| r.starts_with("recovered")));
+    // it says when it recovered as it is held, and that it fires again when it does
+    let from = opens[0].0;
+    let updates: Vec<(usize, Option<i64>)> = ticks[from..closes[0].0]
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| {
+            t.changes
+                .iter()
+                .filter(|c| c.kind == EventKind::Updated)
+                .map(move |c| (from + i, c.event.recovered_ms))
+        })
+        .collect();
+    let held: Vec<_> = updates.iter().filter(|u| u.1.is_some()).collect();
+    assert_eq!(held.len(), 2, "{updates:?}");
+    assert!((520..535).contains(&held[0].0), "{updates:?}");
+    assert_eq!(held[0].1, Some(held[0].0 as i64 * 1000));
+    let resumed = updates
+        .iter()
+        .find(|u| u.0 > held[0].0 && u.1.is_none())
+        .expect("an update when it fires again");
+    assert!((560..566).contains(&resumed.0), "{updates:?}");
     // firing during the runs, not during the hold between them
     assert!(ticks[505..520].iter().all(|t| t.alarm));
     assert!(ticks[565..580].iter().all(|t| t.alarm));

@@ -758,8 +758,9 @@ impl Drop for Proc {
 /// Agent detection settings for the end-to-end tests that start CPU burners:
 /// a 45 s warm-up (long enough for the host's ordinary background, the test
 /// harness's own requests included, to be part of the baseline), one tick to
-/// open, three quiet ticks to close.
-pub const BURNER_DETECT: &str = "[detect]\nwarmup_secs = 45\nmin_duration_secs = 1\nclear_secs = 3\nupdate_every_secs = 2\ncontext_secs = 10\n";
+/// open, three quiet ticks to close and no hold after that (`merge_secs = 0`: the tests
+/// run several incidents a few seconds apart, each its own event; `anomaly.rs` tests the hold).
+pub const BURNER_DETECT: &str = "[detect]\nwarmup_secs = 45\nmin_duration_secs = 1\nclear_secs = 3\nmerge_secs = 0\nupdate_every_secs = 2\ncontext_secs = 10\n";
 
 /// Waits until an agent started with [`BURNER_DETECT`] has calibrated.
 pub fn wait_calibrated(agent: &Proc) {

@@ -1,9 +1,13 @@
 //! A real CPU burner makes the agent raise an anomaly naming CPU, visible
-//! through the REST API, and the event closes once the burner stops.
+//! through the REST API, and the event closes once the burner stops; a burner
+//! that comes back while the event is held after recovering is the same event.
 
 use std::time::{Duration, Instant};
 
-use sco_tests::{try_wait_for, wait_calibrated, wait_for, Burners, Db, Sandbox, BURNER_DETECT};
+use sco_tests::{
+    try_wait_for, try_wait_for_longer, wait_calibrated, wait_for, Burners, Db, Sandbox,
+    BURNER_DETECT,
+};
 use serde_json::Value;
 
 /// CPU saturation shows in CPU time or CPU pressure (PSI); on an already
@@ -100,4 +104,78 @@ async fn cpu_burner_raises_and_closes_an_anomaly() {
         .as_str()
         .unwrap_or_default()
         .contains("min_severity"));
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The CPU events of agent-1, open and closed.
+async fn cpu_events(sb: &Sandbox, token: &str) -> Vec<Value> {
+    let (status, body) = sb.get(token, "/anomaly?host=agent-1&limit=100").await;
+    assert_eq!(status, 200, "{body}");
+    body["anomalies"]
+        .as_array()
+        .map(|a| a.iter().filter(|e| names_cpu(e)).cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burner_back_within_the_hold_is_the_same_event_which_ends_where_it_recovered() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let _cp = sb.start_control_plane();
+    let token = sb.admin_token().await;
+    // three quiet seconds to recover, then held 30 s in case it comes back
+    let agent = sb.start_agent_with(
+        "agent-1",
+        &BURNER_DETECT.replace("merge_secs = 0", "merge_secs = 30"),
+    );
+    wait_calibrated(&agent);
+
+    let burners = Burners::start("sco-anomaly-hold-test");
+    let first = wait_for("an open anomaly naming CPU", || async {
+        cpu_events(&sb, &token).await.into_iter().next()
+    })
+    .await;
+    let id = first["id"].as_str().expect("event id").to_string();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    drop(burners);
+    // quiet for longer than clear_secs, well inside the hold
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let burners = Burners::start("sco-anomaly-hold-test");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    drop(burners);
+    let stopped_ms = now_ms();
+
+    let closed = try_wait_for_longer(Duration::from_secs(30), || async {
+        let (_, body) = sb.get(&token, &format!("/anomaly/{id}")).await;
+        (body["anomaly"]["status"] == "closed").then(|| (body["anomaly"].clone(), now_ms()))
+    })
+    .await;
+    let Some((closed, seen_closed_ms)) = closed else {
+        let (_, open) = sb.get(&token, &format!("/anomaly/{id}")).await;
+        panic!("timed out waiting for the CPU anomaly to close: {open}");
+    };
+    // one event for both bursts
+    let events = cpu_events(&sb, &token).await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["id"], id.as_str());
+    // it closed a hold after the second burst, and ends where it recovered, not there
+    let ended = closed["ended_ms"].as_i64().expect("ended_ms");
+    assert!(
+        seen_closed_ms - stopped_ms >= 25_000,
+        "closed {} ms after the burner stopped, before the hold was over",
+        seen_closed_ms - stopped_ms
+    );
+    assert!(
+        ended - stopped_ms < 15_000 && ended > stopped_ms - 2_000,
+        "ended {} ms after the burner stopped",
+        ended - stopped_ms
+    );
+    let why = closed["close_reason"].as_str().unwrap_or_default();
+    assert!(why.starts_with("recovered: cpu"), "{why}");
 }

@@ -84,7 +84,8 @@ impl Size {
 }
 
 /// The agent's detection settings: a warm-up under the background load, two
-/// seconds over the threshold to open, ten under the clear level to close.
+/// seconds over the threshold to open, ten under the clear level to close, no
+/// hold after that (each fault its own event, measured as it closes).
 /// The space of the root file system is not scored: it is shared with
 /// whatever else runs on the machine (on CI, other builds and their temporary
 /// files), which filled it by several points during runs and opened events no
@@ -92,7 +93,7 @@ impl Size {
 /// system instead.
 fn detect_toml(warmup_secs: u64) -> String {
     format!(
-        "[detect]\nwarmup_secs = {warmup_secs}\nmin_duration_secs = 1\nclear_secs = 10\n\
+        "[detect]\nwarmup_secs = {warmup_secs}\nmin_duration_secs = 1\nclear_secs = 10\nmerge_secs = 0\n\
          update_every_secs = 2\ncontext_secs = 10\n\
          ignore = [\"disk.used_pct:/\", \"disk.used_bytes:/\"]\n"
     )

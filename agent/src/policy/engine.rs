@@ -61,7 +61,11 @@ impl Engine {
     pub fn on_event(&mut self, change: &EventChange) {
         let e: &Anomaly = &change.event;
         match change.kind {
+            // closed, or held open after recovering in case it comes back: not an anomaly now
             EventKind::Closed => {
+                self.open.remove(&e.local_id);
+            }
+            _ if e.recovered_ms.is_some() => {
                 self.open.remove(&e.local_id);
             }
             _ => {
@@ -186,6 +190,7 @@ mod tests {
                 local_id: id,
                 family: Family::of(metric),
                 close_reason: None,
+                recovered_ms: None,
                 started_ms: 0,
                 updated_ms: 0,
                 ended_ms: None,
@@ -243,6 +248,19 @@ mod tests {
         assert!(e.evaluate(&s, &cold, 69_000).is_empty());
         assert!(e.evaluate(&s, &hot, 70_000).is_empty());
         assert_eq!(e.evaluate(&s, &hot, 72_000).len(), 1);
+        // An event held after recovering ends the condition; firing again, it holds again.
+        let mut held = event(EventKind::Updated, 1, "cpu.total_pct", Severity::High);
+        held.event.recovered_ms = Some(150_000);
+        e.on_event(&held);
+        assert!(e.evaluate(&s, &hot, 150_000).is_empty());
+        e.on_event(&event(
+            EventKind::Updated,
+            1,
+            "cpu.total_pct",
+            Severity::High,
+        ));
+        assert!(e.evaluate(&s, &hot, 151_000).is_empty());
+        assert_eq!(e.evaluate(&s, &hot, 153_000).len(), 1);
         // Closing the event ends the condition.
         e.on_event(&event(
             EventKind::Closed,

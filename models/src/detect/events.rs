@@ -12,9 +12,26 @@ pub(super) struct OpenEvent {
     pub(super) recent: std::collections::VecDeque<bool>,
     /// Ticks since it opened.
     pub(super) age: usize,
-    /// Tick and timestamp at which it recovered, while it is held open for `merge_ticks` in
-    /// case the same trouble comes back (then it goes on as the same event).
-    pub(super) held: Option<(u64, i64)>,
+    /// Tick and timestamp at which it recovered, and how, while it is held open for
+    /// `merge_ticks` in case the same trouble comes back (then it goes on as the same event).
+    pub(super) held: Option<(u64, i64, Recovery)>,
+}
+
+/// How a quiet event got quiet, for its close reason.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Recovery {
+    Recovered,
+    /// Open `relearn_after_ticks`: its new level entered the baselines.
+    Relearnt,
+}
+
+impl Recovery {
+    fn text(self) -> &'static str {
+        match self {
+            Recovery::Recovered => "recovered",
+            Recovery::Relearnt => "the new level became this host's normal",
+        }
+    }
 }
 
 impl OpenEvent {
@@ -106,15 +123,19 @@ impl Detector {
             let relearn = self.config.relearn_after_ticks;
             let interval_ms = self.interval_ms_hint();
             let merge_ticks = self.config.merge_ticks as u64;
+            let min_duration = self.config.min_duration_ticks.max(1);
             let st = &mut self.families[fi];
-            let open = st.event.as_mut()?;
-            open.age += 1;
-            if let Some((since, since_ms)) = open.held {
-                if r_eff <= 1.0 && t.saturating_sub(since) < merge_ticks {
+            let mut resumed = false;
+            if let Some((since, since_ms, why)) = st.event.as_ref()?.held {
+                // held after recovering: back over the threshold as long as it takes to open
+                // an event, and the same event goes on; quiet for the whole hold, it closes
+                st.over_run = if r_eff > 1.0 { st.over_run + 1 } else { 0 };
+                let back = st.over_run >= min_duration;
+                if !back && t.saturating_sub(since) < merge_ticks {
+                    st.event.as_mut()?.age += 1;
                     return None;
                 }
-                if r_eff <= 1.0 {
-                    // quiet for the whole hold: it ends where it recovered
+                if !back {
                     let mut closed = st.event.take()?;
                     let lasted_s = (since_ms - closed.anomaly.started_ms).max(0) as f64 / 1000.0;
                     let quiet_s =
@@ -124,7 +145,8 @@ impl Detector {
                         None => family.to_string(),
                     };
                     closed.anomaly.close_reason = Some(format!(
-                        "recovered: {what} under its clear level for {quiet_s:.0} s; lasted {lasted_s:.0} s"
+                        "{}: {what} under its clear level for {quiet_s:.0} s; lasted {lasted_s:.0} s",
+                        why.text()
                     ));
                     closed.anomaly.ended_ms = Some(since_ms);
                     closed.anomaly.updated_ms = since_ms;
@@ -135,16 +157,32 @@ impl Detector {
                         event: closed.anomaly,
                     });
                 }
-                // back over the threshold within the hold: the same event goes on
+                st.over_run = 0;
+                resumed = true;
+            }
+            let open = st.event.as_mut()?;
+            open.age += 1;
+            if resumed {
                 open.held = None;
                 open.recent.clear();
+                open.anomaly.recovered_ms = None;
             }
             open.anomaly.score = score;
             open.anomaly.updated_ms = ts_ms;
             let quiet = open.quiet_for(r_eff >= self.config.clear_fraction, clear_ticks);
+            let why = if relearn > 0 && open.age >= relearn {
+                Recovery::Relearnt
+            } else {
+                Recovery::Recovered
+            };
             if quiet && merge_ticks > 0 {
-                open.held = Some((t, ts_ms));
-                return None;
+                open.held = Some((t, ts_ms, why));
+                open.anomaly.recovered_ms = Some(ts_ms);
+                open.last_emit_tick = t;
+                return Some(EventChange {
+                    kind: EventKind::Updated,
+                    event: open.anomaly.clone(),
+                });
             }
             if let Some(contributors) = contributors.filter(|c| !c.is_empty()) {
                 open.peak_ratio = r_eff;
@@ -156,17 +194,13 @@ impl Detector {
                 let mut closed = st.event.take()?;
                 let lasted_s = (ts_ms - closed.anomaly.started_ms).max(0) as f64 / 1000.0;
                 let quiet_s = (clear_ticks as i64 * interval_ms) as f64 / 1000.0;
-                let why = if relearn > 0 && closed.age >= relearn {
-                    "the new level became this host's normal"
-                } else {
-                    "recovered"
-                };
                 let what = match &st.device {
                     Some(d) => format!("{family} of {d}"),
                     None => family.to_string(),
                 };
                 closed.anomaly.close_reason = Some(format!(
-                    "{why}: {what} under its clear level for {quiet_s:.0} s; lasted {lasted_s:.0} s"
+                    "{}: {what} under its clear level for {quiet_s:.0} s; lasted {lasted_s:.0} s",
+                    why.text()
                 ));
                 closed.anomaly.ended_ms = Some(ts_ms);
                 st.over_run = 0;
@@ -176,7 +210,9 @@ impl Detector {
                     event: closed.anomaly,
                 });
             }
-            if t.saturating_sub(open.last_emit_tick) >= self.config.update_every_ticks as u64 {
+            if resumed
+                || t.saturating_sub(open.last_emit_tick) >= self.config.update_every_ticks as u64
+            {
                 open.last_emit_tick = t;
                 return Some(EventChange {
                     kind: EventKind::Updated,
@@ -217,6 +253,7 @@ impl Detector {
             severity: Severity::from_ratio(peak),
             contributors,
             close_reason: None,
+            recovered_ms: None,
         };
         self.next_id += 1;
         st.over_run = 0;
