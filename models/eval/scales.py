@@ -189,20 +189,33 @@ def hysteresis(r: np.ndarray, clear: int, min_dur: int = 1, cf: float = 1.0) -> 
     return out
 
 
+def merged_opened(alarm: np.ndarray, merge: int) -> np.ndarray:
+    """Ticks an event opens when an alarm that comes back within `merge` ticks of its
+    recovery (the tick after its last alarm tick) goes on as the same event
+    (`DetectorConfig::merge_ticks`; 0 = every alarm onset is an event)."""
+    opened = np.zeros(alarm.size, bool)
+    last = -(10**9)
+    for t in np.flatnonzero(alarm):
+        if t - last > merge + 1:
+            opened[t] = True
+        last = t
+    return opened
+
+
 def parse_scales(text: str):
     return [(int(a), float(b)) for a, b in (p.split("@") for p in text.split(","))]
 
 
 def parse_rule(spec: str):
     """`shipped` or `scales:1@0.999,3@0.995,12@0.98`, then `/`-separated options:
-    `clear=N`, `min=N`, `adapt=N` (rolling thresholds), `score=tail:1,3,12` (tail-probability
+    `clear=N`, `min=N`, `merge=N` (events held N ticks after recovering), `adapt=N` (rolling thresholds), `score=tail:1,3,12` (tail-probability
     score), `score=ratio:1@0.99,12@0.98` (a separate ratio score), `floor=F`."""
     parts = spec.split("/")
     alarm_spec, opts = parts[0], parts[1:]
     scales = [(12, 0.98)] if alarm_spec == "shipped" else parse_scales(alarm_spec.split(":")[1])
     geo_alarm = alarm_spec.startswith("geo:")
     score_kind, score_arg, adapt, clear, min_dur, floor, aq = None, None, None, 1, 1, 0.2, 0.99
-    cf = 1.0
+    cf, merge = 1.0, 0
     for part in opts:
         key, _, val = part.partition("=")
         if key == "score":
@@ -218,6 +231,8 @@ def parse_rule(spec: str):
             floor = float(val)
         elif key == "cf":
             cf = float(val)
+        elif key == "merge":
+            merge = int(val)
         elif key == "aq":
             aq = float(val)
         else:
@@ -243,7 +258,7 @@ def parse_rule(spec: str):
                 score = np.exp(np.mean(np.log(np.maximum(parts_, 1e-6)), axis=0))
         else:
             score = r
-        return score, alarm
+        return score, alarm, merged_opened(alarm, merge)
     return apply
 
 
@@ -318,9 +333,10 @@ def score_sets(sets: dict, apply) -> dict:
     for ds, hosts in sets.items():
         rows = []
         for h in hosts:
-            s, a = apply(h["full"])
-            _, ta = apply(h["half"])
-            rows.append({"score": s, "pred": a, "label": h["label"], "train_pred": ta})
+            s, a, o = apply(h["full"])
+            _, ta, to = apply(h["half"])
+            rows.append({"score": s, "pred": a, "label": h["label"], "train_pred": ta,
+                         "opened": o, "train_opened": to})
         res[ds] = ev.summarise(rows)
     return res
 
@@ -329,11 +345,11 @@ def score_synthetic(cases, apply) -> dict:
     hits = {n: [0, 0] for n in ev.SYNTH_LENGTHS}
     false_onsets, days = 0, 0.0
     for d, segs in cases:
-        _, alarm = apply(d)
+        _, alarm, opened = apply(d)
         for s, e, n in segs:
             hits[n][1] += 1
             hits[n][0] += int(alarm[s:e].any())
-        false_onsets += sum(1 for o in ev.onsets(alarm) if not any(s <= o < e + 24 for s, e, _ in segs))
+        false_onsets += sum(1 for o in ev.onsets(alarm, opened) if not any(s <= o < e + 24 for s, e, _ in segs))
         days += alarm.size / ev.TICKS_PER_DAY
     return {"recall": [h / t for h, t in hits.values()], "fa_day": false_onsets / days}
 
@@ -345,9 +361,9 @@ def score_nab(nab, apply) -> float:
         # NAB files warm up inside the input: the ratios are 0 until calibration
         n_warm = d["w"].size
         x = d["x"][n_warm:]
-        _, alarm = apply({"w": d["w"], "x": x})
-        alarm = np.concatenate([np.zeros(n_warm, bool), alarm])
-        s, w, _, _ = ev.nab_file_score(ts, ev.onsets_mask(alarm), windows[name])
+        _, _, opened = apply({"w": d["w"], "x": x})
+        opened = np.concatenate([np.zeros(n_warm, bool), opened])
+        s, w, _, _ = ev.nab_file_score(ts, opened, windows[name])
         raw, n_win = raw + s, n_win + w
     return 100.0 * (raw + n_win) / (2.0 * n_win)
 
@@ -372,7 +388,7 @@ def main() -> int:
         for ds, hosts in sets.items():
             for h in hosts:
                 for part in ("full", "half"):
-                    _, a = apply(h[part])
+                    _, a, _ = apply(h[part])
                     bad += int((a != h[part]["alarm"]).sum())
         print(f"shipped rule vs replay alarms: {bad} ticks differ")
     for spec in args.rules:

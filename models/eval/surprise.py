@@ -156,7 +156,7 @@ def make_apply(p: dict, raw_of):
             r = np.maximum(sc.rule_scales(d["w"], d["x"], [(12, 0.98)]), s_ratio)
         cf = p.get("cf", 1.0)
         alarm = r > 1.0 if p["clear"] == 1 and cf == 1.0 else sc.hysteresis(r, p["clear"], 1, cf)
-        return r, alarm
+        return r, alarm, sc.merged_opened(alarm, p.get("merge", 0))
 
     return apply
 
