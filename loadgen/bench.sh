@@ -16,6 +16,11 @@
 # out SECS seconds after they start (all connected by then): the fan-out to connected agents. The
 # script then prints how long after the rollout request the last agent was sent the revision.
 # $SCO_BENCH_LOG sets the control plane's log filter (default warn; e.g. info for its rollout timings).
+# With $SCO_BENCH_RESTART_AT=SECS, the control plane is killed (SIGKILL) SECS seconds after the
+# agents start and started again at once on the same database: the whole fleet reconnects to it.
+# The script then prints when it answered again, when every agent was connected again (from the
+# load generator's progress, every second) and the reconnects; the report's control-plane cost
+# covers the first process only.
 set -euo pipefail
 
 backend=${1:?usage: loadgen/bench.sh sqlite|postgres AGENTS SECS [flags...]}
@@ -50,14 +55,18 @@ database_url = "$db"
 jwt_secret = "bench-secret-bench-secret-bench-secret-01"
 EOF
 printf 'bench-admin-password\n' > "$dir/admin.password"
-SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE="$dir/admin.password" SCO_LOG=${SCO_BENCH_LOG:-warn} NO_COLOR=1 \
-  "$bin/sco-control-plane" serve --config "$dir/cp.toml" >"$dir/cp.log" 2>&1 &
-cp=$!
-trap 'kill $cp 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  curl -fs "http://127.0.0.1:$port_http/health" >/dev/null && break
-  sleep 0.2
-done
+start_cp() {
+  SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE="$dir/admin.password" SCO_LOG=${SCO_BENCH_LOG:-warn} NO_COLOR=1 \
+    "$bin/sco-control-plane" serve --config "$dir/cp.toml" >>"$dir/cp.log" 2>&1 &
+  echo $! > "$dir/cp.pid"
+  for _ in $(seq 300); do
+    curl -fs "http://127.0.0.1:$port_http/health" >/dev/null && break
+    sleep 0.1
+  done
+}
+start_cp
+cp=$(cat "$dir/cp.pid")
+trap 'kill "$(cat "$dir/cp.pid")" 2>/dev/null || true' EXIT
 
 if [ -n "${SCO_BENCH_POLICY:-}" ]; then
   api="http://127.0.0.1:$port_http"
@@ -83,11 +92,42 @@ if [ -n "${SCO_BENCH_POLICY:-}" ]; then
   fi
 fi
 
+if [ -n "${SCO_BENCH_RESTART_AT:-}" ]; then
+  (sleep "$SCO_BENCH_RESTART_AT"
+   kill -9 "$(cat "$dir/cp.pid")"
+   killed=$(date +%s%3N)
+   start_cp
+   echo "$killed $(date +%s%3N)" > "$dir/restart.ms"
+   echo "control plane killed at $killed, answering again after $(($(date +%s%3N) - killed)) ms" >&2) &
+fi
+
 report="$out/$backend-$agents-$(date +%H%M%S).json"
 status=0
+progress=()
+[ -n "${SCO_BENCH_RESTART_AT:-}" ] && progress=(--progress-secs 1)
+lg_start=$(date +%s%3N)
 "$bin/sco-loadgen" --target "127.0.0.1:$port_grpc" --server-name localhost --pki-dir "$dir/pki" \
   --agents "$agents" --duration-secs "$secs" --database-url "$db" --control-plane-pid "$cp" \
-  --report "$report" "$@" || status=$?
+  --report "$report" "${progress[@]}" "$@" 2> >(tee "$dir/loadgen.err" >&2) || status=$?
+if [ -s "$dir/restart.ms" ]; then
+  python3 - "$dir/loadgen.err" "$agents" "$lg_start" $(cat "$dir/restart.ms") <<'PY'
+import re, sys
+err, agents, lg_start, killed, up = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+at = (killed - lg_start) / 1000.0  # the kill on the load generator's clock
+rows = []
+for line in open(err, errors="replace"):
+    m = re.search(r"\[\s*([\d.]+)s\].*?connected (\d+) .*?reconnects (\d+)", line)
+    if m:
+        rows.append((float(m.group(1)), int(m.group(2)), int(m.group(3))))
+after = [r for r in rows if r[0] > at]
+low = min((r[1] for r in after), default=None)
+short = [r[0] for r in after if r[1] < agents]
+back = next((r[0] for r in after if r[1] == agents and (not short or r[0] > short[-1])), None)
+print(f"restart: answering again {up - killed} ms after the kill; fewest connected after it {low} of {agents}; "
+      f"all {agents} connected again {'%.0f s after the kill' % (back - at) if back is not None else 'never in the run'} "
+      f"(progress every second); reconnects by the end {rows[-1][2] if rows else '?'}")
+PY
+fi
 if [ -s "$dir/rollout.ms" ]; then
   python3 - "$report" "$name" "$revision" $(cat "$dir/rollout.ms") <<'PY'
 import json, sys
@@ -106,6 +146,6 @@ fi
 echo "report: $report; control-plane log: $dir/cp.log: $(grep -c ' ERROR ' "$dir/cp.log" || true) errors," \
   "$(grep -c 'pool timed out' "$dir/cp.log" || true) pool timeouts," \
   "$(grep -c 'time to acquire exceeded slow threshold' "$dir/cp.log" || true) slow pool acquisitions (over 2 s)"
-kill $cp 2>/dev/null || true
-wait $cp 2>/dev/null || true
+kill "$(cat "$dir/cp.pid")" 2>/dev/null || true
+wait 2>/dev/null || true
 exit $status
