@@ -17,7 +17,8 @@
 # script then prints how long after the rollout request the last agent was sent the revision.
 # $SCO_BENCH_LOG sets the control plane's log filter (default warn; e.g. info for its rollout timings).
 # With $SCO_BENCH_RESTART_AT=SECS, the control plane is killed (SIGKILL) SECS seconds after the
-# agents start and started again at once on the same database: the whole fleet reconnects to it.
+# agents start and started again on the same database as systemd would (the packaged unit:
+# Restart=on-failure, RestartSec=5s; $SCO_BENCH_RESTART_SEC): the whole fleet reconnects to it.
 # The script then prints when it answered again, when every agent was connected again (from the
 # load generator's progress, every second) and the reconnects; the report's control-plane cost
 # covers the first process only.
@@ -33,7 +34,9 @@ pg=${SCO_BENCH_POSTGRES_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgre
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 dir=$(mktemp -d /tmp/sco-bench.XXXXXX)
-port_grpc=$((20000 + RANDOM % 20000))
+# below the ephemeral range (32768 and up): thousands of agents' own connections take ports
+# from it, and one of them holding this port would keep a restarted control plane from binding it
+port_grpc=$((20000 + 2 * (RANDOM % 6000)))
 port_http=$((port_grpc + 1))
 
 case "$backend" in
@@ -60,9 +63,11 @@ start_cp() {
     "$bin/sco-control-plane" serve --config "$dir/cp.toml" >>"$dir/cp.log" 2>&1 &
   echo $! > "$dir/cp.pid"
   for _ in $(seq 300); do
-    curl -fs "http://127.0.0.1:$port_http/health" >/dev/null && break
+    curl -fs "http://127.0.0.1:$port_http/health" >/dev/null && return 0
+    kill -0 "$(cat "$dir/cp.pid")" 2>/dev/null || return 1
     sleep 0.1
   done
+  return 1
 }
 start_cp
 cp=$(cat "$dir/cp.pid")
@@ -94,9 +99,19 @@ fi
 
 if [ -n "${SCO_BENCH_RESTART_AT:-}" ]; then
   (sleep "$SCO_BENCH_RESTART_AT"
-   kill -9 "$(cat "$dir/cp.pid")"
+   old=$(cat "$dir/cp.pid")
+   kill -9 "$old"
    killed=$(date +%s%3N)
-   start_cp
+   # as systemd would: RestartSec after the process is gone, again after a failed start (a
+   # killed process's thousands of sockets take a while to close: its port may still be bound)
+   while [ -e "/proc/$old" ] && [ "$(awk '{print $3}' "/proc/$old/stat" 2>/dev/null)" != Z ]; do
+     sleep 0.01
+   done
+   for attempt in 1 2 3 4 5; do
+     sleep "${SCO_BENCH_RESTART_SEC:-5}"
+     start_cp && break
+     echo "restart attempt $attempt failed: $(tail -1 "$dir/cp.log")" >&2
+   done
    echo "$killed $(date +%s%3N)" > "$dir/restart.ms"
    echo "control plane killed at $killed, answering again after $(($(date +%s%3N) - killed)) ms" >&2) &
 fi
