@@ -207,6 +207,10 @@ pub fn anomaly_message(r: &EventReport<'_>, seq: u64, produced_at_ms: i64) -> Ag
             family: e.family.as_str().to_string(),
             close_reason: e.close_reason.clone().unwrap_or_default(),
             culprits: r.culprits.iter().map(process).collect(),
+            recovered_ms: match r.change.kind {
+                EventKind::Updated => e.recovered_ms.unwrap_or(0),
+                _ => 0,
+            },
         }),
         seq,
         produced_at_ms,

@@ -178,6 +178,8 @@ pub struct AnomalyChange {
     pub close_reason: String,
     /// Processes that consumed the family's resource before onset (OPENED only).
     pub culprits: Vec<ProcessRow>,
+    /// When it recovered, while the agent holds it open in case it comes back (UPDATED only).
+    pub recovered_ms: Option<i64>,
 }
 
 impl AnomalyChange {
@@ -209,6 +211,9 @@ pub struct Anomaly {
     /// Why it closed: the agent's reason (e.g. "recovered: cpu under its clear level for
     /// 15 s; lasted 42 s") or "agent restarted".
     pub close_reason: String,
+    /// Open only: when it recovered, while its agent holds it open a while in case the same
+    /// trouble comes back (not alarming meanwhile; null while it fires).
+    pub recovered_ms: Option<i64>,
     /// Raw window and top processes at onset; only on single-event reads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<serde_json::Value>,

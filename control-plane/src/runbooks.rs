@@ -533,6 +533,7 @@ mod tests {
             culprits: Vec::new(),
             model: String::new(),
             close_reason: String::new(),
+            recovered_ms: None,
             context: None,
         }
     }

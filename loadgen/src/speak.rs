@@ -328,6 +328,7 @@ pub fn anomaly(
                 String::new()
             },
             culprits,
+            recovered_ms: 0,
         }),
         now_ms,
     )

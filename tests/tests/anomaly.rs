@@ -144,10 +144,30 @@ async fn a_burner_back_within_the_hold_is_the_same_event_which_ends_where_it_rec
     let id = first["id"].as_str().expect("event id").to_string();
     tokio::time::sleep(Duration::from_secs(4)).await;
     drop(burners);
-    // quiet for longer than clear_secs, well inside the hold
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // quiet for longer than clear_secs, well inside the hold: the event is shown open, held
+    // since it recovered
+    let quiet = Instant::now();
+    let mut held = None;
+    while held.is_none() && quiet.elapsed() < Duration::from_secs(9) {
+        let (_, body) = sb.get(&token, &format!("/anomaly/{id}")).await;
+        if body["anomaly"]["status"] == "open" {
+            held = body["anomaly"]["recovered_ms"].as_i64();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let held = held.expect("the open event says when it recovered, while held");
+    let stopped_first = now_ms() - quiet.elapsed().as_millis() as i64;
+    assert!(
+        (stopped_first - 2_000..stopped_first + 9_000).contains(&held),
+        "recovered at {held}, the burner stopped at {stopped_first}"
+    );
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(quiet.elapsed())).await;
     let burners = Burners::start("sco-anomaly-hold-test");
     tokio::time::sleep(Duration::from_secs(6)).await;
+    // firing again: no longer held
+    let (_, body) = sb.get(&token, &format!("/anomaly/{id}")).await;
+    assert_eq!(body["anomaly"]["status"], "open", "{body}");
+    assert!(body["anomaly"]["recovered_ms"].is_null(), "{body}");
     drop(burners);
     let stopped_ms = now_ms();
 

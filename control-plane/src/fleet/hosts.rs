@@ -367,6 +367,7 @@ mod tests {
             family: family.into(),
             close_reason: String::new(),
             culprits: Vec::new(),
+            recovered_ms: None,
         }
     }
 

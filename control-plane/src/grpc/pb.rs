@@ -304,6 +304,7 @@ pub fn anomaly(seq: u64, produced_at_ms: i64, a: AnomalyEvent) -> Result<Anomaly
         family,
         close_reason: clip(&a.close_reason, 256),
         culprits: processes(a.culprits).into_iter().take(16).collect(),
+        recovered_ms: (kind == ChangeKind::Updated && a.recovered_ms > 0).then_some(a.recovered_ms),
     })
 }
 

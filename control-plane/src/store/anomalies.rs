@@ -81,6 +81,7 @@ impl Store {
                         top_metric = $8,
                         ended_ms = CASE WHEN status = 'closed' THEN ended_ms ELSE $9 END,
                         close_reason = CASE WHEN status = 'closed' THEN close_reason ELSE $10 END,
+                        recovered_ms = CASE WHEN status = 'closed' THEN recovered_ms ELSE $12 END,
                         status = CASE WHEN status = 'closed' THEN status ELSE $11 END
                      WHERE id = $1",
                 )
@@ -95,6 +96,7 @@ impl Store {
                 .bind(c.ended_ms)
                 .bind(close_reason)
                 .bind(status)
+                .bind(c.recovered_ms)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -205,7 +207,8 @@ impl Store {
 
 const ANOMALY_SELECT: &str =
     "SELECT id, host_id, status, started_ms, updated_ms, ended_ms, score, peak_score,
-    severity, top_metric, contributors, context, model, close_reason, family, culprits FROM anomalies";
+    severity, top_metric, contributors, context, model, close_reason, family, culprits, recovered_ms
+    FROM anomalies";
 
 fn anomaly_from_row(r: &AnyRow, with_context: bool) -> Result<Anomaly, StoreError> {
     let severity: String = r.try_get("severity")?;
@@ -233,6 +236,7 @@ fn anomaly_from_row(r: &AnyRow, with_context: bool) -> Result<Anomaly, StoreErro
         culprits: parse_processes(&culprits),
         model: r.try_get("model")?,
         close_reason: r.try_get("close_reason")?,
+        recovered_ms: r.try_get("recovered_ms")?,
         context,
     })
 }
