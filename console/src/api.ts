@@ -244,6 +244,8 @@ export interface Anomaly {
   culprits: Process[];
   model: string;
   close_reason: string;
+  /** Open only: when it recovered, while its agent holds it open in case it comes back. */
+  recovered_ms?: number | null;
   context?: { series?: Series[]; processes?: Process[] } | null;
   /** Operators' verdicts on the event (`POST /anomaly/{id}/feedback`). */
   feedback?: VerdictRef[];

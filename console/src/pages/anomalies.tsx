@@ -192,6 +192,7 @@ export function AnomaliesPage() {
                 <td>{a.top_metric}</td>
                 <td>
                   <Badge kind={a.status === "open" ? "open" : "closed"}>{a.status}</Badge>
+                  {a.status === "open" && a.recovered_ms ? " recovered, held" : null}
                 </td>
                 <td>{fmtDuration((a.ended_ms ?? now) - a.started_ms)}</td>
               </tr>
@@ -454,6 +455,9 @@ export function AnomalyPage({ id }: { id: string }) {
               <dt>Status</dt>
               <dd>
                 <Badge kind={a.status}>{a.status}</Badge> {a.close_reason}
+                {a.status === "open" && a.recovered_ms
+                  ? `recovered at ${new Date(a.recovered_ms).toLocaleTimeString()}; held open in case it comes back`
+                  : null}
               </dd>
             </div>
             <div>

@@ -231,8 +231,10 @@ impl Detector {
         for st in &mut self.families {
             st.over_run = 0;
             if let Some(mut open) = st.event.take() {
-                open.anomaly.ended_ms = Some(ts_ms);
-                open.anomaly.updated_ms = ts_ms;
+                // a held event ended where it recovered
+                let end = open.held.map_or(ts_ms, |(_, recovered_ms, _)| recovered_ms);
+                open.anomaly.ended_ms = Some(end);
+                open.anomaly.updated_ms = end;
                 open.anomaly.close_reason =
                     Some("model replaced: the detector is warming up again".into());
                 changes.push(EventChange {
