@@ -70,6 +70,35 @@ pub(super) struct FamilyState {
     pub(super) ratio: f64,
 }
 
+/// Closes the event of `st`, which recovered at `end_ms` and has been quiet `quiet_ms` since.
+fn close_event(
+    st: &mut FamilyState,
+    family: Family,
+    why: Recovery,
+    end_ms: i64,
+    quiet_ms: i64,
+) -> Option<EventChange> {
+    let mut closed = st.event.take()?;
+    let lasted_s = (end_ms - closed.anomaly.started_ms).max(0) as f64 / 1000.0;
+    let quiet_s = quiet_ms as f64 / 1000.0;
+    let what = match &st.device {
+        Some(d) => format!("{family} of {d}"),
+        None => family.to_string(),
+    };
+    closed.anomaly.close_reason = Some(format!(
+        "{}: {what} under its clear level for {quiet_s:.0} s; lasted {lasted_s:.0} s",
+        why.text()
+    ));
+    closed.anomaly.ended_ms = Some(end_ms);
+    closed.anomaly.updated_ms = end_ms;
+    st.over_run = 0;
+    st.rising = false;
+    Some(EventChange {
+        kind: EventKind::Closed,
+        event: closed.anomaly,
+    })
+}
+
 /// The family of event state `slot` (the mounts' states come after the families).
 pub(super) fn slot_family(slot: usize) -> Family {
     Family::ALL.get(slot).copied().unwrap_or(Family::DiskSpace)
@@ -136,26 +165,8 @@ impl Detector {
                     return None;
                 }
                 if !back {
-                    let mut closed = st.event.take()?;
-                    let lasted_s = (since_ms - closed.anomaly.started_ms).max(0) as f64 / 1000.0;
-                    let quiet_s =
-                        ((clear_ticks as u64 + merge_ticks) as i64 * interval_ms) as f64 / 1000.0;
-                    let what = match &st.device {
-                        Some(d) => format!("{family} of {d}"),
-                        None => family.to_string(),
-                    };
-                    closed.anomaly.close_reason = Some(format!(
-                        "{}: {what} under its clear level for {quiet_s:.0} s; lasted {lasted_s:.0} s",
-                        why.text()
-                    ));
-                    closed.anomaly.ended_ms = Some(since_ms);
-                    closed.anomaly.updated_ms = since_ms;
-                    st.over_run = 0;
-                    st.rising = false;
-                    return Some(EventChange {
-                        kind: EventKind::Closed,
-                        event: closed.anomaly,
-                    });
+                    let quiet_ms = (clear_ticks as u64 + merge_ticks) as i64 * interval_ms;
+                    return close_event(st, family, why, since_ms, quiet_ms);
                 }
                 st.over_run = 0;
                 resumed = true;
@@ -191,24 +202,7 @@ impl Detector {
                 open.anomaly.contributors = contributors;
             }
             if quiet {
-                let mut closed = st.event.take()?;
-                let lasted_s = (ts_ms - closed.anomaly.started_ms).max(0) as f64 / 1000.0;
-                let quiet_s = (clear_ticks as i64 * interval_ms) as f64 / 1000.0;
-                let what = match &st.device {
-                    Some(d) => format!("{family} of {d}"),
-                    None => family.to_string(),
-                };
-                closed.anomaly.close_reason = Some(format!(
-                    "{}: {what} under its clear level for {quiet_s:.0} s; lasted {lasted_s:.0} s",
-                    why.text()
-                ));
-                closed.anomaly.ended_ms = Some(ts_ms);
-                st.over_run = 0;
-                st.rising = false;
-                return Some(EventChange {
-                    kind: EventKind::Closed,
-                    event: closed.anomaly,
-                });
+                return close_event(st, family, why, ts_ms, clear_ticks as i64 * interval_ms);
             }
             if resumed
                 || t.saturating_sub(open.last_emit_tick) >= self.config.update_every_ticks as u64
