@@ -116,6 +116,9 @@ fn event_summary(e: &EventView, event: &str) -> String {
     let text = match event {
         "anomaly.closed" => format!("Resolved {head}: {}", e.close_reason),
         "anomaly.acknowledged" => format!("Acknowledged by {} {head}", e.acked_by),
+        ev if ev.starts_with("anomaly.reminder") && e.open && e.recovered_ms.is_some() => {
+            format!("Recovered, held open in case it comes back {head}{evidence}")
+        }
         ev if ev.starts_with("anomaly.reminder") => format!("Still open {head}{evidence}"),
         _ => format!("{head}{evidence}"),
     };
@@ -232,6 +235,7 @@ impl Notifier {
                 "contributors": contributors,
                 "started_ms": e.started_ms,
                 "ended_ms": e.ended_ms,
+                "recovered_ms": e.recovered_ms,
                 "close_reason": e.close_reason,
                 "peak_score": e.peak_score,
                 "acked_by": e.acked_by,
@@ -741,6 +745,7 @@ mod tests {
             }],
             started_ms: 0,
             ended_ms: None,
+            recovered_ms: None,
             close_reason: String::new(),
             peak_score: 3.0,
             notified_rank: -1,
@@ -751,6 +756,19 @@ mod tests {
         assert_eq!(
             event_summary(&e, "anomaly.opened"),
             "[HIGH] cpu on web-1.example: cpu.user_pct 97.0 (expected 2.0–30.0)"
+        );
+        let held = EventView {
+            recovered_ms: Some(60_000),
+            ..e.clone()
+        };
+        assert_eq!(
+            event_summary(&held, "anomaly.reminder.1"),
+            "Recovered, held open in case it comes back [HIGH] cpu on web-1.example: cpu.user_pct \
+             97.0 (expected 2.0–30.0)"
+        );
+        assert_eq!(
+            event_summary(&e, "anomaly.reminder.1"),
+            "Still open [HIGH] cpu on web-1.example: cpu.user_pct 97.0 (expected 2.0–30.0)"
         );
         let closed = EventView {
             open: false,

@@ -58,9 +58,29 @@ pub(super) fn event_line(e: &Anomaly, lex: &Lexicon) -> String {
         hostname(lex, &e.host_id),
         family_name(&e.family),
         e.severity.as_str(),
-        e.status,
+        status_text(e),
         e.top_metric,
         num(e.peak_score)
+    )
+}
+
+/// `open`, `closed`, or for an open event that recovered and is held (it ends where it
+/// recovered unless it fires again): `open, recovered at HH:MM:SS UTC and held`.
+fn status_text(e: &Anomaly) -> String {
+    match e.recovered_ms {
+        Some(at) if e.status == "open" => format!("open, recovered at {} and held", clock(at)),
+        _ => e.status.clone(),
+    }
+}
+
+/// `HH:MM:SS UTC` of a time in ms.
+fn clock(ms: i64) -> String {
+    let secs = ms.div_euclid(1000).rem_euclid(86_400);
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
     )
 }
 
@@ -70,7 +90,7 @@ pub(super) fn event_summary(e: &Anomaly) -> Value {
         "id": e.id, "host_id": e.host_id, "status": e.status, "severity": e.severity.as_str(),
         "family": e.family, "top_metric": e.top_metric, "score": e.score,
         "peak_score": e.peak_score, "started_ms": e.started_ms, "ended_ms": e.ended_ms,
-        "close_reason": e.close_reason,
+        "close_reason": e.close_reason, "recovered_ms": e.recovered_ms,
         "link": format!("/anomaly/{}", e.id), "host_link": format!("/hosts/{}", e.host_id),
     })
 }
@@ -189,5 +209,18 @@ pub(super) fn describe_range(from: i64, to: i64, now: i64) -> String {
         }
     } else {
         format!("from {from} to {to} (Unix ms)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clock;
+
+    #[test]
+    fn a_recovery_time_reads_as_a_utc_clock() {
+        assert_eq!(clock(3_723_000), "01:02:03 UTC");
+        assert_eq!(clock(1_764_979_199_999), "23:59:59 UTC");
+        // before 1970 still a time of day, never a negative field
+        assert_eq!(clock(-1_000), "23:59:59 UTC");
     }
 }

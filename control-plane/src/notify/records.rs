@@ -28,6 +28,9 @@ pub struct EventView {
     pub contributors: Vec<Contributor>,
     pub started_ms: i64,
     pub ended_ms: Option<i64>,
+    /// An open event that recovered and is held: when it recovered (it ends there unless it
+    /// fires again within the agent's hold).
+    pub recovered_ms: Option<i64>,
     pub close_reason: String,
     pub peak_score: f64,
     pub notified_rank: i64,

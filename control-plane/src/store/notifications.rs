@@ -57,6 +57,7 @@ fn event_from(r: &AnyRow) -> Result<EventView, StoreError> {
         contributors: serde_json::from_str::<Vec<Contributor>>(&contributors).unwrap_or_default(),
         started_ms: r.try_get("started_ms")?,
         ended_ms: r.try_get("ended_ms")?,
+        recovered_ms: r.try_get("recovered_ms")?,
         close_reason: r.try_get("close_reason")?,
         peak_score: r.try_get("peak_score")?,
         notified_rank: r.try_get("notified_rank")?,
@@ -67,7 +68,7 @@ fn event_from(r: &AnyRow) -> Result<EventView, StoreError> {
 }
 
 const EVENT_SELECT: &str = "SELECT a.id, a.host_id, a.status, a.severity, a.family, a.top_metric,
-    a.contributors, a.started_ms, a.ended_ms, a.close_reason, a.peak_score, a.notified_rank,
+    a.contributors, a.started_ms, a.ended_ms, a.recovered_ms, a.close_reason, a.peak_score, a.notified_rank,
     a.close_notified, a.acked_by, a.ack_note, h.hostname, h.labels, h.enrolled_labels
     FROM anomalies a LEFT JOIN hosts h ON h.id = a.host_id";
 
