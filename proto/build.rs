@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The RPC is named `Connect`, which would clash with the generated
         // `AgentServiceClient::connect` constructor; clients build a `Channel`.
         .build_transport(false)
+        // prost's codec with small buffers (`src/codec.rs`): one stream per agent adds up
+        .codec_path("crate::codec::LeanCodec")
         .compile_protos(&["proto/sco/v1/agent.proto"], &["proto"])?;
     Ok(())
 }

@@ -97,7 +97,35 @@ fn transport_of<T>(req: &Request<T>) -> (&'static str, Option<std::net::SocketAd
     }
 }
 
-type Outbound = mpsc::Sender<Result<ControlMessage, Status>>;
+/// What goes down one agent's stream, in order. Boxed in the channel: a channel allocates its
+/// slots up front, and a box is 8 bytes where a message or status is a few hundred (thousands
+/// of streams each hold one).
+struct Outbound(mpsc::Sender<Box<Result<ControlMessage, Status>>>);
+
+impl Outbound {
+    async fn send(
+        &self,
+        m: Result<ControlMessage, Status>,
+    ) -> Result<(), mpsc::error::SendError<Box<Result<ControlMessage, Status>>>> {
+        self.0.send(Box::new(m)).await
+    }
+}
+
+/// The response stream of `Connect`: [`Outbound`]'s messages, unboxed.
+pub struct ConnectStream(ReceiverStream<Box<Result<ControlMessage, Status>>>);
+
+impl futures::Stream for ConnectStream {
+    type Item = Result<ControlMessage, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.0)
+            .poll_next(cx)
+            .map(|m| m.map(|b| *b))
+    }
+}
 
 impl AgentSvc {
     async fn refuse_revoked(&self, agent_id: &str) -> Result<(), Status> {
@@ -223,7 +251,7 @@ impl AgentService for AgentSvc {
         Ok(Response::new(certificate_response(issued)))
     }
 
-    type ConnectStream = ReceiverStream<Result<ControlMessage, Status>>;
+    type ConnectStream = ConnectStream;
 
     async fn connect(
         &self,
@@ -240,6 +268,7 @@ impl AgentService for AgentSvc {
         tracing::info!(%agent_id, transport, remote = ?remote, "agent stream opened");
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
+        let tx = Outbound(tx);
         let session = Session {
             fleet: self.fleet.clone(),
             agent_id,
@@ -252,7 +281,7 @@ impl AgentService for AgentSvc {
             session.run(inbound, tx).await;
             drop(slot);
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(ConnectStream(ReceiverStream::new(rx))))
     }
 }
 
@@ -343,7 +372,7 @@ impl Session {
         inbound: &mut Streaming<AgentMessage>,
         tx: &Outbound,
         closed: &mut watch::Receiver<Option<String>>,
-        downlink: &mut mpsc::Receiver<crate::fleet::Downlink>,
+        downlink: &mut mpsc::Receiver<Box<crate::fleet::Downlink>>,
     ) -> String {
         let mut ticker = tokio::time::interval(self.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -364,7 +393,7 @@ impl Session {
             tokio::select! {
                 _ = self.shutdown.changed() => return "control plane shutting down".into(),
                 Some(d) = downlink.recv() => {
-                    let (body, what) = match d {
+                    let (body, what) = match *d {
                         crate::fleet::Downlink::Command(c) => {
                             let what = format!("remediation request {}", c.id);
                             (control_message::Body::Command(pb::command(c)), what)

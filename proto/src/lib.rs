@@ -10,8 +10,10 @@
 //! (`SCO_AGENT__<SECTION>__<KEY>`, `SCO_CP__<SECTION>__<KEY>`) by one rule for both, and
 //! [`process`], their logs and their stop signal, and [`quic`] (feature `quic`), the QUIC
 //! stream the agent's gRPC session runs over when its endpoint is `quic://host:port`, and
-//! [`spread`], when each host sends a finished rollup, so that a fleet's do not all arrive at once.
+//! [`spread`], when each host sends a finished rollup, so that a fleet's do not all arrive at once,
+//! and [`codec`], the gRPC codec with the small buffers thousands of streams can afford.
 
+pub mod codec;
 pub mod config_env;
 pub mod process;
 #[cfg(feature = "quic")]

@@ -24,7 +24,9 @@ pub enum Downlink {
 struct LiveStream {
     generation: u64,
     /// Requests and policies for this agent, delivered down its stream.
-    downlink: tokio::sync::mpsc::Sender<Downlink>,
+    /// Boxed: a channel allocates its slots up front, and a box is 8 bytes where a
+    /// `Downlink` is a few hundred (thousands of streams each hold one).
+    downlink: tokio::sync::mpsc::Sender<Box<Downlink>>,
     /// Policy revisions sent down this stream, by policy name.
     policies_sent: HashMap<String, i64>,
     /// The model number last offered down this stream.
@@ -36,7 +38,7 @@ struct LiveStream {
 /// What a stream session holds while it lives.
 pub struct StreamHandle {
     pub generation: u64,
-    pub downlink: tokio::sync::mpsc::Receiver<Downlink>,
+    pub downlink: tokio::sync::mpsc::Receiver<Box<Downlink>>,
     /// Turns `Some(reason)` when the stream must close.
     pub closed: tokio::sync::watch::Receiver<Option<String>>,
 }
@@ -117,7 +119,10 @@ impl Streams {
     /// none (it gets the request when it next connects).
     pub fn send_command(&self, agent_id: &str, command: PendingCommand) -> bool {
         match self.live().get(agent_id) {
-            Some(s) => s.downlink.try_send(Downlink::Command(command)).is_ok(),
+            Some(s) => s
+                .downlink
+                .try_send(Box::new(Downlink::Command(command)))
+                .is_ok(),
             None => false,
         }
     }
@@ -132,7 +137,10 @@ impl Streams {
             return false;
         }
         let (name, rev) = (revision.name.clone(), revision.revision);
-        if s.downlink.try_send(Downlink::Policy(revision)).is_ok() {
+        if s.downlink
+            .try_send(Box::new(Downlink::Policy(revision)))
+            .is_ok()
+        {
             s.policies_sent.insert(name, rev);
             true
         } else {
@@ -150,7 +158,10 @@ impl Streams {
             return false;
         }
         let number = offer.number;
-        if s.downlink.try_send(Downlink::Model(offer)).is_ok() {
+        if s.downlink
+            .try_send(Box::new(Downlink::Model(offer)))
+            .is_ok()
+        {
             s.model_sent = Some(number);
             true
         } else {
