@@ -143,6 +143,10 @@ impl<T: Grouped> GroupWriter<T> {
             Backend::Sqlite => 1,
             Backend::Postgres => 4,
         };
+        Self::start_writers(store, groups, writers)
+    }
+
+    fn start_writers(store: Store, groups: Option<Counter>, writers: usize) -> Self {
         let (queue, rx) = mpsc::channel(Self::QUEUE);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..writers {
@@ -187,15 +191,19 @@ async fn write_groups<T: Grouped>(
             return;
         }
         // Paced: the rest of the group arrives while the writer waits (the queue is not held
-        // meanwhile, so other writers go on with what they took).
+        // meanwhile, so other writers go on with what they took). Then it takes what queued
+        // unless another writer holds the queue: that one is waiting in `recv_many` for the
+        // next message, so nothing is queued, and waiting for the lock would hold this group
+        // until more traffic came (at the end of a burst, forever).
         let due = started.map(|at| at + GroupWriter::<T>::PACE);
         if let Some(due) = due.filter(|&due| jobs.len() < max && Instant::now() < due) {
             tokio::time::sleep_until(due.into()).await;
-            let mut rx = rx.lock().await;
-            while jobs.len() < max {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+            if let Ok(mut rx) = rx.try_lock() {
+                while jobs.len() < max {
+                    match rx.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
                 }
             }
         }
@@ -259,6 +267,40 @@ async fn write_groups<T: Grouped>(
 mod tests {
     use super::*;
     use crate::domain::DetectorStatus;
+
+    /// Stored without a database: each item is new.
+    struct Nothing;
+
+    impl Grouped for Nothing {
+        const KIND: &'static str = "nothing";
+        async fn store_group<'a>(
+            _: &'a Store,
+            items: &'a [(&'a str, &'a Self)],
+            _: i64,
+        ) -> Result<Vec<Ingested>, StoreError> {
+            Ok(items.iter().map(|_| Ingested::Stored).collect())
+        }
+    }
+
+    /// Several writers (PostgreSQL's four): a message that comes within the pace of the one
+    /// before is paced, and answered even though no more traffic follows, while an idle writer
+    /// holds the queue waiting for the next message.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paced_group_is_stored_when_no_more_messages_come() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::connect(&format!("sqlite://{}/t.db?mode=rwc", dir.path().display()))
+            .await
+            .expect("store");
+        let writer = GroupWriter::<Nothing>::start_writers(store, None, 4);
+        for n in 0..20 {
+            let answer =
+                tokio::time::timeout(Duration::from_secs(5), writer.write("h1", Nothing)).await;
+            assert!(
+                matches!(answer, Ok(Ok(Ingested::Stored))),
+                "message {n} not answered"
+            );
+        }
+    }
 
     fn beat(id: &str, seen: i64, dropped: i64, cert: i64, state: Option<&str>) -> HostBeat {
         HostBeat {
