@@ -22,6 +22,8 @@
 # The script then prints when it answered again, when every agent was connected again (from the
 # load generator's progress, every second) and the reconnects; the report's control-plane cost
 # covers the first process only.
+# With $SCO_BENCH_QUIC=1 the control plane also listens on QUIC (quic_listen, the gRPC port number
+# over UDP) and the agents connect over it (sco-loadgen --quic).
 set -euo pipefail
 
 backend=${1:?usage: loadgen/bench.sh sqlite|postgres AGENTS SECS [flags...]}
@@ -49,8 +51,15 @@ case "$backend" in
 esac
 
 "$bin/sco-control-plane" pki init --dir "$dir/pki" >/dev/null
+quic_line=
+quic_flag=()
+if [ -n "${SCO_BENCH_QUIC:-}" ]; then
+  quic_line="quic_listen = \"127.0.0.1:$port_grpc\""
+  quic_flag=(--quic)
+fi
 cat > "$dir/cp.toml" <<EOF
 grpc_listen = "127.0.0.1:$port_grpc"
+$quic_line
 http_listen = "127.0.0.1:$port_http"
 data_dir = "$dir"
 database_url = "$db"
@@ -123,7 +132,7 @@ progress=()
 lg_start=$(date +%s%3N)
 "$bin/sco-loadgen" --target "127.0.0.1:$port_grpc" --server-name localhost --pki-dir "$dir/pki" \
   --agents "$agents" --duration-secs "$secs" --database-url "$db" --control-plane-pid "$cp" \
-  --report "$report" "${progress[@]}" "$@" 2> >(tee "$dir/loadgen.err" >&2) || status=$?
+  --report "$report" "${progress[@]}" "${quic_flag[@]}" "$@" 2> >(tee "$dir/loadgen.err" >&2) || status=$?
 if [ -s "$dir/restart.ms" ]; then
   python3 - "$dir/loadgen.err" "$agents" "$lg_start" $(cat "$dir/restart.ms") <<'PY'
 import re, sys

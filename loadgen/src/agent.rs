@@ -50,6 +50,8 @@ pub struct Shared {
     pub events_per_hour: f64,
     pub metrics: Vec<(String, String)>,
     pub stats: Arc<Stats>,
+    /// With `--quic`: the run's UDP sockets and the control plane's address.
+    pub quic: Option<(crate::quic::Sockets, std::net::SocketAddr)>,
 }
 
 /// A client identity: certificate and key for agent `id`.
@@ -64,6 +66,8 @@ pub struct Agent {
     pub id: String,
     facts: HostFacts,
     tls_identity: Identity,
+    /// With `--quic`: this agent's QUIC client configuration and its socket.
+    quic: Option<(quinn::ClientConfig, quinn::Endpoint)>,
     pub outbox: Mutex<Outbox>,
     new_data: Notify,
     pub ever_connected: AtomicBool,
@@ -110,7 +114,7 @@ fn ended_by(s: &tonic::Status) -> End {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {
@@ -122,8 +126,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Agent {
-    pub fn new(c: Credentials, labels: Vec<(String, String)>, run_started_ms: i64) -> Self {
+    pub fn new(
+        c: Credentials,
+        labels: Vec<(String, String)>,
+        run_started_ms: i64,
+        quic: Option<(quinn::ClientConfig, quinn::Endpoint)>,
+    ) -> Self {
         Self {
+            quic,
             facts: HostFacts {
                 hostname: c.id.clone(),
                 labels,
@@ -278,24 +288,44 @@ impl Agent {
         connected: &mut bool,
     ) -> End {
         let stats = &shared.stats;
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&shared.ca_pem))
-            .identity(self.tls_identity.clone())
-            .domain_name(shared.server_name.clone());
-        let endpoint =
-            match Endpoint::from_shared(shared.uri.clone()).and_then(|e| e.tls_config(tls)) {
-                Ok(e) => e,
-                Err(e) => return lost("config", error_chain(&e)),
-            };
-        let channel: Channel = match endpoint
-            .connect_timeout(Duration::from_secs(10))
-            .http2_keep_alive_interval(shared.heartbeat)
-            .keep_alive_timeout(shared.dead_after)
-            .connect()
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => return lost("connect", error_chain(&e)),
+        let channel: Channel = match (&self.quic, &shared.quic) {
+            (Some((config, socket)), Some((_, addr))) => {
+                match crate::quic::channel(
+                    socket.clone(),
+                    config.clone(),
+                    *addr,
+                    &shared.server_name,
+                    shared.heartbeat,
+                    shared.dead_after,
+                )
+                .await
+                {
+                    Ok(c) => c,
+                    Err(e) => return lost("connect", e),
+                }
+            }
+            _ => {
+                let tls = ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&shared.ca_pem))
+                    .identity(self.tls_identity.clone())
+                    .domain_name(shared.server_name.clone());
+                let endpoint = match Endpoint::from_shared(shared.uri.clone())
+                    .and_then(|e| e.tls_config(tls))
+                {
+                    Ok(e) => e,
+                    Err(e) => return lost("config", error_chain(&e)),
+                };
+                match endpoint
+                    .connect_timeout(Duration::from_secs(10))
+                    .http2_keep_alive_interval(shared.heartbeat)
+                    .keep_alive_timeout(shared.dead_after)
+                    .connect()
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => return lost("connect", error_chain(&e)),
+                }
+            }
         };
         let mut client = AgentServiceClient::new(channel).max_decoding_message_size(16 << 20);
         let (tx, rx) = mpsc::channel::<AgentMessage>(SEND_BATCH);

@@ -62,6 +62,10 @@ pub struct Cli {
     /// Collection interval the agent reports (and the sample count per window).
     #[arg(long, default_value_t = 1000)]
     pub interval_ms: u32,
+    /// Connect over QUIC to --target (the control plane's `quic_listen`; its UDP port),
+    /// as agents whose endpoint is `quic://host:port`; several hundred agents share a socket.
+    #[arg(long)]
+    pub quic: bool,
     /// Metrics per rollup (up to 85).
     #[arg(long, default_value_t = 60)]
     pub metrics: usize,
@@ -229,6 +233,7 @@ impl Cli {
         let run: u32 = rand::random::<u32>() & 0xff_ffff;
         Ok(Config {
             target: self.target.clone(),
+            quic: self.quic,
             server_name: self
                 .server_name
                 .clone()

@@ -9,6 +9,7 @@
 //! - [`outbox`]: per-agent sequence numbers, kept until acked, resent in order.
 //! - [`agent`]: one simulated agent: its producer and its uplink (reconnect
 //!   with backoff and jitter, dead-connection detection).
+//! - [`quic`]: the same uplink over QUIC (`--quic`), many agents per UDP socket.
 //! - [`stats`]: counters, errors by kind and the ack latency histogram.
 //! - [`procstat`]: CPU and RSS of a process from `/proc`.
 //! - [`run`]: steps (ramp), progress lines, drain, and the report.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod identity;
 pub mod outbox;
 pub mod procstat;
+pub mod quic;
 pub mod report;
 pub mod run;
 pub mod speak;
@@ -39,6 +41,8 @@ pub use run::{run, RunError};
 pub struct Config {
     /// gRPC address of the control plane, `host:port`.
     pub target: String,
+    /// Agents connect over QUIC to `target` (the control plane's `quic_listen`).
+    pub quic: bool,
     pub server_name: String,
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,

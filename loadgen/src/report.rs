@@ -70,6 +70,8 @@ pub struct Totals {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Settings {
     pub target: String,
+    /// `grpc` (gRPC over TCP and TLS, one connection per agent) or `quic`.
+    pub transport: String,
     /// How the identities were made ("issued by the fleet CA").
     pub identities: String,
     pub id_prefix: String,
@@ -122,8 +124,8 @@ impl Report {
         let st = &self.settings;
         let _ = writeln!(
             s,
-            "sco-loadgen against {} ({}; ids {}*), {} metrics per rollup every {} s (sent over {} s), heartbeat {} s, {} events/agent/h",
-            st.target, st.identities, st.id_prefix, st.metrics_per_rollup, st.window_secs, st.spread_secs, st.heartbeat_secs, st.events_per_hour
+            "sco-loadgen against {} over {} ({}; ids {}*), {} metrics per rollup every {} s (sent over {} s), heartbeat {} s, {} events/agent/h",
+            st.target, st.transport, st.identities, st.id_prefix, st.metrics_per_rollup, st.window_secs, st.spread_secs, st.heartbeat_secs, st.events_per_hour
         );
         let _ = writeln!(
             s,

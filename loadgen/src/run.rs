@@ -25,6 +25,8 @@ pub enum RunError {
     Database(#[from] sqlx::Error),
     #[error("identity issuing stopped: {0}")]
     Join(String),
+    #[error("QUIC: {0}")]
+    Quic(String),
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -117,7 +119,21 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
         issued_at.elapsed().as_secs_f64()
     );
 
+    let quic = if c.quic {
+        let addr = tokio::net::lookup_host(&c.target)
+            .await
+            .map_err(|e| RunError::Quic(format!("resolving {}: {e}", c.target)))?
+            .next()
+            .ok_or_else(|| RunError::Quic(format!("{} resolves to no address", c.target)))?;
+        Some((
+            crate::quic::Sockets::bind(c.agents, addr).map_err(RunError::Quic)?,
+            addr,
+        ))
+    } else {
+        None
+    };
     let shared = Arc::new(Shared {
+        quic,
         uri: format!("https://{}", c.target),
         server_name: c.server_name.clone(),
         ca_pem,
@@ -189,7 +205,21 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
                 let Some(cred) = credentials.next() else {
                     break;
                 };
-                let agent = Arc::new(Agent::new(cred, c.labels.clone(), run_started_ms));
+                let quic = match &shared.quic {
+                    Some((sockets, _)) => Some((
+                        crate::quic::client_config(
+                            &shared.ca_pem,
+                            &cred.cert_pem,
+                            &cred.key_pem,
+                            shared.heartbeat,
+                            shared.dead_after,
+                        )
+                        .map_err(RunError::Quic)?,
+                        sockets.for_agent(agents.len()),
+                    )),
+                    None => None,
+                };
+                let agent = Arc::new(Agent::new(cred, c.labels.clone(), run_started_ms, quic));
                 tasks.spawn(agent.clone().produce(shared.clone(), phase_rx.clone()));
                 tasks.spawn(agent.clone().uplink(shared.clone(), phase_rx.clone()));
                 agents.push(agent);
@@ -347,6 +377,7 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
     Ok(Report {
         settings: Settings {
             target: c.target.clone(),
+            transport: if c.quic { "quic" } else { "grpc" }.into(),
             identities: "issued by the fleet CA from its files".into(),
             id_prefix: c.id_prefix.clone(),
             metrics_per_rollup: metrics_per_rollup as u64,

@@ -3,7 +3,8 @@
 //! with a policy rolled out to them (so they answer with policy statuses), a
 //! second revision rolled out while they are connected, and
 //! anomaly events; its JSON report must show every agent connected, acks,
-//! nothing lost or duplicated and the database check passed. Then streams
+//! nothing lost or duplicated and the database check passed; the same over QUIC
+//! (`--quic`, the control plane's `quic_listen`). Then streams
 //! that must stay up while the database is locked for longer than the
 //! agents' dead-after time.
 
@@ -37,7 +38,7 @@ fn loadgen(sb: &Sandbox) -> Command {
     cmd
 }
 
-async fn small_run(db: Db) {
+async fn small_run(db: Db, quic: bool) {
     let Some(sb) = Sandbox::new(db).await else {
         return;
     };
@@ -45,7 +46,11 @@ async fn small_run(db: Db) {
     let admin = sb.admin_token().await;
     sb.publish_policy(&admin, POLICY).await;
 
-    let out = loadgen(&sb)
+    let mut cmd = loadgen(&sb);
+    if quic {
+        cmd.arg("--quic");
+    }
+    let out = cmd
         .args([
             "--agents",
             "50",
@@ -85,6 +90,16 @@ async fn small_run(db: Db) {
         out.status
     );
 
+    let transport = if quic { "quic" } else { "grpc" };
+    assert_eq!(report["settings"]["transport"], transport, "{report:#}");
+    // The control plane saw each stream come over that transport.
+    let (_, hosts) = sb.get(&admin, "/hosts").await;
+    let hosts = hosts["hosts"].as_array().expect("hosts");
+    assert_eq!(hosts.len(), 50, "{hosts:?}");
+    assert!(
+        hosts.iter().all(|h| h["transport"] == transport),
+        "{hosts:?}"
+    );
     let totals = &report["totals"];
     assert_eq!(totals["agents"], 50, "{report:#}");
     assert_eq!(totals["agents_ever_connected"], 50, "{report:#}");
@@ -151,12 +166,17 @@ async fn applied_by_all(sb: &Sandbox, admin: &str, revision: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_small_run_sqlite() {
-    small_run(Db::Sqlite).await;
+    small_run(Db::Sqlite, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_small_run_over_quic_sqlite() {
+    small_run(Db::Sqlite, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_small_run_postgres() {
-    small_run(Db::Postgres).await;
+    small_run(Db::Postgres, false).await;
 }
 
 /// A database that blocks every write for longer than the agents wait before declaring a
