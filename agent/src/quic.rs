@@ -6,14 +6,10 @@
 //! follows the host when its address changes (QUIC connection migration).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use quinn::crypto::rustls::QuicClientConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use sco_proto::quic::{QuicStream, ALPN, SCHEME};
+use sco_proto::quic::{QuicStream, SCHEME};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::config::ServerSection;
@@ -110,9 +106,8 @@ pub async fn channel(
         .map_err(|e| format!("connect {endpoint}: {}", crate::uplink::error_chain(&e)))
 }
 
-/// TLS 1.3 with this agent's certificate (read at every connection, so a renewed one is used
-/// from the next), the fleet CA as the only root, ALPN [`ALPN`], no early data; QUIC's
-/// keep-alive every heartbeat and a connection silent for the dead-after time given up.
+/// [`sco_proto::quic::client_config`] from this agent's certificate, key and fleet CA, read at
+/// every connection, so a renewed certificate is used from the next.
 fn client_config(
     server: &ServerSection,
     heartbeat: Duration,
@@ -121,42 +116,19 @@ fn client_config(
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
     };
-    let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, String> {
-        let pem = read(path)?;
-        let certs = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("{}: no certificate", path.display()));
-        }
-        Ok(certs)
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in certs(&server.ca)? {
-        roots
-            .add(ca)
-            .map_err(|e| format!("{}: {e}", server.ca.display()))?;
-    }
-    let key = PrivateKeyDer::from_pem_slice(&read(&server.key)?)
-        .map_err(|e| format!("{}: {e}", server.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs(&server.cert)?, key)
-        .map_err(|e| format!("{}: {e}", server.cert.display()))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    // Nothing this agent sends first is safe to replay.
-    tls.enable_early_data = false;
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| format!("QUIC TLS: {e}"))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(heartbeat));
-    transport.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(dead_after)
-            .map_err(|e| format!("idle timeout {dead_after:?}: {e}"))?,
-    ));
-    config.transport_config(Arc::new(transport));
-    Ok(config)
+    sco_proto::quic::client_config(
+        &read(&server.ca)?,
+        &read(&server.cert)?,
+        &read(&server.key)?,
+        heartbeat,
+        dead_after,
+    )
+    .map_err(|e| {
+        format!(
+            "{e} (CA {}, certificate {}, key {})",
+            server.ca.display(),
+            server.cert.display(),
+            server.key.display()
+        )
+    })
 }

@@ -207,10 +207,10 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
                 };
                 let quic = match &shared.quic {
                     Some((sockets, _)) => Some((
-                        crate::quic::client_config(
+                        sco_proto::quic::client_config(
                             &shared.ca_pem,
-                            &cred.cert_pem,
-                            &cred.key_pem,
+                            cred.cert_pem.as_bytes(),
+                            cred.key_pem.as_bytes(),
                             shared.heartbeat,
                             shared.dead_after,
                         )

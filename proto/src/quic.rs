@@ -121,3 +121,55 @@ impl tonic::transport::server::Connected for QuicStream {
         }
     }
 }
+
+/// An agent's QUIC client configuration, the same for the agent and the load generator: TLS 1.3
+/// with the agent's certificate chain and key, the fleet CA as the only root, ALPN [`ALPN`], no
+/// early data (nothing an agent sends first is safe to replay); QUIC keep-alive every
+/// `heartbeat`, a connection silent for `dead_after` given up. All three are PEM. Errors are
+/// plain text naming the part that is wrong.
+pub fn client_config(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    heartbeat: Duration,
+    dead_after: Duration,
+) -> Result<quinn::ClientConfig, String> {
+    use quinn::crypto::rustls::QuicClientConfig;
+    use quinn::rustls;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+
+    let certs = |pem: &[u8], what: &str| -> Result<Vec<CertificateDer<'static>>, String> {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{what}: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("{what}: no certificate"));
+        }
+        Ok(certs)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certs(ca_pem, "CA certificate")? {
+        roots.add(ca).map_err(|e| format!("CA certificate: {e}"))?;
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("agent key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs(cert_pem, "agent certificate")?, key)
+        .map_err(|e| format!("agent certificate: {e}"))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.enable_early_data = false;
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| format!("QUIC TLS: {e}"))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(heartbeat));
+    transport.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(dead_after)
+            .map_err(|e| format!("idle timeout {dead_after:?}: {e}"))?,
+    ));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
