@@ -65,23 +65,14 @@ pub(super) fn event_line(e: &Anomaly, lex: &Lexicon) -> String {
 }
 
 /// `open`, `closed`, or for an open event that recovered and is held (it ends where it
-/// recovered unless it fires again): `open, recovered at HH:MM:SS UTC and held`.
+/// recovered unless it fires again): `open, recovered at 2026-12-05 03:12:07 UTC and held`.
 fn status_text(e: &Anomaly) -> String {
     match e.recovered_ms {
-        Some(at) if e.status == "open" => format!("open, recovered at {} and held", clock(at)),
+        Some(at) if e.status == "open" => {
+            format!("open, recovered at {} and held", sco_policy::utc::utc(at))
+        }
         _ => e.status.clone(),
     }
-}
-
-/// `HH:MM:SS UTC` of a time in ms.
-fn clock(ms: i64) -> String {
-    let secs = ms.div_euclid(1000).rem_euclid(86_400);
-    format!(
-        "{:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
 }
 
 /// An event without its context series (those are at its link).
@@ -209,18 +200,5 @@ pub(super) fn describe_range(from: i64, to: i64, now: i64) -> String {
         }
     } else {
         format!("from {from} to {to} (Unix ms)")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clock;
-
-    #[test]
-    fn a_recovery_time_reads_as_a_utc_clock() {
-        assert_eq!(clock(3_723_000), "01:02:03 UTC");
-        assert_eq!(clock(1_764_979_199_999), "23:59:59 UTC");
-        // before 1970 still a time of day, never a negative field
-        assert_eq!(clock(-1_000), "23:59:59 UTC");
     }
 }
