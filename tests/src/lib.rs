@@ -771,6 +771,15 @@ pub fn wait_calibrated(agent: &Proc) {
     );
 }
 
+static BURNER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Tests of one binary that start CPU burners take turns, from before their agents
+/// calibrate until they end: one test's quiet window must not be another's burst
+/// (the libtest harness runs a binary's tests in parallel).
+pub async fn burner_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    BURNER_TURN.lock().await
+}
+
 /// Busy-looping `sh` processes, killed when dropped.
 pub struct Burners(Vec<Child>);
 

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use sco_tests::{
-    try_wait_for, try_wait_for_longer, wait_calibrated, wait_for, Burners, Db, Sandbox,
-    BURNER_DETECT,
+    burner_turn, try_wait_for, try_wait_for_longer, wait_calibrated, wait_for, Burners, Db,
+    Sandbox, BURNER_DETECT,
 };
 use serde_json::Value;
 
@@ -27,6 +27,7 @@ fn names_cpu(event: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cpu_burner_raises_and_closes_an_anomaly() {
+    let _turn = burner_turn().await;
     let Some(sb) = Sandbox::new(Db::Sqlite).await else {
         return;
     };
@@ -124,6 +125,7 @@ async fn cpu_events(sb: &Sandbox, token: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burner_back_within_the_hold_is_the_same_event_which_ends_where_it_recovered() {
+    let _turn = burner_turn().await;
     let Some(sb) = Sandbox::new(Db::Sqlite).await else {
         return;
     };

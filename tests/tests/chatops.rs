@@ -4,11 +4,10 @@
 //! it nor confirm it; the operator who asked confirms, the agent stops the burner through
 //! the usual request path, and the audit log carries the chat text.
 
-use sco_tests::{wait_calibrated, wait_for, wait_until, Burners, Db, Sandbox, BURNER_DETECT};
+use sco_tests::{
+    burner_turn, wait_calibrated, wait_for, wait_until, Burners, Db, Sandbox, BURNER_DETECT,
+};
 use serde_json::{json, Value};
-
-/// The two variants start CPU burners; one at a time keeps the anomaly theirs.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn ask(sb: &Sandbox, token: &str, text: &str) -> (u16, Value) {
     sb.post(token, "/query", &json!({ "text": text })).await
@@ -18,7 +17,7 @@ async fn chat_kills_a_burner_only_when_its_asker_confirms(db: Db) {
     let Some(mut sb) = Sandbox::new(db).await else {
         return;
     };
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _turn = burner_turn().await;
     sb.control_plane_extra = "[remediation]\ntick_ms = 200\n".into();
     let _cp = sb.start_control_plane();
     // Password hashing before the agent starts: its warm-up sees a quiet host.

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sco_tests::{wait_calibrated, wait_for, Burners, Db, Sandbox, BURNER_DETECT};
+use sco_tests::{burner_turn, wait_calibrated, wait_for, Burners, Db, Sandbox, BURNER_DETECT};
 use serde_json::{json, Value};
 
 fn now_ms() -> i64 {
@@ -38,6 +38,7 @@ async fn no_open_cpu_events(sb: &Sandbox, token: &str) -> Option<()> {
 }
 
 async fn verdict_reaches_the_scoped_host_only(db: Db) {
+    let _turn = burner_turn().await;
     let Some(sb) = Sandbox::new(db).await else {
         return;
     };
