@@ -9,6 +9,7 @@ cargo build --workspace --bins
 [ -d console/node_modules ] || (cd console && npm ci --no-audit --no-fund)
 cargo test --workspace "$@"
 # The same end-to-end tests again with every sandbox agent over QUIC (the control planes
-# listen on both): the stream, outages, policies, enrollment with renewal and revocation.
+# listen on both): the stream, outages, policies, enrollment with renewal and revocation, and
+# replicas (a full one names the others to a QUIC agent by their QUIC addresses).
 SCO_TEST_TRANSPORT=quic cargo test -p sco-tests --test spine --test outage --test policies \
-  --test enroll --test quic "$@"
+  --test enroll --test replicas --test quic "$@"

@@ -213,6 +213,10 @@ pub struct ReplicasSection {
     /// turns away; default `grpc_listen` unless that is a wildcard address (then this replica
     /// is never named to agents).
     pub advertise: Option<String>,
+    /// `host:port` agents reach this replica's QUIC port at, told to agents that came over
+    /// QUIC when another replica turns them away; default `quic_listen` unless that is unset
+    /// or a wildcard address (then they are sent to `advertise` over TCP).
+    pub advertise_quic: Option<String>,
     /// Agent streams this replica holds at most; one more is refused with the addresses of
     /// live replicas that have room. 0: no limit.
     pub max_streams: u64,
@@ -385,6 +389,16 @@ impl Config {
             None => Some(self.grpc_listen.to_string()),
         }
     }
+
+    /// Where agents reach this replica over QUIC: `replicas.advertise_quic`, else
+    /// `quic_listen` unless that is unset or a wildcard address.
+    pub fn advertised_quic(&self) -> Option<String> {
+        match (&self.replicas.advertise_quic, self.quic_listen) {
+            (Some(a), _) => Some(a.clone()),
+            (None, Some(addr)) if !addr.ip().is_unspecified() => Some(addr.to_string()),
+            (None, _) => None,
+        }
+    }
 }
 
 impl Config {
@@ -555,6 +569,11 @@ impl Config {
                 return invalid("replicas.advertise", reason);
             }
         }
+        if let Some(a) = &self.replicas.advertise_quic {
+            if let Err(reason) = check_advertise(a) {
+                return invalid("replicas.advertise_quic", reason);
+            }
+        }
         if self.enrollment.revocation_check_secs == 0 {
             return invalid(
                 "enrollment.revocation_check_secs",
@@ -703,6 +722,21 @@ mod tests {
         assert_eq!(d.replicas.lease_ttl(4000).as_millis(), 12_000);
         let wildcard: Config = toml::from_str("grpc_listen = \"0.0.0.0:7443\"\n").expect("parses");
         assert_eq!(wildcard.advertised_grpc(), None);
+        // over QUIC: only where it listens on QUIC, and not on a wildcard address
+        assert_eq!(d.advertised_quic(), None);
+        let quic: Config = toml::from_str("quic_listen = \"127.0.0.1:7444\"\n").expect("parses");
+        assert_eq!(quic.advertised_quic().as_deref(), Some("127.0.0.1:7444"));
+        let quic: Config = toml::from_str("quic_listen = \"[::]:7444\"\n").expect("parses");
+        assert_eq!(quic.advertised_quic(), None);
+        let quic: Config = toml::from_str(
+            "quic_listen = \"[::]:7444\"\n[replicas]\nadvertise_quic = \"cp-1.example.com:7444\"\n",
+        )
+        .expect("parses");
+        quic.validate().expect("valid");
+        assert_eq!(
+            quic.advertised_quic().as_deref(),
+            Some("cp-1.example.com:7444")
+        );
         for text in [
             "[replicas]\nlease_ttl_ms = 1500\n",
             "[replicas]\nlease_ttl_ms = 700000\n",
@@ -732,6 +766,19 @@ mod tests {
             };
             match c.validate() {
                 Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "replicas.advertise"),
+                other => panic!("{bad}: {other:?}"),
+            }
+            let c = Config {
+                replicas: ReplicasSection {
+                    advertise_quic: Some(bad.into()),
+                    ..ReplicasSection::default()
+                },
+                ..Config::default()
+            };
+            match c.validate() {
+                Err(ConfigError::Invalid { key, .. }) => {
+                    assert_eq!(key, "replicas.advertise_quic")
+                }
                 other => panic!("{bad}: {other:?}"),
             }
         }

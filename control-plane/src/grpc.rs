@@ -259,12 +259,17 @@ impl AgentService for AgentSvc {
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let agent_id = identity(&request)?;
         self.refuse_revoked(&agent_id).await?;
-        let slot = self.fleet.replicas.admit().await.map_err(|full| {
-            tracing::info!(%agent_id, limit = full.limit, elsewhere = ?full.elsewhere,
-                "stream limit reached; agent sent elsewhere");
-            redirect(&full)
-        })?;
         let (transport, remote) = transport_of(&request);
+        let slot = self
+            .fleet
+            .replicas
+            .admit(transport == "quic")
+            .await
+            .map_err(|full| {
+                tracing::info!(%agent_id, limit = full.limit, elsewhere = ?full.elsewhere,
+                    "stream limit reached; agent sent elsewhere");
+                redirect(&full)
+            })?;
         tracing::info!(%agent_id, transport, remote = ?remote, "agent stream opened");
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);

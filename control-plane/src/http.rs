@@ -246,6 +246,9 @@ struct ReplicaStatus {
     id: String,
     /// Where agents are told to reach it (`replicas.advertise`); absent: never named to agents.
     advertise: Option<String>,
+    /// Where agents that came over QUIC are told to reach it (`replicas.advertise_quic`);
+    /// absent: they are sent to `advertise` over TCP.
+    advertise_quic: Option<String>,
     /// The leases on fleet-wide work it holds now, e.g. `["notify-route", "ticks"]`; empty
     /// when the database cannot be read.
     leases: Vec<String>,
@@ -298,6 +301,7 @@ async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
         replica: ReplicaStatus {
             id: r.id().to_string(),
             advertise: r.advertise().map(str::to_string),
+            advertise_quic: r.advertise_quic().map(str::to_string),
             leases,
             streams: r.streams() as u64,
             max_streams: r.max_streams() as u64,

@@ -165,6 +165,7 @@ pub async fn run(
             .with_rollup_retention(config.retention.rollup_age())
             .with_replica(fleet::ReplicaOptions {
                 advertise: config.advertised_grpc(),
+                advertise_quic: config.advertised_quic(),
                 max_streams: usize::try_from(config.replicas.max_streams).unwrap_or(usize::MAX),
                 lease_ttl: config.replicas.lease_ttl(config.remediation.tick_ms),
             })

@@ -479,6 +479,13 @@ async fn a_full_replica_sends_new_agents_to_one_with_room() {
     assert!(second.log_contains("control plane full; redirected to another endpoint"));
     assert!(b.log_contains("agent connected agent_id=\"agent-2\""));
     assert!(!b.log_contains("agent connected agent_id=\"agent-1\""));
+    // sent away over the transport it came by: a QUIC agent is named B's QUIC address
+    let transport: String = sqlx::query_scalar("SELECT transport FROM hosts WHERE id = $1")
+        .bind("agent-2")
+        .fetch_one(&pool)
+        .await
+        .expect("agent-2's host");
+    assert_eq!(transport, sco_tests::agent_transport());
     let (status_a, status_b) = (replica_status(&a_base).await, replica_status(&b_base).await);
     assert_eq!(status_a["replica"]["streams"], 1, "{status_a}");
     assert_eq!(status_b["replica"]["streams"], 1, "{status_b}");

@@ -16,8 +16,11 @@ const MAX_ELSEWHERE: usize = 8;
 /// How this replica takes part among the others.
 #[derive(Debug, Clone, Default)]
 pub struct ReplicaOptions {
-    /// `host:port` agents reach this replica at; `None`: never named to agents.
+    /// `host:port` agents reach this replica at over TCP; `None`: never named to agents.
     pub advertise: Option<String>,
+    /// `host:port` agents reach this replica at over QUIC; `None`: agents that came over
+    /// QUIC are sent here over TCP.
+    pub advertise_quic: Option<String>,
     /// Agent streams held at most; 0: no limit.
     pub max_streams: usize,
     /// How long a lease (and this replica's registry entry) outlives its last renewal.
@@ -82,8 +85,14 @@ impl Replicas {
         self.options.advertise.as_deref()
     }
 
-    /// A place for one more stream, or why there is none and which replicas have room.
-    pub async fn admit(&self) -> Result<StreamSlot, Full> {
+    pub fn advertise_quic(&self) -> Option<&str> {
+        self.options.advertise_quic.as_deref()
+    }
+
+    /// A place for one more stream, or why there is none and which replicas have room, named
+    /// for the transport the stream came over (`over_quic`: by their QUIC address where they
+    /// have one).
+    pub async fn admit(&self, over_quic: bool) -> Result<StreamSlot, Full> {
         let limit = self.options.max_streams;
         let taken = self
             .streams
@@ -93,7 +102,11 @@ impl Replicas {
         if taken.is_ok() {
             return Ok(StreamSlot(self.streams.clone()));
         }
-        let elsewhere = match self.store.replicas_with_room(&self.id, now_ms()).await {
+        let elsewhere = match self
+            .store
+            .replicas_with_room(&self.id, now_ms(), over_quic)
+            .await
+        {
             Ok(mut a) => {
                 a.truncate(MAX_ELSEWHERE);
                 a
@@ -113,6 +126,7 @@ impl Replicas {
             .register_replica(
                 &self.id,
                 self.options.advertise.as_deref().unwrap_or_default(),
+                self.options.advertise_quic.as_deref().unwrap_or_default(),
                 i64::try_from(self.streams()).unwrap_or(i64::MAX),
                 i64::try_from(self.options.max_streams).unwrap_or(i64::MAX),
                 now_ms().saturating_add(ttl),
@@ -151,6 +165,7 @@ mod tests {
             store,
             ReplicaOptions {
                 advertise: Some("127.0.0.1:7443".into()),
+                advertise_quic: Some("127.0.0.1:7443".into()),
                 max_streams,
                 lease_ttl: Duration::from_secs(5),
             },
@@ -161,16 +176,16 @@ mod tests {
     #[tokio::test]
     async fn admits_up_to_the_limit_and_frees_places() {
         let (_dir, r) = replicas(2).await;
-        let a = r.admit().await.expect("first");
-        let _b = r.admit().await.expect("second");
-        let full = r.admit().await.err().expect("third refused");
+        let a = r.admit(false).await.expect("first");
+        let _b = r.admit(true).await.expect("second");
+        let full = r.admit(false).await.err().expect("third refused");
         assert_eq!(full.limit, 2);
         assert!(full.elsewhere.is_empty(), "{full:?}");
         drop(a);
         assert_eq!(r.streams(), 1);
-        let _c = r.admit().await.expect("a place freed");
+        let _c = r.admit(false).await.expect("a place freed");
         let (_dir0, unlimited) = replicas(0).await;
-        let held: Vec<_> = futures::future::join_all((0..50).map(|_| unlimited.admit())).await;
+        let held: Vec<_> = futures::future::join_all((0..50).map(|_| unlimited.admit(false))).await;
         assert!(held.iter().all(Result::is_ok));
         assert_eq!(unlimited.streams(), 50);
     }
@@ -180,28 +195,31 @@ mod tests {
         let (_dir, r) = replicas(1).await;
         let now = now_ms();
         let s = &r.store;
-        s.register_replica("busy", "b:1", 9, 10, now + 5000)
-            .await
-            .expect("reg");
-        s.register_replica("idle", "i:1", 1, 0, now + 5000)
-            .await
-            .expect("reg");
-        s.register_replica("full", "f:1", 10, 10, now + 5000)
-            .await
-            .expect("reg");
-        s.register_replica("dead", "d:1", 0, 0, now - 1)
-            .await
-            .expect("reg");
-        s.register_replica("hidden", "", 0, 0, now + 5000)
-            .await
-            .expect("reg");
+        for (id, grpc, quic, streams, max, expires) in [
+            ("busy", "b:1", "", 9, 10, now + 5000),
+            ("idle", "i:1", "i:2", 1, 0, now + 5000),
+            ("full", "f:1", "f:2", 10, 10, now + 5000),
+            ("dead", "d:1", "d:2", 0, 0, now - 1),
+            ("hidden", "", "", 0, 0, now + 5000),
+            ("quic-only", "", "q:2", 5, 0, now + 5000),
+        ] {
+            s.register_replica(id, grpc, quic, streams, max, expires)
+                .await
+                .expect("reg");
+        }
         r.renew().await.expect("renew");
-        let _held = r.admit().await.expect("first");
-        let full = r.admit().await.err().expect("refused");
+        let _held = r.admit(false).await.expect("first");
+        let full = r.admit(false).await.err().expect("refused");
+        // over TCP, the replicas with a TCP address
         assert_eq!(full.elsewhere, ["i:1", "b:1"]);
+        // over QUIC, by their QUIC address where they have one, else over TCP
+        let full = r.admit(true).await.err().expect("refused");
+        assert_eq!(full.elsewhere, ["quic://i:2", "quic://q:2", "b:1"]);
         s.unregister_replica("idle").await.expect("unregister");
         assert_eq!(
-            s.replicas_with_room(r.id(), now).await.expect("read"),
+            s.replicas_with_room(r.id(), now, false)
+                .await
+                .expect("read"),
             ["b:1"]
         );
     }

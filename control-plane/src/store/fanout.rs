@@ -94,24 +94,27 @@ impl Store {
     }
 
     /// Records replica `id` as live until `expires_ms`, reachable by agents at `grpc_addr`
-    /// (empty: not to be named to agents), holding `streams` of at most `max_streams`.
+    /// over TCP and at `quic_addr` over QUIC (empty: not to be named to agents that way),
+    /// holding `streams` of at most `max_streams`.
     pub async fn register_replica(
         &self,
         id: &str,
         grpc_addr: &str,
+        quic_addr: &str,
         streams: i64,
         max_streams: i64,
         expires_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO replicas (id, grpc_addr, streams, max_streams, expires_ms)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO replicas (id, grpc_addr, quic_addr, streams, max_streams, expires_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (id) DO UPDATE SET grpc_addr = excluded.grpc_addr,
-               streams = excluded.streams, max_streams = excluded.max_streams,
-               expires_ms = excluded.expires_ms",
+               quic_addr = excluded.quic_addr, streams = excluded.streams,
+               max_streams = excluded.max_streams, expires_ms = excluded.expires_ms",
         )
         .bind(id)
         .bind(grpc_addr)
+        .bind(quic_addr)
         .bind(streams)
         .bind(max_streams)
         .bind(expires_ms)
@@ -135,15 +138,18 @@ impl Store {
     }
 
     /// Where agents reach the live replicas other than `except` that have room for another
-    /// stream, the emptiest first.
+    /// stream, the emptiest first: over TCP (`host:port`), or for an agent that came over
+    /// QUIC (`over_quic`) over QUIC where a replica listens on it (`quic://host:port`) and
+    /// over TCP where it does not.
     pub async fn replicas_with_room(
         &self,
         except: &str,
         now_ms: i64,
+        over_quic: bool,
     ) -> Result<Vec<String>, StoreError> {
-        let addrs = sqlx::query_scalar::<_, String>(
-            "SELECT grpc_addr FROM replicas
-             WHERE id <> $1 AND expires_ms >= $2 AND grpc_addr <> ''
+        let rows = sqlx::query_as::<_, (String, String)>(
+            "SELECT grpc_addr, quic_addr FROM replicas
+             WHERE id <> $1 AND expires_ms >= $2 AND (grpc_addr <> '' OR quic_addr <> '')
                AND (max_streams = 0 OR streams < max_streams)
              ORDER BY streams, id",
         )
@@ -151,7 +157,13 @@ impl Store {
         .bind(now_ms)
         .fetch_all(&self.pool)
         .await?;
-        Ok(addrs)
+        Ok(rows
+            .into_iter()
+            .filter_map(|(grpc, quic)| match (over_quic, quic.is_empty()) {
+                (true, false) => Some(format!("quic://{quic}")),
+                _ => (!grpc.is_empty()).then_some(grpc),
+            })
+            .collect())
     }
 
     /// Tells every replica (this one too) to act on `what` now. Best effort: the periodic
