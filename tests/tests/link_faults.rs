@@ -12,8 +12,9 @@
 //! come from `sco-link` (`tests/link`): the namespace is joined by two TUN devices instead, and
 //! that program forwards the packets between them, delaying, dropping or rushing them ahead as
 //! its settings say. A drill on such a link runs an agent over gRPC/TCP and one over QUIC side
-//! by side through 300 ms ±100 ms each way, 25 % reordering, 30 % loss with 100 ms delay, and a
-//! partition.
+//! by side through 300 ms ±100 ms each way, 25 % reordering, 30 % loss with 100 ms delay, 20 %
+//! of the packets sent twice, 10 % corrupted past the transport checksum, a 64 kbit/s link,
+//! and a partition.
 //!
 //! Needs root, `ip`, `nft` and `/dev/net/tun`. Without them the test says so and passes, except
 //! under `CI=true`, where it fails. `SCO_LINK_DRILL_SECS` sets the length of the lossy phase
@@ -93,6 +94,9 @@ struct RelayCounts {
     dropped: u64,
     rushed: u64,
     reordered: u64,
+    duplicated: u64,
+    corrupted: u64,
+    paced: u64,
 }
 
 impl std::ops::Sub for RelayCounts {
@@ -103,6 +107,9 @@ impl std::ops::Sub for RelayCounts {
             dropped: self.dropped - o.dropped,
             rushed: self.rushed - o.rushed,
             reordered: self.reordered - o.reordered,
+            duplicated: self.duplicated - o.duplicated,
+            corrupted: self.corrupted - o.corrupted,
+            paced: self.paced - o.paced,
         }
     }
 }
@@ -173,6 +180,9 @@ impl Relay {
                 "dropped" | "overflow" => counts.dropped += value,
                 "rushed" => counts.rushed += value,
                 "reordered" => counts.reordered += value,
+                "duplicated" => counts.duplicated += value,
+                "corrupted" => counts.corrupted += value,
+                "paced" => counts.paced += value,
                 _ => {}
             }
         }
@@ -749,6 +759,14 @@ async fn delay_jitter_reordering_and_loss_lose_and_duplicate_nothing_over_tcp_an
             "both loss=30 delay=100 jitter=20\n",
             phase_secs,
         ),
+        ("20 % duplicated", "both duplicate=20\n", phase_secs),
+        // past the transport checksum: TLS must catch it over TCP, QUIC's own AEAD over QUIC
+        (
+            "10 % corrupted past the checksum",
+            "both corrupt=10\n",
+            phase_secs,
+        ),
+        ("64 kbit/s, 50 ms", "both rate=64 delay=50\n", phase_secs),
         ("partition", "both loss=100\n", partition_secs),
     ];
     let mut drills = Vec::new();
@@ -789,7 +807,8 @@ async fn delay_jitter_reordering_and_loss_lose_and_duplicate_nothing_over_tcp_an
                 "{name}, {fault} ({secs} s): {} rollups stored during the fault, {reconnects} \
                  reconnection(s), backlog drained {:.1} s after the link was restored; {} in all, \
                  contiguous, none duplicated; link: {} packets forwarded, {} dropped, {} rushed \
-                 ahead, {} arrived after a later one",
+                 ahead, {} arrived after a later one, {} sent twice, {} corrupted, {} held back \
+                 by the rate",
                 during[i] - stored_before,
                 drained[i].as_secs_f64(),
                 windows.len(),
@@ -797,7 +816,22 @@ async fn delay_jitter_reordering_and_loss_lose_and_duplicate_nothing_over_tcp_an
                 link.dropped,
                 link.rushed,
                 link.reordered,
+                link.duplicated,
+                link.corrupted,
+                link.paced,
             );
+            if reconnects > 0 {
+                let log = d.agent.log_text();
+                let why = log
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("connection to control plane lost"))
+                    .unwrap_or_default();
+                eprintln!(
+                    "  {name}: last stream lost: {}",
+                    why.chars().take(300).collect::<String>()
+                );
+            }
             // the fault was there
             if settings.contains("loss=") {
                 assert!(link.dropped > 0, "{name}: nothing dropped: {link:?}");
@@ -807,6 +841,18 @@ async fn delay_jitter_reordering_and_loss_lose_and_duplicate_nothing_over_tcp_an
             }
             if settings.contains("jitter=") || settings.contains("reorder=") {
                 assert!(link.reordered > 0, "{name}: nothing reordered: {link:?}");
+            }
+            if settings.contains("duplicate=") {
+                assert!(link.duplicated > 0, "{name}: nothing sent twice: {link:?}");
+            }
+            if settings.contains("corrupt=") {
+                assert!(link.corrupted > 0, "{name}: nothing corrupted: {link:?}");
+            }
+            if settings.contains("rate=") {
+                assert!(
+                    link.paced > 0,
+                    "{name}: nothing held back by the rate: {link:?}"
+                );
             }
         }
     }

@@ -2,7 +2,8 @@
 //! kernels without the `netem` queueing discipline. It attaches to two TUN devices (creating
 //! them when absent; they go away with it) and forwards every IP packet read from one to the
 //! other, each direction dropping, delaying (with uniform jitter, which lets packets overtake
-//! each other as netem does) or rushing packets ahead (explicit reordering) as its settings say.
+//! each other as netem does), rushing packets ahead (explicit reordering), sending them twice,
+//! corrupting them past the transport checksum, or holding them to a rate, as its settings say.
 //!
 //! ```text
 //! sco-link [--settings FILE] [--seed N] DEV_A DEV_B
@@ -11,9 +12,11 @@
 //! The settings file (see [`shape::Settings::parse`]) is read again whenever it changes (polled
 //! every 100 ms), so a drill moves through its phases by rewriting it; a missing file is a clean
 //! link. The counts of each direction (packets forwarded, dropped, rushed ahead, that arrived
-//! after a later one, dropped for a full queue, failed writes) are printed on stdout after each
+//! after a later one, sent twice, corrupted, held back by the rate, dropped for a full queue,
+//! failed writes) are printed on stdout after each
 //! change of settings, on SIGUSR1, and on SIGTERM or SIGINT, which end it.
 
+mod packet;
 mod shape;
 mod sys;
 
@@ -38,6 +41,9 @@ struct Counts {
     dropped: AtomicU64,
     rushed: AtomicU64,
     reordered: AtomicU64,
+    duplicated: AtomicU64,
+    corrupted: AtomicU64,
+    paced: AtomicU64,
     overflow: AtomicU64,
     errors: AtomicU64,
 }
@@ -68,12 +74,16 @@ impl Direction {
     fn counts(&self) -> String {
         let c = &self.counts;
         format!(
-            "{} forwarded={} dropped={} rushed={} reordered={} overflow={} errors={}",
+            "{} forwarded={} dropped={} rushed={} reordered={} duplicated={} corrupted={} \
+             paced={} overflow={} errors={}",
             self.name,
             c.forwarded.load(Relaxed),
             c.dropped.load(Relaxed),
             c.rushed.load(Relaxed),
             c.reordered.load(Relaxed),
+            c.duplicated.load(Relaxed),
+            c.corrupted.load(Relaxed),
+            c.paced.load(Relaxed),
             c.overflow.load(Relaxed),
             c.errors.load(Relaxed),
         )
@@ -82,7 +92,11 @@ impl Direction {
     /// Reads packets from `from` and decides their fate, for ever.
     fn take_in(&self, mut from: File, mut rng: Rng) {
         let mut buf = vec![0u8; 65_536];
-        for seq in 0u64.. {
+        // the order packets are queued in (a copy counts as one more), and when the wire is
+        // free again at the link's rate
+        let mut seq = 0u64;
+        let mut wire_free = Instant::now();
+        loop {
             let n = match from.read(&mut buf) {
                 Ok(0) => continue,
                 Ok(n) => n,
@@ -108,12 +122,33 @@ impl Direction {
                 }
                 Fate::Hold(d) => now + d,
             };
-            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            if queue.len() >= QUEUE_LIMIT {
-                self.counts.overflow.fetch_add(1, Relaxed);
-                continue;
+            let mut packet = buf[..n].to_vec();
+            if shape.corrupts(&mut rng) && packet::corrupt(&mut packet, &mut rng) {
+                self.counts.corrupted.fetch_add(1, Relaxed);
             }
-            queue.push(Reverse((at, seq, buf[..n].to_vec())));
+            let copies = if shape.duplicates(&mut rng) {
+                self.counts.duplicated.fetch_add(1, Relaxed);
+                2
+            } else {
+                1
+            };
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            for _ in 0..copies {
+                if queue.len() >= QUEUE_LIMIT {
+                    self.counts.overflow.fetch_add(1, Relaxed);
+                    continue;
+                }
+                let mut leaves = at;
+                if shape.rate_kbit > 0 {
+                    if wire_free > at {
+                        leaves = wire_free;
+                        self.counts.paced.fetch_add(1, Relaxed);
+                    }
+                    wire_free = leaves + shape.wire_time(n);
+                }
+                queue.push(Reverse((leaves, seq, packet.clone())));
+                seq += 1;
+            }
             self.due.notify_one();
         }
     }

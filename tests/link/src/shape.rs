@@ -14,6 +14,14 @@ pub struct Shape {
     pub jitter_ms: u32,
     /// Percent of the packets sent at once, not delayed (they overtake the delayed ones).
     pub reorder: u32,
+    /// Percent of the packets sent twice.
+    pub duplicate: u32,
+    /// Percent of the packets with one payload bit flipped past the transport checksum
+    /// ([`crate::packet::corrupt`]).
+    pub corrupt: u32,
+    /// The link's rate in kbit/s (0: unlimited): a packet leaves once the ones before it have,
+    /// taking its size over the rate; more than the queue holds are dropped.
+    pub rate_kbit: u32,
 }
 
 /// The settings of both directions: `ab` from the first device to the second, `ba` back.
@@ -25,12 +33,14 @@ pub struct Settings {
 
 impl Settings {
     /// Parses the settings file: one line per direction (`ab`, `ba`, or `both`) followed by
-    /// `key=value` words among `loss`, `delay`, `jitter`, `reorder` (percent and milliseconds);
-    /// a key left out is 0, `#` starts a comment, an empty file is a clean link.
+    /// `key=value` words among `loss`, `delay`, `jitter`, `reorder`, `duplicate`, `corrupt`
+    /// (percent and milliseconds) and `rate` (kbit/s); a key left out is 0, `#` starts a
+    /// comment, an empty file is a clean link.
     ///
     /// ```text
     /// both delay=300 jitter=100
     /// ab loss=30
+    /// ba rate=64 duplicate=5 corrupt=1
     /// ```
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut settings = Self::default();
@@ -49,13 +59,16 @@ impl Settings {
                     format!("line {}: {key} is not a whole number: {value:?}", n + 1)
                 })?;
                 match key {
-                    "loss" | "reorder" if value > 100 => {
+                    "loss" | "reorder" | "duplicate" | "corrupt" if value > 100 => {
                         return Err(format!("line {}: {key} over 100 %: {value}", n + 1))
                     }
                     "loss" => shape.loss = value,
                     "reorder" => shape.reorder = value,
                     "delay" => shape.delay_ms = value,
                     "jitter" => shape.jitter_ms = value,
+                    "duplicate" => shape.duplicate = value,
+                    "corrupt" => shape.corrupt = value,
+                    "rate" => shape.rate_kbit = value,
                     _ => return Err(format!("line {}: unknown key {key:?}", n + 1)),
                 }
             }
@@ -85,6 +98,25 @@ pub enum Fate {
 }
 
 impl Shape {
+    /// Whether a packet kept is sent twice.
+    pub fn duplicates(&self, rng: &mut Rng) -> bool {
+        self.duplicate > 0 && rng.below(100) < u64::from(self.duplicate)
+    }
+
+    /// Whether a packet kept is corrupted.
+    pub fn corrupts(&self, rng: &mut Rng) -> bool {
+        self.corrupt > 0 && rng.below(100) < u64::from(self.corrupt)
+    }
+
+    /// How long `bytes` take on the wire at the link's rate (zero when unlimited).
+    pub fn wire_time(&self, bytes: usize) -> Duration {
+        if self.rate_kbit == 0 {
+            return Duration::ZERO;
+        }
+        // bits / (kbit/s) = milliseconds, so bytes * 8000 / kbit = microseconds
+        Duration::from_micros(bytes as u64 * 8_000 / u64::from(self.rate_kbit))
+    }
+
     pub fn fate(&self, rng: &mut Rng) -> Fate {
         if self.loss > 0 && rng.below(100) < u64::from(self.loss) {
             return Fate::Drop;
@@ -151,6 +183,20 @@ mod tests {
             }
         );
         assert_eq!(Settings::parse("").expect("empty"), Settings::default());
+        let s = Settings::parse("both rate=64 duplicate=5 corrupt=1").expect("valid");
+        assert_eq!(
+            s.ab,
+            Shape {
+                rate_kbit: 64,
+                duplicate: 5,
+                corrupt: 1,
+                ..Shape::default()
+            }
+        );
+        assert_eq!(s.ab, s.ba);
+        // 1,000 bytes at 64 kbit/s: 125 ms
+        assert_eq!(s.ab.wire_time(1_000), Duration::from_millis(125));
+        assert_eq!(Shape::default().wire_time(1_000), Duration::ZERO);
     }
 
     #[test]
@@ -162,6 +208,9 @@ mod tests {
             "both loss=101",
             "both speed=1",
             "ab reorder=200",
+            "both duplicate=101",
+            "both corrupt=150",
+            "both rate=-1",
         ] {
             assert!(Settings::parse(bad).is_err(), "{bad}");
         }
@@ -203,6 +252,18 @@ mod tests {
             .filter(|_| reordering.fate(&mut rng) == Fate::Rush)
             .count();
         assert!((4_500..5_500).contains(&rushed), "{rushed}");
+
+        let noisy = Shape {
+            duplicate: 20,
+            corrupt: 10,
+            ..Shape::default()
+        };
+        let twice = (0..n).filter(|_| noisy.duplicates(&mut rng)).count();
+        assert!((3_500..4_500).contains(&twice), "{twice}");
+        let corrupted = (0..n).filter(|_| noisy.corrupts(&mut rng)).count();
+        assert!((1_600..2_400).contains(&corrupted), "{corrupted}");
+        assert!(!(0..n).any(|_| Shape::default().duplicates(&mut rng)));
+        assert!(!(0..n).any(|_| Shape::default().corrupts(&mut rng)));
         assert_eq!(
             Shape::default().fate(&mut rng),
             Fate::Hold(Duration::ZERO),
