@@ -48,6 +48,9 @@ pub struct Shared {
     pub backoff_max: Duration,
     /// Anomaly events opened per agent and hour (0: none).
     pub events_per_hour: f64,
+    /// An alarm storm: from this wall-clock time (ms) and over this span (ms), every agent
+    /// opens an event (one with an event open already, once it has closed).
+    pub event_storm: Option<(i64, i64)>,
     pub metrics: Vec<(String, String)>,
     pub stats: Arc<Stats>,
     /// With `--quic`: the run's UDP sockets and the control plane's address.
@@ -184,8 +187,16 @@ impl Agent {
         };
         let mut next_event_ms = now_ms().saturating_add(next_gap(&mut rng));
         let mut open: Option<(Event, EventStep)> = None;
+        // this agent's moment in the storm, until its event has opened
+        let mut storm_at = shared
+            .event_storm
+            .map(|(at, span)| at + rng.random_range(0..span.max(1)));
         loop {
             let seal_at = window_start + w + offset;
+            let event_at = match (storm_at, &open) {
+                (Some(s), None) => next_event_ms.min(s),
+                _ => next_event_ms,
+            };
             tokio::select! {
                 r = phase.changed() => {
                     if r.is_err() || *phase.borrow() != Phase::Run {
@@ -201,8 +212,13 @@ impl Agent {
                     // After a stall (a very busy machine), seal the missed windows on the
                     // next turns rather than skipping them, as the agent's collector would.
                 }
-                () = tokio::time::sleep_until(instant_at(next_event_ms)), if mean_gap_ms.is_finite() => {
+                () = tokio::time::sleep_until(instant_at(event_at)), if mean_gap_ms.is_finite() || storm_at.is_some() => {
                     let now = now_ms();
+                    if open.is_none() && storm_at.is_some_and(|s| now >= s) {
+                        storm_at = None;
+                    } else if now < next_event_ms {
+                        continue;
+                    }
                     let facts = &self.facts;
                     let (step, delay_ms) = match &open {
                         None => (EventStep::Opened, 10_000),

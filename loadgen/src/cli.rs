@@ -52,6 +52,14 @@ pub struct Cli {
     /// closed: three durable messages).
     #[arg(long, default_value_t = 6.0)]
     pub events_per_hour: f64,
+    /// An alarm storm: this many seconds after the run started, every agent without an
+    /// open event opens one (at a random moment within --event-storm-secs), as a fleet does
+    /// when something they all depend on fails.
+    #[arg(long)]
+    pub event_storm_at: Option<u64>,
+    /// The span over which the storm's events are opened.
+    #[arg(long, default_value_t = 2)]
+    pub event_storm_secs: u64,
     /// Rollup window, as the agent's `rollup_secs`.
     #[arg(long, default_value_t = 10)]
     pub rollup_secs: u64,
@@ -187,6 +195,9 @@ impl Cli {
                 format!("{} is outside 0..=3600", self.events_per_hour),
             ));
         }
+        if self.event_storm_secs == 0 {
+            return Err(bad("event-storm-secs", "must be at least 1"));
+        }
         if !(1..=1000).contains(&self.metrics) {
             return Err(bad(
                 "metrics",
@@ -247,6 +258,12 @@ impl Cli {
             duration: positive("duration-secs", self.duration_secs)?,
             connect_rate: self.connect_rate,
             events_per_hour: self.events_per_hour,
+            event_storm: self.event_storm_at.map(|at| {
+                (
+                    Duration::from_secs(at),
+                    Duration::from_secs(self.event_storm_secs),
+                )
+            }),
             window: positive("rollup-secs", self.rollup_secs)?,
             spread: Duration::from_secs(self.spread_secs.min(self.rollup_secs)),
             interval_ms: self.interval_ms,

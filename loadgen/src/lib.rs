@@ -54,6 +54,9 @@ pub struct Config {
     /// New agents started per second.
     pub connect_rate: f64,
     pub events_per_hour: f64,
+    /// An alarm storm: when, after the run started, and over how long every agent opens an
+    /// event.
+    pub event_storm: Option<(Duration, Duration)>,
     pub window: Duration,
     /// Span of the agents' rollup send offsets (at most `window`).
     pub spread: Duration,

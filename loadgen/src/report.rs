@@ -82,6 +82,9 @@ pub struct Settings {
     pub spread_secs: f64,
     pub heartbeat_secs: f64,
     pub events_per_hour: f64,
+    /// When every agent opened an event at once, seconds after the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_storm_at_secs: Option<f64>,
     pub connect_rate: f64,
 }
 
@@ -124,8 +127,9 @@ impl Report {
         let st = &self.settings;
         let _ = writeln!(
             s,
-            "sco-loadgen against {} over {} ({}; ids {}*), {} metrics per rollup every {} s (sent over {} s), heartbeat {} s, {} events/agent/h",
-            st.target, st.transport, st.identities, st.id_prefix, st.metrics_per_rollup, st.window_secs, st.spread_secs, st.heartbeat_secs, st.events_per_hour
+            "sco-loadgen against {} over {} ({}; ids {}*), {} metrics per rollup every {} s (sent over {} s), heartbeat {} s, {} events/agent/h{}",
+            st.target, st.transport, st.identities, st.id_prefix, st.metrics_per_rollup, st.window_secs, st.spread_secs, st.heartbeat_secs, st.events_per_hour,
+            st.event_storm_at_secs.map_or(String::new(), |at| format!(", every agent opening an event at {at} s"))
         );
         let _ = writeln!(
             s,

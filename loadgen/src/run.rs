@@ -145,6 +145,12 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
         backoff_initial: c.backoff_initial,
         backoff_max: c.backoff_max,
         events_per_hour: c.events_per_hour,
+        event_storm: c.event_storm.map(|(at, span)| {
+            (
+                run_started_ms.saturating_add(i64::try_from(at.as_millis()).unwrap_or(i64::MAX)),
+                i64::try_from(span.as_millis()).unwrap_or(1),
+            )
+        }),
         metrics: crate::speak::metric_set(c.metrics),
         stats: stats.clone(),
     });
@@ -385,6 +391,7 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
             spread_secs: c.spread.as_secs_f64(),
             heartbeat_secs: c.heartbeat.as_secs_f64(),
             events_per_hour: c.events_per_hour,
+            event_storm_at_secs: c.event_storm.map(|(at, _)| at.as_secs_f64()),
             connect_rate: c.connect_rate,
         },
         steps: report_steps,
