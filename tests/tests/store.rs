@@ -669,6 +669,88 @@ async fn postgres_policy_status_groups() {
     policy_status_groups(Store::connect(&url).await.expect("connect")).await;
 }
 
+/// Anomaly changes of several agents stored in one transaction (an alarm storm): each opens,
+/// updates or closes its own event; a change already stored, or met twice in the group, is a
+/// duplicate and changes nothing.
+async fn anomaly_groups(store: Store) {
+    use sco_control_plane::fleet::{AnomalyChange, ChangeKind, Severity};
+
+    let change = |seq: i64, open_seq: i64, kind: ChangeKind, score: f64| AnomalyChange {
+        seq,
+        produced_at_ms: 1_000 * seq,
+        kind,
+        open_seq,
+        run_started_ms: 1,
+        started_ms: 1_000 * open_seq,
+        updated_ms: 1_000 * seq,
+        ended_ms: (kind == ChangeKind::Closed).then_some(1_000 * seq),
+        score,
+        peak_score: score,
+        severity: Severity::High,
+        contributors: Vec::new(),
+        context: Vec::new(),
+        context_processes: Vec::new(),
+        model: "test".into(),
+        family: "cpu".into(),
+        close_reason: String::new(),
+        culprits: Vec::new(),
+        recovered_ms: None,
+    };
+    // b's event was opened before the storm
+    let b_open = change(1, 1, ChangeKind::Opened, 0.5);
+    assert_eq!(
+        store
+            .ingest_anomaly("b", &b_open, 5)
+            .await
+            .expect("b opens"),
+        Ingested::Stored
+    );
+    let (a_open, b_close, c_open) = (
+        change(1, 1, ChangeKind::Opened, 0.9),
+        change(2, 1, ChangeKind::Closed, 0.1),
+        change(7, 7, ChangeKind::Opened, 0.7),
+    );
+    let items = [
+        ("a", &a_open),
+        ("b", &b_close),
+        ("c", &c_open),
+        ("b", &b_open),
+        ("a", &a_open),
+    ];
+    use Ingested::{Duplicate, Stored};
+    let got = store.ingest_anomalies(&items, 7).await.expect("group");
+    assert_eq!(got, [Stored, Stored, Stored, Duplicate, Duplicate]);
+    let event = |id: &'static str| {
+        let store = &store;
+        async move {
+            let e = store.anomaly(id).await.expect("read").expect(id);
+            (e.status, e.score, e.ended_ms)
+        }
+    };
+    assert_eq!(event("a:1").await, ("open".to_string(), 0.9, None));
+    assert_eq!(event("b:1").await, ("closed".to_string(), 0.1, Some(2_000)));
+    assert_eq!(event("c:7").await, ("open".to_string(), 0.7, None));
+    // the whole group again: all duplicates, nothing changed
+    let again = store.ingest_anomalies(&items, 8).await.expect("replay");
+    assert!(again.iter().all(|r| *r == Duplicate), "{again:?}");
+    assert_eq!(event("b:1").await, ("closed".to_string(), 0.1, Some(2_000)));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_anomaly_groups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sco_control_plane::store::sqlite_url(dir.path());
+    anomaly_groups(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test]
+async fn postgres_anomaly_groups() {
+    let Some(admin) = postgres_url() else { return };
+    let url = fresh_postgres_database(&admin).await;
+    anomaly_groups(Store::connect(&url).await.expect("connect")).await;
+}
+
 /// A heartbeat flush and groups of rollups update the same hosts by the hundred at once, each
 /// on its own connection, as the control plane does under load. On PostgreSQL two such
 /// transactions that took their row locks in different orders deadlocked (one of them failed

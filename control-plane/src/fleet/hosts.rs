@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::ingest::{Heartbeats, RollupWriter};
+use super::ingest::{AnomalyWriter, Heartbeats, RollupWriter};
 use super::streams::{StreamHandle, Streams};
 use crate::domain::{
     now_ms, Anomaly, AnomalyChange, AnomalyQuery, ChangeKind, DetectorStatus, Host, HostBeat,
@@ -46,13 +46,16 @@ pub struct Hosts {
     heartbeats: Heartbeats,
     /// The group commit of rollups; without it each rollup is its own transaction.
     rollup_writer: Option<RollupWriter>,
+    /// The group commit of anomaly changes; without it each is its own transaction.
+    anomaly_writer: Option<AnomalyWriter>,
     /// When a rollup was last stored (Unix ms), which says the database works without asking it.
     last_stored_ms: AtomicI64,
 }
 
 impl Hosts {
     /// With `group_commit`, rollups of all streams are stored together, a group per
-    /// transaction, by writer tasks started here (so it needs a Tokio runtime).
+    /// transaction, and so are anomaly changes, by writer tasks started here (so it needs a
+    /// Tokio runtime).
     pub fn new(
         store: Store,
         telemetry: Arc<Telemetry>,
@@ -61,12 +64,14 @@ impl Hosts {
     ) -> Self {
         let rollup_writer = group_commit
             .then(|| RollupWriter::start(store.clone(), Some(telemetry.ingest_groups.clone())));
+        let anomaly_writer = group_commit.then(|| AnomalyWriter::start(store.clone(), None));
         Self {
             store,
             telemetry,
             streams,
             heartbeats: Heartbeats::default(),
             rollup_writer,
+            anomaly_writer,
             last_stored_ms: AtomicI64::new(0),
         }
     }
@@ -118,10 +123,14 @@ impl Hosts {
         agent_id: &str,
         change: &AnomalyChange,
     ) -> Result<Ingested, StoreError> {
-        let result = self
-            .store
-            .ingest_anomaly(agent_id, change, now_ms())
-            .await?;
+        let result = match &self.anomaly_writer {
+            Some(w) => w.write(agent_id, change.clone()).await?,
+            None => {
+                self.store
+                    .ingest_anomaly(agent_id, change, now_ms())
+                    .await?
+            }
+        };
         match result {
             Ingested::Stored => {
                 self.telemetry.ingest_messages.inc();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{now_ms, HostBeat, Ingested, RollupBatch};
+use crate::domain::{now_ms, AnomalyChange, HostBeat, Ingested, RollupBatch};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::store::{Backend, Store, StoreError};
@@ -106,6 +106,19 @@ impl Grouped for RollupBatch {
     }
 }
 
+/// An anomaly change: a fleet whose hosts share a failing dependency opens thousands of events
+/// within seconds.
+impl Grouped for AnomalyChange {
+    const KIND: &'static str = "anomaly";
+    fn store_group<'a>(
+        store: &'a Store,
+        items: &'a [(&'a str, &'a Self)],
+        now_ms: i64,
+    ) -> impl std::future::Future<Output = Result<Vec<Ingested>, StoreError>> + Send + 'a {
+        store.ingest_anomalies(items, now_ms)
+    }
+}
+
 /// A message waiting for its group, and where its result goes.
 struct Job<T> {
     agent_id: String,
@@ -122,6 +135,8 @@ pub(crate) struct GroupWriter<T> {
 
 /// The group commit of rollups.
 pub(crate) type RollupWriter = GroupWriter<RollupBatch>;
+/// The group commit of anomaly changes.
+pub(crate) type AnomalyWriter = GroupWriter<AnomalyChange>;
 
 impl<T: Grouped> GroupWriter<T> {
     /// Messages in one transaction, at most: a rollup is one packed row, so a group stays a

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::hosts::parse_processes;
-use super::{audited, claim_message, Store, StoreError};
+use super::{audited, Claim, Store, StoreError};
 use crate::domain::{
     Anomaly, AnomalyChange, AnomalyQuery, ChangeKind, Ingested, OpenAnomalies, Severity,
 };
@@ -18,91 +18,49 @@ impl Store {
         c: &AnomalyChange,
         now_ms: i64,
     ) -> Result<Ingested, StoreError> {
+        let stored = self.ingest_anomalies(&[(host, c)], now_ms).await?;
+        Ok(stored.first().copied().unwrap_or(Ingested::Duplicate))
+    }
+
+    /// Stores the anomaly changes of several agents in one transaction, each once per (host,
+    /// seq): what a fleet sends together when something they share fails. An agent's changes
+    /// reach the store one at a time (an update after its opening), so a group holds at most
+    /// one change of each event.
+    pub async fn ingest_anomalies(
+        &self,
+        items: &[(&str, &AnomalyChange)],
+        now_ms: i64,
+    ) -> Result<Vec<Ingested>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        if !claim_message(&mut tx, host, c.seq, "anomaly", c.produced_at_ms, now_ms).await? {
+        let claims: Vec<Claim> = items
+            .iter()
+            .map(|&(host, c)| Claim {
+                host,
+                seq: c.seq,
+                produced_at_ms: c.produced_at_ms,
+            })
+            .collect();
+        let fresh = self
+            .claim_group(&mut tx, &claims, "anomaly", now_ms)
+            .await?;
+        if !fresh.contains(&true) {
             tx.rollback().await?;
-            return Ok(Ingested::Duplicate);
+            return Ok(vec![Ingested::Duplicate; items.len()]);
         }
-        let contributors = serde_json::to_string(&c.contributors).unwrap_or_else(|_| "[]".into());
-        let top = c
-            .contributors
-            .first()
-            .map(|m| m.metric.clone())
-            .unwrap_or_default();
-        let status = if c.kind == ChangeKind::Closed {
-            "closed"
-        } else {
-            "open"
-        };
-        let close_reason = match c.kind {
-            ChangeKind::Closed if c.close_reason.is_empty() => "recovered",
-            ChangeKind::Closed => c.close_reason.as_str(),
-            _ => "",
-        };
-        match c.kind {
-            ChangeKind::Opened => {
-                let context =
-                    serde_json::json!({ "series": c.context, "processes": c.context_processes });
-                let culprits = serde_json::to_string(&c.culprits).unwrap_or_else(|_| "[]".into());
-                sqlx::query(
-                    "INSERT INTO anomalies (id, host_id, run_started_ms, status, started_ms, updated_ms, ended_ms,
-                        score, peak_score, severity, severity_rank, top_metric, contributors, context, model, close_reason,
-                        family, culprits)
-                     VALUES ($1, $2, $3, 'open', $4, $5, NULL, $6, $7, $8, $9, $10, $11, $12, $13, '', $14, $15)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(c.event_id(host))
-                .bind(host)
-                .bind(c.run_started_ms)
-                .bind(c.started_ms)
-                .bind(c.updated_ms)
-                .bind(c.score)
-                .bind(c.peak_score)
-                .bind(c.severity.as_str())
-                .bind(c.severity.rank())
-                .bind(top)
-                .bind(contributors)
-                .bind(context.to_string())
-                .bind(&c.model)
-                .bind(&c.family)
-                .bind(culprits)
-                .execute(&mut *tx)
-                .await?;
-            }
-            ChangeKind::Updated | ChangeKind::Closed => {
-                // An event already closed (e.g. by an agent restart) stays
-                // closed; its score and severity may still be refined.
-                sqlx::query(
-                    "UPDATE anomalies SET updated_ms = $2, score = $3,
-                        peak_score = CASE WHEN peak_score > $4 THEN peak_score ELSE $4 END,
-                        severity = CASE WHEN severity_rank > $6 THEN severity ELSE $5 END,
-                        severity_rank = CASE WHEN severity_rank > $6 THEN severity_rank ELSE $6 END,
-                        contributors = $7,
-                        top_metric = $8,
-                        ended_ms = CASE WHEN status = 'closed' THEN ended_ms ELSE $9 END,
-                        close_reason = CASE WHEN status = 'closed' THEN close_reason ELSE $10 END,
-                        recovered_ms = CASE WHEN status = 'closed' THEN recovered_ms ELSE $12 END,
-                        status = CASE WHEN status = 'closed' THEN status ELSE $11 END
-                     WHERE id = $1",
-                )
-                .bind(c.event_id(host))
-                .bind(c.updated_ms)
-                .bind(c.score)
-                .bind(c.peak_score)
-                .bind(c.severity.as_str())
-                .bind(c.severity.rank())
-                .bind(contributors)
-                .bind(top)
-                .bind(c.ended_ms)
-                .bind(close_reason)
-                .bind(status)
-                .bind(c.recovered_ms)
-                .execute(&mut *tx)
-                .await?;
-            }
+        for (&(host, c), _) in items.iter().zip(&fresh).filter(|(_, &f)| f) {
+            apply_change(&mut tx, host, c).await?;
         }
         tx.commit().await?;
-        Ok(Ingested::Stored)
+        Ok(fresh
+            .into_iter()
+            .map(|f| {
+                if f {
+                    Ingested::Stored
+                } else {
+                    Ingested::Duplicate
+                }
+            })
+            .collect())
     }
 
     /// Closes open events of `host` opened by another run of its agent.
@@ -239,4 +197,91 @@ fn anomaly_from_row(r: &AnyRow, with_context: bool) -> Result<Anomaly, StoreErro
         recovered_ms: r.try_get("recovered_ms")?,
         context,
     })
+}
+
+/// Opens, updates or closes the event of one change (its message already claimed).
+async fn apply_change(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    host: &str,
+    c: &AnomalyChange,
+) -> Result<(), StoreError> {
+    let contributors = serde_json::to_string(&c.contributors).unwrap_or_else(|_| "[]".into());
+    let top = c
+        .contributors
+        .first()
+        .map(|m| m.metric.clone())
+        .unwrap_or_default();
+    let status = if c.kind == ChangeKind::Closed {
+        "closed"
+    } else {
+        "open"
+    };
+    let close_reason = match c.kind {
+        ChangeKind::Closed if c.close_reason.is_empty() => "recovered",
+        ChangeKind::Closed => c.close_reason.as_str(),
+        _ => "",
+    };
+    match c.kind {
+        ChangeKind::Opened => {
+            let context =
+                serde_json::json!({ "series": c.context, "processes": c.context_processes });
+            let culprits = serde_json::to_string(&c.culprits).unwrap_or_else(|_| "[]".into());
+            sqlx::query(
+                "INSERT INTO anomalies (id, host_id, run_started_ms, status, started_ms, updated_ms, ended_ms,
+                    score, peak_score, severity, severity_rank, top_metric, contributors, context, model, close_reason,
+                    family, culprits)
+                 VALUES ($1, $2, $3, 'open', $4, $5, NULL, $6, $7, $8, $9, $10, $11, $12, $13, '', $14, $15)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(c.event_id(host))
+            .bind(host)
+            .bind(c.run_started_ms)
+            .bind(c.started_ms)
+            .bind(c.updated_ms)
+            .bind(c.score)
+            .bind(c.peak_score)
+            .bind(c.severity.as_str())
+            .bind(c.severity.rank())
+            .bind(top)
+            .bind(contributors)
+            .bind(context.to_string())
+            .bind(&c.model)
+            .bind(&c.family)
+            .bind(culprits)
+            .execute(&mut **tx)
+            .await?;
+        }
+        ChangeKind::Updated | ChangeKind::Closed => {
+            // An event already closed (e.g. by an agent restart) stays
+            // closed; its score and severity may still be refined.
+            sqlx::query(
+                "UPDATE anomalies SET updated_ms = $2, score = $3,
+                    peak_score = CASE WHEN peak_score > $4 THEN peak_score ELSE $4 END,
+                    severity = CASE WHEN severity_rank > $6 THEN severity ELSE $5 END,
+                    severity_rank = CASE WHEN severity_rank > $6 THEN severity_rank ELSE $6 END,
+                    contributors = $7,
+                    top_metric = $8,
+                    ended_ms = CASE WHEN status = 'closed' THEN ended_ms ELSE $9 END,
+                    close_reason = CASE WHEN status = 'closed' THEN close_reason ELSE $10 END,
+                    recovered_ms = CASE WHEN status = 'closed' THEN recovered_ms ELSE $12 END,
+                    status = CASE WHEN status = 'closed' THEN status ELSE $11 END
+                 WHERE id = $1",
+            )
+            .bind(c.event_id(host))
+            .bind(c.updated_ms)
+            .bind(c.score)
+            .bind(c.peak_score)
+            .bind(c.severity.as_str())
+            .bind(c.severity.rank())
+            .bind(contributors)
+            .bind(top)
+            .bind(c.ended_ms)
+            .bind(close_reason)
+            .bind(status)
+            .bind(c.recovered_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
 }
