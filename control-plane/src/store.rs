@@ -124,7 +124,35 @@ impl Store {
         MIGRATOR.run(&pool).await?;
         let store = Self { pool, backend };
         store.prepare_runbook_search().await?;
+        store.prepare_compression().await;
         Ok(store)
+    }
+
+    /// On PostgreSQL, the large values of the ingest path (an event's context, a rollup's
+    /// packed metrics) are compressed with lz4 instead of pglz, which took a third of the
+    /// database's CPU in an alarm storm (docs/LOADGEN.md). Set once per database; a server
+    /// without lz4 keeps pglz (logged).
+    async fn prepare_compression(&self) {
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        for (table, column) in [("anomalies", "context"), ("rollup_windows", "metrics")] {
+            let current = sqlx::query_scalar::<_, String>(
+                "SELECT attcompression::text FROM pg_attribute
+                 WHERE attrelid = $1::regclass AND attname = $2",
+            )
+            .bind(table)
+            .bind(column)
+            .fetch_optional(&self.pool)
+            .await;
+            if matches!(current.as_ref().map(|c| c.as_deref()), Ok(Some("l"))) {
+                continue;
+            }
+            let set = format!("ALTER TABLE {table} ALTER COLUMN {column} SET COMPRESSION lz4");
+            if let Err(e) = sqlx::query(audited(set)).execute(&self.pool).await {
+                tracing::warn!(table, column, error = %e, "cannot compress with lz4; PostgreSQL keeps pglz");
+            }
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -167,37 +195,55 @@ pub(crate) async fn claim_message(
     Ok(inserted > 0)
 }
 
-/// One durable message of a group: its agent, sequence number and production time.
-pub(crate) struct Claim<'a> {
-    pub host: &'a str,
-    pub seq: i64,
-    pub produced_at_ms: i64,
+/// A durable message an agent numbered, stored once per (agent, sequence number).
+pub(crate) trait Durable {
+    fn seq(&self) -> i64;
+    fn produced_at_ms(&self) -> i64;
 }
 
+macro_rules! durable {
+    ($($t:ty),*) => {$(
+        impl Durable for $t {
+            fn seq(&self) -> i64 {
+                self.seq
+            }
+            fn produced_at_ms(&self) -> i64 {
+                self.produced_at_ms
+            }
+        }
+    )*};
+}
+durable!(
+    crate::domain::RollupBatch,
+    crate::domain::AnomalyChange,
+    crate::domain::policy::PolicyStatusIn
+);
+
 impl Store {
-    /// Records the durable messages of a group (of `kind`) in a few statements; true for each
-    /// one that was new. A (host, seq) already stored, or met earlier in `claims`, is false,
-    /// so no later statement of the group meets the same key twice.
-    pub(crate) async fn claim_group(
+    /// Records the durable messages of a group (of `kind`, each with its agent) in a few
+    /// statements; true for each one that was new. A (host, seq) already stored, or met
+    /// earlier in `items`, is false, so no later statement of the group meets the same key
+    /// twice.
+    pub(crate) async fn claim_group<T: Durable>(
         &self,
         conn: &mut sqlx::AnyConnection,
-        claims: &[Claim<'_>],
+        items: &[(&str, &T)],
         kind: &str,
         now_ms: i64,
     ) -> Result<Vec<bool>, StoreError> {
         let mut seen = std::collections::HashSet::new();
-        let unique: Vec<usize> = (0..claims.len())
-            .filter(|&i| seen.insert((claims[i].host, claims[i].seq)))
+        let unique: Vec<usize> = (0..items.len())
+            .filter(|&i| seen.insert((items[i].0, items[i].1.seq())))
             .collect();
         let rows: Vec<Vec<Val>> = unique
             .iter()
             .map(|&i| {
-                let c = &claims[i];
+                let (host, m) = items[i];
                 vec![
-                    Val::Text(c.host),
-                    Val::Int(c.seq),
+                    Val::Text(host),
+                    Val::Int(m.seq()),
                     Val::Text(kind),
-                    Val::Int(c.produced_at_ms),
+                    Val::Int(m.produced_at_ms()),
                     Val::Int(now_ms),
                 ]
             })
@@ -217,9 +263,9 @@ impl Store {
             let seq: i64 = row.try_get("seq")?;
             new_claims.insert((host, seq));
         }
-        let mut fresh = vec![false; claims.len()];
+        let mut fresh = vec![false; items.len()];
         for i in unique {
-            fresh[i] = new_claims.contains(&(claims[i].host.to_string(), claims[i].seq));
+            fresh[i] = new_claims.contains(&(items[i].0.to_string(), items[i].1.seq()));
         }
         Ok(fresh)
     }

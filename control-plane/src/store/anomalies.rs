@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::hosts::parse_processes;
-use super::{audited, Claim, Store, StoreError};
+use super::{audited, Store, StoreError};
 use crate::domain::{
     Anomaly, AnomalyChange, AnomalyQuery, ChangeKind, Ingested, OpenAnomalies, Severity,
 };
@@ -32,17 +32,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<Vec<Ingested>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let claims: Vec<Claim> = items
-            .iter()
-            .map(|&(host, c)| Claim {
-                host,
-                seq: c.seq,
-                produced_at_ms: c.produced_at_ms,
-            })
-            .collect();
-        let fresh = self
-            .claim_group(&mut tx, &claims, "anomaly", now_ms)
-            .await?;
+        let fresh = self.claim_group(&mut tx, items, "anomaly", now_ms).await?;
         if !fresh.contains(&true) {
             tx.rollback().await?;
             return Ok(vec![Ingested::Duplicate; items.len()]);

@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use super::packed;
 use super::rows::Val;
-use super::{audited, claim_message, push_placeholders, Claim, Store, StoreError};
+use super::{audited, claim_message, push_placeholders, Store, StoreError};
 use crate::domain::{
     DetectorStatus, Host, HostBeat, HostInfo, HostLatestValue, Ingested, LatestValue, MetricRow,
     ProcessRow, RollupBatch, RollupPoint, RollupQuery,
@@ -143,15 +143,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // A (host, seq) twice in one group is stored once: the first is claimed, the others
         // are duplicates of it.
-        let claims: Vec<Claim> = items
-            .iter()
-            .map(|&(host, b)| Claim {
-                host,
-                seq: b.seq,
-                produced_at_ms: b.produced_at_ms,
-            })
-            .collect();
-        let fresh = self.claim_group(&mut tx, &claims, "rollup", now_ms).await?;
+        let fresh = self.claim_group(&mut tx, items, "rollup", now_ms).await?;
         let mut results = vec![Ingested::Duplicate; items.len()];
         let mut claimed = Vec::with_capacity(items.len());
         for (i, &item) in items.iter().enumerate() {

@@ -4,7 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::rows::Val;
-use super::{audited, Claim, Store, StoreError};
+use super::{audited, Store, StoreError};
 use crate::domain::policy::{
     PolicyHostStatus, PolicyRevision, PolicyStatusIn, Rollout, RolloutState,
 };
@@ -269,16 +269,8 @@ impl Store {
             )));
         }
         let mut tx = self.pool.begin().await?;
-        let claims: Vec<Claim> = items
-            .iter()
-            .map(|&(host, s)| Claim {
-                host,
-                seq: s.seq,
-                produced_at_ms: s.produced_at_ms,
-            })
-            .collect();
         let fresh = self
-            .claim_group(&mut tx, &claims, "policy_status", now_ms)
+            .claim_group(&mut tx, items, "policy_status", now_ms)
             .await?;
         if !fresh.contains(&true) {
             tx.rollback().await?;
