@@ -669,6 +669,46 @@ async fn postgres_policy_status_groups() {
     policy_status_groups(Store::connect(&url).await.expect("connect")).await;
 }
 
+/// Failed logins at the same moment (one client guessing, or a scanner) each count, and none
+/// fails with "database is locked": every one is recorded and the lock follows the count.
+async fn login_failures_at_once(store: Store) {
+    let n = 24;
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let store = store.clone();
+        all.spawn(async move {
+            store
+                .record_login_failure("addr:203.0.113.9", 600_000, |f| i64::from(f) * 1_000, 5_000)
+                .await
+        });
+    }
+    while let Some(r) = all.join_next().await {
+        let r = r.expect("task");
+        assert!(r.is_ok(), "{r:?}");
+    }
+    // the last of the n failures locks for n seconds from the last failure
+    let wait = store
+        .login_lock_wait(&["addr:203.0.113.9".to_string()], 5_000)
+        .await
+        .expect("read");
+    assert_eq!(wait, Some(n * 1_000));
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_login_failures_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sco_control_plane::store::sqlite_url(dir.path());
+    login_failures_at_once(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_login_failures_at_once() {
+    let Some(admin) = postgres_url() else { return };
+    let url = fresh_postgres_database(&admin).await;
+    login_failures_at_once(Store::connect(&url).await.expect("connect")).await;
+}
+
 /// Anomaly changes of several agents stored in one transaction (an alarm storm): each opens,
 /// updates or closes its own event; a change already stored, or met twice in the group, is a
 /// duplicate and changes nothing.

@@ -251,30 +251,31 @@ impl Store {
         lock: impl Fn(u32) -> i64,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        // The count is taken by the write itself: a transaction that read first and wrote
+        // after would, on SQLite, fail at once with "database is locked" whenever another
+        // connection wrote in between (two failed logins at the same moment), instead of
+        // waiting its turn.
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT failures, last_failure_ms FROM login_strikes WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let failures = match row {
-            Some(r) if now_ms - r.try_get::<i64, _>("last_failure_ms")? < forget_ms => {
-                r.try_get::<i64, _>("failures")?.saturating_add(1)
-            }
-            _ => 1,
-        };
-        let lock = lock(u32::try_from(failures).unwrap_or(u32::MAX));
-        sqlx::query(
+        let failures: i64 = sqlx::query_scalar(
             "INSERT INTO login_strikes (key, failures, last_failure_ms, locked_until_ms)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (key) DO UPDATE SET failures = excluded.failures,
-                last_failure_ms = excluded.last_failure_ms, locked_until_ms = excluded.locked_until_ms",
+             VALUES ($1, 1, $2, 0)
+             ON CONFLICT (key) DO UPDATE SET
+                failures = CASE WHEN $2 - login_strikes.last_failure_ms < $3
+                           THEN login_strikes.failures + 1 ELSE 1 END,
+                last_failure_ms = excluded.last_failure_ms
+             RETURNING failures",
         )
         .bind(key)
-        .bind(failures)
         .bind(now_ms)
-        .bind(if lock > 0 { now_ms + lock } else { 0 })
-        .execute(&mut *tx)
+        .bind(forget_ms)
+        .fetch_one(&mut *tx)
         .await?;
+        let lock = lock(u32::try_from(failures).unwrap_or(u32::MAX));
+        sqlx::query("UPDATE login_strikes SET locked_until_ms = $2 WHERE key = $1")
+            .bind(key)
+            .bind(if lock > 0 { now_ms + lock } else { 0 })
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
