@@ -37,7 +37,11 @@ first half of the train half is the warm-up and the second half gets 18 injected
 `--synthetic-metrics` random metrics, fixed seed); prints the event recall per length and the
 events opened per host-day away from the injections. `--train-fa` (development only, writes
 nothing, reads no label file) prints only the detector's false alarms/day on the train halves of
-the chosen datasets.
+the chosen datasets. `--shift` (development only, writes nothing, reads no label file): on every
+host of `--datasets`, the first train half is the warm-up and, from two days into the second, three
+random metrics stay 3 warm-up std higher for good (`--shift-magnitude`, `--shift-metrics`): a deploy
+or a resize. Prints how many shifts were seen, how long their alarm lasted, how many hosts were
+still alarming at the end, and events per day after it against the same hosts without the shift.
 """
 
 from __future__ import annotations
@@ -355,6 +359,72 @@ def evaluate_synthetic(binary: Path, data: Path, extra: list[str], magnitude: fl
     }
 
 
+# ---------------------------------------------------------------------------------- shift
+
+SHIFT_AT_DAYS = 2.0
+
+
+def evaluate_shift(binary: Path, data: Path, datasets: list[str], extra: list[str], magnitude: float,
+                   n_metrics: int, jobs: int) -> dict:
+    """A deploy or a resize on every host's second train half (no label used): from two days in,
+    `n_metrics` random metrics stay `magnitude` x their warm-up std higher for good. Per set: how
+    many shifts were seen (an alarm within two hours), the alarm hours the shift added (against the
+    same host replayed without it), how many hosts were still alarming at the end, and events
+    opened per day after the shift's own, against the same host without the shift."""
+    rng = np.random.default_rng(20261205)
+    cases = []
+    for ds in datasets:
+        for h in hosts_of(data, ds):
+            train = load(h["train"])
+            half = train.shape[0] // 2
+            warm, inp = train[:half], train[half:]
+            sd = np.maximum(warm.std(axis=0), ABS_FLOOR)
+            at = int(SHIFT_AT_DAYS * TICKS_PER_DAY)
+            cols = rng.choice(inp.shape[1], n_metrics, replace=False)
+            shifted = inp.copy()
+            shifted[at:, cols] += magnitude * sd[cols]
+            cases.append((ds, f"{ds.replace('/', '_')}_{h['name']}", warm, inp, shifted, at))
+
+    def run(case):
+        ds, name, warm, inp, shifted, at = case
+        with tempfile.TemporaryDirectory() as d:
+            a, b, c = Path(d) / "warm.csv", Path(d) / "plain.csv", Path(d) / "shifted.csv"
+            np.savetxt(a, warm, delimiter=",", fmt="%.10g")
+            np.savetxt(b, inp, delimiter=",", fmt="%.10g")
+            np.savetxt(c, shifted, delimiter=",", fmt="%.10g")
+            _, plain, plain_opened = replay(binary, a, b, extra)
+            _, alarm, opened = replay(binary, a, c, extra)
+        return ds, alarm, opened, plain, plain_opened, at
+
+    out: dict[str, dict] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for ds, alarm, opened, plain, plain_opened, at in pool.map(run, cases):
+            r = out.setdefault(ds, {"hosts": 0, "seen": 0, "hours": [], "alarming_at_end": 0,
+                                    "events_after": 0, "events_after_plain": 0, "days_after": 0.0})
+            r["hosts"] += 1
+            seen = bool(alarm[at:at + 24].any())
+            r["seen"] += int(seen)
+            # alarm time the shift added: hours in alarm from the shift on, less the same host's
+            # without it
+            r["hours"].append(max(0.0, float(alarm[at:].sum()) - float(plain[at:].sum())) / 12.0)
+            r["alarming_at_end"] += int(alarm[-1])
+            # events opened after the shift's own (the first within two hours of it)
+            opens = onsets(alarm[at:], opened[at:])
+            if seen and opens.size and opens[0] < 24:
+                opens = opens[1:]
+            r["events_after"] += int(opens.size)
+            r["events_after_plain"] += int(onsets(plain[at:], plain_opened[at:]).size)
+            r["days_after"] += (alarm.size - at) / TICKS_PER_DAY
+    for r in out.values():
+        hours = np.array(r.pop("hours"))
+        days = max(r.pop("days_after"), 1e-9)
+        r["added_alarm_hours_median"] = float(np.median(hours))
+        r["added_alarm_hours_max"] = float(hours.max())
+        r["events_per_day_after"] = r.pop("events_after") / days
+        r["events_per_day_after_without_shift"] = r.pop("events_after_plain") / days
+    return {"datasets": out, "magnitude_std": magnitude, "metrics": n_metrics, "at_days": SHIFT_AT_DAYS}
+
+
 def onsets_mask(pred: np.ndarray) -> np.ndarray:
     return pred & ~np.concatenate([[False], pred[:-1]])
 
@@ -536,6 +606,10 @@ def main() -> int:
     ap.add_argument("--nab", action="store_true", help="NAB standard score on nab-dev (dev set) only")
     ap.add_argument("--synthetic", action="store_true", help="short injected anomalies on Dataset3 train halves")
     ap.add_argument("--train-fa", action="store_true", help="detector false alarms/day on the train halves only")
+    ap.add_argument("--shift", action="store_true",
+                    help="a lasting level shift (deploy, resize) on every train half of --datasets")
+    ap.add_argument("--shift-magnitude", type=float, default=3.0)
+    ap.add_argument("--shift-metrics", type=int, default=3)
     ap.add_argument("--synthetic-magnitude", type=float, default=2.5)
     ap.add_argument("--synthetic-metrics", type=int, default=2)
     ap.add_argument("--jobs", type=int, default=2)
@@ -573,6 +647,21 @@ def main() -> int:
                     return int(onsets(alarm, opened).size), alarm.size / TICKS_PER_DAY
                 res = list(pool.map(split_replay, hosts_of(args.data_dir, ds)))
                 print(f"{ds}: detector false alarms/day (train) {sum(r[0] for r in res) / sum(r[1] for r in res):.2f}")
+        return 0
+    if args.shift:
+        r = evaluate_shift(args.binary, args.data_dir, args.datasets, extra, args.shift_magnitude,
+                           args.shift_metrics, args.jobs)
+        for ds, v in r["datasets"].items():
+            print(
+                f"{ds} (+{r['magnitude_std']:g} std on {r['metrics']} metrics from day {r['at_days']:g} of the "
+                f"second train half): shifts seen {v['seen']}/{v['hosts']}; alarm hours it added "
+                f"{v['added_alarm_hours_median']:.1f} median, {v['added_alarm_hours_max']:.1f} max; "
+                f"hosts alarming at the end {v['alarming_at_end']}; other events/day after it "
+                f"{v['events_per_day_after']:.2f} (same hosts without the shift "
+                f"{v['events_per_day_after_without_shift']:.2f})"
+            )
+        if args.out_json:
+            args.out_json.write_text(json.dumps({"shift": r, "replay_args": extra}, indent=2) + "\n")
         return 0
     if args.synthetic:
         r = evaluate_synthetic(args.binary, args.data_dir, extra, args.synthetic_magnitude,

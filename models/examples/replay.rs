@@ -8,8 +8,8 @@
 //! Development only (not in `sco-agent replay`): `--set KEY=VALUE` changes one field of the
 //! replay's `DetectorConfig` after the other flags, for exploring on development data; keys:
 //! `pca_std_scale` (bool), `pca_quantile`, `pca_variance`, `current_gate_z`, `baseline_window`,
-//! `pca_rolling_fit` (bool), `smooth_ticks`, `merge_ticks`, `score_quantile` (`none` = no recalibration),
-//! `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score).
+//! `pca_rolling_fit` (bool), `smooth_ticks`, `merge_ticks`, `relearn_after_ticks`,
+//! `score_quantile` (`none` = no recalibration), `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +29,7 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
             "pca_rolling_fit" => c.pca_rolling_fit = v == "true" || v == "1",
             "smooth_ticks" => c.smooth_ticks = num()? as usize,
             "merge_ticks" => c.merge_ticks = num()? as usize,
+            "relearn_after_ticks" => c.relearn_after_ticks = num()? as usize,
             "score_quantile" => c.score_quantile = if v == "none" { None } else { Some(num()?) },
             "rank_scales" => {
                 c.rank_scales = if v == "none" {

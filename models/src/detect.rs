@@ -105,6 +105,8 @@ const STD_FLOOR_FRAC: f64 = 0.5;
 const EXPECTED_Z: f64 = 3.0;
 /// Scale floor of CPU steal and pressure, in multiples of `pct_scale_floor`.
 const NOISY_PCT_FLOOR: f64 = 5.0;
+/// Fewest values a relearnt metric's baseline is restarted on (see `relearn_after_ticks`).
+const REBASE_MIN_VALUES: usize = 12;
 /// Minimum number of rows [`score_window`] accepts.
 pub const MIN_WINDOW_ROWS: usize = 16;
 /// Model-score threshold [`score_window`] uses when no host calibration exists: the median of

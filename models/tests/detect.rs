@@ -542,6 +542,94 @@ fn level_shift_is_absorbed_and_the_event_closes() {
     }
 }
 
+#[test]
+fn a_lasting_shift_becomes_the_new_normal_after_relearn_but_a_shorter_incident_does_not() {
+    // the smoothed (5-minute style) profile, whose baselines learn all along: relearnt after
+    // 60 ticks, the shift's event closes then, not once the shift fills half the window
+    let relearn = 60;
+    let cfg = DetectorConfig {
+        relearn_after_ticks: relearn,
+        ..smoothed_config()
+    };
+    for (case, metric, level) in [
+        ("cpu 5% -> 50%", CPU, 50.0),
+        ("memory 40% -> 70%", MEM, 70.0),
+        ("network resize x3", NET, 3.0e6),
+    ] {
+        let shift = |t: usize, v: &mut Vec<(&'static str, f64)>| {
+            if t >= 500 {
+                for x in v.iter_mut() {
+                    if x.0 == metric {
+                        x.1 += level - x.1.round_to_level(metric);
+                    }
+                }
+            }
+        };
+        let ticks = run(cfg.clone(), 1400, shift);
+        let opens = opened(&ticks);
+        let closes = closed(&ticks);
+        assert!(
+            opens.first().is_some_and(|&o| (500..520).contains(&o)),
+            "{case}: the shift was not detected: {opens:?}"
+        );
+        // relearnt `relearn` ticks after it opened, then quiet within the smoothing and held
+        // `merge_ticks` (0 here)
+        let bound = opens[0] + relearn + cfg.smooth_ticks + cfg.clear_ticks + 5;
+        assert!(
+            closes.first().is_some_and(|&c| c <= bound),
+            "{case}: closed at {closes:?}, bound {bound}"
+        );
+        let reason = ticks[closes[0]]
+            .changes
+            .iter()
+            .find(|c| c.kind == EventKind::Closed)
+            .and_then(|c| c.event.close_reason.clone())
+            .unwrap_or_default();
+        assert!(
+            reason.contains("new level became this host's normal"),
+            "{case}: {reason}"
+        );
+        // afterwards, no more events than the same host without the shift
+        let late = opens.iter().filter(|&&o| o > bound).count();
+        let noise = opened(&run(cfg.clone(), 1400, |_, _| {}))
+            .into_iter()
+            .filter(|&o| o > bound)
+            .count();
+        assert!(
+            late <= noise,
+            "{case}: {late} events after {bound}, {noise} without"
+        );
+        // without relearning the same shift keeps its event open far longer
+        let kept = closed(&run(smoothed_config(), 1400, shift));
+        assert!(
+            kept.first().is_none_or(|&c| c > bound + 50),
+            "{case}: closed at {kept:?} without relearning"
+        );
+    }
+    // an incident shorter than `relearn` is not learnt: when it ends, the host is quiet at its
+    // old level at once (a relearnt baseline would alarm on the old level)
+    let ticks = run(cfg.clone(), 900, |t, v| {
+        if (500..540).contains(&t) {
+            set(v, CPU, 50.0);
+        }
+    });
+    let opens = opened(&ticks);
+    let closes = closed(&ticks);
+    assert!(
+        opens.first().is_some_and(|&o| (500..520).contains(&o)),
+        "the incident was not detected: {opens:?}"
+    );
+    assert!(
+        closes.first().is_some_and(|&c| c < 540 + 30),
+        "closed at {closes:?}"
+    );
+    assert!(
+        ticks[600..].iter().all(|t| !t.alarm),
+        "{:?}",
+        alarm_ticks(&ticks)
+    );
+}
+
 /// The level a normal value of `metric` sits at (its noise-free mean).
 trait Level {
     fn round_to_level(self, metric: &str) -> f64;

@@ -160,6 +160,15 @@ impl Ring {
         &self.buf
     }
 
+    /// Drops all but the newest `n` values; returns how many are left.
+    pub(crate) fn keep_newest(&mut self, n: usize) -> usize {
+        let skip = self.buf.len().saturating_sub(n);
+        let kept: Vec<f64> = self.chronological().skip(skip).collect();
+        self.buf = kept;
+        self.head = 0;
+        self.buf.len()
+    }
+
     /// Values oldest first.
     pub(crate) fn chronological(&self) -> impl Iterator<Item = f64> + '_ {
         let (new, old) = self.buf.split_at(self.head.min(self.buf.len()));

@@ -15,6 +15,9 @@ pub(super) struct OpenEvent {
     /// Tick and timestamp at which it recovered, and how, while it is held open for
     /// `merge_ticks` in case the same trouble comes back (then it goes on as the same event).
     pub(super) held: Option<(u64, i64, Recovery)>,
+    /// Its family's baselines were restarted on the values since it opened (see
+    /// [`Detector::rebase_relearnt`]).
+    pub(super) rebased: bool,
 }
 
 /// How a quiet event got quiet, for its close reason.
@@ -258,6 +261,7 @@ impl Detector {
             recent: std::collections::VecDeque::new(),
             age: 0,
             held: None,
+            rebased: false,
         });
         Some(EventChange {
             kind: EventKind::Opened,

@@ -99,7 +99,47 @@ impl Detector {
         self.slot_learning.clear();
         self.slot_learning
             .extend(self.families.iter().map(|st| st.learning(relearn)));
+        if !warming {
+            self.rebase_relearnt();
+        }
         warming
+    }
+
+    /// A firing event that has lasted `relearn_after_ticks` is a new normal, not an incident.
+    /// Where baselines learn all along (`freeze_baselines` off, the 5-minute profile), the
+    /// rings of its metrics already hold the values since it opened: each keeps only those and
+    /// its baseline is recomputed from them at once, so the host stops alarming on the new
+    /// level now instead of once it fills half the window (days in the 5-minute profile).
+    /// Frozen baselines start learning at that age instead (see [`Learning::Relearn`]).
+    fn rebase_relearnt(&mut self) {
+        let relearn = self.config.relearn_after_ticks;
+        if relearn == 0 || self.config.freeze_baselines {
+            return;
+        }
+        let per_family = self.config.per_family;
+        for slot in 0..self.families.len() {
+            let Some(open) = self.families[slot].event.as_mut() else {
+                continue;
+            };
+            if open.rebased || !open.firing() || open.age < relearn {
+                continue;
+            }
+            open.rebased = true;
+            let keep = open.age;
+            for m in &mut self.metrics {
+                if per_family && m.slot_idx != slot {
+                    continue;
+                }
+                if m.ring.keep_newest(keep) < REBASE_MIN_VALUES {
+                    continue;
+                }
+                if let Some(b) =
+                    robust_baseline(m.ring.values(), &mut self.scratch, m.rel_floor, m.abs_floor)
+                {
+                    m.baseline = Some(b);
+                }
+            }
+        }
     }
 
     /// Step 1 for every value of the tick (baselines, normalised lags, what may be evidence),
