@@ -111,6 +111,17 @@ pub enum Ingested {
     Duplicate,
 }
 
+/// Whether a durable message was new (its claim was fresh): stored, or a duplicate.
+impl From<bool> for Ingested {
+    fn from(fresh: bool) -> Self {
+        if fresh {
+            Ingested::Stored
+        } else {
+            Ingested::Duplicate
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Host {
     pub id: String,

@@ -159,6 +159,22 @@ impl Store {
         self.backend
     }
 
+    /// Begins a transaction that writes; every transaction of the store begins here. On SQLite
+    /// it is `BEGIN IMMEDIATE`, which takes the write lock at once and waits for it on the busy
+    /// timeout. A deferred `BEGIN` takes it at the first write, and a transaction that read
+    /// before then cannot wait: SQLite answers "database is locked" at once (code 5 while
+    /// another connection holds the lock, 517 once another committed after this one's read),
+    /// which the API turned into 503s. PostgreSQL's `BEGIN` needs nothing more: its writes
+    /// wait for the row locks they meet.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

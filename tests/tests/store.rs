@@ -709,6 +709,177 @@ async fn postgres_login_failures_at_once() {
     login_failures_at_once(Store::connect(&url).await.expect("connect")).await;
 }
 
+fn runbook(id: &str, updated_ms: i64) -> sco_control_plane::runbooks::Runbook {
+    sco_control_plane::runbooks::Runbook {
+        id: id.into(),
+        revision: 0,
+        title: format!("Runbook {id}"),
+        tags: vec!["disk".into()],
+        conditions: Default::default(),
+        body: "Look at the disk.".into(),
+        updated_ms,
+        updated_by: "alice".into(),
+    }
+}
+
+/// Runbooks created and deleted at the same moment (an import, two operators) each succeed
+/// and none fails with "database is locked": a transaction that read first (the last
+/// revision, the runbook to delete) and wrote after could not take SQLite's write lock once
+/// another connection had written in between. Of one id, exactly one create and one delete
+/// win.
+async fn runbooks_at_once(store: Store) {
+    let n = 24;
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let store = store.clone();
+        all.spawn(async move { store.create_runbook(&runbook(&format!("rb-{i}"), i)).await });
+    }
+    while let Some(r) = all.join_next().await {
+        let r = r.expect("task");
+        let created = r.expect("create").expect("a new id is created");
+        assert_eq!(created.revision, 1, "{created:?}");
+    }
+    assert_eq!(store.runbooks().await.expect("list").len(), n as usize);
+    // one id, n times at once: one is created, the others find it there
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let store = store.clone();
+        all.spawn(async move { store.create_runbook(&runbook("shared", i)).await });
+    }
+    let mut created = Vec::new();
+    while let Some(r) = all.join_next().await {
+        if let Some(rb) = r.expect("task").expect("create") {
+            created.push(rb);
+        }
+    }
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0].revision, 1);
+    // every runbook deleted at once, and the shared one n times at once: one delete of each
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (one, shared) = (store.clone(), store.clone());
+        all.spawn(async move { one.delete_runbook(&format!("rb-{i}")).await });
+        all.spawn(async move { shared.delete_runbook("shared").await });
+    }
+    let mut deleted = Vec::new();
+    while let Some(r) = all.join_next().await {
+        if let Some(rb) = r.expect("task").expect("delete") {
+            deleted.push(rb.id);
+        }
+    }
+    deleted.sort_unstable();
+    let mut expected: Vec<String> = (0..n).map(|i| format!("rb-{i}")).collect();
+    expected.push("shared".into());
+    expected.sort_unstable();
+    assert_eq!(deleted, expected);
+    assert!(store.runbooks().await.expect("list").is_empty());
+    // made again, each continues its history
+    let again = store
+        .create_runbook(&runbook("rb-0", 99))
+        .await
+        .expect("create again")
+        .expect("deleted id is free");
+    assert_eq!(again.revision, 2);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_runbooks_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sco_control_plane::store::sqlite_url(dir.path());
+    runbooks_at_once(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_runbooks_at_once() {
+    let Some(admin) = postgres_url() else { return };
+    let url = fresh_postgres_database(&admin).await;
+    runbooks_at_once(Store::connect(&url).await.expect("connect")).await;
+}
+
+/// Remediations of one rule choosing among its candidates at the same moment (a storm on
+/// many hosts) each read and record the candidates' tallies, and none fails with "database
+/// is locked" (the tallies were read, then written, in one transaction). A candidate the
+/// rule no longer lists is dropped; learnt counts are kept.
+async fn candidate_tallies_at_once(store: Store) {
+    use sco_control_plane::domain::choice::Tally;
+
+    let rule = "disk/cleanup";
+    let contexts = 6;
+    let candidates: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|a| format!("{{\"action\":\"{a}\"}}"))
+        .collect();
+    for c in 0..contexts {
+        let context = format!("ctx-{c}");
+        // learnt before: a success of the first candidate, a failure of one now gone
+        store
+            .learn_outcome(rule, &context, &candidates[0], 0, 3, true, 1)
+            .await
+            .expect("learn");
+        store
+            .learn_outcome(rule, &context, "{\"action\":\"old\"}", 3, 4, false, 1)
+            .await
+            .expect("learn");
+    }
+    let n = 24;
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (store, candidates) = (store.clone(), candidates.clone());
+        all.spawn(async move {
+            let context = format!("ctx-{}", i % contexts);
+            store
+                .candidate_tallies(rule, &context, &candidates, 10 + i)
+                .await
+        });
+    }
+    while let Some(r) = all.join_next().await {
+        let tallies = r.expect("task").expect("tallies");
+        assert_eq!(
+            tallies,
+            [
+                Tally {
+                    successes: 1,
+                    failures: 0
+                },
+                Tally::default(),
+                Tally::default()
+            ]
+        );
+    }
+    let rows = store.preference_rows(Some(rule), None).await.expect("rows");
+    assert_eq!(rows.len(), contexts as usize * candidates.len(), "{rows:?}");
+    for c in 0..contexts {
+        let context = format!("ctx-{c}");
+        let of: Vec<(i64, i64, String)> = rows
+            .iter()
+            .filter(|r| r.context == context)
+            .map(|r| (r.position, r.of, r.action.to_string()))
+            .collect();
+        let expected: Vec<(i64, i64, String)> = candidates
+            .iter()
+            .enumerate()
+            .map(|(p, a)| (p as i64, 3, a.clone()))
+            .collect();
+        assert_eq!(of, expected, "{context}");
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_candidate_tallies_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sco_control_plane::store::sqlite_url(dir.path());
+    candidate_tallies_at_once(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_candidate_tallies_at_once() {
+    let Some(admin) = postgres_url() else { return };
+    let url = fresh_postgres_database(&admin).await;
+    candidate_tallies_at_once(Store::connect(&url).await.expect("connect")).await;
+}
+
 /// Anomaly changes of several agents stored in one transaction (an alarm storm): each opens,
 /// updates or closes its own event; a change already stored, or met twice in the group, is a
 /// duplicate and changes nothing.

@@ -31,7 +31,7 @@ impl Store {
         items: &[(&str, &AnomalyChange)],
         now_ms: i64,
     ) -> Result<Vec<Ingested>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let fresh = self.claim_group(&mut tx, items, "anomaly", now_ms).await?;
         if !fresh.contains(&true) {
             tx.rollback().await?;
@@ -41,16 +41,7 @@ impl Store {
             apply_change(&mut tx, host, c).await?;
         }
         tx.commit().await?;
-        Ok(fresh
-            .into_iter()
-            .map(|f| {
-                if f {
-                    Ingested::Stored
-                } else {
-                    Ingested::Duplicate
-                }
-            })
-            .collect())
+        Ok(fresh.into_iter().map(Ingested::from).collect())
     }
 
     /// Closes open events of `host` opened by another run of its agent.

@@ -90,7 +90,7 @@ impl Store {
                 ]
             })
             .collect();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let ids: Vec<&str> = beats.iter().map(|b| b.host_id.as_str()).collect();
         self.lock_hosts_in_order(&mut tx, &ids).await?;
         // one row per host (the flush keeps each host's newest beat): an `UPDATE … FROM` uses
@@ -140,7 +140,7 @@ impl Store {
         items: &[(&str, &RollupBatch)],
         now_ms: i64,
     ) -> Result<Vec<Ingested>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // A (host, seq) twice in one group is stored once: the first is claimed, the others
         // are duplicates of it.
         let fresh = self.claim_group(&mut tx, items, "rollup", now_ms).await?;
@@ -277,7 +277,7 @@ impl Store {
         produced_at_ms: i64,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let claimed = claim_message(&mut tx, host, seq, "rejected", produced_at_ms, now_ms).await?;
         tx.commit().await?;
         Ok(claimed)
@@ -586,7 +586,7 @@ impl Store {
     ) -> Result<PurgedRollups, StoreError> {
         let mut purged = PurgedRollups::default();
         loop {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let seqs: Vec<i64> = sqlx::query_scalar(
                 "DELETE FROM rollup_windows WHERE host_id = $1 AND seq IN (
                    SELECT w.seq FROM rollup_windows w

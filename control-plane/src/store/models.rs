@@ -133,7 +133,7 @@ impl Store {
         s: &ModelStatusIn,
         now_ms: i64,
     ) -> Result<Ingested, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if !claim_message(
             &mut tx,
             host,

@@ -268,7 +268,7 @@ impl Store {
                 items.len()
             )));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let fresh = self
             .claim_group(&mut tx, items, "policy_status", now_ms)
             .await?;
@@ -354,16 +354,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(fresh
-            .into_iter()
-            .map(|f| {
-                if f {
-                    Ingested::Stored
-                } else {
-                    Ingested::Duplicate
-                }
-            })
-            .collect())
+        Ok(fresh.into_iter().map(Ingested::from).collect())
     }
 
     /// `(host, policy, revision in force)` of the hosts among `hosts`, where

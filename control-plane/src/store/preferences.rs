@@ -22,7 +22,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<Vec<Tally>, StoreError> {
         let of = i64::try_from(candidates.len()).unwrap_or(i64::MAX);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let stored = sqlx::query(
             "SELECT action FROM remediation_preferences WHERE rule = $1 AND context = $2",
         )

@@ -89,7 +89,7 @@ impl Store {
         seq: i64,
         produced_at_ms: i64,
     ) -> Result<Ingested, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if !claim_message(
             &mut tx,
             &a.host_id,
@@ -280,7 +280,7 @@ impl Store {
         r: &ReportIn,
         now_ms: i64,
     ) -> Result<(Ingested, bool), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if !claim_message(
             &mut tx,
             host,

@@ -92,7 +92,7 @@ impl Store {
     /// Stores a new runbook; its revision follows the last one ever stored under its id (a
     /// runbook made again after a delete continues its history). None when the id exists.
     pub async fn create_runbook(&self, rb: &Runbook) -> Result<Option<Runbook>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let last: i64 = sqlx::query(
             "SELECT COALESCE(MAX(revision), 0) AS last FROM runbook_revisions WHERE id = $1",
         )
@@ -131,7 +131,7 @@ impl Store {
     /// Replaces the current revision `previous` with `rb` (revision `previous + 1`); false when
     /// the runbook is no longer at `previous` (another edit or a delete came first).
     pub async fn update_runbook(&self, rb: &Runbook, previous: i64) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE runbooks SET revision = $1, title = $2, tags = $3, conditions = $4, body = $5,
                                  updated_ms = $6, updated_by = $7
@@ -159,20 +159,18 @@ impl Store {
     }
 
     /// Removes the current revision (the history stays); the removed runbook, if there was one.
+    /// Of deletes of one runbook at the same moment, one has it (the delete returns what it
+    /// removed: a read before it would, on PostgreSQL, let each of them see the runbook).
     pub async fn delete_runbook(&self, id: &str) -> Result<Option<Runbook>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(super::audited(format!(
-            "SELECT {COLUMNS} FROM runbooks WHERE id = $1"
+            "DELETE FROM runbooks WHERE id = $1 RETURNING {COLUMNS}"
         )))
         .bind(id.to_string())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let rb = runbook_from_row(&row)?;
-        sqlx::query("DELETE FROM runbooks WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
         self.index_runbook(&mut tx, None, id).await?;
         tx.commit().await?;
         Ok(Some(rb))

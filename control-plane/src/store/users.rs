@@ -82,7 +82,7 @@ impl Store {
         password_hash: Option<&str>,
         now_ms: i64,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(hash) = password_hash {
             sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
                 .bind(user_id)
@@ -160,7 +160,7 @@ impl Store {
         new: &RefreshRecord,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let used = sqlx::query(
             "UPDATE refresh_tokens SET used_at_ms = $2
              WHERE token_hash = $1 AND used_at_ms IS NULL AND revoked_at_ms IS NULL",
@@ -255,7 +255,7 @@ impl Store {
         // after would, on SQLite, fail at once with "database is locked" whenever another
         // connection wrote in between (two failed logins at the same moment), instead of
         // waiting its turn.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let failures: i64 = sqlx::query_scalar(
             "INSERT INTO login_strikes (key, failures, last_failure_ms, locked_until_ms)
              VALUES ($1, 1, $2, 0)
