@@ -39,8 +39,8 @@ events opened per host-day away from the injections. `--train-fa` (development o
 nothing, reads no label file) prints only the detector's false alarms/day on the train halves of
 the chosen datasets. `--shift` (development only, writes nothing, reads no label file): on every
 host of `--datasets`, the first train half is the warm-up and, from two days into the second, three
-random metrics stay 3 warm-up std higher for good (`--shift-magnitude`, `--shift-metrics`): a deploy
-or a resize. Prints how many shifts were seen, how long their alarm lasted, how many hosts were
+random metrics stay 3 warm-up std higher for good (`--shift-magnitude`, `--shift-metrics`; with
+`--shift-spread K` their moves also grow K times wider): a deploy or a resize. Prints how many shifts were seen, how long their alarm lasted, how many hosts were
 still alarming at the end, and events per day after it against the same hosts without the shift.
 """
 
@@ -365,9 +365,10 @@ SHIFT_AT_DAYS = 2.0
 
 
 def evaluate_shift(binary: Path, data: Path, datasets: list[str], extra: list[str], magnitude: float,
-                   n_metrics: int, jobs: int) -> dict:
+                   n_metrics: int, spread: float, jobs: int) -> dict:
     """A deploy or a resize on every host's second train half (no label used): from two days in,
-    `n_metrics` random metrics stay `magnitude` x their warm-up std higher for good. Per set: how
+    `n_metrics` random metrics stay `magnitude` x their warm-up std higher for good, and their
+    moves around their warm-up mean `spread` times as wide (a busier service). Per set: how
     many shifts were seen (an alarm within two hours), the alarm hours the shift added (against the
     same host replayed without it), how many hosts were still alarming at the end, and events
     opened per day after the shift's own, against the same host without the shift."""
@@ -382,7 +383,8 @@ def evaluate_shift(binary: Path, data: Path, datasets: list[str], extra: list[st
             at = int(SHIFT_AT_DAYS * TICKS_PER_DAY)
             cols = rng.choice(inp.shape[1], n_metrics, replace=False)
             shifted = inp.copy()
-            shifted[at:, cols] += magnitude * sd[cols]
+            mean = warm.mean(axis=0)
+            shifted[at:, cols] = mean[cols] + spread * (shifted[at:, cols] - mean[cols]) + magnitude * sd[cols]
             cases.append((ds, f"{ds.replace('/', '_')}_{h['name']}", warm, inp, shifted, at))
 
     def run(case):
@@ -422,7 +424,8 @@ def evaluate_shift(binary: Path, data: Path, datasets: list[str], extra: list[st
         r["added_alarm_hours_max"] = float(hours.max())
         r["events_per_day_after"] = r.pop("events_after") / days
         r["events_per_day_after_without_shift"] = r.pop("events_after_plain") / days
-    return {"datasets": out, "magnitude_std": magnitude, "metrics": n_metrics, "at_days": SHIFT_AT_DAYS}
+    return {"datasets": out, "magnitude_std": magnitude, "metrics": n_metrics, "spread": spread,
+            "at_days": SHIFT_AT_DAYS}
 
 
 def onsets_mask(pred: np.ndarray) -> np.ndarray:
@@ -610,6 +613,7 @@ def main() -> int:
                     help="a lasting level shift (deploy, resize) on every train half of --datasets")
     ap.add_argument("--shift-magnitude", type=float, default=3.0)
     ap.add_argument("--shift-metrics", type=int, default=3)
+    ap.add_argument("--shift-spread", type=float, default=1.0)
     ap.add_argument("--synthetic-magnitude", type=float, default=2.5)
     ap.add_argument("--synthetic-metrics", type=int, default=2)
     ap.add_argument("--jobs", type=int, default=2)
@@ -650,11 +654,11 @@ def main() -> int:
         return 0
     if args.shift:
         r = evaluate_shift(args.binary, args.data_dir, args.datasets, extra, args.shift_magnitude,
-                           args.shift_metrics, args.jobs)
+                           args.shift_metrics, args.shift_spread, args.jobs)
         for ds, v in r["datasets"].items():
             print(
-                f"{ds} (+{r['magnitude_std']:g} std on {r['metrics']} metrics from day {r['at_days']:g} of the "
-                f"second train half): shifts seen {v['seen']}/{v['hosts']}; alarm hours it added "
+                f"{ds} (+{r['magnitude_std']:g} std, x{r['spread']:g} spread, on {r['metrics']} metrics from day "
+                f"{r['at_days']:g} of the second train half): shifts seen {v['seen']}/{v['hosts']}; alarm hours it added "
                 f"{v['added_alarm_hours_median']:.1f} median, {v['added_alarm_hours_max']:.1f} max; "
                 f"hosts alarming at the end {v['alarming_at_end']}; other events/day after it "
                 f"{v['events_per_day_after']:.2f} (same hosts without the shift "

@@ -160,18 +160,115 @@ impl Ring {
         &self.buf
     }
 
-    /// Drops all but the newest `n` values; returns how many are left.
-    pub(crate) fn keep_newest(&mut self, n: usize) -> usize {
-        let skip = self.buf.len().saturating_sub(n);
-        let kept: Vec<f64> = self.chronological().skip(skip).collect();
-        self.buf = kept;
+    /// Moves the values older than the newest `n` to the level of the newest (their median
+    /// to the newest's median, their spread around it widened as much as the newest's is wider,
+    /// never narrowed), so the ring keeps its long history of how the metric moves but at its
+    /// new level. Returns false (nothing changed) when either side has fewer than `min` values
+    /// or the two medians are no more than `min_move` apart (the metric did not move: the
+    /// newest values are a stretch of its usual pattern).
+    pub(crate) fn recentre(
+        &mut self,
+        n: usize,
+        min: usize,
+        min_move: f64,
+        scratch: &mut Vec<f64>,
+    ) -> bool {
+        let len = self.buf.len();
+        if n < min || len < n + min {
+            return false;
+        }
+        let mut ordered: Vec<f64> = self.chronological().collect();
+        let (old, new) = ordered.split_at_mut(len - n);
+        let spread = |xs: &[f64], scratch: &mut Vec<f64>| {
+            scratch.clear();
+            scratch.extend_from_slice(xs);
+            let med = median_in_place(scratch);
+            for x in scratch.iter_mut() {
+                *x = (*x - med).abs();
+            }
+            (med, median_in_place(scratch))
+        };
+        let (old_med, old_mad) = spread(old, scratch);
+        let (new_med, new_mad) = spread(new, scratch);
+        if (new_med - old_med).abs() <= min_move {
+            return false;
+        }
+        let widen = if old_mad > 0.0 {
+            (new_mad / old_mad).clamp(1.0, 10.0)
+        } else {
+            1.0
+        };
+        for v in old.iter_mut() {
+            *v = new_med + (*v - old_med) * widen;
+        }
+        self.buf = ordered;
         self.head = 0;
-        self.buf.len()
+        true
     }
 
     /// Values oldest first.
     pub(crate) fn chronological(&self) -> impl Iterator<Item = f64> + '_ {
         let (new, old) = self.buf.split_at(self.head.min(self.buf.len()));
         old.iter().chain(new).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring_of(values: impl IntoIterator<Item = f64>, cap: usize) -> Ring {
+        let mut r = Ring::new(cap);
+        for v in values {
+            r.push(v);
+        }
+        r
+    }
+
+    #[test]
+    fn recentre_moves_the_history_to_the_new_level_and_keeps_its_spread() {
+        // a wrapped ring: 100 values alternating 9/11 around 10, then 20 around 50 (+-1)
+        let values = (0..100)
+            .map(|i| if i % 2 == 0 { 9.0 } else { 11.0 })
+            .chain((0..20).map(|i| if i % 2 == 0 { 49.0 } else { 51.0 }));
+        let mut r = ring_of(values, 110);
+        let mut scratch = Vec::new();
+        assert!(r.recentre(20, 12, 3.0, &mut scratch));
+        let all: Vec<f64> = r.chronological().collect();
+        assert_eq!(all.len(), 110);
+        assert!(all.iter().all(|&v| v == 49.0 || v == 51.0), "{all:?}");
+        // newest last, as before
+        assert_eq!(all[109], 51.0);
+    }
+
+    #[test]
+    fn recentre_widens_to_a_wider_new_spread_but_never_narrows() {
+        let mut scratch = Vec::new();
+        let wider = (0..100)
+            .map(|i| if i % 2 == 0 { 9.0 } else { 11.0 })
+            .chain((0..20).map(|i| if i % 2 == 0 { 46.0 } else { 54.0 }));
+        let mut r = ring_of(wider, 200);
+        assert!(r.recentre(20, 12, 3.0, &mut scratch));
+        let old: Vec<f64> = r.chronological().take(100).collect();
+        assert!(old.iter().all(|&v| v == 46.0 || v == 54.0), "{old:?}");
+        let narrower = (0..100)
+            .map(|i| if i % 2 == 0 { 5.0 } else { 15.0 })
+            .chain((0..20).map(|i| if i % 2 == 0 { 49.0 } else { 51.0 }));
+        let mut r = ring_of(narrower, 200);
+        assert!(r.recentre(20, 12, 3.0, &mut scratch));
+        let old: Vec<f64> = r.chronological().take(100).collect();
+        assert!(old.iter().all(|&v| v == 45.0 || v == 55.0), "{old:?}");
+    }
+
+    #[test]
+    fn recentre_leaves_a_metric_that_did_not_move_or_too_few_values() {
+        let mut scratch = Vec::new();
+        let values: Vec<f64> = (0..120).map(|i| f64::from(i % 7)).collect();
+        let mut r = ring_of(values.clone(), 200);
+        assert!(!r.recentre(20, 12, 3.0, &mut scratch));
+        assert_eq!(r.chronological().collect::<Vec<_>>(), values);
+        let mut r = ring_of((0..20).map(f64::from), 200);
+        assert!(!r.recentre(10, 12, 0.0, &mut scratch));
+        assert!(!r.recentre(15, 12, 0.0, &mut scratch));
     }
 }

@@ -102,8 +102,11 @@ pub struct DetectorConfig {
     /// While a family is alarming (over threshold, or its event open), its metrics' values do
     /// not enter their baselines: an incident is never learnt as normal.
     pub freeze_baselines: bool,
-    /// An event open this many ticks stops freezing its baselines, so a lasting level shift
-    /// becomes the new normal (the event then closes saying so); saturation still alarms.
+    /// An event firing this many ticks is taken for a new normal (a deploy, a resize): with
+    /// `freeze_baselines` its baselines start learning again, so the level enters them as they
+    /// refill; without it (they learnt all along) each of its metrics whose level moved out of
+    /// its expected range since it opened has its older values moved to the new level and its
+    /// baseline recomputed at once. The event then closes saying so; saturation still alarms.
     /// 0 = never.
     pub relearn_after_ticks: usize,
     /// A metric is listed as a contributor only if its own ratio is at least this (the top

@@ -15,7 +15,7 @@ pub(super) struct OpenEvent {
     /// Tick and timestamp at which it recovered, and how, while it is held open for
     /// `merge_ticks` in case the same trouble comes back (then it goes on as the same event).
     pub(super) held: Option<(u64, i64, Recovery)>,
-    /// Its family's baselines were restarted on the values since it opened (see
+    /// Its family's moved baselines were set to their new level (see
     /// [`Detector::rebase_relearnt`]).
     pub(super) rebased: bool,
 }

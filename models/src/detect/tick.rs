@@ -107,9 +107,10 @@ impl Detector {
 
     /// A firing event that has lasted `relearn_after_ticks` is a new normal, not an incident.
     /// Where baselines learn all along (`freeze_baselines` off, the 5-minute profile), the
-    /// rings of its metrics already hold the values since it opened: each keeps only those and
-    /// its baseline is recomputed from them at once, so the host stops alarming on the new
-    /// level now instead of once it fills half the window (days in the 5-minute profile).
+    /// rings of its metrics already hold the values since it opened: for each metric whose
+    /// level moved out of its expected range, the older values are moved to that new level ([`Ring::recentre`]) and the baseline is recomputed at once, so the host
+    /// stops alarming on the new level now instead of once it fills half the window (days in
+    /// the 5-minute profile), and keeps the spread its long history taught it.
     /// Frozen baselines start learning at that age instead (see [`Learning::Relearn`]).
     fn rebase_relearnt(&mut self) {
         let relearn = self.config.relearn_after_ticks;
@@ -130,7 +131,14 @@ impl Detector {
                 if per_family && m.slot_idx != slot {
                     continue;
                 }
-                if m.ring.keep_newest(keep) < REBASE_MIN_VALUES {
+                // only the metrics that moved out of their expected range
+                let Some(moved) = m.baseline.map(|b| EXPECTED_Z * b.scale) else {
+                    continue;
+                };
+                if !m
+                    .ring
+                    .recentre(keep, REBASE_MIN_VALUES, moved, &mut self.scratch)
+                {
                     continue;
                 }
                 if let Some(b) =
