@@ -107,6 +107,9 @@ const EXPECTED_Z: f64 = 3.0;
 const NOISY_PCT_FLOOR: f64 = 5.0;
 /// Fewest values a relearnt metric's baseline is restarted on (see `relearn_after_ticks`).
 const REBASE_MIN_VALUES: usize = 12;
+/// How far (in its baseline's scales) the median of a metric's values since a relearnt event
+/// opened must be from the median of its older values for the metric to be moved to that level.
+const REBASE_MIN_MOVE: f64 = 1.0;
 /// Minimum number of rows [`score_window`] accepts.
 pub const MIN_WINDOW_ROWS: usize = 16;
 /// Model-score threshold [`score_window`] uses when no host calibration exists: the median of

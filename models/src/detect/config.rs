@@ -199,7 +199,9 @@ impl DetectorConfig {
             per_family: false,
             saturation_ratio: 0.0,
             freeze_baselines: false,
-            relearn_after_ticks: 0,
+            // an event firing 12 hours is a new normal: the metrics that moved are moved to
+            // their new level (chosen on development data: models/README.md, "A new normal")
+            relearn_after_ticks: 144,
             contributor_min_ratio: 0.0,
             sustain_ticks: 0,
             ..DetectorConfig::default()

@@ -131,8 +131,8 @@ impl Detector {
                 if per_family && m.slot_idx != slot {
                     continue;
                 }
-                // only the metrics that moved out of their expected range
-                let Some(moved) = m.baseline.map(|b| EXPECTED_Z * b.scale) else {
+                // only the metrics whose level moved
+                let Some(moved) = m.baseline.map(|b| REBASE_MIN_MOVE * b.scale) else {
                     continue;
                 };
                 if !m
