@@ -522,6 +522,8 @@ fitted on the warm-up rows normalised the way they would have been live; compone
 warm-up PCA errors; the larger of the two ratios is averaged over the last 12 ticks (one hour)
 and that mean is thresholded at its own 0.98 quantile over the warm-up (an anomaly-likelihood
 style tail test); alarm from the first tick over threshold, cleared after one tick under it.
+An event firing for 12 hours (`relearn_after_ticks` 144) is taken for a new normal: each metric
+whose level moved since it opened has its older values moved to the new level.
 The score behind the AUPRC column is the replay's `anomaly_score`, the detector's ranking score,
 apart from the alarm: the geometric mean over 1, 12 and 48 ticks of the trailing mean of the
 combined ratio divided by its own 0.8 quantile over the warm-up (`detect/rank.rs`).

@@ -163,9 +163,10 @@ impl Ring {
     /// Moves the values older than the newest `n` to the level of the newest (their median
     /// to the newest's median, their spread around it widened as much as the newest's is wider,
     /// never narrowed), so the ring keeps its long history of how the metric moves but at its
-    /// new level. Returns false (nothing changed) when either side has fewer than `min` values
-    /// or the two medians are no more than `min_move` apart (the metric did not move: the
-    /// newest values are a stretch of its usual pattern).
+    /// new level. Returns false (nothing changed) when either side has fewer than `min` values,
+    /// or when the two medians are no more than `min_move` apart and the newest values' spread
+    /// is less than twice the older ones' (the metric did not move: the newest values are a
+    /// stretch of its usual pattern).
     pub(crate) fn recentre(
         &mut self,
         n: usize,
@@ -190,14 +191,14 @@ impl Ring {
         };
         let (old_med, old_mad) = spread(old, scratch);
         let (new_med, new_mad) = spread(new, scratch);
-        if (new_med - old_med).abs() <= min_move {
-            return false;
-        }
         let widen = if old_mad > 0.0 {
             (new_mad / old_mad).clamp(1.0, 10.0)
         } else {
             1.0
         };
+        if (new_med - old_med).abs() <= min_move && widen < 2.0 {
+            return false;
+        }
         for v in old.iter_mut() {
             *v = new_med + (*v - old_med) * widen;
         }
@@ -258,6 +259,18 @@ mod tests {
         assert!(r.recentre(20, 12, 3.0, &mut scratch));
         let old: Vec<f64> = r.chronological().take(100).collect();
         assert!(old.iter().all(|&v| v == 45.0 || v == 55.0), "{old:?}");
+    }
+
+    #[test]
+    fn recentre_takes_a_metric_whose_spread_tripled_at_the_same_level() {
+        let mut scratch = Vec::new();
+        let values = (0..100)
+            .map(|i| if i % 2 == 0 { 9.0 } else { 11.0 })
+            .chain((0..20).map(|i| if i % 2 == 0 { 7.0 } else { 13.0 }));
+        let mut r = ring_of(values, 200);
+        assert!(r.recentre(20, 12, 3.0, &mut scratch));
+        let old: Vec<f64> = r.chronological().take(100).collect();
+        assert!(old.iter().all(|&v| v == 7.0 || v == 13.0), "{old:?}");
     }
 
     #[test]

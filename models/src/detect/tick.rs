@@ -131,7 +131,7 @@ impl Detector {
                 if per_family && m.slot_idx != slot {
                     continue;
                 }
-                // only the metrics whose level moved
+                // only the metrics whose level moved or whose spread widened
                 let Some(moved) = m.baseline.map(|b| REBASE_MIN_MOVE * b.scale) else {
                     continue;
                 };
