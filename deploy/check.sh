@@ -150,6 +150,10 @@ declare -A accepted=(
         --set agent.extraEnv[0].valueFrom.fieldRef.fieldPath=spec.nodeName"
     [agent-only]="--set controlPlane.enabled=false --set agent.enrollment.server=cp.example.com:7443
         --set agent.enrollment.serverName=cp.example.com"
+    [postgres-replicas-server-name]="--set controlPlane.database.type=postgres --set controlPlane.replicas=3
+        --set controlPlane.database.postgres.existingSecret=sco-db --set controlPlane.pki.existingSecret=sco-pki
+        --set controlPlane.jwt.existingSecret=sco-jwt --set controlPlane.ports.quic=7443
+        --set agent.enrollment.serverName=cp.example.com"
     [quic]="--set controlPlane.ports.quic=7443"
     [quic-agents]="--set controlPlane.ports.quic=7443 --set agent.transport=quic"
 )
@@ -168,6 +172,14 @@ grep -q 'name: pki-copy' "$tmp/postgres-3-replicas.yaml" \
     || { echo "FAIL: pki.existingSecret is not copied into data_dir/pki"; exit 1; }
 grep -q 'SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE' "$tmp/postgres-3-replicas.yaml" \
     || { echo "FAIL: bootstrapAdmin.existingSecret did not reach the pod"; exit 1; }
+# replicas name each other to agents by pod IP only where agents verify a fixed server name
+grep -q 'value: "$(POD_IP):7443"' "$tmp/postgres-replicas-server-name.yaml" \
+    || { echo "FAIL: replicas with a server name advertise no pod address"; exit 1; }
+grep -q 'SCO_CP__REPLICAS__ADVERTISE_QUIC' "$tmp/postgres-replicas-server-name.yaml" \
+    || { echo "FAIL: replicas with QUIC advertise no QUIC address"; exit 1; }
+if grep -q 'SCO_CP__REPLICAS__ADVERTISE' "$tmp/postgres-3-replicas.yaml"; then
+    echo "FAIL: replicas advertise pod IPs that their own certificate does not name"; exit 1
+fi
 if grep -q 'server_name' "$tmp/postgres-3-replicas.yaml"; then
     echo "FAIL: own server certificate but the agent still overrides server_name"; exit 1
 fi
