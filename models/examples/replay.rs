@@ -9,7 +9,8 @@
 //! replay's `DetectorConfig` after the other flags, for exploring on development data; keys:
 //! `pca_std_scale` (bool), `pca_quantile`, `pca_variance`, `current_gate_z`, `baseline_window`,
 //! `pca_rolling_fit` (bool), `smooth_ticks`, `merge_ticks`, `relearn_after_ticks`,
-//! `score_quantile` (`none` = no recalibration), `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score).
+//! `score_quantile` (`none` = no recalibration), `single_series` (`none`), `single_mean_ticks`,
+//! `single_tail_z`, `single_refractory_ticks`, `single_level_weight`, `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,21 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
             "smooth_ticks" => c.smooth_ticks = num()? as usize,
             "merge_ticks" => c.merge_ticks = num()? as usize,
             "relearn_after_ticks" => c.relearn_after_ticks = num()? as usize,
+            "single_series" if v == "none" => c.single_series = None,
+            "single_mean_ticks"
+            | "single_tail_z"
+            | "single_refractory_ticks"
+            | "single_level_weight" => {
+                let s = c.single_series.as_mut().ok_or(format!(
+                    "--set {k}: the profile has no single-series evidence"
+                ))?;
+                match k.as_str() {
+                    "single_mean_ticks" => s.mean_ticks = num()? as usize,
+                    "single_tail_z" => s.tail_z = num()?,
+                    "single_refractory_ticks" => s.refractory_ticks = num()? as usize,
+                    _ => s.level_weight = num()?,
+                }
+            }
             "score_quantile" => c.score_quantile = if v == "none" { None } else { Some(num()?) },
             "rank_scales" => {
                 c.rank_scales = if v == "none" {

@@ -74,6 +74,7 @@ mod family;
 mod metric;
 mod pca;
 mod rank;
+mod single;
 mod snapshot;
 mod tick;
 mod window;
@@ -90,6 +91,7 @@ pub use family::{
     direction, io_driven_cpu, is_bounded, saturation_level, upper_only, Direction, Family,
 };
 pub use sco_policy::{Contributor, Severity};
+pub use single::SingleSeries;
 pub use snapshot::{DetectorSnapshot, RestoreError};
 pub use window::{score_window, DetectError, WindowScore};
 
@@ -248,6 +250,8 @@ pub struct Detector {
     last_combined: f64,
     /// The ranking score's scales and recent ratios.
     rank: rank::RankScore,
+    /// The single-series evidence of a host with one metric (see `detect/single.rs`).
+    single: Option<single::SingleState>,
 }
 
 impl Detector {
@@ -284,6 +288,7 @@ impl Detector {
             warm_ratios: Vec::new(),
             last_combined: 0.0,
             rank: rank::RankScore::empty(),
+            single: None,
         }
     }
 

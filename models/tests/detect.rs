@@ -1234,3 +1234,56 @@ fn the_ranking_score_survives_a_restore_and_ranks_a_lasting_fault_above_normal_t
         "a 20-tick-old fault ranks {low_fault} at its lowest, a normal tick up to {top_normal}"
     );
 }
+
+#[test]
+fn a_single_series_alarms_once_per_episode_on_its_own_tail_evidence() {
+    // one metric, the 5-minute profile: a daily wave with noise, spikes at 1000 and 1070 (one
+    // episode: the second comes after the hold but inside the refractory period), a step at
+    // 1400
+    let cfg = DetectorConfig::five_minute(600);
+    let single = cfg
+        .single_series
+        .expect("the 5-minute profile has single-series evidence");
+    let series = |spikes: bool| {
+        let mut det = Detector::new(model(), cfg.clone());
+        let mut noise = Noise(0x2545_F491_4F6C_DD1D);
+        (0..1800)
+            .map(|t| {
+                let mut v = 50.0
+                    + 10.0 * (t as f64 / 288.0 * std::f64::consts::TAU).sin()
+                    + 2.0 * noise.next();
+                if spikes && (t == 1000 || t == 1070) {
+                    v += 60.0;
+                }
+                if spikes && t >= 1400 {
+                    v += 40.0;
+                }
+                det.tick(t as i64 * 300_000, &[("value", v)]).expect("tick")
+            })
+            .collect::<Vec<_>>()
+    };
+    let ticks = series(true);
+    let opens = opened(&ticks);
+    assert!(
+        opens.iter().any(|&o| (1000..1003).contains(&o)),
+        "the spike was not an alarm: {opens:?}"
+    );
+    assert!(
+        !opens
+            .iter()
+            .any(|&o| (1003..1000 + single.refractory_ticks).contains(&o)),
+        "a second event within the refractory period: {opens:?}"
+    );
+    assert!(
+        opens.iter().any(|&o| (1400..1406).contains(&o)),
+        "the step was not an alarm: {opens:?}"
+    );
+    // the same wave without them: no more events than with them outside their episodes
+    let quiet = opened(&series(false));
+    let outside = opens
+        .iter()
+        .filter(|&&o| !(1000..1100).contains(&o) && !(1400..1500).contains(&o))
+        .count();
+    assert_eq!(outside, quiet.len(), "{opens:?} against {quiet:?}");
+    assert!(quiet.len() <= 2, "the plain wave opened {quiet:?}");
+}

@@ -8,6 +8,11 @@ impl Detector {
     pub(crate) fn calibrate(&mut self) -> Result<(), ModelError> {
         let f = self.model.features();
         let rows = std::mem::take(&mut self.warm_rows);
+        let first: Vec<f64> = rows
+            .iter()
+            .map(|r| r.first().copied().unwrap_or(f64::NAN))
+            .collect();
+        self.calibrate_single(&first);
         let ticks = rows.len();
         let nm = self.metrics.len();
         let metric_warmup = self.config.metric_warmup(f) as u64;

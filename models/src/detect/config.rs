@@ -118,6 +118,9 @@ pub struct DetectorConfig {
     /// bursts a busy host has all the time: a burst of one tick has a mean of a fraction of
     /// its height over the window, a runaway its whole height.
     pub sustain_ticks: usize,
+    /// Evidence for a host with exactly one metric (`None` = the multivariate evidence
+    /// always): see `detect/single.rs`.
+    pub single_series: Option<SingleSeries>,
 }
 
 impl Default for DetectorConfig {
@@ -162,6 +165,7 @@ impl Default for DetectorConfig {
             relearn_after_ticks: 1800,
             contributor_min_ratio: 0.3,
             sustain_ticks: 3,
+            single_series: None,
         }
     }
 }
@@ -204,6 +208,14 @@ impl DetectorConfig {
             relearn_after_ticks: 144,
             contributor_min_ratio: 0.0,
             sustain_ticks: 0,
+            // a single series (NAB-style files): its own tail evidence (chosen on nab-dev:
+            // models/README.md, "A single series")
+            single_series: Some(SingleSeries {
+                mean_ticks: 5,
+                tail_z: 3.0,
+                refractory_ticks: 100,
+                level_weight: 0.5,
+            }),
             ..DetectorConfig::default()
         }
     }

@@ -155,6 +155,7 @@ impl Detector {
             let relearn = self.config.relearn_after_ticks;
             let interval_ms = self.interval_ms_hint();
             let merge_ticks = self.config.merge_ticks as u64;
+            let min_event = self.min_event_ticks();
             let min_duration = self.config.min_duration_ticks.max(1);
             let st = &mut self.families[fi];
             let mut resumed = false;
@@ -163,7 +164,8 @@ impl Detector {
                 // an event, and the same event goes on; quiet for the whole hold, it closes
                 st.over_run = if r_eff > 1.0 { st.over_run + 1 } else { 0 };
                 let back = st.over_run >= min_duration;
-                if !back && t.saturating_sub(since) < merge_ticks {
+                let young = st.event.as_ref().is_some_and(|e| e.age < min_event);
+                if !back && (t.saturating_sub(since) < merge_ticks || young) {
                     st.event.as_mut()?.age += 1;
                     return None;
                 }
@@ -189,7 +191,7 @@ impl Detector {
             } else {
                 Recovery::Recovered
             };
-            if quiet && merge_ticks > 0 {
+            if quiet && (merge_ticks > 0 || open.age < min_event) {
                 open.held = Some((t, ts_ms, why));
                 open.anomaly.recovered_ms = Some(ts_ms);
                 open.last_emit_tick = t;

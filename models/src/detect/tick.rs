@@ -33,6 +33,9 @@ impl Detector {
         if !ratio.is_finite() {
             ratio = 0.0;
         }
+        if let Some(single) = self.single_ratio() {
+            ratio = single;
+        }
         let top = self.metric_ratios();
         // step 5: events
         let sensitivity = self.config.sensitivity.max(0.0);
