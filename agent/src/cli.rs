@@ -87,6 +87,7 @@ Options:
       --model <MODEL>                    Model manifest (default: the shipped model built
                                          into the binary)
       --warmup-ticks <N>                 Default: all rows of --warmup, else 15% of the input
+                                         (at most 750 rows, NAB's probation period)
       --min-duration <N>                 Consecutive ticks over the threshold before an event
                                          opens (default 1)
       --quantile <Q>                     Quantile of the warm-up scores the component

@@ -38,7 +38,8 @@ pub struct ReplayOptions {
     pub output: PathBuf,
     /// Model manifest; `None` = the shipped model embedded in the binary.
     pub model: Option<PathBuf>,
-    /// Default: all rows of `warmup`, or 15% of the input (at least 16 rows) without it.
+    /// Default: all rows of `warmup`, or without it 15% of the input, at least 16 rows and at
+    /// most 750 (NAB's probation period).
     pub warmup_ticks: Option<usize>,
     pub min_duration: Option<usize>,
     pub quantile: Option<f64>,
@@ -336,7 +337,8 @@ pub fn run_with(
     let warm_rows = warm.as_ref().map_or(0, |w| w.rows.len());
     let warmup_ticks = match (opts.warmup_ticks, warm_rows) {
         (Some(n), _) => n,
-        (None, 0) => (input.rows.len() * 15 / 100).max(16),
+        // NAB's probation period: 15 % of the file, at most 750 rows
+        (None, 0) => (input.rows.len() * 15 / 100).clamp(16, 750.max(16)),
         (None, n) => n,
     };
     let mut config = DetectorConfig::five_minute(warmup_ticks);
