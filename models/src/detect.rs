@@ -55,7 +55,8 @@
 //! one method per step (observe, window model, host PCA, smoothing, family ratios); step 3's
 //! PCA in `pca.rs`; step 4's end of warm-up in `calibrate.rs`; the event lifecycle and the
 //! contributors (steps 5 and 6) in `events.rs`; metric families in `family.rs`; the ranking
-//! score in `rank.rs`; saving and restoring a warm detector in `snapshot.rs`; [`score_window`]
+//! score in `rank.rs`; the evidence of a host with a single series in `single.rs`; saving and
+//! restoring a warm detector in `snapshot.rs`; [`score_window`]
 //! in `window.rs`. This file holds the public records and the detector's state.
 
 use std::collections::HashMap;
