@@ -338,7 +338,7 @@ pub fn run_with(
     let warmup_ticks = match (opts.warmup_ticks, warm_rows) {
         (Some(n), _) => n,
         // NAB's probation period: 15 % of the file, at most 750 rows
-        (None, 0) => (input.rows.len() * 15 / 100).clamp(16, 750.max(16)),
+        (None, 0) => (input.rows.len() * 15 / 100).clamp(16, 750),
         (None, n) => n,
     };
     let mut config = DetectorConfig::five_minute(warmup_ticks);
