@@ -11,6 +11,9 @@
 //!   from the warm-up on;
 //! - the ratio is `evidence / tail_z` (1.0 = at the alarm level), and an event is held at least
 //!   `refractory_ticks` after it opened (one alarm per episode, as NAB counts them).
+//!
+//! Its state is not in a [`DetectorSnapshot`]: a restored one-metric detector scores with the
+//! multivariate evidence (the live profile has no single-series evidence anyway).
 
 use super::*;
 
