@@ -6,13 +6,16 @@
 //   SCO_CONSOLE_VIEWER_USER=vera SCO_CONSOLE_VIEWER_PASSWORD=... node tests/e2e.mjs
 //
 // What it does: log in; the host is connected on the fleet page; its CPU chart has data
-// points; start a rollout of a policy from its page; start CPU burners; the anomaly shows on
-// the fleet page and on the host's CPU chart; the event page shows contributors and the
-// onset chart; a viewer sees the proposal of the `approve` rule without an Approve button
-// and a forged approve request of the viewer is refused with 403; the admin approves and
-// the burners stop; the audit log shows the approval; log out. Every page is checked for
-// Content-Security-Policy violations and requests to other origins. Screenshots go to
-// SCO_CONSOLE_SCREENSHOTS. Exits 0 only when every step passed.
+// points; start a rollout of a policy from its page; when SCO_CONSOLE_HELD_EVENT and
+// SCO_CONSOLE_FIRING_EVENT name two open events of different families, the first (recovered,
+// held open in case it comes back) is listed and shown as held and the second (firing) is
+// not; start CPU burners; the anomaly shows on the fleet page and on the host's CPU chart;
+// the event page shows contributors and the onset chart; a viewer sees the proposal of the
+// `approve` rule without an Approve button and a forged approve request of the viewer is
+// refused with 403; the admin approves and the burners stop; the audit log shows the
+// approval; log out. Every page is checked for Content-Security-Policy violations and
+// requests to other origins. Screenshots go to SCO_CONSOLE_SCREENSHOTS. Exits 0 only when
+// every step passed.
 
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
@@ -38,6 +41,8 @@ const HOST = process.env.SCO_CONSOLE_HOST ?? "agent-1";
 const MARKER = process.env.SCO_CONSOLE_BURN_MARKER ?? `sco-console-burn-${process.pid}`;
 const ROLLOUT_POLICY = process.env.SCO_CONSOLE_ROLLOUT_POLICY ?? "console-demo";
 const APPROVE_RULE = process.env.SCO_CONSOLE_APPROVE_RULE ?? "cpu-guard/stop-burner";
+const HELD_EVENT = process.env.SCO_CONSOLE_HELD_EVENT;
+const FIRING_EVENT = process.env.SCO_CONSOLE_FIRING_EVENT;
 const SHOTS = process.env.SCO_CONSOLE_SCREENSHOTS ?? "console-screenshots";
 const PATIENCE = Number(process.env.SCO_CONSOLE_PATIENCE_MS ?? 120_000);
 const CHROMIUM = process.env.SCO_CONSOLE_CHROMIUM ?? "/usr/bin/chromium";
@@ -198,6 +203,41 @@ try {
     await page.locator(`tr[data-host="${HOST}"][data-in-sync="true"]`).waitFor();
     await shot(page, "policy");
   });
+
+  if (HELD_EVENT && FIRING_EVENT) {
+    await step("an open event that recovered is shown held, a firing one is not", async () => {
+      await go(page, "#/anomalies");
+      const held = page.locator(`tr[data-anomaly="${HELD_EVENT}"]`);
+      const firing = page.locator(`tr[data-anomaly="${FIRING_EVENT}"]`);
+      await held.waitFor();
+      await firing.waitFor();
+      const heldRow = await held.innerText();
+      const firingRow = await firing.innerText();
+      assert(heldRow.includes("open") && heldRow.includes("recovered, held"), `the held event's row says it is held: ${heldRow}`);
+      assert(firingRow.includes("open") && !firingRow.includes("recovered, held"), `the firing event's row does not: ${firingRow}`);
+      await shot(page, "anomalies-held");
+      const status = page.locator('dl.facts div:has(dt:text-is("Status")) dd');
+      // Each event's own page: its title names its family, so the status read is its own.
+      const families = [await held.getAttribute("data-family"), await firing.getAttribute("data-family")];
+      assert(families[0] !== families[1], `two families: ${families}`);
+      for (const [row, family, isHeld] of [
+        [held, families[0], true],
+        [firing, families[1], false],
+      ]) {
+        await go(page, "#/anomalies");
+        await row.locator("a").first().click();
+        await page.locator("#anomaly-title").filter({ hasText: `${family} anomaly on ` }).waitFor();
+        const text = await status.innerText();
+        assert(
+          text.includes("held open in case it comes back") === isHeld,
+          `the ${isHeld ? "held" : "firing"} event's page ${isHeld ? "says" : "does not say"} it is held: ${text}`,
+        );
+        if (isHeld) await shot(page, "anomaly-held");
+      }
+    });
+  } else {
+    log("no held and firing events named (SCO_CONSOLE_HELD_EVENT, SCO_CONSOLE_FIRING_EVENT): their step is skipped");
+  }
 
   await step("let the browser's own start settle", async () => {
     // Starting Chromium is a CPU spike of its own and may have opened an event; burners

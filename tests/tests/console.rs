@@ -4,10 +4,12 @@
 //! a rollout from a policy's page, starts CPU burners and finds the anomaly on the fleet
 //! page, the host chart and the event page, checks that a viewer is offered no approval and
 //! that a viewer's forged approval is refused, approves the proposal of an `approve` rule
-//! as admin, sees the burners stopped and the approval audited, and logs out. A second
-//! run (`console/tests/registry.mjs`) shows a rolled-out model on the Models page and a
-//! rule's learnt preferences on the Remediation page, reset there by an operator, and an
-//! admin uploading a model through the form with real files and rolling it out.
+//! as admin, sees the burners stopped and the approval audited, and logs out. On the way it
+//! finds, on a second host whose events a hand-written agent sends over a real mTLS stream,
+//! an open event that recovered and is held listed and shown as held, and a firing one not.
+//! A second run (`console/tests/registry.mjs`) shows a rolled-out model on the Models page
+//! and a rule's learnt preferences on the Remediation page, reset there by an operator, and
+//! an admin uploading a model through the form with real files and rolling it out.
 //!
 //! Needs `node`, `console/node_modules` (`npm ci` in `console/`) and `/usr/bin/chromium`
 //! (`apt-get install chromium`); without them the test fails saying so. Screenshots go to
@@ -17,8 +19,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use sco_proto::v1::agent_service_client::AgentServiceClient;
+use sco_proto::v1::{agent_message, anomaly_event, AgentMessage, AnomalyEvent, Contributor, Hello};
 use sco_tests::{patience, wait_calibrated, wait_for, Db, Sandbox, ADMIN_PASSWORD, BURNER_DETECT};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 const VIEWER: &str = "vera";
 const VIEWER_PASSWORD: &str = "viewer-password-1";
@@ -110,6 +116,112 @@ rules:
     )
 }
 
+/// The host whose events [`held_and_firing_events`] sends.
+const SECOND_HOST: &str = "agent-2";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+/// A hand-written agent for [`SECOND_HOST`] (a real mTLS stream, as the agent speaks it) that
+/// opens a memory event and reports it recovered and held open in case it comes back
+/// (`recovered_ms` on an UPDATED), and opens a disk_io event that keeps firing. Returns the
+/// held event's id, the firing one's, and the stream's sender: the stream stays up (with
+/// heartbeats) while it lives.
+async fn held_and_firing_events(
+    sb: &Sandbox,
+    admin: &str,
+) -> (String, String, mpsc::Sender<AgentMessage>) {
+    let channel = sb.agent_channel(SECOND_HOST).await;
+    let (tx, rx) = mpsc::channel(16);
+    let message = |seq: u64, body| AgentMessage {
+        seq,
+        produced_at_ms: now_ms(),
+        body: Some(body),
+    };
+    tx.send(message(
+        0,
+        agent_message::Body::Hello(Hello {
+            hostname: format!("{SECOND_HOST}.test"),
+            run_started_ms: 1,
+            ..Default::default()
+        }),
+    ))
+    .await
+    .expect("hello");
+    let mut inbound = AgentServiceClient::new(channel)
+        .connect(ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    // Acks and policies come down; read them so the stream never backs up.
+    tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
+    let beats = tx.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let beat = message(0, agent_message::Body::Heartbeat(Default::default()));
+            if beats.send(beat).await.is_err() {
+                return;
+            }
+        }
+    });
+    let started = now_ms() - 120_000;
+    let event =
+        |kind: anomaly_event::Kind, open_seq: u64, family: &str, metric: &str| AnomalyEvent {
+            kind: kind as i32,
+            open_seq,
+            run_started_ms: 1,
+            started_ms: started,
+            updated_ms: now_ms(),
+            score: 0.8,
+            peak_score: 0.9,
+            severity: "medium".into(),
+            family: family.into(),
+            model: "test".into(),
+            contributors: vec![Contributor {
+                metric: metric.into(),
+                value: 97.0,
+                expected_low: 20.0,
+                expected_high: 60.0,
+                contribution: 0.8,
+            }],
+            ..Default::default()
+        };
+    let held = event(anomaly_event::Kind::Opened, 1, "memory", "mem.used_pct");
+    let recovered = AnomalyEvent {
+        score: 0.2,
+        recovered_ms: now_ms() - 30_000,
+        ..event(anomaly_event::Kind::Updated, 1, "memory", "mem.used_pct")
+    };
+    let firing = event(
+        anomaly_event::Kind::Opened,
+        3,
+        "disk_io",
+        "disk.io_util_pct",
+    );
+    for (seq, e) in [(1, held), (2, recovered), (3, firing)] {
+        tx.send(message(seq, agent_message::Body::Anomaly(e)))
+            .await
+            .expect("send an event");
+    }
+    let (held, firing) = (format!("{SECOND_HOST}:1"), format!("{SECOND_HOST}:3"));
+    wait_for("the held and the firing event stored", || async {
+        let (_, h) = sb.get(admin, &format!("/anomaly/{held}")).await;
+        let (_, f) = sb.get(admin, &format!("/anomaly/{firing}")).await;
+        (h["anomaly"]["status"] == "open"
+            && h["anomaly"]["recovered_ms"].is_i64()
+            && f["anomaly"]["status"] == "open"
+            && f["anomaly"]["recovered_ms"].is_null())
+        .then_some(())
+    })
+    .await;
+    (held, firing, tx)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_console_in_a_real_browser() {
     let console = console_dir();
@@ -138,6 +250,8 @@ async fn the_console_in_a_real_browser() {
     }
     let marker = format!("sco-console-burn-{}", std::process::id());
     let revision = sb.publish_policy(&admin, &guard_policy(&marker)).await;
+    // A second host with a held event and a firing one, before the agent's warm-up.
+    let (held, firing, _second_host) = held_and_firing_events(&sb, &admin).await;
     let agent = sb.start_agent_with("agent-1", BURNER_DETECT);
     sb.wait_policy_applied(&admin, "cpu-guard", "agent-1", revision)
         .await;
@@ -159,6 +273,8 @@ async fn the_console_in_a_real_browser() {
         .env("SCO_CONSOLE_BURN_MARKER", &marker)
         .env("SCO_CONSOLE_ROLLOUT_POLICY", "console-demo")
         .env("SCO_CONSOLE_APPROVE_RULE", "cpu-guard/stop-burner")
+        .env("SCO_CONSOLE_HELD_EVENT", &held)
+        .env("SCO_CONSOLE_FIRING_EVENT", &firing)
         .env("SCO_CONSOLE_SCREENSHOTS", &shots)
         .env(
             "SCO_CONSOLE_PATIENCE_MS",

@@ -202,3 +202,59 @@ pub(super) fn describe_range(from: i64, to: i64, now: i64) -> String {
         format!("from {from} to {to} (Unix ms)")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::Severity;
+
+    fn event(status: &str, recovered_ms: Option<i64>) -> Anomaly {
+        Anomaly {
+            id: "web-1-0a1b:7".into(),
+            host_id: "web-1-0a1b".into(),
+            status: status.into(),
+            started_ms: 1_796_213_000_000,
+            updated_ms: 1_796_213_400_000,
+            ended_ms: (status == "closed").then_some(1_796_213_500_000),
+            score: 0.2,
+            peak_score: 0.9,
+            severity: Severity::High,
+            family: "cpu".into(),
+            top_metric: "cpu.user_pct".into(),
+            contributors: Vec::new(),
+            culprits: Vec::new(),
+            model: "test".into(),
+            close_reason: String::new(),
+            recovered_ms,
+            context: None,
+        }
+    }
+
+    /// An open event that recovered reads as held, with when it recovered; a firing one and
+    /// a closed one do not.
+    #[test]
+    fn an_event_line_says_held_only_of_an_open_event_that_recovered() {
+        let mut lex = Lexicon::new();
+        lex.add_host("web-1-0a1b", "web-1", BTreeMap::new());
+        let recovered = Some(1_796_213_407_999);
+
+        let held = event_line(&event("open", recovered), &lex);
+        assert_eq!(
+            held,
+            "web-1-0a1b:7 on web-1 (web-1-0a1b): cpu high, \
+             open, recovered at 2026-12-02 12:10:07 UTC and held, top cpu.user_pct (score 0.9)"
+        );
+
+        let firing = event_line(&event("open", None), &lex);
+        assert!(firing.contains(", open, top "), "{firing}");
+        assert!(!firing.contains("held"), "{firing}");
+        assert!(!firing.contains("recovered"), "{firing}");
+
+        // A closed event keeps no hold, whatever its last update said.
+        let closed = event_line(&event("closed", recovered), &lex);
+        assert!(closed.contains(", closed, top "), "{closed}");
+        assert!(!closed.contains("held"), "{closed}");
+    }
+}
