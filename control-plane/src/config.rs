@@ -218,7 +218,8 @@ pub struct ReplicasSection {
     /// or a wildcard address (then they are sent to `advertise` over TCP).
     pub advertise_quic: Option<String>,
     /// Agent streams this replica holds at most; one more is refused with the addresses of
-    /// live replicas that have room. 0: no limit.
+    /// live replicas that have room. 0 (the default): what the open-file limit allows (raised
+    /// to the hard limit at start), less a reserve of a tenth, at least 256 (see `limits.rs`).
     pub max_streams: u64,
     /// How long a lease on fleet-wide work (the `ticks` lease) outlives its last renewal,
     /// i.e. how soon another replica takes over from one that died. 0: three ticks, at least

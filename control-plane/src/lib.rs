@@ -25,6 +25,7 @@ pub mod error;
 pub mod fleet;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod notify;
 pub mod pki;
 pub mod runbooks;
@@ -157,6 +158,13 @@ pub async fn run(
         path: config.pki_dir(),
         source: std::io::Error::other(e.to_string()),
     })?;
+    let max_streams = limits::max_streams(config.replicas.max_streams);
+    if config.replicas.max_streams == 0 {
+        tracing::info!(
+            max_streams,
+            "agent streams held at most, from the open-file limit (replicas.max_streams = 0)"
+        );
+    }
     let fleet = Arc::new(
         fleet
             .with_policy_signer(signer)
@@ -166,7 +174,7 @@ pub async fn run(
             .with_replica(fleet::ReplicaOptions {
                 advertise: config.advertised_grpc(),
                 advertise_quic: config.advertised_quic(),
-                max_streams: usize::try_from(config.replicas.max_streams).unwrap_or(usize::MAX),
+                max_streams: usize::try_from(max_streams).unwrap_or(usize::MAX),
                 lease_ttl: config.replicas.lease_ttl(config.remediation.tick_ms),
             })
             .build(),

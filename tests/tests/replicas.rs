@@ -13,6 +13,8 @@
 //!   one would have;
 //! - a replica at its stream limit sends a new agent to a replica with room at once, and
 //!   nothing acknowledged is lost.
+//!
+//! And one on SQLite: without `replicas.max_streams`, the limit comes from the open-file limit.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -512,5 +514,48 @@ async fn a_full_replica_sends_new_agents_to_one_with_room() {
             "{id}: {} rollups stored, contiguous, none duplicated",
             windows.len()
         );
+    }
+}
+
+/// Without `replicas.max_streams`, a control plane holds as many streams as its open-file limit
+/// allows less a reserve (a tenth, at least 256): started with 300 descriptors it takes 44;
+/// started with a soft limit of 300 under a hard one of 4,096 it raises the soft limit, as a
+/// server should, and takes 3,687.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_max_streams_the_open_file_limit_sets_it() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    for (nofile, expected) in [("300:300", 44), ("300:4096", 3687)] {
+        let config = sb.replica_config("control-plane", sb.grpc_addr, sb.http_addr);
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}"))
+            .arg("--")
+            .arg(bin("sco-control-plane"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env(
+                sco_control_plane::config::env::BOOTSTRAP_ADMIN_PASSWORD_FILE,
+                sb.admin_password_file(),
+            );
+        let cp = Proc::spawn(
+            "control-plane",
+            &mut cmd,
+            &sb.path().join(format!("control-plane-{nofile}.log")),
+        );
+        let status = wait_for("the control plane answers /status", || async {
+            let s = replica_status(&sb.base_url()).await;
+            (!s.is_null()).then_some(s)
+        })
+        .await;
+        assert_eq!(
+            status["replica"]["max_streams"], expected,
+            "open files {nofile}: {status}"
+        );
+        drop(cp);
+        wait_for("the control plane is gone", || async {
+            (!sco_tests::listens(sb.http_addr)).then_some(())
+        })
+        .await;
     }
 }
