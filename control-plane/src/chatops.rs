@@ -1024,6 +1024,102 @@ mod tests {
         }
     }
 
+    /// A host's status and why it is unwell say held of each open event that recovered (the
+    /// agent holds it open in case it comes back), with when it recovered, and not of one
+    /// still firing.
+    #[tokio::test]
+    async fn host_status_and_why_say_held_only_of_the_open_events_that_recovered() {
+        use crate::domain::{AnomalyChange, ChangeKind, Contributor, Severity};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chat, store) = service(dir.path()).await;
+        let now = now_ms();
+        let recovered_ms = now - 30_000;
+        let change = |seq: i64, open_seq: i64, kind, family: &str, severity| AnomalyChange {
+            seq,
+            produced_at_ms: now,
+            kind,
+            open_seq,
+            run_started_ms: 1,
+            started_ms: now - 600_000 + open_seq * 1000,
+            updated_ms: now,
+            ended_ms: None,
+            score: 0.9,
+            peak_score: 0.9,
+            severity,
+            contributors: vec![Contributor {
+                metric: format!("{family}.metric"),
+                value: 97.0,
+                expected_low: 20.0,
+                expected_high: 60.0,
+                contribution: 0.8,
+            }],
+            context: Vec::new(),
+            context_processes: Vec::new(),
+            model: "test".into(),
+            family: family.into(),
+            close_reason: String::new(),
+            culprits: Vec::new(),
+            recovered_ms: (kind == ChangeKind::Updated).then_some(recovered_ms),
+        };
+        // cpu high and disk_io medium recovered and are held; memory low still fires
+        for c in [
+            change(1, 1, ChangeKind::Opened, "cpu", Severity::High),
+            change(2, 1, ChangeKind::Updated, "cpu", Severity::High),
+            change(3, 3, ChangeKind::Opened, "memory", Severity::Low),
+            change(4, 4, ChangeKind::Opened, "disk_io", Severity::Medium),
+            change(5, 4, ChangeKind::Updated, "disk_io", Severity::Medium),
+        ] {
+            store.ingest_anomaly(HOST, &c, now).await.expect("anomaly");
+        }
+        let held = format!(
+            "recovered at {} and held",
+            sco_policy::utc::utc(recovered_ms)
+        );
+        let viewer = asker("vera", Role::Viewer);
+
+        let a = chat.ask(&viewer, "status of web-1").await.expect("status");
+        let lines: Vec<&str> = a.answer.lines().skip(1).collect();
+        assert_eq!(lines.len(), 3, "{}", a.answer);
+        for line in lines {
+            let firing = line.starts_with("• memory low since ");
+            assert_eq!(
+                line.contains(&format!(", {held} (top: ")),
+                !firing,
+                "{line}"
+            );
+            assert_eq!(line.contains("held"), !firing, "{line}");
+        }
+
+        let a = chat
+            .ask(&viewer, "what's wrong with web-1?")
+            .await
+            .expect("explain");
+        let head = a
+            .answer
+            .split(" Top contributor")
+            .next()
+            .unwrap_or_default();
+        assert!(
+            head.starts_with(&format!(
+                "web-1 ({HOST}) has a high cpu anomaly ({HOST}:1), open since "
+            )),
+            "{}",
+            a.answer
+        );
+        assert!(
+            head.contains(&format!(" ago, {held}, score 0.9")),
+            "{}",
+            a.answer
+        );
+        assert!(
+            a.answer.contains(&format!(
+                " 2 more open: disk_io medium ({held}), memory low."
+            )),
+            "{}",
+            a.answer
+        );
+    }
+
     /// What the fake chat-completions provider does with the next requests.
     #[derive(Clone)]
     enum Provider {

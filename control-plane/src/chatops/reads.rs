@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 use sco_chat::{ExplainTarget, HostRef, Intent, Lexicon, Scope};
 
 use super::text::{
-    action_line, ago, bytes, describe_range, display, event_line, event_summary, family_name,
-    hostname, num, onset_summary, policy_line, sparkline,
+    action_line, ago, brief_event, bytes, describe_range, display, event_line, event_summary,
+    explain_head, family_name, hostname, num, onset_summary, open_event_line, policy_line,
+    sparkline,
 };
 use super::{Answer, ChatError, ChatOps, MAX_ITEMS, MAX_LINES, MAX_WINDOWS};
 use crate::fleet::{now_ms, ActionQuery, ActionState, Anomaly, AnomalyQuery, RollupQuery};
@@ -388,14 +389,9 @@ impl ChatOps {
                     " {n} open anomal{}:",
                     if n == 1 { "y" } else { "ies" }
                 ));
+                let now = now_ms();
                 for e in open.iter().take(MAX_LINES) {
-                    text.push_str(&format!(
-                        "\n• {} {} since {} (top: {})",
-                        family_name(&e.family),
-                        e.severity.as_str(),
-                        ago(e.started_ms, now_ms()),
-                        e.top_metric
-                    ));
+                    text.push_str(&format!("\n• {}", open_event_line(e, now)));
                 }
             }
         }
@@ -501,16 +497,7 @@ impl ChatOps {
                 (e, others, display(host))
             }
         };
-        let mut text = format!(
-            "{host_name} has a {} {} anomaly ({}), {} since {}, score {} (peak {}).",
-            event.severity.as_str(),
-            family_name(&event.family),
-            event.id,
-            event.status,
-            ago(event.started_ms, now),
-            num(event.score),
-            num(event.peak_score)
-        );
+        let mut text = explain_head(&event, &host_name, now);
         let mut contributors = event.contributors.clone();
         contributors.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
         if let Some(top) = contributors.first() {
@@ -569,7 +556,7 @@ impl ChatOps {
                 others
                     .iter()
                     .take(3)
-                    .map(|o| format!("{} {}", family_name(&o.family), o.severity.as_str()))
+                    .map(brief_event)
                     .collect::<Vec<_>>()
                     .join(", ")
             ));

@@ -67,11 +67,66 @@ pub(super) fn event_line(e: &Anomaly, lex: &Lexicon) -> String {
 /// `open`, `closed`, or for an open event that recovered and is held (it ends where it
 /// recovered unless it fires again): `open, recovered at 2026-12-05 03:12:07 UTC and held`.
 fn status_text(e: &Anomaly) -> String {
+    match held(e) {
+        Some(held) => format!("open, {held}"),
+        None => e.status.clone(),
+    }
+}
+
+/// `recovered at 2026-12-05 03:12:07 UTC and held` for an open event that recovered and is
+/// held open in case it comes back; `None` for one still firing and for a closed one.
+fn held(e: &Anomaly) -> Option<String> {
     match e.recovered_ms {
-        Some(at) if e.status == "open" => {
-            format!("open, recovered at {} and held", sco_policy::utc::utc(at))
-        }
-        _ => e.status.clone(),
+        Some(at) if e.status == "open" => Some(format!(
+            "recovered at {} and held",
+            sco_policy::utc::utc(at)
+        )),
+        _ => None,
+    }
+}
+
+/// `, recovered at … and held` after an event's status, or nothing.
+fn held_clause(e: &Anomaly) -> String {
+    held(e).map(|h| format!(", {h}")).unwrap_or_default()
+}
+
+/// One open event of a host's status: `cpu high since 5 min ago (top: cpu.user_pct)`, or
+/// for a held one `cpu high since 5 min ago, recovered at … UTC and held (top: cpu.user_pct)`.
+pub(super) fn open_event_line(e: &Anomaly, now: i64) -> String {
+    format!(
+        "{} {} since {}{} (top: {})",
+        family_name(&e.family),
+        e.severity.as_str(),
+        ago(e.started_ms, now),
+        held_clause(e),
+        e.top_metric
+    )
+}
+
+/// The first sentence of why an event fired: `web-1 has a high cpu anomaly (web-1:7), open
+/// since 5 min ago, score 0.2 (peak 0.9).`, with `, recovered at … UTC and held` after its
+/// age when it is held.
+pub(super) fn explain_head(e: &Anomaly, host_name: &str, now: i64) -> String {
+    format!(
+        "{host_name} has a {} {} anomaly ({}), {} since {}{}, score {} (peak {}).",
+        e.severity.as_str(),
+        family_name(&e.family),
+        e.id,
+        e.status,
+        ago(e.started_ms, now),
+        held_clause(e),
+        num(e.score),
+        num(e.peak_score)
+    )
+}
+
+/// Another open event named in passing: `cpu high`, or `cpu high (recovered at … UTC and
+/// held)`.
+pub(super) fn brief_event(e: &Anomaly) -> String {
+    let kind = format!("{} {}", family_name(&e.family), e.severity.as_str());
+    match held(e) {
+        Some(held) => format!("{kind} ({held})"),
+        None => kind,
     }
 }
 
@@ -256,5 +311,60 @@ mod tests {
         let closed = event_line(&event("closed", recovered), &lex);
         assert!(closed.contains(", closed, top "), "{closed}");
         assert!(!closed.contains("held"), "{closed}");
+    }
+
+    /// A host's status lists a held open event as recovered and held, with when it recovered;
+    /// a firing one and a closed one are not.
+    #[test]
+    fn a_host_status_line_says_held_only_of_an_open_event_that_recovered() {
+        let recovered = Some(1_796_213_407_999);
+        let now = 1_796_213_720_000; // 12 minutes after the event started
+
+        let held = open_event_line(&event("open", recovered), now);
+        assert_eq!(
+            held,
+            "cpu high since 12 min ago, recovered at 2026-12-02 12:10:07 UTC and held \
+             (top: cpu.user_pct)"
+        );
+
+        let firing = open_event_line(&event("open", None), now);
+        assert_eq!(firing, "cpu high since 12 min ago (top: cpu.user_pct)");
+
+        let closed = open_event_line(&event("closed", recovered), now);
+        assert!(!closed.contains("held"), "{closed}");
+        assert!(!closed.contains("recovered"), "{closed}");
+    }
+
+    /// Why an event fired says it is held, with when it recovered, of an open event that
+    /// recovered, both of the event explained and of the others open on its host; not of a
+    /// firing event or a closed one.
+    #[test]
+    fn why_an_event_fired_says_held_only_of_an_open_event_that_recovered() {
+        let recovered = Some(1_796_213_407_999);
+        let now = 1_796_213_720_000;
+        let host = "web-1 (web-1-0a1b)";
+
+        let held = explain_head(&event("open", recovered), host, now);
+        assert_eq!(
+            held,
+            "web-1 (web-1-0a1b) has a high cpu anomaly (web-1-0a1b:7), open since 12 min ago, \
+             recovered at 2026-12-02 12:10:07 UTC and held, score 0.2 (peak 0.9)."
+        );
+        let firing = explain_head(&event("open", None), host, now);
+        assert_eq!(
+            firing,
+            "web-1 (web-1-0a1b) has a high cpu anomaly (web-1-0a1b:7), open since 12 min ago, \
+             score 0.2 (peak 0.9)."
+        );
+        let closed = explain_head(&event("closed", recovered), host, now);
+        assert!(closed.contains(", closed since "), "{closed}");
+        assert!(!closed.contains("held"), "{closed}");
+
+        assert_eq!(
+            brief_event(&event("open", recovered)),
+            "cpu high (recovered at 2026-12-02 12:10:07 UTC and held)"
+        );
+        assert_eq!(brief_event(&event("open", None)), "cpu high");
+        assert_eq!(brief_event(&event("closed", recovered)), "cpu high");
     }
 }
