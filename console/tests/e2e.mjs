@@ -232,7 +232,15 @@ try {
           text.includes("held open in case it comes back") === isHeld,
           `the ${isHeld ? "held" : "firing"} event's page ${isHeld ? "says" : "does not say"} it is held: ${text}`,
         );
-        if (isHeld) await shot(page, "anomaly-held");
+        if (isHeld) {
+          // The recovery time reads like every other time in the console (local, `fmtTime`),
+          // not in the browser's locale format.
+          assert(
+            /recovered at \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}; held open in case it comes back/.test(text),
+            `the held event's page says when it recovered as the console writes times: ${text}`,
+          );
+          await shot(page, "anomaly-held");
+        }
       }
     });
   } else {

@@ -455,9 +455,11 @@ export function AnomalyPage({ id }: { id: string }) {
               <dt>Status</dt>
               <dd>
                 <Badge kind={a.status}>{a.status}</Badge> {a.close_reason}
-                {a.status === "open" && a.recovered_ms
-                  ? `recovered at ${new Date(a.recovered_ms).toLocaleTimeString()}; held open in case it comes back`
-                  : null}
+                {a.status === "open" && a.recovered_ms ? (
+                  <>
+                    recovered at <Time ms={a.recovered_ms} />; held open in case it comes back
+                  </>
+                ) : null}
               </dd>
             </div>
             <div>
