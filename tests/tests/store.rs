@@ -880,6 +880,108 @@ async fn postgres_candidate_tallies_at_once() {
     candidate_tallies_at_once(Store::connect(&url).await.expect("connect")).await;
 }
 
+/// Remediations of one rule in one context at the same moment, while its candidates change
+/// (a policy revision rolling out: some hosts still run the old list, others the new, the
+/// same actions in another order): each call drops and writes the same rows in its own
+/// order. On PostgreSQL two calls that locked those rows in the order of their own lists
+/// (and deleted first the rows their list lacked) deadlocked; in one order of the rows they
+/// queue. The tally of the candidate every list names is read by all of them; that one sorts
+/// in the middle, so the calls do not simply queue at their first row.
+async fn candidate_tallies_changing(store: Store) {
+    use sco_control_plane::domain::choice::Tally;
+
+    let rule = "disk/cleanup";
+    let context = "ctx";
+    let key = |a: &str| format!("{{\"action\":\"{a}\"}}");
+    // overlapping lists, some the reverse of others; every one names "m"
+    let lists: Vec<Vec<String>> = [
+        &["a", "b", "m", "d"][..],
+        &["d", "m", "b", "a"],
+        &["c", "m", "e"],
+        &["e", "d", "m", "b"],
+        &["b", "m"],
+        &["m", "e", "c", "a"],
+    ]
+    .iter()
+    .map(|l| l.iter().map(|a| key(a)).collect())
+    .collect();
+    store
+        .learn_outcome(rule, context, &key("m"), 2, 4, true, 1)
+        .await
+        .expect("learn");
+    let rounds = 6;
+    let per_round = 24;
+    for round in 0..rounds {
+        // candidates no list names, learnt meanwhile: every round has rows to drop, before
+        // and after the shared one
+        for old in ["aa", "old"] {
+            store
+                .learn_outcome(rule, context, &key(old), 4, 5, false, 1)
+                .await
+                .expect("learn");
+        }
+        let mut all = tokio::task::JoinSet::new();
+        for i in 0..per_round {
+            let (store, list) = (store.clone(), lists[(i + round) % lists.len()].clone());
+            all.spawn(async move {
+                let tallies = store
+                    .candidate_tallies(rule, context, &list, 10 + i as i64)
+                    .await;
+                (list, tallies)
+            });
+        }
+        while let Some(r) = all.join_next().await {
+            let (list, tallies) = r.expect("task");
+            let tallies = tallies.unwrap_or_else(|e| panic!("round {round}, {list:?}: {e}"));
+            let expected: Vec<Tally> = list
+                .iter()
+                .map(|a| {
+                    let learnt = a == &key("m");
+                    Tally {
+                        successes: learnt.into(),
+                        failures: 0,
+                    }
+                })
+                .collect();
+            assert_eq!(tallies, expected, "round {round}, {list:?}");
+        }
+    }
+    // once the calls are over, the next one leaves its list alone, in its order
+    let last = &lists[1];
+    store
+        .candidate_tallies(rule, context, last, 99)
+        .await
+        .expect("tallies");
+    let rows: Vec<(i64, i64, String)> = store
+        .preference_rows(Some(rule), Some(context))
+        .await
+        .expect("rows")
+        .into_iter()
+        .map(|r| (r.position, r.of, r.action.to_string()))
+        .collect();
+    let expected: Vec<(i64, i64, String)> = last
+        .iter()
+        .enumerate()
+        .map(|(p, a)| (p as i64, last.len() as i64, a.clone()))
+        .collect();
+    assert_eq!(rows, expected);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_candidate_tallies_changing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sco_control_plane::store::sqlite_url(dir.path());
+    candidate_tallies_changing(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_candidate_tallies_changing() {
+    let Some(admin) = postgres_url() else { return };
+    let url = fresh_postgres_database(&admin).await;
+    candidate_tallies_changing(Store::connect(&url).await.expect("connect")).await;
+}
+
 /// Anomaly changes of several agents stored in one transaction (an alarm storm): each opens,
 /// updates or closes its own event; a change already stored, or met twice in the group, is a
 /// duplicate and changes nothing.

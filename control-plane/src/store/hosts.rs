@@ -144,14 +144,12 @@ impl Store {
         // A (host, seq) twice in one group is stored once: the first is claimed, the others
         // are duplicates of it.
         let fresh = self.claim_group(&mut tx, items, "rollup", now_ms).await?;
-        let mut results = vec![Ingested::Duplicate; items.len()];
-        let mut claimed = Vec::with_capacity(items.len());
-        for (i, &item) in items.iter().enumerate() {
-            if fresh[i] {
-                results[i] = Ingested::Stored;
-                claimed.push(item);
-            }
-        }
+        let results: Vec<Ingested> = fresh.iter().copied().map(Ingested::from).collect();
+        let claimed: Vec<(&str, &RollupBatch)> = items
+            .iter()
+            .zip(&fresh)
+            .filter_map(|(&item, &fresh)| fresh.then_some(item))
+            .collect();
         if claimed.is_empty() {
             tx.rollback().await?;
             return Ok(results);

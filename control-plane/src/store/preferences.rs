@@ -1,6 +1,8 @@
 //! The learnt preferences among a rule's candidate actions: one row per rule, context and
 //! candidate, counts updated in place so replicas add up rather than overwrite.
 
+use std::collections::BTreeMap;
+
 use sqlx::Row;
 
 use super::{audited, Store, StoreError};
@@ -14,6 +16,12 @@ impl Store {
     /// The tallies of `candidates` (canonical action JSON, in written order) of `rule` in
     /// `context`, recording their written positions; rows of candidates the rule no longer
     /// lists in this context are dropped.
+    ///
+    /// Every row is deleted or written in one order, that of its action's bytes, whatever
+    /// the order of `candidates`: two calls for the same rule and context with other lists
+    /// (a revision rolling out, its candidates reordered) locked the rows in the order of
+    /// their own lists, the dropped ones first, and deadlocked on PostgreSQL; in one order
+    /// the second waits for the first. SQLite has one writer at a time.
     pub async fn candidate_tallies(
         &self,
         rule: &str,
@@ -22,30 +30,40 @@ impl Store {
         now_ms: i64,
     ) -> Result<Vec<Tally>, StoreError> {
         let of = i64::try_from(candidates.len()).unwrap_or(i64::MAX);
+        // each action once, at its last written position (an upsert per position did that)
+        let mut steps: BTreeMap<&str, Option<usize>> = candidates
+            .iter()
+            .enumerate()
+            .map(|(position, action)| (action.as_str(), Some(position)))
+            .collect();
         let mut tx = self.begin_write().await?;
-        let stored = sqlx::query(
+        let stored: Vec<String> = sqlx::query(
             "SELECT action FROM remediation_preferences WHERE rule = $1 AND context = $2",
         )
         .bind(rule)
         .bind(context)
         .fetch_all(&mut *tx)
-        .await?;
-        for row in stored {
-            let action: String = row.try_get("action")?;
-            if !candidates.contains(&action) {
+        .await?
+        .iter()
+        .map(|row| row.try_get("action"))
+        .collect::<Result<_, _>>()?;
+        for action in &stored {
+            steps.entry(action.as_str()).or_insert(None);
+        }
+        let mut learnt: BTreeMap<&str, Tally> = BTreeMap::new();
+        for (action, position) in steps {
+            let Some(position) = position else {
                 sqlx::query(
                     "DELETE FROM remediation_preferences
                      WHERE rule = $1 AND context = $2 AND action = $3",
                 )
                 .bind(rule)
                 .bind(context)
-                .bind(&action)
+                .bind(action)
                 .execute(&mut *tx)
                 .await?;
-            }
-        }
-        let mut tallies = Vec::with_capacity(candidates.len());
-        for (position, action) in candidates.iter().enumerate() {
+                continue;
+            };
             let row = sqlx::query(
                 "INSERT INTO remediation_preferences
                    (rule, context, action, position, of_count, successes, failures, updated_at_ms)
@@ -62,13 +80,19 @@ impl Store {
             .bind(now_ms)
             .fetch_one(&mut *tx)
             .await?;
-            tallies.push(Tally {
-                successes: row.try_get("successes")?,
-                failures: row.try_get("failures")?,
-            });
+            learnt.insert(
+                action,
+                Tally {
+                    successes: row.try_get("successes")?,
+                    failures: row.try_get("failures")?,
+                },
+            );
         }
         tx.commit().await?;
-        Ok(tallies)
+        Ok(candidates
+            .iter()
+            .map(|a| learnt.get(a.as_str()).copied().unwrap_or_default())
+            .collect())
     }
 
     /// Adds one verified outcome of a candidate (the row comes back if a reset removed it
