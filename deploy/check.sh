@@ -154,6 +154,10 @@ declare -A accepted=(
         --set controlPlane.database.postgres.existingSecret=sco-db --set controlPlane.pki.existingSecret=sco-pki
         --set controlPlane.jwt.existingSecret=sco-jwt --set controlPlane.ports.quic=7443
         --set agent.enrollment.serverName=cp.example.com"
+    [postgres-replicas-advertise-set]="--set controlPlane.database.type=postgres --set controlPlane.replicas=3
+        --set controlPlane.database.postgres.existingSecret=sco-db --set controlPlane.pki.existingSecret=sco-pki
+        --set controlPlane.jwt.existingSecret=sco-jwt --set agent.enrollment.serverName=cp.example.com
+        --set controlPlane.config.replicas.advertise_host=cp-1.example.com"
     [quic]="--set controlPlane.ports.quic=7443"
     [quic-agents]="--set controlPlane.ports.quic=7443 --set agent.transport=quic"
 )
@@ -172,13 +176,22 @@ grep -q 'name: pki-copy' "$tmp/postgres-3-replicas.yaml" \
     || { echo "FAIL: pki.existingSecret is not copied into data_dir/pki"; exit 1; }
 grep -q 'SCO_BOOTSTRAP_ADMIN_PASSWORD_FILE' "$tmp/postgres-3-replicas.yaml" \
     || { echo "FAIL: bootstrapAdmin.existingSecret did not reach the pod"; exit 1; }
-# replicas name each other to agents by pod IP only where agents verify a fixed server name
-grep -q 'value: "$(POD_IP):7443"' "$tmp/postgres-replicas-server-name.yaml" \
-    || { echo "FAIL: replicas with a server name advertise no pod address"; exit 1; }
-grep -q 'SCO_CP__REPLICAS__ADVERTISE_QUIC' "$tmp/postgres-replicas-server-name.yaml" \
-    || { echo "FAIL: replicas with QUIC advertise no QUIC address"; exit 1; }
+# replicas name each other to agents by pod IP only where agents verify a fixed server name;
+# the pod IP alone, which the control plane puts with its listen ports (gRPC, and QUIC from
+# quic_listen), in brackets when it is an IPv6 one: `$(POD_IP):port` would be `fd00::1:7443`
+grep -A1 'name: SCO_CP__REPLICAS__ADVERTISE_HOST' "$tmp/postgres-replicas-server-name.yaml" \
+    | grep -q 'value: "$(POD_IP)"$' \
+    || { echo "FAIL: replicas with a server name advertise no pod IP"; exit 1; }
+grep -q 'quic_listen = "0.0.0.0:7443"' "$tmp/postgres-replicas-server-name.yaml" \
+    || { echo "FAIL: replicas with QUIC have no quic_listen to advertise the pod IP with"; exit 1; }
+if grep -q '$(POD_IP):' "$tmp/postgres-replicas-server-name.yaml"; then
+    echo "FAIL: the chart puts a port after the pod IP (an IPv6 one needs brackets)"; exit 1
+fi
 if grep -q 'SCO_CP__REPLICAS__ADVERTISE' "$tmp/postgres-3-replicas.yaml"; then
     echo "FAIL: replicas advertise pod IPs that their own certificate does not name"; exit 1
+fi
+if grep -q 'SCO_CP__REPLICAS__ADVERTISE' "$tmp/postgres-replicas-advertise-set.yaml"; then
+    echo "FAIL: the pod IP overrides the replicas.advertise_host of controlPlane.config"; exit 1
 fi
 if grep -q 'server_name' "$tmp/postgres-3-replicas.yaml"; then
     echo "FAIL: own server certificate but the agent still overrides server_name"; exit 1

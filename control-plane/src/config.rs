@@ -4,7 +4,7 @@
 //! `SCO_CP__<KEY>`; see [`sco_proto::config_env`]); the older specific variables of [`env`]
 //! still work, and the generic form wins when both set the same key.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -210,13 +210,20 @@ impl RetentionSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicasSection {
     /// `host:port` agents reach this replica's gRPC port at, told to agents another replica
-    /// turns away; default `grpc_listen` unless that is a wildcard address (then this replica
+    /// turns away (an IPv6 address in brackets); default `advertise_host` with the port of
+    /// `grpc_listen`, else `grpc_listen` unless that is a wildcard address (then this replica
     /// is never named to agents).
     pub advertise: Option<String>,
     /// `host:port` agents reach this replica's QUIC port at, told to agents that came over
-    /// QUIC when another replica turns them away; default `quic_listen` unless that is unset
-    /// or a wildcard address (then they are sent to `advertise` over TCP).
+    /// QUIC when another replica turns them away; default `advertise_host` with the port of
+    /// `quic_listen`, else `quic_listen` unless that is unset or a wildcard address (then they
+    /// are sent to `advertise` over TCP).
     pub advertise_quic: Option<String>,
+    /// The host alone (a name, an IPv4 or an IPv6 address, bare or in brackets) where agents
+    /// reach this replica on the ports it listens on, for `advertise` and `advertise_quic`
+    /// when they are unset. Made for a host known only at start, such as a pod IP from the
+    /// environment: the address is composed here, with brackets around an IPv6 one.
+    pub advertise_host: Option<String>,
     /// Agent streams this replica holds at most; one more is refused with the addresses of
     /// live replicas that have room. 0 (the default): what the open-file limit allows (raised
     /// to the hard limit at start), less a reserve of a tenth, at least 256 (see `limits.rs`).
@@ -360,45 +367,114 @@ impl Default for Config {
 
 pub use sco_proto::config_env::ConfigError;
 
-/// An address agents can be sent to: `host:port`, the host a name or an IP (IPv6 in brackets),
-/// nothing else (it travels to agents in a gRPC header).
+/// The host part of an address agents are sent to: it travels to them in a gRPC header, so
+/// nothing but a name or an IP address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AdvertisedHost {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl AdvertisedHost {
+    /// A host alone: a name, an IPv4 address, or an IPv6 one bare or in brackets; never a
+    /// wildcard address, which no agent can be sent to.
+    fn parse(host: &str) -> Result<Self, String> {
+        let parsed = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(inner) => inner
+                .parse::<Ipv6Addr>()
+                .map(|ip| Self::Ip(ip.into()))
+                .map_err(|_| format!("{inner:?} in brackets is not an IPv6 address"))?,
+            None => match host.parse::<IpAddr>() {
+                Ok(ip) => Self::Ip(ip),
+                Err(_) if host.contains(':') => {
+                    return Err(format!(
+                        "{host:?} is neither a host name nor an IP address (no port here)"
+                    ))
+                }
+                Err(_) => {
+                    let name_ok = !host.is_empty()
+                        && host.len() <= 253
+                        && host
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+                    if !name_ok {
+                        return Err(format!("{host:?} is not a valid host name"));
+                    }
+                    Self::Name(host.to_string())
+                }
+            },
+        };
+        match parsed {
+            Self::Ip(ip) if ip.is_unspecified() => Err(format!(
+                "{host:?} is a wildcard address, which no agent can reach"
+            )),
+            host => Ok(host),
+        }
+    }
+
+    /// `host:port`, an IPv6 address in brackets (as `SocketAddr` writes it).
+    fn with_port(&self, port: u16) -> String {
+        match self {
+            Self::Ip(ip) => SocketAddr::new(*ip, port).to_string(),
+            Self::Name(name) => format!("{name}:{port}"),
+        }
+    }
+}
+
+/// An address agents can be sent to: `host:port`, the host a name or an IP (IPv6 in brackets:
+/// `fd00::1:7443` could be an address without a port), nothing else.
 fn check_advertise(a: &str) -> Result<(), String> {
     let (host, port) = a
         .rsplit_once(':')
         .ok_or_else(|| format!("{a:?} is not host:port"))?;
-    let host_ok = !host.is_empty()
-        && host.len() <= 253
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
-    if !host_ok {
-        return Err(format!("{a:?} has an invalid host {host:?}"));
+    if host.contains(':') && !host.starts_with('[') {
+        return Err(format!(
+            "{a:?} has an IPv6 address without brackets ([address]:port), or no port"
+        ));
     }
+    AdvertisedHost::parse(host).map_err(|reason| format!("{a:?} has an invalid host: {reason}"))?;
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
         _ => Err(format!("{a:?} has an invalid port {port:?}")),
     }
 }
 
+/// What is advertised for one listener: the address set for it, else the advertised host with
+/// the port it listens on, else the address it listens on unless that is a wildcard.
+fn advertised(set: Option<&str>, host: Option<&str>, listen: Option<SocketAddr>) -> Option<String> {
+    if let Some(a) = set {
+        return Some(a.to_string());
+    }
+    let listen = listen?;
+    // validated before: a host that does not parse was refused with its key
+    match host.and_then(|h| AdvertisedHost::parse(h).ok()) {
+        Some(host) => Some(host.with_port(listen.port())),
+        None if listen.ip().is_unspecified() => None,
+        None => Some(listen.to_string()),
+    }
+}
+
 impl Config {
-    /// Where agents reach this replica: `replicas.advertise`, else `grpc_listen` unless that
-    /// is a wildcard address (which no agent can be sent to).
+    /// Where agents reach this replica: `replicas.advertise`, else `replicas.advertise_host`
+    /// with the port of `grpc_listen`, else `grpc_listen` unless that is a wildcard address
+    /// (which no agent can be sent to).
     pub fn advertised_grpc(&self) -> Option<String> {
-        match &self.replicas.advertise {
-            Some(a) => Some(a.clone()),
-            None if self.grpc_listen.ip().is_unspecified() => None,
-            None => Some(self.grpc_listen.to_string()),
-        }
+        advertised(
+            self.replicas.advertise.as_deref(),
+            self.replicas.advertise_host.as_deref(),
+            Some(self.grpc_listen),
+        )
     }
 
     /// Where agents reach this replica over QUIC: `replicas.advertise_quic`, else
-    /// `quic_listen` unless that is unset or a wildcard address.
+    /// `replicas.advertise_host` with the port of `quic_listen`, else `quic_listen` unless
+    /// that is unset or a wildcard address.
     pub fn advertised_quic(&self) -> Option<String> {
-        match (&self.replicas.advertise_quic, self.quic_listen) {
-            (Some(a), _) => Some(a.clone()),
-            (None, Some(addr)) if !addr.ip().is_unspecified() => Some(addr.to_string()),
-            (None, _) => None,
-        }
+        advertised(
+            self.replicas.advertise_quic.as_deref(),
+            self.replicas.advertise_host.as_deref(),
+            self.quic_listen,
+        )
     }
 }
 
@@ -573,6 +649,11 @@ impl Config {
         if let Some(a) = &self.replicas.advertise_quic {
             if let Err(reason) = check_advertise(a) {
                 return invalid("replicas.advertise_quic", reason);
+            }
+        }
+        if let Some(h) = &self.replicas.advertise_host {
+            if let Err(reason) = AdvertisedHost::parse(h) {
+                return invalid("replicas.advertise_host", reason);
             }
         }
         if self.enrollment.revocation_check_secs == 0 {
@@ -757,6 +838,11 @@ mod tests {
             "cp:70000",
             "cp:x",
             "cp,evil:1",
+            "fd00::1:7443",
+            "[fd00::1:7443",
+            "[cp-1]:7443",
+            "0.0.0.0:7443",
+            "[::]:7443",
         ] {
             let c = Config {
                 replicas: ReplicasSection {
@@ -783,6 +869,99 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn advertise_host_takes_the_listen_ports() {
+        let with = |text: &str| -> Config {
+            let c: Config = toml::from_str(text).expect("parses");
+            c.validate().expect("valid");
+            c
+        };
+        let listen = "grpc_listen = \"0.0.0.0:7443\"\nquic_listen = \"0.0.0.0:7444\"\n";
+        for (host, grpc, quic) in [
+            ("10.1.2.3", "10.1.2.3:7443", "10.1.2.3:7444"),
+            ("fd00::1", "[fd00::1]:7443", "[fd00::1]:7444"),
+            ("[fd00::1]", "[fd00::1]:7443", "[fd00::1]:7444"),
+            (
+                "::ffff:10.1.2.3",
+                "[::ffff:10.1.2.3]:7443",
+                "[::ffff:10.1.2.3]:7444",
+            ),
+            (
+                "cp-1.example.com",
+                "cp-1.example.com:7443",
+                "cp-1.example.com:7444",
+            ),
+        ] {
+            let c = with(&format!(
+                "{listen}[replicas]\nadvertise_host = \"{host}\"\n"
+            ));
+            assert_eq!(c.advertised_grpc().as_deref(), Some(grpc), "{host}");
+            assert_eq!(c.advertised_quic().as_deref(), Some(quic), "{host}");
+            // what is composed passes the check of a value set by hand
+            check_advertise(grpc).expect(grpc);
+        }
+        // an address set for a listener wins; no QUIC listener, no QUIC address
+        let c = with(
+            "[replicas]\nadvertise_host = \"fd00::1\"\nadvertise = \"cp-1.example.com:443\"\n",
+        );
+        assert_eq!(c.advertised_grpc().as_deref(), Some("cp-1.example.com:443"));
+        assert_eq!(c.advertised_quic(), None);
+        let c = with(&format!(
+            "{listen}[replicas]\nadvertise_host = \"fd00::1\"\nadvertise_quic = \"[fd00::2]:443\"\n"
+        ));
+        assert_eq!(c.advertised_grpc().as_deref(), Some("[fd00::1]:7443"));
+        assert_eq!(c.advertised_quic().as_deref(), Some("[fd00::2]:443"));
+        for bad in [
+            "",
+            "fd00::1:7443:x",
+            "[fd00::1]:7443",
+            "cp-1:7443",
+            "10.1.2.3:7443",
+            "[10.1.2.3]",
+            "fe80::1%eth0",
+            "cp 1",
+            "cp,evil",
+            "0.0.0.0",
+            "::",
+        ] {
+            let c = Config {
+                replicas: ReplicasSection {
+                    advertise_host: Some(bad.into()),
+                    ..ReplicasSection::default()
+                },
+                ..Config::default()
+            };
+            match c.validate() {
+                Err(ConfigError::Invalid { key, .. }) => {
+                    assert_eq!(key, "replicas.advertise_host", "{bad}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // as the Helm chart sets it, from a pod IP in the environment
+        let c = from_env(&[
+            ("SCO_CP__GRPC_LISTEN", "0.0.0.0:7443"),
+            ("SCO_CP__REPLICAS__ADVERTISE_HOST", "fd00::1"),
+        ])
+        .expect("loads");
+        assert_eq!(c.advertised_grpc().as_deref(), Some("[fd00::1]:7443"));
+        let e = from_env(&[("SCO_CP__REPLICAS__ADVERTISE_HOST", "fd00::1 ")])
+            .expect("loads")
+            .validate()
+            .expect_err("space");
+        assert!(e.to_string().contains("replicas.advertise_host"), "{e}");
+        // the message says what to write
+        let c = Config {
+            replicas: ReplicasSection {
+                advertise: Some("fd00::1:7443".into()),
+                ..ReplicasSection::default()
+            },
+            ..Config::default()
+        };
+        let e = c.validate().expect_err("no brackets").to_string();
+        assert!(e.contains("without brackets ([address]:port)"), "{e}");
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! - a replica at its stream limit sends a new agent to a replica with room at once, and
 //!   nothing acknowledged is lost.
 //!
-//! And one on SQLite: without `replicas.max_streams`, the limit comes from the open-file limit.
+//! And two on SQLite: without `replicas.max_streams`, the limit comes from the open-file limit;
+//! a pod IP from the environment (`replicas.advertise_host`, as the Helm chart sets it) is
+//! advertised with the listen ports, an IPv6 one in brackets.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -558,4 +560,40 @@ async fn without_max_streams_the_open_file_limit_sets_it() {
         })
         .await;
     }
+}
+
+/// The Helm chart gives each replica its pod IP alone (`SCO_CP__REPLICAS__ADVERTISE_HOST`):
+/// the control plane puts it with the ports it listens on, an IPv6 address in brackets
+/// (`$(POD_IP):7443` in the chart made `fd00::1:7443`), and `/status` shows what agents are
+/// sent to.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_advertised_host_takes_the_listen_ports() {
+    let Some(sb) = Sandbox::new(Db::Sqlite).await else {
+        return;
+    };
+    let config = sb.control_plane_config();
+    let mut cmd = sb.serve_command(&bin("sco-control-plane"), &config);
+    cmd.env("SCO_CP__REPLICAS__ADVERTISE_HOST", "fd00::1");
+    let _cp = Proc::spawn(
+        "control-plane",
+        &mut cmd,
+        &sb.path().join("control-plane.log"),
+    );
+    let status = wait_for("the control plane answers /status", || async {
+        let s = replica_status(&sb.base_url()).await;
+        (!s.is_null()).then_some(s)
+    })
+    .await;
+    // the sandbox listens for QUIC on the gRPC port's number
+    let port = sb.grpc_addr.port();
+    assert_eq!(
+        status["replica"]["advertise"],
+        format!("[fd00::1]:{port}"),
+        "{status}"
+    );
+    assert_eq!(
+        status["replica"]["advertise_quic"],
+        format!("[fd00::1]:{port}"),
+        "{status}"
+    );
 }
