@@ -10,13 +10,31 @@
 //! `pca_std_scale` (bool), `pca_quantile`, `pca_variance`, `current_gate_z`, `baseline_window`,
 //! `pca_rolling_fit` (bool), `smooth_ticks`, `merge_ticks`, `relearn_after_ticks`,
 //! `score_quantile` (`none` = no recalibration), `single_series` (`none`), `single_mean_ticks`,
-//! `single_tail_z`, `single_refractory_ticks`, `single_level_weight`, `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score).
+//! `single_tail_z`, `single_refractory_ticks`, `single_level_weight`, `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score),
+//! `alarm_scales` (`TICKS@RISK,...`, or `none`: adaptive alarm thresholds, `detect/tail.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use sco_models::replay::{run_with, ReplayOptions};
 use sco_models::DetectorConfig;
+
+/// `TICKS@X,...` (or `none`: no scales) of `--set KEY=...`.
+fn scales(k: &str, v: &str) -> Result<Vec<(usize, f64)>, String> {
+    if v == "none" {
+        return Ok(Vec::new());
+    }
+    let bad = |e: &dyn std::fmt::Display| format!("--set {k}={v}: {e}");
+    v.split(',')
+        .map(|s| {
+            let (ticks, x) = s.split_once('@').ok_or_else(|| bad(&"TICKS@VALUE,..."))?;
+            Ok((
+                ticks.parse::<usize>().map_err(|e| bad(&e))?,
+                x.parse::<f64>().map_err(|e| bad(&e))?,
+            ))
+        })
+        .collect()
+}
 
 fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String> {
     for (k, v) in set {
@@ -46,26 +64,9 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
                     _ => s.level_weight = num()?,
                 }
             }
+            "alarm_scales" => c.alarm_scales = scales(k, v)?,
             "score_quantile" => c.score_quantile = if v == "none" { None } else { Some(num()?) },
-            "rank_scales" => {
-                c.rank_scales = if v == "none" {
-                    Vec::new()
-                } else {
-                    v.split(',')
-                        .map(|s| {
-                            let (k, q) = s
-                                .split_once('@')
-                                .ok_or(format!("--set rank_scales={v}: TICKS@QUANTILE,..."))?;
-                            Ok((
-                                k.parse::<usize>()
-                                    .map_err(|e| format!("--set rank_scales={v}: {e}"))?,
-                                q.parse::<f64>()
-                                    .map_err(|e| format!("--set rank_scales={v}: {e}"))?,
-                            ))
-                        })
-                        .collect::<Result<_, String>>()?
-                }
-            }
+            "rank_scales" => c.rank_scales = scales(k, v)?,
             _ => return Err(format!("--set: unknown key {k}")),
         }
     }

@@ -77,6 +77,7 @@ mod pca;
 mod rank;
 mod single;
 mod snapshot;
+mod tail;
 mod tick;
 mod window;
 
@@ -253,6 +254,8 @@ pub struct Detector {
     rank: rank::RankScore,
     /// The single-series evidence of a host with one metric (see `detect/single.rs`).
     single: Option<single::SingleState>,
+    /// The adaptive alarm's time scales (`alarm_scales`).
+    alarm_scales: Vec<tail::AlarmScale>,
 }
 
 impl Detector {
@@ -290,6 +293,7 @@ impl Detector {
             last_combined: 0.0,
             rank: rank::RankScore::empty(),
             single: None,
+            alarm_scales: Vec::new(),
         }
     }
 

@@ -214,6 +214,20 @@ impl Detector {
         for &c in &combined[combined.len().saturating_sub(k)..] {
             self.smooth.push(if c.is_nan() { 0.0 } else { c });
         }
+        self.alarm_scales = self
+            .config
+            .alarm_scales
+            .iter()
+            .map(|&(ticks, risk)| {
+                tail::AlarmScale::calibrate(
+                    &combined,
+                    ticks,
+                    risk,
+                    self.config.baseline_window,
+                    self.config.min_score_threshold,
+                )
+            })
+            .collect();
         self.rank = rank::RankScore::calibrate(
             &combined,
             &self.config.rank_scales,

@@ -121,6 +121,12 @@ pub struct DetectorConfig {
     /// Evidence for a host with exactly one metric (`None` = the multivariate evidence
     /// always): see `detect/single.rs`.
     pub single_series: Option<SingleSeries>,
+    /// An alarm whose thresholds keep adapting after warm-up (empty = the `smooth_ticks` mean
+    /// against its `score_quantile` warm-up quantile for good): for each `(ticks, risk)` the
+    /// trailing mean of the combined ratio over `ticks` ticks against the value it exceeds
+    /// with probability `risk` under a generalized Pareto fit of its tail over the ticks judged
+    /// normal (`detect/tail.rs`); the alarm ratio is the largest of them.
+    pub alarm_scales: Vec<(usize, f64)>,
 }
 
 impl Default for DetectorConfig {
@@ -166,6 +172,7 @@ impl Default for DetectorConfig {
             contributor_min_ratio: 0.3,
             sustain_ticks: 3,
             single_series: None,
+            alarm_scales: Vec::new(),
         }
     }
 }

@@ -30,6 +30,13 @@ impl Detector {
         let recent = self.smooth.values();
         let mean = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
         let mut ratio = mean / score_threshold;
+        if !self.alarm_scales.is_empty() {
+            ratio = self
+                .alarm_scales
+                .iter_mut()
+                .map(|s| s.push(combined))
+                .fold(0.0, f64::max);
+        }
         if !ratio.is_finite() {
             ratio = 0.0;
         }
