@@ -14,6 +14,11 @@ over `T`, i.e. a flapping alarm is one). Scored with `evaluate.py`'s NAB scorer.
 
 Each key of the dict is a list of values; every combination is printed: score, windows found,
 alarms outside windows.
+
+Seasonal term (`ws` > 0): where the file's probation period has a period (`period`: the lag of
+its largest autocorrelation peak, at least `acf`), the surprise also takes `ws` times the value's
+distance from the median of the same phase in the last `sk` periods, in the rolling scale of
+those residuals (`seasonal`).
 """
 import csv, json, math, sys, itertools
 from pathlib import Path
@@ -51,6 +56,48 @@ def features(name, v, win):
         CACHE[key] = (med, scl, d, dmed, dscl, hi, lo)
     return CACHE[key]
 
+def period(v, lo=12, min_acf=0.5):
+    """The lag in lo..len/2 with the largest autocorrelation of the warm-up (NAB's probation:
+    15 %, at most 750 values) if that is at least min_acf and a local peak; else None."""
+    w = v[:int(min(math.floor(0.15 * len(v)), 750))]
+    w = w - w.mean()
+    den = float((w * w).sum())
+    if den <= 0 or len(w) < 2 * lo:
+        return None
+    acf = np.array([float((w[:-L] * w[L:]).sum()) / den for L in range(1, len(w) // 2)])
+    best, val = None, min_acf
+    for L in range(lo, len(acf) - 1):
+        if acf[L - 1] >= val and acf[L - 1] >= acf[L - 2] and acf[L - 1] >= acf[L] \
+                and acf[L - 1] - acf[:L - 1].min() >= PROMINENCE:
+            best, val = L, acf[L - 1]
+    return best
+
+# how far the autocorrelation must rise again after its dip for a lag to be a period (0.2 to
+# 0.8 tried: only the ambient temperature and one Twitter file lose their period, 57.8 -> 57.5)
+PROMINENCE = 0.0
+
+SEAS = {}
+def seasonal(name, v, p):
+    """|residual against the same phase of the last `sk` periods| in the residuals' robust scale."""
+    key = (name, p.get("sk", 1), p.get("acf", 0.5))
+    if key not in SEAS:
+        P = period(v, min_acf=p.get("acf", 0.5))
+        n = len(v)
+        if P is None:
+            SEAS[key] = np.zeros(n)
+        else:
+            sk = p.get("sk", 1)
+            ref = np.full(n, np.nan)
+            for t in range(P, n):
+                lags = [v[t - j * P] for j in range(1, sk + 1) if t - j * P >= 0]
+                ref[t] = np.median(lags)
+            res = np.nan_to_num(v - ref, nan=0.0)
+            rmed, rscl, _, _ = baseline(res, p.get("win", 2016))
+            SEAS[key] = np.nan_to_num(np.abs(res - rmed) / rscl, nan=0.0)
+            SEAS[key][:P] = 0.0
+        print(name, P, file=sys.stderr) if p.get("show") else None
+    return SEAS[key]
+
 def detect(name, v, p):
     med, scl, d, dmed, dscl, hi, lo = features(name, v, p.get("win", 2016))
     n = len(v)
@@ -62,7 +109,9 @@ def detect(name, v, p):
     else:
         zj = np.zeros(n)
     nov = np.nan_to_num(np.maximum(np.maximum(v - hi, lo - v), 0) / scl, nan=0.0)
-    s = np.minimum(np.maximum.reduce([z * p.get("wz", 1.0), zj * p.get("wj", 1.0), nov * p.get("wn", 0.0)]), 10.0)
+    zs = seasonal(name, v, p) if p.get("ws", 0.0) > 0 else np.zeros(n)
+    s = np.minimum(np.maximum.reduce([z * p.get("wz", 1.0), zj * p.get("wj", 1.0), nov * p.get("wn", 0.0),
+                                      zs * p.get("ws", 0.0)]), 10.0)
     k, T, half, R = p["k"], p["T"], p.get("half", 2016), p["R"]
     a_floor = 1 - 0.5 ** (1 / half)
     cs = np.cumsum(np.concatenate([[0.0], s]))

@@ -10,7 +10,8 @@
 //! `pca_std_scale` (bool), `pca_quantile`, `pca_variance`, `current_gate_z`, `baseline_window`,
 //! `pca_rolling_fit` (bool), `smooth_ticks`, `merge_ticks`, `relearn_after_ticks`,
 //! `score_quantile` (`none` = no recalibration), `single_series` (`none`), `single_mean_ticks`,
-//! `single_tail_z`, `single_refractory_ticks`, `single_level_weight`, `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score),
+//! `single_tail_z`, `single_refractory_ticks`, `single_level_weight`, `single_seasonal_weight`
+//! (0 = none), `single_seasonal_periods`, `single_seasonal_min_acf`, `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score),
 //! `alarm_scales` (`TICKS@RISK,...`, or `none`: adaptive alarm thresholds, `detect/tail.rs`).
 
 use std::path::PathBuf;
@@ -53,7 +54,10 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
             "single_mean_ticks"
             | "single_tail_z"
             | "single_refractory_ticks"
-            | "single_level_weight" => {
+            | "single_level_weight"
+            | "single_seasonal_weight"
+            | "single_seasonal_periods"
+            | "single_seasonal_min_acf" => {
                 let s = c.single_series.as_mut().ok_or(format!(
                     "--set {k}: the profile has no single-series evidence"
                 ))?;
@@ -61,6 +65,9 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
                     "single_mean_ticks" => s.mean_ticks = num()? as usize,
                     "single_tail_z" => s.tail_z = num()?,
                     "single_refractory_ticks" => s.refractory_ticks = num()? as usize,
+                    "single_seasonal_weight" => s.seasonal_weight = num()?,
+                    "single_seasonal_periods" => s.seasonal_periods = num()? as usize,
+                    "single_seasonal_min_acf" => s.seasonal_min_acf = num()?,
                     _ => s.level_weight = num()?,
                 }
             }

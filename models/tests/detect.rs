@@ -1287,3 +1287,44 @@ fn a_single_series_alarms_once_per_episode_on_its_own_tail_evidence() {
     assert_eq!(outside, quiet.len(), "{opens:?} against {quiet:?}");
     assert!(quiet.len() <= 2, "the plain wave opened {quiet:?}");
 }
+
+#[test]
+fn a_single_series_alarms_when_its_daily_pattern_fails_to_come() {
+    // one metric, the 5-minute profile: a daily wave (288 ticks) with noise; on the fifth day
+    // the wave stays flat at its mean for half a day, from its crest on, a stretch of values
+    // within the usual range and without a jump: only the same phase of the days before tells
+    let flat = 4 * 288 + 72..4 * 288 + 72 + 144;
+    let series = |seasonal: bool| {
+        let mut cfg = DetectorConfig::five_minute(600);
+        if !seasonal {
+            cfg.single_series
+                .as_mut()
+                .expect("single-series evidence")
+                .seasonal_weight = 0.0;
+        }
+        let mut det = Detector::new(model(), cfg);
+        let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+        let ticks = (0..2016)
+            .map(|t| {
+                let wave = if flat.contains(&t) {
+                    0.0
+                } else {
+                    10.0 * (t as f64 / 288.0 * std::f64::consts::TAU).sin()
+                };
+                let v = 50.0 + wave + noise.next();
+                det.tick(t as i64 * 300_000, &[("value", v)]).expect("tick")
+            })
+            .collect::<Vec<_>>();
+        opened(&ticks)
+    };
+    let with = series(true);
+    assert!(
+        with.iter().any(|o| flat.contains(o)),
+        "the missing crest was not an alarm: {with:?}"
+    );
+    let without = series(false);
+    assert!(
+        !without.iter().any(|o| flat.contains(o)),
+        "without the seasonal term it alarmed anyway (the test shows nothing): {without:?}"
+    );
+}

@@ -222,6 +222,9 @@ impl DetectorConfig {
                 tail_z: 3.0,
                 refractory_ticks: 100,
                 level_weight: 0.5,
+                seasonal_weight: 1.0,
+                seasonal_periods: 3,
+                seasonal_min_acf: 0.5,
             }),
             ..DetectorConfig::default()
         }

@@ -3,9 +3,14 @@
 //! anomalies of one series (`models/README.md`, "A score that ranks"). With one metric, the
 //! alarm ratio is instead a tail test of the series' own recent surprise:
 //!
-//! - surprise `s = min(max(level_weight * |v - median| / scale, |v - previous| / scale), 10)`
-//!   with the metric's rolling baseline (the distance from its normal level, and the jump since
-//!   the last value, in the same scale);
+//! - surprise `s = min(max(level_weight * |v - median| / scale, |v - previous| / scale,
+//!   seasonal_weight * seasonal), 10)` with the metric's rolling baseline (the distance from its
+//!   normal level, and the jump since the last value, in the same scale); where the warm-up has
+//!   a period `P` (the lag of its largest autocorrelation peak, at least `seasonal_min_acf`),
+//!   `seasonal` is the value's distance from the median of the same phase in the last
+//!   `seasonal_periods` periods, against the rolling median and scale of those residuals (a
+//!   daily pattern that fails to come, or comes at the wrong level, is a surprise even where
+//!   the value is within its usual range);
 //! - evidence = `(mean of the last mean_ticks surprises - mu) / max(sd, 0.1)`, with `mu` and
 //!   `sd` exponentially weighted moments of the surprise (half-life: the baseline window), taken
 //!   from the warm-up on;
@@ -28,6 +33,104 @@ pub struct SingleSeries {
     pub refractory_ticks: usize,
     /// Weight of the distance from the normal level against the jump.
     pub level_weight: f64,
+    /// Weight of the distance from the same phase of the last periods (0 = no seasonal term).
+    pub seasonal_weight: f64,
+    /// Periods whose same phase is the seasonal reference (their median).
+    pub seasonal_periods: usize,
+    /// The warm-up's autocorrelation at a lag must reach this for the lag to be a period.
+    pub seasonal_min_acf: f64,
+}
+
+/// Shortest period looked for, in ticks.
+const MIN_PERIOD: usize = 12;
+/// Warm-up values the period is looked for in (the newest ones).
+const PERIOD_WINDOW: usize = 4032;
+
+/// The period of `values` (in order): the lag from `MIN_PERIOD` to half their number whose
+/// autocorrelation is a local peak and the largest such, if it is at least `min_acf`.
+pub(super) fn period_of(values: &[f64], min_acf: f64) -> Option<usize> {
+    let w = &values[values.len().saturating_sub(PERIOD_WINDOW)..];
+    let n = w.len();
+    if n < 4 * MIN_PERIOD {
+        return None;
+    }
+    let mean = w.iter().sum::<f64>() / n as f64;
+    let c: Vec<f64> = w.iter().map(|v| v - mean).collect();
+    let den: f64 = c.iter().map(|x| x * x).sum();
+    if den <= 0.0 || !den.is_finite() {
+        return None;
+    }
+    let acf = |lag: usize| {
+        c[..n - lag]
+            .iter()
+            .zip(&c[lag..])
+            .map(|(a, b)| a * b)
+            .sum::<f64>()
+            / den
+    };
+    let (mut best, mut best_acf) = (None, min_acf);
+    let (mut before, mut here) = (acf(MIN_PERIOD - 1), acf(MIN_PERIOD));
+    for lag in MIN_PERIOD..n / 2 - 1 {
+        let after = acf(lag + 1);
+        if here >= best_acf && here >= before && here >= after {
+            best = Some(lag);
+            best_acf = here;
+        }
+        (before, here) = (here, after);
+    }
+    best
+}
+
+/// The seasonal part of the single-series state: the last `periods` periods of values and the
+/// residuals against their same phase.
+#[derive(Debug, Clone)]
+struct Seasonal {
+    period: usize,
+    periods: usize,
+    /// The last `period * periods` values, oldest first.
+    history: std::collections::VecDeque<f64>,
+    residuals: Ring,
+    baseline: Option<Baseline>,
+    since_rebaseline: usize,
+    every: usize,
+    rel: f64,
+    abs: f64,
+}
+
+impl Seasonal {
+    /// This value's seasonal surprise (0 until a period has been seen, and until the residuals
+    /// have a baseline), then learns it.
+    fn push(&mut self, v: f64, scratch: &mut Vec<f64>) -> f64 {
+        let len = self.history.len();
+        let mut same_phase: Vec<f64> = (1..=self.periods)
+            .filter_map(|j| len.checked_sub(j * self.period).map(|i| self.history[i]))
+            .collect();
+        let surprise = if same_phase.is_empty() {
+            0.0
+        } else {
+            let r = v - median_in_place(&mut same_phase);
+            let s = self
+                .baseline
+                .map_or(0.0, |b| (r - b.median).abs() / b.scale);
+            self.residuals.push(r);
+            self.since_rebaseline += 1;
+            if self.since_rebaseline >= self.every {
+                self.since_rebaseline = 0;
+                self.baseline =
+                    robust_baseline(self.residuals.values(), scratch, self.rel, self.abs);
+            }
+            s
+        };
+        if self.history.len() == self.period * self.periods {
+            self.history.pop_front();
+        }
+        self.history.push_back(v);
+        if surprise.is_finite() {
+            surprise
+        } else {
+            0.0
+        }
+    }
 }
 
 /// Surprise cap, in scales.
@@ -47,6 +150,8 @@ pub(super) struct SingleState {
     previous: Option<f64>,
     /// Weight floor of the moments' update (`1 - 0.5^(1 / half_life)`).
     alpha_floor: f64,
+    seasonal: Option<Seasonal>,
+    scratch: Vec<f64>,
 }
 
 impl SingleState {
@@ -58,19 +163,28 @@ impl SingleState {
             seen: 0,
             previous: None,
             alpha_floor: 1.0 - 0.5f64.powf(1.0 / half_life.max(1) as f64),
+            seasonal: None,
+            scratch: Vec::new(),
         }
     }
 
     /// Takes value `v` scored against `baseline` (None: the value only becomes the previous
     /// one); returns the evidence before the moments learn this surprise.
-    fn push(&mut self, v: f64, baseline: Option<Baseline>, level_weight: f64) -> f64 {
+    fn push(&mut self, v: f64, baseline: Option<Baseline>, cfg: &SingleSeries) -> f64 {
         let previous = self.previous.replace(v);
+        let seasonal = match self.seasonal.as_mut() {
+            Some(s) => s.push(v, &mut self.scratch),
+            None => 0.0,
+        };
         let Some(b) = baseline else {
             return 0.0;
         };
         let level = (v - b.median).abs() / b.scale;
         let jump = previous.map_or(0.0, |p| (v - p).abs() / b.scale);
-        let s = (level_weight * level).max(jump).min(SURPRISE_CAP);
+        let s = (cfg.level_weight * level)
+            .max(jump)
+            .max(cfg.seasonal_weight * seasonal)
+            .min(SURPRISE_CAP);
         let s = if s.is_finite() { s } else { 0.0 };
         self.recent.push(s);
         let w = self.recent.values();
@@ -107,6 +221,19 @@ impl Detector {
         let every = self.config.rebaseline_every_ticks.max(1);
         let mut state = SingleState::new(cfg.mean_ticks, window);
         let seen: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        if cfg.seasonal_weight > 0.0 {
+            state.seasonal = period_of(&seen, cfg.seasonal_min_acf).map(|period| Seasonal {
+                period,
+                periods: cfg.seasonal_periods.max(1),
+                history: std::collections::VecDeque::new(),
+                residuals: Ring::new(window),
+                baseline: None,
+                since_rebaseline: 0,
+                every,
+                rel,
+                abs,
+            });
+        }
         let mut baseline = None;
         for (i, &v) in seen.iter().enumerate() {
             if i > 0 && i % every == 0 {
@@ -117,7 +244,7 @@ impl Detector {
                     abs,
                 );
             }
-            state.push(v, baseline, cfg.level_weight);
+            state.push(v, baseline, &cfg);
         }
         self.single = Some(state);
     }
@@ -135,7 +262,7 @@ impl Detector {
             return Some(0.0);
         }
         let (v, b) = (m.last_value, m.baseline);
-        let evidence = self.single.as_mut()?.push(v, b, cfg.level_weight);
+        let evidence = self.single.as_mut()?.push(v, b, &cfg);
         let r = evidence / cfg.tail_z.max(1e-9);
         Some(if r.is_finite() { r.max(0.0) } else { 0.0 })
     }
@@ -147,5 +274,28 @@ impl Detector {
             (Some(cfg), Some(_)) => cfg.refractory_ticks,
             _ => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_period_is_the_lag_of_the_largest_autocorrelation_peak() {
+        let wave: Vec<f64> = (0..750)
+            .map(|t| {
+                (t as f64 / 288.0 * std::f64::consts::TAU).sin()
+                    + 0.1 * ((t * 7919) % 13) as f64 / 13.0
+            })
+            .collect();
+        let p = period_of(&wave, 0.5).expect("a daily wave has a period");
+        assert!((286..=290).contains(&p), "period {p}");
+        // no period: a constant, a ramp, too few values, a wave whose peak is under the bar
+        assert_eq!(period_of(&[3.0; 750], 0.5), None);
+        let ramp: Vec<f64> = (0..750).map(|t| t as f64).collect();
+        assert_eq!(period_of(&ramp, 0.5), None);
+        assert_eq!(period_of(&wave[..40], 0.5), None);
+        assert_eq!(period_of(&wave, 0.99), None);
     }
 }
