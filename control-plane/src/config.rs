@@ -206,7 +206,7 @@ impl RetentionSection {
 
 /// This control plane among the replicas sharing one PostgreSQL database: where agents reach
 /// it, how many streams it takes, and how long its leases on fleet-wide work last.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicasSection {
     /// `host:port` agents reach this replica's gRPC port at, told to agents another replica
@@ -228,13 +228,42 @@ pub struct ReplicasSection {
     /// live replicas that have room. 0 (the default): what the open-file limit allows (raised
     /// to the hard limit at start), less a reserve of a tenth, at least 256 (see `limits.rs`).
     pub max_streams: u64,
+    /// Admission by load: while the runtime runs tasks later than this (the largest lateness
+    /// of a 100 ms timer over about the last 2 s, `load.rs`), new agent streams are refused
+    /// as at `max_streams` (with the replicas that have room) and the streams held go on; they
+    /// are admitted again once it is under half of this. 0: off (the lag is still shown in
+    /// `/status`). Default 250, in 10..=60000.
+    pub max_lag_ms: u64,
     /// How long a lease on fleet-wide work (the `ticks` lease) outlives its last renewal,
     /// i.e. how soon another replica takes over from one that died. 0: three ticks, at least
     /// 5 s.
     pub lease_ttl_ms: u64,
 }
 
+/// `replicas.max_lag_ms` unless set: a runtime a quarter of a second late answers every stream
+/// that late, far from the agents' dead-connection timeout, and well above what a runtime that
+/// keeps up shows (a few milliseconds).
+pub const DEFAULT_MAX_LAG_MS: u64 = 250;
+
+impl Default for ReplicasSection {
+    fn default() -> Self {
+        Self {
+            advertise: None,
+            advertise_quic: None,
+            advertise_host: None,
+            max_streams: 0,
+            max_lag_ms: DEFAULT_MAX_LAG_MS,
+            lease_ttl_ms: 0,
+        }
+    }
+}
+
 impl ReplicasSection {
+    /// `max_lag_ms` as a duration; zero: admission by load is off.
+    pub fn max_lag(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.max_lag_ms)
+    }
+
     /// The lease lifetime for ticks every `tick_ms`.
     pub fn lease_ttl(&self, tick_ms: u64) -> std::time::Duration {
         let ms = if self.lease_ttl_ms == 0 {
@@ -641,6 +670,14 @@ impl Config {
                 ),
             );
         }
+        let lag = self.replicas.max_lag_ms;
+        if lag != 0 && !(10..=60_000).contains(&lag) {
+            // under 10 ms, a runtime that keeps up would refuse agents on its timer's jitter
+            return invalid(
+                "replicas.max_lag_ms",
+                format!("{lag} is outside 10..=60000 (0 turns admission by load off)"),
+            );
+        }
         if let Some(a) = &self.replicas.advertise {
             if let Err(reason) = check_advertise(a) {
                 return invalid("replicas.advertise", reason);
@@ -819,6 +856,29 @@ mod tests {
             quic.advertised_quic().as_deref(),
             Some("cp-1.example.com:7444")
         );
+        assert_eq!(d.replicas.max_lag_ms, DEFAULT_MAX_LAG_MS);
+        for (text, ms) in [
+            ("[replicas]\nmax_lag_ms = 0\n", 0),
+            ("[replicas]\nmax_lag_ms = 10\n", 10),
+            ("[replicas]\nmax_lag_ms = 60000\n", 60_000),
+        ] {
+            let c: Config = toml::from_str(text).expect("parses");
+            c.validate().expect(text);
+            assert_eq!(c.replicas.max_lag().as_millis(), ms);
+        }
+        for text in [
+            "[replicas]\nmax_lag_ms = 9\n",
+            "[replicas]\nmax_lag_ms = 60001\n",
+        ] {
+            let c: Config = toml::from_str(text).expect("parses");
+            match c.validate() {
+                Err(e @ ConfigError::Invalid { .. }) => {
+                    assert!(e.to_string().contains("replicas.max_lag_ms"), "{e}");
+                    assert!(e.to_string().contains("outside 10..=60000"), "{e}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
         for text in [
             "[replicas]\nlease_ttl_ms = 1500\n",
             "[replicas]\nlease_ttl_ms = 700000\n",

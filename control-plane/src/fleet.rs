@@ -31,7 +31,7 @@ pub use ingest::HEARTBEAT_FLUSH_EVERY;
 pub use models::{ModelOffer, ModelUpload, Models, BUILT_IN};
 pub use policy::Policies;
 pub use remediation::{DecideError, Remediation, TriggerError};
-pub use replicas::{Full, ReplicaOptions, Replicas, StreamSlot};
+pub use replicas::{Crowded, Full, ReplicaOptions, Replicas, StreamSlot};
 pub use retention::Retention;
 pub use streams::{Downlink, StreamHandle, Streams};
 pub use ticks::Ticks;
@@ -173,7 +173,7 @@ impl FleetBuilder {
             replica,
             rollup_retention,
         } = self;
-        let replicas = Arc::new(Replicas::new(store.clone(), replica));
+        let replicas = Arc::new(Replicas::new(store.clone(), telemetry.clone(), replica));
         let streams = Arc::new(Streams::new(telemetry.clone()));
         let audit = Arc::new(Audit::new(store.clone()));
         let wake_revocations = Arc::new(tokio::sync::Notify::new());

@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::domain::HostInfo;
 use crate::error::{Code, Coded};
-use crate::fleet::{now_ms, EnrollError, Fleet, Full, Issued};
+use crate::fleet::{now_ms, Crowded, EnrollError, Fleet, Full, Issued};
 
 pub struct AgentSvc {
     fleet: Arc<Fleet>,
@@ -159,21 +159,21 @@ fn status(e: &impl Coded) -> Status {
     }
 }
 
-/// The refusal of a stream beyond this replica's limit: `RESOURCE_EXHAUSTED`, naming the
+/// The refusal of a new stream by a full or overloaded replica: `RESOURCE_EXHAUSTED`, naming the
 /// replicas with room in the message and, for the agent, in [`sco_proto::REDIRECT_METADATA`].
 fn redirect(full: &Full) -> Status {
     let elsewhere = full.elsewhere.join(",");
+    let why = match full.why {
+        Crowded::Limit(limit) => format!("this replica holds its limit of {limit} agent streams"),
+        Crowded::Lag { lag_ms, max_lag_ms } => format!(
+            "this replica is overloaded (its runtime runs {lag_ms} ms late, over \
+             replicas.max_lag_ms = {max_lag_ms}) and takes no new agent streams"
+        ),
+    };
     let mut s = Status::resource_exhausted(if elsewhere.is_empty() {
-        format!(
-            "this replica holds its limit of {} agent streams and knows no replica with room; \
-             try another endpoint",
-            full.limit
-        )
+        format!("{why} and knows no replica with room; try another endpoint")
     } else {
-        format!(
-            "this replica holds its limit of {} agent streams; connect to {elsewhere}",
-            full.limit
-        )
+        format!("{why}; connect to {elsewhere}")
     });
     // each address was checked when its replica read its config; a list that still is not a
     // valid header value is left out of the metadata (the message names it all the same)
@@ -266,8 +266,12 @@ impl AgentService for AgentSvc {
             .admit(transport == "quic")
             .await
             .map_err(|full| {
-                tracing::info!(%agent_id, limit = full.limit, elsewhere = ?full.elsewhere,
-                    "stream limit reached; agent sent elsewhere");
+                match full.why {
+                    Crowded::Limit(limit) => tracing::info!(%agent_id, limit,
+                        elsewhere = ?full.elsewhere, "stream limit reached; agent sent elsewhere"),
+                    Crowded::Lag { lag_ms, .. } => tracing::info!(%agent_id, lag_ms,
+                        elsewhere = ?full.elsewhere, "overloaded; agent sent elsewhere"),
+                }
                 redirect(&full)
             })?;
         tracing::info!(%agent_id, transport, remote = ?remote, "agent stream opened");

@@ -256,6 +256,14 @@ struct ReplicaStatus {
     streams: u64,
     /// Its stream limit; 0: none.
     max_streams: u64,
+    /// How late its runtime runs tasks, in ms: the largest lateness of a 100 ms timer over
+    /// about the last 2 s.
+    lag_ms: u64,
+    /// `replicas.max_lag_ms`: over this lag new agent streams are refused; 0: never.
+    max_lag_ms: u64,
+    /// Whether new agent streams are refused now because the runtime is late (until the lag
+    /// is under half of `max_lag_ms`); the streams held go on.
+    shedding: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -305,6 +313,9 @@ async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
             leases,
             streams: r.streams() as u64,
             max_streams: r.max_streams() as u64,
+            lag_ms: r.load().lag_ms(),
+            max_lag_ms: r.load().limit_ms(),
+            shedding: r.load().shedding(),
         },
     })
 }

@@ -13,6 +13,8 @@
 //! - [`store`]: sqlx persistence on SQLite or PostgreSQL.
 //! - [`pki`]: the fleet CA and certificate issuing.
 //! - [`telemetry`]: the control plane's own Prometheus metrics.
+//! - [`limits`] and [`load`]: how many agent streams this process takes (the open-file limit)
+//!   and whether it takes new ones now (the runtime's scheduling lag).
 //!
 //! [`run`] serves both listeners until the shutdown future completes.
 
@@ -26,6 +28,7 @@ pub mod fleet;
 pub mod grpc;
 pub mod http;
 pub mod limits;
+pub mod load;
 pub mod notify;
 pub mod pki;
 pub mod runbooks;
@@ -175,6 +178,7 @@ pub async fn run(
                 advertise: config.advertised_grpc(),
                 advertise_quic: config.advertised_quic(),
                 max_streams: usize::try_from(max_streams).unwrap_or(usize::MAX),
+                max_lag: config.replicas.max_lag(),
                 lease_ttl: config.replicas.lease_ttl(config.remediation.tick_ms),
             })
             .build(),
@@ -327,6 +331,13 @@ pub async fn run(
         tokio::spawn(async move { ticks.run_wake_listener(url, stop).await })
     };
 
+    // the runtime's lag, measured from the start: new streams wait for it once it is late
+    let load = {
+        let replicas = fleet.replicas.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { replicas.watch_load(stop).await })
+    };
+
     let notifications = {
         let stop = stop_rx.clone();
         tokio::spawn(async move { notifier.run(NOTIFY_EVERY, stop).await })
@@ -366,6 +377,7 @@ pub async fn run(
     let _ = retention.await;
     let _ = notifications.await;
     let _ = wake_listener.await;
+    let _ = load.await;
     if tokio::time::timeout(Duration::from_secs(15), drain)
         .await
         .is_err()

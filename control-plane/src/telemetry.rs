@@ -17,6 +17,13 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Why a new agent stream was refused: `limit` (`replicas.max_streams`) or `lag`
+/// (`replicas.max_lag_ms`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub reason: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new([
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -33,6 +40,11 @@ pub struct Telemetry {
     pub agents_connected: Gauge,
     pub anomalies_opened: Counter,
     pub rollups_purged: Counter,
+    /// The runtime's scheduling lag (`load.rs`), in milliseconds.
+    pub runtime_lag_ms: Gauge,
+    /// 1 while new agent streams are refused because the runtime is late.
+    pub shedding: Gauge,
+    pub streams_refused: Family<RefusedLabels, Counter>,
     pub http_requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -47,6 +59,9 @@ impl Default for Telemetry {
         let agents_connected = Gauge::default();
         let anomalies_opened = Counter::default();
         let rollups_purged = Counter::default();
+        let runtime_lag_ms = Gauge::default();
+        let shedding = Gauge::default();
+        let streams_refused = Family::<RefusedLabels, Counter>::default();
         let http_requests =
             Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 latency_histogram,
@@ -88,6 +103,21 @@ impl Default for Telemetry {
             rollups_purged.clone(),
         );
         registry.register(
+            "runtime_lag_milliseconds",
+            "How late the async runtime runs its tasks: the largest lateness of a 100 ms timer over about the last 2 s",
+            runtime_lag_ms.clone(),
+        );
+        registry.register(
+            "admission_shedding",
+            "1 while new agent streams are refused because the runtime lags over replicas.max_lag_ms",
+            shedding.clone(),
+        );
+        registry.register(
+            "streams_refused",
+            "New agent streams refused, by reason: limit (replicas.max_streams) or lag (replicas.max_lag_ms)",
+            streams_refused.clone(),
+        );
+        registry.register(
             "http_request_duration_seconds",
             "REST request latency",
             http_requests.clone(),
@@ -102,6 +132,9 @@ impl Default for Telemetry {
             agents_connected,
             anomalies_opened,
             rollups_purged,
+            runtime_lag_ms,
+            shedding,
+            streams_refused,
             http_requests,
         }
     }

@@ -1,14 +1,17 @@
 //! This control plane among the replicas sharing one database: its id (the holder name of its
-//! leases), the agent streams it admits up to its limit, and its entry in the registry of live
-//! replicas (where agents reach it, how many streams it holds), renewed each tick like a lease,
-//! from which a full replica names the others with room to the agents it turns away.
+//! leases), the agent streams it admits up to its limit and while its runtime keeps time
+//! (`load.rs`), and its entry in the registry of live replicas (where agents reach it, how many
+//! streams it holds), renewed each tick like a lease, from which a full or overloaded replica
+//! names the others with room to the agents it turns away.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::{new_id, now_ms};
+use crate::load::Load;
 use crate::store::{Store, StoreError};
+use crate::telemetry::{RefusedLabels, Telemetry};
 
 /// Addresses named to a refused agent, at most (the header stays small).
 const MAX_ELSEWHERE: usize = 8;
@@ -23,16 +26,22 @@ pub struct ReplicaOptions {
     pub advertise_quic: Option<String>,
     /// Agent streams held at most; 0: no limit.
     pub max_streams: usize,
+    /// New agent streams are refused while the runtime lags more than this (`load.rs`);
+    /// zero: never.
+    pub max_lag: Duration,
     /// How long a lease (and this replica's registry entry) outlives its last renewal.
     pub lease_ttl: Duration,
 }
 
 pub struct Replicas {
     store: Store,
+    telemetry: Arc<Telemetry>,
     id: String,
     options: ReplicaOptions,
     /// Streams admitted and not yet ended.
     streams: Arc<AtomicUsize>,
+    /// Whether the runtime is late, as the probe (`load::watch`) last decided.
+    load: Arc<Load>,
 }
 
 /// One admitted stream; dropping it frees its place.
@@ -44,22 +53,55 @@ impl Drop for StreamSlot {
     }
 }
 
-/// Why a stream was turned away: this replica holds `limit` already; `elsewhere` are live
-/// replicas with room, the emptiest first (empty when none is known).
+/// Why a stream was turned away (`why`); `elsewhere` are live replicas with room, the emptiest
+/// first (empty when none is known).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Full {
-    pub limit: usize,
+    pub why: Crowded,
     pub elsewhere: Vec<String>,
 }
 
+/// What keeps a new stream out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crowded {
+    /// This replica holds its limit of streams already.
+    Limit(usize),
+    /// Its runtime lags `lag_ms`, over `max_lag_ms` (until under half of it).
+    Lag { lag_ms: u64, max_lag_ms: u64 },
+}
+
+impl Crowded {
+    /// The label of the refusal in the metrics (`sco_streams_refused_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Limit(_) => "limit",
+            Self::Lag { .. } => "lag",
+        }
+    }
+}
+
 impl Replicas {
-    pub fn new(store: Store, options: ReplicaOptions) -> Self {
+    pub fn new(store: Store, telemetry: Arc<Telemetry>, options: ReplicaOptions) -> Self {
         Self {
             store,
+            telemetry,
             id: new_id("replica"),
+            load: Arc::new(Load::new(options.max_lag)),
             options,
             streams: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Whether the runtime is late: set by the probe ([`Replicas::watch_load`]), read by
+    /// [`Replicas::admit`] and `GET /status`.
+    pub fn load(&self) -> &Arc<Load> {
+        &self.load
+    }
+
+    /// Measures the runtime's lag until `stop` ([`crate::load::watch`]): the task that
+    /// decides whether new streams are refused for it.
+    pub async fn watch_load(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        crate::load::watch(self.load.clone(), self.telemetry.clone(), stop).await;
     }
 
     /// This replica's id: the holder name of its leases.
@@ -89,19 +131,33 @@ impl Replicas {
         self.options.advertise_quic.as_deref()
     }
 
-    /// A place for one more stream, or why there is none and which replicas have room, named
-    /// for the transport the stream came over (`over_quic`: by their QUIC address where they
-    /// have one).
+    /// A place for one more stream, or why there is none (the limit, or a late runtime: the
+    /// streams held go on either way) and which replicas have room, named for the transport
+    /// the stream came over (`over_quic`: by their QUIC address where they have one).
     pub async fn admit(&self, over_quic: bool) -> Result<StreamSlot, Full> {
         let limit = self.options.max_streams;
-        let taken = self
-            .streams
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (limit == 0 || n < limit).then_some(n + 1)
-            });
-        if taken.is_ok() {
-            return Ok(StreamSlot(self.streams.clone()));
-        }
+        let why = if self.load.shedding() {
+            Crowded::Lag {
+                lag_ms: self.load.lag_ms(),
+                max_lag_ms: self.load.limit_ms(),
+            }
+        } else {
+            let taken = self
+                .streams
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (limit == 0 || n < limit).then_some(n + 1)
+                });
+            if taken.is_ok() {
+                return Ok(StreamSlot(self.streams.clone()));
+            }
+            Crowded::Limit(limit)
+        };
+        self.telemetry
+            .streams_refused
+            .get_or_create(&RefusedLabels {
+                reason: why.reason(),
+            })
+            .inc();
         let elsewhere = match self
             .store
             .replicas_with_room(&self.id, now_ms(), over_quic)
@@ -116,7 +172,7 @@ impl Replicas {
                 Vec::new()
             }
         };
-        Err(Full { limit, elsewhere })
+        Err(Full { why, elsewhere })
     }
 
     /// Renews this replica's registry entry (each tick).
@@ -163,10 +219,12 @@ mod tests {
             .expect("store");
         let r = Replicas::new(
             store,
+            Arc::new(Telemetry::default()),
             ReplicaOptions {
                 advertise: Some("127.0.0.1:7443".into()),
                 advertise_quic: Some("127.0.0.1:7443".into()),
                 max_streams,
+                max_lag: Duration::from_millis(250),
                 lease_ttl: Duration::from_secs(5),
             },
         );
@@ -179,7 +237,7 @@ mod tests {
         let a = r.admit(false).await.expect("first");
         let _b = r.admit(true).await.expect("second");
         let full = r.admit(false).await.err().expect("third refused");
-        assert_eq!(full.limit, 2);
+        assert_eq!(full.why, Crowded::Limit(2));
         assert!(full.elsewhere.is_empty(), "{full:?}");
         drop(a);
         assert_eq!(r.streams(), 1);
@@ -188,6 +246,37 @@ mod tests {
         let held: Vec<_> = futures::future::join_all((0..50).map(|_| unlimited.admit(false))).await;
         assert!(held.iter().all(Result::is_ok));
         assert_eq!(unlimited.streams(), 50);
+    }
+
+    #[tokio::test]
+    async fn a_late_runtime_refuses_new_streams_until_it_catches_up() {
+        let (_dir, r) = replicas(0).await;
+        let held = r.admit(true).await.expect("on time");
+        let mut lag = crate::load::Lag::new(Duration::from_millis(250));
+        lag.observe(Duration::from_millis(400));
+        r.load().publish(&lag);
+        let refused = r.admit(false).await.err().expect("late: refused");
+        assert_eq!(
+            refused.why,
+            Crowded::Lag {
+                lag_ms: 400,
+                max_lag_ms: 250
+            }
+        );
+        assert_eq!(refused.why.reason(), "lag");
+        assert!(r
+            .telemetry
+            .encode()
+            .contains("sco_streams_refused_total{reason=\"lag\"} 1"));
+        // the stream held is not touched, and a refusal takes no place
+        assert_eq!(r.streams(), 1);
+        for _ in 0..crate::load::WINDOW {
+            lag.observe(Duration::from_millis(3));
+        }
+        r.load().publish(&lag);
+        let _second = r.admit(false).await.expect("caught up: admitted");
+        assert_eq!(r.streams(), 2);
+        drop(held);
     }
 
     #[tokio::test]
