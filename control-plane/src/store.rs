@@ -31,7 +31,7 @@ mod runbooks;
 
 mod users;
 
-pub use fanout::{Wake, WakeListener};
+pub use fanout::{ReplicaEntry, Wake, WakeListener};
 pub use hosts::PurgedRollups;
 pub(crate) use policy::RolloutTable;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::domain::{new_id, now_ms};
 use crate::load::Load;
-use crate::store::{Store, StoreError};
+use crate::store::{ReplicaEntry, Store, StoreError};
 use crate::telemetry::{RefusedLabels, Telemetry};
 
 /// Addresses named to a refused agent, at most (the header stays small).
@@ -175,18 +175,18 @@ impl Replicas {
         Err(Full { why, elsewhere })
     }
 
-    /// Renews this replica's registry entry (each tick).
+    /// Renews this replica's registry entry (each tick), overloaded or not as of now.
     pub async fn renew(&self) -> Result<(), StoreError> {
         let ttl = self.options.lease_ttl.as_millis().min(i64::MAX as u128) as i64;
+        let entry = ReplicaEntry {
+            grpc_addr: self.options.advertise.as_deref().unwrap_or_default(),
+            quic_addr: self.options.advertise_quic.as_deref().unwrap_or_default(),
+            streams: i64::try_from(self.streams()).unwrap_or(i64::MAX),
+            max_streams: i64::try_from(self.options.max_streams).unwrap_or(i64::MAX),
+            shedding: self.load.shedding(),
+        };
         self.store
-            .register_replica(
-                &self.id,
-                self.options.advertise.as_deref().unwrap_or_default(),
-                self.options.advertise_quic.as_deref().unwrap_or_default(),
-                i64::try_from(self.streams()).unwrap_or(i64::MAX),
-                i64::try_from(self.options.max_streams).unwrap_or(i64::MAX),
-                now_ms().saturating_add(ttl),
-            )
+            .register_replica(&self.id, &entry, now_ms().saturating_add(ttl))
             .await
     }
 
@@ -284,20 +284,26 @@ mod tests {
         let (_dir, r) = replicas(1).await;
         let now = now_ms();
         let s = &r.store;
-        for (id, grpc, quic, streams, max, expires) in [
-            ("busy", "b:1", "", 9, 10, now + 5000),
-            ("idle", "i:1", "i:2", 1, 0, now + 5000),
-            ("full", "f:1", "f:2", 10, 10, now + 5000),
-            ("dead", "d:1", "d:2", 0, 0, now - 1),
-            ("hidden", "", "", 0, 0, now + 5000),
-            ("quic-only", "", "q:2", 5, 0, now + 5000),
+        for (id, grpc_addr, quic_addr, streams, max_streams, shedding, expires) in [
+            ("busy", "b:1", "", 9, 10, false, now + 5000),
+            ("idle", "i:1", "i:2", 1, 0, false, now + 5000),
+            ("full", "f:1", "f:2", 10, 10, false, now + 5000),
+            ("dead", "d:1", "d:2", 0, 0, false, now - 1),
+            ("hidden", "", "", 0, 0, false, now + 5000),
+            ("quic-only", "", "q:2", 5, 0, false, now + 5000),
+            ("overloaded", "o:1", "o:2", 0, 0, true, now + 5000),
         ] {
-            s.register_replica(id, grpc, quic, streams, max, expires)
-                .await
-                .expect("reg");
+            let entry = ReplicaEntry {
+                grpc_addr,
+                quic_addr,
+                streams,
+                max_streams,
+                shedding,
+            };
+            s.register_replica(id, &entry, expires).await.expect("reg");
         }
         r.renew().await.expect("renew");
-        let _held = r.admit(false).await.expect("first");
+        let held = r.admit(false).await.expect("first");
         let full = r.admit(false).await.err().expect("refused");
         // over TCP, the replicas with a TCP address
         assert_eq!(full.elsewhere, ["i:1", "b:1"]);
@@ -311,5 +317,34 @@ mod tests {
                 .expect("read"),
             ["b:1"]
         );
+        // an overloaded replica is named again once its entry says it caught up
+        let entry = ReplicaEntry {
+            grpc_addr: "o:1",
+            ..ReplicaEntry::default()
+        };
+        s.register_replica("overloaded", &entry, now + 5000)
+            .await
+            .expect("reg");
+        let named = s.replicas_with_room(r.id(), now, false).await;
+        assert_eq!(named.expect("read"), ["o:1", "b:1"]);
+        // and this replica's own entry (with room: its one stream ended) says whether it is
+        // overloaded, as of its renewal
+        drop(held);
+        let seen_by_another = || s.replicas_with_room("another", now, false);
+        s.unregister_replica("overloaded")
+            .await
+            .expect("unregister");
+        s.unregister_replica("busy").await.expect("unregister");
+        r.load().publish(&{
+            let mut lag = crate::load::Lag::new(Duration::from_millis(250));
+            lag.observe(Duration::from_millis(300));
+            lag
+        });
+        r.renew().await.expect("renew");
+        assert!(seen_by_another().await.expect("read").is_empty());
+        r.load()
+            .publish(&crate::load::Lag::new(Duration::from_millis(250)));
+        r.renew().await.expect("renew");
+        assert_eq!(seen_by_another().await.expect("read"), ["127.0.0.1:7443"]);
     }
 }

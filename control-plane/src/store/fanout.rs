@@ -48,6 +48,21 @@ impl WakeListener {
     }
 }
 
+/// A replica's entry in the registry of live replicas.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplicaEntry<'a> {
+    /// Where agents reach it over TCP (`host:port`); empty: not named to agents that way.
+    pub grpc_addr: &'a str,
+    /// Where agents reach it over QUIC; empty: not named to agents that way.
+    pub quic_addr: &'a str,
+    /// Agent streams it holds.
+    pub streams: i64,
+    /// Agent streams it holds at most; 0: no limit.
+    pub max_streams: i64,
+    /// Refusing new streams because it is overloaded (`replicas.max_lag_ms`): named to no agent.
+    pub shedding: bool,
+}
+
 impl Store {
     /// Takes or renews the lease `name` for `holder` until `now_ms + ttl_ms`; true when this
     /// holder has it (it held it, or the last holder's lease expired).
@@ -93,30 +108,27 @@ impl Store {
         Ok(names)
     }
 
-    /// Records replica `id` as live until `expires_ms`, reachable by agents at `grpc_addr`
-    /// over TCP and at `quic_addr` over QUIC (empty: not to be named to agents that way),
-    /// holding `streams` of at most `max_streams`.
+    /// Records replica `id` as live until `expires_ms`, as `entry` says.
     pub async fn register_replica(
         &self,
         id: &str,
-        grpc_addr: &str,
-        quic_addr: &str,
-        streams: i64,
-        max_streams: i64,
+        entry: &ReplicaEntry<'_>,
         expires_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO replicas (id, grpc_addr, quic_addr, streams, max_streams, expires_ms)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO replicas (id, grpc_addr, quic_addr, streams, max_streams, shedding, expires_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (id) DO UPDATE SET grpc_addr = excluded.grpc_addr,
                quic_addr = excluded.quic_addr, streams = excluded.streams,
-               max_streams = excluded.max_streams, expires_ms = excluded.expires_ms",
+               max_streams = excluded.max_streams, shedding = excluded.shedding,
+               expires_ms = excluded.expires_ms",
         )
         .bind(id)
-        .bind(grpc_addr)
-        .bind(quic_addr)
-        .bind(streams)
-        .bind(max_streams)
+        .bind(entry.grpc_addr)
+        .bind(entry.quic_addr)
+        .bind(entry.streams)
+        .bind(entry.max_streams)
+        .bind(i64::from(entry.shedding))
         .bind(expires_ms)
         .execute(&self.pool)
         .await?;
@@ -138,7 +150,7 @@ impl Store {
     }
 
     /// Where agents reach the live replicas other than `except` that have room for another
-    /// stream, the emptiest first: over TCP (`host:port`), or for an agent that came over
+    /// stream and are not overloaded, the emptiest first: over TCP (`host:port`), or for an agent that came over
     /// QUIC (`over_quic`) over QUIC where a replica listens on it (`quic://host:port`) and
     /// over TCP where it does not.
     pub async fn replicas_with_room(
@@ -150,7 +162,7 @@ impl Store {
         let rows = sqlx::query_as::<_, (String, String)>(
             "SELECT grpc_addr, quic_addr FROM replicas
              WHERE id <> $1 AND expires_ms >= $2 AND (grpc_addr <> '' OR quic_addr <> '')
-               AND (max_streams = 0 OR streams < max_streams)
+               AND (max_streams = 0 OR streams < max_streams) AND shedding = 0
              ORDER BY streams, id",
         )
         .bind(except)
