@@ -180,6 +180,9 @@ pub struct Sandbox {
     pub jwt_secret: String,
     /// TOML appended to every control-plane config this sandbox writes.
     pub control_plane_extra: String,
+    /// Environment variables of every control plane this sandbox starts (`SCO_CP__...`
+    /// overrides of keys its config already sets).
+    pub control_plane_env: Vec<(String, String)>,
 }
 
 impl Sandbox {
@@ -200,6 +203,7 @@ impl Sandbox {
             http_addr: free_addr(),
             jwt_secret: "test-secret-test-secret-test-secret-0123".into(),
             control_plane_extra: String::new(),
+            control_plane_env: Vec::new(),
         })
     }
 
@@ -251,10 +255,13 @@ impl Sandbox {
     /// [`ADMIN_PASSWORD`]) bootstrapped from a password file, as an operator would.
     pub fn serve_command(&self, binary: &Path, config: &Path) -> Command {
         let mut cmd = Command::new(binary);
-        cmd.args(["serve", "--config"]).arg(config).env(
-            sco_control_plane::config::env::BOOTSTRAP_ADMIN_PASSWORD_FILE,
-            self.admin_password_file(),
-        );
+        cmd.args(["serve", "--config"])
+            .arg(config)
+            .env(
+                sco_control_plane::config::env::BOOTSTRAP_ADMIN_PASSWORD_FILE,
+                self.admin_password_file(),
+            )
+            .envs(self.control_plane_env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

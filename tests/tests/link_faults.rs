@@ -16,10 +16,15 @@
 //! of the packets sent twice, 10 % corrupted past the transport checksum, a 64 kbit/s link,
 //! and a partition.
 //!
+//! A last drill cuts an agent off until its outbox holds a backlog, then gives it back a narrow,
+//! lossy link (64 kbit/s, 3 % loss, 50 ms): the backlog must drain through it, each rollup
+//! stored once, while live data waits behind it and then catches up.
+//!
 //! Needs root, `ip`, `nft` and `/dev/net/tun`. Without them the test says so and passes, except
 //! under `CI=true`, where it fails. `SCO_LINK_DRILL_SECS` sets the length of the lossy phase
 //! and of each phase of the delay drill (default 20 s and 15 s) and `SCO_LINK_PARTITION_SECS`
-//! that of the partition (default 12 s; the full drill is 60 s).
+//! that of the partition (default 12 s; the full drill is 60 s), `SCO_LINK_BACKLOG_SECS` that of
+//! the cut before the narrow link (default 30 s; the full drill is 300 s).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -359,6 +364,35 @@ impl Link {
         ]);
     }
 
+    /// The agent's `GET /health` (its exporter on, as [`EXPORTER`] sets it), asked inside the
+    /// namespace, so it answers whatever the link does; None while nothing answers.
+    fn agent_health(&self) -> Option<serde_json::Value> {
+        // bash's /dev/tcp: no HTTP client need be installed
+        let request = "exec 3<>/dev/tcp/127.0.0.1/9101 && printf 'GET /health HTTP/1.1\\r\\n\
+                       Host: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && cat <&3";
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.ns, "timeout", "5", "bash", "-c", request,
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (_, body) = text.split_once("\r\n\r\n")?;
+        serde_json::from_str(body).ok()
+    }
+
+    /// Bytes that crossed the link from the agent's end to the host's so far (what the host's
+    /// end received: every IP packet, headers and retransmissions included).
+    fn bytes_from_agent(&self) -> u64 {
+        std::fs::read_to_string(format!(
+            "/sys/class/net/{}/statistics/rx_bytes",
+            self.host_if
+        ))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .expect("the host end's byte count")
+    }
+
     /// Packets the random-drop rules dropped so far, both ways.
     fn dropped(&self) -> u64 {
         let out = Command::new("ip")
@@ -397,22 +431,49 @@ fn assert_contiguous(windows: &[(i64, i64, i64)]) {
 /// A control plane on the host's end of a link and `agent-1` on the other end, streaming.
 struct Drill {
     link: Link,
-    /// The sandbox (its files) and the control plane, kept for their lifetimes.
-    sb: Sandbox,
     _cp: Proc,
     agent: Proc,
     pool: sqlx::AnyPool,
+    /// The sandbox (its files), kept for its lifetime; dropped last, so the processes above
+    /// can still print their logs when a test fails.
+    sb: Sandbox,
 }
 
 /// Sets the drill up (`which` tells two drills of one test run apart), the agent's config
 /// with `extra` appended; None when it cannot run here (and need not: not in CI).
 async fn drill(which: u32, extra: &str) -> Option<Drill> {
-    drill_over(which, extra, None, Wire::Veth).await
+    drill_over(which, extra, None, Wire::Veth, QUICK).await
 }
 
+/// How often both ends send heartbeats and how long a silent stream lives, in seconds.
+#[derive(Clone, Copy)]
+struct Timings {
+    heartbeat_secs: u64,
+    dead_after_secs: u64,
+}
+
+/// The sandbox's: a cut is noticed within seconds.
+const QUICK: Timings = Timings {
+    heartbeat_secs: 1,
+    dead_after_secs: 4,
+};
+
+/// The defaults both binaries ship with.
+const SHIPPED: Timings = Timings {
+    heartbeat_secs: 5,
+    dead_after_secs: 20,
+};
+
 /// [`drill`] with the agent over QUIC (`Some(true)`), over TCP (`Some(false)`), or over the
-/// run's transport (`None`, `SCO_TEST_TRANSPORT`), on a link of the given wire.
-async fn drill_over(which: u32, extra: &str, quic: Option<bool>, wire: Wire) -> Option<Drill> {
+/// run's transport (`None`, `SCO_TEST_TRANSPORT`), on a link of the given wire, both ends with
+/// the given timings.
+async fn drill_over(
+    which: u32,
+    extra: &str,
+    quic: Option<bool>,
+    wire: Wire,
+    timings: Timings,
+) -> Option<Drill> {
     if let Err(why) = available(wire) {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -423,10 +484,20 @@ async fn drill_over(which: u32, extra: &str, quic: Option<bool>, wire: Wire) -> 
     }
     let link = Link::new(which, wire);
     let mut sb = Sandbox::new(Db::Sqlite).await?;
+    sb.control_plane_env = vec![
+        (
+            "SCO_CP__AGENTS__HEARTBEAT_SECS".into(),
+            timings.heartbeat_secs.to_string(),
+        ),
+        (
+            "SCO_CP__AGENTS__DEAD_AFTER_SECS".into(),
+            timings.dead_after_secs.to_string(),
+        ),
+    ];
     // the control plane listens on the host's end of the link
     sb.grpc_addr = SocketAddr::from((link.host_ip, sco_tests::free_addr().port()));
     let cp = sb.start_control_plane();
-    let agent = start_agent_in(&sb, &link, extra, quic);
+    let agent = start_agent_in(&sb, &link, extra, quic, timings);
     let pool = sb.db().await;
     wait_for("five rollups over the clean link", || async {
         (stored_windows(&pool, "agent-1").await.len() >= 5).then_some(())
@@ -434,23 +505,17 @@ async fn drill_over(which: u32, extra: &str, quic: Option<bool>, wire: Wire) -> 
     .await;
     Some(Drill {
         link,
-        sb,
         _cp: cp,
         agent,
         pool,
+        sb,
     })
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lossy_then_cut_link_loses_and_duplicates_nothing() {
-    let lossy_secs: u64 = std::env::var("SCO_LINK_DRILL_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    let partition_secs: u64 = std::env::var("SCO_LINK_PARTITION_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
+    let lossy_secs = env_secs("SCO_LINK_DRILL_SECS", 20);
+    let partition_secs = env_secs("SCO_LINK_PARTITION_SECS", 12);
     let Some(d) = drill(1, "").await else {
         return;
     };
@@ -524,8 +589,14 @@ async fn a_lossy_then_cut_link_loses_and_duplicates_nothing() {
 }
 
 /// Starts `agent-1` inside the link's namespace, its config with `extra` appended, over QUIC
-/// or TCP when `quic` says so.
-fn start_agent_in(sb: &Sandbox, link: &Link, extra: &str, quic: Option<bool>) -> Proc {
+/// or TCP when `quic` says so, with the given timings.
+fn start_agent_in(
+    sb: &Sandbox,
+    link: &Link,
+    extra: &str,
+    quic: Option<bool>,
+    timings: Timings,
+) -> Proc {
     let config = sb.agent_config("agent-1");
     let mut text = std::fs::read_to_string(&config).expect("read agent config");
     let endpoint = match quic {
@@ -551,7 +622,15 @@ fn start_agent_in(sb: &Sandbox, link: &Link, extra: &str, quic: Option<bool>) ->
             .args(["netns", "exec", &link.ns])
             .arg(bin("sco-agent"))
             .args(["run", "--config"])
-            .arg(&config),
+            .arg(&config)
+            .env(
+                "SCO_AGENT__SERVER__HEARTBEAT_SECS",
+                timings.heartbeat_secs.to_string(),
+            )
+            .env(
+                "SCO_AGENT__SERVER__DEAD_AFTER_SECS",
+                timings.dead_after_secs.to_string(),
+            ),
         &sb.path().join("agent-agent-1.log"),
     )
 }
@@ -630,7 +709,7 @@ async fn a_partition_longer_than_the_outbox_holds_drops_the_oldest_and_says_so()
 async fn an_address_change_keeps_a_quic_stream_and_makes_tcp_reconnect() {
     for (which, quic) in [(3, true), (4, false)] {
         let name = if quic { "QUIC" } else { "TCP" };
-        let Some(d) = drill_over(which, "", Some(quic), Wire::Veth).await else {
+        let Some(d) = drill_over(which, "", Some(quic), Wire::Veth, QUICK).await else {
             return;
         };
         let (link, agent, pool) = (&d.link, &d.agent, &d.pool);
@@ -688,6 +767,14 @@ async fn an_address_change_keeps_a_quic_stream_and_makes_tcp_reconnect() {
     }
 }
 
+/// Seconds from the environment variable `var`, or `default` when it is unset or not a number.
+fn env_secs(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
@@ -733,15 +820,9 @@ async fn drain_times(pools: &[&sqlx::AnyPool], since_ms: i64, since: Instant) ->
 /// the backlog are printed.
 #[tokio::test(flavor = "multi_thread")]
 async fn delay_jitter_reordering_and_loss_lose_and_duplicate_nothing_over_tcp_and_quic() {
-    let secs = |var: &str, default: u64| -> u64 {
-        std::env::var(var)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(default)
-    };
     let (phase_secs, partition_secs) = (
-        secs("SCO_LINK_DRILL_SECS", 15),
-        secs("SCO_LINK_PARTITION_SECS", 12),
+        env_secs("SCO_LINK_DRILL_SECS", 15),
+        env_secs("SCO_LINK_PARTITION_SECS", 12),
     );
     let faults = [
         (
@@ -771,7 +852,7 @@ async fn delay_jitter_reordering_and_loss_lose_and_duplicate_nothing_over_tcp_an
     ];
     let mut drills = Vec::new();
     for (which, quic) in [(5, false), (6, true)] {
-        let Some(d) = drill_over(which, "", Some(quic), Wire::Tun).await else {
+        let Some(d) = drill_over(which, "", Some(quic), Wire::Tun, QUICK).await else {
             return;
         };
         drills.push((if quic { "QUIC" } else { "TCP" }, d));
@@ -855,5 +936,245 @@ async fn delay_jitter_reordering_and_loss_lose_and_duplicate_nothing_over_tcp_an
                 );
             }
         }
+    }
+}
+
+/// The agent's local health endpoint, on the loopback of its namespace
+/// ([`Link::agent_health`]).
+const EXPORTER: &str = "[exporter]\nenabled = true\nlisten = \"127.0.0.1:9101\"\n";
+
+/// An agent cut off for a while comes back over a narrow, lossy link: `SCO_LINK_BACKLOG_SECS`
+/// (30 s; the full drill is 300 s) of every packet dropped, so its outbox holds that many
+/// rollups, then 64 kbit/s with 3 % loss and 50 ms each way, over gRPC/TCP and QUIC side by
+/// side, both ends with the shipped heartbeat and dead-after times (5 s and 20 s; others from
+/// `SCO_LINK_BACKLOG_TIMINGS=HEARTBEAT,DEAD_AFTER`). The backlog must drain within a bound
+/// derived from its volume and the link's rate, every rollup of the cut must be stored once
+/// (contiguous sequence numbers and back-to-back windows), and live rollups, which the agent
+/// sends after the backlog (its outbox goes oldest first), must catch up. The backlog, the
+/// drain time and how far behind live data fell are printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_drains_through_a_narrow_lossy_link_once_each_while_live_data_flows() {
+    let cut_secs = env_secs("SCO_LINK_BACKLOG_SECS", 30);
+    const NARROW: &str = "both rate=64 loss=3 delay=50\n";
+    let (rate_kbit, loss) = (64.0, 0.03);
+    // how long the live stream's size is measured, and live data watched after the drain
+    const STEADY_SECS: u64 = 5;
+    const AFTER_SECS: u64 = 5;
+    // Detection off: an anomaly event would take a sequence number of its own (the full drill
+    // outlasts the detector's warm-up), and every number must be a stored rollup here.
+    let extra = format!("{EXPORTER}[detect]\nenabled = false\n");
+    // `SCO_LINK_BACKLOG_TIMINGS=H,D`: other heartbeat and dead-after times, in seconds
+    let timings = std::env::var("SCO_LINK_BACKLOG_TIMINGS")
+        .ok()
+        .and_then(|t| {
+            let (h, d) = t.split_once(',')?;
+            Some(Timings {
+                heartbeat_secs: h.trim().parse().ok()?,
+                dead_after_secs: d.trim().parse().ok()?,
+            })
+        })
+        .unwrap_or(SHIPPED);
+    let mut drills = Vec::new();
+    for (which, quic) in [(7, false), (8, true)] {
+        let Some(d) = drill_over(which, &extra, Some(quic), Wire::Tun, timings).await else {
+            return;
+        };
+        drills.push((if quic { "QUIC" } else { "TCP" }, d));
+    }
+
+    // The live stream on the wire, agent to control plane (rollups, heartbeats, TLS or QUIC
+    // and IP): a backlog is the same stream held back, so its volume is this rate times the cut.
+    let start: Vec<u64> = drills
+        .iter()
+        .map(|(_, d)| d.link.bytes_from_agent())
+        .collect();
+    tokio::time::sleep(Duration::from_secs(STEADY_SECS)).await;
+    let stream_bps: Vec<f64> = drills
+        .iter()
+        .zip(&start)
+        .map(|((_, d), b)| (d.link.bytes_from_agent() - b) as f64 / STEADY_SECS as f64)
+        .collect();
+
+    // The cut.
+    for (_, d) in &drills {
+        d.link.shape("both loss=100\n");
+    }
+    let cut_ms = now_ms();
+    tokio::time::sleep(Duration::from_secs(cut_secs)).await;
+    let mut backlog = Vec::new();
+    for (name, d) in &drills {
+        let health = d.link.agent_health().expect("the agent's health endpoint");
+        let waiting = health["outbox"]["messages"]
+            .as_u64()
+            .expect("outbox messages");
+        assert!(
+            waiting + 2 >= cut_secs,
+            "{name}: {waiting} messages in the outbox after a {cut_secs} s cut: {health}"
+        );
+        let newest_end = stored_windows(&d.pool, "agent-1")
+            .await
+            .last()
+            .map_or(0, |w| w.2);
+        assert!(
+            newest_end <= cut_ms + 2_000,
+            "{name}: a rollup of the cut got through"
+        );
+        backlog.push(waiting);
+    }
+
+    // Back, as a narrow lossy link.
+    for (_, d) in &drills {
+        d.link.shape(NARROW);
+    }
+    let (restored, restored_ms) = (Instant::now(), now_ms());
+    let at_restore: Vec<(u64, usize, RelayCounts)> = drills
+        .iter()
+        .map(|(_, d)| {
+            (
+                d.link.bytes_from_agent(),
+                connections(&d.agent),
+                d.link.relay().counts(),
+            )
+        })
+        .collect();
+    // The bound: the backlog's volume over what the link leaves for it once the live stream
+    // has its share, three times over (loss-based congestion control at 3 % loss keeps the
+    // window small and backs off on each loss), plus 10 s to connect again (the agent retries
+    // every second at most; a lost SYN or handshake packet costs a 1 s timeout).
+    let capacity = rate_kbit * 1000.0 / 8.0 * (1.0 - loss);
+    let bounds: Vec<Duration> = stream_bps
+        .iter()
+        .map(|bps| {
+            assert!(
+                capacity > 1.5 * bps,
+                "the live stream ({bps:.0} B/s) nearly fills the link ({capacity:.0} B/s)"
+            );
+            let ideal = bps * cut_secs as f64 / (capacity - bps);
+            Duration::from_secs_f64(3.0 * ideal + 10.0)
+        })
+        .collect();
+
+    // Watch the drain: when each rollup was first seen stored (polled every 0.1 s), when the
+    // last rollup of the cut was (the backlog is through), and when the newest stored rollup
+    // was again at most CAUGHT_UP_MS old (live again).
+    const CAUGHT_UP_MS: i64 = 3_000;
+    let mut seen: Vec<std::collections::BTreeMap<i64, i64>> = vec![Default::default(); 2];
+    let mut through: Vec<Option<Duration>> = vec![None; 2];
+    let mut caught_up: Vec<Option<(Duration, i64, u64)>> = vec![None; 2];
+    let mut watch_until = None;
+    loop {
+        for (i, (_, d)) in drills.iter().enumerate() {
+            let windows = stored_windows(&d.pool, "agent-1").await;
+            let now = now_ms();
+            for w in &windows {
+                seen[i].entry(w.0).or_insert(now);
+            }
+            let newest_end = windows.last().map_or(0, |w| w.2);
+            if through[i].is_none() && newest_end >= restored_ms {
+                through[i] = Some(restored.elapsed());
+            }
+            if caught_up[i].is_none() && newest_end >= now - CAUGHT_UP_MS {
+                caught_up[i] = Some((restored.elapsed(), now, d.link.bytes_from_agent()));
+            }
+        }
+        match watch_until {
+            Some(until) if Instant::now() >= until => break,
+            None if caught_up.iter().all(Option::is_some) => {
+                watch_until = Some(Instant::now() + Duration::from_secs(AFTER_SECS));
+            }
+            _ => {}
+        }
+        for (i, (name, d)) in drills.iter().enumerate() {
+            if caught_up[i].is_none() && restored.elapsed() > bounds[i] {
+                let stored = stored_windows(&d.pool, "agent-1").await.len();
+                panic!(
+                    "{name}: the backlog of {} messages did not drain in {:.1} s: {stored} \
+                     rollups stored, the outbox: {}; {} reconnection(s) since the link came back",
+                    backlog[i],
+                    bounds[i].as_secs_f64(),
+                    d.link.agent_health().unwrap_or_default()["outbox"],
+                    connections(&d.agent) - at_restore[i].1
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for (i, (name, d)) in drills.iter().enumerate() {
+        let windows = stored_windows(&d.pool, "agent-1").await;
+        assert_contiguous(&windows);
+        assert!(duplicated_windows(&d.pool, "agent-1").await.is_empty());
+        for pair in windows.windows(2) {
+            assert_eq!(
+                pair[1].1, pair[0].2,
+                "{name}: windows not back to back: {pair:?}"
+            );
+        }
+        let of_cut = windows
+            .iter()
+            .filter(|w| w.1 >= cut_ms && w.2 <= restored_ms)
+            .count() as u64;
+        assert!(
+            of_cut + 1 >= cut_secs,
+            "{name}: {of_cut} rollups of the {cut_secs} s cut stored"
+        );
+        // Nothing left behind or sent again for ever: the outbox is empty but for what is in
+        // flight, and the newest sequence number assigned is stored.
+        let health = d.link.agent_health().expect("the agent's health endpoint");
+        let waiting = health["outbox"]["messages"].as_u64().unwrap_or(u64::MAX);
+        let last_seq = health["outbox"]["last_seq"].as_i64().unwrap_or(0);
+        let stored_seq = windows.last().map_or(0, |w| w.0);
+        // How far behind live data fell: from a rollup's window end to its storage, for those
+        // of windows that ended after the link came back, and after the drain.
+        let now = now_ms();
+        let lag = |from_ms: i64| {
+            windows
+                .iter()
+                .filter(|w| w.2 > from_ms)
+                .map(|w| seen[i].get(&w.0).copied().unwrap_or(now) - w.2)
+                .max()
+                .unwrap_or(0)
+        };
+        let (drain, caught_up_ms, bytes_at_drain) = caught_up[i].expect("caught up");
+        let live_lag = lag(restored_ms);
+        let after_lag = lag(caught_up_ms);
+        let (bytes0, connections0, counts0) = at_restore[i];
+        let link = d.link.relay().counts() - counts0;
+        let sent_kbit = (bytes_at_drain - bytes0) as f64 * 8.0 / 1000.0;
+        eprintln!(
+            "{name}, heartbeat {} s, dead after {} s: cut {cut_secs} s: outbox held {} messages ({of_cut} rollups of the cut stored \
+             in the end, contiguous, none duplicated); live stream {:.0} B/s on the wire, so a \
+             backlog of ~{:.0} KB; over {NARROW:?} the cut's rollups were through in {:.1} s and \
+             the newest stored rollup within {:.0} s of now in {:.1} s (bound {:.1} s), \
+             {sent_kbit:.0} kbit sent meanwhile ({:.1} kbit/s of {rate_kbit}), {} reconnection(s), \
+             {} packets dropped; live rollups stored up to {:.1} s after their window ended during \
+             the drain, at most {:.1} s after it",
+            timings.heartbeat_secs,
+            timings.dead_after_secs,
+            backlog[i],
+            stream_bps[i],
+            stream_bps[i] * cut_secs as f64 / 1000.0,
+            through[i].map_or(f64::NAN, |t| t.as_secs_f64()),
+            CAUGHT_UP_MS as f64 / 1000.0,
+            drain.as_secs_f64(),
+            bounds[i].as_secs_f64(),
+            sent_kbit / drain.as_secs_f64(),
+            connections(&d.agent) - connections0,
+            link.dropped,
+            live_lag as f64 / 1000.0,
+            after_lag as f64 / 1000.0,
+        );
+        eprintln!(
+            "{name}: {AFTER_SECS} s after the drain {waiting} messages wait in the outbox, seq \
+             {last_seq} assigned, {stored_seq} stored"
+        );
+        assert!(
+            waiting <= 3 && last_seq - stored_seq <= 3,
+            "{name}: the outbox did not empty after the drain"
+        );
+        assert!(
+            after_lag <= 5_000,
+            "{name}: live rollups still {after_lag} ms behind after the drain"
+        );
     }
 }
