@@ -50,6 +50,11 @@ async fn small_run(db: Db, quic: bool) {
     if quic {
         cmd.arg("--quic");
     }
+    // the sandbox's control plane calls a stream dead after 4 s of silence: agents heartbeat
+    // every second, as it does (at the load generator's default 5 s an agent with nothing else
+    // to send in a heartbeat's interval was cut off, and one cut at the end of the run left its
+    // last message unsent)
+    cmd.args(["--heartbeat-secs", "1", "--dead-after-secs", "4"]);
     let out = cmd
         .args([
             "--agents",
