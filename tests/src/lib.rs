@@ -254,7 +254,12 @@ impl Sandbox {
     /// `sco-control-plane serve --config CONFIG` with the first admin (`admin`,
     /// [`ADMIN_PASSWORD`]) bootstrapped from a password file, as an operator would.
     pub fn serve_command(&self, binary: &Path, config: &Path) -> Command {
-        let mut cmd = Command::new(binary);
+        self.serve_with(Command::new(binary), config)
+    }
+
+    /// [`Sandbox::serve_command`] after what `cmd` already holds: the binary run under a
+    /// wrapper, e.g. `prlimit --nofile=N -- BINARY` or `taskset -c 0 BINARY`.
+    pub fn serve_with(&self, mut cmd: Command, config: &Path) -> Command {
         cmd.args(["serve", "--config"])
             .arg(config)
             .env(

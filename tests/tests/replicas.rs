@@ -531,16 +531,12 @@ async fn without_max_streams_the_open_file_limit_sets_it() {
     };
     for (nofile, expected) in [("300:300", 44), ("300:4096", 3687)] {
         let config = sb.replica_config("control-plane", sb.grpc_addr, sb.http_addr);
-        let mut cmd = Command::new("prlimit");
-        cmd.arg(format!("--nofile={nofile}"))
+        let mut prlimit = Command::new("prlimit");
+        prlimit
+            .arg(format!("--nofile={nofile}"))
             .arg("--")
-            .arg(bin("sco-control-plane"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env(
-                sco_control_plane::config::env::BOOTSTRAP_ADMIN_PASSWORD_FILE,
-                sb.admin_password_file(),
-            );
+            .arg(bin("sco-control-plane"));
+        let mut cmd = sb.serve_with(prlimit, &config);
         let cp = Proc::spawn(
             "control-plane",
             &mut cmd,
@@ -646,15 +642,9 @@ async fn an_overloaded_replica_refuses_new_agents_and_keeps_the_ones_it_holds() 
     text.push_str("[replicas]\nmax_lag_ms = 50\n");
     std::fs::write(&config, text).expect("write config");
     let core = "0";
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", core])
-        .arg(bin("sco-control-plane"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env(
-            sco_control_plane::config::env::BOOTSTRAP_ADMIN_PASSWORD_FILE,
-            sb.admin_password_file(),
-        );
+    let mut taskset = Command::new("taskset");
+    taskset.args(["-c", core]).arg(bin("sco-control-plane"));
+    let mut cmd = sb.serve_with(taskset, &config);
     let cp = Proc::spawn(
         "control-plane",
         &mut cmd,
