@@ -5,7 +5,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import uPlot from "uplot";
 import { get, type RollupPoint } from "./api";
-import { fmtTime } from "./util";
+import { fmtChartTime, fmtTime } from "./util";
 
 export const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
 
@@ -47,7 +47,14 @@ const MARK_FILL: Record<string, string> = {
   critical: "rgba(160, 0, 60, 0.28)",
 };
 
+/** The span of the x axis as drawn now (Unix ms), zoom included. */
+function xSpanMs(u: uPlot): number {
+  const { min, max } = u.scales.x;
+  return min == null || max == null ? 0 : (max - min) * 1000;
+}
+
 export function Chart(props: ChartProps) {
+  const figure = useRef<HTMLElement>(null);
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const shape = useRef("");
@@ -102,7 +109,20 @@ export function Chart(props: ChartProps) {
         },
       },
       axes: [
-        { stroke: "#888", grid: { stroke: "rgba(128,128,128,0.15)" } },
+        {
+          stroke: "#888",
+          grid: { stroke: "rgba(128,128,128,0.15)" },
+          // The console's own times (`fmtTime`'s clock), not uPlot's 12-hour ones; a date
+          // and time is wider, so its ticks are further apart.
+          space: (u) => (xSpanMs(u) > 86_400_000 ? 150 : 70),
+          values: (u, ticks) => {
+            const span = xSpanMs(u);
+            const labels = ticks.map((t) => fmtChartTime(t * 1000, span));
+            // what the canvas shows, readable by tests and tools
+            figure.current?.setAttribute("data-x-labels", labels.join("|"));
+            return labels;
+          },
+        },
         { stroke: "#888", grid: { stroke: "rgba(128,128,128,0.15)" }, size: 70, values: (_u, ticks) => ticks.map((t) => props.fmt(t)) },
       ],
       cursor: { drag: { x: true, y: false } },
@@ -164,6 +184,7 @@ export function Chart(props: ChartProps) {
   const lastValue = first ? [...first.values].reverse().find((v) => v !== null && v !== undefined) : undefined;
   return (
     <figure
+      ref={figure}
       class="chart"
       data-testid={props.testid}
       data-points={points}

@@ -12,6 +12,17 @@ export function fmtTime(ms: number | null | undefined): string {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
+const DAY_MS = 86_400_000;
+
+/**
+ * A time on a chart (an axis tick, an event drawn on it) on the clock of `fmtTime`: `14:03:07`
+ * when the chart spans a day or less, the whole `2026-12-02 14:03:07` when it spans more.
+ */
+export function fmtChartTime(ms: number, spanMs: number): string {
+  const t = fmtTime(ms);
+  return spanMs > DAY_MS ? t : t.slice(11);
+}
+
 /** The viewer's zone, named once in the footer so local times are unambiguous. */
 export function zoneName(): string {
   try {

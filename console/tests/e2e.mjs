@@ -6,16 +6,17 @@
 //   SCO_CONSOLE_VIEWER_USER=vera SCO_CONSOLE_VIEWER_PASSWORD=... node tests/e2e.mjs
 //
 // What it does: log in; the host is connected on the fleet page; its CPU chart has data
-// points; start a rollout of a policy from its page; when SCO_CONSOLE_HELD_EVENT and
-// SCO_CONSOLE_FIRING_EVENT name two open events of different families, the first (recovered,
-// held open in case it comes back) is listed and shown as held and the second (firing) is
-// not; start CPU burners; the anomaly shows on the fleet page and on the host's CPU chart;
-// the event page shows contributors and the onset chart; a viewer sees the proposal of the
-// `approve` rule without an Approve button and a forged approve request of the viewer is
-// refused with 403; the admin approves and the burners stop; the audit log shows the
-// approval; log out. Every page is checked for Content-Security-Policy violations and
-// requests to other origins. Screenshots go to SCO_CONSOLE_SCREENSHOTS. Exits 0 only when
-// every step passed.
+// points and its time axis is labelled in the console's own time format (time of day over 15
+// minutes, date and time over 7 days); start a rollout of a policy from its page; when
+// SCO_CONSOLE_HELD_EVENT and SCO_CONSOLE_FIRING_EVENT name two open events of different
+// families, the first (recovered, held open in case it comes back) is listed and shown as
+// held and the second (firing) is not; start CPU burners; the anomaly shows on the fleet page
+// and on the host's CPU chart (its start written as the axis writes times); the event page
+// shows contributors and the onset chart; a viewer sees the proposal of the `approve` rule
+// without an Approve button and a forged approve request of the viewer is refused with 403;
+// the admin approves and the burners stop; the audit log shows the approval; log out. Every
+// page is checked for Content-Security-Policy violations and requests to other origins.
+// Screenshots go to SCO_CONSOLE_SCREENSHOTS. Exits 0 only when every step passed.
 
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
@@ -46,6 +47,8 @@ const FIRING_EVENT = process.env.SCO_CONSOLE_FIRING_EVENT;
 const SHOTS = process.env.SCO_CONSOLE_SCREENSHOTS ?? "console-screenshots";
 const PATIENCE = Number(process.env.SCO_CONSOLE_PATIENCE_MS ?? 120_000);
 const CHROMIUM = process.env.SCO_CONSOLE_CHROMIUM ?? "/usr/bin/chromium";
+/** The admin's browser's zone: the console writes its times in it. */
+const ZONE = "Europe/Berlin";
 
 mkdirSync(SHOTS, { recursive: true });
 
@@ -61,6 +64,49 @@ async function step(name, f) {
 
 function assert(cond, msg) {
   if (!cond) throw new Error(`assertion failed: ${msg}`);
+}
+
+/** A time as the console writes it (`fmtTime`: `2026-12-02 14:03:07`) on the clock of [ZONE]. */
+const zoneParts = new Intl.DateTimeFormat("en-GB", {
+  timeZone: ZONE,
+  hourCycle: "h23",
+  year: "numeric",
+  month: "2-digit",
+  day: "2-digit",
+  hour: "2-digit",
+  minute: "2-digit",
+  second: "2-digit",
+});
+function consoleTime(ms) {
+  const p = Object.fromEntries(zoneParts.formatToParts(new Date(ms)).map((x) => [x.type, x.value]));
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`;
+}
+
+/** Every `HH:MM:SS` of [ZONE]'s clock from `from` to `to` (Unix ms), a second apart. */
+function clockTimes(from, to) {
+  const times = new Set();
+  for (let t = from - (from % 1000); t <= to; t += 1000) times.add(consoleTime(t).slice(11));
+  return times;
+}
+
+/** The x-axis labels a chart drew on its canvas (`data-x-labels`), once they match `re`. */
+async function xLabels(page, testid, re, what) {
+  const sel = `[data-testid="${testid}"]`;
+  await page
+    .waitForFunction(
+      ({ sel, source }) => {
+        const v = document.querySelector(sel)?.getAttribute("data-x-labels");
+        const re = new RegExp(source);
+        return !!v && v.split("|").every((l) => re.test(l));
+      },
+      { sel, source: re.source },
+      { timeout: PATIENCE, polling: 500 },
+    )
+    .catch(async (e) => {
+      const got = await page.locator(sel).getAttribute("data-x-labels");
+      throw new Error(`timed out waiting for ${what} (got ${got}): ${e.message}`);
+    });
+  return (await page.locator(sel).getAttribute("data-x-labels")).split("|");
 }
 
 const violations = [];
@@ -151,7 +197,7 @@ try {
       "--no-first-run",
     ],
   });
-  const admin = await browser.newContext({ viewport: { width: 1280, height: 900 }, timezoneId: "Europe/Berlin" });
+  const admin = await browser.newContext({ viewport: { width: 1280, height: 900 }, timezoneId: ZONE });
   const page = await admin.newPage();
   watch(page, "admin");
   page.setDefaultTimeout(PATIENCE);
@@ -170,7 +216,7 @@ try {
     await login(page, ADMIN_USER, ADMIN_PASSWORD);
     // The admin's browser runs in Berlin's zone (set above): times are shown in it.
     const footer = await page.locator("footer").innerText();
-    assert(footer.includes("Europe/Berlin"), `times in the viewer's zone: ${footer}`);
+    assert(footer.includes(ZONE), `times in the viewer's zone: ${footer}`);
   });
 
   await step(`${HOST} is connected on the fleet page`, async () => {
@@ -186,6 +232,20 @@ try {
     const n = await page.getByTestId("chart-cpu").getAttribute("data-points");
     assert((await page.locator('[data-testid="chart-cpu"] canvas').count()) === 1, "the CPU chart draws on a canvas");
     log(`CPU chart: ${n} points`);
+    // The time axis writes times as the console does (`fmtTime`'s clock, the browser's zone),
+    // not in the browser's locale: `HH:MM:SS` over 15 minutes, the date too over 7 days.
+    const day = await xLabels(page, "chart-cpu", /^\d{2}:\d{2}:\d{2}$/, "time-of-day labels on the CPU chart's axis");
+    const shown = clockTimes(Date.now() - 16 * 60_000, Date.now() + 60_000);
+    assert(day.length >= 2, `the CPU chart's axis has labels: ${day}`);
+    assert(day.every((l) => shown.has(l)), `the CPU chart's axis labels are ${ZONE} times of the last 15 min: ${day}`);
+    await page.getByRole("button", { name: "7 d" }).click();
+    const week = await xLabels(page, "chart-cpu", /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/, "date and time labels on the CPU chart's axis");
+    const [first, last] = [consoleTime(Date.now() - 7 * 86_400_000 - 3_600_000), consoleTime(Date.now() + 3_600_000)];
+    assert(week.length >= 2 && week.every((l) => first <= l && l <= last), `the 7-day axis labels are times of the last 7 days: ${week}`);
+    await shot(page, "host-week");
+    await page.getByRole("button", { name: "15 min" }).click();
+    await xLabels(page, "chart-cpu", /^\d{2}:\d{2}:\d{2}$/, "time-of-day labels again");
+    log(`CPU chart axis: ${day.join(", ")}; over 7 days: ${week.join(", ")}`);
     const stream = (await page.locator('dl.facts div:has(dt:text-is("Stream")) dd').textContent())?.trim();
     assert(stream === "gRPC over TCP", `the host page says how the agent streams (got ${stream})`);
     await shot(page, "host");
@@ -278,6 +338,15 @@ try {
     await go(page, `#/hosts/${encodeURIComponent(HOST)}`);
     await waitAttr(page, '[data-testid="chart-cpu"]', "data-marks", 1, "an event on the CPU chart");
     log(`CPU chart marks: ${await page.getByTestId("chart-cpu").getAttribute("data-marks")}, ${((Date.now() - burnStarted) / 1000).toFixed(1)} s after the burners started`);
+    // Each event under the chart says when it started as the axis does (`HH:MM:SS` of the
+    // console's clock, in the browser's zone), not in the browser's locale format.
+    const marks = await page.locator('[data-testid="chart-cpu"] ul.chart-marks a').allInnerTexts();
+    const since = clockTimes(started - 20 * 60_000, Date.now() + 60_000);
+    assert(marks.length >= 1, "the CPU chart lists its events");
+    for (const m of marks) {
+      const at = /anomaly at (\d{2}:\d{2}:\d{2})( \(open\))?: /.exec(m);
+      assert(at && since.has(at[1]), `the event's start is a ${ZONE} time of this run, as the console writes it: ${m}`);
+    }
     await shot(page, "host-anomaly");
   });
 

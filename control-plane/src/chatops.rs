@@ -1024,17 +1024,17 @@ mod tests {
         }
     }
 
-    /// A host's status and why it is unwell say held of each open event that recovered (the
-    /// agent holds it open in case it comes back), with when it recovered, and not of one
-    /// still firing.
-    #[tokio::test]
-    async fn host_status_and_why_say_held_only_of_the_open_events_that_recovered() {
-        use crate::domain::{AnomalyChange, ChangeKind, Contributor, Severity};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (chat, store) = service(dir.path()).await;
-        let now = now_ms();
-        let recovered_ms = now - 30_000;
-        let change = |seq: i64, open_seq: i64, kind, family: &str, severity| AnomalyChange {
+    /// One change of the anomaly event opened at `open_seq` (`(seq, open_seq, kind)`), with
+    /// one contributor of its family and, when it recovered, when.
+    fn anomaly_change(
+        now: i64,
+        (seq, open_seq, kind): (i64, i64, crate::domain::ChangeKind),
+        family: &str,
+        severity: crate::domain::Severity,
+        recovered_ms: Option<i64>,
+    ) -> crate::domain::AnomalyChange {
+        use crate::domain::{AnomalyChange, ChangeKind, Contributor};
+        AnomalyChange {
             seq,
             produced_at_ms: now,
             kind,
@@ -1042,7 +1042,7 @@ mod tests {
             run_started_ms: 1,
             started_ms: now - 600_000 + open_seq * 1000,
             updated_ms: now,
-            ended_ms: None,
+            ended_ms: (kind == ChangeKind::Closed).then_some(now),
             score: 0.9,
             peak_score: 0.9,
             severity,
@@ -1059,7 +1059,23 @@ mod tests {
             family: family.into(),
             close_reason: String::new(),
             culprits: Vec::new(),
-            recovered_ms: (kind == ChangeKind::Updated).then_some(recovered_ms),
+            recovered_ms,
+        }
+    }
+
+    /// A host's status and why it is unwell say held of each open event that recovered (the
+    /// agent holds it open in case it comes back), with when it recovered, and not of one
+    /// still firing.
+    #[tokio::test]
+    async fn host_status_and_why_say_held_only_of_the_open_events_that_recovered() {
+        use crate::domain::{ChangeKind, Severity};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chat, store) = service(dir.path()).await;
+        let now = now_ms();
+        let recovered_ms = now - 30_000;
+        let change = |seq, open_seq, kind, family: &str, severity| {
+            let recovered = (kind == ChangeKind::Updated).then_some(recovered_ms);
+            anomaly_change(now, (seq, open_seq, kind), family, severity, recovered)
         };
         // cpu high and disk_io medium recovered and are held; memory low still fires
         for c in [
@@ -1118,6 +1134,104 @@ mod tests {
             "{}",
             a.answer
         );
+    }
+
+    /// The fleet's status says how many of each host's open events recovered and are held,
+    /// read with the counts: not an event still firing, one that fired again after it
+    /// recovered, or a closed one.
+    #[tokio::test]
+    async fn the_fleet_status_says_how_many_open_events_are_held() {
+        use crate::domain::{ChangeKind, Severity};
+        const DB: &str = "db-1-4e5f6a7b";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chat, store) = service(dir.path()).await;
+        let now = now_ms();
+        let info = HostInfo {
+            hostname: "db-1".into(),
+            ..HostInfo::default()
+        };
+        store.upsert_host(DB, &info, now).await.expect("host");
+        let recovered = Some(now - 30_000);
+        let (opened, updated, closed) =
+            (ChangeKind::Opened, ChangeKind::Updated, ChangeKind::Closed);
+        let changes = [
+            // web-1: cpu high held twice over, memory low firing, network medium fired again
+            // after it recovered, disk_space low closed after it recovered
+            (HOST, (1, 1, opened), "cpu", Severity::High, None),
+            (HOST, (2, 1, updated), "cpu", Severity::High, recovered),
+            (HOST, (3, 3, opened), "cpu", Severity::High, None),
+            (HOST, (4, 3, updated), "cpu", Severity::High, recovered),
+            (HOST, (5, 5, opened), "memory", Severity::Low, None),
+            (HOST, (6, 6, opened), "network", Severity::Medium, None),
+            (
+                HOST,
+                (7, 6, updated),
+                "network",
+                Severity::Medium,
+                recovered,
+            ),
+            (HOST, (8, 6, updated), "network", Severity::Medium, None),
+            (HOST, (9, 9, opened), "disk_space", Severity::Low, None),
+            (
+                HOST,
+                (10, 9, updated),
+                "disk_space",
+                Severity::Low,
+                recovered,
+            ),
+            (
+                HOST,
+                (11, 9, closed),
+                "disk_space",
+                Severity::Low,
+                recovered,
+            ),
+            // db-1: one event, held
+            (DB, (1, 1, opened), "disk_io", Severity::Medium, None),
+            (DB, (2, 1, updated), "disk_io", Severity::Medium, recovered),
+        ];
+        for (host, seqs, family, severity, recovered) in changes {
+            let c = anomaly_change(now, seqs, family, severity, recovered);
+            store.ingest_anomaly(host, &c, now).await.expect("anomaly");
+        }
+        let viewer = asker("vera", Role::Viewer);
+        let a = chat.ask(&viewer, "fleet status").await.expect("fleet");
+        let lines: Vec<&str> = a.answer.lines().collect();
+        assert_eq!(
+            lines[1..],
+            [
+                format!("• db-1 ({DB}): 1 open anomaly (disk_io medium), recovered and held"),
+                format!(
+                    "• web-1 ({HOST}): 4 open anomalies (cpu high, memory low, network medium), \
+                     2 of them recovered and held"
+                ),
+            ],
+            "{}",
+            a.answer
+        );
+        // the data says the same per host: how many open, how many of them held
+        let counts = |data: &Value, id: &str| {
+            let hosts = data["hosts"].as_array().expect("hosts");
+            let h = hosts.iter().find(|h| h["id"] == id).expect(id);
+            (h["open_anomalies"].as_i64(), h["held_anomalies"].as_i64())
+        };
+        assert_eq!(counts(&a.data, HOST), (Some(4), Some(2)), "{}", a.data);
+        assert_eq!(counts(&a.data, DB), (Some(1), Some(1)), "{}", a.data);
+
+        // once web-1's cpu events fire again, none of its open events is held
+        for (seq, open_seq) in [(12, 1), (13, 3)] {
+            let c = anomaly_change(now, (seq, open_seq, updated), "cpu", Severity::High, None);
+            store.ingest_anomaly(HOST, &c, now).await.expect("anomaly");
+        }
+        let a = chat.ask(&viewer, "fleet status").await.expect("fleet");
+        assert!(
+            a.answer.ends_with(&format!(
+                "\n• web-1 ({HOST}): 4 open anomalies (cpu high, memory low, network medium)"
+            )),
+            "{}",
+            a.answer
+        );
+        assert_eq!(counts(&a.data, HOST), (Some(4), Some(0)), "{}", a.data);
     }
 
     /// What the fake chat-completions provider does with the next requests.

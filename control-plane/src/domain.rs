@@ -270,6 +270,9 @@ pub struct OpenAnomalies {
     pub family: String,
     pub severity: Severity,
     pub count: i64,
+    /// How many of them recovered and are held open in case they come back (`recovered_ms`
+    /// set): the host is back to normal for these, yet they stay open until closed.
+    pub held: i64,
     /// The highest current score among them.
     pub max_score: f64,
 }

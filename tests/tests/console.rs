@@ -1,12 +1,15 @@
-//! The web console in a real browser: a control plane and an agent (the real binaries),
-//! and `console/tests/e2e.mjs` driving Debian's Chromium through playwright-core against
-//! them. The script logs in, finds the host connected and its CPU chart with data, starts
-//! a rollout from a policy's page, starts CPU burners and finds the anomaly on the fleet
-//! page, the host chart and the event page, checks that a viewer is offered no approval and
-//! that a viewer's forged approval is refused, approves the proposal of an `approve` rule
-//! as admin, sees the burners stopped and the approval audited, and logs out. On the way it
-//! finds, on a second host whose events a hand-written agent sends over a real mTLS stream,
-//! an open event that recovered and is held listed and shown as held, and a firing one not.
+//! The web console in a real browser: a control plane and an agent (the real binaries), and
+//! `console/tests/e2e.mjs` driving Debian's Chromium through playwright-core against them.
+//! The script logs in, finds the host connected and its CPU chart with data, its time axis
+//! labelled as the console writes times (time of day on the browser's clock over 15
+//! minutes, date and time over 7 days, not the browser's locale format), starts a rollout
+//! from a policy's page, starts CPU burners and finds the anomaly on the fleet page, the
+//! host chart (its start written as the axis writes times) and the event page, checks that
+//! a viewer is offered no approval and that a viewer's forged approval is refused, approves
+//! the proposal of an `approve` rule as admin, sees the burners stopped and the approval
+//! audited, and logs out. On the way it finds, on a second host whose events a hand-written
+//! agent sends over a real mTLS stream, an open event that recovered and is held listed and
+//! shown as held, and a firing one not.
 //! A second run (`console/tests/registry.mjs`) shows a rolled-out model on the Models page
 //! and a rule's learnt preferences on the Remediation page, reset there by an operator, and
 //! an admin uploading a model through the form with real files and rolling it out.

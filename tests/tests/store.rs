@@ -1163,3 +1163,108 @@ async fn postgres_host_updates_in_parallel() {
     let url = fresh_postgres_database(&admin).await;
     host_updates_in_parallel(Store::connect(&url).await.expect("connect")).await;
 }
+
+/// The open events of the fleet counted per host, family and severity in one query, with how
+/// many of them recovered and are held: not one still firing, one that fired again after it
+/// recovered, or a closed one (closed after it recovered, or by an agent restart while held).
+async fn open_counts_with_held(store: Store) {
+    use sco_control_plane::fleet::{AnomalyChange, ChangeKind, Severity};
+
+    let change = |(seq, open_seq, kind): (i64, i64, ChangeKind),
+                  family: &str,
+                  severity: Severity,
+                  score: f64,
+                  recovered_ms: Option<i64>| AnomalyChange {
+        seq,
+        produced_at_ms: 1_000 * seq,
+        kind,
+        open_seq,
+        run_started_ms: 1,
+        started_ms: 1_000 * open_seq,
+        updated_ms: 1_000 * seq,
+        ended_ms: (kind == ChangeKind::Closed).then_some(1_000 * seq),
+        score,
+        peak_score: score,
+        severity,
+        contributors: Vec::new(),
+        context: Vec::new(),
+        context_processes: Vec::new(),
+        model: "test".into(),
+        family: family.into(),
+        close_reason: String::new(),
+        culprits: Vec::new(),
+        recovered_ms,
+    };
+    use ChangeKind::{Closed, Opened, Updated};
+    use Severity::{High, Low, Medium};
+    let held = Some(500);
+    let changes = [
+        // a: cpu high twice, one held; cpu low held; memory medium fired again after it
+        // recovered; disk_space low closed after it recovered
+        ("a", change((1, 1, Opened), "cpu", High, 0.9, None)),
+        ("a", change((2, 1, Updated), "cpu", High, 0.4, held)),
+        ("a", change((3, 3, Opened), "cpu", High, 0.8, None)),
+        ("a", change((4, 4, Opened), "cpu", Low, 0.3, None)),
+        ("a", change((5, 4, Updated), "cpu", Low, 0.2, held)),
+        ("a", change((6, 6, Opened), "memory", Medium, 0.6, None)),
+        ("a", change((7, 6, Updated), "memory", Medium, 0.5, held)),
+        ("a", change((8, 6, Updated), "memory", Medium, 0.7, None)),
+        ("a", change((9, 9, Opened), "disk_space", Low, 0.3, None)),
+        ("a", change((10, 9, Updated), "disk_space", Low, 0.2, held)),
+        ("a", change((11, 9, Closed), "disk_space", Low, 0.1, held)),
+        // b: both events held; c: one held, then closed by its agent's restart
+        ("b", change((1, 1, Opened), "disk_io", Medium, 0.6, None)),
+        ("b", change((2, 1, Updated), "disk_io", Medium, 0.3, held)),
+        ("b", change((3, 3, Opened), "disk_io", Medium, 0.7, None)),
+        ("b", change((4, 3, Updated), "disk_io", Medium, 0.2, held)),
+        ("c", change((1, 1, Opened), "network", High, 0.9, None)),
+        ("c", change((2, 1, Updated), "network", High, 0.4, held)),
+    ];
+    for (host, c) in &changes {
+        store.ingest_anomaly(host, c, 5).await.expect("anomaly");
+    }
+    let orphans = store
+        .close_orphaned_anomalies("c", 2, 6)
+        .await
+        .expect("restart");
+    assert_eq!(orphans, 1);
+
+    let counts = store.open_anomaly_counts().await.expect("counts");
+    let got: Vec<(&str, &str, Severity, i64, i64, f64)> = counts
+        .iter()
+        .map(|o| {
+            (
+                o.host_id.as_str(),
+                o.family.as_str(),
+                o.severity,
+                o.count,
+                o.held,
+                o.max_score,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a", "cpu", High, 2, 1, 0.8),
+            ("a", "cpu", Low, 1, 1, 0.2),
+            ("a", "memory", Medium, 1, 0, 0.7),
+            ("b", "disk_io", Medium, 2, 2, 0.3),
+        ]
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_open_counts_with_held() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sco_control_plane::store::sqlite_url(dir.path());
+    open_counts_with_held(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test]
+async fn postgres_open_counts_with_held() {
+    let Some(admin) = postgres_url() else { return };
+    let url = fresh_postgres_database(&admin).await;
+    open_counts_with_held(Store::connect(&url).await.expect("connect")).await;
+}

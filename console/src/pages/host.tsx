@@ -5,7 +5,7 @@
 import { useMemo, useState } from "preact/hooks";
 import { get, type Action, type Anomaly, type Host, type PolicyStatus, type PolicySummary, type Process } from "../api";
 import { Chart, bucketize, loadRollups, type Line, type Mark } from "../chart";
-import { Ago, Badge, Status, Time, actionSummary, fmtBytes, fmtMetric, href, useNow, usePoll } from "../util";
+import { Ago, Badge, Status, Time, actionSummary, fmtBytes, fmtChartTime, fmtMetric, href, useNow, usePoll } from "../util";
 
 const RANGES: { label: string; ms: number }[] = [
   { label: "15 min", ms: 15 * 60_000 },
@@ -106,6 +106,7 @@ export function HostPage({ id }: { id: string }) {
 
   const marksByChart = useMemo(() => {
     const m = new Map<string, Mark[]>();
+    const { from, to } = charts.data ?? { from: 0, to: 0 };
     for (const spec of CHARTS) {
       m.set(
         spec.id,
@@ -116,7 +117,8 @@ export function HostPage({ id }: { id: string }) {
             startMs: a.started_ms,
             endMs: a.ended_ms,
             severity: a.severity,
-            label: `${a.severity} ${a.family} anomaly at ${new Date(a.started_ms).toLocaleTimeString()}${a.status === "open" ? " (open)" : ""}: ${a.top_metric}`,
+            // as the chart's axis writes times; with the date when it started over a day ago
+            label: `${a.severity} ${a.family} anomaly at ${fmtChartTime(a.started_ms, Math.max(to - from, to - a.started_ms))}${a.status === "open" ? " (open)" : ""}: ${a.top_metric}`,
           })),
       );
     }

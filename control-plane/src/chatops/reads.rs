@@ -13,8 +13,8 @@ use sco_chat::{ExplainTarget, HostRef, Intent, Lexicon, Scope};
 
 use super::text::{
     action_line, ago, brief_event, bytes, describe_range, display, event_line, event_summary,
-    explain_head, family_name, hostname, num, onset_summary, open_event_line, policy_line,
-    sparkline,
+    explain_head, family_name, hostname, num, onset_summary, open_counts_summary, open_event_line,
+    policy_line, sparkline,
 };
 use super::{Answer, ChatError, ChatOps, MAX_ITEMS, MAX_LINES, MAX_WINDOWS};
 use crate::fleet::{now_ms, ActionQuery, ActionState, Anomaly, AnomalyQuery, RollupQuery};
@@ -291,7 +291,8 @@ impl ChatOps {
             .iter()
             .filter(|h| selector.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
             .collect();
-        let open = |id: &str| -> (i64, Vec<String>) {
+        // each host's open events: how many, how many of them held, and how they read
+        let open = |id: &str| -> (i64, i64, Option<String>) {
             let rows: Vec<_> = snapshot
                 .open_anomalies
                 .iter()
@@ -299,9 +300,8 @@ impl ChatOps {
                 .collect();
             (
                 rows.iter().map(|o| o.count).sum(),
-                rows.iter()
-                    .map(|o| format!("{} {}", family_name(&o.family), o.severity.as_str()))
-                    .collect(),
+                rows.iter().map(|o| o.held).sum(),
+                open_counts_summary(&rows),
             )
         };
         let connected = hosts.iter().filter(|h| h.connected).count();
@@ -314,23 +314,18 @@ impl ChatOps {
         let mut troubled = 0;
         let mut list = Vec::new();
         for h in &hosts {
-            let (count, kinds) = open(&h.id);
-            if count > 0 {
+            let (count, held, summary) = open(&h.id);
+            if let Some(summary) = summary {
                 troubled += 1;
                 if troubled <= MAX_LINES {
-                    text.push_str(&format!(
-                        "\n• {} ({}): {count} open anomal{} ({})",
-                        h.hostname,
-                        h.id,
-                        if count == 1 { "y" } else { "ies" },
-                        kinds.join(", ")
-                    ));
+                    text.push_str(&format!("\n• {} ({}): {summary}", h.hostname, h.id));
                 }
             }
             list.push(json!({
                 "id": h.id, "hostname": h.hostname, "connected": h.connected,
                 "labels": h.labels, "agent_version": h.agent_version,
                 "last_seen_ms": h.last_seen_ms, "open_anomalies": count,
+                "held_anomalies": held,
                 "link": format!("/hosts/{}", h.id),
             }));
         }

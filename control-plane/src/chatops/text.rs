@@ -7,7 +7,7 @@ use sco_chat::{HostRef, Lexicon};
 
 use super::MAX_SERIES_POINTS;
 use crate::domain::policy::PolicyRolloutStatus;
-use crate::fleet::{ActionRecord, Anomaly};
+use crate::fleet::{ActionRecord, Anomaly, OpenAnomalies};
 
 /// `[end ms, mean]` of each window, averaged into at most [`MAX_SERIES_POINTS`] buckets of
 /// consecutive windows (weighted by their sample counts).
@@ -118,6 +118,33 @@ pub(super) fn explain_head(e: &Anomaly, host_name: &str, now: i64) -> String {
         num(e.score),
         num(e.peak_score)
     )
+}
+
+/// A host's open events in the fleet's status, from their counts per family and severity:
+/// `3 open anomalies (cpu high, memory low)`, with `, 2 of them recovered and held` when some
+/// recovered and are held open in case they come back (`, recovered and held` of a single
+/// one); `None` when the host has none open.
+pub(super) fn open_counts_summary(rows: &[&OpenAnomalies]) -> Option<String> {
+    let count: i64 = rows.iter().map(|o| o.count).sum();
+    if count <= 0 {
+        return None;
+    }
+    let held: i64 = rows.iter().map(|o| o.held).sum();
+    let kinds: Vec<String> = rows
+        .iter()
+        .filter(|o| o.count > 0)
+        .map(|o| format!("{} {}", family_name(&o.family), o.severity.as_str()))
+        .collect();
+    let held = match held {
+        0 => String::new(),
+        _ if count == 1 => ", recovered and held".to_string(),
+        n => format!(", {n} of them recovered and held"),
+    };
+    Some(format!(
+        "{count} open anomal{} ({}){held}",
+        if count == 1 { "y" } else { "ies" },
+        kinds.join(", ")
+    ))
 }
 
 /// Another open event named in passing: `cpu high`, or `cpu high (recovered at … UTC and
@@ -366,5 +393,50 @@ mod tests {
         );
         assert_eq!(brief_event(&event("open", None)), "cpu high");
         assert_eq!(brief_event(&event("closed", recovered)), "cpu high");
+    }
+
+    /// The fleet's status says how many of a host's open events recovered and are held, from
+    /// the counts per family and severity; nothing of a hold when none recovered.
+    #[test]
+    fn the_fleet_status_says_how_many_open_events_are_held() {
+        let row = |family: &str, severity, count, held| OpenAnomalies {
+            host_id: "web-1-0a1b".into(),
+            family: family.into(),
+            severity,
+            count,
+            held,
+            max_score: 0.9,
+        };
+        let (cpu, disk, memory) = (
+            row("cpu", Severity::High, 2, 1),
+            row("disk_io", Severity::Medium, 1, 1),
+            row("memory", Severity::Low, 1, 0),
+        );
+        assert_eq!(
+            open_counts_summary(&[&cpu, &disk, &memory]).as_deref(),
+            Some(
+                "4 open anomalies (cpu high, disk_io medium, memory low), \
+                 2 of them recovered and held"
+            )
+        );
+        let firing = row("cpu", Severity::High, 3, 0);
+        assert_eq!(
+            open_counts_summary(&[&firing, &memory]).as_deref(),
+            Some("4 open anomalies (cpu high, memory low)")
+        );
+        assert_eq!(
+            open_counts_summary(&[&disk]).as_deref(),
+            Some("1 open anomaly (disk_io medium), recovered and held")
+        );
+        assert_eq!(
+            open_counts_summary(&[&memory]).as_deref(),
+            Some("1 open anomaly (memory low)")
+        );
+        let all = row("cpu", Severity::High, 2, 2);
+        assert_eq!(
+            open_counts_summary(&[&all]).as_deref(),
+            Some("2 open anomalies (cpu high), 2 of them recovered and held")
+        );
+        assert_eq!(open_counts_summary(&[]), None);
     }
 }

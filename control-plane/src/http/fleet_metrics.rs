@@ -370,6 +370,7 @@ mod tests {
                 family: "cpu".into(),
                 severity: Severity::High,
                 count: 1,
+                held: 0,
                 max_score: 0.75,
             }],
         };

@@ -112,10 +112,12 @@ impl Store {
         rows.iter().map(|r| anomaly_from_row(r, false)).collect()
     }
 
-    /// Open events of the whole fleet counted per host, family and severity, in one query.
+    /// Open events of the whole fleet counted per host, family and severity, with how many of
+    /// them recovered and are held (`recovered_ms` set), in one query.
     pub async fn open_anomaly_counts(&self) -> Result<Vec<OpenAnomalies>, StoreError> {
         let rows = sqlx::query(
-            "SELECT host_id, family, severity, COUNT(*) AS n, MAX(score) AS max_score
+            "SELECT host_id, family, severity, COUNT(*) AS n, COUNT(recovered_ms) AS held,
+                MAX(score) AS max_score
              FROM anomalies WHERE status = 'open'
              GROUP BY host_id, family, severity ORDER BY host_id, family, severity",
         )
@@ -129,6 +131,7 @@ impl Store {
                     family: r.try_get("family")?,
                     severity: Severity::parse(&severity).unwrap_or(Severity::Low),
                     count: r.try_get("n")?,
+                    held: r.try_get("held")?,
                     max_score: r.try_get("max_score")?,
                 })
             })
