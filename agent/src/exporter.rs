@@ -213,8 +213,18 @@ pub struct Health {
     pub last_sample_ms: Option<i64>,
     pub last_sample_age_secs: Option<f64>,
     pub outbox: OutboxHealth,
+    pub uplink: UplinkHealth,
     pub detector: DetectorHealth,
     pub remediation: RemediationHealth,
+}
+
+/// What the stream has on the wire ([`crate::flight`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UplinkHealth {
+    /// Bytes sent and not yet acknowledged.
+    pub in_flight_bytes: u64,
+    /// How many the link's measured delivery rate allows in flight.
+    pub window_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -292,6 +302,10 @@ impl Parts {
             last_sample_ms: seen(a.last_sample_ms),
             last_sample_age_secs: seen(a.last_sample_ms).map(age),
             outbox: self.outbox,
+            uplink: UplinkHealth {
+                in_flight_bytes: a.in_flight_bytes,
+                window_bytes: a.send_window_bytes,
+            },
             detector: DetectorHealth {
                 state: if d.detector.is_empty() {
                     "off".into()
@@ -343,6 +357,18 @@ pub fn write_self(t: &mut Text, h: &Health) {
         "Messages dropped from the full outbox, oldest first, over the outbox's life.",
     )
     .int(&[], h.outbox.dropped_total);
+    t.family(
+        "sco_agent_uplink_in_flight_bytes",
+        Kind::Gauge,
+        "Bytes sent to the control plane and not yet acknowledged.",
+    )
+    .int(&[], h.uplink.in_flight_bytes);
+    t.family(
+        "sco_agent_uplink_window_bytes",
+        Kind::Gauge,
+        "Unacknowledged bytes the uplink allows, from the link's measured delivery rate.",
+    )
+    .int(&[], h.uplink.window_bytes);
     if let Some(age) = h.last_ack_age_secs {
         t.family(
             "sco_agent_last_ack_age_seconds",

@@ -42,6 +42,7 @@ pub mod detect;
 pub mod executor;
 pub mod exporter;
 pub mod fleet_model;
+pub mod flight;
 pub mod host;
 pub mod identity;
 pub mod outbox;

@@ -285,6 +285,8 @@ pub struct Activity {
     started_ms: AtomicI64,
     last_ack_ms: AtomicI64,
     last_sample_ms: AtomicI64,
+    in_flight_bytes: AtomicU64,
+    send_window_bytes: AtomicU64,
     actions: [AtomicU64; ACTION_DECISIONS.len()],
     rules_fired: [AtomicU64; RULE_DECISIONS.len()],
 }
@@ -297,6 +299,10 @@ pub struct ActivitySnapshot {
     pub last_ack_ms: i64,
     /// 0 until the first sample.
     pub last_sample_ms: i64,
+    /// Bytes sent to the control plane and not yet acknowledged, and how many the uplink
+    /// allows ([`crate::flight`]); 0 before the first stream.
+    pub in_flight_bytes: u64,
+    pub send_window_bytes: u64,
     /// Counts per [`ACTION_DECISIONS`] entry.
     pub actions: [u64; ACTION_DECISIONS.len()],
     /// Counts per [`RULE_DECISIONS`] entry.
@@ -313,6 +319,12 @@ impl Activity {
     /// The control plane acknowledged messages.
     pub fn acked(&self, now_ms: i64) {
         self.last_ack_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// What the uplink has in flight, and its window.
+    pub fn in_flight(&self, bytes: u64, window: u64) {
+        self.in_flight_bytes.store(bytes, Ordering::Relaxed);
+        self.send_window_bytes.store(window, Ordering::Relaxed);
     }
 
     /// The pipeline received a sample taken at `ts_ms`.
@@ -340,6 +352,8 @@ impl Activity {
             started_ms: self.started_ms.load(Ordering::Relaxed),
             last_ack_ms: self.last_ack_ms.load(Ordering::Relaxed),
             last_sample_ms: self.last_sample_ms.load(Ordering::Relaxed),
+            in_flight_bytes: self.in_flight_bytes.load(Ordering::Relaxed),
+            send_window_bytes: self.send_window_bytes.load(Ordering::Relaxed),
             actions: std::array::from_fn(|i| self.actions[i].load(Ordering::Relaxed)),
             rules_fired: std::array::from_fn(|i| self.rules_fired[i].load(Ordering::Relaxed)),
         }

@@ -1,6 +1,9 @@
 //! The stream to the control plane: connect over mTLS, say hello, resend
 //! what the outbox holds, follow it with new messages, apply acks, exchange
-//! heartbeats, and reconnect with exponential backoff and jitter. A replica at its stream
+//! heartbeats, and reconnect with exponential backoff and jitter. What is sent and not yet
+//! acknowledged stays under a window sized from the link's measured delivery rate
+//! ([`crate::flight`]), so that a backlog never queues in front of the stream's own keep-alives
+//! for longer than the link's liveness checks allow. A replica at its stream
 //! limit turns the agent away naming replicas with room: the agent connects to one of them (or
 //! the next endpoint of its list) at once, and backs off only when every one it tries is full.
 
@@ -16,6 +19,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::clock::now_ms;
 use crate::config::{endpoint_uri, ServerSection};
 use crate::fleet_model::{Assignment, Downloads, Next};
+use crate::flight::Flight;
 use crate::outbox::Outbox;
 pub use crate::requests::Inbound;
 use crate::AgentError;
@@ -300,16 +304,31 @@ impl Uplink {
 
         let mut last_sent = 0u64;
         let mut last_heard = Instant::now();
+        let mut flight = Flight::new(dead_after);
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let batch = self.outbox.lock().await.after(last_sent, SEND_BATCH)?;
-            let hold = held_for(&batch, self.spread_offset_ms, now_ms());
-            let more = batch.len() == SEND_BATCH && hold.is_none();
-            if hold.is_none() {
-                for m in batch {
-                    last_sent = m.seq;
-                    send(m).await?;
+            let (mut more, mut hold) = (false, None);
+            if flight.has_room() {
+                let batch = self.outbox.lock().await.after(last_sent, SEND_BATCH)?;
+                hold = held_for(&batch, self.spread_offset_ms, now_ms());
+                more = batch.len() == SEND_BATCH && hold.is_none();
+                if hold.is_none() {
+                    for m in batch {
+                        if !flight.has_room() {
+                            // the rest waits for acknowledgements
+                            more = false;
+                            break;
+                        }
+                        last_sent = m.seq;
+                        flight.sent(
+                            m.seq,
+                            prost::Message::encoded_len(&m) as u64,
+                            Instant::now(),
+                        );
+                        send(m).await?;
+                    }
+                    self.activity.in_flight(flight.in_flight(), flight.window());
                 }
             }
             tokio::select! {
@@ -322,7 +341,9 @@ impl Uplink {
                         match m.body {
                             Some(control_message::Body::Ack(ack)) => {
                                 self.outbox.lock().await.ack(ack.up_to_seq)?;
+                                flight.acked(ack.up_to_seq, Instant::now());
                                 self.activity.acked(now_ms());
+                                self.activity.in_flight(flight.in_flight(), flight.window());
                             }
                             Some(control_message::Body::Command(c)) => {
                                 if let Err(e) = self.commands.try_send(Inbound::Command(crate::pb::command(c))) {

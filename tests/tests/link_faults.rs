@@ -458,12 +458,6 @@ const QUICK: Timings = Timings {
     dead_after_secs: 4,
 };
 
-/// The defaults both binaries ship with.
-const SHIPPED: Timings = Timings {
-    heartbeat_secs: 5,
-    dead_after_secs: 20,
-};
-
 /// [`drill`] with the agent over QUIC (`Some(true)`), over TCP (`Some(false)`), or over the
 /// run's transport (`None`, `SCO_TEST_TRANSPORT`), on a link of the given wire, both ends with
 /// the given timings.
@@ -946,12 +940,16 @@ const EXPORTER: &str = "[exporter]\nenabled = true\nlisten = \"127.0.0.1:9101\"\
 /// An agent cut off for a while comes back over a narrow, lossy link: `SCO_LINK_BACKLOG_SECS`
 /// (30 s; the full drill is 300 s) of every packet dropped, so its outbox holds that many
 /// rollups, then 64 kbit/s with 3 % loss and 50 ms each way, over gRPC/TCP and QUIC side by
-/// side, both ends with the shipped heartbeat and dead-after times (5 s and 20 s; others from
+/// side, both ends with the sandbox's heartbeat and dead-after times (1 s and 4 s, a quarter
+/// of the shipped ones, so that the 30 s backlog weighs on the stream's liveness checks as a
+/// 120 s one does at the shipped times; others from
 /// `SCO_LINK_BACKLOG_TIMINGS=HEARTBEAT,DEAD_AFTER`). The backlog must drain within a bound
-/// derived from its volume and the link's rate, every rollup of the cut must be stored once
-/// (contiguous sequence numbers and back-to-back windows), and live rollups, which the agent
-/// sends after the backlog (its outbox goes oldest first), must catch up. The backlog, the
-/// drain time and how far behind live data fell are printed.
+/// derived from its volume and the link's rate on the one stream opened after the cut (a
+/// stream called dead while it delivers the backlog is the failure this drill found), every
+/// rollup of the cut must be stored once (contiguous sequence numbers and back-to-back
+/// windows), and live rollups, which the agent sends after the backlog (its outbox goes
+/// oldest first), must catch up. The backlog, the drain time, how far behind live data fell
+/// and the agent's send window are printed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backlog_drains_through_a_narrow_lossy_link_once_each_while_live_data_flows() {
     let cut_secs = env_secs("SCO_LINK_BACKLOG_SECS", 30);
@@ -973,7 +971,7 @@ async fn a_backlog_drains_through_a_narrow_lossy_link_once_each_while_live_data_
                 dead_after_secs: d.trim().parse().ok()?,
             })
         })
-        .unwrap_or(SHIPPED);
+        .unwrap_or(QUICK);
     let mut drills = Vec::new();
     for (which, quic) in [(7, false), (8, true)] {
         let Some(d) = drill_over(which, &extra, Some(quic), Wire::Tun, timings).await else {
@@ -1166,7 +1164,14 @@ async fn a_backlog_drains_through_a_narrow_lossy_link_once_each_while_live_data_
         );
         eprintln!(
             "{name}: {AFTER_SECS} s after the drain {waiting} messages wait in the outbox, seq \
-             {last_seq} assigned, {stored_seq} stored"
+             {last_seq} assigned, {stored_seq} stored; the agent's uplink: {}",
+            health["uplink"]
+        );
+        let reconnections = connections(&d.agent) - connections0;
+        assert_eq!(
+            reconnections, 1,
+            "{name}: {reconnections} connections since the link came back: streams were \
+             called dead while they delivered the backlog"
         );
         assert!(
             waiting <= 3 && last_seq - stored_seq <= 3,
