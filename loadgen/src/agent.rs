@@ -4,7 +4,11 @@
 //! with the agent's own certificate, say hello, send everything unacked in
 //! order, then new messages and heartbeats; apply acks; answer policy updates
 //! with a status and commands with a report; declare the connection dead when
-//! nothing is heard; reconnect with exponential backoff and jitter.
+//! nothing is heard; reconnect with exponential backoff and jitter. A new stream
+//! refused by a full or overloaded control plane (`RESOURCE_EXHAUSTED`) is a
+//! refusal, not an error: the agent connects at once to a replica the refusal
+//! names (or the next endpoint of its list) and backs off only when every one it
+//! tries is full.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,8 +19,9 @@ use sco_proto::v1::agent_service_client::AgentServiceClient;
 use sco_proto::v1::{control_message, AgentMessage};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint as GrpcEndpoint, Identity};
 
+use crate::endpoint::{self, Endpoint, Transport, MAX_HINTS};
 use crate::outbox::Outbox;
 use crate::speak::{self, Event, EventStep, HostFacts};
 use crate::stats::{Kind, Stats};
@@ -35,8 +40,11 @@ pub enum Phase {
 
 /// What every simulated agent shares.
 pub struct Shared {
-    pub uri: String,
-    pub server_name: String,
+    /// The endpoints of `--target`, in order (the agent's endpoint list).
+    pub targets: Vec<Endpoint>,
+    /// `--server-name`: the name every server certificate must carry (else each endpoint's
+    /// host), for the replicas a refusal names too.
+    pub server_name: Option<String>,
     pub ca_pem: Vec<u8>,
     pub window_ms: i64,
     /// Span of the rollup send offsets ([`sco_proto::spread`]).
@@ -53,8 +61,8 @@ pub struct Shared {
     pub event_storm: Option<(i64, i64)>,
     pub metrics: Vec<(String, String)>,
     pub stats: Arc<Stats>,
-    /// With `--quic`: the run's UDP sockets and the control plane's address.
-    pub quic: Option<(crate::quic::Sockets, std::net::SocketAddr)>,
+    /// With `--quic`: the run's UDP sockets.
+    pub quic: Option<crate::quic::Sockets>,
 }
 
 /// A client identity: certificate and key for agent `id`.
@@ -74,6 +82,10 @@ pub struct Agent {
     pub outbox: Mutex<Outbox>,
     new_data: Notify,
     pub ever_connected: AtomicBool,
+    /// A new stream of this agent was refused at least once.
+    pub ever_refused: AtomicBool,
+    /// The endpoint of its latest stream (as the agent lists it), once connected.
+    pub last_endpoint: Mutex<Option<String>>,
     /// Policy revisions this agent has been sent (name, revision), to count its first receipt.
     policies_seen: Mutex<std::collections::HashSet<(String, u64)>>,
 }
@@ -96,7 +108,17 @@ fn instant_at(ms: i64) -> tokio::time::Instant {
 
 enum End {
     Shutdown,
-    Lost { kind: &'static str, message: String },
+    Lost {
+        kind: &'static str,
+        message: String,
+    },
+    /// The control plane refused the new stream (`RESOURCE_EXHAUSTED`): `reason` from its
+    /// message ([`endpoint::refusal_reason`]), `elsewhere` the replicas with room it named.
+    Refused {
+        reason: &'static str,
+        message: String,
+        elsewhere: Vec<Endpoint>,
+    },
 }
 
 fn lost(kind: &'static str, message: impl Into<String>) -> End {
@@ -106,15 +128,52 @@ fn lost(kind: &'static str, message: impl Into<String>) -> End {
     }
 }
 
+/// How a gRPC status ends a stream that was open.
 fn ended_by(s: &tonic::Status) -> End {
     let message = format!("{}: {}", s.code(), s.message());
     match s.code() {
-        tonic::Code::PermissionDenied => lost("refused", message),
+        tonic::Code::PermissionDenied => lost("permission_denied", message),
         tonic::Code::Unavailable => lost("unavailable", message),
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => lost("stream_cancelled", message),
         tonic::Code::Unknown | tonic::Code::Internal => lost("stream_error", message),
         _ => lost("stream_other", message),
     }
+}
+
+/// How a gRPC status answers the opening of a stream: `RESOURCE_EXHAUSTED` is a full or
+/// overloaded control plane turning the new stream away (with the replicas it names);
+/// anything else ends it as [`ended_by`] says.
+fn refused_by(s: &tonic::Status, server_name: Option<&str>) -> End {
+    if s.code() != tonic::Code::ResourceExhausted {
+        return ended_by(s);
+    }
+    End::Refused {
+        reason: endpoint::refusal_reason(s.message()),
+        message: format!("{}: {}", s.code(), s.message()),
+        elsewhere: endpoint::redirect_hints(s, server_name),
+    }
+}
+
+/// Where an agent goes after `endpoint` (tried with the list at `index`) refused it, the
+/// `refused_in_a_row`th refusal since its last stream that worked: to a replica the refusal
+/// named (`Some`), else to the next endpoint of its list; and whether at once. At once unless
+/// that would be the endpoint that just refused (a lone `--target` that names no one), or
+/// every endpoint and then some named ones turned it away in a row: then after a backoff, as
+/// after any failure.
+fn after_refusal(
+    targets: &[Endpoint],
+    index: usize,
+    endpoint: &Endpoint,
+    elsewhere: Vec<Endpoint>,
+    refused_in_a_row: usize,
+) -> (Option<Endpoint>, bool) {
+    let hinted = elsewhere.into_iter().find(|e| !e.same_as(endpoint));
+    let next_differs = hinted.is_some()
+        || targets
+            .get((index + 1) % targets.len().max(1))
+            .is_some_and(|next| !next.same_as(endpoint));
+    let at_once = next_differs && refused_in_a_row <= targets.len() + MAX_HINTS;
+    (hinted, at_once)
 }
 
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
@@ -148,6 +207,8 @@ impl Agent {
             outbox: Mutex::new(Outbox::default()),
             new_data: Notify::new(),
             ever_connected: AtomicBool::new(false),
+            ever_refused: AtomicBool::new(false),
+            last_endpoint: Mutex::new(None),
             policies_seen: Mutex::default(),
         }
     }
@@ -252,34 +313,81 @@ impl Agent {
         }
     }
 
-    /// Keeps a stream to the control plane until [`Phase::Stop`].
+    /// Keeps a stream to the control plane until [`Phase::Stop`], as the agent's uplink: the
+    /// endpoints of its list in turn (the next one after a failure), a replica a refusal names
+    /// at once, and a backoff with jitter after a loss or once every endpoint tried was full.
     pub async fn uplink(self: Arc<Self>, shared: Arc<Shared>, mut phase: watch::Receiver<Phase>) {
+        let targets = &shared.targets;
+        if targets.is_empty() {
+            return;
+        }
         let mut backoff = shared.backoff_initial;
+        let mut index = 0usize;
+        // A replica with room that a refusal named, tried next instead of the list.
+        let mut hinted: Option<Endpoint> = None;
+        // Refusals since the last stream that worked: while few, the next endpoint is tried at
+        // once; once every endpoint (and some named ones) turned the agent away, it backs off.
+        let mut refused_in_a_row = 0usize;
         loop {
             if *phase.borrow() == Phase::Stop {
                 return;
             }
+            let endpoint = hinted
+                .take()
+                .unwrap_or_else(|| targets[index % targets.len()].clone());
             let started = Instant::now();
             let mut heard = false;
             let mut connected = false;
             let end = self
-                .session(&shared, &mut phase, &mut heard, &mut connected)
+                .session(&shared, &endpoint, &mut phase, &mut heard, &mut connected)
                 .await;
             if connected {
                 shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
             }
+            let mut at_once = false;
             match end {
                 End::Shutdown => return,
                 End::Lost { kind, message } => {
-                    tracing::debug!(agent = %self.id, kind, %message, "stream lost");
+                    tracing::debug!(agent = %self.id, endpoint = %endpoint.label(), kind, %message, "stream lost");
                     shared.stats.error(kind, &message);
                     if connected {
                         shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                End::Refused {
+                    reason,
+                    message,
+                    elsewhere,
+                } => {
+                    shared.stats.refusal(reason, &message);
+                    self.ever_refused.store(true, Ordering::Relaxed);
+                    refused_in_a_row += 1;
+                    (hinted, at_once) =
+                        after_refusal(targets, index, &endpoint, elsewhere, refused_in_a_row);
+                    if at_once && hinted.is_some() {
+                        shared.stats.redirects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::debug!(
+                        agent = %self.id,
+                        endpoint = %endpoint.label(),
+                        reason,
+                        next = ?hinted.as_ref().map(Endpoint::label),
+                        at_once,
+                        "new stream refused"
+                    );
+                }
+            }
+            if heard {
+                refused_in_a_row = 0;
             }
             if heard && started.elapsed() > Duration::from_secs(5) {
                 backoff = shared.backoff_initial;
+            } else {
+                // the next endpoint of the list only when this one failed
+                index += 1;
+            }
+            if at_once {
+                continue;
             }
             // Full jitter over the upper half, as the agent: no reconnect
             // storm in lockstep, and a lower bound.
@@ -299,18 +407,45 @@ impl Agent {
     async fn session(
         &self,
         shared: &Shared,
+        endpoint: &Endpoint,
         phase: &mut watch::Receiver<Phase>,
         heard: &mut bool,
         connected: &mut bool,
     ) -> End {
         let stats = &shared.stats;
-        let channel: Channel = match (&self.quic, &shared.quic) {
-            (Some((config, socket)), Some((_, addr))) => {
+        let channel: Channel = match endpoint.transport {
+            Transport::Quic => {
+                let Some((config, socket)) = &self.quic else {
+                    return lost(
+                        "config",
+                        format!("{} is a QUIC endpoint; run with --quic", endpoint.label()),
+                    );
+                };
+                let addr = match endpoint.addr {
+                    Some(a) => a,
+                    None => match tokio::net::lookup_host(&endpoint.authority).await {
+                        Ok(mut addrs) => match addrs.next() {
+                            Some(a) => a,
+                            None => {
+                                return lost(
+                                    "connect",
+                                    format!("{} resolves to no address", endpoint.authority),
+                                )
+                            }
+                        },
+                        Err(e) => {
+                            return lost(
+                                "connect",
+                                format!("resolving {}: {e}", endpoint.authority),
+                            )
+                        }
+                    },
+                };
                 match crate::quic::channel(
                     socket.clone(),
                     config.clone(),
-                    *addr,
-                    &shared.server_name,
+                    addr,
+                    &endpoint.server_name,
                     shared.heartbeat,
                     shared.dead_after,
                 )
@@ -320,17 +455,18 @@ impl Agent {
                     Err(e) => return lost("connect", e),
                 }
             }
-            _ => {
+            Transport::Tcp => {
                 let tls = ClientTlsConfig::new()
                     .ca_certificate(Certificate::from_pem(&shared.ca_pem))
                     .identity(self.tls_identity.clone())
-                    .domain_name(shared.server_name.clone());
-                let endpoint = match Endpoint::from_shared(shared.uri.clone())
-                    .and_then(|e| e.tls_config(tls))
-                {
-                    Ok(e) => e,
-                    Err(e) => return lost("config", error_chain(&e)),
-                };
+                    .domain_name(endpoint.server_name.clone());
+                let endpoint =
+                    match GrpcEndpoint::from_shared(format!("https://{}", endpoint.authority))
+                        .and_then(|e| e.tls_config(tls))
+                    {
+                        Ok(e) => e,
+                        Err(e) => return lost("config", error_chain(&e)),
+                    };
                 match endpoint
                     .connect_timeout(Duration::from_secs(10))
                     .http2_keep_alive_interval(shared.heartbeat)
@@ -352,12 +488,13 @@ impl Agent {
         }
         let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
-            Err(s) => return ended_by(&s),
+            Err(s) => return refused_by(&s, shared.server_name.as_deref()),
         };
         *connected = true;
         stats.connected.fetch_add(1, Ordering::Relaxed);
         stats.connects.fetch_add(1, Ordering::Relaxed);
         self.ever_connected.store(true, Ordering::Relaxed);
+        *self.last_endpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some(endpoint.label());
 
         let mut last_sent = 0u64;
         let mut last_heard = Instant::now();
@@ -436,6 +573,68 @@ impl Agent {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Endpoint {
+        Endpoint::parse(text, Transport::Tcp, None).expect("endpoint")
+    }
+
+    #[test]
+    fn a_refusal_sends_the_agent_on_at_once_until_all_were_full() {
+        let one = [at("a:1")];
+        // a lone target that names no one: back off, then the same endpoint again
+        assert!(matches!(
+            after_refusal(&one, 0, &one[0], vec![], 1),
+            (None, false)
+        ));
+        // a replica named (the refused one itself is not followed): there at once
+        let (next, at_once) = after_refusal(&one, 0, &one[0], vec![at("a:1"), at("b:2")], 1);
+        assert_eq!(next.map(|e| e.label()).as_deref(), Some("b:2"));
+        assert!(at_once);
+        // the named replica full too, naming no one: back to the list at once
+        assert!(matches!(
+            after_refusal(&one, 1, &at("b:2"), vec![], 2),
+            (None, true)
+        ));
+        // ... but not for ever: after the endpoints and the hints allowed in a row, a backoff
+        let (next, at_once) = after_refusal(&one, 9, &one[0], vec![at("b:2")], 10);
+        assert!(next.is_some() && !at_once);
+        // two targets, no name: the next of the list at once
+        let two = [at("a:1"), at("c:3")];
+        assert!(matches!(
+            after_refusal(&two, 0, &two[0], vec![], 1),
+            (None, true)
+        ));
+        assert!(matches!(
+            after_refusal(&two, 1, &two[1], vec![], 2),
+            (None, true)
+        ));
+        assert!(matches!(
+            after_refusal(&two, 1, &two[1], vec![], 11),
+            (None, false)
+        ));
+        // a status other than RESOURCE_EXHAUSTED is no refusal
+        assert!(matches!(
+            refused_by(&tonic::Status::unavailable("down"), None),
+            End::Lost {
+                kind: "unavailable",
+                ..
+            }
+        ));
+        match refused_by(
+            &tonic::Status::resource_exhausted("this replica is overloaded (...)"),
+            None,
+        ) {
+            End::Refused {
+                reason, elsewhere, ..
+            } => assert_eq!((reason, elsewhere.len()), ("overloaded", 0)),
+            _ => panic!("not a refusal"),
         }
     }
 }

@@ -14,10 +14,12 @@ use crate::Config;
 #[derive(Debug, Parser)]
 #[command(name = "sco-loadgen", version)]
 pub struct Cli {
-    /// The control plane's agent (gRPC) address, host:port.
+    /// The control plane's agent (gRPC) address, host:port; several, comma-separated, are the
+    /// agents' endpoint list (tried in turn, as the agent's `server.endpoints`).
     #[arg(long, env = "SCO_LOADGEN_TARGET")]
     pub target: String,
-    /// Name the server certificate must carry (default: the host of --target).
+    /// Name every server certificate must carry, the replicas a refusal names included
+    /// (default: the host of each endpoint).
     #[arg(long)]
     pub server_name: Option<String>,
     /// The control plane's PKI directory: its ca.pem and ca.key sign the
@@ -139,12 +141,14 @@ fn valid_id_part(s: &str) -> bool {
 
 impl Cli {
     pub fn config(&self) -> Result<Config, CliError> {
-        let (host, port) = self
-            .target
-            .rsplit_once(':')
-            .ok_or_else(|| bad("target", format!("{:?} is not host:port", self.target)))?;
-        if host.is_empty() || port.parse::<u16>().is_err() {
-            return Err(bad("target", format!("{:?} is not host:port", self.target)));
+        let mut targets = Vec::new();
+        for t in self.target.split(',').map(str::trim) {
+            let not = || bad("target", format!("{t:?} is not host:port"));
+            let (host, port) = t.rsplit_once(':').ok_or_else(not)?;
+            if host.is_empty() || host.contains('/') || port.parse::<u16>().is_err() {
+                return Err(not());
+            }
+            targets.push(t.to_string());
         }
         let (ca_cert, ca_key) = match (&self.pki_dir, &self.ca_cert, &self.ca_key) {
             (Some(dir), None, None) => (dir.join("ca.pem"), dir.join("ca.key")),
@@ -244,11 +248,9 @@ impl Cli {
         let run: u32 = rand::random::<u32>() & 0xff_ffff;
         Ok(Config {
             target: self.target.clone(),
+            targets,
             quic: self.quic,
-            server_name: self
-                .server_name
-                .clone()
-                .unwrap_or_else(|| host.trim_matches(['[', ']']).to_string()),
+            server_name: self.server_name.clone(),
             ca_cert,
             ca_key,
             agents: self.agents,
@@ -321,12 +323,25 @@ mod tests {
             .config()
             .expect_err("refused");
         assert_eq!(e.flag, "target");
+        for target in ["a:1,", "a:1,b", "https://a:1"] {
+            let e = Cli::try_parse_from(["sco-loadgen", "--target", target, "--pki-dir", "x"])
+                .expect("parses")
+                .config()
+                .expect_err("refused");
+            assert_eq!(e.flag, "target", "{target}");
+        }
+        let c = Cli::try_parse_from(["sco-loadgen", "--target", "a:1, [::1]:2", "--pki-dir", "x"])
+            .expect("parses")
+            .config()
+            .expect("valid");
+        assert_eq!(c.targets, ["a:1", "[::1]:2"]);
     }
 
     #[test]
     fn defaults_make_a_valid_config() {
         let c = parse(&[]).expect("valid");
-        assert_eq!(c.server_name, "127.0.0.1");
+        assert_eq!(c.server_name, None);
+        assert_eq!(c.targets, ["127.0.0.1:7443"]);
         assert_eq!(c.ca_key, PathBuf::from("/tmp/pki/ca.key"));
         assert!(c.id_prefix.starts_with("lg-") && c.id_prefix.len() == 10);
         assert_eq!(c.labels, [("env".to_string(), "loadgen".to_string())]);

@@ -8,7 +8,10 @@
 //!   policy status, action report), shaped as the agent shapes them.
 //! - [`outbox`]: per-agent sequence numbers, kept until acked, resent in order.
 //! - [`agent`]: one simulated agent: its producer and its uplink (reconnect
-//!   with backoff and jitter, dead-connection detection).
+//!   with backoff and jitter, dead-connection detection, refusals followed to
+//!   the replica they name).
+//! - [`endpoint`]: the endpoints of `--target`, and what a refusal by a full or
+//!   overloaded control plane says (why, and the replicas with room).
 //! - [`quic`]: the same uplink over QUIC (`--quic`), many agents per UDP socket.
 //! - [`stats`]: counters, errors by kind and the ack latency histogram.
 //! - [`procstat`]: CPU and RSS of a process from `/proc`.
@@ -20,6 +23,7 @@
 pub mod agent;
 pub mod check;
 pub mod cli;
+pub mod endpoint;
 pub mod identity;
 pub mod outbox;
 pub mod procstat;
@@ -39,11 +43,16 @@ pub use run::{run, RunError};
 /// A validated run description.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// gRPC address of the control plane, `host:port`.
+    /// gRPC address of the control plane, `host:port`, as given (a comma-separated list:
+    /// the agents' endpoint list).
     pub target: String,
+    /// The endpoints of `target`, in order, each `host:port`.
+    pub targets: Vec<String>,
     /// Agents connect over QUIC to `target` (the control plane's `quic_listen`).
     pub quic: bool,
-    pub server_name: String,
+    /// `--server-name`: the name every server certificate must carry; `None`: the host of
+    /// each endpoint.
+    pub server_name: Option<String>,
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
     pub agents: usize,

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::check::DbCheck;
-use crate::stats::{ErrorCount, Latency, PolicyReceipt};
+use crate::stats::{counts_text, ErrorCount, Latency, PolicyReceipt};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ProcCost {
@@ -39,6 +39,13 @@ pub struct Step {
     pub resent: u64,
     pub ack: Latency,
     pub errors: BTreeMap<String, ErrorCount>,
+    /// New streams refused by a full or overloaded control plane (`RESOURCE_EXHAUSTED`), by
+    /// reason (`full`, `overloaded`, `other`); not errors.
+    #[serde(default)]
+    pub refused: BTreeMap<String, ErrorCount>,
+    /// Refusals followed at once to a replica the refusal named.
+    #[serde(default)]
+    pub redirects: u64,
     pub reconnects: u64,
     pub pending_at_end: u64,
     pub control_plane: Option<ProcCost>,
@@ -61,6 +68,23 @@ pub struct Totals {
     pub connects: u64,
     pub reconnects: u64,
     pub errors: BTreeMap<String, ErrorCount>,
+    /// New streams refused by a full or overloaded control plane (`RESOURCE_EXHAUSTED`), by
+    /// reason (`full`: at its stream limit, `overloaded`: admission by load, `other`); not
+    /// errors: the agent went to a replica the refusal named, or tried again after a backoff.
+    #[serde(default)]
+    pub refused: BTreeMap<String, ErrorCount>,
+    /// Refusals followed at once to a replica the refusal named (`sco-redirect`).
+    #[serde(default)]
+    pub redirects: u64,
+    /// Agents refused at least once, and of those the ones that never had a stream (these
+    /// fail the run; the others do not).
+    #[serde(default)]
+    pub agents_refused: u64,
+    #[serde(default)]
+    pub agents_refused_never_connected: u64,
+    /// Agents by the endpoint of their latest stream (`host:port`, `quic://host:port`).
+    #[serde(default)]
+    pub agents_by_endpoint: BTreeMap<String, u64>,
     pub pending_at_end: u64,
     /// Every outbox was empty before the streams were closed.
     pub drained: bool,
@@ -100,8 +124,8 @@ pub struct Report {
     pub policies: Vec<PolicyReceipt>,
     /// None when no database URL was given.
     pub database: Option<DbCheck>,
-    /// All agents connected, something was acknowledged, and the database
-    /// check (when asked) passed.
+    /// Every agent had a stream at some point (refused ones included, once admitted here or
+    /// elsewhere), something was acknowledged, and the database check (when asked) passed.
     pub passed: bool,
 }
 
@@ -109,10 +133,7 @@ fn errors_text(e: &BTreeMap<String, ErrorCount>) -> String {
     if e.is_empty() {
         return "none".into();
     }
-    e.iter()
-        .map(|(k, v)| format!("{k} {}", v.count))
-        .collect::<Vec<_>>()
-        .join(", ")
+    counts_text(e)
 }
 
 fn cost(c: &Option<ProcCost>) -> String {
@@ -133,7 +154,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:>7} {:>6} {:>11} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>16} {:>16}  errors",
+            "{:>7} {:>6} {:>11} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>7} {:>16} {:>16}  errors",
             "agents",
             "secs",
             "conn min/end",
@@ -145,13 +166,14 @@ impl Report {
             "p99 ms",
             "max ms",
             "reconn",
+            "refused",
             "cp cpu/rss",
             "loadgen cpu/rss"
         );
         for p in &self.steps {
             let _ = writeln!(
                 s,
-                "{:>7} {:>6.0} {:>5}/{:<5} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6} {:>16} {:>16}  {}",
+                "{:>7} {:>6.0} {:>5}/{:<5} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6} {:>7} {:>16} {:>16}  {}",
                 p.agents,
                 p.secs,
                 p.connected_min,
@@ -165,6 +187,7 @@ impl Report {
                 p.ack.p99_ms,
                 p.ack.max_ms,
                 p.reconnects,
+                p.refused.values().map(|e| e.count).sum::<u64>(),
                 cost(&p.control_plane),
                 cost(&p.loadgen),
                 errors_text(&p.errors)
@@ -209,6 +232,25 @@ impl Report {
         for (k, v) in &t.errors {
             let _ = writeln!(s, "error {k}: {} (e.g. {})", v.count, v.example);
         }
+        if !t.refused.is_empty() {
+            let _ = writeln!(
+                s,
+                "refused: {} new streams ({}), {} followed at once to a replica named; {} agents refused at least once, {} of them never connected; agents by endpoint at the end: {}",
+                t.refused.values().map(|e| e.count).sum::<u64>(),
+                counts_text(&t.refused),
+                t.redirects,
+                t.agents_refused,
+                t.agents_refused_never_connected,
+                t.agents_by_endpoint
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            for (k, v) in &t.refused {
+                let _ = writeln!(s, "refused {k}: {} (e.g. {})", v.count, v.example);
+            }
+        }
         match &self.database {
             None => {
                 let _ = writeln!(s, "database check: not run (no --database-url)");
@@ -232,5 +274,59 @@ impl Report {
             if self.passed { "passed" } else { "FAILED" }
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_report_counts_refusals_apart_from_errors() {
+        let mut r = Report::default();
+        assert!(!r.text().contains("refused:"), "{}", r.text());
+        let count = |n, example: &str| ErrorCount {
+            count: n,
+            example: example.into(),
+        };
+        r.totals.refused = BTreeMap::from([
+            (
+                "full".to_string(),
+                count(2, "holds its limit of 8 agent streams"),
+            ),
+            (
+                "overloaded".to_string(),
+                count(1, "this replica is overloaded"),
+            ),
+        ]);
+        r.totals.redirects = 2;
+        r.totals.agents_refused = 2;
+        r.totals.agents_refused_never_connected = 1;
+        r.totals.agents_by_endpoint = BTreeMap::from([("a:1".to_string(), 3)]);
+        r.steps.push(Step {
+            refused: r.totals.refused.clone(),
+            ..Step::default()
+        });
+        let text = r.text();
+        assert!(
+            text.contains(
+                "refused: 3 new streams (full 2, overloaded 1), 2 followed at once to a replica \
+                 named; 2 agents refused at least once, 1 of them never connected; agents by \
+                 endpoint at the end: a:1 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("refused overloaded: 1 (e.g. this replica is overloaded)"),
+            "{text}"
+        );
+        assert!(!text.contains("error "), "{text}");
+        // the step's row: 3 refused, no errors
+        let row = text.lines().nth(2).unwrap_or_default();
+        assert!(
+            row.trim_end()
+                .ends_with("3                -                -  none"),
+            "{row}"
+        );
     }
 }

@@ -11,10 +11,11 @@ use tokio::sync::watch;
 
 use crate::agent::{now_ms, Agent, Phase, Shared};
 use crate::check::{self, Sent};
+use crate::endpoint::{Endpoint, Transport};
 use crate::identity::Issuer;
 use crate::procstat;
 use crate::report::{ProcCost, Report, Settings, Step, Totals};
-use crate::stats::{error_delta, Histogram, Kind, Snapshot, Stats};
+use crate::stats::{counts_text, error_delta, Histogram, Kind, Snapshot, Stats};
 use crate::Config;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,8 @@ pub enum RunError {
     Join(String),
     #[error("QUIC: {0}")]
     Quic(String),
+    #[error("--target: {0}")]
+    Target(String),
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -119,22 +122,32 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
         issued_at.elapsed().as_secs_f64()
     );
 
-    let quic = if c.quic {
-        let addr = tokio::net::lookup_host(&c.target)
-            .await
-            .map_err(|e| RunError::Quic(format!("resolving {}: {e}", c.target)))?
-            .next()
-            .ok_or_else(|| RunError::Quic(format!("{} resolves to no address", c.target)))?;
-        Some((
-            crate::quic::Sockets::bind(c.agents, addr).map_err(RunError::Quic)?,
-            addr,
-        ))
+    let bare = if c.quic {
+        Transport::Quic
     } else {
-        None
+        Transport::Tcp
+    };
+    let mut targets = Vec::new();
+    for t in &c.targets {
+        let mut e = Endpoint::parse(t, bare, c.server_name.as_deref()).map_err(RunError::Target)?;
+        if c.quic {
+            e.addr = Some(
+                tokio::net::lookup_host(t)
+                    .await
+                    .map_err(|e| RunError::Quic(format!("resolving {t}: {e}")))?
+                    .next()
+                    .ok_or_else(|| RunError::Quic(format!("{t} resolves to no address")))?,
+            );
+        }
+        targets.push(e);
+    }
+    let quic = match targets.first().and_then(|e| e.addr) {
+        Some(addr) => Some(crate::quic::Sockets::bind(c.agents, addr).map_err(RunError::Quic)?),
+        None => None,
     };
     let shared = Arc::new(Shared {
         quic,
-        uri: format!("https://{}", c.target),
+        targets,
         server_name: c.server_name.clone(),
         ca_pem,
         window_ms: i64::try_from(c.window.as_millis()).unwrap_or(10_000).max(1),
@@ -212,7 +225,7 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
                     break;
                 };
                 let quic = match &shared.quic {
-                    Some((sockets, _)) => Some((
+                    Some(sockets) => Some((
                         sco_proto::quic::client_config(
                             &shared.ca_pem,
                             cred.cert_pem.as_bytes(),
@@ -246,7 +259,7 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
                 let dt = last_progress.0.elapsed();
                 let h = stats.step_histogram();
                 eprintln!(
-                    "[{:>5.0}s] step {}/{} agents {}/{} connected {} | {:.1} acked/s ({:.1} rollups/s) | ack p50 {:.1} ms p99 {:.1} ms | errors {} reconnects {} | pending {}",
+                    "[{:>5.0}s] step {}/{} agents {}/{} connected {} | {:.1} acked/s ({:.1} rollups/s) | ack p50 {:.1} ms p99 {:.1} ms | errors {} refused {}{} redirects {} reconnects {} | pending {}",
                     started.elapsed().as_secs_f64(),
                     index + 1,
                     plan.len(),
@@ -258,6 +271,13 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
                     h.quantile_ms(0.5),
                     h.quantile_ms(0.99),
                     now.error_total(),
+                    now.refused_total(),
+                    if now.refused.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", counts_text(&now.refused))
+                    },
+                    now.redirects,
                     now.reconnects,
                     pending(&agents),
                 );
@@ -290,6 +310,8 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
             resent: after.resent - before.resent,
             ack: h.summary(),
             errors: error_delta(&after.errors, &before.errors),
+            refused: error_delta(&after.refused, &before.refused),
+            redirects: after.redirects - before.redirects,
             reconnects: after.reconnects - before.reconnects,
             pending_at_end: pending(&agents),
             control_plane: cp.as_ref().and_then(Watch::cost),
@@ -334,6 +356,16 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
         .iter()
         .filter(|a| a.ever_connected.load(Ordering::Relaxed))
         .count() as u64;
+    let refused_agents = agents
+        .iter()
+        .filter(|a| a.ever_refused.load(Ordering::Relaxed));
+    let mut agents_by_endpoint = BTreeMap::<String, u64>::new();
+    for a in &agents {
+        let last = a.last_endpoint.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = last.as_ref() {
+            *agents_by_endpoint.entry(e.clone()).or_default() += 1;
+        }
+    }
     let totals = Totals {
         agents: agents.len() as u64,
         agents_ever_connected: ever,
@@ -352,6 +384,13 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
         connects: end.connects,
         reconnects: end.reconnects,
         errors: end.errors.clone(),
+        refused: end.refused.clone(),
+        redirects: end.redirects,
+        agents_refused: refused_agents.clone().count() as u64,
+        agents_refused_never_connected: refused_agents
+            .filter(|a| !a.ever_connected.load(Ordering::Relaxed))
+            .count() as u64,
+        agents_by_endpoint,
         pending_at_end: pending(&agents),
         drained,
         drain_secs: (drain_secs * 10.0).round() / 10.0,
@@ -378,6 +417,8 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
             Some(check::check(url, &c.id_prefix, &sent, metrics_per_rollup).await?)
         }
     };
+    // A refusal is no failure when the agent got a stream in the end (elsewhere or later); an
+    // agent that never had one by the end is.
     let passed =
         totals.all_connected && totals.acked > 0 && database.as_ref().is_none_or(|d| d.passed);
     Ok(Report {

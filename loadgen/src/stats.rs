@@ -160,7 +160,11 @@ pub struct Stats {
     pub commands_received: AtomicU64,
     pub connects: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Refusals followed at once to a replica the refusal named.
+    pub redirects: AtomicU64,
     errors: Mutex<BTreeMap<String, ErrorCount>>,
+    /// New streams refused (`RESOURCE_EXHAUSTED`), by reason: full, overloaded, other.
+    refused: Mutex<BTreeMap<String, ErrorCount>>,
     step: Mutex<Histogram>,
     policies: Mutex<BTreeMap<(String, u64), PolicyReceipt>>,
 }
@@ -195,7 +199,9 @@ pub struct Snapshot {
     pub heartbeats: u64,
     pub reconnects: u64,
     pub connects: u64,
+    pub redirects: u64,
     pub errors: BTreeMap<String, ErrorCount>,
+    pub refused: BTreeMap<String, ErrorCount>,
 }
 
 impl Snapshot {
@@ -208,6 +214,9 @@ impl Snapshot {
     pub fn error_total(&self) -> u64 {
         self.errors.values().map(|e| e.count).sum()
     }
+    pub fn refused_total(&self) -> u64 {
+        self.refused.values().map(|e| e.count).sum()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -215,14 +224,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn count(table: &Mutex<BTreeMap<String, ErrorCount>>, kind: &str, message: &str) {
+    let mut table = lock(table);
+    let e = table.entry(kind.to_string()).or_default();
+    if e.count == 0 {
+        e.example = message.chars().take(300).collect();
+    }
+    e.count += 1;
+}
+
 impl Stats {
     pub fn error(&self, kind: &str, message: &str) {
-        let mut errors = lock(&self.errors);
-        let e = errors.entry(kind.to_string()).or_default();
-        if e.count == 0 {
-            e.example = message.chars().take(300).collect();
-        }
-        e.count += 1;
+        count(&self.errors, kind, message);
+    }
+
+    /// A new stream refused by a full or overloaded control plane (not an error: the agent
+    /// goes elsewhere or tries again, as `sco-agent` does).
+    pub fn refusal(&self, reason: &str, message: &str) {
+        count(&self.refused, reason, message);
     }
 
     /// An agent's first receipt of revision `revision` of policy `name`, at `at_ms`.
@@ -271,12 +290,22 @@ impl Stats {
             heartbeats: self.heartbeats.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
             connects: self.connects.load(Ordering::Relaxed),
+            redirects: self.redirects.load(Ordering::Relaxed),
             errors: lock(&self.errors).clone(),
+            refused: lock(&self.refused).clone(),
         }
     }
 }
 
-/// `later - earlier` for error tables.
+/// The counts of a table as text: `full 3, overloaded 1`.
+pub fn counts_text(e: &BTreeMap<String, ErrorCount>) -> String {
+    e.iter()
+        .map(|(k, v)| format!("{k} {}", v.count))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `later - earlier` for error (and refusal) tables.
 pub fn error_delta(
     later: &BTreeMap<String, ErrorCount>,
     earlier: &BTreeMap<String, ErrorCount>,
