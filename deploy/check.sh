@@ -160,6 +160,12 @@ declare -A accepted=(
         --set controlPlane.config.replicas.advertise_host=cp-1.example.com"
     [quic]="--set controlPlane.ports.quic=7443"
     [quic-agents]="--set controlPlane.ports.quic=7443 --set agent.transport=quic"
+    [quic-7444]="--set controlPlane.ports.quic=7444"
+    [ipv6]="--set controlPlane.listenAddress=:: --set controlPlane.ports.quic=7444"
+    [ipv6-replicas]="--set controlPlane.database.type=postgres --set controlPlane.replicas=3
+        --set controlPlane.database.postgres.existingSecret=sco-db --set controlPlane.pki.existingSecret=sco-pki
+        --set controlPlane.jwt.existingSecret=sco-jwt --set agent.enrollment.serverName=cp.example.com
+        --set controlPlane.listenAddress=[::] --set controlPlane.ports.quic=7443"
 )
 for name in "${!accepted[@]}"; do
     # shellcheck disable=SC2086
@@ -208,6 +214,72 @@ grep -q 'endpoints = \["quic://smartcloudops-control-plane-grpc.smartcloudops.sv
 if grep -q 'quic' deploy/kubernetes/*.yaml; then
     echo "FAIL: QUIC is on in the default render"; exit 1
 fi
+# controlPlane.listenAddress: every listener on it with its own port, an IPv6 address in brackets
+# (grpc_listen etc. are Rust SocketAddrs: "[::]:7443"; ":::7443" is refused). The default render
+# (deploy/kubernetes, diffed above) listens on 0.0.0.0; "::" changes the listen lines and nothing
+# else but the config checksum: ports, probes and Services stay as they are.
+want_listen() { # file address: the three listen keys and the two variables on address
+    local f=$1 a=$2 line
+    for line in "grpc_listen = \"$a:7443\"" "http_listen = \"$a:8080\"" "quic_listen = \"$a:7444\""; do
+        grep -qxF "    $line" "$f" || { echo "FAIL: $f has no '$line'"; exit 1; }
+    done
+    grep -A1 'name: SCO_GRPC_LISTEN' "$f" | grep -qF "value: \"$a:7443\"" \
+        && grep -A1 'name: SCO_HTTP_LISTEN' "$f" | grep -qF "value: \"$a:8080\"" \
+        || { echo "FAIL: SCO_GRPC_LISTEN / SCO_HTTP_LISTEN in $f are not on $a"; exit 1; }
+}
+want_listen "$tmp/quic-7444.yaml" 0.0.0.0
+want_listen "$tmp/ipv6.yaml" "[::]"
+grep -qxF '    grpc_listen = "0.0.0.0:7443"' deploy/kubernetes/control-plane-configmap.yaml \
+    && grep -qxF '    http_listen = "0.0.0.0:8080"' deploy/kubernetes/control-plane-configmap.yaml \
+    || { echo "FAIL: the default render does not listen on 0.0.0.0"; exit 1; }
+if grep -q '0\.0\.0\.0' "$tmp/ipv6.yaml" "$tmp/ipv6-replicas.yaml"; then
+    echo "FAIL: a listener stays on 0.0.0.0 with controlPlane.listenAddress=::"; exit 1
+fi
+grep -qxF '    quic_listen = "[::]:7443"' "$tmp/ipv6-replicas.yaml" \
+    && grep -A1 'name: SCO_CP__REPLICAS__ADVERTISE_HOST' "$tmp/ipv6-replicas.yaml" | grep -q 'value: "$(POD_IP)"$' \
+    || { echo "FAIL: listenAddress=[::] (brackets given) with replicas: not [::]:port, or no pod IP advertised"; exit 1; }
+unexpected=$(diff "$tmp/quic-7444.yaml" "$tmp/ipv6.yaml" | grep '^[<>]' \
+    | grep -Ev '^[<>] +(grpc|http|quic)_listen = "(0\.0\.0\.0|\[::\]):(7443|8080|7444)"$' \
+    | grep -Ev '^[<>] +value: "(0\.0\.0\.0|\[::\]):(7443|8080)"$' \
+    | grep -Ev '^[<>] +checksum/config: [0-9a-f]{64}$' || true)
+if [ -n "$unexpected" ]; then
+    echo "FAIL: listenAddress=:: changed more than the listen lines:"; echo "$unexpected"; exit 1
+fi
+echo "listenAddress: 0.0.0.0 by default; \"::\" puts gRPC, REST and QUIC on [::] with their ports, nothing else changed"
+# The control plane's own parser, when it is built: the IPv6 render's file and pod variables are
+# accepted, and an IPv6 address without brackets is refused (so the acceptance means something).
+CP_BIN=""
+for profile in release debug; do
+    if [ -x "target/$profile/sco-control-plane" ]; then CP_BIN="target/$profile/sco-control-plane"; break; fi
+done
+if [ -n "$CP_BIN" ]; then
+    mkdir -p "$tmp/ipv6"
+    "$PY" - "$tmp/ipv6.yaml" "$tmp/ipv6" <<'PYEOF'
+import sys, yaml
+src, out = sys.argv[1], sys.argv[2]
+for d in yaml.safe_load_all(open(src)):
+    if d and d["kind"] == "ConfigMap" and "control-plane.toml" in d.get("data", {}):
+        open(f"{out}/control-plane.toml", "w").write(d["data"]["control-plane.toml"])
+    if d and d["kind"] == "StatefulSet":
+        env = d["spec"]["template"]["spec"]["containers"][0]["env"]
+        with open(f"{out}/env", "w") as f:
+            f.writelines(f"{e['name']}={e['value']}\n" for e in env if e["name"].endswith("_LISTEN"))
+PYEOF
+    listen_env=$(tr '\n' ' ' <"$tmp/ipv6/env")
+    [ "$listen_env" = "SCO_GRPC_LISTEN=[::]:7443 SCO_HTTP_LISTEN=[::]:8080 " ] \
+        || { echo "FAIL: the pod's listen variables are '$listen_env'"; exit 1; }
+    # shellcheck disable=SC2086
+    env -i PATH=/usr/bin:/bin $listen_env "$CP_BIN" validate --config "$tmp/ipv6/control-plane.toml" >/dev/null \
+        || { echo "FAIL: $CP_BIN validate refused the listenAddress=:: render ($listen_env)"; exit 1; }
+    sed 's/^grpc_listen = .*/grpc_listen = ":::7443"/' "$tmp/ipv6/control-plane.toml" >"$tmp/ipv6/unbracketed.toml"
+    if env -i PATH=/usr/bin:/bin "$CP_BIN" validate --config "$tmp/ipv6/unbracketed.toml" >/dev/null 2>&1; then
+        echo "FAIL: $CP_BIN validate accepted grpc_listen = \":::7443\": the check above is not real"; exit 1
+    fi
+    echo "$CP_BIN validate: accepts the listenAddress=:: render and its pod's ${listen_env}; refuses \":::7443\""
+else
+    echo "note: no target/*/sco-control-plane: the listenAddress=:: render was not checked by \`validate\`"
+fi
+
 # Host paths: the node's procfs, sysfs and root file system, or the pod's own / without hostRoot.
 grep -q 'root_fs = "/host/root"' deploy/kubernetes/agent-configmap.yaml \
     && grep -q 'sys_root = "/host/sys"' deploy/kubernetes/agent-configmap.yaml \
@@ -235,5 +307,8 @@ refused "jwt.existingSecret" --set controlPlane.database.type=postgres \
 refused "must be sqlite or postgres" --set controlPlane.database.type=mysql
 refused "needs controlPlane.ports.quic" --set agent.transport=quic
 refused "must be grpc or quic" --set agent.transport=udp
+refused "listenAddress must be an IP address without a port" --set controlPlane.listenAddress=0.0.0.0:8080
+refused "listenAddress must be an IP address without a port" --set controlPlane.listenAddress=[::]:7443
+refused "listenAddress must be an IP address without a port" --set controlPlane.listenAddress=cp.example.com
 
 echo "check.sh: ok"

@@ -80,6 +80,29 @@ app.kubernetes.io/component: agent
 {{- end -}}
 {{- end -}}
 
+{{/*
+controlPlane.listenAddress with a port, as the control plane parses a listen address (a Rust
+SocketAddr): IPv4 as it is (0.0.0.0:7443), IPv6 in brackets ([::]:7443; given bare or already
+in brackets). Anything else (a host name, an address with a port) fails the render.
+Called with (list $ PORT).
+*/}}
+{{- define "sco.cp.listen" -}}
+{{- $root := index . 0 -}}
+{{- $port := index . 1 -}}
+{{- $addr := toString $root.Values.controlPlane.listenAddress | trim -}}
+{{- $bare := $addr -}}
+{{- if and (hasPrefix "[" $addr) (hasSuffix "]" $addr) -}}
+{{- $bare = trimSuffix "]" (trimPrefix "[" $addr) -}}
+{{- end -}}
+{{- if and (eq $bare $addr) (regexMatch "^[0-9]{1,3}([.][0-9]{1,3}){3}$" $bare) -}}
+{{- printf "%s:%v" $bare $port -}}
+{{- else if regexMatch "^[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}$|^[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,6}:[0-9]{1,3}([.][0-9]{1,3}){3}$" $bare -}}
+{{- printf "[%s]:%v" $bare $port -}}
+{{- else -}}
+{{- fail (printf "controlPlane.listenAddress must be an IP address without a port (\"0.0.0.0\", or \"::\" for IPv6-only and dual-stack clusters), not %q" $addr) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* "localhost" while the development PKI (generated server certificate) is in use. */}}
 {{- define "sco.agent.serverName" -}}
 {{- if .Values.agent.enrollment.serverName -}}
