@@ -172,7 +172,7 @@ mod tests {
                 arrivals.push_back((seq, now, link_free + rtt));
             }
             now += step;
-            if now.as_millis() % burst.as_millis() != 0 {
+            if !now.as_millis().is_multiple_of(burst.as_millis()) {
                 continue;
             }
             while arrivals.front().is_some_and(|a| a.2 <= now) {
