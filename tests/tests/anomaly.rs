@@ -147,10 +147,11 @@ async fn a_burner_back_within_the_hold_is_the_same_event_which_ends_where_it_rec
     tokio::time::sleep(Duration::from_secs(4)).await;
     drop(burners);
     // quiet for longer than clear_secs, well inside the hold: the event is shown open, held
-    // since it recovered
+    // since it recovered (within 15 s: on a busy machine the host's CPU pressure stays high for
+    // a while after the burner stops; one CI run still fired 8 s after it)
     let quiet = Instant::now();
     let mut held = None;
-    while held.is_none() && quiet.elapsed() < Duration::from_secs(9) {
+    while held.is_none() && quiet.elapsed() < Duration::from_secs(15) {
         let (_, body) = sb.get(&token, &format!("/anomaly/{id}")).await;
         if body["anomaly"]["status"] == "open" {
             held = body["anomaly"]["recovered_ms"].as_i64();
@@ -160,7 +161,7 @@ async fn a_burner_back_within_the_hold_is_the_same_event_which_ends_where_it_rec
     let held = held.expect("the open event says when it recovered, while held");
     let stopped_first = now_ms() - quiet.elapsed().as_millis() as i64;
     assert!(
-        (stopped_first - 2_000..stopped_first + 9_000).contains(&held),
+        (stopped_first - 2_000..stopped_first + 15_000).contains(&held),
         "recovered at {held}, the burner stopped at {stopped_first}"
     );
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(quiet.elapsed())).await;
