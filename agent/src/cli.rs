@@ -95,7 +95,10 @@ Options:
       --sensitivity <S>                  Threshold divisor: above 1 alarms more, below 1 less
                                          (default 1)
       --smooth-ticks <N>                 Ticks the host score is averaged over (default 12,
-                                         one hour of 5-minute rows; 1 = off)
+                                         one hour of 5-minute rows; 1 = off); with this flag
+                                         or the next the alarm is that one mean alone (by
+                                         default the last tick and the last three ticks also
+                                         alarm, against their 0.999 and 0.995 quantiles)
       --score-quantile <Q>               Quantile of the host's smoothed warm-up scores the
                                          alarm threshold sits at (default 0.98), or `none` for
                                          the component thresholds alone

@@ -11,8 +11,10 @@
 //! `pca_rolling_fit` (bool), `smooth_ticks`, `merge_ticks`, `relearn_after_ticks`,
 //! `score_quantile` (`none` = no recalibration), `single_series` (`none`), `single_mean_ticks`,
 //! `single_tail_z`, `single_refractory_ticks`, `single_level_weight`, `single_seasonal_weight`
-//! (0 = none), `single_seasonal_periods`, `single_seasonal_min_acf`, `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score),
-//! `alarm_scales` (`TICKS@RISK,...`, or `none`: adaptive alarm thresholds, `detect/tail.rs`).
+//! (0 = none), `single_seasonal_periods`, `single_seasonal_min_acf`, `single_moments_half_life` (0 = the baseline window), `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score),
+//! `alarm_scales` (`TICKS@RISK,...`, or `none`: adaptive alarm thresholds, `detect/tail.rs`),
+//! `alarm_quantile_scales` (`TICKS@QUANTILE,...`, or `none`: the multi-scale alarm with fixed
+//! thresholds, `detect/rank.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,7 +59,8 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
             | "single_level_weight"
             | "single_seasonal_weight"
             | "single_seasonal_periods"
-            | "single_seasonal_min_acf" => {
+            | "single_seasonal_min_acf"
+            | "single_moments_half_life" => {
                 let s = c.single_series.as_mut().ok_or(format!(
                     "--set {k}: the profile has no single-series evidence"
                 ))?;
@@ -68,10 +71,12 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
                     "single_seasonal_weight" => s.seasonal_weight = num()?,
                     "single_seasonal_periods" => s.seasonal_periods = num()? as usize,
                     "single_seasonal_min_acf" => s.seasonal_min_acf = num()?,
+                    "single_moments_half_life" => s.moments_half_life = num()? as usize,
                     _ => s.level_weight = num()?,
                 }
             }
             "alarm_scales" => c.alarm_scales = scales(k, v)?,
+            "alarm_quantile_scales" => c.alarm_quantile_scales = scales(k, v)?,
             "score_quantile" => c.score_quantile = if v == "none" { None } else { Some(num()?) },
             "rank_scales" => c.rank_scales = scales(k, v)?,
             _ => return Err(format!("--set: unknown key {k}")),

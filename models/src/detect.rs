@@ -256,6 +256,8 @@ pub struct Detector {
     single: Option<single::SingleState>,
     /// The adaptive alarm's time scales (`alarm_scales`).
     alarm_scales: Vec<tail::AlarmScale>,
+    /// The multi-scale alarm with fixed thresholds (`alarm_quantile_scales`; empty = off).
+    alarm_quantile: rank::RankScore,
 }
 
 impl Detector {
@@ -294,6 +296,7 @@ impl Detector {
             rank: rank::RankScore::empty(),
             single: None,
             alarm_scales: Vec::new(),
+            alarm_quantile: rank::RankScore::empty(),
         }
     }
 

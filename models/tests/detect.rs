@@ -1328,3 +1328,72 @@ fn a_single_series_alarms_when_its_daily_pattern_fails_to_come() {
         "without the seasonal term it alarmed anyway (the test shows nothing): {without:?}"
     );
 }
+
+#[test]
+fn a_multi_scale_alarm_catches_a_two_tick_spike_the_hourly_mean_misses_also_after_a_restore() {
+    // cpu 5 % -> 8 % (six of its noise's standard deviations) for two ticks
+    let hourly = smoothed_config();
+    let multi = DetectorConfig {
+        alarm_quantile_scales: vec![(1, 0.998), (3, 0.995), (12, 0.98)],
+        ..smoothed_config()
+    };
+    // the same scales with the hourly scale alone are the hourly alarm, tick for tick
+    let same = DetectorConfig {
+        alarm_quantile_scales: vec![(12, 0.98)],
+        ..smoothed_config()
+    };
+    let spike = |t: usize, v: &mut Vec<(&'static str, f64)>| {
+        if (700..702).contains(&t) {
+            set(v, CPU, 8.0);
+        }
+    };
+    let a = run(hourly.clone(), 900, spike);
+    let b = run(same, 900, spike);
+    assert_eq!(alarm_ticks(&a), alarm_ticks(&b));
+    assert_eq!(opened(&a), opened(&b));
+    let quiet = |cfg: DetectorConfig| opened(&run(cfg, 900, |_, _| {}));
+    let near = |ticks: &[Tick]| {
+        opened(ticks)
+            .into_iter()
+            .filter(|i| (700..712).contains(i))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        near(&a).is_empty(),
+        "the hourly mean opened at {:?}",
+        near(&a)
+    );
+    assert!(quiet(hourly).iter().all(|i| !(700..712).contains(i)));
+    let m = run(multi.clone(), 900, spike);
+    let at = near(&m);
+    assert!(
+        at.len() == 1 && at[0] < 702,
+        "the multi-scale alarm opened at {:?}",
+        opened(&m)
+    );
+    assert!(quiet(multi.clone()).iter().all(|i| !(700..712).contains(i)));
+
+    // the scales' thresholds are in the snapshot: a restored detector alarms the same way
+    let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+    let mut warm = Detector::new(model(), multi.clone());
+    for t in 0..600 {
+        warm.tick(t * 1000, &normal(&mut noise)).expect("tick");
+    }
+    let json = serde_json::to_string(&warm.snapshot().expect("warm")).expect("serialises");
+    let mut back = Detector::new(model(), multi);
+    back.restore(serde_json::from_str(&json).expect("parses"))
+        .expect("restores");
+    let mut opens = Vec::new();
+    for t in 600..720 {
+        let mut v = normal(&mut noise);
+        spike(t, &mut v);
+        let tick = back.tick(t as i64 * 1000, &v).expect("tick");
+        if tick.changes.iter().any(|c| c.kind == EventKind::Opened) {
+            opens.push(t);
+        }
+    }
+    assert!(
+        opens.iter().any(|t| (700..702).contains(t)),
+        "after a restore it opened at {opens:?}"
+    );
+}

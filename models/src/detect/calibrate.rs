@@ -228,6 +228,11 @@ impl Detector {
                 )
             })
             .collect();
+        self.alarm_quantile = rank::RankScore::calibrate_max(
+            &combined,
+            &self.config.alarm_quantile_scales,
+            self.config.min_score_threshold,
+        );
         self.rank = rank::RankScore::calibrate(
             &combined,
             &self.config.rank_scales,

@@ -127,6 +127,14 @@ pub struct DetectorConfig {
     /// with probability `risk` under a generalized Pareto fit of its tail over the ticks judged
     /// normal (`detect/tail.rs`); the alarm ratio is the largest of them.
     pub alarm_scales: Vec<(usize, f64)>,
+    /// A multi-scale alarm with fixed thresholds (empty = the `smooth_ticks` mean against its
+    /// `score_quantile` warm-up quantile, which is `[(smooth_ticks, score_quantile)]` here):
+    /// for each `(ticks, quantile)` the trailing mean of the combined ratio over `ticks` ticks
+    /// against that quantile of the same mean over the warm-up (floor `min_score_threshold`);
+    /// the alarm ratio is the largest, so a short incident strong at one tick and a long one
+    /// weak at each tick both cross. With `alarm_scales` as well, the alarm ratio is the
+    /// largest of both kinds.
+    pub alarm_quantile_scales: Vec<(usize, f64)>,
 }
 
 impl Default for DetectorConfig {
@@ -173,6 +181,7 @@ impl Default for DetectorConfig {
             sustain_ticks: 3,
             single_series: None,
             alarm_scales: Vec::new(),
+            alarm_quantile_scales: Vec::new(),
         }
     }
 }
@@ -182,8 +191,9 @@ impl DetectorConfig {
     /// = `warmup_ticks` (replay uses the whole `--warmup` file), a one-week rolling baseline
     /// recomputed hourly, the host PCA fitted on rolling-normalised warm-up rows keeping 95 % of
     /// the variance, the host ratio averaged over the last hour (12 ticks) and thresholded at the
-    /// 0.98 quantile of its own warm-up values, an alarm from the first tick over that
-    /// threshold, one tick under it to close. The live `Default` keeps the previous host-PCA fit
+    /// 0.98 quantile of its own warm-up values (and, for short incidents, the last tick and the
+    /// last three against their own higher quantiles), an alarm from the first tick over a
+    /// threshold, one tick under them to close. The live `Default` keeps the previous host-PCA fit
     /// (end-of-warm-up baseline, 90 %) and no smoothing: these choices were made on 5-minute data.
     pub fn five_minute(warmup_ticks: usize) -> Self {
         DetectorConfig {
@@ -202,6 +212,11 @@ impl DetectorConfig {
             pca_rolling_fit: true,
             smooth_ticks: 12,
             score_quantile: Some(0.98),
+            // the alarm: the last tick at its 0.999 warm-up quantile, the last three at 0.995,
+            // the last hour (`smooth_ticks`, `score_quantile`) at 0.98, whichever is highest
+            // (chosen on development data: models/README.md, "Short incidents: a multi-scale
+            // alarm")
+            alarm_quantile_scales: vec![(1, 0.999), (3, 0.995), (12, 0.98)],
             // now, the last hour and the last four hours, each against its 0.8 warm-up quantile
             // (chosen on development data: models/README.md, "A score that ranks")
             rank_scales: vec![(1, 0.8), (12, 0.8), (48, 0.8)],
@@ -216,15 +231,17 @@ impl DetectorConfig {
             contributor_min_ratio: 0.0,
             sustain_ticks: 0,
             // a single series (NAB-style files): its own tail evidence (chosen on nab-dev:
-            // models/README.md, "A single series")
+            // models/README.md, "A single series"; the threshold and the moments' month-long
+            // memory in "A month of surprise")
             single_series: Some(SingleSeries {
                 mean_ticks: 5,
-                tail_z: 3.0,
+                tail_z: 2.7,
                 refractory_ticks: 100,
                 level_weight: 0.5,
                 seasonal_weight: 1.0,
                 seasonal_periods: 3,
                 seasonal_min_acf: 0.5,
+                moments_half_life: 8640,
             }),
             ..DetectorConfig::default()
         }

@@ -9,10 +9,23 @@
 //! so evidence that is unusual now *and* over the last hours ranks above evidence unusual at
 //! one scale only. It is mapped to `g / (1 + g)` (0.5 = the typical upper-normal level at every
 //! scale). Chosen on development data (`models/eval/scales.py`; figures in `models/README.md`).
+//!
+//! The same scales serve the multi-scale alarm (`DetectorConfig::alarm_quantile_scales`), which
+//! takes the largest of the ratios instead of their geometric mean: a short incident strong at
+//! one tick and a long one weak at each tick both cross.
 
 use super::baseline::quantile;
 use super::baseline::Ring;
 use super::calibrate::smoothed_scored;
+
+/// How the scales' ratios make one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Combine {
+    /// Their geometric mean (the ranking score: unusual at every scale ranks first).
+    Geometric,
+    /// The largest (an alarm: unusual at any one scale is enough).
+    Max,
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct RankScore {
@@ -20,6 +33,7 @@ pub(crate) struct RankScore {
     scales: Vec<(usize, f64)>,
     /// The last combined ratios (as many as the longest scale), oldest first when read back.
     recent: Ring,
+    combine: Combine,
 }
 
 impl RankScore {
@@ -27,7 +41,15 @@ impl RankScore {
         RankScore {
             scales: Vec::new(),
             recent: Ring::new(1),
+            combine: Combine::Geometric,
         }
+    }
+
+    /// The multi-scale alarm: as [`RankScore::calibrate`], the ratios combined by their maximum.
+    pub(crate) fn calibrate_max(warm: &[f64], scales: &[(usize, f64)], floor: f64) -> Self {
+        let mut out = Self::calibrate(warm, scales, floor);
+        out.combine = Combine::Max;
+        out
     }
 
     /// Thresholds from the warm-up's combined ratios (NaN = nothing scored), and the recent
@@ -40,7 +62,7 @@ impl RankScore {
             let thr = quantile(&mut means, q).unwrap_or(0.0).max(floor).max(1e-9);
             out.push((k, thr));
         }
-        let mut rank = Self::restored(out);
+        let mut rank = Self::restored(out, Combine::Geometric);
         for &c in &warm[warm.len().saturating_sub(rank.recent.cap)..] {
             rank.recent.push(if c.is_nan() { 0.0 } else { c });
         }
@@ -48,11 +70,12 @@ impl RankScore {
     }
 
     /// From saved `(ticks, threshold)` pairs; the recent ratios start empty.
-    pub(crate) fn restored(scales: Vec<(usize, f64)>) -> Self {
+    pub(crate) fn restored(scales: Vec<(usize, f64)>, combine: Combine) -> Self {
         let longest = scales.iter().map(|s| s.0).max().unwrap_or(1);
         RankScore {
             scales,
             recent: Ring::new(longest),
+            combine,
         }
     }
 
@@ -62,20 +85,30 @@ impl RankScore {
 
     /// Records this tick's combined ratio and returns the score in [0, 1), or None without scales.
     pub(crate) fn push(&mut self, combined: f64) -> Option<f64> {
+        let g = self.push_ratio(combined)?;
+        Some(if g.is_finite() { g / (1.0 + g) } else { 0.0 })
+    }
+
+    /// Records this tick's combined ratio and returns the scales' ratios combined (1 = at the
+    /// calibrated level), or None without scales.
+    pub(crate) fn push_ratio(&mut self, combined: f64) -> Option<f64> {
         if self.scales.is_empty() {
             return None;
         }
         self.recent
             .push(if combined.is_finite() { combined } else { 0.0 });
         let recent: Vec<f64> = self.recent.chronological().collect();
-        let mut log_sum = 0.0;
-        for &(k, thr) in &self.scales {
+        let ratios = self.scales.iter().map(|&(k, thr)| {
             let tail = &recent[recent.len().saturating_sub(k)..];
-            let mean = tail.iter().sum::<f64>() / tail.len().max(1) as f64;
-            log_sum += (mean / thr).max(1e-6).ln();
-        }
-        let g = (log_sum / self.scales.len() as f64).exp();
-        Some(if g.is_finite() { g / (1.0 + g) } else { 0.0 })
+            tail.iter().sum::<f64>() / tail.len().max(1) as f64 / thr
+        });
+        Some(match self.combine {
+            Combine::Geometric => {
+                let log_sum: f64 = ratios.map(|r| r.max(1e-6).ln()).sum();
+                (log_sum / self.scales.len() as f64).exp()
+            }
+            Combine::Max => ratios.fold(0.0, f64::max),
+        })
     }
 }
 
@@ -118,5 +151,17 @@ mod tests {
             assert!((0.0..1.0).contains(&s), "{s}");
         }
         assert_eq!(RankScore::empty().push(1.0), None);
+    }
+
+    #[test]
+    fn the_alarm_takes_the_largest_scale() {
+        // every threshold 1.0 (constant warm-up above the floor)
+        let warm = vec![1.0; 100];
+        let mut a = RankScore::calibrate_max(&warm, &[(1, 0.9), (4, 0.9)], 0.2);
+        assert!((a.push_ratio(1.0).expect("scales") - 1.0).abs() < 1e-12);
+        // one tick of 5: the 1-tick ratio 5 wins over the 4-tick mean of 2
+        assert!((a.push_ratio(5.0).expect("scales") - 5.0).abs() < 1e-12);
+        // back to 0: the 4-tick mean (1 + 1 + 5 + 0) / 4 = 1.75 is now the largest
+        assert!((a.push_ratio(0.0).expect("scales") - 1.75).abs() < 1e-12);
     }
 }

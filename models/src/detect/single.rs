@@ -12,8 +12,8 @@
 //!   daily pattern that fails to come, or comes at the wrong level, is a surprise even where
 //!   the value is within its usual range);
 //! - evidence = `(mean of the last mean_ticks surprises - mu) / max(sd, 0.1)`, with `mu` and
-//!   `sd` exponentially weighted moments of the surprise (half-life: the baseline window), taken
-//!   from the warm-up on;
+//!   `sd` exponentially weighted moments of the surprise (half-life `moments_half_life`, 0 =
+//!   the baseline window), taken from the warm-up on;
 //! - the ratio is `evidence / tail_z` (1.0 = at the alarm level), and an event is held at least
 //!   `refractory_ticks` after it opened (one alarm per episode, as NAB counts them).
 //!
@@ -39,6 +39,8 @@ pub struct SingleSeries {
     pub seasonal_periods: usize,
     /// The warm-up's autocorrelation at a lag must reach this for the lag to be a period.
     pub seasonal_min_acf: f64,
+    /// Half-life, in ticks, of the surprise's moments (0 = the baseline window).
+    pub moments_half_life: usize,
 }
 
 /// Shortest period looked for, in ticks.
@@ -219,7 +221,11 @@ impl Detector {
         let (rel, abs) = (self.metrics[0].rel_floor, self.metrics[0].abs_floor);
         let window = self.config.baseline_window.max(1);
         let every = self.config.rebaseline_every_ticks.max(1);
-        let mut state = SingleState::new(cfg.mean_ticks, window);
+        let half_life = match cfg.moments_half_life {
+            0 => window,
+            h => h,
+        };
+        let mut state = SingleState::new(cfg.mean_ticks, half_life);
         let seen: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
         if cfg.seasonal_weight > 0.0 {
             state.seasonal = period_of(&seen, cfg.seasonal_min_acf).map(|period| Seasonal {

@@ -35,6 +35,10 @@ pub struct DetectorSnapshot {
     /// score until the next warm-up).
     #[serde(default)]
     rank_scales: Vec<(usize, f64)>,
+    /// The multi-scale alarm's `(ticks, threshold)` scales (absent in older snapshots: the
+    /// `smooth_ticks` alarm until the next warm-up).
+    #[serde(default)]
+    alarm_quantile_scales: Vec<(usize, f64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +120,7 @@ impl Detector {
             score_threshold: calib.score_threshold,
             pca,
             rank_scales: self.rank.scales().to_vec(),
+            alarm_quantile_scales: self.alarm_quantile.scales().to_vec(),
         })
     }
 
@@ -207,10 +212,12 @@ impl Detector {
         if !thresholds
             .iter()
             .chain(snap.rank_scales.iter().map(|s| &s.1))
+            .chain(snap.alarm_quantile_scales.iter().map(|s| &s.1))
             .all(|v| v.is_finite() && *v > 0.0)
             || snap
                 .rank_scales
                 .iter()
+                .chain(&snap.alarm_quantile_scales)
                 .any(|s| s.0 == 0 || s.0 > MAX_RANK_TICKS)
         {
             return Err(RestoreError::Inconsistent("thresholds".into()));
@@ -227,7 +234,10 @@ impl Detector {
             self.metrics[i].slot_idx = self.slot_of(&name, family);
         }
         self.smooth = Ring::new(self.config.smooth_ticks.max(1));
-        self.rank = super::rank::RankScore::restored(snap.rank_scales);
+        self.rank =
+            super::rank::RankScore::restored(snap.rank_scales, super::rank::Combine::Geometric);
+        self.alarm_quantile =
+            super::rank::RankScore::restored(snap.alarm_quantile_scales, super::rank::Combine::Max);
         self.calib = Some(Calibration {
             model_threshold: snap.model_threshold,
             pca,

@@ -30,12 +30,17 @@ impl Detector {
         let recent = self.smooth.values();
         let mean = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
         let mut ratio = mean / score_threshold;
+        let fixed = self.alarm_quantile.push_ratio(combined);
+        if let Some(r) = fixed {
+            ratio = r;
+        }
         if !self.alarm_scales.is_empty() {
-            ratio = self
+            let adaptive = self
                 .alarm_scales
                 .iter_mut()
                 .map(|s| s.push(combined))
                 .fold(0.0, f64::max);
+            ratio = fixed.map_or(adaptive, |f| f.max(adaptive));
         }
         if !ratio.is_finite() {
             ratio = 0.0;
