@@ -96,9 +96,10 @@ Options:
                                          (default 1)
       --smooth-ticks <N>                 Ticks the host score is averaged over (default 12,
                                          one hour of 5-minute rows; 1 = off); with this flag
-                                         or the next the alarm is that one mean alone (by
-                                         default the last tick and the last three ticks also
-                                         alarm, against their 0.999 and 0.995 quantiles)
+                                         or the next the alarm is that one mean against a
+                                         fixed threshold (by default the hour's threshold
+                                         adapts, and the last tick and the last three ticks
+                                         also alarm, against their 0.999 and 0.993 quantiles)
       --score-quantile <Q>               Quantile of the host's smoothed warm-up scores the
                                          alarm threshold sits at (default 0.98), or `none` for
                                          the component thresholds alone

@@ -8,7 +8,7 @@
 //! Development only (not in `sco-agent replay`): `--set KEY=VALUE` changes one field of the
 //! replay's `DetectorConfig` after the other flags, for exploring on development data; keys:
 //! `pca_std_scale` (bool), `pca_quantile`, `pca_variance`, `current_gate_z`, `baseline_window`,
-//! `pca_rolling_fit` (bool), `smooth_ticks`, `merge_ticks`, `relearn_after_ticks`,
+//! `pca_rolling_fit` (bool), `smooth_ticks`, `merge_ticks`, `relearn_after_ticks`, `relearn_on_evidence` (bool),
 //! `score_quantile` (`none` = no recalibration), `single_series` (`none`), `single_mean_ticks`,
 //! `single_tail_z`, `single_refractory_ticks`, `single_level_weight`, `single_seasonal_weight`
 //! (0 = none), `single_seasonal_periods`, `single_seasonal_min_acf`, `single_moments_half_life` (0 = the baseline window), `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score),
@@ -52,6 +52,7 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
             "smooth_ticks" => c.smooth_ticks = num()? as usize,
             "merge_ticks" => c.merge_ticks = num()? as usize,
             "relearn_after_ticks" => c.relearn_after_ticks = num()? as usize,
+            "relearn_on_evidence" => c.relearn_on_evidence = v == "true" || v == "1",
             "single_series" if v == "none" => c.single_series = None,
             "single_mean_ticks"
             | "single_tail_z"

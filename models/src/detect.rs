@@ -250,6 +250,9 @@ pub struct Detector {
     warm_ratios: Vec<f64>,
     /// The combined ratio of the last tick, before smoothing (0 when nothing was scored).
     last_combined: f64,
+    /// `relearn_on_evidence`: the tick the evidence's current run began, the last tick it was
+    /// over, and whether this run was relearnt already.
+    elevated: Option<(u64, u64, bool)>,
     /// The ranking score's scales and recent ratios.
     rank: rank::RankScore,
     /// The single-series evidence of a host with one metric (see `detect/single.rs`).
@@ -293,6 +296,7 @@ impl Detector {
             quiet_now: Vec::new(),
             warm_ratios: Vec::new(),
             last_combined: 0.0,
+            elevated: None,
             rank: rank::RankScore::empty(),
             single: None,
             alarm_scales: Vec::new(),

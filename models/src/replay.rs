@@ -378,8 +378,10 @@ pub fn run_with(
         config.score_quantile = q;
     }
     if opts.smooth_ticks.is_some() || opts.score_quantile.is_some() {
-        // the flags describe the whole alarm: one mean against one quantile, no shorter scales
+        // the flags describe the whole alarm: one mean against one fixed quantile, no other
+        // scales
         config.alarm_quantile_scales.clear();
+        config.alarm_scales.clear();
     }
     if opts.no_host_pca {
         config.host_pca = false;

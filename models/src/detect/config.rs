@@ -109,6 +109,13 @@ pub struct DetectorConfig {
     /// baseline recomputed at once. The event then closes saying so; saturation still alarms.
     /// 0 = never.
     pub relearn_after_ticks: usize,
+    /// Where baselines learn all along (`freeze_baselines` off): take the new normal when the
+    /// evidence, not an event, has lasted `relearn_after_ticks`: the `smooth_ticks` mean over
+    /// its `score_quantile` warm-up threshold, quiet gaps up to `merge_ticks` bridged. With an
+    /// alarm whose thresholds adapt (`alarm_scales`) events may end before a lasting change is
+    /// learnt; this keeps the relearning of the fixed alarm. A host with a single series
+    /// (`single_series`) relearns on its event still.
+    pub relearn_on_evidence: bool,
     /// A metric is listed as a contributor only if its own ratio is at least this (the top
     /// metric always is): no padding with metrics at normal values.
     pub contributor_min_ratio: f64,
@@ -177,6 +184,7 @@ impl Default for DetectorConfig {
             saturation_ratio: 1.5,
             freeze_baselines: true,
             relearn_after_ticks: 1800,
+            relearn_on_evidence: false,
             contributor_min_ratio: 0.3,
             sustain_ticks: 3,
             single_series: None,
@@ -212,11 +220,12 @@ impl DetectorConfig {
             pca_rolling_fit: true,
             smooth_ticks: 12,
             score_quantile: Some(0.98),
-            // the alarm: the last tick at its 0.999 warm-up quantile, the last three at 0.995,
-            // the last hour (`smooth_ticks`, `score_quantile`) at 0.98, whichever is highest
-            // (chosen on development data: models/README.md, "Short incidents: a multi-scale
-            // alarm")
-            alarm_quantile_scales: vec![(1, 0.999), (3, 0.995), (12, 0.98)],
+            // the alarm, whichever is highest: the last tick against its 0.999 warm-up quantile,
+            // the last three against 0.995, and the last hour against the threshold its own
+            // tail says is exceeded 1 % of the time, learnt on the ticks judged normal (chosen on
+            // development data: models/README.md, "Short incidents: a multi-scale alarm")
+            alarm_quantile_scales: vec![(1, 0.999), (3, 0.993)],
+            alarm_scales: vec![(12, 0.01)],
             // now, the last hour and the last four hours, each against its 0.8 warm-up quantile
             // (chosen on development data: models/README.md, "A score that ranks")
             rank_scales: vec![(1, 0.8), (12, 0.8), (48, 0.8)],
@@ -228,6 +237,9 @@ impl DetectorConfig {
             // an event firing 12 hours is a new normal: the metrics that moved are moved to
             // their new level (chosen on development data: models/README.md, "A new normal")
             relearn_after_ticks: 144,
+            // on the hourly mean having been over its fixed warm-up threshold that long, so an
+            // adaptive alarm that ends early still learns a lasting change
+            relearn_on_evidence: true,
             contributor_min_ratio: 0.0,
             sustain_ticks: 0,
             // a single series (NAB-style files): its own tail evidence (chosen on nab-dev:

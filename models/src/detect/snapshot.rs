@@ -236,8 +236,15 @@ impl Detector {
         self.smooth = Ring::new(self.config.smooth_ticks.max(1));
         self.rank =
             super::rank::RankScore::restored(snap.rank_scales, super::rank::Combine::Geometric);
-        self.alarm_quantile =
-            super::rank::RankScore::restored(snap.alarm_quantile_scales, super::rank::Combine::Max);
+        // the adaptive scales' state is not saved: until the next warm-up the hourly mean
+        // stands against its fixed warm-up threshold in their place
+        // (once: a restored detector saves it among its fixed scales)
+        let mut fixed = snap.alarm_quantile_scales;
+        let hourly = self.config.smooth_ticks.max(1);
+        if !self.config.alarm_scales.is_empty() && !fixed.iter().any(|s| s.0 == hourly) {
+            fixed.push((hourly, snap.score_threshold));
+        }
+        self.alarm_quantile = super::rank::RankScore::restored(fixed, super::rank::Combine::Max);
         self.calib = Some(Calibration {
             model_threshold: snap.model_threshold,
             pca,

@@ -15,9 +15,13 @@
 //! alarm and is not learnt: an ongoing incident does not raise the bar it is measured
 //! against. O(`MAX_PEAKS`) memory, O(1) per value.
 //!
-//! Used by [`DetectorConfig::alarm_scales`], which neither profile turns on: on the labelled
-//! development data it found fewer incidents than the warm-up quantile it would replace
-//! (`models/README.md`, "Thresholds that keep adapting: studied, not shipped").
+//! Used by [`DetectorConfig::alarm_scales`]: the replay profile's hourly alarm scale (the live
+//! profile has none). Alone it found fewer incidents than the warm-up quantile it replaced; with
+//! the short fixed scales beside it and relearning on the evidence it is better on every
+//! development set (`models/README.md`, "Thresholds that keep adapting" and "Short incidents:
+//! a multi-scale alarm"). Its state is not in a `DetectorSnapshot`: a restored detector alarms
+//! on its fixed scales and the hourly mean against its fixed warm-up threshold until its next
+//! warm-up.
 use super::*;
 
 /// The warm-up quantile of an alarm scale's mean above which its values are peaks.

@@ -30,6 +30,7 @@ impl Detector {
         let recent = self.smooth.values();
         let mean = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
         let mut ratio = mean / score_threshold;
+        self.track_elevated(ratio);
         let fixed = self.alarm_quantile.push_ratio(combined);
         if let Some(r) = fixed {
             ratio = r;
@@ -132,7 +133,18 @@ impl Detector {
         if relearn == 0 || self.config.freeze_baselines {
             return;
         }
-        let per_family = self.config.per_family;
+        // a single series relearns on its event: its evidence is its own (`single.rs`)
+        if self.config.relearn_on_evidence && self.single.is_none() {
+            let t = self.ticks;
+            if let Some((since, last, false)) = self.elevated {
+                let age = (t - since) as usize;
+                if last + 1 == t && age >= relearn {
+                    self.elevated = Some((since, last, true));
+                    self.rebase_metrics(None, age);
+                }
+            }
+            return;
+        }
         for slot in 0..self.families.len() {
             let Some(open) = self.families[slot].event.as_mut() else {
                 continue;
@@ -142,25 +154,50 @@ impl Detector {
             }
             open.rebased = true;
             let keep = open.age;
-            for m in &mut self.metrics {
-                if per_family && m.slot_idx != slot {
-                    continue;
-                }
-                // only the metrics whose level moved or whose spread widened
-                let Some(moved) = m.baseline.map(|b| REBASE_MIN_MOVE * b.scale) else {
-                    continue;
-                };
-                if !m
-                    .ring
-                    .recentre(keep, REBASE_MIN_VALUES, moved, &mut self.scratch)
-                {
-                    continue;
-                }
-                if let Some(b) =
-                    robust_baseline(m.ring.values(), &mut self.scratch, m.rel_floor, m.abs_floor)
-                {
-                    m.baseline = Some(b);
-                }
+            let only = self.config.per_family.then_some(slot);
+            self.rebase_metrics(only, keep);
+        }
+    }
+
+    /// `relearn_on_evidence`: follows the run of ticks whose smoothed evidence is over its
+    /// fixed warm-up threshold (`ratio` = that mean over the threshold), gaps up to
+    /// `merge_ticks` (and `clear_ticks`) bridged as an event's hold would.
+    fn track_elevated(&mut self, ratio: f64) {
+        if !self.config.relearn_on_evidence {
+            return;
+        }
+        let t = self.ticks;
+        let gap = (self.config.merge_ticks + self.config.clear_ticks.max(1)) as u64;
+        self.elevated = match self.elevated {
+            Some((since, _, done)) if ratio > 1.0 => Some((since, t, done)),
+            None if ratio > 1.0 => Some((t, t, false)),
+            Some(run) if t - run.1 <= gap => Some(run),
+            _ => None,
+        };
+    }
+
+    /// Moves the older values of the metrics (of event slot `only`, or all) whose level moved
+    /// or whose spread widened over their last `keep` values to that new level, and recomputes
+    /// their baselines.
+    fn rebase_metrics(&mut self, only: Option<usize>, keep: usize) {
+        for m in &mut self.metrics {
+            if only.is_some_and(|slot| m.slot_idx != slot) {
+                continue;
+            }
+            // only the metrics whose level moved or whose spread widened
+            let Some(moved) = m.baseline.map(|b| REBASE_MIN_MOVE * b.scale) else {
+                continue;
+            };
+            if !m
+                .ring
+                .recentre(keep, REBASE_MIN_VALUES, moved, &mut self.scratch)
+            {
+                continue;
+            }
+            if let Some(b) =
+                robust_baseline(m.ring.values(), &mut self.scratch, m.rel_floor, m.abs_floor)
+            {
+                m.baseline = Some(b);
             }
         }
     }
