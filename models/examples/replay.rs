@@ -14,7 +14,8 @@
 //! (0 = none), `single_seasonal_periods`, `single_seasonal_min_acf`, `single_moments_half_life` (0 = the baseline window), `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score),
 //! `alarm_scales` (`TICKS@RISK,...`, or `none`: adaptive alarm thresholds, `detect/tail.rs`),
 //! `alarm_quantile_scales` (`TICKS@QUANTILE,...`, or `none`: the multi-scale alarm with fixed
-//! thresholds, `detect/rank.rs`).
+//! thresholds, `detect/rank.rs`), `spike_pca_quantile` (a quantile, or `none`: the spike alarm
+//! on a host PCA fitted on the whole warm-up).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,9 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
             }
             "alarm_scales" => c.alarm_scales = scales(k, v)?,
             "alarm_quantile_scales" => c.alarm_quantile_scales = scales(k, v)?,
+            "spike_pca_quantile" => {
+                c.spike_pca_quantile = if v == "none" { None } else { Some(num()?) }
+            }
             "score_quantile" => c.score_quantile = if v == "none" { None } else { Some(num()?) },
             "rank_scales" => c.rank_scales = scales(k, v)?,
             _ => return Err(format!("--set: unknown key {k}")),

@@ -195,6 +195,8 @@ struct Calibration {
     model_threshold: f64,
     pca: Option<HostPca>,
     pca_threshold: f64,
+    /// `spike_pca_quantile`: the whole-warm-up host PCA and its threshold.
+    spike_pca: Option<(HostPca, f64)>,
     /// Divides the smoothed combined ratio (1.0 without `score_quantile`).
     score_threshold: f64,
 }

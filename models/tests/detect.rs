@@ -1481,3 +1481,96 @@ fn a_restored_detector_with_an_adaptive_alarm_still_alarms_on_the_hour() {
         "opened at {opens:?}"
     );
 }
+
+#[test]
+fn a_spike_alarm_opens_on_one_tick_that_breaks_the_hosts_correlations_also_after_a_restore() {
+    // network traffic follows cpu; at tick 700 cpu rises and traffic falls, each by three
+    // of its standard deviations, for one tick: unusual for neither metric alone, together a
+    // break of their correlation
+    fn host(noise: &mut Noise) -> Vec<(&'static str, f64)> {
+        let cpu = 0.5 * noise.next();
+        vec![
+            (CPU, 5.0 + cpu),
+            (MEM, 40.0 + 0.3 * noise.next()),
+            (NET, 1.0e6 + 1.0e5 * cpu + 1.0e4 * noise.next()),
+            (ERR, 0.0),
+        ]
+    }
+    let broken = |t: usize, v: &mut Vec<(&'static str, f64)>| {
+        if t == 700 {
+            set(v, CPU, 6.5);
+            set(v, NET, 0.85e6);
+        }
+    };
+    type Values = Vec<(&'static str, f64)>;
+    let run_host = |cfg: DetectorConfig, edit: &dyn Fn(usize, &mut Values)| {
+        let mut det = Detector::new(model(), cfg);
+        let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+        (0..800)
+            .map(|t| {
+                let mut v = host(&mut noise);
+                edit(t, &mut v);
+                det.tick(t as i64 * 1000, &v).expect("tick")
+            })
+            .collect::<Vec<_>>()
+    };
+    let near = |ticks: &[Tick]| {
+        opened(ticks)
+            .into_iter()
+            .filter(|i| (700..712).contains(i))
+            .collect::<Vec<_>>()
+    };
+    // the spike alarm alone (no hourly mean, no scales)
+    let spike = DetectorConfig {
+        spike_pca_quantile: Some(0.999),
+        alarm_quantile_scales: vec![(1, 0.9999)],
+        min_score_threshold: 1e3,
+        ..smoothed_config()
+    };
+    let with = run_host(spike.clone(), &broken);
+    assert_eq!(
+        near(&with),
+        vec![700],
+        "the spike alarm opened at {:?}",
+        opened(&with)
+    );
+    assert!(near(&run_host(spike.clone(), &|_, _| {})).is_empty());
+    let off = DetectorConfig {
+        spike_pca_quantile: None,
+        ..spike.clone()
+    };
+    assert!(
+        near(&run_host(off, &broken)).is_empty(),
+        "without it, an event opened"
+    );
+
+    // its PCA and threshold are in the snapshot: a restored detector alarms the same way
+    let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+    let mut warm = Detector::new(model(), spike.clone());
+    for t in 0..600 {
+        warm.tick(t * 1000, &host(&mut noise)).expect("tick");
+    }
+    let json = serde_json::to_string(&warm.snapshot().expect("warm")).expect("serialises");
+    assert!(
+        json.contains("\"spike_pca\":{"),
+        "the snapshot has no spike PCA"
+    );
+    let mut back = Detector::new(model(), spike);
+    back.restore(serde_json::from_str(&json).expect("parses"))
+        .expect("restores");
+    let mut opens = Vec::new();
+    for t in 600..720 {
+        let mut v = host(&mut noise);
+        broken(t, &mut v);
+        if back
+            .tick(t as i64 * 1000, &v)
+            .expect("tick")
+            .changes
+            .iter()
+            .any(|c| c.kind == EventKind::Opened)
+        {
+            opens.push(t);
+        }
+    }
+    assert_eq!(opens, vec![700], "after a restore it opened at {opens:?}");
+}

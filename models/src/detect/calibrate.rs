@@ -118,6 +118,7 @@ impl Detector {
 
         // host PCA over metrics present in at least half of the warm-up ticks
         let mut pca = None;
+        let mut spike_pca = None;
         let mut pca_threshold = self.config.min_pca_threshold.max(1e-9);
         if self.config.host_pca {
             let cols: Vec<usize> = (0..nm)
@@ -132,6 +133,24 @@ impl Detector {
                 .take(self.config.pca_max_metrics)
                 .collect();
             let std_scale = self.config.pca_std_scale;
+            // every row normalised with the baseline of the end of warm-up
+            let whole_rows = |metrics: &[MetricState]| -> Vec<Vec<f64>> {
+                rows.iter()
+                    .zip(&z_rows)
+                    .map(|(raw, zr)| {
+                        cols.iter()
+                            .map(|&i| match metrics[i].baseline {
+                                Some(b) if std_scale && !zr[i].is_nan() => b.pca_z(raw[i], true),
+                                _ => zr[i],
+                            })
+                            .collect()
+                    })
+                    .collect()
+            };
+            let spike_data = match self.config.spike_pca_quantile {
+                Some(q) if self.config.pca_rolling_fit => Some((q, whole_rows(&self.metrics))),
+                _ => None,
+            };
             let data: Vec<Vec<f64>> = if self.config.pca_rolling_fit {
                 let slots: Vec<u64> = cols.iter().map(|&i| self.metrics[i].slot as u64).collect();
                 let floors: Vec<f64> = cols.iter().map(|&i| self.metrics[i].abs_floor).collect();
@@ -145,48 +164,31 @@ impl Detector {
                     &mut self.scratch,
                 )
             } else {
-                rows.iter()
-                    .zip(&z_rows)
-                    .map(|(raw, zr)| {
-                        cols.iter()
-                            .map(|&i| match self.metrics[i].baseline {
-                                Some(b) if std_scale && !zr[i].is_nan() => b.pca_z(raw[i], true),
-                                _ => zr[i],
-                            })
-                            .collect()
-                    })
-                    .collect()
+                whole_rows(&self.metrics)
             };
-            let present: Vec<bool> = data.iter().map(|r| r.iter().any(|v| !v.is_nan())).collect();
-            let fit_rows: Vec<Vec<f64>> = data
-                .iter()
-                .zip(&present)
-                .filter(|(_, &p)| p)
-                .map(|(r, _)| r.clone())
-                .collect();
-            if let Some(p) = HostPca::fit(cols, &fit_rows, self.config.pca_variance) {
-                let d = p.metrics.len();
-                let (mut c, mut res) = (vec![0.0; d], vec![0.0; d]);
-                let spe_rows: Vec<f64> = data
-                    .iter()
-                    .zip(&present)
-                    .map(|(r, &p_)| {
-                        if p_ {
-                            p.spe(r, &mut c, &mut res)
-                        } else {
-                            f64::NAN
-                        }
-                    })
-                    .collect();
-                let mut spes: Vec<f64> = spe_rows.iter().copied().filter(|v| !v.is_nan()).collect();
-                let q = self
-                    .config
-                    .pca_quantile
-                    .unwrap_or(self.config.threshold_quantile);
-                pca_threshold = quantile(&mut spes, q)
-                    .unwrap_or(0.0)
-                    .max(self.config.min_pca_threshold)
-                    .max(1e-9);
+            if let Some((q, spike_rows)) = spike_data {
+                spike_pca = fit_with_threshold(
+                    cols.clone(),
+                    &spike_rows,
+                    self.config.pca_variance,
+                    q,
+                    self.config.min_pca_threshold,
+                )
+                .map(|(p, thr, _)| (p, thr));
+            }
+            let q = self
+                .config
+                .pca_quantile
+                .unwrap_or(self.config.threshold_quantile);
+            let fitted = fit_with_threshold(
+                cols,
+                &data,
+                self.config.pca_variance,
+                q,
+                self.config.min_pca_threshold,
+            );
+            if let Some((p, thr, spe_rows)) = fitted {
+                pca_threshold = thr;
                 for (col, &i) in p.metrics.iter().enumerate() {
                     self.metrics[i].pca_col = Some(col);
                 }
@@ -243,10 +245,46 @@ impl Detector {
             model_threshold,
             pca,
             pca_threshold,
+            spike_pca,
             score_threshold,
         });
         Ok(())
     }
+}
+
+/// A host PCA fitted on the rows with any value (NaN = missing), its threshold (the `q`
+/// quantile of the rows' errors, at least `floor`) and every row's error (NaN = no value).
+fn fit_with_threshold(
+    cols: Vec<usize>,
+    data: &[Vec<f64>],
+    variance: f64,
+    q: f64,
+    floor: f64,
+) -> Option<(HostPca, f64, Vec<f64>)> {
+    let present: Vec<bool> = data.iter().map(|r| r.iter().any(|v| !v.is_nan())).collect();
+    let fit_rows: Vec<Vec<f64>> = data
+        .iter()
+        .zip(&present)
+        .filter(|(_, &p)| p)
+        .map(|(r, _)| r.clone())
+        .collect();
+    let p = HostPca::fit(cols, &fit_rows, variance)?;
+    let d = p.metrics.len();
+    let (mut c, mut res) = (vec![0.0; d], vec![0.0; d]);
+    let errors: Vec<f64> = data
+        .iter()
+        .zip(&present)
+        .map(|(r, &here)| {
+            if here {
+                p.spe(r, &mut c, &mut res)
+            } else {
+                f64::NAN
+            }
+        })
+        .collect();
+    let mut scored: Vec<f64> = errors.iter().copied().filter(|v| !v.is_nan()).collect();
+    let thr = quantile(&mut scored, q).unwrap_or(0.0).max(floor).max(1e-9);
+    Some((p, thr, errors))
 }
 
 /// Trailing means over `k` ticks of `combined` (NaN counts as 0, shorter windows at the start),

@@ -142,6 +142,14 @@ pub struct DetectorConfig {
     /// weak at each tick both cross. With `alarm_scales` as well, the alarm ratio is the
     /// largest of both kinds.
     pub alarm_quantile_scales: Vec<(usize, f64)>,
+    /// A spike alarm beside the scales: the last tick's error against a second host PCA,
+    /// fitted on the warm-up rows each normalised with the baseline of the end of warm-up (as
+    /// `pca_rolling_fit = false` fits) and thresholded at this quantile of its own warm-up
+    /// errors; its ratio joins the alarm's largest. The rolling fit ranks and alarms better on
+    /// labelled incidents, the whole-warm-up fit sees a single sample that breaks the host's
+    /// usual correlations far more often at the same false-alarm cost (models/README.md,
+    /// "One-tick incidents"). None = off. Needs `host_pca` and `pca_rolling_fit`.
+    pub spike_pca_quantile: Option<f64>,
 }
 
 impl Default for DetectorConfig {
@@ -190,6 +198,7 @@ impl Default for DetectorConfig {
             single_series: None,
             alarm_scales: Vec::new(),
             alarm_quantile_scales: Vec::new(),
+            spike_pca_quantile: None,
         }
     }
 }
@@ -225,6 +234,7 @@ impl DetectorConfig {
             // tail says is exceeded 1 % of the time, learnt on the ticks judged normal (chosen on
             // development data: models/README.md, "Short incidents: a multi-scale alarm")
             alarm_quantile_scales: vec![(1, 0.999), (3, 0.993)],
+            spike_pca_quantile: None,
             alarm_scales: vec![(12, 0.01)],
             // now, the last hour and the last four hours, each against its 0.8 warm-up quantile
             // (chosen on development data: models/README.md, "A score that ranks")

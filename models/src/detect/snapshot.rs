@@ -39,6 +39,18 @@ pub struct DetectorSnapshot {
     /// `smooth_ticks` alarm until the next warm-up).
     #[serde(default)]
     alarm_quantile_scales: Vec<(usize, f64)>,
+    /// The spike alarm's host PCA (the same columns as `pca`) and its threshold (absent in
+    /// older snapshots: no spike alarm until the next warm-up).
+    #[serde(default)]
+    spike_pca: Option<SpikePcaSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SpikePcaSnapshot {
+    mean: Vec<f64>,
+    components: Vec<f64>,
+    k: usize,
+    threshold: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +133,12 @@ impl Detector {
             pca,
             rank_scales: self.rank.scales().to_vec(),
             alarm_quantile_scales: self.alarm_quantile.scales().to_vec(),
+            spike_pca: calib.spike_pca.as_ref().map(|(p, thr)| SpikePcaSnapshot {
+                mean: p.mean.clone(),
+                components: p.components.clone(),
+                k: p.k,
+                threshold: *thr,
+            }),
         })
     }
 
@@ -204,6 +222,32 @@ impl Detector {
                 })
             }
         };
+        let spike_pca = match (snap.spike_pca, &pca) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(RestoreError::Inconsistent(
+                    "spike PCA without host PCA".into(),
+                ))
+            }
+            (Some(s), Some(host)) => {
+                let d = host.metrics.len();
+                if s.mean.len() != d
+                    || s.components.len() != s.k * d
+                    || s.k == 0
+                    || s.k >= d
+                    || !(s.threshold.is_finite() && s.threshold > 0.0)
+                {
+                    return Err(RestoreError::Inconsistent("spike PCA shape".into()));
+                }
+                let spike = HostPca {
+                    metrics: host.metrics.clone(),
+                    mean: s.mean,
+                    components: s.components,
+                    k: s.k,
+                };
+                Some((spike, s.threshold))
+            }
+        };
         let thresholds = [
             snap.model_threshold,
             snap.pca_threshold,
@@ -249,6 +293,7 @@ impl Detector {
             model_threshold: snap.model_threshold,
             pca,
             pca_threshold: snap.pca_threshold,
+            spike_pca,
             score_threshold: snap.score_threshold,
         });
         self.calibrated_ms = Some(snap.calibrated_ms);

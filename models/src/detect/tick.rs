@@ -19,6 +19,7 @@ impl Detector {
         // step 2, then step 3: the combined ratio of this tick
         let window = self.window_ratio(model_threshold)?;
         let pca = self.pca_ratio();
+        let spike = self.spike_ratio();
         let mut combined = window.max(pca.ratio);
         if !combined.is_finite() {
             combined = 0.0;
@@ -31,7 +32,10 @@ impl Detector {
         let mean = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
         let mut ratio = mean / score_threshold;
         self.track_elevated(ratio);
-        let fixed = self.alarm_quantile.push_ratio(combined);
+        let mut fixed = self.alarm_quantile.push_ratio(combined);
+        if let Some(s) = spike {
+            fixed = Some(fixed.map_or(s, |f| f.max(s)));
+        }
         if let Some(r) = fixed {
             ratio = r;
         }
@@ -418,6 +422,36 @@ impl Detector {
         }
         part.ratio = (spe - muted_spe).max(0.0) / thr;
         part
+    }
+
+    /// `spike_pca_quantile`: this tick's error against the whole-warm-up host PCA over its
+    /// threshold, the error of metrics that are not evidence now left out (None when off).
+    fn spike_ratio(&mut self) -> Option<f64> {
+        let t = self.ticks;
+        let Self {
+            calib,
+            metrics,
+            pca_z,
+            pca_centred,
+            pca_res,
+            ..
+        } = self;
+        let (pca, thr) = calib.as_ref()?.spike_pca.as_ref()?;
+        if pca_z.len() != pca.metrics.len() || pca_z.iter().all(|v| v.is_nan()) {
+            return Some(0.0);
+        }
+        pca_centred.resize(pca_z.len(), 0.0);
+        pca_res.resize(pca_z.len(), 0.0);
+        let spe = pca.spe(pca_z, pca_centred, pca_res);
+        let muted: f64 = pca
+            .metrics
+            .iter()
+            .enumerate()
+            .filter(|(_, &i)| metrics[i].seen_tick == t && metrics[i].muted)
+            .map(|(col, _)| pca_res[col] * pca_res[col])
+            .sum();
+        let r = (spe - muted).max(0.0) / thr;
+        Some(if r.is_finite() { r } else { 0.0 })
     }
 
     /// Each metric's ratio beyond the models (a lasting deviation, a saturated resource), and
