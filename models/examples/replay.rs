@@ -14,14 +14,15 @@
 //! (0 = none), `single_seasonal_periods`, `single_seasonal_min_acf`, `single_moments_half_life` (0 = the baseline window), `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score),
 //! `alarm_scales` (`TICKS@RISK,...`, or `none`: adaptive alarm thresholds, `detect/tail.rs`),
 //! `alarm_quantile_scales` (`TICKS@QUANTILE,...`, or `none`: the multi-scale alarm with fixed
-//! thresholds, `detect/rank.rs`), `spike_pca_quantile` (a quantile, or `none`: the spike alarm
-//! on a host PCA fitted on the whole warm-up).
+//! thresholds, `detect/rank.rs`), `spike_alarm` (`none`), `spike_variance`, `spike_quantile`,
+//! `spike_floor` (the spike alarm on a host PCA fitted on the whole warm-up; each sets one field,
+//! turning it on with the shipped values for the others if it was off).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use sco_models::replay::{run_with, ReplayOptions};
-use sco_models::DetectorConfig;
+use sco_models::{DetectorConfig, SpikeAlarm};
 
 /// `TICKS@X,...` (or `none`: no scales) of `--set KEY=...`.
 fn scales(k: &str, v: &str) -> Result<Vec<(usize, f64)>, String> {
@@ -79,8 +80,18 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
             }
             "alarm_scales" => c.alarm_scales = scales(k, v)?,
             "alarm_quantile_scales" => c.alarm_quantile_scales = scales(k, v)?,
-            "spike_pca_quantile" => {
-                c.spike_pca_quantile = if v == "none" { None } else { Some(num()?) }
+            "spike_alarm" if v == "none" => c.spike_alarm = None,
+            "spike_variance" | "spike_quantile" | "spike_floor" => {
+                let s = c.spike_alarm.get_or_insert(SpikeAlarm {
+                    variance: 0.99,
+                    quantile: 0.999,
+                    floor: 5.0,
+                });
+                match k.as_str() {
+                    "spike_variance" => s.variance = num()?,
+                    "spike_quantile" => s.quantile = num()?,
+                    _ => s.floor = num()?,
+                }
             }
             "score_quantile" => c.score_quantile = if v == "none" { None } else { Some(num()?) },
             "rank_scales" => c.rank_scales = scales(k, v)?,

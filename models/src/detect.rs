@@ -87,7 +87,7 @@ use metric::*;
 use pca::*;
 use window::contributors_of;
 
-pub use config::DetectorConfig;
+pub use config::{DetectorConfig, SpikeAlarm};
 pub use events::RISING_RATIO;
 pub use family::{
     direction, io_driven_cpu, is_bounded, saturation_level, upper_only, Direction, Family,
@@ -195,7 +195,7 @@ struct Calibration {
     model_threshold: f64,
     pca: Option<HostPca>,
     pca_threshold: f64,
-    /// `spike_pca_quantile`: the whole-warm-up host PCA and its threshold.
+    /// `spike_alarm`: the whole-warm-up host PCA and its threshold.
     spike_pca: Option<(HostPca, f64)>,
     /// Divides the smoothed combined ratio (1.0 without `score_quantile`).
     score_threshold: f64,

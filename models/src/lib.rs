@@ -31,7 +31,7 @@ pub mod replay;
 
 pub use detect::{
     score_window, Anomaly, Contributor, DetectError, Detector, DetectorConfig, DetectorSnapshot,
-    EventChange, EventKind, Family, RestoreError, Severity, Tick, WindowScore,
+    EventChange, EventKind, Family, RestoreError, Severity, SpikeAlarm, Tick, WindowScore,
 };
 pub use error::ModelError;
 pub use manifest::{Dim, Manifest, TensorSpec};

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use sha2::Digest;
 
 use sco_models::{
-    score_window, DetectError, Detector, DetectorConfig, EventKind, Model, Severity, Tick,
+    score_window, DetectError, Detector, DetectorConfig, EventKind, Model, Severity, SpikeAlarm,
+    Tick,
 };
 
 const CPU: &str = "cpu.total_pct";
@@ -1522,7 +1523,11 @@ fn a_spike_alarm_opens_on_one_tick_that_breaks_the_hosts_correlations_also_after
     };
     // the spike alarm alone (no hourly mean, no scales)
     let spike = DetectorConfig {
-        spike_pca_quantile: Some(0.999),
+        spike_alarm: Some(SpikeAlarm {
+            variance: 0.95,
+            quantile: 0.999,
+            floor: 9.0,
+        }),
         alarm_quantile_scales: vec![(1, 0.9999)],
         min_score_threshold: 1e3,
         ..smoothed_config()
@@ -1536,7 +1541,7 @@ fn a_spike_alarm_opens_on_one_tick_that_breaks_the_hosts_correlations_also_after
     );
     assert!(near(&run_host(spike.clone(), &|_, _| {})).is_empty());
     let off = DetectorConfig {
-        spike_pca_quantile: None,
+        spike_alarm: None,
         ..spike.clone()
     };
     assert!(

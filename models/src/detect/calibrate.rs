@@ -147,8 +147,8 @@ impl Detector {
                     })
                     .collect()
             };
-            let spike_data = match self.config.spike_pca_quantile {
-                Some(q) if self.config.pca_rolling_fit => Some((q, whole_rows(&self.metrics))),
+            let spike_data = match self.config.spike_alarm {
+                Some(s) if self.config.pca_rolling_fit => Some((s, whole_rows(&self.metrics))),
                 _ => None,
             };
             let data: Vec<Vec<f64>> = if self.config.pca_rolling_fit {
@@ -166,15 +166,10 @@ impl Detector {
             } else {
                 whole_rows(&self.metrics)
             };
-            if let Some((q, spike_rows)) = spike_data {
-                spike_pca = fit_with_threshold(
-                    cols.clone(),
-                    &spike_rows,
-                    self.config.pca_variance,
-                    q,
-                    self.config.min_pca_threshold,
-                )
-                .map(|(p, thr, _)| (p, thr));
+            if let Some((s, spike_rows)) = spike_data {
+                spike_pca =
+                    fit_with_threshold(cols.clone(), &spike_rows, s.variance, s.quantile, s.floor)
+                        .map(|(p, thr, _)| (p, thr));
             }
             let q = self
                 .config

@@ -144,12 +144,23 @@ pub struct DetectorConfig {
     pub alarm_quantile_scales: Vec<(usize, f64)>,
     /// A spike alarm beside the scales: the last tick's error against a second host PCA,
     /// fitted on the warm-up rows each normalised with the baseline of the end of warm-up (as
-    /// `pca_rolling_fit = false` fits) and thresholded at this quantile of its own warm-up
-    /// errors; its ratio joins the alarm's largest. The rolling fit ranks and alarms better on
-    /// labelled incidents, the whole-warm-up fit sees a single sample that breaks the host's
-    /// usual correlations far more often at the same false-alarm cost (models/README.md,
-    /// "One-tick incidents"). None = off. Needs `host_pca` and `pca_rolling_fit`.
-    pub spike_pca_quantile: Option<f64>,
+    /// `pca_rolling_fit = false` fits); its ratio joins the alarm's largest. None = off. Needs
+    /// `host_pca` and `pca_rolling_fit` (without the rolling fit there is one kind of fit).
+    pub spike_alarm: Option<SpikeAlarm>,
+}
+
+/// The spike alarm of [`DetectorConfig::spike_alarm`]. The host PCA fitted on rolling-normalised
+/// rows ranks and alarms better on labelled incidents; one fitted on the warm-up as a whole,
+/// keeping more of its variance, sees a single sample that breaks the host's usual correlations
+/// far more often at the same false-alarm cost (models/README.md, "One-tick incidents").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SpikeAlarm {
+    /// Share of the warm-up rows' variance its components keep.
+    pub variance: f64,
+    /// Quantile of its warm-up errors used as threshold (at least `floor`).
+    pub quantile: f64,
+    /// The lowest threshold, in squared standard deviations of error.
+    pub floor: f64,
 }
 
 impl Default for DetectorConfig {
@@ -198,7 +209,7 @@ impl Default for DetectorConfig {
             single_series: None,
             alarm_scales: Vec::new(),
             alarm_quantile_scales: Vec::new(),
-            spike_pca_quantile: None,
+            spike_alarm: None,
         }
     }
 }
@@ -233,8 +244,16 @@ impl DetectorConfig {
             // the last three against 0.995, and the last hour against the threshold its own
             // tail says is exceeded 1 % of the time, learnt on the ticks judged normal (chosen on
             // development data: models/README.md, "Short incidents: a multi-scale alarm")
-            alarm_quantile_scales: vec![(1, 0.999), (3, 0.993)],
-            spike_pca_quantile: None,
+            alarm_quantile_scales: vec![(3, 0.993)],
+            // and the last tick against a host PCA fitted on the whole warm-up, keeping 99 % of
+            // its variance: an error of more than its 0.999 quantile and of two and a quarter
+            // standard deviations (chosen on development data: models/README.md, "One-tick
+            // incidents")
+            spike_alarm: Some(SpikeAlarm {
+                variance: 0.99,
+                quantile: 0.999,
+                floor: 5.0,
+            }),
             alarm_scales: vec![(12, 0.01)],
             // now, the last hour and the last four hours, each against its 0.8 warm-up quantile
             // (chosen on development data: models/README.md, "A score that ranks")

@@ -424,7 +424,7 @@ impl Detector {
         part
     }
 
-    /// `spike_pca_quantile`: this tick's error against the whole-warm-up host PCA over its
+    /// `spike_alarm`: this tick's error against the whole-warm-up host PCA over its
     /// threshold, the error of metrics that are not evidence now left out (None when off).
     fn spike_ratio(&mut self) -> Option<f64> {
         let t = self.ticks;
