@@ -1438,9 +1438,7 @@ fn with_relearn_on_evidence_a_lasting_shift_is_learnt_although_no_event_lasted()
 }
 
 #[test]
-fn a_restored_detector_with_an_adaptive_alarm_still_alarms_on_the_hour() {
-    // the adaptive scales' state is not in the snapshot: the hourly mean against its fixed
-    // warm-up threshold stands in, once, however often the detector is saved and restored
+fn a_restored_detector_keeps_its_adaptive_alarm_and_an_older_snapshot_alarms_on_the_hour() {
     let cfg = DetectorConfig {
         alarm_scales: vec![(12, 0.01)],
         alarm_quantile_scales: vec![(1, 0.999), (3, 0.993)],
@@ -1448,39 +1446,78 @@ fn a_restored_detector_with_an_adaptive_alarm_still_alarms_on_the_hour() {
     };
     let mut noise = Noise(7);
     let mut det = Detector::new(model(), cfg.clone());
-    for t in 0..600 {
+    for t in 0..900 {
         det.tick(t * 1000, &normal(&mut noise)).expect("tick");
     }
-    let mut json = serde_json::to_string(&det.snapshot().expect("warm")).expect("serialises");
-    for _ in 0..3 {
+    let saved = serde_json::to_string(&det.snapshot().expect("warm")).expect("serialises");
+    let value = |json: &str| serde_json::from_str::<serde_json::Value>(json).expect("json");
+    let scales = |json: &str| {
+        value(json)["alarm_quantile_scales"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    // restore, save, three times: the adaptive state comes back as it was saved, learnt counts
+    // and peaks included, and the fixed scales stay the configured two
+    let cycle = |mut json: String| {
+        for _ in 0..3 {
+            let mut back = Detector::new(model(), cfg.clone());
+            back.restore(serde_json::from_str(&json).expect("parses"))
+                .expect("restores");
+            json = serde_json::to_string(&back.snapshot().expect("warm")).expect("serialises");
+        }
+        json
+    };
+    let kept = cycle(saved.clone());
+    let state = value(&saved)["alarm_scales"].clone();
+    assert_eq!(state.as_array().map_or(0, Vec::len), 1, "{saved}");
+    assert!(state[0]["peaks"].as_array().is_some_and(|p| !p.is_empty()));
+    assert_eq!(value(&kept)["alarm_scales"], state);
+    assert_eq!(scales(&kept), 2);
+    // a snapshot without the state (an older one): the hourly mean against its fixed warm-up
+    // threshold stands in, once, however often the detector is saved and restored
+    let mut old = value(&saved);
+    old.as_object_mut().expect("object").remove("alarm_scales");
+    let old = cycle(old.to_string());
+    assert_eq!(scales(&old), 3, "{old}");
+    // both alarm on the hour
+    for json in [&kept, &old] {
         let mut back = Detector::new(model(), cfg.clone());
-        back.restore(serde_json::from_str(&json).expect("parses"))
+        back.restore(serde_json::from_str(json).expect("parses"))
             .expect("restores");
-        json = serde_json::to_string(&back.snapshot().expect("warm")).expect("serialises");
-    }
-    let scales = serde_json::from_str::<serde_json::Value>(&json).expect("json")
-        ["alarm_quantile_scales"]
-        .as_array()
-        .map_or(0, Vec::len);
-    assert_eq!(scales, 3, "{json}");
-    let mut back = Detector::new(model(), cfg);
-    back.restore(serde_json::from_str(&json).expect("parses"))
-        .expect("restores");
-    let mut opens = Vec::new();
-    for t in 600..700 {
-        let mut v = normal(&mut noise);
-        if t >= 650 {
-            set(&mut v, CPU, 40.0);
+        let mut noise = Noise(11);
+        let mut opens = Vec::new();
+        for t in 900..1000 {
+            let mut v = normal(&mut noise);
+            if t >= 950 {
+                set(&mut v, CPU, 40.0);
+            }
+            let tick = back.tick(t * 1000, &v).expect("tick");
+            if tick.changes.iter().any(|c| c.kind == EventKind::Opened) {
+                opens.push(t);
+            }
         }
-        let tick = back.tick(t * 1000, &v).expect("tick");
-        if tick.changes.iter().any(|c| c.kind == EventKind::Opened) {
-            opens.push(t);
-        }
+        assert!(
+            opens.first().is_some_and(|&t| (950..962).contains(&t)),
+            "opened at {opens:?}"
+        );
     }
-    assert!(
-        opens.first().is_some_and(|&t| (650..662).contains(&t)),
-        "opened at {opens:?}"
-    );
+    // a state no detector could have saved is an error, not a detector that never alarms
+    for (key, bad) in [
+        ("ticks", serde_json::json!(0)),
+        ("over", serde_json::json!(1e12)),
+        ("peaks", serde_json::json!([-1.0])),
+    ] {
+        let mut corrupt = value(&saved);
+        corrupt["alarm_scales"][0][key] = bad;
+        let mut back = Detector::new(model(), cfg.clone());
+        let err = back
+            .restore(serde_json::from_value(corrupt).expect("parses"))
+            .expect_err("a corrupt adaptive state");
+        assert!(
+            err.to_string().contains("adaptive alarm state"),
+            "{key}: {err}"
+        );
+    }
 }
 
 #[test]

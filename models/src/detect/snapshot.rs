@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::tail::{AlarmScale, AlarmScaleState};
 use super::{Baseline, Calibration, Detector, Family, FamilyState, HostPca, MetricState, Ring};
 
 /// Bumped when the layout changes; an older snapshot is ignored (the detector warms up).
@@ -43,6 +44,10 @@ pub struct DetectorSnapshot {
     /// older snapshots: no spike alarm until the next warm-up).
     #[serde(default)]
     spike_pca: Option<SpikePcaSnapshot>,
+    /// The adaptive alarm scales' state (absent in older snapshots: the hourly mean against its
+    /// fixed warm-up threshold until the next warm-up).
+    #[serde(default)]
+    alarm_scales: Vec<AlarmScaleState>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +138,7 @@ impl Detector {
             pca,
             rank_scales: self.rank.scales().to_vec(),
             alarm_quantile_scales: self.alarm_quantile.scales().to_vec(),
+            alarm_scales: self.alarm_scales.iter().map(AlarmScale::state).collect(),
             spike_pca: calib.spike_pca.as_ref().map(|(p, thr)| SpikePcaSnapshot {
                 mean: p.mean.clone(),
                 components: p.components.clone(),
@@ -266,6 +272,12 @@ impl Detector {
         {
             return Err(RestoreError::Inconsistent("thresholds".into()));
         }
+        let saved_scales = snap
+            .alarm_scales
+            .into_iter()
+            .map(|s| AlarmScale::from_state(s, MAX_RANK_TICKS))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| RestoreError::Inconsistent("adaptive alarm state".into()))?;
         self.metrics = metrics;
         self.index = index;
         self.order.clear();
@@ -280,13 +292,26 @@ impl Detector {
         self.smooth = Ring::new(self.config.smooth_ticks.max(1));
         self.rank =
             super::rank::RankScore::restored(snap.rank_scales, super::rank::Combine::Geometric);
-        // the adaptive scales' state is not saved: until the next warm-up the hourly mean
-        // stands against its fixed warm-up threshold in their place
-        // (once: a restored detector saves it among its fixed scales)
+        // the adaptive scales go on from their saved state when it is that of the configured
+        // scales; otherwise (an older snapshot, other scales) the hourly mean stands against its
+        // fixed warm-up threshold in their place until the next warm-up (once: a restored
+        // detector saves it among its fixed scales)
         let mut fixed = snap.alarm_quantile_scales;
-        let hourly = self.config.smooth_ticks.max(1);
-        if !self.config.alarm_scales.is_empty() && !fixed.iter().any(|s| s.0 == hourly) {
-            fixed.push((hourly, snap.score_threshold));
+        let configured = &self.config.alarm_scales;
+        if !configured.is_empty()
+            && saved_scales.len() == configured.len()
+            && saved_scales
+                .iter()
+                .zip(configured)
+                .all(|(s, &(ticks, risk))| s.is(ticks, risk))
+        {
+            self.alarm_scales = saved_scales;
+        } else {
+            self.alarm_scales.clear();
+            let hourly = self.config.smooth_ticks.max(1);
+            if !configured.is_empty() && !fixed.iter().any(|s| s.0 == hourly) {
+                fixed.push((hourly, snap.score_threshold));
+            }
         }
         self.alarm_quantile = super::rank::RankScore::restored(fixed, super::rank::Combine::Max);
         self.calib = Some(Calibration {

@@ -19,9 +19,10 @@
 //! profile has none). Alone it found fewer incidents than the warm-up quantile it replaced; with
 //! the short fixed scales beside it and relearning on the evidence it is better on every
 //! development set (`models/README.md`, "Thresholds that keep adapting" and "Short incidents:
-//! a multi-scale alarm"). Its state is not in a `DetectorSnapshot`: a restored detector alarms
-//! on its fixed scales and the hourly mean against its fixed warm-up threshold until its next
-//! warm-up.
+//! a multi-scale alarm"). Its state (the recent values, the peaks and the weighted counts) is in
+//! a `DetectorSnapshot`, so a restored detector's thresholds go on adapting where they were; a
+//! snapshot without it (older) leaves the hourly mean against its fixed warm-up threshold until
+//! the next warm-up.
 use super::*;
 
 /// The warm-up quantile of an alarm scale's mean above which its values are peaks.
@@ -154,6 +155,21 @@ impl Pot {
     }
 }
 
+/// The saved state of an [`AlarmScale`] (in a `DetectorSnapshot`), oldest values first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct AlarmScaleState {
+    ticks: usize,
+    recent: Vec<f64>,
+    level: f64,
+    peaks: Vec<f64>,
+    seen: f64,
+    over: f64,
+    alpha: f64,
+    risk: f64,
+    fallback: f64,
+    floor: f64,
+}
+
 /// One time scale of an adaptive alarm: the trailing mean of the combined ratio over `ticks`
 /// ticks against its own peaks-over-threshold threshold.
 #[derive(Debug, Clone)]
@@ -190,6 +206,78 @@ impl AlarmScale {
             recent.push(if c.is_nan() { 0.0 } else { c });
         }
         AlarmScale { recent, pot }
+    }
+
+    /// True when it is the scale `(ticks, risk)` of a configuration.
+    pub(super) fn is(&self, ticks: usize, risk: f64) -> bool {
+        self.recent.cap == ticks.max(1) && self.pot.risk == risk.clamp(1e-9, 0.5)
+    }
+
+    /// Its state, to save.
+    pub(super) fn state(&self) -> AlarmScaleState {
+        let p = &self.pot;
+        AlarmScaleState {
+            ticks: self.recent.cap,
+            recent: self.recent.chronological().collect(),
+            level: p.level,
+            peaks: p.peaks.chronological().collect(),
+            seen: p.seen,
+            over: p.over,
+            alpha: p.alpha,
+            risk: p.risk,
+            fallback: p.fallback,
+            floor: p.floor,
+        }
+    }
+
+    /// From a saved state; None when it is not one this code could have saved (a corrupt file:
+    /// non-finite values, more values than the scale holds, counts out of range).
+    pub(super) fn from_state(s: AlarmScaleState, max_ticks: usize) -> Option<Self> {
+        let finite = [
+            s.level, s.seen, s.over, s.alpha, s.risk, s.fallback, s.floor,
+        ]
+        .iter()
+        .chain(&s.recent)
+        .chain(&s.peaks)
+        .all(|v| v.is_finite());
+        let sane = finite
+            && (1..=max_ticks).contains(&s.ticks)
+            && s.recent.len() <= s.ticks
+            && s.peaks.len() <= MAX_PEAKS
+            && s.peaks.iter().all(|&y| y >= 0.0)
+            && s.alpha > 0.0
+            && s.alpha <= 1.0
+            && s.risk > 0.0
+            && s.risk <= 0.5
+            && s.seen >= 0.0
+            && (0.0..=s.seen).contains(&s.over);
+        if !sane {
+            return None;
+        }
+        let mut recent = Ring::new(s.ticks);
+        for v in s.recent {
+            recent.push(v);
+        }
+        let mut pot = Pot {
+            level: s.level,
+            peaks: Ring::new(MAX_PEAKS),
+            sum: 0.0,
+            sum_sq: 0.0,
+            seen: s.seen,
+            over: s.over,
+            alpha: s.alpha,
+            risk: s.risk,
+            fallback: s.fallback,
+            floor: s.floor,
+            threshold: s.fallback,
+        };
+        for y in s.peaks {
+            pot.peaks.push(y);
+            pot.sum += y;
+            pot.sum_sq += y * y;
+        }
+        pot.refit();
+        Some(AlarmScale { recent, pot })
     }
 
     /// This tick's ratio of the scale (1 = at its threshold); the mean is learnt if normal.
