@@ -238,9 +238,10 @@ impl Detector {
         self.warm_ratios = combined;
         self.calib = Some(Calibration {
             model_threshold,
+            // the spike PCA reads the host PCA's inputs: none without it
+            spike_pca: spike_pca.filter(|_| pca.is_some()),
             pca,
             pca_threshold,
-            spike_pca,
             score_threshold,
         });
         Ok(())
