@@ -377,7 +377,7 @@ fn check_name(field: &str, name: &str) -> Result<(), PolicyError> {
 }
 
 /// Parses and validates a policy written as JSON (first non-blank character
-/// `{`) or YAML.
+/// `{`) or, with the `yaml` feature, YAML.
 pub fn parse(text: &str) -> Result<Policy, PolicyError> {
     if text.len() > MAX_DOCUMENT_BYTES {
         return Err(PolicyError::new(
@@ -392,24 +392,34 @@ pub fn parse(text: &str) -> Result<Policy, PolicyError> {
         let de = &mut serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| path_error(e.path(), e.inner()))?
     } else {
-        // serde-saphyr: a panic-free YAML parser without unsafe code and with budgets on
-        // events, nesting and alias expansion (an admin's document cannot blow up the
-        // server); errors without source snippets, as they go into one-line API answers.
-        let options = serde_saphyr::options! { with_snippet: false };
-        let mut at = None;
-        let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                at = Some(path_error(e.path(), e.inner()));
-                e.into_inner()
-            })
-        });
-        match parsed {
-            Ok(policy) => policy,
-            Err(e) => return Err(at.unwrap_or_else(|| PolicyError::new("document", e.to_string()))),
-        }
+        parse_yaml(text)?
     };
     policy.validate()?;
     Ok(policy)
+}
+
+#[cfg(feature = "yaml")]
+fn parse_yaml(text: &str) -> Result<Policy, PolicyError> {
+    // serde-saphyr: a panic-free YAML parser without unsafe code and with budgets on
+    // events, nesting and alias expansion (an admin's document cannot blow up the
+    // server); errors without source snippets, as they go into one-line API answers.
+    let options = serde_saphyr::options! { with_snippet: false };
+    let mut at = None;
+    let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            at = Some(path_error(e.path(), e.inner()));
+            e.into_inner()
+        })
+    });
+    parsed.map_err(|e| at.unwrap_or_else(|| PolicyError::new("document", e.to_string())))
+}
+
+#[cfg(not(feature = "yaml"))]
+fn parse_yaml(_: &str) -> Result<Policy, PolicyError> {
+    Err(PolicyError::new(
+        "document",
+        "not JSON (this build reads policies as JSON only; the control plane and scoctl read YAML)",
+    ))
 }
 
 fn path_error(path: &serde_path_to_error::Path, e: &impl fmt::Display) -> PolicyError {
