@@ -982,6 +982,90 @@ async fn postgres_candidate_tallies_changing() {
     candidate_tallies_changing(Store::connect(&url).await.expect("connect")).await;
 }
 
+/// An admin forgetting what a rule learnt (`DELETE /remediation/preferences`) while its
+/// remediations read and write their tallies: a reset that deleted the rule's rows in the
+/// order it met them on disk, against calls that lock them in the order of the actions'
+/// bytes, deadlocked on PostgreSQL (one side failed). Every reset and every call succeeds,
+/// and once all are done the rows are those of the last call.
+async fn preferences_reset_while_learning(store: Store) {
+    let rule = "disk/cleanup";
+    let context = "ctx";
+    let key = |a: &str| format!("{{\"action\":\"{a}\"}}");
+    let lists: Vec<Vec<String>> = [
+        &["a", "b", "m", "d"][..],
+        &["d", "m", "b", "a"],
+        &["e", "d", "m", "b", "c"],
+        &["m", "e", "c", "a"],
+    ]
+    .iter()
+    .map(|l| l.iter().map(|a| key(a)).collect())
+    .collect();
+    for round in 0..8 {
+        // rows written in another order than their actions', so that a scan meets them so
+        for (i, a) in ["m", "e", "a", "d", "c", "b"].iter().enumerate() {
+            store
+                .learn_outcome(rule, context, &key(a), i as i64, 6, round % 2 == 0, 1)
+                .await
+                .expect("learn");
+        }
+        let mut all = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let (store, list) = (store.clone(), lists[(i + round) % lists.len()].clone());
+            all.spawn(async move {
+                if i % 4 == 3 {
+                    let r = store.delete_preferences(Some(rule), None).await;
+                    r.map(|_| ()).map_err(|e| format!("reset: {e}"))
+                } else {
+                    let r = store
+                        .candidate_tallies(rule, context, &list, i as i64)
+                        .await;
+                    r.map(|_| ()).map_err(|e| format!("{list:?}: {e}"))
+                }
+            });
+        }
+        while let Some(r) = all.join_next().await {
+            if let Err(e) = r.expect("task") {
+                panic!("round {round}: {e}");
+            }
+        }
+    }
+    let last = &lists[0];
+    store
+        .candidate_tallies(rule, context, last, 99)
+        .await
+        .expect("tallies");
+    let rows: Vec<String> = store
+        .preference_rows(Some(rule), Some(context))
+        .await
+        .expect("rows")
+        .into_iter()
+        .map(|r| r.action.to_string())
+        .collect();
+    assert_eq!(&rows, last);
+    assert_eq!(
+        store
+            .delete_preferences(Some(rule), Some(context))
+            .await
+            .expect("reset"),
+        last.len() as u64
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_preferences_reset_while_learning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sco_control_plane::store::sqlite_url(dir.path());
+    preferences_reset_while_learning(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_preferences_reset_while_learning() {
+    let Some(admin) = postgres_url() else { return };
+    let url = fresh_postgres_database(&admin).await;
+    preferences_reset_while_learning(Store::connect(&url).await.expect("connect")).await;
+}
+
 /// Anomaly changes of several agents stored in one transaction (an alarm storm): each opens,
 /// updates or closes its own event; a change already stored, or met twice in the group, is a
 /// duplicate and changes nothing.

@@ -164,17 +164,54 @@ impl Store {
 
     /// Forgets what was learnt, optionally of one rule and/or one context; returns how many
     /// candidates' tallies were removed.
+    ///
+    /// The rows are deleted one by one in the order of their keys' bytes, the order in which
+    /// `candidate_tallies` writes a rule's rows: one `DELETE` locked them in the order it met
+    /// them on disk and deadlocked on PostgreSQL with remediations learning at that moment
+    /// (one side failed).
     pub async fn delete_preferences(
         &self,
         rule: Option<&str>,
         context: Option<&str>,
     ) -> Result<u64, StoreError> {
-        let (sql, binds) = filtered("DELETE FROM remediation_preferences", rule, context);
+        let (sql, binds) = filtered(
+            "SELECT rule, context, action FROM remediation_preferences",
+            rule,
+            context,
+        );
+        let mut tx = self.begin_write().await?;
         let mut query = sqlx::query(audited(sql));
         for b in binds {
             query = query.bind(b);
         }
-        Ok(query.execute(&self.pool).await?.rows_affected())
+        let mut keys: Vec<(String, String, String)> = query
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("rule")?,
+                    r.try_get("context")?,
+                    r.try_get("action")?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        keys.sort_unstable();
+        let mut deleted = 0;
+        for (rule, context, action) in &keys {
+            deleted += sqlx::query(
+                "DELETE FROM remediation_preferences
+                 WHERE rule = $1 AND context = $2 AND action = $3",
+            )
+            .bind(rule)
+            .bind(context)
+            .bind(action)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 }
 
