@@ -31,7 +31,7 @@ const SEND_BATCH: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Replicas named in one refusal that the agent considers, at most.
-const MAX_HINTS: usize = 8;
+const MAX_HINTS: usize = sco_proto::MAX_REDIRECT_HINTS;
 
 pub struct Uplink {
     pub server: ServerSection,
@@ -87,17 +87,12 @@ fn ended_by(s: &tonic::Status) -> End {
 /// The replicas a full one named ([`sco_proto::REDIRECT_METADATA`]), in its order; anything
 /// that is not a usable endpoint is left out (and logged).
 fn redirect_hints(s: &tonic::Status) -> Vec<String> {
-    let Some(value) = s.metadata().get(sco_proto::REDIRECT_METADATA) else {
-        return Vec::new();
-    };
-    let Ok(text) = value.to_str() else {
-        tracing::warn!("ignoring a redirect hint that is not text");
-        return Vec::new();
-    };
-    text.split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .take(MAX_HINTS)
+    let hints = sco_proto::redirect_hints(s).unwrap_or_else(|reason| {
+        tracing::warn!(%reason, "ignoring the redirect hints");
+        Vec::new()
+    });
+    hints
+        .into_iter()
         .filter(|e| match endpoint_uri(e) {
             Ok(_) => true,
             Err(reason) => {

@@ -5,8 +5,8 @@
 
 use std::net::SocketAddr;
 
-/// Replicas named in one refusal that an agent considers, at most (the agent's `MAX_HINTS`).
-pub const MAX_HINTS: usize = 8;
+/// Replicas named in one refusal that an agent considers, at most (as the agent does).
+pub const MAX_HINTS: usize = sco_proto::MAX_REDIRECT_HINTS;
 
 /// Why a control plane refused a new stream, from its status message
 /// (`control-plane/src/grpc.rs`, `redirect`).
@@ -99,17 +99,12 @@ pub fn refusal_reason(message: &str) -> &'static str {
 /// The replicas a refusal names, in its order, at most [`MAX_HINTS`]; anything that is not a
 /// usable endpoint is left out. A name without a scheme is reached over TCP, as the agent does.
 pub fn redirect_hints(s: &tonic::Status, server_name: Option<&str>) -> Vec<Endpoint> {
-    let Some(value) = s.metadata().get(sco_proto::REDIRECT_METADATA) else {
-        return Vec::new();
-    };
-    let Ok(text) = value.to_str() else {
-        tracing::debug!("ignoring a redirect hint that is not text");
-        return Vec::new();
-    };
-    text.split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .take(MAX_HINTS)
+    let hints = sco_proto::redirect_hints(s).unwrap_or_else(|reason| {
+        tracing::debug!(%reason, "ignoring the redirect hints");
+        Vec::new()
+    });
+    hints
+        .into_iter()
         .filter_map(|e| match Endpoint::parse(e, Transport::Tcp, server_name) {
             Ok(e) => Some(e),
             Err(reason) => {

@@ -9,6 +9,8 @@
 //! replay's `DetectorConfig` after the other flags, for exploring on development data; keys:
 //! `pca_std_scale` (bool), `pca_quantile`, `pca_variance`, `current_gate_z`, `baseline_window`,
 //! `pca_rolling_fit` (bool), `smooth_ticks`, `merge_ticks`, `relearn_after_ticks`, `relearn_on_evidence` (bool),
+//! the live profile's edge-loop settings `freeze_baselines` (bool), `per_family` (bool), `sustain_ticks`,
+//! `saturation_ratio`,
 //! `score_quantile` (`none` = no recalibration), `single_series` (`none`), `single_mean_ticks`,
 //! `single_tail_z`, `single_refractory_ticks`, `single_level_weight`, `single_seasonal_weight`
 //! (0 = none), `single_seasonal_periods`, `single_seasonal_min_acf`, `single_moments_half_life` (0 = the baseline window), `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score),
@@ -55,6 +57,10 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
             "merge_ticks" => c.merge_ticks = num()? as usize,
             "relearn_after_ticks" => c.relearn_after_ticks = num()? as usize,
             "relearn_on_evidence" => c.relearn_on_evidence = v == "true" || v == "1",
+            "freeze_baselines" => c.freeze_baselines = v == "true" || v == "1",
+            "per_family" => c.per_family = v == "true" || v == "1",
+            "sustain_ticks" => c.sustain_ticks = num()? as usize,
+            "saturation_ratio" => c.saturation_ratio = num()?,
             "single_series" if v == "none" => c.single_series = None,
             "single_mean_ticks"
             | "single_tail_z"
