@@ -258,8 +258,9 @@ impl DetectorConfig {
             // now, the last hour and the last four hours, each against its 0.8 warm-up quantile
             // (chosen on development data: models/README.md, "A score that ranks")
             rank_scales: vec![(1, 0.8), (12, 0.8), (48, 0.8)],
-            // not evaluated on the labelled 5-minute data yet: the profile keeps its
-            // whole-host event and learning
+            // the whole-host event and baselines that learn: events per family, frozen
+            // baselines and the sustained ratio do worse on the labelled 5-minute data
+            // (models/README.md, "The live profile's edge-loop settings on the 5-minute data")
             per_family: false,
             saturation_ratio: 0.0,
             freeze_baselines: false,
