@@ -53,15 +53,7 @@ impl Store {
         let mut learnt: BTreeMap<&str, Tally> = BTreeMap::new();
         for (action, position) in steps {
             let Some(position) = position else {
-                sqlx::query(
-                    "DELETE FROM remediation_preferences
-                     WHERE rule = $1 AND context = $2 AND action = $3",
-                )
-                .bind(rule)
-                .bind(context)
-                .bind(action)
-                .execute(&mut *tx)
-                .await?;
+                delete_row(&mut tx, rule, context, action).await?;
                 continue;
             };
             let row = sqlx::query(
@@ -199,20 +191,29 @@ impl Store {
         keys.sort_unstable();
         let mut deleted = 0;
         for (rule, context, action) in &keys {
-            deleted += sqlx::query(
-                "DELETE FROM remediation_preferences
-                 WHERE rule = $1 AND context = $2 AND action = $3",
-            )
-            .bind(rule)
-            .bind(context)
-            .bind(action)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            deleted += delete_row(&mut tx, rule, context, action).await?;
         }
         tx.commit().await?;
         Ok(deleted)
     }
+}
+
+/// Deletes one candidate's row; how many were deleted (0 or 1).
+async fn delete_row(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    rule: &str,
+    context: &str,
+    action: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM remediation_preferences WHERE rule = $1 AND context = $2 AND action = $3",
+    )
+    .bind(rule)
+    .bind(context)
+    .bind(action)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// `base` with a `WHERE` on the filters given, and the values to bind in order.
