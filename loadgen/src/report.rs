@@ -50,6 +50,10 @@ pub struct Step {
     pub pending_at_end: u64,
     pub control_plane: Option<ProcCost>,
     pub loadgen: Option<ProcCost>,
+    /// How late the load generator's own runtime woke a task that asked to wake every 50 ms:
+    /// while this is small against `ack`, the ack latencies are the control plane's.
+    #[serde(default)]
+    pub loadgen_lag: Latency,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -154,7 +158,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:>7} {:>6} {:>11} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>7} {:>16} {:>16}  errors",
+            "{:>7} {:>6} {:>11} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>7} {:>16} {:>16} {:>11}  errors",
             "agents",
             "secs",
             "conn min/end",
@@ -168,12 +172,13 @@ impl Report {
             "reconn",
             "refused",
             "cp cpu/rss",
-            "loadgen cpu/rss"
+            "loadgen cpu/rss",
+            "lag p99/max"
         );
         for p in &self.steps {
             let _ = writeln!(
                 s,
-                "{:>7} {:>6.0} {:>5}/{:<5} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6} {:>7} {:>16} {:>16}  {}",
+                "{:>7} {:>6.0} {:>5}/{:<5} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6} {:>7} {:>16} {:>16} {:>11}  {}",
                 p.agents,
                 p.secs,
                 p.connected_min,
@@ -190,6 +195,7 @@ impl Report {
                 p.refused.values().map(|e| e.count).sum::<u64>(),
                 cost(&p.control_plane),
                 cost(&p.loadgen),
+                format!("{:.0}/{:.0}", p.loadgen_lag.p99_ms, p.loadgen_lag.max_ms),
                 errors_text(&p.errors)
             );
         }
@@ -325,7 +331,7 @@ mod tests {
         let row = text.lines().nth(2).unwrap_or_default();
         assert!(
             row.trim_end()
-                .ends_with("3                -                -  none"),
+                .ends_with("3                -                -         0/0  none"),
             "{row}"
         );
     }

@@ -89,6 +89,28 @@ fn pending(agents: &[Arc<Agent>]) -> u64 {
     agents.iter().map(|a| a.pending()).sum()
 }
 
+/// How often the lag probe asks to wake.
+const LAG_PERIOD: Duration = Duration::from_millis(50);
+
+/// The load generator's own scheduling delay: a task that asks to wake every [`LAG_PERIOD`]
+/// and records how late it woke. A late runtime delays the simulated agents' sends and the
+/// reading of their acks alike, so a step's ack latencies are the control plane's only while
+/// this stays small against them.
+async fn lag_probe(lag: Arc<std::sync::Mutex<Histogram>>) {
+    loop {
+        let asked = Instant::now();
+        tokio::time::sleep(LAG_PERIOD).await;
+        let late = asked.elapsed().saturating_sub(LAG_PERIOD);
+        // a poisoned lock only means a panic elsewhere while recording: the counts are fine
+        lag.lock().unwrap_or_else(|e| e.into_inner()).record(late);
+    }
+}
+
+/// The lag recorded since the last call.
+fn take(lag: &std::sync::Mutex<Histogram>) -> Histogram {
+    std::mem::take(&mut *lag.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 fn per_s(n: u64, d: Duration) -> f64 {
     let s = d.as_secs_f64();
     if s <= 0.0 {
@@ -174,6 +196,8 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
     let mut tasks = tokio::task::JoinSet::new();
     let mut report_steps = Vec::new();
     let mut all = Histogram::default();
+    let lag = Arc::new(std::sync::Mutex::new(Histogram::default()));
+    let probe = tokio::spawn(lag_probe(lag.clone()));
     let started = Instant::now();
     let cp_pid = c.control_plane_pid.map(|p| p.to_string());
     let mut interrupted = false;
@@ -184,6 +208,7 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
         let step_start = Instant::now();
         let before: Snapshot = stats.snapshot();
         stats.take_step_histogram();
+        take(&lag);
         let mut cp = cp_pid.clone().map(Watch::new);
         let mut own = Watch::new("self".into());
         let mut connected_min = u64::MAX;
@@ -316,6 +341,7 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
             pending_at_end: pending(&agents),
             control_plane: cp.as_ref().and_then(Watch::cost),
             loadgen: own.cost(),
+            loadgen_lag: take(&lag).summary(),
         };
         let over = c.stop_p99_ms.is_some_and(|limit| step.ack.p99_ms > limit);
         report_steps.push(step);
@@ -343,6 +369,7 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
     // Acks that arrived while draining count in the run's figures.
     all.merge(&stats.take_step_histogram());
     let _ = phase_tx.send(Phase::Stop);
+    probe.abort();
     let close = tokio::time::timeout(Duration::from_secs(15), async {
         while tasks.join_next().await.is_some() {}
     })

@@ -151,6 +151,12 @@ async fn small_run(db: Db, quic: bool) {
             .unwrap_or(0.0)
             > 0.0
     );
+    // the load generator's own runtime lag was sampled all through the step (every 50 ms)
+    let lag = &report["steps"][0]["loadgen_lag"];
+    let secs = report["steps"][0]["secs"].as_f64().unwrap_or(0.0);
+    let samples = lag["count"].as_f64().unwrap_or(0.0);
+    assert!(samples >= secs * 2.0, "{lag} over {secs} s");
+    assert!(lag["p50_ms"].as_f64() <= lag["max_ms"].as_f64(), "{lag}");
     assert_eq!(report["passed"], true);
 }
 
