@@ -22,7 +22,12 @@ sleep 2
 # fault (fault-around), so a binary just built or copied shows more resident than one read from
 # disk by its own faults and readahead, as a service starting at boot is.
 python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$agent_bin"
-SCO_LOG=warn "$agent_bin" run --config "$work/agent.toml" >/dev/null 2>&1 &
+# The agent runs in the environment its systemd unit gives it: no RUST_BACKTRACE (a developer's
+# shell often sets it, and then every error the model loader meets captures a backtrace, which
+# maps the unwind tables and libgcc_s: about 0.7 MiB more resident). FOOTPRINT_KEEP_ENV=1 keeps
+# the caller's environment.
+if [ "${FOOTPRINT_KEEP_ENV:-0}" = 1 ]; then run_env=(env); else run_env=(env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE); fi
+SCO_LOG=warn "${run_env[@]}" "$agent_bin" run --config "$work/agent.toml" >/dev/null 2>&1 &
 apid=$!
 prometheus-node-exporter --web.listen-address=127.0.0.1:19100 >/dev/null 2>&1 &
 npid=$!
