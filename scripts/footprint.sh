@@ -18,7 +18,8 @@ SCO_LOG=warn $cp serve --config "$work/cp.toml" &
 sleep 2
 
 echo "agent (1 s interval):" >&2
-agent=$(SCO_LOG=warn python3 "$bench" --seconds "$secs" -- "$agent_bin" run --config "$work/agent.toml")
+# the agent in its systemd unit's environment: no RUST_BACKTRACE (scripts/footprint-side.sh says why)
+agent=$(SCO_LOG=warn python3 "$bench" --seconds "$secs" -- env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$agent_bin" run --config "$work/agent.toml")
 echo "node_exporter + 1 s curl scrape loop:" >&2
 ne=$(python3 "$bench" --seconds "$secs" -- sh -c 'prometheus-node-exporter --web.listen-address=127.0.0.1:19100 2>/dev/null & while sleep 1; do curl -s 127.0.0.1:19100/metrics >/dev/null; done')
 echo "curl loop alone:" >&2
