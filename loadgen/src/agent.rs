@@ -82,6 +82,9 @@ pub struct Agent {
     pub outbox: Mutex<Outbox>,
     new_data: Notify,
     pub ever_connected: AtomicBool,
+    /// Its producer may still push data: true until [`Agent::produce`] has returned, so a
+    /// drain that finds the outbox empty knows no message is about to join it.
+    pub producing: AtomicBool,
     /// A new stream of this agent was refused at least once.
     pub ever_refused: AtomicBool,
     /// The endpoint of its latest stream (as the agent lists it), once connected.
@@ -207,6 +210,7 @@ impl Agent {
             outbox: Mutex::new(Outbox::default()),
             new_data: Notify::new(),
             ever_connected: AtomicBool::new(false),
+            producing: AtomicBool::new(true),
             ever_refused: AtomicBool::new(false),
             last_endpoint: Mutex::new(None),
             policies_seen: Mutex::default(),
@@ -225,7 +229,12 @@ impl Agent {
     }
 
     /// Produces the agent's durable data until the run leaves [`Phase::Run`].
-    pub async fn produce(self: Arc<Self>, shared: Arc<Shared>, mut phase: watch::Receiver<Phase>) {
+    pub async fn produce(self: Arc<Self>, shared: Arc<Shared>, phase: watch::Receiver<Phase>) {
+        self.produce_until_drain(&shared, phase).await;
+        self.producing.store(false, Ordering::Release);
+    }
+
+    async fn produce_until_drain(&self, shared: &Shared, mut phase: watch::Receiver<Phase>) {
         let mut rng = rand::make_rng::<rand::rngs::StdRng>();
         let w = shared.window_ms;
         // The agent's samples tick at its own phase within the interval; the
@@ -259,6 +268,9 @@ impl Agent {
                 _ => next_event_ms,
             };
             tokio::select! {
+                // The phase first: once the drain has begun, nothing new is produced even
+                // when a window's seal is due at the same moment.
+                biased;
                 r = phase.changed() => {
                     if r.is_err() || *phase.borrow() != Phase::Run {
                         return;
@@ -266,7 +278,7 @@ impl Agent {
                 }
                 () = tokio::time::sleep_until(instant_at(seal_at)) => {
                     let (ws, now) = (window_start, now_ms());
-                    self.push(&shared, Kind::Rollup, |_| {
+                    self.push(shared, Kind::Rollup, |_| {
                         speak::rollup(&mut rng, &shared.metrics, ws, ws + w, samples, now)
                     });
                     window_start += w;
@@ -289,14 +301,14 @@ impl Agent {
                     if step == EventStep::Opened {
                         let family = speak::FAMILIES[rng.random_range(0..speak::FAMILIES.len())];
                         let mut event = Event { open_seq: 0, started_ms: now, family };
-                        let seq = self.push(&shared, Kind::Anomaly, |seq| {
+                        let seq = self.push(shared, Kind::Anomaly, |seq| {
                             speak::anomaly(&mut rng, facts, &event, step, seq, now)
                         });
                         event.open_seq = seq;
                         lock(&self.outbox).note_opened(seq);
                         open = Some((event, step));
                     } else if let Some((event, _)) = open.take() {
-                        self.push(&shared, Kind::Anomaly, |seq| {
+                        self.push(shared, Kind::Anomaly, |seq| {
                             speak::anomaly(&mut rng, facts, &event, step, seq, now)
                         });
                         if step == EventStep::Updated {

@@ -359,7 +359,9 @@ pub async fn run(c: Config) -> Result<Report, RunError> {
     let drain_start = Instant::now();
     let mut drained = false;
     while drain_start.elapsed() < c.drain {
-        if pending(&agents) == 0 {
+        // A producer that was mid-turn when the phase changed may still push one message.
+        let producing = agents.iter().any(|a| a.producing.load(Ordering::Acquire));
+        if !producing && pending(&agents) == 0 {
             drained = true;
             break;
         }
