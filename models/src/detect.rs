@@ -241,9 +241,7 @@ pub struct Detector {
     batch: Vec<f32>,
     batch_metrics: Vec<usize>,
     touched: Vec<usize>,
-    pca_z: Vec<f64>,
-    pca_centred: Vec<f64>,
-    pca_res: Vec<f64>,
+    pca: PcaScratch,
     /// The last `smooth_ticks` combined ratios (warm-up ones included).
     smooth: Ring,
     /// Which of the quiet windows hold at this tick.
@@ -291,9 +289,7 @@ impl Detector {
             batch: Vec::new(),
             batch_metrics: Vec::new(),
             touched: Vec::new(),
-            pca_z: Vec::new(),
-            pca_centred: Vec::new(),
-            pca_res: Vec::new(),
+            pca: PcaScratch::default(),
             smooth: Ring::new(1),
             quiet_now: Vec::new(),
             warm_ratios: Vec::new(),
@@ -486,7 +482,7 @@ mod tests {
             let values: Vec<(&str, f64)> = names.iter().copied().zip(row.iter().copied()).collect();
             det.tick(t as i64, &values).expect("tick");
             if t >= config.warmup_ticks + config.rebaseline_every_ticks {
-                assert_eq!(det.pca_z.len(), 3, "tick {t}");
+                assert_eq!(det.pca.z.len(), 3, "tick {t}");
                 for (col, &i) in det
                     .calib
                     .as_ref()
@@ -496,7 +492,7 @@ mod tests {
                     .iter()
                     .enumerate()
                 {
-                    let (live, sim) = (det.pca_z[col], want[t][i]);
+                    let (live, sim) = (det.pca.z[col], want[t][i]);
                     assert!(
                         (live - sim).abs() < 1e-9,
                         "tick {t}, metric {i}: {live} vs {sim}"

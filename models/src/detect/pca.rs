@@ -107,6 +107,30 @@ impl HostPca {
     }
 }
 
+/// This tick's host-PCA input and the buffers of its reconstruction, reused every tick.
+#[derive(Debug, Default)]
+pub(crate) struct PcaScratch {
+    /// Each column's normalised value this tick (NaN = not seen).
+    pub(crate) z: Vec<f64>,
+    centred: Vec<f64>,
+    /// Each column's residual after [`PcaScratch::error`].
+    pub(crate) res: Vec<f64>,
+}
+
+impl PcaScratch {
+    /// `pca`'s squared error over this tick's columns (each one's residual in `res`), or
+    /// None when no column was seen or `z` is not `pca`'s.
+    pub(crate) fn error(&mut self, pca: &HostPca) -> Option<f64> {
+        let d = pca.metrics.len();
+        if self.z.len() != d || self.z.iter().all(|v| v.is_nan()) {
+            return None;
+        }
+        self.centred.resize(d, 0.0);
+        self.res.resize(d, 0.0);
+        Some(pca.spe(&self.z, &mut self.centred, &mut self.res))
+    }
+}
+
 /// The host-PCA input of every warm-up row, each metric normalised with the rolling baseline it
 /// would have had at that tick live (same ring, same staggered recomputation as
 /// [`Detector::tick`]); NaN where the metric is missing or has no baseline yet.

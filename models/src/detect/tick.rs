@@ -106,8 +106,8 @@ impl Detector {
             .as_ref()
             .and_then(|c| c.pca.as_ref())
             .map_or(0, |p| p.metrics.len());
-        self.pca_z.clear();
-        self.pca_z.resize(pca_cols, f64::NAN);
+        self.pca.z.clear();
+        self.pca.z.resize(pca_cols, f64::NAN);
         let relearn = self.config.relearn_after_ticks;
         self.quiet_now.clear();
         self.quiet_now.extend(
@@ -303,7 +303,7 @@ impl Detector {
             if let Some(col) = m.pca_col {
                 // a metric that is not evidence enters the host PCA at its normal value, so its
                 // move breaks no relation either
-                self.pca_z[col] = if m.muted {
+                self.pca.z[col] = if m.muted {
                     0.0
                 } else {
                     b.pca_z(v, self.config.pca_std_scale)
@@ -377,9 +377,7 @@ impl Detector {
         let Self {
             calib,
             metrics,
-            pca_z,
-            pca_centred,
-            pca_res,
+            pca: scratch,
             slot_spe,
             families,
             ..
@@ -397,18 +395,14 @@ impl Detector {
         else {
             return part;
         };
-        if pca_z.iter().all(|v| v.is_nan()) {
+        let Some(spe) = scratch.error(pca) else {
             return part;
-        }
-        let d = pca.metrics.len();
-        pca_centred.resize(d, 0.0);
-        pca_res.resize(d, 0.0);
-        let spe = pca.spe(pca_z, pca_centred, pca_res);
+        };
         part.threshold = thr;
         // the error of metrics that are not evidence now (floors, quiet windows)
         let mut muted_spe = 0.0f64;
         for (col, &idx) in pca.metrics.iter().enumerate() {
-            let sq = pca_res[col] * pca_res[col];
+            let sq = scratch.res[col] * scratch.res[col];
             let m = &mut metrics[idx];
             if m.seen_tick == t && m.muted {
                 muted_spe += sq;
@@ -431,24 +425,19 @@ impl Detector {
         let Self {
             calib,
             metrics,
-            pca_z,
-            pca_centred,
-            pca_res,
+            pca: scratch,
             ..
         } = self;
         let (pca, thr) = calib.as_ref()?.spike_pca.as_ref()?;
-        if pca_z.len() != pca.metrics.len() || pca_z.iter().all(|v| v.is_nan()) {
+        let Some(spe) = scratch.error(pca) else {
             return Some(0.0);
-        }
-        pca_centred.resize(pca_z.len(), 0.0);
-        pca_res.resize(pca_z.len(), 0.0);
-        let spe = pca.spe(pca_z, pca_centred, pca_res);
+        };
         let muted: f64 = pca
             .metrics
             .iter()
             .enumerate()
             .filter(|(_, &i)| metrics[i].seen_tick == t && metrics[i].muted)
-            .map(|(col, _)| pca_res[col] * pca_res[col])
+            .map(|(col, _)| scratch.res[col] * scratch.res[col])
             .sum();
         let r = (spe - muted).max(0.0) / thr;
         Some(if r.is_finite() { r } else { 0.0 })
