@@ -1437,6 +1437,54 @@ fn with_relearn_on_evidence_a_lasting_shift_is_learnt_although_no_event_lasted()
     );
 }
 
+/// The close reason of the first event that closed in `ticks`, and the tick it closed.
+fn first_close(ticks: &[Tick]) -> Option<(usize, String)> {
+    ticks.iter().enumerate().find_map(|(i, t)| {
+        t.changes
+            .iter()
+            .find(|c| c.kind == EventKind::Closed)
+            .map(|c| (i, c.event.close_reason.clone().unwrap_or_default()))
+    })
+}
+
+#[test]
+fn on_the_evidence_an_event_says_new_normal_when_its_level_was_relearnt_and_only_then() {
+    // the event opens half an hour into the evidence's run (min_duration_ticks 30), so it is
+    // 30 ticks old when the evidence's run reaches the 60 of `relearn_after_ticks`: the relearn
+    // is what ends it, and its close says so whatever its own age
+    let cfg = DetectorConfig {
+        relearn_after_ticks: 60,
+        relearn_on_evidence: true,
+        min_duration_ticks: 30,
+        ..smoothed_config()
+    };
+    let lasting = run(cfg.clone(), 900, |t, v| {
+        if t >= 500 {
+            let noisy = v[0].1;
+            set(v, CPU, 45.0 + noisy);
+        }
+    });
+    let opens = opened(&lasting);
+    assert!(
+        opens.first().is_some_and(|&o| (525..540).contains(&o)),
+        "{opens:?}"
+    );
+    let (at, reason) = first_close(&lasting).expect("the shift's event closes");
+    assert!(at < opens[0] + 60, "closed at {at}, opened at {opens:?}");
+    assert!(
+        reason.contains("new level became this host's normal"),
+        "{reason}"
+    );
+    // an incident that ends before the relearn: recovered
+    let short = run(cfg, 900, |t, v| {
+        if (500..545).contains(&t) {
+            set(v, CPU, 50.0);
+        }
+    });
+    let (_, reason) = first_close(&short).expect("the incident's event closes");
+    assert!(reason.starts_with("recovered"), "{reason}");
+}
+
 #[test]
 fn a_restored_detector_keeps_its_adaptive_alarm_and_an_older_snapshot_alarms_on_the_hour() {
     let cfg = DetectorConfig {

@@ -15,8 +15,8 @@ pub(super) struct OpenEvent {
     /// Tick and timestamp at which it recovered, and how, while it is held open for
     /// `merge_ticks` in case the same trouble comes back (then it goes on as the same event).
     pub(super) held: Option<(u64, i64, Recovery)>,
-    /// Its family's moved baselines were set to their new level (see
-    /// [`Detector::rebase_relearnt`]).
+    /// Its family's moved baselines were set to their new level, on its age or on the host's
+    /// evidence (see [`Detector::rebase_relearnt`]): its close says so.
     pub(super) rebased: bool,
 }
 
@@ -186,7 +186,14 @@ impl Detector {
             open.anomaly.score = score;
             open.anomaly.updated_ms = ts_ms;
             let quiet = open.quiet_for(r_eff >= self.config.clear_fraction, clear_ticks);
-            let why = if relearn > 0 && open.age >= relearn {
+            // frozen baselines relearn a firing event's family at its age; otherwise the event
+            // says so only when a relearn moved its metrics (on its age, or on the evidence)
+            let relearnt = if self.config.freeze_baselines {
+                relearn > 0 && open.age >= relearn
+            } else {
+                open.rebased
+            };
+            let why = if relearnt {
                 Recovery::Relearnt
             } else {
                 Recovery::Recovered

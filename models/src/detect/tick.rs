@@ -145,6 +145,13 @@ impl Detector {
                 if last + 1 == t && age >= relearn {
                     self.elevated = Some((since, last, true));
                     self.rebase_metrics(None, age);
+                    // what is firing now ends on the new level: its close says so, however
+                    // young the event itself is
+                    for st in &mut self.families {
+                        if let Some(open) = st.event.as_mut().filter(|e| e.firing()) {
+                            open.rebased = true;
+                        }
+                    }
                 }
             }
             return;
