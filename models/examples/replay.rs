@@ -7,6 +7,8 @@
 //!
 //! Development only (not in `sco-agent replay`): `--set KEY=VALUE` changes one field of the
 //! replay's `DetectorConfig` after the other flags, for exploring on development data; keys:
+//! `profile=live` (first: the live agent's detector with its default settings at one row a
+//! second, in place of the five-minute profile; later keys change it),
 //! `pca_std_scale` (bool), `pca_quantile`, `pca_variance`, `current_gate_z`, `baseline_window`,
 //! `pca_rolling_fit` (bool), `smooth_ticks`, `merge_ticks`, `relearn_after_ticks`, `relearn_on_evidence` (bool),
 //! the live profile's edge-loop settings `freeze_baselines` (bool), `per_family` (bool), `sustain_ticks`,
@@ -43,10 +45,32 @@ fn scales(k: &str, v: &str) -> Result<Vec<(usize, f64)>, String> {
         .collect()
 }
 
+/// The live agent's detector with its default `[detect]` settings, one row a second
+/// (`agent/src/detect.rs::detector_config`: min_duration 2 s, clear 15 s, merge 120 s, updates
+/// every 30 s, sustained ratio over 3 s, load averages and the page cache not scored); the
+/// replay's warm-up is kept.
+fn live_profile(warmup_ticks: usize) -> DetectorConfig {
+    DetectorConfig {
+        warmup_ticks,
+        min_duration_ticks: 2,
+        clear_ticks: 15,
+        merge_ticks: 120,
+        update_every_ticks: 30,
+        sustain_ticks: 3,
+        // what the agent does not hand to the detector (`sco_policy::is_scored`)
+        ignore: sco_policy::NOT_SCORED
+            .iter()
+            .map(|(prefix, _, _)| format!("{prefix}*"))
+            .collect(),
+        ..DetectorConfig::default()
+    }
+}
+
 fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String> {
     for (k, v) in set {
         let num = || v.parse::<f64>().map_err(|e| format!("--set {k}={v}: {e}"));
         match k.as_str() {
+            "profile" if v == "live" => *c = live_profile(c.warmup_ticks),
             "pca_std_scale" => c.pca_std_scale = v == "true" || v == "1",
             "pca_quantile" => c.pca_quantile = Some(num()?),
             "pca_variance" => c.pca_variance = num()?,

@@ -109,6 +109,15 @@ const STD_FLOOR_FRAC: f64 = 0.5;
 const EXPECTED_Z: f64 = 3.0;
 /// Scale floor of CPU steal and pressure, in multiples of `pct_scale_floor`.
 const NOISY_PCT_FLOOR: f64 = 5.0;
+/// Scale floor of a disk's read and write rates: bytes per second, and I/Os per second. A
+/// near-idle disk's baseline is a few I/Os a second, so a handful more (a binary paged in, a
+/// cache miss: 0.4 to 6 MB read in a second with the disk under 2 % busy) was 20 to 400 times
+/// its scale and a `critical` event. In 40 minutes of the busy-host drill's load replayed
+/// through the live profile at one row a second (`models/eval/busy-host`), four such events
+/// opened; with these floors one, and every injected fault still opened its event. A disk that
+/// is really loaded moves by far more (the drill's I/O saturation: over 1 GB/s).
+const DISK_BYTES_SCALE_FLOOR: f64 = 1024.0 * 1024.0;
+const DISK_OPS_SCALE_FLOOR: f64 = 25.0;
 /// Fewest values a relearnt metric's baseline is restarted on (see `relearn_after_ticks`).
 const REBASE_MIN_VALUES: usize = 12;
 /// How far (in its baseline's scales) the median of a metric's values since a relearnt event

@@ -1023,6 +1023,63 @@ fn run_busy(ticks: usize, mut edit: impl FnMut(usize, &mut Vec<(&'static str, f6
 }
 
 #[test]
+fn a_few_hundred_kilobytes_read_on_an_idle_disk_is_no_event_but_a_read_storm_is() {
+    use sco_models::Family;
+    // the live agent's default minimum duration at one tick a second
+    let cfg = DetectorConfig {
+        min_duration_ticks: 2,
+        ..config()
+    };
+    // the busy host with an idle second disk: a read or two a second, a few kilobytes
+    let idle = |t: usize| {
+        let wobble = ((t * 7919) % 13) as f64 / 13.0;
+        (
+            1.0 + 2.0 * wobble,
+            4096.0 * (1.0 + 2.0 * wobble),
+            0.2 * wobble,
+        )
+    };
+    // what the busy-host recording saw (models/eval/busy-host, 02:43:08): reads/s and bytes/s
+    // of four seconds, the disk under 2 % busy
+    let burst = [
+        (91.0, 851_975.0),
+        (42.0, 520_238.0),
+        (0.0, 0.0),
+        (22.0, 262_159.0),
+    ];
+    let mut det = Detector::new(model(), cfg);
+    let mut noise = Noise(0x2545_F491_4F6C_DD1D);
+    let ticks: Vec<Tick> = (0..1000)
+        .map(|t| {
+            let mut v = busy_host(&mut noise);
+            let (mut reads, mut bytes, mut busy) = idle(t);
+            if let Some(&(r, b)) = t.checked_sub(500).and_then(|i| burst.get(i)) {
+                (reads, bytes, busy) = (r, b, 1.6);
+            }
+            // a read storm: 3000 reads/s, 150 MB/s, the disk 70 % busy
+            if (700..730).contains(&t) {
+                (reads, bytes, busy) = (3000.0, 1.5e8, 70.0);
+            }
+            v.push(("disk.reads_per_s:vdb", reads));
+            v.push(("disk.read_bytes_per_s:vdb", bytes));
+            v.push(("disk.busy_pct:vdb", busy));
+            det.tick(t as i64 * 1000, &v).expect("tick")
+        })
+        .collect();
+    let opens = changes_of(&ticks, EventKind::Opened);
+    assert!(
+        opens.iter().all(|o| !(495..600).contains(&o.0)),
+        "the burst opened {opens:?}"
+    );
+    assert!(
+        opens
+            .iter()
+            .any(|o| o.1 == Family::DiskIo && (700..710).contains(&o.0)),
+        "the storm opened {opens:?}"
+    );
+}
+
+#[test]
 fn an_io_saturation_is_one_event_and_a_runaway_during_it_opens_its_own() {
     use sco_models::Family;
     // I/O saturation from 500 to 800: the writer's kernel time raises system (and total) CPU

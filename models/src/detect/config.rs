@@ -297,6 +297,10 @@ impl DetectorConfig {
             // few points of them are weather, not an incident (chosen on the busy-host drill)
             self.abs_scale_floor
                 .max(self.pct_scale_floor * NOISY_PCT_FLOOR)
+        } else if base == "disk.read_bytes_per_s" || base == "disk.write_bytes_per_s" {
+            self.abs_scale_floor.max(DISK_BYTES_SCALE_FLOOR)
+        } else if base == "disk.reads_per_s" || base == "disk.writes_per_s" {
+            self.abs_scale_floor.max(DISK_OPS_SCALE_FLOOR)
         } else if base.ends_with("_pct") {
             self.abs_scale_floor.max(self.pct_scale_floor)
         } else {
