@@ -44,7 +44,11 @@
 //!    ([`direction`]: memory in use only when it rises, available memory only when it falls)
 //!    is never scored the harmless way, and while disk I/O is anomalous the CPU metrics it
 //!    drives by itself ([`io_driven_cpu`]: system and total time, CPU pressure, load) are left out of the
-//!    CPU family's evidence and baselines, so one I/O saturation is one event.
+//!    CPU family's evidence and baselines, so one I/O saturation is one event. A disk's read
+//!    and write rates ([`disk_rate`]) are disk I/O evidence only while one of the host's
+//!    [`disk_load`] metrics (a disk's busy time, I/O pressure, I/O wait) is up past the gate
+//!    too, or while the host has none of them: a few megabytes read on an idle disk are many
+//!    of its deviations and no disk problem.
 //! 6. **Explanations.** Per metric, `c = max(window score / thr_window, PCA residual^2 / thr_pca)`
 //!    of the current tick; contributors are the metrics with the largest `c`, each with its
 //!    current value, its expected range `median -/+ 3 * scale` in the metric's own units, and its
@@ -90,7 +94,8 @@ use window::contributors_of;
 pub use config::{DetectorConfig, SpikeAlarm};
 pub use events::RISING_RATIO;
 pub use family::{
-    direction, io_driven_cpu, is_bounded, saturation_level, upper_only, Direction, Family,
+    direction, disk_load, disk_rate, io_driven_cpu, is_bounded, saturation_level, upper_only,
+    Direction, Family,
 };
 pub use sco_policy::{Contributor, Severity};
 pub use single::SingleSeries;
@@ -115,7 +120,9 @@ const NOISY_PCT_FLOOR: f64 = 5.0;
 /// its scale and a `critical` event. In 40 minutes of the busy-host drill's load replayed
 /// through the live profile at one row a second (`models/eval/busy-host`), four such events
 /// opened; with these floors one, and every injected fault still opened its event. A disk that
-/// is really loaded moves by far more (the drill's I/O saturation: over 1 GB/s).
+/// is really loaded moves by far more (the drill's I/O saturation: over 1 GB/s). The one left
+/// (6 MB read in two seconds, the disk under 1 % busy) is gone since rates count only while
+/// the disks are loaded ([`disk_load`]).
 const DISK_BYTES_SCALE_FLOOR: f64 = 1024.0 * 1024.0;
 const DISK_OPS_SCALE_FLOOR: f64 = 25.0;
 /// Fewest values a relearnt metric's baseline is restarted on (see `relearn_after_ticks`).

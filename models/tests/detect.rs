@@ -1080,6 +1080,53 @@ fn a_few_hundred_kilobytes_read_on_an_idle_disk_is_no_event_but_a_read_storm_is(
 }
 
 #[test]
+fn a_read_burst_is_disk_evidence_only_while_the_disk_is_loaded() {
+    use sco_models::Family;
+    let cfg = DetectorConfig {
+        min_duration_ticks: 2,
+        ..config()
+    };
+    // what the busy-host recording saw at row 1397 (models/eval/busy-host): two seconds of
+    // 4-6 MB/s read, several hundred reads, a disk under 1 % busy; with `busy` given, the disk
+    // is that busy during the burst; without it the host has no busy time at all
+    let run = |busy: Option<f64>| {
+        let mut det = Detector::new(model(), cfg.clone());
+        let mut noise = Noise(0x2545_F491_4F6C_DD1D);
+        let ticks: Vec<Tick> = (0..800)
+            .map(|t| {
+                let mut v = busy_host(&mut noise);
+                v.retain(|m| {
+                    busy.is_some() || !matches!(m.0, "disk.busy_pct:sda" | "cpu.iowait_pct")
+                });
+                let wobble = ((t * 7919) % 13) as f64 / 13.0;
+                let (mut reads, mut bytes, mut pct) = (1.0 + wobble, 4096.0 * (1.0 + wobble), 0.0);
+                if (600..602).contains(&t) {
+                    (reads, bytes) = (
+                        423.0 - 240.0 * (t - 600) as f64,
+                        4.1e6 + 2.0e6 * (t - 600) as f64,
+                    );
+                    pct = busy.unwrap_or(0.0);
+                }
+                v.push(("disk.reads_per_s:vdb", reads));
+                v.push(("disk.read_bytes_per_s:vdb", bytes));
+                if busy.is_some() {
+                    v.push(("disk.busy_pct:vdb", pct));
+                }
+                det.tick(t as i64 * 1000, &v).expect("tick")
+            })
+            .collect();
+        changes_of(&ticks, EventKind::Opened)
+            .into_iter()
+            .filter(|o| o.1 == Family::DiskIo && (595..620).contains(&o.0))
+            .count()
+    };
+    assert_eq!(run(Some(0.8)), 0, "an idle disk's burst opened an event");
+    assert_eq!(run(Some(40.0)), 1, "a busy disk's burst opened none");
+    // nothing says how loaded the disks are (no busy time, no I/O wait): the rates count alone
+    assert_eq!(run(None), 1, "without busy time the burst opened none");
+}
+
+#[test]
 fn an_io_saturation_is_one_event_and_a_runaway_during_it_opens_its_own() {
     use sco_models::Family;
     // I/O saturation from 500 to 800: the writer's kernel time raises system (and total) CPU

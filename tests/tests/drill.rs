@@ -381,11 +381,12 @@ fn names_fault(e: &Value, fault: Fault, marker: &str) -> bool {
 
 fn describe(e: &Value) -> String {
     format!(
-        "{} family={} top={} severity={} score={:.2}",
+        "{} family={} top={} severity={} peak score={:.2} now={:.2}",
         e["id"].as_str().unwrap_or("?"),
         explicit_family(e).unwrap_or("(none)"),
         e["top_metric"].as_str().unwrap_or("?"),
         e["severity"].as_str().unwrap_or("?"),
+        e["peak_score"].as_f64().unwrap_or(f64::NAN),
         e["score"].as_f64().unwrap_or(f64::NAN),
     )
 }

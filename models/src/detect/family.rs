@@ -62,6 +62,20 @@ pub fn io_driven_cpu(metric: &str) -> bool {
         || base.starts_with("psi.cpu.")
 }
 
+/// A disk's throughput: its read and write rates, in bytes or I/Os per second. On a disk that
+/// is otherwise idle, a few megabytes read are many of its deviations and no disk problem, so
+/// they are disk I/O evidence only while one of the host's [`disk_load`] metrics is up too.
+pub fn disk_rate(metric: &str) -> bool {
+    let base = metric.split(':').next().unwrap_or(metric);
+    base.starts_with("disk.") && base.ends_with("_per_s")
+}
+
+/// What says the host's disks are loaded: a disk's busy time, I/O pressure, I/O wait.
+pub fn disk_load(metric: &str) -> bool {
+    let base = metric.split(':').next().unwrap_or(metric);
+    base == "disk.busy_pct" || base == "cpu.iowait_pct" || base.starts_with("psi.io.")
+}
+
 /// A percentage: its expected range is clamped to [0, 100], whatever its baseline says.
 pub fn is_bounded(metric: &str) -> bool {
     metric.split(':').next().unwrap_or(metric).ends_with("_pct")
@@ -102,5 +116,9 @@ mod tests {
         assert_eq!(direction("net.rx_bytes_per_s:eth0"), Direction::Both);
         assert!(io_driven_cpu("cpu.system_pct") && io_driven_cpu("load.1"));
         assert!(io_driven_cpu("psi.cpu.some_pct") && !io_driven_cpu("cpu.user_pct"));
+        assert!(disk_rate("disk.reads_per_s:vda") && disk_rate("disk.write_bytes_per_s:sda"));
+        assert!(!disk_rate("disk.busy_pct:sda") && !disk_rate("net.rx_bytes_per_s:eth0"));
+        assert!(disk_load("disk.busy_pct:sda") && disk_load("psi.io.full_pct"));
+        assert!(disk_load("cpu.iowait_pct") && !disk_load("disk.reads_per_s:vda"));
     }
 }

@@ -42,6 +42,10 @@ pub(super) struct MetricState {
     pub(super) direction: Direction,
     /// [`io_driven_cpu`]: not CPU evidence while the host's disk I/O is anomalous.
     pub(super) io_driven: bool,
+    /// Disk I/O evidence only while the disks are loaded ([`disk_rate`]).
+    pub(super) disk_rate: bool,
+    /// Says whether the disks are loaded ([`disk_load`]).
+    pub(super) disk_load: bool,
     /// Its band from the floors ([`DetectorConfig::floors`]): `(min, max)`.
     pub(super) band: (Option<f64>, Option<f64>),
     /// The quiet windows that cover it (indexes into [`DetectorConfig::quiet_windows`]).
@@ -77,6 +81,8 @@ impl MetricState {
             sustain_ratio: 0.0,
             direction: direction(&name),
             io_driven: io_driven_cpu(&name),
+            disk_rate: disk_rate(&name),
+            disk_load: disk_load(&name),
             band: config.band_for(&name),
             quiet: config.quiet_for(&name, Family::of(&name)),
             muted: false,

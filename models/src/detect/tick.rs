@@ -502,19 +502,34 @@ impl Detector {
         self.slot_moved.resize(slots, false);
         // the CPU family without its I/O-driven metrics
         let (mut cpu_rest, mut cpu_rest_moved) = (0.0f64, false);
+        // a disk's rates, counted at the end if the disks are loaded (or nothing says)
+        let (mut rates, mut rates_moved) = (0.0f64, false);
+        let (mut load_seen, mut loaded) = (false, false);
         for &idx in &self.touched {
             let m = &self.metrics[idx];
+            load_seen |= m.disk_load;
             if m.muted || !m.outside_gate(gate_z) {
                 continue;
             }
-            self.slot_moved[m.slot_idx] = true;
             let r = m.ratio / score_threshold;
+            if m.disk_rate {
+                rates = rates.max(r);
+                rates_moved = true;
+                continue;
+            }
+            loaded |= m.disk_load && m.lags.first().is_some_and(|&z| z > 0.0);
+            self.slot_moved[m.slot_idx] = true;
             if m.family == Family::Cpu && !m.io_driven {
                 cpu_rest = cpu_rest.max(r);
                 cpu_rest_moved = true;
             }
             let st = &mut self.families[m.slot_idx];
             st.ratio = st.ratio.max(r);
+        }
+        if rates_moved && (loaded || !load_seen) {
+            let io = Family::DiskIo.index();
+            self.slot_moved[io] = true;
+            self.families[io].ratio = self.families[io].ratio.max(rates);
         }
         let spe_ratio = |moved: bool, spe: f64| {
             let r = if moved {
