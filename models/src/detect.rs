@@ -45,10 +45,10 @@
 //!    is never scored the harmless way, and while disk I/O is anomalous the CPU metrics it
 //!    drives by itself ([`io_driven_cpu`]: system and total time, CPU pressure, load) are left out of the
 //!    CPU family's evidence and baselines, so one I/O saturation is one event. A disk's read
-//!    and write rates ([`disk_rate`]) are disk I/O evidence only while one of the host's
-//!    [`disk_load`] metrics (a disk's busy time, I/O pressure, I/O wait) is up past the gate
-//!    too, or while the host has none of them: a few megabytes read on an idle disk are many
-//!    of its deviations and no disk problem.
+//!    and write rates ([`disk_rate`]) are disk I/O evidence only while that disk is loaded
+//!    ([`disk_load`]: its busy time, or the host's I/O pressure or I/O wait, up past the gate
+//!    too), or while the host has none of those metrics: a few megabytes read on an idle disk
+//!    are many of its deviations and no disk problem.
 //! 6. **Explanations.** Per metric, `c = max(window score / thr_window, PCA residual^2 / thr_pca)`
 //!    of the current tick; contributors are the metrics with the largest `c`, each with its
 //!    current value, its expected range `median -/+ 3 * scale` in the metric's own units, and its

@@ -64,13 +64,15 @@ pub fn io_driven_cpu(metric: &str) -> bool {
 
 /// A disk's throughput: its read and write rates, in bytes or I/Os per second. On a disk that
 /// is otherwise idle, a few megabytes read are many of its deviations and no disk problem, so
-/// they are disk I/O evidence only while one of the host's [`disk_load`] metrics is up too.
+/// they are disk I/O evidence only while [`disk_load`] says that disk is loaded: its own busy
+/// time, or the host's I/O pressure or I/O wait, up too.
 pub fn disk_rate(metric: &str) -> bool {
     let base = metric.split(':').next().unwrap_or(metric);
     base.starts_with("disk.") && base.ends_with("_per_s")
 }
 
-/// What says the host's disks are loaded: a disk's busy time, I/O pressure, I/O wait.
+/// What says a disk is loaded: its busy time; for every disk, the host's I/O pressure and I/O
+/// wait.
 pub fn disk_load(metric: &str) -> bool {
     let base = metric.split(':').next().unwrap_or(metric);
     base == "disk.busy_pct" || base == "cpu.iowait_pct" || base.starts_with("psi.io.")

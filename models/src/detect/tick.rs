@@ -502,9 +502,11 @@ impl Detector {
         self.slot_moved.resize(slots, false);
         // the CPU family without its I/O-driven metrics
         let (mut cpu_rest, mut cpu_rest_moved) = (0.0f64, false);
-        // a disk's rates, counted at the end if the disks are loaded (or nothing says)
-        let (mut rates, mut rates_moved) = (0.0f64, false);
-        let (mut load_seen, mut loaded) = (false, false);
+        // a disk's rates that moved, counted at the end if that disk is loaded (its busy time,
+        // or the host's I/O pressure or wait, is up), or if nothing on this host says
+        let mut rates: Vec<(usize, f64)> = Vec::new();
+        let mut busy: Vec<usize> = Vec::new();
+        let (mut load_seen, mut host_loaded) = (false, false);
         for &idx in &self.touched {
             let m = &self.metrics[idx];
             load_seen |= m.disk_load;
@@ -513,11 +515,15 @@ impl Detector {
             }
             let r = m.ratio / score_threshold;
             if m.disk_rate {
-                rates = rates.max(r);
-                rates_moved = true;
+                rates.push((idx, r));
                 continue;
             }
-            loaded |= m.disk_load && m.lags.first().is_some_and(|&z| z > 0.0);
+            if m.disk_load && m.lags.first().is_some_and(|&z| z > 0.0) {
+                match device_of(&m.name) {
+                    Some(_) => busy.push(idx),
+                    None => host_loaded = true,
+                }
+            }
             self.slot_moved[m.slot_idx] = true;
             if m.family == Family::Cpu && !m.io_driven {
                 cpu_rest = cpu_rest.max(r);
@@ -526,10 +532,18 @@ impl Detector {
             let st = &mut self.families[m.slot_idx];
             st.ratio = st.ratio.max(r);
         }
-        if rates_moved && (loaded || !load_seen) {
-            let io = Family::DiskIo.index();
-            self.slot_moved[io] = true;
-            self.families[io].ratio = self.families[io].ratio.max(rates);
+        for &(idx, r) in &rates {
+            let device = device_of(&self.metrics[idx].name);
+            let loaded = !load_seen
+                || host_loaded
+                || busy
+                    .iter()
+                    .any(|&j| device_of(&self.metrics[j].name) == device);
+            if loaded {
+                let slot = self.metrics[idx].slot_idx;
+                self.slot_moved[slot] = true;
+                self.families[slot].ratio = self.families[slot].ratio.max(r);
+            }
         }
         let spe_ratio = |moved: bool, spe: f64| {
             let r = if moved {
@@ -590,4 +604,9 @@ impl Tick {
             run_started: false,
         }
     }
+}
+
+/// The device of a metric key (`disk.busy_pct:sda` → `sda`), if it has one.
+fn device_of(name: &str) -> Option<&str> {
+    name.split_once(':').map(|(_, d)| d)
 }
