@@ -122,7 +122,7 @@ const NOISY_PCT_FLOOR: f64 = 5.0;
 /// opened; with these floors one, and every injected fault still opened its event. A disk that
 /// is really loaded moves by far more (the drill's I/O saturation: over 1 GB/s). The one left
 /// (6 MB read in two seconds, the disk under 1 % busy) is gone since rates count only while
-/// the disks are loaded ([`disk_load`]).
+/// their disk is loaded ([`disk_load`]).
 const DISK_BYTES_SCALE_FLOOR: f64 = 1024.0 * 1024.0;
 const DISK_OPS_SCALE_FLOOR: f64 = 25.0;
 /// Fewest values a relearnt metric's baseline is restarted on (see `relearn_after_ticks`).

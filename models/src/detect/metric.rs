@@ -42,9 +42,9 @@ pub(super) struct MetricState {
     pub(super) direction: Direction,
     /// [`io_driven_cpu`]: not CPU evidence while the host's disk I/O is anomalous.
     pub(super) io_driven: bool,
-    /// Disk I/O evidence only while the disks are loaded ([`disk_rate`]).
+    /// Disk I/O evidence only while its disk is loaded ([`disk_rate`]).
     pub(super) disk_rate: bool,
-    /// Says whether the disks are loaded ([`disk_load`]).
+    /// Says whether a disk, or every disk, is loaded ([`disk_load`]).
     pub(super) disk_load: bool,
     /// Its band from the floors ([`DetectorConfig::floors`]): `(min, max)`.
     pub(super) band: (Option<f64>, Option<f64>),
