@@ -56,8 +56,8 @@ fn opened(rec: &Recording) -> Vec<(usize, Family)> {
     let model = Arc::new(Model::shipped().expect("the shipped model loads"));
     let config = detector_config(&DetectSection::default(), 1000);
     let mut det = Detector::new(model, config);
-    // what the agent hands to its detector (`pipeline`: load averages and the page cache
-    // are collected, not scored)
+    // what the agent hands to its detector (`src/detect.rs`: load averages and the page
+    // cache are collected, not scored)
     let scored: Vec<bool> = rec.names.iter().map(|n| sco_policy::is_scored(n)).collect();
     let mut opened = Vec::new();
     for (i, row) in rec.rows.iter().enumerate() {
