@@ -1,7 +1,9 @@
 //! The agent's detector, with its default `[detect]` settings at one tick a second, over the
 //! two recordings of a busy host in `models/eval/busy-host/` (one row a second, 40 minutes of
 //! the busy-host drill's background load, then its faults): no event in the quiet phase, and
-//! each fault opens its family's event within a few seconds.
+//! each fault opens its family's event within a few seconds, with the severity of what it takes
+//! of the host (a whole core of two, a disk saturated or a filesystem filling: `high`; 190 MiB of
+//! 24 GiB of memory: `low`).
 
 use std::path::Path;
 use std::process::Command;
@@ -9,7 +11,7 @@ use std::sync::Arc;
 
 use sco_agent::config::DetectSection;
 use sco_agent::detect::detector_config;
-use sco_models::detect::{Detector, EventKind, Family};
+use sco_models::detect::{Detector, EventKind, Family, Severity};
 use sco_models::Model;
 
 /// A recording's rows: metric names, and one value per metric per row (`None` = missing).
@@ -51,8 +53,18 @@ fn load(file: &str) -> Recording {
     Recording { names, rows }
 }
 
-/// Row and family of every event the agent's default detector opens over the recording.
-fn opened(rec: &Recording) -> Vec<(usize, Family)> {
+/// An event the agent's default detector opened over a recording.
+#[derive(Debug)]
+struct Opened {
+    row: usize,
+    family: Family,
+    /// The last severity it said (open, updated or closed).
+    severity: Severity,
+    id: u64,
+}
+
+/// Every event the agent's default detector opens over the recording.
+fn opened(rec: &Recording) -> Vec<Opened> {
     let model = Arc::new(Model::shipped().expect("the shipped model loads"));
     let config = detector_config(&DetectSection::default(), 1000);
     let mut det = Detector::new(model, config);
@@ -71,7 +83,14 @@ fn opened(rec: &Recording) -> Vec<(usize, Family)> {
         let tick = det.tick(i as i64 * 1000, &values).expect("tick");
         for c in tick.changes {
             if c.kind == EventKind::Opened {
-                opened.push((i, c.event.family));
+                opened.push(Opened {
+                    row: i,
+                    family: c.event.family,
+                    severity: c.event.severity,
+                    id: c.event.local_id,
+                });
+            } else if let Some(o) = opened.iter_mut().find(|o| o.id == c.event.local_id) {
+                o.severity = c.event.severity;
             }
         }
     }
@@ -82,21 +101,29 @@ fn opened(rec: &Recording) -> Vec<(usize, Family)> {
 /// is rows 120 to 2519 of both recordings.
 const QUIET: std::ops::Range<usize> = 300..2520;
 
-fn check(file: &str, faults: &[(&str, usize, Family)]) {
+/// A fault of the drill: its name, the row it starts, the family of its event, and the
+/// severity that event must say (what it takes of the host, see `Severity::of_event`).
+type Fault<'a> = (&'a str, usize, Family, Severity);
+
+fn check(file: &str, faults: &[Fault]) {
     let rec = load(file);
     assert!(rec.rows.len() > 2600, "{file}: {} rows", rec.rows.len());
     let opened = opened(&rec);
-    let quiet: Vec<_> = opened.iter().filter(|o| QUIET.contains(&o.0)).collect();
+    let quiet: Vec<_> = opened.iter().filter(|o| QUIET.contains(&o.row)).collect();
     assert!(
         quiet.is_empty(),
         "{file}: events in the quiet phase: {quiet:?}"
     );
-    for &(fault, row, family) in faults {
-        assert!(
-            opened
-                .iter()
-                .any(|&(r, f)| f == family && (row..row + 8).contains(&r)),
-            "{file}: the {fault} at row {row} opened no {family:?} event within 8 s: {opened:?}"
+    for &(fault, row, family, severity) in faults {
+        let event = opened
+            .iter()
+            .find(|o| o.family == family && (row..row + 8).contains(&o.row));
+        let Some(event) = event else {
+            panic!("{file}: the {fault} at row {row} opened no {family:?} event within 8 s: {opened:?}");
+        };
+        assert_eq!(
+            event.severity, severity,
+            "{file}: the {fault}'s event: {event:?}"
         );
     }
 }
@@ -107,10 +134,10 @@ fn the_first_recording_is_quiet_for_forty_minutes_and_each_fault_opens_its_event
     check(
         "drill-soak-1s.csv.gz",
         &[
-            ("cpu runaway", 2522, Family::Cpu),
-            ("memory growth", 2572, Family::Memory),
-            ("disk filling", 2604, Family::DiskSpace),
-            ("io saturation", 2618, Family::DiskIo),
+            ("cpu runaway", 2522, Family::Cpu, Severity::High),
+            ("memory growth", 2572, Family::Memory, Severity::Low),
+            ("disk filling", 2604, Family::DiskSpace, Severity::High),
+            ("io saturation", 2618, Family::DiskIo, Severity::High),
         ],
     );
 }
@@ -122,9 +149,9 @@ fn the_second_recording_is_quiet_for_forty_minutes_and_each_fault_opens_its_even
     check(
         "drill-soak-2-1s.csv.gz",
         &[
-            ("cpu runaway", 2522, Family::Cpu),
-            ("disk filling", 2588, Family::DiskSpace),
-            ("io saturation", 2602, Family::DiskIo),
+            ("cpu runaway", 2522, Family::Cpu, Severity::High),
+            ("disk filling", 2588, Family::DiskSpace, Severity::High),
+            ("io saturation", 2602, Family::DiskIo, Severity::High),
         ],
     );
 }

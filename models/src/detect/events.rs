@@ -210,7 +210,12 @@ impl Detector {
             if let Some(contributors) = contributors.filter(|c| !c.is_empty()) {
                 open.peak_ratio = r_eff;
                 open.anomaly.peak_score = score;
-                open.anomaly.severity = Severity::from_ratio(r_eff);
+                // never lower than it said before: a new peak of the score may come from a
+                // different metric than the resource the event had taken
+                open.anomaly.severity = open
+                    .anomaly
+                    .severity
+                    .max(Severity::of_event(r_eff, &contributors));
                 open.anomaly.contributors = contributors;
             }
             if quiet {
@@ -256,7 +261,7 @@ impl Detector {
             ended_ms: None,
             score,
             peak_score: peak / (1.0 + peak),
-            severity: Severity::from_ratio(peak),
+            severity: Severity::of_event(peak, &contributors),
             contributors,
             close_reason: None,
             recovered_ms: None,
