@@ -4,7 +4,7 @@
 //! event's resource, keeps the learnt state across restarts (sled), and
 //! hot-swaps the model file.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -128,7 +128,7 @@ pub struct LiveDetector {
     check_every: Duration,
     last_check: Instant,
     interval_ms: u64,
-    history: VecDeque<(i64, HashMap<String, f64>)>,
+    history: VecDeque<(i64, BTreeMap<String, f64>)>,
     history_len: usize,
     latest_processes: Vec<ProcessInfo>,
     /// The collector's last process snapshot.
@@ -325,7 +325,9 @@ impl LiveDetector {
         if self.detector.is_warm() && self.last_save.elapsed() >= SNAPSHOT_EVERY {
             self.save();
         }
-        let values: HashMap<String, f64> = sample
+        // sorted by key, so a host's metrics reach the detector (and its PCA columns) in the same
+        // order on every run and after every restart
+        let values: BTreeMap<String, f64> = sample
             .metrics
             .iter()
             .map(|m| (metric_key(m.name, &m.device), m.value))
@@ -683,6 +685,69 @@ mod tests {
         assert!(!live
             .reload_if_changed()
             .expect("the same bad file is not retried"));
+    }
+
+    #[test]
+    fn the_order_metrics_arrive_in_does_not_change_what_is_learnt() {
+        // the same host twice, its metrics listed in opposite orders: the same columns, the same
+        // thresholds and ratios to the last bit
+        const NAMES: [&str; 8] = [
+            "cpu.total_pct",
+            "cpu.user_pct",
+            "cpu.system_pct",
+            "mem.used_pct",
+            "disk.busy_pct",
+            "net.rx_bytes_per_s",
+            "net.tx_bytes_per_s",
+            "proc.count",
+        ];
+        let host = |ts_ms: i64, reversed: bool| {
+            let t = ts_ms as f64 / 1000.0;
+            let mut metrics: Vec<Metric> = NAMES
+                .iter()
+                .enumerate()
+                .map(|(i, name)| Metric {
+                    name,
+                    device: String::new(),
+                    value: 20.0
+                        + 5.0 * (t / (7.0 + i as f64)).sin()
+                        + (t * 0.37 * (i + 1) as f64).cos(),
+                })
+                .collect();
+            if reversed {
+                metrics.reverse();
+            }
+            Sample {
+                ts_ms,
+                metrics,
+                top_processes: None,
+                process_snapshot: None,
+            }
+        };
+        let config =
+            Config::from_toml(include_str!("../../packaging/agent.example.toml")).expect("example");
+        let mut a = LiveDetector::new(&config, 0, None).expect("detector");
+        let mut b = LiveDetector::new(&config, 0, None).expect("detector");
+        let mut i = 0;
+        while !a.is_warm() {
+            assert!(i < 100_000, "never warm");
+            a.observe(&host(i * 1000, false));
+            b.observe(&host(i * 1000, true));
+            i += 1;
+        }
+        assert!(b.is_warm());
+        for j in i..i + 60 {
+            a.observe(&host(j * 1000, false));
+            b.observe(&host(j * 1000, true));
+            assert_eq!(
+                a.detector.combined_ratio().to_bits(),
+                b.detector.combined_ratio().to_bits()
+            );
+        }
+        let (wa, pa) = a.detector.thresholds().expect("thresholds");
+        let (wb, pb) = b.detector.thresholds().expect("thresholds");
+        assert_eq!(wa.to_bits(), wb.to_bits());
+        assert_eq!(pa.map(f64::to_bits), pb.map(f64::to_bits));
     }
 
     #[test]
