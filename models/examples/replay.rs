@@ -86,6 +86,12 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
             "sustain_ticks" => c.sustain_ticks = num()? as usize,
             "saturation_ratio" => c.saturation_ratio = num()?,
             "single_series" if v == "none" => c.single_series = None,
+            "single_extreme_opens" => {
+                let s = c.single_series.as_mut().ok_or(format!(
+                    "--set {k}: the profile has no single-series evidence"
+                ))?;
+                s.extreme_opens = v == "true" || v == "1";
+            }
             "single_mean_ticks"
             | "single_tail_z"
             | "single_refractory_ticks"

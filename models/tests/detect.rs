@@ -1394,6 +1394,73 @@ fn a_single_series_alarms_once_per_episode_on_its_own_tail_evidence() {
 }
 
 #[test]
+fn a_record_far_beyond_anything_seen_opens_its_own_event_inside_the_refractory_period() {
+    // one metric, the 5-minute profile: a daily wave with noise, a burst at 1000 (an event, held
+    // for the refractory period), then at 1050 a value thirty times the wave's spread above
+    // anything the series has had, and at 1003 (`extreme_too_soon`) the same inside the burst
+    let run = |extreme_opens: bool, at: usize| {
+        let mut cfg = DetectorConfig::five_minute(600);
+        cfg.single_series
+            .as_mut()
+            .expect("single-series evidence")
+            .extreme_opens = extreme_opens;
+        let mut det = Detector::new(model(), cfg);
+        let mut noise = Noise(0x2545_F491_4F6C_DD1D);
+        (0..1300)
+            .map(|t| {
+                let mut v = 50.0
+                    + 10.0 * (t as f64 / 288.0 * std::f64::consts::TAU).sin()
+                    + 2.0 * noise.next();
+                if (1000..1004).contains(&t) {
+                    v += 60.0;
+                }
+                if t == at {
+                    v += 400.0;
+                }
+                det.tick(t as i64 * 300_000, &[("value", v)]).expect("tick")
+            })
+            .collect::<Vec<_>>()
+    };
+    let ticks = run(true, 1050);
+    let opens = opened(&ticks);
+    assert!(
+        opens.iter().any(|&o| (1000..1003).contains(&o)),
+        "the burst was not an alarm: {opens:?}"
+    );
+    assert!(
+        opens.contains(&1050),
+        "the record opened no event: {opens:?}"
+    );
+    let superseded = ticks[1050]
+        .changes
+        .iter()
+        .find(|c| c.kind == EventKind::Closed)
+        .expect("the burst's event closes as the record's opens");
+    assert!(
+        superseded
+            .event
+            .close_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("superseded")),
+        "{:?}",
+        superseded.event.close_reason
+    );
+    // without the rule the burst's refractory period hides it
+    let off = opened(&run(false, 1050));
+    assert!(!off.contains(&1050), "{off:?}");
+    assert_eq!(
+        opens.iter().filter(|&&o| o != 1050).collect::<Vec<_>>(),
+        off.iter().collect::<Vec<_>>()
+    );
+    // a record in the burst's first ticks is that burst
+    let soon = opened(&run(true, 1003));
+    assert!(
+        !soon.iter().any(|&o| (1003..1100).contains(&o)),
+        "a record inside the episode opened a second event: {soon:?}"
+    );
+}
+
+#[test]
 fn a_single_series_alarms_when_its_daily_pattern_fails_to_come() {
     // one metric, the 5-minute profile: a daily wave (288 ticks) with noise; on the fifth day
     // the wave stays flat at its mean for half a day, from its crest on, a stretch of values

@@ -284,6 +284,9 @@ impl DetectorConfig {
                 seasonal_periods: 3,
                 seasonal_min_acf: 0.5,
                 moments_half_life: 8640,
+                // a value far past anything the series has had opens its own event (chosen on
+                // nab-dev: models/README.md, "A record far beyond")
+                extreme_opens: true,
             }),
             ..DetectorConfig::default()
         }

@@ -73,6 +73,24 @@ pub(super) struct FamilyState {
     pub(super) ratio: f64,
 }
 
+/// Closes the event of `st` at `end_ms` because a value far beyond its series' history opens a
+/// new one ([`Detector::supersede_for_extreme`]).
+pub(super) fn close_superseded(st: &mut FamilyState, end_ms: i64) -> Option<EventChange> {
+    let mut closed = st.event.take()?;
+    let lasted_s = (end_ms - closed.anomaly.started_ms).max(0) as f64 / 1000.0;
+    closed.anomaly.close_reason = Some(format!(
+        "superseded: a value beyond any this series has had opens a new event; lasted {lasted_s:.0} s"
+    ));
+    closed.anomaly.ended_ms = Some(end_ms);
+    closed.anomaly.updated_ms = end_ms;
+    st.over_run = 0;
+    st.rising = false;
+    Some(EventChange {
+        kind: EventKind::Closed,
+        event: closed.anomaly,
+    })
+}
+
 /// Closes the event of `st`, which recovered at `end_ms` and has been quiet `quiet_ms` since.
 fn close_event(
     st: &mut FamilyState,

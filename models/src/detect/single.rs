@@ -15,7 +15,12 @@
 //!   `sd` exponentially weighted moments of the surprise (half-life `moments_half_life`, 0 =
 //!   the baseline window), taken from the warm-up on;
 //! - the ratio is `evidence / tail_z` (1.0 = at the alarm level), and an event is held at least
-//!   `refractory_ticks` after it opened (one alarm per episode, as NAB counts them).
+//!   `refractory_ticks` after it opened (one alarm per episode, as NAB counts them);
+//! - with `extreme_opens`, a value past the surprise's cap (more than 10 scales from the normal
+//!   level) and at least one scale beyond every value the series has had is an alarm at once
+//!   (ratio `level / 10`), and a new event if the open one opened `EXTREME_GAP` ticks or more
+//!   before: the capped, averaged evidence cannot tell a record far beyond anything seen from
+//!   one more burst, and the refractory period would hide it.
 //!
 //! Its state is not in a [`DetectorSnapshot`]: a restored one-metric detector scores with the
 //! multivariate evidence (the live profile has no single-series evidence anyway).
@@ -41,7 +46,14 @@ pub struct SingleSeries {
     pub seasonal_min_acf: f64,
     /// Half-life, in ticks, of the surprise's moments (0 = the baseline window).
     pub moments_half_life: usize,
+    /// A value past the surprise's cap and beyond every earlier value opens an event at once,
+    /// even inside the refractory period of the one before.
+    pub extreme_opens: bool,
 }
+
+/// An extreme value opens a new event only if the open one opened at least this many ticks
+/// before (an extreme in the first ticks of an episode is that episode).
+pub(super) const EXTREME_GAP: usize = 5;
 
 /// Shortest period looked for, in ticks.
 const MIN_PERIOD: usize = 12;
@@ -154,6 +166,12 @@ pub(super) struct SingleState {
     alpha_floor: f64,
     seasonal: Option<Seasonal>,
     scratch: Vec<f64>,
+    /// The largest and smallest values seen (warm-up included).
+    highest: f64,
+    lowest: f64,
+    /// This value's distance from the normal level, in scales, when it is extreme: past the
+    /// surprise's cap and at least one scale beyond `highest` or `lowest` before it.
+    pub(super) extreme: Option<f64>,
 }
 
 impl SingleState {
@@ -167,6 +185,9 @@ impl SingleState {
             alpha_floor: 1.0 - 0.5f64.powf(1.0 / half_life.max(1) as f64),
             seasonal: None,
             scratch: Vec::new(),
+            highest: f64::NEG_INFINITY,
+            lowest: f64::INFINITY,
+            extreme: None,
         }
     }
 
@@ -178,10 +199,19 @@ impl SingleState {
             Some(s) => s.push(v, &mut self.scratch),
             None => 0.0,
         };
+        let (highest, lowest) = (self.highest, self.lowest);
+        if v.is_finite() {
+            self.highest = self.highest.max(v);
+            self.lowest = self.lowest.min(v);
+        }
+        self.extreme = None;
         let Some(b) = baseline else {
             return 0.0;
         };
         let level = (v - b.median).abs() / b.scale;
+        if level > SURPRISE_CAP && (v - highest).max(lowest - v) >= b.scale {
+            self.extreme = Some(level);
+        }
         let jump = previous.map_or(0.0, |p| (v - p).abs() / b.scale);
         let s = (cfg.level_weight * level)
             .max(jump)
@@ -268,9 +298,31 @@ impl Detector {
             return Some(0.0);
         }
         let (v, b) = (m.last_value, m.baseline);
-        let evidence = self.single.as_mut()?.push(v, b, &cfg);
-        let r = evidence / cfg.tail_z.max(1e-9);
-        Some(if r.is_finite() { r.max(0.0) } else { 0.0 })
+        let state = self.single.as_mut()?;
+        let evidence = state.push(v, b, &cfg);
+        let mut r = evidence / cfg.tail_z.max(1e-9);
+        if !r.is_finite() {
+            r = 0.0;
+        }
+        if let Some(level) = state.extreme.filter(|_| cfg.extreme_opens) {
+            r = r.max(level / SURPRISE_CAP);
+        }
+        Some(r.max(0.0))
+    }
+
+    /// This tick's value is extreme (see the module documentation) and the host's event
+    /// opened at least `EXTREME_GAP` ticks ago: closes that event, so the value opens its own.
+    pub(super) fn supersede_for_extreme(&mut self, ts_ms: i64) -> Option<EventChange> {
+        let cfg = self.config.single_series?;
+        let extreme = self.single.as_ref()?.extreme;
+        if !cfg.extreme_opens || extreme.is_none() {
+            return None;
+        }
+        let st = &mut self.families[Family::Host.index()];
+        if st.event.as_ref()?.age < EXTREME_GAP {
+            return None;
+        }
+        close_superseded(st, ts_ms)
     }
 
     /// Ticks an event must have lasted before it may close (the single-series refractory

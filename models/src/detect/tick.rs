@@ -67,6 +67,9 @@ impl Detector {
             }
         } else {
             self.families[Family::Host.index()].ratio = ratio;
+            if let Some(c) = self.supersede_for_extreme(ts_ms) {
+                changes.push(c);
+            }
             if let Some(c) = self.advance_event(Family::Host.index(), ts_ms, ratio * sensitivity) {
                 changes.push(c);
             }
