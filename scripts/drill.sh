@@ -12,7 +12,8 @@
 # through SCO_TEST_BIN_DIR. The disk-space fault needs root (loop mount);
 # without it that fault is skipped with a message. Further knobs:
 # SCO_DRILL_WARMUP_SECS, SCO_DRILL_QUIET_SECS, SCO_DRILL_CPU_RUNS, SCO_DRILL_RUNAWAY_PROCS,
-# SCO_DRILL_DB=postgres (with SCO_TEST_POSTGRES_URL), SCO_DRILL_LOG_DIR (keep the
+# SCO_DRILL_DB=postgres (with SCO_TEST_POSTGRES_URL), SCO_DRILL_BACKGROUND=database (pgbench
+# against SCO_TEST_POSTGRES_URL instead of the synthetic load), SCO_DRILL_LOG_DIR (keep the
 # logs), SCO_TEST_PATIENCE_SECS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,7 @@ for arg in "$@"; do
     short | full) size="$arg" ;;
     --release) release=true ;;
     -h | --help)
-      sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)

@@ -17,7 +17,11 @@
 //! `SCO_DRILL_RUNAWAY_PROCS` (busy loops per CPU runaway, default half the
 //! CPUs rounded up) override single figures; `SCO_DRILL_DB=postgres` runs
 //! it on the server of `SCO_TEST_POSTGRES_URL`; `SCO_DRILL_LOG_DIR` keeps
-//! the agent's and the control plane's logs. `scripts/drill.sh` builds the
+//! the agent's and the control plane's logs. `SCO_DRILL_BACKGROUND=database`
+//! makes the host a database server instead of the synthetic load: `pgbench`
+//! against the PostgreSQL of `SCO_TEST_POSTGRES_URL` (a database
+//! `sco_bench_drill`, scale 20), four clients at a rate that changes every 45 s
+//! (25 to 400 transactions a second). `scripts/drill.sh` builds the
 //! binaries and runs it.
 //!
 //! Long (about 1,400 lines) because the drill is one scenario runner (faults, load, measurements,
@@ -112,6 +116,30 @@ rules:
     max_per_hour: 60
     verify: { metric: cpu.total_pct, below: 90, within_secs: 30 }
 "#;
+
+/// The database background: `pgbench` against `$1` for ever, four clients, the rate changing
+/// every 45 s.
+const BG_DATABASE: &str = "while :; do for r in 50 200 100 400 25 300; do \
+    pgbench -n -c 4 -j 2 -T 45 -R $r \"$1\" >/dev/null 2>&1 || sleep 5; done; done";
+
+/// A `pgbench` database of scale 20 on the server of `SCO_TEST_POSTGRES_URL` (dropped and made
+/// again); returns its URL.
+fn bench_database() -> String {
+    let base = std::env::var("SCO_TEST_POSTGRES_URL")
+        .expect("SCO_DRILL_BACKGROUND=database needs SCO_TEST_POSTGRES_URL");
+    let (server, _) = base
+        .rsplit_once('/')
+        .expect("SCO_TEST_POSTGRES_URL ends in /database");
+    for sql in [
+        "DROP DATABASE IF EXISTS sco_bench_drill",
+        "CREATE DATABASE sco_bench_drill",
+    ] {
+        run_cmd("psql", &[&base, "-qc", sql]).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let url = format!("{server}/sco_bench_drill");
+    run_cmd("pgbench", &["-i", "-q", "-s", "20", &url]).unwrap_or_else(|e| panic!("{e}"));
+    url
+}
 
 /// Holds 300 MiB and writes to every page of it every two seconds.
 const BG_MEM: &str = "import time
@@ -1134,11 +1162,18 @@ async fn drill_on_a_busy_host() {
 
     // The background load runs from before the warm-up to the end.
     let bg_file = work.path().join("bg").display().to_string();
-    let _background = [
-        Job::spawn("sh", &["-c", BG_IO, "drill-bg-io", &bg_file]),
-        Job::spawn(&python, &["-c", BG_MEM, "drill-bg-mem"]),
-        Job::spawn(&python, &["-c", BG_CPU, "drill-bg-cpu"]),
-    ];
+    let _background = match std::env::var("SCO_DRILL_BACKGROUND").as_deref() {
+        Err(_) | Ok("synthetic") => vec![
+            Job::spawn("sh", &["-c", BG_IO, "drill-bg-io", &bg_file]),
+            Job::spawn(&python, &["-c", BG_MEM, "drill-bg-mem"]),
+            Job::spawn(&python, &["-c", BG_CPU, "drill-bg-cpu"]),
+        ],
+        Ok("database") => {
+            let url = bench_database();
+            vec![Job::spawn("sh", &["-c", BG_DATABASE, "drill-bg-db", &url])]
+        }
+        Ok(other) => panic!("SCO_DRILL_BACKGROUND={other:?} is not synthetic or database"),
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let agent = sb.start_agent_from_env(HOST, &detect_toml(size.warmup_secs));
