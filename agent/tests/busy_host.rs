@@ -66,9 +66,15 @@ struct Opened {
 
 /// Every event the agent's default detector opens over the recording.
 fn opened(rec: &Recording) -> Vec<Opened> {
+    opened_at(rec, 1000, 1)
+}
+
+/// The same at a collection interval of `interval_ms`, each row given `repeat` ticks in a row.
+fn opened_at(rec: &Recording, interval_ms: u64, repeat: usize) -> Vec<Opened> {
     let model = Arc::new(Model::shipped().expect("the shipped model loads"));
-    let config = detector_config(&DetectSection::default(), 1000);
+    let config = detector_config(&DetectSection::default(), interval_ms);
     let mut det = Detector::new(model, config);
+    let mut ts_ms = 0i64;
     // what the agent hands to its detector (`src/detect.rs`: load averages and the page
     // cache are collected, not scored)
     let scored: Vec<bool> = rec.names.iter().map(|n| sco_policy::is_scored(n)).collect();
@@ -81,17 +87,20 @@ fn opened(rec: &Recording) -> Vec<Opened> {
             .zip(&scored)
             .filter_map(|((n, v), &s)| v.filter(|_| s).map(|v| (n.as_str(), v)))
             .collect();
-        let tick = det.tick(i as i64 * 1000, &values).expect("tick");
-        for c in tick.changes {
-            if c.kind == EventKind::Opened {
-                opened.push(Opened {
-                    row: i,
-                    family: c.event.family,
-                    severity: c.event.severity,
-                    id: c.event.local_id,
-                });
-            } else if let Some(o) = opened.iter_mut().find(|o| o.id == c.event.local_id) {
-                o.severity = c.event.severity;
+        for _ in 0..repeat {
+            let tick = det.tick(ts_ms, &values).expect("tick");
+            ts_ms += interval_ms as i64;
+            for c in tick.changes {
+                if c.kind == EventKind::Opened {
+                    opened.push(Opened {
+                        row: i,
+                        family: c.event.family,
+                        severity: c.event.severity,
+                        id: c.event.local_id,
+                    });
+                } else if let Some(o) = opened.iter_mut().find(|o| o.id == c.event.local_id) {
+                    o.severity = c.event.severity;
+                }
             }
         }
     }
@@ -180,4 +189,24 @@ fn a_database_server_is_quiet_for_thirty_minutes_and_each_fault_opens_its_event(
             ("io saturation", 2192, Family::DiskIo, Severity::High),
         ],
     );
+}
+
+#[test]
+fn sampling_every_200_ms_sees_what_sampling_every_second_sees() {
+    // the database recording with each row held for five 200 ms ticks: the baselines span the
+    // same time at either interval, so the same events open (a baseline of 1200 ticks, four
+    // minutes at 200 ms, missed the memory growth)
+    let rec = load("drill-db-1s.csv.gz");
+    let at = |interval_ms, repeat| -> Vec<(usize, Family)> {
+        opened_at(&rec, interval_ms, repeat)
+            .iter()
+            .map(|o| (o.row, o.family))
+            .collect()
+    };
+    let second = at(1000, 1);
+    assert!(
+        second.iter().any(|&(r, f)| f == Family::Memory && r < 2154),
+        "{second:?}"
+    );
+    assert_eq!(at(200, 5), second);
 }
