@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use sco_tests::{
-    burner_turn, try_wait_for, try_wait_for_longer, wait_calibrated, wait_for, Burners, Db,
-    Sandbox, BURNER_DETECT,
+    burner_turn, patience, try_wait_for, try_wait_for_longer, wait_calibrated, wait_for, Burners,
+    Db, Sandbox, BURNER_DETECT,
 };
 use serde_json::Value;
 
@@ -146,12 +146,14 @@ async fn a_burner_back_within_the_hold_is_the_same_event_which_ends_where_it_rec
     let id = first["id"].as_str().expect("event id").to_string();
     tokio::time::sleep(Duration::from_secs(4)).await;
     drop(burners);
-    // quiet for longer than clear_secs, well inside the hold: the event is shown open, held
-    // since it recovered (within 15 s: on a busy machine the host's CPU pressure stays high for
-    // a while after the burner stops; one CI run still fired 8 s after it)
+    // quiet for longer than clear_secs, inside the hold: the event is shown open, held since it
+    // recovered. How soon the host is back to its normal depends on what else it runs: CI runs
+    // saw the CPU event fire on for 8 s and for more than 15 s after the burners stopped (a host
+    // kept busy by other work returns to its normal when that work lets it), so this waits as
+    // long as any other wait here; the hold (30 s) counts from the recovery, not from the stop.
     let quiet = Instant::now();
     let mut held = None;
-    while held.is_none() && quiet.elapsed() < Duration::from_secs(15) {
+    while held.is_none() && quiet.elapsed() < patience() {
         let (_, body) = sb.get(&token, &format!("/anomaly/{id}")).await;
         if body["anomaly"]["status"] == "open" {
             held = body["anomaly"]["recovered_ms"].as_i64();
@@ -159,10 +161,11 @@ async fn a_burner_back_within_the_hold_is_the_same_event_which_ends_where_it_rec
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let held = held.expect("the open event says when it recovered, while held");
-    let stopped_first = now_ms() - quiet.elapsed().as_millis() as i64;
+    let seen_held = now_ms();
+    let stopped_first = seen_held - quiet.elapsed().as_millis() as i64;
     assert!(
-        (stopped_first - 2_000..stopped_first + 15_000).contains(&held),
-        "recovered at {held}, the burner stopped at {stopped_first}"
+        (stopped_first - 2_000..=seen_held).contains(&held),
+        "recovered at {held}, the burner stopped at {stopped_first}, seen held at {seen_held}"
     );
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(quiet.elapsed())).await;
     let burners = Burners::start("sco-anomaly-hold-test");
@@ -174,7 +177,8 @@ async fn a_burner_back_within_the_hold_is_the_same_event_which_ends_where_it_rec
     drop(burners);
     let stopped_ms = now_ms();
 
-    let closed = try_wait_for_longer(Duration::from_secs(30), || async {
+    // back to normal (as long as the first time, at most) and then quiet for the whole hold
+    let closed = try_wait_for_longer(Duration::from_secs(35), || async {
         let (_, body) = sb.get(&token, &format!("/anomaly/{id}")).await;
         (body["anomaly"]["status"] == "closed").then(|| (body["anomaly"].clone(), now_ms()))
     })
@@ -187,17 +191,18 @@ async fn a_burner_back_within_the_hold_is_the_same_event_which_ends_where_it_rec
     let events = cpu_events(&sb, &token).await;
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0]["id"], id.as_str());
-    // it closed a hold after the second burst, and ends where it recovered, not there
+    // it closed a hold after the second burst recovered, and ends where it recovered, not there
     let ended = closed["ended_ms"].as_i64().expect("ended_ms");
     assert!(
-        seen_closed_ms - stopped_ms >= 25_000,
-        "closed {} ms after the burner stopped, before the hold was over",
+        ended > stopped_ms - 2_000 && ended < seen_closed_ms,
+        "ended {} ms after the burner stopped, seen closed {} ms after",
+        ended - stopped_ms,
         seen_closed_ms - stopped_ms
     );
     assert!(
-        ended - stopped_ms < 15_000 && ended > stopped_ms - 2_000,
-        "ended {} ms after the burner stopped",
-        ended - stopped_ms
+        seen_closed_ms - ended >= 25_000,
+        "closed {} ms after it recovered, before the hold was over",
+        seen_closed_ms - ended
     );
     let why = closed["close_reason"].as_str().unwrap_or_default();
     assert!(why.starts_with("recovered: cpu"), "{why}");
