@@ -76,18 +76,10 @@ pub(super) struct FamilyState {
 /// Closes the event of `st` at `end_ms` because a value far beyond its series' history opens a
 /// new one ([`Detector::supersede_for_extreme`]).
 pub(super) fn close_superseded(st: &mut FamilyState, end_ms: i64) -> Option<EventChange> {
-    let mut closed = st.event.take()?;
-    let lasted_s = (end_ms - closed.anomaly.started_ms).max(0) as f64 / 1000.0;
-    closed.anomaly.close_reason = Some(format!(
-        "superseded: a value beyond any this series has had opens a new event; lasted {lasted_s:.0} s"
-    ));
-    closed.anomaly.ended_ms = Some(end_ms);
-    closed.anomaly.updated_ms = end_ms;
-    st.over_run = 0;
-    st.rising = false;
-    Some(EventChange {
-        kind: EventKind::Closed,
-        event: closed.anomaly,
+    close_with(st, end_ms, |lasted_s| {
+        format!(
+            "superseded: a value beyond any this series has had opens a new event; lasted {lasted_s:.0} s"
+        )
     })
 }
 
@@ -99,17 +91,29 @@ fn close_event(
     end_ms: i64,
     quiet_ms: i64,
 ) -> Option<EventChange> {
-    let mut closed = st.event.take()?;
-    let lasted_s = (end_ms - closed.anomaly.started_ms).max(0) as f64 / 1000.0;
     let quiet_s = quiet_ms as f64 / 1000.0;
     let what = match &st.device {
         Some(d) => format!("{family} of {d}"),
         None => family.to_string(),
     };
-    closed.anomaly.close_reason = Some(format!(
-        "{}: {what} under its clear level for {quiet_s:.0} s; lasted {lasted_s:.0} s",
-        why.text()
-    ));
+    close_with(st, end_ms, |lasted_s| {
+        format!(
+            "{}: {what} under its clear level for {quiet_s:.0} s; lasted {lasted_s:.0} s",
+            why.text()
+        )
+    })
+}
+
+/// Closes the event of `st` at `end_ms`, saying `reason(seconds it lasted)`, and resets the
+/// family's run.
+fn close_with(
+    st: &mut FamilyState,
+    end_ms: i64,
+    reason: impl FnOnce(f64) -> String,
+) -> Option<EventChange> {
+    let mut closed = st.event.take()?;
+    let lasted_s = (end_ms - closed.anomaly.started_ms).max(0) as f64 / 1000.0;
+    closed.anomaly.close_reason = Some(reason(lasted_s));
     closed.anomaly.ended_ms = Some(end_ms);
     closed.anomaly.updated_ms = end_ms;
     st.over_run = 0;
