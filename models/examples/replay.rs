@@ -99,6 +99,7 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
             | "single_seasonal_weight"
             | "single_seasonal_periods"
             | "single_seasonal_min_acf"
+            | "single_weekly_weight"
             | "single_moments_half_life" => {
                 let s = c.single_series.as_mut().ok_or(format!(
                     "--set {k}: the profile has no single-series evidence"
@@ -110,6 +111,7 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
                     "single_seasonal_weight" => s.seasonal_weight = num()?,
                     "single_seasonal_periods" => s.seasonal_periods = num()? as usize,
                     "single_seasonal_min_acf" => s.seasonal_min_acf = num()?,
+                    "single_weekly_weight" => s.weekly_weight = num()?,
                     "single_moments_half_life" => s.moments_half_life = num()? as usize,
                     _ => s.level_weight = num()?,
                 }

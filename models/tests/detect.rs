@@ -1502,6 +1502,56 @@ fn a_single_series_alarms_when_its_daily_pattern_fails_to_come() {
 }
 
 #[test]
+fn a_single_series_whose_period_is_a_day_alarms_on_a_weekday_that_looks_like_a_sunday() {
+    // one metric every 30 minutes, the 5-minute profile: a daily wave, high on weekdays and
+    // low on weekends; in the sixth week a Tuesday takes the weekend's shape (a holiday): each
+    // value within the usual range and at the hour's usual shape of some day, only the same
+    // weekday of the weeks before tells
+    const DAY: usize = 48;
+    let holiday = (5 * 7 + 1) * DAY..(5 * 7 + 2) * DAY;
+    let series = |weekly: bool, with_holiday: bool| {
+        let mut cfg = DetectorConfig::five_minute(600);
+        if !weekly {
+            cfg.single_series
+                .as_mut()
+                .expect("single-series evidence")
+                .weekly_weight = 0.0;
+        }
+        let mut det = Detector::new(model(), cfg);
+        let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+        let ticks = (0..7 * 7 * DAY)
+            .map(|t| {
+                let weekend = (t / DAY) % 7 >= 5 || (with_holiday && holiday.contains(&t));
+                let phase = (t % DAY) as f64 / DAY as f64 * std::f64::consts::TAU;
+                let v = if weekend {
+                    30.0 + 4.0 * phase.sin()
+                } else {
+                    50.0 + 10.0 * phase.sin()
+                };
+                let v = v + noise.next();
+                det.tick(t as i64 * 1_800_000, &[("value", v)])
+                    .expect("tick")
+            })
+            .collect::<Vec<_>>();
+        opened(&ticks)
+    };
+    let with = series(true, true);
+    assert!(
+        with.iter().any(|o| holiday.contains(o)),
+        "the holiday was not an alarm: {with:?}"
+    );
+    let without = series(false, true);
+    assert!(
+        !without.iter().any(|o| holiday.contains(o)),
+        "without the weekly term it alarmed anyway (the test shows nothing): {without:?}"
+    );
+    // the same weeks without the holiday: once weeks have been seen, weekends are no alarm
+    let plain = series(true, false);
+    let later: Vec<_> = plain.iter().filter(|&&o| o >= 3 * 7 * DAY).collect();
+    assert!(later.is_empty(), "alarms on ordinary weeks: {plain:?}");
+}
+
+#[test]
 fn a_multi_scale_alarm_catches_a_two_tick_spike_the_hourly_mean_misses_also_after_a_restore() {
     // cpu 5 % -> 8 % (six of its noise's standard deviations) for two ticks
     let hourly = smoothed_config();

@@ -283,6 +283,7 @@ impl DetectorConfig {
                 seasonal_weight: 1.0,
                 seasonal_periods: 3,
                 seasonal_min_acf: 0.5,
+                weekly_weight: 1.0,
                 moments_half_life: 8640,
                 // a value far past anything the series has had opens its own event (chosen on
                 // nab-dev: models/README.md, "A record far beyond")

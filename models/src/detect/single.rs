@@ -44,6 +44,10 @@ pub struct SingleSeries {
     pub seasonal_periods: usize,
     /// The warm-up's autocorrelation at a lag must reach this for the lag to be a period.
     pub seasonal_min_acf: f64,
+    /// Weight of the distance from the same phase of the last weeks, when the period is a day
+    /// (0 = no weekly term): a holiday on a weekday looks like a Sunday, within the day's usual
+    /// range and the previous days' shape at the hour, but unlike the same weekday before.
+    pub weekly_weight: f64,
     /// Half-life, in ticks, of the surprise's moments (0 = the baseline window).
     pub moments_half_life: usize,
     /// A value past the surprise's cap and beyond every earlier value opens an event at once,
@@ -54,6 +58,9 @@ pub struct SingleSeries {
 /// An extreme value opens a new event only if the open one opened at least this many ticks
 /// before (an extreme in the first ticks of an episode is that episode).
 pub(super) const EXTREME_GAP: usize = 5;
+
+/// A day, in milliseconds: a period within 5 % of it is a day, and its weeks are compared.
+const DAY_MS: i64 = 86_400_000;
 
 /// Shortest period looked for, in ticks.
 const MIN_PERIOD: usize = 12;
@@ -165,6 +172,7 @@ pub(super) struct SingleState {
     /// Weight floor of the moments' update (`1 - 0.5^(1 / half_life)`).
     alpha_floor: f64,
     seasonal: Option<Seasonal>,
+    weekly: Option<Seasonal>,
     scratch: Vec<f64>,
     /// The largest and smallest values seen (warm-up included).
     highest: f64,
@@ -184,6 +192,7 @@ impl SingleState {
             previous: None,
             alpha_floor: 1.0 - 0.5f64.powf(1.0 / half_life.max(1) as f64),
             seasonal: None,
+            weekly: None,
             scratch: Vec::new(),
             highest: f64::NEG_INFINITY,
             lowest: f64::INFINITY,
@@ -196,6 +205,10 @@ impl SingleState {
     fn push(&mut self, v: f64, baseline: Option<Baseline>, cfg: &SingleSeries) -> f64 {
         let previous = self.previous.replace(v);
         let seasonal = match self.seasonal.as_mut() {
+            Some(s) => s.push(v, &mut self.scratch),
+            None => 0.0,
+        };
+        let weekly = match self.weekly.as_mut() {
             Some(s) => s.push(v, &mut self.scratch),
             None => 0.0,
         };
@@ -216,6 +229,7 @@ impl SingleState {
         let s = (cfg.level_weight * level)
             .max(jump)
             .max(cfg.seasonal_weight * seasonal)
+            .max(cfg.weekly_weight * weekly)
             .min(SURPRISE_CAP);
         let s = if s.is_finite() { s } else { 0.0 };
         self.recent.push(s);
@@ -257,18 +271,31 @@ impl Detector {
         };
         let mut state = SingleState::new(cfg.mean_ticks, half_life);
         let seen: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        let seasonal = |period: usize| Seasonal {
+            period,
+            periods: cfg.seasonal_periods.max(1),
+            history: std::collections::VecDeque::new(),
+            residuals: Ring::new(window),
+            baseline: None,
+            since_rebaseline: 0,
+            every,
+            rel,
+            abs,
+        };
+        let period = (cfg.seasonal_weight > 0.0 || cfg.weekly_weight > 0.0)
+            .then(|| period_of(&seen, cfg.seasonal_min_acf))
+            .flatten();
         if cfg.seasonal_weight > 0.0 {
-            state.seasonal = period_of(&seen, cfg.seasonal_min_acf).map(|period| Seasonal {
-                period,
-                periods: cfg.seasonal_periods.max(1),
-                history: std::collections::VecDeque::new(),
-                residuals: Ring::new(window),
-                baseline: None,
-                since_rebaseline: 0,
-                every,
-                rel,
-                abs,
-            });
+            state.seasonal = period.map(seasonal);
+        }
+        let tick_ms = self.interval_ms_hint();
+        // the autocorrelation's peak may miss a day by a tick or two; a week is 7 days exactly
+        let a_day = |p: usize| tick_ms > 0 && (p as i64 * tick_ms - DAY_MS).abs() * 20 <= DAY_MS;
+        if cfg.weekly_weight > 0.0 {
+            let week = (7 * DAY_MS + tick_ms / 2) / tick_ms.max(1);
+            state.weekly = period
+                .filter(|&p| a_day(p))
+                .map(|_| seasonal(week as usize));
         }
         let mut baseline = None;
         for (i, &v) in seen.iter().enumerate() {
