@@ -10,7 +10,10 @@
 //!   `seasonal` is the value's distance from the median of the same phase in the last
 //!   `seasonal_periods` periods, against the rolling median and scale of those residuals (a
 //!   daily pattern that fails to come, or comes at the wrong level, is a surprise even where
-//!   the value is within its usual range);
+//!   the value is within its usual range); where that period is a day (within 5 %, by the
+//!   ticks' timestamps), `weekly_weight` times the same distance from the same phase of the
+//!   last `seasonal_periods` weeks (exactly 7 days) also counts (a holiday on a weekday looks
+//!   like a Sunday: like some day, unlike that weekday);
 //! - evidence = `(mean of the last mean_ticks surprises - mu) / max(sd, 0.1)`, with `mu` and
 //!   `sd` exponentially weighted moments of the surprise (half-life `moments_half_life`, 0 =
 //!   the baseline window), taken from the warm-up on;
