@@ -1394,6 +1394,48 @@ fn a_single_series_alarms_once_per_episode_on_its_own_tail_evidence() {
 }
 
 #[test]
+fn a_single_series_ranks_its_anomalies_above_its_normal_ticks() {
+    // one metric, the 5-minute profile: a daily wave with noise; on the fifth day a spike of
+    // 15 spreads, on the sixth the wave stays flat at its mean for half a day from its crest
+    // (each value within the usual range: only the days before tell). The ranking score (what
+    // NAB's threshold optimiser or a "worst first" list reads) must put both above every
+    // normal tick; the multivariate score a one-metric host had before ranked the missing
+    // crest under the normal days
+    const DAY: usize = 288;
+    let spike = 4 * DAY + 100;
+    let flat = 5 * DAY + 72..5 * DAY + 72 + 144;
+    let mut det = Detector::new(model(), DetectorConfig::five_minute(600));
+    let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+    let ticks = (0..7 * DAY)
+        .map(|t| {
+            let wave = if flat.contains(&t) {
+                0.0
+            } else {
+                10.0 * (t as f64 / DAY as f64 * std::f64::consts::TAU).sin()
+            };
+            let mut v = 50.0 + wave + noise.next();
+            if t == spike {
+                v += 15.0;
+            }
+            det.tick(t as i64 * 300_000, &[("value", v)]).expect("tick")
+        })
+        .collect::<Vec<_>>();
+    let peak = |r: std::ops::Range<usize>| r.map(|t| ticks[t].rank).fold(0.0, f64::max);
+    // normal: from the end of warm-up to the spike, and the last day
+    let normal = peak(3 * DAY..spike).max(peak(6 * DAY..7 * DAY));
+    let (at_spike, at_flat) = (peak(spike..spike + 5), peak(flat));
+    assert!(at_spike > normal, "spike {at_spike} vs normal {normal}");
+    assert!(
+        at_flat > normal,
+        "missing crest {at_flat} vs normal {normal}"
+    );
+    assert!(
+        ticks.iter().all(|t| (0.0..1.0).contains(&t.rank)),
+        "a rank outside [0, 1)"
+    );
+}
+
+#[test]
 fn a_record_far_beyond_anything_seen_opens_its_own_event_inside_the_refractory_period() {
     // one metric, the 5-minute profile: a daily wave with noise, a burst at 1000 (an event, held
     // for the refractory period), then at 1050 a value thirty times the wave's spread above

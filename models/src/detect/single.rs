@@ -18,7 +18,8 @@
 //!   `sd` exponentially weighted moments of the surprise (half-life `moments_half_life`, 0 =
 //!   the baseline window), taken from the warm-up on;
 //! - the ratio is `evidence / tail_z` (1.0 = at the alarm level), and an event is held at least
-//!   `refractory_ticks` after it opened (one alarm per episode, as NAB counts them);
+//!   `refractory_ticks` after it opened (one alarm per episode, as NAB counts them); the ratio
+//!   is also the host's ranking score, as `r / (1 + r)` (`Tick::rank`);
 //! - with `extreme_opens`, a value past the surprise's cap (more than 10 scales from the normal
 //!   level) and at least one scale beyond every value the series has had is an alarm at once
 //!   (ratio `level / 10`), and a new event if the open one opened `EXTREME_GAP` ticks or more

@@ -50,8 +50,13 @@ impl Detector {
         if !ratio.is_finite() {
             ratio = 0.0;
         }
+        let mut rank = rank;
         if let Some(single) = self.single_ratio() {
+            // one series: its own evidence is the alarm's and the ranking score's (the
+            // multivariate score does not rank one series' anomalies: models/README.md,
+            // "A score that ranks one series")
             ratio = single;
+            rank = Some(single / (1.0 + single));
         }
         let top = self.metric_ratios();
         // step 5: events
