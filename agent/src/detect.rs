@@ -60,9 +60,12 @@ pub enum DetectError {
     Model { path: String, reason: String },
 }
 
-pub fn detector_config(d: &DetectSection, interval_ms: u64) -> DetectorConfig {
+/// The live detector's settings for a collection every `interval_ms` on a host with `cpus`
+/// CPUs (as `/proc/stat` counts them: see [`cpu_count`]).
+pub fn detector_config(d: &DetectSection, interval_ms: u64, cpus: usize) -> DetectorConfig {
     let ticks = |secs: u64| (secs.saturating_mul(1000) / interval_ms.max(1)).max(1) as usize;
     DetectorConfig {
+        cpu_scale_floor: CPU_FLOOR_STEPS * cpu_step_pct(interval_ms, cpus),
         warmup_ticks: ticks(d.warmup_secs),
         threshold_quantile: d.threshold_quantile,
         sensitivity: d.sensitivity,
@@ -92,6 +95,34 @@ pub fn detector_config(d: &DetectSection, interval_ms: u64) -> DetectorConfig {
 /// 45 s held a CPU event open for a minute after its cause (the host's CPU a few points over
 /// the warm-up's idle level until the first recomputation; seen in CI and reproduced here).
 const BASELINE_SECS: u64 = 1200;
+
+/// Clock ticks a second in `/proc/stat` (`USER_HZ`: 100 on every Linux architecture the agent
+/// is built for).
+const USER_HZ: f64 = 100.0;
+
+/// A CPU percentage's scale floor, in steps of its measurement (`cpu_step_pct`): two, so one
+/// clock tick either way of an idle level is grain, not evidence. At one second on 2 CPUs that
+/// is the 1-point floor of every percentage; at 200 ms it is 5 points, where the percentage
+/// floor alone let an idle host polled a little more than during its warm-up hold a CPU event
+/// open (`sco-models`' `a_few_points_of_cpu_at_the_grain_of_a_fast_interval_are_no_event_...`).
+const CPU_FLOOR_STEPS: f64 = 2.0;
+
+/// The step in which the host's CPU percentages move: one clock tick of all its CPUs' time in
+/// one interval.
+pub fn cpu_step_pct(interval_ms: u64, cpus: usize) -> f64 {
+    let ticks = cpus.max(1) as f64 * USER_HZ * interval_ms.max(1) as f64 / 1000.0;
+    100.0 / ticks
+}
+
+/// The CPUs `<proc_root>/stat` counts time for; the CPUs this process may run on when it cannot
+/// be read (they are at most as many).
+pub fn cpu_count(proc_root: &Path) -> usize {
+    std::fs::read_to_string(proc_root.join("stat"))
+        .ok()
+        .and_then(|t| crate::collect::procfs::parse_cpu_count(&t))
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1)
+}
 
 /// The sustained-deviation window (see `DetectorConfig::sustain_ticks`): a deviation lasting
 /// this long counts in full, a one-second burst a third.
@@ -227,7 +258,11 @@ impl LiveDetector {
         tracing::info!(model = %name, "anomaly model loaded");
         let mut detector = Detector::new(
             Arc::new(model),
-            detector_config(d, config.agent.interval_ms),
+            detector_config(
+                d,
+                config.agent.interval_ms,
+                cpu_count(&config.agent.proc_root),
+            ),
         );
         if let Some(tree) = &state {
             restore(&mut detector, tree, run_started_ms);
@@ -592,6 +627,27 @@ fn restore(detector: &mut Detector, tree: &sled::Tree, now_ms: i64) {
 mod tests {
     use super::*;
     use crate::collect::Metric;
+
+    #[test]
+    fn the_cpu_floor_is_two_steps_of_the_measurement() {
+        let floor = |ms, cpus| detector_config(&DetectSection::default(), ms, cpus).cpu_scale_floor;
+        // one second on 2 CPUs: 200 clock ticks, a step of 0.5 points (the 1-point floor of
+        // every percentage); 200 ms on 2 CPUs: 2.5-point steps; one second on 16 CPUs: 1/16
+        assert!((floor(1000, 2) - 1.0).abs() < 1e-9);
+        assert!((floor(200, 2) - 5.0).abs() < 1e-9);
+        assert!((floor(1000, 16) - 0.125).abs() < 1e-9);
+        assert!((floor(1000, 1) - 2.0).abs() < 1e-9);
+        // nothing counted is one CPU, not a division by zero
+        assert!((floor(1000, 0) - 2.0).abs() < 1e-9);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("stat"),
+            "cpu  1 2 3 4\ncpu0 1 2 3 4\ncpu1 1 2 3 4\n",
+        )
+        .expect("write");
+        assert_eq!(cpu_count(dir.path()), 2);
+        assert!(cpu_count(&dir.path().join("missing")) >= 1);
+    }
 
     fn sample(ts_ms: i64, cpu: f64) -> Sample {
         Sample {

@@ -72,7 +72,8 @@ fn opened(rec: &Recording) -> Vec<Opened> {
 /// The same at a collection interval of `interval_ms`, each row given `repeat` ticks in a row.
 fn opened_at(rec: &Recording, interval_ms: u64, repeat: usize) -> Vec<Opened> {
     let model = Arc::new(Model::shipped().expect("the shipped model loads"));
-    let config = detector_config(&DetectSection::default(), interval_ms);
+    // recorded on a 2-CPU host
+    let config = detector_config(&DetectSection::default(), interval_ms, 2);
     let mut det = Detector::new(model, config);
     let mut ts_ms = 0i64;
     // what the agent hands to its detector (`src/detect.rs`: load averages and the page

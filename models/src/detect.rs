@@ -7,7 +7,8 @@
 //!    its baseline (median, scale) is recomputed from them every `rebaseline_every_ticks`
 //!    observations (staggered across metrics), with
 //!    `scale = max(1.4826 * MAD, 0.5 * std, rel_scale_floor * |median|, abs_scale_floor)`, with
-//!    `abs_scale_floor` raised to `pct_scale_floor` (one percentage point) for `*_pct` metrics.
+//!    `abs_scale_floor` raised to `pct_scale_floor` (one percentage point) for `*_pct` metrics
+//!    and to `cpu_scale_floor` (two steps of the CPU measurement, set by the agent) for `cpu.*_pct`.
 //!    A sustained level shift therefore becomes the new normal once it fills half the window;
 //!    a short anomaly does not move a median. `z = clip((v - median) / scale, -10, 10)`.
 //!    Missing values (a metric that skips a tick, a counter reset, a non-finite value) are

@@ -1023,6 +1023,62 @@ fn run_busy(ticks: usize, mut edit: impl FnMut(usize, &mut Vec<(&'static str, f6
 }
 
 #[test]
+fn a_few_points_of_cpu_at_the_grain_of_a_fast_interval_are_no_event_but_a_burner_is() {
+    use sco_models::Family;
+    // an idle 2-CPU host sampled every 200 ms, the live profile with a 45-second warm-up (the
+    // end-to-end tests' agent): CPU time comes in clock ticks, so its percentages move in steps
+    // of 2.5 points. Warm-up at 0 with a step now and then; then the host does a little more
+    // (a client polling it), 2.5 to 10 %, then two burners pin it at 100 % for 10 s
+    let run = |cpu_floor: f64| {
+        let cfg = DetectorConfig {
+            warmup_ticks: 225,
+            clear_ticks: 15,
+            update_every_ticks: 10,
+            cpu_scale_floor: cpu_floor,
+            ..DetectorConfig::default()
+        };
+        let mut det = Detector::new(model(), cfg);
+        let mut noise = Noise(0x2545_F491_4F6C_DD1D);
+        (0..1200)
+            .map(|t| {
+                let grain = |steps: f64| 2.5 * steps.round();
+                let total = match t {
+                    0..=299 => grain((noise.next() + 0.6).max(0.0) * 0.5),
+                    800..=849 => 100.0,
+                    _ => grain(2.5 + 1.5 * noise.next()).clamp(2.5, 10.0),
+                };
+                let values = [
+                    ("cpu.total_pct", total),
+                    ("cpu.user_pct", grain(total / 2.5 * 0.6).min(total)),
+                    ("mem.used_pct", 40.0 + 0.3 * noise.next()),
+                    ("mem.available_bytes", 6.0e9 + 2.0e7 * noise.next()),
+                ];
+                det.tick(t as i64 * 200, &values).expect("tick")
+            })
+            .collect::<Vec<_>>()
+    };
+    let cpu_opened = |ticks: &[Tick]| {
+        changes_of(ticks, EventKind::Opened)
+            .into_iter()
+            .filter(|(_, f)| *f == Family::Cpu)
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
+    };
+    // the agent's floor at 200 ms on 2 CPUs: two steps of 2.5 points
+    let with = cpu_opened(&run(5.0));
+    assert!(
+        with.iter().all(|&i| (800..820).contains(&i)) && !with.is_empty(),
+        "CPU events at {with:?}: the burner's alone expected"
+    );
+    // the test shows something: with the percentage floor alone the grain is an event
+    let without = cpu_opened(&run(0.0));
+    assert!(
+        without.iter().any(|&i| i < 800),
+        "without the floor no event before the burner either: {without:?}"
+    );
+}
+
+#[test]
 fn a_few_hundred_kilobytes_read_on_an_idle_disk_is_no_event_but_a_read_storm_is() {
     use sco_models::Family;
     // the live agent's default minimum duration at one tick a second

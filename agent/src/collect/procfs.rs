@@ -51,6 +51,18 @@ pub fn parse_stat_cpu(text: &str) -> Option<CpuTimes> {
     })
 }
 
+/// The CPUs `/proc/stat` counts time for (its `cpuN` lines); None when it lists none.
+pub fn parse_cpu_count(text: &str) -> Option<usize> {
+    let n = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
+    (n > 0).then_some(n)
+}
+
 pub fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
     let mut it = text.split_whitespace().map(|f| f.parse::<f64>().ok());
     Some([it.next()??, it.next()??, it.next()??])
@@ -200,6 +212,14 @@ mod tests {
         assert_eq!(c.total(), 10 + 2 + 30 + 400 + 5 + 6 + 7 + 8);
         assert_eq!(parse_stat_cpu("cpu  x y\n"), None);
         assert_eq!(parse_stat_cpu(""), None);
+    }
+
+    #[test]
+    fn cpu_count() {
+        let text = "cpu  10 2 30 400\ncpu0 1 2 3 4\ncpu1 1 2 3 4\ncpu12 1 2 3 4\nintr 1\nctxt 2\n";
+        assert_eq!(parse_cpu_count(text), Some(3));
+        assert_eq!(parse_cpu_count("cpu  10 2 30 400\nintr 1\n"), None);
+        assert_eq!(parse_cpu_count(""), None);
     }
 
     #[test]

@@ -49,6 +49,12 @@ pub struct DetectorConfig {
     /// Scale floor of percentages (metrics named `*_pct`), in percentage points: a wiggle of a
     /// fraction of a point (0.0 % to 2.4 % CPU steal, a disk 1 % busy) is never an anomaly.
     pub pct_scale_floor: f64,
+    /// Scale floor of the host's CPU percentages (`cpu.*_pct`), in percentage points, where
+    /// it is above `pct_scale_floor`: CPU time is counted in clock ticks, so a CPU percentage
+    /// moves in steps of `100 / (CPUs x 100 Hz x interval)` (0.5 points each second on 2 CPUs,
+    /// 2.5 every 200 ms). The agent sets it to two such steps: a value a step or two off its
+    /// idle level is the measurement's grain, not evidence (0 = no such floor).
+    pub cpu_scale_floor: f64,
     /// Adds the host PCA component (fitted at the end of warm-up).
     pub host_pca: bool,
     /// Share of variance the host PCA's kept components explain.
@@ -184,6 +190,7 @@ impl Default for DetectorConfig {
             rel_scale_floor: 0.01,
             abs_scale_floor: 0.01,
             pct_scale_floor: 1.0,
+            cpu_scale_floor: 0.0,
             host_pca: true,
             pca_variance: 0.9,
             pca_max_metrics: 128,
@@ -301,14 +308,26 @@ impl DetectorConfig {
             // few points of them are weather, not an incident (chosen on the busy-host drill)
             self.abs_scale_floor
                 .max(self.pct_scale_floor * NOISY_PCT_FLOOR)
+                .max(self.cpu_floor(base))
         } else if base == "disk.read_bytes_per_s" || base == "disk.write_bytes_per_s" {
             self.abs_scale_floor.max(DISK_BYTES_SCALE_FLOOR)
         } else if base == "disk.reads_per_s" || base == "disk.writes_per_s" {
             self.abs_scale_floor.max(DISK_OPS_SCALE_FLOOR)
         } else if base.ends_with("_pct") {
-            self.abs_scale_floor.max(self.pct_scale_floor)
+            self.abs_scale_floor
+                .max(self.pct_scale_floor)
+                .max(self.cpu_floor(base))
         } else {
             self.abs_scale_floor
+        }
+    }
+
+    /// `cpu_scale_floor` for a CPU percentage, 0 for any other metric.
+    fn cpu_floor(&self, base: &str) -> f64 {
+        if base.starts_with("cpu.") && base.ends_with("_pct") {
+            self.cpu_scale_floor
+        } else {
+            0.0
         }
     }
 
