@@ -1485,6 +1485,13 @@ fn a_single_series_ranks_its_anomalies_above_its_normal_ticks() {
         at_flat > normal,
         "missing crest {at_flat} vs normal {normal}"
     );
+    // a one-tick spike stops ranking once it has passed, though the evidence's mean of the last
+    // ticks still holds it (the alarm's event stays open meanwhile)
+    let after = peak(spike + 3..spike + 5);
+    assert!(
+        after <= normal,
+        "two ticks after the spike {after} vs normal {normal}"
+    );
     assert!(
         ticks.iter().all(|t| (0.0..1.0).contains(&t.rank)),
         "a rank outside [0, 1)"

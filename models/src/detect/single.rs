@@ -19,7 +19,9 @@
 //!   the baseline window), taken from the warm-up on;
 //! - the ratio is `evidence / tail_z` (1.0 = at the alarm level), and an event is held at least
 //!   `refractory_ticks` after it opened (one alarm per episode, as NAB counts them); the ratio
-//!   is also the host's ranking score, as `r / (1 + r)` (`Tick::rank`);
+//!   is also the host's ranking score, at most this tick's own surprise as a ratio (a burst
+//!   that has passed stops ranking though the mean still holds it), as `r / (1 + r)`
+//!   (`Tick::rank`);
 //! - with `extreme_opens`, a value past the surprise's cap (more than 10 scales from the normal
 //!   level) and at least one scale beyond every value the series has had is an alarm at once
 //!   (ratio `level / 10`), and a new event if the open one opened `EXTREME_GAP` ticks or more
@@ -184,6 +186,9 @@ pub(super) struct SingleState {
     /// This value's distance from the normal level, in scales, when it is extreme: past the
     /// surprise's cap and at least one scale beyond `highest` or `lowest` before it.
     pub(super) extreme: Option<f64>,
+    /// This tick's own surprise, in the surprise's standard deviations over its mean (the
+    /// evidence of one tick; `push` returns that of the last `mean_ticks`).
+    pub(super) now: f64,
 }
 
 impl SingleState {
@@ -201,6 +206,7 @@ impl SingleState {
             highest: f64::NEG_INFINITY,
             lowest: f64::INFINITY,
             extreme: None,
+            now: 0.0,
         }
     }
 
@@ -222,6 +228,7 @@ impl SingleState {
             self.lowest = self.lowest.min(v);
         }
         self.extreme = None;
+        self.now = 0.0;
         let Some(b) = baseline else {
             return 0.0;
         };
@@ -239,10 +246,12 @@ impl SingleState {
         self.recent.push(s);
         let w = self.recent.values();
         let mean = w.iter().sum::<f64>() / w.len().max(1) as f64;
-        let evidence = if self.seen >= MIN_SEEN {
-            (mean - self.mu) / self.var.sqrt().max(SD_FLOOR)
+        let sd = self.var.sqrt().max(SD_FLOOR);
+        let evidence;
+        (self.now, evidence) = if self.seen >= MIN_SEEN {
+            ((s - self.mu) / sd, (mean - self.mu) / sd)
         } else {
-            0.0
+            (0.0, 0.0)
         };
         self.seen += 1;
         let a = (1.0 / self.seen as f64).max(self.alpha_floor);
@@ -339,6 +348,20 @@ impl Detector {
             r = r.max(level / SURPRISE_CAP);
         }
         Some(r.max(0.0))
+    }
+
+    /// The single-series ranking ratio of this tick (after `single_ratio`): the alarm ratio
+    /// `ratio`, at most this tick's own surprise against the same level.
+    pub(super) fn single_rank(&self, ratio: f64) -> f64 {
+        let (Some(cfg), Some(state)) = (self.config.single_series, self.single.as_ref()) else {
+            return ratio;
+        };
+        let now = state.now / cfg.tail_z.max(1e-9);
+        if now.is_finite() {
+            ratio.min(now.max(0.0))
+        } else {
+            0.0
+        }
     }
 
     /// This tick's value is extreme (see the module documentation) and the host's event

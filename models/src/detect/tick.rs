@@ -56,7 +56,8 @@ impl Detector {
             // multivariate score does not rank one series' anomalies: models/README.md,
             // "A score that ranks one series")
             ratio = single;
-            rank = Some(single / (1.0 + single));
+            let r = self.single_rank(single);
+            rank = Some(r / (1.0 + r));
         }
         let top = self.metric_ratios();
         // step 5: events
