@@ -100,7 +100,9 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
             | "single_seasonal_periods"
             | "single_seasonal_min_acf"
             | "single_weekly_weight"
-            | "single_moments_half_life" => {
+            | "single_moments_half_life"
+            | "single_neighbour_ticks"
+            | "single_neighbour_history" => {
                 let s = c.single_series.as_mut().ok_or(format!(
                     "--set {k}: the profile has no single-series evidence"
                 ))?;
@@ -113,6 +115,8 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
                     "single_seasonal_min_acf" => s.seasonal_min_acf = num()?,
                     "single_weekly_weight" => s.weekly_weight = num()?,
                     "single_moments_half_life" => s.moments_half_life = num()? as usize,
+                    "single_neighbour_ticks" => s.neighbour_ticks = num()? as usize,
+                    "single_neighbour_history" => s.neighbour_history = num()? as usize,
                     _ => s.level_weight = num()?,
                 }
             }

@@ -1990,3 +1990,56 @@ fn a_spike_alarm_opens_on_one_tick_that_breaks_the_hosts_correlations_also_after
     }
     assert_eq!(opens, vec![700], "after a restore it opened at {opens:?}");
 }
+
+#[test]
+fn a_burst_shaped_like_the_bursts_of_normal_times_is_no_event_but_a_new_shape_is_each_time() {
+    // one metric, the 5-minute profile: a noisy level with a three-tick burst (+30, +60, +25)
+    // every eight to thirteen hours, the warm-up's (600 ticks) included; at 2000 and again at
+    // 2250 a plateau of +60 for five ticks instead: no value beyond the bursts', only a shape
+    // the series has not had in normal times
+    let plateau = |t: usize| (2000..2005).contains(&t) || (2250..2255).contains(&t);
+    let run = |neighbour_ticks: usize| {
+        let mut cfg = DetectorConfig::five_minute(600);
+        cfg.single_series
+            .as_mut()
+            .expect("single-series evidence")
+            .neighbour_ticks = neighbour_ticks;
+        let mut det = Detector::new(model(), cfg);
+        let mut noise = Noise(0x2545_F491_4F6C_DD1D);
+        let mut bursts = Vec::new();
+        let mut next = 40;
+        let ticks = (0..2400)
+            .map(|t| {
+                let mut v = 20.0 + 2.0 * noise.next();
+                if t == next {
+                    bursts.push(t);
+                    next += 100 + (bursts.len() * 37) % 60;
+                }
+                if plateau(t) {
+                    v += 60.0;
+                } else {
+                    match bursts.last().map(|&b| t - b) {
+                        Some(0) => v += 30.0,
+                        Some(1) => v += 60.0,
+                        Some(2) => v += 25.0,
+                        _ => {}
+                    }
+                }
+                det.tick(t as i64 * 300_000, &[("value", v)]).expect("tick")
+            })
+            .collect::<Vec<_>>();
+        (opened(&ticks), bursts)
+    };
+    let (opens, bursts) = run(5);
+    assert_eq!(opens.len(), 2, "{opens:?}");
+    assert!((2000..2003).contains(&opens[0]), "{opens:?}");
+    // the first plateau came during an event: it is not a shape the series is known for
+    assert!((2250..2253).contains(&opens[1]), "{opens:?}");
+    // without the term every burst after the warm-up is an event, and one hides the first plateau
+    let (without, _) = run(0);
+    let at_bursts = without
+        .iter()
+        .filter(|&&o| bursts.iter().any(|&b| b >= 600 && (b..b + 3).contains(&o)))
+        .count();
+    assert!(at_bursts >= 10, "{without:?} against bursts at {bursts:?}");
+}

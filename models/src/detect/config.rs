@@ -295,6 +295,10 @@ impl DetectorConfig {
                 // a value far past anything the series has had opens its own event (chosen on
                 // nab-dev: models/README.md, "A record far beyond")
                 extreme_opens: true,
+                // a burst shaped like one the series had in normal times in the last month is
+                // only as surprising as it is unlike the nearest (models/README.md, "Shapes")
+                neighbour_ticks: 5,
+                neighbour_history: 8640,
             }),
             ..DetectorConfig::default()
         }

@@ -3,9 +3,15 @@
 //! anomalies of one series (`models/README.md`, "A score that ranks"). With one metric, the
 //! alarm ratio is instead a tail test of the series' own recent surprise:
 //!
-//! - surprise `s = min(max(level_weight * |v - median| / scale, |v - previous| / scale,
-//!   seasonal_weight * seasonal), 10)` with the metric's rolling baseline (the distance from its
-//!   normal level, and the jump since the last value, in the same scale); where the warm-up has
+//! - surprise `s = min(max(min(max(level_weight * |v - median| / scale, |v - previous| /
+//!   scale), recalled), seasonal_weight * seasonal), 10)` with the metric's rolling baseline
+//!   (the distance from its normal level, and the jump since the last value, in the same
+//!   scale); `recalled` is how far the last `neighbour_ticks` values are from the nearest
+//!   stretch of as many values the series had in its last `neighbour_history` ticks while no
+//!   event was open (the largest difference at the same place, in the same scale): a burst
+//!   shaped like the bursts the series has in normal times is only as surprising as it is
+//!   unlike the nearest of them, and an incident never becomes a shape the series is known
+//!   for; where the warm-up has
 //!   a period `P` (the lag of its largest autocorrelation peak, at least `seasonal_min_acf`),
 //!   `seasonal` is the value's distance from the median of the same phase in the last
 //!   `seasonal_periods` periods, against the rolling median and scale of those residuals (a
@@ -59,6 +65,11 @@ pub struct SingleSeries {
     /// A value past the surprise's cap and beyond every earlier value opens an event at once,
     /// even inside the refractory period of the one before.
     pub extreme_opens: bool,
+    /// Values in a stretch compared with the series' past stretches (0 = no nearest-neighbour
+    /// term: the distance from the normal level and the jump stand alone).
+    pub neighbour_ticks: usize,
+    /// Ticks back the nearest stretch is looked for in.
+    pub neighbour_history: usize,
 }
 
 /// An extreme value opens a new event only if the open one opened at least this many ticks
@@ -160,6 +171,63 @@ impl Seasonal {
     }
 }
 
+/// The series' recent values for the nearest-neighbour term, each with whether it came while
+/// the host had no event open (only those are recalled).
+#[derive(Debug, Clone)]
+struct Recall {
+    ticks: usize,
+    history: usize,
+    values: std::collections::VecDeque<(f64, bool)>,
+}
+
+impl Recall {
+    fn new(ticks: usize, history: usize) -> Self {
+        Recall {
+            ticks,
+            history,
+            values: std::collections::VecDeque::with_capacity(history + ticks),
+        }
+    }
+
+    fn push(&mut self, v: f64, normal: bool) {
+        if self.values.len() == self.history + self.ticks {
+            self.values.pop_front();
+        }
+        self.values.push_back((v, normal && v.is_finite()));
+    }
+
+    /// The distance from the last `ticks` values to the nearest stretch of as many normal
+    /// values before them (not overlapping them): the largest difference of the two at the
+    /// same place. None until there is such a stretch, or if a last value is not finite.
+    fn nearest(&self) -> Option<f64> {
+        let (m, n) = (self.ticks, self.values.len());
+        if m == 0 || n < 2 * m {
+            return None;
+        }
+        let now = n - m;
+        if (now..n).any(|i| !self.values[i].0.is_finite()) {
+            return None;
+        }
+        let mut best = f64::INFINITY;
+        for start in 0..=now - m {
+            let mut d = 0.0f64;
+            for i in 0..m {
+                let (x, normal) = self.values[start + i];
+                if !normal {
+                    d = f64::INFINITY;
+                    break;
+                }
+                d = d.max((x - self.values[now + i].0).abs());
+                if d >= best {
+                    break;
+                }
+            }
+            best = best.min(d);
+        }
+        best.is_finite().then_some(best)
+    }
+}
+
 /// Surprise cap, in scales.
 const SURPRISE_CAP: f64 = 10.0;
 /// Floor of the surprise's standard deviation.
@@ -189,6 +257,7 @@ pub(super) struct SingleState {
     /// This tick's own surprise, in the surprise's standard deviations over its mean (the
     /// evidence of one tick; `push` returns that of the last `mean_ticks`).
     pub(super) now: f64,
+    recall: Option<Recall>,
 }
 
 impl SingleState {
@@ -207,13 +276,24 @@ impl SingleState {
             lowest: f64::INFINITY,
             extreme: None,
             now: 0.0,
+            recall: None,
         }
     }
 
     /// Takes value `v` scored against `baseline` (None: the value only becomes the previous
-    /// one); returns the evidence before the moments learn this surprise.
-    fn push(&mut self, v: f64, baseline: Option<Baseline>, cfg: &SingleSeries) -> f64 {
+    /// one), `normal` if no event was open when it came; returns the evidence before the
+    /// moments learn this surprise.
+    fn push(
+        &mut self,
+        v: f64,
+        baseline: Option<Baseline>,
+        normal: bool,
+        cfg: &SingleSeries,
+    ) -> f64 {
         let previous = self.previous.replace(v);
+        if let Some(r) = self.recall.as_mut() {
+            r.push(v, normal);
+        }
         let seasonal = match self.seasonal.as_mut() {
             Some(s) => s.push(v, &mut self.scratch),
             None => 0.0,
@@ -237,8 +317,11 @@ impl SingleState {
             self.extreme = Some(level);
         }
         let jump = previous.map_or(0.0, |p| (v - p).abs() / b.scale);
-        let s = (cfg.level_weight * level)
-            .max(jump)
+        let mut departure = (cfg.level_weight * level).max(jump);
+        if let Some(d) = self.recall.as_ref().and_then(Recall::nearest) {
+            departure = departure.min(d / b.scale);
+        }
+        let s = departure
             .max(cfg.seasonal_weight * seasonal)
             .max(cfg.weekly_weight * weekly)
             .min(SURPRISE_CAP);
@@ -283,6 +366,9 @@ impl Detector {
             h => h,
         };
         let mut state = SingleState::new(cfg.mean_ticks, half_life);
+        if cfg.neighbour_ticks > 0 {
+            state.recall = Some(Recall::new(cfg.neighbour_ticks, cfg.neighbour_history));
+        }
         let seen: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
         let seasonal = |period: usize| Seasonal {
             period,
@@ -320,7 +406,7 @@ impl Detector {
                     abs,
                 );
             }
-            state.push(v, baseline, &cfg);
+            state.push(v, baseline, true, &cfg);
         }
         self.single = Some(state);
     }
@@ -338,8 +424,9 @@ impl Detector {
             return Some(0.0);
         }
         let (v, b) = (m.last_value, m.baseline);
+        let normal = self.families[Family::Host.index()].event.is_none();
         let state = self.single.as_mut()?;
-        let evidence = state.push(v, b, &cfg);
+        let evidence = state.push(v, b, normal, &cfg);
         let mut r = evidence / cfg.tail_z.max(1e-9);
         if !r.is_finite() {
             r = 0.0;
@@ -409,5 +496,44 @@ mod tests {
         assert_eq!(period_of(&ramp, 0.5), None);
         assert_eq!(period_of(&wave[..40], 0.5), None);
         assert_eq!(period_of(&wave, 0.99), None);
+    }
+
+    #[test]
+    fn the_nearest_stretch_is_a_normal_one_before_the_last_values_and_apart_from_them() {
+        let mut r = Recall::new(3, 10);
+        for v in [1.0, 2.0, 3.0, 3.0, 1.0, 2.0] {
+            r.push(v, true);
+        }
+        // [3, 1, 2] against [1, 2, 3] (the only stretch apart from it): 2 at most
+        assert_eq!(r.nearest(), Some(2.0));
+        r.push(3.5, true);
+        // [1, 2, 3.5] against [1, 2, 3] (and [2, 3, 3]): 0.5
+        assert_eq!(r.nearest(), Some(0.5));
+        // a stretch with a value that came during an event is not recalled
+        let mut r = Recall::new(2, 10);
+        for (v, normal) in [
+            (5.0, false),
+            (6.0, true),
+            (0.0, true),
+            (5.0, true),
+            (6.0, true),
+        ] {
+            r.push(v, normal);
+        }
+        assert_eq!(r.nearest(), Some(6.0));
+        // too few values, a missing last value: none
+        let mut r = Recall::new(3, 10);
+        for v in [1.0, 2.0, 3.0, 4.0, 5.0] {
+            r.push(v, true);
+        }
+        assert_eq!(r.nearest(), None);
+        r.push(f64::NAN, true);
+        assert_eq!(r.nearest(), None);
+        // the history is bounded: the oldest stretches are forgotten
+        let mut r = Recall::new(1, 2);
+        for v in [7.0, 0.0, 0.0, 7.0] {
+            r.push(v, true);
+        }
+        assert_eq!(r.nearest(), Some(7.0));
     }
 }
