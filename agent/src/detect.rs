@@ -80,6 +80,7 @@ pub fn detector_config(d: &DetectSection, interval_ms: u64, cpus: usize) -> Dete
         ignore: d.ignore.clone(),
         sustain_ticks: ticks(SUSTAIN_SECS),
         baseline_window: ticks(BASELINE_SECS),
+        relearn_after_ticks: ticks(RELEARN_SECS),
         ..DetectorConfig::default()
     }
 }
@@ -95,6 +96,11 @@ pub fn detector_config(d: &DetectSection, interval_ms: u64, cpus: usize) -> Dete
 /// 45 s held a CPU event open for a minute after its cause (the host's CPU a few points over
 /// the warm-up's idle level until the first recomputation; seen in CI and reproduced here).
 const BASELINE_SECS: u64 = 1200;
+
+/// How long an event fires before its level is taken for a new normal (a deploy, a resize), in
+/// seconds whatever the collection interval (the live profile's 1800 ticks at one tick a second).
+/// In ticks, an agent sampling every 200 ms learnt a lasting incident after 6 minutes.
+const RELEARN_SECS: u64 = 1800;
 
 /// Clock ticks a second in `/proc/stat` (`USER_HZ`: 100 on every Linux architecture the agent
 /// is built for).
@@ -647,6 +653,34 @@ mod tests {
         .expect("write");
         assert_eq!(cpu_count(dir.path()), 2);
         assert!(cpu_count(&dir.path().join("missing")) >= 1);
+    }
+
+    #[test]
+    fn durations_are_in_seconds_whatever_the_interval() {
+        let d = DetectSection::default();
+        let (second, fast) = (detector_config(&d, 1000, 2), detector_config(&d, 200, 2));
+        // one tick a second is the live profile itself
+        let live = DetectorConfig::default();
+        assert_eq!(second.baseline_window, live.baseline_window);
+        assert_eq!(second.relearn_after_ticks, live.relearn_after_ticks);
+        for (what, a, b) in [
+            ("warm-up", second.warmup_ticks, fast.warmup_ticks),
+            (
+                "to open",
+                second.min_duration_ticks,
+                fast.min_duration_ticks,
+            ),
+            ("to close", second.clear_ticks, fast.clear_ticks),
+            ("baseline", second.baseline_window, fast.baseline_window),
+            (
+                "new normal",
+                second.relearn_after_ticks,
+                fast.relearn_after_ticks,
+            ),
+            ("sustained", second.sustain_ticks, fast.sustain_ticks),
+        ] {
+            assert_eq!(a * 5, b, "{what}: {a} ticks at 1 s, {b} at 200 ms");
+        }
     }
 
     fn sample(ts_ms: i64, cpu: f64) -> Sample {
