@@ -502,6 +502,11 @@ impl Agent {
             Ok(r) => r.into_inner(),
             Err(s) => return refused_by(&s, shared.server_name.as_deref()),
         };
+        // A stream that opens once the run has stopped (a place freed as the other agents shut
+        // down) is no connection of the run: it is not counted, and nothing is sent on it.
+        if *phase.borrow() == Phase::Stop {
+            return End::Shutdown;
+        }
         *connected = true;
         stats.connected.fetch_add(1, Ordering::Relaxed);
         stats.connects.fetch_add(1, Ordering::Relaxed);
