@@ -102,7 +102,9 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
             | "single_weekly_weight"
             | "single_moments_half_life"
             | "single_neighbour_ticks"
-            | "single_neighbour_history" => {
+            | "single_neighbour_history"
+            | "single_bar_quantile"
+            | "single_bar_history" => {
                 let s = c.single_series.as_mut().ok_or(format!(
                     "--set {k}: the profile has no single-series evidence"
                 ))?;
@@ -117,6 +119,8 @@ fn apply(c: &mut DetectorConfig, set: &[(String, String)]) -> Result<(), String>
                     "single_moments_half_life" => s.moments_half_life = num()? as usize,
                     "single_neighbour_ticks" => s.neighbour_ticks = num()? as usize,
                     "single_neighbour_history" => s.neighbour_history = num()? as usize,
+                    "single_bar_quantile" => s.bar_quantile = num()?,
+                    "single_bar_history" => s.bar_history = num()? as usize,
                     _ => s.level_weight = num()?,
                 }
             }

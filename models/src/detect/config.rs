@@ -299,6 +299,10 @@ impl DetectorConfig {
                 // only as surprising as it is unlike the nearest (models/README.md, "Shapes")
                 neighbour_ticks: 5,
                 neighbour_history: 8640,
+                // the evidence must also reach what the last two weeks without an event reached
+                // about twice (models/README.md, "An alarm bar")
+                bar_quantile: 0.9995,
+                bar_history: 4032,
             }),
             ..DetectorConfig::default()
         }

@@ -70,6 +70,11 @@ pub struct SingleSeries {
     pub neighbour_ticks: usize,
     /// Ticks back the nearest stretch is looked for in.
     pub neighbour_history: usize,
+    /// Quantile of the evidence of the last `bar_history` ticks without an event that the
+    /// evidence must also reach to alarm (0 = `tail_z` alone).
+    pub bar_quantile: f64,
+    /// Ticks of evidence the bar's quantile is taken over.
+    pub bar_history: usize,
 }
 
 /// An extreme value opens a new event only if the open one opened at least this many ticks
@@ -228,6 +233,57 @@ impl Recall {
     }
 }
 
+/// The evidence-quantile bar is recomputed every this many ticks.
+const BAR_EVERY: usize = 12;
+
+/// The evidence the series had in its last ticks without an event, and the bar it sets: the
+/// `quantile` of that evidence, once it covers a quarter of `history`.
+#[derive(Debug, Clone)]
+struct EvidenceBar {
+    quantile: f64,
+    history: usize,
+    past: std::collections::VecDeque<f64>,
+    bar: f64,
+    since: usize,
+    scratch: Vec<f64>,
+}
+
+impl EvidenceBar {
+    fn new(quantile: f64, history: usize) -> Self {
+        EvidenceBar {
+            quantile: quantile.clamp(0.0, 1.0),
+            history: history.max(1),
+            past: std::collections::VecDeque::with_capacity(history.max(1)),
+            bar: 0.0,
+            since: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The bar for this tick's `evidence` (0 until the memory covers a quarter of its
+    /// ticks), then learns the evidence if `normal` (no event open).
+    fn push(&mut self, evidence: f64, normal: bool) -> f64 {
+        self.since += 1;
+        if self.since >= BAR_EVERY && self.past.len() * 4 >= self.history {
+            self.since = 0;
+            self.scratch.clear();
+            self.scratch.extend(self.past.iter().copied());
+            let k =
+                ((self.scratch.len() as f64 * self.quantile) as usize).min(self.scratch.len() - 1);
+            let (_, q, _) = self.scratch.select_nth_unstable_by(k, f64::total_cmp);
+            self.bar = *q;
+        }
+        let bar = self.bar;
+        if normal && evidence.is_finite() {
+            if self.past.len() == self.history {
+                self.past.pop_front();
+            }
+            self.past.push_back(evidence);
+        }
+        bar
+    }
+}
+
 /// Surprise cap, in scales.
 const SURPRISE_CAP: f64 = 10.0;
 /// Floor of the surprise's standard deviation.
@@ -258,6 +314,7 @@ pub(super) struct SingleState {
     /// evidence of one tick; `push` returns that of the last `mean_ticks`).
     pub(super) now: f64,
     recall: Option<Recall>,
+    bar: Option<EvidenceBar>,
 }
 
 impl SingleState {
@@ -277,6 +334,7 @@ impl SingleState {
             extreme: None,
             now: 0.0,
             recall: None,
+            bar: None,
         }
     }
 
@@ -369,6 +427,9 @@ impl Detector {
         if cfg.neighbour_ticks > 0 {
             state.recall = Some(Recall::new(cfg.neighbour_ticks, cfg.neighbour_history));
         }
+        if cfg.bar_quantile > 0.0 {
+            state.bar = Some(EvidenceBar::new(cfg.bar_quantile, cfg.bar_history));
+        }
         let seen: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
         let seasonal = |period: usize| Seasonal {
             period,
@@ -406,6 +467,7 @@ impl Detector {
                     abs,
                 );
             }
+            // the bar learns live evidence only: in the warm-up the moments are still forming
             state.push(v, baseline, true, &cfg);
         }
         self.single = Some(state);
@@ -427,7 +489,8 @@ impl Detector {
         let normal = self.families[Family::Host.index()].event.is_none();
         let state = self.single.as_mut()?;
         let evidence = state.push(v, b, normal, &cfg);
-        let mut r = evidence / cfg.tail_z.max(1e-9);
+        let bar = state.bar.as_mut().map_or(0.0, |q| q.push(evidence, normal));
+        let mut r = evidence / cfg.tail_z.max(bar).max(1e-9);
         if !r.is_finite() {
             r = 0.0;
         }
