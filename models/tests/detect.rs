@@ -2043,3 +2043,52 @@ fn a_burst_shaped_like_the_bursts_of_normal_times_is_no_event_but_a_new_shape_is
         .count();
     assert!(at_bursts >= 10, "{without:?} against bursts at {bursts:?}");
 }
+
+#[test]
+fn a_series_whose_normal_evidence_often_crosses_the_bar_raises_it_but_an_incident_still_opens() {
+    // one metric, the 5-minute profile: a noisy level with one-tick bursts of heavy-tailed
+    // height, about one tick in seven during six busy hours a day and one in fifty the rest of
+    // the day (as in a count of posts): the month-long moments of the surprise average the
+    // busy and the quiet hours, so now and then bursts close together cross the tail z; an
+    // incident at 5500: the level four times as high for 30 ticks
+    let incident = 5500..5530;
+    let run = |bar_quantile: f64| {
+        let mut cfg = DetectorConfig::five_minute(600);
+        cfg.single_series
+            .as_mut()
+            .expect("single-series evidence")
+            .bar_quantile = bar_quantile;
+        let mut det = Detector::new(model(), cfg);
+        let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+        let ticks = (0..6000)
+            .map(|t| {
+                let mut v = 10.0 + 2.0 * noise.next();
+                let busy = t % 288 < 72;
+                if noise.next() > if busy { 0.6 } else { 1.2 } {
+                    // heavy-tailed: mostly small, now and then several times the level
+                    let u = (noise.next() + 2.0) / 4.0;
+                    v += (3.0 / u.max(0.02)).min(80.0);
+                }
+                if incident.contains(&t) {
+                    v += 30.0;
+                }
+                det.tick(t as i64 * 300_000, &[("value", v)]).expect("tick")
+            })
+            .collect::<Vec<_>>();
+        opened(&ticks)
+    };
+    let with = run(0.9995);
+    let without = run(0.0);
+    for opens in [&with, &without] {
+        assert!(opens.iter().any(|o| (5500..5503).contains(o)), "{opens:?}");
+    }
+    // the bar is the quantile once its memory covers a quarter of two weeks (1008 live ticks
+    // after the warm-up's 600): from then on, in normal times
+    let normal = |opens: &[usize]| opens.iter().filter(|&&o| (1700..5500).contains(&o)).count();
+    let (fewer, more) = (normal(&with), normal(&without));
+    assert!(more >= 6, "without the bar: {without:?}");
+    assert!(
+        2 * fewer <= more,
+        "with the bar {with:?}, without {without:?}"
+    );
+}

@@ -544,6 +544,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_bar_is_the_quantile_of_the_evidence_without_an_event_once_it_covers_a_quarter() {
+        let mut bar = EvidenceBar::new(0.9, 400);
+        // nothing until 100 values (a quarter) and the next recomputation
+        for i in 0..100 {
+            assert_eq!(bar.push(i as f64 / 100.0, true), 0.0);
+        }
+        // then the 0.9 quantile of 0.00 .. 0.99, until the next recomputation
+        let mut b = 0.0;
+        for _ in 0..BAR_EVERY {
+            b = bar.push(0.0, true);
+            assert!((b - 0.90).abs() < 1e-9, "{b}");
+        }
+        // what comes while an event is open is not learnt: the bar is then the quantile of
+        // 0.00 .. 0.99 and twelve more zeros (index 100 of 112 is 0.88)
+        for _ in 0..10 * BAR_EVERY {
+            b = bar.push(50.0, false);
+        }
+        assert!((b - 0.88).abs() < 1e-9, "{b}");
+        // the memory is the last `history` values: four hundred zeros forget the rest
+        for _ in 0..400 + BAR_EVERY {
+            b = bar.push(0.0, true);
+        }
+        assert_eq!(b, 0.0);
+        assert_eq!(bar.past.len(), 400);
+    }
+
+    #[test]
     fn the_period_is_the_lag_of_the_largest_autocorrelation_peak() {
         let wave: Vec<f64> = (0..750)
             .map(|t| {
