@@ -23,7 +23,11 @@
 //! - evidence = `(mean of the last mean_ticks surprises - mu) / max(sd, 0.1)`, with `mu` and
 //!   `sd` exponentially weighted moments of the surprise (half-life `moments_half_life`, 0 =
 //!   the baseline window), taken from the warm-up on;
-//! - the ratio is `evidence / tail_z` (1.0 = at the alarm level), and an event is held at least
+//! - the ratio is `evidence / max(tail_z, bar)` (1.0 = at the alarm level), where `bar` is the
+//!   `bar_quantile` of the evidence of the last `bar_history` live ticks without an event open
+//!   (0 until that memory covers a quarter of its length; the tick that opens an event is
+//!   learnt, the ticks of an open event are not): a series whose normal evidence often
+//!   crosses the tail z raises its own bar, and an incident never raises it; an event is held at least
 //!   `refractory_ticks` after it opened (one alarm per episode, as NAB counts them); the ratio
 //!   is also the host's ranking score, at most this tick's own surprise as a ratio (a burst
 //!   that has passed stops ranking though the mean still holds it), as `r / (1 + r)`
