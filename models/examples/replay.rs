@@ -15,7 +15,9 @@
 //! `saturation_ratio`,
 //! `score_quantile` (`none` = no recalibration), `single_series` (`none`), `single_mean_ticks`,
 //! `single_tail_z`, `single_refractory_ticks`, `single_level_weight`, `single_seasonal_weight`
-//! (0 = none), `single_seasonal_periods`, `single_seasonal_min_acf`, `single_weekly_weight` (0 = none), `single_moments_half_life` (0 = the baseline window), `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score),
+//! (0 = none), `single_seasonal_periods`, `single_seasonal_min_acf`, `single_weekly_weight` (0 = none), `single_moments_half_life` (0 = the baseline window),
+//! `single_extreme_opens` (bool), `single_neighbour_ticks` (0 = none), `single_neighbour_history`,
+//! `single_bar_quantile` (0 = none), `single_bar_history`, `rank_scales` (`TICKS@QUANTILE,...`, or `none`: the output score is the alarm score),
 //! `alarm_scales` (`TICKS@RISK,...`, or `none`: adaptive alarm thresholds, `detect/tail.rs`),
 //! `alarm_quantile_scales` (`TICKS@QUANTILE,...`, or `none`: the multi-scale alarm with fixed
 //! thresholds, `detect/rank.rs`), `spike_alarm` (`none`), `spike_variance`, `spike_quantile`,
