@@ -245,8 +245,7 @@ const BAR_EVERY: usize = 12;
 #[derive(Debug, Clone)]
 struct EvidenceBar {
     quantile: f64,
-    history: usize,
-    past: std::collections::VecDeque<f64>,
+    past: Ring,
     bar: f64,
     since: usize,
     scratch: Vec<f64>,
@@ -256,8 +255,7 @@ impl EvidenceBar {
     fn new(quantile: f64, history: usize) -> Self {
         EvidenceBar {
             quantile: quantile.clamp(0.0, 1.0),
-            history: history.max(1),
-            past: std::collections::VecDeque::with_capacity(history.max(1)),
+            past: Ring::new(history),
             bar: 0.0,
             since: 0,
             scratch: Vec::new(),
@@ -268,10 +266,10 @@ impl EvidenceBar {
     /// ticks), then learns the evidence if `normal` (no event open).
     fn push(&mut self, evidence: f64, normal: bool) -> f64 {
         self.since += 1;
-        if self.since >= BAR_EVERY && self.past.len() * 4 >= self.history {
+        if self.since >= BAR_EVERY && self.past.values().len() * 4 >= self.past.cap {
             self.since = 0;
             self.scratch.clear();
-            self.scratch.extend(self.past.iter().copied());
+            self.scratch.extend_from_slice(self.past.values());
             let k =
                 ((self.scratch.len() as f64 * self.quantile) as usize).min(self.scratch.len() - 1);
             let (_, q, _) = self.scratch.select_nth_unstable_by(k, f64::total_cmp);
@@ -279,10 +277,7 @@ impl EvidenceBar {
         }
         let bar = self.bar;
         if normal && evidence.is_finite() {
-            if self.past.len() == self.history {
-                self.past.pop_front();
-            }
-            self.past.push_back(evidence);
+            self.past.push(evidence);
         }
         bar
     }
@@ -571,7 +566,7 @@ mod tests {
             b = bar.push(0.0, true);
         }
         assert_eq!(b, 0.0);
-        assert_eq!(bar.past.len(), 400);
+        assert_eq!(bar.past.values().len(), 400);
     }
 
     #[test]
